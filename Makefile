@@ -1,0 +1,31 @@
+# Thin entry points over CMake. `make demo` and `make test` work on a fresh Debian 12 machine.
+BUILD_DIR ?= build
+BUILD_TYPE ?= Release
+JOBS ?= $(shell nproc)
+CMAKE_ARGS ?=
+DEMO_OUT ?= demo_out
+STREAMRECON := $(BUILD_DIR)/app/streamrecon
+
+.PHONY: all setup configure build test demo clean
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+$(BUILD_DIR)/build.ninja:
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
+
+configure: setup $(BUILD_DIR)/build.ninja
+
+build: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+test: build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
+
+demo: build
+	$(STREAMRECON) run --random-weights --config demo-small --synthetic 24 --out $(DEMO_OUT)
+
+clean:
+	rm -rf $(BUILD_DIR) $(DEMO_OUT)

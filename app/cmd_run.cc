@@ -1,0 +1,187 @@
+// `streamrecon run`: headless reconstruction of a video, image folder/glob or synthetic stream.
+// Writes points.ply, trajectory.txt (TUM), cameras.json, depth/ maps and run.json into --out.
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "app/commands.h"
+#include "app/common_options.h"
+#include "core/atomic_file.h"
+#include "core/errors.h"
+#include "core/export.h"
+#include "datasets/frame_source.h"
+#include "datasets/preprocess.h"
+#include "datasets/synthetic.h"
+#include "models/streaming_model.h"
+
+namespace streamrecon::app {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunArgs {
+  ModelArgs model;
+  CacheArgs cache;
+  std::string input;         // image folder, glob, video file or camera:N
+  int synthetic_frames = 0;  // > 0: render this many synthetic frames instead of --input
+  std::string out = "out";
+  std::string size;          // "W" or "WxH" (multiples of the patch size); default width 518
+  int64_t max_frames = -1;
+  int every = 1;
+  PointCloudOptions cloud;
+  bool depth_maps = true;
+};
+
+void CheckOutputFolder(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir)) throw FileError("cannot create the output folder " + dir.string() + ": " + ec.message());
+  const fs::path probe = dir / ".streamrecon_write_test";
+  {
+    std::ofstream out(probe);
+    if (!(out << "ok")) throw FileError("the output folder " + dir.string() + " is not writable");
+  }
+  fs::remove(probe, ec);
+}
+
+datasets::PreprocessOptions ParseSize(const std::string& size, int patch) {
+  datasets::PreprocessOptions p;
+  p.patch = patch;
+  if (!size.empty()) {
+    const auto x = size.find('x');
+    try {
+      p.target_width = std::stoi(size.substr(0, x));
+      if (x != std::string::npos) p.target_height = std::stoi(size.substr(x + 1));
+    } catch (const std::exception&) {
+      throw OptionError("--size expects W or WxH in pixels (e.g. 518 or 518x392), got '" + size + "'");
+    }
+  }
+  p.Check();
+  return p;
+}
+
+int RunRun(const RunArgs& args) {
+  if (args.input.empty() == (args.synthetic_frames <= 0))
+    throw OptionError("give exactly one of --input PATH or --synthetic N");
+  args.cloud.Check();
+  const fs::path out_dir(args.out);
+  CheckOutputFolder(out_dir);
+
+  models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
+  for (const auto& note : loaded.notes) spdlog::info("{}", note);
+  models::ModelOptions options;
+  options.dtype = args.model.dtype;
+  options.device = args.model.device;
+  options.cache = args.cache.ToOptions();
+  models::StreamingModel model(loaded.config, loaded.weights, options);
+  loaded.weights.clear();
+
+  datasets::PreprocessOptions pre = ParseSize(args.size, loaded.config.patch_size);
+  std::unique_ptr<datasets::FrameSource> source;
+  if (args.synthetic_frames > 0) {
+    datasets::SyntheticOptions syn;
+    syn.frames = args.synthetic_frames;
+    syn.width = pre.target_width;
+    syn.height = pre.target_height > 0 ? pre.target_height : pre.target_width * 3 / 4 / pre.patch * pre.patch;
+    source = datasets::MakeSyntheticSource(syn);
+  } else {
+    datasets::SourceOptions so;
+    so.every = args.every;
+    so.max_frames = args.max_frames;
+    so.on_note = [](const std::string& note) { spdlog::warn("{}", note); };
+    source = datasets::OpenFrameSource(args.input, so);
+  }
+  spdlog::info("input: {}", source->Describe());
+  const int64_t total = args.max_frames >= 0 && source->SizeHint() >= 0 ? std::min(args.max_frames, source->SizeHint())
+                                                                         : source->SizeHint();
+
+  std::vector<FramePrediction> cameras;  // predictions without their per-pixel arrays
+  PointCloud cloud;
+  int model_w = 0, model_h = 0;
+  double total_ms = 0;
+  const auto t_start = std::chrono::steady_clock::now();
+  while (auto frame = source->Next()) {
+    if (args.max_frames >= 0 && static_cast<int64_t>(cameras.size()) >= args.max_frames) break;
+    if (model_w == 0) {
+      std::tie(model_w, model_h) = datasets::ModelInputSize(frame->image.width, frame->image.height, pre);
+      spdlog::info("model input {}x{} (from {}x{})", model_w, model_h, frame->image.width, frame->image.height);
+    }
+    datasets::PreprocessOptions fixed = pre;
+    fixed.target_width = model_w;
+    fixed.target_height = model_h;
+    const RgbImage image = datasets::ResizeForModel(frame->image, fixed);
+
+    const auto t0 = std::chrono::steady_clock::now();
+    const models::StepOutput step = model.Step(models::ImageToTensor(image));
+    FramePrediction pred = models::ToFramePrediction(step, image, static_cast<int64_t>(cameras.size()));
+    pred.model_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    total_ms += pred.model_ms;
+
+    const PointCloud part = CollectPoints({pred}, args.cloud);
+    cloud.xyz.insert(cloud.xyz.end(), part.xyz.begin(), part.xyz.end());
+    cloud.rgb.insert(cloud.rgb.end(), part.rgb.begin(), part.rgb.end());
+    if (args.depth_maps) WriteDepthMaps(out_dir / "depth", {pred});
+
+    const size_t n = cameras.size() + 1;
+    spdlog::info("frame {}/{} {}: {:.0f} ms, {:.2f} fps, cache {:.1f} MiB, {} points", n,
+                 total >= 0 ? std::to_string(total) : std::string("?"), frame->name, pred.model_ms, 1000.0 * n / total_ms,
+                 model.CacheBytes() / 1048576.0, cloud.size());
+    pred.depth.clear();
+    pred.depth_conf.clear();
+    pred.world_points.clear();
+    pred.world_points_conf.clear();
+    pred.image = RgbImage{};
+    cameras.push_back(std::move(pred));
+  }
+  if (cameras.empty()) throw Error("no frames were read from " + source->Describe());
+
+  WritePointCloudPly(out_dir / "points.ply", cloud);
+  WriteTrajectoryTum(out_dir / "trajectory.txt", cameras);
+  WriteCamerasJson(out_dir / "cameras.json", cameras);
+  const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  nlohmann::json summary = {
+      {"input", source->Describe()},
+      {"frames", cameras.size()},
+      {"model_input", {model_w, model_h}},
+      {"model_ms_mean", total_ms / cameras.size()},
+      {"wall_seconds", wall_s},
+      {"points", cloud.size()},
+      {"cache_bytes", model.CacheBytes()},
+      {"cache_policy", args.cache.policy},
+      {"config", loaded.config.ToJson()},
+  };
+  WriteTextAtomically(out_dir / "run.json", summary.dump(2) + "\n");
+  spdlog::info("wrote {} frames to {}: points.ply ({} points), trajectory.txt, cameras.json{}", cameras.size(), out_dir.string(),
+               cloud.size(), args.depth_maps ? ", depth/" : "");
+  return 0;
+}
+
+}  // namespace
+
+Runner AddRunCommand(CLI::App& parent) {
+  auto args = std::make_shared<RunArgs>();
+  CLI::App* cmd = parent.add_subcommand("run", "Reconstruct a video, image folder or glob headless");
+  args->model.Add(*cmd);
+  args->cache.Add(*cmd);
+  cmd->add_option("--input,-i", args->input, "Image folder, glob (quoted), video file, or camera:N");
+  cmd->add_option("--synthetic", args->synthetic_frames, "Render N synthetic frames instead of --input")->check(CLI::PositiveNumber);
+  cmd->add_option("--out,-o", args->out, "Output folder")->capture_default_str();
+  cmd->add_option("--size", args->size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default 518)");
+  cmd->add_option("--max-frames", args->max_frames, "Stop after this many frames")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--every", args->every, "Use every K-th frame of the input")->check(CLI::PositiveNumber);
+  cmd->add_option("--conf-threshold", args->cloud.conf_threshold, "Keep points with confidence above this (conf = 1 + exp(c))")
+      ->capture_default_str();
+  cmd->add_option("--stride", args->cloud.stride, "Take every N-th pixel for the point cloud")->capture_default_str();
+  cmd->add_option("--voxel-size", args->cloud.voxel_size, "Voxel size for downsampling the cloud per frame (0 = off)")
+      ->capture_default_str();
+  cmd->add_flag("--points-from-depth", args->cloud.use_depth, "Build the cloud from depth + predicted cameras instead of the point map");
+  cmd->add_flag("!--no-depth-maps", args->depth_maps, "Do not write per-frame depth maps");
+  return [cmd, args]() { return cmd->parsed() ? RunRun(*args) : -1; };
+}
+
+}  // namespace streamrecon::app

@@ -1,0 +1,16 @@
+// Subcommands of the `streamrecon` executable: each registers its options on a CLI11 app and
+// returns a runner that does the work and yields the process exit code.
+#pragma once
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace streamrecon::app {
+
+using Runner = std::function<int()>;
+
+Runner AddVerifyCommand(CLI::App& parent);
+Runner AddRunCommand(CLI::App& parent);
+
+}  // namespace streamrecon::app

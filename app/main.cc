@@ -1,0 +1,42 @@
+// `streamrecon`: streaming 3D reconstruction from video. One binary, one subcommand per job.
+#include <spdlog/spdlog.h>
+
+#include <exception>
+#include <iostream>
+
+#include <c10/util/Exception.h>
+
+#include "app/commands.h"
+#include "core/errors.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"StreamRecon: streaming 3D reconstruction from video with a bounded KV cache"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "streamrecon 0.1.0");
+  std::vector<streamrecon::app::Runner> runners = {
+      streamrecon::app::AddRunCommand(app),
+      streamrecon::app::AddVerifyCommand(app),
+  };
+  spdlog::set_pattern("[%H:%M:%S] %v");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (auto& run : runners) {  // each returns -1 unless its subcommand was chosen
+      const int rc = run();
+      if (rc >= 0) return rc;
+    }
+    return 0;
+  } catch (const streamrecon::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 2;
+  } catch (const c10::Error& e) {
+    std::cerr << "error (LibTorch): " << e.what_without_backtrace() << "\n";
+    return 3;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 3;
+  }
+}

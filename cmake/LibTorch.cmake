@@ -1,0 +1,83 @@
+# Locates LibTorch and exposes it as the target `streamrecon::torch`.
+#
+# Two ways:
+#  * STREAMRECON_TORCH_CUDA=ON (GPU machines): find_package(Torch) with the full CUDA build of
+#    LibTorch (pass CMAKE_PREFIX_PATH=$(python3 -c "import torch;print(torch.utils.cmake_prefix_path)")).
+#  * otherwise (CPU machines): import libtorch_cpu + libc10 straight from the torch wheel
+#    (STREAMRECON_TORCH_DIR, or the wheel found by python3), without the CUDA parts of torch,
+#    whose dependencies (cuDNN, NCCL, ...) the PyPI wheel leaves to other packages.
+
+option(STREAMRECON_TORCH_CUDA "Link the CUDA build of LibTorch through find_package(Torch)" OFF)
+set(STREAMRECON_TORCH_DIR "" CACHE PATH "Root of a torch installation (the folder holding include/ and lib/)")
+
+# LibTorch ships its own (newer) fmt headers in include/fmt, which would shadow the system fmt
+# that spdlog was built against. We expose a shim include folder holding links to every entry of
+# torch's include folder except fmt.
+function(streamrecon_torch_include_shim torch_include out_var)
+  set(shim "${CMAKE_BINARY_DIR}/torch_include_shim")
+  file(MAKE_DIRECTORY "${shim}")
+  file(GLOB entries RELATIVE "${torch_include}" "${torch_include}/*")
+  foreach(entry IN LISTS entries)
+    if(NOT entry STREQUAL "fmt" AND NOT EXISTS "${shim}/${entry}")
+      file(CREATE_LINK "${torch_include}/${entry}" "${shim}/${entry}" SYMBOLIC)
+    endif()
+  endforeach()
+  set(${out_var} "${shim}" PARENT_SCOPE)
+endfunction()
+
+if(STREAMRECON_TORCH_CUDA)
+  find_package(Torch REQUIRED)
+  add_library(streamrecon_torch INTERFACE)
+  target_link_libraries(streamrecon_torch INTERFACE ${TORCH_LIBRARIES})
+  set(_torch_includes "")
+  foreach(_dir IN LISTS TORCH_INCLUDE_DIRS)
+    if(EXISTS "${_dir}/fmt" AND EXISTS "${_dir}/ATen")
+      streamrecon_torch_include_shim("${_dir}" _dir)
+    endif()
+    list(APPEND _torch_includes "${_dir}")
+  endforeach()
+  target_include_directories(streamrecon_torch SYSTEM INTERFACE ${_torch_includes})
+  target_compile_definitions(streamrecon_torch INTERFACE STREAMRECON_TORCH_HAS_CUDA=1)
+  add_library(streamrecon::torch ALIAS streamrecon_torch)
+  return()
+endif()
+
+if(NOT STREAMRECON_TORCH_DIR)
+  find_package(Python3 COMPONENTS Interpreter QUIET)
+  if(Python3_Interpreter_FOUND)
+    # find_spec does not import torch (importing it would need its CUDA libraries).
+    execute_process(
+      COMMAND ${Python3_EXECUTABLE} -c "import importlib.util,os;s=importlib.util.find_spec('torch');print(os.path.dirname(s.origin) if s else '')"
+      OUTPUT_VARIABLE _torch_dir OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+    set(STREAMRECON_TORCH_DIR "${_torch_dir}" CACHE PATH "Root of a torch installation" FORCE)
+  endif()
+endif()
+
+if(NOT STREAMRECON_TORCH_DIR OR NOT EXISTS "${STREAMRECON_TORCH_DIR}/lib/libtorch_cpu.so")
+  message(FATAL_ERROR
+    "LibTorch not found: expected ${STREAMRECON_TORCH_DIR}/lib/libtorch_cpu.so. "
+    "Run `make setup` (installs PyPI's torch wheel) or pass -DSTREAMRECON_TORCH_DIR=<torch root>.")
+endif()
+message(STATUS "LibTorch (CPU part) from ${STREAMRECON_TORCH_DIR}")
+
+add_library(streamrecon_torch INTERFACE)
+streamrecon_torch_include_shim("${STREAMRECON_TORCH_DIR}/include" _torch_shim)
+target_include_directories(streamrecon_torch SYSTEM INTERFACE
+  "${_torch_shim}"
+  "${STREAMRECON_TORCH_DIR}/include/torch/csrc/api/include")
+target_link_libraries(streamrecon_torch INTERFACE
+  "${STREAMRECON_TORCH_DIR}/lib/libtorch_cpu.so"
+  "${STREAMRECON_TORCH_DIR}/lib/libc10.so")
+target_compile_definitions(streamrecon_torch INTERFACE _GLIBCXX_USE_CXX11_ABI=1)
+# libtorch_cpu of the CUDA wheel needs libcudart/libcupti at load time: take them from the toolkit.
+set(_torch_rpath "${STREAMRECON_TORCH_DIR}/lib")
+foreach(_dir /usr/local/cuda/lib64 /usr/local/cuda/extras/CUPTI/lib64)
+  if(EXISTS "${_dir}")
+    list(APPEND _torch_rpath "${_dir}")
+  endif()
+endforeach()
+# Pass the rpath through the link line so every executable that links torch can load it.
+foreach(_dir IN LISTS _torch_rpath)
+  target_link_options(streamrecon_torch INTERFACE "LINKER:-rpath,${_dir}" "LINKER:-rpath-link,${_dir}")
+endforeach()
+add_library(streamrecon::torch ALIAS streamrecon_torch)

@@ -1,0 +1,66 @@
+# Resolves the AUTO/ON/OFF options into STREAMRECON_HAVE_* flags; ON fails loudly when missing.
+
+function(streamrecon_resolve name found)
+  if(STREAMRECON_${name} STREQUAL "OFF")
+    set(STREAMRECON_HAVE_${name} OFF PARENT_SCOPE)
+  elseif(${found})
+    set(STREAMRECON_HAVE_${name} ON PARENT_SCOPE)
+  elseif(STREAMRECON_${name} STREQUAL "ON")
+    message(FATAL_ERROR "STREAMRECON_${name}=ON but its dependencies were not found")
+  else()
+    set(STREAMRECON_HAVE_${name} OFF PARENT_SCOPE)
+  endif()
+endfunction()
+
+# CUDA
+set(_cuda_ok OFF)
+if(NOT STREAMRECON_CUDA STREQUAL "OFF")
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    set(_cuda_ok ON)
+  endif()
+endif()
+streamrecon_resolve(CUDA _cuda_ok)
+if(STREAMRECON_HAVE_CUDA)
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES 90)
+  endif()
+  enable_language(CUDA)
+  set(CMAKE_CUDA_STANDARD 17)
+  find_package(CUDAToolkit REQUIRED)
+endif()
+
+# OpenCV
+set(_cv_ok OFF)
+if(NOT STREAMRECON_OPENCV STREQUAL "OFF")
+  find_package(OpenCV QUIET COMPONENTS core imgproc imgcodecs videoio)
+  set(_cv_ok ${OpenCV_FOUND})
+endif()
+streamrecon_resolve(OPENCV _cv_ok)
+
+# Open3D
+set(_o3d_ok OFF)
+if(NOT STREAMRECON_OPEN3D STREQUAL "OFF")
+  find_package(Open3D QUIET)
+  set(_o3d_ok ${Open3D_FOUND})
+endif()
+streamrecon_resolve(OPEN3D _o3d_ok)
+
+# Viewer: GLFW + Dear ImGui (Debian's libimgui-dev) + OpenGL
+set(_viewer_ok OFF)
+if(NOT STREAMRECON_VIEWER STREQUAL "OFF")
+  find_package(glfw3 QUIET)
+  find_package(OpenGL QUIET)
+  find_path(IMGUI_INCLUDE_DIR imgui.h PATH_SUFFIXES imgui)
+  find_library(IMGUI_LIBRARY imgui)
+  if(glfw3_FOUND AND OpenGL_FOUND AND IMGUI_INCLUDE_DIR AND IMGUI_LIBRARY AND STREAMRECON_HAVE_OPENCV)
+    set(_viewer_ok ON)
+  endif()
+endif()
+streamrecon_resolve(VIEWER _viewer_ok)
+
+# Shared compile flags for our own targets.
+function(streamrecon_target_defaults target)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
+endfunction()

@@ -1,0 +1,72 @@
+#include "core/atomic_file.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+
+#include "core/errors.h"
+
+namespace streamrecon {
+namespace fs = std::filesystem;
+
+namespace {
+
+// A path next to `path` that does not exist yet, unique within this process and across processes.
+fs::path TemporarySibling(const fs::path& path) {
+  static std::atomic<uint64_t> counter{0};
+  for (;;) {
+    const std::string name = path.stem().string() + ".tmp-" + std::to_string(::getpid()) + "-" +
+                             std::to_string(counter++) + path.extension().string();
+    const fs::path tmp = path.parent_path() / name;
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(tmp, ec))) return tmp;
+  }
+}
+
+}  // namespace
+
+void WriteFileAtomically(const fs::path& path,
+                         const std::function<void(const fs::path& tmp)>& writer) {
+  const fs::path folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) {
+    throw FileError("cannot write " + path.string() + ": expected folder " + folder.string() +
+                    " to exist, found " + (fs::exists(folder, ec) ? "a non-folder" : "nothing"));
+  }
+  if (::access(folder.c_str(), W_OK | X_OK) != 0) {
+    throw FileError("cannot write " + path.string() + ": folder " + folder.string() +
+                    " is not writable");
+  }
+
+  const fs::path tmp = TemporarySibling(path);
+  try {
+    writer(tmp);
+    if (!fs::is_regular_file(tmp, ec)) {
+      throw FileError("cannot write " + path.string() + ": expected the writer to create " +
+                      tmp.string() + ", found no file");
+    }
+    fs::rename(tmp, path, ec);
+    if (ec) {
+      throw FileError("cannot write " + path.string() + ": renaming " + tmp.string() +
+                      " over it failed: " + ec.message());
+    }
+  } catch (...) {
+    fs::remove(tmp, ec);
+    throw;
+  }
+}
+
+void WriteTextAtomically(const fs::path& path, const std::string& content) {
+  WriteFileAtomically(path, [&](const fs::path& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    out.write(content.data(), static_cast<std::streamsize>(content.size()));
+    out.close();
+    if (!out) {
+      throw FileError("cannot write " + path.string() + ": writing " +
+                      std::to_string(content.size()) + " bytes to " + tmp.string() + " failed");
+    }
+  });
+}
+
+}  // namespace streamrecon

@@ -1,0 +1,22 @@
+// Writing files atomically: a writer fills a temporary sibling, which is renamed over the target,
+// so readers never see a half-written export and a failed write leaves the old file in place.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <string>
+
+namespace streamrecon {
+
+// Calls writer(tmp) with a fresh path in the target's folder that keeps the target's extension
+// ("points.ply" -> "points.tmp-<pid>-<n>.ply", so libraries that pick a format by extension work),
+// then renames tmp over path. If the writer throws, or leaves no file, or the rename fails, the
+// temporary is removed and the error propagates (FileError for the latter two). Throws FileError
+// naming the folder when it does not exist or is not writable.
+void WriteFileAtomically(const std::filesystem::path& path,
+                         const std::function<void(const std::filesystem::path& tmp)>& writer);
+
+// Writes content (as bytes) to path atomically; throws FileError when the write fails.
+void WriteTextAtomically(const std::filesystem::path& path, const std::string& content);
+
+}  // namespace streamrecon

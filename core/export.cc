@@ -1,0 +1,299 @@
+#include "core/export.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
+
+#include "core/atomic_file.h"
+#include "core/errors.h"
+#include "core/geometry.h"
+
+#ifdef STREAMRECON_HAVE_OPEN3D
+#include <open3d/geometry/PointCloud.h>
+#include <open3d/io/PointCloudIO.h>
+#endif
+
+#ifdef STREAMRECON_HAVE_OPENCV
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#endif
+
+namespace streamrecon {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Throws Error unless an array of the prediction holds H * W * channels values.
+void CheckSize(const FramePrediction& p, const char* name, size_t found, size_t channels) {
+  const size_t expected = static_cast<size_t>(p.height) * static_cast<size_t>(p.width) * channels;
+  if (p.height <= 0 || p.width <= 0 || found != expected) {
+    throw Error("frame " + std::to_string(p.index) + ": expected " + name + " of " +
+                std::to_string(p.height) + " x " + std::to_string(p.width) + " x " +
+                std::to_string(channels) + " values, found " + std::to_string(found));
+  }
+}
+
+Rigid3 WorldFromCam(const FramePrediction& p) {
+  return geometry::Inverse(geometry::PoseEncodingToExtrinsics(p.pose_enc));
+}
+
+nlohmann::json Matrix4(const Rigid3& T) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (int r = 0; r < 3; ++r) rows.push_back({T.R[r * 3], T.R[r * 3 + 1], T.R[r * 3 + 2], T.t[r]});
+  rows.push_back({0.0, 0.0, 0.0, 1.0});
+  return rows;
+}
+
+// One point per voxel of edge `voxel_size`, at the mean position and colour of its points,
+// in the order the voxels are first met.
+PointCloud VoxelDownsample(const PointCloud& cloud, double voxel_size) {
+  using Key = std::array<int64_t, 3>;
+  struct KeyHash {
+    size_t operator()(const Key& k) const {
+      return static_cast<size_t>(static_cast<uint64_t>(k[0]) * 73856093u ^
+                                 static_cast<uint64_t>(k[1]) * 19349669u ^
+                                 static_cast<uint64_t>(k[2]) * 83492791u);
+    }
+  };
+  std::unordered_map<Key, size_t, KeyHash> slot_of;
+  std::vector<std::array<double, 6>> sums;  // x, y, z, r, g, b
+  std::vector<size_t> counts;
+  for (size_t i = 0; i < cloud.size(); ++i) {
+    const float* p = &cloud.xyz[i * 3];
+    const Key key{static_cast<int64_t>(std::floor(p[0] / voxel_size)),
+                  static_cast<int64_t>(std::floor(p[1] / voxel_size)),
+                  static_cast<int64_t>(std::floor(p[2] / voxel_size))};
+    const auto [it, inserted] = slot_of.emplace(key, sums.size());
+    if (inserted) {
+      sums.push_back({});
+      counts.push_back(0);
+    }
+    for (int k = 0; k < 3; ++k) {
+      sums[it->second][k] += p[k];
+      sums[it->second][3 + k] += cloud.rgb[i * 3 + k];
+    }
+    ++counts[it->second];
+  }
+  PointCloud out;
+  out.xyz.reserve(sums.size() * 3);
+  out.rgb.reserve(sums.size() * 3);
+  for (size_t s = 0; s < sums.size(); ++s) {
+    for (int k = 0; k < 3; ++k) out.xyz.push_back(static_cast<float>(sums[s][k] / counts[s]));
+    for (int k = 0; k < 3; ++k) {
+      out.rgb.push_back(static_cast<uint8_t>(std::lround(sums[s][3 + k] / counts[s])));
+    }
+  }
+  return out;
+}
+
+#ifdef STREAMRECON_HAVE_OPENCV
+void WriteImage(const fs::path& path, const cv::Mat& image) {
+  WriteFileAtomically(path, [&](const fs::path& tmp) {
+    bool ok = false;
+    try {
+      ok = cv::imwrite(tmp.string(), image);
+    } catch (const cv::Exception& e) {
+      throw FileError("cannot write " + path.string() + ": " + e.what());
+    }
+    if (!ok) throw FileError("cannot write " + path.string() + ": OpenCV's imwrite failed");
+  });
+}
+
+// depth [H, W] -> BGR preview, TURBO between the 2nd and 98th percentiles of the finite depths.
+cv::Mat DepthPreview(const std::vector<float>& depth, int width, int height) {
+  std::vector<float> finite;
+  finite.reserve(depth.size());
+  for (float d : depth) {
+    if (std::isfinite(d)) finite.push_back(d);
+  }
+  cv::Mat preview(height, width, CV_8UC3, cv::Scalar(0, 0, 0));
+  if (finite.empty()) return preview;
+  const auto percentile = [&finite](double q) {
+    const auto nth = finite.begin() + static_cast<std::ptrdiff_t>(q * (finite.size() - 1));
+    std::nth_element(finite.begin(), nth, finite.end());
+    return static_cast<double>(*nth);
+  };
+  const double lo = percentile(0.02);
+  const double hi = percentile(0.98);
+  const double scale = hi > lo ? 255.0 / (hi - lo) : 0.0;
+  cv::Mat gray(height, width, CV_8U);
+  for (size_t i = 0; i < depth.size(); ++i) {
+    gray.data[i] = cv::saturate_cast<uchar>((depth[i] - lo) * scale);
+  }
+  cv::applyColorMap(gray, preview, cv::COLORMAP_TURBO);
+  for (size_t i = 0; i < depth.size(); ++i) {
+    if (!std::isfinite(depth[i])) preview.at<cv::Vec3b>(static_cast<int>(i)) = cv::Vec3b(0, 0, 0);
+  }
+  return preview;
+}
+#endif
+
+}  // namespace
+
+void WriteTrajectoryTum(const fs::path& path, const std::vector<FramePrediction>& predictions,
+                        const std::vector<double>& timestamps) {
+  if (!timestamps.empty() && timestamps.size() != predictions.size()) {
+    throw Error("TUM trajectory " + path.string() + ": expected one timestamp per prediction (" +
+                std::to_string(predictions.size()) + "), found " +
+                std::to_string(timestamps.size()));
+  }
+  std::string text = "# timestamp tx ty tz qx qy qz qw (world_from_cam, OpenCV camera axes)\n";
+  for (size_t i = 0; i < predictions.size(); ++i) {
+    const Rigid3 world_from_cam = WorldFromCam(predictions[i]);
+    const std::array<double, 4> q = geometry::RotationToQuaternion(world_from_cam.R);
+    const double timestamp =
+        timestamps.empty() ? static_cast<double>(predictions[i].index) : timestamps[i];
+    char line[256];
+    std::snprintf(line, sizeof(line), "%.9f %.12f %.12f %.12f %.12f %.12f %.12f %.12f\n", timestamp,
+                  world_from_cam.t[0], world_from_cam.t[1], world_from_cam.t[2], q[0], q[1], q[2],
+                  q[3]);
+    text += line;
+  }
+  WriteTextAtomically(path, text);
+}
+
+void WriteCamerasJson(const fs::path& path, const std::vector<FramePrediction>& predictions) {
+  nlohmann::json frames = nlohmann::json::array();
+  for (const FramePrediction& p : predictions) {
+    const Rigid3 cam_from_world = geometry::PoseEncodingToExtrinsics(p.pose_enc);
+    const Intrinsics intrinsics = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
+    frames.push_back({{"index", p.index},
+                      {"width", p.width},
+                      {"height", p.height},
+                      {"fx", intrinsics.fx},
+                      {"fy", intrinsics.fy},
+                      {"cx", intrinsics.cx},
+                      {"cy", intrinsics.cy},
+                      {"pose_enc", p.pose_enc},
+                      {"cam_from_world", Matrix4(cam_from_world)},
+                      {"world_from_cam", Matrix4(geometry::Inverse(cam_from_world))}});
+  }
+  const nlohmann::json root = {
+      {"convention",
+       "pose_enc = [t_xyz, q_xyzw, fov_h, fov_w] of cam_from_world; OpenCV camera axes "
+       "(x right, y down, z forward); world = first camera; matrices are rows"},
+      {"frames", frames}};
+  WriteTextAtomically(path, root.dump(2) + "\n");
+}
+
+void PointCloudOptions::Check() const {
+  if (!std::isfinite(conf_threshold)) {
+    throw OptionError("conf_threshold: expected a finite number, found " +
+                      std::to_string(conf_threshold));
+  }
+  if (stride < 1) {
+    throw OptionError("stride: expected an integer >= 1, found " + std::to_string(stride));
+  }
+  if (!(voxel_size >= 0.0) || !std::isfinite(voxel_size)) {
+    throw OptionError("voxel_size: expected 0 (off) or a positive length, found " +
+                      std::to_string(voxel_size));
+  }
+}
+
+PointCloud CollectPoints(const std::vector<FramePrediction>& predictions,
+                         const PointCloudOptions& options) {
+  options.Check();
+  PointCloud cloud;
+  for (const FramePrediction& p : predictions) {
+    if (p.image.width != p.width || p.image.height != p.height) {
+      throw Error("frame " + std::to_string(p.index) + ": expected an image of " +
+                  std::to_string(p.width) + " x " + std::to_string(p.height) + ", found " +
+                  std::to_string(p.image.width) + " x " + std::to_string(p.image.height));
+    }
+    CheckSize(p, "image data", p.image.data.size(), 3);
+    std::vector<float> unprojected;
+    const std::vector<float>* points = &p.world_points;
+    const std::vector<float>* conf = &p.world_points_conf;
+    if (options.use_depth) {
+      CheckSize(p, "depth", p.depth.size(), 1);
+      CheckSize(p, "depth_conf", p.depth_conf.size(), 1);
+      unprojected = geometry::UnprojectDepth(
+          p.depth, p.width, p.height,
+          geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height), WorldFromCam(p));
+      points = &unprojected;
+      conf = &p.depth_conf;
+    } else {
+      CheckSize(p, "world_points", p.world_points.size(), 3);
+      CheckSize(p, "world_points_conf", p.world_points_conf.size(), 1);
+    }
+
+    for (int v = 0; v < p.height; v += options.stride) {
+      for (int u = 0; u < p.width; u += options.stride) {
+        const size_t i = static_cast<size_t>(v) * p.width + u;
+        const float* xyz = &(*points)[i * 3];
+        if (!((*conf)[i] > options.conf_threshold) || !std::isfinite(xyz[0]) ||
+            !std::isfinite(xyz[1]) || !std::isfinite(xyz[2])) {
+          continue;
+        }
+        cloud.xyz.insert(cloud.xyz.end(), xyz, xyz + 3);
+        const uint8_t* rgb = p.image.pixel(u, v);
+        cloud.rgb.insert(cloud.rgb.end(), rgb, rgb + 3);
+      }
+    }
+  }
+  return options.voxel_size > 0.0 ? VoxelDownsample(cloud, options.voxel_size) : cloud;
+}
+
+void WritePointCloudPly(const fs::path& path, const PointCloud& cloud) {
+#ifdef STREAMRECON_HAVE_OPEN3D
+  if (cloud.xyz.size() % 3 != 0 || cloud.rgb.size() != cloud.xyz.size()) {
+    throw Error("PLY " + path.string() + ": expected xyz and rgb of [N, 3] values each, found " +
+                std::to_string(cloud.xyz.size()) + " and " + std::to_string(cloud.rgb.size()));
+  }
+  if (cloud.size() == 0) {
+    // Open3D refuses to write an empty cloud; an empty cloud is still a valid result.
+    WriteTextAtomically(path,
+                        "ply\nformat binary_little_endian 1.0\nelement vertex 0\n"
+                        "property double x\nproperty double y\nproperty double z\n"
+                        "property uchar red\nproperty uchar green\nproperty uchar blue\n"
+                        "end_header\n");
+    return;
+  }
+  open3d::geometry::PointCloud o3d_cloud;
+  o3d_cloud.points_.reserve(cloud.size());
+  o3d_cloud.colors_.reserve(cloud.size());
+  for (size_t i = 0; i < cloud.size(); ++i) {
+    const float* p = &cloud.xyz[i * 3];
+    const uint8_t* c = &cloud.rgb[i * 3];
+    o3d_cloud.points_.emplace_back(p[0], p[1], p[2]);
+    o3d_cloud.colors_.emplace_back(c[0] / 255.0, c[1] / 255.0, c[2] / 255.0);
+  }
+  WriteFileAtomically(path, [&](const fs::path& tmp) {
+    const open3d::io::WritePointCloudOption binary(
+        open3d::io::WritePointCloudOption::IsAscii::Binary);
+    if (!open3d::io::WritePointCloudToPLY(tmp.string(), o3d_cloud, binary)) {
+      throw FileError("cannot write " + path.string() + ": Open3D's PLY writer failed");
+    }
+  });
+#else
+  throw Error("PLY export needs Open3D; rebuild with libopen3d-dev");
+#endif
+}
+
+void WriteDepthMaps(const fs::path& folder, const std::vector<FramePrediction>& predictions) {
+#ifdef STREAMRECON_HAVE_OPENCV
+  std::error_code ec;
+  fs::create_directories(folder, ec);
+  if (ec) {
+    throw FileError("cannot create depth map folder " + folder.string() + ": " + ec.message());
+  }
+  for (const FramePrediction& p : predictions) {
+    CheckSize(p, "depth", p.depth.size(), 1);
+    char stem[32];
+    std::snprintf(stem, sizeof(stem), "depth_%06lld", static_cast<long long>(p.index));
+    // imwrite only reads the pixels; the Mat wraps them without copying.
+    const cv::Mat depth(p.height, p.width, CV_32F, const_cast<float*>(p.depth.data()));
+    WriteImage(folder / (std::string(stem) + ".tiff"), depth);
+    WriteImage(folder / (std::string(stem) + ".png"), DepthPreview(p.depth, p.width, p.height));
+  }
+#else
+  throw Error("depth map export needs OpenCV; rebuild with libopencv-dev");
+#endif
+}
+
+}  // namespace streamrecon

@@ -1,0 +1,68 @@
+// Exporters for a run's predictions: TUM trajectory, cameras.json, coloured point clouds (PLY,
+// through Open3D) and depth maps (TIFF + preview PNG, through OpenCV). All files are written
+// atomically (core/atomic_file.h); failures throw FileError naming the file.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <vector>
+
+#include "core/types.h"
+
+namespace streamrecon {
+
+// One line per frame, "timestamp tx ty tz qx qy qz qw", of world_from_cam (the inverse of the
+// pose encoding's cam_from_world), after a '#' header line. Timestamps are the frames' indices,
+// or timestamps[i] for predictions[i] when given (then one per prediction, else Error).
+void WriteTrajectoryTum(const std::filesystem::path& path,
+                        const std::vector<FramePrediction>& predictions,
+                        const std::vector<double>& timestamps = {});
+
+// {"convention": ..., "frames": [{index, width, height, fx, fy, cx, cy, pose_enc[9],
+//  cam_from_world, world_from_cam}, ...]} with the 4x4 matrices as 4 rows of 4 numbers.
+void WriteCamerasJson(const std::filesystem::path& path,
+                      const std::vector<FramePrediction>& predictions);
+
+// A coloured point cloud: xyz is [N, 3] float32, rgb is [N, 3] uint8.
+struct PointCloud {
+  std::vector<float> xyz;
+  std::vector<uint8_t> rgb;
+
+  size_t size() const { return xyz.size() / 3; }
+};
+
+// How CollectPoints turns predictions into one cloud.
+struct PointCloudOptions {
+  // Keep pixels whose confidence is above this. The model's confidence is 1 + exp(c), so it is
+  // always > 1 and a threshold <= 1 keeps every pixel. world_points_conf is used, or depth_conf
+  // with use_depth.
+  float conf_threshold = 1.5f;
+  // Unproject the depth map with the predicted camera instead of using the point map.
+  bool use_depth = false;
+  // Take every stride-th pixel in x and y (1 = all).
+  int stride = 1;
+  // Voxel edge length in world units; > 0 keeps one point per voxel (mean position and colour).
+  double voxel_size = 0.0;
+
+  // Throws OptionError naming the bad field.
+  void Check() const;
+};
+
+// The confident, finite points of all predictions, coloured by prediction.image.
+// Throws OptionError for bad options and Error for a prediction whose arrays do not match H, W.
+PointCloud CollectPoints(const std::vector<FramePrediction>& predictions,
+                         const PointCloudOptions& options);
+
+// Binary little-endian PLY with x, y, z (double) and red, green, blue (uchar), through Open3D.
+// An empty cloud gives a valid PLY with 0 vertices (Open3D's own reader refuses such files, so
+// callers that read back should check the count). Throws Error when built without Open3D.
+void WritePointCloudPly(const std::filesystem::path& path, const PointCloud& cloud);
+
+// Per frame, in folder (created if missing): depth_%06d.tiff, the raw depth [H, W] as float32,
+// and depth_%06d.png, a preview coloured with COLORMAP_TURBO between the frame's 2nd and 98th
+// depth percentiles (near blue, far red; non-finite depth black). %06d is prediction.index.
+// Throws Error when built without OpenCV.
+void WriteDepthMaps(const std::filesystem::path& folder,
+                    const std::vector<FramePrediction>& predictions);
+
+}  // namespace streamrecon

@@ -1,0 +1,90 @@
+// Deterministic procedural scenes with exact ground truth (depth, intrinsics, poses): a closed,
+// textured room with boxes and spheres, ray cast in plain C++ (no OpenCV, no LibTorch), for tests,
+// benchmarks and evaluation without data sets.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/types.h"
+#include "datasets/frame_source.h"
+
+namespace streamrecon::datasets {
+
+// How the camera moves through the room. Both keep to a circle of radius 2.5 m around the room
+// centre, which objects stand inside and outside of (at least 0.7 m away; walls 1.7 m or more).
+enum class Trajectory {
+  kWalk,   // walks a third of the circle at eye height, looking ahead and 0.6 rad inwards with a
+           // slow +-0.15 rad yaw sway; frame i at fraction i / (frames - 1) of the path
+  kOrbit,  // goes once around the circle (frame i at angle 2 pi i / frames), looking at the centre
+};
+
+// What to render.
+struct SyntheticOptions {
+  // Image width in pixels.
+  int width = 518;
+  // Image height in pixels.
+  int height = 392;
+  // Number of frames; the whole trajectory is spread over them.
+  int frames = 24;
+  // Picks the room size, textures, colours, objects and where the trajectory starts.
+  uint64_t seed = 0;
+  // Camera path.
+  Trajectory trajectory = Trajectory::kWalk;
+  // Horizontal field of view in degrees (square pixels, so it also fixes the vertical one).
+  double fov_x_deg = 60.0;
+  // Render threads; 0 = std::thread::hardware_concurrency().
+  int threads = 0;
+
+  // Throws OptionError when a value is out of range.
+  void Check() const;
+};
+
+// One rendered frame with its ground truth.
+struct SyntheticFrame {
+  Frame frame;               // image [H, W, 3] RGB; name "synthetic:<i>", timestamp i
+  std::vector<float> depth;  // [H, W] metres, z along the optical axis; finite and > 0
+  Intrinsics intrinsics;     // fx = fy = (W/2) / tan(fov_x/2), cx = W/2, cy = H/2
+  Rigid3 world_from_cam;     // OpenCV camera axes (x right, y down, z forward); world z up
+};
+
+// A scene and trajectory fixed by SyntheticOptions. Pixel convention (the same as
+// geometry::UnprojectDepth and VGGT): pixel (u, v), u the integer column and v the integer row,
+// is rendered with the ray through camera point ((u - cx) / fx, (v - cy) / fy, 1), so
+// X_cam = depth(u, v) * ((u - cx) / fx, (v - cy) / fy, 1) lies exactly on the surface seen
+// there. One ray per pixel, Lambert shading from one point light plus ambient, no shadows.
+// Immutable after construction; Render() is safe to call from several threads.
+class SyntheticScene {
+ public:
+  // Throws OptionError when options.Check() fails.
+  explicit SyntheticScene(const SyntheticOptions& options);
+
+  // Number of frames (options.frames).
+  int64_t size() const { return options_.frames; }
+  const SyntheticOptions& options() const { return options_; }
+
+  // Renders frame index in [0, size()); throws Error otherwise.
+  SyntheticFrame Render(int64_t index) const;
+
+  // The camera of frame index in [0, size()) (no rendering); throws Error otherwise.
+  Rigid3 WorldFromCam(int64_t index) const;
+  Intrinsics intrinsics() const;
+
+  // Signed distance in metres from a world point to the nearest surface: positive in free space
+  // (inside the room, outside every object), zero on surfaces, negative inside solids.
+  double SignedDistance(const std::array<double, 3>& world_point) const;
+
+ private:
+  struct Geometry;  // room, objects, materials, light (synthetic.cc)
+
+  SyntheticOptions options_;
+  std::shared_ptr<const Geometry> geometry_;
+};
+
+// A FrameSource delivering SyntheticScene(options).Render(i).frame for i = 0 .. frames - 1.
+// Throws OptionError when options.Check() fails.
+std::unique_ptr<FrameSource> MakeSyntheticSource(const SyntheticOptions& options);
+
+}  // namespace streamrecon::datasets

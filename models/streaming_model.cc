@@ -1,0 +1,468 @@
+// The model: DINO patch embed, alternating frame/global attention with 2D RoPE, camera head with
+// its own trunk cache, and the two DPT heads. Numerics follow the reference (see spec/model.md):
+// the positional-table resize and RoPE angles are computed in fp32 as the reference does.
+#include "models/streaming_model.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "core/errors.h"
+
+namespace streamrecon::models {
+namespace {
+
+using at::Tensor;
+
+// Weights of one transformer block (pre-norm, LayerScale).
+struct BlockWeights {
+  Tensor norm1_w, norm1_b, qkv_w, qkv_b, q_norm_w, q_norm_b, k_norm_w, k_norm_b, proj_w, proj_b, ls1;
+  Tensor norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b, ls2;
+  int heads = 1;
+  double eps = 1e-5;
+  bool qk_norm = false;
+};
+
+struct DptWeights {
+  std::string prefix;
+  Tensor norm_w, norm_b;
+  std::vector<Tensor> project_w, project_b;
+  Tensor resize0_w, resize0_b, resize1_w, resize1_b, resize3_w, resize3_b;
+  std::vector<Tensor> layer_rn;  // 4, no bias
+};
+
+// Cos/sin tables of the 2D RoPE for one frame layout: [P, D/2] for rows (y) and columns (x).
+struct RopeTables {
+  Tensor cos_y, sin_y, cos_x, sin_x;
+};
+
+Tensor RotateHalf(const Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// x: [H, N, D]; the first half of each head's channels is rotated by y, the second by x.
+Tensor ApplyRope(const Tensor& x, const RopeTables& rope) {
+  const int64_t half = x.size(-1) / 2;
+  const Tensor vert = x.narrow(-1, 0, half);
+  const Tensor horiz = x.narrow(-1, half, half);
+  return at::cat({vert * rope.cos_y + RotateHalf(vert) * rope.sin_y, horiz * rope.cos_x + RotateHalf(horiz) * rope.sin_x}, -1);
+}
+
+Tensor LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
+  return at::layer_norm(x, {x.size(-1)}, w, b, eps);
+}
+
+Tensor Mlp(const BlockWeights& b, const Tensor& x) {
+  return at::linear(at::gelu(at::linear(x, b.fc1_w, b.fc1_b)), b.fc2_w, b.fc2_b);
+}
+
+// q, k, v of x [N, C] as [H, N, D], with qk-norm and RoPE when the block has them.
+std::tuple<Tensor, Tensor, Tensor> Qkv(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
+  const int64_t n = x.size(0), c = x.size(1);
+  const Tensor qkv = at::linear(x, b.qkv_w, b.qkv_b).reshape({n, 3, b.heads, c / b.heads}).permute({1, 2, 0, 3});
+  Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+  if (b.qk_norm) {
+    q = LayerNorm(q, b.q_norm_w, b.q_norm_b, b.eps);
+    k = LayerNorm(k, b.k_norm_w, b.k_norm_b, b.eps);
+  }
+  if (rope) {
+    q = ApplyRope(q, *rope);
+    k = ApplyRope(k, *rope);
+  }
+  return {q, k, v.contiguous()};
+}
+
+Tensor MergeHeads(const Tensor& o) {  // [H, N, D] -> [N, H*D]
+  return o.permute({1, 0, 2}).reshape({o.size(1), o.size(0) * o.size(2)});
+}
+
+// A block attending within x only. x: [N, C].
+Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
+  auto [q, k, v] = Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
+  const Tensor o = at::scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)).squeeze(0);
+  Tensor y = x + b.ls1 * at::linear(MergeHeads(o), b.proj_w, b.proj_b);
+  return y + b.ls2 * Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps));
+}
+
+// A block attending to its cache plus x; appends x's keys/values, then prunes. x: [N, C].
+Tensor CachedBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, LayerKvCache& cache) {
+  auto [q, k, v] = Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
+  const Tensor o = cache.AppendAndAttend(q, k, v);
+  cache.Prune(q, x.size(0));
+  Tensor y = x + b.ls1 * at::linear(MergeHeads(o), b.proj_w, b.proj_b);
+  return y + b.ls2 * Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps));
+}
+
+// Residual conv unit with the reference's in-place ReLU quirk: the skip adds relu(x).
+Tensor Rcu(const StateDict& w, const std::string& p, const Tensor& x) {
+  const Tensor rx = at::relu(x);
+  const Tensor h = at::conv2d(rx, w.at(p + ".conv1.weight"), w.at(p + ".conv1.bias"), 1, 1);
+  return at::conv2d(at::relu(h), w.at(p + ".conv2.weight"), w.at(p + ".conv2.bias"), 1, 1) + rx;
+}
+
+Tensor Bilinear(const Tensor& x, int64_t h, int64_t w) {
+  return at::upsample_bilinear2d(x, {h, w}, /*align_corners=*/true);
+}
+
+}  // namespace
+
+void ModelOptions::Check() const {
+  if (dtype != "float32" && dtype != "float64")
+    throw OptionError("unsupported dtype '" + dtype + "': expected float32 or float64");
+  if (device != "cpu" && device.rfind("cuda", 0) != 0) throw OptionError("unsupported device '" + device + "': expected cpu or cuda[:N]");
+  cache.Check();
+}
+
+struct StreamingModel::Impl {
+  ModelConfig config;
+  ModelOptions options;
+  at::TensorOptions topts;
+  StateDict w;  // converted weights
+
+  std::vector<BlockWeights> dino_blocks, frame_blocks, global_blocks, trunk_blocks;
+  DptWeights depth_head, point_head;
+  std::vector<std::unique_ptr<LayerKvCache>> global_caches, trunk_caches;
+  int64_t frames = 0;
+
+  // Per-layout caches (frames of one stream share a size; recomputed when it changes).
+  int64_t layout_h = -1, layout_w = -1;
+  Tensor dino_pos;  // [1 + h*w, C]
+  RopeTables rope;
+
+  BlockWeights LoadBlock(const std::string& p, int heads, double eps, bool qk_norm) {
+    BlockWeights b;
+    b.heads = heads;
+    b.eps = eps;
+    b.qk_norm = qk_norm;
+    b.norm1_w = w.at(p + "norm1.weight");
+    b.norm1_b = w.at(p + "norm1.bias");
+    b.qkv_w = w.at(p + "attn.qkv.weight");
+    b.qkv_b = w.at(p + "attn.qkv.bias");
+    if (qk_norm) {
+      b.q_norm_w = w.at(p + "attn.q_norm.weight");
+      b.q_norm_b = w.at(p + "attn.q_norm.bias");
+      b.k_norm_w = w.at(p + "attn.k_norm.weight");
+      b.k_norm_b = w.at(p + "attn.k_norm.bias");
+    }
+    b.proj_w = w.at(p + "attn.proj.weight");
+    b.proj_b = w.at(p + "attn.proj.bias");
+    b.ls1 = w.at(p + "ls1.gamma");
+    b.norm2_w = w.at(p + "norm2.weight");
+    b.norm2_b = w.at(p + "norm2.bias");
+    b.fc1_w = w.at(p + "mlp.fc1.weight");
+    b.fc1_b = w.at(p + "mlp.fc1.bias");
+    b.fc2_w = w.at(p + "mlp.fc2.weight");
+    b.fc2_b = w.at(p + "mlp.fc2.bias");
+    b.ls2 = w.at(p + "ls2.gamma");
+    return b;
+  }
+
+  DptWeights LoadDpt(const std::string& p) {
+    DptWeights d;
+    d.prefix = p;
+    d.norm_w = w.at(p + "norm.weight");
+    d.norm_b = w.at(p + "norm.bias");
+    for (int i = 0; i < 4; ++i) {
+      d.project_w.push_back(w.at(p + "projects." + std::to_string(i) + ".weight"));
+      d.project_b.push_back(w.at(p + "projects." + std::to_string(i) + ".bias"));
+      d.layer_rn.push_back(w.at(p + "scratch.layer" + std::to_string(i + 1) + "_rn.weight"));
+    }
+    d.resize0_w = w.at(p + "resize_layers.0.weight");
+    d.resize0_b = w.at(p + "resize_layers.0.bias");
+    d.resize1_w = w.at(p + "resize_layers.1.weight");
+    d.resize1_b = w.at(p + "resize_layers.1.bias");
+    d.resize3_w = w.at(p + "resize_layers.3.weight");
+    d.resize3_b = w.at(p + "resize_layers.3.bias");
+    return d;
+  }
+
+  void ResetCaches() {
+    global_caches.clear();
+    trunk_caches.clear();
+    for (int i = 0; i < config.depth; ++i) global_caches.push_back(MakeLayerKvCache(options.cache));
+    // The camera trunk cache is pruned by the same routine with one token per entry (N = 1).
+    KvCacheOptions trunk = options.cache;
+    trunk.special_tokens = 1;
+    for (int i = 0; i < config.camera_head.trunk_depth; ++i) trunk_caches.push_back(MakeLayerKvCache(trunk));
+    frames = 0;
+  }
+
+  // Positional table for an h x w patch grid: bicubic (antialiased) resize of the trained grid, in fp32.
+  void PrepareLayout(int64_t h, int64_t wd) {
+    if (h == layout_h && wd == layout_w) return;
+    layout_h = h;
+    layout_w = wd;
+    const int64_t C = config.embed_dim;
+    const int64_t M = config.pos_grid();
+    const Tensor table = w.at("aggregator.patch_embed.pos_embed").to(at::kFloat)[0];  // [1 + M*M, C]
+    const Tensor cls_pos = table.narrow(0, 0, 1);
+    Tensor grid = table.narrow(0, 1, M * M).reshape({1, M, M, C}).permute({0, 3, 1, 2});
+    Tensor resized;
+    if (h == M && wd == M) {
+      resized = grid;
+    } else if (config.dino.interpolate_offset != 0.0) {
+      const double sy = (h + config.dino.interpolate_offset) / M, sx = (wd + config.dino.interpolate_offset) / M;
+      const int64_t oh = static_cast<int64_t>(std::floor(M * sy)), ow = static_cast<int64_t>(std::floor(M * sx));
+      resized = config.dino.interpolate_antialias ? at::_upsample_bicubic2d_aa(grid, {oh, ow}, false, sy, sx)
+                                                  : at::upsample_bicubic2d(grid, {oh, ow}, false, sy, sx);
+      if (oh != h || ow != wd) throw Error("positional grid resize produced the wrong size (interpolate_offset too large?)");
+    } else {
+      resized = config.dino.interpolate_antialias ? at::_upsample_bicubic2d_aa(grid, {h, wd}, false)
+                                                  : at::upsample_bicubic2d(grid, {h, wd}, false);
+    }
+    const Tensor patch_pos = resized.permute({0, 2, 3, 1}).reshape({h * wd, C});
+    dino_pos = at::cat({cls_pos, patch_pos}, 0).to(topts);
+
+    // RoPE: special tokens at (0, 0), patch (r, c) at (r + 1, c + 1); angles in fp32 like the reference.
+    const int64_t n_special = config.special_tokens();
+    const auto lopts = at::TensorOptions().dtype(at::kLong);
+    Tensor rows = at::arange(h, lopts).repeat_interleave(wd) + 1;
+    Tensor cols = at::arange(wd, lopts).repeat({h}) + 1;
+    rows = at::cat({at::zeros({n_special}, lopts), rows});
+    cols = at::cat({at::zeros({n_special}, lopts), cols});
+    const int64_t dim = config.head_dim() / 2;  // channels per axis
+    const Tensor inv_freq = 1.0 / at::pow(config.rope_frequency, at::arange(0, dim, 2, lopts).to(at::kFloat) / dim);
+    auto tables = [&](const Tensor& pos, Tensor& cos, Tensor& sin) {
+      Tensor angles = at::outer(pos.to(at::kFloat), inv_freq).to(topts.dtype());
+      angles = at::cat({angles, angles}, -1);  // [P, dim]
+      cos = angles.cos().to(topts);
+      sin = angles.sin().to(topts);
+    };
+    tables(rows, rope.cos_y, rope.sin_y);
+    tables(cols, rope.cos_x, rope.sin_x);
+  }
+
+  // DINO patch embed. img: [1, 3, H, W] normalised. Returns patch tokens [h*w, C].
+  Tensor PatchEmbed(const Tensor& img) {
+    Tensor x = at::conv2d(img, w.at("aggregator.patch_embed.patch_embed.proj.weight"),
+                          w.at("aggregator.patch_embed.patch_embed.proj.bias"), config.patch_size);
+    x = x.flatten(2).transpose(1, 2)[0];  // [h*w, C]
+    x = at::cat({w.at("aggregator.patch_embed.cls_token")[0], x}, 0) + dino_pos;
+    x = at::cat({x.narrow(0, 0, 1), w.at("aggregator.patch_embed.register_tokens")[0], x.narrow(0, 1, x.size(0) - 1)}, 0);
+    for (const auto& b : dino_blocks) x = SelfBlock(b, x, nullptr);
+    x = LayerNorm(x, w.at("aggregator.patch_embed.norm.weight"), w.at("aggregator.patch_embed.norm.bias"), 1e-6);
+    const int64_t skip = 1 + config.dino.num_register_tokens;
+    return x.narrow(0, skip, x.size(0) - skip);
+  }
+
+  // Sin/cos embedding of the DPT uv grid for a [C, h, w] map of an image with aspect W/H, scaled by 0.1.
+  // Like the reference: coordinates in the model dtype, the embedding rounded to fp32.
+  Tensor UvEmbedding(int64_t channels, int64_t h, int64_t wd, double aspect) {
+    const double diag = std::sqrt(aspect * aspect + 1.0);
+    const double span_x = aspect / diag, span_y = 1.0 / diag;
+    const Tensor xs = at::linspace(-span_x * (wd - 1) / wd, span_x * (wd - 1) / wd, wd, topts);
+    const Tensor ys = at::linspace(-span_y * (h - 1) / h, span_y * (h - 1) / h, h, topts);
+    const Tensor u = xs.unsqueeze(0).expand({h, wd}).reshape({-1}).to(at::kDouble);
+    const Tensor v = ys.unsqueeze(1).expand({h, wd}).reshape({-1}).to(at::kDouble);
+    const int64_t quarter = channels / 4;
+    const Tensor omega = 1.0 / at::pow(100.0, at::arange(quarter, at::TensorOptions().dtype(at::kDouble).device(topts.device())) / static_cast<double>(quarter));
+    auto embed = [&](const Tensor& p) {
+      const Tensor a = at::outer(p, omega);
+      return at::cat({a.sin(), a.cos()}, 1).to(at::kFloat);
+    };
+    const Tensor emb = at::cat({embed(u), embed(v)}, 1) * 0.1f;  // [h*w, C], fp32 like the reference
+    return emb.reshape({h, wd, channels}).permute({2, 0, 1}).unsqueeze(0).to(topts);
+  }
+
+  Tensor Fusion(const DptWeights& d, int index, const Tensor& x, const Tensor* skip, int64_t oh, int64_t ow) {
+    const std::string p = d.prefix + "scratch.refinenet" + std::to_string(index) + ".";
+    Tensor out = x;
+    if (skip) out = out + Rcu(w, p + "resConfUnit1", *skip);
+    out = Rcu(w, p + "resConfUnit2", out);
+    out = Bilinear(out, oh, ow);
+    return at::conv2d(out, w.at(p + "out_conv.weight"), w.at(p + "out_conv.bias"));
+  }
+
+  // A DPT head over the tapped aggregator outputs ([P, 2C] each). Returns the raw [1, out, H, W] map.
+  Tensor Dpt(const DptWeights& d, const std::vector<Tensor>& taps, int64_t h, int64_t wd, int64_t H, int64_t W) {
+    const double aspect = static_cast<double>(W) / H;
+    const int64_t n_special = config.special_tokens();
+    std::vector<Tensor> feats;
+    for (int i = 0; i < 4; ++i) {
+      Tensor x = taps[i].narrow(0, n_special, h * wd);
+      x = LayerNorm(x, d.norm_w, d.norm_b, 1e-5);
+      x = x.transpose(0, 1).reshape({1, x.size(1), h, wd});
+      x = at::conv2d(x, d.project_w[i], d.project_b[i]);
+      x = x + UvEmbedding(x.size(1), h, wd, aspect);
+      if (i == 0) x = at::conv_transpose2d(x, d.resize0_w, d.resize0_b, 4);
+      if (i == 1) x = at::conv_transpose2d(x, d.resize1_w, d.resize1_b, 2);
+      if (i == 3) x = at::conv2d(x, d.resize3_w, d.resize3_b, 2, 1);
+      feats.push_back(at::conv2d(x, d.layer_rn[i], {}, 1, 1));
+    }
+    Tensor out = Fusion(d, 4, feats[3], nullptr, feats[2].size(2), feats[2].size(3));
+    out = Fusion(d, 3, out, &feats[2], feats[1].size(2), feats[1].size(3));
+    out = Fusion(d, 2, out, &feats[1], feats[0].size(2), feats[0].size(3));
+    out = Fusion(d, 1, out, &feats[0], 2 * feats[0].size(2), 2 * feats[0].size(3));
+    const std::string s = d.prefix + "scratch.";
+    out = at::conv2d(out, w.at(s + "output_conv1.weight"), w.at(s + "output_conv1.bias"), 1, 1);
+    out = Bilinear(out, h * config.patch_size, wd * config.patch_size);
+    out = out + UvEmbedding(out.size(1), out.size(2), out.size(3), aspect);
+    out = at::relu(at::conv2d(out, w.at(s + "output_conv2.0.weight"), w.at(s + "output_conv2.0.bias"), 1, 1));
+    return at::conv2d(out, w.at(s + "output_conv2.2.weight"), w.at(s + "output_conv2.2.bias"));
+  }
+
+  // Camera head on the camera token of the last aggregator output ([1, 2C]); returns the pose encoding [9].
+  Tensor CameraHead(const Tensor& camera_token) {
+    const std::string p = "camera_head.";
+    const Tensor tok = LayerNorm(camera_token, w.at(p + "token_norm.weight"), w.at(p + "token_norm.bias"), 1e-5);
+    const Tensor tok_normed = at::layer_norm(tok, {tok.size(-1)}, {}, {}, 1e-6);
+    Tensor pred;
+    for (int it = 0; it < config.camera_head.iterations; ++it) {
+      const Tensor pose_in = pred.defined() ? pred : w.at(p + "empty_pose_tokens")[0];
+      const Tensor cond = at::linear(pose_in, w.at(p + "embed_pose.weight"), w.at(p + "embed_pose.bias"));
+      const auto mod = at::linear(at::silu(cond), w.at(p + "poseLN_modulation.1.weight"), w.at(p + "poseLN_modulation.1.bias")).chunk(3, -1);
+      Tensor x = mod[2] * (tok_normed * (1 + mod[1]) + mod[0]) + tok;
+      for (size_t b = 0; b < trunk_blocks.size(); ++b) x = CachedBlock(trunk_blocks[b], x, nullptr, *trunk_caches[b]);
+      x = LayerNorm(x, w.at(p + "trunk_norm.weight"), w.at(p + "trunk_norm.bias"), 1e-5);
+      const Tensor delta = at::linear(at::gelu(at::linear(x, w.at(p + "pose_branch.fc1.weight"), w.at(p + "pose_branch.fc1.bias"))),
+                                      w.at(p + "pose_branch.fc2.weight"), w.at(p + "pose_branch.fc2.bias"));
+      pred = pred.defined() ? pred + delta : delta;
+    }
+    const Tensor enc = pred[0];
+    return at::cat({enc.narrow(0, 0, 7), at::relu(enc.narrow(0, 7, 2))});
+  }
+
+  StepOutput Step(const Tensor& image_in) {
+    if (image_in.dim() != 3 || image_in.size(0) != 3)
+      throw Error("model input must be [3, H, W] RGB, got " + std::string(c10::str(image_in.sizes())));
+    const int64_t H = image_in.size(1), W = image_in.size(2), ps = config.patch_size;
+    if (H % ps != 0 || W % ps != 0 || H == 0 || W == 0)
+      throw Error("model input " + std::to_string(W) + "x" + std::to_string(H) + " is not a multiple of the patch size " + std::to_string(ps));
+    const int64_t h = H / ps, wd = W / ps;
+    PrepareLayout(h, wd);
+
+    c10::InferenceMode inference_mode;
+    // Normalise like the reference (fp32 mean/std buffers).
+    const Tensor mean = at::tensor(std::vector<float>{0.485f, 0.456f, 0.406f}).view({3, 1, 1}).to(topts);
+    const Tensor stdv = at::tensor(std::vector<float>{0.229f, 0.224f, 0.225f}).view({3, 1, 1}).to(topts);
+    const Tensor img = ((image_in.to(topts) - mean) / stdv).unsqueeze(0);
+
+    const Tensor patches = PatchEmbed(img);
+    const int64_t slot = frames == 0 ? 0 : 1;
+    Tensor x = at::cat({w.at("aggregator.camera_token")[0][slot], w.at("aggregator.register_token")[0][slot], patches}, 0);
+
+    // Keep only the aggregator outputs the heads read.
+    std::vector<Tensor> outputs(config.depth);
+    std::vector<bool> needed(config.depth, false);
+    for (int idx : config.dpt.intermediate_layer_idx) needed[idx] = true;
+    needed[config.depth - 1] = true;
+    for (int i = 0; i < config.depth; ++i) {
+      const Tensor frame_out = SelfBlock(frame_blocks[i], x, &rope);
+      x = CachedBlock(global_blocks[i], frame_out, &rope, *global_caches[i]);
+      if (needed[i]) outputs[i] = at::cat({frame_out, x}, -1);
+    }
+    ++frames;
+
+    StepOutput out;
+    out.tokens_last = outputs[config.depth - 1];
+    out.pose_enc = CameraHead(out.tokens_last.narrow(0, 0, 1));
+    std::vector<Tensor> taps;
+    for (int idx : config.dpt.intermediate_layer_idx) taps.push_back(outputs[idx]);
+
+    const Tensor depth_raw = Dpt(depth_head, taps, h, wd, H, W)[0].permute({1, 2, 0});  // [H, W, 2]
+    out.depth = at::exp(depth_raw.narrow(2, 0, 1));
+    out.depth_conf = 1 + at::exp(depth_raw.select(2, 1));
+    const Tensor pts_raw = Dpt(point_head, taps, h, wd, H, W)[0].permute({1, 2, 0});  // [H, W, 4]
+    const Tensor xyz = pts_raw.narrow(2, 0, 3);
+    out.world_points = at::sign(xyz) * at::expm1(at::abs(xyz));
+    out.world_points_conf = 1 + at::exp(pts_raw.select(2, 3));
+    return out;
+  }
+};
+
+StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weights, const ModelOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+  config.Check();
+  options.Check();
+  CheckStateDict(weights, config, "weights");
+  auto& m = *impl_;
+  m.config = config;
+  m.options = options;
+  m.topts = at::TensorOptions().dtype(options.dtype == "float64" ? at::kDouble : at::kFloat).device(options.device);
+  for (const auto& [name, t] : weights)
+    if (!IsIgnoredParameter(name)) m.w.emplace(name, t.to(m.topts).contiguous());
+
+  for (int i = 0; i < config.dino.depth; ++i)
+    m.dino_blocks.push_back(m.LoadBlock("aggregator.patch_embed.blocks." + std::to_string(i) + ".", config.dino.num_heads, 1e-6, false));
+  for (int i = 0; i < config.depth; ++i) {
+    m.frame_blocks.push_back(m.LoadBlock("aggregator.frame_blocks." + std::to_string(i) + ".", config.num_heads, 1e-5, true));
+    m.global_blocks.push_back(m.LoadBlock("aggregator.global_blocks." + std::to_string(i) + ".", config.num_heads, 1e-5, true));
+  }
+  for (int i = 0; i < config.camera_head.trunk_depth; ++i)
+    m.trunk_blocks.push_back(m.LoadBlock("camera_head.trunk." + std::to_string(i) + ".", config.camera_head.num_heads, 1e-5, false));
+  m.depth_head = m.LoadDpt("depth_head.");
+  m.point_head = m.LoadDpt("point_head.");
+  m.ResetCaches();
+}
+
+StreamingModel::~StreamingModel() = default;
+
+StepOutput StreamingModel::Step(const at::Tensor& image) { return impl_->Step(image); }
+
+void StreamingModel::Reset() { impl_->ResetCaches(); }
+
+int64_t StreamingModel::frames_seen() const { return impl_->frames; }
+
+int64_t StreamingModel::CachedTokens(int layer) const { return impl_->global_caches.at(layer)->tokens(); }
+
+int64_t StreamingModel::CacheBytes() const {
+  int64_t total = 0;
+  for (const auto& c : impl_->global_caches) total += c->bytes();
+  for (const auto& c : impl_->trunk_caches) total += c->bytes();
+  return total;
+}
+
+const ModelConfig& StreamingModel::config() const { return impl_->config; }
+
+LoadedModel LoadModelWeights(const std::string& weights_path, const std::string& config_name, int64_t random_seed) {
+  LoadedModel m;
+  if (random_seed >= 0) {
+    m.config = LoadConfig(config_name.empty() ? "demo-small" : config_name);
+    m.weights = RandomWeights(m.config, static_cast<uint64_t>(random_seed));
+    m.notes.push_back("using seeded random weights (seed " + std::to_string(random_seed) + "): outputs are not a real reconstruction");
+    return m;
+  }
+  if (weights_path.empty()) throw OptionError("no weights given: pass --weights FILE (or --random-weights for a demo)");
+  if (!config_name.empty()) {
+    m.config = LoadConfig(config_name);
+  } else if (auto from_file = ConfigFromWeightsFile(weights_path)) {
+    m.config = *from_file;
+    m.notes.push_back("model config read from the safetensors header of " + weights_path);
+  } else {
+    m.config = NamedConfig("streamvggt-1b");
+    m.notes.push_back("no config in " + weights_path + " and no --config: assuming streamvggt-1b");
+  }
+  m.weights = LoadStateDict(weights_path, &m.notes);
+  CheckStateDict(m.weights, m.config, weights_path);
+  return m;
+}
+
+FramePrediction ToFramePrediction(const StepOutput& out, const RgbImage& image, int64_t index) {
+  FramePrediction p;
+  p.index = index;
+  p.height = static_cast<int>(out.depth.size(0));
+  p.width = static_cast<int>(out.depth.size(1));
+  const Tensor pose = out.pose_enc.to(at::kCPU, at::kDouble).contiguous();
+  std::copy(pose.data_ptr<double>(), pose.data_ptr<double>() + 9, p.pose_enc.begin());
+  auto to_vec = [](const Tensor& t) {
+    const Tensor c = t.to(at::kCPU, at::kFloat).contiguous();
+    return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  };
+  p.depth = to_vec(out.depth);
+  p.depth_conf = to_vec(out.depth_conf);
+  p.world_points = to_vec(out.world_points);
+  p.world_points_conf = to_vec(out.world_points_conf);
+  p.image = image;
+  return p;
+}
+
+at::Tensor ImageToTensor(const RgbImage& image) {
+  if (image.empty()) throw Error("empty image");
+  const Tensor hwc = at::from_blob(const_cast<uint8_t*>(image.data.data()), {image.height, image.width, 3}, at::kByte);
+  return hwc.permute({2, 0, 1}).to(at::kFloat).div(255.0f).contiguous();
+}
+
+}  // namespace streamrecon::models

@@ -1,0 +1,76 @@
+// The StreamVGGT-compatible streaming model in LibTorch: one frame per Step, the global KV cache
+// (and the camera head's trunk cache) kept across steps behind core/kv_cache.h.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/kv_cache.h"
+#include "core/types.h"
+#include "models/config.h"
+#include "models/weights.h"
+
+namespace streamrecon::models {
+
+struct ModelOptions {
+  std::string dtype = "float32";  // float32 or float64 (CPU); weights are converted once at load
+  std::string device = "cpu";     // cpu or cuda[:N]
+  KvCacheOptions cache;           // global cache (and camera trunk cache) policy and capacity
+
+  void Check() const;  // throws OptionError
+};
+
+// Raw per-frame outputs as tensors (on the model's device and dtype).
+struct StepOutput {
+  at::Tensor pose_enc;           // [9]
+  at::Tensor depth;              // [H, W, 1]
+  at::Tensor depth_conf;         // [H, W]
+  at::Tensor world_points;       // [H, W, 3]
+  at::Tensor world_points_conf;  // [H, W]
+  at::Tensor tokens_last;        // [P, 2C], the last aggregator output
+};
+
+class StreamingModel {
+ public:
+  // Checks the weights against the config (WeightsError names every bad key) and converts them.
+  StreamingModel(const ModelConfig& config, const StateDict& weights, const ModelOptions& options);
+  ~StreamingModel();
+
+  // Runs one frame. image: [3, H, W] RGB in [0, 1], H and W multiples of the patch size.
+  StepOutput Step(const at::Tensor& image);
+
+  // Forgets the stream (caches emptied; the next frame is a first frame).
+  void Reset();
+
+  int64_t frames_seen() const;
+  // Tokens held by the cache of global layer `layer`.
+  int64_t CachedTokens(int layer) const;
+  // Bytes held by every cache (global layers and camera trunk).
+  int64_t CacheBytes() const;
+  const ModelConfig& config() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Convenience: loads weights (config from the safetensors header when config_name is empty).
+// random_seed >= 0 builds seeded random weights instead of reading a file.
+struct LoadedModel {
+  ModelConfig config;
+  StateDict weights;
+  std::vector<std::string> notes;
+};
+LoadedModel LoadModelWeights(const std::string& weights_path, const std::string& config_name, int64_t random_seed);
+
+// Converts a StepOutput to the plain FramePrediction used by exporters and the viewer.
+FramePrediction ToFramePrediction(const StepOutput& out, const RgbImage& image, int64_t index);
+
+// [3, H, W] float tensor in [0, 1] from an RGB8 image.
+at::Tensor ImageToTensor(const RgbImage& image);
+
+}  // namespace streamrecon::models

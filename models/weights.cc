@@ -1,0 +1,318 @@
+// Safetensors and .pth reading, safetensors writing, key/shape checking, random weights.
+#include "models/weights.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/atomic_file.h"
+#include "core/errors.h"
+
+namespace streamrecon::models {
+namespace {
+
+struct DtypeInfo {
+  const char* name;
+  at::ScalarType type;
+};
+constexpr DtypeInfo kDtypes[] = {
+    {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf}, {"BF16", at::kBFloat16},
+    {"I64", at::kLong},   {"I32", at::kInt},   {"I16", at::kShort}, {"I8", at::kChar},
+    {"U8", at::kByte},    {"BOOL", at::kBool},
+};
+
+std::optional<at::ScalarType> DtypeFromName(const std::string& name) {
+  for (const auto& d : kDtypes)
+    if (name == d.name) return d.type;
+  return std::nullopt;
+}
+
+std::string DtypeName(at::ScalarType type) {
+  for (const auto& d : kDtypes)
+    if (type == d.type) return d.name;
+  throw Error(std::string("safetensors cannot store dtype ") + c10::toString(type));
+}
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// A read-only memory map that unmaps itself.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::filesystem::path& path) {
+    fd_ = ::open(path.c_str(), O_RDONLY);
+    if (fd_ < 0) throw FileError("cannot open " + path.string() + ": " + std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd_);
+      throw FileError("not a regular file: " + path.string());
+    }
+    size_ = static_cast<size_t>(st.st_size);
+    if (size_ > 0) {
+      data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+      if (data_ == MAP_FAILED) {
+        ::close(fd_);
+        throw FileError("cannot map " + path.string() + ": " + std::strerror(errno));
+      }
+    }
+  }
+  ~MappedFile() {
+    if (data_ && data_ != MAP_FAILED) ::munmap(data_, size_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  const char* data() const { return static_cast<const char*>(data_); }
+  size_t size() const { return size_; }
+
+ private:
+  int fd_ = -1;
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+bool IsSafetensors(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  char head[9] = {};
+  in.read(head, 9);
+  return in.gcount() == 9 && head[8] == '{';
+}
+
+bool IsZip(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  char head[4] = {};
+  in.read(head, 4);
+  return in.gcount() == 4 && std::memcmp(head, "PK\x03\x04", 4) == 0;
+}
+
+void CollectTensors(const c10::IValue& value, const std::string& prefix, StateDict& out, const std::string& source) {
+  if (value.isTensor()) {
+    out[prefix] = value.toTensor();
+    return;
+  }
+  if (value.isGenericDict()) {
+    for (const auto& entry : value.toGenericDict()) {
+      if (!entry.key().isString())
+        throw FileError(source + ": expected string keys in the state dict, found " + entry.key().tagKind());
+      CollectTensors(entry.value(), prefix.empty() ? entry.key().toStringRef() : prefix + "." + entry.key().toStringRef(), out, source);
+    }
+    return;
+  }
+  // Non-tensor entries (epoch counters, args) are not weights.
+}
+
+StateDict LoadPth(const std::filesystem::path& path, std::vector<std::string>* notes) {
+  if (!IsZip(path))
+    throw FileError(path.string() + ": not a zip-format torch.save file (expected the 'PK' header of "
+                    "torch.save since PyTorch 1.6; re-save it with torch.save, or convert to .safetensors)");
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  c10::IValue root;
+  try {
+    root = torch::jit::pickle_load(bytes);
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    what = what.substr(0, what.find('\n'));
+    throw FileError(path.string() + ": cannot read the torch.save archive (truncated or corrupt?): " + what);
+  }
+  if (!root.isGenericDict()) throw FileError(path.string() + ": expected a dict of tensors, found " + root.tagKind());
+  c10::IValue state = root;
+  for (const char* wrapper : {"model", "state_dict"}) {
+    const auto dict = root.toGenericDict();
+    auto it = dict.find(c10::IValue(std::string(wrapper)));
+    if (it != dict.end() && it->value().isGenericDict()) {
+      state = it->value();
+      if (notes) notes->push_back(path.string() + ": using the weights under the '" + wrapper + "' key");
+      break;
+    }
+  }
+  StateDict out;
+  CollectTensors(state, "", out, path.string());
+  return out;
+}
+
+}  // namespace
+
+SafetensorsFile ReadSafetensors(const std::filesystem::path& path) {
+  const std::string file = path.string();
+  if (!std::filesystem::exists(path)) throw FileError("weights file not found: " + file);
+  MappedFile map(path);
+  if (map.size() < 8) throw FileError(file + ": too small for a safetensors file (" + std::to_string(map.size()) + " bytes)");
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, map.data(), 8);
+  if (header_len > map.size() - 8)
+    throw FileError(file + ": header length " + std::to_string(header_len) + " exceeds the file size " +
+                    std::to_string(map.size()) + " (truncated or not safetensors)");
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(map.data() + 8, map.data() + 8 + header_len);
+  } catch (const nlohmann::json::exception& e) {
+    throw FileError(file + ": cannot parse the safetensors JSON header: " + e.what());
+  }
+  if (!header.is_object()) throw FileError(file + ": safetensors header is not a JSON object");
+  const char* data = map.data() + 8 + header_len;
+  const uint64_t data_size = map.size() - 8 - header_len;
+
+  SafetensorsFile result;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      if (entry.is_object())
+        for (const auto& [k, v] : entry.items()) result.metadata[k] = v.is_string() ? v.get<std::string>() : v.dump();
+      continue;
+    }
+    const std::string where = file + ": tensor '" + name + "'";
+    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets"))
+      throw FileError(where + ": expected {dtype, shape, data_offsets}");
+    const auto dtype = DtypeFromName(entry["dtype"].is_string() ? entry["dtype"].get<std::string>() : "");
+    if (!dtype) throw FileError(where + ": unsupported dtype " + entry["dtype"].dump());
+    std::vector<int64_t> shape;
+    uint64_t numel = 1;
+    for (const auto& d : entry["shape"]) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0) throw FileError(where + ": bad shape " + entry["shape"].dump());
+      shape.push_back(d.get<int64_t>());
+      numel *= static_cast<uint64_t>(shape.back());
+    }
+    const auto& offsets = entry["data_offsets"];
+    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned())
+      throw FileError(where + ": bad data_offsets " + offsets.dump());
+    const uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
+    const uint64_t expected = numel * c10::elementSize(*dtype);
+    if (begin > end || end > data_size)
+      throw FileError(where + ": data [" + std::to_string(begin) + ", " + std::to_string(end) + ") lies outside the " +
+                      std::to_string(data_size) + " data bytes (file truncated?)");
+    if (end - begin != expected)
+      throw FileError(where + ": holds " + std::to_string(end - begin) + " bytes, expected " + std::to_string(expected) +
+                      " for shape " + ShapeString(shape));
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(*dtype));
+    if (expected > 0) std::memcpy(t.data_ptr(), data + begin, expected);
+    result.tensors.emplace(name, std::move(t));
+  }
+  return result;
+}
+
+void WriteSafetensors(const std::filesystem::path& path, const StateDict& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  nlohmann::json header = nlohmann::json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<at::Tensor> contiguous;
+  uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    at::Tensor t = tensor.to(at::kCPU).contiguous();
+    const uint64_t n = t.numel() * t.element_size();
+    header[name] = {{"dtype", DtypeName(t.scalar_type())}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + n}}};
+    offset += n;
+    contiguous.push_back(t);
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // keep tensor data 8-byte aligned
+  WriteFileAtomically(path, [&](const std::filesystem::path& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    const uint64_t len = text.size();
+    out.write(reinterpret_cast<const char*>(&len), 8);
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    for (const auto& t : contiguous) out.write(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
+    out.flush();
+    if (!out) throw FileError("failed writing " + path.string());
+  });
+}
+
+StateDict LoadStateDict(const std::filesystem::path& path, std::vector<std::string>* notes) {
+  if (!std::filesystem::exists(path)) throw FileError("weights file not found: " + path.string());
+  if (std::filesystem::is_directory(path)) throw FileError("expected a weights file, found a folder: " + path.string());
+  StateDict state = IsSafetensors(path) ? ReadSafetensors(path).tensors : LoadPth(path, notes);
+  if (state.empty()) throw FileError(path.string() + ": contains no tensors");
+  const bool all_module = std::all_of(state.begin(), state.end(), [](const auto& kv) { return kv.first.rfind("module.", 0) == 0; });
+  if (all_module) {
+    StateDict stripped;
+    for (auto& [k, v] : state) stripped.emplace(k.substr(7), std::move(v));
+    state.swap(stripped);
+    if (notes) notes->push_back(path.string() + ": stripped the 'module.' prefix of every key");
+  }
+  return state;
+}
+
+std::optional<ModelConfig> ConfigFromWeightsFile(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path) || !IsSafetensors(path)) return std::nullopt;
+  MappedFile map(path);
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, map.data(), 8);
+  if (header_len > map.size() - 8) return std::nullopt;  // ReadSafetensors reports it properly
+  try {
+    const auto header = nlohmann::json::parse(map.data() + 8, map.data() + 8 + header_len);
+    if (!header.contains("__metadata__") || !header["__metadata__"].contains("config")) return std::nullopt;
+    return ModelConfig::FromJson(nlohmann::json::parse(header["__metadata__"]["config"].get<std::string>()));
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
+}
+
+void CheckStateDict(const StateDict& weights, const ModelConfig& config, const std::string& source) {
+  std::vector<std::string> problems;
+  std::map<std::string, std::vector<int64_t>> expected;
+  for (auto& [name, shape] : ExpectedParameters(config)) expected.emplace(name, shape);
+  for (const auto& [name, shape] : expected) {
+    auto it = weights.find(name);
+    if (it == weights.end()) {
+      problems.push_back("missing key '" + name + "' (expected shape " + ShapeString(shape) + ")");
+    } else if (it->second.sizes().vec() != shape) {
+      problems.push_back("key '" + name + "' has shape " + ShapeString(it->second.sizes().vec()) + ", expected " + ShapeString(shape));
+    } else if (!at::isFloatingType(it->second.scalar_type())) {
+      problems.push_back(std::string("key '") + name + "' has non-float dtype " + c10::toString(it->second.scalar_type()));
+    }
+  }
+  for (const auto& [name, tensor] : weights)
+    if (!expected.count(name) && !IsIgnoredParameter(name)) problems.push_back("unexpected key '" + name + "'");
+  if (problems.empty()) return;
+  std::ostringstream msg;
+  msg << source << ": " << problems.size() << " problem(s) with the weights for this model config "
+      << "(embed_dim " << config.embed_dim << ", depth " << config.depth << "):";
+  const size_t shown = std::min<size_t>(problems.size(), 20);
+  for (size_t i = 0; i < shown; ++i) msg << "\n  " << problems[i];
+  if (shown < problems.size()) msg << "\n  ... and " << problems.size() - shown << " more";
+  throw WeightsError(msg.str());
+}
+
+StateDict RandomWeights(const ModelConfig& config, uint64_t seed) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  StateDict out;
+  for (const auto& [name, shape] : ExpectedParameters(config)) {
+    const auto ends_with = [&n = name](const char* s) {
+      const std::string suffix(s);
+      return n.size() >= suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    at::Tensor t;
+    const bool is_norm = name.find("norm") != std::string::npos;
+    if (ends_with(".gamma")) {
+      t = at::full(shape, 0.1, at::kFloat);
+    } else if (is_norm && ends_with(".weight")) {
+      t = at::ones(shape, at::kFloat);
+    } else if (ends_with(".bias")) {
+      t = at::zeros(shape, at::kFloat);
+    } else if (shape.size() >= 2 && ends_with(".weight")) {
+      // Variance-preserving init: fan-in of the layer (conv-transpose weights are [in, out, k, k]).
+      const bool transposed = name.find("resize_layers.0") != std::string::npos || name.find("resize_layers.1") != std::string::npos;
+      int64_t fan_in = transposed ? shape[0] : shape[1];
+      for (size_t i = 2; i < shape.size(); ++i) fan_in *= shape[i];
+      t = at::normal(0.0, 1.0 / std::sqrt(static_cast<double>(fan_in)), shape, gen);
+    } else {
+      t = at::normal(0.0, 0.02, shape, gen);  // tokens, positional table
+    }
+    out.emplace(name, t.to(at::kFloat));
+  }
+  return out;
+}
+
+}  // namespace streamrecon::models

@@ -1,0 +1,362 @@
+// Exporters and atomic writes: TUM trajectory, cameras.json, point-cloud collection and PLY,
+// depth maps, and what failed writes leave behind.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/atomic_file.h"
+#include "core/errors.h"
+#include "core/export.h"
+#include "core/geometry.h"
+#include "tests/test_util.h"
+
+#ifdef STREAMRECON_HAVE_OPEN3D
+#include <open3d/geometry/PointCloud.h>
+#include <open3d/io/PointCloudIO.h>
+#endif
+
+#ifdef STREAMRECON_HAVE_OPENCV
+#include <opencv2/imgcodecs.hpp>
+#endif
+
+namespace streamrecon {
+namespace {
+
+namespace fs = std::filesystem;
+using streamrecon::testing::ScratchDir;
+
+constexpr double kPi = 3.14159265358979323846;
+
+// A rotation of `angle` about z, then a translation.
+Rigid3 RotationZ(double angle, const std::array<double, 3>& t) {
+  Rigid3 T;
+  T.R = {std::cos(angle), -std::sin(angle), 0, std::sin(angle), std::cos(angle), 0, 0, 0, 1};
+  T.t = t;
+  return T;
+}
+
+// A width x height prediction of the plane z = 2 (camera coordinates) seen from world_from_cam,
+// with fx = fy = width. Confidences cycle through 1, 1.5, 2, 2.5 along each row; the colour of
+// pixel (u, v) is (u, v, index).
+FramePrediction MakePrediction(int64_t index, int width, int height,
+                               const Rigid3& world_from_cam = Rigid3{}) {
+  FramePrediction p;
+  p.index = index;
+  p.width = width;
+  p.height = height;
+  const Intrinsics K{double(width), double(width), width / 2.0, height / 2.0};
+  p.pose_enc = geometry::ExtrinsicsIntrinsicsToPoseEncoding(geometry::Inverse(world_from_cam), K,
+                                                            width, height);
+  p.depth.assign(static_cast<size_t>(width) * height, 2.0f);
+  p.world_points = geometry::UnprojectDepth(p.depth, width, height, K, world_from_cam);
+  p.image.width = width;
+  p.image.height = height;
+  for (int v = 0; v < height; ++v) {
+    for (int u = 0; u < width; ++u) {
+      const float conf = 1.0f + 0.5f * static_cast<float>(u % 4);
+      p.depth_conf.push_back(conf);
+      p.world_points_conf.push_back(conf);
+      p.image.data.insert(p.image.data.end(), {uint8_t(u), uint8_t(v), uint8_t(index)});
+    }
+  }
+  return p;
+}
+
+std::string ReadText(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+std::vector<fs::path> Listing(const fs::path& folder) {
+  std::vector<fs::path> names;
+  for (const auto& entry : fs::directory_iterator(folder)) names.push_back(entry.path().filename());
+  return names;
+}
+
+TEST(Export, TumTrajectoryHasOneLinePerFrameOfWorldFromCam) {
+  const fs::path dir = ScratchDir("export_tum");
+  const std::vector<Rigid3> world_from_cam = {Rigid3{}, RotationZ(kPi / 3, {1.0, -2.0, 3.5})};
+  const std::vector<FramePrediction> predictions = {MakePrediction(5, 8, 6, world_from_cam[0]),
+                                                    MakePrediction(9, 8, 6, world_from_cam[1])};
+  // Expected quaternions [x, y, z, w] of the two rotations about z.
+  const std::vector<std::array<double, 4>> q = {{0, 0, 0, 1},
+                                                {0, 0, std::sin(kPi / 6), std::cos(kPi / 6)}};
+
+  for (const bool own_timestamps : {false, true}) {
+    const std::vector<double> timestamps =
+        own_timestamps ? std::vector<double>{0.5, 1.25} : std::vector<double>{};
+    WriteTrajectoryTum(dir / "trajectory.txt", predictions, timestamps);
+    std::istringstream lines(ReadText(dir / "trajectory.txt"));
+    std::string line;
+    ASSERT_TRUE(std::getline(lines, line));
+    EXPECT_EQ(line.rfind("#", 0), 0u) << line;
+    for (size_t i = 0; i < 2; ++i) {
+      ASSERT_TRUE(std::getline(lines, line));
+      std::istringstream fields(line);
+      double v[8];
+      for (double& value : v) ASSERT_TRUE(fields >> value) << line;
+      EXPECT_NEAR(v[0], own_timestamps ? timestamps[i] : double(predictions[i].index), 1e-9);
+      for (int k = 0; k < 3; ++k) EXPECT_NEAR(v[1 + k], world_from_cam[i].t[k], 1e-9) << line;
+      for (int k = 0; k < 4; ++k) EXPECT_NEAR(v[4 + k], q[i][k], 1e-9) << line;
+    }
+    EXPECT_FALSE(std::getline(lines, line));
+  }
+  EXPECT_THROW(WriteTrajectoryTum(dir / "bad.txt", predictions, {1.0}), Error);
+  EXPECT_FALSE(fs::exists(dir / "bad.txt"));
+}
+
+TEST(Export, CamerasJsonRoundTripsIntrinsicsAndPoses) {
+  const fs::path dir = ScratchDir("export_cameras");
+  const std::vector<FramePrediction> predictions = {
+      MakePrediction(0, 28, 14), MakePrediction(1, 28, 14, RotationZ(0.4, {0.5, 0.0, -1.0}))};
+  WriteCamerasJson(dir / "cameras.json", predictions);
+  const nlohmann::json root = nlohmann::json::parse(ReadText(dir / "cameras.json"));
+  ASSERT_EQ(root.at("frames").size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const nlohmann::json& frame = root["frames"][i];
+    EXPECT_EQ(frame.at("index").get<int64_t>(), predictions[i].index);
+    EXPECT_EQ(frame.at("width").get<int>(), 28);
+    EXPECT_EQ(frame.at("height").get<int>(), 14);
+    EXPECT_NEAR(frame.at("fx").get<double>(), 28.0, 1e-9);
+    EXPECT_NEAR(frame.at("fy").get<double>(), 28.0, 1e-9);
+    EXPECT_NEAR(frame.at("cx").get<double>(), 14.0, 1e-12);
+    EXPECT_NEAR(frame.at("cy").get<double>(), 7.0, 1e-12);
+    EXPECT_EQ(frame.at("pose_enc").get<std::vector<double>>().size(), 9u);
+    const auto cam_from_world = frame.at("cam_from_world").get<std::vector<std::vector<double>>>();
+    const auto world_from_cam = frame.at("world_from_cam").get<std::vector<std::vector<double>>>();
+    ASSERT_EQ(cam_from_world.size(), 4u);
+    ASSERT_EQ(world_from_cam.size(), 4u);
+    for (int r = 0; r < 4; ++r) {
+      for (int c = 0; c < 4; ++c) {
+        double product = 0;
+        for (int k = 0; k < 4; ++k) product += cam_from_world[r].at(k) * world_from_cam[k].at(c);
+        EXPECT_NEAR(product, r == c ? 1.0 : 0.0, 1e-12);
+      }
+    }
+  }
+}
+
+TEST(Export, CollectPointsFiltersByConfidenceAndStride) {
+  // 4 x 3 pixels; confidences per row 1, 1.5, 2, 2.5.
+  std::vector<FramePrediction> predictions = {MakePrediction(0, 4, 3)};
+  PointCloudOptions options;
+  EXPECT_EQ(CollectPoints(predictions, options).size(), 6u);  // > 1.5: two per row
+  options.conf_threshold = 1.0f;
+  EXPECT_EQ(CollectPoints(predictions, options).size(), 9u);  // 1.0 itself is not above 1.0
+  options.conf_threshold = 0.0f;
+  EXPECT_EQ(CollectPoints(predictions, options).size(), 12u);
+  options.stride = 2;  // columns 0, 2 of rows 0, 2
+  EXPECT_EQ(CollectPoints(predictions, options).size(), 4u);
+  options.conf_threshold = 1.5f;
+  EXPECT_EQ(CollectPoints(predictions, options).size(), 2u);
+
+  predictions.push_back(MakePrediction(1, 4, 3));
+  predictions[1].world_points[(1 * 4 + 3) * 3 + 1] = NAN;  // pixel (3, 1), confident
+  options = PointCloudOptions{};
+  const PointCloud cloud = CollectPoints(predictions, options);
+  ASSERT_EQ(cloud.size(), 11u);
+  ASSERT_EQ(cloud.rgb.size(), cloud.xyz.size());
+  // The first point kept is pixel (2, 0) of frame 0: on the plane z = 2 at x = (2 - 2) * 2 / 4.
+  EXPECT_EQ(cloud.rgb[0], 2);
+  EXPECT_EQ(cloud.rgb[1], 0);
+  EXPECT_EQ(cloud.rgb[2], 0);
+  EXPECT_FLOAT_EQ(cloud.xyz[0], 0.0f);
+  EXPECT_FLOAT_EQ(cloud.xyz[2], 2.0f);
+}
+
+TEST(Export, CollectPointsFromDepthMatchesThePointMap) {
+  const std::vector<FramePrediction> predictions = {
+      MakePrediction(3, 12, 8, RotationZ(0.7, {0.2, 0.3, -0.4}))};
+  PointCloudOptions options;
+  const PointCloud from_points = CollectPoints(predictions, options);
+  options.use_depth = true;
+  const PointCloud from_depth = CollectPoints(predictions, options);
+  ASSERT_EQ(from_depth.size(), from_points.size());
+  for (size_t i = 0; i < from_points.xyz.size(); ++i) {
+    EXPECT_NEAR(from_depth.xyz[i], from_points.xyz[i], 1e-5);
+  }
+  EXPECT_EQ(from_depth.rgb, from_points.rgb);
+}
+
+TEST(Export, CollectPointsVoxelDownsampleAverages) {
+  // A 4 x 1 strip at x = 10 + (u - 2) / 2 = 9, 9.5, 10, 10.5, y = 9.75, z = 2; colours (u, 0, 0).
+  const std::vector<FramePrediction> predictions = {
+      MakePrediction(0, 4, 1, RotationZ(0.0, {10.0, 10.0, 0.0}))};
+  PointCloudOptions options;
+  options.conf_threshold = 0.0f;
+  options.voxel_size = 100.0;  // one voxel
+  const PointCloud cloud = CollectPoints(predictions, options);
+  ASSERT_EQ(cloud.size(), 1u);
+  EXPECT_NEAR(cloud.xyz[0], 9.75f, 1e-5);
+  EXPECT_NEAR(cloud.xyz[1], 9.75f, 1e-5);
+  EXPECT_NEAR(cloud.xyz[2], 2.0f, 1e-5);
+  EXPECT_EQ(cloud.rgb[0], 2);  // mean 1.5, rounded
+  EXPECT_EQ(cloud.rgb[1], 0);
+
+  options.voxel_size = 1.0;  // x in [9, 10) and [10, 11)
+  const PointCloud two = CollectPoints(predictions, options);
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_NEAR(two.xyz[0], 9.25f, 1e-5);
+  EXPECT_NEAR(two.xyz[3], 10.25f, 1e-5);
+}
+
+TEST(Export, CollectPointsRejectsBadOptionsAndInput) {
+  const std::vector<FramePrediction> predictions = {MakePrediction(0, 4, 3)};
+  PointCloudOptions options;
+  options.stride = 0;
+  EXPECT_THROW(CollectPoints(predictions, options), OptionError);
+  options = PointCloudOptions{};
+  options.voxel_size = -1.0;
+  EXPECT_THROW(CollectPoints(predictions, options), OptionError);
+  options = PointCloudOptions{};
+  options.conf_threshold = NAN;
+  EXPECT_THROW(CollectPoints(predictions, options), OptionError);
+
+  std::vector<FramePrediction> bad = predictions;
+  bad[0].world_points.pop_back();
+  EXPECT_THROW(CollectPoints(bad, PointCloudOptions{}), Error);
+  bad = predictions;
+  bad[0].image.width = 5;
+  EXPECT_THROW(CollectPoints(bad, PointCloudOptions{}), Error);
+}
+
+#ifdef STREAMRECON_HAVE_OPEN3D
+TEST(Export, PlyRoundTripsThroughOpen3D) {
+  const fs::path dir = ScratchDir("export_ply");
+  PointCloudOptions options;
+  options.conf_threshold = 0.0f;
+  const PointCloud cloud = CollectPoints(
+      {MakePrediction(0, 6, 5), MakePrediction(1, 6, 5, RotationZ(1.0, {0, 1, 2}))}, options);
+  WritePointCloudPly(dir / "points.ply", cloud);
+  EXPECT_EQ(Listing(dir), std::vector<fs::path>{"points.ply"});
+  EXPECT_NE(ReadText(dir / "points.ply").find("format binary_little_endian"), std::string::npos);
+
+  open3d::geometry::PointCloud read;
+  ASSERT_TRUE(open3d::io::ReadPointCloud((dir / "points.ply").string(), read));
+  ASSERT_EQ(read.points_.size(), cloud.size());
+  ASSERT_EQ(read.colors_.size(), cloud.size());
+  for (size_t i = 0; i < cloud.size(); ++i) {
+    for (int k = 0; k < 3; ++k) {
+      EXPECT_NEAR(read.points_[i](k), cloud.xyz[i * 3 + k], 1e-6);
+      EXPECT_EQ(std::lround(read.colors_[i](k) * 255.0), cloud.rgb[i * 3 + k]);
+    }
+  }
+}
+
+TEST(Export, EmptyPlyIsAValidFileWithNoVertices) {
+  const fs::path dir = ScratchDir("export_ply_empty");
+  WritePointCloudPly(dir / "empty.ply", PointCloud{});
+  const std::string text = ReadText(dir / "empty.ply");
+  EXPECT_EQ(text.rfind("ply\n", 0), 0u);
+  EXPECT_NE(text.find("element vertex 0\n"), std::string::npos);
+  EXPECT_NE(text.find("end_header\n"), std::string::npos);
+}
+
+TEST(Export, PlyInAMissingFolderIsAFileError) {
+  PointCloud cloud;
+  cloud.xyz = {1, 2, 3};
+  cloud.rgb = {4, 5, 6};
+  EXPECT_THROW(WritePointCloudPly("/proc/streamrecon_nope/x.ply", cloud), FileError);
+  cloud.rgb.pop_back();
+  EXPECT_THROW(WritePointCloudPly(ScratchDir("export_ply_bad") / "x.ply", cloud), Error);
+}
+#else
+TEST(Export, PlyWithoutOpen3DIsAClearError) {
+  EXPECT_THROW(WritePointCloudPly(ScratchDir("export_ply") / "points.ply", PointCloud{}), Error);
+}
+#endif
+
+#ifdef STREAMRECON_HAVE_OPENCV
+TEST(Export, DepthMapsAreWrittenAsFloatTiffAndPreviewPng) {
+  const fs::path dir = ScratchDir("export_depth") / "depth";  // created by WriteDepthMaps
+  std::vector<FramePrediction> predictions = {MakePrediction(0, 10, 6), MakePrediction(12, 10, 6)};
+  for (size_t i = 0; i < predictions[1].depth.size(); ++i) predictions[1].depth[i] = 0.1f * i;
+  predictions[1].depth[7] = NAN;
+  WriteDepthMaps(dir, predictions);
+  EXPECT_EQ(Listing(dir).size(), 4u);
+  for (const FramePrediction& p : predictions) {
+    char stem[32];
+    std::snprintf(stem, sizeof(stem), "depth_%06lld", static_cast<long long>(p.index));
+    const cv::Mat depth = cv::imread((dir / (std::string(stem) + ".tiff")).string(),
+                                     cv::IMREAD_UNCHANGED);
+    ASSERT_EQ(depth.type(), CV_32FC1) << stem;
+    ASSERT_EQ(depth.cols, p.width);
+    ASSERT_EQ(depth.rows, p.height);
+    for (size_t i = 0; i < p.depth.size(); ++i) {
+      const float read = depth.at<float>(static_cast<int>(i));
+      if (std::isnan(p.depth[i])) {
+        EXPECT_TRUE(std::isnan(read));
+      } else {
+        EXPECT_EQ(read, p.depth[i]);
+      }
+    }
+    const cv::Mat preview = cv::imread((dir / (std::string(stem) + ".png")).string(),
+                                       cv::IMREAD_UNCHANGED);
+    ASSERT_EQ(preview.type(), CV_8UC3) << stem;
+    EXPECT_EQ(preview.cols, p.width);
+    EXPECT_EQ(preview.rows, p.height);
+  }
+}
+#else
+TEST(Export, DepthMapsWithoutOpenCVAreAClearError) {
+  EXPECT_THROW(WriteDepthMaps(ScratchDir("export_depth"), {MakePrediction(0, 4, 3)}), Error);
+}
+#endif
+
+TEST(AtomicFile, UnwritablePlacesAreFileErrorsAndLeaveNothing) {
+  const fs::path dir = ScratchDir("atomic_unwritable");
+  WriteTextAtomically(dir / "file.txt", "x");
+  EXPECT_THROW(WriteTextAtomically("/proc/streamrecon_nope/x.txt", "data"), FileError);
+  EXPECT_THROW(WriteCamerasJson(dir / "file.txt" / "cameras.json", {MakePrediction(0, 4, 3)}),
+               FileError);
+  try {
+    WriteTextAtomically(dir / "file.txt" / "x.txt", "data");
+  } catch (const FileError& e) {
+    EXPECT_NE(std::string(e.what()).find((dir / "file.txt").string()), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(Listing(dir), std::vector<fs::path>{"file.txt"});
+  EXPECT_EQ(ReadText(dir / "file.txt"), "x");
+}
+
+TEST(AtomicFile, TemporaryIsASiblingWithTheSameExtension) {
+  const fs::path dir = ScratchDir("atomic_sibling");
+  fs::path seen;
+  WriteFileAtomically(dir / "points.ply", [&](const fs::path& tmp) {
+    seen = tmp;
+    std::ofstream(tmp) << "data";
+  });
+  EXPECT_EQ(seen.parent_path(), dir);
+  EXPECT_EQ(seen.extension(), ".ply");
+  EXPECT_EQ(seen.filename().string().rfind("points.tmp-", 0), 0u) << seen;
+  EXPECT_EQ(Listing(dir), std::vector<fs::path>{"points.ply"});
+  EXPECT_EQ(ReadText(dir / "points.ply"), "data");
+}
+
+TEST(AtomicFile, FailedWriterKeepsTheOldFileAndRemovesTheTemporary) {
+  const fs::path dir = ScratchDir("atomic_failure");
+  WriteTextAtomically(dir / "out.txt", "old");
+  EXPECT_THROW(WriteFileAtomically(dir / "out.txt",
+                                   [](const fs::path& tmp) {
+                                     std::ofstream(tmp) << "partial";
+                                     throw std::runtime_error("writer failed");
+                                   }),
+               std::runtime_error);
+  EXPECT_THROW(WriteFileAtomically(dir / "out.txt", [](const fs::path&) {}), FileError);
+  EXPECT_EQ(Listing(dir), std::vector<fs::path>{"out.txt"});
+  EXPECT_EQ(ReadText(dir / "out.txt"), "old");
+  WriteTextAtomically(dir / "out.txt", "new");
+  EXPECT_EQ(ReadText(dir / "out.txt"), "new");
+}
+
+}  // namespace
+}  // namespace streamrecon

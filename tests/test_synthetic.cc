@@ -1,0 +1,157 @@
+// Tests of the synthetic scenes: determinism, a closed room, and ground truth that agrees with
+// the scene geometry and with itself across frames.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "core/errors.h"
+#include "core/geometry.h"
+#include "datasets/synthetic.h"
+
+namespace streamrecon::datasets {
+namespace {
+
+SyntheticOptions SmallOptions(Trajectory trajectory, uint64_t seed = 0) {
+  SyntheticOptions options;
+  options.width = 160;
+  options.height = 120;
+  options.frames = 24;
+  options.seed = seed;
+  options.trajectory = trajectory;
+  return options;
+}
+
+class SyntheticTrajectoryTest : public ::testing::TestWithParam<Trajectory> {};
+
+TEST_P(SyntheticTrajectoryTest, SameSeedGivesSameBytesOtherSeedDiffers) {
+  const SyntheticFrame a = SyntheticScene(SmallOptions(GetParam(), 7)).Render(3);
+  const SyntheticFrame b = SyntheticScene(SmallOptions(GetParam(), 7)).Render(3);
+  const SyntheticFrame c = SyntheticScene(SmallOptions(GetParam(), 8)).Render(3);
+  EXPECT_EQ(a.frame.image.data, b.frame.image.data);
+  EXPECT_EQ(a.depth, b.depth);
+  EXPECT_NE(a.frame.image.data, c.frame.image.data);
+}
+
+TEST_P(SyntheticTrajectoryTest, ImageHasContentAndDepthIsFinitePositive) {
+  const SyntheticScene scene(SmallOptions(GetParam()));
+  for (int64_t i : {int64_t{0}, scene.size() / 2, scene.size() - 1}) {
+    const SyntheticFrame f = scene.Render(i);
+    ASSERT_EQ(f.frame.image.width, 160);
+    ASSERT_EQ(f.frame.image.height, 120);
+    ASSERT_EQ(f.frame.image.data.size(), 160u * 120u * 3u);
+    ASSERT_EQ(f.depth.size(), 160u * 120u);
+    const auto [lo, hi] = std::minmax_element(f.frame.image.data.begin(), f.frame.image.data.end());
+    EXPECT_GT(*hi - *lo, 100) << "frame " << i << " is nearly constant";
+    for (float d : f.depth) ASSERT_TRUE(std::isfinite(d) && d > 0) << "frame " << i << ": " << d;
+  }
+}
+
+// Pixel (u, v) at integer coordinates (the convention of geometry::UnprojectDepth): its depth
+// and the pose put it on a surface of the scene.
+TEST_P(SyntheticTrajectoryTest, UnprojectedDepthLiesOnSurfaces) {
+  const SyntheticScene scene(SmallOptions(GetParam()));
+  for (int64_t i : {int64_t{0}, int64_t{5}, scene.size() - 1}) {
+    const SyntheticFrame f = scene.Render(i);
+    EXPECT_GT(scene.SignedDistance(f.world_from_cam.t), 0.5) << "camera " << i << " too close";
+    const std::vector<float> points =
+        geometry::UnprojectDepth(f.depth, 160, 120, f.intrinsics, f.world_from_cam);
+    double worst = 0;
+    for (size_t p = 0; p < f.depth.size(); ++p) {
+      worst = std::max(
+          worst,
+          std::abs(scene.SignedDistance({points[p * 3], points[p * 3 + 1], points[p * 3 + 2]})));
+    }
+    EXPECT_LT(worst, 1e-4) << "frame " << i;
+  }
+}
+
+// A point seen in frame i projects into frame i + 1 where that frame's depth agrees, unless
+// frame i + 1 sees something nearer there (occlusion) or it lands on a depth edge.
+TEST_P(SyntheticTrajectoryTest, PointsReprojectIntoTheNextFrame) {
+  const SyntheticScene scene(SmallOptions(GetParam()));
+  for (int64_t i = 0; i < 3; ++i) {
+    const SyntheticFrame a = scene.Render(i);
+    const SyntheticFrame b = scene.Render(i + 1);
+    const std::vector<float> points =
+        geometry::UnprojectDepth(a.depth, 160, 120, a.intrinsics, a.world_from_cam);
+    const Rigid3 b_from_world = geometry::Inverse(b.world_from_cam);
+    int sampled = 0, in_view = 0, occluded = 0, agree = 0;
+    for (size_t p = 0; p < a.depth.size(); p += 3) {
+      ++sampled;
+      const auto x =
+          geometry::Apply(b_from_world, {points[p * 3], points[p * 3 + 1], points[p * 3 + 2]});
+      if (x[2] <= 0) continue;
+      const long u = std::lround(b.intrinsics.fx * x[0] / x[2] + b.intrinsics.cx);
+      const long v = std::lround(b.intrinsics.fy * x[1] / x[2] + b.intrinsics.cy);
+      if (u < 0 || u >= 160 || v < 0 || v >= 120) continue;
+      ++in_view;
+      const double tolerance = 0.02 * x[2] + 0.01;  // the nearest pixel is up to 0.5 px off
+      const float seen = b.depth[v * 160 + u];
+      occluded += seen < x[2] - tolerance;
+      agree += std::abs(seen - x[2]) < tolerance;
+    }
+    EXPECT_GT(in_view, sampled / 3) << "frames " << i << ", " << i + 1 << " barely overlap";
+    EXPECT_LT(occluded, 0.3 * in_view) << "frames " << i << ", " << i + 1;
+    EXPECT_GT(agree, 0.98 * (in_view - occluded)) << "frames " << i << ", " << i + 1;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Trajectories, SyntheticTrajectoryTest,
+                         ::testing::Values(Trajectory::kWalk, Trajectory::kOrbit),
+                         [](const ::testing::TestParamInfo<Trajectory>& info) {
+                           return std::string(info.param == Trajectory::kWalk ? "Walk" : "Orbit");
+                         });
+
+TEST(Synthetic, IntrinsicsFollowTheFieldOfView) {
+  const Intrinsics k = SyntheticScene(SyntheticOptions{}).intrinsics();
+  EXPECT_NEAR(k.fx, 259.0 * std::sqrt(3.0), 1e-9);  // (W/2) / tan(30 deg)
+  EXPECT_DOUBLE_EQ(k.fy, k.fx);
+  EXPECT_DOUBLE_EQ(k.cx, 259.0);
+  EXPECT_DOUBLE_EQ(k.cy, 196.0);
+}
+
+TEST(Synthetic, ThreadCountDoesNotChangeTheImage) {
+  SyntheticOptions one = SmallOptions(Trajectory::kWalk);
+  one.threads = 1;
+  SyntheticOptions three = one;
+  three.threads = 3;
+  EXPECT_EQ(SyntheticScene(one).Render(2).frame.image.data,
+            SyntheticScene(three).Render(2).frame.image.data);
+}
+
+TEST(Synthetic, SourceDeliversTheRenderedFrames) {
+  SyntheticOptions options = SmallOptions(Trajectory::kOrbit);
+  options.frames = 3;
+  const SyntheticScene scene(options);
+  const std::unique_ptr<FrameSource> source = MakeSyntheticSource(options);
+  EXPECT_EQ(source->SizeHint(), 3);
+  EXPECT_NE(source->Describe().find("orbit"), std::string::npos) << source->Describe();
+  for (int64_t i = 0; i < 3; ++i) {
+    const std::optional<Frame> frame = source->Next();
+    ASSERT_TRUE(frame.has_value());
+    EXPECT_EQ(frame->index, i);
+    EXPECT_EQ(frame->name, "synthetic:" + std::to_string(i));
+    EXPECT_EQ(frame->image.data, scene.Render(i).frame.image.data);
+  }
+  EXPECT_FALSE(source->Next().has_value());
+}
+
+TEST(Synthetic, BadOptionsAndIndicesAreRejected) {
+  SyntheticOptions options;
+  options.width = 0;
+  EXPECT_THROW(SyntheticScene{options}, OptionError);
+  options = SyntheticOptions{};
+  options.frames = 0;
+  EXPECT_THROW(MakeSyntheticSource(options), OptionError);
+  options = SyntheticOptions{};
+  options.fov_x_deg = 180;
+  EXPECT_THROW(options.Check(), OptionError);
+  const SyntheticScene scene(SmallOptions(Trajectory::kWalk));
+  EXPECT_THROW(scene.Render(-1), Error);
+  EXPECT_THROW(scene.Render(scene.size()), Error);
+}
+
+}  // namespace
+}  // namespace streamrecon::datasets

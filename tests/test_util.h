@@ -1,0 +1,34 @@
+// Helpers shared by the test suites: where the shared fixtures are, and a skip when absent.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+namespace streamrecon::testing {
+
+inline std::filesystem::path SharedDir() { return std::filesystem::path(STREAMRECON_SHARED_DIR); }
+
+inline std::filesystem::path ParityDir() { return SharedDir() / "fixtures" / "parity"; }
+
+inline std::filesystem::path SamplesDir() { return SharedDir() / "samples"; }
+
+// A fresh scratch folder for one test under the build tree.
+inline std::filesystem::path ScratchDir(const std::string& name) {
+  auto dir = std::filesystem::path(STREAMRECON_BINARY_DIR) / "test_scratch" / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+}  // namespace streamrecon::testing
+
+// Skips the current test with a visible reason when the shared fixtures are absent.
+#define STREAMRECON_REQUIRE_SHARED(path)                                                        \
+  do {                                                                                          \
+    if (!std::filesystem::exists(path)) {                                                       \
+      GTEST_SKIP() << "shared fixture not found: " << (path)                                   \
+                   << " (tests that need ../shared skip without it)";                           \
+    }                                                                                           \
+  } while (0)
