@@ -25,7 +25,7 @@ test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
 
 demo: build
-	$(STREAMRECON) run --random-weights --config demo-small --synthetic 24 --out $(DEMO_OUT)
+	$(STREAMRECON) run --random-weights --config demo-small --synthetic 24 --stride 4 --out $(DEMO_OUT)
 
 clean:
 	rm -rf $(BUILD_DIR) $(DEMO_OUT)

@@ -86,8 +86,8 @@ int RunRun(const RunArgs& args) {
   if (args.synthetic_frames > 0) {
     datasets::SyntheticOptions syn;
     syn.frames = args.synthetic_frames;
-    syn.width = pre.target_width;
-    syn.height = pre.target_height > 0 ? pre.target_height : pre.target_width * 3 / 4 / pre.patch * pre.patch;
+    // Synthetic frames are rendered directly at the model size (4:3 unless --size gives both).
+    std::tie(syn.width, syn.height) = datasets::ModelInputSize(640, 480, pre);
     source = datasets::MakeSyntheticSource(syn);
   } else {
     datasets::SourceOptions so;

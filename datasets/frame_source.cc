@@ -14,11 +14,12 @@
 
 #ifdef STREAMRECON_HAVE_OPENCV
 #include <chrono>
+#include <set>
+
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
-#include <set>
 #endif
 
 namespace streamrecon::datasets {
@@ -61,7 +62,7 @@ bool HasExtension(const fs::path& path, const std::array<const char*, N>& extens
 std::string ImageExtensionList() {
   std::string list;
   for (const char* ext : kImageExtensions) list += (list.empty() ? "" : " ") + std::string(ext);
-  return list + " (any case)";
+  return list + ", any case";
 }
 
 // Natural order: digit runs compare by value (2 < 10), other characters case-insensitively;
@@ -117,7 +118,8 @@ std::vector<fs::path> ListImageFolder(const fs::path& dir) {
   }
   if (files.empty()) {
     throw FileError("no images in folder '" + dir.string() + "': looked for " +
-                    ImageExtensionList() + ", found " + std::to_string(others) + " other entries");
+                    ImageExtensionList() + ", found " + std::to_string(others) +
+                    " other entries");
   }
   SortNatural(files);
   return files;
@@ -173,6 +175,9 @@ Plan ResolveSpec(const std::string& spec) {
   const fs::path path(spec);
   std::error_code ec;
   const fs::file_status status = fs::status(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    throw FileError("cannot access '" + spec + "': " + ec.message());
+  }
   if (fs::is_directory(status)) {
     plan.origin = "image folder '" + spec + "'";
     plan.images = ListImageFolder(path);
@@ -255,10 +260,8 @@ class RgbConverter {
       Note("float", what + ": floating-point image taken as [0, 1] and scaled to 8 bits");
       decoded.convertTo(eight_bit, CV_8U, 255.0);
     } else if (decoded.depth() != CV_8U) {
-      throw FileError(what +
-                      ": expected 8-bit, 16-bit or floating-point samples, found OpenCV "
-                      "depth code " +
-                      std::to_string(decoded.depth()));
+      throw FileError(what + ": expected 8-bit, 16-bit or floating-point samples, found OpenCV "
+                      "depth code " + std::to_string(decoded.depth()));
     }
     cv::Mat rgb;
     if (eight_bit.channels() == 1) {
@@ -353,10 +356,9 @@ class CaptureSource final : public SelectingSource {
     }
     if (!capture_.isOpened()) {
       if (live_) throw Error("cannot open " + plan_.origin + ": no such camera, or it is busy");
-      throw FileError("cannot open " + plan_.origin +
-                      " as a video: expected a video OpenCV can "
-                      "decode (.mp4 .avi .mov .mkv .webm .m4v) or an image, found a file it "
-                      "cannot open (corrupt, or a codec this OpenCV build lacks)");
+      throw FileError("cannot open " + plan_.origin + ": expected a video OpenCV can decode "
+                      "(.mp4 .avi .mov .mkv .webm .m4v) or an image, found a file it cannot "
+                      "open (corrupt, or a codec this OpenCV build lacks)");
     }
     fps_ = capture_.get(cv::CAP_PROP_FPS);
     if (!live_) raw_count_ = static_cast<int64_t>(capture_.get(cv::CAP_PROP_FRAME_COUNT));
@@ -382,8 +384,7 @@ class CaptureSource final : public SelectingSource {
     cv::Mat decoded;
     if (!Guarded([&] { return capture_.read(decoded); }) || decoded.empty()) {
       if (position_ == 0) {
-        throw FileError(plan_.origin +
-                        " opened but delivered no frame: expected at least one "
+        throw FileError(plan_.origin + " opened but delivered no frame: expected at least one "
                         "decodable frame");
       }
       return std::nullopt;
@@ -407,8 +408,8 @@ class CaptureSource final : public SelectingSource {
     try {
       return call();
     } catch (const cv::Exception& e) {
-      throw FileError("cannot decode frame " + std::to_string(position_) + " of " + plan_.origin +
-                      ": " + e.what());
+      throw FileError("cannot decode frame " + std::to_string(position_) + " of " +
+                      plan_.origin + ": " + e.what());
     }
   }
 
@@ -436,8 +437,7 @@ std::unique_ptr<FrameSource> MakeSource(Plan plan, const SourceOptions& options)
 #else
 
 std::unique_ptr<FrameSource> MakeSource(Plan plan, const SourceOptions&) {
-  throw Error("reading " + plan.origin +
-              " needs OpenCV, but this build has none (reconfigure "
+  throw Error("reading " + plan.origin + " needs OpenCV, but this build has none (reconfigure "
               "with OpenCV installed and STREAMRECON_OPENCV=ON); the synthetic source works "
               "without it");
 }

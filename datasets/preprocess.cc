@@ -21,11 +21,9 @@ constexpr int kMaxDerivedHeight = 16384;
 void CheckImage(const RgbImage& image, const char* where) {
   if (image.width <= 0 || image.height <= 0 ||
       image.data.size() != static_cast<size_t>(image.width) * image.height * 3) {
-    throw Error(std::string(where) +
-                ": expected an RGB image with width * height * 3 bytes, "
-                "found " +
-                std::to_string(image.width) + " x " + std::to_string(image.height) + " with " +
-                std::to_string(image.data.size()) + " bytes");
+    throw Error(std::string(where) + ": expected an RGB image with width * height * 3 bytes, "
+                "found " + std::to_string(image.width) + " x " + std::to_string(image.height) +
+                " with " + std::to_string(image.data.size()) + " bytes");
   }
 }
 
@@ -82,10 +80,9 @@ void PreprocessOptions::Check() const {
                       std::to_string(patch) + ", got " + std::to_string(target_width));
   }
   if (target_height < 0 || target_height % patch != 0) {
-    throw OptionError(
-        "PreprocessOptions.target_height: expected 0 (derive) or a positive "
-        "multiple of " +
-        std::to_string(patch) + ", got " + std::to_string(target_height));
+    throw OptionError("PreprocessOptions.target_height: expected 0 (derive) or a positive "
+                      "multiple of " + std::to_string(patch) + ", got " +
+                      std::to_string(target_height));
   }
 }
 
@@ -102,8 +99,7 @@ std::pair<int, int> ModelInputSize(int width, int height, const PreprocessOption
   if (patches * options.patch > kMaxDerivedHeight) {
     throw Error("ModelInputSize: a " + std::to_string(width) + " x " + std::to_string(height) +
                 " frame would need a model input height above " +
-                std::to_string(kMaxDerivedHeight) +
-                " pixels; expected a less extreme aspect "
+                std::to_string(kMaxDerivedHeight) + " pixels; expected a less extreme aspect "
                 "ratio or an explicit target_height");
   }
   return {options.target_width, std::max(1, static_cast<int>(patches)) * options.patch};

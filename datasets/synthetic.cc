@@ -125,11 +125,12 @@ struct Material {
     m.pattern = pattern;
     const double hue = rng.Uniform(0, 1), value = rng.Uniform(0.6, 0.95);
     m.color_a = HsvToRgb(hue, rng.Uniform(0.2, 0.7), value);
-    m.color_b =
-        HsvToRgb(hue + rng.Uniform(0.1, 0.5), rng.Uniform(0.2, 0.8), value * rng.Uniform(0.3, 0.6));
+    m.color_b = HsvToRgb(hue + rng.Uniform(0.1, 0.5), rng.Uniform(0.2, 0.8),
+                         value * rng.Uniform(0.3, 0.6));
     m.period = period;
     m.offset = Vec3{rng.Uniform(0.1, 0.9), rng.Uniform(0.1, 0.9), rng.Uniform(0.1, 0.9)} * period;
-    m.stripe_direction = Normalized({rng.Uniform(-1, 1), rng.Uniform(-1, 1), rng.Uniform(0.2, 1)});
+    m.stripe_direction =
+        Normalized({rng.Uniform(-1, 1), rng.Uniform(-1, 1), rng.Uniform(0.2, 1)});
     m.salt = rng.Bits();
     return m;
   }
@@ -183,8 +184,7 @@ struct SyntheticScene::Geometry {
 
     // A pillar at the centre, then objects inside and outside the camera circle.
     const double pillar = rng.Uniform(0.2, 0.35);
-    boxes.push_back({{-pillar, -pillar, 0},
-                     {pillar, pillar, rng.Uniform(0.8, 1.6)},
+    boxes.push_back({{-pillar, -pillar, 0}, {pillar, pillar, rng.Uniform(0.8, 1.6)},
                      add_material(any_pattern(), rng.Uniform(0.15, 0.4))});
     struct Footprint {
       double x, y, reach;  // a disc on the floor holding the object
@@ -192,7 +192,8 @@ struct SyntheticScene::Geometry {
     std::vector<Footprint> footprints{{0, 0, pillar * std::sqrt(2.0)}};
     for (int object = 0; object < kInnerObjects + kOuterObjects; ++object) {
       const bool inside = object < kInnerObjects;
-      // Rejection sampling: clear of the camera circle, the walls and the other objects.
+      // Rejection sampling: clear of the camera circle, the walls and the other objects (an
+      // object that finds no spot in 200 tries is left out).
       for (int attempt = 0; attempt < 200; ++attempt) {
         const bool sphere = rng.Below(5) < 2;
         const double size = inside ? rng.Uniform(0.15, 0.3) : rng.Uniform(0.2, 0.6);
@@ -233,8 +234,9 @@ struct SyntheticScene::Geometry {
       if (dir[axis] == 0) continue;
       const bool positive = dir[axis] > 0;
       const double t = ((positive ? room_hi : room_lo)[axis] - origin[axis]) / dir[axis];
-      if (t < hit.t)
+      if (t < hit.t) {
         hit = {t, UnitAxis(axis, positive ? -1 : 1), room_material[axis * 2 + positive]};
+      }
     }
     for (const Box& box : boxes) {  // slab test; the entry face is the last slab entered
       double t_near = -std::numeric_limits<double>::infinity(), t_far = hit.t;
@@ -280,8 +282,8 @@ struct SyntheticScene::Geometry {
   }
 
   double SignedDistance(const Vec3& p) const {
-    double distance = std::min({p.x - room_lo.x, room_hi.x - p.x, p.y - room_lo.y, room_hi.y - p.y,
-                                p.z - room_lo.z, room_hi.z - p.z});
+    double distance = std::min({p.x - room_lo.x, room_hi.x - p.x, p.y - room_lo.y,
+                                room_hi.y - p.y, p.z - room_lo.z, room_hi.z - p.z});
     for (const Box& box : boxes) {
       const Vec3 q = {std::abs(p.x - (box.lo.x + box.hi.x) / 2) - (box.hi.x - box.lo.x) / 2,
                       std::abs(p.y - (box.lo.y + box.hi.y) / 2) - (box.hi.y - box.lo.y) / 2,
@@ -347,8 +349,8 @@ Rigid3 SyntheticScene::WorldFromCam(int64_t index) const {
   const Vec3 right = Normalized(Cross(forward, {0, 0, 1}));
   const Vec3 down = Cross(forward, right);
   Rigid3 world_from_cam;
-  world_from_cam.R = {right.x,   down.x,  forward.x, right.y,  down.y,
-                      forward.y, right.z, down.z,    forward.z};
+  world_from_cam.R = {right.x, down.x, forward.x, right.y, down.y, forward.y,
+                      right.z, down.z, forward.z};
   world_from_cam.t = {position.x, position.y, position.z};
   return world_from_cam;
 }
@@ -386,10 +388,8 @@ SyntheticFrame SyntheticScene::Render(int64_t index) const {
     }
   };
 
-  const int threads =
-      std::min(height, options_.threads > 0
-                           ? options_.threads
-                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int threads = std::min(height, options_.threads > 0 ? options_.threads : cores);
   std::atomic<int> next_row{0};
   auto worker = [&] {
     for (int v = next_row++; v < height; v = next_row++) render_row(v);

@@ -40,7 +40,7 @@ expect(missing_weights nonzero "weights file not found" run --weights ${W}/nope.
 file(WRITE "${W}/corrupt.safetensors" "\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
 expect(corrupt_safetensors nonzero "corrupt.safetensors" run --weights ${W}/corrupt.safetensors --config parity-tiny --input ${W} --out ${W}/o2)
 expect(unknown_config nonzero "unknown model config" run --random-weights --config nope --synthetic 2 --out ${W}/o3)
-expect(missing_input nonzero "not found" run --random-weights --config parity-tiny --input ${W}/no_such_folder --out ${W}/o4)
+expect(missing_input nonzero "does not exist" run --random-weights --config parity-tiny --input ${W}/no_such_folder --out ${W}/o4)
 file(MAKE_DIRECTORY "${W}/empty_folder")
 expect(empty_folder nonzero "no images" run --random-weights --config parity-tiny --input ${W}/empty_folder --out ${W}/o5)
 file(MAKE_DIRECTORY "${W}/bad_images")

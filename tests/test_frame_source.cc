@@ -1,5 +1,7 @@
 // Tests of frame sources (folders, globs, single files, videos), their errors, and the
 // preprocessing that sizes frames for the model.
+#include "datasets/frame_source.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -8,7 +10,6 @@
 #include <vector>
 
 #include "core/errors.h"
-#include "datasets/frame_source.h"
 #include "datasets/preprocess.h"
 #include "tests/test_util.h"
 
@@ -18,11 +19,11 @@
 #endif
 
 // Skips a test that decodes images or videos in a build without OpenCV.
-#define REQUIRE_OPENCV()                                               \
-  do {                                                                 \
-    if (!::streamrecon::datasets::HaveOpenCv()) {                      \
-      GTEST_SKIP() << "this build has no OpenCV, so it cannot decode"; \
-    }                                                                  \
+#define REQUIRE_OPENCV()                                                  \
+  do {                                                                    \
+    if (!::streamrecon::datasets::HaveOpenCv()) {                         \
+      GTEST_SKIP() << "this build has no OpenCV, so it cannot decode";    \
+    }                                                                     \
   } while (0)
 
 namespace streamrecon::datasets {
