@@ -1,6 +1,8 @@
 // Shared CLI options for the model and the KV cache.
 #include "app/common_options.h"
 
+#include "core/byte_size.h"
+
 namespace streamrecon::app {
 
 void ModelArgs::Add(CLI::App& app) {
@@ -16,17 +18,32 @@ void ModelArgs::Add(CLI::App& app) {
 }
 
 void CacheArgs::Add(CLI::App& app) {
-  app.add_option("--policy,--prune", policy, "KV-cache pruning policy: none, xstream, window")
-      ->check(CLI::IsMember({"none", "xstream", "window"}));
-  app.add_option("--cache-tokens", cache_tokens, "Token capacity of each global layer's cache")->check(CLI::NonNegativeNumber);
-  app.add_option("--pool", pool, "XStreamVGGT query pool size")->check(CLI::PositiveNumber);
+  app.add_option("--policy,--prune", policy, "KV-cache pruning: none, xstream, xstream-page, window, random")
+      ->capture_default_str();
+  app.add_option("--format", format, "KV-cache storage: fp32 (model dtype), bf16, kivi4, kivi2, oscar4, oscar2")
+      ->capture_default_str();
+  app.add_option("--kv-budget", budget, "Byte budget of all KV caches, e.g. 2GB, 512MiB, 1048576 (needs a --policy)");
+  app.add_option("--cache-tokens", cache_tokens, "Token capacity of each global layer's cache (XStreamVGGT's cap)");
+  app.add_option("--pool", pool, "XStreamVGGT query pool size")->capture_default_str();
+  app.add_option("--k-group", k_group, "Tokens per page (tokens sharing a per-channel K scale)")->capture_default_str();
+  app.add_option("--v-group", v_group, "Channels sharing a per-token V scale (divides the head dim)")->capture_default_str();
+  app.add_flag("--first-frame-bf16", first_frame_bf16, "Quantized formats: keep the first frame in bf16");
+  app.add_flag("--v-hadamard", v_hadamard, "OScaR: rotate values by the Hadamard matrix too");
+  app.add_option("--prune-seed", prune_seed, "Seed of the random policy");
 }
 
 KvCacheOptions CacheArgs::ToOptions() const {
   KvCacheOptions o;
   o.policy = ParsePrunePolicy(policy);
+  o.format = ParseCacheFormat(format);
+  o.budget_bytes = budget.empty() ? 0 : ParseByteSize(budget);
   o.cache_tokens = cache_tokens;
   o.pool_size = pool;
+  o.k_group = k_group;
+  o.v_group = v_group;
+  o.first_frame_bf16 = first_frame_bf16;
+  o.v_hadamard = v_hadamard;
+  o.seed = prune_seed;
   o.Check();
   return o;
 }

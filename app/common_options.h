@@ -22,9 +22,16 @@ struct ModelArgs {
 };
 
 struct CacheArgs {
-  std::string policy = "none";  // none | xstream | window
+  std::string policy = "none";  // none | xstream | xstream-page | window | random
+  std::string format = "fp32";  // fp32 | bf16 | kivi4 | kivi2 | oscar4 | oscar2
+  std::string budget;           // byte budget of all caches ("2GB", "512MiB", "1048576"); empty = none
   int64_t cache_tokens = 0;     // per-layer token capacity
   int pool = 16;                // XStreamVGGT query pool size
+  int k_group = 32;             // tokens per page (K group)
+  int v_group = 64;             // channels per V group
+  bool first_frame_bf16 = false;
+  bool v_hadamard = false;
+  uint64_t prune_seed = 0;
 
   void Add(CLI::App& app);
   KvCacheOptions ToOptions() const;

@@ -1,36 +1,78 @@
-// Full-precision layer cache with token-granular pruning (none / XStreamVGGT / window).
+// Cache options, the shared pruning helpers, and the dense (model dtype / bf16) layer cache.
 #include "core/kv_cache.h"
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <numeric>
 
 #include "core/errors.h"
+#include "core/kv_quant.h"
 
 namespace streamrecon {
 
 PrunePolicy ParsePrunePolicy(const std::string& name) {
   if (name == "none") return PrunePolicy::kNone;
   if (name == "xstream") return PrunePolicy::kXStream;
+  if (name == "xstream-page") return PrunePolicy::kXStreamPage;
   if (name == "window") return PrunePolicy::kWindow;
-  throw OptionError("unknown prune policy '" + name + "': expected none, xstream or window");
+  if (name == "random") return PrunePolicy::kRandom;
+  throw OptionError("unknown prune policy '" + name + "': expected none, xstream, xstream-page, window or random");
 }
 
 std::string ToString(PrunePolicy policy) {
   switch (policy) {
     case PrunePolicy::kNone: return "none";
     case PrunePolicy::kXStream: return "xstream";
+    case PrunePolicy::kXStreamPage: return "xstream-page";
     case PrunePolicy::kWindow: return "window";
+    case PrunePolicy::kRandom: return "random";
   }
   return "?";
 }
 
-void KvCacheOptions::Check() const {
+CacheFormat ParseCacheFormat(const std::string& name) {
+  if (name == "fp32" || name == "dense") return CacheFormat::kDense;
+  if (name == "bf16") return CacheFormat::kBf16;
+  if (name == "kivi4") return CacheFormat::kKivi4;
+  if (name == "kivi2") return CacheFormat::kKivi2;
+  if (name == "oscar4") return CacheFormat::kOscar4;
+  if (name == "oscar2") return CacheFormat::kOscar2;
+  throw OptionError("unknown cache format '" + name + "': expected fp32, bf16, kivi4, kivi2, oscar4 or oscar2");
+}
+
+std::string ToString(CacheFormat format) {
+  switch (format) {
+    case CacheFormat::kDense: return "fp32";
+    case CacheFormat::kBf16: return "bf16";
+    case CacheFormat::kKivi4: return "kivi4";
+    case CacheFormat::kKivi2: return "kivi2";
+    case CacheFormat::kOscar4: return "oscar4";
+    case CacheFormat::kOscar2: return "oscar2";
+  }
+  return "?";
+}
+
+void KvCacheOptions::Check(int head_dim) const {
   if (cache_tokens < 0) throw OptionError("cache tokens must be >= 0, got " + std::to_string(cache_tokens));
-  if (policy != PrunePolicy::kNone && cache_tokens == 0)
+  if (policy != PrunePolicy::kNone && !bounded())
     throw OptionError("prune policy '" + ToString(policy) + "' needs a token capacity (--cache-tokens) or a budget (--kv-budget)");
+  if (policy == PrunePolicy::kNone && bounded())
+    throw OptionError("--cache-tokens/--kv-budget need a prune policy (e.g. --policy xstream); policy 'none' keeps every token");
   if (pool_size < 1) throw OptionError("pool size must be >= 1, got " + std::to_string(pool_size));
   if (special_tokens < 0) throw OptionError("special tokens must be >= 0");
+  if (k_group < 1) throw OptionError("K group size (tokens per page) must be >= 1, got " + std::to_string(k_group));
+  if (v_group < 1) throw OptionError("V group size must be >= 1, got " + std::to_string(v_group));
+  if (head_dim > 0 && IsQuantized(format)) {
+    if (head_dim % v_group != 0)
+      throw OptionError("V group size " + std::to_string(v_group) + " does not divide the head dimension " + std::to_string(head_dim));
+    if (head_dim * FormatBits(format) % 8 != 0)
+      throw OptionError("head dimension " + std::to_string(head_dim) + " does not pack into whole bytes at " +
+                        std::to_string(FormatBits(format)) + " bits");
+    if (IsOscar(format) && (head_dim & (head_dim - 1)) != 0)
+      throw OptionError("OScaR needs a power-of-two head dimension for the Hadamard rotation, got " + std::to_string(head_dim));
+  }
+  if (v_hadamard && !IsOscar(format)) throw OptionError("--v-hadamard applies to the OScaR formats only");
 }
 
 at::Tensor XStreamScores(const at::Tensor& q, const at::Tensor& middle_keys, int pool_size, int special_tokens) {
@@ -42,96 +84,182 @@ at::Tensor XStreamScores(const at::Tensor& q, const at::Tensor& middle_keys, int
     const int64_t len = std::min<int64_t>(pool_size, n - start);
     rows.push_back(q.narrow(1, start, len).mean(1, /*keepdim=*/true));
   }
-  const at::Tensor q_bar = at::cat(rows, 1).mean(0);   // [M, D]
-  const at::Tensor k_bar = middle_keys.mean(0);         // [T, D]
-  return at::matmul(q_bar, k_bar.transpose(0, 1)).mean(0);  // [T]
+  const at::Tensor q_bar = at::cat(rows, 1).mean(0);                            // [M, D]
+  const at::Tensor k_bar = middle_keys.to(q.scalar_type()).mean(0);             // [T, D]
+  return at::matmul(q_bar, k_bar.transpose(0, 1)).mean(0);                      // [T]
+}
+
+at::Tensor AttendCachedAndCurrent(const at::Tensor& q, const at::Tensor& cached_k, const at::Tensor& cached_v,
+                                  const at::Tensor& k, const at::Tensor& v) {
+  const auto dtype = q.scalar_type();
+  if (!cached_k.defined() || cached_k.size(1) == 0)
+    return at::scaled_dot_product_attention(q.unsqueeze(0), k.to(dtype).unsqueeze(0), v.to(dtype).unsqueeze(0)).squeeze(0);
+  // Two partial softmaxes merged by their log-sum-exp: exact, and the current frame never has to
+  // be copied next to the cache.
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  auto partial = [&](const at::Tensor& keys, const at::Tensor& values) {
+    const at::Tensor logits = at::matmul(q, keys.to(dtype).transpose(1, 2)) * scale;  // [H, N, T]
+    const at::Tensor lse = at::logsumexp(logits, -1, /*keepdim=*/true);
+    return std::make_pair(at::matmul(at::exp(logits - lse), values.to(dtype)), lse);
+  };
+  const auto [o1, l1] = partial(cached_k, cached_v);
+  const auto [o2, l2] = partial(k, v);
+  const at::Tensor m = at::maximum(l1, l2);
+  const at::Tensor w1 = at::exp(l1 - m), w2 = at::exp(l2 - m);
+  return (o1 * w1 + o2 * w2) / (w1 + w2);
+}
+
+std::vector<int64_t> SelectByScore(const std::vector<double>& scores, const std::vector<int64_t>& unit_tokens,
+                                   const std::vector<int64_t>& unit_bytes, int64_t tokens_left, int64_t bytes_left) {
+  std::vector<int64_t> order(scores.size());
+  std::iota(order.begin(), order.end(), 0);
+  // Highest score first; ties keep the newer unit (larger index).
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return scores[a] > scores[b] || (scores[a] == scores[b] && a > b); });
+  std::vector<int64_t> kept;
+  for (int64_t u : order) {
+    const bool fits_tokens = tokens_left < 0 || unit_tokens[u] <= tokens_left;
+    const bool fits_bytes = bytes_left < 0 || unit_bytes[u] <= bytes_left;
+    if (!fits_tokens || !fits_bytes) continue;
+    kept.push_back(u);
+    if (tokens_left >= 0) tokens_left -= unit_tokens[u];
+    if (bytes_left >= 0) bytes_left -= unit_bytes[u];
+  }
+  std::sort(kept.begin(), kept.end());
+  return kept;
+}
+
+std::vector<double> MiddleScores(PrunePolicy policy, const at::Tensor& q, const at::Tensor& middle_keys,
+                                 const KvCacheOptions& options, uint64_t salt) {
+  const int64_t m = middle_keys.size(1);
+  std::vector<double> scores(m);
+  if (policy == PrunePolicy::kWindow) {
+    std::iota(scores.begin(), scores.end(), 0.0);
+  } else if (policy == PrunePolicy::kRandom) {
+    at::Generator gen = at::detail::createCPUGenerator(options.seed * 1000003ULL + salt);
+    const at::Tensor r = at::rand({m}, gen, at::TensorOptions().dtype(at::kDouble));
+    std::copy(r.data_ptr<double>(), r.data_ptr<double>() + m, scores.begin());
+  } else {
+    const at::Tensor s = XStreamScores(q, middle_keys, options.pool_size, options.special_tokens).to(at::kCPU, at::kDouble).contiguous();
+    std::copy(s.data_ptr<double>(), s.data_ptr<double>() + m, scores.begin());
+  }
+  return scores;
 }
 
 namespace {
 
+// K and V stored as [H, capacity, D] tensors in the model dtype or bf16, appended in place.
 class DenseLayerCache final : public LayerKvCache {
  public:
   explicit DenseLayerCache(const KvCacheOptions& options) : options_(options) {}
 
-  at::Tensor AppendAndAttend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override {
+  at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override {
     const int64_t n = k.size(1);
-    Reserve(k, length_ + n);
-    keys_.narrow(1, length_, n).copy_(k);
-    values_.narrow(1, length_, n).copy_(v);
-    length_ += n;
-    const at::Tensor keys = keys_.narrow(1, 0, length_);
-    const at::Tensor values = values_.narrow(1, 0, length_);
-    return at::scaled_dot_product_attention(q.unsqueeze(0), keys.unsqueeze(0), values.unsqueeze(0)).squeeze(0);
-  }
-
-  void Prune(const at::Tensor& q, int64_t frame_tokens) override {
-    const int64_t cap = options_.cache_tokens;
-    if (options_.policy == PrunePolicy::kNone || length_ <= cap) return;
-    const int64_t n = frame_tokens;
-    const int64_t middle_len = length_ - 2 * n;
-    const int64_t keep = std::max<int64_t>(0, cap - 2 * n);
-    if (middle_len <= keep) return;
-    at::Tensor kept_middle;  // indices into the middle range, ascending
-    if (options_.policy == PrunePolicy::kWindow) {
-      kept_middle = at::arange(middle_len - keep, middle_len, at::TensorOptions().dtype(at::kLong).device(keys_.device()));
-    } else {
-      const at::Tensor scores = XStreamScores(q, keys_.narrow(1, n, middle_len), options_.pool_size, options_.special_tokens);
-      kept_middle = std::get<0>(at::sort(std::get<1>(at::topk(scores, keep))));
-    }
-    const auto long_opts = at::TensorOptions().dtype(at::kLong).device(keys_.device());
-    const at::Tensor index = at::cat({at::arange(n, long_opts), kept_middle + n, at::arange(length_ - n, length_, long_opts)});
-    const int64_t new_length = index.size(0);
-    // index_select copies first, so writing the result back in place is safe.
-    keys_.narrow(1, 0, new_length).copy_(at::index_select(keys_.narrow(1, 0, length_), 1, index));
-    values_.narrow(1, 0, new_length).copy_(at::index_select(values_.narrow(1, 0, length_), 1, index));
-    length_ = new_length;
+    const at::Tensor out = AttendCachedAndCurrent(q, Kept(keys_), Kept(values_), k, v);
+    if (length_ > 0) Prune(q, n);
+    Append(k, v);
+    return out;
   }
 
   std::pair<at::Tensor, at::Tensor> Materialize() const override {
     if (!keys_.defined()) return {};
-    return {keys_.narrow(1, 0, length_).clone(), values_.narrow(1, 0, length_).clone()};
+    return {Kept(keys_).clone(), Kept(values_).clone()};
   }
-
+  void SetCapacity(const LayerCapacity& capacity) override { capacity_ = capacity; }
   int64_t tokens() const override { return length_; }
-
-  int64_t bytes() const override {
-    if (!keys_.defined()) return 0;
-    return 2 * keys_.size(0) * length_ * keys_.size(2) * static_cast<int64_t>(keys_.element_size());
-  }
-
+  int64_t bytes() const override { return length_ * token_bytes_; }
   void Clear() override {
-    keys_ = at::Tensor();
-    values_ = at::Tensor();
-    length_ = 0;
+    keys_ = values_ = at::Tensor();
+    length_ = first_frame_tokens_ = 0;
+    frames_ = 0;
   }
 
  private:
-  // Grows the storage geometrically (or to the bounded capacity) so appends copy only the new frame.
-  void Reserve(const at::Tensor& like, int64_t needed) {
-    const int64_t capacity = keys_.defined() ? keys_.size(1) : 0;
-    if (needed <= capacity) return;
-    int64_t new_capacity = std::max<int64_t>(needed, capacity * 2);
-    if (options_.policy != PrunePolicy::kNone) new_capacity = std::max<int64_t>(needed, std::min(new_capacity, options_.cache_tokens + like.size(1)));
-    at::Tensor keys = at::empty({like.size(0), new_capacity, like.size(2)}, like.options());
-    at::Tensor values = at::empty_like(keys);
+  at::Tensor Kept(const at::Tensor& t) const { return t.defined() ? t.narrow(1, 0, length_) : t; }
+
+  // Drops middle tokens (never the first frame) so that the current frame's n tokens fit.
+  void Prune(const at::Tensor& q, int64_t n) {
+    const int64_t first = first_frame_tokens_;
+    const int64_t middle = length_ - first;
+    int64_t tokens_left = capacity_.tokens < 0 ? -1 : capacity_.tokens - first - n;
+    int64_t bytes_left = capacity_.bytes < 0 ? -1 : capacity_.bytes / token_bytes_ - first - n;
+    if (tokens_left >= 0 && bytes_left >= 0) tokens_left = std::min(tokens_left, bytes_left);
+    else if (bytes_left >= 0) tokens_left = bytes_left;
+    if (tokens_left < 0 || middle <= tokens_left) return;  // unlimited, or everything fits
+    if (options_.policy == PrunePolicy::kNone) return;
+    const at::Tensor middle_keys = keys_.narrow(1, first, middle);
+    const std::vector<double> scores = MiddleScores(options_.policy, q, middle_keys, options_, frames_);
+    std::vector<int64_t> kept;
+    if (options_.policy == PrunePolicy::kXStreamPage) {
+      // Pages: groups of k_group consecutive tokens of one frame (frames are n tokens long).
+      std::vector<double> page_scores;
+      std::vector<int64_t> page_start, page_tokens;
+      for (int64_t f = 0; f < middle; f += n)
+        for (int64_t p = f; p < std::min(f + n, middle); p += options_.k_group) {
+          const int64_t len = std::min<int64_t>({options_.k_group, f + n - p, middle - p});
+          page_scores.push_back(std::accumulate(scores.begin() + p, scores.begin() + p + len, 0.0) / len);
+          page_start.push_back(p);
+          page_tokens.push_back(len);
+        }
+      for (int64_t page : SelectByScore(page_scores, page_tokens, page_tokens, tokens_left, -1))
+        for (int64_t t = 0; t < page_tokens[page]; ++t) kept.push_back(page_start[page] + t);
+    } else {
+      kept = SelectByScore(scores, std::vector<int64_t>(middle, 1), std::vector<int64_t>(middle, 1), tokens_left, -1);
+    }
+    const auto long_opts = at::TensorOptions().dtype(at::kLong).device(keys_.device());
+    const at::Tensor index = at::cat({at::arange(first, long_opts), at::tensor(kept, at::kLong).to(keys_.device()) + first});
+    const int64_t new_length = index.size(0);
+    // index_select copies first, so writing the result back in place is safe.
+    keys_.narrow(1, 0, new_length).copy_(at::index_select(Kept(keys_), 1, index));
+    values_.narrow(1, 0, new_length).copy_(at::index_select(Kept(values_), 1, index));
+    length_ = new_length;
+  }
+
+  void Append(const at::Tensor& k, const at::Tensor& v) {
+    const int64_t n = k.size(1);
+    if (!keys_.defined()) {
+      const auto dtype = options_.format == CacheFormat::kBf16 ? at::kBFloat16 : k.scalar_type();
+      token_bytes_ = 2 * k.size(0) * k.size(2) * static_cast<int64_t>(c10::elementSize(dtype));
+      first_frame_tokens_ = n;
+      Reserve(k.options().dtype(dtype), k.size(0), k.size(2), n);
+    }
+    Reserve(keys_.options(), k.size(0), k.size(2), length_ + n);
+    keys_.narrow(1, length_, n).copy_(k);
+    values_.narrow(1, length_, n).copy_(v);
+    length_ += n;
+    ++frames_;
+  }
+
+  // Grows the storage geometrically, never past the capacity, so appends copy only the new frame.
+  void Reserve(const at::TensorOptions& opts, int64_t heads, int64_t dim, int64_t needed) {
+    const int64_t have = keys_.defined() ? keys_.size(1) : 0;
+    if (needed <= have) return;
+    int64_t grow = std::max<int64_t>(needed, have * 2);
+    if (capacity_.tokens >= 0) grow = std::min(grow, std::max(needed, capacity_.tokens));
+    if (capacity_.bytes >= 0) grow = std::min(grow, std::max(needed, capacity_.bytes / token_bytes_));
+    at::Tensor keys = at::empty({heads, grow, dim}, opts), values = at::empty({heads, grow, dim}, opts);
     if (length_ > 0) {
-      keys.narrow(1, 0, length_).copy_(keys_.narrow(1, 0, length_));
-      values.narrow(1, 0, length_).copy_(values_.narrow(1, 0, length_));
+      keys.narrow(1, 0, length_).copy_(Kept(keys_));
+      values.narrow(1, 0, length_).copy_(Kept(values_));
     }
     keys_ = keys;
     values_ = values;
   }
 
   KvCacheOptions options_;
+  LayerCapacity capacity_;
   at::Tensor keys_;    // [H, capacity, D]
   at::Tensor values_;  // [H, capacity, D]
   int64_t length_ = 0;
+  int64_t first_frame_tokens_ = 0;
+  int64_t token_bytes_ = 0;
+  int64_t frames_ = 0;
 };
 
 }  // namespace
 
 std::unique_ptr<LayerKvCache> MakeLayerKvCache(const KvCacheOptions& options) {
   options.Check();
+  if (IsQuantized(options.format)) return MakeQuantizedLayerCache(options);
   return std::make_unique<DenseLayerCache>(options);
 }
 

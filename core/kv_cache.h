@@ -1,22 +1,32 @@
 // The global-attention KV cache behind a small interface: one LayerKvCache per attention layer
 // (aggregator global blocks and camera-head trunk blocks), created from KvCacheOptions.
 // Keys are stored after k_norm and RoPE; positions repeat every frame, so they never need re-rotation.
+//
+// Per frame a layer runs Forward(q, k, v): the current frame attends to every kept token plus
+// itself; then the kept tokens are pruned to leave room for the current frame (the first frame
+// and the current frame are protected); then the current frame is stored (quantized once, if the
+// format says so). Stored bytes never exceed the layer's capacity, also while appending.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
+
+#include "core/kv_format.h"
 
 namespace streamrecon {
 
 // How a layer's cache chooses which tokens to keep once it exceeds its capacity.
 enum class PrunePolicy {
-  kNone,    // keep everything (the stream grows without bound)
-  kXStream, // XStreamVGGT: keep first + current frame, rank the middle by pooled-query scores
-  kWindow,  // keep first + the newest tokens
+  kNone,         // keep everything (the stream grows without bound)
+  kXStream,      // XStreamVGGT, token-granular: rank middle tokens by pooled-query scores
+  kXStreamPage,  // the same scores averaged per page of G tokens; keep or drop whole pages
+  kWindow,       // keep the newest middle tokens
+  kRandom,       // keep random middle tokens (seeded), an ablation
 };
 
 PrunePolicy ParsePrunePolicy(const std::string& name);  // throws OptionError naming the choices
@@ -24,11 +34,33 @@ std::string ToString(PrunePolicy policy);
 
 struct KvCacheOptions {
   PrunePolicy policy = PrunePolicy::kNone;  // pruning policy
-  int64_t cache_tokens = 0;                 // per-layer token capacity; 0 = unbounded (policy none)
-  int pool_size = 16;                       // XStreamVGGT query pooling group (patch tokens)
-  int special_tokens = 5;                   // leading tokens of each frame kept unpooled (camera + registers)
+  CacheFormat format = CacheFormat::kDense; // storage format of the global layers
+  int64_t cache_tokens = 0;   // per-layer token capacity including the current frame; 0 = none
+  uint64_t budget_bytes = 0;  // total bytes of all caches (global + camera trunk); 0 = none
+  int pool_size = 16;         // XStreamVGGT query pooling group (patch tokens)
+  int special_tokens = 5;     // leading tokens of each frame kept unpooled (camera + registers)
+  int k_group = 32;           // tokens per page = tokens sharing a per-channel K scale/zero
+  int v_group = 64;           // channels sharing a per-token V scale/zero (must divide head dim)
+  bool first_frame_bf16 = false;  // quantized formats: keep the first frame (attention sink) in bf16
+  bool v_hadamard = false;    // OScaR: rotate V by the Hadamard matrix too (undone on the output)
+  uint64_t seed = 0;          // seed of the random policy
 
-  void Check() const;  // throws OptionError
+  bool bounded() const { return cache_tokens > 0 || budget_bytes > 0; }
+  // head_dim < 0 skips the checks that need it. Throws OptionError.
+  void Check(int head_dim = -1) const;
+};
+
+// What a layer may hold after storing the current frame; < 0 = unlimited.
+struct LayerCapacity {
+  int64_t tokens = -1;
+  int64_t bytes = -1;
+};
+
+// Squared quantization error of everything a layer stored (for the fidelity benchmark).
+struct QuantStats {
+  double k_sse = 0, v_sse = 0;      // sum of squared errors of dequantized vs stored-from values
+  double k_energy = 0, v_energy = 0;// sum of squares of the original values
+  int64_t values = 0;               // number of K (and of V) elements quantized
 };
 
 // One attention layer's cache.
@@ -37,27 +69,37 @@ class LayerKvCache {
   virtual ~LayerKvCache() = default;
 
   // q, k, v: [H, N, D] for the current frame's N tokens (q, k after norm and RoPE).
-  // Appends k and v, then returns softmax(q K^T / sqrt(D)) V over every kept token, the
-  // current frame included (cached tokens first, in their original order): [H, N, D].
-  virtual at::Tensor AppendAndAttend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) = 0;
+  // Returns softmax(q K^T / sqrt(D)) V over every kept token plus the current frame (kept tokens
+  // first, in stream order): [H, N, D] in q's dtype. Then prunes and stores the current frame.
+  virtual at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) = 0;
 
-  // Called after the layer's attention for the frame: shrinks the cache to its capacity.
-  // q: the current frame's queries [H, N, D]; frame_tokens: N (tokens protected at each end).
-  virtual void Prune(const at::Tensor& q, int64_t frame_tokens) = 0;
-
-  // The kept keys and values as the attention sees them (dequantized): [H, T, D] each.
+  // The kept keys and values as attention sees them (dequantized, norms folded in, rotated
+  // space for OScaR): [H, T, D] each.
   virtual std::pair<at::Tensor, at::Tensor> Materialize() const = 0;
 
+  virtual void SetCapacity(const LayerCapacity& capacity) = 0;
   virtual int64_t tokens() const = 0;  // tokens held
-  virtual int64_t bytes() const = 0;   // bytes held by kept tokens
+  virtual int64_t bytes() const = 0;   // bytes held (codes, params, norms, page table)
+  virtual QuantStats quant_stats() const { return {}; }
   virtual void Clear() = 0;
 };
 
-// A cache storing K and V in the tensors' own dtype/device, appended in place (amortised growth).
+// Dense (model dtype / bf16) or quantized (KIVI / OScaR pages) cache, as the options say.
+// format_override lets the camera trunk use a dense cache whatever the global format is.
 std::unique_ptr<LayerKvCache> MakeLayerKvCache(const KvCacheOptions& options);
 
 // XStreamVGGT token scores: pooled current queries against head-averaged middle keys.
 // q: [H, N, D]; middle_keys: [H, M, D]. Returns [M] (mean over pooled query rows of q_bar . k_bar).
 at::Tensor XStreamScores(const at::Tensor& q, const at::Tensor& middle_keys, int pool_size, int special_tokens);
+
+// Softmax attention of q over [cached ; current], merged from two partial attentions (exact).
+// cached_k/v may be undefined or empty. All [H, *, D]; computed in q's dtype.
+at::Tensor AttendCachedAndCurrent(const at::Tensor& q, const at::Tensor& cached_k, const at::Tensor& cached_v,
+                                  const at::Tensor& k, const at::Tensor& v);
+
+// Chooses middle units (tokens or pages) to keep: highest score first, each taken while it fits
+// the remaining token and byte allowances (< 0 = unlimited). Returns kept unit indices, ascending.
+std::vector<int64_t> SelectByScore(const std::vector<double>& scores, const std::vector<int64_t>& unit_tokens,
+                                   const std::vector<int64_t>& unit_bytes, int64_t tokens_left, int64_t bytes_left);
 
 }  // namespace streamrecon

@@ -90,8 +90,7 @@ Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope)
 // A block attending to its cache plus x; appends x's keys/values, then prunes. x: [N, C].
 Tensor CachedBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, LayerKvCache& cache) {
   auto [q, k, v] = Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
-  const Tensor o = cache.AppendAndAttend(q, k, v);
-  cache.Prune(q, x.size(0));
+  const Tensor o = cache.Forward(q, k, v);
   Tensor y = x + b.ls1 * at::linear(MergeHeads(o), b.proj_w, b.proj_b);
   return y + b.ls2 * Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps));
 }
@@ -114,6 +113,8 @@ void ModelOptions::Check() const {
     throw OptionError("unsupported dtype '" + dtype + "': expected float32 or float64");
   if (device != "cpu" && device.rfind("cuda", 0) != 0) throw OptionError("unsupported device '" + device + "': expected cpu or cuda[:N]");
   cache.Check();
+  if (device != "cpu" && IsQuantized(cache.format))
+    throw OptionError("the quantized cache formats run on the CPU reference only in this build; use --device cpu");
 }
 
 struct StreamingModel::Impl {
@@ -126,6 +127,8 @@ struct StreamingModel::Impl {
   DptWeights depth_head, point_head;
   std::vector<std::unique_ptr<LayerKvCache>> global_caches, trunk_caches;
   int64_t frames = 0;
+  BudgetPlan plan;
+  int64_t max_bytes = 0;
 
   // Per-layout caches (frames of one stream share a size; recomputed when it changes).
   int64_t layout_h = -1, layout_w = -1;
@@ -183,11 +186,41 @@ struct StreamingModel::Impl {
     global_caches.clear();
     trunk_caches.clear();
     for (int i = 0; i < config.depth; ++i) global_caches.push_back(MakeLayerKvCache(options.cache));
-    // The camera trunk cache is pruned by the same routine with one token per entry (N = 1).
+    // The camera trunk cache is pruned by the same routine with one token per entry (N = 1),
+    // stored dense (bf16 unless the global layers use the model dtype).
     KvCacheOptions trunk = options.cache;
     trunk.special_tokens = 1;
+    trunk.format = TrunkFormat(options.cache.format);
     for (int i = 0; i < config.camera_head.trunk_depth; ++i) trunk_caches.push_back(MakeLayerKvCache(trunk));
     frames = 0;
+    max_bytes = 0;
+    plan = BudgetPlan{};
+  }
+
+  CacheGeometry Geometry() const {
+    CacheGeometry g;
+    g.global_layers = config.depth;
+    g.heads = config.num_heads;
+    g.head_dim = config.head_dim();
+    g.trunk_layers = config.camera_head.trunk_depth;
+    g.trunk_width = config.camera_head.dim_in;
+    g.trunk_tokens_per_frame = config.camera_head.iterations;
+    g.dense_elem_bytes = static_cast<int>(c10::elementSize(topts.dtype().toScalarType()));
+    return g;
+  }
+
+  // At the first frame the token count is known: derive and set every layer's capacity.
+  void PlanCaches(int64_t frame_tokens) {
+    plan = PlanBudget(options.cache, Geometry(), frame_tokens);
+    for (auto& c : global_caches) c->SetCapacity(plan.global);
+    for (auto& c : trunk_caches) c->SetCapacity(plan.trunk);
+  }
+
+  int64_t Bytes() const {
+    int64_t total = 0;
+    for (const auto& c : global_caches) total += c->bytes();
+    for (const auto& c : trunk_caches) total += c->bytes();
+    return total;
   }
 
   // Positional table for an h x w patch grid: bicubic (antialiased) resize of the trained grid, in fp32.
@@ -340,6 +373,7 @@ struct StreamingModel::Impl {
     const Tensor stdv = at::tensor(std::vector<float>{0.229f, 0.224f, 0.225f}).view({3, 1, 1}).to(topts);
     const Tensor img = ((image_in.to(topts) - mean) / stdv).unsqueeze(0);
 
+    if (frames == 0) PlanCaches(config.special_tokens() + h * wd);
     const Tensor patches = PatchEmbed(img);
     const int64_t slot = frames == 0 ? 0 : 1;
     Tensor x = at::cat({w.at("aggregator.camera_token")[0][slot], w.at("aggregator.register_token")[0][slot], patches}, 0);
@@ -357,6 +391,7 @@ struct StreamingModel::Impl {
     ++frames;
 
     StepOutput out;
+    // (the camera head below appends to the trunk caches; bytes are sampled after it)
     out.tokens_last = outputs[config.depth - 1];
     out.pose_enc = CameraHead(out.tokens_last.narrow(0, 0, 1));
     std::vector<Tensor> taps;
@@ -369,6 +404,7 @@ struct StreamingModel::Impl {
     const Tensor xyz = pts_raw.narrow(2, 0, 3);
     out.world_points = at::sign(xyz) * at::expm1(at::abs(xyz));
     out.world_points_conf = 1 + at::exp(pts_raw.select(2, 3));
+    max_bytes = std::max(max_bytes, Bytes());
     return out;
   }
 };
@@ -377,6 +413,7 @@ StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weigh
     : impl_(std::make_unique<Impl>()) {
   config.Check();
   options.Check();
+  options.cache.Check(config.head_dim());
   CheckStateDict(weights, config, "weights");
   auto& m = *impl_;
   m.config = config;
@@ -408,11 +445,27 @@ int64_t StreamingModel::frames_seen() const { return impl_->frames; }
 
 int64_t StreamingModel::CachedTokens(int layer) const { return impl_->global_caches.at(layer)->tokens(); }
 
-int64_t StreamingModel::CacheBytes() const {
-  int64_t total = 0;
-  for (const auto& c : impl_->global_caches) total += c->bytes();
-  for (const auto& c : impl_->trunk_caches) total += c->bytes();
-  return total;
+int64_t StreamingModel::CacheBytes() const { return impl_->Bytes(); }
+
+CacheReport StreamingModel::Cache() const {
+  const auto& m = *impl_;
+  CacheReport r;
+  r.format = ToString(m.options.cache.format);
+  r.policy = ToString(m.options.cache.policy);
+  r.budget_bytes = m.options.cache.budget_bytes;
+  r.bytes = m.Bytes();
+  r.max_bytes = m.max_bytes;
+  int64_t tokens = 0;
+  for (const auto& c : m.global_caches) {
+    r.global_bytes += c->bytes();
+    r.tokens_per_layer.push_back(c->tokens());
+    r.layer_stats.push_back(c->quant_stats());
+    tokens += c->tokens();
+  }
+  for (const auto& c : m.trunk_caches) r.trunk_tokens += c->tokens();
+  r.effective_bits = EffectiveBits(r.global_bytes, tokens, m.config.num_heads, m.config.head_dim());
+  r.plan = m.plan;
+  return r;
 }
 
 const ModelConfig& StreamingModel::config() const { return impl_->config; }

@@ -9,6 +9,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/kv_budget.h"
 #include "core/kv_cache.h"
 #include "core/types.h"
 #include "models/config.h"
@@ -34,6 +35,21 @@ struct StepOutput {
   at::Tensor tokens_last;        // [P, 2C], the last aggregator output
 };
 
+// What the caches hold right now (for logs, the viewer panel and benchmarks).
+struct CacheReport {
+  std::string format;                    // storage format of the global layers
+  std::string policy;                    // pruning policy
+  uint64_t budget_bytes = 0;             // 0 = unbounded
+  int64_t bytes = 0;                     // every cache (global + trunk) now
+  int64_t max_bytes = 0;                 // the largest `bytes` seen after any frame
+  int64_t global_bytes = 0;              // global layers only
+  std::vector<int64_t> tokens_per_layer; // global layers
+  int64_t trunk_tokens = 0;              // camera trunk (all blocks)
+  double effective_bits = 0;             // bits per stored K/V value in the global layers
+  BudgetPlan plan;                       // capacities chosen at the first frame
+  std::vector<QuantStats> layer_stats;   // quantization error per global layer
+};
+
 class StreamingModel {
  public:
   // Checks the weights against the config (WeightsError names every bad key) and converts them.
@@ -52,6 +68,7 @@ class StreamingModel {
   // Bytes held by every cache (global layers and camera trunk).
   int64_t CacheBytes() const;
   const ModelConfig& config() const;
+  CacheReport Cache() const;
 
  private:
   struct Impl;

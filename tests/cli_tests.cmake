@@ -51,6 +51,14 @@ expect(unwritable_out nonzero "output folder" run --random-weights --config pari
 expect(both_inputs nonzero "exactly one of" run --random-weights --config parity-tiny --synthetic 2 --input ${W} --out ${W}/o7)
 expect(bad_size nonzero "--size" run --random-weights --config parity-tiny --synthetic 2 --size abc --out ${W}/o8)
 expect(prune_without_cap nonzero "needs a token capacity" run --random-weights --config parity-tiny --synthetic 2 --policy xstream --out ${W}/o9)
+expect(budget_too_small nonzero "cannot hold the first and the current frame" run --random-weights --config parity-tiny --synthetic 2
+       --size 70x56 --policy xstream --kv-budget 1KiB --out ${W}/o11)
+expect(bad_budget_text nonzero "byte size" run --random-weights --config parity-tiny --synthetic 2 --policy xstream --kv-budget 12parsecs --out ${W}/o12)
+expect(unknown_format nonzero "unknown cache format" run --random-weights --config parity-tiny --synthetic 2 --format kivi3 --out ${W}/o13)
+expect(unknown_policy nonzero "unknown prune policy" run --random-weights --config parity-tiny --synthetic 2 --policy lru --out ${W}/o14)
+expect(bad_v_group nonzero "does not divide the head dimension" run --random-weights --config parity-tiny --synthetic 2 --format kivi4 --v-group 48 --out ${W}/o15)
+expect(run_budget 0 "wrote 6 frames" run --random-weights --config parity-tiny --synthetic 6 --size 70x56 --policy xstream-page
+       --format oscar2 --kv-budget 64KiB --out ${W}/run_budget)
 expect(zero_frames nonzero "" run --random-weights --config parity-tiny --synthetic 0 --out ${W}/o10)
 
 # --- a run on synthetic frames writes every output --------------------------------------------

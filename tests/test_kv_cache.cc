@@ -1,32 +1,73 @@
-// The dense layer cache: append + attend equals attention over the concatenation; pruning keeps
-// the first and current frames and the best-scored middle tokens, in order.
+// The KV cache: dense and quantized layer caches, packing, quantization error bounds, pruning,
+// the byte budget, and the stability of kept tokens.
 #include <ATen/ATen.h>
 
 #include <algorithm>
 
 #include "core/errors.h"
+#include "core/kv_budget.h"
 #include "core/kv_cache.h"
+#include "core/kv_quant.h"
 #include "tests/test_util.h"
 
 namespace streamrecon {
 namespace {
 
-TEST(DenseCache, AppendAndAttendEqualsFullAttention) {
-  KvCacheOptions o;
-  auto cache = MakeLayerKvCache(o);
+at::Tensor Reference(const at::Tensor& q, const at::Tensor& K, const at::Tensor& V) {
+  return at::matmul(at::softmax(at::matmul(q, K.transpose(1, 2)) / std::sqrt(static_cast<double>(q.size(2))), -1), V);
+}
+
+TEST(DenseCache, ForwardEqualsFullAttention) {
+  auto cache = MakeLayerKvCache(KvCacheOptions{});
   at::manual_seed(0);
   std::vector<at::Tensor> ks, vs;
   for (int f = 0; f < 5; ++f) {
     const at::Tensor q = at::randn({2, 7, 8}, at::kDouble), k = at::randn({2, 7, 8}, at::kDouble), v = at::randn({2, 7, 8}, at::kDouble);
     ks.push_back(k);
     vs.push_back(v);
-    const at::Tensor got = cache->AppendAndAttend(q, k, v);
-    const at::Tensor K = at::cat(ks, 1), V = at::cat(vs, 1);
-    const at::Tensor want = at::matmul(at::softmax(at::matmul(q, K.transpose(1, 2)) / std::sqrt(8.0), -1), V);
-    EXPECT_LE((got - want).abs().max().item<double>(), 1e-12);
+    const at::Tensor got = cache->Forward(q, k, v);
+    EXPECT_LE((got - Reference(q, at::cat(ks, 1), at::cat(vs, 1))).abs().max().item<double>(), 1e-12);
     EXPECT_EQ(cache->tokens(), 7 * (f + 1));
     EXPECT_EQ(cache->bytes(), 2 * 2 * 7 * (f + 1) * 8 * 8);
   }
+}
+
+// Survivors of XStreamVGGT pruning, computed independently with plain loops.
+std::vector<double> ExpectedSurvivors(const at::Tensor& q, const at::Tensor& K, const at::Tensor& V, int64_t n, int64_t cap,
+                                      int pool, int special) {
+  const int64_t H = K.size(0), T = K.size(1), D = K.size(2);
+  std::vector<std::vector<double>> rows;
+  auto qa = q.accessor<double, 3>();
+  auto row = [&](int64_t a, int64_t b) {
+    std::vector<double> r(D, 0.0);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = a; t < b; ++t)
+        for (int64_t d = 0; d < D; ++d) r[d] += qa[h][t][d] / (H * static_cast<double>(b - a));
+    return r;
+  };
+  for (int64_t t = 0; t < std::min<int64_t>(special, n); ++t) rows.push_back(row(t, t + 1));
+  for (int64_t t = special; t < n; t += pool) rows.push_back(row(t, std::min(n, t + pool)));
+  auto ka = K.accessor<double, 3>();
+  std::vector<std::pair<double, int64_t>> scored;
+  for (int64_t t = n; t < T; ++t) {
+    double s = 0;
+    for (const auto& r : rows)
+      for (int64_t d = 0; d < D; ++d) {
+        double kbar = 0;
+        for (int64_t h = 0; h < H; ++h) kbar += ka[h][t][d] / H;
+        s += r[d] * kbar / rows.size();
+      }
+    scored.emplace_back(s, t);
+  }
+  std::sort(scored.rbegin(), scored.rend());
+  std::vector<int64_t> kept;
+  for (int64_t i = 0; i < cap - 2 * n && i < static_cast<int64_t>(scored.size()); ++i) kept.push_back(scored[i].second);
+  std::sort(kept.begin(), kept.end());
+  std::vector<double> ids;
+  auto va = V.accessor<double, 3>();
+  for (int64_t t = 0; t < n; ++t) ids.push_back(va[0][t][0]);
+  for (int64_t t : kept) ids.push_back(va[0][t][0]);
+  return ids;  // the current frame is appended after these
 }
 
 TEST(DenseCache, XStreamPruneKeepsAnchorsAndTopScoredTokensInOrder) {
@@ -36,72 +77,38 @@ TEST(DenseCache, XStreamPruneKeepsAnchorsAndTopScoredTokensInOrder) {
   o.pool_size = 2;
   o.special_tokens = 1;
   auto cache = MakeLayerKvCache(o);
+  cache->SetCapacity({20, -1});
   const int64_t n = 5;
   at::manual_seed(1);
-  std::vector<double> ids;  // value channel 0 carries each token's global id
-  for (int f = 0; f < 6; ++f) {
-    const at::Tensor k = at::randn({2, n, 4}, at::kDouble);
+  for (int f = 0; f < 8; ++f) {
+    const at::Tensor k = at::randn({2, n, 4}, at::kDouble), q = at::randn({2, n, 4}, at::kDouble);
     at::Tensor v = at::zeros({2, n, 4}, at::kDouble);
-    for (int t = 0; t < n; ++t) v.select(1, t).fill_(f * n + t);
-    const at::Tensor q = at::randn({2, n, 4}, at::kDouble);
-    cache->AppendAndAttend(q, k, v);
-    for (int t = 0; t < n; ++t) ids.push_back(f * n + t);
-    // Expected survivors, computed independently with plain loops.
+    for (int t = 0; t < n; ++t) v.select(1, t).fill_(f * n + t);  // every channel carries the token id
     auto [K, V] = cache->Materialize();
-    const int64_t T = K.size(1);
-    std::vector<double> expected_ids;
-    if (T > o.cache_tokens) {
-      const int64_t keep = o.cache_tokens - 2 * n;
-      // pooled query rows: 1 special + groups of 2 over 4 patches = 3 rows, head-averaged
-      std::vector<std::vector<double>> rows;
-      auto qa = q.accessor<double, 3>();
-      auto row = [&](int64_t a, int64_t b) {
-        std::vector<double> r(4, 0.0);
-        for (int64_t h = 0; h < 2; ++h)
-          for (int64_t t = a; t < b; ++t)
-            for (int d = 0; d < 4; ++d) r[d] += qa[h][t][d] / (2.0 * (b - a));
-        return r;
-      };
-      rows = {row(0, 1), row(1, 3), row(3, 5)};
-      auto ka = K.accessor<double, 3>();
-      std::vector<std::pair<double, int64_t>> scored;
-      for (int64_t t = n; t < T - n; ++t) {
-        double s = 0;
-        for (const auto& r : rows)
-          for (int d = 0; d < 4; ++d) s += r[d] * (ka[0][t][d] + ka[1][t][d]) / 2.0 / rows.size();
-        scored.emplace_back(s, t);
-      }
-      std::sort(scored.rbegin(), scored.rend());
-      std::vector<int64_t> kept;
-      for (int64_t i = 0; i < keep; ++i) kept.push_back(scored[i].second);
-      std::sort(kept.begin(), kept.end());
-      auto va = V.accessor<double, 3>();
-      for (int64_t t = 0; t < n; ++t) expected_ids.push_back(va[0][t][0]);
-      for (int64_t t : kept) expected_ids.push_back(va[0][t][0]);
-      for (int64_t t = T - n; t < T; ++t) expected_ids.push_back(va[0][t][0]);
-    }
-    cache->Prune(q, n);
-    ASSERT_LE(cache->tokens(), std::max<int64_t>(o.cache_tokens, 2 * n));
-    if (!expected_ids.empty()) {
+    const bool prunes = K.defined() && K.size(1) + n > o.cache_tokens;
+    std::vector<double> expected;
+    if (prunes) expected = ExpectedSurvivors(q, K, V, n, o.cache_tokens, 2, 1);
+    cache->Forward(q, k, v);
+    ASSERT_LE(cache->tokens(), o.cache_tokens);
+    if (prunes) {
+      for (int t = 0; t < n; ++t) expected.push_back(f * n + t);
       auto [K2, V2] = cache->Materialize();
-      ASSERT_EQ(V2.size(1), static_cast<int64_t>(expected_ids.size()));
-      for (size_t i = 0; i < expected_ids.size(); ++i) EXPECT_EQ(V2[1][i][3].item<double>(), expected_ids[i]) << "frame " << f;
+      ASSERT_EQ(V2.size(1), static_cast<int64_t>(expected.size()));
+      for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(V2[1][i][3].item<double>(), expected[i]) << "frame " << f;
     }
   }
   EXPECT_EQ(cache->tokens(), 20);
 }
 
 TEST(DenseCache, XStreamScoresPoolQueriesAndAverageHeads) {
-  // 2 heads, 5 queries (1 special + 4 patches pooled by 2), D = 2.
   at::Tensor q = at::zeros({2, 5, 2}, at::kDouble);
-  q[0][0][0] = 2;   // special token, head 0
-  q[1][0][0] = 0;   // head 1 -> mean 1 on channel 0
-  q[0][1][1] = 4;   // patches 1..2 pooled: mean over tokens then heads -> channel 1 = 1
+  q[0][0][0] = 2;  // special token: head mean (1, 0)
+  q[0][1][1] = 4;  // patches 1..2 pooled: mean over tokens then heads -> (0, 1)
   at::Tensor keys = at::zeros({2, 3, 2}, at::kDouble);
-  keys[0][0][0] = 1; keys[1][0][0] = 1;  // token 0: k_bar = (1, 0)
-  keys[0][1][1] = 2;                     // token 1: k_bar = (0, 1)
+  keys[0][0][0] = 1;
+  keys[1][0][0] = 1;  // token 0: k_bar = (1, 0)
+  keys[0][1][1] = 2;  // token 1: k_bar = (0, 1)
   const at::Tensor s = XStreamScores(q, keys, 2, 1);
-  // Pooled rows: special (1, 0); patches(1,2) -> (0, 1); patches(3,4) -> (0, 0). Mean over 3 rows.
   EXPECT_NEAR(s[0].item<double>(), 1.0 / 3.0, 1e-12);
   EXPECT_NEAR(s[1].item<double>(), 1.0 / 3.0, 1e-12);
   EXPECT_NEAR(s[2].item<double>(), 0.0, 1e-12);
@@ -112,24 +119,202 @@ TEST(DenseCache, WindowKeepsTheNewestMiddleTokens) {
   o.policy = PrunePolicy::kWindow;
   o.cache_tokens = 9;
   auto cache = MakeLayerKvCache(o);
+  cache->SetCapacity({9, -1});
   const int64_t n = 3;
   for (int f = 0; f < 5; ++f) {
-    at::Tensor v = at::full({1, n, 1}, static_cast<double>(f), at::kDouble);
     const at::Tensor q = at::zeros({1, n, 1}, at::kDouble);
-    cache->AppendAndAttend(q, at::zeros({1, n, 1}, at::kDouble), v);
-    cache->Prune(q, n);
+    cache->Forward(q, at::zeros({1, n, 1}, at::kDouble), at::full({1, n, 1}, static_cast<double>(f), at::kDouble));
   }
-  // Uniform attention with zero keys averages the kept values: frames 0, 3, 4 remain.
-  const at::Tensor out = cache->AppendAndAttend(at::zeros({1, 1, 1}, at::kDouble), at::zeros({1, 1, 1}, at::kDouble),
-                                                at::full({1, 1, 1}, 10.0, at::kDouble));
-  EXPECT_NEAR(out.item<double>(), (0 * 3 + 3 * 3 + 4 * 3 + 10) / 10.0, 1e-12);
+  auto [K, V] = cache->Materialize();
+  ASSERT_EQ(V.size(1), 9);
+  const std::vector<double> expected{0, 0, 0, 3, 3, 3, 4, 4, 4};
+  for (int t = 0; t < 9; ++t) EXPECT_EQ(V[0][t][0].item<double>(), expected[t]);
 }
 
-TEST(DenseCache, OptionsAreChecked) {
+// ---- quantization primitives -----------------------------------------------------------------
+
+TEST(Quant, PackUnpackIsBitExact) {
+  at::manual_seed(2);
+  for (int bits : {2, 4})
+    for (int64_t n : {4, 8, 64, 128}) {
+      const at::Tensor codes = at::randint(0, 1 << bits, {n}, at::kByte);
+      std::vector<uint8_t> packed(n * bits / 8), back(n);
+      PackCodes(codes.data_ptr<uint8_t>(), n, bits, packed.data());
+      UnpackCodes(packed.data(), n, bits, back.data());
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(back[i], codes[i].item<uint8_t>()) << bits << " bits, n " << n;
+    }
+}
+
+TEST(Quant, ParamsCoverTheRangeAndErrorIsAtMostHalfAStep) {
+  at::manual_seed(3);
+  for (int bits : {2, 4}) {
+    for (int trial = 0; trial < 2000; ++trial) {
+      const float a = at::randn({1}).item<float>() * 3, b = a + std::abs(at::randn({1}).item<float>()) * (trial % 7);
+      const QuantParams p = MakeQuantParams(a, b, bits);
+      const float scale = HalfBitsToFloat(p.scale), zero = HalfBitsToFloat(p.zero);
+      ASSERT_LE(zero, a);
+      ASSERT_GE(zero + scale * ((1 << bits) - 1), b);
+      for (float x : {a, b, (a + b) / 2, a + (b - a) * 0.3f}) {
+        const float err = std::abs(DequantizeValue(QuantizeValue(x, p, bits), p) - x);
+        ASSERT_LE(err, scale / 2 * (1 + 1e-5f) + 1e-7f) << "x " << x << " in [" << a << ", " << b << "]";
+      }
+    }
+  }
+}
+
+TEST(Quant, HadamardIsOrthogonalAndSymmetric) {
+  const at::Tensor h = HadamardMatrix(64, at::kDouble);
+  EXPECT_LE((at::matmul(h, h) - at::eye(64, at::kDouble)).abs().max().item<double>(), 1e-12);
+  EXPECT_TRUE(at::equal(h, h.t()));
+  EXPECT_THROW(HadamardMatrix(48, at::kDouble), OptionError);
+}
+
+// Every page of every format and group size, partial groups included, dequantizes within half a
+// step of its own group: K per channel per page, V per token per channel group.
+TEST(Quant, FramesRoundTripWithinHalfAStepOfTheirGroups) {
+  at::manual_seed(4);
+  for (int bits : {2, 4})
+    for (int G : {8, 32, 64})
+      for (int Gv : {16, 64})
+        for (int64_t N : {25, 64, 100}) {
+          const int64_t H = 2, D = 64;
+          at::Tensor k = at::randn({H, N, D}), v = at::randn({H, N, D}) * 3;
+          k.select(1, 1).mul_(20);  // an outlier token
+          PageLayout layout{2, 64, G, bits, Gv, false};
+          const PagedKv pages = QuantizeFrame(k, v, {}, layout, 0);
+          ASSERT_EQ(pages.pages(), (N + G - 1) / G);
+          auto [kd, vd] = DequantizePages(pages);
+          ASSERT_EQ(kd.size(1), N);
+          const auto* kp = reinterpret_cast<const QuantParams*>(pages.k_params.data_ptr<int16_t>());
+          const auto* vp = reinterpret_cast<const QuantParams*>(pages.v_params.data_ptr<int16_t>());
+          for (int64_t h = 0; h < H; ++h)
+            for (int64_t t = 0; t < N; ++t)
+              for (int64_t d = 0; d < D; ++d) {
+                const int64_t p = t / G, s = t % G;
+                const float k_step = HalfBitsToFloat(kp[(p * H + h) * D + d].scale);
+                const float v_step = HalfBitsToFloat(vp[((p * H + h) * G + s) * (D / Gv) + d / Gv].scale);
+                ASSERT_LE(std::abs(kd[h][t][d].item<float>() - k[h][t][d].item<float>()), k_step / 2 * 1.0001f + 1e-6f);
+                ASSERT_LE(std::abs(vd[h][t][d].item<float>() - v[h][t][d].item<float>()), v_step / 2 * 1.0001f + 1e-6f);
+              }
+          // Partial last page: the padding slots hold zero codes and are not counted.
+          EXPECT_EQ(pages.meta[pages.pages() - 1][0].item<int32_t>(), N - (pages.pages() - 1) * G);
+        }
+}
+
+TEST(Quant, PageLayoutSizes) {
+  // 1B model, OScaR INT2, G 32, Gv 64: 16 KiB codes + 4 KiB K params + 2 KiB V params + norms + meta.
+  PageLayout layout{16, 64, 32, 2, 64, true};
+  EXPECT_EQ(layout.page_bytes(), 16384 + 4096 + 2048 + 128 + 8);
+  EXPECT_NEAR(EffectiveBits(layout.page_bytes(), 32, 16, 64), 2.77, 0.01);
+}
+
+// ---- quantized caches --------------------------------------------------------------------------
+
+KvCacheOptions Quantized(CacheFormat f, PrunePolicy p) {
+  KvCacheOptions o;
+  o.format = f;
+  o.policy = p;
+  o.k_group = 8;
+  o.v_group = 32;
+  if (p != PrunePolicy::kNone) o.cache_tokens = 1 << 20;  // the tests set the real capacity per layer
+  return o;
+}
+
+TEST(QuantizedCache, AttentionIsCloseToTheFullPrecisionCache) {
+  at::manual_seed(5);
+  for (CacheFormat f : {CacheFormat::kKivi4, CacheFormat::kOscar4, CacheFormat::kKivi2, CacheFormat::kOscar2}) {
+    auto cache = MakeLayerKvCache(Quantized(f, PrunePolicy::kNone));
+    auto dense = MakeLayerKvCache(KvCacheOptions{});
+    double worst = 0;
+    for (int frame = 0; frame < 4; ++frame) {
+      const at::Tensor q = at::randn({2, 20, 64}), k = at::randn({2, 20, 64}), v = at::randn({2, 20, 64});
+      const at::Tensor a = cache->Forward(q, k, v), b = dense->Forward(q, k, v);
+      worst = std::max(worst, ((a - b).norm() / b.norm()).item<double>());
+    }
+    // Random Gaussian K/V are a hard case (no structure): 4-bit stays within 10%, 2-bit within 50%.
+    EXPECT_LE(worst, FormatBits(f) == 4 ? 0.10 : 0.50) << ToString(f);
+    EXPECT_EQ(cache->tokens(), 80);
+  }
+}
+
+TEST(QuantizedCache, KeptTokensReadBackIdenticallyOnEveryLaterFrame) {
+  at::manual_seed(6);
+  for (PrunePolicy policy : {PrunePolicy::kXStream, PrunePolicy::kXStreamPage})
+    for (CacheFormat f : {CacheFormat::kKivi2, CacheFormat::kOscar4}) {
+      KvCacheOptions o = Quantized(f, policy);
+      auto cache = MakeLayerKvCache(o);
+      cache->SetCapacity({60, -1});
+      std::map<double, std::pair<at::Tensor, at::Tensor>> first_seen;  // token id -> (k, v) as first stored
+      for (int frame = 0; frame < 10; ++frame) {
+        const at::Tensor q = at::randn({2, 20, 64}), k = at::randn({2, 20, 64});
+        at::Tensor v = at::randn({2, 20, 64});
+        v.select(2, 0).copy_(at::arange(20, at::kFloat).mul(1.0f).add(frame * 20).unsqueeze(0).expand({2, 20}));
+        cache->Forward(q, k, v);
+        auto [K, V] = cache->Materialize();
+        ASSERT_LE(cache->tokens(), 60);
+        for (int64_t t = 0; t < V.size(1); ++t) {
+          const double id = std::round(V[0][t][0].item<double>() * 1000) / 1000;
+          auto it = first_seen.find(id);
+          if (it == first_seen.end()) {
+            first_seen.emplace(id, std::make_pair(K.select(1, t).clone(), V.select(1, t).clone()));
+          } else {
+            ASSERT_TRUE(at::equal(it->second.first, K.select(1, t))) << ToString(f) << " token " << id << " frame " << frame;
+            ASSERT_TRUE(at::equal(it->second.second, V.select(1, t))) << ToString(f) << " token " << id;
+          }
+        }
+      }
+    }
+}
+
+TEST(QuantizedCache, ByteCapacityIsNeverExceeded) {
+  at::manual_seed(7);
+  for (PrunePolicy policy : {PrunePolicy::kXStream, PrunePolicy::kXStreamPage, PrunePolicy::kWindow, PrunePolicy::kRandom}) {
+    KvCacheOptions o = Quantized(CacheFormat::kOscar2, policy);
+    const int64_t frame_bytes = FrameBytes(o, 2, 64, 21, 4, false);
+    auto cache = MakeLayerKvCache(o);
+    cache->SetCapacity({-1, 5 * frame_bytes});
+    for (int frame = 0; frame < 12; ++frame) {
+      cache->Forward(at::randn({2, 21, 64}), at::randn({2, 21, 64}), at::randn({2, 21, 64}));
+      ASSERT_LE(cache->bytes(), 5 * frame_bytes) << ToString(policy) << " frame " << frame;
+    }
+    EXPECT_GT(cache->bytes(), 3 * frame_bytes) << ToString(policy);  // it does use the room it has
+  }
+}
+
+TEST(Budget, PlansFramesAndNamesTheMinimum) {
+  CacheGeometry g{4, 2, 64, 2, 256, 4, 4};
   KvCacheOptions o;
   o.policy = PrunePolicy::kXStream;
-  EXPECT_THROW(o.Check(), OptionError);
+  o.format = CacheFormat::kBf16;
+  o.budget_bytes = 10 << 20;
+  const BudgetPlan plan = PlanBudget(o, g, 100);
+  const int64_t frame = 100 * 2 * 2 * 64 * 2, trunk = 2 * 4 * 2 * 256 * 2;
+  EXPECT_EQ(plan.frames, static_cast<int64_t>((10 << 20) / (4 * frame + trunk)));
+  EXPECT_LE(plan.peak_bytes, o.budget_bytes);
+  EXPECT_EQ(plan.global.bytes, plan.frames * frame);
+  o.budget_bytes = 1024;
+  try {
+    PlanBudget(o, g, 100);
+    FAIL();
+  } catch (const BudgetError& e) {
+    EXPECT_NE(std::string(e.what()).find("minimum"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Options, BadOptionsAreClearErrors) {
   EXPECT_THROW(ParsePrunePolicy("lru"), OptionError);
+  EXPECT_THROW(ParseCacheFormat("kivi3"), OptionError);
+  KvCacheOptions o;
+  o.policy = PrunePolicy::kXStream;
+  EXPECT_THROW(o.Check(), OptionError);  // no capacity
+  o.cache_tokens = 100;
+  o.format = CacheFormat::kKivi4;
+  o.v_group = 48;
+  EXPECT_THROW(o.Check(64), OptionError);  // 48 does not divide 64
+  o.v_group = 64;
+  o.format = CacheFormat::kOscar2;
+  EXPECT_THROW(o.Check(96), OptionError);  // Hadamard needs a power of two
+  EXPECT_NO_THROW(o.Check(64));
 }
 
 }  // namespace

@@ -1,0 +1,51 @@
+// Budget planning for the KV caches.
+#include "core/kv_budget.h"
+
+#include "core/byte_size.h"
+#include "core/errors.h"
+#include "core/kv_quant.h"
+
+namespace streamrecon {
+
+CacheFormat TrunkFormat(CacheFormat global_format) {
+  return global_format == CacheFormat::kDense ? CacheFormat::kDense : CacheFormat::kBf16;
+}
+
+BudgetPlan PlanBudget(const KvCacheOptions& options, const CacheGeometry& g, int64_t n) {
+  BudgetPlan plan;
+  const int trunk_elem = TrunkFormat(options.format) == CacheFormat::kDense ? g.dense_elem_bytes : 2;
+  const int64_t trunk_token_bytes = 2LL * g.trunk_width * trunk_elem;
+  const int64_t first = FrameBytes(options, g.heads, g.head_dim, n, g.dense_elem_bytes, true);
+  const int64_t frame = FrameBytes(options, g.heads, g.head_dim, n, g.dense_elem_bytes, false);
+  // Peak with F frames held: L * (first + (F - 1) * frame) + T * (tokens_per_frame * F) * trunk_token_bytes.
+  const int64_t per_frame = g.global_layers * frame + static_cast<int64_t>(g.trunk_layers) * g.trunk_tokens_per_frame * trunk_token_bytes;
+  const int64_t fixed = g.global_layers * (first - frame);
+  auto peak = [&](int64_t frames) { return static_cast<uint64_t>(fixed + frames * per_frame); };
+  plan.minimum_bytes = peak(2);
+  if (options.cache_tokens > 0) {
+    plan.global.tokens = options.cache_tokens;
+    plan.trunk.tokens = options.cache_tokens;
+  }
+  if (options.budget_bytes == 0) {
+    plan.frames = options.cache_tokens > 0 ? options.cache_tokens / n : -1;
+    return plan;
+  }
+  if (options.budget_bytes < plan.minimum_bytes)
+    throw BudgetError("--kv-budget " + FormatBytes(options.budget_bytes) + " cannot hold the first and the current frame: "
+                      "the minimum for this model, frame size (" + std::to_string(n) + " tokens) and format (" +
+                      ToString(options.format) + ") is " + FormatBytes(plan.minimum_bytes) + " (" +
+                      std::to_string(plan.minimum_bytes) + " bytes)");
+  plan.frames = static_cast<int64_t>((options.budget_bytes - fixed) / per_frame);
+  plan.global.bytes = first + (plan.frames - 1) * frame;
+  const int64_t trunk_tokens = g.trunk_tokens_per_frame * plan.frames;
+  plan.trunk.tokens = plan.trunk.tokens < 0 ? trunk_tokens : std::min(plan.trunk.tokens, trunk_tokens);
+  plan.peak_bytes = peak(plan.frames);
+  return plan;
+}
+
+double EffectiveBits(int64_t bytes, int64_t tokens, int heads, int head_dim) {
+  if (tokens <= 0) return 0.0;
+  return 8.0 * static_cast<double>(bytes) / (2.0 * static_cast<double>(tokens) * heads * head_dim);
+}
+
+}  // namespace streamrecon
