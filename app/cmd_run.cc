@@ -6,14 +6,18 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <memory>
 
 #include <nlohmann/json.hpp>
 
 #include "app/commands.h"
 #include "app/common_options.h"
+#include "app/stream_setup.h"
 #include "core/atomic_file.h"
 #include "core/errors.h"
 #include "core/export.h"
+#include "core/pipeline.h"
 #include "datasets/frame_source.h"
 #include "datasets/preprocess.h"
 #include "datasets/synthetic.h"
@@ -49,22 +53,6 @@ void CheckOutputFolder(const fs::path& dir) {
   fs::remove(probe, ec);
 }
 
-datasets::PreprocessOptions ParseSize(const std::string& size, int patch) {
-  datasets::PreprocessOptions p;
-  p.patch = patch;
-  if (!size.empty()) {
-    const auto x = size.find('x');
-    try {
-      p.target_width = std::stoi(size.substr(0, x));
-      if (x != std::string::npos) p.target_height = std::stoi(size.substr(x + 1));
-    } catch (const std::exception&) {
-      throw OptionError("--size expects W or WxH in pixels (e.g. 518 or 518x392), got '" + size + "'");
-    }
-  }
-  p.Check();
-  return p;
-}
-
 int RunRun(const RunArgs& args) {
   if (args.input.empty() == (args.synthetic_frames <= 0))
     throw OptionError("give exactly one of --input PATH or --synthetic N");
@@ -78,67 +66,44 @@ int RunRun(const RunArgs& args) {
   options.dtype = args.model.dtype;
   options.device = args.model.device;
   options.cache = args.cache.ToOptions();
-  models::StreamingModel model(loaded.config, loaded.weights, options);
+  auto model = std::make_shared<models::StreamingModel>(loaded.config, loaded.weights, options);
   loaded.weights.clear();
 
   datasets::PreprocessOptions pre = ParseSize(args.size, loaded.config.patch_size);
-  std::unique_ptr<datasets::FrameSource> source;
-  if (args.synthetic_frames > 0) {
-    datasets::SyntheticOptions syn;
-    syn.frames = args.synthetic_frames;
-    // Synthetic frames are rendered directly at the model size (4:3 unless --size gives both).
-    std::tie(syn.width, syn.height) = datasets::ModelInputSize(640, 480, pre);
-    source = datasets::MakeSyntheticSource(syn);
-  } else {
-    datasets::SourceOptions so;
-    so.every = args.every;
-    so.max_frames = args.max_frames;
-    so.on_note = [](const std::string& note) { spdlog::warn("{}", note); };
-    source = datasets::OpenFrameSource(args.input, so);
-  }
+  std::unique_ptr<datasets::FrameSource> source =
+      OpenInput(args.input, args.synthetic_frames, pre, args.every, args.max_frames);
   spdlog::info("input: {}", source->Describe());
   const int64_t total = args.max_frames >= 0 && source->SizeHint() >= 0 ? std::min(args.max_frames, source->SizeHint())
                                                                          : source->SizeHint();
 
-  std::vector<FramePrediction> cameras;  // predictions without their per-pixel arrays
-  PointCloud cloud;
-  int model_w = 0, model_h = 0;
+  // The same pipeline as `view` (source, model and accumulator threads), nothing dropped.
+  auto stage = std::make_shared<ModelStage>(model, pre);
+  PipelineStages stages = ModelStage::MakeStages(stage, *source);
   double total_ms = 0;
-  const auto t_start = std::chrono::steady_clock::now();
-  while (auto frame = source->Next()) {
-    if (args.max_frames >= 0 && static_cast<int64_t>(cameras.size()) >= args.max_frames) break;
-    if (model_w == 0) {
-      std::tie(model_w, model_h) = datasets::ModelInputSize(frame->image.width, frame->image.height, pre);
-      spdlog::info("model input {}x{} (from {}x{})", model_w, model_h, frame->image.width, frame->image.height);
-    }
-    datasets::PreprocessOptions fixed = pre;
-    fixed.target_width = model_w;
-    fixed.target_height = model_h;
-    const RgbImage image = datasets::ResizeForModel(frame->image, fixed);
-
-    const auto t0 = std::chrono::steady_clock::now();
-    const models::StepOutput step = model.Step(models::ImageToTensor(image));
-    FramePrediction pred = models::ToFramePrediction(step, image, static_cast<int64_t>(cameras.size()));
-    pred.model_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  stages.on_frame = [&](const FramePrediction& pred, const FrameReport& report) {
     total_ms += pred.model_ms;
-
-    const PointCloud part = CollectPoints({pred}, args.cloud);
-    cloud.xyz.insert(cloud.xyz.end(), part.xyz.begin(), part.xyz.end());
-    cloud.rgb.insert(cloud.rgb.end(), part.rgb.begin(), part.rgb.end());
     if (args.depth_maps) WriteDepthMaps(out_dir / "depth", {pred});
-
-    const size_t n = cameras.size() + 1;
+    const int64_t n = report.processed;
     spdlog::info("frame {}/{} {}: {:.0f} ms, {:.2f} fps, cache {:.1f} MiB, {} points", n,
-                 total >= 0 ? std::to_string(total) : std::string("?"), frame->name, pred.model_ms, 1000.0 * n / total_ms,
-                 model.CacheBytes() / 1048576.0, cloud.size());
-    pred.depth.clear();
-    pred.depth_conf.clear();
-    pred.world_points.clear();
-    pred.world_points_conf.clear();
-    pred.image = RgbImage{};
-    cameras.push_back(std::move(pred));
+                 total >= 0 ? std::to_string(total) : std::string("?"), report.name, pred.model_ms, 1000.0 * n / total_ms,
+                 report.cache.bytes / 1048576.0, report.points);
+  };
+  PipelineOptions pipeline_options;
+  pipeline_options.max_frames = args.max_frames;
+  pipeline_options.total_frames = total;
+  pipeline_options.cloud.frame = args.cloud;
+  const auto t_start = std::chrono::steady_clock::now();
+  std::shared_ptr<const PipelineSnapshot> result;
+  {
+    Pipeline pipeline(std::move(stages), pipeline_options);
+    pipeline.WaitUntilDone();
+    pipeline.RethrowIfFailed();
+    result = pipeline.Latest();
   }
+  const std::vector<FramePrediction> cameras = result ? result->cameras : std::vector<FramePrediction>{};
   if (cameras.empty()) throw Error("no frames were read from " + source->Describe());
+  const PointCloud cloud = result->cloud.Collect(-std::numeric_limits<float>::infinity());
+  const auto [model_w, model_h] = stage->InputSize();
 
   WritePointCloudPly(out_dir / "points.ply", cloud);
   WriteTrajectoryTum(out_dir / "trajectory.txt", cameras);
@@ -151,7 +116,7 @@ int RunRun(const RunArgs& args) {
       {"model_ms_mean", total_ms / cameras.size()},
       {"wall_seconds", wall_s},
       {"points", cloud.size()},
-      {"cache_bytes", model.CacheBytes()},
+      {"cache_bytes", model->CacheBytes()},
       {"cache_policy", args.cache.policy},
       {"config", loaded.config.ToJson()},
   };

@@ -12,5 +12,8 @@ using Runner = std::function<int()>;
 
 Runner AddVerifyCommand(CLI::App& parent);
 Runner AddRunCommand(CLI::App& parent);
+Runner AddBenchCommand(CLI::App& parent);
+Runner AddAnalyzeCommand(CLI::App& parent);
+Runner AddEvalCommand(CLI::App& parent);
 
 }  // namespace streamrecon::app

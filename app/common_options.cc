@@ -1,7 +1,13 @@
 // Shared CLI options for the model and the KV cache.
 #include "app/common_options.h"
 
+#include <spdlog/spdlog.h>
+
 #include "core/byte_size.h"
+#include "core/errors.h"
+#include "datasets/frame_source.h"
+#include "datasets/preprocess.h"
+#include "datasets/synthetic.h"
 
 namespace streamrecon::app {
 
@@ -46,6 +52,56 @@ KvCacheOptions CacheArgs::ToOptions() const {
   o.seed = prune_seed;
   o.Check();
   return o;
+}
+
+void InputArgs::Add(CLI::App& app) {
+  app.add_option("--input,-i", input, "Image folder, glob (quoted), video file, or camera:N");
+  app.add_option("--synthetic", synthetic_frames, "Render N synthetic frames instead of --input")->check(CLI::PositiveNumber);
+  app.add_option("--size", size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default 518)");
+  app.add_option("--max-frames", max_frames, "Stop after this many frames")->check(CLI::NonNegativeNumber);
+  app.add_option("--every", every, "Use every K-th frame of the input")->check(CLI::PositiveNumber);
+}
+
+LoadedFrames LoadFrames(const InputArgs& args, int patch_size) {
+  if (args.input.empty() == (args.synthetic_frames <= 0)) throw OptionError("give exactly one of --input PATH or --synthetic N");
+  datasets::PreprocessOptions pre;
+  pre.patch = patch_size;
+  if (!args.size.empty()) {
+    const auto x = args.size.find('x');
+    try {
+      pre.target_width = std::stoi(args.size.substr(0, x));
+      if (x != std::string::npos) pre.target_height = std::stoi(args.size.substr(x + 1));
+    } catch (const std::exception&) {
+      throw OptionError("--size expects W or WxH in pixels (e.g. 518 or 518x392), got '" + args.size + "'");
+    }
+  }
+  pre.Check();
+  std::unique_ptr<datasets::FrameSource> source;
+  if (args.synthetic_frames > 0) {
+    datasets::SyntheticOptions syn;
+    syn.frames = args.max_frames >= 0 ? std::min<int64_t>(args.synthetic_frames, args.max_frames) : args.synthetic_frames;
+    std::tie(syn.width, syn.height) = datasets::ModelInputSize(640, 480, pre);
+    source = datasets::MakeSyntheticSource(syn);
+  } else {
+    datasets::SourceOptions so;
+    so.every = args.every;
+    so.max_frames = args.max_frames;
+    so.on_note = [](const std::string& note) { spdlog::warn("{}", note); };
+    source = datasets::OpenFrameSource(args.input, so);
+  }
+  LoadedFrames out;
+  out.description = source->Describe();
+  int w = 0, h = 0;
+  while (auto frame = source->Next()) {
+    if (w == 0) std::tie(w, h) = datasets::ModelInputSize(frame->image.width, frame->image.height, pre);
+    datasets::PreprocessOptions fixed = pre;
+    fixed.target_width = w;
+    fixed.target_height = h;
+    out.images.push_back(datasets::ResizeForModel(frame->image, fixed));
+    out.tensors.push_back(models::ImageToTensor(out.images.back()));
+  }
+  if (out.tensors.empty()) throw Error("no frames were read from " + out.description);
+  return out;
 }
 
 }  // namespace streamrecon::app

@@ -37,4 +37,26 @@ struct CacheArgs {
   KvCacheOptions ToOptions() const;
 };
 
+// Where frames come from: a path (folder, glob, video, camera:N) or the synthetic scene, resized
+// to the model's input size.
+struct InputArgs {
+  std::string input;         // image folder, glob, video file or camera:N
+  int synthetic_frames = 0;  // > 0: render this many synthetic frames instead of --input
+  std::string size;          // "W" or "WxH" (multiples of the patch size); default width 518
+  int64_t max_frames = -1;   // stop after this many frames
+  int every = 1;             // take every K-th frame
+
+  void Add(CLI::App& app);
+};
+
+// Frames already resized for the model, as [3, H, W] tensors, with their RGB images.
+struct LoadedFrames {
+  std::string description;
+  std::vector<at::Tensor> tensors;
+  std::vector<RgbImage> images;
+};
+
+// Reads every frame of the input (for benchmarks and analyses that replay the same frames).
+LoadedFrames LoadFrames(const InputArgs& args, int patch_size);
+
 }  // namespace streamrecon::app

@@ -16,6 +16,9 @@ int main(int argc, char** argv) {
   std::vector<streamrecon::app::Runner> runners = {
       streamrecon::app::AddRunCommand(app),
       streamrecon::app::AddVerifyCommand(app),
+      streamrecon::app::AddBenchCommand(app),
+      streamrecon::app::AddAnalyzeCommand(app),
+      streamrecon::app::AddEvalCommand(app),
   };
   spdlog::set_pattern("[%H:%M:%S] %v");
   try {

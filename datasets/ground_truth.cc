@@ -491,6 +491,7 @@ SequencePlan PlanSevenScenes(const fs::path& dir, const DatasetOptions& options)
     plan.frames.push_back(std::move(record));
   }
   SelectFrames(plan, options);
+  RequireFiles(plan);
   for (FrameRecord& record : plan.frames) {
     const std::string stem =
         record.name.substr(0, record.name.size() - std::string(".color.png").size());
@@ -505,7 +506,6 @@ SequencePlan PlanSevenScenes(const fs::path& dir, const DatasetOptions& options)
                       "found non-finite values");
     }
   }
-  RequireFiles(plan);
   plan.notes = std::to_string(plan.available) + " frames";
   return plan;
 }

@@ -445,6 +445,8 @@ int64_t StreamingModel::frames_seen() const { return impl_->frames; }
 
 int64_t StreamingModel::CachedTokens(int layer) const { return impl_->global_caches.at(layer)->tokens(); }
 
+std::pair<at::Tensor, at::Tensor> StreamingModel::CachedKv(int layer) const { return impl_->global_caches.at(layer)->Materialize(); }
+
 int64_t StreamingModel::CacheBytes() const { return impl_->Bytes(); }
 
 CacheReport StreamingModel::Cache() const {

@@ -69,6 +69,8 @@ class StreamingModel {
   int64_t CacheBytes() const;
   const ModelConfig& config() const;
   CacheReport Cache() const;
+  // The kept keys and values of global layer `layer` as attention reads them: [H, T, D] each.
+  std::pair<at::Tensor, at::Tensor> CachedKv(int layer) const;
 
  private:
   struct Impl;

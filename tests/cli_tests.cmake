@@ -61,6 +61,9 @@ expect(run_budget 0 "wrote 6 frames" run --random-weights --config parity-tiny -
        --format oscar2 --kv-budget 64KiB --out ${W}/run_budget)
 expect(zero_frames nonzero "" run --random-weights --config parity-tiny --synthetic 0 --out ${W}/o10)
 
+expect(eval_missing_dataset nonzero "dataset path does not exist" eval --random-weights --config parity-tiny --dataset ${W}/no_such --out ${W}/e1)
+expect(eval_not_a_dataset nonzero "not a dataset sequence" eval --random-weights --config parity-tiny --dataset ${W}/empty_folder --out ${W}/e2)
+
 # --- a run on synthetic frames writes every output --------------------------------------------
 expect(run_synthetic 0 "wrote 4 frames" run --random-weights --config parity-tiny --synthetic 4 --size 140x112 --conf-threshold 0 --out ${W}/run)
 foreach(f points.ply trajectory.txt cameras.json run.json depth/depth_000003.tiff depth/depth_000003.png)
@@ -91,8 +94,27 @@ if(EXISTS "${P}/weights.safetensors")
   expect(verify_wrong_config nonzero "problem(s) with the weights" verify --weights ${P}/weights.safetensors --config demo-small
          --reference ${P}/stream_full.safetensors)
   expect(run_photos 0 "wrote 6 frames" run --weights ${P}/weights.safetensors --input ${SHARED_DIR}/samples/building --size 140 --out ${W}/photos)
+  # eval on a synthetic sequence writes both reports with every metric group.
+  expect(eval_synthetic 0 "wrote metrics of 1 sequence" eval --weights ${P}/weights.safetensors --dataset synthetic --frames 6
+         --size 140x112 --out ${W}/eval)
+  foreach(f metrics.json metrics.md)
+    if(NOT EXISTS "${W}/eval/${f}")
+      message(STATUS "FAIL eval_synthetic: ${f} missing")
+      math(EXPR failures "${failures} + 1")
+    endif()
+  endforeach()
+  if(EXISTS "${W}/eval/metrics.json")
+    file(READ "${W}/eval/metrics.json" metrics_json)
+    foreach(key abs_rel delta_1 ate_rmse rpe_rot_rmse_deg fps cache_bytes)
+      string(FIND "${metrics_json}" "\"${key}\"" pos)
+      if(pos EQUAL -1)
+        message(STATUS "FAIL eval_synthetic: metrics.json lacks ${key}")
+        math(EXPR failures "${failures} + 1")
+      endif()
+    endforeach()
+  endif()
 else()
-  message(STATUS "SKIP verify/run_photos: shared fixtures not found at ${P}")
+  message(STATUS "SKIP verify/run_photos/eval_synthetic: shared fixtures not found at ${P}")
 endif()
 
 if(failures GREATER 0)

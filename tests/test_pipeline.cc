@@ -265,7 +265,7 @@ TEST(Accumulator, BadOptionsAndInputsSayWhatWasExpected) {
   }
   bad = AccumulatorOptions{};
   bad.max_points = -5;
-  EXPECT_THROW(PointCloudAccumulator{bad}, OptionError);
+  EXPECT_THROW({ PointCloudAccumulator a(bad); }, OptionError);
   bad = AccumulatorOptions{};
   bad.frame.stride = 0;
   EXPECT_THROW(bad.Check(), OptionError);
@@ -575,9 +575,9 @@ TEST(Pipeline, BadOptionsThrowBeforeAnyThreadStarts) {
   stages.step = FakeStep;
   auto options = QuickOptions();
   options.frame_queue = 0;
-  EXPECT_THROW(Pipeline(stages, options), OptionError);
+  EXPECT_THROW({ Pipeline p(stages, options); }, OptionError);
   stages.step = nullptr;
-  EXPECT_THROW(Pipeline(stages, QuickOptions()), OptionError);
+  EXPECT_THROW({ Pipeline p(stages, QuickOptions()); }, OptionError);
 }
 
 }  // namespace

@@ -1,0 +1,101 @@
+// Input opening and the model stage shared by `run` and `view`.
+#include "app/stream_setup.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <tuple>
+
+#include "core/errors.h"
+#include "datasets/synthetic.h"
+
+namespace streamrecon::app {
+
+datasets::PreprocessOptions ParseSize(const std::string& size, int patch) {
+  datasets::PreprocessOptions p;
+  p.patch = patch;
+  if (!size.empty()) {
+    const auto x = size.find('x');
+    try {
+      p.target_width = std::stoi(size.substr(0, x));
+      if (x != std::string::npos) p.target_height = std::stoi(size.substr(x + 1));
+    } catch (const std::exception&) {
+      throw OptionError("--size expects W or WxH in pixels (e.g. 518 or 518x392), got '" + size + "'");
+    }
+  }
+  p.Check();
+  return p;
+}
+
+std::unique_ptr<datasets::FrameSource> OpenInput(const std::string& input, int synthetic_frames,
+                                                 const datasets::PreprocessOptions& pre, int every,
+                                                 int64_t max_frames) {
+  if (input.empty() == (synthetic_frames <= 0)) {
+    throw OptionError("give exactly one of --input PATH or --synthetic N");
+  }
+  if (synthetic_frames > 0) {
+    datasets::SyntheticOptions syn;
+    syn.frames = synthetic_frames;
+    // Synthetic frames are rendered directly at the model size (4:3 unless --size gives both).
+    std::tie(syn.width, syn.height) = datasets::ModelInputSize(640, 480, pre);
+    return datasets::MakeSyntheticSource(syn);
+  }
+  datasets::SourceOptions so;
+  so.every = every;
+  so.max_frames = max_frames;
+  so.on_note = [](const std::string& note) { spdlog::warn("{}", note); };
+  return datasets::OpenFrameSource(input, so);
+}
+
+ModelStage::ModelStage(std::shared_ptr<models::StreamingModel> model,
+                       const datasets::PreprocessOptions& pre)
+    : model_(std::move(model)), pre_(pre) {}
+
+FramePrediction ModelStage::Step(const Frame& frame) {
+  int width = 0, height = 0;
+  {
+    std::lock_guard<std::mutex> lock(size_mutex_);
+    if (width_ == 0) {
+      std::tie(width_, height_) = datasets::ModelInputSize(frame.image.width, frame.image.height, pre_);
+      spdlog::info("model input {}x{} (from {}x{})", width_, height_, frame.image.width, frame.image.height);
+    }
+    width = width_;
+    height = height_;
+  }
+  datasets::PreprocessOptions fixed = pre_;
+  fixed.target_width = width;
+  fixed.target_height = height;
+  const RgbImage image = datasets::ResizeForModel(frame.image, fixed);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const models::StepOutput out = model_->Step(models::ImageToTensor(image));
+  FramePrediction prediction = models::ToFramePrediction(out, image, frame.index);
+  prediction.model_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return prediction;
+}
+
+CacheStats ModelStage::CacheStatsNow() const {
+  CacheStats stats;
+  stats.bytes = model_->CacheBytes();
+  stats.budget_bytes = 0;  // unbounded/unknown until the cache exposes its byte budget
+  const int layers = model_->config().depth;
+  stats.tokens_per_layer.reserve(layers);
+  for (int layer = 0; layer < layers; ++layer) stats.tokens_per_layer.push_back(model_->CachedTokens(layer));
+  return stats;
+}
+
+std::pair<int, int> ModelStage::InputSize() const {
+  std::lock_guard<std::mutex> lock(size_mutex_);
+  return {width_, height_};
+}
+
+PipelineStages ModelStage::MakeStages(std::shared_ptr<ModelStage> stage, datasets::FrameSource& source) {
+  PipelineStages stages;
+  stages.next_frame = [&source] { return source.Next(); };
+  stages.step = [stage](const Frame& frame) { return stage->Step(frame); };
+  stages.cache_stats = [stage] { return stage->CacheStatsNow(); };
+  return stages;
+}
+
+}  // namespace streamrecon::app

@@ -1,0 +1,54 @@
+// Shared by `run` and `view`: the --size parser, opening the input (video, camera, images or
+// synthetic frames), and the StreamingModel wrapped as the pipeline's model stage.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "core/pipeline.h"
+#include "datasets/frame_source.h"
+#include "datasets/preprocess.h"
+#include "models/streaming_model.h"
+
+namespace streamrecon::app {
+
+// "W" or "WxH" (multiples of patch; empty = width 518) -> preprocessing options.
+// Throws OptionError naming --size for anything else.
+datasets::PreprocessOptions ParseSize(const std::string& size, int patch);
+
+// Opens `input` (image folder, glob, video file or camera:N) or, when synthetic_frames > 0,
+// a synthetic scene rendered directly at the model size (4:3 unless pre gives both sides).
+// Exactly one must be given (OptionError otherwise). Notes about conversions are logged.
+std::unique_ptr<datasets::FrameSource> OpenInput(const std::string& input, int synthetic_frames,
+                                                 const datasets::PreprocessOptions& pre,
+                                                 int every, int64_t max_frames);
+
+// The model stage: each frame is resized to the model input size fixed by the first frame
+// (logged as "model input WxH (from wxh)"), run through StreamingModel::Step and converted to a
+// FramePrediction (index = the frame's index; model_ms = Step + conversion). Step() and
+// CacheStatsNow() run on the pipeline's model thread only; the model must outlive the pipeline.
+class ModelStage {
+ public:
+  ModelStage(std::shared_ptr<models::StreamingModel> model, const datasets::PreprocessOptions& pre);
+
+  FramePrediction Step(const Frame& frame);
+  CacheStats CacheStatsNow() const;
+  // The model input size {width, height}; {0, 0} before the first frame.
+  std::pair<int, int> InputSize() const;
+
+  // next_frame from `source` (which must outlive the pipeline), step and cache_stats from this.
+  static PipelineStages MakeStages(std::shared_ptr<ModelStage> stage,
+                                   datasets::FrameSource& source);
+
+ private:
+  std::shared_ptr<models::StreamingModel> model_;
+  datasets::PreprocessOptions pre_;
+  mutable std::mutex size_mutex_;
+  int width_ = 0;
+  int height_ = 0;
+};
+
+}  // namespace streamrecon::app
