@@ -174,6 +174,7 @@ std::string MarkdownReport(const json& report) {
     int decimals;
   };
   const json& sequences = report.at("sequences");
+  const double max_depth = report.at("protocol").at("max_depth").get<double>();
   std::ostringstream md;
   auto table = [&](const std::string& heading, const char* group,
                    const std::vector<Column>& columns) {
@@ -195,9 +196,9 @@ std::string MarkdownReport(const json& report) {
      << "- model: " << report.at("model").get<std::string>() << ", input "
      << report.at("model_input")[0] << "x" << report.at("model_input")[1] << ", cache policy "
      << report.at("cache").at("policy").get<std::string>() << "\n"
-     << "- ground truth resized to the model resolution (nearest neighbour); depth valid in ("
-     << report.at("protocol").at("min_depth") << ", "
-     << report.at("protocol").at("max_depth") << "] m (0 = no cap)\n";
+     << "- ground truth resized to the model resolution (nearest neighbour); valid where the "
+     << "ground-truth depth is in (" << report.at("protocol").at("min_depth").get<double>() << ", "
+     << (max_depth > 0 ? std::to_string(max_depth) : std::string("inf")) << ") m\n";
   table("Run", nullptr, {{"frames", "frames", 0}, {"fps", "fps", 2}, {"cache bytes", "cache_bytes", 0}});
   const std::vector<Column> depth = {{"AbsRel", "abs_rel", 4}, {"SqRel", "sq_rel", 4},
                                      {"RMSE", "rmse", 4},      {"log RMSE", "log_rmse", 4},
@@ -265,7 +266,7 @@ int RunEval(const EvalArgs& args) {
   dataset_options.every = args.every;
   dataset_options.on_note = [](const std::string& note) { spdlog::warn("{}", note); };
   dataset_options.synthetic.seed = args.synthetic_seed;
-  if (datasets::DetectLayout(args.dataset) == datasets::DatasetLayout::kSynthetic) {
+  if (datasets::DetectLayout(sequences.front()) == datasets::DatasetLayout::kSynthetic) {
     // Rendered directly at the model size (4:3 unless --size gives both), like `run`.
     std::tie(dataset_options.synthetic.width, dataset_options.synthetic.height) =
         datasets::ModelInputSize(640, 480, pre);

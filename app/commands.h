@@ -12,6 +12,7 @@ using Runner = std::function<int()>;
 
 Runner AddVerifyCommand(CLI::App& parent);
 Runner AddRunCommand(CLI::App& parent);
+Runner AddViewCommand(CLI::App& parent);
 Runner AddBenchCommand(CLI::App& parent);
 Runner AddAnalyzeCommand(CLI::App& parent);
 Runner AddEvalCommand(CLI::App& parent);

@@ -19,7 +19,8 @@ void ModelArgs::Add(CLI::App& app) {
       "--random-weights", [this](int64_t) { if (random_seed < 0) random_seed = 0; },
       "Use seeded random weights instead of a file (demos and benchmarks; not a real reconstruction)");
   app.add_option("--seed", random_seed, "Seed for --random-weights")->check(CLI::NonNegativeNumber);
-  app.add_option("--dtype", dtype, "Compute precision")->check(CLI::IsMember({"float32", "float64"}));
+  app.add_option("--dtype", dtype, "Compute precision: float32, float64, or bfloat16 (bf16 matrix work, fp32 norms and heads)")
+      ->check(CLI::IsMember({"float32", "float64", "bfloat16"}));
   app.add_option("--device", device, "cpu or cuda[:N]");
 }
 

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "streamrecon 0.1.0");
   std::vector<streamrecon::app::Runner> runners = {
       streamrecon::app::AddRunCommand(app),
+      streamrecon::app::AddViewCommand(app),
       streamrecon::app::AddVerifyCommand(app),
       streamrecon::app::AddBenchCommand(app),
       streamrecon::app::AddAnalyzeCommand(app),

@@ -75,7 +75,7 @@ void KvCacheOptions::Check(int head_dim) const {
   if (v_hadamard && !IsOscar(format)) throw OptionError("--v-hadamard applies to the OScaR formats only");
 }
 
-at::Tensor XStreamScores(const at::Tensor& q, const at::Tensor& middle_keys, int pool_size, int special_tokens) {
+at::Tensor PooledQueries(const at::Tensor& q, int pool_size, int special_tokens) {
   const int64_t n = q.size(1);
   const int64_t special = std::min<int64_t>(special_tokens, n);
   std::vector<at::Tensor> rows;
@@ -84,7 +84,11 @@ at::Tensor XStreamScores(const at::Tensor& q, const at::Tensor& middle_keys, int
     const int64_t len = std::min<int64_t>(pool_size, n - start);
     rows.push_back(q.narrow(1, start, len).mean(1, /*keepdim=*/true));
   }
-  const at::Tensor q_bar = at::cat(rows, 1).mean(0);                            // [M, D]
+  return at::cat(rows, 1).mean(0);  // [M, D]
+}
+
+at::Tensor XStreamScores(const at::Tensor& q, const at::Tensor& middle_keys, int pool_size, int special_tokens) {
+  const at::Tensor q_bar = PooledQueries(q, pool_size, special_tokens);       // [M, D]
   const at::Tensor k_bar = middle_keys.to(q.scalar_type()).mean(0);             // [T, D]
   return at::matmul(q_bar, k_bar.transpose(0, 1)).mean(0);                      // [T]
 }
@@ -125,6 +129,25 @@ std::vector<int64_t> SelectByScore(const std::vector<double>& scores, const std:
     if (bytes_left >= 0) bytes_left -= unit_bytes[u];
   }
   std::sort(kept.begin(), kept.end());
+  return kept;
+}
+
+std::vector<std::vector<int64_t>> SelectSlotsByScore(const std::vector<double>& scores, const std::vector<int64_t>& page_of,
+                                                     const std::vector<int64_t>& slot_of, int64_t pages, int64_t page_bytes,
+                                                     int64_t tokens_left, int64_t bytes_left) {
+  std::vector<int64_t> order(scores.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return scores[a] > scores[b] || (scores[a] == scores[b] && a > b); });
+  std::vector<std::vector<int64_t>> kept(pages);
+  for (int64_t i : order) {
+    if (tokens_left == 0) break;
+    const bool open = !kept[page_of[i]].empty();
+    if (!open && bytes_left >= 0 && bytes_left < page_bytes) continue;
+    kept[page_of[i]].push_back(slot_of[i]);
+    if (tokens_left > 0) --tokens_left;
+    if (!open && bytes_left >= 0) bytes_left -= page_bytes;
+  }
+  for (auto& slots : kept) std::sort(slots.begin(), slots.end());
   return kept;
 }
 

@@ -88,6 +88,11 @@ class LayerKvCache {
 // format_override lets the camera trunk use a dense cache whatever the global format is.
 std::unique_ptr<LayerKvCache> MakeLayerKvCache(const KvCacheOptions& options);
 
+// XStreamVGGT's pooled queries: the first special_tokens rows as they are, the rest averaged over
+// consecutive groups of pool_size (a remainder forms one more group), then averaged over heads.
+// q: [H, N, D] -> [M, D].
+at::Tensor PooledQueries(const at::Tensor& q, int pool_size, int special_tokens);
+
 // XStreamVGGT token scores: pooled current queries against head-averaged middle keys.
 // q: [H, N, D]; middle_keys: [H, M, D]. Returns [M] (mean over pooled query rows of q_bar . k_bar).
 at::Tensor XStreamScores(const at::Tensor& q, const at::Tensor& middle_keys, int pool_size, int special_tokens);
@@ -101,5 +106,12 @@ at::Tensor AttendCachedAndCurrent(const at::Tensor& q, const at::Tensor& cached_
 // the remaining token and byte allowances (< 0 = unlimited). Returns kept unit indices, ascending.
 std::vector<int64_t> SelectByScore(const std::vector<double>& scores, const std::vector<int64_t>& unit_tokens,
                                    const std::vector<int64_t>& unit_bytes, int64_t tokens_left, int64_t bytes_left);
+
+// Token-granular choice over page slots: highest score first, a slot costs one token plus a whole
+// page when its page is not kept yet. page_of/slot_of give each scored slot's page and slot.
+// Returns, per page (0..pages-1), the kept slots in ascending order.
+std::vector<std::vector<int64_t>> SelectSlotsByScore(const std::vector<double>& scores, const std::vector<int64_t>& page_of,
+                                                     const std::vector<int64_t>& slot_of, int64_t pages, int64_t page_bytes,
+                                                     int64_t tokens_left, int64_t bytes_left);
 
 }  // namespace streamrecon

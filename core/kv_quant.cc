@@ -360,20 +360,7 @@ class QuantizedLayerCache final : public LayerKvCache {
       for (int64_t p : SelectByScore(page_scores, page_tokens, page_cost, tokens_left, bytes_left))
         for (int64_t s = 0; s < page_tokens[p]; ++s) kept_slots[p + first_pages].push_back(s);
     } else {
-      // Token-granular: a token costs one token, plus a whole page when its page is not kept yet.
-      std::vector<int64_t> order(scores.size());
-      std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(),
-                       [&](int64_t a, int64_t b) { return scores[a] > scores[b] || (scores[a] == scores[b] && a > b); });
-      int64_t t_left = tokens_left, b_left = bytes_left;
-      for (int64_t i : order) {
-        const bool open = !kept_slots[page_of[i]].empty();
-        if (t_left == 0) break;
-        if (!open && b_left >= 0 && b_left < page_bytes) continue;
-        kept_slots[page_of[i]].push_back(slot_of[i]);
-        if (t_left > 0) --t_left;
-        if (!open && b_left >= 0) b_left -= page_bytes;
-      }
+      kept_slots = SelectSlotsByScore(scores, page_of, slot_of, pages_, page_bytes, tokens_left, bytes_left);
     }
     Compact(first_pages, kept_slots);
   }
@@ -394,8 +381,7 @@ class QuantizedLayerCache final : public LayerKvCache {
     for (size_t i = 0; i < pages.size(); ++i) {
       const int64_t p = pages[i];
       if (p < first_pages) continue;
-      std::vector<int64_t>& slots = kept_slots[p];
-      std::sort(slots.begin(), slots.end());
+      const std::vector<int64_t>& slots = kept_slots[p];
       if (static_cast<int32_t>(slots.size()) == next.meta[i][0].item<int32_t>()) continue;  // untouched
       const at::Tensor s = at::tensor(slots, at::kLong);
       const int64_t k = static_cast<int64_t>(slots.size());

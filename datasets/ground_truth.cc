@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
-#include <set>
 #include <sstream>
 #include <utility>
 
@@ -430,7 +429,8 @@ SequencePlan PlanTum(const fs::path& dir, const DatasetOptions& options) {
     record.depth = dir / depth[d].path;
     record.world_from_cam = poses[p].world_from_cam;
     record.color_listed_at = (dir / "rgb.txt").string() + " line " + std::to_string(colour.line);
-    record.depth_listed_at = (dir / "depth.txt").string() + " line " + std::to_string(depth[d].line);
+    record.depth_listed_at =
+        (dir / "depth.txt").string() + " line " + std::to_string(depth[d].line);
     plan.frames.push_back(std::move(record));
   }
   if (plan.frames.empty()) {
@@ -459,7 +459,8 @@ SequencePlan PlanTum(const fs::path& dir, const DatasetOptions& options) {
 bool IsSevenScenesColor(const fs::path& path) {
   const std::string name = path.filename().string();
   const std::string prefix = "frame-", suffix = ".color.png";
-  return name.size() > prefix.size() + suffix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
+  return name.size() > prefix.size() + suffix.size() &&
+         name.compare(0, prefix.size(), prefix) == 0 &&
          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
@@ -506,7 +507,7 @@ SequencePlan PlanSevenScenes(const fs::path& dir, const DatasetOptions& options)
                       "found non-finite values");
     }
   }
-  plan.notes = std::to_string(plan.available) + " frames";
+  plan.notes = std::to_string(plan.available) + " frames in the sequence";
   return plan;
 }
 
@@ -657,7 +658,8 @@ SequencePlan PlanRgbdFolder(const fs::path& dir, const DatasetOptions& options) 
   }
   SelectFrames(plan, options);
   RequireFiles(plan);
-  plan.notes = std::to_string(plan.available) + " frames, intrinsics from " + intrinsics_source +
+  plan.notes = std::to_string(plan.available) + " frames with poses, intrinsics from " +
+               intrinsics_source +
                (opengl ? ", OpenGL poses" : "");
   return plan;
 }
@@ -827,7 +829,7 @@ class FileGroundTruth final : public GroundTruthSource {
   std::string name() const override { return plan_.name; }
   DatasetLayout layout() const override { return plan_.layout; }
   std::string Describe() const override {
-    return plan_.origin + " (" + std::to_string(size()) + " frames selected of " + plan_.notes +
+    return plan_.origin + " (" + std::to_string(size()) + " frames selected; " + plan_.notes +
            ")";
   }
 
@@ -914,7 +916,8 @@ std::vector<std::string> FindSequences(const std::string& spec) {
     if (TryDetectFolder(entry)) sequences.push_back(entry.string());
   }
   if (sequences.empty()) {
-    throw FileError("'" + spec + "' is not a dataset sequence and none of its sub-folders is one: " +
+    throw FileError("'" + spec +
+                    "' is not a dataset sequence and none of its sub-folders is one: " +
                     LayoutHelp());
   }
   std::sort(sequences.begin(), sequences.end(), [](const std::string& a, const std::string& b) {
@@ -941,7 +944,8 @@ std::unique_ptr<GroundTruthSource> OpenDataset(const std::string& spec,
       return std::make_unique<SyntheticGroundTruth>(scene, options);
     }
     case DatasetLayout::kTum: return MakeFileSource(PlanTum(spec, options), options);
-    case DatasetLayout::kSevenScenes: return MakeFileSource(PlanSevenScenes(spec, options), options);
+    case DatasetLayout::kSevenScenes:
+      return MakeFileSource(PlanSevenScenes(spec, options), options);
     case DatasetLayout::kRgbdFolder: return MakeFileSource(PlanRgbdFolder(spec, options), options);
   }
   throw Error("OpenDataset: unhandled layout");

@@ -10,6 +10,9 @@
 #include <cmath>
 
 #include "core/errors.h"
+#ifdef STREAMRECON_HAVE_CUDA_KV
+#include "kernels/cuda_kv_cache.h"
+#endif
 
 namespace streamrecon::models {
 namespace {
@@ -51,18 +54,33 @@ Tensor ApplyRope(const Tensor& x, const RopeTables& rope) {
   return at::cat({vert * rope.cos_y + RotateHalf(vert) * rope.sin_y, horiz * rope.cos_x + RotateHalf(horiz) * rope.sin_x}, -1);
 }
 
+// x @ w^T + b in w's dtype (bf16 weights: the autocast-like mixed mode), result in x's dtype.
+Tensor Linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  if (w.scalar_type() == x.scalar_type()) return at::linear(x, w, b);
+  return at::linear(x.to(w.scalar_type()), w, b).to(x.scalar_type());
+}
+
+// Softmax attention of [H, N, D] tensors, in bf16 when the block's weights are bf16.
+Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, at::ScalarType compute) {
+  if (compute == q.scalar_type())
+    return at::scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)).squeeze(0);
+  return at::scaled_dot_product_attention(q.to(compute).unsqueeze(0), k.to(compute).unsqueeze(0), v.to(compute).unsqueeze(0))
+      .squeeze(0)
+      .to(q.scalar_type());
+}
+
 Tensor LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
   return at::layer_norm(x, {x.size(-1)}, w, b, eps);
 }
 
 Tensor Mlp(const BlockWeights& b, const Tensor& x) {
-  return at::linear(at::gelu(at::linear(x, b.fc1_w, b.fc1_b)), b.fc2_w, b.fc2_b);
+  return Linear(at::gelu(Linear(x, b.fc1_w, b.fc1_b)), b.fc2_w, b.fc2_b);
 }
 
 // q, k, v of x [N, C] as [H, N, D], with qk-norm and RoPE when the block has them.
 std::tuple<Tensor, Tensor, Tensor> Qkv(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
   const int64_t n = x.size(0), c = x.size(1);
-  const Tensor qkv = at::linear(x, b.qkv_w, b.qkv_b).reshape({n, 3, b.heads, c / b.heads}).permute({1, 2, 0, 3});
+  const Tensor qkv = Linear(x, b.qkv_w, b.qkv_b).reshape({n, 3, b.heads, c / b.heads}).permute({1, 2, 0, 3});
   Tensor q = qkv[0], k = qkv[1], v = qkv[2];
   if (b.qk_norm) {
     q = LayerNorm(q, b.q_norm_w, b.q_norm_b, b.eps);
@@ -82,8 +100,8 @@ Tensor MergeHeads(const Tensor& o) {  // [H, N, D] -> [N, H*D]
 // A block attending within x only. x: [N, C].
 Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
   auto [q, k, v] = Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
-  const Tensor o = at::scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)).squeeze(0);
-  Tensor y = x + b.ls1 * at::linear(MergeHeads(o), b.proj_w, b.proj_b);
+  const Tensor o = Attention(q, k, v, b.qkv_w.scalar_type());
+  Tensor y = x + b.ls1 * Linear(MergeHeads(o), b.proj_w, b.proj_b);
   return y + b.ls2 * Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps));
 }
 
@@ -91,7 +109,7 @@ Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope)
 Tensor CachedBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, LayerKvCache& cache) {
   auto [q, k, v] = Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
   const Tensor o = cache.Forward(q, k, v);
-  Tensor y = x + b.ls1 * at::linear(MergeHeads(o), b.proj_w, b.proj_b);
+  Tensor y = x + b.ls1 * Linear(MergeHeads(o), b.proj_w, b.proj_b);
   return y + b.ls2 * Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps));
 }
 
@@ -109,12 +127,14 @@ Tensor Bilinear(const Tensor& x, int64_t h, int64_t w) {
 }  // namespace
 
 void ModelOptions::Check() const {
-  if (dtype != "float32" && dtype != "float64")
-    throw OptionError("unsupported dtype '" + dtype + "': expected float32 or float64");
+  if (dtype != "float32" && dtype != "float64" && dtype != "bfloat16")
+    throw OptionError("unsupported dtype '" + dtype + "': expected float32, float64 or bfloat16 (bf16 matrix work, fp32 norms/residual/heads)");
   if (device != "cpu" && device.rfind("cuda", 0) != 0) throw OptionError("unsupported device '" + device + "': expected cpu or cuda[:N]");
   cache.Check();
-  if (device != "cpu" && IsQuantized(cache.format))
-    throw OptionError("the quantized cache formats run on the CPU reference only in this build; use --device cpu");
+#ifndef STREAMRECON_HAVE_CUDA_KV
+  if (device != "cpu")
+    throw OptionError("--device " + device + ": this build has no CUDA KV-cache kernels (configure with STREAMRECON_TORCH_CUDA=ON on a CUDA machine)");
+#endif
 }
 
 struct StreamingModel::Impl {
@@ -185,7 +205,15 @@ struct StreamingModel::Impl {
   void ResetCaches() {
     global_caches.clear();
     trunk_caches.clear();
-    for (int i = 0; i < config.depth; ++i) global_caches.push_back(MakeLayerKvCache(options.cache));
+    for (int i = 0; i < config.depth; ++i) {
+#ifdef STREAMRECON_HAVE_CUDA_KV
+      if (topts.device().is_cuda()) {
+        global_caches.push_back(kernels::MakeCudaLayerKvCache(options.cache));
+        continue;
+      }
+#endif
+      global_caches.push_back(MakeLayerKvCache(options.cache));
+    }
     // The camera trunk cache is pruned by the same routine with one token per entry (N = 1),
     // stored dense (bf16 unless the global layers use the model dtype).
     KvCacheOptions trunk = options.cache;
@@ -270,8 +298,9 @@ struct StreamingModel::Impl {
 
   // DINO patch embed. img: [1, 3, H, W] normalised. Returns patch tokens [h*w, C].
   Tensor PatchEmbed(const Tensor& img) {
-    Tensor x = at::conv2d(img, w.at("aggregator.patch_embed.patch_embed.proj.weight"),
-                          w.at("aggregator.patch_embed.patch_embed.proj.bias"), config.patch_size);
+    const Tensor& proj_w = w.at("aggregator.patch_embed.patch_embed.proj.weight");
+    Tensor x = at::conv2d(img.to(proj_w.scalar_type()), proj_w, w.at("aggregator.patch_embed.patch_embed.proj.bias"), config.patch_size)
+                   .to(topts.dtype());
     x = x.flatten(2).transpose(1, 2)[0];  // [h*w, C]
     x = at::cat({w.at("aggregator.patch_embed.cls_token")[0], x}, 0) + dino_pos;
     x = at::cat({x.narrow(0, 0, 1), w.at("aggregator.patch_embed.register_tokens")[0], x.narrow(0, 1, x.size(0) - 1)}, 0);
@@ -419,8 +448,23 @@ StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weigh
   m.config = config;
   m.options = options;
   m.topts = at::TensorOptions().dtype(options.dtype == "float64" ? at::kDouble : at::kFloat).device(options.device);
-  for (const auto& [name, t] : weights)
-    if (!IsIgnoredParameter(name)) m.w.emplace(name, t.to(m.topts).contiguous());
+  // On the GPU the baseline cache is bf16 (the attention kernels read bf16).
+  if (m.topts.device().is_cuda() && m.options.cache.format == CacheFormat::kDense) m.options.cache.format = CacheFormat::kBf16;
+  // bfloat16: the aggregator's matrix weights (linear layers, patch conv) in bf16; norms, residual
+  // stream, tokens and both heads stay fp32, like the reference's autocast.
+  auto is_matrix = [](const std::string& name) {
+    if (name.rfind("aggregator.", 0) != 0) return false;
+    for (const char* suffix : {".qkv.weight", ".qkv.bias", ".proj.weight", ".proj.bias", ".fc1.weight", ".fc1.bias", ".fc2.weight", ".fc2.bias"}) {
+      const std::string s(suffix);
+      if (name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) return true;
+    }
+    return false;
+  };
+  for (const auto& [name, t] : weights) {
+    if (IsIgnoredParameter(name)) continue;
+    const bool bf16 = options.dtype == "bfloat16" && is_matrix(name);
+    m.w.emplace(name, t.to(bf16 ? m.topts.dtype(at::kBFloat16) : m.topts).contiguous());
+  }
 
   for (int i = 0; i < config.dino.depth; ++i)
     m.dino_blocks.push_back(m.LoadBlock("aggregator.patch_embed.blocks." + std::to_string(i) + ".", config.dino.num_heads, 1e-6, false));

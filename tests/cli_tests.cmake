@@ -61,6 +61,16 @@ expect(run_budget 0 "wrote 6 frames" run --random-weights --config parity-tiny -
        --format oscar2 --kv-budget 64KiB --out ${W}/run_budget)
 expect(zero_frames nonzero "" run --random-weights --config parity-tiny --synthetic 0 --out ${W}/o10)
 
+# --- the viewer without a display: a clear error pointing at `run` (and xvfb-run), no crash -----
+set(_exe "${STREAMRECON}")
+set(STREAMRECON ${CMAKE_COMMAND} -E env --unset=DISPLAY --unset=WAYLAND_DISPLAY ${_exe})
+expect(view_no_display nonzero "streamrecon run" view --random-weights --config parity-tiny --synthetic 2 --size 140x112)
+if(HAVE_VIEWER)
+  expect(view_no_display_hint nonzero "xvfb-run" view --random-weights --config parity-tiny --synthetic 2 --size 140x112)
+endif()
+expect(view_two_inputs nonzero "exactly one of" view --random-weights --config parity-tiny --synthetic 2 --camera 0)
+set(STREAMRECON "${_exe}")
+
 expect(eval_missing_dataset nonzero "dataset path does not exist" eval --random-weights --config parity-tiny --dataset ${W}/no_such --out ${W}/e1)
 expect(eval_not_a_dataset nonzero "not a dataset sequence" eval --random-weights --config parity-tiny --dataset ${W}/empty_folder --out ${W}/e2)
 

@@ -48,7 +48,8 @@ std::vector<GroundTruthFrame> SyntheticFrames(int frames) {
 }
 
 // Runs call, expecting a FileError whose message holds every phrase.
-void ExpectFileError(const std::function<void()>& call, std::initializer_list<std::string> phrases) {
+void ExpectFileError(const std::function<void()>& call,
+                     std::initializer_list<std::string> phrases) {
   try {
     call();
     ADD_FAILURE() << "expected a FileError";
@@ -144,7 +145,8 @@ void WriteDepth(const fs::path& path, const GroundTruthFrame& frame, double scal
                 const std::vector<size_t>& invalid = {}, uint16_t invalid_value = 0) {
   cv::Mat raw(frame.frame.image.height, frame.frame.image.width, CV_16UC1);
   for (size_t i = 0; i < frame.depth.size(); ++i) {
-    raw.at<uint16_t>(static_cast<int>(i)) = static_cast<uint16_t>(std::lround(frame.depth[i] * scale));
+    raw.at<uint16_t>(static_cast<int>(i)) =
+        static_cast<uint16_t>(std::lround(frame.depth[i] * scale));
   }
   for (size_t i : invalid) raw.at<uint16_t>(static_cast<int>(i)) = invalid_value;
   ASSERT_TRUE(cv::imwrite(path.string(), raw));

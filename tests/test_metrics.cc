@@ -109,7 +109,8 @@ TEST(DepthMetrics, L1ScaleIgnoresOutliers) {
   const std::vector<float> gt = RampDepth(1000);
   std::vector<float> pred(gt.size());
   for (size_t i = 0; i < gt.size(); ++i) pred[i] = gt[i] / (i % 10 == 0 ? 30 : 3);
-  const DepthMetrics l1 = ComputeDepthMetrics(pred, gt, WithAlignment(DepthAlignment::kL1PerSequence));
+  const DepthMetrics l1 =
+      ComputeDepthMetrics(pred, gt, WithAlignment(DepthAlignment::kL1PerSequence));
   EXPECT_NEAR(l1.scale, 3.0, 1e-6);
   EXPECT_NEAR(l1.delta_1, 0.9, 1e-9);
   EXPECT_NEAR(l1.abs_rel, 0.1 * 0.9, 1e-6);  // outliers: |3 g / 30 - g| / g = 0.9
@@ -298,7 +299,8 @@ std::vector<Rigid3> Wiggle(int n) {
   for (int i = 0; i < n; ++i) {
     const double a = 0.3 * i;
     Rigid3 T;
-    T.R = geometry::QuaternionToRotation({0.1 * std::sin(a), 0.2 * std::cos(a), std::sin(0.5 * a), 1.0});
+    T.R = geometry::QuaternionToRotation(
+        {0.1 * std::sin(a), 0.2 * std::cos(a), std::sin(0.5 * a), 1.0});
     T.t = {std::cos(a) * 2, std::sin(a), 0.1 * i};
     poses.push_back(T);
   }

@@ -1,0 +1,178 @@
+// `streamrecon view`: the live desktop viewer. Runs the same pipeline as `run` (source, model and
+// accumulator threads) and shows the reconstruction growing; --screenshot with
+// --exit-after-frames renders headless (under xvfb-run) for tests and docs.
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+#include <memory>
+
+#include "app/commands.h"
+#include "app/common_options.h"
+#include "app/stream_setup.h"
+#include "core/errors.h"
+#include "core/export.h"
+#include "core/pipeline.h"
+
+#ifdef STREAMRECON_HAVE_VIEWER
+#include "viewer/viewer.h"
+#endif
+
+namespace streamrecon::app {
+namespace {
+
+struct ViewArgs {
+  ModelArgs model;
+  CacheArgs cache;
+  std::string input;         // image folder, glob, video file or camera:N
+  int camera = -1;           // >= 0: camera index (same as --input camera:N)
+  int synthetic_frames = 0;  // > 0: render this many synthetic frames
+  std::string size;          // "W" or "WxH"
+  int64_t max_frames = -1;
+  int every = 1;
+  bool realtime = false;     // drop frames when the model lags (implied by --camera)
+  double fps = 10.0;         // real-time rate of image folders and synthetic frames
+  PointCloudOptions cloud;   // conf_threshold: shown; voxel_size: the global grid
+  int64_t max_points = 2000000;
+  bool paused = false;
+  int width = 1280;
+  int height = 800;
+  float point_size = 2.0f;
+  bool follow = false;
+  std::string screenshot;
+  int64_t exit_after_frames = -1;
+};
+
+#ifdef STREAMRECON_HAVE_VIEWER
+
+viewer::Session StartSession(const ViewArgs& args, const std::string& input, const viewer::RestartRequest& request) {
+  CacheArgs cache = args.cache;
+  cache.policy = request.policy;
+  cache.cache_tokens = request.cache_tokens;
+  cache.pool = request.pool;
+  models::ModelOptions options;
+  options.dtype = args.model.dtype;
+  options.device = args.model.device;
+  options.cache = cache.ToOptions();  // bad combinations throw before the model loads
+
+  models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
+  for (const auto& note : loaded.notes) spdlog::info("{}", note);
+  auto model = std::make_shared<models::StreamingModel>(loaded.config, loaded.weights, options);
+  loaded.weights.clear();
+
+  const datasets::PreprocessOptions pre = ParseSize(args.size, loaded.config.patch_size);
+  std::shared_ptr<datasets::FrameSource> source =
+      OpenInput(input, args.synthetic_frames, pre, args.every, args.max_frames);
+  spdlog::info("input: {}", source->Describe());
+
+  const bool live = args.camera >= 0 || input.rfind("camera:", 0) == 0;
+  const bool realtime = args.realtime || live;
+  auto stage = std::make_shared<ModelStage>(model, pre);
+  PipelineStages stages;
+  stages.next_frame = [source, realtime, fps = args.fps]() -> std::optional<Frame> {
+    std::optional<Frame> frame = source->Next();
+    // Videos and cameras carry real timestamps; image folders and synthetic frames play at --fps.
+    if (frame && realtime && frame->name.rfind("video:", 0) != 0 && frame->name.rfind("camera:", 0) != 0) {
+      frame->timestamp = static_cast<double>(frame->index) / fps;
+    }
+    return frame;
+  };
+  stages.step = [stage](const Frame& frame) { return stage->Step(frame); };
+  stages.cache_stats = [stage] { return stage->CacheStatsNow(); };
+
+  PipelineOptions po;
+  po.realtime = realtime;
+  po.pace_to_timestamps = realtime;
+  po.max_frames = args.max_frames;
+  po.total_frames = source->SizeHint();
+  po.start_paused = args.paused;
+  po.cloud.frame = args.cloud;
+  // Keep every point the threshold slider can show (confidences are 1 + exp(c) > 1).
+  po.cloud.frame.conf_threshold = std::min(args.cloud.conf_threshold, 1.0f);
+  po.cloud.frame.voxel_size = 0.0;
+  po.cloud.voxel_size = args.cloud.voxel_size;
+  po.cloud.max_points = args.max_points;
+
+  viewer::Session session;
+  session.pipeline = std::make_unique<Pipeline>(std::move(stages), po);
+  session.input = source->Describe() + (realtime ? " (real time)" : "");
+  session.cache_format = "dense " + args.model.dtype;
+  session.cache_bits = args.model.dtype == "float64" ? "64" : "32";
+  session.cache = request;
+  return session;
+}
+
+#endif
+
+int RunView(const ViewArgs& args) {
+  const int inputs = (args.input.empty() ? 0 : 1) + (args.camera >= 0 ? 1 : 0) + (args.synthetic_frames > 0 ? 1 : 0);
+  if (inputs != 1) throw OptionError("give exactly one of --input PATH, --camera N or --synthetic N");
+  args.cloud.Check();
+#ifndef STREAMRECON_HAVE_VIEWER
+  throw Error("this streamrecon was built without the viewer (it needs GLFW, OpenGL and Debian's libimgui-dev "
+              "at configure time); use `streamrecon run` for a headless reconstruction");
+#else
+  const std::string input = args.camera >= 0 ? "camera:" + std::to_string(args.camera) : args.input;
+  viewer::ViewerOptions vo;
+  vo.width = args.width;
+  vo.height = args.height;
+  vo.point_size = args.point_size;
+  vo.conf_threshold = args.cloud.conf_threshold;
+  vo.follow = args.follow;
+  vo.screenshot = args.screenshot;
+  vo.exit_after_frames = args.exit_after_frames;
+  viewer::Viewer window(vo);  // fails early, with a hint, when there is no display
+
+  viewer::RestartRequest initial;
+  initial.policy = args.cache.policy;
+  initial.cache_tokens = args.cache.cache_tokens;
+  initial.pool = args.cache.pool;
+  const viewer::ViewerResult result =
+      window.Run([&](const viewer::RestartRequest& r) { return StartSession(args, input, r); }, initial);
+  std::cout << "frames: " << result.frames << "\n";
+  std::cout << "points: " << result.points << "\n";
+  if (!result.screenshot.empty()) std::cout << "screenshot: " << result.screenshot << "\n";
+  std::cout.flush();
+  if (result.failed) throw Error(result.error);
+  return 0;
+#endif
+}
+
+}  // namespace
+
+Runner AddViewCommand(CLI::App& parent) {
+  auto args = std::make_shared<ViewArgs>();
+  CLI::App* cmd = parent.add_subcommand("view", "Watch the reconstruction grow in a desktop viewer (GLFW + ImGui)");
+  args->model.Add(*cmd);
+  args->cache.Add(*cmd);
+  cmd->add_option("--input,-i", args->input, "Image folder, glob (quoted), video file, or camera:N");
+  cmd->add_option("--camera", args->camera, "Camera index (real time)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--synthetic", args->synthetic_frames, "Render N synthetic frames instead of --input")->check(CLI::PositiveNumber);
+  cmd->add_option("--size", args->size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default 518)");
+  cmd->add_option("--max-frames", args->max_frames, "Stop after this many frames")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--every", args->every, "Use every K-th frame of the input")->check(CLI::PositiveNumber);
+  cmd->add_flag("--realtime", args->realtime,
+                "Play the input at its own rate and drop frames when the model lags (always on for cameras)");
+  cmd->add_option("--fps", args->fps, "With --realtime: frame rate of image folders and synthetic frames")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--conf-threshold", args->cloud.conf_threshold, "Show points with confidence above this (a slider later)")
+      ->capture_default_str();
+  cmd->add_option("--stride", args->cloud.stride, "Take every N-th pixel for the point cloud")->capture_default_str();
+  cmd->add_option("--voxel-size", args->cloud.voxel_size, "Voxel size of the global grid merging all frames (0 = off)")
+      ->capture_default_str();
+  cmd->add_option("--max-points", args->max_points, "Coarsen the voxel grid to keep at most this many points (0 = no bound)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_flag("--points-from-depth", args->cloud.use_depth, "Build the cloud from depth + predicted cameras instead of the point map");
+  cmd->add_flag("--paused", args->paused, "Start paused (step with the panel or the n key)");
+  cmd->add_option("--width", args->width, "Window width")->capture_default_str();
+  cmd->add_option("--height", args->height, "Window height")->capture_default_str();
+  cmd->add_option("--point-size", args->point_size, "Point size in pixels")->capture_default_str();
+  cmd->add_flag("--follow", args->follow, "Follow the newest camera");
+  cmd->add_option("--screenshot", args->screenshot, "Write a PNG of the window when the viewer exits");
+  cmd->add_option("--exit-after-frames", args->exit_after_frames,
+                  "Exit once N frames went through and were drawn (or the stream ended): headless screenshots")
+      ->check(CLI::NonNegativeNumber);
+  return [cmd, args]() { return cmd->parsed() ? RunView(*args) : -1; };
+}
+
+}  // namespace streamrecon::app

@@ -1,0 +1,127 @@
+// Kernel benchmark on the GPU: torch's scaled_dot_product_attention (bf16) and our attention for
+// each cache format at q = 1041 queries, 16 heads, d = 64 and T kept tokens, in one run; and the
+// append kernel's achieved bandwidth against a device-to-device copy of the same bytes.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+
+#include <nlohmann/json.hpp>
+
+#include "core/kv_quant.h"
+#include "kernels/kv_ops.h"
+
+namespace {
+
+using streamrecon::PagedKv;
+using streamrecon::PageLayout;
+
+// Median milliseconds of `fn` over `reps` timed runs (CUDA events), after warm-up.
+double TimeMs(const std::function<void()>& fn, int reps = 15) {
+  for (int i = 0; i < 3; ++i) fn();
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  std::vector<double> times;
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  for (int i = 0; i < reps; ++i) {
+    cudaEventRecord(a, stream);
+    fn();
+    cudaEventRecord(b, stream);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    times.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+PagedKv EmptyPages(int64_t pages, const PageLayout& L) {
+  const auto o = at::TensorOptions().device(at::kCUDA);
+  PagedKv p;
+  p.layout = L;
+  p.k_codes = at::zeros({pages, L.heads, L.slots, L.row_bytes()}, o.dtype(at::kByte));
+  p.k_params = at::zeros({pages, L.heads, 64, 2}, o.dtype(at::kShort));
+  p.v_codes = at::zeros({pages, L.heads, L.slots, L.row_bytes()}, o.dtype(at::kByte));
+  p.v_params = at::zeros({pages, L.heads, L.slots, 64 / L.v_group, 2}, o.dtype(at::kShort));
+  p.norms = at::ones({pages, L.slots}, o.dtype(at::kFloat));
+  p.meta = at::zeros({pages, 2}, o.dtype(at::kInt));
+  return p;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Benchmark of the KV-cache CUDA kernels against torch SDPA"};
+  std::vector<int64_t> kept = {4096, 16384, 65536, 262144};
+  int64_t queries = 1041, heads = 16;
+  std::string json_path;
+  app.add_option("--tokens", kept, "Kept tokens T (repeatable)");
+  app.add_option("--queries", queries, "Queries per frame");
+  app.add_option("--heads", heads, "Heads");
+  app.add_option("--json", json_path, "Write the results as JSON");
+  CLI11_PARSE(app, argc, argv);
+  if (!at::cuda::is_available()) {
+    std::fprintf(stderr, "no CUDA device\n");
+    return 1;
+  }
+  const auto dev = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  std::printf("device: %s, %d SMs\n", prop->name, prop->multiProcessorCount);
+  nlohmann::json results = {{"device", prop->name}, {"queries", queries}, {"heads", heads}};
+
+  // Attention: T cached tokens + the current frame (queries tokens) per head.
+  std::printf("\n%-9s %-8s %10s %10s %8s\n", "T", "format", "ms", "TFLOP/s", "vs SDPA");
+  nlohmann::json attention = nlohmann::json::array();
+  for (int64_t T : kept) {
+    at::manual_seed(T);
+    const at::Tensor q = at::randn({heads, queries, 64}, dev);
+    const at::Tensor k_cur = at::randn({heads, queries, 64}, dev), v_cur = at::randn({heads, queries, 64}, dev);
+    const at::Tensor k_all = at::randn({heads, T + queries, 64}, dev), v_all = at::randn({heads, T + queries, 64}, dev);
+    const double flops = 4.0 * heads * queries * static_cast<double>(T + queries) * 64;
+    const double sdpa = TimeMs([&] { at::scaled_dot_product_attention(q.unsqueeze(0), k_all.unsqueeze(0), v_all.unsqueeze(0)); });
+    auto report = [&](const char* name, double ms) {
+      std::printf("%-9lld %-8s %10.3f %10.1f %8.2fx\n", static_cast<long long>(T), name, ms, flops / ms / 1e9, ms / sdpa);
+      attention.push_back({{"tokens", T}, {"format", name}, {"ms", ms}, {"tflops", flops / ms / 1e9}, {"vs_sdpa", ms / sdpa}});
+    };
+    report("sdpa", sdpa);
+    const at::Tensor k_cache = k_all.narrow(1, 0, T).contiguous(), v_cache = v_all.narrow(1, 0, T).contiguous();
+    report("bf16", TimeMs([&] { streamrecon::kernels::AttentionCuda(q, k_cache, v_cache, T, nullptr, 0, k_cur, v_cur); }));
+    for (auto [name, bits, oscar] : {std::tuple<const char*, int, bool>{"kivi4", 4, false}, {"kivi2", 2, false}, {"oscar4", 4, true}, {"oscar2", 2, true}}) {
+      PageLayout L{static_cast<int>(heads), 64, 32, bits, 64, oscar};
+      PagedKv pages = EmptyPages((T + 31) / 32, L);
+      streamrecon::kernels::AppendPagesCuda(k_cache, v_cache, oscar, false, 0, pages, 0);
+      report(name, TimeMs([&] { streamrecon::kernels::AttentionCuda(q, {}, {}, 0, &pages, pages.pages(), k_cur, v_cur); }));
+    }
+  }
+  results["attention"] = attention;
+
+  // Append bandwidth: one frame (1041 tokens) and a large batch of tokens in one launch.
+  std::printf("\n%-8s %-8s %10s %10s %10s %8s\n", "tokens", "format", "us", "GB/s", "copy GB/s", "of copy");
+  nlohmann::json append = nlohmann::json::array();
+  for (int64_t n : {queries, int64_t{65536}}) {
+    const at::Tensor k = at::randn({heads, n, 64}, dev), v = at::randn({heads, n, 64}, dev);
+    for (auto [name, bits, oscar] : {std::tuple<const char*, int, bool>{"kivi4", 4, false}, {"kivi2", 2, false}, {"oscar4", 4, true}, {"oscar2", 2, true}}) {
+      PageLayout L{static_cast<int>(heads), 64, 32, bits, 64, oscar};
+      PagedKv pages = EmptyPages((n + 31) / 32, L);
+      const double ms = TimeMs([&] { streamrecon::kernels::AppendPagesCuda(k, v, oscar, false, 0, pages, 0); });
+      const double bytes = 2.0 * k.numel() * 2 + static_cast<double>(pages.pages()) * L.page_bytes();
+      // A device copy moving the same bytes (read + write).
+      const at::Tensor src = at::empty({static_cast<int64_t>(bytes / 2)}, dev.dtype(at::kByte)), dst = at::empty_like(src);
+      const double copy_ms = TimeMs([&] { dst.copy_(src); });
+      const double gbs = bytes / ms / 1e6, copy_gbs = bytes / copy_ms / 1e6;
+      std::printf("%-8lld %-8s %10.1f %10.0f %10.0f %7.0f%%\n", static_cast<long long>(n), name, ms * 1e3, gbs, copy_gbs, 100 * gbs / copy_gbs);
+      append.push_back({{"tokens", n}, {"format", name}, {"us", ms * 1e3}, {"gb_per_s", gbs}, {"copy_gb_per_s", copy_gbs}});
+    }
+  }
+  results["append"] = append;
+  if (!json_path.empty()) std::ofstream(json_path) << results.dump(2) << "\n";
+  return 0;
+}

@@ -1,0 +1,335 @@
+// CUDA layer cache: storage on the device, kernels for append/attention/scores, torch ops on the
+// device for top-k and compaction. Selection rules are the CPU reference's (core/kv_cache.h).
+#include "kernels/cuda_kv_cache.h"
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "core/errors.h"
+#include "core/kv_quant.h"
+#include "kernels/kv_ops.h"
+
+namespace streamrecon::kernels {
+namespace {
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+class CudaLayerCache final : public LayerKvCache {
+ public:
+  explicit CudaLayerCache(const KvCacheOptions& options) : options_(options) {
+    if (options_.format == CacheFormat::kDense) options_.format = CacheFormat::kBf16;
+  }
+
+  at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override {
+    const int64_t n = k.size(1);
+    if (heads_ == 0) Init(k);
+    at::Tensor q_r = q.to(at::kFloat), k_r = k.to(at::kFloat), v_r = v;
+    if (oscar()) {
+      q_r = at::matmul(q_r, had_);
+      k_r = at::matmul(k_r, had_);
+      if (options_.v_hadamard) v_r = at::matmul(v.to(at::kFloat), had_);
+    }
+    const at::Tensor k_cur = k_r.to(at::kBFloat16).contiguous(), v_cur = v_r.to(at::kBFloat16).contiguous();
+    at::Tensor out = AttentionCuda(q_r.to(at::kBFloat16).contiguous(), keys_, values_, length_, quantized() ? &store_ : nullptr,
+                                   pages_, k_cur, v_cur);
+    if (oscar() && options_.v_hadamard) out = at::matmul(out.to(at::kFloat), had_);
+    if (frames_ > 0) Prune(q_r, n);
+    if (quantized()) {
+      AppendQuantized(k.to(at::kBFloat16).contiguous(), v.to(at::kBFloat16).contiguous());
+    } else {
+      AppendDense(k_cur, v_cur);
+    }
+    ++frames_;
+    return out.to(q.scalar_type());
+  }
+
+  std::pair<at::Tensor, at::Tensor> Materialize() const override {
+    if (frames_ == 0) return {};
+    if (!quantized()) return {keys_.narrow(1, 0, length_).to(at::kFloat), values_.narrow(1, 0, length_).to(at::kFloat)};
+    PagedKv host = Slice(pages_);
+    host.layout = layout_;
+    for (at::Tensor* t : {&host.k_codes, &host.k_params, &host.v_codes, &host.v_params, &host.norms, &host.meta}) *t = t->cpu();
+    auto [k, v] = DequantizePages(host);
+    return {k.to(keys_device_), v.to(keys_device_)};
+  }
+
+  void SetCapacity(const LayerCapacity& capacity) override { capacity_ = capacity; }
+
+  int64_t tokens() const override {
+    if (!quantized()) return length_;
+    return pages_ > 0 ? store_.meta.narrow(0, 0, pages_).select(1, 0).sum().item<int64_t>() : 0;
+  }
+
+  int64_t bytes() const override { return quantized() ? pages_ * layout_.page_bytes() : length_ * token_bytes_; }
+
+  void Clear() override { *this = CudaLayerCache(options_); }
+
+ private:
+  bool quantized() const { return IsQuantized(options_.format); }
+  bool oscar() const { return IsOscar(options_.format); }
+
+  void Init(const at::Tensor& k) {
+    heads_ = k.size(0);
+    if (k.size(2) != 64) throw Error("the CUDA KV cache supports head dimension 64, got " + std::to_string(k.size(2)));
+    options_.Check(64);
+    keys_device_ = k.device();
+    token_bytes_ = 2 * heads_ * 64 * 2;
+    if (oscar()) had_ = HadamardMatrix(64, k.options().dtype(at::kFloat));
+    if (quantized()) {
+      if (options_.first_frame_bf16) throw OptionError("--first-frame-bf16 is not supported by the CUDA cache yet");
+      layout_ = PageLayout{static_cast<int>(heads_), 64, options_.k_group, FormatBits(options_.format), options_.v_group, oscar()};
+    }
+  }
+
+  // ---- dense bf16 ----
+  void AppendDense(const at::Tensor& k, const at::Tensor& v) {
+    const int64_t n = k.size(1);
+    if (frames_ == 0) first_tokens_ = n;
+    const int64_t have = keys_.defined() ? keys_.size(1) : 0;
+    if (length_ + n > have) {
+      int64_t grow = std::max<int64_t>(length_ + n, 2 * have);
+      if (capacity_.tokens >= 0) grow = std::min(grow, std::max(length_ + n, capacity_.tokens));
+      if (capacity_.bytes >= 0) grow = std::min(grow, std::max(length_ + n, capacity_.bytes / token_bytes_));
+      at::Tensor nk = at::empty({heads_, grow, 64}, k.options()), nv = at::empty({heads_, grow, 64}, k.options());
+      if (length_ > 0) {
+        nk.narrow(1, 0, length_).copy_(keys_.narrow(1, 0, length_));
+        nv.narrow(1, 0, length_).copy_(values_.narrow(1, 0, length_));
+      }
+      keys_ = nk;
+      values_ = nv;
+    }
+    keys_.narrow(1, length_, n).copy_(k);
+    values_.narrow(1, length_, n).copy_(v);
+    length_ += n;
+  }
+
+  // ---- pages ----
+  PagedKv Slice(int64_t count) const {
+    PagedKv s;
+    s.layout = layout_;
+    s.k_codes = store_.k_codes.narrow(0, 0, count);
+    s.k_params = store_.k_params.narrow(0, 0, count);
+    s.v_codes = store_.v_codes.narrow(0, 0, count);
+    s.v_params = store_.v_params.narrow(0, 0, count);
+    s.norms = store_.norms.narrow(0, 0, count);
+    s.meta = store_.meta.narrow(0, 0, count);
+    return s;
+  }
+
+  void AppendQuantized(const at::Tensor& k, const at::Tensor& v) {
+    const int64_t n = k.size(1), add = CeilDiv(n, layout_.slots);
+    if (frames_ == 0) first_tokens_ = n;
+    const int64_t have = store_.meta.defined() ? store_.meta.size(0) : 0;
+    if (pages_ + add > have) {
+      int64_t grow = std::max<int64_t>(pages_ + add, 2 * have);
+      if (capacity_.bytes >= 0) grow = std::min(grow, std::max(pages_ + add, capacity_.bytes / layout_.page_bytes()));
+      const auto u8 = k.options().dtype(at::kByte), i16 = k.options().dtype(at::kShort);
+      const int64_t H = heads_, G = layout_.slots, RB = layout_.row_bytes(), NG = 64 / layout_.v_group;
+      PagedKv next;
+      next.layout = layout_;
+      next.k_codes = at::zeros({grow, H, G, RB}, u8);
+      next.k_params = at::zeros({grow, H, 64, 2}, i16);
+      next.v_codes = at::zeros({grow, H, G, RB}, u8);
+      next.v_params = at::zeros({grow, H, G, NG, 2}, i16);
+      next.norms = at::ones({grow, G}, k.options().dtype(at::kFloat));
+      next.meta = at::zeros({grow, 2}, k.options().dtype(at::kInt));
+      if (pages_ > 0) {
+        const PagedKv old = Slice(pages_);
+        next.k_codes.narrow(0, 0, pages_).copy_(old.k_codes);
+        next.k_params.narrow(0, 0, pages_).copy_(old.k_params);
+        next.v_codes.narrow(0, 0, pages_).copy_(old.v_codes);
+        next.v_params.narrow(0, 0, pages_).copy_(old.v_params);
+        next.norms.narrow(0, 0, pages_).copy_(old.norms);
+        next.meta.narrow(0, 0, pages_).copy_(old.meta);
+      }
+      store_ = next;
+    }
+    AppendPagesCuda(k, v, oscar(), options_.v_hadamard, static_cast<int>(frames_), store_, pages_);
+    pages_ += add;
+  }
+
+  // Frees middle tokens/pages so that the current frame (n tokens) fits; the first frame stays.
+  void Prune(const at::Tensor& q_r, int64_t n) {
+    if (options_.policy == PrunePolicy::kNone) return;
+    if (quantized()) PrunePages(q_r, n);
+    else PruneDense(q_r, n);
+  }
+
+  // Scores of the policy for `count` units given device scores (XStreamVGGT) on the device.
+  at::Tensor PolicyScores(const at::Tensor& xstream_scores) const {
+    if (options_.policy == PrunePolicy::kWindow)
+      return at::arange(xstream_scores.numel(), xstream_scores.options()).view(xstream_scores.sizes());
+    if (options_.policy == PrunePolicy::kRandom) {
+      at::Generator gen = at::detail::createCPUGenerator(options_.seed * 1000003ULL + static_cast<uint64_t>(frames_));
+      const at::Tensor r = at::rand(xstream_scores.sizes(), gen, at::TensorOptions().dtype(at::kFloat)).to(xstream_scores.device());
+      return at::where(at::isfinite(xstream_scores), r, xstream_scores);
+    }
+    return xstream_scores;
+  }
+
+  void PruneDense(const at::Tensor& q_r, int64_t n) {
+    const int64_t first = first_tokens_, middle = length_ - first;
+    int64_t left = capacity_.tokens < 0 ? -1 : capacity_.tokens - first - n;
+    if (capacity_.bytes >= 0) {
+      const int64_t by_bytes = capacity_.bytes / token_bytes_ - first - n;
+      left = left < 0 ? by_bytes : std::min(left, by_bytes);
+    }
+    if (left < 0 || middle <= left) return;
+    const at::Tensor q_bar = PooledQueries(q_r, options_.pool_size, options_.special_tokens);
+    const at::Tensor all = PolicyScores(TokenScoresCuda(q_bar, keys_, length_, nullptr, 0, static_cast<int>(heads_)));
+    const at::Tensor mid = all.narrow(0, first, middle);
+    at::Tensor kept;
+    if (options_.policy == PrunePolicy::kXStreamPage) {
+      // Pages of k_group tokens within each frame of n tokens: selection on the host (small).
+      const at::Tensor h = mid.to(at::kCPU, at::kDouble).contiguous();
+      const std::vector<double> scores(h.data_ptr<double>(), h.data_ptr<double>() + middle);
+      std::vector<double> page_scores;
+      std::vector<int64_t> page_start, page_tokens;
+      for (int64_t f = 0; f < middle; f += n)
+        for (int64_t p = f; p < std::min(f + n, middle); p += options_.k_group) {
+          const int64_t len = std::min<int64_t>({options_.k_group, f + n - p, middle - p});
+          page_scores.push_back(std::accumulate(scores.begin() + p, scores.begin() + p + len, 0.0) / len);
+          page_start.push_back(p);
+          page_tokens.push_back(len);
+        }
+      std::vector<int64_t> index;
+      for (int64_t page : SelectByScore(page_scores, page_tokens, page_tokens, left, -1))
+        for (int64_t t = 0; t < page_tokens[page]; ++t) index.push_back(page_start[page] + t);
+      kept = at::tensor(index, at::kLong).to(keys_.device());
+    } else {
+      kept = std::get<0>(at::sort(std::get<1>(at::topk(mid, left))));  // top-k on the device
+    }
+    const at::Tensor index = at::cat({at::arange(first, kept.options()), kept + first});
+    const int64_t new_length = index.size(0);
+    keys_.narrow(1, 0, new_length).copy_(at::index_select(keys_.narrow(1, 0, length_), 1, index));
+    values_.narrow(1, 0, new_length).copy_(at::index_select(values_.narrow(1, 0, length_), 1, index));
+    length_ = new_length;
+  }
+
+  void PrunePages(const at::Tensor& q_r, int64_t n) {
+    const int64_t page_bytes = layout_.page_bytes(), G = layout_.slots;
+    const int64_t first_pages = CeilDiv(first_tokens_, G);
+    const int64_t middle_pages = pages_ - first_pages;
+    const int64_t tokens_left = capacity_.tokens < 0 ? -1 : capacity_.tokens - first_tokens_ - n;
+    const int64_t bytes_left = capacity_.bytes < 0 ? -1 : capacity_.bytes - first_pages * page_bytes - CeilDiv(n, G) * page_bytes;
+    const at::Tensor valid = store_.meta.narrow(0, first_pages, middle_pages).select(1, 0);
+    const int64_t middle_tokens = valid.sum().item<int64_t>();
+    const bool fits = (tokens_left < 0 || middle_tokens <= tokens_left) && (bytes_left < 0 || middle_pages * page_bytes <= bytes_left);
+    if (fits) return;
+    const at::Tensor q_bar = PooledQueries(q_r, options_.pool_size, options_.special_tokens);
+    const PagedKv view = Slice(pages_);
+    const at::Tensor slot_scores =
+        PolicyScores(TokenScoresCuda(q_bar, {}, 0, &view, pages_, static_cast<int>(heads_))).narrow(0, first_pages, middle_pages);
+    std::vector<std::vector<int64_t>> kept(middle_pages);
+    if (options_.policy == PrunePolicy::kXStreamPage && tokens_left < 0) {
+      // Whole pages of equal cost: mean slot score per page, top-k on the device.
+      const at::Tensor finite = at::isfinite(slot_scores);
+      const at::Tensor mean = at::where(finite, slot_scores, at::zeros_like(slot_scores)).sum(1) / finite.sum(1).clamp_min(1);
+      const int64_t k = std::min<int64_t>(middle_pages, bytes_left / page_bytes);
+      const at::Tensor top = std::get<0>(at::sort(std::get<1>(at::topk(mean, k)))).cpu();
+      const at::Tensor counts = valid.cpu();
+      for (int64_t i = 0; i < k; ++i) {
+        const int64_t p = top[i].item<int64_t>();
+        for (int64_t s = 0; s < counts[p].item<int32_t>(); ++s) kept[p].push_back(s);
+      }
+    } else {
+      // Mixed costs (token-granular, or a token cap): the CPU reference's greedy rule on the host.
+      const at::Tensor h = slot_scores.to(at::kCPU, at::kDouble).contiguous();
+      const at::Tensor counts = valid.cpu();
+      std::vector<double> scores;
+      std::vector<int64_t> page_of, slot_of;
+      for (int64_t p = 0; p < middle_pages; ++p)
+        for (int64_t s = 0; s < counts[p].item<int32_t>(); ++s) {
+          scores.push_back(h[p][s].item<double>());
+          page_of.push_back(p);
+          slot_of.push_back(s);
+        }
+      if (options_.policy == PrunePolicy::kXStreamPage) {
+        std::vector<double> page_scores(middle_pages, 0.0);
+        std::vector<int64_t> page_tokens(middle_pages, 0), cost(middle_pages, page_bytes);
+        for (size_t i = 0; i < scores.size(); ++i) page_scores[page_of[i]] += scores[i], ++page_tokens[page_of[i]];
+        for (int64_t p = 0; p < middle_pages; ++p) page_scores[p] /= std::max<int64_t>(1, page_tokens[p]);
+        for (int64_t p : SelectByScore(page_scores, page_tokens, cost, tokens_left, bytes_left))
+          for (int64_t s = 0; s < page_tokens[p]; ++s) kept[p].push_back(s);
+      } else {
+        kept = SelectSlotsByScore(scores, page_of, slot_of, middle_pages, page_bytes, tokens_left, bytes_left);
+      }
+    }
+    Compact(first_pages, kept);
+  }
+
+  // Keeps the first pages and the listed slots of the middle pages (moved to the page front), on the device.
+  void Compact(int64_t first_pages, const std::vector<std::vector<int64_t>>& kept) {
+    const int64_t G = layout_.slots;
+    std::vector<int64_t> pages;
+    std::vector<int64_t> slot_index;  // [P', G]: source slot of each destination slot
+    std::vector<int32_t> valid;
+    const at::Tensor counts = store_.meta.narrow(0, 0, pages_).select(1, 0).cpu();
+    for (int64_t p = 0; p < pages_; ++p) {
+      const bool first = p < first_pages;
+      if (!first && kept[p - first_pages].empty()) continue;
+      pages.push_back(p);
+      std::vector<int64_t> slots;
+      if (first) {
+        for (int64_t s = 0; s < counts[p].item<int32_t>(); ++s) slots.push_back(s);
+      } else {
+        slots = kept[p - first_pages];
+      }
+      valid.push_back(static_cast<int32_t>(slots.size()));
+      for (int64_t s = 0; s < G; ++s) slot_index.push_back(s < static_cast<int64_t>(slots.size()) ? slots[s] : s);
+    }
+    const auto dev = store_.meta.device();
+    const int64_t P = static_cast<int64_t>(pages.size());
+    const at::Tensor page_idx = at::tensor(pages, at::kLong).to(dev);
+    const at::Tensor slots = at::tensor(slot_index, at::kLong).view({P, G}).to(dev);
+    const PagedKv all = Slice(pages_);
+    auto gather_slots = [&](const at::Tensor& t, int64_t slot_dim) {
+      at::Tensor picked = t.index_select(0, page_idx);
+      std::vector<int64_t> shape(picked.dim(), 1);
+      shape[0] = P;
+      shape[slot_dim] = G;
+      at::Tensor idx = slots.view(shape).expand(picked.sizes());
+      return at::gather(picked, slot_dim, idx);
+    };
+    const at::Tensor k_codes = gather_slots(all.k_codes, 2), v_codes = gather_slots(all.v_codes, 2);
+    const at::Tensor v_params = gather_slots(all.v_params, 2), norms = gather_slots(all.norms, 1);
+    const at::Tensor k_params = all.k_params.index_select(0, page_idx);
+    at::Tensor meta = all.meta.index_select(0, page_idx);
+    meta.select(1, 0).copy_(at::tensor(valid, at::kInt).to(dev));
+    store_.k_codes.narrow(0, 0, P).copy_(k_codes);
+    store_.v_codes.narrow(0, 0, P).copy_(v_codes);
+    store_.v_params.narrow(0, 0, P).copy_(v_params);
+    store_.norms.narrow(0, 0, P).copy_(norms);
+    store_.k_params.narrow(0, 0, P).copy_(k_params);
+    store_.meta.narrow(0, 0, P).copy_(meta);
+    pages_ = P;
+  }
+
+  KvCacheOptions options_;
+  LayerCapacity capacity_;
+  int64_t heads_ = 0;
+  at::Device keys_device_ = at::kCPU;
+  at::Tensor had_;
+  int64_t frames_ = 0, first_tokens_ = 0, token_bytes_ = 0;
+  // dense bf16
+  at::Tensor keys_, values_;  // [H, capacity, 64]
+  int64_t length_ = 0;
+  // pages
+  PageLayout layout_;
+  PagedKv store_;
+  int64_t pages_ = 0;
+};
+
+}  // namespace
+
+bool CudaKvAvailable() { return at::hasCUDA() && at::cuda::is_available(); }
+
+std::unique_ptr<LayerKvCache> MakeCudaLayerKvCache(const KvCacheOptions& options) {
+  options.Check();
+  return std::make_unique<CudaLayerCache>(options);
+}
+
+}  // namespace streamrecon::kernels

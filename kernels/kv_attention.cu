@@ -1,0 +1,315 @@
+// Attention of a frame's queries over a layer's cache (dense bf16 or packed pages) plus the
+// current frame (bf16), FlashAttention-style: online softmax, bf16 tensor-core MMA (m16n8k16),
+// split over the keys with a combine step.
+//
+// KV-stationary within a block: each 64-key tile is dequantized once into shared memory (bf16,
+// OScaR norms folded in) and reused by all 8 warps = 128 queries; partially valid pages are masked.
+#include "kernels/kv_common.cuh"
+#include "kernels/kv_kernels.h"
+
+#include <algorithm>
+
+namespace streamrecon::kernels {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kBlockM = kWarps * 16;  // queries per block
+constexpr int kBlockN = 64;           // keys per tile
+constexpr int kStride = kHeadDim + 8; // smem row stride in bf16 (16 bytes of padding: no bank conflicts)
+
+__device__ __forceinline__ uint32_t PackBf16x2(float lo, float hi) {
+  return static_cast<uint32_t>(FloatToBf16Bits(lo)) | (static_cast<uint32_t>(FloatToBf16Bits(hi)) << 16);
+}
+
+// 2^x with the hardware approximation (ex2.approx; 2^-inf = 0).
+__device__ __forceinline__ float FastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ void MmaBf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* smem_ptr) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_ptr));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* smem_ptr) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_ptr));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+struct TileSmem {
+  uint16_t k[kBlockN * kStride];
+  uint16_t v[kBlockN * kStride];
+  float mask[kBlockN];  // 0 for a valid key, -inf for padding
+};
+
+// Copies 64 dense bf16 rows [row0, row0 + 64) of one head (rows >= limit are padding).
+__device__ __forceinline__ void LoadDenseTile(TileSmem& s, const uint16_t* k, const uint16_t* v, int row0, int limit) {
+  for (int u = threadIdx.x; u < kBlockN * 8; u += kThreads) {
+    const int r = u / 8, c = (u % 8) * 8;
+    uint4 kk = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+    if (row0 + r < limit) {
+      kk = *reinterpret_cast<const uint4*>(k + static_cast<int64_t>(row0 + r) * kHeadDim + c);
+      vv = *reinterpret_cast<const uint4*>(v + static_cast<int64_t>(row0 + r) * kHeadDim + c);
+    }
+    *reinterpret_cast<uint4*>(&s.k[r * kStride + c]) = kk;
+    *reinterpret_cast<uint4*>(&s.v[r * kStride + c]) = vv;
+    if (c == 0) s.mask[r] = row0 + r < limit ? 0.0f : -INFINITY;
+  }
+}
+
+// Dequantizes the pages covering 64 slots into bf16 rows (norms folded into the keys).
+template <int kBits>
+__device__ __forceinline__ void LoadPagedTile(TileSmem& s, const PagesView& pv, int head, int heads, int tile) {
+  constexpr int kRowBytes = kHeadDim * kBits / 8;
+  const int pages_per_tile = kBlockN / pv.slots;
+  const int groups = kHeadDim / pv.v_group;
+  for (int u = threadIdx.x; u < kBlockN * 8; u += kThreads) {
+    const int r = u / 8, c = (u % 8) * 8;  // slot in tile, first of 8 channels
+    const int page = tile * pages_per_tile + r / pv.slots, slot = r % pv.slots;
+    const bool valid = page < pv.pages && slot < pv.meta[2 * page];
+    uint32_t kw[4] = {0, 0, 0, 0}, vw[4] = {0, 0, 0, 0};
+    if (valid) {
+      const int64_t row = (static_cast<int64_t>(page) * heads + head) * pv.slots + slot;
+      uint32_t kc, vc;
+      if (kBits == 4) {
+        kc = *reinterpret_cast<const uint32_t*>(pv.k_codes + row * kRowBytes + c / 2);
+        vc = *reinterpret_cast<const uint32_t*>(pv.v_codes + row * kRowBytes + c / 2);
+      } else {
+        kc = *reinterpret_cast<const uint16_t*>(pv.k_codes + row * kRowBytes + c / 4);
+        vc = *reinterpret_cast<const uint16_t*>(pv.v_codes + row * kRowBytes + c / 4);
+      }
+      const uint4 kp0 = *reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * heads + head) * kHeadDim + c);
+      const uint4 kp1 = *reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * heads + head) * kHeadDim + c + 4);
+      const uint32_t kp[8] = {kp0.x, kp0.y, kp0.z, kp0.w, kp1.x, kp1.y, kp1.z, kp1.w};
+      const uint32_t vp = pv.v_params[row * groups + c / pv.v_group];
+      const float norm = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;
+      constexpr uint32_t kMask = (1u << kBits) - 1;
+#pragma unroll
+      for (int i = 0; i < 8; i += 2) {
+        const float k0 = __fmul_rn(DequantizeValue((kc >> (i * kBits)) & kMask, kp[i]), norm);
+        const float k1 = __fmul_rn(DequantizeValue((kc >> ((i + 1) * kBits)) & kMask, kp[i + 1]), norm);
+        kw[i / 2] = PackBf16x2(k0, k1);
+        vw[i / 2] = PackBf16x2(DequantizeValue((vc >> (i * kBits)) & kMask, vp),
+                               DequantizeValue((vc >> ((i + 1) * kBits)) & kMask, vp));
+      }
+    }
+    *reinterpret_cast<uint4*>(&s.k[r * kStride + c]) = make_uint4(kw[0], kw[1], kw[2], kw[3]);
+    *reinterpret_cast<uint4*>(&s.v[r * kStride + c]) = make_uint4(vw[0], vw[1], vw[2], vw[3]);
+    if (c == 0) s.mask[r] = valid ? 0.0f : -INFINITY;
+  }
+}
+
+template <int kBits>  // 0: dense bf16 cache
+__global__ void __launch_bounds__(kThreads, 2) AttentionKernel(AttentionParams p, int cache_tiles, int total_tiles) {
+  __shared__ __align__(16) TileSmem s;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int group = lane / 4, tig = lane % 4;
+  const int head = blockIdx.y;
+  const int m0 = blockIdx.x * kBlockM + warp * 16;
+  const int per_split = (total_tiles + p.splits - 1) / p.splits;
+  const int tile_begin = blockIdx.z * per_split, tile_end = min(total_tiles, tile_begin + per_split);
+
+  // Q fragments (A operand) for the warp's 16 rows, 4 k-steps of 16 channels.
+  const uint16_t* q = p.q + static_cast<int64_t>(head) * p.queries * kHeadDim;
+  uint32_t qa[4][4];
+  const int r0 = m0 + group, r1 = r0 + 8;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const int c = kk * 16 + tig * 2;
+    qa[kk][0] = r0 < p.queries ? *reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(r0) * kHeadDim + c) : 0u;
+    qa[kk][1] = r1 < p.queries ? *reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(r1) * kHeadDim + c) : 0u;
+    qa[kk][2] = r0 < p.queries ? *reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(r0) * kHeadDim + c + 8) : 0u;
+    qa[kk][3] = r1 < p.queries ? *reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(r1) * kHeadDim + c + 8) : 0u;
+  }
+  float acc[8][4];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+  const float scale_log2 = p.scale * 1.4426950408889634f;
+
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    __syncthreads();
+    if (tile < cache_tiles) {
+      if (kBits == 0) {
+        const int64_t off = static_cast<int64_t>(head) * p.dense_head_stride;
+        LoadDenseTile(s, p.k_dense + off, p.v_dense + off, tile * kBlockN, p.dense_tokens);
+      } else {
+        LoadPagedTile<kBits == 0 ? 4 : kBits>(s, p.pages, head, p.heads, tile);
+      }
+    } else {
+      const int64_t off = static_cast<int64_t>(head) * p.cur_tokens * kHeadDim;
+      LoadDenseTile(s, p.k_cur + off, p.v_cur + off, (tile - cache_tiles) * kBlockN, p.cur_tokens);
+    }
+    __syncthreads();
+
+    // S = Q K^T for 64 keys: 8 n-tiles of 8 keys.
+    float sc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < 4; kk += 2) {
+        uint32_t b[4];
+        const int m = lane / 8;
+        LdMatrixX4(b, &s.k[(j * 8 + lane % 8) * kStride + kk * 16 + m * 8]);
+        MmaBf16(sc[j], qa[kk], b[0], b[1]);
+        MmaBf16(sc[j], qa[kk + 1], b[2], b[3]);
+      }
+    }
+    // Online softmax (base 2) on rows r0 (c0, c1) and r1 (c2, c3).
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float m_a = s.mask[j * 8 + tig * 2], m_b = s.mask[j * 8 + tig * 2 + 1];
+      sc[j][0] = sc[j][0] * scale_log2 + m_a;
+      sc[j][1] = sc[j][1] * scale_log2 + m_b;
+      sc[j][2] = sc[j][2] * scale_log2 + m_a;
+      sc[j][3] = sc[j][3] * scale_log2 + m_b;
+      tile_max[0] = fmaxf(tile_max[0], fmaxf(sc[j][0], sc[j][1]));
+      tile_max[1] = fmaxf(tile_max[1], fmaxf(sc[j][2], sc[j][3]));
+    }
+    float alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+      const float new_max = fmaxf(row_max[r], tile_max[r]);
+      alpha[r] = new_max == -INFINITY ? 1.0f : FastExp2(row_max[r] - new_max);
+      row_max[r] = new_max;
+      row_sum[r] *= alpha[r];
+    }
+    const float base0 = row_max[0] == -INFINITY ? 0.0f : row_max[0];
+    const float base1 = row_max[1] == -INFINITY ? 0.0f : row_max[1];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      sc[j][0] = FastExp2(sc[j][0] - base0);
+      sc[j][1] = FastExp2(sc[j][1] - base0);
+      sc[j][2] = FastExp2(sc[j][2] - base1);
+      sc[j][3] = FastExp2(sc[j][3] - base1);
+      row_sum[0] += sc[j][0] + sc[j][1];
+      row_sum[1] += sc[j][2] + sc[j][3];
+      acc[j][0] *= alpha[0];
+      acc[j][1] *= alpha[0];
+      acc[j][2] *= alpha[1];
+      acc[j][3] *= alpha[1];
+    }
+    // O += P V: P from the S fragments (C layout == A layout), V via ldmatrix.trans.
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      uint32_t pa[4];
+      pa[0] = PackBf16x2(sc[2 * kk][0], sc[2 * kk][1]);
+      pa[1] = PackBf16x2(sc[2 * kk][2], sc[2 * kk][3]);
+      pa[2] = PackBf16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+      pa[3] = PackBf16x2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+#pragma unroll
+      for (int j = 0; j < 8; j += 2) {
+        uint32_t b[4];
+        const int m = lane / 8;
+        LdMatrixX4Trans(b, &s.v[(kk * 16 + (m & 1) * 8 + lane % 8) * kStride + (j + (m >> 1)) * 8]);
+        MmaBf16(acc[j], pa, b[0], b[1]);
+        MmaBf16(acc[j + 1], pa, b[2], b[3]);
+      }
+    }
+  }
+
+  // Finish: total row sums across the quad, normalise, write.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+  }
+  const float inv0 = row_sum[0] > 0.0f ? 1.0f / row_sum[0] : 0.0f;
+  const float inv1 = row_sum[1] > 0.0f ? 1.0f / row_sum[1] : 0.0f;
+  const int64_t row_base = static_cast<int64_t>(head) * p.queries;
+  if (p.splits == 1) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int c = j * 8 + tig * 2;
+      if (r0 < p.queries) *reinterpret_cast<uint32_t*>(p.out + (row_base + r0) * kHeadDim + c) = PackBf16x2(acc[j][0] * inv0, acc[j][1] * inv0);
+      if (r1 < p.queries) *reinterpret_cast<uint32_t*>(p.out + (row_base + r1) * kHeadDim + c) = PackBf16x2(acc[j][2] * inv1, acc[j][3] * inv1);
+    }
+  } else {
+    const int64_t split_base = static_cast<int64_t>(blockIdx.z) * p.heads * p.queries;
+    float* out = p.partial_out + (split_base + row_base) * kHeadDim;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int c = j * 8 + tig * 2;
+      if (r0 < p.queries) *reinterpret_cast<float2*>(out + static_cast<int64_t>(r0) * kHeadDim + c) = make_float2(acc[j][0] * inv0, acc[j][1] * inv0);
+      if (r1 < p.queries) *reinterpret_cast<float2*>(out + static_cast<int64_t>(r1) * kHeadDim + c) = make_float2(acc[j][2] * inv1, acc[j][3] * inv1);
+    }
+    if (tig == 0) {
+      float* lse = p.partial_lse + split_base + row_base;
+      if (r0 < p.queries) lse[r0] = row_sum[0] > 0.0f ? row_max[0] + log2f(row_sum[0]) : -INFINITY;
+      if (r1 < p.queries) lse[r1] = row_sum[1] > 0.0f ? row_max[1] + log2f(row_sum[1]) : -INFINITY;
+    }
+  }
+}
+
+// out[h, q, :] = sum_s w_s o_s / sum_s w_s with w_s = 2^(lse_s - max lse).
+__global__ void CombineKernel(AttentionParams p) {
+  const int64_t row = blockIdx.x;  // over H * Nq
+  const int d = threadIdx.x;
+  const int64_t rows = static_cast<int64_t>(p.heads) * p.queries;
+  float best = -INFINITY;
+  for (int s = 0; s < p.splits; ++s) best = fmaxf(best, p.partial_lse[s * rows + row]);
+  float num = 0.0f, den = 0.0f;
+  for (int s = 0; s < p.splits; ++s) {
+    const float lse = p.partial_lse[s * rows + row];
+    if (lse == -INFINITY) continue;
+    const float w = exp2f(lse - best);
+    num += w * p.partial_out[(s * rows + row) * kHeadDim + d];
+    den += w;
+  }
+  p.out[row * kHeadDim + d] = FloatToBf16Bits(den > 0.0f ? num / den : 0.0f);
+}
+
+int CacheTiles(const AttentionParams& p) {
+  if (p.format == KvFormat::kBf16) return (p.dense_tokens + kBlockN - 1) / kBlockN;
+  const int pages_per_tile = kBlockN / p.pages.slots;
+  return (p.pages.pages + pages_per_tile - 1) / pages_per_tile;
+}
+
+}  // namespace
+
+int AttentionKeyTiles(const AttentionParams& p) { return CacheTiles(p) + (p.cur_tokens + kBlockN - 1) / kBlockN; }
+
+int ChooseAttentionSplits(const AttentionParams& p, int multiprocessors) {
+  const int blocks = ((p.queries + kBlockM - 1) / kBlockM) * p.heads;
+  const int tiles = AttentionKeyTiles(p);
+  // Aim for about 4 blocks per multiprocessor (2 resident x 2 waves), at least 8 tiles per split.
+  int splits = (4 * multiprocessors + blocks - 1) / blocks;
+  splits = std::min(splits, std::max(1, tiles / 8));
+  return std::max(1, splits);
+}
+
+cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
+  if (p.format != KvFormat::kBf16 && (p.pages.slots < 1 || kBlockN % p.pages.slots != 0 || p.pages.v_group < 8 ||
+                                      kHeadDim % p.pages.v_group != 0))
+    return cudaErrorInvalidValue;
+  if (p.splits > 1 && (!p.partial_out || !p.partial_lse)) return cudaErrorInvalidValue;
+  const int cache_tiles = CacheTiles(p), total = AttentionKeyTiles(p);
+  const dim3 grid((p.queries + kBlockM - 1) / kBlockM, p.heads, p.splits);
+  switch (p.format) {
+    case KvFormat::kBf16: AttentionKernel<0><<<grid, kThreads, 0, stream>>>(p, cache_tiles, total); break;
+    case KvFormat::kPaged4: AttentionKernel<4><<<grid, kThreads, 0, stream>>>(p, cache_tiles, total); break;
+    case KvFormat::kPaged2: AttentionKernel<2><<<grid, kThreads, 0, stream>>>(p, cache_tiles, total); break;
+  }
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || p.splits == 1) return err;
+  CombineKernel<<<static_cast<unsigned>(p.heads * p.queries), kHeadDim, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace streamrecon::kernels

@@ -1,0 +1,97 @@
+// Launch interface of the KV-cache CUDA kernels: plain pointers, sizes and a stream (no LibTorch).
+// The page layout is core/kv_format.h's PageLayout; kv_ops.h is the LibTorch-facing side.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace streamrecon::kernels {
+
+// Storage of a layer's cache as the attention kernel reads it.
+enum class KvFormat : int {
+  kBf16 = 0,   // dense bf16 [H, T, D] (token stride D, head stride T_cap * D)
+  kPaged4 = 1, // pages with 4-bit codes
+  kPaged2 = 2, // pages with 2-bit codes
+};
+
+// Pages of one layer (device pointers, PageLayout order): see core/kv_format.h.
+struct PagesView {
+  const uint8_t* k_codes = nullptr;   // [P, H, G, D*b/8]
+  const uint32_t* k_params = nullptr; // [P, H, D] of (scale, zero) fp16 pairs
+  const uint8_t* v_codes = nullptr;   // [P, H, G, D*b/8]
+  const uint32_t* v_params = nullptr; // [P, H, G, D/Gv] of (scale, zero)
+  const float* norms = nullptr;       // [P, G] or nullptr (KIVI)
+  const int32_t* meta = nullptr;      // [P, 2]: valid, frame
+  int pages = 0;
+  int slots = 0;   // G
+  int v_group = 0; // Gv
+};
+
+struct AppendParams {
+  const uint16_t* k = nullptr;  // bf16 [H, N, D] keys after RoPE (not rotated)
+  const uint16_t* v = nullptr;  // bf16 [H, N, D]
+  int heads = 0, tokens = 0, head_dim = 0;
+  int bits = 4;
+  bool oscar = false;           // rotate keys by the Hadamard matrix and divide by token norms
+  bool v_hadamard = false;      // rotate values too
+  int frame = 0;
+  // Output: pages [first_page, first_page + ceil(N / G)) of these arrays.
+  uint8_t* k_codes = nullptr;
+  uint32_t* k_params = nullptr;
+  uint8_t* v_codes = nullptr;
+  uint32_t* v_params = nullptr;
+  float* norms = nullptr;
+  int32_t* meta = nullptr;
+  int first_page = 0;
+  int slots = 32;
+  int v_group = 64;
+};
+
+// Quantizes and packs N tokens into ceil(N / G) pages (one block per page).
+cudaError_t LaunchAppendPages(const AppendParams& p, cudaStream_t stream);
+
+struct AttentionParams {
+  const uint16_t* q = nullptr;  // bf16 [H, Nq, D] (rotated for OScaR)
+  int heads = 0, queries = 0;
+  float scale = 0.125f;         // 1 / sqrt(D)
+  // The cache: dense bf16 or pages.
+  KvFormat format = KvFormat::kBf16;
+  const uint16_t* k_dense = nullptr;  // bf16 [H, *, D] with head stride dense_head_stride (elements)
+  const uint16_t* v_dense = nullptr;
+  int64_t dense_head_stride = 0;
+  int dense_tokens = 0;
+  PagesView pages;
+  // The current frame, bf16 [H, Nc, D] (keys rotated for OScaR).
+  const uint16_t* k_cur = nullptr;
+  const uint16_t* v_cur = nullptr;
+  int cur_tokens = 0;
+  // Output bf16 [H, Nq, D]; with splits > 1 also float workspaces [splits, H, Nq, D] and [splits, H, Nq].
+  uint16_t* out = nullptr;
+  float* partial_out = nullptr;
+  float* partial_lse = nullptr;
+  int splits = 1;
+};
+
+// Tiles of 64 keys the attention walks for these params (cache tiles + current-frame tiles).
+int AttentionKeyTiles(const AttentionParams& p);
+// Splits over the keys that fill the GPU for these params (1 = no combine step).
+int ChooseAttentionSplits(const AttentionParams& p, int multiprocessors);
+cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream);
+
+struct ScoreParams {
+  const float* q_bar = nullptr;  // [M, D] pooled, head-averaged queries (rotated space for OScaR)
+  int rows = 0, head_dim = 0, heads = 0;
+  KvFormat format = KvFormat::kBf16;
+  const uint16_t* k_dense = nullptr;
+  int64_t dense_head_stride = 0;
+  int dense_tokens = 0;
+  PagesView pages;
+  int bits = 4;
+  float* scores = nullptr;  // [tokens] dense, or [P, G] (invalid slots get -inf)
+};
+
+// XStreamVGGT scores of every cached token: mean over rows of q_bar . mean_h(k_h).
+cudaError_t LaunchTokenScores(const ScoreParams& p, cudaStream_t stream);
+
+}  // namespace streamrecon::kernels
