@@ -1,158 +1,157 @@
-// Fused append: one block per page of G tokens. OScaR: Hadamard-rotate the keys, divide by the
-// token norm over all heads and channels; then per-channel K scale/zero over the page's real
-// tokens, per-token V scale/zero per channel group, and LSB-first code packing.
+// Fused append: one block per page of G tokens, one warp per head, lane l owning channels 2l and
+// 2l+1 of every token of the page in registers (coalesced 128-byte rows). OScaR: Hadamard rotation
+// across the warp (shuffles), token norms over all heads (shared memory), division by the norm.
+// Then per-channel K scale/zero over the page's real tokens (each lane's own registers), per-token
+// V scale/zero per channel group (warp-segment reductions), and LSB-first code packing.
 #include "kernels/kv_common.cuh"
 #include "kernels/kv_kernels.h"
 
 namespace streamrecon::kernels {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kMaxHeads = 16;  // one warp per head, at most 512 threads (128 registers each)
 
-template <int kBits, int kGroups>
-__global__ void __launch_bounds__(kThreads) AppendPagesKernel(AppendParams p) {
+// Normalised Hadamard transform of a 64-vector held as (x0, x1) = channels (2l, 2l+1) of lane l.
+__device__ __forceinline__ void WarpHadamard64(float& x0, float& x1, int lane) {
+  float a = x0 + x1, b = x0 - x1;  // stage len = 1 (within the lane)
+  x0 = a;
+  x1 = b;
+#pragma unroll
+  for (int m = 1; m < 32; m <<= 1) {  // stages len = 2m: partner lane l ^ m
+    const float p0 = __shfl_xor_sync(0xffffffffu, x0, m), p1 = __shfl_xor_sync(0xffffffffu, x1, m);
+    const bool upper = lane & m;
+    x0 = upper ? p0 - x0 : x0 + p0;
+    x1 = upper ? p1 - x1 : x1 + p1;
+  }
+  x0 *= 0.125f;
+  x1 *= 0.125f;
+}
+
+// Min and max over a segment of `width` lanes (a power of two).
+__device__ __forceinline__ void SegmentMinMax(float& lo, float& hi, int width) {
+  for (int m = 1; m < width; m <<= 1) {
+    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, m));
+    hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, m));
+  }
+}
+
+// The codes of channels (2l, 2l+1) packed LSB-first into the row of `kBits`-bit codes.
+template <int kBits>
+__device__ __forceinline__ void StoreCodes(uint8_t* row, uint32_t c0, uint32_t c1, int lane) {
+  if (kBits == 4) {
+    row[lane] = static_cast<uint8_t>(c0 | (c1 << 4));
+  } else {
+    const uint32_t nibble = c0 | (c1 << 2);
+    const uint32_t other = __shfl_down_sync(0xffffffffu, nibble, 1);
+    if ((lane & 1) == 0) row[lane / 2] = static_cast<uint8_t>(nibble | (other << 4));
+  }
+}
+
+template <int kBits, int kSlots>
+__global__ void __launch_bounds__(32 * kMaxHeads) AppendPagesKernel(AppendParams p) {
   constexpr int D = kHeadDim;
-  constexpr int kGroupSize = D / kGroups;
   constexpr int kRowBytes = D * kBits / 8;
-  constexpr int kWords = kRowBytes / 4;
-  extern __shared__ float smem[];
-  const int H = p.heads, G = p.slots, N = p.tokens;
-  float* keys = smem;                          // [H, G, D]
-  float* k_scale = keys + H * G * D;           // [H, D]
-  float* k_zero = k_scale + H * D;             // [H, D]
-  float* token_norm = k_zero + H * D;          // [G]
-  const int page = blockIdx.x;
-  const int t0 = page * G, tn = min(G, N - t0);
-  const int out_page = p.first_page + page;
+  __shared__ float partial[kMaxHeads][kSlots];
+  __shared__ float token_norm[kSlots];
+  const int h = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int H = p.heads, N = p.tokens;
+  const int page = blockIdx.x, t0 = page * kSlots, tn = min(kSlots, N - t0);
+  const int64_t out_page = p.first_page + page;
 
-  for (int i = threadIdx.x; i < H * tn * D; i += blockDim.x) {
-    const int h = i / (tn * D), r = i % (tn * D), t = r / D, d = r % D;
-    keys[(h * G + t) * D + d] = Bf16BitsToFloat(p.k[(static_cast<int64_t>(h) * N + t0 + t) * D + d]);
+  // Keys of this head: channels (2 lane, 2 lane + 1) of every token of the page.
+  float k0[kSlots], k1[kSlots];
+  const uint32_t* kin = reinterpret_cast<const uint32_t*>(p.k + (static_cast<int64_t>(h) * N + t0) * D) + lane;
+#pragma unroll
+  for (int t = 0; t < kSlots; ++t) {
+    const uint32_t w = t < tn ? kin[t * (D / 2)] : 0u;
+    k0[t] = Bf16BitsToFloat(static_cast<uint16_t>(w & 0xffff));
+    k1[t] = Bf16BitsToFloat(static_cast<uint16_t>(w >> 16));
   }
-  __syncthreads();
   if (p.oscar) {
-    for (int row = threadIdx.x; row < H * tn; row += blockDim.x) {
-      float* x = keys + ((row / tn) * G + row % tn) * D;
-      float v[D];
 #pragma unroll
-      for (int d = 0; d < D; ++d) v[d] = x[d];
-      Hadamard64(v);
+    for (int t = 0; t < kSlots; ++t) {
+      WarpHadamard64(k0[t], k1[t], lane);
+      float s = k0[t] * k0[t] + k1[t] * k1[t];
 #pragma unroll
-      for (int d = 0; d < D; ++d) x[d] = v[d];
+      for (int m = 16; m > 0; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
+      if (lane == 0) partial[h][t] = s;
     }
     __syncthreads();
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    for (int t = warp; t < tn; t += blockDim.x / 32) {
+    if (threadIdx.x < kSlots) {
       float s = 0.0f;
-      for (int i = lane; i < H * D; i += 32) {
-        const float x = keys[((i / D) * G + t) * D + i % D];
-        s += x * x;
-      }
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-      if (lane == 0) token_norm[t] = fmaxf(sqrtf(s), 1e-12f);
+      for (int i = 0; i < H; ++i) s += partial[i][threadIdx.x];
+      token_norm[threadIdx.x] = fmaxf(sqrtf(s), 1e-12f);
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < H * tn * D; i += blockDim.x) {
-      const int h = i / (tn * D), r = i % (tn * D), t = r / D, d = r % D;
-      keys[(h * G + t) * D + d] = __fdiv_rn(keys[(h * G + t) * D + d], token_norm[t]);
-    }
-    __syncthreads();
-  }
-  // K: per channel over the page's real tokens.
-  for (int c = threadIdx.x; c < H * D; c += blockDim.x) {
-    const int h = c / D, d = c % D;
-    float lo = INFINITY, hi = -INFINITY;
-    for (int t = 0; t < tn; ++t) {
-      const float x = keys[(h * G + t) * D + d];
-      lo = fminf(lo, x);
-      hi = fmaxf(hi, x);
-    }
-    const uint32_t params = MakeQuantParams(lo, hi, kBits);
-    p.k_params[(static_cast<int64_t>(out_page) * H + h) * D + d] = params;
-    k_scale[c] = __uint_as_float(params);  // keep the packed params bits
-  }
-  __syncthreads();
-  for (int row = threadIdx.x; row < H * G; row += blockDim.x) {
-    const int h = row / G, t = row % G;
-    uint32_t words[kWords];
 #pragma unroll
-    for (int w = 0; w < kWords; ++w) words[w] = 0;
+    for (int t = 0; t < kSlots; ++t) {
+      k0[t] = __fdiv_rn(k0[t], token_norm[t]);
+      k1[t] = __fdiv_rn(k1[t], token_norm[t]);
+    }
+  }
+  // K: per channel over the real tokens (padding never widens the range).
+  float lo0 = INFINITY, hi0 = -INFINITY, lo1 = INFINITY, hi1 = -INFINITY;
+#pragma unroll
+  for (int t = 0; t < kSlots; ++t) {
     if (t < tn) {
-#pragma unroll
-      for (int d = 0; d < D; ++d) {
-        const uint32_t code = QuantizeValue(keys[(h * G + t) * D + d], __float_as_uint(k_scale[h * D + d]), kBits);
-        words[(d * kBits) / 32] |= code << ((d * kBits) % 32);
-      }
+      lo0 = fminf(lo0, k0[t]), hi0 = fmaxf(hi0, k0[t]);
+      lo1 = fminf(lo1, k1[t]), hi1 = fmaxf(hi1, k1[t]);
     }
-    uint32_t* dst = reinterpret_cast<uint32_t*>(p.k_codes + ((static_cast<int64_t>(out_page) * H + h) * G + t) * kRowBytes);
-#pragma unroll
-    for (int w = 0; w < kWords; ++w) dst[w] = words[w];
   }
-  // V: per token, groups of Gv channels (optionally Hadamard-rotated first).
-  for (int row = threadIdx.x; row < H * G; row += blockDim.x) {
-    const int h = row / G, t = row % G;
-    uint32_t words[kWords];
+  const uint32_t kp0 = MakeQuantParams(lo0, hi0, kBits), kp1 = MakeQuantParams(lo1, hi1, kBits);
+  *reinterpret_cast<uint2*>(p.k_params + (out_page * H + h) * D + 2 * lane) = make_uint2(kp0, kp1);
+  uint8_t* k_rows = p.k_codes + (out_page * H + h) * kSlots * kRowBytes;
 #pragma unroll
-    for (int w = 0; w < kWords; ++w) words[w] = 0;
-    uint32_t* params_out = p.v_params + ((static_cast<int64_t>(out_page) * H + h) * G + t) * kGroups;
-    if (t < tn) {
-      float v[D];
-      const uint16_t* src = p.v + (static_cast<int64_t>(h) * N + t0 + t) * D;
-#pragma unroll
-      for (int d = 0; d < D; ++d) v[d] = Bf16BitsToFloat(src[d]);
-      if (p.v_hadamard) Hadamard64(v);
-      uint32_t params[kGroups];
-#pragma unroll
-      for (int g = 0; g < kGroups; ++g) {
-        float lo = INFINITY, hi = -INFINITY;
-#pragma unroll
-        for (int d = g * kGroupSize; d < (g + 1) * kGroupSize; ++d) {
-          lo = fminf(lo, v[d]);
-          hi = fmaxf(hi, v[d]);
-        }
-        params[g] = MakeQuantParams(lo, hi, kBits);
-        params_out[g] = params[g];
-      }
-#pragma unroll
-      for (int d = 0; d < D; ++d) {
-        const uint32_t code = QuantizeValue(v[d], params[d / kGroupSize], kBits);
-        words[(d * kBits) / 32] |= code << ((d * kBits) % 32);
-      }
-    } else {
-#pragma unroll
-      for (int g = 0; g < kGroups; ++g) params_out[g] = 0;
+  for (int t = 0; t < kSlots; ++t) {
+    const bool real = t < tn;
+    StoreCodes<kBits>(k_rows + t * kRowBytes, real ? QuantizeValue(k0[t], kp0, kBits) : 0u, real ? QuantizeValue(k1[t], kp1, kBits) : 0u, lane);
+  }
+  // V: per token, groups of Gv channels = Gv / 2 lanes.
+  const int group_lanes = p.v_group / 2, groups = D / p.v_group;
+  const uint32_t* vin = reinterpret_cast<const uint32_t*>(p.v + (static_cast<int64_t>(h) * N + t0) * D) + lane;
+  uint8_t* v_rows = p.v_codes + (out_page * H + h) * kSlots * kRowBytes;
+  uint32_t* v_params = p.v_params + (out_page * H + h) * kSlots * groups;
+#pragma unroll 4
+  for (int t = 0; t < kSlots; ++t) {
+    const bool real = t < tn;
+    const uint32_t w = real ? vin[t * (D / 2)] : 0u;
+    float v0 = Bf16BitsToFloat(static_cast<uint16_t>(w & 0xffff)), v1 = Bf16BitsToFloat(static_cast<uint16_t>(w >> 16));
+    if (p.v_hadamard) WarpHadamard64(v0, v1, lane);
+    float lo = fminf(v0, v1), hi = fmaxf(v0, v1);
+    SegmentMinMax(lo, hi, group_lanes);
+    const uint32_t vp = real ? MakeQuantParams(lo, hi, kBits) : 0u;
+    if (lane % group_lanes == 0) v_params[t * groups + lane / group_lanes] = vp;
+    StoreCodes<kBits>(v_rows + t * kRowBytes, real ? QuantizeValue(v0, vp, kBits) : 0u, real ? QuantizeValue(v1, vp, kBits) : 0u, lane);
+  }
+  if (h == 0) {
+    for (int t = lane; t < kSlots; t += 32) p.norms[out_page * kSlots + t] = (p.oscar && t < tn) ? token_norm[t] : 1.0f;
+    if (lane == 0) {
+      p.meta[2 * out_page] = tn;
+      p.meta[2 * out_page + 1] = p.frame;
     }
-    uint32_t* dst = reinterpret_cast<uint32_t*>(p.v_codes + ((static_cast<int64_t>(out_page) * H + h) * G + t) * kRowBytes);
-#pragma unroll
-    for (int w = 0; w < kWords; ++w) dst[w] = words[w];
   }
-  for (int t = threadIdx.x; t < G; t += blockDim.x)
-    p.norms[static_cast<int64_t>(out_page) * G + t] = (p.oscar && t < tn) ? token_norm[t] : 1.0f;
-  if (threadIdx.x == 0) {
-    p.meta[2 * out_page] = tn;
-    p.meta[2 * out_page + 1] = p.frame;
+}
+
+template <int kBits>
+cudaError_t LaunchForBits(const AppendParams& p, int pages, cudaStream_t stream) {
+  const dim3 block(32 * p.heads);
+  switch (p.slots) {
+    case 16: AppendPagesKernel<kBits, 16><<<pages, block, 0, stream>>>(p); break;
+    case 32: AppendPagesKernel<kBits, 32><<<pages, block, 0, stream>>>(p); break;
+    default: return cudaErrorInvalidValue;
   }
+  return cudaGetLastError();
 }
 
 }  // namespace
 
 cudaError_t LaunchAppendPages(const AppendParams& p, cudaStream_t stream) {
-  if (p.head_dim != kHeadDim || (p.bits != 4 && p.bits != 2) || p.slots < 1 ||
-      (p.v_group != 64 && p.v_group != 32 && p.v_group != 16))
+  if (p.head_dim != kHeadDim || (p.bits != 4 && p.bits != 2) || p.heads < 1 || p.heads > kMaxHeads ||
+      (p.slots != 16 && p.slots != 32) || (p.v_group != 64 && p.v_group != 32 && p.v_group != 16 && p.v_group != 8))
     return cudaErrorInvalidValue;
   const int pages = (p.tokens + p.slots - 1) / p.slots;
   if (pages == 0) return cudaSuccess;
-  const size_t smem = sizeof(float) * (static_cast<size_t>(p.heads) * p.slots * kHeadDim + 2 * p.heads * kHeadDim + p.slots);
-  // Dispatch over bit width and V groups per row (V group 64, 32 or 16 channels).
-  void (*kernel)(AppendParams) = nullptr;
-  const int groups = kHeadDim / p.v_group;
-  if (p.bits == 4) kernel = groups == 1 ? AppendPagesKernel<4, 1> : groups == 2 ? AppendPagesKernel<4, 2> : AppendPagesKernel<4, 4>;
-  else kernel = groups == 1 ? AppendPagesKernel<2, 1> : groups == 2 ? AppendPagesKernel<2, 2> : AppendPagesKernel<2, 4>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  if (err != cudaSuccess) return err;
-  kernel<<<pages, kThreads, smem, stream>>>(p);
-  return cudaGetLastError();
+  return p.bits == 4 ? LaunchForBits<4>(p, pages, stream) : LaunchForBits<2>(p, pages, stream);
 }
 
 }  // namespace streamrecon::kernels

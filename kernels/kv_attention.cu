@@ -54,65 +54,93 @@ struct TileSmem {
   float mask[kBlockN];  // 0 for a valid key, -inf for padding
 };
 
-// Copies 64 dense bf16 rows [row0, row0 + 64) of one head (rows >= limit are padding).
-__device__ __forceinline__ void LoadDenseTile(TileSmem& s, const uint16_t* k, const uint16_t* v, int row0, int limit) {
-  for (int u = threadIdx.x; u < kBlockN * 8; u += kThreads) {
-    const int r = u / 8, c = (u % 8) * 8;
-    uint4 kk = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-    if (row0 + r < limit) {
-      kk = *reinterpret_cast<const uint4*>(k + static_cast<int64_t>(row0 + r) * kHeadDim + c);
-      vv = *reinterpret_cast<const uint4*>(v + static_cast<int64_t>(row0 + r) * kHeadDim + c);
-    }
-    *reinterpret_cast<uint4*>(&s.k[r * kStride + c]) = kk;
-    *reinterpret_cast<uint4*>(&s.v[r * kStride + c]) = vv;
-    if (c == 0) s.mask[r] = row0 + r < limit ? 0.0f : -INFINITY;
+// One thread's share of a 64-key tile, fetched from global memory into registers one tile ahead
+// (so the loads of tile i + 1 are in flight while tile i is multiplied), then committed to shared
+// memory. Each thread owns units u = tid and tid + 256: key row u / 8, channels 8 (u % 8) .. + 7.
+template <int kBits>
+struct Fetched {
+  uint4 k[2], v[2];  // dense rows: 8 bf16 each
+  uint32_t kc[2], vc[2], vp[2];
+  uint4 kp[2][2];    // 8 per-channel K params
+  float norm[2];
+  bool valid[2];
+};
+
+template <int kBits>
+__device__ __forceinline__ void FetchDenseRows(Fetched<kBits>& f, const uint16_t* k, const uint16_t* v, int row0, int limit) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int u = threadIdx.x + i * kThreads, r = u / 8, c = (u % 8) * 8;
+    f.valid[i] = row0 + r < limit;
+    f.k[i] = f.valid[i] ? *reinterpret_cast<const uint4*>(k + static_cast<int64_t>(row0 + r) * kHeadDim + c) : make_uint4(0, 0, 0, 0);
+    f.v[i] = f.valid[i] ? *reinterpret_cast<const uint4*>(v + static_cast<int64_t>(row0 + r) * kHeadDim + c) : make_uint4(0, 0, 0, 0);
   }
 }
 
-// Dequantizes the pages covering 64 slots into bf16 rows (norms folded into the keys).
 template <int kBits>
-__device__ __forceinline__ void LoadPagedTile(TileSmem& s, const PagesView& pv, int head, int heads, int tile) {
+__device__ __forceinline__ void FetchPaged(Fetched<kBits>& f, const PagesView& pv, int head, int heads, int tile) {
   constexpr int kRowBytes = kHeadDim * kBits / 8;
   const int pages_per_tile = kBlockN / pv.slots;
   const int groups = kHeadDim / pv.v_group;
-  for (int u = threadIdx.x; u < kBlockN * 8; u += kThreads) {
-    const int r = u / 8, c = (u % 8) * 8;  // slot in tile, first of 8 channels
-    const int page = tile * pages_per_tile + r / pv.slots, slot = r % pv.slots;
-    const bool valid = page < pv.pages && slot < pv.meta[2 * page];
-    uint32_t kw[4] = {0, 0, 0, 0}, vw[4] = {0, 0, 0, 0};
-    if (valid) {
-      const int64_t row = (static_cast<int64_t>(page) * heads + head) * pv.slots + slot;
-      uint32_t kc, vc;
-      if (kBits == 4) {
-        kc = *reinterpret_cast<const uint32_t*>(pv.k_codes + row * kRowBytes + c / 2);
-        vc = *reinterpret_cast<const uint32_t*>(pv.v_codes + row * kRowBytes + c / 2);
-      } else {
-        kc = *reinterpret_cast<const uint16_t*>(pv.k_codes + row * kRowBytes + c / 4);
-        vc = *reinterpret_cast<const uint16_t*>(pv.v_codes + row * kRowBytes + c / 4);
-      }
-      const uint4 kp0 = *reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * heads + head) * kHeadDim + c);
-      const uint4 kp1 = *reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * heads + head) * kHeadDim + c + 4);
-      const uint32_t kp[8] = {kp0.x, kp0.y, kp0.z, kp0.w, kp1.x, kp1.y, kp1.z, kp1.w};
-      const uint32_t vp = pv.v_params[row * groups + c / pv.v_group];
-      const float norm = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;
-      constexpr uint32_t kMask = (1u << kBits) - 1;
 #pragma unroll
-      for (int i = 0; i < 8; i += 2) {
-        const float k0 = __fmul_rn(DequantizeValue((kc >> (i * kBits)) & kMask, kp[i]), norm);
-        const float k1 = __fmul_rn(DequantizeValue((kc >> ((i + 1) * kBits)) & kMask, kp[i + 1]), norm);
-        kw[i / 2] = PackBf16x2(k0, k1);
-        vw[i / 2] = PackBf16x2(DequantizeValue((vc >> (i * kBits)) & kMask, vp),
-                               DequantizeValue((vc >> ((i + 1) * kBits)) & kMask, vp));
-      }
+  for (int i = 0; i < 2; ++i) {
+    const int u = threadIdx.x + i * kThreads, r = u / 8, c = (u % 8) * 8;
+    const int page = tile * pages_per_tile + r / pv.slots, slot = r % pv.slots;
+    f.valid[i] = page < pv.pages && slot < pv.meta[2 * page];
+    if (!f.valid[i]) continue;
+    const int64_t row = (static_cast<int64_t>(page) * heads + head) * pv.slots + slot;
+    if (kBits == 4) {
+      f.kc[i] = *reinterpret_cast<const uint32_t*>(pv.k_codes + row * kRowBytes + c / 2);
+      f.vc[i] = *reinterpret_cast<const uint32_t*>(pv.v_codes + row * kRowBytes + c / 2);
+    } else {
+      f.kc[i] = *reinterpret_cast<const uint16_t*>(pv.k_codes + row * kRowBytes + c / 4);
+      f.vc[i] = *reinterpret_cast<const uint16_t*>(pv.v_codes + row * kRowBytes + c / 4);
     }
-    *reinterpret_cast<uint4*>(&s.k[r * kStride + c]) = make_uint4(kw[0], kw[1], kw[2], kw[3]);
-    *reinterpret_cast<uint4*>(&s.v[r * kStride + c]) = make_uint4(vw[0], vw[1], vw[2], vw[3]);
-    if (c == 0) s.mask[r] = valid ? 0.0f : -INFINITY;
+    const uint4* kp = reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * heads + head) * kHeadDim + c);
+    f.kp[i][0] = kp[0];
+    f.kp[i][1] = kp[1];
+    f.vp[i] = pv.v_params[row * groups + c / pv.v_group];
+    f.norm[i] = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;
+  }
+}
+
+// code -> float without the (quarter-rate) integer conversion: 2^23 + code, minus 2^23.
+__device__ __forceinline__ float CodeToFloat(uint32_t code) { return __uint_as_float(0x4B000000u | code) - 8388608.0f; }
+
+template <int kBits>
+__device__ __forceinline__ void Commit(TileSmem& s, const Fetched<kBits>& f, bool dense) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int u = threadIdx.x + i * kThreads, r = u / 8, c = (u % 8) * 8;
+    uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
+    if (dense || kBits == 0) {
+      kw = f.k[i];
+      vw = f.v[i];
+    } else if (f.valid[i]) {
+      constexpr int kB = kBits == 0 ? 4 : kBits;
+      constexpr uint32_t kMask = (1u << kB) - 1;
+      const uint32_t kp[8] = {f.kp[i][0].x, f.kp[i][0].y, f.kp[i][0].z, f.kp[i][0].w,
+                              f.kp[i][1].x, f.kp[i][1].y, f.kp[i][1].z, f.kp[i][1].w};
+      const float vs = ParamScale(f.vp[i]), vz = ParamZero(f.vp[i]);
+      uint32_t kk[4], vv[4];
+#pragma unroll
+      for (int j = 0; j < 8; j += 2) {
+        const float k0 = (CodeToFloat((f.kc[i] >> (j * kB)) & kMask) * ParamScale(kp[j]) + ParamZero(kp[j])) * f.norm[i];
+        const float k1 = (CodeToFloat((f.kc[i] >> ((j + 1) * kB)) & kMask) * ParamScale(kp[j + 1]) + ParamZero(kp[j + 1])) * f.norm[i];
+        kk[j / 2] = PackBf16x2(k0, k1);
+        vv[j / 2] = PackBf16x2(CodeToFloat((f.vc[i] >> (j * kB)) & kMask) * vs + vz, CodeToFloat((f.vc[i] >> ((j + 1) * kB)) & kMask) * vs + vz);
+      }
+      kw = make_uint4(kk[0], kk[1], kk[2], kk[3]);
+      vw = make_uint4(vv[0], vv[1], vv[2], vv[3]);
+    }
+    *reinterpret_cast<uint4*>(&s.k[r * kStride + c]) = kw;
+    *reinterpret_cast<uint4*>(&s.v[r * kStride + c]) = vw;
+    if (c == 0) s.mask[r] = f.valid[i] ? 0.0f : -INFINITY;
   }
 }
 
 template <int kBits>  // 0: dense bf16 cache
-__global__ void __launch_bounds__(kThreads, 2) AttentionKernel(AttentionParams p, int cache_tiles, int total_tiles) {
+__global__ void __launch_bounds__(kThreads, kBits == 0 ? 2 : 1) AttentionKernel(AttentionParams p, int cache_tiles, int total_tiles) {
   __shared__ __align__(16) TileSmem s;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int group = lane / 4, tig = lane % 4;
@@ -139,20 +167,27 @@ __global__ void __launch_bounds__(kThreads, 2) AttentionKernel(AttentionParams p
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
   const float scale_log2 = p.scale * 1.4426950408889634f;
 
-  for (int tile = tile_begin; tile < tile_end; ++tile) {
-    __syncthreads();
-    if (tile < cache_tiles) {
-      if (kBits == 0) {
+  // Fetches tile t into registers (a cache tile, or a tile of the current frame).
+  auto fetch = [&](Fetched<kBits>& f, int t) {
+    if (t < cache_tiles) {
+      if constexpr (kBits == 0) {
         const int64_t off = static_cast<int64_t>(head) * p.dense_head_stride;
-        LoadDenseTile(s, p.k_dense + off, p.v_dense + off, tile * kBlockN, p.dense_tokens);
+        FetchDenseRows(f, p.k_dense + off, p.v_dense + off, t * kBlockN, p.dense_tokens);
       } else {
-        LoadPagedTile<kBits == 0 ? 4 : kBits>(s, p.pages, head, p.heads, tile);
+        FetchPaged<kBits>(f, p.pages, head, p.heads, t);
       }
     } else {
       const int64_t off = static_cast<int64_t>(head) * p.cur_tokens * kHeadDim;
-      LoadDenseTile(s, p.k_cur + off, p.v_cur + off, (tile - cache_tiles) * kBlockN, p.cur_tokens);
+      FetchDenseRows(f, p.k_cur + off, p.v_cur + off, (t - cache_tiles) * kBlockN, p.cur_tokens);
     }
+  };
+  Fetched<kBits> next;
+  if (tile_begin < tile_end) fetch(next, tile_begin);
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
     __syncthreads();
+    Commit<kBits>(s, next, tile >= cache_tiles);
+    __syncthreads();
+    if (tile + 1 < tile_end) fetch(next, tile + 1);  // in flight during the multiplications below
 
     // S = Q K^T for 64 keys: 8 n-tiles of 8 keys.
     float sc[8][4];

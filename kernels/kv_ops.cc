@@ -12,7 +12,9 @@ namespace streamrecon::kernels {
 namespace {
 
 void CheckCuda(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw Error(std::string(what) + " failed: " + cudaGetErrorString(err));
+  if (err == cudaSuccess) return;
+  (void)cudaGetLastError();  // do not leave the error for the next CUDA call to report
+  throw Error(std::string(what) + " failed: " + cudaGetErrorString(err));
 }
 
 void CheckBf16(const at::Tensor& t, const char* name, int64_t heads = -1) {
@@ -52,6 +54,9 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
   CheckBf16(v, "values", k.size(0));
   CheckPages(store);
   const PageLayout& L = store.layout;
+  if ((L.slots != 16 && L.slots != 32) || k.size(0) > 16)
+    throw Error("CUDA append supports pages of 16 or 32 tokens (--k-group) and up to 16 heads; got " + std::to_string(L.slots) +
+                " tokens and " + std::to_string(k.size(0)) + " heads");
   const int64_t pages = (k.size(1) + L.slots - 1) / L.slots;
   if (first_page + pages > store.meta.size(0))
     throw Error("page store has room for " + std::to_string(store.meta.size(0)) + " pages, append needs " + std::to_string(first_page + pages));

@@ -69,6 +69,19 @@ void WritePng(const std::string& path, const RgbImage& image) {
 
 constexpr const char* kPolicies[] = {"none", "xstream", "window"};
 
+// Set by the GLFW input callbacks (chained before ImGui's): the user did something, so redraw.
+bool input_seen = true;
+
+void InstallInputCallbacks(GLFWwindow* window) {
+  glfwSetCursorPosCallback(window, [](GLFWwindow*, double, double) { input_seen = true; });
+  glfwSetMouseButtonCallback(window, [](GLFWwindow*, int, int, int) { input_seen = true; });
+  glfwSetScrollCallback(window, [](GLFWwindow*, double, double) { input_seen = true; });
+  glfwSetKeyCallback(window, [](GLFWwindow*, int, int, int, int) { input_seen = true; });
+  glfwSetCharCallback(window, [](GLFWwindow*, unsigned int) { input_seen = true; });
+  glfwSetWindowSizeCallback(window, [](GLFWwindow*, int, int) { input_seen = true; });
+  glfwSetWindowRefreshCallback(window, [](GLFWwindow*) { input_seen = true; });
+}
+
 }  // namespace
 
 bool HaveDisplay() {
@@ -164,6 +177,7 @@ Viewer::Viewer(const ViewerOptions& options) : options_(options) {
   ImGui::GetIO().IniFilename = nullptr;  // no imgui.ini in the working folder
   ImGui::StyleColorsDark();
   ImGui::GetStyle().WindowRounding = 0.0f;
+  InstallInputCallbacks(window_);  // before ImGui's, which chain to them
   ImGui_ImplGlfw_InitForOpenGL(window_, true);
   ImGui_ImplOpenGL3_Init("#version 330");
 
@@ -298,6 +312,7 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
   load_edits(session.cache);
 
   using Clock = std::chrono::steady_clock;
+  double last_draw_ms = 0.0;  // CPU time of the previous draw (software GL makes this large)
   int settle_frames = 0;  // frames drawn since the exit condition held
   bool screenshot_written = false;
   ViewerResult result;
@@ -363,11 +378,19 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
         st.camera.StopFollowing();
       }
     }
-    if (!io.WantCaptureKeyboard && session.pipeline) {
-      if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Space))) session.pipeline->SetPaused(!stats.paused);
-      if (ImGui::IsKeyPressed(GLFW_KEY_N)) session.pipeline->Step();
+    if (!io.WantCaptureKeyboard) {
+      if (session.pipeline && ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Space))) {
+        session.pipeline->SetPaused(!stats.paused);
+      }
+      if (session.pipeline && ImGui::IsKeyPressed(GLFW_KEY_N)) session.pipeline->Step();
       if (ImGui::IsKeyPressed(GLFW_KEY_R)) st.auto_fit = true;
-      if (ImGui::IsKeyPressed(GLFW_KEY_F)) st.follow = !st.follow;
+      if (ImGui::IsKeyPressed(GLFW_KEY_F)) {
+        st.follow = !st.follow;
+        if (!st.follow) st.camera.StopFollowing();
+      }
+      if (ImGui::IsKeyPressed(GLFW_KEY_Q) || ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Escape))) {
+        glfwSetWindowShouldClose(window_, GLFW_TRUE);
+      }
     }
 
     // ---- the panel ----
@@ -393,13 +416,13 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
                 static_cast<long long>(stats.frames_dropped));
     if (s && s->latest_report) {
       const FrameReport& r = *s->latest_report;
-      ImGui::Text("Model: %.2f fps, %.0f ms/frame", s->model_fps, r.preprocess_ms + r.model_ms);
+      ImGui::Text("Model: %.2f fps, last frame %.0f ms", s->model_fps, r.preprocess_ms + r.model_ms);
       ImGui::TextDisabled("  read %.1f | prep %.1f | model %.1f | cloud %.1f ms", r.read_ms,
                           r.preprocess_ms, r.model_ms, r.accumulate_ms);
     } else {
       ImGui::Text("Model: waiting for the first frame");
     }
-    ImGui::Text("Viewer: %.0f fps", io.Framerate);
+    ImGui::Text("Viewer: %.0f fps, %.1f ms/draw", io.Framerate, last_draw_ms);
     if (s) {
       const size_t visible = s->cloud.Count(st.conf_threshold);
       if (s->cloud.voxel_size > 0) {
@@ -532,7 +555,7 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
       ImGui::PopStyleColor();
     }
     ImGui::TextDisabled("Mouse: left orbit, right/middle pan, wheel zoom");
-    ImGui::TextDisabled("Keys: space pause, n step, r reset view, f follow");
+    ImGui::TextDisabled("Keys: space pause, n step, r reset, f follow, q quit");
     ImGui::End();
     ImGui::Render();
 
@@ -564,10 +587,24 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
   };
 
   PipelineStats last_stats;
+  Clock::time_point last_input = Clock::now(), last_draw = Clock::time_point{};
   while (!glfwWindowShouldClose(window_)) {
     const auto frame_start = Clock::now();
     glfwPollEvents();
+    // Redraw only when something changed: new snapshot, recent input, a pending action, or
+    // every 250 ms for the live counters. An idle viewer leaves the CPU to the model.
+    if (input_seen) last_input = frame_start;
+    input_seen = false;
+    const bool busy = frame_start - last_input < std::chrono::seconds(1) || st.want_restart ||
+                      st.want_screenshot || frame_start - last_draw > std::chrono::milliseconds(250) ||
+                      (session.pipeline && session.pipeline->Latest() != st.shown);
+    if (!busy) {
+      glfwWaitEventsTimeout(0.02);
+      continue;
+    }
+    last_draw = frame_start;
     last_stats = draw_frame();
+    last_draw_ms = std::chrono::duration<double, std::milli>(Clock::now() - frame_start).count();
 
     if (st.want_screenshot) {
       st.want_screenshot = false;
