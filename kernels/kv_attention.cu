@@ -8,6 +8,7 @@
 #include "kernels/kv_kernels.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace streamrecon::kernels {
 namespace {
@@ -29,11 +30,31 @@ __device__ __forceinline__ float FastExp2(float x) {
   return y;
 }
 
-__device__ __forceinline__ void MmaBf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+__device__ __forceinline__ uint32_t PackHalf2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// Operand packing of the MMA's element type: bf16 for the dense cache, fp16 for packed pages
+// (their dequantization then stays in half2 arithmetic, with no float conversions).
+template <bool kHalf>
+__device__ __forceinline__ uint32_t PackOperand(float lo, float hi) {
+  return kHalf ? PackHalf2(lo, hi) : PackBf16x2(lo, hi);
+}
+
+template <bool kHalf>
+__device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if (kHalf) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
 }
 
 __device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* smem_ptr) {
@@ -104,8 +125,19 @@ __device__ __forceinline__ void FetchPaged(Fetched<kBits>& f, const PagesView& p
   }
 }
 
-// code -> float without the (quarter-rate) integer conversion: 2^23 + code, minus 2^23.
-__device__ __forceinline__ float CodeToFloat(uint32_t code) { return __uint_as_float(0x4B000000u | code) - 8388608.0f; }
+// Two codes (bits [0, b) and [b, 2b) of `codes`) as half2 (code0, code1), exactly, without
+// conversions: 1024 + code is an fp16 bit pattern 0x6400 | code; subtracting 1024 leaves the code.
+template <int kB>
+__device__ __forceinline__ __half2 CodesToHalf2(uint32_t codes) {
+  constexpr uint32_t kMask = (1u << kB) - 1;
+  const uint32_t bits = (codes & kMask) | (((codes >> kB) & kMask) << 16) | 0x64006400u;
+  return __hsub2(*reinterpret_cast<const __half2*>(&bits), __float2half2_rn(1024.0f));
+}
+
+__device__ __forceinline__ __half2 Half2FromBits(uint32_t lo_bits, uint32_t hi_bits) {
+  const uint32_t bits = (lo_bits & 0xffffu) | (hi_bits << 16);
+  return *reinterpret_cast<const __half2*>(&bits);
+}
 
 template <int kBits>
 __device__ __forceinline__ void Commit(TileSmem& s, const Fetched<kBits>& f, bool dense) {
@@ -117,18 +149,20 @@ __device__ __forceinline__ void Commit(TileSmem& s, const Fetched<kBits>& f, boo
       kw = f.k[i];
       vw = f.v[i];
     } else if (f.valid[i]) {
+      // half2 arithmetic: value = code * scale + zero (K per channel, V per token), K times its norm.
       constexpr int kB = kBits == 0 ? 4 : kBits;
-      constexpr uint32_t kMask = (1u << kB) - 1;
       const uint32_t kp[8] = {f.kp[i][0].x, f.kp[i][0].y, f.kp[i][0].z, f.kp[i][0].w,
                               f.kp[i][1].x, f.kp[i][1].y, f.kp[i][1].z, f.kp[i][1].w};
-      const float vs = ParamScale(f.vp[i]), vz = ParamZero(f.vp[i]);
+      const __half2 vs = Half2FromBits(f.vp[i], f.vp[i]), vz = Half2FromBits(f.vp[i] >> 16, f.vp[i] >> 16);
+      const __half2 norm = __float2half2_rn(f.norm[i]);
       uint32_t kk[4], vv[4];
 #pragma unroll
       for (int j = 0; j < 8; j += 2) {
-        const float k0 = (CodeToFloat((f.kc[i] >> (j * kB)) & kMask) * ParamScale(kp[j]) + ParamZero(kp[j])) * f.norm[i];
-        const float k1 = (CodeToFloat((f.kc[i] >> ((j + 1) * kB)) & kMask) * ParamScale(kp[j + 1]) + ParamZero(kp[j + 1])) * f.norm[i];
-        kk[j / 2] = PackBf16x2(k0, k1);
-        vv[j / 2] = PackBf16x2(CodeToFloat((f.vc[i] >> (j * kB)) & kMask) * vs + vz, CodeToFloat((f.vc[i] >> ((j + 1) * kB)) & kMask) * vs + vz);
+        const __half2 ks = Half2FromBits(kp[j], kp[j + 1]), kz = Half2FromBits(kp[j] >> 16, kp[j + 1] >> 16);
+        const __half2 kh = __hmul2(__hfma2(CodesToHalf2<kB>(f.kc[i] >> (j * kB)), ks, kz), norm);
+        const __half2 vh = __hfma2(CodesToHalf2<kB>(f.vc[i] >> (j * kB)), vs, vz);
+        kk[j / 2] = *reinterpret_cast<const uint32_t*>(&kh);
+        vv[j / 2] = *reinterpret_cast<const uint32_t*>(&vh);
       }
       kw = make_uint4(kk[0], kk[1], kk[2], kk[3]);
       vw = make_uint4(vv[0], vv[1], vv[2], vv[3]);
@@ -139,8 +173,9 @@ __device__ __forceinline__ void Commit(TileSmem& s, const Fetched<kBits>& f, boo
   }
 }
 
-template <int kBits>  // 0: dense bf16 cache
-__global__ void __launch_bounds__(kThreads, kBits == 0 ? 2 : 1) AttentionKernel(AttentionParams p, int cache_tiles, int total_tiles) {
+template <int kBits, int kMinBlocks>  // kBits 0: dense bf16 cache
+__global__ void __launch_bounds__(kThreads, kMinBlocks) AttentionKernel(AttentionParams p, int cache_tiles, int total_tiles) {
+  constexpr bool kHalf = kBits != 0;  // q, current frame and tiles in fp16 for packed pages
   __shared__ __align__(16) TileSmem s;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int group = lane / 4, tig = lane % 4;
@@ -199,8 +234,8 @@ __global__ void __launch_bounds__(kThreads, kBits == 0 ? 2 : 1) AttentionKernel(
         uint32_t b[4];
         const int m = lane / 8;
         LdMatrixX4(b, &s.k[(j * 8 + lane % 8) * kStride + kk * 16 + m * 8]);
-        MmaBf16(sc[j], qa[kk], b[0], b[1]);
-        MmaBf16(sc[j], qa[kk + 1], b[2], b[3]);
+        Mma<kHalf>(sc[j], qa[kk], b[0], b[1]);
+        Mma<kHalf>(sc[j], qa[kk + 1], b[2], b[3]);
       }
     }
     // Online softmax (base 2) on rows r0 (c0, c1) and r1 (c2, c3).
@@ -244,17 +279,17 @@ __global__ void __launch_bounds__(kThreads, kBits == 0 ? 2 : 1) AttentionKernel(
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       uint32_t pa[4];
-      pa[0] = PackBf16x2(sc[2 * kk][0], sc[2 * kk][1]);
-      pa[1] = PackBf16x2(sc[2 * kk][2], sc[2 * kk][3]);
-      pa[2] = PackBf16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-      pa[3] = PackBf16x2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+      pa[0] = PackOperand<kHalf>(sc[2 * kk][0], sc[2 * kk][1]);
+      pa[1] = PackOperand<kHalf>(sc[2 * kk][2], sc[2 * kk][3]);
+      pa[2] = PackOperand<kHalf>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+      pa[3] = PackOperand<kHalf>(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
 #pragma unroll
       for (int j = 0; j < 8; j += 2) {
         uint32_t b[4];
         const int m = lane / 8;
         LdMatrixX4Trans(b, &s.v[(kk * 16 + (m & 1) * 8 + lane % 8) * kStride + (j + (m >> 1)) * 8]);
-        MmaBf16(acc[j], pa, b[0], b[1]);
-        MmaBf16(acc[j + 1], pa, b[2], b[3]);
+        Mma<kHalf>(acc[j], pa, b[0], b[1]);
+        Mma<kHalf>(acc[j + 1], pa, b[2], b[3]);
       }
     }
   }
@@ -336,10 +371,22 @@ cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
   if (p.splits > 1 && (!p.partial_out || !p.partial_lse)) return cudaErrorInvalidValue;
   const int cache_tiles = CacheTiles(p), total = AttentionKeyTiles(p);
   const dim3 grid((p.queries + kBlockM - 1) / kBlockM, p.heads, p.splits);
+  // Packed pages: 2 blocks per multiprocessor (128 registers, small spills) or 1 (no spills);
+  // STREAMRECON_ATTN_MIN_BLOCKS selects for measurements.
+  static const int paged_blocks = [] {
+    const char* env = std::getenv("STREAMRECON_ATTN_MIN_BLOCKS");
+    return env && env[0] == '1' ? 1 : 2;
+  }();
   switch (p.format) {
-    case KvFormat::kBf16: AttentionKernel<0><<<grid, kThreads, 0, stream>>>(p, cache_tiles, total); break;
-    case KvFormat::kPaged4: AttentionKernel<4><<<grid, kThreads, 0, stream>>>(p, cache_tiles, total); break;
-    case KvFormat::kPaged2: AttentionKernel<2><<<grid, kThreads, 0, stream>>>(p, cache_tiles, total); break;
+    case KvFormat::kBf16: AttentionKernel<0, 2><<<grid, kThreads, 0, stream>>>(p, cache_tiles, total); break;
+    case KvFormat::kPaged4:
+      if (paged_blocks == 1) AttentionKernel<4, 1><<<grid, kThreads, 0, stream>>>(p, cache_tiles, total);
+      else AttentionKernel<4, 2><<<grid, kThreads, 0, stream>>>(p, cache_tiles, total);
+      break;
+    case KvFormat::kPaged2:
+      if (paged_blocks == 1) AttentionKernel<2, 1><<<grid, kThreads, 0, stream>>>(p, cache_tiles, total);
+      else AttentionKernel<2, 2><<<grid, kThreads, 0, stream>>>(p, cache_tiles, total);
+      break;
   }
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || p.splits == 1) return err;

@@ -47,7 +47,8 @@ __device__ __forceinline__ float ParamZero(uint32_t p) { return HalfBitsToFloat(
 __device__ __forceinline__ uint32_t QuantizeValue(float x, uint32_t params, int bits) {
   const float scale = ParamScale(params);
   if (scale == 0.0f) return 0;
-  const float c = rintf(__fdiv_rn(__fsub_rn(x, ParamZero(params)), scale));
+  // Multiplication by the correctly rounded reciprocal (identical on the CPU, cheaper than a divide).
+  const float c = rintf(__fmul_rn(__fsub_rn(x, ParamZero(params)), __frcp_rn(scale)));
   return static_cast<uint32_t>(fminf(fmaxf(c, 0.0f), static_cast<float>((1 << bits) - 1)));
 }
 

@@ -52,7 +52,9 @@ struct AppendParams {
 cudaError_t LaunchAppendPages(const AppendParams& p, cudaStream_t stream);
 
 struct AttentionParams {
-  const uint16_t* q = nullptr;  // bf16 [H, Nq, D] (rotated for OScaR)
+  // q, k_cur and v_cur are bf16 for the dense format and fp16 for packed pages (the kernel then
+  // multiplies in fp16, where dequantization needs no conversions).
+  const uint16_t* q = nullptr;  // [H, Nq, D] (rotated for OScaR)
   int heads = 0, queries = 0;
   float scale = 0.125f;         // 1 / sqrt(D)
   // The cache: dense bf16 or pages.

@@ -87,15 +87,18 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
   CheckBf16(q, "queries");
   CheckBf16(k_cur, "current keys", q.size(0));
   CheckBf16(v_cur, "current values", q.size(0));
+  const bool paged = pages && page_count > 0;
+  // Packed pages are multiplied in fp16 (see kv_kernels.h).
+  const at::Tensor qx = paged ? q.to(at::kHalf) : q, kx = paged ? k_cur.to(at::kHalf) : k_cur, vx = paged ? v_cur.to(at::kHalf) : v_cur;
   AttentionParams p;
-  p.q = reinterpret_cast<const uint16_t*>(q.data_ptr<at::BFloat16>());
+  p.q = reinterpret_cast<const uint16_t*>(qx.data_ptr());
   p.heads = static_cast<int>(q.size(0));
   p.queries = static_cast<int>(q.size(1));
   p.scale = 0.125f;
-  p.k_cur = reinterpret_cast<const uint16_t*>(k_cur.data_ptr<at::BFloat16>());
-  p.v_cur = reinterpret_cast<const uint16_t*>(v_cur.data_ptr<at::BFloat16>());
+  p.k_cur = reinterpret_cast<const uint16_t*>(kx.data_ptr());
+  p.v_cur = reinterpret_cast<const uint16_t*>(vx.data_ptr());
   p.cur_tokens = static_cast<int>(k_cur.size(1));
-  if (pages && page_count > 0) {
+  if (paged) {
     CheckPages(*pages);
     p.format = pages->layout.bits == 4 ? KvFormat::kPaged4 : KvFormat::kPaged2;
     p.pages = View(*pages, page_count);

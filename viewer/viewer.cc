@@ -135,6 +135,8 @@ struct Viewer::State {
 
   // Panel edits.
   float voxel_edit = 0.0f;
+  bool voxel_touched = false;   // the user edited the field: stop mirroring the grid in effect
+  float voxel_applied = -1.0f;  // the voxel size set in the panel (kept across restarts); < 0 = none
   int policy_index = 0;
   int cache_tokens = 0;
   int pool = 16;
@@ -323,6 +325,7 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
     std::shared_ptr<const PipelineSnapshot> s = session.pipeline->Latest();
     if (!s || s == st.shown) return;
     st.shown = s;
+    if (!st.voxel_touched) st.voxel_edit = static_cast<float>(s->cloud.voxel_size);
     st.points.Sync(s->cloud);
     float points_scale = 0.0f;
     SceneBounds(*s, st.conf_threshold, &st.scene_min, &st.scene_max, &points_scale);
@@ -336,6 +339,13 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
       st.depth.Update(ColorizeDepth(s->latest->depth, s->latest->width, s->latest->height));
     }
     if (st.auto_fit && !st.follow) st.camera.Fit(st.scene_min, st.scene_max);
+  };
+
+  const auto reset_view = [&st]() {
+    st.auto_fit = true;
+    st.follow = false;
+    st.camera.StopFollowing();
+    st.camera.Fit(st.scene_min, st.scene_max);
   };
 
   // One frame: events, panel, scene. Leaves the image in the back buffer.
@@ -383,7 +393,7 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
         session.pipeline->SetPaused(!stats.paused);
       }
       if (session.pipeline && ImGui::IsKeyPressed(GLFW_KEY_N)) session.pipeline->Step();
-      if (ImGui::IsKeyPressed(GLFW_KEY_R)) st.auto_fit = true;
+      if (ImGui::IsKeyPressed(GLFW_KEY_R)) reset_view();
       if (ImGui::IsKeyPressed(GLFW_KEY_F)) {
         st.follow = !st.follow;
         if (!st.follow) st.camera.StopFollowing();
@@ -408,7 +418,7 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
       ImGui::TextWrapped("%s", stats.error.c_str());
       ImGui::PopStyleColor();
     } else {
-      ImGui::Text("State: %s", state);
+      ImGui::Text("State: %s", session.pipeline ? state : "no stream (restart failed; change the settings)");
     }
     const std::string total = stats.total_frames >= 0 ? std::to_string(stats.total_frames) : "?";
     ImGui::Text("Frame %lld / %s   (read %lld, dropped %lld)", static_cast<long long>(stats.frames_processed),
@@ -435,7 +445,7 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
       char overlay[64];
       std::snprintf(overlay, sizeof(overlay), "ms/frame %.0f", s->history_ms.back());
       ImGui::PlotLines("##ms", s->history_ms.data(), static_cast<int>(s->history_ms.size()), 0, overlay,
-                       0.0f, FLT_MAX, ImVec2(panel_w - 20, 42));
+                       0.0f, FLT_MAX, ImVec2(panel_w - 20, 34));
     }
 
     ImGui::Separator();
@@ -444,24 +454,25 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
     const std::string budget = cache && cache->budget_bytes > 0 ? FormatBytes(static_cast<double>(cache->budget_bytes))
                                                                 : "unbounded";
     ImGui::Text("KV cache: %s / %s", used.c_str(), budget.c_str());
-    ImGui::Text("Format: %s, %s bits, policy %s", session.cache_format.c_str(), session.cache_bits.c_str(),
-                session.cache.policy.c_str());
+    ImGui::Text("Format: %s, %s bits", session.cache_format.c_str(), session.cache_bits.c_str());
     if (session.cache.cache_tokens > 0) {
-      ImGui::SameLine();
-      ImGui::Text("(%lld tok)", static_cast<long long>(session.cache.cache_tokens));
+      ImGui::Text("Policy: %s, %lld tokens/layer, pool %d", session.cache.policy.c_str(),
+                  static_cast<long long>(session.cache.cache_tokens), session.cache.pool);
+    } else {
+      ImGui::Text("Policy: %s", session.cache.policy.c_str());
     }
     if (s && !s->history_cache_mib.empty()) {
       char overlay[64];
       std::snprintf(overlay, sizeof(overlay), "cache %.1f MiB", s->history_cache_mib.back());
       ImGui::PlotLines("##cache", s->history_cache_mib.data(), static_cast<int>(s->history_cache_mib.size()), 0,
-                       overlay, 0.0f, FLT_MAX, ImVec2(panel_w - 20, 42));
+                       overlay, 0.0f, FLT_MAX, ImVec2(panel_w - 20, 34));
     }
     if (cache && !cache->tokens_per_layer.empty()) {
       std::vector<float> tokens(cache->tokens_per_layer.begin(), cache->tokens_per_layer.end());
       const auto [lo, hi] = std::minmax_element(tokens.begin(), tokens.end());
       ImGui::Text("Tokens kept per layer: %.0f .. %.0f (%zu layers)", *lo, *hi, tokens.size());
       ImGui::PlotHistogram("##tokens", tokens.data(), static_cast<int>(tokens.size()), 0, nullptr, 0.0f,
-                           std::max(*hi, 1.0f) * 1.1f, ImVec2(panel_w - 20, 36));
+                           std::max(*hi, 1.0f) * 1.1f, ImVec2(panel_w - 20, 24));
     }
 
     // Thumbnails: the model's input frame and its depth.
@@ -482,22 +493,19 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
       ImGui::EndDisabled();
       ImGui::SameLine();
     }
-    if (ImGui::Button("Reset view")) {
-      st.auto_fit = true;
-      st.follow = false;
-      st.camera.StopFollowing();
-      st.camera.Fit(st.scene_min, st.scene_max);
-    }
+    if (ImGui::Button("Reset view")) reset_view();
     ImGui::SameLine();
     if (ImGui::Checkbox("Follow camera", &st.follow) && !st.follow) st.camera.StopFollowing();
     ImGui::SliderFloat("Confidence >", &st.conf_threshold, 1.0f, 20.0f, "%.2f", ImGuiSliderFlags_Logarithmic);
     ImGui::SliderFloat("Point size", &st.point_size, 1.0f, 8.0f, "%.1f");
     ImGui::SetNextItemWidth(120);
     ImGui::InputFloat("##voxel", &st.voxel_edit, 0.0f, 0.0f, "%.4f");
+    if (ImGui::IsItemActive()) st.voxel_touched = true;
     ImGui::SameLine();
     if (ImGui::Button("Set voxel size") && session.pipeline) {
       try {
         session.pipeline->SetVoxelSize(st.voxel_edit);
+        st.voxel_applied = st.voxel_edit;
         st.status = "voxel size " + std::to_string(st.voxel_edit);
         st.status_is_error = false;
       } catch (const std::exception& e) {
@@ -554,8 +562,10 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
       ImGui::TextWrapped("%s", st.status.c_str());
       ImGui::PopStyleColor();
     }
-    ImGui::TextDisabled("Mouse: left orbit, right/middle pan, wheel zoom");
-    ImGui::TextDisabled("Keys: space pause, n step, r reset, f follow, q quit");
+    if (ImGui::CollapsingHeader("Help")) {
+      ImGui::TextDisabled("Mouse: left orbit, right/middle pan, wheel zoom");
+      ImGui::TextDisabled("Keys: space pause, n step, r reset, f follow, q quit");
+    }
     ImGui::End();
     ImGui::Render();
 
@@ -647,6 +657,7 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
       try {
         Session next = factory(request);
         session = std::move(next);
+        if (st.voxel_applied >= 0.0f) session.pipeline->SetVoxelSize(st.voxel_applied);
         load_edits(session.cache);
         st.auto_fit = true;
         st.status = "restarted: policy " + request.policy + ", " + std::to_string(request.cache_tokens) +
