@@ -45,6 +45,15 @@ struct ViewArgs {
 
 #ifdef STREAMRECON_HAVE_VIEWER
 
+// Bits per stored K/V value of a --format name, as the panel shows it.
+std::string CacheBits(const std::string& format, const std::string& dtype) {
+  if (format == "fp32") return dtype == "float64" ? "64 (model dtype)" : "32";
+  if (format == "bf16") return "16";
+  if (format == "kivi4" || format == "oscar4") return "4 + scales";
+  if (format == "kivi2" || format == "oscar2") return "2 + scales";
+  return "?";
+}
+
 viewer::Session StartSession(const ViewArgs& args, const std::string& input, const viewer::RestartRequest& request) {
   CacheArgs cache = args.cache;
   cache.policy = request.policy;
@@ -96,8 +105,8 @@ viewer::Session StartSession(const ViewArgs& args, const std::string& input, con
   viewer::Session session;
   session.pipeline = std::make_unique<Pipeline>(std::move(stages), po);
   session.input = source->Describe() + (realtime ? " (real time)" : "");
-  session.cache_format = "dense " + args.model.dtype;
-  session.cache_bits = args.model.dtype == "float64" ? "64" : "32";
+  session.cache_format = cache.format;
+  session.cache_bits = CacheBits(cache.format, args.model.dtype);
   session.cache = request;
   return session;
 }

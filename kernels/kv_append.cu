@@ -27,14 +27,6 @@ __device__ __forceinline__ void WarpHadamard64(float& x0, float& x1, int lane) {
   x1 *= 0.125f;
 }
 
-// Min and max over a segment of `width` lanes (a power of two).
-__device__ __forceinline__ void SegmentMinMax(float& lo, float& hi, int width) {
-  for (int m = 1; m < width; m <<= 1) {
-    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, m));
-    hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, m));
-  }
-}
-
 // The codes of channels (2l, 2l+1) packed LSB-first into the row of `kBits`-bit codes.
 template <int kBits>
 __device__ __forceinline__ void StoreCodes(uint8_t* row, uint32_t c0, uint32_t c1, int lane) {
@@ -45,6 +37,28 @@ __device__ __forceinline__ void StoreCodes(uint8_t* row, uint32_t c0, uint32_t c
     const uint32_t other = __shfl_down_sync(0xffffffffu, nibble, 1);
     if ((lane & 1) == 0) row[lane / 2] = static_cast<uint8_t>(nibble | (other << 4));
   }
+}
+
+// One token's row of values: per-group scale/zero over v_group channels, codes packed LSB-first.
+template <int kBits>
+__device__ __forceinline__ void StoreTokenRow(const float (&v)[kHeadDim], int v_group, uint8_t* codes_out, uint32_t* params_out) {
+  uint32_t words[kHeadDim * kBits / 32];
+#pragma unroll
+  for (int w = 0; w < kHeadDim * kBits / 32; ++w) words[w] = 0u;
+  for (int g0 = 0; g0 < kHeadDim; g0 += v_group) {
+    float lo = INFINITY, hi = -INFINITY;
+#pragma unroll
+    for (int d = 0; d < kHeadDim; ++d)
+      if (d >= g0 && d < g0 + v_group) lo = fminf(lo, v[d]), hi = fmaxf(hi, v[d]);
+    const uint32_t params = MakeQuantParams(lo, hi, kBits);
+    params_out[g0 / v_group] = params;
+#pragma unroll
+    for (int d = 0; d < kHeadDim; ++d)
+      if (d >= g0 && d < g0 + v_group) words[(d * kBits) / 32] |= QuantizeValue(v[d], params, kBits) << ((d * kBits) % 32);
+  }
+  uint4* dst = reinterpret_cast<uint4*>(codes_out);
+#pragma unroll
+  for (int q = 0; q < kHeadDim * kBits / 128; ++q) dst[q] = make_uint4(words[4 * q], words[4 * q + 1], words[4 * q + 2], words[4 * q + 3]);
 }
 
 template <int kBits, int kSlots>
@@ -106,22 +120,27 @@ __global__ void __launch_bounds__(32 * kMaxHeads) AppendPagesKernel(AppendParams
     const bool real = t < tn;
     StoreCodes<kBits>(k_rows + t * kRowBytes, real ? QuantizeValue(k0[t], kp0, kBits) : 0u, real ? QuantizeValue(k1[t], kp1, kBits) : 0u, lane);
   }
-  // V: per token, groups of Gv channels = Gv / 2 lanes.
-  const int group_lanes = p.v_group / 2, groups = D / p.v_group;
-  const uint32_t* vin = reinterpret_cast<const uint32_t*>(p.v + (static_cast<int64_t>(h) * N + t0) * D) + lane;
-  uint8_t* v_rows = p.v_codes + (out_page * H + h) * kSlots * kRowBytes;
-  uint32_t* v_params = p.v_params + (out_page * H + h) * kSlots * groups;
-#pragma unroll 4
-  for (int t = 0; t < kSlots; ++t) {
-    const bool real = t < tn;
-    const uint32_t w = real ? vin[t * (D / 2)] : 0u;
-    float v0 = Bf16BitsToFloat(static_cast<uint16_t>(w & 0xffff)), v1 = Bf16BitsToFloat(static_cast<uint16_t>(w >> 16));
-    if (p.v_hadamard) WarpHadamard64(v0, v1, lane);
-    float lo = fminf(v0, v1), hi = fmaxf(v0, v1);
-    SegmentMinMax(lo, hi, group_lanes);
-    const uint32_t vp = real ? MakeQuantParams(lo, hi, kBits) : 0u;
-    if (lane % group_lanes == 0) v_params[t * groups + lane / group_lanes] = vp;
-    StoreCodes<kBits>(v_rows + t * kRowBytes, real ? QuantizeValue(v0, vp, kBits) : 0u, real ? QuantizeValue(v1, vp, kBits) : 0u, lane);
+  // V: lane t owns token t's row (per-token parameters are computed once, not by every lane).
+  if (lane < tn) {
+    float v[D];
+    const uint4* src = reinterpret_cast<const uint4*>(p.v + (static_cast<int64_t>(h) * N + t0 + lane) * D);
+#pragma unroll
+    for (int q = 0; q < D / 8; ++q) {
+      const uint4 w = src[q];
+      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        v[q * 8 + 2 * j] = Bf16BitsToFloat(static_cast<uint16_t>(words[j] & 0xffff));
+        v[q * 8 + 2 * j + 1] = Bf16BitsToFloat(static_cast<uint16_t>(words[j] >> 16));
+      }
+    }
+    if (p.v_hadamard) Hadamard64(v);
+    StoreTokenRow<kBits>(v, p.v_group, p.v_codes + ((out_page * H + h) * kSlots + lane) * kRowBytes,
+                         p.v_params + ((out_page * H + h) * kSlots + lane) * (D / p.v_group));
+  } else if (lane < kSlots) {
+    uint32_t* row = reinterpret_cast<uint32_t*>(p.v_codes + ((out_page * H + h) * kSlots + lane) * kRowBytes);
+    for (int w = 0; w < kRowBytes / 4; ++w) row[w] = 0u;
+    for (int g = 0; g < D / p.v_group; ++g) p.v_params[((out_page * H + h) * kSlots + lane) * (D / p.v_group) + g] = 0u;
   }
   if (h == 0) {
     for (int t = lane; t < kSlots; t += 32) p.norms[out_page * kSlots + t] = (p.oscar && t < tn) ? token_norm[t] : 1.0f;

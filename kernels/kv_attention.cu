@@ -106,9 +106,10 @@ __device__ __forceinline__ void FetchPaged(Fetched<kBits>& f, const PagesView& p
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int u = threadIdx.x + i * kThreads, r = u / 8, c = (u % 8) * 8;
-    const int page = tile * pages_per_tile + r / pv.slots, slot = r % pv.slots;
-    f.valid[i] = page < pv.pages && slot < pv.meta[2 * page];
-    if (!f.valid[i]) continue;
+    const int wanted = tile * pages_per_tile + r / pv.slots, slot = r % pv.slots;
+    // No load depends on another: the page's valid count is checked at commit time, so all of a
+    // tile's loads are in flight together (one memory round trip per tile, not two).
+    const int page = min(wanted, pv.pages - 1);
     const int64_t row = (static_cast<int64_t>(page) * heads + head) * pv.slots + slot;
     if (kBits == 4) {
       f.kc[i] = *reinterpret_cast<const uint32_t*>(pv.k_codes + row * kRowBytes + c / 2);
@@ -122,6 +123,8 @@ __device__ __forceinline__ void FetchPaged(Fetched<kBits>& f, const PagesView& p
     f.kp[i][1] = kp[1];
     f.vp[i] = pv.v_params[row * groups + c / pv.v_group];
     f.norm[i] = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;
+    f.k[i].x = static_cast<uint32_t>(pv.meta[2 * page]);  // valid count, checked at commit
+    f.k[i].y = wanted < pv.pages ? static_cast<uint32_t>(slot) : 0xffffffffu;
   }
 }
 
@@ -148,7 +151,7 @@ __device__ __forceinline__ void Commit(TileSmem& s, const Fetched<kBits>& f, boo
     if (dense || kBits == 0) {
       kw = f.k[i];
       vw = f.v[i];
-    } else if (f.valid[i]) {
+    } else if (f.k[i].y < f.k[i].x) {  // slot < valid count of its page
       // half2 arithmetic: value = code * scale + zero (K per channel, V per token), K times its norm.
       constexpr int kB = kBits == 0 ? 4 : kBits;
       const uint32_t kp[8] = {f.kp[i][0].x, f.kp[i][0].y, f.kp[i][0].z, f.kp[i][0].w,
@@ -169,7 +172,8 @@ __device__ __forceinline__ void Commit(TileSmem& s, const Fetched<kBits>& f, boo
     }
     *reinterpret_cast<uint4*>(&s.k[r * kStride + c]) = kw;
     *reinterpret_cast<uint4*>(&s.v[r * kStride + c]) = vw;
-    if (c == 0) s.mask[r] = f.valid[i] ? 0.0f : -INFINITY;
+    const bool valid = (dense || kBits == 0) ? f.valid[i] : f.k[i].y < f.k[i].x;
+    if (c == 0) s.mask[r] = valid ? 0.0f : -INFINITY;
   }
 }
 

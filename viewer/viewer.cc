@@ -67,7 +67,9 @@ void WritePng(const std::string& path, const RgbImage& image) {
   });
 }
 
-constexpr const char* kPolicies[] = {"none", "xstream", "window"};
+// The pruning policies offered for a restart (the app checks the combination).
+constexpr const char* kPolicies[] = {"none", "xstream", "xstream-page", "window", "random"};
+constexpr int kPolicyCount = sizeof(kPolicies) / sizeof(kPolicies[0]);
 
 // Set by the GLFW input callbacks (chained before ImGui's): the user did something, so redraw.
 bool input_seen = true;
@@ -305,7 +307,7 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
   Session session = factory(initial);
   const auto load_edits = [&st](const RestartRequest& r) {
     st.policy_index = 0;
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < kPolicyCount; ++i) {
       if (r.policy == kPolicies[i]) st.policy_index = i;
     }
     st.cache_tokens = static_cast<int>(r.cache_tokens);
@@ -516,7 +518,7 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
 
     if (ImGui::CollapsingHeader("Restart with another cache", ImGuiTreeNodeFlags_DefaultOpen)) {
       ImGui::SetNextItemWidth(110);
-      ImGui::Combo("Policy", &st.policy_index, kPolicies, 3);
+      ImGui::Combo("Policy", &st.policy_index, kPolicies, kPolicyCount);
       ImGui::SameLine();
       ImGui::SetNextItemWidth(90);
       ImGui::InputInt("Tokens", &st.cache_tokens, 0);
@@ -650,7 +652,7 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
     if (st.want_restart) {
       st.want_restart = false;
       RestartRequest request;
-      request.policy = kPolicies[std::clamp(st.policy_index, 0, 2)];
+      request.policy = kPolicies[std::clamp(st.policy_index, 0, kPolicyCount - 1)];
       request.cache_tokens = std::max(st.cache_tokens, 0);
       request.pool = st.pool;
       session.pipeline.reset();  // stops and joins the old stream; its last snapshot stays shown

@@ -46,7 +46,7 @@ struct ViewerOptions {
 
 // Cache settings to (re)start a session with; edited in the panel.
 struct RestartRequest {
-  std::string policy = "none";  // none | xstream | window
+  std::string policy = "none";  // a pruning policy name, e.g. none, xstream, window
   int64_t cache_tokens = 0;     // per-layer token capacity (0 = none)
   int pool = 16;                // XStreamVGGT query pool size
 };
