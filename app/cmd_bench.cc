@@ -4,7 +4,11 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <cstdio>
 #include <sstream>
 
@@ -16,6 +20,10 @@
 #include "core/byte_size.h"
 #include "core/errors.h"
 #include "models/streaming_model.h"
+
+#ifdef STREAMRECON_HAVE_CUDA_KV
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace streamrecon::app {
 namespace {
@@ -152,11 +160,221 @@ int RunFidelity(const FidelityArgs& args) {
   return 0;
 }
 
+
+// ---- bench stream ---------------------------------------------------------------------------
+
+struct StreamRun;
+
+// ms/frame and memory against the frame index, one line per configuration (gnuplot, if installed).
+void PlotStream(const std::filesystem::path& out, const std::vector<struct StreamRun>& runs);
+
+struct StreamRun {
+  std::string policy = "none", format = "fp32", budget;  // budget empty = none
+  std::string Label() const { return policy + "_" + format + (budget.empty() ? "" : "_" + budget); }
+};
+
+struct StreamArgs {
+  ModelArgs model;
+  InputArgs input;
+  int64_t frames = 500;            // frames streamed per configuration
+  int pool = 32;                   // distinct frames cycled through (synthetic or from --input)
+  std::vector<std::string> runs;   // "policy,format[,budget]"
+  int64_t cache_tokens = 0;
+  int k_group = 32, v_group = 64;
+  int warmup = 0;                  // frames before the stream (not recorded; the caches are reset after)
+  bool stage_timing = true;
+  bool cuda_graphs = false;
+  std::string memory_limit;        // stop when device memory (or RSS) passes this
+  std::string out = "bench_out";
+};
+
+// Process resident memory in bytes (CPU runs).
+int64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t pages_total = 0, resident = 0;
+  statm >> pages_total >> resident;
+  return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+}
+
+struct MemorySample {
+  int64_t current = 0, peak = 0;
+};
+
+MemorySample DeviceMemory(const std::string& device) {
+#ifdef STREAMRECON_HAVE_CUDA_KV
+  if (device != "cpu") {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
+    return {stats.allocated_bytes[0].current, stats.allocated_bytes[0].peak};
+  }
+#endif
+  const int64_t rss = ResidentBytes();
+  return {rss, rss};
+}
+
+double Percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(q * (v.size() - 1) + 0.5))];
+}
+
+int RunStream(const StreamArgs& args) {
+  if (args.cuda_graphs)
+    throw OptionError("--cuda-graphs: not supported yet: the KV cache changes its size every frame, so one captured graph "
+                      "cannot replay the step (run without it)");
+  const uint64_t memory_limit = args.memory_limit.empty() ? 0 : ParseByteSize(args.memory_limit);
+  models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
+  for (const auto& note : loaded.notes) spdlog::info("{}", note);
+  InputArgs input = args.input;
+  if (input.input.empty() && input.synthetic_frames <= 0) input.synthetic_frames = args.pool;
+  if (input.max_frames < 0) input.max_frames = args.pool;
+  LoadedFrames frames = LoadFrames(input, loaded.config.patch_size);
+  spdlog::info("{} distinct frames ({}x{}) from {}, cycled over {} frames", frames.tensors.size(), frames.images[0].width,
+               frames.images[0].height, frames.description, args.frames);
+  const auto device = at::Device(args.model.device);
+  for (auto& t : frames.tensors) t = t.to(device);
+
+  std::vector<StreamRun> runs;
+  for (const auto& r : args.runs.empty() ? std::vector<std::string>{"none,fp32"} : args.runs) {
+    const auto parts = SplitList(r);
+    if (parts.size() < 2 || parts.size() > 3) throw OptionError("--run expects POLICY,FORMAT[,BUDGET], got '" + r + "'");
+    runs.push_back({parts[0], parts[1], parts.size() == 3 ? parts[2] : ""});
+  }
+  std::filesystem::create_directories(args.out);
+  std::ostringstream md;
+  md << "| configuration | frames | first ms | mean ms | median | p95 | p99 | FPS | ms @1/10/100/1000 | stage ms (embed / frame / global / cache / camera / dpt) | cache max | tokens/layer | peak memory | stopped |\n"
+     << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  nlohmann::json summary = nlohmann::json::array();
+  for (const auto& run : runs) {
+    KvCacheOptions cache;
+    cache.policy = ParsePrunePolicy(run.policy);
+    cache.format = ParseCacheFormat(run.format);
+    cache.budget_bytes = run.budget.empty() ? 0 : ParseByteSize(run.budget);
+    cache.cache_tokens = cache.policy == PrunePolicy::kNone ? 0 : args.cache_tokens;
+    cache.k_group = args.k_group;
+    cache.v_group = args.v_group;
+    models::ModelOptions options;
+    options.dtype = args.model.dtype;
+    options.device = args.model.device;
+    options.cache = cache;
+    options.stage_timing = args.stage_timing;
+    models::StreamingModel model(loaded.config, loaded.weights, options);
+    for (int i = 0; i < args.warmup; ++i) model.Step(frames.tensors[i % frames.tensors.size()]);
+    model.Reset();
+
+    const std::string csv_path = (std::filesystem::path(args.out) / (run.Label() + ".csv")).string();
+    std::ostringstream csv;
+    csv << "frame,ms,patch_embed_ms,frame_blocks_ms,global_blocks_ms,cache_maintenance_ms,camera_head_ms,dpt_heads_ms,cache_bytes,"
+           "tokens_layer0,memory_bytes,memory_peak_bytes\n";
+    std::vector<double> ms;
+    models::StageTimings stage_sum;
+    std::string stopped;
+    MemorySample mem_peak;
+    for (int64_t i = 0; i < args.frames; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        const models::StepOutput out = model.Step(frames.tensors[i % frames.tensors.size()]);
+        out.pose_enc.cpu();  // waits for the frame's work on the device
+      } catch (const c10::OutOfMemoryError& e) {
+        const MemorySample m = DeviceMemory(args.model.device);
+        stopped = "out of device memory at frame " + std::to_string(i + 1) + " (" + FormatBytes(m.current) + " allocated, peak " +
+                  FormatBytes(m.peak) + ")";
+        spdlog::warn("{}: {}; keeping the {} frames measured", run.Label(), stopped, ms.size());
+        break;
+      }
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      const models::StageTimings& st = model.LastTimings();
+      stage_sum.patch_embed += st.patch_embed, stage_sum.frame_blocks += st.frame_blocks, stage_sum.global_blocks += st.global_blocks;
+      stage_sum.cache_maintenance += st.cache_maintenance, stage_sum.camera_head += st.camera_head, stage_sum.dpt_heads += st.dpt_heads;
+      const MemorySample m = DeviceMemory(args.model.device);
+      mem_peak.current = std::max(mem_peak.current, m.current);
+      mem_peak.peak = std::max(mem_peak.peak, m.peak);
+      csv << i + 1 << ',' << ms.back() << ',' << st.patch_embed << ',' << st.frame_blocks << ',' << st.global_blocks << ','
+          << st.cache_maintenance << ',' << st.camera_head << ',' << st.dpt_heads << ',' << model.CacheBytes() << ','
+          << model.CachedTokens(0) << ',' << m.current << ',' << m.peak << '\n';
+      if ((i + 1) % 100 == 0 || i + 1 == args.frames)
+        spdlog::info("{}: frame {}/{}, {:.1f} ms, cache {}, memory {}", run.Label(), i + 1, args.frames, ms.back(),
+                     FormatBytes(model.CacheBytes()), FormatBytes(m.current));
+      if (memory_limit > 0 && static_cast<uint64_t>(m.current) > memory_limit) {
+        stopped = "memory limit " + FormatBytes(memory_limit) + " passed at frame " + std::to_string(i + 1) + " (" +
+                  FormatBytes(m.current) + ")";
+        spdlog::warn("{}: {}; keeping the {} frames measured", run.Label(), stopped, ms.size());
+        break;
+      }
+    }
+    WriteTextAtomically(csv_path, csv.str());
+    if (ms.empty()) {
+      md << "| " << run.Label() << " | 0 | | | | | | | | | | | | " << stopped << " |\n";
+      continue;
+    }
+    const size_t n = ms.size();
+    const std::vector<double> steady(ms.begin() + 1, ms.end());
+    const double mean = steady.empty() ? ms[0] : std::accumulate(steady.begin(), steady.end(), 0.0) / steady.size();
+    auto at_frame = [&](size_t f) { return f <= n ? ms[f - 1] : NAN; };
+    const models::CacheReport report = model.Cache();
+    const double d = static_cast<double>(n);
+    char row[1024];
+    std::snprintf(row, sizeof(row),
+                  "| %s | %zu | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f / %.1f / %.1f / %.1f | %.1f / %.1f / %.1f / %.1f / %.1f / %.1f | %s | %lld | %s | %s |\n",
+                  run.Label().c_str(), n, ms[0], mean, Percentile(steady, 0.5), Percentile(steady, 0.95), Percentile(steady, 0.99),
+                  1000.0 / mean, at_frame(1), at_frame(10), at_frame(100), at_frame(1000), stage_sum.patch_embed / d,
+                  stage_sum.frame_blocks / d, stage_sum.global_blocks / d, stage_sum.cache_maintenance / d, stage_sum.camera_head / d,
+                  stage_sum.dpt_heads / d, FormatBytes(report.max_bytes).c_str(), static_cast<long long>(report.tokens_per_layer[0]),
+                  FormatBytes(mem_peak.peak).c_str(), stopped.empty() ? "-" : stopped.c_str());
+    md << row;
+    summary.push_back({{"configuration", run.Label()}, {"frames", n}, {"first_ms", ms[0]}, {"mean_ms", mean},
+                       {"median_ms", Percentile(steady, 0.5)}, {"p95_ms", Percentile(steady, 0.95)}, {"p99_ms", Percentile(steady, 0.99)},
+                       {"fps", 1000.0 / mean}, {"cache_max_bytes", report.max_bytes}, {"cache_budget_bytes", cache.budget_bytes},
+                       {"tokens_layer0", report.tokens_per_layer[0]}, {"effective_bits", report.effective_bits},
+                       {"memory_peak_bytes", mem_peak.peak}, {"stopped", stopped}, {"csv", csv_path},
+                       {"stage_ms", {{"patch_embed", stage_sum.patch_embed / d}, {"frame_blocks", stage_sum.frame_blocks / d},
+                                     {"global_blocks", stage_sum.global_blocks / d}, {"cache_maintenance", stage_sum.cache_maintenance / d},
+                                     {"camera_head", stage_sum.camera_head / d}, {"dpt_heads", stage_sum.dpt_heads / d}}}});
+  }
+  const std::filesystem::path out(args.out);
+  WriteTextAtomically(out / "summary.md", md.str());
+  WriteTextAtomically(out / "summary.json",
+                      nlohmann::json{{"model", loaded.config.ToJson()}, {"device", args.model.device}, {"dtype", args.model.dtype},
+                                     {"frames", args.frames}, {"size", {frames.images[0].width, frames.images[0].height}},
+                                     {"runs", summary}}.dump(2) + "\n");
+  std::printf("\n%s", md.str().c_str());
+  PlotStream(out, runs);
+  return 0;
+}
+
+void PlotStream(const std::filesystem::path& out, const std::vector<StreamRun>& runs) {
+  if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) {
+    spdlog::warn("gnuplot not found: no plot; the CSVs in {} hold the series (scripts/plot_stream.sh draws them)", out.string());
+    return;
+  }
+  std::ostringstream cmd;
+  cmd << "cd '" << out.string() << "' && gnuplot -e \"files='";
+  for (size_t i = 0; i < runs.size(); ++i) cmd << (i ? " " : "") << runs[i].Label();
+  cmd << "'\" '" << std::filesystem::absolute("scripts/plot_stream.gp").string() << "' 2>&1";
+  if (std::system(cmd.str().c_str()) == 0) spdlog::info("plot: {}", (out / "stream.png").string());
+  else spdlog::warn("gnuplot failed; the CSVs in {} hold the series", out.string());
+}
+
 }  // namespace
 
 Runner AddBenchCommand(CLI::App& parent) {
   CLI::App* bench = parent.add_subcommand("bench", "Benchmarks: fidelity of cache configurations, long-stream latency/memory");
   bench->require_subcommand(1);
+  auto sargs = std::make_shared<StreamArgs>();
+  CLI::App* st = bench->add_subcommand("stream", "Latency and memory over a long stream, per cache configuration");
+  sargs->model.Add(*st);
+  sargs->input.Add(*st);
+  st->add_option("--frames", sargs->frames, "Frames per configuration")->capture_default_str();
+  st->add_option("--pool", sargs->pool, "Distinct frames cycled through (synthetic unless --input)")->capture_default_str();
+  st->add_option("--run", sargs->runs, "A configuration POLICY,FORMAT[,BUDGET], e.g. xstream,oscar2,2GiB (repeatable)");
+  st->add_option("--cache-tokens", sargs->cache_tokens, "Token capacity per layer (pruned runs)");
+  st->add_option("--k-group", sargs->k_group, "Tokens per page")->capture_default_str();
+  st->add_option("--v-group", sargs->v_group, "Channels per V group")->capture_default_str();
+  st->add_option("--warmup", sargs->warmup, "Warm-up frames before each configuration (not recorded)")->capture_default_str();
+  st->add_flag("!--no-stage-timing", sargs->stage_timing, "Skip the per-stage breakdown (it synchronises the device per stage)");
+  st->add_flag("--cuda-graphs", sargs->cuda_graphs, "Replay the step as a CUDA graph (not supported yet: reported as an error)");
+  st->add_option("--memory-limit", sargs->memory_limit, "Stop a configuration when device memory (CPU: RSS) passes this");
+  st->add_option("--out,-o", sargs->out, "Output folder: <configuration>.csv, summary.md, summary.json, stream.png")->capture_default_str();
+  auto stream_runner = [st, sargs]() { return st->parsed() ? RunStream(*sargs) : -1; };
   auto args = std::make_shared<FidelityArgs>();
   CLI::App* fid = bench->add_subcommand("fidelity", "Output error of cache configurations against the full cache, at equal bytes");
   args->model.Add(*fid);
@@ -171,7 +389,10 @@ Runner AddBenchCommand(CLI::App& parent) {
   fid->add_flag("--first-frame-bf16", args->first_frame_bf16, "Quantized formats: keep the first frame in bf16");
   fid->add_option("--json", args->json, "Write the results as JSON");
   fid->add_option("--md", args->markdown, "Write the table as Markdown");
-  return [fid, args]() { return fid->parsed() ? RunFidelity(*args) : -1; };
+  return [fid, args, stream_runner]() {
+    if (fid->parsed()) return RunFidelity(*args);
+    return stream_runner();
+  };
 }
 
 }  // namespace streamrecon::app

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <chrono>
 #include <numeric>
 
 #include "core/errors.h"
@@ -178,10 +179,14 @@ class DenseLayerCache final : public LayerKvCache {
   at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override {
     const int64_t n = k.size(1);
     const at::Tensor out = AttendCachedAndCurrent(q, Kept(keys_), Kept(values_), k, v);
+    const auto t0 = std::chrono::steady_clock::now();
     if (length_ > 0) Prune(q, n);
     Append(k, v);
+    if (options_.measure) maintenance_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     return out;
   }
+
+  double maintenance_ms() const override { return maintenance_ms_; }
 
   std::pair<at::Tensor, at::Tensor> Materialize() const override {
     if (!keys_.defined()) return {};
@@ -276,6 +281,7 @@ class DenseLayerCache final : public LayerKvCache {
   int64_t first_frame_tokens_ = 0;
   int64_t token_bytes_ = 0;
   int64_t frames_ = 0;
+  double maintenance_ms_ = 0.0;
 };
 
 }  // namespace

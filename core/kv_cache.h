@@ -44,6 +44,7 @@ struct KvCacheOptions {
   bool first_frame_bf16 = false;  // quantized formats: keep the first frame (attention sink) in bf16
   bool v_hadamard = false;    // OScaR: rotate V by the Hadamard matrix too (undone on the output)
   uint64_t seed = 0;          // seed of the random policy
+  bool measure = false;       // time pruning + storing (synchronising the device), see maintenance_ms()
 
   bool bounded() const { return cache_tokens > 0 || budget_bytes > 0; }
   // head_dim < 0 skips the checks that need it. Throws OptionError.
@@ -81,6 +82,8 @@ class LayerKvCache {
   virtual int64_t tokens() const = 0;  // tokens held
   virtual int64_t bytes() const = 0;   // bytes held (codes, params, norms, page table)
   virtual QuantStats quant_stats() const { return {}; }
+  // With options.measure: milliseconds the last Forward spent pruning and storing (else 0).
+  virtual double maintenance_ms() const { return 0.0; }
   virtual void Clear() = 0;
 };
 

@@ -6,6 +6,7 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -209,10 +210,14 @@ class QuantizedLayerCache final : public LayerKvCache {
     auto [cached_k, cached_v] = Materialize();
     at::Tensor out = AttendCachedAndCurrent(q_r, cached_k, cached_v, k_r, v_r);
     if (oscar() && options_.v_hadamard) out = at::matmul(out, HadamardMatrix(k.size(2), q.options()));
+    const auto t0 = std::chrono::steady_clock::now();
     if (frames_ > 0) Prune(q_r, cached_k, n);
     Append(k_r, v_r);
+    if (options_.measure) maintenance_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     return out;
   }
+
+  double maintenance_ms() const override { return maintenance_ms_; }
 
   std::pair<at::Tensor, at::Tensor> Materialize() const override {
     if (frames_ == 0) return {};
@@ -417,6 +422,7 @@ class QuantizedLayerCache final : public LayerKvCache {
   int64_t first_tokens_ = 0;
   int64_t frames_ = 0;
   QuantStats stats_;
+  double maintenance_ms_ = 0.0;
 };
 
 }  // namespace

@@ -299,7 +299,9 @@ void Pipeline::SourceLoop() {
       }
     }
   } catch (...) {
-    Fail(std::current_exception());
+    // The frames read before the failure still go through; the accumulator reports it at the end.
+    std::lock_guard<std::mutex> lock(mutex_);
+    source_error_ = std::current_exception();
   }
   frames_->Close();
 }
@@ -356,7 +358,13 @@ void Pipeline::AccumulatorLoop() {
         {
           std::lock_guard<std::mutex> lock(mutex_);
           if (stop_requested_) break;  // aborted, not ended: the final publish is below
-          stats_.state = PipelineState::kFinished;
+          if (source_error_) {
+            error_ = source_error_;
+            stats_.error = Describe(source_error_);
+            stats_.state = PipelineState::kFailed;
+          } else {
+            stats_.state = PipelineState::kFinished;
+          }
         }
         Publish();
         std::lock_guard<std::mutex> lock(mutex_);

@@ -75,7 +75,9 @@ struct PipelineSnapshot {
 
 // The stages, called each on its own thread.
 struct PipelineStages {
-  // The next frame, or nullopt at the end of the stream. Source thread.
+  // The next frame, or nullopt at the end of the stream. Source thread. When it throws, the frames
+  // read before still go through, then the pipeline fails with that exception; an exception in
+  // the other stages fails it at once.
   std::function<std::optional<Frame>()> next_frame;
   // Runs the model (and its preprocessing) on one frame; sets model_ms to the model's share of
   // the wall time. Model thread.
@@ -168,6 +170,7 @@ class Pipeline {
   PipelineStats stats_;
   bool stop_requested_ = false;
   std::exception_ptr error_;
+  std::exception_ptr source_error_;  // the source failed: reported once the frames before it are through
   int64_t step_tokens_ = 0;
   std::optional<double> pending_voxel_size_;
   bool done_ = false;  // the state left kRunning and the snapshot saying so is out

@@ -4,6 +4,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAFunctions.h>
+
+#include <chrono>
 
 #include <algorithm>
 #include <numeric>
@@ -36,11 +39,17 @@ class CudaLayerCache final : public LayerKvCache {
     at::Tensor out = AttentionCuda(q_r.to(at::kBFloat16).contiguous(), keys_, values_, length_, quantized() ? &store_ : nullptr,
                                    pages_, k_cur, v_cur);
     if (oscar() && options_.v_hadamard) out = at::matmul(out.to(at::kFloat), had_);
+    if (options_.measure) c10::cuda::device_synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
     if (frames_ > 0) Prune(q_r, n);
     if (quantized()) {
       AppendQuantized(k.to(at::kBFloat16).contiguous(), v.to(at::kBFloat16).contiguous());
     } else {
       AppendDense(k_cur, v_cur);
+    }
+    if (options_.measure) {
+      c10::cuda::device_synchronize();
+      maintenance_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     }
     ++frames_;
     return out.to(q.scalar_type());
@@ -57,6 +66,7 @@ class CudaLayerCache final : public LayerKvCache {
   }
 
   void SetCapacity(const LayerCapacity& capacity) override { capacity_ = capacity; }
+  double maintenance_ms() const override { return maintenance_ms_; }
 
   int64_t tokens() const override {
     if (!quantized()) return length_;
@@ -321,6 +331,7 @@ class CudaLayerCache final : public LayerKvCache {
   PageLayout layout_;
   PagedKv store_;
   int64_t pages_ = 0;
+  double maintenance_ms_ = 0.0;
 };
 
 }  // namespace

@@ -11,6 +11,8 @@
 
 #include "core/errors.h"
 #ifdef STREAMRECON_HAVE_CUDA_KV
+#include <c10/cuda/CUDAFunctions.h>
+
 #include "kernels/cuda_kv_cache.h"
 #endif
 
@@ -149,6 +151,19 @@ struct StreamingModel::Impl {
   int64_t frames = 0;
   BudgetPlan plan;
   int64_t max_bytes = 0;
+  StageTimings timings;
+  std::chrono::steady_clock::time_point mark;
+
+  // With stage timing: adds the time since the last mark to `slot` (after the device finished).
+  void Lap(double* slot) {
+    if (!options.stage_timing) return;
+#ifdef STREAMRECON_HAVE_CUDA_KV
+    if (topts.device().is_cuda()) c10::cuda::device_synchronize();
+#endif
+    const auto now = std::chrono::steady_clock::now();
+    if (slot) *slot += std::chrono::duration<double, std::milli>(now - mark).count();
+    mark = now;
+  }
 
   // Per-layout caches (frames of one stream share a size; recomputed when it changes).
   int64_t layout_h = -1, layout_w = -1;
@@ -403,7 +418,10 @@ struct StreamingModel::Impl {
     const Tensor img = ((image_in.to(topts) - mean) / stdv).unsqueeze(0);
 
     if (frames == 0) PlanCaches(config.special_tokens() + h * wd);
+    timings = StageTimings{};
+    Lap(nullptr);
     const Tensor patches = PatchEmbed(img);
+    Lap(&timings.patch_embed);
     const int64_t slot = frames == 0 ? 0 : 1;
     Tensor x = at::cat({w.at("aggregator.camera_token")[0][slot], w.at("aggregator.register_token")[0][slot], patches}, 0);
 
@@ -414,8 +432,11 @@ struct StreamingModel::Impl {
     needed[config.depth - 1] = true;
     for (int i = 0; i < config.depth; ++i) {
       const Tensor frame_out = SelfBlock(frame_blocks[i], x, &rope);
+      Lap(&timings.frame_blocks);
       x = CachedBlock(global_blocks[i], frame_out, &rope, *global_caches[i]);
       if (needed[i]) outputs[i] = at::cat({frame_out, x}, -1);
+      Lap(&timings.global_blocks);
+      timings.cache_maintenance += global_caches[i]->maintenance_ms();
     }
     ++frames;
 
@@ -423,6 +444,7 @@ struct StreamingModel::Impl {
     // (the camera head below appends to the trunk caches; bytes are sampled after it)
     out.tokens_last = outputs[config.depth - 1];
     out.pose_enc = CameraHead(out.tokens_last.narrow(0, 0, 1));
+    Lap(&timings.camera_head);
     std::vector<Tensor> taps;
     for (int idx : config.dpt.intermediate_layer_idx) taps.push_back(outputs[idx]);
 
@@ -433,6 +455,7 @@ struct StreamingModel::Impl {
     const Tensor xyz = pts_raw.narrow(2, 0, 3);
     out.world_points = at::sign(xyz) * at::expm1(at::abs(xyz));
     out.world_points_conf = 1 + at::exp(pts_raw.select(2, 3));
+    Lap(&timings.dpt_heads);
     max_bytes = std::max(max_bytes, Bytes());
     return out;
   }
@@ -447,6 +470,7 @@ StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weigh
   auto& m = *impl_;
   m.config = config;
   m.options = options;
+  m.options.cache.measure = options.stage_timing;
   m.topts = at::TensorOptions().dtype(options.dtype == "float64" ? at::kDouble : at::kFloat).device(options.device);
   // On the GPU the baseline cache is bf16 (the attention kernels read bf16).
   if (m.topts.device().is_cuda() && m.options.cache.format == CacheFormat::kDense) m.options.cache.format = CacheFormat::kBf16;
@@ -492,6 +516,8 @@ int64_t StreamingModel::CachedTokens(int layer) const { return impl_->global_cac
 std::pair<at::Tensor, at::Tensor> StreamingModel::CachedKv(int layer) const { return impl_->global_caches.at(layer)->Materialize(); }
 
 int64_t StreamingModel::CacheBytes() const { return impl_->Bytes(); }
+
+const StageTimings& StreamingModel::LastTimings() const { return impl_->timings; }
 
 CacheReport StreamingModel::Cache() const {
   const auto& m = *impl_;

@@ -21,8 +21,14 @@ struct ModelOptions {
   std::string dtype = "float32";  // float32 or float64 (CPU); weights are converted once at load
   std::string device = "cpu";     // cpu or cuda[:N]
   KvCacheOptions cache;           // global cache (and camera trunk cache) policy and capacity
+  bool stage_timing = false;      // time each stage (synchronising the device; slows the step slightly)
 
   void Check() const;  // throws OptionError
+};
+
+// Milliseconds per stage of the last Step (with ModelOptions::stage_timing).
+struct StageTimings {
+  double patch_embed = 0, frame_blocks = 0, global_blocks = 0, cache_maintenance = 0, camera_head = 0, dpt_heads = 0;
 };
 
 // Raw per-frame outputs as tensors (on the model's device and dtype).
@@ -69,6 +75,8 @@ class StreamingModel {
   int64_t CacheBytes() const;
   const ModelConfig& config() const;
   CacheReport Cache() const;
+  // Stage times of the last Step (zeros unless ModelOptions::stage_timing).
+  const StageTimings& LastTimings() const;
   // The kept keys and values of global layer `layer` as attention reads them: [H, T, D] each.
   std::pair<at::Tensor, at::Tensor> CachedKv(int layer) const;
 

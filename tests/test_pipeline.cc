@@ -147,7 +147,12 @@ TEST_P(AccumulatorMatchesCollectPoints, SamePointsInTheSameOrder) {
 INSTANTIATE_TEST_SUITE_P(Options, AccumulatorMatchesCollectPoints,
                          ::testing::Values(CollectCase{false, 1, 0.0}, CollectCase{false, 2, 0.0},
                                            CollectCase{true, 1, 0.0}, CollectCase{true, 3, 0.0},
-                                           CollectCase{false, 1, 0.5}, CollectCase{true, 1, 0.7}));
+                                           CollectCase{false, 1, 0.5}, CollectCase{true, 1, 0.7}),
+                         [](const ::testing::TestParamInfo<CollectCase>& info) {
+                           const CollectCase& c = info.param;
+                           return std::string(c.use_depth ? "Depth" : "PointMap") + "Stride" +
+                                  std::to_string(c.stride) + (c.frame_voxel > 0 ? "FrameVoxel" : "");
+                         });
 
 TEST(Accumulator, ConfidenceFilterIsAppliedOnTheSnapshot) {
   std::mt19937 rng(3);
@@ -434,6 +439,7 @@ TEST_P(PipelineStageError, EndsWithTheMessageAndNoHang) {
     EXPECT_NE(stats.error.find(expected), std::string::npos) << stats.error;
     if (where == FailingStage::kSource) {
       EXPECT_THROW(pipeline.RethrowIfFailed(), FileError);  // the stage's own type
+      EXPECT_EQ(stats.frames_processed, 4);  // the frames read before the failure went through
     } else {
       EXPECT_THROW(pipeline.RethrowIfFailed(), Error);
     }
@@ -445,7 +451,12 @@ TEST_P(PipelineStageError, EndsWithTheMessageAndNoHang) {
 
 INSTANTIATE_TEST_SUITE_P(Stages, PipelineStageError,
                          ::testing::Values(FailingStage::kSource, FailingStage::kModel,
-                                           FailingStage::kAccumulator));
+                                           FailingStage::kAccumulator),
+                         [](const ::testing::TestParamInfo<FailingStage>& info) {
+                           return std::string(info.param == FailingStage::kSource  ? "Source"
+                                              : info.param == FailingStage::kModel ? "Model"
+                                                                                   : "Accumulator");
+                         });
 
 TEST(Pipeline, StopRequestEndsAnEndlessStream) {
   // As when the viewer's window is closed mid-stream: endless source, slow model.
