@@ -211,6 +211,16 @@ MemorySample DeviceMemory(const std::string& device) {
   return {rss, rss};
 }
 
+// Starts the device's peak-memory statistic afresh (per configuration).
+void ResetPeakMemory(const std::string& device) {
+#ifdef STREAMRECON_HAVE_CUDA_KV
+  if (device != "cpu") {
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    c10::cuda::CUDACachingAllocator::resetPeakStats(c10::cuda::current_device());
+  }
+#endif
+}
+
 double Percentile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -260,6 +270,7 @@ int RunStream(const StreamArgs& args) {
     models::StreamingModel model(loaded.config, loaded.weights, options);
     for (int i = 0; i < args.warmup; ++i) model.Step(frames.tensors[i % frames.tensors.size()]);
     model.Reset();
+    ResetPeakMemory(args.model.device);
 
     const std::string csv_path = (std::filesystem::path(args.out) / (run.Label() + ".csv")).string();
     std::ostringstream csv;
