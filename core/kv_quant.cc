@@ -350,8 +350,9 @@ class QuantizedLayerCache final : public LayerKvCache {
         MiddleScores(options_.policy, q_r, cached_k.narrow(1, first_tokens_, middle_tokens), options_, frames_);
     // Middle token -> (page, slot), in page order.
     std::vector<int64_t> page_of, slot_of;
+    const int32_t* meta = store_.meta.data_ptr<int32_t>();
     for (int64_t p = first_pages; p < pages_; ++p)
-      for (int32_t s = 0; s < store_.meta[p][0].item<int32_t>(); ++s) {
+      for (int32_t s = 0; s < meta[2 * p]; ++s) {
         page_of.push_back(p);
         slot_of.push_back(s);
       }
@@ -389,7 +390,7 @@ class QuantizedLayerCache final : public LayerKvCache {
       const int64_t p = pages[i];
       if (p < first_pages) continue;
       const std::vector<int64_t>& slots = kept_slots[p];
-      if (static_cast<int32_t>(slots.size()) == next.meta[i][0].item<int32_t>()) continue;  // untouched
+      if (static_cast<int32_t>(slots.size()) == next.meta.data_ptr<int32_t>()[2 * i]) continue;  // untouched
       const at::Tensor s = at::tensor(slots, at::kLong);
       const int64_t k = static_cast<int64_t>(slots.size());
       auto squeeze_slots = [&](at::Tensor t, int64_t dim) {  // t: one page's tensor, slots along dim

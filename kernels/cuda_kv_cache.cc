@@ -239,21 +239,24 @@ class CudaLayerCache final : public LayerKvCache {
       const at::Tensor finite = at::isfinite(slot_scores);
       const at::Tensor mean = at::where(finite, slot_scores, at::zeros_like(slot_scores)).sum(1) / finite.sum(1).clamp_min(1);
       const int64_t k = std::min<int64_t>(middle_pages, bytes_left / page_bytes);
-      const at::Tensor top = std::get<0>(at::sort(std::get<1>(at::topk(mean, k)))).cpu();
-      const at::Tensor counts = valid.cpu();
+      const at::Tensor top = std::get<0>(at::sort(std::get<1>(at::topk(mean, k)))).to(at::kCPU, at::kLong).contiguous();
+      const at::Tensor counts_t = valid.to(at::kCPU, at::kInt).contiguous();
+      const int32_t* counts = counts_t.data_ptr<int32_t>();
       for (int64_t i = 0; i < k; ++i) {
-        const int64_t p = top[i].item<int64_t>();
-        for (int64_t s = 0; s < counts[p].item<int32_t>(); ++s) kept[p].push_back(s);
+        const int64_t p = top.data_ptr<int64_t>()[i];
+        for (int64_t s = 0; s < counts[p]; ++s) kept[p].push_back(s);
       }
     } else {
       // Mixed costs (token-granular, or a token cap): the CPU reference's greedy rule on the host.
       const at::Tensor h = slot_scores.to(at::kCPU, at::kDouble).contiguous();
-      const at::Tensor counts = valid.cpu();
+      const at::Tensor counts_t = valid.to(at::kCPU, at::kInt).contiguous();
+      const double* sc = h.data_ptr<double>();
+      const int32_t* counts = counts_t.data_ptr<int32_t>();
       std::vector<double> scores;
       std::vector<int64_t> page_of, slot_of;
       for (int64_t p = 0; p < middle_pages; ++p)
-        for (int64_t s = 0; s < counts[p].item<int32_t>(); ++s) {
-          scores.push_back(h[p][s].item<double>());
+        for (int64_t s = 0; s < counts[p]; ++s) {
+          scores.push_back(sc[p * G + s]);
           page_of.push_back(p);
           slot_of.push_back(s);
         }
@@ -277,14 +280,15 @@ class CudaLayerCache final : public LayerKvCache {
     std::vector<int64_t> pages;
     std::vector<int64_t> slot_index;  // [P', G]: source slot of each destination slot
     std::vector<int32_t> valid;
-    const at::Tensor counts = store_.meta.narrow(0, 0, pages_).select(1, 0).cpu();
+    const at::Tensor counts_t = store_.meta.narrow(0, 0, pages_).select(1, 0).to(at::kCPU, at::kInt).contiguous();
+    const int32_t* counts = counts_t.data_ptr<int32_t>();
     for (int64_t p = 0; p < pages_; ++p) {
       const bool first = p < first_pages;
       if (!first && kept[p - first_pages].empty()) continue;
       pages.push_back(p);
       std::vector<int64_t> slots;
       if (first) {
-        for (int64_t s = 0; s < counts[p].item<int32_t>(); ++s) slots.push_back(s);
+        for (int64_t s = 0; s < counts[p]; ++s) slots.push_back(s);
       } else {
         slots = kept[p - first_pages];
       }

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "core/atomic_file.h"
@@ -73,12 +74,18 @@ constexpr int kPolicyCount = sizeof(kPolicies) / sizeof(kPolicies[0]);
 
 // Set by the GLFW input callbacks (chained before ImGui's): the user did something, so redraw.
 bool input_seen = true;
+// Keys pressed since the last frame. ImGui 1.86 only sees the key state at each frame, so a tap
+// shorter than a frame (software GL can take 200 ms per frame) would be lost.
+std::vector<int> pressed_keys;
 
 void InstallInputCallbacks(GLFWwindow* window) {
   glfwSetCursorPosCallback(window, [](GLFWwindow*, double, double) { input_seen = true; });
   glfwSetMouseButtonCallback(window, [](GLFWwindow*, int, int, int) { input_seen = true; });
   glfwSetScrollCallback(window, [](GLFWwindow*, double, double) { input_seen = true; });
-  glfwSetKeyCallback(window, [](GLFWwindow*, int, int, int, int) { input_seen = true; });
+  glfwSetKeyCallback(window, [](GLFWwindow*, int key, int, int action, int) {
+    input_seen = true;
+    if (action == GLFW_PRESS) pressed_keys.push_back(key);
+  });
   glfwSetCharCallback(window, [](GLFWwindow*, unsigned int) { input_seen = true; });
   glfwSetWindowSizeCallback(window, [](GLFWwindow*, int, int) { input_seen = true; });
   glfwSetWindowRefreshCallback(window, [](GLFWwindow*) { input_seen = true; });
@@ -371,12 +378,14 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
     if (!io.WantCaptureMouse && io.MousePos.x > panel_w) {
       const ImVec2 d = io.MouseDelta;
       bool moved = false;
-      if (ImGui::IsMouseDragging(ImGuiMouseButton_Left, 0.0f)) {
+      // A button counts from the frame after its press: the press frame's delta may hold the jump
+      // of the cursor to where the drag starts (frames can be slow with software GL).
+      const auto dragging = [&io](int button) { return io.MouseDown[button] && io.MouseDownDuration[button] > 0.0f; };
+      if (dragging(ImGuiMouseButton_Left)) {
         st.camera.Orbit(-d.x * 0.006f, d.y * 0.006f);
         moved = true;
       }
-      if (ImGui::IsMouseDragging(ImGuiMouseButton_Right, 0.0f) ||
-          ImGui::IsMouseDragging(ImGuiMouseButton_Middle, 0.0f)) {
+      if (dragging(ImGuiMouseButton_Right) || dragging(ImGuiMouseButton_Middle)) {
         st.camera.Pan(d.x * ratio, d.y * ratio, static_cast<float>(fb_h));
         moved = true;
       }
@@ -390,19 +399,16 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
         st.camera.StopFollowing();
       }
     }
-    if (!io.WantCaptureKeyboard) {
-      if (session.pipeline && ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Space))) {
-        session.pipeline->SetPaused(!stats.paused);
-      }
-      if (session.pipeline && ImGui::IsKeyPressed(GLFW_KEY_N)) session.pipeline->Step();
-      if (ImGui::IsKeyPressed(GLFW_KEY_R)) reset_view();
-      if (ImGui::IsKeyPressed(GLFW_KEY_F)) {
+    const std::vector<int> keys = std::exchange(pressed_keys, {});
+    for (const int key : io.WantCaptureKeyboard ? std::vector<int>{} : keys) {
+      if (key == GLFW_KEY_SPACE && session.pipeline) session.pipeline->SetPaused(!stats.paused);
+      if (key == GLFW_KEY_N && session.pipeline) session.pipeline->Step();
+      if (key == GLFW_KEY_R) reset_view();
+      if (key == GLFW_KEY_F) {
         st.follow = !st.follow;
         if (!st.follow) st.camera.StopFollowing();
       }
-      if (ImGui::IsKeyPressed(GLFW_KEY_Q) || ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Escape))) {
-        glfwSetWindowShouldClose(window_, GLFW_TRUE);
-      }
+      if (key == GLFW_KEY_Q || key == GLFW_KEY_ESCAPE) glfwSetWindowShouldClose(window_, GLFW_TRUE);
     }
 
     // ---- the panel ----
@@ -603,12 +609,14 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
   while (!glfwWindowShouldClose(window_)) {
     const auto frame_start = Clock::now();
     glfwPollEvents();
-    // Redraw only when something changed: new snapshot, recent input, a pending action, or
-    // every 250 ms for the live counters. An idle viewer leaves the CPU to the model.
+    // Redraw only when something changed: new snapshot, recent input, a pending action, or now
+    // and then for the live counters (every 250 ms, or 5 draw times when drawing is slow, as with
+    // software GL and millions of points). An idle viewer leaves the CPU to the model.
     if (input_seen) last_input = frame_start;
     input_seen = false;
+    const auto refresh = std::chrono::duration<double, std::milli>(std::max(250.0, 5.0 * last_draw_ms));
     const bool busy = frame_start - last_input < std::chrono::seconds(1) || st.want_restart ||
-                      st.want_screenshot || frame_start - last_draw > std::chrono::milliseconds(250) ||
+                      st.want_screenshot || frame_start - last_draw > refresh ||
                       (session.pipeline && session.pipeline->Latest() != st.shown);
     if (!busy) {
       glfwWaitEventsTimeout(0.02);
