@@ -47,7 +47,7 @@ struct ViewArgs {
 
 // Bits per stored K/V value of a --format name, as the panel shows it.
 std::string CacheBits(const std::string& format, const std::string& dtype) {
-  if (format == "fp32") return dtype == "float64" ? "64 (model dtype)" : "32";
+  if (format == "fp32") return dtype == "float64" ? "64" : dtype == "bfloat16" ? "16" : "32";  // the model dtype
   if (format == "bf16") return "16";
   if (format == "kivi4" || format == "oscar4") return "4 + scales";
   if (format == "kivi2" || format == "oscar2") return "2 + scales";
@@ -107,6 +107,7 @@ viewer::Session StartSession(const ViewArgs& args, const std::string& input, con
   session.input = source->Describe() + (realtime ? " (real time)" : "");
   session.cache_format = cache.format;
   session.cache_bits = CacheBits(cache.format, args.model.dtype);
+  session.cache_budget = cache.budget;
   session.cache = request;
   return session;
 }

@@ -440,7 +440,7 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
     } else {
       ImGui::Text("Model: waiting for the first frame");
     }
-    ImGui::Text("Viewer: %.0f fps, %.1f ms/draw", io.Framerate, last_draw_ms);
+    ImGui::Text("Viewer: %.1f ms/draw, %.0f draws/s (redraws on change)", last_draw_ms, io.Framerate);
     if (s) {
       const size_t visible = s->cloud.Count(st.conf_threshold);
       if (s->cloud.voxel_size > 0) {
@@ -460,7 +460,8 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
     const CacheStats* cache = s && s->latest_report ? &s->latest_report->cache : nullptr;
     const std::string used = cache ? FormatBytes(static_cast<double>(cache->bytes)) : "-";
     const std::string budget = cache && cache->budget_bytes > 0 ? FormatBytes(static_cast<double>(cache->budget_bytes))
-                                                                : "unbounded";
+                               : !session.cache_budget.empty() ? session.cache_budget
+                                                               : "unbounded";
     ImGui::Text("KV cache: %s / %s", used.c_str(), budget.c_str());
     ImGui::Text("Format: %s, %s bits", session.cache_format.c_str(), session.cache_bits.c_str());
     if (session.cache.cache_tokens > 0) {

@@ -57,6 +57,8 @@ struct Session {
   std::string input;         // e.g. "synthetic scene (24 frames)"
   std::string cache_format;  // storage format of the KV cache, e.g. "dense float32"
   std::string cache_bits;    // bits per stored value, e.g. "32"
+  std::string cache_budget;  // the byte budget as given, e.g. "512MiB"; shown while the pipeline's
+                             // CacheStats::budget_bytes is 0 (empty = unbounded)
   RestartRequest cache;      // the settings it runs with
 };
 
