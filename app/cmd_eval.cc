@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/commands.h"
+#include "app/stream_setup.h"
 #include "app/common_options.h"
 #include "core/atomic_file.h"
 #include "core/errors.h"
@@ -56,37 +57,6 @@ struct EvalArgs {
   int64_t max_points = 200000;  // per cloud, for the nearest-neighbour metrics
   int cloud_stride = 1;         // pixel stride in x and y when collecting points
 };
-
-void CheckOutputFolder(const fs::path& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec || !fs::is_directory(dir)) {
-    throw FileError("cannot create the output folder " + dir.string() + ": " + ec.message());
-  }
-  const fs::path probe = dir / ".streamrecon_write_test";
-  {
-    std::ofstream out(probe);
-    if (!(out << "ok")) throw FileError("the output folder " + dir.string() + " is not writable");
-  }
-  fs::remove(probe, ec);
-}
-
-datasets::PreprocessOptions ParseSize(const std::string& size, int patch) {
-  datasets::PreprocessOptions p;
-  p.patch = patch;
-  if (!size.empty()) {
-    const auto x = size.find('x');
-    try {
-      p.target_width = std::stoi(size.substr(0, x));
-      if (x != std::string::npos) p.target_height = std::stoi(size.substr(x + 1));
-    } catch (const std::exception&) {
-      throw OptionError("--size expects W or WxH in pixels (e.g. 518 or 518x392), got '" + size +
-                        "'");
-    }
-  }
-  p.Check();
-  return p;
-}
 
 json ToJson(const metrics::DepthMetrics& m) {
   return {{"abs_rel", m.abs_rel}, {"sq_rel", m.sq_rel},   {"rmse", m.rmse},
@@ -248,7 +218,7 @@ int RunEval(const EvalArgs& args) {
   depth_median.Check();
   if (args.cloud_stride < 1) throw OptionError("--cloud-stride: expected >= 1, got " + std::to_string(args.cloud_stride));
   const fs::path out_dir(args.out);
-  CheckOutputFolder(out_dir);
+  EnsureWritableFolder(out_dir);
   const std::vector<std::string> sequences = datasets::FindSequences(args.dataset);  // before loading
 
   models::LoadedModel loaded =

@@ -1,6 +1,8 @@
 // Shared CLI options for the model and the KV cache.
 #include "app/common_options.h"
 
+#include "app/stream_setup.h"
+
 #include <spdlog/spdlog.h>
 
 #include "core/byte_size.h"
@@ -65,31 +67,11 @@ void InputArgs::Add(CLI::App& app) {
 
 LoadedFrames LoadFrames(const InputArgs& args, int patch_size) {
   if (args.input.empty() == (args.synthetic_frames <= 0)) throw OptionError("give exactly one of --input PATH or --synthetic N");
-  datasets::PreprocessOptions pre;
-  pre.patch = patch_size;
-  if (!args.size.empty()) {
-    const auto x = args.size.find('x');
-    try {
-      pre.target_width = std::stoi(args.size.substr(0, x));
-      if (x != std::string::npos) pre.target_height = std::stoi(args.size.substr(x + 1));
-    } catch (const std::exception&) {
-      throw OptionError("--size expects W or WxH in pixels (e.g. 518 or 518x392), got '" + args.size + "'");
-    }
-  }
-  pre.Check();
-  std::unique_ptr<datasets::FrameSource> source;
-  if (args.synthetic_frames > 0) {
-    datasets::SyntheticOptions syn;
-    syn.frames = args.max_frames >= 0 ? std::min<int64_t>(args.synthetic_frames, args.max_frames) : args.synthetic_frames;
-    std::tie(syn.width, syn.height) = datasets::ModelInputSize(640, 480, pre);
-    source = datasets::MakeSyntheticSource(syn);
-  } else {
-    datasets::SourceOptions so;
-    so.every = args.every;
-    so.max_frames = args.max_frames;
-    so.on_note = [](const std::string& note) { spdlog::warn("{}", note); };
-    source = datasets::OpenFrameSource(args.input, so);
-  }
+  const datasets::PreprocessOptions pre = ParseSize(args.size, patch_size);
+  const int synthetic = args.max_frames >= 0 && args.synthetic_frames > 0
+                            ? static_cast<int>(std::min<int64_t>(args.synthetic_frames, args.max_frames))
+                            : args.synthetic_frames;
+  std::unique_ptr<datasets::FrameSource> source = OpenInput(args.input, synthetic, pre, args.every, args.max_frames);
   LoadedFrames out;
   out.description = source->Describe();
   int w = 0, h = 0;

@@ -69,4 +69,17 @@ void WriteTextAtomically(const fs::path& path, const std::string& content) {
   });
 }
 
+void EnsureWritableFolder(const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec || !std::filesystem::is_directory(dir))
+    throw FileError("cannot create the output folder " + dir.string() + ": " + (ec ? ec.message() : "not a folder"));
+  const std::filesystem::path probe = dir / ".streamrecon_write_test";
+  {
+    std::ofstream out(probe);
+    if (!(out << "ok")) throw FileError("the output folder " + dir.string() + " is not writable");
+  }
+  std::filesystem::remove(probe, ec);
+}
+
 }  // namespace streamrecon

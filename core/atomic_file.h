@@ -16,6 +16,10 @@ namespace streamrecon {
 void WriteFileAtomically(const std::filesystem::path& path,
                          const std::function<void(const std::filesystem::path& tmp)>& writer);
 
+// Creates `dir` if needed and checks that a file can be written in it (before long work starts);
+// throws FileError naming the folder otherwise.
+void EnsureWritableFolder(const std::filesystem::path& dir);
+
 // Writes content (as bytes) to path atomically; throws FileError when the write fails.
 void WriteTextAtomically(const std::filesystem::path& path, const std::string& content);
 

@@ -133,6 +133,23 @@ std::vector<int64_t> SelectByScore(const std::vector<double>& scores, const std:
   return kept;
 }
 
+std::vector<int64_t> SelectDensePages(const std::vector<double>& scores, int64_t frame_tokens, int k_group, int64_t tokens_left) {
+  const int64_t middle = static_cast<int64_t>(scores.size());
+  std::vector<double> page_scores;
+  std::vector<int64_t> page_start, page_tokens;
+  for (int64_t f = 0; f < middle; f += frame_tokens)
+    for (int64_t p = f; p < std::min(f + frame_tokens, middle); p += k_group) {
+      const int64_t len = std::min<int64_t>({k_group, f + frame_tokens - p, middle - p});
+      page_scores.push_back(std::accumulate(scores.begin() + p, scores.begin() + p + len, 0.0) / len);
+      page_start.push_back(p);
+      page_tokens.push_back(len);
+    }
+  std::vector<int64_t> kept;
+  for (int64_t page : SelectByScore(page_scores, page_tokens, page_tokens, tokens_left, -1))
+    for (int64_t t = 0; t < page_tokens[page]; ++t) kept.push_back(page_start[page] + t);
+  return kept;
+}
+
 std::vector<std::vector<int64_t>> SelectSlotsByScore(const std::vector<double>& scores, const std::vector<int64_t>& page_of,
                                                      const std::vector<int64_t>& slot_of, int64_t pages, int64_t page_bytes,
                                                      int64_t tokens_left, int64_t bytes_left) {
@@ -218,18 +235,7 @@ class DenseLayerCache final : public LayerKvCache {
     const std::vector<double> scores = MiddleScores(options_.policy, q, middle_keys, options_, frames_);
     std::vector<int64_t> kept;
     if (options_.policy == PrunePolicy::kXStreamPage) {
-      // Pages: groups of k_group consecutive tokens of one frame (frames are n tokens long).
-      std::vector<double> page_scores;
-      std::vector<int64_t> page_start, page_tokens;
-      for (int64_t f = 0; f < middle; f += n)
-        for (int64_t p = f; p < std::min(f + n, middle); p += options_.k_group) {
-          const int64_t len = std::min<int64_t>({options_.k_group, f + n - p, middle - p});
-          page_scores.push_back(std::accumulate(scores.begin() + p, scores.begin() + p + len, 0.0) / len);
-          page_start.push_back(p);
-          page_tokens.push_back(len);
-        }
-      for (int64_t page : SelectByScore(page_scores, page_tokens, page_tokens, tokens_left, -1))
-        for (int64_t t = 0; t < page_tokens[page]; ++t) kept.push_back(page_start[page] + t);
+      kept = SelectDensePages(scores, n, options_.k_group, tokens_left);
     } else {
       kept = SelectByScore(scores, std::vector<int64_t>(middle, 1), std::vector<int64_t>(middle, 1), tokens_left, -1);
     }

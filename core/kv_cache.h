@@ -110,6 +110,11 @@ at::Tensor AttendCachedAndCurrent(const at::Tensor& q, const at::Tensor& cached_
 std::vector<int64_t> SelectByScore(const std::vector<double>& scores, const std::vector<int64_t>& unit_tokens,
                                    const std::vector<int64_t>& unit_bytes, int64_t tokens_left, int64_t bytes_left);
 
+// Page-granular pruning of a dense cache: the middle tokens (scores in stream order) grouped into
+// pages of k_group consecutive tokens of one frame (frames are frame_tokens long); whole pages are
+// kept, highest mean score first, within tokens_left. Returns kept token indices, ascending.
+std::vector<int64_t> SelectDensePages(const std::vector<double>& scores, int64_t frame_tokens, int k_group, int64_t tokens_left);
+
 // Token-granular choice over page slots: highest score first, a slot costs one token plus a whole
 // page when its page is not kept yet. page_of/slot_of give each scored slot's page and slot.
 // Returns, per page (0..pages-1), the kept slots in ascending order.

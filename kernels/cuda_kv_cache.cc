@@ -195,19 +195,8 @@ class CudaLayerCache final : public LayerKvCache {
     if (options_.policy == PrunePolicy::kXStreamPage) {
       // Pages of k_group tokens within each frame of n tokens: selection on the host (small).
       const at::Tensor h = mid.to(at::kCPU, at::kDouble).contiguous();
-      const std::vector<double> scores(h.data_ptr<double>(), h.data_ptr<double>() + middle);
-      std::vector<double> page_scores;
-      std::vector<int64_t> page_start, page_tokens;
-      for (int64_t f = 0; f < middle; f += n)
-        for (int64_t p = f; p < std::min(f + n, middle); p += options_.k_group) {
-          const int64_t len = std::min<int64_t>({options_.k_group, f + n - p, middle - p});
-          page_scores.push_back(std::accumulate(scores.begin() + p, scores.begin() + p + len, 0.0) / len);
-          page_start.push_back(p);
-          page_tokens.push_back(len);
-        }
-      std::vector<int64_t> index;
-      for (int64_t page : SelectByScore(page_scores, page_tokens, page_tokens, left, -1))
-        for (int64_t t = 0; t < page_tokens[page]; ++t) index.push_back(page_start[page] + t);
+      const std::vector<int64_t> index =
+          SelectDensePages(std::vector<double>(h.data_ptr<double>(), h.data_ptr<double>() + middle), n, options_.k_group, left);
       kept = at::tensor(index, at::kLong).to(keys_.device());
     } else {
       kept = std::get<0>(at::sort(std::get<1>(at::topk(mid, left))));  // top-k on the device

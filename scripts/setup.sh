@@ -8,7 +8,7 @@ PYTHON="${PYTHON:-python3}"
 
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
-  libopencv-dev libopen3d-dev libimgui-dev libglfw3-dev
+  libopencv-dev libopen3d-dev libimgui-dev libstb-dev libglfw3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libeigen3-dev
   xvfb xauth gnuplot-nox
