@@ -41,24 +41,12 @@ struct RunArgs {
   bool depth_maps = true;
 };
 
-void CheckOutputFolder(const fs::path& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec || !fs::is_directory(dir)) throw FileError("cannot create the output folder " + dir.string() + ": " + ec.message());
-  const fs::path probe = dir / ".streamrecon_write_test";
-  {
-    std::ofstream out(probe);
-    if (!(out << "ok")) throw FileError("the output folder " + dir.string() + " is not writable");
-  }
-  fs::remove(probe, ec);
-}
-
 int RunRun(const RunArgs& args) {
   if (args.input.empty() == (args.synthetic_frames <= 0))
     throw OptionError("give exactly one of --input PATH or --synthetic N");
   args.cloud.Check();
   const fs::path out_dir(args.out);
-  CheckOutputFolder(out_dir);
+  EnsureWritableFolder(out_dir);
 
   models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);

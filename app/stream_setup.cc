@@ -76,12 +76,11 @@ FramePrediction ModelStage::Step(const Frame& frame) {
 }
 
 CacheStats ModelStage::CacheStatsNow() const {
+  const models::CacheReport report = model_->Cache();
   CacheStats stats;
-  stats.bytes = model_->CacheBytes();
-  stats.budget_bytes = 0;  // unbounded/unknown until the cache exposes its byte budget
-  const int layers = model_->config().depth;
-  stats.tokens_per_layer.reserve(layers);
-  for (int layer = 0; layer < layers; ++layer) stats.tokens_per_layer.push_back(model_->CachedTokens(layer));
+  stats.bytes = report.bytes;
+  stats.budget_bytes = static_cast<int64_t>(report.budget_bytes);
+  stats.tokens_per_layer = report.tokens_per_layer;
   return stats;
 }
 
