@@ -84,6 +84,41 @@ at::Tensor HadamardMatrix(int64_t d, const at::TensorOptions& options) {
   return (h / std::sqrt(static_cast<double>(d))).to(options);
 }
 
+PagedKv PagedKv::Head(int64_t count) const {
+  PagedKv h;
+  h.layout = layout;
+  h.k_codes = k_codes.narrow(0, 0, count);
+  h.k_params = k_params.narrow(0, 0, count);
+  h.v_codes = v_codes.narrow(0, 0, count);
+  h.v_params = v_params.narrow(0, 0, count);
+  h.norms = norms.narrow(0, 0, count);
+  h.meta = meta.narrow(0, 0, count);
+  return h;
+}
+
+PagedKv AllocatePages(const PageLayout& L, int64_t pages, at::Device device) {
+  const auto o = at::TensorOptions().device(device);
+  PagedKv p;
+  p.layout = L;
+  p.k_codes = at::zeros({pages, L.heads, L.slots, L.row_bytes()}, o.dtype(at::kByte));
+  p.k_params = at::zeros({pages, L.heads, L.head_dim, 2}, o.dtype(at::kShort));
+  p.v_codes = at::zeros({pages, L.heads, L.slots, L.row_bytes()}, o.dtype(at::kByte));
+  p.v_params = at::zeros({pages, L.heads, L.slots, L.head_dim / L.v_group, 2}, o.dtype(at::kShort));
+  p.norms = at::ones({pages, L.slots}, o.dtype(at::kFloat));
+  p.meta = at::zeros({pages, 2}, o.dtype(at::kInt));
+  return p;
+}
+
+void CopyPages(PagedKv& dst, const PagedKv& src, int64_t count, int64_t dst_offset) {
+  if (count == 0) return;
+  dst.k_codes.narrow(0, dst_offset, count).copy_(src.k_codes.narrow(0, 0, count));
+  dst.k_params.narrow(0, dst_offset, count).copy_(src.k_params.narrow(0, 0, count));
+  dst.v_codes.narrow(0, dst_offset, count).copy_(src.v_codes.narrow(0, 0, count));
+  dst.v_params.narrow(0, dst_offset, count).copy_(src.v_params.narrow(0, 0, count));
+  dst.norms.narrow(0, dst_offset, count).copy_(src.norms.narrow(0, 0, count));
+  dst.meta.narrow(0, dst_offset, count).copy_(src.meta.narrow(0, 0, count));
+}
+
 PagedKv QuantizeFrame(const at::Tensor& keys_in, const at::Tensor& values_in, const at::Tensor& norms_in,
                       const PageLayout& layout, int32_t frame) {
   const at::Tensor keys = keys_in.to(at::kCPU, at::kFloat).contiguous();
@@ -91,14 +126,7 @@ PagedKv QuantizeFrame(const at::Tensor& keys_in, const at::Tensor& values_in, co
   const int64_t H = keys.size(0), N = keys.size(1), D = keys.size(2), G = layout.slots, bits = layout.bits;
   const int64_t RB = layout.row_bytes(), Gv = layout.v_group, NG = D / Gv;
   const int64_t P = CeilDiv(N, G);
-  PagedKv out;
-  out.layout = layout;
-  out.k_codes = at::zeros({P, H, G, RB}, at::kByte);
-  out.k_params = at::zeros({P, H, D, 2}, at::kShort);
-  out.v_codes = at::zeros({P, H, G, RB}, at::kByte);
-  out.v_params = at::zeros({P, H, G, NG, 2}, at::kShort);
-  out.norms = at::ones({P, G}, at::kFloat);
-  out.meta = at::zeros({P, 2}, at::kInt);
+  PagedKv out = AllocatePages(layout, P, at::kCPU);
   const float* k = keys.data_ptr<float>();
   const float* v = values.data_ptr<float>();
   auto* kc = out.k_codes.data_ptr<uint8_t>();
@@ -262,17 +290,7 @@ class QuantizedLayerCache final : public LayerKvCache {
     options_.Check(layout_.head_dim);
   }
 
-  PagedKv View() const {
-    PagedKv v;
-    v.layout = layout_;
-    v.k_codes = store_.k_codes.narrow(0, 0, pages_);
-    v.k_params = store_.k_params.narrow(0, 0, pages_);
-    v.v_codes = store_.v_codes.narrow(0, 0, pages_);
-    v.v_params = store_.v_params.narrow(0, 0, pages_);
-    v.norms = store_.norms.narrow(0, 0, pages_);
-    v.meta = store_.meta.narrow(0, 0, pages_);
-    return v;
-  }
+  PagedKv View() const { return store_.Head(pages_); }
 
   // The first frame is protected: its pages come first (or it is held in bf16 apart).
   int64_t FirstPages() const { return first_k_.defined() ? 0 : CeilDiv(first_tokens_, layout_.slots); }
@@ -309,26 +327,11 @@ class QuantizedLayerCache final : public LayerKvCache {
     if (!store_.meta.defined() || store_.meta.size(0) < need) {
       int64_t grow = std::max<int64_t>(need, 2 * (store_.meta.defined() ? store_.meta.size(0) : 0));
       if (capacity_.bytes >= 0) grow = std::min(grow, std::max(need, capacity_.bytes / layout_.page_bytes()));
-      auto grown = [&](const at::Tensor& old, const at::Tensor& like) {
-        auto sizes = like.sizes().vec();
-        sizes[0] = grow;
-        at::Tensor t = at::zeros(sizes, like.options());
-        if (pages_ > 0) t.narrow(0, 0, pages_).copy_(old.narrow(0, 0, pages_));
-        return t;
-      };
-      store_.k_codes = grown(store_.k_codes, frame.k_codes);
-      store_.k_params = grown(store_.k_params, frame.k_params);
-      store_.v_codes = grown(store_.v_codes, frame.v_codes);
-      store_.v_params = grown(store_.v_params, frame.v_params);
-      store_.norms = grown(store_.norms, frame.norms);
-      store_.meta = grown(store_.meta, frame.meta);
+      PagedKv next = AllocatePages(layout_, grow, at::kCPU);
+      if (pages_ > 0) CopyPages(next, store_, pages_);
+      store_ = next;
     }
-    store_.k_codes.narrow(0, pages_, add).copy_(frame.k_codes);
-    store_.k_params.narrow(0, pages_, add).copy_(frame.k_params);
-    store_.v_codes.narrow(0, pages_, add).copy_(frame.v_codes);
-    store_.v_params.narrow(0, pages_, add).copy_(frame.v_params);
-    store_.norms.narrow(0, pages_, add).copy_(frame.norms);
-    store_.meta.narrow(0, pages_, add).copy_(frame.meta);
+    CopyPages(store_, frame, add, pages_);
     pages_ = need;
   }
 
@@ -406,12 +409,7 @@ class QuantizedLayerCache final : public LayerKvCache {
     }
     // Re-store in place (capacity unchanged; the store never grows while pruning).
     pages_ = static_cast<int64_t>(pages.size());
-    store_.k_codes.narrow(0, 0, pages_).copy_(next.k_codes);
-    store_.k_params.narrow(0, 0, pages_).copy_(next.k_params);
-    store_.v_codes.narrow(0, 0, pages_).copy_(next.v_codes);
-    store_.v_params.narrow(0, 0, pages_).copy_(next.v_params);
-    store_.norms.narrow(0, 0, pages_).copy_(next.norms);
-    store_.meta.narrow(0, 0, pages_).copy_(next.meta);
+    CopyPages(store_, next, pages_);
   }
 
   KvCacheOptions options_;

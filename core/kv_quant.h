@@ -43,7 +43,15 @@ struct PagedKv {
   at::Tensor meta;      // int32 [P, 2]: valid, frame
 
   int64_t pages() const { return meta.defined() ? meta.size(0) : 0; }
+  // The first `count` pages (views).
+  PagedKv Head(int64_t count) const;
 };
+
+// `pages` empty pages of `layout` (zero codes and params, unit norms) on `device`.
+PagedKv AllocatePages(const PageLayout& layout, int64_t pages, at::Device device);
+
+// Copies src's first `count` pages into dst at page `dst_offset`.
+void CopyPages(PagedKv& dst, const PagedKv& src, int64_t count, int64_t dst_offset = 0);
 
 // Quantizes one frame into ceil(N / G) pages. keys, values: float [H, N, D], keys already
 // rotated and divided by their norms for OScaR; norms: float [N] (or undefined for KIVI).

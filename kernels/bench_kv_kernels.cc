@@ -43,19 +43,6 @@ double TimeMs(const std::function<void()>& fn, int reps = 15) {
   return times[times.size() / 2];
 }
 
-PagedKv EmptyPages(int64_t pages, const PageLayout& L) {
-  const auto o = at::TensorOptions().device(at::kCUDA);
-  PagedKv p;
-  p.layout = L;
-  p.k_codes = at::zeros({pages, L.heads, L.slots, L.row_bytes()}, o.dtype(at::kByte));
-  p.k_params = at::zeros({pages, L.heads, 64, 2}, o.dtype(at::kShort));
-  p.v_codes = at::zeros({pages, L.heads, L.slots, L.row_bytes()}, o.dtype(at::kByte));
-  p.v_params = at::zeros({pages, L.heads, L.slots, 64 / L.v_group, 2}, o.dtype(at::kShort));
-  p.norms = at::ones({pages, L.slots}, o.dtype(at::kFloat));
-  p.meta = at::zeros({pages, 2}, o.dtype(at::kInt));
-  return p;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -96,7 +83,7 @@ int main(int argc, char** argv) {
     report("bf16", TimeMs([&] { streamrecon::kernels::AttentionCuda(q, k_cache, v_cache, T, nullptr, 0, k_cur, v_cur); }));
     for (auto [name, bits, oscar] : {std::tuple<const char*, int, bool>{"kivi4", 4, false}, {"kivi2", 2, false}, {"oscar4", 4, true}, {"oscar2", 2, true}}) {
       PageLayout L{static_cast<int>(heads), 64, 32, bits, 64, oscar};
-      PagedKv pages = EmptyPages((T + 31) / 32, L);
+      PagedKv pages = streamrecon::AllocatePages(L, (T + 31) / 32, at::kCUDA);
       streamrecon::kernels::AppendPagesCuda(k_cache, v_cache, oscar, false, 0, pages, 0);
       report(name, TimeMs([&] { streamrecon::kernels::AttentionCuda(q, {}, {}, 0, &pages, pages.pages(), k_cur, v_cur); }));
     }
@@ -110,7 +97,7 @@ int main(int argc, char** argv) {
     const at::Tensor k = at::randn({heads, n, 64}, dev), v = at::randn({heads, n, 64}, dev);
     for (auto [name, bits, oscar] : {std::tuple<const char*, int, bool>{"kivi4", 4, false}, {"kivi2", 2, false}, {"oscar4", 4, true}, {"oscar2", 2, true}}) {
       PageLayout L{static_cast<int>(heads), 64, 32, bits, 64, oscar};
-      PagedKv pages = EmptyPages((n + 31) / 32, L);
+      PagedKv pages = streamrecon::AllocatePages(L, (n + 31) / 32, at::kCUDA);
       const double ms = TimeMs([&] { streamrecon::kernels::AppendPagesCuda(k, v, oscar, false, 0, pages, 0); });
       const double bytes = 2.0 * k.numel() * 2 + static_cast<double>(pages.pages()) * L.page_bytes();
       // A device copy moving the same bytes (read + write).

@@ -117,17 +117,7 @@ class CudaLayerCache final : public LayerKvCache {
   }
 
   // ---- pages ----
-  PagedKv Slice(int64_t count) const {
-    PagedKv s;
-    s.layout = layout_;
-    s.k_codes = store_.k_codes.narrow(0, 0, count);
-    s.k_params = store_.k_params.narrow(0, 0, count);
-    s.v_codes = store_.v_codes.narrow(0, 0, count);
-    s.v_params = store_.v_params.narrow(0, 0, count);
-    s.norms = store_.norms.narrow(0, 0, count);
-    s.meta = store_.meta.narrow(0, 0, count);
-    return s;
-  }
+  PagedKv Slice(int64_t count) const { return store_.Head(count); }
 
   void AppendQuantized(const at::Tensor& k, const at::Tensor& v) {
     const int64_t n = k.size(1), add = CeilDiv(n, layout_.slots);
@@ -136,25 +126,8 @@ class CudaLayerCache final : public LayerKvCache {
     if (pages_ + add > have) {
       int64_t grow = std::max<int64_t>(pages_ + add, 2 * have);
       if (capacity_.bytes >= 0) grow = std::min(grow, std::max(pages_ + add, capacity_.bytes / layout_.page_bytes()));
-      const auto u8 = k.options().dtype(at::kByte), i16 = k.options().dtype(at::kShort);
-      const int64_t H = heads_, G = layout_.slots, RB = layout_.row_bytes(), NG = 64 / layout_.v_group;
-      PagedKv next;
-      next.layout = layout_;
-      next.k_codes = at::zeros({grow, H, G, RB}, u8);
-      next.k_params = at::zeros({grow, H, 64, 2}, i16);
-      next.v_codes = at::zeros({grow, H, G, RB}, u8);
-      next.v_params = at::zeros({grow, H, G, NG, 2}, i16);
-      next.norms = at::ones({grow, G}, k.options().dtype(at::kFloat));
-      next.meta = at::zeros({grow, 2}, k.options().dtype(at::kInt));
-      if (pages_ > 0) {
-        const PagedKv old = Slice(pages_);
-        next.k_codes.narrow(0, 0, pages_).copy_(old.k_codes);
-        next.k_params.narrow(0, 0, pages_).copy_(old.k_params);
-        next.v_codes.narrow(0, 0, pages_).copy_(old.v_codes);
-        next.v_params.narrow(0, 0, pages_).copy_(old.v_params);
-        next.norms.narrow(0, 0, pages_).copy_(old.norms);
-        next.meta.narrow(0, 0, pages_).copy_(old.meta);
-      }
+      PagedKv next = AllocatePages(layout_, grow, k.device());
+      if (pages_ > 0) CopyPages(next, store_, pages_);
       store_ = next;
     }
     AppendPagesCuda(k, v, oscar(), options_.v_hadamard, static_cast<int>(frames_), store_, pages_);
@@ -302,12 +275,10 @@ class CudaLayerCache final : public LayerKvCache {
     const at::Tensor k_params = all.k_params.index_select(0, page_idx);
     at::Tensor meta = all.meta.index_select(0, page_idx);
     meta.select(1, 0).copy_(at::tensor(valid, at::kInt).to(dev));
-    store_.k_codes.narrow(0, 0, P).copy_(k_codes);
-    store_.v_codes.narrow(0, 0, P).copy_(v_codes);
-    store_.v_params.narrow(0, 0, P).copy_(v_params);
-    store_.norms.narrow(0, 0, P).copy_(norms);
-    store_.k_params.narrow(0, 0, P).copy_(k_params);
-    store_.meta.narrow(0, 0, P).copy_(meta);
+    PagedKv compacted;
+    compacted.k_codes = k_codes, compacted.k_params = k_params, compacted.v_codes = v_codes;
+    compacted.v_params = v_params, compacted.norms = norms, compacted.meta = meta;
+    CopyPages(store_, compacted, P);
     pages_ = P;
   }
 
