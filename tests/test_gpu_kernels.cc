@@ -47,6 +47,10 @@ struct AppendCase {
   int tokens;
 };
 
+void PrintTo(const AppendCase& c, std::ostream* os) {
+  *os << (c.oscar ? "oscar" : "kivi") << c.bits << " G" << c.slots << " Gv" << c.v_group << " N" << c.tokens;
+}
+
 class GpuAppend : public ::testing::TestWithParam<AppendCase> {};
 
 TEST_P(GpuAppend, CodesAndParamsMatchTheCpuReference) {
@@ -129,6 +133,10 @@ struct AttentionCase {
   int bits;  // 0: dense bf16
   int cached, queries, splits;
 };
+
+void PrintTo(const AttentionCase& c, std::ostream* os) {
+  *os << "bits " << c.bits << " T " << c.cached << " q " << c.queries << " splits " << c.splits;
+}
 
 class GpuAttention : public ::testing::TestWithParam<AttentionCase> {};
 

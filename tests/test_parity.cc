@@ -23,6 +23,8 @@ struct ParityCase {
   PrunePolicy policy;
 };
 
+void PrintTo(const ParityCase& c, std::ostream* os) { *os << c.weights << " vs " << c.reference << " in " << c.dtype; }
+
 std::string CaseName(const ::testing::TestParamInfo<ParityCase>& info) {
   std::string name = info.param.weights + "_" + info.param.reference + "_" + info.param.dtype;
   for (char& c : name)

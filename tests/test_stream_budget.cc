@@ -15,6 +15,8 @@ struct BudgetCase {
   PrunePolicy policy;
 };
 
+void PrintTo(const BudgetCase& c, std::ostream* os) { *os << ToString(c.format) << " + " << ToString(c.policy); }
+
 class StreamBudget : public ::testing::TestWithParam<BudgetCase> {};
 
 TEST_P(StreamBudget, ThreeHundredFramesStayWithinAQuarterOfTheFullCache) {
