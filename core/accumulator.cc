@@ -17,15 +17,6 @@ namespace {
 // Ids of chunk versions; shared by all accumulators so an id never names two contents.
 std::atomic<uint64_t> next_chunk_id{1};
 
-void CheckArraySize(const FramePrediction& p, const char* name, size_t found, size_t channels) {
-  const size_t expected = static_cast<size_t>(p.height) * static_cast<size_t>(p.width) * channels;
-  if (p.height <= 0 || p.width <= 0 || found != expected) {
-    throw Error("frame " + std::to_string(p.index) + ": expected " + name + " of " +
-                std::to_string(p.height) + " x " + std::to_string(p.width) + " x " +
-                std::to_string(channels) + " values, found " + std::to_string(found));
-  }
-}
-
 }  // namespace
 
 // ---- CloudSnapshot -----------------------------------------------------------------------------
@@ -82,67 +73,32 @@ PointCloudAccumulator::PointCloudAccumulator(const AccumulatorOptions& options)
 
 std::vector<PointCloudAccumulator::Sample> PointCloudAccumulator::ExtractFrame(
     const FramePrediction& p) const {
-  // The same selection as CollectPoints (core/export.cc), keeping each point's confidence,
-  // which CollectPoints drops: viewers filter on it later.
-  const PointCloudOptions& o = options_.frame;
-  if (p.image.width != p.width || p.image.height != p.height) {
-    throw Error("frame " + std::to_string(p.index) + ": expected an image of " +
-                std::to_string(p.width) + " x " + std::to_string(p.height) + ", found " +
-                std::to_string(p.image.width) + " x " + std::to_string(p.image.height));
-  }
-  CheckArraySize(p, "image data", p.image.data.size(), 3);
-  std::vector<float> unprojected;
-  const std::vector<float>* points = &p.world_points;
-  const std::vector<float>* conf = &p.world_points_conf;
-  if (o.use_depth) {
-    CheckArraySize(p, "depth", p.depth.size(), 1);
-    CheckArraySize(p, "depth_conf", p.depth_conf.size(), 1);
-    const Rigid3 world_from_cam =
-        geometry::Inverse(geometry::PoseEncodingToExtrinsics(p.pose_enc));
-    unprojected = geometry::UnprojectDepth(
-        p.depth, p.width, p.height,
-        geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height), world_from_cam);
-    points = &unprojected;
-    conf = &p.depth_conf;
-  } else {
-    CheckArraySize(p, "world_points", p.world_points.size(), 3);
-    CheckArraySize(p, "world_points_conf", p.world_points_conf.size(), 1);
-  }
-
+  // CollectPoints' selection (ForEachFramePoint), keeping each point's confidence, which
+  // CollectPoints drops: viewers filter on it later.
   std::vector<Sample> samples;
   std::unordered_map<VoxelKey, size_t, VoxelKeyHash> frame_slot;
-  const double voxel = o.voxel_size;
-  for (int v = 0; v < p.height; v += o.stride) {
-    for (int u = 0; u < p.width; u += o.stride) {
-      const size_t i = static_cast<size_t>(v) * p.width + u;
-      const float* xyz = &(*points)[i * 3];
-      const float c = (*conf)[i];
-      if (!(c > o.conf_threshold) || !std::isfinite(xyz[0]) || !std::isfinite(xyz[1]) ||
-          !std::isfinite(xyz[2])) {
-        continue;
-      }
-      const uint8_t* rgb = p.image.pixel(u, v);
-      Sample* s = nullptr;
-      if (voxel > 0.0) {
-        const VoxelKey key{static_cast<int64_t>(std::floor(xyz[0] / voxel)),
-                           static_cast<int64_t>(std::floor(xyz[1] / voxel)),
-                           static_cast<int64_t>(std::floor(xyz[2] / voxel))};
-        const auto [it, inserted] = frame_slot.emplace(key, samples.size());
-        if (inserted) samples.emplace_back();
-        s = &samples[it->second];
-      } else {
-        s = &samples.emplace_back();
-      }
-      s->x += xyz[0];
-      s->y += xyz[1];
-      s->z += xyz[2];
-      s->r += rgb[0];
-      s->g += rgb[1];
-      s->b += rgb[2];
-      s->conf = s->count == 0 ? c : std::max(s->conf, c);
-      ++s->count;
+  const double voxel = options_.frame.voxel_size;
+  ForEachFramePoint(p, options_.frame, [&](const float* xyz, const uint8_t* rgb, float c) {
+    Sample* s = nullptr;
+    if (voxel > 0.0) {
+      const VoxelKey key{static_cast<int64_t>(std::floor(xyz[0] / voxel)),
+                         static_cast<int64_t>(std::floor(xyz[1] / voxel)),
+                         static_cast<int64_t>(std::floor(xyz[2] / voxel))};
+      const auto [it, inserted] = frame_slot.emplace(key, samples.size());
+      if (inserted) samples.emplace_back();
+      s = &samples[it->second];
+    } else {
+      s = &samples.emplace_back();
     }
-  }
+    s->x += xyz[0];
+    s->y += xyz[1];
+    s->z += xyz[2];
+    s->r += rgb[0];
+    s->g += rgb[1];
+    s->b += rgb[2];
+    s->conf = s->count == 0 ? c : std::max(s->conf, c);
+    ++s->count;
+  });
   return samples;
 }
 

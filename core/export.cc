@@ -195,46 +195,52 @@ void PointCloudOptions::Check() const {
   }
 }
 
+void ForEachFramePoint(const FramePrediction& p, const PointCloudOptions& options,
+                       const std::function<void(const float* xyz, const uint8_t* rgb, float conf)>& visit) {
+  if (p.image.width != p.width || p.image.height != p.height) {
+    throw Error("frame " + std::to_string(p.index) + ": expected an image of " +
+                std::to_string(p.width) + " x " + std::to_string(p.height) + ", found " +
+                std::to_string(p.image.width) + " x " + std::to_string(p.image.height));
+  }
+  CheckSize(p, "image data", p.image.data.size(), 3);
+  std::vector<float> unprojected;
+  const std::vector<float>* points = &p.world_points;
+  const std::vector<float>* conf = &p.world_points_conf;
+  if (options.use_depth) {
+    CheckSize(p, "depth", p.depth.size(), 1);
+    CheckSize(p, "depth_conf", p.depth_conf.size(), 1);
+    unprojected = geometry::UnprojectDepth(
+        p.depth, p.width, p.height,
+        geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height), WorldFromCam(p));
+    points = &unprojected;
+    conf = &p.depth_conf;
+  } else {
+    CheckSize(p, "world_points", p.world_points.size(), 3);
+    CheckSize(p, "world_points_conf", p.world_points_conf.size(), 1);
+  }
+  for (int v = 0; v < p.height; v += options.stride) {
+    for (int u = 0; u < p.width; u += options.stride) {
+      const size_t i = static_cast<size_t>(v) * p.width + u;
+      const float* xyz = &(*points)[i * 3];
+      const float c = (*conf)[i];
+      if (!(c > options.conf_threshold) || !std::isfinite(xyz[0]) || !std::isfinite(xyz[1]) ||
+          !std::isfinite(xyz[2])) {
+        continue;
+      }
+      visit(xyz, p.image.pixel(u, v), c);
+    }
+  }
+}
+
 PointCloud CollectPoints(const std::vector<FramePrediction>& predictions,
                          const PointCloudOptions& options) {
   options.Check();
   PointCloud cloud;
   for (const FramePrediction& p : predictions) {
-    if (p.image.width != p.width || p.image.height != p.height) {
-      throw Error("frame " + std::to_string(p.index) + ": expected an image of " +
-                  std::to_string(p.width) + " x " + std::to_string(p.height) + ", found " +
-                  std::to_string(p.image.width) + " x " + std::to_string(p.image.height));
-    }
-    CheckSize(p, "image data", p.image.data.size(), 3);
-    std::vector<float> unprojected;
-    const std::vector<float>* points = &p.world_points;
-    const std::vector<float>* conf = &p.world_points_conf;
-    if (options.use_depth) {
-      CheckSize(p, "depth", p.depth.size(), 1);
-      CheckSize(p, "depth_conf", p.depth_conf.size(), 1);
-      unprojected = geometry::UnprojectDepth(
-          p.depth, p.width, p.height,
-          geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height), WorldFromCam(p));
-      points = &unprojected;
-      conf = &p.depth_conf;
-    } else {
-      CheckSize(p, "world_points", p.world_points.size(), 3);
-      CheckSize(p, "world_points_conf", p.world_points_conf.size(), 1);
-    }
-
-    for (int v = 0; v < p.height; v += options.stride) {
-      for (int u = 0; u < p.width; u += options.stride) {
-        const size_t i = static_cast<size_t>(v) * p.width + u;
-        const float* xyz = &(*points)[i * 3];
-        if (!((*conf)[i] > options.conf_threshold) || !std::isfinite(xyz[0]) ||
-            !std::isfinite(xyz[1]) || !std::isfinite(xyz[2])) {
-          continue;
-        }
-        cloud.xyz.insert(cloud.xyz.end(), xyz, xyz + 3);
-        const uint8_t* rgb = p.image.pixel(u, v);
-        cloud.rgb.insert(cloud.rgb.end(), rgb, rgb + 3);
-      }
-    }
+    ForEachFramePoint(p, options, [&cloud](const float* xyz, const uint8_t* rgb, float) {
+      cloud.xyz.insert(cloud.xyz.end(), xyz, xyz + 3);
+      cloud.rgb.insert(cloud.rgb.end(), rgb, rgb + 3);
+    });
   }
   return options.voxel_size > 0.0 ? VoxelDownsample(cloud, options.voxel_size) : cloud;
 }

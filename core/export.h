@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <vector>
 
 #include "core/types.h"
@@ -47,6 +48,12 @@ struct PointCloudOptions {
   // Throws OptionError naming the bad field.
   void Check() const;
 };
+
+// Visits one prediction's points as CollectPoints selects them (every stride-th pixel, confidence
+// above options.conf_threshold, finite), in raster order: xyz [3] world, rgb [3], confidence.
+// Throws Error for a prediction whose arrays do not match H, W.
+void ForEachFramePoint(const FramePrediction& prediction, const PointCloudOptions& options,
+                       const std::function<void(const float* xyz, const uint8_t* rgb, float conf)>& visit);
 
 // The confident, finite points of all predictions, coloured by prediction.image.
 // Throws OptionError for bad options and Error for a prediction whose arrays do not match H, W.
