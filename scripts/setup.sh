@@ -11,7 +11,7 @@ APT_PACKAGES=(
   libopencv-dev libopen3d-dev libimgui-dev libstb-dev libglfw3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libeigen3-dev
-  xvfb xauth gnuplot-nox
+  xvfb xauth libgl1-mesa-dri libglx-mesa0 gnuplot-nox
 )
 
 missing=()
