@@ -179,6 +179,7 @@ struct StreamArgs {
   int64_t frames = 500;            // frames streamed per configuration
   int pool = 32;                   // distinct frames cycled through (synthetic or from --input)
   std::vector<std::string> runs;   // "policy,format[,budget]"
+  std::string policy, format, budget;  // one configuration given as --policy/--format/--kv-budget
   int64_t cache_tokens = 0;
   int k_group = 32, v_group = 64;
   int warmup = 0;                  // frames before the stream (not recorded; the caches are reset after)
@@ -244,7 +245,11 @@ int RunStream(const StreamArgs& args) {
   for (auto& t : frames.tensors) t = t.to(device);
 
   std::vector<StreamRun> runs;
-  for (const auto& r : args.runs.empty() ? std::vector<std::string>{"none,fp32"} : args.runs) {
+  std::vector<std::string> specs = args.runs;
+  if (!args.policy.empty() || !args.format.empty() || !args.budget.empty())
+    specs.push_back((args.policy.empty() ? "none" : args.policy) + "," + (args.format.empty() ? "fp32" : args.format) +
+                    (args.budget.empty() ? "" : "," + args.budget));
+  for (const auto& r : specs.empty() ? std::vector<std::string>{"none,fp32"} : specs) {
     const auto parts = SplitList(r);
     if (parts.size() < 2 || parts.size() > 3) throw OptionError("--run expects POLICY,FORMAT[,BUDGET], got '" + r + "'");
     runs.push_back({parts[0], parts[1], parts.size() == 3 ? parts[2] : ""});
@@ -377,6 +382,9 @@ Runner AddBenchCommand(CLI::App& parent) {
   st->add_option("--frames", sargs->frames, "Frames per configuration")->capture_default_str();
   st->add_option("--pool", sargs->pool, "Distinct frames cycled through (synthetic unless --input)")->capture_default_str();
   st->add_option("--run", sargs->runs, "A configuration POLICY,FORMAT[,BUDGET], e.g. xstream,oscar2,2GiB (repeatable)");
+  st->add_option("--policy", sargs->policy, "With --format/--kv-budget: one configuration instead of --run");
+  st->add_option("--format", sargs->format, "Cache format of that configuration");
+  st->add_option("--kv-budget", sargs->budget, "Byte budget of that configuration");
   st->add_option("--cache-tokens", sargs->cache_tokens, "Token capacity per layer (pruned runs)");
   st->add_option("--k-group", sargs->k_group, "Tokens per page")->capture_default_str();
   st->add_option("--v-group", sargs->v_group, "Channels per V group")->capture_default_str();
@@ -390,8 +398,8 @@ Runner AddBenchCommand(CLI::App& parent) {
   CLI::App* fid = bench->add_subcommand("fidelity", "Output error of cache configurations against the full cache, at equal bytes");
   args->model.Add(*fid);
   args->input.Add(*fid);
-  fid->add_option("--formats", args->formats, "Comma-separated formats (fp32, bf16, kivi4, kivi2, oscar4, oscar2)")->capture_default_str();
-  fid->add_option("--policies", args->policies, "Comma-separated policies (xstream, xstream-page, window, random)")->capture_default_str();
+  fid->add_option("--formats,--format", args->formats, "Comma-separated formats (fp32, bf16, kivi4, kivi2, oscar4, oscar2)")->capture_default_str();
+  fid->add_option("--policies,--policy", args->policies, "Comma-separated policies (xstream, xstream-page, window, random)")->capture_default_str();
   fid->add_option("--kv-budget", args->budgets, "Byte budget(s) of all caches; repeat for several");
   fid->add_option("--cache-tokens", args->cache_tokens, "Token capacity per layer instead of (or with) a budget");
   fid->add_option("--pool", args->pool, "XStreamVGGT query pool size")->capture_default_str();

@@ -94,6 +94,22 @@ if(tmp_left)
   math(EXPR failures "${failures} + 1")
 endif()
 
+# --- benchmarks and analysis on a tiny random model --------------------------------------------
+expect(bench_stream 0 "xstream_kivi4_200KiB" bench stream --random-weights --config parity-tiny --size 70x56 --frames 12 --pool 4
+       --policy xstream --format kivi4 --kv-budget 200KiB --run none,fp32 --out ${W}/bench)
+foreach(f summary.md summary.json none_fp32.csv xstream_kivi4_200KiB.csv)
+  if(NOT EXISTS "${W}/bench/${f}")
+    message(STATUS "FAIL bench_stream: ${f} missing")
+    math(EXPR failures "${failures} + 1")
+  endif()
+endforeach()
+expect(bench_stream_graphs nonzero "not supported yet" bench stream --random-weights --config parity-tiny --size 70x56 --frames 2 --cuda-graphs --out ${W}/bench2)
+expect(bench_stream_memory_limit 0 "memory limit" bench stream --random-weights --config parity-tiny --size 70x56 --frames 5 --pool 2
+       --memory-limit 1KiB --out ${W}/bench3)
+expect(bench_fidelity 0 "| xstream | oscar2 |" bench fidelity --random-weights --config parity-tiny --synthetic 4 --size 70x56
+       --format oscar2 --policy xstream --kv-budget 100KiB --json ${W}/fidelity.json)
+expect(analyze 0 "key token norm" analyze --random-weights --config parity-tiny --synthetic 3 --size 70x56)
+
 # --- with the shared fixtures: verify and run on real photos ----------------------------------
 set(P "${SHARED_DIR}/fixtures/parity")
 if(EXISTS "${P}/weights.safetensors")
