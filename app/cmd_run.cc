@@ -47,6 +47,7 @@ int RunRun(const RunArgs& args) {
   args.cloud.Check();
   const fs::path out_dir(args.out);
   EnsureWritableFolder(out_dir);
+  if (!CanWritePly()) throw Error("this build cannot write points.ply (built without Open3D; install libopen3d-dev and rebuild)");
 
   models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);

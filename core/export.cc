@@ -245,6 +245,14 @@ PointCloud CollectPoints(const std::vector<FramePrediction>& predictions,
   return options.voxel_size > 0.0 ? VoxelDownsample(cloud, options.voxel_size) : cloud;
 }
 
+bool CanWritePly() {
+#ifdef STREAMRECON_HAVE_OPEN3D
+  return true;
+#else
+  return false;
+#endif
+}
+
 void WritePointCloudPly(const fs::path& path, const PointCloud& cloud) {
 #ifdef STREAMRECON_HAVE_OPEN3D
   if (cloud.xyz.size() % 3 != 0 || cloud.rgb.size() != cloud.xyz.size()) {

@@ -60,6 +60,9 @@ void ForEachFramePoint(const FramePrediction& prediction, const PointCloudOption
 PointCloud CollectPoints(const std::vector<FramePrediction>& predictions,
                          const PointCloudOptions& options);
 
+// Whether this build can write PLY files (it was built with Open3D).
+bool CanWritePly();
+
 // Binary little-endian PLY with x, y, z (double) and red, green, blue (uchar), through Open3D.
 // An empty cloud gives a valid PLY with 0 vertices (Open3D's own reader refuses such files, so
 // callers that read back should check the count). Throws Error when built without Open3D.
