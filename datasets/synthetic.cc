@@ -401,6 +401,24 @@ SyntheticFrame SyntheticScene::Render(int64_t index) const {
   return out;
 }
 
+SceneDescription SyntheticScene::Describe() const {
+  const Geometry& g = *geometry_;
+  auto arr = [](const Vec3& v) { return std::array<double, 3>{v.x, v.y, v.z}; };
+  SceneDescription d;
+  d.room_lo = arr(g.room_lo);
+  d.room_hi = arr(g.room_hi);
+  d.room_material = g.room_material;
+  for (const Box& b : g.boxes) d.boxes.push_back({arr(b.lo), arr(b.hi), b.material});
+  for (const Sphere& s : g.spheres) d.spheres.push_back({arr(s.center), s.radius, s.material});
+  for (const Material& m : g.materials)
+    d.materials.push_back({static_cast<int>(m.pattern), arr(m.color_a), arr(m.color_b), arr(m.offset), arr(m.stripe_direction), m.period, m.salt});
+  d.light = arr(g.light);
+  d.ambient = kAmbient;
+  d.diffuse = kDiffuse;
+  d.falloff = kFalloff;
+  return d;
+}
+
 double SyntheticScene::SignedDistance(const std::array<double, 3>& world_point) const {
   return geometry_->SignedDistance({world_point[0], world_point[1], world_point[2]});
 }

@@ -50,6 +50,33 @@ struct SyntheticFrame {
   Rigid3 world_from_cam;     // OpenCV camera axes (x right, y down, z forward); world z up
 };
 
+// The scene as plain data, for renderers other than SyntheticScene::Render (the LibTorch one in
+// synthetic_torch.h). Patterns: 0 checker, 1 stripes, 2 value noise (see synthetic.cc).
+struct SceneDescription {
+  struct Material {
+    int pattern = 0;
+    std::array<double, 3> color_a{}, color_b{}, offset{}, stripe_direction{};
+    double period = 1.0;
+    uint64_t salt = 0;
+  };
+  struct Box {
+    std::array<double, 3> lo{}, hi{};
+    int material = 0;
+  };
+  struct Sphere {
+    std::array<double, 3> center{};
+    double radius = 0;
+    int material = 0;
+  };
+  std::array<double, 3> room_lo{}, room_hi{};
+  std::array<int, 6> room_material{};  // faces -x, +x, -y, +y, floor, ceiling
+  std::vector<Box> boxes;
+  std::vector<Sphere> spheres;
+  std::vector<Material> materials;
+  std::array<double, 3> light{};
+  double ambient = 0, diffuse = 0, falloff = 0;  // intensity = ambient + diffuse * lambert / (1 + falloff * d^2)
+};
+
 // A scene and trajectory fixed by SyntheticOptions. Pixel convention (the same as
 // geometry::UnprojectDepth and VGGT): pixel (u, v), u the integer column and v the integer row,
 // is rendered with the ray through camera point ((u - cx) / fx, (v - cy) / fy, 1), so
@@ -71,6 +98,7 @@ class SyntheticScene {
   // The camera of frame index in [0, size()) (no rendering); throws Error otherwise.
   Rigid3 WorldFromCam(int64_t index) const;
   Intrinsics intrinsics() const;
+  SceneDescription Describe() const;
 
   // Signed distance in metres from a world point to the nearest surface: positive in free space
   // (inside the room, outside every object), zero on surfaces, negative inside solids.

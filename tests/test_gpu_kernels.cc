@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "core/kv_quant.h"
+#include "datasets/synthetic_torch.h"
 #include "kernels/cuda_kv_cache.h"
 #include "kernels/kv_ops.h"
 #include "models/streaming_model.h"
@@ -245,6 +246,27 @@ TEST(GpuCache, FollowsTheCpuCacheThroughPruning) {
       std::printf("[ info ] CUDA cache %s/%s vs CPU: worst output rel err %.2e\n", ToString(f).c_str(), ToString(policy).c_str(), worst);
       EXPECT_LE(worst, 2e-2);
     }
+}
+
+// ---- synthetic scenes rendered on the GPU -----------------------------------------------------
+
+TEST(GpuSynthetic, MatchesTheCppRenderer) {
+  REQUIRE_GPU();
+  datasets::SyntheticOptions o;
+  o.width = 518;
+  o.height = 392;
+  o.frames = 4;
+  const datasets::SyntheticScene scene(o);
+  for (int64_t i = 0; i < 4; ++i) {
+    const datasets::SyntheticFrame ref = scene.Render(i);
+    const datasets::TensorFrame got = datasets::RenderWithTorch(scene, i, at::kCUDA);
+    const at::Tensor depth = at::from_blob(const_cast<float*>(ref.depth.data()), {392, 518}, at::kFloat);
+    const at::Tensor rgb = at::from_blob(const_cast<uint8_t*>(ref.frame.image.data.data()), {392, 518, 3}, at::kByte);
+    EXPECT_LE((got.depth.cpu() - depth).abs().max().item<float>(), 1e-5f) << "frame " << i;
+    const at::Tensor diff = (got.rgb.cpu().to(at::kInt) - rgb.to(at::kInt)).abs();
+    EXPECT_LE(diff.max().item<int>(), 1) << "frame " << i;
+    EXPECT_LE(diff.ne(0).sum().item<int64_t>(), diff.numel() / 1000) << "frame " << i;
+  }
 }
 
 // ---- the model's GPU path --------------------------------------------------------------------
