@@ -88,7 +88,6 @@ class LayerKvCache {
 };
 
 // Dense (model dtype / bf16) or quantized (KIVI / OScaR pages) cache, as the options say.
-// format_override lets the camera trunk use a dense cache whatever the global format is.
 std::unique_ptr<LayerKvCache> MakeLayerKvCache(const KvCacheOptions& options);
 
 // XStreamVGGT's pooled queries: the first special_tokens rows as they are, the rest averaged over
