@@ -64,3 +64,20 @@ streamrecon_resolve(VIEWER _viewer_ok)
 function(streamrecon_target_defaults target)
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
 endfunction()
+
+# Optional dependencies of one target: linked privately with a STREAMRECON_HAVE_* define when
+# found, nothing otherwise (the code checks the define).
+function(streamrecon_use_opencv target)
+  if(STREAMRECON_HAVE_OPENCV)
+    target_link_libraries(${target} PRIVATE ${OpenCV_LIBS})
+    target_include_directories(${target} SYSTEM PRIVATE ${OpenCV_INCLUDE_DIRS})
+    target_compile_definitions(${target} PRIVATE STREAMRECON_HAVE_OPENCV=1)
+  endif()
+endfunction()
+
+function(streamrecon_use_open3d target)
+  if(STREAMRECON_HAVE_OPEN3D)
+    target_link_libraries(${target} PRIVATE Open3D::Open3D)
+    target_compile_definitions(${target} PRIVATE STREAMRECON_HAVE_OPEN3D=1)
+  endif()
+endfunction()
