@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   nlohmann::json results = {{"device", prop->name}, {"queries", queries}, {"heads", heads}};
 
   // Attention: T cached tokens + the current frame (queries tokens) per head.
-  std::printf("\n%-9s %-8s %10s %10s %8s\n", "T", "format", "ms", "TFLOP/s", "vs SDPA");
+  std::printf("\n%-9s %-9s %10s %10s %8s\n", "T", "format", "ms", "TFLOP/s", "vs SDPA");
   nlohmann::json attention = nlohmann::json::array();
   for (int64_t T : kept) {
     at::manual_seed(T);
@@ -75,17 +75,36 @@ int main(int argc, char** argv) {
     const double flops = 4.0 * heads * queries * static_cast<double>(T + queries) * 64;
     const double sdpa = TimeMs([&] { at::scaled_dot_product_attention(q.unsqueeze(0), k_all.unsqueeze(0), v_all.unsqueeze(0)); });
     auto report = [&](const char* name, double ms) {
-      std::printf("%-9lld %-8s %10.3f %10.1f %8.2fx\n", static_cast<long long>(T), name, ms, flops / ms / 1e9, ms / sdpa);
+      std::printf("%-9lld %-9s %10.3f %10.1f %8.2fx\n", static_cast<long long>(T), name, ms, flops / ms / 1e9, ms / sdpa);
       attention.push_back({{"tokens", T}, {"format", name}, {"ms", ms}, {"tflops", flops / ms / 1e9}, {"vs_sdpa", ms / sdpa}});
     };
     report("sdpa", sdpa);
     const at::Tensor k_cache = k_all.narrow(1, 0, T).contiguous(), v_cache = v_all.narrow(1, 0, T).contiguous();
-    report("bf16", TimeMs([&] { streamrecon::kernels::AttentionCuda(q, k_cache, v_cache, T, nullptr, 0, k_cur, v_cur); }));
+    using streamrecon::kernels::AttentionPath;
+    const std::vector<int32_t> no_pages;
+    for (auto [suffix, path] : {std::pair<const char*, AttentionPath>{"", AttentionPath::kFused}, {"+dq", AttentionPath::kDequantSdpa}}) {
+      const std::string name = std::string("bf16") + suffix;
+      report(name.c_str(), TimeMs([&] { streamrecon::kernels::AttentionCuda(q, k_cache, v_cache, T, nullptr, 0, k_cur, v_cur, 0, path); }));
+    }
     for (auto [name, bits, oscar] : {std::tuple<const char*, int, bool>{"kivi4", 4, false}, {"kivi2", 2, false}, {"oscar4", 4, true}, {"oscar2", 2, true}}) {
       PageLayout L{static_cast<int>(heads), 64, 32, bits, 64, oscar};
       PagedKv pages = streamrecon::AllocatePages(L, (T + 31) / 32, at::kCUDA);
       streamrecon::kernels::AppendPagesCuda(k_cache, v_cache, oscar, false, 0, pages, 0);
-      report(name, TimeMs([&] { streamrecon::kernels::AttentionCuda(q, {}, {}, 0, &pages, pages.pages(), k_cur, v_cur); }));
+      // Valid counts known on the host, as the layer cache keeps them (no read back per call).
+      std::vector<int32_t> valid(pages.pages(), 32);
+      if (T % 32) valid.back() = static_cast<int32_t>(T % 32);
+      report(name, TimeMs([&] { streamrecon::kernels::AttentionCuda(q, {}, {}, 0, &pages, pages.pages(), k_cur, v_cur, 0, AttentionPath::kFused); }));
+      const std::string dq = std::string(name) + "+dq";
+      report(dq.c_str(), TimeMs([&] {
+               streamrecon::kernels::AttentionCuda(q, {}, {}, 0, &pages, pages.pages(), k_cur, v_cur, 0, AttentionPath::kDequantSdpa, &valid);
+             }));
+    }
+    // The expansion alone (the part of "+dq" that is not SDPA), for the 4-bit pages.
+    {
+      PageLayout L{static_cast<int>(heads), 64, 32, 4, 64, false};
+      PagedKv pages = streamrecon::AllocatePages(L, (T + 31) / 32, at::kCUDA);
+      streamrecon::kernels::AppendPagesCuda(k_cache, v_cache, false, false, 0, pages, 0);
+      report("dq4-only", TimeMs([&] { streamrecon::kernels::DequantizePagesCuda(pages, pages.pages(), 0, pages.pages(), T); }));
     }
   }
   results["attention"] = attention;

@@ -37,7 +37,7 @@ class CudaLayerCache final : public LayerKvCache {
     }
     const at::Tensor k_cur = k_r.to(at::kBFloat16).contiguous(), v_cur = v_r.to(at::kBFloat16).contiguous();
     at::Tensor out = AttentionCuda(q_r.to(at::kBFloat16).contiguous(), keys_, values_, length_, quantized() ? &store_ : nullptr,
-                                   pages_, k_cur, v_cur);
+                                   pages_, k_cur, v_cur, 0, AttentionPath::kAuto, &valid_);
     if (oscar() && options_.v_hadamard) out = at::matmul(out.to(at::kFloat), had_);
     if (options_.measure) c10::cuda::device_synchronize();
     const auto t0 = std::chrono::steady_clock::now();
@@ -70,7 +70,7 @@ class CudaLayerCache final : public LayerKvCache {
 
   int64_t tokens() const override {
     if (!quantized()) return length_;
-    return pages_ > 0 ? store_.meta.narrow(0, 0, pages_).select(1, 0).sum().item<int64_t>() : 0;
+    return std::accumulate(valid_.begin(), valid_.end(), int64_t{0});
   }
 
   int64_t bytes() const override { return quantized() ? pages_ * layout_.page_bytes() : length_ * token_bytes_; }
@@ -131,6 +131,7 @@ class CudaLayerCache final : public LayerKvCache {
       store_ = next;
     }
     AppendPagesCuda(k, v, oscar(), options_.v_hadamard, static_cast<int>(frames_), store_, pages_);
+    for (int64_t i = 0; i < add; ++i) valid_.push_back(static_cast<int32_t>(std::min<int64_t>(layout_.slots, n - i * layout_.slots)));
     pages_ += add;
   }
 
@@ -187,8 +188,8 @@ class CudaLayerCache final : public LayerKvCache {
     const int64_t middle_pages = pages_ - first_pages;
     const int64_t tokens_left = capacity_.tokens < 0 ? -1 : capacity_.tokens - first_tokens_ - n;
     const int64_t bytes_left = capacity_.bytes < 0 ? -1 : capacity_.bytes - first_pages * page_bytes - CeilDiv(n, G) * page_bytes;
-    const at::Tensor valid = store_.meta.narrow(0, first_pages, middle_pages).select(1, 0);
-    const int64_t middle_tokens = valid.sum().item<int64_t>();
+    const int32_t* counts = valid_.data() + first_pages;  // valid tokens of the middle pages (host mirror)
+    const int64_t middle_tokens = std::accumulate(counts, counts + middle_pages, int64_t{0});
     const bool fits = (tokens_left < 0 || middle_tokens <= tokens_left) && (bytes_left < 0 || middle_pages * page_bytes <= bytes_left);
     if (fits) return;
     const at::Tensor q_bar = PooledQueries(q_r, options_.pool_size, options_.special_tokens);
@@ -202,8 +203,6 @@ class CudaLayerCache final : public LayerKvCache {
       const at::Tensor mean = at::where(finite, slot_scores, at::zeros_like(slot_scores)).sum(1) / finite.sum(1).clamp_min(1);
       const int64_t k = std::min<int64_t>(middle_pages, bytes_left / page_bytes);
       const at::Tensor top = std::get<0>(at::sort(std::get<1>(at::topk(mean, k)))).to(at::kCPU, at::kLong).contiguous();
-      const at::Tensor counts_t = valid.to(at::kCPU, at::kInt).contiguous();
-      const int32_t* counts = counts_t.data_ptr<int32_t>();
       for (int64_t i = 0; i < k; ++i) {
         const int64_t p = top.data_ptr<int64_t>()[i];
         for (int64_t s = 0; s < counts[p]; ++s) kept[p].push_back(s);
@@ -211,9 +210,7 @@ class CudaLayerCache final : public LayerKvCache {
     } else {
       // Mixed costs (token-granular, or a token cap): the CPU reference's greedy rule on the host.
       const at::Tensor h = slot_scores.to(at::kCPU, at::kDouble).contiguous();
-      const at::Tensor counts_t = valid.to(at::kCPU, at::kInt).contiguous();
       const double* sc = h.data_ptr<double>();
-      const int32_t* counts = counts_t.data_ptr<int32_t>();
       std::vector<double> scores;
       std::vector<int64_t> page_of, slot_of;
       for (int64_t p = 0; p < middle_pages; ++p)
@@ -242,8 +239,7 @@ class CudaLayerCache final : public LayerKvCache {
     std::vector<int64_t> pages;
     std::vector<int64_t> slot_index;  // [P', G]: source slot of each destination slot
     std::vector<int32_t> valid;
-    const at::Tensor counts_t = store_.meta.narrow(0, 0, pages_).select(1, 0).to(at::kCPU, at::kInt).contiguous();
-    const int32_t* counts = counts_t.data_ptr<int32_t>();
+    const int32_t* counts = valid_.data();
     for (int64_t p = 0; p < pages_; ++p) {
       const bool first = p < first_pages;
       if (!first && kept[p - first_pages].empty()) continue;
@@ -280,6 +276,7 @@ class CudaLayerCache final : public LayerKvCache {
     compacted.v_params = v_params, compacted.norms = norms, compacted.meta = meta;
     CopyPages(store_, compacted, P);
     pages_ = P;
+    valid_ = valid;
   }
 
   KvCacheOptions options_;
@@ -295,6 +292,7 @@ class CudaLayerCache final : public LayerKvCache {
   PageLayout layout_;
   PagedKv store_;
   int64_t pages_ = 0;
+  std::vector<int32_t> valid_;  // valid tokens of each page, mirrored on the host (no reads back)
   double maintenance_ms_ = 0.0;
 };
 

@@ -128,20 +128,6 @@ __device__ __forceinline__ void FetchPaged(Fetched<kBits>& f, const PagesView& p
   }
 }
 
-// Two codes (bits [0, b) and [b, 2b) of `codes`) as half2 (code0, code1), exactly, without
-// conversions: 1024 + code is an fp16 bit pattern 0x6400 | code; subtracting 1024 leaves the code.
-template <int kB>
-__device__ __forceinline__ __half2 CodesToHalf2(uint32_t codes) {
-  constexpr uint32_t kMask = (1u << kB) - 1;
-  const uint32_t bits = (codes & kMask) | (((codes >> kB) & kMask) << 16) | 0x64006400u;
-  return __hsub2(*reinterpret_cast<const __half2*>(&bits), __float2half2_rn(1024.0f));
-}
-
-__device__ __forceinline__ __half2 Half2FromBits(uint32_t lo_bits, uint32_t hi_bits) {
-  const uint32_t bits = (lo_bits & 0xffffu) | (hi_bits << 16);
-  return *reinterpret_cast<const __half2*>(&bits);
-}
-
 template <int kBits>
 __device__ __forceinline__ void Commit(TileSmem& s, const Fetched<kBits>& f, bool dense) {
 #pragma unroll
@@ -152,23 +138,8 @@ __device__ __forceinline__ void Commit(TileSmem& s, const Fetched<kBits>& f, boo
       kw = f.k[i];
       vw = f.v[i];
     } else if (f.k[i].y < f.k[i].x) {  // slot < valid count of its page
-      // half2 arithmetic: value = code * scale + zero (K per channel, V per token), K times its norm.
       constexpr int kB = kBits == 0 ? 4 : kBits;
-      const uint32_t kp[8] = {f.kp[i][0].x, f.kp[i][0].y, f.kp[i][0].z, f.kp[i][0].w,
-                              f.kp[i][1].x, f.kp[i][1].y, f.kp[i][1].z, f.kp[i][1].w};
-      const __half2 vs = Half2FromBits(f.vp[i], f.vp[i]), vz = Half2FromBits(f.vp[i] >> 16, f.vp[i] >> 16);
-      const __half2 norm = __float2half2_rn(f.norm[i]);
-      uint32_t kk[4], vv[4];
-#pragma unroll
-      for (int j = 0; j < 8; j += 2) {
-        const __half2 ks = Half2FromBits(kp[j], kp[j + 1]), kz = Half2FromBits(kp[j] >> 16, kp[j + 1] >> 16);
-        const __half2 kh = __hmul2(__hfma2(CodesToHalf2<kB>(f.kc[i] >> (j * kB)), ks, kz), norm);
-        const __half2 vh = __hfma2(CodesToHalf2<kB>(f.vc[i] >> (j * kB)), vs, vz);
-        kk[j / 2] = *reinterpret_cast<const uint32_t*>(&kh);
-        vv[j / 2] = *reinterpret_cast<const uint32_t*>(&vh);
-      }
-      kw = make_uint4(kk[0], kk[1], kk[2], kk[3]);
-      vw = make_uint4(vv[0], vv[1], vv[2], vv[3]);
+      DequantizeEight<kB>(f.kc[i], f.kp[i], f.vc[i], f.vp[i], f.norm[i], kw, vw);
     }
     *reinterpret_cast<uint4*>(&s.k[r * kStride + c]) = kw;
     *reinterpret_cast<uint4*>(&s.v[r * kStride + c]) = vw;

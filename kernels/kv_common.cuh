@@ -73,4 +73,40 @@ __device__ __forceinline__ void Hadamard64(float (&x)[kHeadDim]) {
   for (int i = 0; i < kHeadDim; ++i) x[i] *= 0.125f;
 }
 
+// Two codes (bits [0, b) and [b, 2b) of `codes`) as half2 (code0, code1), exactly, without
+// conversions: 1024 + code is an fp16 bit pattern 0x6400 | code; subtracting 1024 leaves the code.
+template <int kB>
+__device__ __forceinline__ __half2 CodesToHalf2(uint32_t codes) {
+  constexpr uint32_t kMask = (1u << kB) - 1;
+  const uint32_t bits = (codes & kMask) | (((codes >> kB) & kMask) << 16) | 0x64006400u;
+  return __hsub2(*reinterpret_cast<const __half2*>(&bits), __float2half2_rn(1024.0f));
+}
+
+__device__ __forceinline__ __half2 Half2FromBits(uint32_t lo_bits, uint32_t hi_bits) {
+  const uint32_t bits = (lo_bits & 0xffffu) | (hi_bits << 16);
+  return *reinterpret_cast<const __half2*>(&bits);
+}
+
+// Eight channels of one cached token, dequantized in half2 arithmetic as fp16:
+// K = (code * scale + zero) * norm with per-channel (scale, zero) pairs kp (8 of them);
+// V = code * scale + zero with the token's (scale, zero) vp. kc, vc hold 8 codes of kB bits.
+template <int kB>
+__device__ __forceinline__ void DequantizeEight(uint32_t kc, const uint4 (&kp4)[2], uint32_t vc, uint32_t vp, float norm_f,
+                                                uint4& k_out, uint4& v_out) {
+  const uint32_t kp[8] = {kp4[0].x, kp4[0].y, kp4[0].z, kp4[0].w, kp4[1].x, kp4[1].y, kp4[1].z, kp4[1].w};
+  const __half2 vs = Half2FromBits(vp, vp), vz = Half2FromBits(vp >> 16, vp >> 16);
+  const __half2 norm = __float2half2_rn(norm_f);
+  uint32_t kk[4], vv[4];
+#pragma unroll
+  for (int j = 0; j < 8; j += 2) {
+    const __half2 ks = Half2FromBits(kp[j], kp[j + 1]), kz = Half2FromBits(kp[j] >> 16, kp[j + 1] >> 16);
+    const __half2 kh = __hmul2(__hfma2(CodesToHalf2<kB>(kc >> (j * kB)), ks, kz), norm);
+    const __half2 vh = __hfma2(CodesToHalf2<kB>(vc >> (j * kB)), vs, vz);
+    kk[j / 2] = *reinterpret_cast<const uint32_t*>(&kh);
+    vv[j / 2] = *reinterpret_cast<const uint32_t*>(&vh);
+  }
+  k_out = make_uint4(kk[0], kk[1], kk[2], kk[3]);
+  v_out = make_uint4(vv[0], vv[1], vv[2], vv[3]);
+}
+
 }  // namespace streamrecon::kernels

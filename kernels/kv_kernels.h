@@ -81,6 +81,20 @@ int AttentionKeyTiles(const AttentionParams& p);
 int ChooseAttentionSplits(const AttentionParams& p, int multiprocessors);
 cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream);
 
+struct DequantParams {
+  PagesView pages;               // the layer's pages (pages.pages = all pages present)
+  const int32_t* valid_prefix = nullptr;  // [pages.pages] inclusive prefix sums of the valid counts
+  int heads = 0;
+  int first_page = 0, page_count = 0;  // the chunk of pages to expand
+  // Output fp16 rows [H, head_stride, D]: the chunk's valid slots in page order from row 0.
+  uint16_t* k_out = nullptr;
+  uint16_t* v_out = nullptr;
+  int64_t head_stride = 0;  // rows per head in the output
+};
+
+// Expands pages [first_page, first_page + page_count) into fp16 K (norms folded in) and V rows.
+cudaError_t LaunchDequantizePages(const DequantParams& p, int bits, cudaStream_t stream);
+
 struct ScoreParams {
   const float* q_bar = nullptr;  // [M, D] pooled, head-averaged queries (rotated space for OScaR)
   int rows = 0, head_dim = 0, heads = 0;

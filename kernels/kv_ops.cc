@@ -5,6 +5,11 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
 #include "core/errors.h"
 #include "kernels/kv_kernels.h"
 
@@ -82,11 +87,10 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
   CheckCuda(LaunchAppendPages(p, at::cuda::getCurrentCUDAStream()), "KV append kernel");
 }
 
-at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
-                         const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits) {
-  CheckBf16(q, "queries");
-  CheckBf16(k_cur, "current keys", q.size(0));
-  CheckBf16(v_cur, "current values", q.size(0));
+namespace {
+
+at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
+                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits) {
   const bool paged = pages && page_count > 0;
   // Packed pages are multiplied in fp16 (see kv_kernels.h).
   const at::Tensor qx = paged ? q.to(at::kHalf) : q, kx = paged ? k_cur.to(at::kHalf) : k_cur, vx = paged ? v_cur.to(at::kHalf) : v_cur;
@@ -103,10 +107,7 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
     p.format = pages->layout.bits == 4 ? KvFormat::kPaged4 : KvFormat::kPaged2;
     p.pages = View(*pages, page_count);
     if (64 % pages->layout.slots != 0) throw Error("CUDA attention needs a page size (--k-group) dividing 64, got " + std::to_string(pages->layout.slots));
-  } else if (dense_tokens > 0) {
-    if (!dense_k.is_cuda() || dense_k.scalar_type() != at::kBFloat16 || dense_k.size(2) != 64 || dense_k.stride(1) != 64 ||
-        dense_k.stride(2) != 1 || !dense_v.is_cuda() || dense_v.strides() != dense_k.strides())
-      throw Error("dense cache: expected bf16 CUDA [H, T, 64] with rows contiguous");
+  } else if (dense_tokens > 0) {  // (checked by AttentionCuda)
     p.format = KvFormat::kBf16;
     p.k_dense = reinterpret_cast<const uint16_t*>(dense_k.data_ptr<at::BFloat16>());
     p.v_dense = reinterpret_cast<const uint16_t*>(dense_v.data_ptr<at::BFloat16>());
@@ -126,6 +127,164 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
   }
   CheckCuda(LaunchAttention(p, at::cuda::getCurrentCUDAStream()), "KV attention kernel");
   return out;
+}
+
+std::atomic<int64_t> chunk_override{0};
+
+int64_t ChunkTokens() {
+  static const int64_t from_env = [] {
+    const char* env = std::getenv("STREAMRECON_ATTN_CHUNK_TOKENS");
+    const int64_t v = env ? std::atoll(env) : 0;
+    return v >= 1024 ? v : int64_t{65536};
+  }();
+  const int64_t forced = chunk_override.load();
+  return forced > 0 ? forced : from_env;
+}
+
+// Flash attention of [H, N, D] tensors with its log-sum-exp (natural log, float [H, Nq]).
+std::pair<at::Tensor, at::Tensor> FlashWithLse(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  auto r = at::_scaled_dot_product_flash_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), 0.0, false, false, 0.125);
+  return {std::get<0>(r).squeeze(0), std::get<1>(r).squeeze(0)};
+}
+
+// Folds a partial attention (o, l) over more keys into (out, lse), both in float.
+void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at::Tensor& l) {
+  if (!out.defined()) {
+    out = o.to(at::kFloat);
+    lse = l;
+    return;
+  }
+  const at::Tensor w_old = at::sigmoid(lse - l).unsqueeze(-1);  // e^lse / (e^lse + e^l)
+  out = at::lerp(o.to(at::kFloat), out, w_old);
+  lse = at::logaddexp(lse, l);
+}
+
+void LaunchDequant(const PagedKv& pages, int64_t page_count, const at::Tensor& valid_prefix, int64_t first, int64_t count,
+                   const at::Tensor& k_out, const at::Tensor& v_out) {
+  DequantParams p;
+  p.pages = View(pages, page_count);
+  p.valid_prefix = valid_prefix.data_ptr<int32_t>();
+  p.heads = static_cast<int>(pages.layout.heads);
+  p.first_page = static_cast<int>(first);
+  p.page_count = static_cast<int>(count);
+  p.k_out = reinterpret_cast<uint16_t*>(k_out.data_ptr<at::Half>());
+  p.v_out = reinterpret_cast<uint16_t*>(v_out.data_ptr<at::Half>());
+  p.head_stride = k_out.size(1);
+  CheckCuda(LaunchDequantizePages(p, pages.layout.bits, at::cuda::getCurrentCUDAStream()), "KV dequantize kernel");
+}
+
+at::Tensor ValidPrefix(const PagedKv& pages, int64_t page_count) {
+  return at::cumsum(pages.meta.narrow(0, 0, page_count).select(1, 0), 0, at::kInt);
+}
+
+// Dense cache attended in place, pages expanded once per chunk; chunks merged by log-sum-exp.
+at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
+                                const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
+                                const std::vector<int32_t>* page_valid) {
+  const int64_t heads = q.size(0), nc = k_cur.size(1), chunk = ChunkTokens();
+  at::Tensor out, lse;
+  if (!pages || page_count == 0) {
+    for (int64_t s = 0; s < dense_tokens; s += chunk) {
+      const int64_t len = std::min(chunk, dense_tokens - s);
+      auto [o, l] = FlashWithLse(q, dense_k.narrow(1, s, len), dense_v.narrow(1, s, len));
+      MergeByLse(out, lse, o, l);
+    }
+    if (!out.defined()) return at::scaled_dot_product_attention(q.unsqueeze(0), k_cur.unsqueeze(0), v_cur.unsqueeze(0)).squeeze(0);
+    auto [o, l] = FlashWithLse(q, k_cur, v_cur);
+    MergeByLse(out, lse, o, l);
+    return out.to(at::kBFloat16);
+  }
+  CheckPages(*pages);
+  if (pages->layout.heads != heads) throw Error("page store has " + std::to_string(pages->layout.heads) + " heads, queries have " + std::to_string(heads));
+  std::vector<int32_t> counts;
+  if (page_valid) {
+    if (static_cast<int64_t>(page_valid->size()) < page_count) throw Error("page_valid lists fewer pages than page_count");
+    counts.assign(page_valid->begin(), page_valid->begin() + page_count);
+  } else {
+    const at::Tensor c = pages->meta.narrow(0, 0, page_count).select(1, 0).to(at::kCPU).contiguous();
+    counts.assign(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + page_count);
+  }
+  const at::Tensor prefix = ValidPrefix(*pages, page_count);
+  const at::Tensor qh = q.to(at::kHalf), kh = k_cur.to(at::kHalf), vh = v_cur.to(at::kHalf);
+  const auto half = q.options().dtype(at::kHalf);
+  int64_t first = 0;
+  while (first < page_count) {
+    int64_t count = 0, tokens = 0;
+    while (first + count < page_count && (count == 0 || tokens + counts[first + count] <= chunk)) tokens += counts[first + count++];
+    const bool last = first + count == page_count;
+    // The last chunk also holds the current frame when it fits: one SDPA call, nothing to merge.
+    const bool with_current = last && tokens + nc <= chunk;
+    const int64_t rows = tokens + (with_current ? nc : 0);
+    const at::Tensor k = at::empty({heads, rows, 64}, half), v = at::empty({heads, rows, 64}, half);
+    LaunchDequant(*pages, page_count, prefix, first, count, k, v);
+    if (with_current) {
+      k.narrow(1, tokens, nc).copy_(kh);
+      v.narrow(1, tokens, nc).copy_(vh);
+      if (!out.defined()) return at::scaled_dot_product_attention(qh.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)).squeeze(0).to(at::kBFloat16);
+    }
+    if (rows > 0) {
+      auto [o, l] = FlashWithLse(qh, k, v);
+      MergeByLse(out, lse, o, l);
+    }
+    if (last && !with_current) {
+      auto [o, l] = FlashWithLse(qh, kh, vh);
+      MergeByLse(out, lse, o, l);
+    }
+    first += count;
+  }
+  return out.to(at::kBFloat16);
+}
+
+}  // namespace
+
+void SetAttentionChunkTokens(int64_t tokens) { chunk_override = std::max<int64_t>(0, tokens); }
+
+AttentionPath ResolveAttentionPath(AttentionPath path) {
+  if (path != AttentionPath::kAuto) return path;
+  static const AttentionPath from_env = [] {
+    const char* env = std::getenv("STREAMRECON_ATTN_PATH");
+    if (!env || !*env || std::string(env) == "dequant") return AttentionPath::kDequantSdpa;
+    if (std::string(env) == "fused") return AttentionPath::kFused;
+    throw OptionError(std::string("STREAMRECON_ATTN_PATH='") + env + "': expected fused or dequant");
+  }();
+  return from_env;
+}
+
+const char* ToString(AttentionPath path) {
+  switch (path) {
+    case AttentionPath::kAuto: return "auto";
+    case AttentionPath::kFused: return "fused";
+    case AttentionPath::kDequantSdpa: return "dequant+sdpa";
+  }
+  return "?";
+}
+
+at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
+                         const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits,
+                         AttentionPath path, const std::vector<int32_t>* page_valid) {
+  CheckBf16(q, "queries");
+  CheckBf16(k_cur, "current keys", q.size(0));
+  CheckBf16(v_cur, "current values", q.size(0));
+  if (!pages && dense_tokens > 0 &&
+      (!dense_k.is_cuda() || dense_k.scalar_type() != at::kBFloat16 || dense_k.dim() != 3 || dense_k.size(2) != 64 ||
+       dense_k.stride(1) != 64 || dense_k.stride(2) != 1 || !dense_v.is_cuda() || dense_v.strides() != dense_k.strides() ||
+       dense_k.size(1) < dense_tokens))
+    throw Error("dense cache: expected bf16 CUDA [H, T, 64] with rows contiguous and at least " + std::to_string(dense_tokens) + " rows");
+  if (ResolveAttentionPath(path) == AttentionPath::kFused)
+    return FusedAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits);
+  return DequantSdpaAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid);
+}
+
+std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int64_t page_count, int64_t first, int64_t count,
+                                                      int64_t tokens, int64_t extra_rows) {
+  CheckPages(pages);
+  if (first < 0 || count < 0 || first + count > page_count || page_count > pages.pages())
+    throw Error("dequantize: pages [" + std::to_string(first) + ", " + std::to_string(first + count) + ") outside the " +
+                std::to_string(page_count) + " pages present");
+  const auto half = pages.meta.options().dtype(at::kHalf);
+  const at::Tensor k = at::empty({pages.layout.heads, tokens + extra_rows, 64}, half), v = at::empty_like(k);
+  LaunchDequant(pages, page_count, ValidPrefix(pages, page_count), first, count, k, v);
+  return {k, v};
 }
 
 at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, int64_t dense_tokens, const PagedKv* pages,

@@ -4,6 +4,9 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <utility>
+#include <vector>
+
 #include "core/kv_quant.h"
 
 namespace streamrecon::kernels {
@@ -13,12 +16,32 @@ namespace streamrecon::kernels {
 void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool v_hadamard, int frame, PagedKv& store,
                      int64_t first_page);
 
+// How attention over the cache is computed.
+//  kFused: our single kernel (tiles dequantized in shared memory inside the MMA loop).
+//  kDequantSdpa: pages are expanded once into fp16 rows (kv_dequant.cu) and attended by torch's
+//    scaled_dot_product_attention (flash/cuDNN); a dense cache is attended in place. Caches longer
+//    than the chunk size (STREAMRECON_ATTN_CHUNK_TOKENS, default 65536) go in chunks merged by
+//    their log-sum-exp, so the scratch memory stays bounded.
+//  kAuto: STREAMRECON_ATTN_PATH (fused | dequant) if set, else kDequantSdpa.
+enum class AttentionPath { kAuto, kFused, kDequantSdpa };
+AttentionPath ResolveAttentionPath(AttentionPath path);
+// Chunk size of kDequantSdpa in tokens (0 restores the default); for tests and benchmarks.
+void SetAttentionChunkTokens(int64_t tokens);
+const char* ToString(AttentionPath path);
+
 // Attention of q (bf16 [H, Nq, D]) over a cache plus the current frame (k_cur, v_cur bf16 [H, Nc, D]).
 // Dense cache: dense_k/dense_v bf16 [H, T_cap, D] of which the first dense_tokens rows are used.
-// Paged cache: `pages` (device PagedKv; its first `pages.pages()` pages are used). Returns bf16 [H, Nq, D].
+// Paged cache: `pages` (device PagedKv; its first `page_count` pages are used); `page_valid`, when
+// given, holds their valid-token counts on the host (else they are read from the device, a sync).
+// Returns bf16 [H, Nq, D].
 at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
-                         int splits = 0);
+                         int splits = 0, AttentionPath path = AttentionPath::kAuto, const std::vector<int32_t>* page_valid = nullptr);
+
+// The valid slots of pages [first, first + count) as fp16 K (norms folded in) and V [H, rows, D],
+// rows = their valid tokens plus `extra_rows` uninitialised rows at the end.
+std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int64_t page_count, int64_t first, int64_t count,
+                                                      int64_t tokens, int64_t extra_rows = 0);
 
 // Scores of every cached slot (XStreamVGGT) against pooled queries q_bar (float [M, D]):
 // dense: [dense_tokens]; paged: [pages, G] with -inf on padding slots.

@@ -26,6 +26,4 @@ if [ "$STEP" = all ] || [ "$STEP" = test ]; then
 fi
 if [ "$STEP" = all ] || [ "$STEP" = bench ]; then
   ./build-gpu/kernels/streamrecon_kernel_bench --json "$OUT/kernel_bench.json" 2>&1 | tee "$OUT/kernel_bench.log"
-  echo "== packed-page attention with 1 block per multiprocessor (no register spills) =="
-  STREAMRECON_ATTN_MIN_BLOCKS=1 ./build-gpu/kernels/streamrecon_kernel_bench --json "$OUT/kernel_bench_1block.json" 2>&1 | grep -E "^[0-9]+ +(kivi|oscar)" | head -16
 fi

@@ -40,6 +40,20 @@ PagedKv ToDevice(const PagedKv& p, int64_t spare_pages = 0) {
   return d;
 }
 
+// Pages of several frames, one after another (as the cache holds them).
+PagedKv Concatenate(const std::vector<PagedKv>& frames) {
+  PagedKv all = frames.at(0);
+  for (size_t i = 1; i < frames.size(); ++i) {
+    all.k_codes = at::cat({all.k_codes, frames[i].k_codes});
+    all.k_params = at::cat({all.k_params, frames[i].k_params});
+    all.v_codes = at::cat({all.v_codes, frames[i].v_codes});
+    all.v_params = at::cat({all.v_params, frames[i].v_params});
+    all.norms = at::cat({all.norms, frames[i].norms});
+    all.meta = at::cat({all.meta, frames[i].meta});
+  }
+  return all;
+}
+
 // ---- append -----------------------------------------------------------------------------------
 
 struct AppendCase {
@@ -133,10 +147,13 @@ double Rel(const at::Tensor& a, const at::Tensor& b) {
 struct AttentionCase {
   int bits;  // 0: dense bf16
   int cached, queries, splits;
+  kernels::AttentionPath path = kernels::AttentionPath::kFused;
+  int chunk = 0;  // dequant path: chunk size in tokens (0: default)
 };
 
 void PrintTo(const AttentionCase& c, std::ostream* os) {
-  *os << "bits " << c.bits << " T " << c.cached << " q " << c.queries << " splits " << c.splits;
+  *os << "bits " << c.bits << " T " << c.cached << " q " << c.queries << " splits " << c.splits << " " << kernels::ToString(c.path)
+      << " chunk " << c.chunk;
 }
 
 class GpuAttention : public ::testing::TestWithParam<AttentionCase> {};
@@ -146,13 +163,14 @@ TEST_P(GpuAttention, WithinTwiceTheLowPrecisionReferenceError) {
   const AttentionCase c = GetParam();
   at::manual_seed(200 + c.cached + c.bits);
   const int64_t H = 4, D = 64, Nq = c.queries;
+  kernels::SetAttentionChunkTokens(c.chunk);
   const at::Tensor q = RandomBf16({H, Nq, D}, 1.5), k_cur = RandomBf16({H, Nq, D}), v_cur = RandomBf16({H, Nq, D});
   at::Tensor cached_k, cached_v, out;
   if (c.bits == 0) {
     cached_k = RandomBf16({H, c.cached + 17, D});  // capacity above the used length
     cached_v = RandomBf16({H, c.cached + 17, D});
     out = kernels::AttentionCuda(q.to(at::kBFloat16).cuda(), cached_k.to(at::kBFloat16).cuda(), cached_v.to(at::kBFloat16).cuda(),
-                                 c.cached, nullptr, 0, k_cur.to(at::kBFloat16).cuda(), v_cur.to(at::kBFloat16).cuda(), c.splits);
+                                 c.cached, nullptr, 0, k_cur.to(at::kBFloat16).cuda(), v_cur.to(at::kBFloat16).cuda(), c.splits, c.path);
     cached_k = cached_k.narrow(1, 0, c.cached);
     cached_v = cached_v.narrow(1, 0, c.cached);
   } else {
@@ -168,25 +186,18 @@ TEST_P(GpuAttention, WithinTwiceTheLowPrecisionReferenceError) {
       frames.push_back(QuantizeFrame(keys, RandomBf16({H, n, D}), norms, layout, static_cast<int>(frames.size())));
       remaining -= n;
     }
-    PagedKv all = frames[0];
-    for (size_t i = 1; i < frames.size(); ++i) {
-      all.k_codes = at::cat({all.k_codes, frames[i].k_codes});
-      all.k_params = at::cat({all.k_params, frames[i].k_params});
-      all.v_codes = at::cat({all.v_codes, frames[i].v_codes});
-      all.v_params = at::cat({all.v_params, frames[i].v_params});
-      all.norms = at::cat({all.norms, frames[i].norms});
-      all.meta = at::cat({all.meta, frames[i].meta});
-    }
+    const PagedKv all = Concatenate(frames);
     std::tie(cached_k, cached_v) = DequantizePages(all);
     const PagedKv dev = ToDevice(all, 3);
     out = kernels::AttentionCuda(q.to(at::kBFloat16).cuda(), {}, {}, 0, &dev, all.pages(), k_cur.to(at::kBFloat16).cuda(),
-                                 v_cur.to(at::kBFloat16).cuda(), c.splits);
+                                 v_cur.to(at::kBFloat16).cuda(), c.splits, c.path);
   }
   const at::Tensor K = at::cat({cached_k, k_cur}, 1), V = at::cat({cached_v, v_cur}, 1);
   const at::Tensor ref = Reference64(q, K, V);
   const double err_gpu = Rel(out.cpu(), ref), err_low = Rel(ReferenceBf16(q, K, V), ref);
-  std::printf("[ info ] attention bits=%d T=%d q=%d splits=%d: GPU rel err %.2e, bf16 CPU reference %.2e\n", c.bits, c.cached, c.queries,
-              c.splits, err_gpu, err_low);
+  kernels::SetAttentionChunkTokens(0);
+  std::printf("[ info ] attention %s bits=%d T=%d q=%d splits=%d chunk=%d: GPU rel err %.2e, bf16 CPU reference %.2e\n",
+              kernels::ToString(c.path), c.bits, c.cached, c.queries, c.splits, c.chunk, err_gpu, err_low);
   EXPECT_TRUE(at::isfinite(out).all().item<bool>());
   EXPECT_LE(err_gpu, 2.0 * err_low + 1e-6);
 }
@@ -195,6 +206,51 @@ INSTANTIATE_TEST_SUITE_P(Sizes, GpuAttention,
                          ::testing::Values(AttentionCase{0, 0, 100, 1}, AttentionCase{0, 100, 1041, 1}, AttentionCase{0, 1000, 300, 3},
                                            AttentionCase{0, 4999, 129, 0}, AttentionCase{4, 150, 100, 1}, AttentionCase{4, 1000, 1041, 0},
                                            AttentionCase{2, 1000, 300, 2}, AttentionCase{2, 3001, 77, 0}));
+
+// The dequantize-once path: single chunk (current frame in the same call), and several chunks
+// merged by log-sum-exp (chunk sizes that split frames and pages unevenly).
+constexpr auto kDequant = kernels::AttentionPath::kDequantSdpa;
+INSTANTIATE_TEST_SUITE_P(DequantSdpa, GpuAttention,
+                         ::testing::Values(AttentionCase{0, 0, 100, 0, kDequant}, AttentionCase{0, 4999, 129, 0, kDequant},
+                                           AttentionCase{0, 4999, 129, 0, kDequant, 1024}, AttentionCase{4, 150, 100, 0, kDequant},
+                                           AttentionCase{4, 1000, 1041, 0, kDequant}, AttentionCase{2, 3001, 77, 0, kDequant},
+                                           AttentionCase{4, 3001, 300, 0, kDequant, 1024}, AttentionCase{2, 5000, 1041, 0, kDequant, 1100}));
+
+// Pages expanded on the device equal the CPU dequantization (fp16 arithmetic: a few fp16 steps).
+TEST(GpuDequantize, PagesMatchTheCpuDequantization) {
+  REQUIRE_GPU();
+  for (const bool oscar : {false, true})
+    for (const int bits : {4, 2}) {
+      at::manual_seed(bits * 10 + oscar);
+      const int64_t H = 3, D = 64;
+      PageLayout layout{static_cast<int>(H), 64, 32, bits, 64, oscar};
+      std::vector<PagedKv> frames;
+      for (int64_t n : {45, 100, 7}) {
+        at::Tensor keys = RandomBf16({H, n, D});
+        at::Tensor norms;
+        if (oscar) {
+          norms = keys.pow(2).sum(at::IntArrayRef{0, 2}).sqrt();
+          keys = keys / norms.view({1, n, 1});
+        }
+        frames.push_back(QuantizeFrame(keys, RandomBf16({H, n, D}), norms, layout, static_cast<int>(frames.size())));
+      }
+      const PagedKv all = Concatenate(frames);
+      const auto [k_ref, v_ref] = DequantizePages(all);
+      const PagedKv dev = ToDevice(all, 2);
+      const int64_t P = all.pages(), tokens = k_ref.size(1);
+      const auto [k, v] = kernels::DequantizePagesCuda(dev, P, 0, P, tokens);
+      const double ek = Rel(k.cpu(), k_ref), ev = Rel(v.cpu(), v_ref);
+      // A chunk starting inside the stream: pages [2, P) hold the tokens after the first two pages.
+      const int64_t skip = all.meta.narrow(0, 0, 2).select(1, 0).sum().item<int64_t>();
+      const auto [k2, v2] = kernels::DequantizePagesCuda(dev, P, 2, P - 2, tokens - skip);
+      const double ek2 = Rel(k2.cpu(), k_ref.narrow(1, skip, tokens - skip));
+      std::printf("[ info ] dequantize %s%d: %lld tokens, rel err K %.2e V %.2e, chunk K %.2e\n", oscar ? "oscar" : "kivi", bits,
+                  static_cast<long long>(tokens), ek, ev, ek2);
+      EXPECT_LE(ek, 2e-3);
+      EXPECT_LE(ev, 2e-3);
+      EXPECT_LE(ek2, 2e-3);
+    }
+}
 
 // ---- scores and pruning --------------------------------------------------------------------
 

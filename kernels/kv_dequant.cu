@@ -1,0 +1,54 @@
+// Dequantization of packed pages into contiguous fp16 K/V rows, once per frame and layer, for
+// attention by a dense kernel (the "dequantize once" path: each cached token is expanded once and
+// then read by every query tile, instead of once per query tile inside the fused kernel).
+#include "kernels/kv_common.cuh"
+#include "kernels/kv_kernels.h"
+
+namespace streamrecon::kernels {
+namespace {
+
+// Block (page, head): thread u handles slot u / 8, channels 8 (u % 8) .. + 7 of K and V.
+template <int kBits>
+__global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
+  constexpr int kRowBytes = kHeadDim * kBits / 8;
+  const PagesView& pv = p.pages;
+  const int page = p.first_page + blockIdx.x, head = blockIdx.y;
+  const int slot = threadIdx.x / 8, c = (threadIdx.x % 8) * 8;
+  const int valid = pv.meta[2 * page];
+  if (slot >= pv.slots || slot >= valid) return;
+  // Rows before this page within the chunk: inclusive prefix sums of the valid counts.
+  const int before = p.valid_prefix[page] - valid - (p.first_page > 0 ? p.valid_prefix[p.first_page - 1] : 0);
+  const int64_t row = (static_cast<int64_t>(page) * p.heads + head) * pv.slots + slot;
+  uint32_t kc, vc;
+  if (kBits == 4) {
+    kc = *reinterpret_cast<const uint32_t*>(pv.k_codes + row * kRowBytes + c / 2);
+    vc = *reinterpret_cast<const uint32_t*>(pv.v_codes + row * kRowBytes + c / 2);
+  } else {
+    kc = *reinterpret_cast<const uint16_t*>(pv.k_codes + row * kRowBytes + c / 4);
+    vc = *reinterpret_cast<const uint16_t*>(pv.v_codes + row * kRowBytes + c / 4);
+  }
+  const uint4* kp = reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * p.heads + head) * kHeadDim + c);
+  const uint4 kpar[2] = {kp[0], kp[1]};
+  const uint32_t vp = pv.v_params[row * (kHeadDim / pv.v_group) + c / pv.v_group];
+  const float norm = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;
+  uint4 kw, vw;
+  DequantizeEight<kBits>(kc, kpar, vc, vp, norm, kw, vw);
+  const int64_t out = (static_cast<int64_t>(head) * p.head_stride + before + slot) * kHeadDim + c;
+  *reinterpret_cast<uint4*>(p.k_out + out) = kw;
+  *reinterpret_cast<uint4*>(p.v_out + out) = vw;
+}
+
+}  // namespace
+
+cudaError_t LaunchDequantizePages(const DequantParams& p, int bits, cudaStream_t stream) {
+  if (p.pages.slots < 1 || p.pages.slots > 32 || p.pages.v_group < 8 || kHeadDim % p.pages.v_group != 0 || p.page_count < 0 ||
+      (bits != 2 && bits != 4))
+    return cudaErrorInvalidValue;
+  if (p.page_count == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(p.page_count), static_cast<unsigned>(p.heads));
+  if (bits == 4) DequantizePagesKernel<4><<<grid, 256, 0, stream>>>(p);
+  else DequantizePagesKernel<2><<<grid, 256, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace streamrecon::kernels
