@@ -7,17 +7,38 @@
 namespace streamrecon::kernels {
 namespace {
 
-// Block (page, head): thread u handles slot u / 8, channels 8 (u % 8) .. + 7 of K and V.
+// Block (page, head): thread u handles slot u / 8, channels 8 (u % 8) .. + 7 of K and V. Blocks
+// past the chunk's pages copy the current frame (bf16) into the rows after the pages, as fp16.
 template <int kBits>
 __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
   constexpr int kRowBytes = kHeadDim * kBits / 8;
   const PagesView& pv = p.pages;
-  const int page = p.first_page + blockIdx.x, head = blockIdx.y;
-  const int slot = threadIdx.x / 8, c = (threadIdx.x % 8) * 8;
+  const int head = blockIdx.y, c = (threadIdx.x % 8) * 8;
+  if (static_cast<int>(blockIdx.x) >= p.page_count) {
+    const int t = (blockIdx.x - p.page_count) * 32 + threadIdx.x / 8;
+    if (t >= p.cur_tokens) return;
+    const int64_t src = (static_cast<int64_t>(head) * p.cur_tokens + t) * kHeadDim + c;
+    const int64_t dst = (static_cast<int64_t>(head) * p.head_stride + p.cur_row + t) * kHeadDim + c;
+    for (int which = 0; which < 2; ++which) {
+      const uint16_t* in = which == 0 ? p.k_cur : p.v_cur;
+      uint16_t* out = which == 0 ? p.k_out : p.v_out;
+      const uint4 b = *reinterpret_cast<const uint4*>(in + src);
+      const uint32_t w[4] = {b.x, b.y, b.z, b.w};
+      uint32_t h[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const __half2 v = __floats2half2_rn(Bf16BitsToFloat(static_cast<uint16_t>(w[j] & 0xffffu)), Bf16BitsToFloat(static_cast<uint16_t>(w[j] >> 16)));
+        h[j] = *reinterpret_cast<const uint32_t*>(&v);
+      }
+      *reinterpret_cast<uint4*>(out + dst) = make_uint4(h[0], h[1], h[2], h[3]);
+    }
+    return;
+  }
+  const int local = blockIdx.x, page = p.first_page + local;
+  const int slot = threadIdx.x / 8;
   const int valid = pv.meta[2 * page];
   if (slot >= pv.slots || slot >= valid) return;
-  // Rows before this page within the chunk: inclusive prefix sums of the valid counts.
-  const int before = p.valid_prefix[page] - valid - (p.first_page > 0 ? p.valid_prefix[p.first_page - 1] : 0);
+  const int before = p.valid_prefix[local] - valid;  // rows of the chunk's earlier pages
   const int64_t row = (static_cast<int64_t>(page) * p.heads + head) * pv.slots + slot;
   uint32_t kc, vc;
   if (kBits == 4) {
@@ -44,8 +65,10 @@ cudaError_t LaunchDequantizePages(const DequantParams& p, int bits, cudaStream_t
   if (p.pages.slots < 1 || p.pages.slots > 32 || p.pages.v_group < 8 || kHeadDim % p.pages.v_group != 0 || p.page_count < 0 ||
       (bits != 2 && bits != 4))
     return cudaErrorInvalidValue;
-  if (p.page_count == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned>(p.page_count), static_cast<unsigned>(p.heads));
+  if (p.cur_tokens > 0 && (!p.k_cur || !p.v_cur || p.cur_row < 0)) return cudaErrorInvalidValue;
+  const int blocks = p.page_count + (p.cur_tokens + 31) / 32;
+  if (blocks == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.heads));
   if (bits == 4) DequantizePagesKernel<4><<<grid, 256, 0, stream>>>(p);
   else DequantizePagesKernel<2><<<grid, 256, 0, stream>>>(p);
   return cudaGetLastError();

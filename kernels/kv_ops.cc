@@ -141,10 +141,52 @@ int64_t ChunkTokens() {
   return forced > 0 ? forced : from_env;
 }
 
-// Flash attention of [H, N, D] tensors with its log-sum-exp (natural log, float [H, Nq]).
-std::pair<at::Tensor, at::Tensor> FlashWithLse(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  auto r = at::_scaled_dot_product_flash_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), 0.0, false, false, 0.125);
-  return {std::get<0>(r).squeeze(0), std::get<1>(r).squeeze(0)};
+// Which torch attention the dequantize-once path calls (STREAMRECON_SDPA_BACKEND): auto (torch's
+// own choice; chunks then use cuDNN for their log-sum-exp), flash, cudnn or efficient.
+enum class SdpaBackend { kAuto, kFlash, kCudnn, kEfficient };
+
+SdpaBackend Backend() {
+  static const SdpaBackend backend = [] {
+    const char* env = std::getenv("STREAMRECON_SDPA_BACKEND");
+    const std::string v = env ? env : "";
+    if (v.empty() || v == "auto") return SdpaBackend::kAuto;
+    if (v == "flash") return SdpaBackend::kFlash;
+    if (v == "cudnn") return SdpaBackend::kCudnn;
+    if (v == "efficient") return SdpaBackend::kEfficient;
+    throw OptionError("STREAMRECON_SDPA_BACKEND='" + v + "': expected auto, flash, cudnn or efficient");
+  }();
+  return backend;
+}
+
+// Attention of [H, N, D] tensors (scale 1/8). With `lse` also its log-sum-exp (natural log, float [H, Nq]).
+at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse) {
+  const at::Tensor q4 = q.unsqueeze(0), k4 = k.unsqueeze(0), v4 = v.unsqueeze(0);
+  const int64_t heads = q.size(0), nq = q.size(1);
+  SdpaBackend backend = Backend();
+  if (backend == SdpaBackend::kAuto) {
+    if (!lse) return at::scaled_dot_product_attention(q4, k4, v4).squeeze(0);
+    backend = SdpaBackend::kCudnn;
+  }
+  at::Tensor out, l;
+  switch (backend) {
+    case SdpaBackend::kFlash: {
+      auto r = at::_scaled_dot_product_flash_attention(q4, k4, v4, 0.0, false, false, 0.125);
+      out = std::get<0>(r), l = std::get<1>(r);
+      break;
+    }
+    case SdpaBackend::kCudnn: {
+      auto r = at::_scaled_dot_product_cudnn_attention(q4, k4, v4, std::nullopt, lse != nullptr, 0.0, false, false, 0.125);
+      out = std::get<0>(r), l = std::get<1>(r);
+      break;
+    }
+    default: {
+      auto r = at::_scaled_dot_product_efficient_attention(q4, k4, v4, std::nullopt, lse != nullptr, 0.0, false, 0.125);
+      out = std::get<0>(r), l = std::get<1>(r);
+      break;
+    }
+  }
+  if (lse) *lse = l.reshape({heads, -1}).narrow(1, 0, nq).to(at::kFloat);  // (efficient pads the rows to 32)
+  return out.squeeze(0);
 }
 
 // Folds a partial attention (o, l) over more keys into (out, lse), both in float.
@@ -159,22 +201,37 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
   lse = at::logaddexp(lse, l);
 }
 
-void LaunchDequant(const PagedKv& pages, int64_t page_count, const at::Tensor& valid_prefix, int64_t first, int64_t count,
-                   const at::Tensor& k_out, const at::Tensor& v_out) {
+// Inclusive prefix sums of the valid counts of pages [first, first + count), on the device: from the
+// host counts when known (one small asynchronous upload), else computed from the page metadata.
+at::Tensor ValidPrefix(const PagedKv& pages, int64_t first, int64_t count, const std::vector<int32_t>* counts) {
+  if (!counts) return at::cumsum(pages.meta.narrow(0, first, count).select(1, 0), 0, at::kInt);
+  at::Tensor host = at::empty({count}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+  int32_t* h = host.data_ptr<int32_t>();
+  int32_t sum = 0;
+  for (int64_t i = 0; i < count; ++i) h[i] = sum += (*counts)[first + i];
+  return host.to(pages.meta.device(), /*non_blocking=*/true);
+}
+
+// Expands pages [first, first + count) into k_out/v_out, the current frame (if given) after them.
+void LaunchDequant(const PagedKv& pages, int64_t page_count, int64_t first, int64_t count, const std::vector<int32_t>* counts,
+                   const at::Tensor& k_out, const at::Tensor& v_out, const at::Tensor& k_cur, const at::Tensor& v_cur, int64_t cur_row) {
+  const at::Tensor prefix = count > 0 ? ValidPrefix(pages, first, count, counts) : at::Tensor();
   DequantParams p;
   p.pages = View(pages, page_count);
-  p.valid_prefix = valid_prefix.data_ptr<int32_t>();
+  p.valid_prefix = count > 0 ? prefix.data_ptr<int32_t>() : nullptr;
   p.heads = static_cast<int>(pages.layout.heads);
   p.first_page = static_cast<int>(first);
   p.page_count = static_cast<int>(count);
   p.k_out = reinterpret_cast<uint16_t*>(k_out.data_ptr<at::Half>());
   p.v_out = reinterpret_cast<uint16_t*>(v_out.data_ptr<at::Half>());
   p.head_stride = k_out.size(1);
+  if (k_cur.defined()) {
+    p.k_cur = reinterpret_cast<const uint16_t*>(k_cur.data_ptr<at::BFloat16>());
+    p.v_cur = reinterpret_cast<const uint16_t*>(v_cur.data_ptr<at::BFloat16>());
+    p.cur_tokens = static_cast<int>(k_cur.size(1));
+    p.cur_row = static_cast<int>(cur_row);
+  }
   CheckCuda(LaunchDequantizePages(p, pages.layout.bits, at::cuda::getCurrentCUDAStream()), "KV dequantize kernel");
-}
-
-at::Tensor ValidPrefix(const PagedKv& pages, int64_t page_count) {
-  return at::cumsum(pages.meta.narrow(0, 0, page_count).select(1, 0), 0, at::kInt);
 }
 
 // Dense cache attended in place, pages expanded once per chunk; chunks merged by log-sum-exp.
@@ -186,49 +243,48 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
   if (!pages || page_count == 0) {
     for (int64_t s = 0; s < dense_tokens; s += chunk) {
       const int64_t len = std::min(chunk, dense_tokens - s);
-      auto [o, l] = FlashWithLse(q, dense_k.narrow(1, s, len), dense_v.narrow(1, s, len));
+      at::Tensor l;
+      const at::Tensor o = Sdpa(q, dense_k.narrow(1, s, len), dense_v.narrow(1, s, len), &l);
       MergeByLse(out, lse, o, l);
     }
-    if (!out.defined()) return at::scaled_dot_product_attention(q.unsqueeze(0), k_cur.unsqueeze(0), v_cur.unsqueeze(0)).squeeze(0);
-    auto [o, l] = FlashWithLse(q, k_cur, v_cur);
+    if (!out.defined()) return Sdpa(q, k_cur, v_cur, nullptr);
+    at::Tensor l;
+    const at::Tensor o = Sdpa(q, k_cur, v_cur, &l);
     MergeByLse(out, lse, o, l);
     return out.to(at::kBFloat16);
   }
   CheckPages(*pages);
   if (pages->layout.heads != heads) throw Error("page store has " + std::to_string(pages->layout.heads) + " heads, queries have " + std::to_string(heads));
-  std::vector<int32_t> counts;
+  std::vector<int32_t> read_back;
   if (page_valid) {
     if (static_cast<int64_t>(page_valid->size()) < page_count) throw Error("page_valid lists fewer pages than page_count");
-    counts.assign(page_valid->begin(), page_valid->begin() + page_count);
   } else {
     const at::Tensor c = pages->meta.narrow(0, 0, page_count).select(1, 0).to(at::kCPU).contiguous();
-    counts.assign(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + page_count);
+    read_back.assign(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + page_count);
+    page_valid = &read_back;
   }
-  const at::Tensor prefix = ValidPrefix(*pages, page_count);
-  const at::Tensor qh = q.to(at::kHalf), kh = k_cur.to(at::kHalf), vh = v_cur.to(at::kHalf);
+  const std::vector<int32_t>& counts = *page_valid;
+  const at::Tensor qh = q.to(at::kHalf);
   const auto half = q.options().dtype(at::kHalf);
   int64_t first = 0;
   while (first < page_count) {
     int64_t count = 0, tokens = 0;
     while (first + count < page_count && (count == 0 || tokens + counts[first + count] <= chunk)) tokens += counts[first + count++];
     const bool last = first + count == page_count;
-    // The last chunk also holds the current frame when it fits: one SDPA call, nothing to merge.
+    // The last chunk also holds the current frame when it fits: one attention call, nothing to merge.
     const bool with_current = last && tokens + nc <= chunk;
     const int64_t rows = tokens + (with_current ? nc : 0);
     const at::Tensor k = at::empty({heads, rows, 64}, half), v = at::empty({heads, rows, 64}, half);
-    LaunchDequant(*pages, page_count, prefix, first, count, k, v);
-    if (with_current) {
-      k.narrow(1, tokens, nc).copy_(kh);
-      v.narrow(1, tokens, nc).copy_(vh);
-      if (!out.defined()) return at::scaled_dot_product_attention(qh.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)).squeeze(0).to(at::kBFloat16);
-    }
-    if (rows > 0) {
-      auto [o, l] = FlashWithLse(qh, k, v);
-      MergeByLse(out, lse, o, l);
-    }
+    LaunchDequant(*pages, page_count, first, count, page_valid, k, v, with_current ? k_cur : at::Tensor(), v_cur, tokens);
+    if (with_current && !out.defined()) return Sdpa(qh, k, v, nullptr).to(at::kBFloat16);
+    at::Tensor l;
+    const at::Tensor o = Sdpa(qh, k, v, &l);
+    MergeByLse(out, lse, o, l);
     if (last && !with_current) {
-      auto [o, l] = FlashWithLse(qh, kh, vh);
-      MergeByLse(out, lse, o, l);
+      const at::Tensor kc = at::empty({heads, nc, 64}, half), vc = at::empty({heads, nc, 64}, half);
+      LaunchDequant(*pages, page_count, 0, 0, nullptr, kc, vc, k_cur, v_cur, 0);
+      const at::Tensor o2 = Sdpa(qh, kc, vc, &l);
+      MergeByLse(out, lse, o2, l);
     }
     first += count;
   }
@@ -283,36 +339,8 @@ std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int6
                 std::to_string(page_count) + " pages present");
   const auto half = pages.meta.options().dtype(at::kHalf);
   const at::Tensor k = at::empty({pages.layout.heads, tokens + extra_rows, 64}, half), v = at::empty_like(k);
-  LaunchDequant(pages, page_count, ValidPrefix(pages, page_count), first, count, k, v);
+  LaunchDequant(pages, page_count, first, count, nullptr, k, v, {}, {}, 0);
   return {k, v};
-}
-
-at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, int64_t dense_tokens, const PagedKv* pages,
-                           int64_t page_count, int heads) {
-  const at::Tensor qb = q_bar.to(at::kFloat).contiguous();
-  if (!qb.is_cuda() || qb.dim() != 2 || qb.size(1) != 64) throw Error("pooled queries: expected CUDA [M, 64]");
-  ScoreParams p;
-  p.q_bar = qb.data_ptr<float>();
-  p.rows = static_cast<int>(qb.size(0));
-  p.head_dim = 64;
-  p.heads = heads;
-  at::Tensor scores;
-  if (pages) {
-    CheckPages(*pages);
-    p.format = pages->layout.bits == 4 ? KvFormat::kPaged4 : KvFormat::kPaged2;
-    p.bits = pages->layout.bits;
-    p.pages = View(*pages, page_count);
-    scores = at::empty({page_count, pages->layout.slots}, qb.options());
-  } else {
-    p.format = KvFormat::kBf16;
-    p.k_dense = reinterpret_cast<const uint16_t*>(dense_k.data_ptr<at::BFloat16>());
-    p.dense_head_stride = dense_k.stride(0);
-    p.dense_tokens = static_cast<int>(dense_tokens);
-    scores = at::empty({dense_tokens}, qb.options());
-  }
-  p.scores = scores.data_ptr<float>();
-  CheckCuda(LaunchTokenScores(p, at::cuda::getCurrentCUDAStream()), "KV score kernel");
-  return scores;
 }
 
 }  // namespace streamrecon::kernels
