@@ -50,9 +50,7 @@ int RunAnalyze(const AnalyzeArgs& args) {
   models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);
   const LoadedFrames frames = LoadFrames(args.input, loaded.config.patch_size);
-  models::ModelOptions options;
-  options.dtype = args.model.dtype;
-  options.device = args.model.device;
+  models::ModelOptions options = args.model.ToOptions();
   models::StreamingModel model(loaded.config, loaded.weights, options);
   for (size_t i = 0; i < frames.tensors.size(); ++i) {
     model.Step(frames.tensors[i]);

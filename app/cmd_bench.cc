@@ -68,9 +68,7 @@ int RunFidelity(const FidelityArgs& args) {
   spdlog::info("{} frames from {}", frames.tensors.size(), frames.description);
 
   auto run_stream = [&](const KvCacheOptions& cache, std::vector<models::StepOutput>* outputs, models::CacheReport* report) {
-    models::ModelOptions options;
-    options.dtype = args.model.dtype;
-    options.device = args.model.device;
+    models::ModelOptions options = args.model.ToOptions();
     options.cache = cache;
     models::StreamingModel model(loaded.config, loaded.weights, options);
     const auto t0 = std::chrono::steady_clock::now();
@@ -184,7 +182,6 @@ struct StreamArgs {
   int k_group = 32, v_group = 64;
   int warmup = 0;                  // frames before the stream (not recorded; the caches are reset after)
   bool stage_timing = true;
-  bool cuda_graphs = false;
   std::string memory_limit;        // stop when device memory (or RSS) passes this
   std::string out = "bench_out";
 };
@@ -229,9 +226,6 @@ double Percentile(std::vector<double> v, double q) {
 }
 
 int RunStream(const StreamArgs& args) {
-  if (args.cuda_graphs)
-    throw OptionError("--cuda-graphs: not supported yet: the KV cache changes its size every frame, so one captured graph "
-                      "cannot replay the step (run without it)");
   const uint64_t memory_limit = args.memory_limit.empty() ? 0 : ParseByteSize(args.memory_limit);
   models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);
@@ -256,7 +250,7 @@ int RunStream(const StreamArgs& args) {
   }
   std::filesystem::create_directories(args.out);
   std::ostringstream md;
-  md << "| configuration | frames | first ms | mean ms | median | p95 | p99 | FPS | ms @1/10/100/1000 | stage ms (embed / frame / global / cache / camera / dpt) | cache max | tokens/layer | peak memory | stopped |\n"
+  md << "| configuration | frames | first ms | mean ms | median | p95 | p99 | FPS | ms @1/10/100/1000 | stage ms (embed / blocks / kv attention / of which cache / camera / dpt) | cache max | tokens/layer | peak memory | stopped |\n"
      << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   nlohmann::json summary = nlohmann::json::array();
   for (const auto& run : runs) {
@@ -267,9 +261,7 @@ int RunStream(const StreamArgs& args) {
     cache.cache_tokens = cache.policy == PrunePolicy::kNone ? 0 : args.cache_tokens;
     cache.k_group = args.k_group;
     cache.v_group = args.v_group;
-    models::ModelOptions options;
-    options.dtype = args.model.dtype;
-    options.device = args.model.device;
+    models::ModelOptions options = args.model.ToOptions();
     options.cache = cache;
     options.stage_timing = args.stage_timing;
     models::StreamingModel model(loaded.config, loaded.weights, options);
@@ -279,7 +271,7 @@ int RunStream(const StreamArgs& args) {
 
     const std::string csv_path = (std::filesystem::path(args.out) / (run.Label() + ".csv")).string();
     std::ostringstream csv;
-    csv << "frame,ms,patch_embed_ms,frame_blocks_ms,global_blocks_ms,cache_maintenance_ms,camera_head_ms,dpt_heads_ms,cache_bytes,"
+    csv << "frame,ms,patch_embed_ms,blocks_ms,kv_attention_ms,cache_maintenance_ms,camera_head_ms,dpt_heads_ms,cache_bytes,"
            "tokens_layer0,memory_bytes,memory_peak_bytes\n";
     std::vector<double> ms;
     models::StageTimings stage_sum;
@@ -299,12 +291,12 @@ int RunStream(const StreamArgs& args) {
       }
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       const models::StageTimings& st = model.LastTimings();
-      stage_sum.patch_embed += st.patch_embed, stage_sum.frame_blocks += st.frame_blocks, stage_sum.global_blocks += st.global_blocks;
+      stage_sum.patch_embed += st.patch_embed, stage_sum.blocks += st.blocks, stage_sum.kv_attention += st.kv_attention;
       stage_sum.cache_maintenance += st.cache_maintenance, stage_sum.camera_head += st.camera_head, stage_sum.dpt_heads += st.dpt_heads;
       const MemorySample m = DeviceMemory(args.model.device);
       mem_peak.current = std::max(mem_peak.current, m.current);
       mem_peak.peak = std::max(mem_peak.peak, m.peak);
-      csv << i + 1 << ',' << ms.back() << ',' << st.patch_embed << ',' << st.frame_blocks << ',' << st.global_blocks << ','
+      csv << i + 1 << ',' << ms.back() << ',' << st.patch_embed << ',' << st.blocks << ',' << st.kv_attention << ','
           << st.cache_maintenance << ',' << st.camera_head << ',' << st.dpt_heads << ',' << model.CacheBytes() << ','
           << model.CachedTokens(0) << ',' << m.current << ',' << m.peak << '\n';
       if ((i + 1) % 100 == 0 || i + 1 == args.frames)
@@ -333,7 +325,7 @@ int RunStream(const StreamArgs& args) {
                   "| %s | %zu | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f / %.1f / %.1f / %.1f | %.1f / %.1f / %.1f / %.1f / %.1f / %.1f | %s | %lld | %s | %s |\n",
                   run.Label().c_str(), n, ms[0], mean, Percentile(steady, 0.5), Percentile(steady, 0.95), Percentile(steady, 0.99),
                   1000.0 / mean, at_frame(1), at_frame(10), at_frame(100), at_frame(1000), stage_sum.patch_embed / d,
-                  stage_sum.frame_blocks / d, stage_sum.global_blocks / d, stage_sum.cache_maintenance / d, stage_sum.camera_head / d,
+                  stage_sum.blocks / d, stage_sum.kv_attention / d, stage_sum.cache_maintenance / d, stage_sum.camera_head / d,
                   stage_sum.dpt_heads / d, FormatBytes(report.max_bytes).c_str(), static_cast<long long>(report.tokens_per_layer[0]),
                   FormatBytes(mem_peak.peak).c_str(), stopped.empty() ? "-" : stopped.c_str());
     md << row;
@@ -342,8 +334,8 @@ int RunStream(const StreamArgs& args) {
                        {"fps", 1000.0 / mean}, {"cache_max_bytes", report.max_bytes}, {"cache_budget_bytes", cache.budget_bytes},
                        {"tokens_layer0", report.tokens_per_layer[0]}, {"effective_bits", report.effective_bits},
                        {"memory_peak_bytes", mem_peak.peak}, {"stopped", stopped}, {"csv", csv_path},
-                       {"stage_ms", {{"patch_embed", stage_sum.patch_embed / d}, {"frame_blocks", stage_sum.frame_blocks / d},
-                                     {"global_blocks", stage_sum.global_blocks / d}, {"cache_maintenance", stage_sum.cache_maintenance / d},
+                       {"stage_ms", {{"patch_embed", stage_sum.patch_embed / d}, {"blocks", stage_sum.blocks / d},
+                                     {"kv_attention", stage_sum.kv_attention / d}, {"cache_maintenance", stage_sum.cache_maintenance / d},
                                      {"camera_head", stage_sum.camera_head / d}, {"dpt_heads", stage_sum.dpt_heads / d}}}});
   }
   const std::filesystem::path out(args.out);
@@ -390,7 +382,6 @@ Runner AddBenchCommand(CLI::App& parent) {
   st->add_option("--v-group", sargs->v_group, "Channels per V group")->capture_default_str();
   st->add_option("--warmup", sargs->warmup, "Warm-up frames before each configuration (not recorded)")->capture_default_str();
   st->add_flag("!--no-stage-timing", sargs->stage_timing, "Skip the per-stage breakdown (it synchronises the device per stage)");
-  st->add_flag("--cuda-graphs", sargs->cuda_graphs, "Replay the step as a CUDA graph (not supported yet: reported as an error)");
   st->add_option("--memory-limit", sargs->memory_limit, "Stop a configuration when device memory (CPU: RSS) passes this");
   st->add_option("--out,-o", sargs->out, "Output folder: <configuration>.csv, summary.md, summary.json, stream.png")->capture_default_str();
   auto stream_runner = [st, sargs]() { return st->parsed() ? RunStream(*sargs) : -1; };

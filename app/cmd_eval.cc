@@ -224,9 +224,7 @@ int RunEval(const EvalArgs& args) {
   models::LoadedModel loaded =
       models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);
-  models::ModelOptions options;
-  options.dtype = args.model.dtype;
-  options.device = args.model.device;
+  models::ModelOptions options = args.model.ToOptions();
   options.cache = args.cache.ToOptions();
   models::StreamingModel model(loaded.config, loaded.weights, options);
   loaded.weights.clear();

@@ -51,9 +51,7 @@ int RunRun(const RunArgs& args) {
 
   models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);
-  models::ModelOptions options;
-  options.dtype = args.model.dtype;
-  options.device = args.model.device;
+  models::ModelOptions options = args.model.ToOptions();
   options.cache = args.cache.ToOptions();
   auto model = std::make_shared<models::StreamingModel>(loaded.config, loaded.weights, options);
   loaded.weights.clear();

@@ -32,9 +32,7 @@ int RunVerify(const VerifyArgs& args) {
   const double tol = args.tol >= 0 ? args.tol : args.model.dtype == "float64" ? 1e-5 : args.model.dtype == "bfloat16" ? 3e-2 : 1e-3;
   models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);
-  models::ModelOptions options;
-  options.dtype = args.model.dtype;
-  options.device = args.model.device;
+  models::ModelOptions options = args.model.ToOptions();
   options.cache = args.cache.ToOptions();
   models::StreamingModel model(loaded.config, loaded.weights, options);
 

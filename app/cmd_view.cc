@@ -59,9 +59,7 @@ viewer::Session StartSession(const ViewArgs& args, const std::string& input, con
   cache.policy = request.policy;
   cache.cache_tokens = request.cache_tokens;
   cache.pool = request.pool;
-  models::ModelOptions options;
-  options.dtype = args.model.dtype;
-  options.device = args.model.device;
+  models::ModelOptions options = args.model.ToOptions();
   options.cache = cache.ToOptions();  // bad combinations throw before the model loads
 
   models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);

@@ -24,6 +24,16 @@ void ModelArgs::Add(CLI::App& app) {
   app.add_option("--dtype", dtype, "Compute precision: float32, float64, or bfloat16 (bf16 matrix work, fp32 norms and heads)")
       ->check(CLI::IsMember({"float32", "float64", "bfloat16"}));
   app.add_option("--device", device, "cpu or cuda[:N]");
+  app.add_flag("--cuda-graphs", cuda_graphs,
+               "CUDA: replay the fixed-shape parts of each step (patch embed, blocks, DPT heads) as CUDA graphs from the third frame on");
+}
+
+models::ModelOptions ModelArgs::ToOptions() const {
+  models::ModelOptions options;
+  options.dtype = dtype;
+  options.device = device;
+  options.cuda_graphs = cuda_graphs;
+  return options;
 }
 
 void CacheArgs::Add(CLI::App& app) {

@@ -17,8 +17,10 @@ struct ModelArgs {
   int64_t random_seed = -1;      // >= 0: seeded random weights instead of a file
   std::string dtype = "float32"; // float32 | float64
   std::string device = "cpu";    // cpu | cuda[:N]
+  bool cuda_graphs = false;      // replay the fixed-shape parts of the step as CUDA graphs
 
   void Add(CLI::App& app);
+  models::ModelOptions ToOptions() const;  // dtype, device and graphs; the cache is the caller's
 };
 
 struct CacheArgs {

@@ -8,10 +8,15 @@
 
 #include <chrono>
 #include <cmath>
+#include <functional>
 
 #include "core/errors.h"
 #ifdef STREAMRECON_HAVE_CUDA_KV
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <spdlog/spdlog.h>
 
 #include "kernels/cuda_kv_cache.h"
 #endif
@@ -107,12 +112,21 @@ Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope)
   return y + b.ls2 * Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps));
 }
 
-// A block attending to its cache plus x; appends x's keys/values, then prunes. x: [N, C].
-Tensor CachedBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, LayerKvCache& cache) {
-  auto [q, k, v] = Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
-  const Tensor o = cache.Forward(q, k, v);
+// The parts of a cached block before and after its attention: q, k, v of x, and the residual
+// update from the attention output o [H, N, D] and the MLP.
+std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
+  return Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
+}
+
+Tensor BlockPost(const BlockWeights& b, const Tensor& x, const Tensor& o) {
   Tensor y = x + b.ls1 * Linear(MergeHeads(o), b.proj_w, b.proj_b);
   return y + b.ls2 * Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps));
+}
+
+// A block attending to its cache plus x; appends x's keys/values, then prunes. x: [N, C].
+Tensor CachedBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, LayerKvCache& cache) {
+  auto [q, k, v] = BlockPre(b, x, rope);
+  return BlockPost(b, x, cache.Forward(q, k, v));
 }
 
 // Residual conv unit with the reference's in-place ReLU quirk: the skip adds relu(x).
@@ -132,6 +146,7 @@ void ModelOptions::Check() const {
   if (dtype != "float32" && dtype != "float64" && dtype != "bfloat16")
     throw OptionError("unsupported dtype '" + dtype + "': expected float32, float64 or bfloat16 (bf16 matrix work, fp32 norms/residual/heads)");
   if (device != "cpu" && device.rfind("cuda", 0) != 0) throw OptionError("unsupported device '" + device + "': expected cpu or cuda[:N]");
+  if (cuda_graphs && device == "cpu") throw OptionError("CUDA graphs need --device cuda");
   cache.Check();
 #ifndef STREAMRECON_HAVE_CUDA_KV
   if (device != "cpu")
@@ -402,52 +417,39 @@ struct StreamingModel::Impl {
     return at::cat({enc.narrow(0, 0, 7), at::relu(enc.narrow(0, 7, 2))});
   }
 
-  StepOutput Step(const Tensor& image_in) {
-    if (image_in.dim() != 3 || image_in.size(0) != 3)
-      throw Error("model input must be [3, H, W] RGB, got " + std::string(c10::str(image_in.sizes())));
-    const int64_t H = image_in.size(1), W = image_in.size(2), ps = config.patch_size;
-    if (H % ps != 0 || W % ps != 0 || H == 0 || W == 0)
-      throw Error("model input " + std::to_string(W) + "x" + std::to_string(H) + " is not a multiple of the patch size " + std::to_string(ps));
-    const int64_t h = H / ps, wd = W / ps;
-    PrepareLayout(h, wd);
+  Tensor norm_mean, norm_std;  // the reference's input normalisation, on the device
 
-    c10::InferenceMode inference_mode;
-    // Normalise like the reference (fp32 mean/std buffers).
-    const Tensor mean = at::tensor(std::vector<float>{0.485f, 0.456f, 0.406f}).view({3, 1, 1}).to(topts);
-    const Tensor stdv = at::tensor(std::vector<float>{0.229f, 0.224f, 0.225f}).view({3, 1, 1}).to(topts);
-    const Tensor img = ((image_in.to(topts) - mean) / stdv).unsqueeze(0);
+  // Per-layer tensors of one step; with CUDA graphs they are the graphs' static buffers.
+  std::vector<Tensor> frame_out, q, k, v, attn, outputs;
+  std::vector<bool> needed;  // aggregator outputs the heads read
 
-    if (frames == 0) PlanCaches(config.special_tokens() + h * wd);
-    timings = StageTimings{};
-    Lap(nullptr);
+  // Token sequence of a frame: camera and register tokens (slot 0 for the first frame) and patches.
+  Tensor Embed(const Tensor& img, int slot) {
     const Tensor patches = PatchEmbed(img);
-    Lap(&timings.patch_embed);
-    const int64_t slot = frames == 0 ? 0 : 1;
-    Tensor x = at::cat({w.at("aggregator.camera_token")[0][slot], w.at("aggregator.register_token")[0][slot], patches}, 0);
+    return at::cat({w.at("aggregator.camera_token")[0][slot], w.at("aggregator.register_token")[0][slot], patches}, 0);
+  }
 
-    // Keep only the aggregator outputs the heads read.
-    std::vector<Tensor> outputs(config.depth);
-    std::vector<bool> needed(config.depth, false);
-    for (int idx : config.dpt.intermediate_layer_idx) needed[idx] = true;
-    needed[config.depth - 1] = true;
-    for (int i = 0; i < config.depth; ++i) {
-      const Tensor frame_out = SelfBlock(frame_blocks[i], x, &rope);
-      Lap(&timings.frame_blocks);
-      x = CachedBlock(global_blocks[i], frame_out, &rope, *global_caches[i]);
-      if (needed[i]) outputs[i] = at::cat({frame_out, x}, -1);
-      Lap(&timings.global_blocks);
-      timings.cache_maintenance += global_caches[i]->maintenance_ms();
+  // Segment i of the aggregator between two cache attentions: the rest of global block i - 1 (from
+  // its attention output attn[i - 1]), then frame block i and the q/k/v of global block i.
+  void Segment(int i, Tensor x) {
+    if (i > 0) {
+      x = BlockPost(global_blocks[i - 1], frame_out[i - 1], attn[i - 1]);
+      if (needed[i - 1]) outputs[i - 1] = at::cat({frame_out[i - 1], x}, -1);
     }
-    ++frames;
+    if (i < config.depth) {
+      frame_out[i] = SelfBlock(frame_blocks[i], x, &rope);
+      std::tie(q[i], k[i], v[i]) = BlockPre(global_blocks[i], frame_out[i], &rope);
+    }
+  }
 
-    StepOutput out;
-    // (the camera head below appends to the trunk caches; bytes are sampled after it)
-    out.tokens_last = outputs[config.depth - 1];
-    out.pose_enc = CameraHead(out.tokens_last.narrow(0, 0, 1));
-    Lap(&timings.camera_head);
+  struct HeadsOut {
+    Tensor depth, depth_conf, world_points, world_points_conf;
+  };
+
+  HeadsOut Heads(int64_t h, int64_t wd, int64_t H, int64_t W) {
     std::vector<Tensor> taps;
     for (int idx : config.dpt.intermediate_layer_idx) taps.push_back(outputs[idx]);
-
+    HeadsOut out;
     const Tensor depth_raw = Dpt(depth_head, taps, h, wd, H, W)[0].permute({1, 2, 0});  // [H, W, 2]
     out.depth = at::exp(depth_raw.narrow(2, 0, 1));
     out.depth_conf = 1 + at::exp(depth_raw.select(2, 1));
@@ -455,6 +457,155 @@ struct StreamingModel::Impl {
     const Tensor xyz = pts_raw.narrow(2, 0, 3);
     out.world_points = at::sign(xyz) * at::expm1(at::abs(xyz));
     out.world_points_conf = 1 + at::exp(pts_raw.select(2, 3));
+    return out;
+  }
+
+#ifdef STREAMRECON_HAVE_CUDA_KV
+  // Captured graphs of one frame size (see ModelOptions::cuda_graphs), replayed in capture order.
+  struct Graphs {
+    int64_t H = -1, W = -1;
+    Tensor img, x0;  // static input image and embed output
+    HeadsOut heads_out;
+    std::unique_ptr<at::cuda::CUDAGraph> embed, heads;
+    std::vector<std::unique_ptr<at::cuda::CUDAGraph>> segments;  // depth + 1
+  };
+  std::unique_ptr<Graphs> graphs;
+  bool graphs_failed = false;
+
+  void Capture(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W) {
+    graphs.reset();
+    auto g = std::make_unique<Graphs>();
+    g->H = H;
+    g->W = W;
+    g->img = at::empty_like(img);
+    g->img.copy_(img);
+    const int64_t n = config.special_tokens() + h * wd;
+    for (int i = 0; i < config.depth; ++i) attn[i] = at::zeros({config.num_heads, n, config.head_dim()}, topts);
+    const auto pool = at::cuda::graph_pool_handle();
+    c10::cuda::device_synchronize();
+    const at::cuda::CUDAStream side = at::cuda::getStreamFromPool();
+    {
+      c10::cuda::CUDAStreamGuard guard(side);
+      // One eager pass on the capture stream first (library workspaces and plans for this stream).
+      Tensor x = Embed(g->img, 1);
+      for (int i = 0; i <= config.depth; ++i) Segment(i, x);
+      Heads(h, wd, H, W);
+      side.synchronize();
+      auto capture = [&](std::unique_ptr<at::cuda::CUDAGraph>& graph, const std::function<void()>& body) {
+        graph = std::make_unique<at::cuda::CUDAGraph>();
+        graph->capture_begin(pool);
+        body();
+        graph->capture_end();
+      };
+      capture(g->embed, [&] { g->x0 = Embed(g->img, 1); });
+      g->segments.resize(config.depth + 1);
+      for (int i = 0; i <= config.depth; ++i) capture(g->segments[i], [&] { Segment(i, g->x0); });
+      capture(g->heads, [&] { g->heads_out = Heads(h, wd, H, W); });
+    }
+    c10::cuda::device_synchronize();
+    graphs = std::move(g);
+  }
+
+  // The step with graphs (capturing them first when needed). Returns false to run eagerly instead.
+  bool GraphStep(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W, StepOutput& out) {
+    if (!options.cuda_graphs || graphs_failed || frames < 2) {
+      graphs.reset();  // the eager step below replaces the buffers the graphs read
+      return false;
+    }
+    if (!graphs || graphs->H != H || graphs->W != W) {
+      try {
+        Capture(img, h, wd, H, W);
+        spdlog::info("CUDA graphs captured for {}x{} frames ({} segments)", W, H, config.depth + 3);
+      } catch (const std::exception& e) {
+        graphs.reset();
+        graphs_failed = true;
+        spdlog::warn("CUDA graph capture failed, running eagerly: {}", e.what());
+        (void)cudaGetLastError();
+        return false;
+      }
+    }
+    Graphs& g = *graphs;
+    g.img.copy_(img);
+    Lap(nullptr);
+    g.embed->replay();
+    Lap(&timings.patch_embed);
+    for (int i = 0; i <= config.depth; ++i) {
+      g.segments[i]->replay();
+      Lap(&timings.blocks);
+      if (i < config.depth) {
+        attn[i].copy_(global_caches[i]->Forward(q[i], k[i], v[i]));
+        Lap(&timings.kv_attention);
+        timings.cache_maintenance += global_caches[i]->maintenance_ms();
+      }
+    }
+    ++frames;
+    // The graphs' buffers are overwritten by the next replay: hand out copies.
+    out.tokens_last = outputs[config.depth - 1].clone();
+    out.pose_enc = CameraHead(out.tokens_last.narrow(0, 0, 1));
+    Lap(&timings.camera_head);
+    g.heads->replay();
+    out.depth = g.heads_out.depth.clone();
+    out.depth_conf = g.heads_out.depth_conf.clone();
+    out.world_points = g.heads_out.world_points.clone();
+    out.world_points_conf = g.heads_out.world_points_conf.clone();
+    Lap(&timings.dpt_heads);
+    max_bytes = std::max(max_bytes, Bytes());
+    return true;
+  }
+#endif
+
+  StepOutput Step(const Tensor& image_in) {
+    if (image_in.dim() != 3 || image_in.size(0) != 3)
+      throw Error("model input must be [3, H, W] RGB, got " + std::string(c10::str(image_in.sizes())));
+    const int64_t H = image_in.size(1), W = image_in.size(2), ps = config.patch_size;
+    if (H % ps != 0 || W % ps != 0 || H == 0 || W == 0)
+      throw Error("model input " + std::to_string(W) + "x" + std::to_string(H) + " is not a multiple of the patch size " + std::to_string(ps));
+    const int64_t h = H / ps, wd = W / ps;
+#ifdef STREAMRECON_HAVE_CUDA_KV
+    if (graphs && (graphs->H != H || graphs->W != W)) graphs.reset();  // before the layout tensors change
+#endif
+    PrepareLayout(h, wd);
+
+    c10::InferenceMode inference_mode;
+    // Normalise like the reference (fp32 mean/std buffers). A host image goes up through pinned
+    // memory, without waiting for the device to finish the previous frame.
+    if (!norm_mean.defined()) {
+      norm_mean = at::tensor(std::vector<float>{0.485f, 0.456f, 0.406f}).view({3, 1, 1}).to(topts);
+      norm_std = at::tensor(std::vector<float>{0.229f, 0.224f, 0.225f}).view({3, 1, 1}).to(topts);
+    }
+    const bool upload = topts.device().is_cuda() && image_in.is_cpu();
+    const Tensor on_device = upload ? image_in.contiguous().pin_memory().to(topts.device(), /*non_blocking=*/true) : image_in;
+    const Tensor img = ((on_device.to(topts) - norm_mean) / norm_std).unsqueeze(0);
+
+    if (frames == 0) PlanCaches(config.special_tokens() + h * wd);
+    timings = StageTimings{};
+    StepOutput out;
+#ifdef STREAMRECON_HAVE_CUDA_KV
+    if (topts.device().is_cuda() && GraphStep(img, h, wd, H, W, out)) return out;
+#endif
+    Lap(nullptr);
+    Tensor x = Embed(img, frames == 0 ? 0 : 1);
+    Lap(&timings.patch_embed);
+    for (int i = 0; i <= config.depth; ++i) {
+      Segment(i, x);
+      Lap(&timings.blocks);
+      if (i < config.depth) {
+        attn[i] = global_caches[i]->Forward(q[i], k[i], v[i]);
+        Lap(&timings.kv_attention);
+        timings.cache_maintenance += global_caches[i]->maintenance_ms();
+      }
+    }
+    ++frames;
+
+    // (the camera head below appends to the trunk caches; bytes are sampled after it)
+    out.tokens_last = outputs[config.depth - 1];
+    out.pose_enc = CameraHead(out.tokens_last.narrow(0, 0, 1));
+    Lap(&timings.camera_head);
+    HeadsOut heads = Heads(h, wd, H, W);
+    out.depth = heads.depth;
+    out.depth_conf = heads.depth_conf;
+    out.world_points = heads.world_points;
+    out.world_points_conf = heads.world_points_conf;
     Lap(&timings.dpt_heads);
     max_bytes = std::max(max_bytes, Bytes());
     return out;
@@ -498,6 +649,10 @@ StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weigh
   }
   for (int i = 0; i < config.camera_head.trunk_depth; ++i)
     m.trunk_blocks.push_back(m.LoadBlock("camera_head.trunk." + std::to_string(i) + ".", config.camera_head.num_heads, 1e-5, false));
+  for (auto* t : {&m.frame_out, &m.q, &m.k, &m.v, &m.attn, &m.outputs}) t->resize(config.depth);
+  m.needed.assign(config.depth, false);
+  for (int idx : config.dpt.intermediate_layer_idx) m.needed.at(idx) = true;
+  m.needed[config.depth - 1] = true;
   m.depth_head = m.LoadDpt("depth_head.");
   m.point_head = m.LoadDpt("point_head.");
   m.ResetCaches();
@@ -507,7 +662,12 @@ StreamingModel::~StreamingModel() = default;
 
 StepOutput StreamingModel::Step(const at::Tensor& image) { return impl_->Step(image); }
 
-void StreamingModel::Reset() { impl_->ResetCaches(); }
+void StreamingModel::Reset() {
+#ifdef STREAMRECON_HAVE_CUDA_KV
+  impl_->graphs.reset();
+#endif
+  impl_->ResetCaches();
+}
 
 int64_t StreamingModel::frames_seen() const { return impl_->frames; }
 

@@ -22,13 +22,19 @@ struct ModelOptions {
   std::string device = "cpu";     // cpu or cuda[:N]
   KvCacheOptions cache;           // global cache (and camera trunk cache) policy and capacity
   bool stage_timing = false;      // time each stage (synchronising the device; slows the step slightly)
+  // CUDA only: from the third frame on, replay the fixed-shape parts of the step (patch embed, frame
+  // blocks, the projections/MLPs of the global blocks, the DPT heads) as captured CUDA graphs; the
+  // KV-cache attention and maintenance and the camera head run eagerly between them.
+  bool cuda_graphs = false;
 
   void Check() const;  // throws OptionError
 };
 
-// Milliseconds per stage of the last Step (with ModelOptions::stage_timing).
+// Milliseconds per stage of the last Step (with ModelOptions::stage_timing). `blocks`: the frame
+// blocks and the global blocks' norms, projections and MLPs; `kv_attention`: the global blocks'
+// attention over the KV cache including cache maintenance (pruning, append), also given alone.
 struct StageTimings {
-  double patch_embed = 0, frame_blocks = 0, global_blocks = 0, cache_maintenance = 0, camera_head = 0, dpt_heads = 0;
+  double patch_embed = 0, blocks = 0, kv_attention = 0, cache_maintenance = 0, camera_head = 0, dpt_heads = 0;
 };
 
 // Raw per-frame outputs as tensors (on the model's device and dtype).
