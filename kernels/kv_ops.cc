@@ -135,7 +135,7 @@ int64_t ChunkTokens() {
   static const int64_t from_env = [] {
     const char* env = std::getenv("STREAMRECON_ATTN_CHUNK_TOKENS");
     const int64_t v = env ? std::atoll(env) : 0;
-    return v >= 1024 ? v : int64_t{65536};
+    return v >= 1024 ? v : int64_t{131072};
   }();
   const int64_t forced = chunk_override.load();
   return forced > 0 ? forced : from_env;

@@ -20,7 +20,7 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
 //  kFused: our single kernel (tiles dequantized in shared memory inside the MMA loop).
 //  kDequantSdpa: pages are expanded once into fp16 rows (kv_dequant.cu) and attended by torch's
 //    scaled_dot_product_attention (flash/cuDNN); a dense cache is attended in place. Caches longer
-//    than the chunk size (STREAMRECON_ATTN_CHUNK_TOKENS, default 65536) go in chunks merged by
+//    than the chunk size (STREAMRECON_ATTN_CHUNK_TOKENS, default 131072: 512 MiB of fp16 rows at 16 heads) go in chunks merged by
 //    their log-sum-exp, so the scratch memory stays bounded.
 //  kAuto: STREAMRECON_ATTN_PATH (fused | dequant) if set, else kDequantSdpa.
 enum class AttentionPath { kAuto, kFused, kDequantSdpa };
