@@ -343,4 +343,32 @@ std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int6
   return {k, v};
 }
 
+at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, int64_t dense_tokens, const PagedKv* pages,
+                           int64_t page_count, int heads) {
+  const at::Tensor qb = q_bar.to(at::kFloat).contiguous();
+  if (!qb.is_cuda() || qb.dim() != 2 || qb.size(1) != 64) throw Error("pooled queries: expected CUDA [M, 64]");
+  ScoreParams p;
+  p.q_bar = qb.data_ptr<float>();
+  p.rows = static_cast<int>(qb.size(0));
+  p.head_dim = 64;
+  p.heads = heads;
+  at::Tensor scores;
+  if (pages) {
+    CheckPages(*pages);
+    p.format = pages->layout.bits == 4 ? KvFormat::kPaged4 : KvFormat::kPaged2;
+    p.bits = pages->layout.bits;
+    p.pages = View(*pages, page_count);
+    scores = at::empty({page_count, pages->layout.slots}, qb.options());
+  } else {
+    p.format = KvFormat::kBf16;
+    p.k_dense = reinterpret_cast<const uint16_t*>(dense_k.data_ptr<at::BFloat16>());
+    p.dense_head_stride = dense_k.stride(0);
+    p.dense_tokens = static_cast<int>(dense_tokens);
+    scores = at::empty({dense_tokens}, qb.options());
+  }
+  p.scores = scores.data_ptr<float>();
+  CheckCuda(LaunchTokenScores(p, at::cuda::getCurrentCUDAStream()), "KV score kernel");
+  return scores;
+}
+
 }  // namespace streamrecon::kernels
