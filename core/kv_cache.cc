@@ -79,12 +79,12 @@ void KvCacheOptions::Check(int head_dim) const {
 at::Tensor PooledQueries(const at::Tensor& q, int pool_size, int special_tokens) {
   const int64_t n = q.size(1);
   const int64_t special = std::min<int64_t>(special_tokens, n);
+  const int64_t full = (n - special) / pool_size, tail = n - special - full * pool_size;
   std::vector<at::Tensor> rows;
   if (special > 0) rows.push_back(q.narrow(1, 0, special));
-  for (int64_t start = special; start < n; start += pool_size) {
-    const int64_t len = std::min<int64_t>(pool_size, n - start);
-    rows.push_back(q.narrow(1, start, len).mean(1, /*keepdim=*/true));
-  }
+  // Whole pools in one reduction (a few kernels, not one per pool), then the partial last pool.
+  if (full > 0) rows.push_back(q.narrow(1, special, full * pool_size).reshape({q.size(0), full, pool_size, q.size(2)}).mean(2));
+  if (tail > 0) rows.push_back(q.narrow(1, n - tail, tail).mean(1, /*keepdim=*/true));
   return at::cat(rows, 1).mean(0);  // [M, D]
 }
 

@@ -82,7 +82,8 @@ int main(int argc, char** argv) {
     const at::Tensor k_cache = k_all.narrow(1, 0, T).contiguous(), v_cache = v_all.narrow(1, 0, T).contiguous();
     using streamrecon::kernels::AttentionPath;
     const std::vector<int32_t> no_pages;
-    for (auto [suffix, path] : {std::pair<const char*, AttentionPath>{"", AttentionPath::kFused}, {"+dq", AttentionPath::kDequantSdpa}}) {
+    for (auto [suffix, path] : {std::pair<const char*, AttentionPath>{"", AttentionPath::kFused}, {"+dq", AttentionPath::kDequantSdpa},
+                                {"+dqb", AttentionPath::kDequantSdpaBucketed}}) {
       const std::string name = std::string("bf16") + suffix;
       report(name.c_str(), TimeMs([&] { streamrecon::kernels::AttentionCuda(q, k_cache, v_cache, T, nullptr, 0, k_cur, v_cur, 0, path); }));
     }
@@ -94,10 +95,12 @@ int main(int argc, char** argv) {
       std::vector<int32_t> valid(pages.pages(), 32);
       if (T % 32) valid.back() = static_cast<int32_t>(T % 32);
       report(name, TimeMs([&] { streamrecon::kernels::AttentionCuda(q, {}, {}, 0, &pages, pages.pages(), k_cur, v_cur, 0, AttentionPath::kFused); }));
-      const std::string dq = std::string(name) + "+dq";
-      report(dq.c_str(), TimeMs([&] {
-               streamrecon::kernels::AttentionCuda(q, {}, {}, 0, &pages, pages.pages(), k_cur, v_cur, 0, AttentionPath::kDequantSdpa, &valid);
-             }));
+      for (auto [suffix, path] : {std::pair<const char*, AttentionPath>{"+dq", AttentionPath::kDequantSdpa}, {"+dqb", AttentionPath::kDequantSdpaBucketed}}) {
+        const std::string label = std::string(name) + suffix;
+        report(label.c_str(), TimeMs([&] {
+                 streamrecon::kernels::AttentionCuda(q, {}, {}, 0, &pages, pages.pages(), k_cur, v_cur, 0, path, &valid);
+               }));
+      }
     }
     // The expansion alone (the part of "+dq" that is not SDPA), for the 4-bit pages.
     {

@@ -36,8 +36,12 @@ class CudaLayerCache final : public LayerKvCache {
       if (options_.v_hadamard) v_r = at::matmul(v.to(at::kFloat), had_);
     }
     const at::Tensor k_cur = k_r.to(at::kBFloat16).contiguous(), v_cur = v_r.to(at::kBFloat16).contiguous();
+    // The kept length changes from frame to frame: the bucketed variant of the dequantize-once path.
+    static const AttentionPath path =
+        ResolveAttentionPath(AttentionPath::kAuto) == AttentionPath::kDequantSdpa ? AttentionPath::kDequantSdpaBucketed
+                                                                                  : ResolveAttentionPath(AttentionPath::kAuto);
     at::Tensor out = AttentionCuda(q_r.to(at::kBFloat16).contiguous(), keys_, values_, length_, quantized() ? &store_ : nullptr,
-                                   pages_, k_cur, v_cur, 0, AttentionPath::kAuto, &valid_);
+                                   pages_, k_cur, v_cur, 0, path, &valid_);
     if (oscar() && options_.v_hadamard) out = at::matmul(out.to(at::kFloat), had_);
     if (options_.measure) c10::cuda::device_synchronize();
     const auto t0 = std::chrono::steady_clock::now();

@@ -130,6 +130,7 @@ at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const 
 }
 
 std::atomic<int64_t> chunk_override{0};
+constexpr int64_t kLengthBucket = 2048;  // rows per cuDNN length bucket (kDequantSdpaBucketed)
 
 int64_t ChunkTokens() {
   static const int64_t from_env = [] {
@@ -159,10 +160,10 @@ SdpaBackend Backend() {
 }
 
 // Attention of [H, N, D] tensors (scale 1/8). With `lse` also its log-sum-exp (natural log, float [H, Nq]).
-at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse) {
+at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse, SdpaBackend forced = SdpaBackend::kAuto) {
   const at::Tensor q4 = q.unsqueeze(0), k4 = k.unsqueeze(0), v4 = v.unsqueeze(0);
   const int64_t heads = q.size(0), nq = q.size(1);
-  SdpaBackend backend = Backend();
+  SdpaBackend backend = forced != SdpaBackend::kAuto ? forced : Backend();
   if (backend == SdpaBackend::kAuto) {
     if (!lse) return at::scaled_dot_product_attention(q4, k4, v4).squeeze(0);
     backend = SdpaBackend::kCudnn;
@@ -201,6 +202,24 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
   lse = at::logaddexp(lse, l);
 }
 
+// Attention over rows [0, rows) of k, v ([H, >= rows, D]) folded into (out, lse). cuDNN builds an
+// execution plan per key length, which costs milliseconds; a cache whose length changes every frame
+// (bucket > 0) therefore sends the first rows / bucket * bucket rows to cuDNN (few distinct lengths,
+// plans reused) and the remaining rows to flash attention (no plans).
+void AttendRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t rows, int64_t bucket, at::Tensor& out,
+                at::Tensor& lse) {
+  const int64_t main = bucket > 0 ? rows / bucket * bucket : rows;
+  at::Tensor l;
+  if (main > 0) {
+    const at::Tensor o = Sdpa(q, k.narrow(1, 0, main), v.narrow(1, 0, main), &l);
+    MergeByLse(out, lse, o, l);
+  }
+  if (rows > main) {
+    const at::Tensor o = Sdpa(q, k.narrow(1, main, rows - main), v.narrow(1, main, rows - main), &l, SdpaBackend::kFlash);
+    MergeByLse(out, lse, o, l);
+  }
+}
+
 // Inclusive prefix sums of the valid counts of pages [first, first + count), on the device: from the
 // host counts when known (one small asynchronous upload), else computed from the page metadata.
 at::Tensor ValidPrefix(const PagedKv& pages, int64_t first, int64_t count, const std::vector<int32_t>* counts) {
@@ -235,22 +254,19 @@ void LaunchDequant(const PagedKv& pages, int64_t page_count, int64_t first, int6
 }
 
 // Dense cache attended in place, pages expanded once per chunk; chunks merged by log-sum-exp.
+// bucket > 0: key lengths change from call to call (see AttendRows).
 at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                                 const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
-                                const std::vector<int32_t>* page_valid) {
+                                const std::vector<int32_t>* page_valid, int64_t bucket) {
   const int64_t heads = q.size(0), nc = k_cur.size(1), chunk = ChunkTokens();
   at::Tensor out, lse;
   if (!pages || page_count == 0) {
+    if (dense_tokens == 0) return Sdpa(q, k_cur, v_cur, nullptr);
     for (int64_t s = 0; s < dense_tokens; s += chunk) {
       const int64_t len = std::min(chunk, dense_tokens - s);
-      at::Tensor l;
-      const at::Tensor o = Sdpa(q, dense_k.narrow(1, s, len), dense_v.narrow(1, s, len), &l);
-      MergeByLse(out, lse, o, l);
+      AttendRows(q, dense_k.narrow(1, s, len), dense_v.narrow(1, s, len), len, bucket, out, lse);
     }
-    if (!out.defined()) return Sdpa(q, k_cur, v_cur, nullptr);
-    at::Tensor l;
-    const at::Tensor o = Sdpa(q, k_cur, v_cur, &l);
-    MergeByLse(out, lse, o, l);
+    AttendRows(q, k_cur, v_cur, nc, 0, out, lse);
     return out.to(at::kBFloat16);
   }
   CheckPages(*pages);
@@ -271,20 +287,18 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
     int64_t count = 0, tokens = 0;
     while (first + count < page_count && (count == 0 || tokens + counts[first + count] <= chunk)) tokens += counts[first + count++];
     const bool last = first + count == page_count;
-    // The last chunk also holds the current frame when it fits: one attention call, nothing to merge.
+    // The last chunk also holds the current frame when it fits.
     const bool with_current = last && tokens + nc <= chunk;
     const int64_t rows = tokens + (with_current ? nc : 0);
     const at::Tensor k = at::empty({heads, rows, 64}, half), v = at::empty({heads, rows, 64}, half);
     LaunchDequant(*pages, page_count, first, count, page_valid, k, v, with_current ? k_cur : at::Tensor(), v_cur, tokens);
-    if (with_current && !out.defined()) return Sdpa(qh, k, v, nullptr).to(at::kBFloat16);
-    at::Tensor l;
-    const at::Tensor o = Sdpa(qh, k, v, &l);
-    MergeByLse(out, lse, o, l);
+    // One chunk of fixed-length rows: a single call, nothing to merge.
+    if (with_current && !out.defined() && bucket == 0) return Sdpa(qh, k, v, nullptr).to(at::kBFloat16);
+    AttendRows(qh, k, v, rows, bucket, out, lse);
     if (last && !with_current) {
       const at::Tensor kc = at::empty({heads, nc, 64}, half), vc = at::empty({heads, nc, 64}, half);
       LaunchDequant(*pages, page_count, 0, 0, nullptr, kc, vc, k_cur, v_cur, 0);
-      const at::Tensor o2 = Sdpa(qh, kc, vc, &l);
-      MergeByLse(out, lse, o2, l);
+      AttendRows(qh, kc, vc, nc, 0, out, lse);
     }
     first += count;
   }
@@ -300,8 +314,9 @@ AttentionPath ResolveAttentionPath(AttentionPath path) {
   static const AttentionPath from_env = [] {
     const char* env = std::getenv("STREAMRECON_ATTN_PATH");
     if (!env || !*env || std::string(env) == "dequant") return AttentionPath::kDequantSdpa;
+    if (std::string(env) == "dequant-bucketed") return AttentionPath::kDequantSdpaBucketed;
     if (std::string(env) == "fused") return AttentionPath::kFused;
-    throw OptionError(std::string("STREAMRECON_ATTN_PATH='") + env + "': expected fused or dequant");
+    throw OptionError(std::string("STREAMRECON_ATTN_PATH='") + env + "': expected fused, dequant or dequant-bucketed");
   }();
   return from_env;
 }
@@ -311,6 +326,7 @@ const char* ToString(AttentionPath path) {
     case AttentionPath::kAuto: return "auto";
     case AttentionPath::kFused: return "fused";
     case AttentionPath::kDequantSdpa: return "dequant+sdpa";
+    case AttentionPath::kDequantSdpaBucketed: return "dequant+sdpa bucketed";
   }
   return "?";
 }
@@ -326,9 +342,10 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
        dense_k.stride(1) != 64 || dense_k.stride(2) != 1 || !dense_v.is_cuda() || dense_v.strides() != dense_k.strides() ||
        dense_k.size(1) < dense_tokens))
     throw Error("dense cache: expected bf16 CUDA [H, T, 64] with rows contiguous and at least " + std::to_string(dense_tokens) + " rows");
-  if (ResolveAttentionPath(path) == AttentionPath::kFused)
-    return FusedAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits);
-  return DequantSdpaAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid);
+  const AttentionPath resolved = ResolveAttentionPath(path);
+  if (resolved == AttentionPath::kFused) return FusedAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits);
+  const int64_t bucket = resolved == AttentionPath::kDequantSdpaBucketed ? kLengthBucket : 0;
+  return DequantSdpaAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, bucket);
 }
 
 std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int64_t page_count, int64_t first, int64_t count,

@@ -19,11 +19,13 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
 // How attention over the cache is computed.
 //  kFused: our single kernel (tiles dequantized in shared memory inside the MMA loop).
 //  kDequantSdpa: pages are expanded once into fp16 rows (kv_dequant.cu) and attended by torch's
-//    scaled_dot_product_attention (flash/cuDNN); a dense cache is attended in place. Caches longer
-//    than the chunk size (STREAMRECON_ATTN_CHUNK_TOKENS, default 131072: 512 MiB of fp16 rows at 16 heads) go in chunks merged by
-//    their log-sum-exp, so the scratch memory stays bounded.
-//  kAuto: STREAMRECON_ATTN_PATH (fused | dequant) if set, else kDequantSdpa.
-enum class AttentionPath { kAuto, kFused, kDequantSdpa };
+//    scaled_dot_product_attention (cuDNN on the H200); a dense cache is attended in place. Caches
+//    longer than the chunk size (STREAMRECON_ATTN_CHUNK_TOKENS, default 131072: 512 MiB of fp16
+//    rows at 16 heads) go in chunks merged by their log-sum-exp, so the scratch stays bounded.
+//  kDequantSdpaBucketed: the same for key lengths that change every call (a pruned stream): cuDNN
+//    plans are built per length, so only a multiple of 2048 rows goes to cuDNN, the rest to flash.
+//  kAuto: STREAMRECON_ATTN_PATH (fused | dequant | dequant-bucketed) if set, else kDequantSdpa.
+enum class AttentionPath { kAuto, kFused, kDequantSdpa, kDequantSdpaBucketed };
 AttentionPath ResolveAttentionPath(AttentionPath path);
 // Chunk size of kDequantSdpa in tokens (0 restores the default); for tests and benchmarks.
 void SetAttentionChunkTokens(int64_t tokens);

@@ -214,7 +214,10 @@ INSTANTIATE_TEST_SUITE_P(DequantSdpa, GpuAttention,
                          ::testing::Values(AttentionCase{0, 0, 100, 0, kDequant}, AttentionCase{0, 4999, 129, 0, kDequant},
                                            AttentionCase{0, 4999, 129, 0, kDequant, 1024}, AttentionCase{4, 150, 100, 0, kDequant},
                                            AttentionCase{4, 1000, 1041, 0, kDequant}, AttentionCase{2, 3001, 77, 0, kDequant},
-                                           AttentionCase{4, 3001, 300, 0, kDequant, 1024}, AttentionCase{2, 5000, 1041, 0, kDequant, 1100}));
+                                           AttentionCase{4, 3001, 300, 0, kDequant, 1024}, AttentionCase{2, 5000, 1041, 0, kDequant, 1100},
+                                           AttentionCase{0, 4999, 129, 0, kernels::AttentionPath::kDequantSdpaBucketed},
+                                           AttentionCase{4, 5000, 1041, 0, kernels::AttentionPath::kDequantSdpaBucketed},
+                                           AttentionCase{2, 9000, 300, 0, kernels::AttentionPath::kDequantSdpaBucketed, 4000}));
 
 // Pages expanded on the device equal the CPU dequantization (fp16 arithmetic: a few fp16 steps).
 TEST(GpuDequantize, PagesMatchTheCpuDequantization) {
