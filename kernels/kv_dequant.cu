@@ -1,4 +1,4 @@
-// Dequantization of packed pages into contiguous fp16 K/V rows, once per frame and layer, for
+// Dequantization of packed pages into contiguous bf16 K/V rows, once per frame and layer, for
 // attention by a dense kernel (the "dequantize once" path: each cached token is expanded once and
 // then read by every query tile, instead of once per query tile inside the fused kernel).
 #include "kernels/kv_common.cuh"
@@ -7,8 +7,21 @@
 namespace streamrecon::kernels {
 namespace {
 
+// Eight fp16 values (as computed by the shared dequantization) rounded to bf16, the dtype of the
+// rows, the queries and the output: no conversions around the attention call.
+__device__ __forceinline__ uint4 Half8ToBf16(uint4 h) {
+  uint32_t w[4] = {h.x, h.y, h.z, h.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[j]));
+    const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
+    w[j] = *reinterpret_cast<const uint32_t*>(&b);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 // Block (page, head): thread u handles slot u / 8, channels 8 (u % 8) .. + 7 of K and V. Blocks
-// past the chunk's pages copy the current frame (bf16) into the rows after the pages, as fp16.
+// past the chunk's pages copy the current frame (bf16) into the rows after the pages.
 template <int kBits>
 __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
   constexpr int kRowBytes = kHeadDim * kBits / 8;
@@ -19,19 +32,8 @@ __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
     if (t >= p.cur_tokens) return;
     const int64_t src = (static_cast<int64_t>(head) * p.cur_tokens + t) * kHeadDim + c;
     const int64_t dst = (static_cast<int64_t>(head) * p.head_stride + p.cur_row + t) * kHeadDim + c;
-    for (int which = 0; which < 2; ++which) {
-      const uint16_t* in = which == 0 ? p.k_cur : p.v_cur;
-      uint16_t* out = which == 0 ? p.k_out : p.v_out;
-      const uint4 b = *reinterpret_cast<const uint4*>(in + src);
-      const uint32_t w[4] = {b.x, b.y, b.z, b.w};
-      uint32_t h[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const __half2 v = __floats2half2_rn(Bf16BitsToFloat(static_cast<uint16_t>(w[j] & 0xffffu)), Bf16BitsToFloat(static_cast<uint16_t>(w[j] >> 16)));
-        h[j] = *reinterpret_cast<const uint32_t*>(&v);
-      }
-      *reinterpret_cast<uint4*>(out + dst) = make_uint4(h[0], h[1], h[2], h[3]);
-    }
+    *reinterpret_cast<uint4*>(p.k_out + dst) = *reinterpret_cast<const uint4*>(p.k_cur + src);
+    *reinterpret_cast<uint4*>(p.v_out + dst) = *reinterpret_cast<const uint4*>(p.v_cur + src);
     return;
   }
   const int local = blockIdx.x, page = p.first_page + local;
@@ -54,6 +56,8 @@ __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
   const float norm = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;
   uint4 kw, vw;
   DequantizeEight<kBits>(kc, kpar, vc, vp, norm, kw, vw);
+  kw = Half8ToBf16(kw);
+  vw = Half8ToBf16(vw);
   const int64_t out = (static_cast<int64_t>(head) * p.head_stride + before + slot) * kHeadDim + c;
   *reinterpret_cast<uint4*>(p.k_out + out) = kw;
   *reinterpret_cast<uint4*>(p.v_out + out) = vw;

@@ -86,17 +86,17 @@ struct DequantParams {
   const int32_t* valid_prefix = nullptr;  // [page_count] inclusive prefix sums of the chunk's valid counts
   int heads = 0;
   int first_page = 0, page_count = 0;  // the chunk of pages to expand
-  // Output fp16 rows [H, head_stride, D]: the chunk's valid slots in page order from row 0.
+  // Output bf16 rows [H, head_stride, D]: the chunk's valid slots in page order from row 0.
   uint16_t* k_out = nullptr;
   uint16_t* v_out = nullptr;
   int64_t head_stride = 0;  // rows per head in the output
-  // Optionally the current frame (bf16 [H, cur_tokens, D]), written as fp16 from row cur_row.
+  // Optionally the current frame (bf16 [H, cur_tokens, D]), copied from row cur_row.
   const uint16_t* k_cur = nullptr;
   const uint16_t* v_cur = nullptr;
   int cur_tokens = 0, cur_row = 0;
 };
 
-// Expands pages [first_page, first_page + page_count) into fp16 K (norms folded in) and V rows,
+// Expands pages [first_page, first_page + page_count) into bf16 K (norms folded in) and V rows,
 // and copies the current frame after them when given.
 cudaError_t LaunchDequantizePages(const DequantParams& p, int bits, cudaStream_t stream);
 

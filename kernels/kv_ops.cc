@@ -241,8 +241,8 @@ void LaunchDequant(const PagedKv& pages, int64_t page_count, int64_t first, int6
   p.heads = static_cast<int>(pages.layout.heads);
   p.first_page = static_cast<int>(first);
   p.page_count = static_cast<int>(count);
-  p.k_out = reinterpret_cast<uint16_t*>(k_out.data_ptr<at::Half>());
-  p.v_out = reinterpret_cast<uint16_t*>(v_out.data_ptr<at::Half>());
+  p.k_out = reinterpret_cast<uint16_t*>(k_out.data_ptr<at::BFloat16>());
+  p.v_out = reinterpret_cast<uint16_t*>(v_out.data_ptr<at::BFloat16>());
   p.head_stride = k_out.size(1);
   if (k_cur.defined()) {
     p.k_cur = reinterpret_cast<const uint16_t*>(k_cur.data_ptr<at::BFloat16>());
@@ -280,8 +280,8 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
     page_valid = &read_back;
   }
   const std::vector<int32_t>& counts = *page_valid;
-  const at::Tensor qh = q.to(at::kHalf);
-  const auto half = q.options().dtype(at::kHalf);
+  const at::Tensor& qh = q;  // bf16 throughout: rows, queries and output
+  const auto rows_opts = q.options();
   int64_t first = 0;
   while (first < page_count) {
     int64_t count = 0, tokens = 0;
@@ -290,16 +290,12 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
     // The last chunk also holds the current frame when it fits.
     const bool with_current = last && tokens + nc <= chunk;
     const int64_t rows = tokens + (with_current ? nc : 0);
-    const at::Tensor k = at::empty({heads, rows, 64}, half), v = at::empty({heads, rows, 64}, half);
+    const at::Tensor k = at::empty({heads, rows, 64}, rows_opts), v = at::empty({heads, rows, 64}, rows_opts);
     LaunchDequant(*pages, page_count, first, count, page_valid, k, v, with_current ? k_cur : at::Tensor(), v_cur, tokens);
     // One chunk of fixed-length rows: a single call, nothing to merge.
-    if (with_current && !out.defined() && bucket == 0) return Sdpa(qh, k, v, nullptr).to(at::kBFloat16);
+    if (with_current && !out.defined() && bucket == 0) return Sdpa(qh, k, v, nullptr);
     AttendRows(qh, k, v, rows, bucket, out, lse);
-    if (last && !with_current) {
-      const at::Tensor kc = at::empty({heads, nc, 64}, half), vc = at::empty({heads, nc, 64}, half);
-      LaunchDequant(*pages, page_count, 0, 0, nullptr, kc, vc, k_cur, v_cur, 0);
-      AttendRows(qh, kc, vc, nc, 0, out, lse);
-    }
+    if (last && !with_current) AttendRows(qh, k_cur, v_cur, nc, 0, out, lse);
     first += count;
   }
   return out.to(at::kBFloat16);
@@ -354,8 +350,8 @@ std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int6
   if (first < 0 || count < 0 || first + count > page_count || page_count > pages.pages())
     throw Error("dequantize: pages [" + std::to_string(first) + ", " + std::to_string(first + count) + ") outside the " +
                 std::to_string(page_count) + " pages present");
-  const auto half = pages.meta.options().dtype(at::kHalf);
-  const at::Tensor k = at::empty({pages.layout.heads, tokens + extra_rows, 64}, half), v = at::empty_like(k);
+  const at::Tensor k = at::empty({pages.layout.heads, tokens + extra_rows, 64}, pages.meta.options().dtype(at::kBFloat16));
+  const at::Tensor v = at::empty_like(k);
   LaunchDequant(pages, page_count, first, count, nullptr, k, v, {}, {}, 0);
   return {k, v};
 }

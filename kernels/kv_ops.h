@@ -18,9 +18,9 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
 
 // How attention over the cache is computed.
 //  kFused: our single kernel (tiles dequantized in shared memory inside the MMA loop).
-//  kDequantSdpa: pages are expanded once into fp16 rows (kv_dequant.cu) and attended by torch's
+//  kDequantSdpa: pages are expanded once into bf16 rows (kv_dequant.cu) and attended by torch's
 //    scaled_dot_product_attention (cuDNN on the H200); a dense cache is attended in place. Caches
-//    longer than the chunk size (STREAMRECON_ATTN_CHUNK_TOKENS, default 131072: 512 MiB of fp16
+//    longer than the chunk size (STREAMRECON_ATTN_CHUNK_TOKENS, default 131072: 512 MiB of bf16
 //    rows at 16 heads) go in chunks merged by their log-sum-exp, so the scratch stays bounded.
 //  kDequantSdpaBucketed: the same for key lengths that change every call (a pruned stream): cuDNN
 //    plans are built per length, so only a multiple of 2048 rows goes to cuDNN, the rest to flash.
@@ -40,7 +40,7 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
                          int splits = 0, AttentionPath path = AttentionPath::kAuto, const std::vector<int32_t>* page_valid = nullptr);
 
-// The valid slots of pages [first, first + count) as fp16 K (norms folded in) and V [H, rows, D],
+// The valid slots of pages [first, first + count) as bf16 K (norms folded in) and V [H, rows, D],
 // rows = their valid tokens plus `extra_rows` uninitialised rows at the end.
 std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int64_t page_count, int64_t first, int64_t count,
                                                       int64_t tokens, int64_t extra_rows = 0);

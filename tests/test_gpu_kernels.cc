@@ -219,7 +219,8 @@ INSTANTIATE_TEST_SUITE_P(DequantSdpa, GpuAttention,
                                            AttentionCase{4, 5000, 1041, 0, kernels::AttentionPath::kDequantSdpaBucketed},
                                            AttentionCase{2, 9000, 300, 0, kernels::AttentionPath::kDequantSdpaBucketed, 4000}));
 
-// Pages expanded on the device equal the CPU dequantization (fp16 arithmetic: a few fp16 steps).
+// Pages expanded on the device equal the CPU dequantization: fp16 arithmetic (a few 2^-11 steps)
+// rounded to bf16 rows (at most 2^-9 relative per value, about 1.2e-3 in relative L2).
 TEST(GpuDequantize, PagesMatchTheCpuDequantization) {
   REQUIRE_GPU();
   for (const bool oscar : {false, true})
@@ -249,9 +250,9 @@ TEST(GpuDequantize, PagesMatchTheCpuDequantization) {
       const double ek2 = Rel(k2.cpu(), k_ref.narrow(1, skip, tokens - skip));
       std::printf("[ info ] dequantize %s%d: %lld tokens, rel err K %.2e V %.2e, chunk K %.2e\n", oscar ? "oscar" : "kivi", bits,
                   static_cast<long long>(tokens), ek, ev, ek2);
-      EXPECT_LE(ek, 2e-3);
-      EXPECT_LE(ev, 2e-3);
-      EXPECT_LE(ek2, 2e-3);
+      EXPECT_LE(ek, 3e-3);
+      EXPECT_LE(ev, 3e-3);
+      EXPECT_LE(ek2, 3e-3);
     }
 }
 
