@@ -39,8 +39,24 @@ __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
   const int local = blockIdx.x, page = p.first_page + local;
   const int slot = threadIdx.x / 8;
   const int valid = pv.meta[2 * page];
+  // Rows of the chunk's earlier pages: from the prefix sums, or (short chunks, no prefix given)
+  // summed here by the block from the page metadata, which saves an upload per call.
+  int before;
+  if (p.valid_prefix) {
+    before = p.valid_prefix[local] - valid;
+  } else {
+    __shared__ int warp_sums[8];
+    int sum = 0;
+    for (int j = threadIdx.x; j < local; j += blockDim.x) sum += pv.meta[2 * (p.first_page + j)];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = sum;
+    __syncthreads();
+    before = 0;
+#pragma unroll
+    for (int w = 0; w < 8; ++w) before += warp_sums[w];
+  }
   if (slot >= pv.slots || slot >= valid) return;
-  const int before = p.valid_prefix[local] - valid;  // rows of the chunk's earlier pages
   const int64_t row = (static_cast<int64_t>(page) * p.heads + head) * pv.slots + slot;
   uint32_t kc, vc;
   if (kBits == 4) {

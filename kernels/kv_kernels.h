@@ -83,7 +83,9 @@ cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream);
 
 struct DequantParams {
   PagesView pages;               // the layer's pages (pages.pages = all pages present)
-  const int32_t* valid_prefix = nullptr;  // [page_count] inclusive prefix sums of the chunk's valid counts
+  // [page_count] inclusive prefix sums of the chunk's valid counts; nullptr: each block sums the
+  // counts of the pages before it (cheap for short chunks only).
+  const int32_t* valid_prefix = nullptr;
   int heads = 0;
   int first_page = 0, page_count = 0;  // the chunk of pages to expand
   // Output bf16 rows [H, head_stride, D]: the chunk's valid slots in page order from row 0.

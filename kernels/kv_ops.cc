@@ -130,7 +130,8 @@ at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const 
 }
 
 std::atomic<int64_t> chunk_override{0};
-constexpr int64_t kLengthBucket = 2048;  // rows per cuDNN length bucket (kDequantSdpaBucketed)
+constexpr int64_t kLengthBucket = 2048;
+constexpr int64_t kInKernelPrefixPages = 512;  // rows per cuDNN length bucket (kDequantSdpaBucketed)
 
 int64_t ChunkTokens() {
   static const int64_t from_env = [] {
@@ -234,10 +235,11 @@ at::Tensor ValidPrefix(const PagedKv& pages, int64_t first, int64_t count, const
 // Expands pages [first, first + count) into k_out/v_out, the current frame (if given) after them.
 void LaunchDequant(const PagedKv& pages, int64_t page_count, int64_t first, int64_t count, const std::vector<int32_t>* counts,
                    const at::Tensor& k_out, const at::Tensor& v_out, const at::Tensor& k_cur, const at::Tensor& v_cur, int64_t cur_row) {
-  const at::Tensor prefix = count > 0 ? ValidPrefix(pages, first, count, counts) : at::Tensor();
+  // Up to 512 pages the kernel sums the counts itself (no upload, one launch less).
+  const at::Tensor prefix = count > kInKernelPrefixPages ? ValidPrefix(pages, first, count, counts) : at::Tensor();
   DequantParams p;
   p.pages = View(pages, page_count);
-  p.valid_prefix = count > 0 ? prefix.data_ptr<int32_t>() : nullptr;
+  p.valid_prefix = prefix.defined() ? prefix.data_ptr<int32_t>() : nullptr;
   p.heads = static_cast<int>(pages.layout.heads);
   p.first_page = static_cast<int>(first);
   p.page_count = static_cast<int>(count);

@@ -215,6 +215,7 @@ INSTANTIATE_TEST_SUITE_P(DequantSdpa, GpuAttention,
                                            AttentionCase{0, 4999, 129, 0, kDequant, 1024}, AttentionCase{4, 150, 100, 0, kDequant},
                                            AttentionCase{4, 1000, 1041, 0, kDequant}, AttentionCase{2, 3001, 77, 0, kDequant},
                                            AttentionCase{4, 3001, 300, 0, kDequant, 1024}, AttentionCase{2, 5000, 1041, 0, kDequant, 1100},
+                                           AttentionCase{4, 20000, 300, 0, kDequant},  // > 512 pages: uploaded prefix sums
                                            AttentionCase{0, 4999, 129, 0, kernels::AttentionPath::kDequantSdpaBucketed},
                                            AttentionCase{4, 5000, 1041, 0, kernels::AttentionPath::kDequantSdpaBucketed},
                                            AttentionCase{2, 9000, 300, 0, kernels::AttentionPath::kDequantSdpaBucketed, 4000}));
