@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <cstdio>
@@ -320,14 +321,24 @@ int RunStream(const StreamArgs& args) {
     auto at_frame = [&](size_t f) { return f <= n ? ms[f - 1] : NAN; };
     const models::CacheReport report = model.Cache();
     const double d = static_cast<double>(n);
+    auto ms_or_dash = [](double v) {
+      char b[32];
+      std::snprintf(b, sizeof(b), "%.1f", v);
+      return std::isnan(v) ? std::string("-") : std::string(b);
+    };
+    std::string stages = "-";  // (not measured with --no-stage-timing)
+    if (args.stage_timing) {
+      stages.clear();
+      for (double v : {stage_sum.patch_embed, stage_sum.blocks, stage_sum.kv_attention, stage_sum.cache_maintenance,
+                       stage_sum.camera_head, stage_sum.dpt_heads})
+        stages += (stages.empty() ? "" : " / ") + ms_or_dash(v / d);
+    }
     char row[1024];
-    std::snprintf(row, sizeof(row),
-                  "| %s | %zu | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f / %.1f / %.1f / %.1f | %.1f / %.1f / %.1f / %.1f / %.1f / %.1f | %s | %lld | %s | %s |\n",
+    std::snprintf(row, sizeof(row), "| %s | %zu | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %s / %s / %s / %s | %s | %s | %lld | %s | %s |\n",
                   run.Label().c_str(), n, ms[0], mean, Percentile(steady, 0.5), Percentile(steady, 0.95), Percentile(steady, 0.99),
-                  1000.0 / mean, at_frame(1), at_frame(10), at_frame(100), at_frame(1000), stage_sum.patch_embed / d,
-                  stage_sum.blocks / d, stage_sum.kv_attention / d, stage_sum.cache_maintenance / d, stage_sum.camera_head / d,
-                  stage_sum.dpt_heads / d, FormatBytes(report.max_bytes).c_str(), static_cast<long long>(report.tokens_per_layer[0]),
-                  FormatBytes(mem_peak.peak).c_str(), stopped.empty() ? "-" : stopped.c_str());
+                  1000.0 / mean, ms_or_dash(at_frame(1)).c_str(), ms_or_dash(at_frame(10)).c_str(), ms_or_dash(at_frame(100)).c_str(),
+                  ms_or_dash(at_frame(1000)).c_str(), stages.c_str(), FormatBytes(report.max_bytes).c_str(),
+                  static_cast<long long>(report.tokens_per_layer[0]), FormatBytes(mem_peak.peak).c_str(), stopped.empty() ? "-" : stopped.c_str());
     md << row;
     summary.push_back({{"configuration", run.Label()}, {"frames", n}, {"first_ms", ms[0]}, {"mean_ms", mean},
                        {"median_ms", Percentile(steady, 0.5)}, {"p95_ms", Percentile(steady, 0.95)}, {"p99_ms", Percentile(steady, 0.99)},
@@ -351,7 +362,7 @@ int RunStream(const StreamArgs& args) {
 
 void PlotStream(const std::filesystem::path& out, const std::vector<StreamRun>& runs) {
   if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) {
-    spdlog::warn("gnuplot not found: no plot; the CSVs in {} hold the series (scripts/plot_stream.sh draws them)", out.string());
+    spdlog::warn("gnuplot not found: no plot; the CSVs in {} hold the series (in that folder: gnuplot -e \"files='<csv names without .csv>'\" scripts/plot_stream.gp)", out.string());
     return;
   }
   std::ostringstream cmd;
