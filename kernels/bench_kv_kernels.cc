@@ -113,21 +113,27 @@ int main(int argc, char** argv) {
   results["attention"] = attention;
 
   // Append bandwidth: one frame (1041 tokens) and a large batch of tokens in one launch.
-  std::printf("\n%-8s %-8s %10s %10s %10s %8s\n", "tokens", "format", "us", "GB/s", "copy GB/s", "of copy");
+  std::printf("\n%-8s %-9s %10s %10s %10s %8s\n", "tokens", "format", "us", "GB/s", "copy GB/s", "of copy");
   nlohmann::json append = nlohmann::json::array();
   for (int64_t n : {queries, int64_t{65536}}) {
     const at::Tensor k = at::randn({heads, n, 64}, dev), v = at::randn({heads, n, 64}, dev);
     for (auto [name, bits, oscar] : {std::tuple<const char*, int, bool>{"kivi4", 4, false}, {"kivi2", 2, false}, {"oscar4", 4, true}, {"oscar2", 2, true}}) {
       PageLayout L{static_cast<int>(heads), 64, 32, bits, 64, oscar};
       PagedKv pages = streamrecon::AllocatePages(L, (n + 31) / 32, at::kCUDA);
-      const double ms = TimeMs([&] { streamrecon::kernels::AppendPagesCuda(k, v, oscar, false, 0, pages, 0); });
       const double bytes = 2.0 * k.numel() * 2 + static_cast<double>(pages.pages()) * L.page_bytes();
       // A device copy moving the same bytes (read + write).
       const at::Tensor src = at::empty({static_cast<int64_t>(bytes / 2)}, dev.dtype(at::kByte)), dst = at::empty_like(src);
       const double copy_ms = TimeMs([&] { dst.copy_(src); });
-      const double gbs = bytes / ms / 1e6, copy_gbs = bytes / copy_ms / 1e6;
-      std::printf("%-8lld %-8s %10.1f %10.0f %10.0f %7.0f%%\n", static_cast<long long>(n), name, ms * 1e3, gbs, copy_gbs, 100 * gbs / copy_gbs);
-      append.push_back({{"tokens", n}, {"format", name}, {"us", ms * 1e3}, {"gb_per_s", gbs}, {"copy_gb_per_s", copy_gbs}});
+      for (const int variant : {1, 2}) {  // kv_append.cu's two kernels
+        streamrecon::kernels::SetAppendVariant(variant);
+        const double ms = TimeMs([&] { streamrecon::kernels::AppendPagesCuda(k, v, oscar, false, 0, pages, 0); });
+        const double gbs = bytes / ms / 1e6, copy_gbs = bytes / copy_ms / 1e6;
+        const std::string label = std::string(name) + (variant == 2 ? "/v2" : "");
+        std::printf("%-8lld %-9s %10.1f %10.0f %10.0f %7.0f%%\n", static_cast<long long>(n), label.c_str(), ms * 1e3, gbs, copy_gbs,
+                    100 * gbs / copy_gbs);
+        append.push_back({{"tokens", n}, {"format", label}, {"us", ms * 1e3}, {"gb_per_s", gbs}, {"copy_gb_per_s", copy_gbs}});
+      }
+      streamrecon::kernels::SetAppendVariant(0);
     }
   }
   results["append"] = append;

@@ -162,6 +162,166 @@ cudaError_t LaunchForBits(const AppendParams& p, int pages, cudaStream_t stream)
   return cudaGetLastError();
 }
 
+
+// ---- variant 2 (STREAMRECON_APPEND=v2): a warp per (page, head) for K and one for V ------------
+// The same arithmetic as the kernel above (identical codes and params), with few registers per
+// thread so that many more warps are resident: keys are read twice (range, then codes) instead of
+// being held in registers, values are handled by 8 lanes per token. OScaR's token norms, which
+// need every head, come from a first pass that writes per-head partial sums.
+
+// Sum of squares of the rotated key of each token of the page, per head: partials[page, t, h].
+template <int kSlots>
+__global__ void __launch_bounds__(32) TokenNormPartialsKernel(AppendParams p) {
+  const int page = blockIdx.x, h = blockIdx.y, lane = threadIdx.x;
+  const int H = p.heads, N = p.tokens, t0 = page * kSlots, tn = min(kSlots, N - t0);
+  const uint32_t* kin = reinterpret_cast<const uint32_t*>(p.k + (static_cast<int64_t>(h) * N + t0) * kHeadDim) + lane;
+  for (int t = 0; t < tn; ++t) {
+    const uint32_t w = kin[t * (kHeadDim / 2)];
+    float k0 = Bf16BitsToFloat(static_cast<uint16_t>(w & 0xffff)), k1 = Bf16BitsToFloat(static_cast<uint16_t>(w >> 16));
+    WarpHadamard64(k0, k1, lane);
+    float s = k0 * k0 + k1 * k1;
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
+    if (lane == 0) p.norm_partials[(static_cast<int64_t>(page) * kSlots + t) * H + h] = s;
+  }
+}
+
+// Block (page, head), 64 threads: warp 0 quantizes the keys, warp 1 the values.
+template <int kBits, int kSlots>
+__global__ void __launch_bounds__(64) AppendPagesV2Kernel(AppendParams p) {
+  constexpr int D = kHeadDim;
+  constexpr int kRowBytes = D * kBits / 8;
+  const int page = blockIdx.x, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int H = p.heads, N = p.tokens, t0 = page * kSlots, tn = min(kSlots, N - t0);
+  const int64_t out_page = p.first_page + page;
+  const int64_t head_rows = (out_page * H + h) * kSlots;  // first (page, head, slot) row
+  if (warp == 0) {
+    // Lane t < kSlots holds token t's norm (summed over heads in order, as above).
+    float my_norm = 1.0f;
+    if (p.oscar && lane < tn) {
+      float s = 0.0f;
+      for (int i = 0; i < H; ++i) s += p.norm_partials[(static_cast<int64_t>(page) * kSlots + lane) * H + i];
+      my_norm = fmaxf(sqrtf(s), 1e-12f);
+    }
+    const uint32_t* kin = reinterpret_cast<const uint32_t*>(p.k + (static_cast<int64_t>(h) * N + t0) * D) + lane;
+    auto key = [&](int t, float& k0, float& k1) {  // channels (2 lane, 2 lane + 1) of token t, as stored
+      const uint32_t w = kin[t * (D / 2)];
+      k0 = Bf16BitsToFloat(static_cast<uint16_t>(w & 0xffff));
+      k1 = Bf16BitsToFloat(static_cast<uint16_t>(w >> 16));
+      if (p.oscar) {
+        WarpHadamard64(k0, k1, lane);
+        const float norm = __shfl_sync(0xffffffffu, my_norm, t);
+        k0 = __fdiv_rn(k0, norm);
+        k1 = __fdiv_rn(k1, norm);
+      }
+    };
+    float lo0 = INFINITY, hi0 = -INFINITY, lo1 = INFINITY, hi1 = -INFINITY;
+    for (int t = 0; t < tn; ++t) {
+      float k0, k1;
+      key(t, k0, k1);
+      lo0 = fminf(lo0, k0), hi0 = fmaxf(hi0, k0);
+      lo1 = fminf(lo1, k1), hi1 = fmaxf(hi1, k1);
+    }
+    const uint32_t kp0 = MakeQuantParams(lo0, hi0, kBits), kp1 = MakeQuantParams(lo1, hi1, kBits);
+    *reinterpret_cast<uint2*>(p.k_params + (out_page * H + h) * D + 2 * lane) = make_uint2(kp0, kp1);
+    uint8_t* k_rows = p.k_codes + head_rows * kRowBytes;
+    for (int t = 0; t < kSlots; ++t) {
+      uint32_t c0 = 0u, c1 = 0u;
+      if (t < tn) {
+        float k0, k1;
+        key(t, k0, k1);
+        c0 = QuantizeValue(k0, kp0, kBits);
+        c1 = QuantizeValue(k1, kp1, kBits);
+      }
+      StoreCodes<kBits>(k_rows + t * kRowBytes, c0, c1, lane);
+    }
+    if (h == 0 && lane < kSlots) {
+      p.norms[out_page * kSlots + lane] = (p.oscar && lane < tn) ? my_norm : 1.0f;
+      if (lane == 0) {
+        p.meta[2 * out_page] = tn;
+        p.meta[2 * out_page + 1] = p.frame;
+      }
+    }
+    return;
+  }
+  // Values: lane = 8 j + i handles token tb + j, channels 8 i .. 8 i + 7.
+  const int j = lane / 8, i = lane % 8;
+  const unsigned token_lanes = 0xffu << (8 * j);  // shuffles stay among the 8 lanes of one token
+  const int group_lanes = p.v_group / 8, groups = D / p.v_group;
+  for (int tb = 0; tb < kSlots; tb += 4) {
+    const int t = tb + j;
+    uint8_t* row = p.v_codes + (head_rows + t) * kRowBytes;
+    uint32_t* params = p.v_params + (head_rows + t) * groups;
+    if (t >= tn) {  // padding slot: zero codes and params (tn is warp-uniform per token group)
+      if (kBits == 4) reinterpret_cast<uint32_t*>(row)[i] = 0u;
+      else reinterpret_cast<uint16_t*>(row)[i] = 0u;
+      if (i % group_lanes == 0) params[i / group_lanes] = 0u;
+      continue;
+    }
+    float v[8];
+    const uint4 w = *reinterpret_cast<const uint4*>(p.v + (static_cast<int64_t>(h) * N + t0 + t) * D + 8 * i);
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      v[2 * q] = Bf16BitsToFloat(static_cast<uint16_t>(words[q] & 0xffff));
+      v[2 * q + 1] = Bf16BitsToFloat(static_cast<uint16_t>(words[q] >> 16));
+    }
+    if (p.v_hadamard) {  // the butterflies of Hadamard64: in-lane (len 1, 2, 4), then across lanes (8, 16, 32)
+#pragma unroll
+      for (int len = 1; len < 8; len <<= 1)
+#pragma unroll
+        for (int r = 0; r < 8; ++r)
+          if ((r & len) == 0) {
+            const float a = v[r], b = v[r + len];
+            v[r] = a + b;
+            v[r + len] = a - b;
+          }
+#pragma unroll
+      for (int m = 1; m < 8; m <<= 1) {
+        const bool upper = i & m;
+#pragma unroll
+        for (int r = 0; r < 8; ++r) {
+          const float other = __shfl_xor_sync(token_lanes, v[r], m);
+          v[r] = upper ? other - v[r] : v[r] + other;
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 8; ++r) v[r] *= 0.125f;
+    }
+    float lo = v[0], hi = v[0];
+#pragma unroll
+    for (int r = 1; r < 8; ++r) lo = fminf(lo, v[r]), hi = fmaxf(hi, v[r]);
+    for (int m = 1; m < group_lanes; m <<= 1) {
+      lo = fminf(lo, __shfl_xor_sync(token_lanes, lo, m));
+      hi = fmaxf(hi, __shfl_xor_sync(token_lanes, hi, m));
+    }
+    const uint32_t vp = MakeQuantParams(lo, hi, kBits);
+    if (i % group_lanes == 0) params[i / group_lanes] = vp;
+    uint32_t packed = 0u;
+#pragma unroll
+    for (int r = 0; r < 8; ++r) packed |= QuantizeValue(v[r], vp, kBits) << (r * kBits);
+    if (kBits == 4) reinterpret_cast<uint32_t*>(row)[i] = packed;
+    else reinterpret_cast<uint16_t*>(row)[i] = static_cast<uint16_t>(packed);
+  }
+}
+
+template <int kBits>
+cudaError_t LaunchV2ForBits(const AppendParams& p, int pages, cudaStream_t stream) {
+  const dim3 grid(pages, p.heads);
+  switch (p.slots) {
+    case 16:
+      if (p.oscar) TokenNormPartialsKernel<16><<<grid, 32, 0, stream>>>(p);
+      AppendPagesV2Kernel<kBits, 16><<<grid, 64, 0, stream>>>(p);
+      break;
+    case 32:
+      if (p.oscar) TokenNormPartialsKernel<32><<<grid, 32, 0, stream>>>(p);
+      AppendPagesV2Kernel<kBits, 32><<<grid, 64, 0, stream>>>(p);
+      break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 cudaError_t LaunchAppendPages(const AppendParams& p, cudaStream_t stream) {
@@ -170,6 +330,10 @@ cudaError_t LaunchAppendPages(const AppendParams& p, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   const int pages = (p.tokens + p.slots - 1) / p.slots;
   if (pages == 0) return cudaSuccess;
+  if (p.variant == 2) {
+    if (p.oscar && !p.norm_partials) return cudaErrorInvalidValue;
+    return p.bits == 4 ? LaunchV2ForBits<4>(p, pages, stream) : LaunchV2ForBits<2>(p, pages, stream);
+  }
   return p.bits == 4 ? LaunchForBits<4>(p, pages, stream) : LaunchForBits<2>(p, pages, stream);
 }
 

@@ -46,6 +46,10 @@ struct AppendParams {
   int first_page = 0;
   int slots = 32;
   int v_group = 64;
+  // 1: a block per page (default); 2: a warp per (page, head) for K and for V (experimental, see
+  // kv_append.cu), which for OScaR needs norm_partials: float [pages, slots, heads] scratch.
+  int variant = 1;
+  float* norm_partials = nullptr;
 };
 
 // Quantizes and packs N tokens into ceil(N / G) pages (one block per page).

@@ -31,6 +31,21 @@ void CheckBf16(const at::Tensor& t, const char* name, int64_t heads = -1) {
   if (heads >= 0 && t.size(0) != heads) throw Error(std::string(name) + ": expected " + std::to_string(heads) + " heads");
 }
 
+std::atomic<int> append_override{0};
+
+// The append kernel variant: SetAppendVariant, else STREAMRECON_APPEND=v1|v2, else 1.
+int AppendVariant() {
+  static const int from_env = [] {
+    const char* env = std::getenv("STREAMRECON_APPEND");
+    const std::string v = env ? env : "";
+    if (v.empty() || v == "v1") return 1;
+    if (v == "v2") return 2;
+    throw OptionError("STREAMRECON_APPEND='" + v + "': expected v1 or v2");
+  }();
+  const int forced = append_override.load();
+  return forced > 0 ? forced : from_env;
+}
+
 PagesView View(const PagedKv& p, int64_t count) {
   PagesView v;
   v.k_codes = p.k_codes.data_ptr<uint8_t>();
@@ -84,6 +99,12 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
   p.first_page = static_cast<int>(first_page);
   p.slots = L.slots;
   p.v_group = L.v_group;
+  p.variant = AppendVariant();
+  at::Tensor partials;
+  if (p.variant == 2 && oscar) {
+    partials = at::empty({pages, L.slots, k.size(0)}, k.options().dtype(at::kFloat));
+    p.norm_partials = partials.data_ptr<float>();
+  }
   CheckCuda(LaunchAppendPages(p, at::cuda::getCurrentCUDAStream()), "KV append kernel");
 }
 
@@ -304,6 +325,11 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
 }
 
 }  // namespace
+
+void SetAppendVariant(int variant) {
+  if (variant < 0 || variant > 2) throw OptionError("append variant " + std::to_string(variant) + ": expected 0 (default), 1 or 2");
+  append_override = variant;
+}
 
 void SetAttentionChunkTokens(int64_t tokens) { chunk_override = std::max<int64_t>(0, tokens); }
 

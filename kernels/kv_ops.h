@@ -15,6 +15,9 @@ namespace streamrecon::kernels {
 // (device PagedKv with room for them). OScaR (oscar=true) rotates and norm-scales the keys.
 void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool v_hadamard, int frame, PagedKv& store,
                      int64_t first_page);
+// Append kernel variant (0 restores the default: STREAMRECON_APPEND=v1|v2, else 1). Variant 2 (a
+// warp per page and head) is experimental: written for bandwidth, not yet measured on a GPU.
+void SetAppendVariant(int variant);
 
 // How attention over the cache is computed.
 //  kFused: our single kernel (tiles dequantized in shared memory inside the MMA loop).

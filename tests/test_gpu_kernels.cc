@@ -68,22 +68,9 @@ void PrintTo(const AppendCase& c, std::ostream* os) {
 
 class GpuAppend : public ::testing::TestWithParam<AppendCase> {};
 
-TEST_P(GpuAppend, CodesAndParamsMatchTheCpuReference) {
-  REQUIRE_GPU();
-  const AppendCase c = GetParam();
-  at::manual_seed(100 + c.tokens);
-  const int64_t H = 16, D = 64, N = c.tokens;
-  const at::Tensor k = RandomBf16({H, N, D}), v = RandomBf16({H, N, D}, 2.0);
-  PageLayout layout{16, 64, c.slots, c.bits, c.v_group, c.oscar};
-  // CPU reference on the same inputs (rotation and norms in float64, then float32).
-  at::Tensor keys = k, norms;
-  if (c.oscar) {
-    const at::Tensor rot = at::matmul(k.to(at::kDouble), HadamardMatrix(64, at::kDouble));
-    const at::Tensor nrm = rot.pow(2).sum(at::IntArrayRef{0, 2}).sqrt();
-    keys = (rot / nrm.view({1, N, 1})).to(at::kFloat);
-    norms = nrm.to(at::kFloat);
-  }
-  const PagedKv ref = QuantizeFrame(keys, v, norms, layout, 3);
+// The append kernel's pages for k, v against the CPU reference pages `ref`.
+void CheckAppend(const AppendCase& c, int variant, const at::Tensor& k, const at::Tensor& v, const PageLayout& layout, const PagedKv& ref) {
+  const int64_t D = 64;
   PagedKv dev = ToDevice(ref);  // same shapes; overwritten by the kernel
   for (at::Tensor* t : {&dev.k_codes, &dev.k_params, &dev.v_codes, &dev.v_params, &dev.meta}) t->fill_(0x55);
   kernels::AppendPagesCuda(k.to(at::kBFloat16).cuda(), v.to(at::kBFloat16).cuda(), c.oscar, false, 3, dev, 0);
@@ -111,10 +98,43 @@ TEST_P(GpuAppend, CodesAndParamsMatchTheCpuReference) {
       ++total;
     }
   }
-  std::printf("[ info ] OScaR append %d-bit N=%d: %lld of %lld K codes differ by one step from the CPU reference\n", c.bits, c.tokens,
-              static_cast<long long>(differ), static_cast<long long>(total));
+  std::printf("[ info ] OScaR append %d-bit N=%d (variant %d): %lld of %lld K codes differ by one step from the CPU reference\n",
+              c.bits, c.tokens, variant, static_cast<long long>(differ), static_cast<long long>(total));
   EXPECT_LE(worst, 1);
   EXPECT_LE(static_cast<double>(differ) / total, 2e-3);
+}
+
+TEST_P(GpuAppend, CodesAndParamsMatchTheCpuReference) {
+  REQUIRE_GPU();
+  const AppendCase c = GetParam();
+  at::manual_seed(100 + c.tokens);
+  const int64_t H = 16, D = 64, N = c.tokens;
+  const at::Tensor k = RandomBf16({H, N, D}), v = RandomBf16({H, N, D}, 2.0);
+  PageLayout layout{16, 64, c.slots, c.bits, c.v_group, c.oscar};
+  // CPU reference on the same inputs (rotation and norms in float64, then float32).
+  at::Tensor keys = k, norms;
+  if (c.oscar) {
+    const at::Tensor rot = at::matmul(k.to(at::kDouble), HadamardMatrix(64, at::kDouble));
+    const at::Tensor nrm = rot.pow(2).sum(at::IntArrayRef{0, 2}).sqrt();
+    keys = (rot / nrm.view({1, N, 1})).to(at::kFloat);
+    norms = nrm.to(at::kFloat);
+  }
+  const PagedKv ref = QuantizeFrame(keys, v, norms, layout, 3);
+  for (const int variant : {1, 2}) {  // both append kernels (kv_append.cu)
+    SCOPED_TRACE("append variant " + std::to_string(variant));
+    kernels::SetAppendVariant(variant);
+    CheckAppend(c, variant, k, v, layout, ref);
+  }
+  // Rotated values (--v-hadamard): both variants write the same V codes and params.
+  std::vector<PagedKv> rotated;
+  for (const int variant : {1, 2}) {
+    kernels::SetAppendVariant(variant);
+    rotated.push_back(ToDevice(ref));
+    kernels::AppendPagesCuda(k.to(at::kBFloat16).cuda(), v.to(at::kBFloat16).cuda(), c.oscar, true, 3, rotated.back(), 0);
+  }
+  kernels::SetAppendVariant(0);
+  EXPECT_TRUE(at::equal(rotated[0].v_codes.cpu(), rotated[1].v_codes.cpu())) << "V codes of the two variants differ (v-hadamard)";
+  EXPECT_TRUE(at::equal(rotated[0].v_params.cpu(), rotated[1].v_params.cpu())) << "V params of the two variants differ (v-hadamard)";
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, GpuAppend,
