@@ -493,7 +493,9 @@ struct StreamingModel::Impl {
       side.synchronize();
       auto capture = [&](std::unique_ptr<at::cuda::CUDAGraph>& graph, const std::function<void()>& body) {
         graph = std::make_unique<at::cuda::CUDAGraph>();
-        graph->capture_begin(pool);
+        // Thread-local capture: other threads of the pipeline (reader, accumulator, viewer) may
+        // keep making CUDA calls while this one captures.
+        graph->capture_begin(pool, cudaStreamCaptureModeThreadLocal);
         body();
         graph->capture_end();
       };
