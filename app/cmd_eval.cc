@@ -43,7 +43,7 @@ using nlohmann::json;
 struct EvalArgs {
   ModelArgs model;
   CacheArgs cache;
-  std::string dataset = "synthetic";  // "synthetic[:walk|:orbit]" or a dataset folder
+  std::string dataset = "synthetic";  // "synthetic[:walk|:orbit|:pan][:outdoor]" or a dataset folder
   int64_t frames = -1;                // frames per sequence (synthetic: rendered, default 24)
   int every = 1;                      // take every K-th frame
   uint64_t synthetic_seed = 0;        // synthetic scene seed
@@ -380,7 +380,7 @@ Runner AddEvalCommand(CLI::App& parent) {
   args->model.Add(*cmd);
   args->cache.Add(*cmd);
   cmd->add_option("--dataset,-d", args->dataset,
-                  "synthetic[:walk|:orbit], or a TUM RGB-D / 7-Scenes / RGB-D folder (or a folder of sequences)")
+                  "synthetic[:walk|:orbit|:pan][:outdoor], or a TUM RGB-D / 7-Scenes / RGB-D folder (or a folder of sequences)")
       ->capture_default_str();
   cmd->add_option("--frames,-n", args->frames, "Frames per sequence (synthetic: frames rendered, default 24)")
       ->check(CLI::PositiveNumber);

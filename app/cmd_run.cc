@@ -31,18 +31,14 @@ namespace fs = std::filesystem;
 struct RunArgs {
   ModelArgs model;
   CacheArgs cache;
-  std::string input;         // image folder, glob, video file or camera:N
-  int synthetic_frames = 0;  // > 0: render this many synthetic frames instead of --input
+  InputArgs in;              // --input / --synthetic / --scene / --size / --max-frames / --every
   std::string out = "out";
-  std::string size;          // "W" or "WxH" (multiples of the patch size); default width 518
-  int64_t max_frames = -1;
-  int every = 1;
   PointCloudOptions cloud;
   bool depth_maps = true;
 };
 
 int RunRun(const RunArgs& args) {
-  if (args.input.empty() == (args.synthetic_frames <= 0))
+  if (args.in.input.empty() == (args.in.synthetic_frames <= 0))
     throw OptionError("give exactly one of --input PATH or --synthetic N");
   args.cloud.Check();
   const fs::path out_dir(args.out);
@@ -56,11 +52,11 @@ int RunRun(const RunArgs& args) {
   auto model = std::make_shared<models::StreamingModel>(loaded.config, loaded.weights, options);
   loaded.weights.clear();
 
-  datasets::PreprocessOptions pre = ParseSize(args.size, loaded.config.patch_size);
+  datasets::PreprocessOptions pre = ParseSize(args.in.size, loaded.config.patch_size);
   std::unique_ptr<datasets::FrameSource> source =
-      OpenInput(args.input, args.synthetic_frames, pre, args.every, args.max_frames);
+      OpenInput(args.in.input, args.in.synthetic_frames, args.in.scene, pre, args.in.every, args.in.max_frames);
   spdlog::info("input: {}", source->Describe());
-  const int64_t total = args.max_frames >= 0 && source->SizeHint() >= 0 ? std::min(args.max_frames, source->SizeHint())
+  const int64_t total = args.in.max_frames >= 0 && source->SizeHint() >= 0 ? std::min(args.in.max_frames, source->SizeHint())
                                                                          : source->SizeHint();
 
   // The same pipeline as `view` (source, model and accumulator threads), nothing dropped.
@@ -76,7 +72,7 @@ int RunRun(const RunArgs& args) {
                  report.cache.bytes / 1048576.0, report.points);
   };
   PipelineOptions pipeline_options;
-  pipeline_options.max_frames = args.max_frames;
+  pipeline_options.max_frames = args.in.max_frames;
   pipeline_options.total_frames = total;
   pipeline_options.cloud.frame = args.cloud;
   const auto t_start = std::chrono::steady_clock::now();
@@ -120,12 +116,8 @@ Runner AddRunCommand(CLI::App& parent) {
   CLI::App* cmd = parent.add_subcommand("run", "Reconstruct a video, image folder or glob headless");
   args->model.Add(*cmd);
   args->cache.Add(*cmd);
-  cmd->add_option("--input,-i", args->input, "Image folder, glob (quoted), video file, or camera:N");
-  cmd->add_option("--synthetic", args->synthetic_frames, "Render N synthetic frames instead of --input")->check(CLI::PositiveNumber);
+  args->in.Add(*cmd);
   cmd->add_option("--out,-o", args->out, "Output folder")->capture_default_str();
-  cmd->add_option("--size", args->size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default 518)");
-  cmd->add_option("--max-frames", args->max_frames, "Stop after this many frames")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--every", args->every, "Use every K-th frame of the input")->check(CLI::PositiveNumber);
   cmd->add_option("--conf-threshold", args->cloud.conf_threshold, "Keep points with confidence above this (conf = 1 + exp(c))")
       ->capture_default_str();
   cmd->add_option("--stride", args->cloud.stride, "Take every N-th pixel for the point cloud")->capture_default_str();

@@ -24,12 +24,8 @@ namespace {
 struct ViewArgs {
   ModelArgs model;
   CacheArgs cache;
-  std::string input;         // image folder, glob, video file or camera:N
+  InputArgs in;              // --input / --synthetic / --scene / --size / --max-frames / --every
   int camera = -1;           // >= 0: camera index (same as --input camera:N)
-  int synthetic_frames = 0;  // > 0: render this many synthetic frames
-  std::string size;          // "W" or "WxH"
-  int64_t max_frames = -1;
-  int every = 1;
   bool realtime = false;     // drop frames when the model lags (implied by --camera)
   double fps = 10.0;         // real-time rate of image folders and synthetic frames
   PointCloudOptions cloud;   // conf_threshold: shown; voxel_size: the global grid
@@ -67,9 +63,9 @@ viewer::Session StartSession(const ViewArgs& args, const std::string& input, con
   auto model = std::make_shared<models::StreamingModel>(loaded.config, loaded.weights, options);
   loaded.weights.clear();
 
-  const datasets::PreprocessOptions pre = ParseSize(args.size, loaded.config.patch_size);
+  const datasets::PreprocessOptions pre = ParseSize(args.in.size, loaded.config.patch_size);
   std::shared_ptr<datasets::FrameSource> source =
-      OpenInput(input, args.synthetic_frames, pre, args.every, args.max_frames);
+      OpenInput(input, args.in.synthetic_frames, args.in.scene, pre, args.in.every, args.in.max_frames);
   spdlog::info("input: {}", source->Describe());
 
   const bool live = args.camera >= 0 || input.rfind("camera:", 0) == 0;
@@ -90,7 +86,7 @@ viewer::Session StartSession(const ViewArgs& args, const std::string& input, con
   PipelineOptions po;
   po.realtime = realtime;
   po.pace_to_timestamps = realtime;
-  po.max_frames = args.max_frames;
+  po.max_frames = args.in.max_frames;
   po.total_frames = source->SizeHint();
   po.start_paused = args.paused;
   po.cloud.frame = args.cloud;
@@ -113,14 +109,14 @@ viewer::Session StartSession(const ViewArgs& args, const std::string& input, con
 #endif
 
 int RunView(const ViewArgs& args) {
-  const int inputs = (args.input.empty() ? 0 : 1) + (args.camera >= 0 ? 1 : 0) + (args.synthetic_frames > 0 ? 1 : 0);
+  const int inputs = (args.in.input.empty() ? 0 : 1) + (args.camera >= 0 ? 1 : 0) + (args.in.synthetic_frames > 0 ? 1 : 0);
   if (inputs != 1) throw OptionError("give exactly one of --input PATH, --camera N or --synthetic N");
   args.cloud.Check();
 #ifndef STREAMRECON_HAVE_VIEWER
   throw Error("this streamrecon was built without the viewer (it needs GLFW, OpenGL and Debian's libimgui-dev "
               "at configure time); use `streamrecon run` for a headless reconstruction");
 #else
-  const std::string input = args.camera >= 0 ? "camera:" + std::to_string(args.camera) : args.input;
+  const std::string input = args.camera >= 0 ? "camera:" + std::to_string(args.camera) : args.in.input;
   viewer::ViewerOptions vo;
   vo.width = args.width;
   vo.height = args.height;
@@ -153,12 +149,8 @@ Runner AddViewCommand(CLI::App& parent) {
   CLI::App* cmd = parent.add_subcommand("view", "Watch the reconstruction grow in a desktop viewer (GLFW + ImGui)");
   args->model.Add(*cmd);
   args->cache.Add(*cmd);
-  cmd->add_option("--input,-i", args->input, "Image folder, glob (quoted), video file, or camera:N");
+  args->in.Add(*cmd);
   cmd->add_option("--camera", args->camera, "Camera index (real time)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--synthetic", args->synthetic_frames, "Render N synthetic frames instead of --input")->check(CLI::PositiveNumber);
-  cmd->add_option("--size", args->size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default 518)");
-  cmd->add_option("--max-frames", args->max_frames, "Stop after this many frames")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--every", args->every, "Use every K-th frame of the input")->check(CLI::PositiveNumber);
   cmd->add_flag("--realtime", args->realtime,
                 "Play the input at its own rate and drop frames when the model lags (always on for cameras)");
   cmd->add_option("--fps", args->fps, "With --realtime: frame rate of image folders and synthetic frames")

@@ -16,5 +16,6 @@ Runner AddViewCommand(CLI::App& parent);
 Runner AddBenchCommand(CLI::App& parent);
 Runner AddAnalyzeCommand(CLI::App& parent);
 Runner AddEvalCommand(CLI::App& parent);
+Runner AddSynthCommand(CLI::App& parent);
 
 }  // namespace streamrecon::app

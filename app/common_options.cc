@@ -70,6 +70,8 @@ KvCacheOptions CacheArgs::ToOptions() const {
 void InputArgs::Add(CLI::App& app) {
   app.add_option("--input,-i", input, "Image folder, glob (quoted), video file, or camera:N");
   app.add_option("--synthetic", synthetic_frames, "Render N synthetic frames instead of --input")->check(CLI::PositiveNumber);
+  app.add_option("--scene", scene, "Synthetic scene: walk, orbit or pan, optionally with :outdoor (an open square instead of a room)")
+      ->capture_default_str();
   app.add_option("--size", size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default 518)");
   app.add_option("--max-frames", max_frames, "Stop after this many frames")->check(CLI::NonNegativeNumber);
   app.add_option("--every", every, "Use every K-th frame of the input")->check(CLI::PositiveNumber);
@@ -81,7 +83,7 @@ LoadedFrames LoadFrames(const InputArgs& args, int patch_size) {
   const int synthetic = args.max_frames >= 0 && args.synthetic_frames > 0
                             ? static_cast<int>(std::min<int64_t>(args.synthetic_frames, args.max_frames))
                             : args.synthetic_frames;
-  std::unique_ptr<datasets::FrameSource> source = OpenInput(args.input, synthetic, pre, args.every, args.max_frames);
+  std::unique_ptr<datasets::FrameSource> source = OpenInput(args.input, synthetic, args.scene, pre, args.every, args.max_frames);
   LoadedFrames out;
   out.description = source->Describe();
   int w = 0, h = 0;

@@ -44,6 +44,7 @@ struct CacheArgs {
 struct InputArgs {
   std::string input;         // image folder, glob, video file or camera:N
   int synthetic_frames = 0;  // > 0: render this many synthetic frames instead of --input
+  std::string scene = "walk";  // the synthetic scene: walk|orbit|pan, optionally ":outdoor"
   std::string size;          // "W" or "WxH" (multiples of the patch size); default width 518
   int64_t max_frames = -1;   // stop after this many frames
   int every = 1;             // take every K-th frame

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
       streamrecon::app::AddBenchCommand(app),
       streamrecon::app::AddAnalyzeCommand(app),
       streamrecon::app::AddEvalCommand(app),
+      streamrecon::app::AddSynthCommand(app),
   };
   spdlog::set_pattern("[%H:%M:%S] %v");
   try {

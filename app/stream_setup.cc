@@ -28,7 +28,7 @@ datasets::PreprocessOptions ParseSize(const std::string& size, int patch) {
   return p;
 }
 
-std::unique_ptr<datasets::FrameSource> OpenInput(const std::string& input, int synthetic_frames,
+std::unique_ptr<datasets::FrameSource> OpenInput(const std::string& input, int synthetic_frames, const std::string& scene,
                                                  const datasets::PreprocessOptions& pre, int every,
                                                  int64_t max_frames) {
   if (input.empty() == (synthetic_frames <= 0)) {
@@ -37,6 +37,7 @@ std::unique_ptr<datasets::FrameSource> OpenInput(const std::string& input, int s
   if (synthetic_frames > 0) {
     datasets::SyntheticOptions syn;
     syn.frames = synthetic_frames;
+    datasets::ApplySyntheticVariant(scene, syn, "--scene " + scene);
     // Synthetic frames are rendered directly at the model size (4:3 unless --size gives both).
     std::tie(syn.width, syn.height) = datasets::ModelInputSize(640, 480, pre);
     return datasets::MakeSyntheticSource(syn);

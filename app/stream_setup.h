@@ -22,7 +22,7 @@ datasets::PreprocessOptions ParseSize(const std::string& size, int patch);
 // Opens `input` (image folder, glob, video file or camera:N) or, when synthetic_frames > 0,
 // a synthetic scene rendered directly at the model size (4:3 unless pre gives both sides).
 // Exactly one must be given (OptionError otherwise). Notes about conversions are logged.
-std::unique_ptr<datasets::FrameSource> OpenInput(const std::string& input, int synthetic_frames,
+std::unique_ptr<datasets::FrameSource> OpenInput(const std::string& input, int synthetic_frames, const std::string& scene,
                                                  const datasets::PreprocessOptions& pre,
                                                  int every, int64_t max_frames);
 

@@ -747,16 +747,14 @@ class SyntheticGroundTruth final : public GroundTruthSource {
 
   std::string name() const override {
     const SyntheticOptions& o = scene_.options();
-    return std::string("synthetic-") + (o.trajectory == Trajectory::kWalk ? "walk" : "orbit") +
-           "-seed" + std::to_string(o.seed);
+    return "synthetic-" + o.Label() + "-seed" + std::to_string(o.seed);
   }
 
   DatasetLayout layout() const override { return DatasetLayout::kSynthetic; }
 
   std::string Describe() const override {
     const SyntheticOptions& o = scene_.options();
-    return "synthetic " + std::string(o.trajectory == Trajectory::kWalk ? "walk" : "orbit") +
-           " scene (seed " + std::to_string(o.seed) + ", " + std::to_string(size()) + " of " +
+    return "synthetic " + o.Label() + " scene (seed " + std::to_string(o.seed) + ", " + std::to_string(size()) + " of " +
            std::to_string(o.frames) + " frames, " + std::to_string(o.width) + "x" +
            std::to_string(o.height) + ")";
   }
@@ -932,15 +930,10 @@ std::unique_ptr<GroundTruthSource> OpenDataset(const std::string& spec,
   switch (DetectLayout(spec)) {
     case DatasetLayout::kSynthetic: {
       SyntheticOptions scene = options.synthetic;
-      const std::string variant = spec.size() > 10 ? spec.substr(10) : "";
-      if (variant == "walk") {
-        scene.trajectory = Trajectory::kWalk;
-      } else if (variant == "orbit") {
-        scene.trajectory = Trajectory::kOrbit;
-      } else if (!variant.empty()) {
-        throw OptionError("expected synthetic, synthetic:walk or synthetic:orbit, got '" + spec +
-                          "'");
-      }
+      // "synthetic", or "synthetic:" and words such as "pan:outdoor".
+      if (spec.size() > 9 && spec[9] != ':')
+        throw OptionError("expected synthetic or synthetic:<trajectory>[:<environment>], got '" + spec + "'");
+      ApplySyntheticVariant(spec.size() > 10 ? spec.substr(10) : "", scene, spec);
       return std::make_unique<SyntheticGroundTruth>(scene, options);
     }
     case DatasetLayout::kTum: return MakeFileSource(PlanTum(spec, options), options);

@@ -27,7 +27,7 @@ struct GroundTruthFrame {
 
 // The folder layouts OpenDataset understands.
 enum class DatasetLayout {
-  kSynthetic,    // "synthetic", "synthetic:walk", "synthetic:orbit" (datasets/synthetic.h)
+  kSynthetic,    // "synthetic" or "synthetic:" + trajectory/environment words (datasets/synthetic.h)
   kTum,          // TUM RGB-D: rgb.txt, depth.txt, groundtruth.txt (+ rgb/, depth/)
   kSevenScenes,  // 7-Scenes sequence: frame-XXXXXX.{color.png, depth.png, pose.txt}
   kRgbdFolder,   // Neural-RGBD / ScanNet style: images/|color/|rgb/, depth/, poses.txt|pose/

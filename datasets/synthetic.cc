@@ -19,9 +19,12 @@ constexpr double kCameraRadius = 2.5;     // both trajectories keep to this circ
 constexpr double kCameraClearance = 0.7;  // free space between the camera circle and any object
 constexpr int kInnerObjects = 4;          // objects inside the camera circle (besides the pillar)
 constexpr int kOuterObjects = 12;         // objects between the camera circle and the walls
-constexpr double kAmbient = 0.3;          // light reaching every surface
-constexpr double kDiffuse = 1.1;          // point light strength
+constexpr int kOuterObjectsOutdoor = 28;  // buildings and trees on the outdoor square
+constexpr double kAmbient = 0.3;          // light reaching every surface (room)
+constexpr double kDiffuse = 1.1;          // point light strength (room)
 constexpr double kFalloff = 0.04;         // point light falloff: 1 / (1 + kFalloff * distance^2)
+constexpr double kAmbientOutdoor = 0.6;   // sky light (it also keeps the sky, lit from below, bright)
+constexpr double kDiffuseOutdoor = 0.55;  // the sun: far away, no falloff
 
 struct Vec3 {
   double x = 0, y = 0, z = 0;
@@ -162,9 +165,10 @@ struct SyntheticScene::Geometry {
   std::vector<Sphere> spheres;
   std::vector<Material> materials;
   Vec3 light;
+  double ambient = kAmbient, diffuse = kDiffuse, falloff = kFalloff;
   double start_angle = 0;  // where on the camera circle the trajectory starts, radians
 
-  explicit Geometry(uint64_t seed) {
+  Geometry(uint64_t seed, Environment environment) {
     Rng rng(seed);
     using Pattern = Material::Pattern;
     auto add_material = [&](Pattern pattern, double period) {
@@ -172,15 +176,37 @@ struct SyntheticScene::Geometry {
       return static_cast<int>(materials.size()) - 1;
     };
     auto any_pattern = [&] { return static_cast<Pattern>(rng.Below(3)); };
+    const bool outdoor = environment == Environment::kOutdoor;
 
-    const double half_x = rng.Uniform(5.0, 5.8), half_y = rng.Uniform(4.2, 4.8);
-    room_lo = {-half_x, -half_y, 0};
-    room_hi = {half_x, half_y, rng.Uniform(2.7, 3.2)};
-    for (int face = 0; face < 4; ++face) {
-      room_material[face] = add_material(any_pattern(), rng.Uniform(0.3, 1.0));
+    double half_x, half_y;
+    if (!outdoor) {
+      half_x = rng.Uniform(5.0, 5.8), half_y = rng.Uniform(4.2, 4.8);
+      room_lo = {-half_x, -half_y, 0};
+      room_hi = {half_x, half_y, rng.Uniform(2.7, 3.2)};
+      for (int face = 0; face < 4; ++face) {
+        room_material[face] = add_material(any_pattern(), rng.Uniform(0.3, 1.0));
+      }
+      room_material[4] = add_material(Pattern::kChecker, rng.Uniform(0.5, 0.8));
+      room_material[5] = add_material(Pattern::kNoise, 1.0);
+    } else {
+      // The "room" is the square's bounds: ground below, and sky on its walls and ceiling (a
+      // horizon 18-22 m away); buildings and trees stand on the ground (below).
+      half_x = rng.Uniform(18.0, 22.0), half_y = rng.Uniform(15.0, 19.0);
+      room_lo = {-half_x, -half_y, 0};
+      room_hi = {half_x, half_y, rng.Uniform(25.0, 30.0)};
+      Material ground = Material::Random(rng, Pattern::kNoise, rng.Uniform(0.6, 1.2));
+      const double ground_hue = rng.Uniform(0.08, 0.33);  // earth to grass
+      ground.color_a = HsvToRgb(ground_hue, rng.Uniform(0.35, 0.6), rng.Uniform(0.55, 0.75));
+      ground.color_b = HsvToRgb(ground_hue + 0.05, rng.Uniform(0.3, 0.6), rng.Uniform(0.25, 0.4));
+      materials.push_back(ground);
+      room_material[4] = static_cast<int>(materials.size()) - 1;
+      Material sky = Material::Random(rng, Pattern::kNoise, rng.Uniform(6.0, 10.0));  // soft clouds
+      sky.color_a = HsvToRgb(rng.Uniform(0.55, 0.6), rng.Uniform(0.35, 0.5), 0.95);
+      sky.color_b = HsvToRgb(0.58, 0.05, 1.0);
+      materials.push_back(sky);
+      for (int face = 0; face < 4; ++face) room_material[face] = static_cast<int>(materials.size()) - 1;
+      room_material[5] = static_cast<int>(materials.size()) - 1;
     }
-    room_material[4] = add_material(Pattern::kChecker, rng.Uniform(0.5, 0.8));
-    room_material[5] = add_material(Pattern::kNoise, 1.0);
 
     // A pillar at the centre, then objects inside and outside the camera circle.
     const double pillar = rng.Uniform(0.2, 0.35);
@@ -190,13 +216,15 @@ struct SyntheticScene::Geometry {
       double x, y, reach;  // a disc on the floor holding the object
     };
     std::vector<Footprint> footprints{{0, 0, pillar * std::sqrt(2.0)}};
-    for (int object = 0; object < kInnerObjects + kOuterObjects; ++object) {
+    const int outer_objects = outdoor ? kOuterObjectsOutdoor : kOuterObjects;
+    for (int object = 0; object < kInnerObjects + outer_objects; ++object) {
       const bool inside = object < kInnerObjects;
       // Rejection sampling: clear of the camera circle, the walls and the other objects (an
       // object that finds no spot in 200 tries is left out).
       for (int attempt = 0; attempt < 200; ++attempt) {
         const bool sphere = rng.Below(5) < 2;
-        const double size = inside ? rng.Uniform(0.15, 0.3) : rng.Uniform(0.2, 0.6);
+        // Outdoors the outer objects are buildings (boxes) and tree crowns (spheres).
+        const double size = inside ? rng.Uniform(0.15, 0.3) : outdoor ? rng.Uniform(0.6, 2.2) : rng.Uniform(0.2, 0.6);
         const double reach = sphere ? size : size * std::sqrt(2.0);
         const double margin = reach + 0.05;  // off the walls
         const Footprint spot{rng.Uniform(margin - half_x, half_x - margin),
@@ -209,12 +237,12 @@ struct SyntheticScene::Geometry {
             });
         if (!clear) continue;
         footprints.push_back(spot);
-        const int material = add_material(any_pattern(), rng.Uniform(0.08, 0.3));
+        const int material = add_material(any_pattern(), inside || !outdoor ? rng.Uniform(0.08, 0.3) : rng.Uniform(0.3, 1.2));
         if (sphere) {
-          const double lift = rng.Below(2) == 0 ? 0.0 : rng.Uniform(0.2, 0.9);
+          const double lift = outdoor && !inside ? rng.Uniform(1.0, 2.5) : rng.Below(2) == 0 ? 0.0 : rng.Uniform(0.2, 0.9);
           spheres.push_back({{spot.x, spot.y, size + lift}, size, material});
         } else {
-          const double height = inside ? rng.Uniform(0.3, 1.0) : rng.Uniform(0.3, 2.0);
+          const double height = inside ? rng.Uniform(0.3, 1.0) : outdoor ? rng.Uniform(2.0, 9.0) : rng.Uniform(0.3, 2.0);
           boxes.push_back({{spot.x - size, spot.y - size, 0},
                            {spot.x + size, spot.y + size, height},
                            material});
@@ -222,7 +250,14 @@ struct SyntheticScene::Geometry {
         break;
       }
     }
-    light = {rng.Uniform(-1, 1), rng.Uniform(-1, 1), room_hi.z - 0.3};
+    if (!outdoor) {
+      light = {rng.Uniform(-1, 1), rng.Uniform(-1, 1), room_hi.z - 0.3};
+    } else {
+      light = {rng.Uniform(-1e3, 1e3), rng.Uniform(-1e3, 1e3), 1.5e3};  // the sun
+      ambient = kAmbientOutdoor;
+      diffuse = kDiffuseOutdoor;
+      falloff = 0.0;
+    }
     start_angle = rng.Uniform(0, 2 * kPi);
   }
 
@@ -277,7 +312,7 @@ struct SyntheticScene::Geometry {
     const Vec3 to_light = light - p;
     const double distance2 = Dot(to_light, to_light);
     const double lambert = std::max(0.0, Dot(hit.normal, to_light) / std::sqrt(distance2));
-    const double intensity = kAmbient + kDiffuse * lambert / (1 + kFalloff * distance2);
+    const double intensity = ambient + diffuse * lambert / (1 + falloff * distance2);
     return materials[hit.material].Albedo(p) * intensity;
   }
 
@@ -313,9 +348,31 @@ void SyntheticOptions::Check() const {
   if (threads < 0) fail("threads", ">= 0 (0 = all cores)", std::to_string(threads));
 }
 
+std::string SyntheticOptions::Label() const {
+  const char* path = trajectory == Trajectory::kWalk ? "walk" : trajectory == Trajectory::kOrbit ? "orbit" : "pan";
+  return std::string(path) + (environment == Environment::kOutdoor ? "-outdoor" : "");
+}
+
+void ApplySyntheticVariant(const std::string& variant, SyntheticOptions& options, const std::string& spec) {
+  size_t start = 0;
+  while (start <= variant.size() && !variant.empty()) {
+    const size_t end = std::min(variant.find(':', start), variant.size());
+    const std::string word = variant.substr(start, end - start);
+    if (word == "walk") options.trajectory = Trajectory::kWalk;
+    else if (word == "orbit") options.trajectory = Trajectory::kOrbit;
+    else if (word == "pan") options.trajectory = Trajectory::kPan;
+    else if (word == "room") options.environment = Environment::kRoom;
+    else if (word == "outdoor") options.environment = Environment::kOutdoor;
+    else
+      throw OptionError("'" + spec + "': unknown synthetic scene word '" + word +
+                        "' (expected walk, orbit or pan, and room or outdoor, joined by ':')");
+    start = end + 1;
+  }
+}
+
 SyntheticScene::SyntheticScene(const SyntheticOptions& options) : options_(options) {
   options_.Check();
-  geometry_ = std::make_shared<const Geometry>(options_.seed);
+  geometry_ = std::make_shared<const Geometry>(options_.seed, options_.environment);
 }
 
 Intrinsics SyntheticScene::intrinsics() const {
@@ -340,10 +397,17 @@ Rigid3 SyntheticScene::WorldFromCam(int64_t index) const {
     const double pitch = -0.2;
     position = {kCameraRadius * std::cos(angle), kCameraRadius * std::sin(angle), 1.6};
     forward = {std::cos(yaw) * std::cos(pitch), std::sin(yaw) * std::cos(pitch), std::sin(pitch)};
-  } else {
+  } else if (options_.trajectory == Trajectory::kOrbit) {
     const double angle = geometry_->start_angle + 2 * kPi * static_cast<double>(index) / size();
     position = {kCameraRadius * std::cos(angle), kCameraRadius * std::sin(angle), 1.7};
     forward = Normalized(Vec3{0, 0, 0.6} - position);
+  } else {
+    const double s = size() > 1 ? static_cast<double>(index) / (size() - 1) : 0.5;
+    const double angle = geometry_->start_angle;
+    const double yaw = angle + kPi + (s - 0.5) * 2.0;  // towards the centre, +-1 rad
+    const double pitch = -0.15;
+    position = {kCameraRadius * std::cos(angle), kCameraRadius * std::sin(angle), 1.6};
+    forward = {std::cos(yaw) * std::cos(pitch), std::sin(yaw) * std::cos(pitch), std::sin(pitch)};
   }
   // Camera axes in world coordinates (OpenCV: x right, y down, z forward; world z up).
   const Vec3 right = Normalized(Cross(forward, {0, 0, 1}));
@@ -413,9 +477,9 @@ SceneDescription SyntheticScene::Describe() const {
   for (const Material& m : g.materials)
     d.materials.push_back({static_cast<int>(m.pattern), arr(m.color_a), arr(m.color_b), arr(m.offset), arr(m.stripe_direction), m.period, m.salt});
   d.light = arr(g.light);
-  d.ambient = kAmbient;
-  d.diffuse = kDiffuse;
-  d.falloff = kFalloff;
+  d.ambient = g.ambient;
+  d.diffuse = g.diffuse;
+  d.falloff = g.falloff;
   return d;
 }
 
@@ -438,8 +502,7 @@ class SyntheticSource final : public FrameSource {
 
   std::string Describe() const override {
     const SyntheticOptions& o = scene_.options();
-    return std::string("synthetic ") + (o.trajectory == Trajectory::kWalk ? "walk" : "orbit") +
-           " scene (seed " + std::to_string(o.seed) + ", " + std::to_string(o.frames) +
+    return "synthetic " + o.Label() + " scene (seed " + std::to_string(o.seed) + ", " + std::to_string(o.frames) +
            " frames, " + std::to_string(o.width) + "x" + std::to_string(o.height) + ")";
   }
 

@@ -1,11 +1,12 @@
 // Deterministic procedural scenes with exact ground truth (depth, intrinsics, poses): a closed,
-// textured room with boxes and spheres, ray cast in plain C++ (no OpenCV, no LibTorch), for tests,
-// benchmarks and evaluation without data sets.
+// textured room or an open outdoor square with boxes and spheres, ray cast in plain C++ (no
+// OpenCV, no LibTorch), for tests, benchmarks and evaluation without data sets.
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/types.h"
@@ -13,12 +14,21 @@
 
 namespace streamrecon::datasets {
 
-// How the camera moves through the room. Both keep to a circle of radius 2.5 m around the room
+// How the camera moves through the scene. All keep to a circle of radius 2.5 m around the scene
 // centre, which objects stand inside and outside of (at least 0.7 m away; walls 1.7 m or more).
 enum class Trajectory {
   kWalk,   // walks a third of the circle at eye height, looking ahead and 0.6 rad inwards with a
            // slow +-0.15 rad yaw sway; frame i at fraction i / (frames - 1) of the path
   kOrbit,  // goes once around the circle (frame i at angle 2 pi i / frames), looking at the centre
+  kPan,    // stands still on the circle at eye height and turns from 1 rad left of the centre to
+           // 1 rad right of it (frame i at fraction i / (frames - 1)), looking slightly down
+};
+
+// What surrounds the camera circle.
+enum class Environment {
+  kRoom,     // a closed room of about 10 x 9 x 3 m: textured walls, checker floor, ceiling
+  kOutdoor,  // an open square of about 40 x 35 m: ground, sky on its far walls and 25-30 m up,
+             // buildings and tree-like spheres, lit by a far sun (no falloff)
 };
 
 // What to render.
@@ -33,6 +43,8 @@ struct SyntheticOptions {
   uint64_t seed = 0;
   // Camera path.
   Trajectory trajectory = Trajectory::kWalk;
+  // Room or outdoor square.
+  Environment environment = Environment::kRoom;
   // Horizontal field of view in degrees (square pixels, so it also fixes the vertical one).
   double fov_x_deg = 60.0;
   // Render threads; 0 = std::thread::hardware_concurrency().
@@ -40,7 +52,13 @@ struct SyntheticOptions {
 
   // Throws OptionError when a value is out of range.
   void Check() const;
+  // "walk", "orbit" or "pan", with "-outdoor" for the outdoor square.
+  std::string Label() const;
 };
+
+// Sets the trajectory and environment from words joined by ':' ("pan", "orbit:outdoor",
+// "outdoor"); words not given keep their value. Throws OptionError naming `spec` otherwise.
+void ApplySyntheticVariant(const std::string& variant, SyntheticOptions& options, const std::string& spec);
 
 // One rendered frame with its ground truth.
 struct SyntheticFrame {

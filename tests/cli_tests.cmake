@@ -75,6 +75,17 @@ expect(eval_missing_dataset nonzero "dataset path does not exist" eval --random-
 expect(eval_not_a_dataset nonzero "not a dataset sequence" eval --random-weights --config parity-tiny --dataset ${W}/empty_folder --out ${W}/e2)
 
 # --- a run on synthetic frames writes every output --------------------------------------------
+# synth: an outdoor pan sequence in the TUM layout, then read back by eval; a bad scene word is named.
+expect(synth_bad_scene nonzero "beach" synth --scene walk:beach --frames 2 --size 64x48 --out ${W}/synth_bad)
+expect(synth_bad_size nonzero "WIDTHxHEIGHT" synth --frames 2 --size 64 --out ${W}/synth_bad)
+if(HAVE_OPENCV)
+  expect(synth_outdoor 0 "wrote 3 frames" synth --scene pan:outdoor --frames 3 --size 140x112 --out ${W}/synth)
+  expect(eval_synth_folder 0 "wrote metrics of 1 sequence" eval --random-weights --config parity-tiny --dataset ${W}/synth
+         --size 140x112 --out ${W}/eval_synth)
+else()
+  expect(synth_without_opencv nonzero "needs OpenCV" synth --frames 2 --size 64x48 --out ${W}/synth)
+endif()
+expect(run_scene 0 "pan-outdoor" run --random-weights --config parity-tiny --synthetic 2 --scene pan:outdoor --size 70x56 --out ${W}/run_scene)
 expect(run_synthetic 0 "wrote 4 frames" run --random-weights --config parity-tiny --synthetic 4 --size 140x112 --conf-threshold 0 --out ${W}/run)
 foreach(f points.ply trajectory.txt cameras.json run.json depth/depth_000003.tiff depth/depth_000003.png)
   if(NOT EXISTS "${W}/run/${f}")

@@ -14,17 +14,25 @@
 namespace streamrecon::datasets {
 namespace {
 
-SyntheticOptions SmallOptions(Trajectory trajectory, uint64_t seed = 0) {
+struct SceneCase {
+  Trajectory trajectory;
+  Environment environment;
+};
+
+SyntheticOptions SmallOptions(SceneCase c, uint64_t seed = 0) {
   SyntheticOptions options;
   options.width = 160;
   options.height = 120;
   options.frames = 24;
   options.seed = seed;
-  options.trajectory = trajectory;
+  options.trajectory = c.trajectory;
+  options.environment = c.environment;
   return options;
 }
 
-class SyntheticTrajectoryTest : public ::testing::TestWithParam<Trajectory> {};
+SyntheticOptions SmallOptions(Trajectory trajectory, uint64_t seed = 0) { return SmallOptions({trajectory, Environment::kRoom}, seed); }
+
+class SyntheticTrajectoryTest : public ::testing::TestWithParam<SceneCase> {};
 
 TEST_P(SyntheticTrajectoryTest, SameSeedGivesSameBytesOtherSeedDiffers) {
   const SyntheticFrame a = SyntheticScene(SmallOptions(GetParam(), 7)).Render(3);
@@ -98,11 +106,55 @@ TEST_P(SyntheticTrajectoryTest, PointsReprojectIntoTheNextFrame) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Trajectories, SyntheticTrajectoryTest,
-                         ::testing::Values(Trajectory::kWalk, Trajectory::kOrbit),
-                         [](const ::testing::TestParamInfo<Trajectory>& info) {
-                           return std::string(info.param == Trajectory::kWalk ? "Walk" : "Orbit");
+INSTANTIATE_TEST_SUITE_P(Scenes, SyntheticTrajectoryTest,
+                         ::testing::Values(SceneCase{Trajectory::kWalk, Environment::kRoom}, SceneCase{Trajectory::kOrbit, Environment::kRoom},
+                                           SceneCase{Trajectory::kPan, Environment::kRoom}, SceneCase{Trajectory::kWalk, Environment::kOutdoor},
+                                           SceneCase{Trajectory::kOrbit, Environment::kOutdoor}, SceneCase{Trajectory::kPan, Environment::kOutdoor}),
+                         [](const ::testing::TestParamInfo<SceneCase>& info) {
+                           std::string label = SmallOptions(info.param).Label();
+                           label.erase(std::remove(label.begin(), label.end(), '-'), label.end());
+                           return label;
                          });
+
+// The room is closed and a few metres across; the outdoor square opens onto far facades and sky.
+TEST(Synthetic, OutdoorScenesSeeFartherThanRooms) {
+  for (const Trajectory trajectory : {Trajectory::kWalk, Trajectory::kPan}) {
+    const SyntheticFrame room = SyntheticScene(SmallOptions({trajectory, Environment::kRoom})).Render(0);
+    const SyntheticFrame outdoor = SyntheticScene(SmallOptions({trajectory, Environment::kOutdoor})).Render(0);
+    EXPECT_LT(*std::max_element(room.depth.begin(), room.depth.end()), 12.0f);
+    EXPECT_GT(*std::max_element(outdoor.depth.begin(), outdoor.depth.end()), 15.0f);
+  }
+}
+
+// Panning turns the camera on the spot: every frame has the same centre, and the view direction
+// sweeps 2 rad from the first frame to the last.
+TEST(Synthetic, PanTurnsOnTheSpot) {
+  const SyntheticScene scene(SmallOptions(Trajectory::kPan));
+  const Rigid3 first = scene.WorldFromCam(0), last = scene.WorldFromCam(scene.size() - 1);
+  for (int axis = 0; axis < 3; ++axis) EXPECT_DOUBLE_EQ(first.t[axis], last.t[axis]);
+  const double dot = first.R[2] * last.R[2] + first.R[5] * last.R[5];  // horizontal parts of the z axes
+  const double horizontal = std::hypot(first.R[2], first.R[5]) * std::hypot(last.R[2], last.R[5]);
+  EXPECT_NEAR(std::acos(dot / horizontal), 2.0, 1e-9);
+}
+
+TEST(Synthetic, VariantWordsSetTrajectoryAndEnvironment) {
+  SyntheticOptions o;
+  ApplySyntheticVariant("pan:outdoor", o, "synthetic:pan:outdoor");
+  EXPECT_EQ(o.trajectory, Trajectory::kPan);
+  EXPECT_EQ(o.environment, Environment::kOutdoor);
+  EXPECT_EQ(o.Label(), "pan-outdoor");
+  ApplySyntheticVariant("room", o, "room");
+  EXPECT_EQ(o.Label(), "pan");
+  ApplySyntheticVariant("", o, "synthetic");
+  EXPECT_EQ(o.Label(), "pan");
+  try {
+    ApplySyntheticVariant("walk:beach", o, "synthetic:walk:beach");
+    FAIL() << "expected OptionError";
+  } catch (const OptionError& e) {
+    EXPECT_NE(std::string(e.what()).find("beach"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("synthetic:walk:beach"), std::string::npos) << e.what();
+  }
+}
 
 TEST(Synthetic, IntrinsicsFollowTheFieldOfView) {
   const Intrinsics k = SyntheticScene(SyntheticOptions{}).intrinsics();

@@ -10,13 +10,14 @@ namespace streamrecon::datasets {
 namespace {
 
 TEST(SyntheticTorch, MatchesTheCppRenderer) {
-  for (Trajectory trajectory : {Trajectory::kWalk, Trajectory::kOrbit}) {
+  for (const char* variant : {"walk", "orbit", "pan:outdoor"}) {
+    SCOPED_TRACE(variant);
     SyntheticOptions o;
     o.width = 140;
     o.height = 112;
     o.frames = 6;
     o.seed = 3;
-    o.trajectory = trajectory;
+    ApplySyntheticVariant(variant, o, variant);
     const SyntheticScene scene(o);
     for (int64_t i : {0, 3, 5}) {
       const SyntheticFrame ref = scene.Render(i);
