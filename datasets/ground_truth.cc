@@ -401,6 +401,38 @@ Intrinsics TumIntrinsics(const fs::path& dir, std::string* source) {
   return kTumDefaultIntrinsics;
 }
 
+// The depth image paired with each colour image, one to one as TUM's associate.py pairs them:
+// every pair within max_difference is a candidate, the closest pairs are taken first, and an
+// image already taken is not used again (a slower depth stream does not serve two colour
+// images). -1 where a colour image has no partner. depth is sorted by time.
+std::vector<int64_t> AssociateOneToOne(const std::vector<Stamped>& rgb, const std::vector<Stamped>& depth,
+                                       double max_difference) {
+  struct Candidate {
+    double difference;
+    int64_t colour, depth;
+  };
+  std::vector<Candidate> candidates;
+  for (int64_t c = 0; c < static_cast<int64_t>(rgb.size()); ++c) {
+    const double t = rgb[c].timestamp;
+    auto it = std::lower_bound(depth.begin(), depth.end(), t - max_difference,
+                               [](const Stamped& e, double value) { return e.timestamp < value; });
+    for (; it != depth.end() && it->timestamp <= t + max_difference; ++it) {
+      candidates.push_back({std::abs(it->timestamp - t), c, it - depth.begin()});
+    }
+  }
+  std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
+    return std::tie(a.difference, a.colour, a.depth) < std::tie(b.difference, b.colour, b.depth);
+  });
+  std::vector<int64_t> match(rgb.size(), -1);
+  std::vector<bool> taken(depth.size(), false);
+  for (const Candidate& p : candidates) {
+    if (match[p.colour] >= 0 || taken[p.depth]) continue;
+    match[p.colour] = p.depth;
+    taken[p.depth] = true;
+  }
+  return match;
+}
+
 SequencePlan PlanTum(const fs::path& dir, const DatasetOptions& options) {
   SequencePlan plan;
   plan.layout = DatasetLayout::kTum;
@@ -416,8 +448,10 @@ SequencePlan PlanTum(const fs::path& dir, const DatasetOptions& options) {
   const std::vector<StampedPose> poses = ReadTumPoses(dir / "groundtruth.txt");
   if (rgb.empty()) throw FileError((dir / "rgb.txt").string() + ": expected images, found none");
   int64_t without_depth = 0, without_pose = 0;
-  for (const Stamped& colour : rgb) {
-    const int64_t d = Nearest(depth, colour.timestamp, options.max_time_difference);
+  const std::vector<int64_t> depth_of = AssociateOneToOne(rgb, depth, options.max_time_difference);
+  for (size_t c = 0; c < rgb.size(); ++c) {
+    const Stamped& colour = rgb[c];
+    const int64_t d = depth_of[c];
     const int64_t p = Nearest(poses, colour.timestamp, options.max_time_difference);
     without_depth += d < 0;
     without_pose += p < 0;

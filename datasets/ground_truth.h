@@ -50,7 +50,8 @@ struct DatasetOptions {
   // Stop after delivering this many frames (-1 = no limit).
   int64_t max_frames = -1;
   // TUM: the largest timestamp difference in seconds for pairing a colour image with a depth
-  // image and with a ground-truth pose (nearest timestamp; as TUM's associate.py).
+  // image (one to one, closest pairs first, as TUM's associate.py) and with a ground-truth pose
+  // (the nearest).
   double max_time_difference = 0.02;
   // Depth PNG units per metre; 0 = the layout's own (TUM 5000, 7-Scenes and RGB-D folders
   // 1000). A raw value of 0 (and 65535 in 7-Scenes) is invalid and reads as depth 0.

@@ -227,6 +227,28 @@ TEST(TumDataset, AssociatesByTimestampAndStrides) {
   EXPECT_EQ(stamps, (std::vector<double>{0, 3}));
 }
 
+// A colour image between two frames does not borrow the depth image of its neighbour: depth is
+// paired one to one, closest first (TUM's associate.py), while the pose is the nearest one.
+TEST(TumDataset, DepthIsPairedOneToOne) {
+  const fs::path dir = testing::ScratchDir("gt_tum_one_to_one") / "seq";
+  std::unique_ptr<GroundTruthSource> synthetic = OpenDataset("synthetic", SmallSynthetic(6));
+  WriteTumDataset(dir, *synthetic);
+  // Colour frame 2 moves to t = 1.2 s (line 5 of rgb.txt) and its depth image is gone.
+  ReplaceLine(dir / "rgb.txt", 5, "1.200000 rgb/2.000000.png");
+  ReplaceLine(dir / "depth.txt", 5, "# removed");
+  std::vector<std::string> notes;
+  DatasetOptions options;
+  options.max_time_difference = 0.3;  // the depth image at 1.0 s is within reach of 1.2 s
+  options.on_note = [&](const std::string& note) { notes.push_back(note); };
+  std::unique_ptr<GroundTruthSource> source = OpenDataset(dir.string(), options);
+  EXPECT_EQ(source->size(), 5);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("1 without depth"), std::string::npos) << notes[0];
+  std::vector<double> stamps;
+  for (const GroundTruthFrame& f : ReadAll(*source)) stamps.push_back(f.frame.timestamp);
+  EXPECT_EQ(stamps, (std::vector<double>{0, 1, 3, 4, 5}));
+}
+
 TEST(TumDataset, BrokenFoldersNameTheFileAndLine) {
   const fs::path dir = testing::ScratchDir("gt_tum_broken") / "seq";
   std::unique_ptr<GroundTruthSource> synthetic = OpenDataset("synthetic", SmallSynthetic(4));
