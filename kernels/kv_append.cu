@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(32 * kMaxHeads) AppendPagesKernel(AppendParams
 #pragma unroll
     for (int t = 0; t < kSlots; ++t) {
       WarpHadamard64(k0[t], k1[t], lane);
-      float s = k0[t] * k0[t] + k1[t] * k1[t];
+      float s = __fmaf_rn(k0[t], k0[t], __fmul_rn(k1[t], k1[t]));  // pinned: both variants round alike
 #pragma unroll
       for (int m = 16; m > 0; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
       if (lane == 0) partial[h][t] = s;
@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(32) TokenNormPartialsKernel(AppendParams p) {
     const uint32_t w = kin[t * (kHeadDim / 2)];
     float k0 = Bf16BitsToFloat(static_cast<uint16_t>(w & 0xffff)), k1 = Bf16BitsToFloat(static_cast<uint16_t>(w >> 16));
     WarpHadamard64(k0, k1, lane);
-    float s = k0 * k0 + k1 * k1;
+    float s = __fmaf_rn(k0, k0, __fmul_rn(k1, k1));  // as in variant 1
 #pragma unroll
     for (int m = 16; m > 0; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
     if (lane == 0) p.norm_partials[(static_cast<int64_t>(page) * kSlots + t) * H + h] = s;
@@ -288,9 +288,9 @@ __global__ void __launch_bounds__(64) AppendPagesV2Kernel(AppendParams p) {
 #pragma unroll
       for (int r = 0; r < 8; ++r) v[r] *= 0.125f;
     }
-    float lo = v[0], hi = v[0];
+    float lo = INFINITY, hi = -INFINITY;  // as variant 1 (also for non-finite input)
 #pragma unroll
-    for (int r = 1; r < 8; ++r) lo = fminf(lo, v[r]), hi = fmaxf(hi, v[r]);
+    for (int r = 0; r < 8; ++r) lo = fminf(lo, v[r]), hi = fmaxf(hi, v[r]);
     for (int m = 1; m < group_lanes; m <<= 1) {
       lo = fminf(lo, __shfl_xor_sync(token_lanes, lo, m));
       hi = fmaxf(hi, __shfl_xor_sync(token_lanes, hi, m));

@@ -137,6 +137,45 @@ TEST_P(GpuAppend, CodesAndParamsMatchTheCpuReference) {
   EXPECT_TRUE(at::equal(rotated[0].v_params.cpu(), rotated[1].v_params.cpu())) << "V params of the two variants differ (v-hadamard)";
 }
 
+// The two append kernels write the same bytes in every array over the configurations they
+// support: bits, page size, V group, head count, partial pages, OScaR, rotated values, and inputs
+// with signed zeros.
+TEST(GpuAppendVariants, ByteIdenticalOverTheSupportedConfigurations) {
+  REQUIRE_GPU();
+  int checked = 0;
+  for (const int bits : {4, 2})
+    for (const int slots : {16, 32})
+      for (const int v_group : {8, 16, 32, 64})
+        for (const int64_t heads : {1, 3, 16})
+          for (const bool oscar : {false, true})
+            for (const bool v_hadamard : {false, true}) {
+              at::manual_seed(checked);
+              const int64_t n = 2 * slots + 5;
+              at::Tensor k = RandomBf16({heads, n, 64}), v = RandomBf16({heads, n, 64}, 2.0);
+              v.index_put_({at::indexing::Slice(), 1}, 0.0);    // a token of +0 values
+              v.index_put_({at::indexing::Slice(), 2}, -0.0);   // and one of -0
+              v.index_put_({0, 3, at::indexing::Slice(0, 8)}, -0.0);
+              PageLayout layout{static_cast<int>(heads), 64, slots, bits, v_group, oscar};
+              std::vector<PagedKv> out;
+              for (const int variant : {1, 2}) {
+                kernels::SetAppendVariant(variant);
+                out.push_back(AllocatePages(layout, (n + slots - 1) / slots, at::kCUDA));
+                kernels::AppendPagesCuda(k.to(at::kBFloat16).cuda(), v.to(at::kBFloat16).cuda(), oscar, v_hadamard, 5, out.back(), 0);
+              }
+              kernels::SetAppendVariant(0);
+              const std::string where = "bits " + std::to_string(bits) + " G" + std::to_string(slots) + " Gv" + std::to_string(v_group) +
+                                        " H" + std::to_string(heads) + (oscar ? " oscar" : " kivi") + (v_hadamard ? " v-hadamard" : "");
+              EXPECT_TRUE(at::equal(out[0].k_codes.cpu(), out[1].k_codes.cpu())) << where << ": K codes";
+              EXPECT_TRUE(at::equal(out[0].k_params.cpu(), out[1].k_params.cpu())) << where << ": K params";
+              EXPECT_TRUE(at::equal(out[0].v_codes.cpu(), out[1].v_codes.cpu())) << where << ": V codes";
+              EXPECT_TRUE(at::equal(out[0].v_params.cpu(), out[1].v_params.cpu())) << where << ": V params";
+              EXPECT_TRUE(at::equal(out[0].norms.cpu(), out[1].norms.cpu())) << where << ": norms";
+              EXPECT_TRUE(at::equal(out[0].meta.cpu(), out[1].meta.cpu())) << where << ": meta";
+              ++checked;
+            }
+  std::printf("[ info ] append variants 1 and 2 compared on %d configurations\n", checked);
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, GpuAppend,
                          ::testing::Values(AppendCase{4, 32, 64, false, 1041}, AppendCase{2, 32, 64, false, 1041},
                                            AppendCase{4, 16, 32, false, 37}, AppendCase{2, 16, 16, false, 100},
