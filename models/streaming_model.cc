@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#include <map>
+#include <tuple>
 
 #include "core/errors.h"
 #ifdef STREAMRECON_HAVE_CUDA_KV
@@ -286,6 +288,7 @@ struct StreamingModel::Impl {
     if (h == layout_h && wd == layout_w) return;
     layout_h = h;
     layout_w = wd;
+    uv_cache.clear();  // (keyed by map sizes only: the image aspect belongs to the layout)
     const int64_t C = config.embed_dim;
     const int64_t M = config.pos_grid();
     const Tensor table = w.at("aggregator.patch_embed.pos_embed").to(at::kFloat)[0];  // [1 + M*M, C]
@@ -340,9 +343,18 @@ struct StreamingModel::Impl {
     return x.narrow(0, skip, x.size(0) - skip);
   }
 
+  // The DPT uv embeddings of the current layout, by (channels, h, w): the same for every frame.
+  std::map<std::tuple<int64_t, int64_t, int64_t>, Tensor> uv_cache;
+
+  Tensor UvEmbedding(int64_t channels, int64_t h, int64_t wd, double aspect) {
+    Tensor& cached = uv_cache[{channels, h, wd}];
+    if (!cached.defined()) cached = ComputeUvEmbedding(channels, h, wd, aspect);
+    return cached;
+  }
+
   // Sin/cos embedding of the DPT uv grid for a [C, h, w] map of an image with aspect W/H, scaled by 0.1.
   // Like the reference: coordinates in the model dtype, the embedding rounded to fp32.
-  Tensor UvEmbedding(int64_t channels, int64_t h, int64_t wd, double aspect) {
+  Tensor ComputeUvEmbedding(int64_t channels, int64_t h, int64_t wd, double aspect) {
     const double diag = std::sqrt(aspect * aspect + 1.0);
     const double span_x = aspect / diag, span_y = 1.0 / diag;
     const Tensor xs = at::linspace(-span_x * (wd - 1) / wd, span_x * (wd - 1) / wd, wd, topts);
