@@ -53,6 +53,8 @@ std::string CacheBits(const std::string& format, const std::string& dtype) {
 viewer::Session StartSession(const ViewArgs& args, const std::string& input, const viewer::RestartRequest& request) {
   CacheArgs cache = args.cache;
   cache.policy = request.policy;
+  cache.format = request.format;
+  cache.budget = request.budget;
   cache.cache_tokens = request.cache_tokens;
   cache.pool = request.pool;
   models::ModelOptions options = args.model.ToOptions();
@@ -129,6 +131,8 @@ int RunView(const ViewArgs& args) {
 
   viewer::RestartRequest initial;
   initial.policy = args.cache.policy;
+  initial.format = args.cache.format;
+  initial.budget = args.cache.budget;
   initial.cache_tokens = args.cache.cache_tokens;
   initial.pool = args.cache.pool;
   const viewer::ViewerResult result =

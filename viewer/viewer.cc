@@ -68,9 +68,18 @@ void WritePng(const std::string& path, const RgbImage& image) {
   });
 }
 
-// The pruning policies offered for a restart (the app checks the combination).
+// The pruning policies and storage formats offered for a restart (the app checks the combination).
 constexpr const char* kPolicies[] = {"none", "xstream", "xstream-page", "window", "random"};
 constexpr int kPolicyCount = sizeof(kPolicies) / sizeof(kPolicies[0]);
+constexpr const char* kFormats[] = {"fp32", "bf16", "kivi4", "kivi2", "oscar4", "oscar2"};
+constexpr int kFormatCount = sizeof(kFormats) / sizeof(kFormats[0]);
+
+// Index of name in names (0 when absent).
+int IndexOf(const char* const* names, int count, const std::string& name) {
+  for (int i = 0; i < count; ++i)
+    if (name == names[i]) return i;
+  return 0;
+}
 
 // Set by the GLFW input callbacks (chained before ImGui's): the user did something, so redraw.
 bool input_seen = true;
@@ -147,6 +156,8 @@ struct Viewer::State {
   bool voxel_touched = false;   // the user edited the field: stop mirroring the grid in effect
   float voxel_applied = -1.0f;  // the voxel size set in the panel (kept across restarts); < 0 = none
   int policy_index = 0;
+  int format_index = 0;
+  std::array<char, 32> budget{};  // the budget text field
   int cache_tokens = 0;
   int pool = 16;
   std::array<char, 512> ply_path{};
@@ -313,10 +324,10 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
   State& st = *state_;
   Session session = factory(initial);
   const auto load_edits = [&st](const RestartRequest& r) {
-    st.policy_index = 0;
-    for (int i = 0; i < kPolicyCount; ++i) {
-      if (r.policy == kPolicies[i]) st.policy_index = i;
-    }
+    st.policy_index = IndexOf(kPolicies, kPolicyCount, r.policy);
+    st.format_index = IndexOf(kFormats, kFormatCount, r.format);
+    st.budget.fill('\0');
+    r.budget.copy(st.budget.data(), std::min(r.budget.size(), st.budget.size() - 1));
     st.cache_tokens = static_cast<int>(r.cache_tokens);
     st.pool = r.pool;
   };
@@ -528,6 +539,12 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
       ImGui::Combo("Policy", &st.policy_index, kPolicies, kPolicyCount);
       ImGui::SameLine();
       ImGui::SetNextItemWidth(90);
+      ImGui::Combo("Format", &st.format_index, kFormats, kFormatCount);
+      ImGui::SetNextItemWidth(110);
+      ImGui::InputText("Budget", st.budget.data(), st.budget.size());
+      if (ImGui::IsItemHovered()) ImGui::SetTooltip("bytes of every cache, e.g. 512MiB or 2GB; empty = none");
+      ImGui::SameLine();
+      ImGui::SetNextItemWidth(90);
       ImGui::InputInt("Tokens", &st.cache_tokens, 0);
       ImGui::SetNextItemWidth(110);
       ImGui::InputInt("Pool", &st.pool, 0);
@@ -662,6 +679,8 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
       st.want_restart = false;
       RestartRequest request;
       request.policy = kPolicies[std::clamp(st.policy_index, 0, kPolicyCount - 1)];
+      request.format = kFormats[std::clamp(st.format_index, 0, kFormatCount - 1)];
+      request.budget = st.budget.data();
       request.cache_tokens = std::max(st.cache_tokens, 0);
       request.pool = st.pool;
       session.pipeline.reset();  // stops and joins the old stream; its last snapshot stays shown
@@ -671,8 +690,9 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
         if (st.voxel_applied >= 0.0f) session.pipeline->SetVoxelSize(st.voxel_applied);
         load_edits(session.cache);
         st.auto_fit = true;
-        st.status = "restarted: policy " + request.policy + ", " + std::to_string(request.cache_tokens) +
-                    " tokens, pool " + std::to_string(request.pool);
+        st.status = "restarted: policy " + request.policy + ", format " + request.format +
+                    (request.budget.empty() ? std::string() : ", budget " + request.budget) + ", " +
+                    std::to_string(request.cache_tokens) + " tokens, pool " + std::to_string(request.pool);
         st.status_is_error = false;
       } catch (const std::exception& e) {
         st.status = std::string("restart failed: ") + e.what();

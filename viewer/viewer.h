@@ -47,6 +47,8 @@ struct ViewerOptions {
 // Cache settings to (re)start a session with; edited in the panel.
 struct RestartRequest {
   std::string policy = "none";  // a pruning policy name, e.g. none, xstream, window
+  std::string format = "fp32";  // a storage format name: fp32, bf16, kivi4, kivi2, oscar4, oscar2
+  std::string budget;           // byte budget of all caches, e.g. "512MiB" (empty = none)
   int64_t cache_tokens = 0;     // per-layer token capacity (0 = none)
   int pool = 16;                // XStreamVGGT query pool size
 };
