@@ -17,6 +17,7 @@
 
 #include "app/commands.h"
 #include "app/common_options.h"
+#include "app/plot_stream_gp.h"
 #include "core/atomic_file.h"
 #include "core/byte_size.h"
 #include "core/errors.h"
@@ -361,16 +362,17 @@ int RunStream(const StreamArgs& args) {
 }
 
 void PlotStream(const std::filesystem::path& out, const std::vector<StreamRun>& runs) {
+  std::string files;
+  for (size_t i = 0; i < runs.size(); ++i) files += (i ? " " : "") + runs[i].Label();
+  WriteTextAtomically(out / "stream.gp", kPlotStreamGp);
+  const std::string replot = "gnuplot -e \"files='" + files + "'\" stream.gp";
   if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) {
-    spdlog::warn("gnuplot not found: no plot; the CSVs in {} hold the series (in that folder: gnuplot -e \"files='<csv names without .csv>'\" scripts/plot_stream.gp)", out.string());
+    spdlog::warn("gnuplot not found: no plot; the CSVs in {} hold the series (to plot them there: {})", out.string(), replot);
     return;
   }
-  std::ostringstream cmd;
-  cmd << "cd '" << out.string() << "' && gnuplot -e \"files='";
-  for (size_t i = 0; i < runs.size(); ++i) cmd << (i ? " " : "") << runs[i].Label();
-  cmd << "'\" '" << std::filesystem::absolute("scripts/plot_stream.gp").string() << "' 2>&1";
-  if (std::system(cmd.str().c_str()) == 0) spdlog::info("plot: {}", (out / "stream.png").string());
-  else spdlog::warn("gnuplot failed; the CSVs in {} hold the series", out.string());
+  const std::string cmd = "cd '" + out.string() + "' && " + replot + " 2>&1";
+  if (std::system(cmd.c_str()) == 0) spdlog::info("plot: {}", (out / "stream.png").string());
+  else spdlog::warn("gnuplot failed; the CSVs in {} hold the series (to plot them there: {})", out.string(), replot);
 }
 
 }  // namespace

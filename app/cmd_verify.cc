@@ -17,7 +17,7 @@ struct VerifyArgs {
   ModelArgs model;
   CacheArgs cache;
   std::string reference;
-  double tol = -1;  // < 0: 1e-5 for float64, 1e-3 for float32
+  double tol = -1;  // < 0: 1e-5 for float64, 1e-3 for float32, 3e-2 for bfloat16
 };
 
 double RelativeL2(const at::Tensor& ours, const at::Tensor& ref) {
@@ -89,7 +89,7 @@ Runner AddVerifyCommand(CLI::App& parent) {
   args->model.Add(*cmd);
   args->cache.Add(*cmd);
   cmd->add_option("--reference,-r", args->reference, "Reference dump (.safetensors with frame{i}.image and outputs)")->required();
-  cmd->add_option("--tol", args->tol, "Relative L2 tolerance (default 1e-5 for float64, 1e-3 for float32)");
+  cmd->add_option("--tol", args->tol, "Relative L2 tolerance (default 1e-5 for float64, 1e-3 for float32, 3e-2 for bfloat16)");
   return [cmd, args]() { return cmd->parsed() ? RunVerify(*args) : -1; };
 }
 

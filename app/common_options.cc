@@ -16,7 +16,7 @@ namespace streamrecon::app {
 void ModelArgs::Add(CLI::App& app) {
   app.add_option("--weights,-w", weights, "Weights file: .safetensors or .pth (flat or {\"model\": ...})");
   app.add_option("--config", config,
-                 "Model config: streamvggt-1b, parity-tiny, demo-small or a JSON file (default: from the weights file)");
+                 "Model config: streamvggt-1b, parity-tiny, demo-small or a JSON file (default: from the weights file; demo-small with --random-weights)");
   app.add_flag_function(
       "--random-weights", [this](int64_t) { if (random_seed < 0) random_seed = 0; },
       "Use seeded random weights instead of a file (demos and benchmarks; not a real reconstruction)");
