@@ -1,5 +1,6 @@
 // `streamrecon run`: headless reconstruction of a video, image folder/glob or synthetic stream.
-// Writes points.ply, trajectory.txt (TUM), cameras.json, depth/ maps and run.json into --out.
+// Writes points.ply, trajectory.txt (TUM), cameras.json, depth/ maps, run.json and, with --colmap,
+// a COLMAP text model into --out.
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
@@ -35,6 +36,7 @@ struct RunArgs {
   std::string out = "out";
   PointCloudOptions cloud;
   bool depth_maps = true;
+  bool colmap = false;  // also write a COLMAP text model (colmap/images, colmap/sparse/0)
 };
 
 int RunRun(const RunArgs& args) {
@@ -44,6 +46,8 @@ int RunRun(const RunArgs& args) {
   const fs::path out_dir(args.out);
   EnsureWritableFolder(out_dir);
   if (!CanWritePly()) throw Error("this build cannot write points.ply (built without Open3D; install libopen3d-dev and rebuild)");
+  if (args.colmap && !CanWriteImages())
+    throw Error("--colmap: this build cannot write the model's images (built without OpenCV; install libopencv-dev and rebuild)");
 
   models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);
@@ -66,6 +70,7 @@ int RunRun(const RunArgs& args) {
   stages.on_frame = [&](const FramePrediction& pred, const FrameReport& report) {
     total_ms += pred.model_ms;
     if (args.depth_maps) WriteDepthMaps(out_dir / "depth", {pred});
+    if (args.colmap) WriteColmapImage(out_dir / "colmap", pred);
     const int64_t n = report.processed;
     spdlog::info("frame {}/{} {}: {:.0f} ms, {:.2f} fps, cache {:.1f} MiB, {} points", n,
                  total >= 0 ? std::to_string(total) : std::string("?"), report.name, pred.model_ms, 1000.0 * n / total_ms,
@@ -91,6 +96,7 @@ int RunRun(const RunArgs& args) {
   WritePointCloudPly(out_dir / "points.ply", cloud);
   WriteTrajectoryTum(out_dir / "trajectory.txt", cameras);
   WriteCamerasJson(out_dir / "cameras.json", cameras);
+  if (args.colmap) WriteColmapSparse(out_dir / "colmap", cameras, cloud);
   const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   nlohmann::json summary = {
       {"input", source->Describe()},
@@ -104,8 +110,8 @@ int RunRun(const RunArgs& args) {
       {"config", loaded.config.ToJson()},
   };
   WriteTextAtomically(out_dir / "run.json", summary.dump(2) + "\n");
-  spdlog::info("wrote {} frames to {}: points.ply ({} points), trajectory.txt, cameras.json{}", cameras.size(), out_dir.string(),
-               cloud.size(), args.depth_maps ? ", depth/" : "");
+  spdlog::info("wrote {} frames to {}: points.ply ({} points), trajectory.txt, cameras.json{}{}", cameras.size(), out_dir.string(),
+               cloud.size(), args.depth_maps ? ", depth/" : "", args.colmap ? ", colmap/ (images/, sparse/0/)" : "");
   return 0;
 }
 
@@ -125,6 +131,8 @@ Runner AddRunCommand(CLI::App& parent) {
       ->capture_default_str();
   cmd->add_flag("--points-from-depth", args->cloud.use_depth, "Build the cloud from depth + predicted cameras instead of the point map");
   cmd->add_flag("!--no-depth-maps", args->depth_maps, "Do not write per-frame depth maps");
+  cmd->add_flag("--colmap", args->colmap,
+                "Also write a COLMAP text model: colmap/images/frame_NNNNNN.png and colmap/sparse/0/{cameras,images,points3D}.txt");
   return [cmd, args]() { return cmd->parsed() ? RunRun(*args) : -1; };
 }
 

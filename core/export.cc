@@ -310,4 +310,71 @@ void WriteDepthMaps(const fs::path& folder, const std::vector<FramePrediction>& 
 #endif
 }
 
+
+namespace {
+
+std::string ColmapImageName(int64_t index) {
+  char name[40];
+  std::snprintf(name, sizeof(name), "frame_%06lld.png", static_cast<long long>(index));
+  return name;
+}
+
+}  // namespace
+
+bool CanWriteImages() {
+#ifdef STREAMRECON_HAVE_OPENCV
+  return true;
+#else
+  return false;
+#endif
+}
+
+void WriteColmapImage(const fs::path& folder, const FramePrediction& p) {
+#ifndef STREAMRECON_HAVE_OPENCV
+  (void)folder, (void)p;
+  throw Error("writing COLMAP images needs OpenCV, but this build has none; install libopencv-dev and rebuild");
+#else
+  if (p.image.width != p.width || p.image.height != p.height || p.image.data.size() != static_cast<size_t>(p.width) * p.height * 3)
+    throw Error("COLMAP image, frame " + std::to_string(p.index) + ": expected a " + std::to_string(p.width) + "x" +
+                std::to_string(p.height) + " RGB image, found " + std::to_string(p.image.width) + "x" + std::to_string(p.image.height));
+  EnsureWritableFolder(folder / "images");
+  const cv::Mat rgb(p.height, p.width, CV_8UC3, const_cast<uint8_t*>(p.image.data.data()));
+  cv::Mat bgr;
+  cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+  WriteImage(folder / "images" / ColmapImageName(p.index), bgr);
+#endif
+}
+
+void WriteColmapSparse(const fs::path& folder, const std::vector<FramePrediction>& cameras, const PointCloud& cloud) {
+  const fs::path sparse = folder / "sparse" / "0";
+  EnsureWritableFolder(sparse);
+  std::string cameras_txt = "# Camera list with one line of data per camera:\n#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n"
+                            "# Number of cameras: " + std::to_string(cameras.size()) + "\n";
+  std::string images_txt = "# Image list with two lines of data per image:\n#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n"
+                           "#   POINTS2D[] as (X, Y, POINT3D_ID)\n# Number of images: " + std::to_string(cameras.size()) + "\n";
+  char line[512];
+  for (size_t i = 0; i < cameras.size(); ++i) {
+    const FramePrediction& p = cameras[i];
+    const Intrinsics k = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
+    std::snprintf(line, sizeof(line), "%zu PINHOLE %d %d %.12g %.12g %.12g %.12g\n", i + 1, p.width, p.height, k.fx, k.fy, k.cx, k.cy);
+    cameras_txt += line;
+    const Rigid3 cam_from_world = geometry::PoseEncodingToExtrinsics(p.pose_enc);
+    const std::array<double, 4> q = geometry::RotationToQuaternion(cam_from_world.R);  // x, y, z, w
+    std::snprintf(line, sizeof(line), "%zu %.12f %.12f %.12f %.12f %.12f %.12f %.12f %zu %s\n\n", i + 1, q[3], q[0], q[1], q[2],
+                  cam_from_world.t[0], cam_from_world.t[1], cam_from_world.t[2], i + 1, ColmapImageName(p.index).c_str());
+    images_txt += line;
+  }
+  std::string points_txt = "# 3D point list with one line of data per point:\n#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as "
+                           "(IMAGE_ID, POINT2D_IDX)\n# Number of points: " + std::to_string(cloud.size()) + "\n";
+  points_txt.reserve(points_txt.size() + cloud.size() * 64);
+  for (size_t i = 0; i < cloud.size(); ++i) {
+    std::snprintf(line, sizeof(line), "%zu %.7g %.7g %.7g %d %d %d 0\n", i + 1, cloud.xyz[3 * i], cloud.xyz[3 * i + 1],
+                  cloud.xyz[3 * i + 2], cloud.rgb[3 * i], cloud.rgb[3 * i + 1], cloud.rgb[3 * i + 2]);
+    points_txt += line;
+  }
+  WriteTextAtomically(sparse / "cameras.txt", cameras_txt);
+  WriteTextAtomically(sparse / "images.txt", images_txt);
+  WriteTextAtomically(sparse / "points3D.txt", points_txt);
+}
+
 }  // namespace streamrecon

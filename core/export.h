@@ -1,5 +1,5 @@
 // Exporters for a run's predictions: TUM trajectory, cameras.json, coloured point clouds (PLY,
-// through Open3D) and depth maps (TIFF + preview PNG, through OpenCV). All files are written
+// through Open3D), depth maps (TIFF + preview PNG, through OpenCV) and a COLMAP text model. All files are written
 // atomically (core/atomic_file.h); failures throw FileError naming the file.
 #pragma once
 
@@ -74,5 +74,17 @@ void WritePointCloudPly(const std::filesystem::path& path, const PointCloud& clo
 // Throws Error when built without OpenCV.
 void WriteDepthMaps(const std::filesystem::path& folder,
                     const std::vector<FramePrediction>& predictions);
+
+// A COLMAP text model of a run in folder, for tools that start from COLMAP (Gaussian splatting,
+// NeRF, MVS), written in two parts so that frames need not be kept:
+//  * WriteColmapImage, per frame: images/frame_%06d.png, the frame as the model saw it
+//    (%06d = prediction.index). Throws Error when built without OpenCV (see CanWriteImages).
+//  * WriteColmapSparse, once: sparse/0/cameras.txt, one PINHOLE camera per frame (the predicted
+//    intrinsics); sparse/0/images.txt, cam_from_world as QW QX QY QZ TX TY TZ with an empty
+//    2D-point line; sparse/0/points3D.txt, the cloud with error 0 and empty tracks.
+// Folders are created when missing.
+bool CanWriteImages();
+void WriteColmapImage(const std::filesystem::path& folder, const FramePrediction& prediction);
+void WriteColmapSparse(const std::filesystem::path& folder, const std::vector<FramePrediction>& cameras, const PointCloud& cloud);
 
 }  // namespace streamrecon

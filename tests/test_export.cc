@@ -312,6 +312,95 @@ TEST(Export, DepthMapsWithoutOpenCVAreAClearError) {
 }
 #endif
 
+// The COLMAP text model reads back: intrinsics, cam_from_world as (QW, QX, QY, QZ, T), the
+// points with their colours, and (with OpenCV) the frames as PNGs named in images.txt.
+TEST(Export, ColmapModelRoundTrips) {
+  const fs::path dir = ScratchDir("export_colmap");
+  const std::vector<Rigid3> world_from_cam = {Rigid3{}, RotationZ(0.7, {0.5, -1.0, 2.0})};
+  const std::vector<FramePrediction> predictions = {MakePrediction(3, 28, 14, world_from_cam[0]),
+                                                    MakePrediction(4, 28, 14, world_from_cam[1])};
+  PointCloudOptions options;
+  options.conf_threshold = 0;
+  const PointCloud cloud = CollectPoints(predictions, options);
+  if (CanWriteImages()) {
+    for (const FramePrediction& p : predictions) WriteColmapImage(dir, p);
+  } else {
+    EXPECT_THROW(WriteColmapImage(dir, predictions[0]), Error);
+  }
+  WriteColmapSparse(dir, predictions, cloud);
+
+  auto data_lines = [&](const fs::path& file) {
+    std::vector<std::string> lines;
+    std::istringstream in(ReadText(file));
+    for (std::string line; std::getline(in, line);)
+      if (line.empty() || line[0] != '#') lines.push_back(line);
+    return lines;
+  };
+  const std::vector<std::string> cameras = data_lines(dir / "sparse/0/cameras.txt");
+  ASSERT_EQ(cameras.size(), 2u);
+  for (const std::string& line : cameras) {
+    std::istringstream f(line);
+    int id, w, h;
+    std::string model;
+    double fx, fy, cx, cy;
+    ASSERT_TRUE(f >> id >> model >> w >> h >> fx >> fy >> cx >> cy) << line;
+    EXPECT_EQ(model, "PINHOLE");
+    EXPECT_EQ(w, 28);
+    EXPECT_EQ(h, 14);
+    EXPECT_NEAR(fx, 28.0, 1e-6);
+    EXPECT_NEAR(fy, 28.0, 1e-6);
+    EXPECT_NEAR(cx, 14.0, 1e-9);
+    EXPECT_NEAR(cy, 7.0, 1e-9);
+  }
+  // images.txt: two lines per image, the second (2D points) empty.
+  std::vector<std::string> images;
+  {
+    std::istringstream in(ReadText(dir / "sparse/0/images.txt"));
+    for (std::string line; std::getline(in, line);)
+      if (line.empty() || line[0] != '#') images.push_back(line);
+  }
+  ASSERT_EQ(images.size(), 4u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_TRUE(images[2 * i + 1].empty()) << images[2 * i + 1];
+    std::istringstream f(images[2 * i]);
+    int id, camera;
+    double qw, qx, qy, qz, tx, ty, tz;
+    std::string name;
+    ASSERT_TRUE(f >> id >> qw >> qx >> qy >> qz >> tx >> ty >> tz >> camera >> name) << images[2 * i];
+    EXPECT_EQ(id, static_cast<int>(i + 1));
+    EXPECT_EQ(camera, static_cast<int>(i + 1));
+    EXPECT_EQ(name, "frame_00000" + std::to_string(predictions[i].index) + ".png");
+    const Rigid3 expected = geometry::Inverse(world_from_cam[i]);
+    const std::array<double, 9> R = geometry::QuaternionToRotation({qx, qy, qz, qw});
+    for (int k = 0; k < 9; ++k) EXPECT_NEAR(R[k], expected.R[k], 1e-9) << "frame " << i;
+    EXPECT_NEAR(tx, expected.t[0], 1e-9);
+    EXPECT_NEAR(ty, expected.t[1], 1e-9);
+    EXPECT_NEAR(tz, expected.t[2], 1e-9);
+#ifdef STREAMRECON_HAVE_OPENCV
+    const cv::Mat bgr = cv::imread((dir / "images" / name).string(), cv::IMREAD_COLOR);
+    ASSERT_FALSE(bgr.empty()) << name;
+    ASSERT_EQ(bgr.cols, 28);
+    const cv::Vec3b px = bgr.at<cv::Vec3b>(5, 9);  // (u, v) = (9, 5): RGB (9, 5, index)
+    EXPECT_EQ(px[2], 9);
+    EXPECT_EQ(px[1], 5);
+    EXPECT_EQ(px[0], predictions[i].index);
+#endif
+  }
+  const std::vector<std::string> points = data_lines(dir / "sparse/0/points3D.txt");
+  ASSERT_EQ(points.size(), cloud.size());
+  std::istringstream f(points.back());
+  int64_t id;
+  double x, y, z, error;
+  int r, g, b;
+  ASSERT_TRUE(f >> id >> x >> y >> z >> r >> g >> b >> error) << points.back();
+  const size_t last = cloud.size() - 1;
+  EXPECT_EQ(id, static_cast<int64_t>(cloud.size()));
+  EXPECT_NEAR(x, cloud.xyz[3 * last], 1e-5);
+  EXPECT_NEAR(z, cloud.xyz[3 * last + 2], 1e-5);
+  EXPECT_EQ(r, cloud.rgb[3 * last]);
+  EXPECT_EQ(b, cloud.rgb[3 * last + 2]);
+}
+
 TEST(AtomicFile, UnwritablePlacesAreFileErrorsAndLeaveNothing) {
   const fs::path dir = ScratchDir("atomic_unwritable");
   WriteTextAtomically(dir / "file.txt", "x");
