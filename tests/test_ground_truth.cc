@@ -201,23 +201,30 @@ TEST(TumDataset, RoundTripKeepsFramesDepthsAndPoses) {
   EXPECT_EQ(FindSequences(dir.parent_path().string()), std::vector<std::string>{dir.string()});
 }
 
+// Opens the TUM folder with options: one note saying a colour image had no depth, and frames at
+// these timestamps.
+void ExpectOneColourImageWithoutDepth(const fs::path& dir, DatasetOptions options, const std::vector<double>& expected) {
+  std::vector<std::string> notes;
+  options.on_note = [&](const std::string& note) { notes.push_back(note); };
+  std::unique_ptr<GroundTruthSource> source = OpenDataset(dir.string(), options);
+  EXPECT_EQ(source->size(), static_cast<int64_t>(expected.size()));
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("1 without depth"), std::string::npos) << notes[0];
+  std::vector<double> stamps;
+  for (const GroundTruthFrame& f : ReadAll(*source)) stamps.push_back(f.frame.timestamp);
+  EXPECT_EQ(stamps, expected);
+}
+
 TEST(TumDataset, AssociatesByTimestampAndStrides) {
   const fs::path dir = testing::ScratchDir("gt_tum_assoc") / "seq";
   std::unique_ptr<GroundTruthSource> synthetic = OpenDataset("synthetic", SmallSynthetic(6));
   WriteTumDataset(dir, *synthetic);
   // Frame 2 loses its depth (line 5 of depth.txt: two comment lines, then frames 0, 1, 2).
   ReplaceLine(dir / "depth.txt", 5, "# removed");
-  std::vector<std::string> notes;
   DatasetOptions options;
-  options.on_note = [&](const std::string& note) { notes.push_back(note); };
-  std::unique_ptr<GroundTruthSource> source = OpenDataset(dir.string(), options);
-  EXPECT_EQ(source->size(), 5);
-  ASSERT_EQ(notes.size(), 1u);
-  EXPECT_NE(notes[0].find("1 without depth"), std::string::npos) << notes[0];
-  std::vector<double> stamps;
-  for (const GroundTruthFrame& f : ReadAll(*source)) stamps.push_back(f.frame.timestamp);
-  EXPECT_EQ(stamps, (std::vector<double>{0, 1, 3, 4, 5}));
+  ExpectOneColourImageWithoutDepth(dir, options, {0, 1, 3, 4, 5});
 
+  std::vector<double> stamps;
   options.every = 2;
   options.max_frames = 2;
   stamps.clear();
@@ -236,17 +243,9 @@ TEST(TumDataset, DepthIsPairedOneToOne) {
   // Colour frame 2 moves to t = 1.2 s (line 5 of rgb.txt) and its depth image is gone.
   ReplaceLine(dir / "rgb.txt", 5, "1.200000 rgb/2.000000.png");
   ReplaceLine(dir / "depth.txt", 5, "# removed");
-  std::vector<std::string> notes;
   DatasetOptions options;
   options.max_time_difference = 0.3;  // the depth image at 1.0 s is within reach of 1.2 s
-  options.on_note = [&](const std::string& note) { notes.push_back(note); };
-  std::unique_ptr<GroundTruthSource> source = OpenDataset(dir.string(), options);
-  EXPECT_EQ(source->size(), 5);
-  ASSERT_EQ(notes.size(), 1u);
-  EXPECT_NE(notes[0].find("1 without depth"), std::string::npos) << notes[0];
-  std::vector<double> stamps;
-  for (const GroundTruthFrame& f : ReadAll(*source)) stamps.push_back(f.frame.timestamp);
-  EXPECT_EQ(stamps, (std::vector<double>{0, 1, 3, 4, 5}));
+  ExpectOneColourImageWithoutDepth(dir, options, {0, 1, 3, 4, 5});
 }
 
 TEST(TumDataset, BrokenFoldersNameTheFileAndLine) {
