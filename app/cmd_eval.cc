@@ -61,7 +61,8 @@ struct EvalArgs {
 json ToJson(const metrics::DepthMetrics& m) {
   return {{"abs_rel", m.abs_rel}, {"sq_rel", m.sq_rel},   {"rmse", m.rmse},
           {"log_rmse", m.log_rmse}, {"delta_1", m.delta_1}, {"delta_2", m.delta_2},
-          {"delta_3", m.delta_3}, {"scale", m.scale},     {"pixels", m.pixels}};
+          {"delta_3", m.delta_3}, {"scale", m.scale},     {"pixels", m.pixels},
+          {"pixels_measured", m.pixels_measured}};
 }
 
 json ToJson(const metrics::TrajectoryMetrics& m) {

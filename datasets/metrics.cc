@@ -99,6 +99,9 @@ void DepthMetricsOptions::Check() const {
                       "min_depth (" + std::to_string(min_depth) + "), got " +
                       std::to_string(max_depth));
   }
+  if (max_kept_pixels < 1) {
+    throw OptionError("DepthMetricsOptions.max_kept_pixels: expected >= 1, got " + std::to_string(max_kept_pixels));
+  }
   if (irls_iterations < 0 || irls_iterations > 1000) {
     throw OptionError("DepthMetricsOptions.irls_iterations: expected 0 .. 1000, got " +
                       std::to_string(irls_iterations));
@@ -109,6 +112,37 @@ DepthEvaluator::DepthEvaluator(const DepthMetricsOptions& options) : options_(op
   options_.Check();
 }
 
+namespace {
+
+// SplitMix64's finaliser: a well-mixed 64-bit hash of an integer.
+uint64_t Mix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+void DepthEvaluator::Sums::Add(double p, double g, const DepthMetricsOptions& options) {
+  if (options.clip_predictions) {
+    p = std::max(p, options.min_depth);
+    if (options.max_depth > 0) p = std::min(p, options.max_depth);
+  }
+  const double diff = p - g;
+  abs_rel += std::abs(diff) / g;
+  sq_rel += diff * diff / g;
+  sq += diff * diff;
+  const double q = std::max(p, kLogFloor);
+  const double log_diff = std::log(q) - std::log(g);
+  log_sq += log_diff * log_diff;
+  const double ratio = std::max(q / g, g / q);
+  d1 += ratio < 1.25;
+  d2 += ratio < 1.25 * 1.25;
+  d3 += ratio < 1.25 * 1.25 * 1.25;
+  ++n;
+}
+
 void DepthEvaluator::AddFrame(const std::vector<float>& predicted,
                               const std::vector<float>& ground_truth) {
   if (predicted.size() != ground_truth.size()) {
@@ -117,43 +151,72 @@ void DepthEvaluator::AddFrame(const std::vector<float>& predicted,
                 " and " + std::to_string(ground_truth.size()) + " values");
   }
   ++frames_;
-  const size_t first = predicted_.size();
+  std::vector<float> frame_pred, frame_gt;  // this frame's valid pairs
   for (size_t i = 0; i < predicted.size(); ++i) {
     const float g = ground_truth[i], p = predicted[i];
     if (!std::isfinite(g) || !std::isfinite(p) || !(g > options_.min_depth)) continue;
     if (options_.max_depth > 0 && !(g < options_.max_depth)) continue;
-    predicted_.push_back(p);
-    ground_truth_.push_back(g);
+    frame_pred.push_back(p);
+    frame_gt.push_back(g);
   }
-  if (options_.alignment != DepthAlignment::kMedianPerFrame || predicted_.size() == first) return;
-  const std::vector<float> frame_pred(predicted_.begin() + first, predicted_.end());
-  const std::vector<float> frame_gt(ground_truth_.begin() + first, ground_truth_.end());
-  const double pred_median = Median(frame_pred);
-  if (!(pred_median > 0)) {
-    throw Error("depth metrics, frame " + std::to_string(frames_ - 1) + ": median scaling "
-                "expected a positive median predicted depth, found " +
-                std::to_string(pred_median));
+  if (frame_pred.empty()) return;
+  if (options_.alignment == DepthAlignment::kL1PerSequence) {
+    for (size_t i = 0; i < frame_pred.size(); ++i, ++valid_) {
+      // Valid pixel number valid_ gets a level from a hash of its number: P(level >= k) = 2^-k,
+      // with no pattern in space or time. Pixels at or above the current level are kept.
+      const int level = __builtin_ctzll(Mix64(static_cast<uint64_t>(valid_)) | (uint64_t{1} << 63));
+      if (level < keep_level_) continue;
+      predicted_.push_back(frame_pred[i]);
+      ground_truth_.push_back(frame_gt[i]);
+      levels_.push_back(static_cast<uint8_t>(level));
+      if (static_cast<int64_t>(predicted_.size()) > options_.max_kept_pixels) {
+        ++keep_level_;  // about half of the pairs kept so far stay
+        size_t out = 0;
+        for (size_t j = 0; j < predicted_.size(); ++j) {
+          if (levels_[j] < keep_level_) continue;
+          predicted_[out] = predicted_[j];
+          ground_truth_[out] = ground_truth_[j];
+          levels_[out++] = levels_[j];
+        }
+        predicted_.resize(out);
+        ground_truth_.resize(out);
+        levels_.resize(out);
+      }
+    }
+    return;
   }
-  const double scale = Median(frame_gt) / pred_median;
-  frame_scales_.push_back(scale);
-  for (size_t i = first; i < predicted_.size(); ++i) {
-    predicted_[i] = static_cast<float>(predicted_[i] * scale);
+  valid_ += static_cast<int64_t>(frame_pred.size());
+  double scale = 1.0;
+  if (options_.alignment == DepthAlignment::kMedianPerFrame) {
+    const double pred_median = Median(frame_pred);
+    if (!(pred_median > 0)) {
+      throw Error("depth metrics, frame " + std::to_string(frames_ - 1) + ": median scaling "
+                  "expected a positive median predicted depth, found " +
+                  std::to_string(pred_median));
+    }
+    scale = Median(frame_gt) / pred_median;
+    frame_scales_.push_back(scale);
+  }
+  for (size_t i = 0; i < frame_pred.size(); ++i) {
+    // (the scaled prediction rounded to float, as the metrics have always been measured)
+    const float p = scale == 1.0 ? frame_pred[i] : static_cast<float>(frame_pred[i] * scale);
+    sums_.Add(p, frame_gt[i], options_);
   }
 }
 
 DepthMetrics DepthEvaluator::Compute() const {
-  const size_t n = predicted_.size();
-  if (n == 0) {
+  if (valid_ == 0) {
     throw Error("depth metrics: expected valid pixels (finite prediction, ground truth in (" +
                 std::to_string(options_.min_depth) + ", " +
                 (options_.max_depth > 0 ? std::to_string(options_.max_depth) : "inf") +
                 ") m), found none in " + std::to_string(frames_) + " frame(s)");
   }
   DepthMetrics m;
-  m.pixels = static_cast<int64_t>(n);
+  m.pixels = valid_;
   m.frames = frames_;
-  double scale = 1.0;
+  Sums sums = sums_;
   if (options_.alignment == DepthAlignment::kL1PerSequence) {
+    const size_t n = predicted_.size();
     // Start from the ratio of means, then reweight by 1 / |residual| (Weiszfeld-style IRLS).
     double sum_p = 0, sum_g = 0;
     for (size_t i = 0; i < n; ++i) {
@@ -164,7 +227,7 @@ DepthMetrics DepthEvaluator::Compute() const {
       throw Error("depth metrics: L1 scaling expected a positive mean predicted depth, found " +
                   std::to_string(sum_p / n));
     }
-    scale = sum_g / sum_p;
+    double scale = sum_g / sum_p;
     for (int round = 0; round < options_.irls_iterations; ++round) {
       double numerator = 0, denominator = 0;
       for (size_t i = 0; i < n; ++i) {
@@ -178,39 +241,19 @@ DepthMetrics DepthEvaluator::Compute() const {
     }
     scale = std::max(scale, kMinScale);
     m.scale = scale;
+    for (size_t i = 0; i < n; ++i) sums.Add(predicted_[i] * scale, ground_truth_[i], options_);
   } else if (options_.alignment == DepthAlignment::kMedianPerFrame) {
     m.scale = Median(frame_scales_);
   }
-
-  double abs_rel = 0, sq_rel = 0, sq = 0, log_sq = 0;
-  int64_t d1 = 0, d2 = 0, d3 = 0;
-  for (size_t i = 0; i < n; ++i) {
-    double p = predicted_[i] * scale;
-    const double g = ground_truth_[i];
-    if (options_.clip_predictions) {
-      p = std::max(p, options_.min_depth);
-      if (options_.max_depth > 0) p = std::min(p, options_.max_depth);
-    }
-    const double diff = p - g;
-    abs_rel += std::abs(diff) / g;
-    sq_rel += diff * diff / g;
-    sq += diff * diff;
-    const double q = std::max(p, kLogFloor);
-    const double log_diff = std::log(q) - std::log(g);
-    log_sq += log_diff * log_diff;
-    const double ratio = std::max(q / g, g / q);
-    d1 += ratio < 1.25;
-    d2 += ratio < 1.25 * 1.25;
-    d3 += ratio < 1.25 * 1.25 * 1.25;
-  }
-  const double count = static_cast<double>(n);
-  m.abs_rel = abs_rel / count;
-  m.sq_rel = sq_rel / count;
-  m.rmse = std::sqrt(sq / count);
-  m.log_rmse = std::sqrt(log_sq / count);
-  m.delta_1 = d1 / count;
-  m.delta_2 = d2 / count;
-  m.delta_3 = d3 / count;
+  const double count = static_cast<double>(sums.n);
+  m.pixels_measured = sums.n;
+  m.abs_rel = sums.abs_rel / count;
+  m.sq_rel = sums.sq_rel / count;
+  m.rmse = std::sqrt(sums.sq / count);
+  m.log_rmse = std::sqrt(sums.log_sq / count);
+  m.delta_1 = sums.d1 / count;
+  m.delta_2 = sums.d2 / count;
+  m.delta_3 = sums.d3 / count;
   return m;
 }
 

@@ -37,6 +37,11 @@ struct DepthMetricsOptions {
   bool clip_predictions = false;
   // Reweighting rounds of the L1 scale fit (kL1PerSequence).
   int irls_iterations = 10;
+  // kL1PerSequence needs the pixels of the whole sequence for its scale: it keeps at most this
+  // many (prediction, ground truth) pairs, 9 bytes each; beyond that a pseudo-random subset
+  // (each valid pixel kept with probability 2^-k, the same pixels on every run) is kept and
+  // measured, and DepthMetrics::pixels_measured says how many. The other alignments keep none.
+  int64_t max_kept_pixels = int64_t{1} << 26;
 
   // Throws OptionError naming the bad field.
   void Check() const;
@@ -53,10 +58,12 @@ struct DepthMetrics {
   double delta_3 = 0;   // ... < 1.25^3
   double scale = 1;     // the sequence scale, or the median of the per-frame scales
   int64_t pixels = 0;   // valid pixels
+  int64_t pixels_measured = 0;  // pixels the errors are over: all valid ones, or the subset kept
   int64_t frames = 0;   // frames added
 };
 
-// Collects frames, then measures. Keeps only the valid (prediction, ground truth) pairs.
+// Collects frames, then measures. Per-frame and no alignment accumulate the errors as frames
+// come (constant memory); the per-sequence L1 scale keeps valid pairs (see max_kept_pixels).
 class DepthEvaluator {
  public:
   // Throws OptionError when options.Check() fails.
@@ -70,8 +77,19 @@ class DepthEvaluator {
   DepthMetrics Compute() const;
 
  private:
+  // Error sums over measured pixels.
+  struct Sums {
+    double abs_rel = 0, sq_rel = 0, sq = 0, log_sq = 0;
+    int64_t d1 = 0, d2 = 0, d3 = 0, n = 0;
+    void Add(double predicted, double ground_truth, const DepthMetricsOptions& options);
+  };
+
   DepthMetricsOptions options_;
-  std::vector<float> predicted_, ground_truth_;  // valid pairs, per-frame scaling applied
+  Sums sums_;                                    // none / per-frame alignment
+  std::vector<float> predicted_, ground_truth_;  // L1 per sequence: the pairs kept
+  std::vector<uint8_t> levels_;                  // their levels (see AddFrame)
+  int64_t valid_ = 0;                            // valid pixels seen
+  int keep_level_ = 0;                           // L1: pairs of this level or above are kept
   std::vector<double> frame_scales_;
   int64_t frames_ = 0;
 };

@@ -116,6 +116,32 @@ TEST(DepthMetrics, L1ScaleIgnoresOutliers) {
   EXPECT_NEAR(l1.abs_rel, 0.1 * 0.9, 1e-6);  // outliers: |3 g / 30 - g| / g = 0.9
 }
 
+// Over a long sequence the L1 evaluator keeps a pseudo-random subset of at most max_kept_pixels
+// pairs: the scale is the same, and the errors differ only by sampling (10 % outliers among
+// >= 10000 kept pixels: sigma 0.003; the bound is 5 sigma).
+TEST(DepthMetrics, L1OverALongSequenceKeepsABoundedEvenSubset) {
+  DepthMetricsOptions bounded = WithAlignment(DepthAlignment::kL1PerSequence);
+  bounded.max_kept_pixels = 20000;
+  DepthMetricsOptions everything = WithAlignment(DepthAlignment::kL1PerSequence);
+  DepthEvaluator small(bounded), full(everything);
+  for (int frame = 0; frame < 60; ++frame) {
+    const std::vector<float> gt = RampDepth(1000);
+    std::vector<float> pred(gt.size());
+    for (size_t i = 0; i < gt.size(); ++i) pred[i] = gt[i] / (i % 10 == 0 ? 30 : 3);  // as above: scale 3
+    small.AddFrame(pred, gt);
+    full.AddFrame(pred, gt);
+  }
+  const DepthMetrics a = small.Compute(), b = full.Compute();
+  EXPECT_EQ(a.pixels, 60000);
+  EXPECT_EQ(b.pixels_measured, 60000);
+  EXPECT_LE(a.pixels_measured, 20000);
+  EXPECT_GE(a.pixels_measured, 10000);
+  EXPECT_NEAR(a.scale, 3.0, 1e-6);
+  EXPECT_NEAR(b.scale, 3.0, 1e-6);
+  EXPECT_NEAR(a.delta_1, b.delta_1, 0.015);
+  EXPECT_NEAR(a.abs_rel, b.abs_rel, 0.9 * 0.015);  // each outlier adds 0.9 to the sum
+}
+
 TEST(DepthMetrics, BadInputAndOptionsAreRejected) {
   EXPECT_THROW(ComputeDepthMetrics({1, 2}, {1, 2, 3}, {}), Error);
   DepthMetricsOptions options;
@@ -124,6 +150,9 @@ TEST(DepthMetrics, BadInputAndOptionsAreRejected) {
   options.max_depth = 1e-4;  // below min_depth
   EXPECT_THROW(options.Check(), OptionError);
   EXPECT_THROW(ParseDepthAlignment("mean"), OptionError);
+  options = DepthMetricsOptions{};
+  options.max_kept_pixels = 0;
+  EXPECT_THROW(options.Check(), OptionError);
   EXPECT_EQ(ParseDepthAlignment("l1"), DepthAlignment::kL1PerSequence);
 }
 
