@@ -1,5 +1,5 @@
 // `streamrecon run`: headless reconstruction of a video, image folder/glob or synthetic stream.
-// Writes points.ply, trajectory.txt (TUM), cameras.json, depth/ maps, run.json and, with --colmap,
+// Writes points.ply, preview.png, trajectory.txt (TUM), cameras.json, depth/ maps, run.json and, with --colmap,
 // a COLMAP text model into --out.
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
@@ -94,6 +94,8 @@ int RunRun(const RunArgs& args) {
   const auto [model_w, model_h] = stage->InputSize();
 
   WritePointCloudPly(out_dir / "points.ply", cloud);
+  const bool preview = CanWriteImages();
+  if (preview) WriteCloudPreview(out_dir / "preview.png", cloud, cameras);
   WriteTrajectoryTum(out_dir / "trajectory.txt", cameras);
   WriteCamerasJson(out_dir / "cameras.json", cameras);
   if (args.colmap) WriteColmapSparse(out_dir / "colmap", cameras, cloud);
@@ -110,8 +112,8 @@ int RunRun(const RunArgs& args) {
       {"config", loaded.config.ToJson()},
   };
   WriteTextAtomically(out_dir / "run.json", summary.dump(2) + "\n");
-  spdlog::info("wrote {} frames to {}: points.ply ({} points), trajectory.txt, cameras.json{}{}", cameras.size(), out_dir.string(),
-               cloud.size(), args.depth_maps ? ", depth/" : "", args.colmap ? ", colmap/ (images/, sparse/0/)" : "");
+  spdlog::info("wrote {} frames to {}: points.ply ({} points){}, trajectory.txt, cameras.json{}{}", cameras.size(), out_dir.string(),
+               cloud.size(), preview ? ", preview.png" : "", args.depth_maps ? ", depth/" : "", args.colmap ? ", colmap/ (images/, sparse/0/)" : "");
   return 0;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <unordered_map>
 
@@ -375,6 +376,93 @@ void WriteColmapSparse(const fs::path& folder, const std::vector<FramePrediction
   WriteTextAtomically(sparse / "cameras.txt", cameras_txt);
   WriteTextAtomically(sparse / "images.txt", images_txt);
   WriteTextAtomically(sparse / "points3D.txt", points_txt);
+}
+
+
+void WriteCloudPreview(const fs::path& path, const PointCloud& cloud, const std::vector<FramePrediction>& cameras, int width,
+                       int height) {
+#ifndef STREAMRECON_HAVE_OPENCV
+  (void)path, (void)cloud, (void)cameras, (void)width, (void)height;
+  throw Error("writing " + path.string() + " needs OpenCV, but this build has none; install libopencv-dev and rebuild");
+#else
+  if (cameras.empty()) throw Error("cloud preview " + path.string() + ": expected at least one camera, found none");
+  if (width < 16 || height < 16) throw Error("cloud preview " + path.string() + ": expected a size of at least 16x16");
+  using V3 = std::array<double, 3>;
+  auto sub = [](const V3& a, const V3& b) { return V3{a[0] - b[0], a[1] - b[1], a[2] - b[2]}; };
+  auto dot = [](const V3& a, const V3& b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; };
+  auto unit = [&](const V3& a) {
+    const double n = std::sqrt(dot(a, a));
+    return n > 0 ? V3{a[0] / n, a[1] / n, a[2] / n} : V3{0, 0, 1};
+  };
+  auto cross = [](const V3& a, const V3& b) { return V3{a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]}; };
+  const Rigid3 first = WorldFromCam(cameras.front());
+  const V3 forward{first.R[2], first.R[5], first.R[8]}, down{first.R[1], first.R[4], first.R[7]};
+  // Look at the median point from behind and above the first camera, far enough to see most points.
+  V3 centre{first.t[0], first.t[1], first.t[2]};
+  double reach = 1.0;
+  if (cloud.size() > 0) {
+    for (int k = 0; k < 3; ++k) {
+      std::vector<float> c(cloud.size());
+      for (size_t i = 0; i < cloud.size(); ++i) c[i] = cloud.xyz[3 * i + k];
+      std::nth_element(c.begin(), c.begin() + c.size() / 2, c.end());
+      centre[k] = c[c.size() / 2];
+    }
+    std::vector<float> distance(cloud.size());
+    for (size_t i = 0; i < cloud.size(); ++i) {
+      const V3 d = sub({cloud.xyz[3 * i], cloud.xyz[3 * i + 1], cloud.xyz[3 * i + 2]}, centre);
+      distance[i] = static_cast<float>(std::sqrt(dot(d, d)));
+    }
+    const size_t q = distance.size() * 9 / 10;
+    std::nth_element(distance.begin(), distance.begin() + q, distance.end());
+    reach = std::max(1e-6, static_cast<double>(distance[q]));
+  }
+  // The cameras' path must fit too.
+  for (const FramePrediction& c : cameras) {
+    const Rigid3 T = WorldFromCam(c);
+    const V3 d = sub({T.t[0], T.t[1], T.t[2]}, centre);
+    reach = std::max(reach, std::sqrt(dot(d, d)));
+  }
+  const V3 eye{centre[0] - forward[0] * 2.2 * reach - down[0] * 1.1 * reach, centre[1] - forward[1] * 2.2 * reach - down[1] * 1.1 * reach,
+               centre[2] - forward[2] * 2.2 * reach - down[2] * 1.1 * reach};
+  // OpenCV axes for the view: z towards the centre, x right (down x z), y down.
+  const V3 z = unit(sub(centre, eye)), x = unit(cross(down, z)), y = cross(z, x);
+  const double f = 0.5 * width / std::tan(0.5 * 55.0 * 3.14159265358979323846 / 180.0);
+  cv::Mat image(height, width, CV_8UC3, cv::Scalar(34, 26, 24));
+  std::vector<float> zbuffer(static_cast<size_t>(width) * height, std::numeric_limits<float>::infinity());
+  auto project = [&](const V3& p, int* u, int* v, double* depth) {
+    const V3 d = sub(p, eye);
+    *depth = dot(d, z);
+    if (*depth <= 1e-9) return false;
+    *u = static_cast<int>(std::lround(f * dot(d, x) / *depth + width / 2.0));
+    *v = static_cast<int>(std::lround(f * dot(d, y) / *depth + height / 2.0));
+    return true;
+  };
+  for (size_t i = 0; i < cloud.size(); ++i) {
+    int u, v;
+    double depth;
+    if (!project({cloud.xyz[3 * i], cloud.xyz[3 * i + 1], cloud.xyz[3 * i + 2]}, &u, &v, &depth)) continue;
+    for (int dv = 0; dv < 2; ++dv)
+      for (int du = 0; du < 2; ++du) {
+        const int uu = u + du, vv = v + dv;
+        if (uu < 0 || uu >= width || vv < 0 || vv >= height) continue;
+        float& zb = zbuffer[static_cast<size_t>(vv) * width + uu];
+        if (depth >= zb) continue;
+        zb = static_cast<float>(depth);
+        image.at<cv::Vec3b>(vv, uu) = cv::Vec3b(cloud.rgb[3 * i + 2], cloud.rgb[3 * i + 1], cloud.rgb[3 * i]);
+      }
+  }
+  // The cameras' path on top.
+  std::vector<cv::Point> trail;
+  for (const FramePrediction& c : cameras) {
+    const Rigid3 T = WorldFromCam(c);
+    int u, v;
+    double depth;
+    if (project({T.t[0], T.t[1], T.t[2]}, &u, &v, &depth)) trail.emplace_back(u, v);
+  }
+  if (trail.size() > 1) cv::polylines(image, trail, false, cv::Scalar(255, 255, 255), 2, cv::LINE_AA);
+  for (const cv::Point& p : trail) cv::circle(image, p, 3, cv::Scalar(255, 255, 255), cv::FILLED, cv::LINE_AA);
+  WriteImage(path, image);
+#endif
 }
 
 }  // namespace streamrecon

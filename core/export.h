@@ -75,6 +75,13 @@ void WritePointCloudPly(const std::filesystem::path& path, const PointCloud& clo
 void WriteDepthMaps(const std::filesystem::path& folder,
                     const std::vector<FramePrediction>& predictions);
 
+// A picture of the cloud for people who would rather look than read: a width x height PNG
+// rendered from behind and above the first camera, looking at the cloud's median point (points
+// as 2-pixel splats with a depth test, dark background, the cameras' path in white). Throws Error
+// when built without OpenCV and for an empty camera list.
+void WriteCloudPreview(const std::filesystem::path& path, const PointCloud& cloud, const std::vector<FramePrediction>& cameras,
+                       int width = 960, int height = 720);
+
 // A COLMAP text model of a run in folder, for tools that start from COLMAP (Gaussian splatting,
 // NeRF, MVS), written in two parts so that frames need not be kept:
 //  * WriteColmapImage, per frame: images/frame_%06d.png, the frame as the model saw it

@@ -401,6 +401,36 @@ TEST(Export, ColmapModelRoundTrips) {
   EXPECT_EQ(b, cloud.rgb[3 * last + 2]);
 }
 
+// The preview shows the cloud: a PNG of the asked size with many coloured (non-background)
+// pixels, and the white camera path.
+TEST(Export, CloudPreviewShowsThePoints) {
+  const fs::path dir = ScratchDir("export_preview");
+  const std::vector<FramePrediction> predictions = {MakePrediction(0, 40, 30), MakePrediction(1, 40, 30, RotationZ(0.2, {0.3, 0, 0}))};
+  PointCloudOptions options;
+  options.conf_threshold = 0;
+  const PointCloud cloud = CollectPoints(predictions, options);
+  if (!CanWriteImages()) {
+    EXPECT_THROW(WriteCloudPreview(dir / "preview.png", cloud, predictions), Error);
+    return;
+  }
+  EXPECT_THROW(WriteCloudPreview(dir / "none.png", cloud, {}), Error);
+  WriteCloudPreview(dir / "preview.png", cloud, predictions, 320, 240);
+#ifdef STREAMRECON_HAVE_OPENCV
+  const cv::Mat image = cv::imread((dir / "preview.png").string(), cv::IMREAD_COLOR);
+  ASSERT_EQ(image.cols, 320);
+  ASSERT_EQ(image.rows, 240);
+  int coloured = 0, white = 0;
+  for (int v = 0; v < image.rows; ++v)
+    for (int u = 0; u < image.cols; ++u) {
+      const cv::Vec3b px = image.at<cv::Vec3b>(v, u);
+      coloured += px != cv::Vec3b(34, 26, 24);
+      white += px == cv::Vec3b(255, 255, 255);
+    }
+  EXPECT_GT(coloured, image.rows * image.cols / 20) << "the cloud covers too little of the picture";
+  EXPECT_GT(white, 5) << "no camera path";
+#endif
+}
+
 TEST(AtomicFile, UnwritablePlacesAreFileErrorsAndLeaveNothing) {
   const fs::path dir = ScratchDir("atomic_unwritable");
   WriteTextAtomically(dir / "file.txt", "x");
