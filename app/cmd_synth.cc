@@ -2,10 +2,10 @@
 // the TUM RGB-D layout, for other tools or for `eval --dataset FOLDER`.
 #include <spdlog/spdlog.h>
 
-#include <cmath>
 #include <string>
 
 #include "app/commands.h"
+#include "app/stream_setup.h"
 #include "core/errors.h"
 #include "datasets/ground_truth.h"
 #include "datasets/synthetic.h"
@@ -28,16 +28,8 @@ int RunSynth(const SynthArgs& args) {
   scene.frames = args.frames;
   scene.seed = args.seed;
   scene.fov_x_deg = args.fov;
-  const size_t x = args.size.find('x');
-  try {
-    if (x == std::string::npos) throw std::invalid_argument("no x");
-    size_t used_w = 0, used_h = 0;
-    scene.width = std::stoi(args.size.substr(0, x), &used_w);
-    scene.height = std::stoi(args.size.substr(x + 1), &used_h);
-    if (used_w != x || used_h != args.size.size() - x - 1) throw std::invalid_argument("trailing characters");
-  } catch (const std::exception&) {
+  if (!ParsePixelSize(args.size, &scene.width, &scene.height) || scene.height == 0)
     throw OptionError("--size '" + args.size + "': expected WIDTHxHEIGHT in pixels, e.g. 518x392");
-  }
   const std::string spec = "synthetic:" + args.scene;
   std::unique_ptr<datasets::GroundTruthSource> source = datasets::OpenDataset(spec, options);
   spdlog::info("rendering {} into {}", source->Describe(), args.out);

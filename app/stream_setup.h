@@ -15,6 +15,9 @@
 
 namespace streamrecon::app {
 
+// "W" or "WxH" in pixels: false when text is not exactly that; height 0 when absent.
+bool ParsePixelSize(const std::string& text, int* width, int* height);
+
 // "W" or "WxH" (multiples of patch; empty = width 518) -> preprocessing options.
 // Throws OptionError naming --size for anything else.
 datasets::PreprocessOptions ParseSize(const std::string& size, int patch);

@@ -37,9 +37,10 @@ class CudaLayerCache final : public LayerKvCache {
     }
     const at::Tensor k_cur = k_r.to(at::kBFloat16).contiguous(), v_cur = v_r.to(at::kBFloat16).contiguous();
     // The kept length changes from frame to frame: the bucketed variant of the dequantize-once path.
-    static const AttentionPath path =
-        ResolveAttentionPath(AttentionPath::kAuto) == AttentionPath::kDequantSdpa ? AttentionPath::kDequantSdpaBucketed
-                                                                                  : ResolveAttentionPath(AttentionPath::kAuto);
+    static const AttentionPath path = [] {
+      const AttentionPath chosen = ResolveAttentionPath(AttentionPath::kAuto);
+      return chosen == AttentionPath::kDequantSdpa ? AttentionPath::kDequantSdpaBucketed : chosen;
+    }();
     at::Tensor out = AttentionCuda(q_r.to(at::kBFloat16).contiguous(), keys_, values_, length_, quantized() ? &store_ : nullptr,
                                    pages_, k_cur, v_cur, 0, path, &valid_);
     if (oscar() && options_.v_hadamard) out = at::matmul(out.to(at::kFloat), had_);

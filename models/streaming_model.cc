@@ -472,6 +472,42 @@ struct StreamingModel::Impl {
     return out;
   }
 
+  // One step, eager or replayed from graphs: the embedding, per layer the segment and the cache
+  // attention (into attn[i], in place when graphs read it), the camera head, the DPT heads. With
+  // static buffers the outputs are copies, since the next replay overwrites them.
+  StepOutput RunStep(const std::function<void()>& embed, const std::function<void(int)>& segment,
+                     const std::function<HeadsOut()>& heads, bool static_buffers) {
+    auto take = [&](const Tensor& t) { return static_buffers ? t.clone() : t; };
+    Lap(nullptr);
+    embed();
+    Lap(&timings.patch_embed);
+    for (int i = 0; i <= config.depth; ++i) {
+      segment(i);
+      Lap(&timings.blocks);
+      if (i < config.depth) {
+        const Tensor o = global_caches[i]->Forward(q[i], k[i], v[i]);
+        if (static_buffers) attn[i].copy_(o);
+        else attn[i] = o;
+        Lap(&timings.kv_attention);
+        timings.cache_maintenance += global_caches[i]->maintenance_ms();
+      }
+    }
+    ++frames;
+    StepOutput out;
+    // (the camera head appends to the trunk caches; bytes are sampled after it)
+    out.tokens_last = take(outputs[config.depth - 1]);
+    out.pose_enc = CameraHead(out.tokens_last.narrow(0, 0, 1));
+    Lap(&timings.camera_head);
+    const HeadsOut maps = heads();
+    out.depth = take(maps.depth);
+    out.depth_conf = take(maps.depth_conf);
+    out.world_points = take(maps.world_points);
+    out.world_points_conf = take(maps.world_points_conf);
+    Lap(&timings.dpt_heads);
+    max_bytes = std::max(max_bytes, Bytes());
+    return out;
+  }
+
 #ifdef STREAMRECON_HAVE_CUDA_KV
   // Captured graphs of one frame size (see ModelOptions::cuda_graphs), replayed in capture order.
   struct Graphs {
@@ -540,30 +576,12 @@ struct StreamingModel::Impl {
     }
     Graphs& g = *graphs;
     g.img.copy_(img);
-    Lap(nullptr);
-    g.embed->replay();
-    Lap(&timings.patch_embed);
-    for (int i = 0; i <= config.depth; ++i) {
-      g.segments[i]->replay();
-      Lap(&timings.blocks);
-      if (i < config.depth) {
-        attn[i].copy_(global_caches[i]->Forward(q[i], k[i], v[i]));
-        Lap(&timings.kv_attention);
-        timings.cache_maintenance += global_caches[i]->maintenance_ms();
-      }
-    }
-    ++frames;
-    // The graphs' buffers are overwritten by the next replay: hand out copies.
-    out.tokens_last = outputs[config.depth - 1].clone();
-    out.pose_enc = CameraHead(out.tokens_last.narrow(0, 0, 1));
-    Lap(&timings.camera_head);
-    g.heads->replay();
-    out.depth = g.heads_out.depth.clone();
-    out.depth_conf = g.heads_out.depth_conf.clone();
-    out.world_points = g.heads_out.world_points.clone();
-    out.world_points_conf = g.heads_out.world_points_conf.clone();
-    Lap(&timings.dpt_heads);
-    max_bytes = std::max(max_bytes, Bytes());
+    out = RunStep([&] { g.embed->replay(); }, [&](int i) { g.segments[i]->replay(); },
+                  [&] {
+                    g.heads->replay();
+                    return g.heads_out;
+                  },
+                  /*static_buffers=*/true);
     return true;
   }
 #endif
@@ -597,32 +615,9 @@ struct StreamingModel::Impl {
 #ifdef STREAMRECON_HAVE_CUDA_KV
     if (topts.device().is_cuda() && GraphStep(img, h, wd, H, W, out)) return out;
 #endif
-    Lap(nullptr);
-    Tensor x = Embed(img, frames == 0 ? 0 : 1);
-    Lap(&timings.patch_embed);
-    for (int i = 0; i <= config.depth; ++i) {
-      Segment(i, x);
-      Lap(&timings.blocks);
-      if (i < config.depth) {
-        attn[i] = global_caches[i]->Forward(q[i], k[i], v[i]);
-        Lap(&timings.kv_attention);
-        timings.cache_maintenance += global_caches[i]->maintenance_ms();
-      }
-    }
-    ++frames;
-
-    // (the camera head below appends to the trunk caches; bytes are sampled after it)
-    out.tokens_last = outputs[config.depth - 1];
-    out.pose_enc = CameraHead(out.tokens_last.narrow(0, 0, 1));
-    Lap(&timings.camera_head);
-    HeadsOut heads = Heads(h, wd, H, W);
-    out.depth = heads.depth;
-    out.depth_conf = heads.depth_conf;
-    out.world_points = heads.world_points;
-    out.world_points_conf = heads.world_points_conf;
-    Lap(&timings.dpt_heads);
-    max_bytes = std::max(max_bytes, Bytes());
-    return out;
+    Tensor x;
+    return RunStep([&] { x = Embed(img, frames == 0 ? 0 : 1); }, [&](int i) { Segment(i, x); },
+                   [&] { return Heads(h, wd, H, W); }, /*static_buffers=*/false);
   }
 };
 
