@@ -3,6 +3,8 @@
 // across the warp (shuffles), token norms over all heads (shared memory), division by the norm.
 // Then per-channel K scale/zero over the page's real tokens (each lane's own registers), per-token
 // V scale/zero per channel group (warp-segment reductions), and LSB-first code packing.
+#include <cooperative_groups.h>
+
 #include "kernels/kv_common.cuh"
 #include "kernels/kv_kernels.h"
 
@@ -163,163 +165,277 @@ cudaError_t LaunchForBits(const AppendParams& p, int pages, cudaStream_t stream)
 }
 
 
-// ---- variant 2 (STREAMRECON_APPEND=v2): a warp per (page, head) for K and one for V ------------
-// The same arithmetic as the kernel above (identical codes and params), with few registers per
-// thread so that many more warps are resident: keys are read twice (range, then codes) instead of
-// being held in registers, values are handled by 8 lanes per token. OScaR's token norms, which
-// need every head, come from a first pass that writes per-head partial sums.
+// ---- variant 2 (STREAMRECON_APPEND=v2): a block per (page, head), a lane per token -------------
+// Block (page, head) of 64 threads: warp 0 quantizes the keys, warp 1 the values; lane t owns
+// token t's 64-channel row. Every load of a row is issued before any arithmetic (8 x 16 bytes per
+// lane, 4 KB per warp in flight), the Hadamard runs in registers (no shuffles), and the keys'
+// per-channel ranges go through shared memory (rows written, columns read). OScaR's token norms need
+// every head: the H blocks of a page form a thread-block cluster and read each other's per-head
+// sums of squares from distributed shared memory. The arithmetic, and the order of every rounding,
+// is variant 1's: the codes and params are identical (GpuAppendVariants checks this).
 
-// Sum of squares of the rotated key of each token of the page, per head: partials[page, t, h].
-template <int kSlots>
-__global__ void __launch_bounds__(32) TokenNormPartialsKernel(AppendParams p) {
-  const int page = blockIdx.x, h = blockIdx.y, lane = threadIdx.x;
-  const int H = p.heads, N = p.tokens, t0 = page * kSlots, tn = min(kSlots, N - t0);
-  const uint32_t* kin = reinterpret_cast<const uint32_t*>(p.k + (static_cast<int64_t>(h) * N + t0) * kHeadDim) + lane;
-  for (int t = 0; t < tn; ++t) {
-    const uint32_t w = kin[t * (kHeadDim / 2)];
-    float k0 = Bf16BitsToFloat(static_cast<uint16_t>(w & 0xffff)), k1 = Bf16BitsToFloat(static_cast<uint16_t>(w >> 16));
-    WarpHadamard64(k0, k1, lane);
-    float s = __fmaf_rn(k0, k0, __fmul_rn(k1, k1));  // as in variant 1
+// One row of 64 bf16 channels as 8 x uint4, or zeros for a padding slot.
+__device__ __forceinline__ void LoadRow(const uint16_t* row, bool real, uint4 (&raw)[8]) {
+  const uint4* src = reinterpret_cast<const uint4*>(row);
 #pragma unroll
-    for (int m = 16; m > 0; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
-    if (lane == 0) p.norm_partials[(static_cast<int64_t>(page) * kSlots + t) * H + h] = s;
+  for (int q = 0; q < 8; ++q) raw[q] = real ? src[q] : make_uint4(0u, 0u, 0u, 0u);
+}
+
+__device__ __forceinline__ void UnpackRow(const uint4 (&raw)[8], float (&x)[kHeadDim]) {
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    const uint32_t w[4] = {raw[q].x, raw[q].y, raw[q].z, raw[q].w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      x[8 * q + 2 * j] = Bf16BitsToFloat(static_cast<uint16_t>(w[j] & 0xffff));
+      x[8 * q + 2 * j + 1] = Bf16BitsToFloat(static_cast<uint16_t>(w[j] >> 16));
+    }
   }
 }
 
-// Block (page, head), 64 threads: warp 0 quantizes the keys, warp 1 the values.
+// Sum of squares of a rotated 64-row in variant 1's order: channel pairs (2l, 2l+1) as one fma,
+// then the warp butterfly of variant 1 (pairs l and l^16 first, then ^8, ^4, ^2, ^1).
+__device__ __forceinline__ float RowSquareSum(const float (&x)[kHeadDim]) {
+  float s[32];
+#pragma unroll
+  for (int l = 0; l < 32; ++l) s[l] = __fmaf_rn(x[2 * l], x[2 * l], __fmul_rn(x[2 * l + 1], x[2 * l + 1]));
+#pragma unroll
+  for (int stage = 0; stage < 5; ++stage) {
+    const int m = 16 >> stage;
+#pragma unroll
+    for (int l = 0; l < 16; ++l)
+      if (l < m) s[l] = __fadd_rn(s[l], s[l + m]);
+  }
+  return s[0];
+}
+
+// Codes of a 64-row packed LSB-first, quantized with per-channel zero and reciprocal scale taken
+// from shared memory (inv = 0 encodes a zero scale, which QuantizeValue maps to code 0).
+template <int kBits>
+__device__ __forceinline__ void StoreRowCodes(const float (&x)[kHeadDim], const float* zero, const float* inv, uint8_t* out) {
+  constexpr int kWords = kHeadDim * kBits / 32, kPerWord = 32 / kBits;
+  constexpr float kMax = static_cast<float>((1 << kBits) - 1);
+  uint32_t words[kWords];
+#pragma unroll
+  for (int w = 0; w < kWords; ++w) words[w] = 0u;
+#pragma unroll
+  for (int c4 = 0; c4 < kHeadDim; c4 += 4) {
+    const float4 z = *reinterpret_cast<const float4*>(zero + c4), r = *reinterpret_cast<const float4*>(inv + c4);
+    const float zz[4] = {z.x, z.y, z.z, z.w}, rr[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int d = c4 + j;
+      const float c = rintf(__fmul_rn(__fsub_rn(x[d], zz[j]), rr[j]));
+      words[d / kPerWord] |= static_cast<uint32_t>(fminf(fmaxf(c, 0.0f), kMax)) << ((d % kPerWord) * kBits);
+    }
+  }
+  uint4* dst = reinterpret_cast<uint4*>(out);
+#pragma unroll
+  for (int q = 0; q < kWords / 4; ++q) dst[q] = make_uint4(words[4 * q], words[4 * q + 1], words[4 * q + 2], words[4 * q + 3]);
+}
+
+__device__ __forceinline__ void ZeroAndInverse(uint32_t params, float& zero, float& inv) {
+  const float scale = ParamScale(params);
+  zero = ParamZero(params);
+  inv = scale == 0.0f ? 0.0f : __frcp_rn(scale);
+}
+
+// Sums of squares of this block's head, per slot, read by the other blocks of the cluster.
+template <int kSlots>
+struct AppendShared {
+  float rows[kSlots][kHeadDim];  // the keys after rotation and normalisation, 16-byte chunks swizzled
+  float zero[kHeadDim], inv[kHeadDim];
+  float square_sum[kSlots];
+};
+
+// Index of channel c of row t in AppendShared::rows (chunk c/4 moved to (c/4) ^ (t % 16)): a
+// quarter-warp storing its rows' same chunk hits 8 different bank groups.
+__device__ __forceinline__ int Swizzled(int t, int c) { return ((((c >> 2) ^ (t & 15)) << 2) | (c & 3)); }
+
+// Warp 1 of variant 2: lane t quantizes the value row of slot t (per-token groups of v_group).
 template <int kBits, int kSlots>
+__device__ __forceinline__ void QuantizeValueRow(const AppendParams& p, int h, int t0, int tn, int64_t head_rows, int t) {
+  constexpr int D = kHeadDim;
+  constexpr int kRowBytes = D * kBits / 8;
+  const bool slot = t < kSlots, real = t < tn;
+  uint4 raw[8];
+  float x[D];
+  LoadRow(p.v + (static_cast<int64_t>(h) * p.tokens + t0 + t) * D, real, raw);
+  if (!slot) return;
+  uint32_t* params = p.v_params + (head_rows + t) * (D / p.v_group);
+  uint8_t* row = p.v_codes + (head_rows + t) * kRowBytes;
+  if (!real) {  // padding slot: zero codes and params
+    for (int g = 0; g < D / p.v_group; ++g) params[g] = 0u;
+    uint4* dst = reinterpret_cast<uint4*>(row);
+#pragma unroll
+    for (int q = 0; q < kRowBytes / 16; ++q) dst[q] = make_uint4(0u, 0u, 0u, 0u);
+    return;
+  }
+  UnpackRow(raw, x);
+  if (p.v_hadamard) Hadamard64(x);
+  // Ranges of the 8 eight-channel groups, merged into groups of v_group channels (exact).
+  float lo[8], hi[8];
+#pragma unroll
+  for (int g = 0; g < 8; ++g) {
+    lo[g] = INFINITY, hi[g] = -INFINITY;
+#pragma unroll
+    for (int d = 8 * g; d < 8 * g + 8; ++d) lo[g] = fminf(lo[g], x[d]), hi[g] = fmaxf(hi[g], x[d]);
+  }
+  const int span = p.v_group / 8;  // 1, 2, 4 or 8 eight-channel groups per parameter group
+#pragma unroll
+  for (int bit = 1; bit < 8; bit <<= 1) {  // merge with the neighbour group (all indices static)
+    if (span > bit) {
+#pragma unroll
+      for (int g = 0; g < 8; ++g) lo[g] = fminf(lo[g], lo[g ^ bit]), hi[g] = fmaxf(hi[g], hi[g ^ bit]);
+    }
+  }
+  float zg[8], ig[8];
+#pragma unroll
+  for (int g = 0; g < 8; ++g) {
+    if (g % span == 0) {
+      const uint32_t vp = MakeQuantParams(lo[g], hi[g], kBits);
+      params[g / span] = vp;
+      ZeroAndInverse(vp, zg[g], ig[g]);
+    }
+  }
+#pragma unroll
+  for (int bit = 1; bit < 8; bit <<= 1) {  // the group's first entry to the others
+    if (span > bit) {
+#pragma unroll
+      for (int g = 0; g < 8; ++g)
+        if (g & bit) zg[g] = zg[g & ~bit], ig[g] = ig[g & ~bit];
+    }
+  }
+  constexpr int kWords = D * kBits / 32, kPerWord = 32 / kBits;
+  constexpr float kMax = static_cast<float>((1 << kBits) - 1);
+  uint32_t words[kWords];
+#pragma unroll
+  for (int w = 0; w < kWords; ++w) words[w] = 0u;
+#pragma unroll
+  for (int d = 0; d < D; ++d) {
+    const float c = rintf(__fmul_rn(__fsub_rn(x[d], zg[d / 8]), ig[d / 8]));
+    words[d / kPerWord] |= static_cast<uint32_t>(fminf(fmaxf(c, 0.0f), kMax)) << ((d % kPerWord) * kBits);
+  }
+  uint4* dst = reinterpret_cast<uint4*>(row);
+#pragma unroll
+  for (int q = 0; q < kWords / 4; ++q) dst[q] = make_uint4(words[4 * q], words[4 * q + 1], words[4 * q + 2], words[4 * q + 3]);
+}
+
+template <int kBits, int kSlots, bool kOscar>
 __global__ void __launch_bounds__(64) AppendPagesV2Kernel(AppendParams p) {
   constexpr int D = kHeadDim;
   constexpr int kRowBytes = D * kBits / 8;
+  __shared__ __align__(16) AppendShared<kSlots> sh;
   const int page = blockIdx.x, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int H = p.heads, N = p.tokens, t0 = page * kSlots, tn = min(kSlots, N - t0);
   const int64_t out_page = p.first_page + page;
   const int64_t head_rows = (out_page * H + h) * kSlots;  // first (page, head, slot) row
-  if (warp == 0) {
-    // Lane t < kSlots holds token t's norm (summed over heads in order, as above).
-    float my_norm = 1.0f;
-    if (p.oscar && lane < tn) {
-      float s = 0.0f;
-      for (int i = 0; i < H; ++i) s += p.norm_partials[(static_cast<int64_t>(page) * kSlots + lane) * H + i];
-      my_norm = fmaxf(sqrtf(s), 1e-12f);
+  const int t = lane;
+  const bool slot = t < kSlots, real = t < tn;
+  const int64_t in_row = (static_cast<int64_t>(h) * N + t0 + t) * D;
+  uint4 raw[8];
+  float x[D];
+  if (warp == 1) {
+    QuantizeValueRow<kBits, kSlots>(p, h, t0, tn, head_rows, t);
+    if constexpr (kOscar) {  // the cluster barriers count every thread of the cluster
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      cooperative_groups::this_cluster().sync();
+      cooperative_groups::this_cluster().sync();
+#endif
     }
-    const uint32_t* kin = reinterpret_cast<const uint32_t*>(p.k + (static_cast<int64_t>(h) * N + t0) * D) + lane;
-    auto key = [&](int t, float& k0, float& k1) {  // channels (2 lane, 2 lane + 1) of token t, as stored
-      const uint32_t w = kin[t * (D / 2)];
-      k0 = Bf16BitsToFloat(static_cast<uint16_t>(w & 0xffff));
-      k1 = Bf16BitsToFloat(static_cast<uint16_t>(w >> 16));
-      if (p.oscar) {
-        WarpHadamard64(k0, k1, lane);
-        const float norm = __shfl_sync(0xffffffffu, my_norm, t);
-        k0 = __fdiv_rn(k0, norm);
-        k1 = __fdiv_rn(k1, norm);
-      }
-    };
-    float lo0 = INFINITY, hi0 = -INFINITY, lo1 = INFINITY, hi1 = -INFINITY;
-    for (int t = 0; t < tn; ++t) {
-      float k0, k1;
-      key(t, k0, k1);
-      lo0 = fminf(lo0, k0), hi0 = fmaxf(hi0, k0);
-      lo1 = fminf(lo1, k1), hi1 = fmaxf(hi1, k1);
+    return;
+  }
+  // Keys.
+  LoadRow(p.k + in_row, real, raw);
+  UnpackRow(raw, x);
+  float norm = 1.0f;
+  if constexpr (kOscar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    Hadamard64(x);
+    if (slot) sh.square_sum[t] = RowSquareSum(x);
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    cluster.sync();  // every head's sums are written
+    if (real) {
+      float s = 0.0f;  // over heads in order, as variant 1
+      for (int i = 0; i < H; ++i) s += *cluster.map_shared_rank(&sh.square_sum[t], i);
+      norm = fmaxf(sqrtf(s), 1e-12f);
+#pragma unroll
+      for (int d = 0; d < D; ++d) x[d] = __fdiv_rn(x[d], norm);
     }
-    const uint32_t kp0 = MakeQuantParams(lo0, hi0, kBits), kp1 = MakeQuantParams(lo1, hi1, kBits);
-    *reinterpret_cast<uint2*>(p.k_params + (out_page * H + h) * D + 2 * lane) = make_uint2(kp0, kp1);
-    uint8_t* k_rows = p.k_codes + head_rows * kRowBytes;
-    for (int t = 0; t < kSlots; ++t) {
-      uint32_t c0 = 0u, c1 = 0u;
-      if (t < tn) {
-        float k0, k1;
-        key(t, k0, k1);
-        c0 = QuantizeValue(k0, kp0, kBits);
-        c1 = QuantizeValue(k1, kp1, kBits);
-      }
-      StoreCodes<kBits>(k_rows + t * kRowBytes, c0, c1, lane);
+    cluster.sync();  // no block leaves while another reads its shared memory
+#else
+    __trap();  // launched only for sm_90 and newer (clusters), see LaunchV2ForBits
+#endif
+  }
+  // Rows to shared memory, then lane l reduces channels (2l, 2l+1) over the real tokens.
+  if (slot) {
+#pragma unroll
+    for (int c = 0; c < D; c += 4)
+      *reinterpret_cast<float4*>(&sh.rows[t][Swizzled(t, c)]) = make_float4(x[c], x[c + 1], x[c + 2], x[c + 3]);
+  }
+  __syncwarp();
+  float lo0 = INFINITY, hi0 = -INFINITY, lo1 = INFINITY, hi1 = -INFINITY;
+  for (int r = 0; r < tn; ++r) {
+    const float2 kk = *reinterpret_cast<const float2*>(&sh.rows[r][Swizzled(r, 2 * lane)]);
+    lo0 = fminf(lo0, kk.x), hi0 = fmaxf(hi0, kk.x);
+    lo1 = fminf(lo1, kk.y), hi1 = fmaxf(hi1, kk.y);
+  }
+  const uint32_t kp0 = MakeQuantParams(lo0, hi0, kBits), kp1 = MakeQuantParams(lo1, hi1, kBits);
+  *reinterpret_cast<uint2*>(p.k_params + (out_page * H + h) * D + 2 * lane) = make_uint2(kp0, kp1);
+  ZeroAndInverse(kp0, sh.zero[2 * lane], sh.inv[2 * lane]);
+  ZeroAndInverse(kp1, sh.zero[2 * lane + 1], sh.inv[2 * lane + 1]);
+  __syncwarp();
+  if (slot) {
+    uint8_t* row = p.k_codes + (head_rows + t) * kRowBytes;
+    if (real) {
+      StoreRowCodes<kBits>(x, sh.zero, sh.inv, row);
+    } else {
+      uint4* dst = reinterpret_cast<uint4*>(row);
+#pragma unroll
+      for (int q = 0; q < kRowBytes / 16; ++q) dst[q] = make_uint4(0u, 0u, 0u, 0u);
     }
-    if (h == 0 && lane < kSlots) {
-      p.norms[out_page * kSlots + lane] = (p.oscar && lane < tn) ? my_norm : 1.0f;
-      if (lane == 0) {
+    if (h == 0) {
+      p.norms[out_page * kSlots + t] = (kOscar && real) ? norm : 1.0f;
+      if (t == 0) {
         p.meta[2 * out_page] = tn;
         p.meta[2 * out_page + 1] = p.frame;
       }
     }
-    return;
   }
-  // Values: lane = 8 j + i handles token tb + j, channels 8 i .. 8 i + 7.
-  const int j = lane / 8, i = lane % 8;
-  const unsigned token_lanes = 0xffu << (8 * j);  // shuffles stay among the 8 lanes of one token
-  const int group_lanes = p.v_group / 8, groups = D / p.v_group;
-  for (int tb = 0; tb < kSlots; tb += 4) {
-    const int t = tb + j;
-    uint8_t* row = p.v_codes + (head_rows + t) * kRowBytes;
-    uint32_t* params = p.v_params + (head_rows + t) * groups;
-    if (t >= tn) {  // padding slot: zero codes and params (tn is warp-uniform per token group)
-      if (kBits == 4) reinterpret_cast<uint32_t*>(row)[i] = 0u;
-      else reinterpret_cast<uint16_t*>(row)[i] = 0u;
-      if (i % group_lanes == 0) params[i / group_lanes] = 0u;
-      continue;
-    }
-    float v[8];
-    const uint4 w = *reinterpret_cast<const uint4*>(p.v + (static_cast<int64_t>(h) * N + t0 + t) * D + 8 * i);
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      v[2 * q] = Bf16BitsToFloat(static_cast<uint16_t>(words[q] & 0xffff));
-      v[2 * q + 1] = Bf16BitsToFloat(static_cast<uint16_t>(words[q] >> 16));
-    }
-    if (p.v_hadamard) {  // the butterflies of Hadamard64: in-lane (len 1, 2, 4), then across lanes (8, 16, 32)
-#pragma unroll
-      for (int len = 1; len < 8; len <<= 1)
-#pragma unroll
-        for (int r = 0; r < 8; ++r)
-          if ((r & len) == 0) {
-            const float a = v[r], b = v[r + len];
-            v[r] = a + b;
-            v[r + len] = a - b;
-          }
-#pragma unroll
-      for (int m = 1; m < 8; m <<= 1) {
-        const bool upper = i & m;
-#pragma unroll
-        for (int r = 0; r < 8; ++r) {
-          const float other = __shfl_xor_sync(token_lanes, v[r], m);
-          v[r] = upper ? other - v[r] : v[r] + other;
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < 8; ++r) v[r] *= 0.125f;
-    }
-    float lo = INFINITY, hi = -INFINITY;  // as variant 1 (also for non-finite input)
-#pragma unroll
-    for (int r = 0; r < 8; ++r) lo = fminf(lo, v[r]), hi = fmaxf(hi, v[r]);
-    for (int m = 1; m < group_lanes; m <<= 1) {
-      lo = fminf(lo, __shfl_xor_sync(token_lanes, lo, m));
-      hi = fmaxf(hi, __shfl_xor_sync(token_lanes, hi, m));
-    }
-    const uint32_t vp = MakeQuantParams(lo, hi, kBits);
-    if (i % group_lanes == 0) params[i / group_lanes] = vp;
-    uint32_t packed = 0u;
-#pragma unroll
-    for (int r = 0; r < 8; ++r) packed |= QuantizeValue(v[r], vp, kBits) << (r * kBits);
-    if (kBits == 4) reinterpret_cast<uint32_t*>(row)[i] = packed;
-    else reinterpret_cast<uint16_t*>(row)[i] = static_cast<uint16_t>(packed);
+}
+
+template <int kBits, int kSlots>
+cudaError_t LaunchV2(const AppendParams& p, int pages, cudaStream_t stream) {
+  const dim3 grid(pages, p.heads), block(64);
+  if (!p.oscar) {
+    AppendPagesV2Kernel<kBits, kSlots, false><<<grid, block, 0, stream>>>(p);
+    return cudaGetLastError();
   }
+  // OScaR: the page's H blocks form one cluster (more than 8 is a non-portable size on Hopper).
+  auto kernel = AppendPagesV2Kernel<kBits, kSlots, true>;
+  static const cudaError_t allowed = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  if (p.heads > 8 && allowed != cudaSuccess) return allowed;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = 1;
+  attribute[0].val.clusterDim.y = static_cast<unsigned>(p.heads);
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, p);
 }
 
 template <int kBits>
 cudaError_t LaunchV2ForBits(const AppendParams& p, int pages, cudaStream_t stream) {
-  const dim3 grid(pages, p.heads);
   switch (p.slots) {
-    case 16:
-      if (p.oscar) TokenNormPartialsKernel<16><<<grid, 32, 0, stream>>>(p);
-      AppendPagesV2Kernel<kBits, 16><<<grid, 64, 0, stream>>>(p);
-      break;
-    case 32:
-      if (p.oscar) TokenNormPartialsKernel<32><<<grid, 32, 0, stream>>>(p);
-      AppendPagesV2Kernel<kBits, 32><<<grid, 64, 0, stream>>>(p);
-      break;
+    case 16: return LaunchV2<kBits, 16>(p, pages, stream);
+    case 32: return LaunchV2<kBits, 32>(p, pages, stream);
     default: return cudaErrorInvalidValue;
   }
-  return cudaGetLastError();
 }
 
 }  // namespace
@@ -331,7 +447,6 @@ cudaError_t LaunchAppendPages(const AppendParams& p, cudaStream_t stream) {
   const int pages = (p.tokens + p.slots - 1) / p.slots;
   if (pages == 0) return cudaSuccess;
   if (p.variant == 2) {
-    if (p.oscar && !p.norm_partials) return cudaErrorInvalidValue;
     return p.bits == 4 ? LaunchV2ForBits<4>(p, pages, stream) : LaunchV2ForBits<2>(p, pages, stream);
   }
   return p.bits == 4 ? LaunchForBits<4>(p, pages, stream) : LaunchForBits<2>(p, pages, stream);

@@ -46,10 +46,9 @@ struct AppendParams {
   int first_page = 0;
   int slots = 32;
   int v_group = 64;
-  // 1: a block per page (default); 2: a warp per (page, head) for K and for V (experimental, see
-  // kv_append.cu), which for OScaR needs norm_partials: float [pages, slots, heads] scratch.
+  // 1: a block per page, a warp per head; 2: a block per (page, head), a lane per token, OScaR's
+  // token norms through a thread-block cluster over the heads (sm_90+). See kv_append.cu.
   int variant = 1;
-  float* norm_partials = nullptr;
 };
 
 // Quantizes and packs N tokens into ceil(N / G) pages (one block per page).

@@ -100,11 +100,6 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
   p.slots = L.slots;
   p.v_group = L.v_group;
   p.variant = AppendVariant();
-  at::Tensor partials;
-  if (p.variant == 2 && oscar) {
-    partials = at::empty({pages, L.slots, k.size(0)}, k.options().dtype(at::kFloat));
-    p.norm_partials = partials.data_ptr<float>();
-  }
   CheckCuda(LaunchAppendPages(p, at::cuda::getCurrentCUDAStream()), "KV append kernel");
 }
 
