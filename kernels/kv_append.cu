@@ -252,6 +252,19 @@ struct AppendShared {
 // quarter-warp storing its rows' same chunk hits 8 different bank groups.
 __device__ __forceinline__ int Swizzled(int t, int c) { return ((((c >> 2) ^ (t & 15)) << 2) | (c & 3)); }
 
+// Split cluster barrier (sm_90+): arrive releases this thread's shared-memory writes, wait acquires
+// everyone's. Every thread of the cluster takes part in each phase.
+__device__ __forceinline__ void ClusterArrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void ClusterWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait;" ::: "memory");
+#endif
+}
+
 // Warp 1 of variant 2: lane t quantizes the value row of slot t (per-token groups of v_group).
 template <int kBits, int kSlots>
 __device__ __forceinline__ void QuantizeValueRow(const AppendParams& p, int h, int t0, int tn, int64_t head_rows, int t) {
@@ -336,12 +349,13 @@ __global__ void __launch_bounds__(64) AppendPagesV2Kernel(AppendParams p) {
   uint4 raw[8];
   float x[D];
   if (warp == 1) {
+    // The cluster barriers count every thread: the values' warp arrives at once and waits at the end.
+    if constexpr (kOscar) ClusterArrive();
     QuantizeValueRow<kBits, kSlots>(p, h, t0, tn, head_rows, t);
-    if constexpr (kOscar) {  // the cluster barriers count every thread of the cluster
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-      cooperative_groups::this_cluster().sync();
-      cooperative_groups::this_cluster().sync();
-#endif
+    if constexpr (kOscar) {
+      ClusterWait();
+      ClusterArrive();
+      ClusterWait();
     }
     return;
   }
@@ -353,16 +367,24 @@ __global__ void __launch_bounds__(64) AppendPagesV2Kernel(AppendParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     Hadamard64(x);
     if (slot) sh.square_sum[t] = RowSquareSum(x);
-    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-    cluster.sync();  // every head's sums are written
+    ClusterArrive();
+    ClusterWait();  // every head's sums are written
     if (real) {
-      float s = 0.0f;  // over heads in order, as variant 1
-      for (int i = 0; i < H; ++i) s += *cluster.map_shared_rank(&sh.square_sum[t], i);
+      cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+      float part[kMaxHeads];  // all loads in flight at once, then summed over heads in order (as variant 1)
+#pragma unroll
+      for (int i = 0; i < kMaxHeads; ++i) part[i] = i < H ? *cluster.map_shared_rank(&sh.square_sum[t], i) : 0.0f;
+      float s = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kMaxHeads; ++i)
+        if (i < H) s += part[i];
       norm = fmaxf(sqrtf(s), 1e-12f);
+    }
+    ClusterArrive();  // done reading the other blocks; waited for at the end, before leaving
+    if (real) {
 #pragma unroll
       for (int d = 0; d < D; ++d) x[d] = __fdiv_rn(x[d], norm);
     }
-    cluster.sync();  // no block leaves while another reads its shared memory
 #else
     __trap();  // launched only for sm_90 and newer (clusters), see LaunchV2ForBits
 #endif
@@ -375,10 +397,13 @@ __global__ void __launch_bounds__(64) AppendPagesV2Kernel(AppendParams p) {
   }
   __syncwarp();
   float lo0 = INFINITY, hi0 = -INFINITY, lo1 = INFINITY, hi1 = -INFINITY;
-  for (int r = 0; r < tn; ++r) {
-    const float2 kk = *reinterpret_cast<const float2*>(&sh.rows[r][Swizzled(r, 2 * lane)]);
-    lo0 = fminf(lo0, kk.x), hi0 = fmaxf(hi0, kk.x);
-    lo1 = fminf(lo1, kk.y), hi1 = fmaxf(hi1, kk.y);
+#pragma unroll
+  for (int r = 0; r < kSlots; ++r) {
+    if (r < tn) {
+      const float2 kk = *reinterpret_cast<const float2*>(&sh.rows[r][Swizzled(r, 2 * lane)]);
+      lo0 = fminf(lo0, kk.x), hi0 = fmaxf(hi0, kk.x);
+      lo1 = fminf(lo1, kk.y), hi1 = fmaxf(hi1, kk.y);
+    }
   }
   const uint32_t kp0 = MakeQuantParams(lo0, hi0, kBits), kp1 = MakeQuantParams(lo1, hi1, kBits);
   *reinterpret_cast<uint2*>(p.k_params + (out_page * H + h) * D + 2 * lane) = make_uint2(kp0, kp1);
@@ -402,6 +427,7 @@ __global__ void __launch_bounds__(64) AppendPagesV2Kernel(AppendParams p) {
       }
     }
   }
+  if constexpr (kOscar) ClusterWait();  // no block leaves while another may read its shared memory
 }
 
 template <int kBits, int kSlots>
