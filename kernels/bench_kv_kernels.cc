@@ -124,11 +124,13 @@ int main(int argc, char** argv) {
       // A device copy moving the same bytes (read + write).
       const at::Tensor src = at::empty({static_cast<int64_t>(bytes / 2)}, dev.dtype(at::kByte)), dst = at::empty_like(src);
       const double copy_ms = TimeMs([&] { dst.copy_(src); });
-      for (const int variant : {1, 2}) {  // kv_append.cu's two kernels
-        streamrecon::kernels::SetAppendVariant(variant);
+      // kv_append.cu's two kernels; variant 2 with 1, 2 and 4 heads per block (OScaR: clusters of
+      // 16, 8 and 4 blocks at 16 heads).
+      for (auto [variant, hpb] : {std::pair<int, int>{1, 0}, {2, 1}, {2, 2}, {2, 4}}) {
+        streamrecon::kernels::SetAppendVariant(variant, hpb);
         const double ms = TimeMs([&] { streamrecon::kernels::AppendPagesCuda(k, v, oscar, false, 0, pages, 0); });
         const double gbs = bytes / ms / 1e6, copy_gbs = bytes / copy_ms / 1e6;
-        const std::string label = std::string(name) + (variant == 2 ? "/v2" : "");
+        const std::string label = std::string(name) + (variant == 2 ? "/v2h" + std::to_string(hpb) : "");
         std::printf("%-8lld %-9s %10.1f %10.0f %10.0f %7.0f%%\n", static_cast<long long>(n), label.c_str(), ms * 1e3, gbs, copy_gbs,
                     100 * gbs / copy_gbs);
         append.push_back({{"tokens", n}, {"format", label}, {"us", ms * 1e3}, {"gb_per_s", gbs}, {"copy_gb_per_s", copy_gbs}});

@@ -334,12 +334,15 @@ __device__ __forceinline__ void QuantizeValueRow(const AppendParams& p, int h, i
   for (int q = 0; q < kWords / 4; ++q) dst[q] = make_uint4(words[4 * q], words[4 * q + 1], words[4 * q + 2], words[4 * q + 3]);
 }
 
-template <int kBits, int kSlots, bool kOscar>
-__global__ void __launch_bounds__(64) AppendPagesV2Kernel(AppendParams p) {
+// kHpb heads per block: warps [0, kHpb) quantize their head's keys, warps [kHpb, 2 kHpb) the values.
+template <int kBits, int kSlots, bool kOscar, int kHpb>
+__global__ void __launch_bounds__(64 * kHpb) AppendPagesV2Kernel(AppendParams p) {
   constexpr int D = kHeadDim;
   constexpr int kRowBytes = D * kBits / 8;
-  __shared__ __align__(16) AppendShared<kSlots> sh;
-  const int page = blockIdx.x, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __shared__ __align__(16) AppendShared<kSlots> shared[kHpb];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int page = blockIdx.x, h = blockIdx.y * kHpb + warp % kHpb;
+  AppendShared<kSlots>& sh = shared[warp % kHpb];
   const int H = p.heads, N = p.tokens, t0 = page * kSlots, tn = min(kSlots, N - t0);
   const int64_t out_page = p.first_page + page;
   const int64_t head_rows = (out_page * H + h) * kSlots;  // first (page, head, slot) row
@@ -348,7 +351,7 @@ __global__ void __launch_bounds__(64) AppendPagesV2Kernel(AppendParams p) {
   const int64_t in_row = (static_cast<int64_t>(h) * N + t0 + t) * D;
   uint4 raw[8];
   float x[D];
-  if (warp == 1) {
+  if (warp >= kHpb) {
     // The cluster barriers count every thread: the values' warp arrives at once and waits at the end.
     if constexpr (kOscar) ClusterArrive();
     QuantizeValueRow<kBits, kSlots>(p, h, t0, tn, head_rows, t);
@@ -373,7 +376,7 @@ __global__ void __launch_bounds__(64) AppendPagesV2Kernel(AppendParams p) {
       cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
       float part[kMaxHeads];  // all loads in flight at once, then summed over heads in order (as variant 1)
 #pragma unroll
-      for (int i = 0; i < kMaxHeads; ++i) part[i] = i < H ? *cluster.map_shared_rank(&sh.square_sum[t], i) : 0.0f;
+      for (int i = 0; i < kMaxHeads; ++i) part[i] = i < H ? *cluster.map_shared_rank(&shared[i % kHpb].square_sum[t], i / kHpb) : 0.0f;
       float s = 0.0f;
 #pragma unroll
       for (int i = 0; i < kMaxHeads; ++i)
@@ -430,17 +433,17 @@ __global__ void __launch_bounds__(64) AppendPagesV2Kernel(AppendParams p) {
   if constexpr (kOscar) ClusterWait();  // no block leaves while another may read its shared memory
 }
 
-template <int kBits, int kSlots>
+template <int kBits, int kSlots, int kHpb>
 cudaError_t LaunchV2(const AppendParams& p, int pages, cudaStream_t stream) {
-  const dim3 grid(pages, p.heads), block(64);
+  const dim3 grid(pages, p.heads / kHpb), block(64 * kHpb);
   if (!p.oscar) {
-    AppendPagesV2Kernel<kBits, kSlots, false><<<grid, block, 0, stream>>>(p);
+    AppendPagesV2Kernel<kBits, kSlots, false, kHpb><<<grid, block, 0, stream>>>(p);
     return cudaGetLastError();
   }
-  // OScaR: the page's H blocks form one cluster (more than 8 is a non-portable size on Hopper).
-  auto kernel = AppendPagesV2Kernel<kBits, kSlots, true>;
+  // OScaR: the blocks of a page form one cluster (more than 8 blocks is a non-portable size).
+  auto kernel = AppendPagesV2Kernel<kBits, kSlots, true, kHpb>;
   static const cudaError_t allowed = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-  if (p.heads > 8 && allowed != cudaSuccess) return allowed;
+  if (grid.y > 8 && allowed != cudaSuccess) return allowed;
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
@@ -448,18 +451,39 @@ cudaError_t LaunchV2(const AppendParams& p, int pages, cudaStream_t stream) {
   cudaLaunchAttribute attribute[1];
   attribute[0].id = cudaLaunchAttributeClusterDimension;
   attribute[0].val.clusterDim.x = 1;
-  attribute[0].val.clusterDim.y = static_cast<unsigned>(p.heads);
+  attribute[0].val.clusterDim.y = grid.y;
   attribute[0].val.clusterDim.z = 1;
   config.attrs = attribute;
   config.numAttrs = 1;
   return cudaLaunchKernelEx(&config, kernel, p);
 }
 
+// Heads per block: as asked (1, 2 or 4, dividing the heads), else the fewest that keep a cluster
+// within the portable 8 blocks.
+int HeadsPerBlock(const AppendParams& p) {
+  if (p.heads_per_block > 0) return p.heads_per_block;
+  for (const int hpb : {1, 2, 4})
+    if (p.heads % hpb == 0 && p.heads / hpb <= 8) return hpb;
+  return 1;
+}
+
+template <int kBits, int kSlots>
+cudaError_t LaunchV2ForSlots(const AppendParams& p, int pages, cudaStream_t stream) {
+  const int hpb = HeadsPerBlock(p);
+  if (p.heads % hpb != 0) return cudaErrorInvalidValue;
+  switch (hpb) {
+    case 1: return LaunchV2<kBits, kSlots, 1>(p, pages, stream);
+    case 2: return LaunchV2<kBits, kSlots, 2>(p, pages, stream);
+    case 4: return LaunchV2<kBits, kSlots, 4>(p, pages, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
 template <int kBits>
 cudaError_t LaunchV2ForBits(const AppendParams& p, int pages, cudaStream_t stream) {
   switch (p.slots) {
-    case 16: return LaunchV2<kBits, 16>(p, pages, stream);
-    case 32: return LaunchV2<kBits, 32>(p, pages, stream);
+    case 16: return LaunchV2ForSlots<kBits, 16>(p, pages, stream);
+    case 32: return LaunchV2ForSlots<kBits, 32>(p, pages, stream);
     default: return cudaErrorInvalidValue;
   }
 }

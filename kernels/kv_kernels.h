@@ -49,6 +49,7 @@ struct AppendParams {
   // 1: a block per page, a warp per head; 2: a block per (page, head), a lane per token, OScaR's
   // token norms through a thread-block cluster over the heads (sm_90+). See kv_append.cu.
   int variant = 1;
+  int heads_per_block = 0;  // variant 2: 1, 2 or 4 (dividing heads); 0 = automatic
 };
 
 // Quantizes and packs N tokens into ceil(N / G) pages (one block per page).

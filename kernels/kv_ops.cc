@@ -32,6 +32,7 @@ void CheckBf16(const at::Tensor& t, const char* name, int64_t heads = -1) {
 }
 
 std::atomic<int> append_override{0};
+std::atomic<int> append_heads_per_block{0};
 
 // The append kernel variant: SetAppendVariant, else STREAMRECON_APPEND=v1|v2, else 1.
 int AppendVariant() {
@@ -100,6 +101,7 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
   p.slots = L.slots;
   p.v_group = L.v_group;
   p.variant = AppendVariant();
+  p.heads_per_block = append_heads_per_block.load();
   CheckCuda(LaunchAppendPages(p, at::cuda::getCurrentCUDAStream()), "KV append kernel");
 }
 
@@ -321,9 +323,12 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
 
 }  // namespace
 
-void SetAppendVariant(int variant) {
+void SetAppendVariant(int variant, int heads_per_block) {
   if (variant < 0 || variant > 2) throw OptionError("append variant " + std::to_string(variant) + ": expected 0 (default), 1 or 2");
+  if (heads_per_block != 0 && heads_per_block != 1 && heads_per_block != 2 && heads_per_block != 4)
+    throw OptionError("append heads per block " + std::to_string(heads_per_block) + ": expected 0 (automatic), 1, 2 or 4");
   append_override = variant;
+  append_heads_per_block = heads_per_block;
 }
 
 void SetAttentionChunkTokens(int64_t tokens) { chunk_override = std::max<int64_t>(0, tokens); }

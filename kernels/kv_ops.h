@@ -15,9 +15,9 @@ namespace streamrecon::kernels {
 // (device PagedKv with room for them). OScaR (oscar=true) rotates and norm-scales the keys.
 void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool v_hadamard, int frame, PagedKv& store,
                      int64_t first_page);
-// Append kernel variant (0 restores the default: STREAMRECON_APPEND=v1|v2, else 1). Variant 2 (a
-// warp per page and head) is experimental: written for bandwidth, not yet measured on a GPU.
-void SetAppendVariant(int variant);
+// Append kernel variant (0 restores the default: STREAMRECON_APPEND=v1|v2, else 1) and, for
+// variant 2, the heads each block handles (0: automatic; see kv_append.cu). For tests and benchmarks.
+void SetAppendVariant(int variant, int heads_per_block = 0);
 
 // How attention over the cache is computed.
 //  kFused: our single kernel (tiles dequantized in shared memory inside the MMA loop).

@@ -142,7 +142,7 @@ TEST_P(GpuAppend, CodesAndParamsMatchTheCpuReference) {
 // with signed zeros.
 TEST(GpuAppendVariants, ByteIdenticalOverTheSupportedConfigurations) {
   REQUIRE_GPU();
-  int checked = 0;
+  int checked = 0, compared = 0;
   for (const int bits : {4, 2})
     for (const int slots : {16, 32})
       for (const int v_group : {8, 16, 32, 64})
@@ -157,23 +157,31 @@ TEST(GpuAppendVariants, ByteIdenticalOverTheSupportedConfigurations) {
               v.index_put_({0, 3, at::indexing::Slice(0, 8)}, -0.0);
               PageLayout layout{static_cast<int>(heads), 64, slots, bits, v_group, oscar};
               std::vector<PagedKv> out;
-              for (const int variant : {1, 2}) {
-                kernels::SetAppendVariant(variant);
+              std::vector<std::string> names;
+              for (auto [variant, hpb] : {std::pair<int, int>{1, 0}, {2, 1}, {2, 2}, {2, 4}}) {  // heads per block
+                if (hpb > 0 && heads % hpb != 0) continue;
+                kernels::SetAppendVariant(variant, hpb);
                 out.push_back(AllocatePages(layout, (n + slots - 1) / slots, at::kCUDA));
                 kernels::AppendPagesCuda(k.to(at::kBFloat16).cuda(), v.to(at::kBFloat16).cuda(), oscar, v_hadamard, 5, out.back(), 0);
+                names.push_back("variant " + std::to_string(variant) + (hpb ? ", " + std::to_string(hpb) + " heads per block" : ""));
               }
               kernels::SetAppendVariant(0);
               const std::string where = "bits " + std::to_string(bits) + " G" + std::to_string(slots) + " Gv" + std::to_string(v_group) +
                                         " H" + std::to_string(heads) + (oscar ? " oscar" : " kivi") + (v_hadamard ? " v-hadamard" : "");
-              EXPECT_TRUE(at::equal(out[0].k_codes.cpu(), out[1].k_codes.cpu())) << where << ": K codes";
-              EXPECT_TRUE(at::equal(out[0].k_params.cpu(), out[1].k_params.cpu())) << where << ": K params";
-              EXPECT_TRUE(at::equal(out[0].v_codes.cpu(), out[1].v_codes.cpu())) << where << ": V codes";
-              EXPECT_TRUE(at::equal(out[0].v_params.cpu(), out[1].v_params.cpu())) << where << ": V params";
-              EXPECT_TRUE(at::equal(out[0].norms.cpu(), out[1].norms.cpu())) << where << ": norms";
-              EXPECT_TRUE(at::equal(out[0].meta.cpu(), out[1].meta.cpu())) << where << ": meta";
+              for (size_t i = 1; i < out.size(); ++i) {
+                const std::string what = where + ", " + names[i] + " vs " + names[0];
+                EXPECT_TRUE(at::equal(out[0].k_codes.cpu(), out[i].k_codes.cpu())) << what << ": K codes";
+                EXPECT_TRUE(at::equal(out[0].k_params.cpu(), out[i].k_params.cpu())) << what << ": K params";
+                EXPECT_TRUE(at::equal(out[0].v_codes.cpu(), out[i].v_codes.cpu())) << what << ": V codes";
+                EXPECT_TRUE(at::equal(out[0].v_params.cpu(), out[i].v_params.cpu())) << what << ": V params";
+                EXPECT_TRUE(at::equal(out[0].norms.cpu(), out[i].norms.cpu())) << what << ": norms";
+                EXPECT_TRUE(at::equal(out[0].meta.cpu(), out[i].meta.cpu())) << what << ": meta";
+                ++compared;
+              }
               ++checked;
             }
-  std::printf("[ info ] append variants 1 and 2 compared on %d configurations\n", checked);
+  std::printf("[ info ] append variants 1 and 2 compared on %d configurations (%d comparisons over heads per block)\n", checked, compared);
+  EXPECT_EQ(compared, 2 * 2 * 4 * 2 * 2 * (1 + 1 + 3));
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, GpuAppend,
