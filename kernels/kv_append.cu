@@ -5,6 +5,9 @@
 // V scale/zero per channel group (warp-segment reductions), and LSB-first code packing.
 #include <cooperative_groups.h>
 
+#include <algorithm>
+#include <atomic>
+
 #include "kernels/kv_common.cuh"
 #include "kernels/kv_kernels.h"
 
@@ -165,21 +168,15 @@ cudaError_t LaunchForBits(const AppendParams& p, int pages, cudaStream_t stream)
 }
 
 
-// ---- variant 2 (STREAMRECON_APPEND=v2): a block per (page, head), a lane per token -------------
-// Block (page, head) of 64 threads: warp 0 quantizes the keys, warp 1 the values; lane t owns
-// token t's 64-channel row. Every load of a row is issued before any arithmetic (8 x 16 bytes per
-// lane, 4 KB per warp in flight), the Hadamard runs in registers (no shuffles), and the keys'
-// per-channel ranges go through shared memory (rows written, columns read). OScaR's token norms need
-// every head: the H blocks of a page form a thread-block cluster and read each other's per-head
-// sums of squares from distributed shared memory. The arithmetic, and the order of every rounding,
-// is variant 1's: the codes and params are identical (GpuAppendVariants checks this).
-
-// One row of 64 bf16 channels as 8 x uint4, or zeros for a padding slot.
-__device__ __forceinline__ void LoadRow(const uint16_t* row, bool real, uint4 (&raw)[8]) {
-  const uint4* src = reinterpret_cast<const uint4*>(row);
-#pragma unroll
-  for (int q = 0; q < 8; ++q) raw[q] = real ? src[q] : make_uint4(0u, 0u, 0u, 0u);
-}
+// ---- variant 2 (STREAMRECON_APPEND=v2): a lane per token, rows staged by cp.async -------------
+// Blocks of kHpb heads (64 threads per head: one warp for its keys, one for its values) loop over
+// pages (grid-stride, as many blocks as fit on the device). Each warp copies its head's rows of the
+// next page into shared memory with cp.async while it quantizes the current page, so loads are
+// always in flight. Lane t owns token t's 64-channel row: the Hadamard runs in registers (no
+// shuffles), the keys' per-channel ranges are read down the columns of the staged page. OScaR's
+// token norms need every head: the blocks of a page's heads form a thread-block cluster and read
+// each other's per-head sums of squares from distributed shared memory. The arithmetic, and the
+// order of every rounding, is variant 1's: the codes and params are identical (GpuAppendVariants).
 
 __device__ __forceinline__ void UnpackRow(const uint4 (&raw)[8], float (&x)[kHeadDim]) {
 #pragma unroll
@@ -196,11 +193,13 @@ __device__ __forceinline__ void UnpackRow(const uint4 (&raw)[8], float (&x)[kHea
 // Sum of squares of a rotated 64-row in variant 1's order: channel pairs (2l, 2l+1) as one fma,
 // then the warp butterfly of variant 1 (pairs l and l^16 first, then ^8, ^4, ^2, ^1).
 __device__ __forceinline__ float RowSquareSum(const float (&x)[kHeadDim]) {
-  float s[32];
+  float s[16];  // the first stage at once (pairs l and l + 16): 16 partial sums live, not 32
 #pragma unroll
-  for (int l = 0; l < 32; ++l) s[l] = __fmaf_rn(x[2 * l], x[2 * l], __fmul_rn(x[2 * l + 1], x[2 * l + 1]));
+  for (int l = 0; l < 16; ++l)
+    s[l] = __fadd_rn(__fmaf_rn(x[2 * l], x[2 * l], __fmul_rn(x[2 * l + 1], x[2 * l + 1])),
+                     __fmaf_rn(x[2 * l + 32], x[2 * l + 32], __fmul_rn(x[2 * l + 33], x[2 * l + 33])));
 #pragma unroll
-  for (int stage = 0; stage < 5; ++stage) {
+  for (int stage = 1; stage < 5; ++stage) {
     const int m = 16 >> stage;
 #pragma unroll
     for (int l = 0; l < 16; ++l)
@@ -240,18 +239,6 @@ __device__ __forceinline__ void ZeroAndInverse(uint32_t params, float& zero, flo
   inv = scale == 0.0f ? 0.0f : __frcp_rn(scale);
 }
 
-// Sums of squares of this block's head, per slot, read by the other blocks of the cluster.
-template <int kSlots>
-struct AppendShared {
-  float rows[kSlots][kHeadDim];  // the keys after rotation and normalisation, 16-byte chunks swizzled
-  float zero[kHeadDim], inv[kHeadDim];
-  float square_sum[kSlots];
-};
-
-// Index of channel c of row t in AppendShared::rows (chunk c/4 moved to (c/4) ^ (t % 16)): a
-// quarter-warp storing its rows' same chunk hits 8 different bank groups.
-__device__ __forceinline__ int Swizzled(int t, int c) { return ((((c >> 2) ^ (t & 15)) << 2) | (c & 3)); }
-
 // Split cluster barrier (sm_90+): arrive releases this thread's shared-memory writes, wait acquires
 // everyone's. Every thread of the cluster takes part in each phase.
 __device__ __forceinline__ void ClusterArrive() {
@@ -265,26 +252,78 @@ __device__ __forceinline__ void ClusterWait() {
 #endif
 }
 
-// Warp 1 of variant 2: lane t quantizes the value row of slot t (per-token groups of v_group).
+// cp.async (sm_80+): 16 bytes global -> shared, zero-filled when !real; groups committed per page.
+__device__ __forceinline__ void CopyAsync16(void* smem, const void* gmem, bool real) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(real ? 16 : 0) : "memory");
+#else
+  *reinterpret_cast<uint4*>(smem) = real ? *reinterpret_cast<const uint4*>(gmem) : make_uint4(0u, 0u, 0u, 0u);
+#endif
+}
+__device__ __forceinline__ void CopyAsyncCommit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void CopyAsyncWaitAllButOne() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group 1;" ::: "memory");
+#endif
+}
+
+// Shared memory of one head of a block. Staged rows keep 16-byte chunk q of row t at q ^ (t % 8)
+// and the float rows chunk q (4 floats) at q ^ (t % 16): lanes reading their own rows, or a
+// row's columns, hit distinct banks.
+template <int kSlots, bool kOscar>
+struct HeadStage {
+  uint4 k_raw[2][kSlots][8];
+  uint4 v_raw[2][kSlots][8];
+  float rows[kOscar ? kSlots : 1][kHeadDim];  // OScaR: keys after rotation, then divided by norms
+  float zero[kHeadDim], inv[kHeadDim];
+  float square_sum[kSlots], norm[kSlots];
+};
+
+__device__ __forceinline__ int RawChunk(int t, int q) { return q ^ (t & 7); }
+__device__ __forceinline__ int FloatIndex(int t, int c) { return ((((c >> 2) ^ (t & 15)) << 2) | (c & 3)); }
+
+template <int kSlots>
+__device__ __forceinline__ void StagePage(const uint16_t* head_rows, int tokens, int page, uint4 (&buf)[kSlots][8], int t) {
+  const int t0 = page * kSlots, tn = min(kSlots, tokens - t0);
+  if (t < kSlots) {
+    const bool real = t < tn;
+    const uint16_t* row = head_rows + static_cast<int64_t>(real ? t0 + t : 0) * kHeadDim;
+#pragma unroll
+    for (int q = 0; q < 8; ++q) CopyAsync16(&buf[t][RawChunk(t, q)], row + 8 * q, real);
+  }
+  CopyAsyncCommit();
+}
+
+template <int kSlots>
+__device__ __forceinline__ void ReadStagedRow(const uint4 (&buf)[kSlots][8], int t, float (&x)[kHeadDim]) {
+  uint4 raw[8];
+#pragma unroll
+  for (int q = 0; q < 8; ++q) raw[q] = buf[t][RawChunk(t, q)];
+  UnpackRow(raw, x);
+}
+
+// The values' warp on one page: lane t quantizes the row of slot t (per-token groups of v_group).
 template <int kBits, int kSlots>
-__device__ __forceinline__ void QuantizeValueRow(const AppendParams& p, int h, int t0, int tn, int64_t head_rows, int t) {
+__device__ __forceinline__ void QuantizeValuePage(const AppendParams& p, const uint4 (&buf)[kSlots][8], int tn, int64_t head_rows, int t) {
   constexpr int D = kHeadDim;
   constexpr int kRowBytes = D * kBits / 8;
-  const bool slot = t < kSlots, real = t < tn;
-  uint4 raw[8];
-  float x[D];
-  LoadRow(p.v + (static_cast<int64_t>(h) * p.tokens + t0 + t) * D, real, raw);
-  if (!slot) return;
+  if (t >= kSlots) return;
   uint32_t* params = p.v_params + (head_rows + t) * (D / p.v_group);
   uint8_t* row = p.v_codes + (head_rows + t) * kRowBytes;
-  if (!real) {  // padding slot: zero codes and params
+  if (t >= tn) {  // padding slot: zero codes and params
     for (int g = 0; g < D / p.v_group; ++g) params[g] = 0u;
     uint4* dst = reinterpret_cast<uint4*>(row);
 #pragma unroll
     for (int q = 0; q < kRowBytes / 16; ++q) dst[q] = make_uint4(0u, 0u, 0u, 0u);
     return;
   }
-  UnpackRow(raw, x);
+  float x[D];
+  ReadStagedRow<kSlots>(buf, t, x);
   if (p.v_hadamard) Hadamard64(x);
   // Ranges of the 8 eight-channel groups, merged into groups of v_group channels (exact).
   float lo[8], hi[8];
@@ -334,88 +373,83 @@ __device__ __forceinline__ void QuantizeValueRow(const AppendParams& p, int h, i
   for (int q = 0; q < kWords / 4; ++q) dst[q] = make_uint4(words[4 * q], words[4 * q + 1], words[4 * q + 2], words[4 * q + 3]);
 }
 
-// kHpb heads per block: warps [0, kHpb) quantize their head's keys, warps [kHpb, 2 kHpb) the values.
+// The keys' warp on one page. OScaR: lane t rotates its row, writes it and its sum of squares to
+// shared memory, and after the cluster barrier sums the heads' sums (its token's norm). Then lane l
+// walks channels (2l, 2l+1) down the page (dividing by the norms), the parameters go to shared
+// memory, and lane t quantizes and packs its row.
 template <int kBits, int kSlots, bool kOscar, int kHpb>
-__global__ void __launch_bounds__(64 * kHpb) AppendPagesV2Kernel(AppendParams p) {
+__device__ __forceinline__ void QuantizeKeyPage(const AppendParams& p, HeadStage<kSlots, kOscar>* stages, HeadStage<kSlots, kOscar>& sh,
+                                                const uint4 (&buf)[kSlots][8], int h, int tn, int64_t out_page, int t) {
   constexpr int D = kHeadDim;
   constexpr int kRowBytes = D * kBits / 8;
-  __shared__ __align__(16) AppendShared<kSlots> shared[kHpb];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int page = blockIdx.x, h = blockIdx.y * kHpb + warp % kHpb;
-  AppendShared<kSlots>& sh = shared[warp % kHpb];
-  const int H = p.heads, N = p.tokens, t0 = page * kSlots, tn = min(kSlots, N - t0);
-  const int64_t out_page = p.first_page + page;
-  const int64_t head_rows = (out_page * H + h) * kSlots;  // first (page, head, slot) row
-  const int t = lane;
+  const int H = p.heads;
+  const int64_t head_rows = (out_page * H + h) * kSlots;
   const bool slot = t < kSlots, real = t < tn;
-  const int64_t in_row = (static_cast<int64_t>(h) * N + t0 + t) * D;
-  uint4 raw[8];
-  float x[D];
-  if (warp >= kHpb) {
-    // The cluster barriers count every thread: the values' warp arrives at once and waits at the end.
-    if constexpr (kOscar) ClusterArrive();
-    QuantizeValueRow<kBits, kSlots>(p, h, t0, tn, head_rows, t);
-    if constexpr (kOscar) {
-      ClusterWait();
-      ClusterArrive();
-      ClusterWait();
-    }
-    return;
-  }
-  // Keys.
-  LoadRow(p.k + in_row, real, raw);
-  UnpackRow(raw, x);
-  float norm = 1.0f;
   if constexpr (kOscar) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    Hadamard64(x);
-    if (slot) sh.square_sum[t] = RowSquareSum(x);
+    if (slot) {
+      float x[D];
+      ReadStagedRow<kSlots>(buf, t, x);
+      Hadamard64(x);
+      sh.square_sum[t] = RowSquareSum(x);
+#pragma unroll
+      for (int c = 0; c < D; c += 4)
+        *reinterpret_cast<float4*>(&sh.rows[t][FloatIndex(t, c)]) = make_float4(x[c], x[c + 1], x[c + 2], x[c + 3]);
+    }
     ClusterArrive();
     ClusterWait();  // every head's sums are written
     if (real) {
       cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-      float part[kMaxHeads];  // all loads in flight at once, then summed over heads in order (as variant 1)
-#pragma unroll
-      for (int i = 0; i < kMaxHeads; ++i) part[i] = i < H ? *cluster.map_shared_rank(&shared[i % kHpb].square_sum[t], i / kHpb) : 0.0f;
-      float s = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kMaxHeads; ++i)
-        if (i < H) s += part[i];
-      norm = fmaxf(sqrtf(s), 1e-12f);
+      float s = 0.0f;  // over heads in order, as variant 1 (four remote loads in flight per step)
+#pragma unroll 4
+      for (int i = 0; i < H; ++i) s += *cluster.map_shared_rank(&stages[i % kHpb].square_sum[t], i / kHpb);
+      sh.norm[t] = fmaxf(sqrtf(s), 1e-12f);
     }
-    ClusterArrive();  // done reading the other blocks; waited for at the end, before leaving
-    if (real) {
-#pragma unroll
-      for (int d = 0; d < D; ++d) x[d] = __fdiv_rn(x[d], norm);
-    }
+    ClusterArrive();  // done reading the other blocks; waited for at the end of the page
 #else
-    __trap();  // launched only for sm_90 and newer (clusters), see LaunchV2ForBits
+    __trap();  // launched only for sm_90 and newer (clusters), see LaunchV2
 #endif
   }
-  // Rows to shared memory, then lane l reduces channels (2l, 2l+1) over the real tokens.
-  if (slot) {
-#pragma unroll
-    for (int c = 0; c < D; c += 4)
-      *reinterpret_cast<float4*>(&sh.rows[t][Swizzled(t, c)]) = make_float4(x[c], x[c + 1], x[c + 2], x[c + 3]);
-  }
   __syncwarp();
+  // Lane l: channels (2l, 2l+1) down the page's real tokens (OScaR: divided by the token norms here).
   float lo0 = INFINITY, hi0 = -INFINITY, lo1 = INFINITY, hi1 = -INFINITY;
-#pragma unroll
+#pragma unroll 8
   for (int r = 0; r < kSlots; ++r) {
     if (r < tn) {
-      const float2 kk = *reinterpret_cast<const float2*>(&sh.rows[r][Swizzled(r, 2 * lane)]);
+      float2 kk;
+      if constexpr (kOscar) {
+        float2* at = reinterpret_cast<float2*>(&sh.rows[r][FloatIndex(r, 2 * t)]);
+        kk = *at;
+        const float n = sh.norm[r];
+        kk.x = __fdiv_rn(kk.x, n);
+        kk.y = __fdiv_rn(kk.y, n);
+        *at = kk;
+      } else {
+        const uint32_t w = reinterpret_cast<const uint32_t*>(&buf[r][RawChunk(r, t / 4)])[t % 4];
+        kk = make_float2(Bf16BitsToFloat(static_cast<uint16_t>(w & 0xffff)), Bf16BitsToFloat(static_cast<uint16_t>(w >> 16)));
+      }
       lo0 = fminf(lo0, kk.x), hi0 = fmaxf(hi0, kk.x);
       lo1 = fminf(lo1, kk.y), hi1 = fmaxf(hi1, kk.y);
     }
   }
   const uint32_t kp0 = MakeQuantParams(lo0, hi0, kBits), kp1 = MakeQuantParams(lo1, hi1, kBits);
-  *reinterpret_cast<uint2*>(p.k_params + (out_page * H + h) * D + 2 * lane) = make_uint2(kp0, kp1);
-  ZeroAndInverse(kp0, sh.zero[2 * lane], sh.inv[2 * lane]);
-  ZeroAndInverse(kp1, sh.zero[2 * lane + 1], sh.inv[2 * lane + 1]);
+  *reinterpret_cast<uint2*>(p.k_params + (out_page * H + h) * D + 2 * t) = make_uint2(kp0, kp1);
+  ZeroAndInverse(kp0, sh.zero[2 * t], sh.inv[2 * t]);
+  ZeroAndInverse(kp1, sh.zero[2 * t + 1], sh.inv[2 * t + 1]);
   __syncwarp();
   if (slot) {
     uint8_t* row = p.k_codes + (head_rows + t) * kRowBytes;
     if (real) {
+      float x[D];
+      if constexpr (kOscar) {
+#pragma unroll
+        for (int c = 0; c < D; c += 4) {
+          const float4 f = *reinterpret_cast<const float4*>(&sh.rows[t][FloatIndex(t, c)]);
+          x[c] = f.x, x[c + 1] = f.y, x[c + 2] = f.z, x[c + 3] = f.w;
+        }
+      } else {
+        ReadStagedRow<kSlots>(buf, t, x);
+      }
       StoreRowCodes<kBits>(x, sh.zero, sh.inv, row);
     } else {
       uint4* dst = reinterpret_cast<uint4*>(row);
@@ -423,39 +457,107 @@ __global__ void __launch_bounds__(64 * kHpb) AppendPagesV2Kernel(AppendParams p)
       for (int q = 0; q < kRowBytes / 16; ++q) dst[q] = make_uint4(0u, 0u, 0u, 0u);
     }
     if (h == 0) {
-      p.norms[out_page * kSlots + t] = (kOscar && real) ? norm : 1.0f;
+      p.norms[out_page * kSlots + t] = (kOscar && real) ? sh.norm[t] : 1.0f;
       if (t == 0) {
         p.meta[2 * out_page] = tn;
         p.meta[2 * out_page + 1] = p.frame;
       }
     }
   }
-  if constexpr (kOscar) ClusterWait();  // no block leaves while another may read its shared memory
+  if constexpr (kOscar) ClusterWait();  // the other blocks have read this page's sums
 }
 
-template <int kBits, int kSlots, int kHpb>
-cudaError_t LaunchV2(const AppendParams& p, int pages, cudaStream_t stream) {
-  const dim3 grid(pages, p.heads / kHpb), block(64 * kHpb);
-  if (!p.oscar) {
-    AppendPagesV2Kernel<kBits, kSlots, false, kHpb><<<grid, block, 0, stream>>>(p);
-    return cudaGetLastError();
+// kHpb heads per block: warps [0, kHpb) quantize their head's keys, warps [kHpb, 2 kHpb) the values.
+template <int kBits, int kSlots, bool kOscar, int kHpb>
+__global__ void __launch_bounds__(64 * kHpb, 8 / kHpb) AppendPagesV2Kernel(AppendParams p, int pages) {
+  using Stage = HeadStage<kSlots, kOscar>;
+  extern __shared__ __align__(16) unsigned char append_smem[];
+  Stage* stages = reinterpret_cast<Stage*>(append_smem);
+  const int warp = threadIdx.x / 32, t = threadIdx.x % 32;
+  const int h = blockIdx.y * kHpb + warp % kHpb;
+  const bool keys = warp < kHpb;
+  Stage& sh = stages[warp % kHpb];
+  const uint16_t* head_rows_in = (keys ? p.k : p.v) + static_cast<int64_t>(h) * p.tokens * kHeadDim;
+  uint4(*raw)[kSlots][8] = keys ? sh.k_raw : sh.v_raw;
+  int b = 0;
+  StagePage<kSlots>(head_rows_in, p.tokens, blockIdx.x, raw[0], t);
+  for (int page = blockIdx.x; page < pages; page += gridDim.x, b ^= 1) {
+    const int next = page + gridDim.x;
+    if (next < pages) StagePage<kSlots>(head_rows_in, p.tokens, next, raw[b ^ 1], t);
+    else CopyAsyncCommit();  // an empty group keeps the count
+    CopyAsyncWaitAllButOne();
+    __syncwarp();
+    const int tn = min(kSlots, p.tokens - page * kSlots);
+    const int64_t out_page = p.first_page + page;
+    if (keys) {
+      QuantizeKeyPage<kBits, kSlots, kOscar, kHpb>(p, stages, sh, raw[b], h, tn, out_page, t);
+    } else {
+      if constexpr (kOscar) ClusterArrive();  // the cluster barriers count every thread
+      QuantizeValuePage<kBits, kSlots>(p, raw[b], tn, (out_page * p.heads + h) * kSlots, t);
+      if constexpr (kOscar) {
+        ClusterWait();
+        ClusterArrive();
+        ClusterWait();
+      }
+    }
+    __syncwarp();  // the next page's copy reuses this buffer
   }
-  // OScaR: the blocks of a page form one cluster (more than 8 blocks is a non-portable size).
-  auto kernel = AppendPagesV2Kernel<kBits, kSlots, true, kHpb>;
-  static const cudaError_t allowed = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-  if (grid.y > 8 && allowed != cudaSuccess) return allowed;
+}
+
+// Blocks along x: as many as are resident at once on this device (clusters for OScaR), at most one
+// per page. Cached per (device, blocks along y).
+template <typename Kernel>
+int ResidentColumns(Kernel kernel, const cudaLaunchConfig_t& config, bool clustered, int& columns) {
+  static std::atomic<int> cache[16][kMaxHeads + 1];
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device >= 16) device = 15;
+  const unsigned gy = config.gridDim.y;
+  int cached = cache[device][gy].load();
+  if (cached == 0) {
+    if (clustered) {
+      if (cudaOccupancyMaxActiveClusters(&cached, kernel, &config) != cudaSuccess) return -1;
+    } else {
+      int per_sm = 0, sms = 0;
+      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, config.blockDim.x, config.dynamicSmemBytes) != cudaSuccess ||
+          cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+        return -1;
+      cached = per_sm * sms / static_cast<int>(gy);
+    }
+    if (cached <= 0) return -1;
+    cache[device][gy] = cached;
+  }
+  columns = cached;
+  return 0;
+}
+
+template <int kBits, int kSlots, bool kOscar, int kHpb>
+cudaError_t LaunchV2(const AppendParams& p, int pages, cudaStream_t stream) {
+  auto kernel = AppendPagesV2Kernel<kBits, kSlots, kOscar, kHpb>;
+  const size_t smem = kHpb * sizeof(HeadStage<kSlots, kOscar>);
+  static const cudaError_t configured = [&] {
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (e == cudaSuccess && kOscar) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    return e;
+  }();
+  if (configured != cudaSuccess) return configured;
   cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
+  config.gridDim = dim3(1, p.heads / kHpb);
+  config.blockDim = dim3(64 * kHpb);
+  config.dynamicSmemBytes = smem;
   config.stream = stream;
   cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = 1;
-  attribute[0].val.clusterDim.y = grid.y;
-  attribute[0].val.clusterDim.z = 1;
-  config.attrs = attribute;
-  config.numAttrs = 1;
-  return cudaLaunchKernelEx(&config, kernel, p);
+  if (kOscar) {  // the blocks of a page form one cluster
+    attribute[0].id = cudaLaunchAttributeClusterDimension;
+    attribute[0].val.clusterDim.x = 1;
+    attribute[0].val.clusterDim.y = config.gridDim.y;
+    attribute[0].val.clusterDim.z = 1;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+  }
+  int columns = 0;
+  if (ResidentColumns(kernel, config, kOscar, columns) != 0) return cudaErrorInvalidConfiguration;
+  config.gridDim.x = static_cast<unsigned>(std::min(columns, pages));
+  return cudaLaunchKernelEx(&config, kernel, p, pages);
 }
 
 // Heads per block: as asked (1, 2 or 4, dividing the heads), else the fewest that keep a cluster
@@ -471,10 +573,13 @@ template <int kBits, int kSlots>
 cudaError_t LaunchV2ForSlots(const AppendParams& p, int pages, cudaStream_t stream) {
   const int hpb = HeadsPerBlock(p);
   if (p.heads % hpb != 0) return cudaErrorInvalidValue;
-  switch (hpb) {
-    case 1: return LaunchV2<kBits, kSlots, 1>(p, pages, stream);
-    case 2: return LaunchV2<kBits, kSlots, 2>(p, pages, stream);
-    case 4: return LaunchV2<kBits, kSlots, 4>(p, pages, stream);
+  switch (hpb * 2 + (p.oscar ? 1 : 0)) {
+    case 2: return LaunchV2<kBits, kSlots, false, 1>(p, pages, stream);
+    case 3: return LaunchV2<kBits, kSlots, true, 1>(p, pages, stream);
+    case 4: return LaunchV2<kBits, kSlots, false, 2>(p, pages, stream);
+    case 5: return LaunchV2<kBits, kSlots, true, 2>(p, pages, stream);
+    case 8: return LaunchV2<kBits, kSlots, false, 4>(p, pages, stream);
+    case 9: return LaunchV2<kBits, kSlots, true, 4>(p, pages, stream);
     default: return cudaErrorInvalidValue;
   }
 }
