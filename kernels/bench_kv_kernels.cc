@@ -49,8 +49,15 @@ int main(int argc, char** argv) {
   CLI::App app{"Benchmark of the KV-cache CUDA kernels against torch SDPA"};
   std::vector<int64_t> kept = {4096, 16384, 65536, 262144};
   int64_t queries = 1041, heads = 16;
-  std::string json_path;
+  std::string json_path, append_format;
+  std::vector<int64_t> append_tokens;
+  bool append_only = false;
+  int append_hpb = -1;
   app.add_option("--tokens", kept, "Kept tokens T (repeatable)");
+  app.add_flag("--append-only", append_only, "Skip the attention timings");
+  app.add_option("--append-tokens", append_tokens, "Tokens per append (repeatable; default: one frame and 65536)");
+  app.add_option("--append-format", append_format, "Only this append format (kivi4, kivi2, oscar4, oscar2)");
+  app.add_option("--append-hpb", append_hpb, "Only variant 2 with this many heads per block (1, 2, 4)");
   app.add_option("--queries", queries, "Queries per frame");
   app.add_option("--heads", heads, "Heads");
   app.add_option("--json", json_path, "Write the results as JSON");
@@ -67,7 +74,7 @@ int main(int argc, char** argv) {
   // Attention: T cached tokens + the current frame (queries tokens) per head.
   std::printf("\n%-9s %-9s %10s %10s %8s\n", "T", "format", "ms", "TFLOP/s", "vs SDPA");
   nlohmann::json attention = nlohmann::json::array();
-  for (int64_t T : kept) {
+  for (int64_t T : append_only ? std::vector<int64_t>{} : kept) {
     at::manual_seed(T);
     const at::Tensor q = at::randn({heads, queries, 64}, dev);
     const at::Tensor k_cur = at::randn({heads, queries, 64}, dev), v_cur = at::randn({heads, queries, 64}, dev);
@@ -115,9 +122,11 @@ int main(int argc, char** argv) {
   // Append bandwidth: one frame (1041 tokens) and a large batch of tokens in one launch.
   std::printf("\n%-8s %-9s %10s %10s %10s %8s\n", "tokens", "format", "us", "GB/s", "copy GB/s", "of copy");
   nlohmann::json append = nlohmann::json::array();
-  for (int64_t n : {queries, int64_t{65536}}) {
+  if (append_tokens.empty()) append_tokens = {queries, 65536};
+  for (int64_t n : append_tokens) {
     const at::Tensor k = at::randn({heads, n, 64}, dev), v = at::randn({heads, n, 64}, dev);
     for (auto [name, bits, oscar] : {std::tuple<const char*, int, bool>{"kivi4", 4, false}, {"kivi2", 2, false}, {"oscar4", 4, true}, {"oscar2", 2, true}}) {
+      if (!append_format.empty() && append_format != name) continue;
       PageLayout L{static_cast<int>(heads), 64, 32, bits, 64, oscar};
       PagedKv pages = streamrecon::AllocatePages(L, (n + 31) / 32, at::kCUDA);
       const double bytes = 2.0 * k.numel() * 2 + static_cast<double>(pages.pages()) * L.page_bytes();
@@ -127,6 +136,7 @@ int main(int argc, char** argv) {
       // kv_append.cu's two kernels; variant 2 with 1, 2 and 4 heads per block (OScaR: clusters of
       // 16, 8 and 4 blocks at 16 heads).
       for (auto [variant, hpb] : {std::pair<int, int>{1, 0}, {2, 1}, {2, 2}, {2, 4}}) {
+        if (append_hpb >= 0 && hpb != append_hpb) continue;
         streamrecon::kernels::SetAppendVariant(variant, hpb);
         const double ms = TimeMs([&] { streamrecon::kernels::AppendPagesCuda(k, v, oscar, false, 0, pages, 0); });
         const double gbs = bytes / ms / 1e6, copy_gbs = bytes / copy_ms / 1e6;
