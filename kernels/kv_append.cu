@@ -208,12 +208,17 @@ __device__ __forceinline__ float RowSquareSum(const float (&x)[kHeadDim]) {
   return s[0];
 }
 
+// QuantizeValue's code from the scaled value y = (x - zero) / scale: rintf and the clamp to
+// [0, 2^b - 1] as one saturating round-to-nearest-even conversion and an integer min (negative and
+// NaN give 0, +inf and large values 2^b - 1, exactly as the float clamp does).
+template <int kBits>
+__device__ __forceinline__ uint32_t Code(float y) { return min(__float2uint_rn(y), (1u << kBits) - 1u); }
+
 // Codes of a 64-row packed LSB-first, quantized with per-channel zero and reciprocal scale taken
 // from shared memory (inv = 0 encodes a zero scale, which QuantizeValue maps to code 0).
 template <int kBits>
 __device__ __forceinline__ void StoreRowCodes(const float (&x)[kHeadDim], const float* zero, const float* inv, uint8_t* out) {
   constexpr int kWords = kHeadDim * kBits / 32, kPerWord = 32 / kBits;
-  constexpr float kMax = static_cast<float>((1 << kBits) - 1);
   uint32_t words[kWords];
 #pragma unroll
   for (int w = 0; w < kWords; ++w) words[w] = 0u;
@@ -224,8 +229,7 @@ __device__ __forceinline__ void StoreRowCodes(const float (&x)[kHeadDim], const 
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int d = c4 + j;
-      const float c = rintf(__fmul_rn(__fsub_rn(x[d], zz[j]), rr[j]));
-      words[d / kPerWord] |= static_cast<uint32_t>(fminf(fmaxf(c, 0.0f), kMax)) << ((d % kPerWord) * kBits);
+      words[d / kPerWord] |= Code<kBits>(__fmul_rn(__fsub_rn(x[d], zz[j]), rr[j])) << ((d % kPerWord) * kBits);
     }
   }
   uint4* dst = reinterpret_cast<uint4*>(out);
@@ -287,14 +291,16 @@ struct HeadStage {
 __device__ __forceinline__ int RawChunk(int t, int q) { return q ^ (t & 7); }
 __device__ __forceinline__ int FloatIndex(int t, int c) { return ((((c >> 2) ^ (t & 15)) << 2) | (c & 3)); }
 
+// The page's rows of one head (kSlots x 128 bytes, contiguous in the input) into a stage buffer:
+// each copy instruction of the warp moves four whole rows (coalesced); padding rows are zero-filled.
 template <int kSlots>
-__device__ __forceinline__ void StagePage(const uint16_t* head_rows, int tokens, int page, uint4 (&buf)[kSlots][8], int t) {
+__device__ __forceinline__ void StagePage(const uint16_t* head_rows, int tokens, int page, uint4 (&buf)[kSlots][8], int lane) {
   const int t0 = page * kSlots, tn = min(kSlots, tokens - t0);
-  if (t < kSlots) {
-    const bool real = t < tn;
-    const uint16_t* row = head_rows + static_cast<int64_t>(real ? t0 + t : 0) * kHeadDim;
 #pragma unroll
-    for (int q = 0; q < 8; ++q) CopyAsync16(&buf[t][RawChunk(t, q)], row + 8 * q, real);
+  for (int i = 0; i < kSlots / 4; ++i) {
+    const int r = i * 4 + lane / 8, q = lane % 8;
+    const bool real = r < tn;
+    CopyAsync16(&buf[r][RawChunk(r, q)], head_rows + static_cast<int64_t>(t0 + (real ? r : 0)) * kHeadDim + 8 * q, real);
   }
   CopyAsyncCommit();
 }
@@ -359,14 +365,12 @@ __device__ __forceinline__ void QuantizeValuePage(const AppendParams& p, const u
     }
   }
   constexpr int kWords = D * kBits / 32, kPerWord = 32 / kBits;
-  constexpr float kMax = static_cast<float>((1 << kBits) - 1);
   uint32_t words[kWords];
 #pragma unroll
   for (int w = 0; w < kWords; ++w) words[w] = 0u;
 #pragma unroll
   for (int d = 0; d < D; ++d) {
-    const float c = rintf(__fmul_rn(__fsub_rn(x[d], zg[d / 8]), ig[d / 8]));
-    words[d / kPerWord] |= static_cast<uint32_t>(fminf(fmaxf(c, 0.0f), kMax)) << ((d % kPerWord) * kBits);
+    words[d / kPerWord] |= Code<kBits>(__fmul_rn(__fsub_rn(x[d], zg[d / 8]), ig[d / 8])) << ((d % kPerWord) * kBits);
   }
   uint4* dst = reinterpret_cast<uint4*>(row);
 #pragma unroll
@@ -504,25 +508,21 @@ __global__ void __launch_bounds__(64 * kHpb, 8 / kHpb) AppendPagesV2Kernel(Appen
   }
 }
 
-// Blocks along x: as many as are resident at once on this device (clusters for OScaR), at most one
-// per page. Cached per (device, blocks along y).
+// Blocks along x for the persistent (KIVI) launch: as many as are resident at once on this device.
+// Cached per (device, blocks along y).
 template <typename Kernel>
-int ResidentColumns(Kernel kernel, const cudaLaunchConfig_t& config, bool clustered, int& columns) {
+int ResidentColumns(Kernel kernel, const cudaLaunchConfig_t& config, int& columns) {
   static std::atomic<int> cache[16][kMaxHeads + 1];
   int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device >= 16) device = 15;
+  if (cudaGetDevice(&device) != cudaSuccess || device >= 16) return -1;
   const unsigned gy = config.gridDim.y;
   int cached = cache[device][gy].load();
   if (cached == 0) {
-    if (clustered) {
-      if (cudaOccupancyMaxActiveClusters(&cached, kernel, &config) != cudaSuccess) return -1;
-    } else {
-      int per_sm = 0, sms = 0;
-      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, config.blockDim.x, config.dynamicSmemBytes) != cudaSuccess ||
-          cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-        return -1;
-      cached = per_sm * sms / static_cast<int>(gy);
-    }
+    int per_sm = 0, sms = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, config.blockDim.x, config.dynamicSmemBytes) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+      return -1;
+    cached = per_sm * sms / static_cast<int>(gy);
     if (cached <= 0) return -1;
     cache[device][gy] = cached;
   }
@@ -554,8 +554,10 @@ cudaError_t LaunchV2(const AppendParams& p, int pages, cudaStream_t stream) {
     config.attrs = attribute;
     config.numAttrs = 1;
   }
-  int columns = 0;
-  if (ResidentColumns(kernel, config, kOscar, columns) != 0) return cudaErrorInvalidConfiguration;
+  // KIVI: persistent blocks (a page staged ahead). OScaR: a block per page, since a cluster's
+  // blocks wait for each other twice per page and march in lockstep when they loop (measured slower).
+  int columns = pages;
+  if (!kOscar && ResidentColumns(kernel, config, columns) != 0) return cudaErrorInvalidConfiguration;
   config.gridDim.x = static_cast<unsigned>(std::min(columns, pages));
   return cudaLaunchKernelEx(&config, kernel, p, pages);
 }
