@@ -540,6 +540,15 @@ cudaError_t LaunchV2(const AppendParams& p, int pages, cudaStream_t stream) {
     return e;
   }();
   if (configured != cudaSuccess) return configured;
+  if (kOscar) {  // clusters need sm_90 code (not PTX of an older target compiled by the driver) and device support
+    static const bool clusters = [&] {
+      cudaFuncAttributes attributes;
+      int device = 0, supported = 0;
+      return cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess && attributes.ptxVersion >= 90 && cudaGetDevice(&device) == cudaSuccess &&
+             cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, device) == cudaSuccess && supported;
+    }();
+    if (!clusters) return cudaErrorNotSupported;
+  }
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(1, p.heads / kHpb);
   config.blockDim = dim3(64 * kHpb);
@@ -554,6 +563,11 @@ cudaError_t LaunchV2(const AppendParams& p, int pages, cudaStream_t stream) {
     config.attrs = attribute;
     config.numAttrs = 1;
   }
+  if (kOscar && config.gridDim.y > 8) {  // a non-portable cluster size: is there room for one?
+    int clusters = 0;
+    config.gridDim.x = 1;
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) != cudaSuccess || clusters < 1) return cudaErrorNotSupported;
+  }
   // KIVI: persistent blocks (a page staged ahead). OScaR: a block per page, since a cluster's
   // blocks wait for each other twice per page and march in lockstep when they loop (measured slower).
   int columns = pages;
@@ -562,13 +576,11 @@ cudaError_t LaunchV2(const AppendParams& p, int pages, cudaStream_t stream) {
   return cudaLaunchKernelEx(&config, kernel, p, pages);
 }
 
-// Heads per block: as asked (1, 2 or 4, dividing the heads), else the fewest that keep a cluster
-// within the portable 8 blocks.
+// Heads per block: as asked (1, 2 or 4, dividing the heads), else the most of those that divide
+// the heads (4 measured fastest at 16 heads, docs/perf.md).
 int HeadsPerBlock(const AppendParams& p) {
   if (p.heads_per_block > 0) return p.heads_per_block;
-  for (const int hpb : {1, 2, 4})
-    if (p.heads % hpb == 0 && p.heads / hpb <= 8) return hpb;
-  return 1;
+  return p.heads % 4 == 0 ? 4 : p.heads % 2 == 0 ? 2 : 1;
 }
 
 template <int kBits, int kSlots>
@@ -604,7 +616,9 @@ cudaError_t LaunchAppendPages(const AppendParams& p, cudaStream_t stream) {
   const int pages = (p.tokens + p.slots - 1) / p.slots;
   if (pages == 0) return cudaSuccess;
   if (p.variant == 2) {
-    return p.bits == 4 ? LaunchV2ForBits<4>(p, pages, stream) : LaunchV2ForBits<2>(p, pages, stream);
+    const cudaError_t e = p.bits == 4 ? LaunchV2ForBits<4>(p, pages, stream) : LaunchV2ForBits<2>(p, pages, stream);
+    if (e != cudaErrorNotSupported) return e;
+    (void)cudaGetLastError();  // OScaR without thread-block clusters (see LaunchV2): variant 1 writes the same bytes
   }
   return p.bits == 4 ? LaunchForBits<4>(p, pages, stream) : LaunchForBits<2>(p, pages, stream);
 }

@@ -46,8 +46,9 @@ struct AppendParams {
   int first_page = 0;
   int slots = 32;
   int v_group = 64;
-  // 1: a block per page, a warp per head; 2: a block per (page, head), a lane per token, OScaR's
-  // token norms through a thread-block cluster over the heads (sm_90+). See kv_append.cu.
+  // 1: a block per page, a warp per head; 2 (the default in kv_ops): blocks of heads, a lane per
+  // token, pages staged by cp.async, OScaR's token norms through a thread-block cluster over the
+  // heads (sm_90+; without clusters OScaR falls back to 1). See kv_append.cu.
   int variant = 1;
   int heads_per_block = 0;  // variant 2: 1, 2 or 4 (dividing heads); 0 = automatic
 };

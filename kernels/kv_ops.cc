@@ -34,13 +34,13 @@ void CheckBf16(const at::Tensor& t, const char* name, int64_t heads = -1) {
 std::atomic<int> append_override{0};
 std::atomic<int> append_heads_per_block{0};
 
-// The append kernel variant: SetAppendVariant, else STREAMRECON_APPEND=v1|v2, else 1.
+// The append kernel variant: SetAppendVariant, else STREAMRECON_APPEND=v1|v2, else 2.
 int AppendVariant() {
   static const int from_env = [] {
     const char* env = std::getenv("STREAMRECON_APPEND");
     const std::string v = env ? env : "";
-    if (v.empty() || v == "v1") return 1;
-    if (v == "v2") return 2;
+    if (v == "v1") return 1;
+    if (v.empty() || v == "v2") return 2;
     throw OptionError("STREAMRECON_APPEND='" + v + "': expected v1 or v2");
   }();
   const int forced = append_override.load();

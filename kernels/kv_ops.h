@@ -15,7 +15,7 @@ namespace streamrecon::kernels {
 // (device PagedKv with room for them). OScaR (oscar=true) rotates and norm-scales the keys.
 void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool v_hadamard, int frame, PagedKv& store,
                      int64_t first_page);
-// Append kernel variant (0 restores the default: STREAMRECON_APPEND=v1|v2, else 1) and, for
+// Append kernel variant (0 restores the default: STREAMRECON_APPEND=v1|v2, else 2) and, for
 // variant 2, the heads each block handles (0: automatic; see kv_append.cu). For tests and benchmarks.
 void SetAppendVariant(int variant, int heads_per_block = 0);
 
