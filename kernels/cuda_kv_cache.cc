@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAFunctions.h>
 
 #include <chrono>
@@ -29,6 +30,7 @@ class CudaLayerCache final : public LayerKvCache {
   at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override {
     const int64_t n = k.size(1);
     if (heads_ == 0) Init(k);
+    ResolveValid();
     at::Tensor q_r = q.to(at::kFloat), k_r = k.to(at::kFloat), v_r = v;
     if (oscar()) {
       q_r = at::matmul(q_r, had_);
@@ -75,6 +77,7 @@ class CudaLayerCache final : public LayerKvCache {
 
   int64_t tokens() const override {
     if (!quantized()) return length_;
+    ResolveValid();
     return std::accumulate(valid_.begin(), valid_.end(), int64_t{0});
   }
 
@@ -207,11 +210,9 @@ class CudaLayerCache final : public LayerKvCache {
       const at::Tensor finite = at::isfinite(slot_scores);
       const at::Tensor mean = at::where(finite, slot_scores, at::zeros_like(slot_scores)).sum(1) / finite.sum(1).clamp_min(1);
       const int64_t k = std::min<int64_t>(middle_pages, bytes_left / page_bytes);
-      const at::Tensor top = std::get<0>(at::sort(std::get<1>(at::topk(mean, k)))).to(at::kCPU, at::kLong).contiguous();
-      for (int64_t i = 0; i < k; ++i) {
-        const int64_t p = top.data_ptr<int64_t>()[i];
-        for (int64_t s = 0; s < counts[p]; ++s) kept[p].push_back(s);
-      }
+      const at::Tensor top = std::get<0>(at::sort(std::get<1>(at::topk(mean, k))));  // stays on the device
+      KeepWholePages(first_pages, top);
+      return;
     } else {
       // Mixed costs (token-granular, or a token cap): the CPU reference's greedy rule on the host.
       const at::Tensor h = slot_scores.to(at::kCPU, at::kDouble).contiguous();
@@ -236,6 +237,34 @@ class CudaLayerCache final : public LayerKvCache {
       }
     }
     Compact(first_pages, kept);
+  }
+
+  // Keeps the first pages and the middle pages listed (ascending, on the device) whole, without a
+  // read back: the kept pages' valid counts come to the host asynchronously and are needed only
+  // at this layer's next frame (ResolveValid).
+  void KeepWholePages(int64_t first_pages, const at::Tensor& middle) {
+    const at::Tensor page_idx = at::cat({at::arange(first_pages, middle.options()), middle + first_pages});
+    const int64_t P = first_pages + middle.size(0);
+    const PagedKv all = Slice(pages_);
+    PagedKv kept;
+    kept.k_codes = all.k_codes.index_select(0, page_idx), kept.k_params = all.k_params.index_select(0, page_idx);
+    kept.v_codes = all.v_codes.index_select(0, page_idx), kept.v_params = all.v_params.index_select(0, page_idx);
+    kept.norms = all.norms.index_select(0, page_idx), kept.meta = all.meta.index_select(0, page_idx);
+    CopyPages(store_, kept, P);
+    pages_ = P;
+    valid_host_ = at::empty({P}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+    valid_host_.copy_(kept.meta.select(1, 0), /*non_blocking=*/true);
+    valid_ready_.record(at::cuda::getCurrentCUDAStream());
+    valid_.assign(static_cast<size_t>(P), 0);  // filled in by ResolveValid
+    valid_pending_ = true;
+  }
+
+  // The host mirror of the valid counts after KeepWholePages (waits for that copy only).
+  void ResolveValid() const {
+    if (!valid_pending_) return;
+    valid_ready_.synchronize();
+    std::copy_n(valid_host_.data_ptr<int32_t>(), valid_host_.numel(), valid_.begin());
+    valid_pending_ = false;
   }
 
   // Keeps the first pages and the listed slots of the middle pages (moved to the page front), on the device.
@@ -297,7 +326,12 @@ class CudaLayerCache final : public LayerKvCache {
   PageLayout layout_;
   PagedKv store_;
   int64_t pages_ = 0;
-  std::vector<int32_t> valid_;  // valid tokens of each page, mirrored on the host (no reads back)
+  // Valid tokens of each page, mirrored on the host (appends and compaction know them; after a
+  // whole-page selection on the device they arrive by an asynchronous copy, see ResolveValid).
+  mutable std::vector<int32_t> valid_;
+  mutable bool valid_pending_ = false;
+  at::Tensor valid_host_;  // pinned
+  mutable at::cuda::CUDAEvent valid_ready_;
   double maintenance_ms_ = 0.0;
 };
 
