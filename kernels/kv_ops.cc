@@ -310,7 +310,10 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
     // The last chunk also holds the current frame when it fits.
     const bool with_current = last && tokens + nc <= chunk;
     const int64_t rows = tokens + (with_current ? nc : 0);
-    const at::Tensor k = at::empty({heads, rows, 64}, rows_opts), v = at::empty({heads, rows, 64}, rows_opts);
+    // cuDNN's plans are keyed by strides too: with changing lengths the rows go into buffers whose
+    // head stride is a multiple of the bucket, so that a handful of plans serve every frame.
+    const int64_t room = bucket > 0 ? (rows + bucket - 1) / bucket * bucket : rows;
+    const at::Tensor k = at::empty({heads, room, 64}, rows_opts), v = at::empty({heads, room, 64}, rows_opts);
     LaunchDequant(*pages, page_count, first, count, page_valid, k, v, with_current ? k_cur : at::Tensor(), v_cur, tokens);
     // One chunk of fixed-length rows: a single call, nothing to merge.
     if (with_current && !out.defined() && bucket == 0) return Sdpa(qh, k, v, nullptr);
