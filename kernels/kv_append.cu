@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 
 #include "kernels/kv_common.cuh"
 #include "kernels/kv_kernels.h"
@@ -508,47 +509,51 @@ __global__ void __launch_bounds__(64 * kHpb, 8 / kHpb) AppendPagesV2Kernel(Appen
   }
 }
 
-// Blocks along x for the persistent (KIVI) launch: as many as are resident at once on this device.
-// Cached per (device, blocks along y).
+// What a kernel instantiation needs once per device: its attributes set (dynamic shared memory
+// over 48 KB; non-portable cluster sizes), whether clusters work (sm_90 code, not PTX of an older
+// target compiled by the driver, on a device that launches them), and how many of its blocks are
+// resident at once (the persistent KIVI launch).
+struct DeviceSetup {
+  cudaError_t error = cudaSuccess;
+  bool clusters = false;
+  int resident_blocks = 0;
+};
+
 template <typename Kernel>
-int ResidentColumns(Kernel kernel, const cudaLaunchConfig_t& config, int& columns) {
-  static std::atomic<int> cache[16][kMaxHeads + 1];
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device >= 16) return -1;
-  const unsigned gy = config.gridDim.y;
-  int cached = cache[device][gy].load();
-  if (cached == 0) {
-    int per_sm = 0, sms = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, config.blockDim.x, config.dynamicSmemBytes) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-      return -1;
-    cached = per_sm * sms / static_cast<int>(gy);
-    if (cached <= 0) return -1;
-    cache[device][gy] = cached;
-  }
-  columns = cached;
-  return 0;
+DeviceSetup SetUp(Kernel kernel, int threads, size_t smem, bool oscar, int device) {
+  DeviceSetup s;
+  s.error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (s.error == cudaSuccess && oscar) s.error = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  cudaFuncAttributes attributes;
+  int supported = 0, per_sm = 0, sms = 0;
+  s.clusters = cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess && attributes.ptxVersion >= 90 &&
+               cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, device) == cudaSuccess && supported;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) == cudaSuccess &&
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess)
+    s.resident_blocks = per_sm * sms;
+  (void)cudaGetLastError();  // a failed query must not surface in a later launch check
+  return s;
 }
 
 template <int kBits, int kSlots, bool kOscar, int kHpb>
 cudaError_t LaunchV2(const AppendParams& p, int pages, cudaStream_t stream) {
   auto kernel = AppendPagesV2Kernel<kBits, kSlots, kOscar, kHpb>;
   const size_t smem = kHpb * sizeof(HeadStage<kSlots, kOscar>);
-  static const cudaError_t configured = [&] {
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (e == cudaSuccess && kOscar) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-    return e;
-  }();
-  if (configured != cudaSuccess) return configured;
-  if (kOscar) {  // clusters need sm_90 code (not PTX of an older target compiled by the driver) and device support
-    static const bool clusters = [&] {
-      cudaFuncAttributes attributes;
-      int device = 0, supported = 0;
-      return cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess && attributes.ptxVersion >= 90 && cudaGetDevice(&device) == cudaSuccess &&
-             cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, device) == cudaSuccess && supported;
-    }();
-    if (!clusters) return cudaErrorNotSupported;
+  static DeviceSetup setups[16];  // per device, for this instantiation
+  static std::atomic<bool> ready[16];
+  static std::mutex mutex;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 16) return cudaErrorInvalidDevice;
+  if (!ready[device].load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!ready[device].load(std::memory_order_relaxed)) {
+      setups[device] = SetUp(kernel, 64 * kHpb, smem, kOscar, device);
+      ready[device].store(true, std::memory_order_release);
+    }
   }
+  const DeviceSetup& setup = setups[device];
+  if (setup.error != cudaSuccess) return setup.error;
+  if (kOscar && !setup.clusters) return cudaErrorNotSupported;
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(1, p.heads / kHpb);
   config.blockDim = dim3(64 * kHpb);
@@ -570,8 +575,7 @@ cudaError_t LaunchV2(const AppendParams& p, int pages, cudaStream_t stream) {
   }
   // KIVI: persistent blocks (a page staged ahead). OScaR: a block per page, since a cluster's
   // blocks wait for each other twice per page and march in lockstep when they loop (measured slower).
-  int columns = pages;
-  if (!kOscar && ResidentColumns(kernel, config, columns) != 0) return cudaErrorInvalidConfiguration;
+  const int columns = kOscar ? pages : std::max(1, setup.resident_blocks / static_cast<int>(config.gridDim.y));
   config.gridDim.x = static_cast<unsigned>(std::min(columns, pages));
   return cudaLaunchKernelEx(&config, kernel, p, pages);
 }
