@@ -523,11 +523,13 @@ template <typename Kernel>
 DeviceSetup SetUp(Kernel kernel, int threads, size_t smem, bool oscar, int device) {
   DeviceSetup s;
   s.error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  if (s.error == cudaSuccess && oscar) s.error = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   cudaFuncAttributes attributes;
   int supported = 0, per_sm = 0, sms = 0;
   s.clusters = cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess && attributes.ptxVersion >= 90 &&
                cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, device) == cudaSuccess && supported;
+  // Cluster sizes over 8 (non-portable) are allowed where clusters work at all; failing that, the
+  // launch below finds no room for such a cluster and OScaR falls back to variant 1.
+  if (s.clusters && oscar) (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) == cudaSuccess &&
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess)
     s.resident_blocks = per_sm * sms;
@@ -552,8 +554,8 @@ cudaError_t LaunchV2(const AppendParams& p, int pages, cudaStream_t stream) {
     }
   }
   const DeviceSetup& setup = setups[device];
-  if (setup.error != cudaSuccess) return setup.error;
   if (kOscar && !setup.clusters) return cudaErrorNotSupported;
+  if (setup.error != cudaSuccess) return setup.error;
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(1, p.heads / kHpb);
   config.blockDim = dim3(64 * kHpb);
@@ -577,7 +579,10 @@ cudaError_t LaunchV2(const AppendParams& p, int pages, cudaStream_t stream) {
   // blocks wait for each other twice per page and march in lockstep when they loop (measured slower).
   const int columns = kOscar ? pages : std::max(1, setup.resident_blocks / static_cast<int>(config.gridDim.y));
   config.gridDim.x = static_cast<unsigned>(std::min(columns, pages));
-  return cudaLaunchKernelEx(&config, kernel, p, pages);
+  const cudaError_t launched = cudaLaunchKernelEx(&config, kernel, p, pages);
+  // A cluster the device cannot place (a partitioned or shared GPU): variant 1 instead. An error
+  // left by earlier work would surface again there.
+  return kOscar && launched != cudaSuccess ? cudaErrorNotSupported : launched;
 }
 
 // Heads per block: as asked (1, 2 or 4, dividing the heads), else the most of those that divide

@@ -81,9 +81,12 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
   const int64_t pages = (k.size(1) + L.slots - 1) / L.slots;
   if (first_page + pages > store.meta.size(0))
     throw Error("page store has room for " + std::to_string(store.meta.size(0)) + " pages, append needs " + std::to_string(first_page + pages));
+  // The kernels read rows in 16-byte pieces: a view starting mid-row is copied first.
+  auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 ? t : t.clone(); };
+  const at::Tensor ka = aligned(k), va = aligned(v);
   AppendParams p;
-  p.k = reinterpret_cast<const uint16_t*>(k.data_ptr<at::BFloat16>());
-  p.v = reinterpret_cast<const uint16_t*>(v.data_ptr<at::BFloat16>());
+  p.k = reinterpret_cast<const uint16_t*>(ka.data_ptr<at::BFloat16>());
+  p.v = reinterpret_cast<const uint16_t*>(va.data_ptr<at::BFloat16>());
   p.heads = static_cast<int>(k.size(0));
   p.tokens = static_cast<int>(k.size(1));
   p.head_dim = 64;

@@ -155,6 +155,13 @@ TEST(GpuAppendVariants, ByteIdenticalOverTheSupportedConfigurations) {
               v.index_put_({at::indexing::Slice(), 1}, 0.0);    // a token of +0 values
               v.index_put_({at::indexing::Slice(), 2}, -0.0);   // and one of -0
               v.index_put_({0, 3, at::indexing::Slice(0, 8)}, -0.0);
+              // Signed-zero ties at a group's minimum and maximum (the two variants reduce in different orders).
+              v.index_put_({0, 4, at::indexing::Slice(0, 8)}, 1.0);
+              v.index_put_({0, 4, 0}, 0.0);
+              v.index_put_({0, 4, 5}, -0.0);
+              v.index_put_({0, 6, at::indexing::Slice(0, 8)}, -1.0);
+              v.index_put_({0, 6, 2}, -0.0);
+              v.index_put_({0, 6, 7}, 0.0);
               PageLayout layout{static_cast<int>(heads), 64, slots, bits, v_group, oscar};
               std::vector<PagedKv> out;
               std::vector<std::string> names;
