@@ -13,10 +13,7 @@
 #include "core/errors.h"
 #include "core/export.h"
 #include "core/pipeline.h"
-
-#ifdef STREAMRECON_HAVE_VIEWER
-#include "viewer/viewer.h"
-#endif
+#include "viewer/viewer.h"  // ViewerOptions is plain data; the viewer itself is used only with STREAMRECON_HAVE_VIEWER
 
 namespace streamrecon::app {
 namespace {
@@ -31,12 +28,7 @@ struct ViewArgs {
   PointCloudOptions cloud;   // conf_threshold: shown; voxel_size: the global grid
   int64_t max_points = 2000000;
   bool paused = false;
-  int width = 1280;
-  int height = 800;
-  float point_size = 2.0f;
-  bool follow = false;
-  std::string screenshot;
-  int64_t exit_after_frames = -1;
+  viewer::ViewerOptions window;  // size, point size, follow, screenshot, exit after N frames
 };
 
 #ifdef STREAMRECON_HAVE_VIEWER
@@ -119,14 +111,8 @@ int RunView(const ViewArgs& args) {
               "at configure time); use `streamrecon run` for a headless reconstruction");
 #else
   const std::string input = args.camera >= 0 ? "camera:" + std::to_string(args.camera) : args.in.input;
-  viewer::ViewerOptions vo;
-  vo.width = args.width;
-  vo.height = args.height;
-  vo.point_size = args.point_size;
+  viewer::ViewerOptions vo = args.window;
   vo.conf_threshold = args.cloud.conf_threshold;
-  vo.follow = args.follow;
-  vo.screenshot = args.screenshot;
-  vo.exit_after_frames = args.exit_after_frames;
   viewer::Viewer window(vo);  // fails early, with a hint, when there is no display
 
   viewer::RestartRequest initial;
@@ -168,12 +154,12 @@ Runner AddViewCommand(CLI::App& parent) {
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   cmd->add_flag("--points-from-depth", args->cloud.use_depth, "Build the cloud from depth + predicted cameras instead of the point map");
   cmd->add_flag("--paused", args->paused, "Start paused (step with the panel or the n key)");
-  cmd->add_option("--width", args->width, "Window width")->capture_default_str();
-  cmd->add_option("--height", args->height, "Window height")->capture_default_str();
-  cmd->add_option("--point-size", args->point_size, "Point size in pixels")->capture_default_str();
-  cmd->add_flag("--follow", args->follow, "Follow the newest camera");
-  cmd->add_option("--screenshot", args->screenshot, "Write a PNG of the window when the viewer exits");
-  cmd->add_option("--exit-after-frames", args->exit_after_frames,
+  cmd->add_option("--width", args->window.width, "Window width")->capture_default_str();
+  cmd->add_option("--height", args->window.height, "Window height")->capture_default_str();
+  cmd->add_option("--point-size", args->window.point_size, "Point size in pixels")->capture_default_str();
+  cmd->add_flag("--follow", args->window.follow, "Follow the newest camera");
+  cmd->add_option("--screenshot", args->window.screenshot, "Write a PNG of the window when the viewer exits");
+  cmd->add_option("--exit-after-frames", args->window.exit_after_frames,
                   "Exit once N frames went through and were drawn (or the stream ended): headless screenshots")
       ->check(CLI::NonNegativeNumber);
   return [cmd, args]() { return cmd->parsed() ? RunView(*args) : -1; };

@@ -433,13 +433,19 @@ std::vector<int64_t> AssociateOneToOne(const std::vector<Stamped>& rgb, const st
   return match;
 }
 
-SequencePlan PlanTum(const fs::path& dir, const DatasetOptions& options) {
+// The fields every layout's plan starts with; `kind` names the layout in messages.
+SequencePlan NewPlan(DatasetLayout layout, const fs::path& dir, const std::string& kind, double depth_scale) {
   SequencePlan plan;
-  plan.layout = DatasetLayout::kTum;
+  plan.layout = layout;
   plan.dir = dir;
   plan.name = FolderName(dir);
-  plan.origin = "TUM RGB-D '" + dir.string() + "'";
-  plan.depth_scale = options.depth_scale > 0 ? options.depth_scale : kTumDepthScale;
+  plan.origin = kind + " '" + dir.string() + "'";
+  plan.depth_scale = depth_scale;
+  return plan;
+}
+
+SequencePlan PlanTum(const fs::path& dir, const DatasetOptions& options) {
+  SequencePlan plan = NewPlan(DatasetLayout::kTum, dir, "TUM RGB-D", options.depth_scale > 0 ? options.depth_scale : kTumDepthScale);
   std::string intrinsics_source;
   plan.intrinsics = TumIntrinsics(dir, &intrinsics_source);
 
@@ -499,12 +505,7 @@ bool IsSevenScenesColor(const fs::path& path) {
 }
 
 SequencePlan PlanSevenScenes(const fs::path& dir, const DatasetOptions& options) {
-  SequencePlan plan;
-  plan.layout = DatasetLayout::kSevenScenes;
-  plan.dir = dir;
-  plan.name = FolderName(dir);
-  plan.origin = "7-Scenes sequence '" + dir.string() + "'";
-  plan.depth_scale = options.depth_scale > 0 ? options.depth_scale : kMillimetreScale;
+  SequencePlan plan = NewPlan(DatasetLayout::kSevenScenes, dir, "7-Scenes sequence", options.depth_scale > 0 ? options.depth_scale : kMillimetreScale);
   plan.max_value_invalid = true;
   plan.intrinsics = kSevenScenesIntrinsics;
 
@@ -593,12 +594,7 @@ Rigid3 OpenGlToOpenCv(Rigid3 T) {
 }
 
 SequencePlan PlanRgbdFolder(const fs::path& dir, const DatasetOptions& options) {
-  SequencePlan plan;
-  plan.layout = DatasetLayout::kRgbdFolder;
-  plan.dir = dir;
-  plan.name = FolderName(dir);
-  plan.origin = "RGB-D folder '" + dir.string() + "'";
-  plan.depth_scale = options.depth_scale > 0 ? options.depth_scale : kMillimetreScale;
+  SequencePlan plan = NewPlan(DatasetLayout::kRgbdFolder, dir, "RGB-D folder", options.depth_scale > 0 ? options.depth_scale : kMillimetreScale);
 
   const fs::path colour_dir = ColourFolder(dir);
   const std::map<int64_t, fs::path> colours =
