@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <numeric>
 
 #include "core/errors.h"
@@ -167,6 +168,16 @@ std::vector<std::vector<int64_t>> SelectSlotsByScore(const std::vector<double>& 
   }
   for (auto& slots : kept) std::sort(slots.begin(), slots.end());
   return kept;
+}
+
+at::Tensor TopPagesByBestSlot(const at::Tensor& slot_scores, const at::Tensor& valid, int64_t pages_left) {
+  const int64_t pages = slot_scores.size(0), slots = slot_scores.size(1);
+  const int64_t k = std::max<int64_t>(0, std::min(pages, pages_left));
+  const at::Tensor in_page = at::arange(slots, valid.options().dtype(at::kLong)).unsqueeze(0) < valid.to(at::kLong).unsqueeze(1);
+  const at::Tensor best = at::where(in_page, slot_scores, at::full({}, -INFINITY, slot_scores.options())).amax(1);
+  // Highest first; among equal scores the later page (a stable sort of the reversed pages).
+  const at::Tensor order = std::get<1>(at::sort(best.flip(0), /*stable=*/true, /*dim=*/0, /*descending=*/true));
+  return std::get<0>(at::sort(pages - 1 - order.narrow(0, 0, k)));
 }
 
 std::vector<double> MiddleScores(PrunePolicy policy, const at::Tensor& q, const at::Tensor& middle_keys,

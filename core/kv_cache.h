@@ -121,4 +121,11 @@ std::vector<std::vector<int64_t>> SelectSlotsByScore(const std::vector<double>& 
                                                      const std::vector<int64_t>& slot_of, int64_t pages, int64_t page_bytes,
                                                      int64_t tokens_left, int64_t bytes_left);
 
+// SelectSlotsByScore's choice when only bytes are limited, as tensor ops on any device (no read
+// back): the first slot of a page opens it, and an open page keeps every later slot, so the kept
+// pages are the `pages_left` pages with the highest best-slot score (ties: the later page first,
+// as SelectSlotsByScore's order), each kept whole. slot_scores [P, G]; valid [P] (int) counts the
+// valid slots of each page, the first ones. Returns the kept page indices ascending (long).
+at::Tensor TopPagesByBestSlot(const at::Tensor& slot_scores, const at::Tensor& valid, int64_t pages_left);
+
 }  // namespace streamrecon

@@ -205,16 +205,20 @@ class CudaLayerCache final : public LayerKvCache {
     const at::Tensor slot_scores =
         PolicyScores(TokenScoresCuda(q_bar, {}, 0, &view, pages_, static_cast<int>(heads_))).narrow(0, first_pages, middle_pages);
     std::vector<std::vector<int64_t>> kept(middle_pages);
-    if (options_.policy == PrunePolicy::kXStreamPage && tokens_left < 0) {
-      // Whole pages of equal cost: mean slot score per page, top-k on the device.
-      const at::Tensor finite = at::isfinite(slot_scores);
-      const at::Tensor mean = at::where(finite, slot_scores, at::zeros_like(slot_scores)).sum(1) / finite.sum(1).clamp_min(1);
-      const int64_t k = std::min<int64_t>(middle_pages, bytes_left / page_bytes);
-      const at::Tensor top = std::get<0>(at::sort(std::get<1>(at::topk(mean, k))));  // stays on the device
+    if (tokens_left < 0) {  // only bytes limited: whole pages, chosen on the device
+      const int64_t k = std::max<int64_t>(0, std::min<int64_t>(middle_pages, bytes_left / page_bytes));
+      at::Tensor top;
+      if (options_.policy == PrunePolicy::kXStreamPage) {  // mean slot score per page
+        const at::Tensor finite = at::isfinite(slot_scores);
+        const at::Tensor mean = at::where(finite, slot_scores, at::zeros_like(slot_scores)).sum(1) / finite.sum(1).clamp_min(1);
+        top = std::get<0>(at::sort(std::get<1>(at::topk(mean, k))));
+      } else {  // token-granular: the greedy rule's choice in this case (see TopPagesByBestSlot)
+        top = TopPagesByBestSlot(slot_scores, view.meta.narrow(0, first_pages, middle_pages).select(1, 0), k);
+      }
       KeepWholePages(first_pages, top);
       return;
     } else {
-      // Mixed costs (token-granular, or a token cap): the CPU reference's greedy rule on the host.
+      // A token cap (tokens and pages both limited): the CPU reference's greedy rule on the host.
       const at::Tensor h = slot_scores.to(at::kCPU, at::kDouble).contiguous();
       const double* sc = h.data_ptr<double>();
       std::vector<double> scores;

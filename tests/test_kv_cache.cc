@@ -281,6 +281,46 @@ TEST(QuantizedCache, ByteCapacityIsNeverExceeded) {
   }
 }
 
+// The tensor form of the bytes-only token-granular choice (what the CUDA cache runs on the device)
+// keeps the same pages as SelectSlotsByScore, whole, including ties between pages.
+TEST(Selection, TopPagesByBestSlotEqualsTheGreedyChoiceUnderAByteLimit) {
+  at::manual_seed(7);
+  const int64_t page_bytes = 1000;
+  int checked = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t pages = 1 + trial % 37, slots = trial % 2 ? 32 : 16;
+    const at::Tensor valid = at::randint(1, slots + 1, {pages}, at::kInt);
+    // Few distinct values on odd trials: many ties within and across pages.
+    at::Tensor scores = at::randn({pages, slots}, at::kDouble);
+    if (trial % 2) scores = at::round(scores * 2) / 2;
+    std::vector<double> flat;
+    std::vector<int64_t> page_of, slot_of;
+    for (int64_t p = 0; p < pages; ++p)
+      for (int64_t s = 0; s < valid[p].item<int>(); ++s) {
+        flat.push_back(scores[p][s].item<double>());
+        page_of.push_back(p);
+        slot_of.push_back(s);
+      }
+    const int64_t bytes_left = (trial * 7919) % ((pages + 2) * page_bytes);  // from less than one page to more than all
+    const auto greedy = SelectSlotsByScore(flat, page_of, slot_of, pages, page_bytes, -1, bytes_left);
+    std::vector<int64_t> expected;
+    for (int64_t p = 0; p < pages; ++p) {
+      if (greedy[p].empty()) continue;
+      expected.push_back(p);
+      ASSERT_EQ(static_cast<int64_t>(greedy[p].size()), valid[p].item<int>()) << "an opened page keeps every valid slot";
+    }
+    // Padding slots carry scores that must not count.
+    at::Tensor padded = scores.clone();
+    for (int64_t p = 0; p < pages; ++p) padded[p].narrow(0, valid[p].item<int>(), slots - valid[p].item<int>()).fill_(1e9);
+    const at::Tensor kept = TopPagesByBestSlot(padded, valid, bytes_left / page_bytes);
+    ASSERT_EQ(kept.scalar_type(), at::kLong);
+    EXPECT_EQ(std::vector<int64_t>(kept.data_ptr<int64_t>(), kept.data_ptr<int64_t>() + kept.numel()), expected)
+        << "trial " << trial << ": " << pages << " pages, " << bytes_left << " bytes left";
+    ++checked;
+  }
+  EXPECT_EQ(checked, 200);
+}
+
 TEST(Budget, PlansFramesAndNamesTheMinimum) {
   CacheGeometry g{4, 2, 64, 2, 256, 4, 4};
   KvCacheOptions o;
