@@ -204,7 +204,6 @@ class CudaLayerCache final : public LayerKvCache {
     const PagedKv view = Slice(pages_);
     const at::Tensor slot_scores =
         PolicyScores(TokenScoresCuda(q_bar, {}, 0, &view, pages_, static_cast<int>(heads_))).narrow(0, first_pages, middle_pages);
-    std::vector<std::vector<int64_t>> kept(middle_pages);
     if (tokens_left < 0) {  // only bytes limited: whole pages, chosen on the device
       const int64_t k = std::max<int64_t>(0, std::min<int64_t>(middle_pages, bytes_left / page_bytes));
       at::Tensor top;
@@ -217,28 +216,28 @@ class CudaLayerCache final : public LayerKvCache {
       }
       KeepWholePages(first_pages, top);
       return;
-    } else {
-      // A token cap (tokens and pages both limited): the CPU reference's greedy rule on the host.
-      const at::Tensor h = slot_scores.to(at::kCPU, at::kDouble).contiguous();
-      const double* sc = h.data_ptr<double>();
-      std::vector<double> scores;
-      std::vector<int64_t> page_of, slot_of;
-      for (int64_t p = 0; p < middle_pages; ++p)
-        for (int64_t s = 0; s < counts[p]; ++s) {
-          scores.push_back(sc[p * G + s]);
-          page_of.push_back(p);
-          slot_of.push_back(s);
-        }
-      if (options_.policy == PrunePolicy::kXStreamPage) {
-        std::vector<double> page_scores(middle_pages, 0.0);
-        std::vector<int64_t> page_tokens(middle_pages, 0), cost(middle_pages, page_bytes);
-        for (size_t i = 0; i < scores.size(); ++i) page_scores[page_of[i]] += scores[i], ++page_tokens[page_of[i]];
-        for (int64_t p = 0; p < middle_pages; ++p) page_scores[p] /= std::max<int64_t>(1, page_tokens[p]);
-        for (int64_t p : SelectByScore(page_scores, page_tokens, cost, tokens_left, bytes_left))
-          for (int64_t s = 0; s < page_tokens[p]; ++s) kept[p].push_back(s);
-      } else {
-        kept = SelectSlotsByScore(scores, page_of, slot_of, middle_pages, page_bytes, tokens_left, bytes_left);
+    }
+    // A token cap (tokens and pages both limited): the CPU reference's greedy rule on the host.
+    const at::Tensor h = slot_scores.to(at::kCPU, at::kDouble).contiguous();
+    const double* sc = h.data_ptr<double>();
+    std::vector<double> scores;
+    std::vector<int64_t> page_of, slot_of;
+    for (int64_t p = 0; p < middle_pages; ++p)
+      for (int64_t s = 0; s < counts[p]; ++s) {
+        scores.push_back(sc[p * G + s]);
+        page_of.push_back(p);
+        slot_of.push_back(s);
       }
+    std::vector<std::vector<int64_t>> kept(middle_pages);
+    if (options_.policy == PrunePolicy::kXStreamPage) {
+      std::vector<double> page_scores(middle_pages, 0.0);
+      std::vector<int64_t> page_tokens(middle_pages, 0), cost(middle_pages, page_bytes);
+      for (size_t i = 0; i < scores.size(); ++i) page_scores[page_of[i]] += scores[i], ++page_tokens[page_of[i]];
+      for (int64_t p = 0; p < middle_pages; ++p) page_scores[p] /= std::max<int64_t>(1, page_tokens[p]);
+      for (int64_t p : SelectByScore(page_scores, page_tokens, cost, tokens_left, bytes_left))
+        for (int64_t s = 0; s < page_tokens[p]; ++s) kept[p].push_back(s);
+    } else {
+      kept = SelectSlotsByScore(scores, page_of, slot_of, middle_pages, page_bytes, tokens_left, bytes_left);
     }
     Compact(first_pages, kept);
   }
