@@ -170,6 +170,21 @@ std::vector<std::vector<int64_t>> SelectSlotsByScore(const std::vector<double>& 
   return kept;
 }
 
+std::vector<std::vector<int64_t>> SelectPageSlots(PrunePolicy policy, const std::vector<double>& scores,
+                                                  const std::vector<int64_t>& page_of, const std::vector<int64_t>& slot_of,
+                                                  int64_t pages, int64_t page_bytes, int64_t tokens_left, int64_t bytes_left) {
+  if (policy != PrunePolicy::kXStreamPage)
+    return SelectSlotsByScore(scores, page_of, slot_of, pages, page_bytes, tokens_left, bytes_left);
+  std::vector<double> page_scores(pages, 0.0);
+  std::vector<int64_t> page_tokens(pages, 0), cost(pages, page_bytes);
+  for (size_t i = 0; i < scores.size(); ++i) page_scores[page_of[i]] += scores[i], ++page_tokens[page_of[i]];
+  for (int64_t p = 0; p < pages; ++p) page_scores[p] /= std::max<int64_t>(1, page_tokens[p]);
+  std::vector<std::vector<int64_t>> kept(pages);
+  for (int64_t p : SelectByScore(page_scores, page_tokens, cost, tokens_left, bytes_left))
+    for (int64_t s = 0; s < page_tokens[p]; ++s) kept[p].push_back(s);
+  return kept;
+}
+
 at::Tensor TopPagesByBestSlot(const at::Tensor& slot_scores, const at::Tensor& valid, int64_t pages_left) {
   const int64_t pages = slot_scores.size(0), slots = slot_scores.size(1);
   const int64_t k = std::max<int64_t>(0, std::min(pages, pages_left));

@@ -121,6 +121,12 @@ std::vector<std::vector<int64_t>> SelectSlotsByScore(const std::vector<double>& 
                                                      const std::vector<int64_t>& slot_of, int64_t pages, int64_t page_bytes,
                                                      int64_t tokens_left, int64_t bytes_left);
 
+// The reference choice over the middle pages' slots: whole pages by mean slot score for
+// xstream-page (SelectByScore), else SelectSlotsByScore. page_of indexes [0, pages).
+std::vector<std::vector<int64_t>> SelectPageSlots(PrunePolicy policy, const std::vector<double>& scores,
+                                                  const std::vector<int64_t>& page_of, const std::vector<int64_t>& slot_of,
+                                                  int64_t pages, int64_t page_bytes, int64_t tokens_left, int64_t bytes_left);
+
 // SelectSlotsByScore's choice when only bytes are limited, as tensor ops on any device (no read
 // back): the first slot of a page opens it, and an open page keeps every later slot, so the kept
 // pages are the `pages_left` pages with the highest best-slot score (ties: the later page first,

@@ -6,6 +6,7 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <iterator>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -351,28 +352,18 @@ class QuantizedLayerCache final : public LayerKvCache {
 
     const std::vector<double> scores =
         MiddleScores(options_.policy, q_r, cached_k.narrow(1, first_tokens_, middle_tokens), options_, frames_);
-    // Middle token -> (page, slot), in page order.
+    // Middle token -> (page relative to the first middle page, slot), in page order.
     std::vector<int64_t> page_of, slot_of;
     const int32_t* meta = store_.meta.data_ptr<int32_t>();
     for (int64_t p = first_pages; p < pages_; ++p)
       for (int32_t s = 0; s < meta[2 * p]; ++s) {
-        page_of.push_back(p);
+        page_of.push_back(p - first_pages);
         slot_of.push_back(s);
       }
     std::vector<std::vector<int64_t>> kept_slots(pages_);
-    if (options_.policy == PrunePolicy::kXStreamPage) {
-      std::vector<double> page_scores(middle_pages, 0.0);
-      std::vector<int64_t> page_tokens(middle_pages, 0), page_cost(middle_pages, page_bytes);
-      for (size_t i = 0; i < scores.size(); ++i) {
-        page_scores[page_of[i] - first_pages] += scores[i];
-        ++page_tokens[page_of[i] - first_pages];
-      }
-      for (int64_t p = 0; p < middle_pages; ++p) page_scores[p] /= std::max<int64_t>(1, page_tokens[p]);
-      for (int64_t p : SelectByScore(page_scores, page_tokens, page_cost, tokens_left, bytes_left))
-        for (int64_t s = 0; s < page_tokens[p]; ++s) kept_slots[p + first_pages].push_back(s);
-    } else {
-      kept_slots = SelectSlotsByScore(scores, page_of, slot_of, pages_, page_bytes, tokens_left, bytes_left);
-    }
+    std::vector<std::vector<int64_t>> middle =
+        SelectPageSlots(options_.policy, scores, page_of, slot_of, middle_pages, page_bytes, tokens_left, bytes_left);
+    std::move(middle.begin(), middle.end(), kept_slots.begin() + first_pages);
     Compact(first_pages, kept_slots);
   }
 

@@ -228,18 +228,7 @@ class CudaLayerCache final : public LayerKvCache {
         page_of.push_back(p);
         slot_of.push_back(s);
       }
-    std::vector<std::vector<int64_t>> kept(middle_pages);
-    if (options_.policy == PrunePolicy::kXStreamPage) {
-      std::vector<double> page_scores(middle_pages, 0.0);
-      std::vector<int64_t> page_tokens(middle_pages, 0), cost(middle_pages, page_bytes);
-      for (size_t i = 0; i < scores.size(); ++i) page_scores[page_of[i]] += scores[i], ++page_tokens[page_of[i]];
-      for (int64_t p = 0; p < middle_pages; ++p) page_scores[p] /= std::max<int64_t>(1, page_tokens[p]);
-      for (int64_t p : SelectByScore(page_scores, page_tokens, cost, tokens_left, bytes_left))
-        for (int64_t s = 0; s < page_tokens[p]; ++s) kept[p].push_back(s);
-    } else {
-      kept = SelectSlotsByScore(scores, page_of, slot_of, middle_pages, page_bytes, tokens_left, bytes_left);
-    }
-    Compact(first_pages, kept);
+    Compact(first_pages, SelectPageSlots(options_.policy, scores, page_of, slot_of, middle_pages, page_bytes, tokens_left, bytes_left));
   }
 
   // Keeps the first pages and the middle pages listed (ascending, on the device) whole, without a
