@@ -17,5 +17,6 @@ Runner AddBenchCommand(CLI::App& parent);
 Runner AddAnalyzeCommand(CLI::App& parent);
 Runner AddEvalCommand(CLI::App& parent);
 Runner AddSynthCommand(CLI::App& parent);
+Runner AddTrainCommand(CLI::App& parent);
 
 }  // namespace streamrecon::app

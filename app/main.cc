@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
       streamrecon::app::AddAnalyzeCommand(app),
       streamrecon::app::AddEvalCommand(app),
       streamrecon::app::AddSynthCommand(app),
+      streamrecon::app::AddTrainCommand(app),
   };
   spdlog::set_pattern("[%H:%M:%S] %v");
   try {

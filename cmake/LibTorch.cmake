@@ -42,8 +42,15 @@ if(STREAMRECON_TORCH_CUDA)
   return()
 endif()
 
+set(STREAMRECON_VENV "${CMAKE_SOURCE_DIR}/.venv" CACHE PATH "The project's Python environment (scripts/setup.sh)")
 if(NOT STREAMRECON_TORCH_DIR)
-  find_package(Python3 COMPONENTS Interpreter QUIET)
+  # The project's own environment first (scripts/setup.sh puts the torch wheel there), then any python3.
+  if(EXISTS "${STREAMRECON_VENV}/bin/python3")
+    set(Python3_EXECUTABLE "${STREAMRECON_VENV}/bin/python3")
+    set(Python3_Interpreter_FOUND TRUE)
+  else()
+    find_package(Python3 COMPONENTS Interpreter QUIET)
+  endif()
   if(Python3_Interpreter_FOUND)
     # find_spec does not import torch (importing it would need its CUDA libraries).
     execute_process(

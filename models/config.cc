@@ -141,12 +141,23 @@ ModelConfig NamedConfig(const std::string& name) {
   };
   if (name == "parity-tiny") return small(2, {0, 0, 1, 1});
   if (name == "demo-small") return small(4, {0, 1, 2, 3});
+  if (name == "recon-small") {  // the shipped, trained default model (models/recon_small.safetensors)
+    ModelConfig s;
+    s.img_size = 224;
+    s.embed_dim = 128;
+    s.depth = 6;
+    s.num_heads = 2;  // head dim 64, as the CUDA kernels serve
+    s.dino = DinoConfig{128, 4, 2, 4.0, 4, true, 0.0};
+    s.camera_head = CameraHeadConfig{256, 2, 4, 4.0, 4};
+    s.dpt = DptConfig{256, 64, {32, 64, 128, 128}, {1, 2, 4, 5}};
+    return s;
+  }
   std::string names;
   for (const auto& n : NamedConfigNames()) names += (names.empty() ? "" : ", ") + n;
   throw OptionError("unknown model config '" + name + "': expected one of " + names + " or a path to a JSON file");
 }
 
-std::vector<std::string> NamedConfigNames() { return {"streamvggt-1b", "parity-tiny", "demo-small"}; }
+std::vector<std::string> NamedConfigNames() { return {"streamvggt-1b", "parity-tiny", "demo-small", "recon-small"}; }
 
 ModelConfig LoadConfig(const std::string& name_or_path) {
   for (const auto& n : NamedConfigNames())

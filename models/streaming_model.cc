@@ -10,6 +10,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <optional>
 #include <tuple>
 
 #include "core/errors.h"
@@ -69,13 +70,17 @@ Tensor Linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   return at::linear(x.to(w.scalar_type()), w, b).to(x.scalar_type());
 }
 
-// Softmax attention of [H, N, D] tensors, in bf16 when the block's weights are bf16.
-Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, at::ScalarType compute) {
-  if (compute == q.scalar_type())
-    return at::scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)).squeeze(0);
-  return at::scaled_dot_product_attention(q.to(compute).unsqueeze(0), k.to(compute).unsqueeze(0), v.to(compute).unsqueeze(0))
-      .squeeze(0)
-      .to(q.scalar_type());
+// Softmax attention of [H, N, D] (or batched [B, H, N, D]) tensors, in bf16 when the block's
+// weights are bf16. mask: optional [N, M] bool, true where a query may attend to a key.
+Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, at::ScalarType compute, const std::optional<Tensor>& mask = {}) {
+  const bool batched = q.dim() == 4;
+  auto prep = [&](const Tensor& t) {
+    const Tensor c = compute == t.scalar_type() ? t : t.to(compute);
+    return batched ? c : c.unsqueeze(0);
+  };
+  Tensor o = at::scaled_dot_product_attention(prep(q), prep(k), prep(v), mask);
+  if (!batched) o = o.squeeze(0);
+  return compute == q.scalar_type() ? o : o.to(q.scalar_type());
 }
 
 Tensor LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
@@ -86,10 +91,11 @@ Tensor Mlp(const BlockWeights& b, const Tensor& x) {
   return Linear(at::gelu(Linear(x, b.fc1_w, b.fc1_b)), b.fc2_w, b.fc2_b);
 }
 
-// q, k, v of x [N, C] as [H, N, D], with qk-norm and RoPE when the block has them.
+// q, k, v of x [..., N, C] as [..., H, N, D], with qk-norm and RoPE when the block has them.
 std::tuple<Tensor, Tensor, Tensor> Qkv(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
-  const int64_t n = x.size(0), c = x.size(1);
-  const Tensor qkv = Linear(x, b.qkv_w, b.qkv_b).reshape({n, 3, b.heads, c / b.heads}).permute({1, 2, 0, 3});
+  const int64_t c = x.size(-1);
+  // [..., N, 3C] -> [..., N, 3, H, D] -> [3, ..., H, N, D]
+  const Tensor qkv = Linear(x, b.qkv_w, b.qkv_b).unflatten(-1, {3, b.heads, c / b.heads}).movedim(-3, 0).transpose(-3, -2);
   Tensor q = qkv[0], k = qkv[1], v = qkv[2];
   if (b.qk_norm) {
     q = LayerNorm(q, b.q_norm_w, b.q_norm_b, b.eps);
@@ -102,14 +108,14 @@ std::tuple<Tensor, Tensor, Tensor> Qkv(const BlockWeights& b, const Tensor& x, c
   return {q, k, v.contiguous()};
 }
 
-Tensor MergeHeads(const Tensor& o) {  // [H, N, D] -> [N, H*D]
-  return o.permute({1, 0, 2}).reshape({o.size(1), o.size(0) * o.size(2)});
+Tensor MergeHeads(const Tensor& o) {  // [..., H, N, D] -> [..., N, H*D]
+  return o.transpose(-3, -2).flatten(-2);
 }
 
-// A block attending within x only. x: [N, C].
-Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
+// A block attending within x only. x: [N, C] or batched [B, N, C]; mask as Attention's.
+Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, const std::optional<Tensor>& mask = {}) {
   auto [q, k, v] = Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
-  const Tensor o = Attention(q, k, v, b.qkv_w.scalar_type());
+  const Tensor o = Attention(q, k, v, b.qkv_w.scalar_type(), mask);
   Tensor y = x + b.ls1 * Linear(MergeHeads(o), b.proj_w, b.proj_b);
   return y + b.ls2 * Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps));
 }
@@ -149,6 +155,8 @@ void ModelOptions::Check() const {
     throw OptionError("unsupported dtype '" + dtype + "': expected float32, float64 or bfloat16 (bf16 matrix work, fp32 norms/residual/heads)");
   if (device != "cpu" && device.rfind("cuda", 0) != 0) throw OptionError("unsupported device '" + device + "': expected cpu or cuda[:N]");
   if (cuda_graphs && device == "cpu") throw OptionError("CUDA graphs need --device cuda");
+  if (trainable && dtype == "bfloat16")
+    throw OptionError("a trainable model keeps float32 (or float64) weights; bf16 matrix work in training comes from autocast");
   cache.Check();
 #ifndef STREAMRECON_HAVE_CUDA_KV
   if (device != "cpu")
@@ -289,26 +297,7 @@ struct StreamingModel::Impl {
     layout_h = h;
     layout_w = wd;
     uv_cache.clear();  // (keyed by map sizes only: the image aspect belongs to the layout)
-    const int64_t C = config.embed_dim;
-    const int64_t M = config.pos_grid();
-    const Tensor table = w.at("aggregator.patch_embed.pos_embed").to(at::kFloat)[0];  // [1 + M*M, C]
-    const Tensor cls_pos = table.narrow(0, 0, 1);
-    Tensor grid = table.narrow(0, 1, M * M).reshape({1, M, M, C}).permute({0, 3, 1, 2});
-    Tensor resized;
-    if (h == M && wd == M) {
-      resized = grid;
-    } else if (config.dino.interpolate_offset != 0.0) {
-      const double sy = (h + config.dino.interpolate_offset) / M, sx = (wd + config.dino.interpolate_offset) / M;
-      const int64_t oh = static_cast<int64_t>(std::floor(M * sy)), ow = static_cast<int64_t>(std::floor(M * sx));
-      resized = config.dino.interpolate_antialias ? at::_upsample_bicubic2d_aa(grid, {oh, ow}, false, sy, sx)
-                                                  : at::upsample_bicubic2d(grid, {oh, ow}, false, sy, sx);
-      if (oh != h || ow != wd) throw Error("positional grid resize produced the wrong size (interpolate_offset too large?)");
-    } else {
-      resized = config.dino.interpolate_antialias ? at::_upsample_bicubic2d_aa(grid, {h, wd}, false)
-                                                  : at::upsample_bicubic2d(grid, {h, wd}, false);
-    }
-    const Tensor patch_pos = resized.permute({0, 2, 3, 1}).reshape({h * wd, C});
-    dino_pos = at::cat({cls_pos, patch_pos}, 0).to(topts);
+    dino_pos = PositionalTable(h, wd);
 
     // RoPE: special tokens at (0, 0), patch (r, c) at (r + 1, c + 1); angles in fp32 like the reference.
     const int64_t n_special = config.special_tokens();
@@ -329,18 +318,45 @@ struct StreamingModel::Impl {
     tables(cols, rope.cos_x, rope.sin_x);
   }
 
-  // DINO patch embed. img: [1, 3, H, W] normalised. Returns patch tokens [h*w, C].
-  Tensor PatchEmbed(const Tensor& img) {
+  // The DINO positional table [1 + h*w, C] for an h x w patch grid (differentiable in the weights).
+  Tensor PositionalTable(int64_t h, int64_t wd) {
+    const int64_t C = config.embed_dim;
+    const int64_t M = config.pos_grid();
+    const Tensor table = w.at("aggregator.patch_embed.pos_embed").to(at::kFloat)[0];  // [1 + M*M, C]
+    const Tensor cls_pos = table.narrow(0, 0, 1);
+    Tensor grid = table.narrow(0, 1, M * M).reshape({1, M, M, C}).permute({0, 3, 1, 2});
+    Tensor resized;
+    if (h == M && wd == M) {
+      resized = grid;
+    } else if (config.dino.interpolate_offset != 0.0) {
+      const double sy = (h + config.dino.interpolate_offset) / M, sx = (wd + config.dino.interpolate_offset) / M;
+      const int64_t oh = static_cast<int64_t>(std::floor(M * sy)), ow = static_cast<int64_t>(std::floor(M * sx));
+      resized = config.dino.interpolate_antialias ? at::_upsample_bicubic2d_aa(grid, {oh, ow}, false, sy, sx)
+                                                  : at::upsample_bicubic2d(grid, {oh, ow}, false, sy, sx);
+      if (oh != h || ow != wd) throw Error("positional grid resize produced the wrong size (interpolate_offset too large?)");
+    } else {
+      resized = config.dino.interpolate_antialias ? at::_upsample_bicubic2d_aa(grid, {h, wd}, false)
+                                                  : at::upsample_bicubic2d(grid, {h, wd}, false);
+    }
+    const Tensor patch_pos = resized.permute({0, 2, 3, 1}).reshape({h * wd, C});
+    return at::cat({cls_pos, patch_pos}, 0).to(topts);
+  }
+
+  // DINO patch embed. img: [F, 3, H, W] normalised; pos: the positional table [1 + h*w, C].
+  // Returns patch tokens [F, h*w, C].
+  Tensor PatchEmbed(const Tensor& img, const Tensor& pos) {
+    const int64_t F = img.size(0), C = config.embed_dim;
     const Tensor& proj_w = w.at("aggregator.patch_embed.patch_embed.proj.weight");
     Tensor x = at::conv2d(img.to(proj_w.scalar_type()), proj_w, w.at("aggregator.patch_embed.patch_embed.proj.bias"), config.patch_size)
                    .to(topts.dtype());
-    x = x.flatten(2).transpose(1, 2)[0];  // [h*w, C]
-    x = at::cat({w.at("aggregator.patch_embed.cls_token")[0], x}, 0) + dino_pos;
-    x = at::cat({x.narrow(0, 0, 1), w.at("aggregator.patch_embed.register_tokens")[0], x.narrow(0, 1, x.size(0) - 1)}, 0);
+    x = x.flatten(2).transpose(1, 2);  // [F, h*w, C]
+    x = at::cat({w.at("aggregator.patch_embed.cls_token")[0].expand({F, 1, C}), x}, 1) + pos;
+    const Tensor registers = w.at("aggregator.patch_embed.register_tokens")[0];
+    x = at::cat({x.narrow(1, 0, 1), registers.expand({F, registers.size(0), C}), x.narrow(1, 1, x.size(1) - 1)}, 1);
     for (const auto& b : dino_blocks) x = SelfBlock(b, x, nullptr);
     x = LayerNorm(x, w.at("aggregator.patch_embed.norm.weight"), w.at("aggregator.patch_embed.norm.bias"), 1e-6);
     const int64_t skip = 1 + config.dino.num_register_tokens;
-    return x.narrow(0, skip, x.size(0) - skip);
+    return x.narrow(1, skip, x.size(1) - skip);
   }
 
   // The DPT uv embeddings of the current layout, by (channels, h, w): the same for every frame.
@@ -380,15 +396,15 @@ struct StreamingModel::Impl {
     return at::conv2d(out, w.at(p + "out_conv.weight"), w.at(p + "out_conv.bias"));
   }
 
-  // A DPT head over the tapped aggregator outputs ([P, 2C] each). Returns the raw [1, out, H, W] map.
+  // A DPT head over the tapped aggregator outputs ([F, P, 2C] each). Returns the raw [F, out, H, W] maps.
   Tensor Dpt(const DptWeights& d, const std::vector<Tensor>& taps, int64_t h, int64_t wd, int64_t H, int64_t W) {
     const double aspect = static_cast<double>(W) / H;
     const int64_t n_special = config.special_tokens();
     std::vector<Tensor> feats;
     for (int i = 0; i < 4; ++i) {
-      Tensor x = taps[i].narrow(0, n_special, h * wd);
+      Tensor x = taps[i].narrow(1, n_special, h * wd);
       x = LayerNorm(x, d.norm_w, d.norm_b, 1e-5);
-      x = x.transpose(0, 1).reshape({1, x.size(1), h, wd});
+      x = x.transpose(1, 2).reshape({x.size(0), x.size(2), h, wd});
       x = at::conv2d(x, d.project_w[i], d.project_b[i]);
       x = x + UvEmbedding(x.size(1), h, wd, aspect);
       if (i == 0) x = at::conv_transpose2d(x, d.resize0_w, d.resize0_b, 4);
@@ -408,25 +424,115 @@ struct StreamingModel::Impl {
     return at::conv2d(out, w.at(s + "output_conv2.2.weight"), w.at(s + "output_conv2.2.bias"));
   }
 
-  // Camera head on the camera token of the last aggregator output ([1, 2C]); returns the pose encoding [9].
-  Tensor CameraHead(const Tensor& camera_token) {
+  // The camera head's iterative refinement on camera tokens [..., 1, 2C] of the last aggregator
+  // output; trunk(b, x) runs trunk block b on x with its cache (which the call appends x's keys and
+  // values to). Returns the activated pose encoding [..., 1, 9] of the last iteration, or of every
+  // iteration with all_iterations.
+  std::vector<Tensor> CameraIterations(const Tensor& camera_token, const std::function<Tensor(size_t, const Tensor&)>& trunk,
+                                       bool all_iterations) {
     const std::string p = "camera_head.";
     const Tensor tok = LayerNorm(camera_token, w.at(p + "token_norm.weight"), w.at(p + "token_norm.bias"), 1e-5);
     const Tensor tok_normed = at::layer_norm(tok, {tok.size(-1)}, {}, {}, 1e-6);
+    auto activate = [](const Tensor& enc) { return at::cat({enc.narrow(-1, 0, 7), at::relu(enc.narrow(-1, 7, 2))}, -1); };
     Tensor pred;
+    std::vector<Tensor> poses;
     for (int it = 0; it < config.camera_head.iterations; ++it) {
       const Tensor pose_in = pred.defined() ? pred : w.at(p + "empty_pose_tokens")[0];
       const Tensor cond = at::linear(pose_in, w.at(p + "embed_pose.weight"), w.at(p + "embed_pose.bias"));
       const auto mod = at::linear(at::silu(cond), w.at(p + "poseLN_modulation.1.weight"), w.at(p + "poseLN_modulation.1.bias")).chunk(3, -1);
       Tensor x = mod[2] * (tok_normed * (1 + mod[1]) + mod[0]) + tok;
-      for (size_t b = 0; b < trunk_blocks.size(); ++b) x = CachedBlock(trunk_blocks[b], x, nullptr, *trunk_caches[b]);
+      for (size_t b = 0; b < trunk_blocks.size(); ++b) x = trunk(b, x);
       x = LayerNorm(x, w.at(p + "trunk_norm.weight"), w.at(p + "trunk_norm.bias"), 1e-5);
       const Tensor delta = at::linear(at::gelu(at::linear(x, w.at(p + "pose_branch.fc1.weight"), w.at(p + "pose_branch.fc1.bias"))),
                                       w.at(p + "pose_branch.fc2.weight"), w.at(p + "pose_branch.fc2.bias"));
       pred = pred.defined() ? pred + delta : delta;
+      if (all_iterations || it + 1 == config.camera_head.iterations) poses.push_back(activate(pred));
     }
-    const Tensor enc = pred[0];
-    return at::cat({enc.narrow(0, 0, 7), at::relu(enc.narrow(0, 7, 2))});
+    return poses;
+  }
+
+  // Camera head of one streamed frame ([1, 2C] camera token); returns the pose encoding [9].
+  Tensor CameraHead(const Tensor& camera_token) {
+    auto trunk = [&](size_t b, const Tensor& x) { return CachedBlock(trunk_blocks[b], x, nullptr, *trunk_caches[b]); };
+    return CameraIterations(camera_token, trunk, false).back()[0];
+  }
+
+  // A whole sequence at once with block-causal global attention (frame t attends to frames 0..t),
+  // which is what streaming with the full cache computes. images: [B, S, 3, H, W] in [0, 1].
+  SequenceOutput ForwardSequence(const Tensor& images) {
+    if (images.dim() != 5 || images.size(2) != 3)
+      throw Error("sequence input must be [B, S, 3, H, W] RGB, got " + std::string(c10::str(images.sizes())));
+    const int64_t B = images.size(0), S = images.size(1), H = images.size(3), W = images.size(4), ps = config.patch_size;
+    if (B == 0 || S == 0 || H == 0 || W == 0 || H % ps != 0 || W % ps != 0)
+      throw Error("sequence frames " + std::to_string(W) + "x" + std::to_string(H) + " are not a positive multiple of the patch size " +
+                  std::to_string(ps));
+    const int64_t h = H / ps, wd = W / ps, F = B * S;
+#ifdef STREAMRECON_HAVE_CUDA_KV
+    if (graphs && (graphs->H != H || graphs->W != W)) graphs.reset();  // before the layout tensors change
+#endif
+    PrepareLayout(h, wd);
+    EnsureNormalisation();
+    // The positional table is computed afresh: it depends on weights that training changes.
+    const Tensor pos = PositionalTable(h, wd);
+    const Tensor img = (images.to(topts).reshape({F, 3, H, W}) - norm_mean) / norm_std;
+    const Tensor patches = PatchEmbed(img, pos);  // [F, hw, C]
+    // Camera and register tokens: slot 0 for each sequence's first frame, slot 1 for the others.
+    auto slots = [&](const Tensor& t) {  // [2, n, C] -> [F, n, C]
+      const int64_t n = t.size(1), c = t.size(2);
+      const Tensor per_sequence = at::cat({t.narrow(0, 0, 1), t.narrow(0, 1, 1).expand({S - 1, n, c})}, 0);
+      return per_sequence.unsqueeze(0).expand({B, S, n, c}).reshape({F, n, c});
+    };
+    Tensor x = at::cat({slots(w.at("aggregator.camera_token")[0]), slots(w.at("aggregator.register_token")[0]), patches}, 1);
+    const int64_t P = x.size(1), C = x.size(2);
+    const Tensor frame_of = at::arange(S * P, at::TensorOptions().dtype(at::kLong).device(topts.device())).div(P, "floor");
+    const Tensor causal = frame_of.unsqueeze(1) >= frame_of.unsqueeze(0);  // [S*P, S*P]
+    const RopeTables rope_seq{rope.cos_y.repeat({S, 1}), rope.sin_y.repeat({S, 1}), rope.cos_x.repeat({S, 1}), rope.sin_x.repeat({S, 1})};
+    std::vector<Tensor> outs(config.depth);
+    for (int i = 0; i < config.depth; ++i) {
+      const Tensor fo = SelfBlock(frame_blocks[i], x, &rope);
+      const Tensor xg = fo.reshape({B, S * P, C});
+      auto [q, k, v] = BlockPre(global_blocks[i], xg, &rope_seq);
+      const Tensor o = Attention(q, k, v, global_blocks[i].qkv_w.scalar_type(), causal);
+      x = BlockPost(global_blocks[i], xg, o).reshape({F, P, C});
+      if (needed[i]) outs[i] = at::cat({fo, x}, -1);
+    }
+    SequenceOutput out;
+    // Camera head: frame by frame (iteration k of frame t sees every iteration of frames < t and
+    // iterations <= k of frame t, as the streaming trunk cache does), all sequences at once.
+    const Tensor cam = outs[config.depth - 1].select(1, 0).reshape({B, S, 1, 2 * C});
+    std::vector<Tensor> keys(trunk_blocks.size()), values(trunk_blocks.size());
+    std::vector<std::vector<Tensor>> per_iteration(config.camera_head.iterations);
+    for (int64_t t = 0; t < S; ++t) {
+      auto trunk = [&](size_t b, const Tensor& xt) {
+        auto [q, k, v] = BlockPre(trunk_blocks[b], xt, nullptr);  // [B, H, 1, D]
+        keys[b] = keys[b].defined() ? at::cat({keys[b], k}, 2) : k;
+        values[b] = values[b].defined() ? at::cat({values[b], v}, 2) : v;
+        return BlockPost(trunk_blocks[b], xt, Attention(q, keys[b], values[b], q.scalar_type()));
+      };
+      const auto poses = CameraIterations(cam.select(1, t), trunk, true);
+      for (size_t it = 0; it < poses.size(); ++it) per_iteration[it].push_back(poses[it].select(1, 0));  // [B, 9]
+    }
+    for (auto& poses : per_iteration) out.pose_iterations.push_back(at::stack(poses, 1));  // [B, S, 9]
+    out.pose_enc = out.pose_iterations.back();
+    std::vector<Tensor> taps;
+    for (int idx : config.dpt.intermediate_layer_idx) taps.push_back(outs[idx]);
+    const HeadsOut maps = DptHeads(taps, h, wd, H, W);
+    auto unbatch = [&](const Tensor& t) {
+      std::vector<int64_t> shape{B, S};
+      for (int64_t d = 1; d < t.dim(); ++d) shape.push_back(t.size(d));
+      return t.reshape(shape);
+    };
+    out.depth = unbatch(maps.depth);
+    out.depth_conf = unbatch(maps.depth_conf);
+    out.world_points = unbatch(maps.world_points);
+    out.world_points_conf = unbatch(maps.world_points_conf);
+    return out;
+  }
+
+  void EnsureNormalisation() {
+    if (norm_mean.defined()) return;
+    norm_mean = at::tensor(std::vector<float>{0.485f, 0.456f, 0.406f}).view({3, 1, 1}).to(topts);
+    norm_std = at::tensor(std::vector<float>{0.229f, 0.224f, 0.225f}).view({3, 1, 1}).to(topts);
   }
 
   Tensor norm_mean, norm_std;  // the reference's input normalisation, on the device
@@ -437,7 +543,7 @@ struct StreamingModel::Impl {
 
   // Token sequence of a frame: camera and register tokens (slot 0 for the first frame) and patches.
   Tensor Embed(const Tensor& img, int slot) {
-    const Tensor patches = PatchEmbed(img);
+    const Tensor patches = PatchEmbed(img, dino_pos)[0];
     return at::cat({w.at("aggregator.camera_token")[0][slot], w.at("aggregator.register_token")[0][slot], patches}, 0);
   }
 
@@ -458,17 +564,24 @@ struct StreamingModel::Impl {
     Tensor depth, depth_conf, world_points, world_points_conf;
   };
 
+  // The DPT heads with their activations over taps [F, P, 2C]: maps [F, H, W, c].
+  HeadsOut DptHeads(const std::vector<Tensor>& taps, int64_t h, int64_t wd, int64_t H, int64_t W) {
+    HeadsOut out;
+    const Tensor depth_raw = Dpt(depth_head, taps, h, wd, H, W).permute({0, 2, 3, 1});  // [F, H, W, 2]
+    out.depth = at::exp(depth_raw.narrow(3, 0, 1));
+    out.depth_conf = 1 + at::exp(depth_raw.select(3, 1));
+    const Tensor pts_raw = Dpt(point_head, taps, h, wd, H, W).permute({0, 2, 3, 1});  // [F, H, W, 4]
+    const Tensor xyz = pts_raw.narrow(3, 0, 3);
+    out.world_points = at::sign(xyz) * at::expm1(at::abs(xyz));
+    out.world_points_conf = 1 + at::exp(pts_raw.select(3, 3));
+    return out;
+  }
+
   HeadsOut Heads(int64_t h, int64_t wd, int64_t H, int64_t W) {
     std::vector<Tensor> taps;
-    for (int idx : config.dpt.intermediate_layer_idx) taps.push_back(outputs[idx]);
-    HeadsOut out;
-    const Tensor depth_raw = Dpt(depth_head, taps, h, wd, H, W)[0].permute({1, 2, 0});  // [H, W, 2]
-    out.depth = at::exp(depth_raw.narrow(2, 0, 1));
-    out.depth_conf = 1 + at::exp(depth_raw.select(2, 1));
-    const Tensor pts_raw = Dpt(point_head, taps, h, wd, H, W)[0].permute({1, 2, 0});  // [H, W, 4]
-    const Tensor xyz = pts_raw.narrow(2, 0, 3);
-    out.world_points = at::sign(xyz) * at::expm1(at::abs(xyz));
-    out.world_points_conf = 1 + at::exp(pts_raw.select(2, 3));
+    for (int idx : config.dpt.intermediate_layer_idx) taps.push_back(outputs[idx].unsqueeze(0));
+    HeadsOut out = DptHeads(taps, h, wd, H, W);
+    for (Tensor* t : {&out.depth, &out.depth_conf, &out.world_points, &out.world_points_conf}) *t = (*t)[0];
     return out;
   }
 
@@ -598,13 +711,12 @@ struct StreamingModel::Impl {
 #endif
     PrepareLayout(h, wd);
 
+    if (options.trainable) dino_pos = PositionalTable(h, wd);  // the weights may have changed since the last frame
+
     c10::InferenceMode inference_mode;
     // Normalise like the reference (fp32 mean/std buffers). A host image goes up through pinned
     // memory, without waiting for the device to finish the previous frame.
-    if (!norm_mean.defined()) {
-      norm_mean = at::tensor(std::vector<float>{0.485f, 0.456f, 0.406f}).view({3, 1, 1}).to(topts);
-      norm_std = at::tensor(std::vector<float>{0.229f, 0.224f, 0.225f}).view({3, 1, 1}).to(topts);
-    }
+    EnsureNormalisation();
     const bool upload = topts.device().is_cuda() && image_in.is_cpu();
     const Tensor on_device = upload ? image_in.contiguous().pin_memory().to(topts.device(), /*non_blocking=*/true) : image_in;
     const Tensor img = ((on_device.to(topts) - norm_mean) / norm_std).unsqueeze(0);
@@ -647,7 +759,10 @@ StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weigh
   for (const auto& [name, t] : weights) {
     if (IsIgnoredParameter(name)) continue;
     const bool bf16 = options.dtype == "bfloat16" && is_matrix(name);
-    m.w.emplace(name, t.to(bf16 ? m.topts.dtype(at::kBFloat16) : m.topts).contiguous());
+    Tensor converted = t.to(bf16 ? m.topts.dtype(at::kBFloat16) : m.topts).contiguous();
+    // Trainable: a copy of its own (never the caller's storage), a leaf that collects gradients.
+    if (options.trainable) converted = converted.clone().detach().requires_grad_(true);
+    m.w.emplace(name, converted);
   }
 
   for (int i = 0; i < config.dino.depth; ++i)
@@ -670,6 +785,10 @@ StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weigh
 StreamingModel::~StreamingModel() = default;
 
 StepOutput StreamingModel::Step(const at::Tensor& image) { return impl_->Step(image); }
+
+SequenceOutput StreamingModel::ForwardSequence(const at::Tensor& images) { return impl_->ForwardSequence(images); }
+
+StateDict StreamingModel::Parameters() const { return impl_->w; }
 
 void StreamingModel::Reset() {
 #ifdef STREAMRECON_HAVE_CUDA_KV

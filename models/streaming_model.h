@@ -26,6 +26,9 @@ struct ModelOptions {
   // blocks, the projections/MLPs of the global blocks, the DPT heads) as captured CUDA graphs; the
   // KV-cache attention and maintenance and the camera head run eagerly between them.
   bool cuda_graphs = false;
+  // Training: the weights are the model's own copies that collect gradients (Parameters()), and
+  // ForwardSequence is differentiable. Needs float32 or float64.
+  bool trainable = false;
 
   void Check() const;  // throws OptionError
 };
@@ -45,6 +48,16 @@ struct StepOutput {
   at::Tensor world_points;       // [H, W, 3]
   at::Tensor world_points_conf;  // [H, W]
   at::Tensor tokens_last;        // [P, 2C], the last aggregator output
+};
+
+// Outputs of a whole sequence computed at once (ForwardSequence), on the model's device and dtype.
+struct SequenceOutput {
+  at::Tensor pose_enc;                       // [B, S, 9], the last refinement iteration
+  std::vector<at::Tensor> pose_iterations;   // camera_head.iterations x [B, S, 9], activated
+  at::Tensor depth;                          // [B, S, H, W, 1]
+  at::Tensor depth_conf;                     // [B, S, H, W]
+  at::Tensor world_points;                   // [B, S, H, W, 3], in each sequence's first camera
+  at::Tensor world_points_conf;              // [B, S, H, W]
 };
 
 // What the caches hold right now (for logs, the viewer panel and benchmarks).
@@ -73,6 +86,16 @@ class StreamingModel {
 
   // Forgets the stream (caches emptied; the next frame is a first frame).
   void Reset();
+
+  // B sequences of S frames at once, for training: block-causal global attention (frame t attends
+  // to frames 0..t of its sequence), equal to streaming them frame by frame with the full cache.
+  // images: [B, S, 3, H, W] RGB in [0, 1]. Differentiable when the model is trainable and grad mode
+  // is on; the streaming caches are neither read nor changed.
+  SequenceOutput ForwardSequence(const at::Tensor& images);
+
+  // The tensors the model computes with, by checkpoint name (shared, not copied: with
+  // ModelOptions::trainable these are the parameters an optimiser updates).
+  StateDict Parameters() const;
 
   int64_t frames_seen() const;
   // Tokens held by the cache of global layer `layer`.
