@@ -147,9 +147,9 @@ ModelConfig NamedConfig(const std::string& name) {
     s.embed_dim = 128;
     s.depth = 6;
     s.num_heads = 2;  // head dim 64, as the CUDA kernels serve
-    s.dino = DinoConfig{128, 4, 2, 4.0, 4, true, 0.0};
-    s.camera_head = CameraHeadConfig{256, 2, 4, 4.0, 4};
-    s.dpt = DptConfig{256, 64, {32, 64, 128, 128}, {1, 2, 4, 5}};
+    s.dino = DinoConfig{128, 3, 2, 4.0, 4, true, 0.0};
+    s.camera_head = CameraHeadConfig{256, 1, 4, 2.0, 4};
+    s.dpt = DptConfig{256, 48, {32, 48, 96, 96}, {1, 2, 4, 5}};
     return s;
   }
   std::string names;

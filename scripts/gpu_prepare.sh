@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run on a CPU machine before a device call: fills the two git-ignored folders that the GPU scripts
+# read (the device machine has CUDA, LibTorch, cmake and ninja, but not these):
+#   .deps/          Debian's header-only/-dev packages (nlohmann-json, CLI11, spdlog, fmt, Eigen,
+#                   GoogleTest), unpacked (not installed) with dpkg -x
+#   .gpu_fixtures/  a copy of ../shared/fixtures (the parity fixtures) when present
+# Idempotent; a second run only re-copies the fixtures.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+PKGS=(nlohmann-json3-dev libcli11-dev libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 libeigen3-dev libgtest-dev libgmock-dev)
+if [ ! -f .deps/.complete ]; then
+  rm -rf .deps && mkdir -p .deps/debs
+  (cd .deps/debs && apt-get download "${PKGS[@]}" >/dev/null)
+  for f in .deps/debs/*.deb; do dpkg -x "$f" .deps; done
+  rm -rf .deps/debs .deps/usr/share/doc .deps/usr/share/man
+  touch .deps/.complete
+fi
+if [ -d ../shared/fixtures/parity ]; then
+  rm -rf .gpu_fixtures && mkdir -p .gpu_fixtures/fixtures
+  cp -r ../shared/fixtures/parity .gpu_fixtures/fixtures/
+  cp -r ../shared/samples .gpu_fixtures/ 2>/dev/null || true
+fi
+du -sh .deps .gpu_fixtures 2>/dev/null || true
