@@ -66,7 +66,7 @@ struct ErrorSeries {
 int RunFidelity(const FidelityArgs& args) {
   models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);
-  const LoadedFrames frames = LoadFrames(args.input, loaded.config.patch_size);
+  const LoadedFrames frames = LoadFrames(args.input, loaded.config.patch_size, loaded.config.img_size);
   spdlog::info("{} frames from {}", frames.tensors.size(), frames.description);
 
   auto run_stream = [&](const KvCacheOptions& cache, std::vector<models::StepOutput>* outputs, models::CacheReport* report) {
@@ -234,7 +234,7 @@ int RunStream(const StreamArgs& args) {
   InputArgs input = args.input;
   if (input.input.empty() && input.synthetic_frames <= 0) input.synthetic_frames = args.pool;
   if (input.max_frames < 0) input.max_frames = args.pool;
-  LoadedFrames frames = LoadFrames(input, loaded.config.patch_size);
+  LoadedFrames frames = LoadFrames(input, loaded.config.patch_size, loaded.config.img_size);
   spdlog::info("{} distinct frames ({}x{}) from {}, cycled over {} frames", frames.tensors.size(), frames.images[0].width,
                frames.images[0].height, frames.description, args.frames);
   const auto device = at::Device(args.model.device);

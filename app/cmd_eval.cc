@@ -178,7 +178,7 @@ std::string MarkdownReport(const json& report) {
   table("Depth, per-frame median scale", "depth_median", depth);
   table("Depth, one L1 scale per sequence", "depth_l1", depth);
   table("Camera poses (after Sim(3) alignment)", "pose",
-        {{"ATE RMSE", "ate_rmse", 4}, {"RPE trans RMSE", "rpe_trans_rmse", 4},
+        {{"ATE RMSE", "ate_rmse", 4}, {"path length", "path_length", 3}, {"ATE % of path", "ate_percent_of_path", 2}, {"RPE trans RMSE", "rpe_trans_rmse", 4},
          {"RPE rot RMSE (deg)", "rpe_rot_rmse_deg", 3}, {"Sim(3) scale", "sim3_scale", 4}});
   table("Point cloud (" + report.at("protocol").at("cloud_alignment").get<std::string>() +
             (report.at("protocol").at("icp").get<bool>() ? " + ICP" : "") + " alignment)",
@@ -229,7 +229,7 @@ int RunEval(const EvalArgs& args) {
   options.cache = args.cache.ToOptions();
   models::StreamingModel model(loaded.config, loaded.weights, options);
   loaded.weights.clear();
-  const datasets::PreprocessOptions pre = ParseSize(args.size, loaded.config.patch_size);
+  const datasets::PreprocessOptions pre = ParseSize(args.size, loaded.config.patch_size, loaded.config.img_size);
 
   datasets::DatasetOptions dataset_options;
   dataset_options.every = args.every;
@@ -333,14 +333,25 @@ int RunEval(const EvalArgs& args) {
     report["depth_median"] = depth_group(median_evaluator);
     report["depth_l1"] = depth_group(l1_evaluator);
     report["pose"] = Guarded(name, "pose", [&] {
-      return ToJson(metrics::ComputeTrajectoryMetrics(record.predicted_poses, record.gt_poses, {}));
+      json pose = ToJson(metrics::ComputeTrajectoryMetrics(record.predicted_poses, record.gt_poses, {}));
+      // The ground-truth path length (sum of camera-centre steps) and ATE as a share of it.
+      double length = 0;
+      for (size_t i = 1; i < record.gt_poses.size(); ++i) {
+        const auto& a = record.gt_poses[i - 1].t;
+        const auto& b = record.gt_poses[i].t;
+        length += std::sqrt((a[0] - b[0]) * (a[0] - b[0]) + (a[1] - b[1]) * (a[1] - b[1]) + (a[2] - b[2]) * (a[2] - b[2]));
+      }
+      pose["path_length"] = length;
+      if (length > 1e-9) pose["ate_percent_of_path"] = 100.0 * pose["ate_rmse"].get<double>() / length;
+      return pose;
     });
     report["cloud"] = Guarded(name, "point-cloud", [&] {
       return ToJson(metrics::ComputeCloudMetrics(record.predicted_points, record.gt_points, cloud_options));
     });
-    spdlog::info("{}: AbsRel {} (median) {} (L1), ATE {}, Acc {}, Comp {}, NC {}", name,
-                 Cell(report["depth_median"], "abs_rel", 4), Cell(report["depth_l1"], "abs_rel", 4),
-                 Cell(report["pose"], "ate_rmse", 4), Cell(report["cloud"], "acc", 4),
+    spdlog::info("{}: depth AbsRel {} (median) {} (L1), delta<1.25 {} (L1), ATE {} m = {}% of the {} m path, Acc {}, Comp {}, NC {}", name,
+                 Cell(report["depth_median"], "abs_rel", 4), Cell(report["depth_l1"], "abs_rel", 4), Cell(report["depth_l1"], "delta_1", 4),
+                 Cell(report["pose"], "ate_rmse", 4), Cell(report["pose"], "ate_percent_of_path", 1), Cell(report["pose"], "path_length", 2),
+                 Cell(report["cloud"], "acc", 4),
                  Cell(report["cloud"], "comp", 4), Cell(report["cloud"], "nc", 4));
     sequence_reports.push_back(std::move(report));
   }
@@ -348,7 +359,7 @@ int RunEval(const EvalArgs& args) {
   json report = {
       {"dataset", args.dataset},
       {"model", args.model.random_seed >= 0 ? "random weights (seed " + std::to_string(args.model.random_seed) + ")"
-                                            : args.model.weights},
+                                            : loaded.weights_path},
       {"config", loaded.config.ToJson()},
       {"model_input", {model_w, model_h}},
       {"cache", {{"policy", args.cache.policy}, {"cache_tokens", args.cache.cache_tokens}, {"pool", args.cache.pool}}},
@@ -387,7 +398,7 @@ Runner AddEvalCommand(CLI::App& parent) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--every", args->every, "Use every K-th frame of each sequence")->check(CLI::PositiveNumber);
   cmd->add_option("--scene-seed", args->synthetic_seed, "Seed of the synthetic scene")->capture_default_str();
-  cmd->add_option("--size", args->size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default 518)");
+  cmd->add_option("--size", args->size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default: the model's training width, 224 for the default model)");
   cmd->add_option("--out,-o", args->out, "Output folder for metrics.json and metrics.md")->capture_default_str();
   cmd->add_option("--min-depth", args->min_depth, "Ground-truth depth must exceed this (metres)")->capture_default_str();
   cmd->add_option("--max-depth", args->max_depth, "Ground-truth depth must be below this (metres; 0 = no cap)")

@@ -56,7 +56,7 @@ int RunRun(const RunArgs& args) {
   auto model = std::make_shared<models::StreamingModel>(loaded.config, loaded.weights, options);
   loaded.weights.clear();
 
-  datasets::PreprocessOptions pre = ParseSize(args.in.size, loaded.config.patch_size);
+  datasets::PreprocessOptions pre = ParseSize(args.in.size, loaded.config.patch_size, loaded.config.img_size);
   std::unique_ptr<datasets::FrameSource> source =
       OpenInput(args.in.input, args.in.synthetic_frames, args.in.scene, pre, args.in.every, args.in.max_frames);
   spdlog::info("input: {}", source->Describe());
@@ -109,6 +109,12 @@ int RunRun(const RunArgs& args) {
       {"points", cloud.size()},
       {"cache_bytes", model->CacheBytes()},
       {"cache_policy", args.cache.policy},
+      {"cache_format", args.cache.format},
+      {"kv_budget", args.cache.budget},
+      {"weights", loaded.weights_path.empty() ? "random weights (seed " + std::to_string(args.model.random_seed) + ")" : loaded.weights_path},
+      {"device", args.model.device},
+      {"dtype", args.model.dtype},
+      {"version", "streamrecon 0.1.0"},
       {"config", loaded.config.ToJson()},
   };
   WriteTextAtomically(out_dir / "run.json", summary.dump(2) + "\n");

@@ -30,6 +30,7 @@ struct TrainArgs {
   std::string export_path;
   std::string export_dtype = "float16";
   bool no_bf16 = false;
+  bool export_only = false;
 };
 
 std::vector<std::pair<int, int>> ParseSizes(const std::string& text) {
@@ -46,7 +47,19 @@ std::vector<std::pair<int, int>> ParseSizes(const std::string& text) {
   return sizes;
 }
 
+int ExportRun(const TrainArgs& args) {
+  int64_t step = 0;
+  auto [config, weights] = models::LoadTrainingCheckpoint(args.train.run_dir, &step);
+  models::ExportWeights(args.export_path, config, weights, args.export_dtype, {{"step", std::to_string(step)}, {"trained_by", "streamrecon train"}});
+  spdlog::info("wrote {} ({} weights of step {})", args.export_path, args.export_dtype, step);
+  return 0;
+}
+
 int RunTrain(TrainArgs args) {
+  if (args.export_only) {
+    if (args.export_path.empty()) throw OptionError("--export-only needs --export FILE");
+    return ExportRun(args);
+  }
   if (args.train.device == "auto") args.train.device = at::hasCUDA() ? "cuda" : "cpu";
   args.train.bf16 = !args.no_bf16;
   const models::ModelConfig config = models::LoadConfig(args.config);
@@ -96,13 +109,7 @@ int RunTrain(TrainArgs args) {
   const models::TrainResult r = models::Train(config, initial, args.train, batch, evaluate);
   spdlog::info("{} at step {} of {}{}", r.finished ? "finished" : "stopped", r.last_step, args.train.steps,
                r.finished ? "" : " (run the same command again to continue)");
-  if (!args.export_path.empty()) {
-    int64_t step = 0;
-    auto [saved_config, weights] = models::LoadTrainingCheckpoint(args.train.run_dir, &step);
-    models::ExportWeights(args.export_path, saved_config, weights, args.export_dtype,
-                          {{"step", std::to_string(step)}, {"trained_by", "streamrecon train"}});
-    spdlog::info("wrote {} ({} weights of step {})", args.export_path, args.export_dtype, step);
-  }
+  if (!args.export_path.empty()) ExportRun(args);
   return 0;
 }
 
@@ -148,6 +155,7 @@ Runner AddTrainCommand(CLI::App& parent) {
   cmd->add_option("--prefetch", args->prefetch, "Batches rendered ahead on CPU threads (0 = cores - 2)")->capture_default_str();
   cmd->add_option("--export", args->export_path, "After training, write the weights here as half-precision safetensors with the config");
   cmd->add_option("--export-dtype", args->export_dtype, "float16 or bfloat16")->capture_default_str();
+  cmd->add_flag("--export-only", args->export_only, "Only write --export from the run folder's checkpoint (no training)");
   return [cmd, args]() { return cmd->parsed() ? RunTrain(*args) : -1; };
 }
 

@@ -30,7 +30,7 @@ double RelativeL2(const at::Tensor& ours, const at::Tensor& ref) {
 
 int RunVerify(const VerifyArgs& args) {
   const double tol = args.tol >= 0 ? args.tol : args.model.dtype == "float64" ? 1e-5 : args.model.dtype == "bfloat16" ? 3e-2 : 1e-3;
-  models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
+  models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed, /*allow_default=*/false);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);
   models::ModelOptions options = args.model.ToOptions();
   options.cache = args.cache.ToOptions();

@@ -57,7 +57,7 @@ viewer::Session StartSession(const ViewArgs& args, const std::string& input, con
   auto model = std::make_shared<models::StreamingModel>(loaded.config, loaded.weights, options);
   loaded.weights.clear();
 
-  const datasets::PreprocessOptions pre = ParseSize(args.in.size, loaded.config.patch_size);
+  const datasets::PreprocessOptions pre = ParseSize(args.in.size, loaded.config.patch_size, loaded.config.img_size);
   std::shared_ptr<datasets::FrameSource> source =
       OpenInput(input, args.in.synthetic_frames, args.in.scene, pre, args.in.every, args.in.max_frames);
   spdlog::info("input: {}", source->Describe());

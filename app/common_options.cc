@@ -14,9 +14,9 @@
 namespace streamrecon::app {
 
 void ModelArgs::Add(CLI::App& app) {
-  app.add_option("--weights,-w", weights, "Weights file: .safetensors or .pth (flat or {\"model\": ...})");
+  app.add_option("--weights,-w", weights, "Weights file: .safetensors or .pth (flat or {\"model\": ...}); default: the shipped recon-small model");
   app.add_option("--config", config,
-                 "Model config: streamvggt-1b, parity-tiny, demo-small or a JSON file (default: from the weights file; demo-small with --random-weights)");
+                 "Model config: streamvggt-1b, recon-small, parity-tiny, demo-small or a JSON file (default: from the weights file; demo-small with --random-weights)");
   app.add_flag_function(
       "--random-weights", [this](int64_t) { if (random_seed < 0) random_seed = 0; },
       "Use seeded random weights instead of a file (demos and benchmarks; not a real reconstruction)");
@@ -72,14 +72,14 @@ void InputArgs::Add(CLI::App& app) {
   app.add_option("--synthetic", synthetic_frames, "Render N synthetic frames instead of --input")->check(CLI::PositiveNumber);
   app.add_option("--scene", scene, "Synthetic scene: walk, orbit or pan, optionally with :outdoor (an open square instead of a room)")
       ->capture_default_str();
-  app.add_option("--size", size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default 518)");
+  app.add_option("--size", size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default: the model's training width, 224 for the default model, 518 for streamvggt-1b)");
   app.add_option("--max-frames", max_frames, "Stop after this many frames")->check(CLI::NonNegativeNumber);
   app.add_option("--every", every, "Use every K-th frame of the input")->check(CLI::PositiveNumber);
 }
 
-LoadedFrames LoadFrames(const InputArgs& args, int patch_size) {
+LoadedFrames LoadFrames(const InputArgs& args, int patch_size, int default_width) {
   if (args.input.empty() == (args.synthetic_frames <= 0)) throw OptionError("give exactly one of --input PATH or --synthetic N");
-  const datasets::PreprocessOptions pre = ParseSize(args.size, patch_size);
+  const datasets::PreprocessOptions pre = ParseSize(args.size, patch_size, default_width);
   const int synthetic = args.max_frames >= 0 && args.synthetic_frames > 0
                             ? static_cast<int>(std::min<int64_t>(args.synthetic_frames, args.max_frames))
                             : args.synthetic_frames;

@@ -60,6 +60,6 @@ struct LoadedFrames {
 };
 
 // Reads every frame of the input (for benchmarks and analyses that replay the same frames).
-LoadedFrames LoadFrames(const InputArgs& args, int patch_size);
+LoadedFrames LoadFrames(const InputArgs& args, int patch_size, int default_width);
 
 }  // namespace streamrecon::app

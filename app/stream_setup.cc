@@ -27,9 +27,10 @@ bool ParsePixelSize(const std::string& text, int* width, int* height) {
   return whole_int(text.substr(0, x), width) && (x == std::string::npos || whole_int(text.substr(x + 1), height));
 }
 
-datasets::PreprocessOptions ParseSize(const std::string& size, int patch) {
+datasets::PreprocessOptions ParseSize(const std::string& size, int patch, int default_width) {
   datasets::PreprocessOptions p;
   p.patch = patch;
+  p.target_width = default_width;
   if (!size.empty() && !ParsePixelSize(size, &p.target_width, &p.target_height))
     throw OptionError("--size expects W or WxH in pixels (e.g. 518 or 518x392), got '" + size + "'");
   p.Check();

@@ -20,7 +20,9 @@ bool ParsePixelSize(const std::string& text, int* width, int* height);
 
 // "W" or "WxH" (multiples of patch; empty = width 518) -> preprocessing options.
 // Throws OptionError naming --size for anything else.
-datasets::PreprocessOptions ParseSize(const std::string& size, int patch);
+// --size: "W" or "WxH"; empty = the model's own training width (config img_size: 518 for the 1B
+// model, 224 for recon-small) with the height from the aspect ratio.
+datasets::PreprocessOptions ParseSize(const std::string& size, int patch, int default_width);
 
 // Opens `input` (image folder, glob, video file or camera:N) or, when synthetic_frames > 0,
 // a synthetic scene rendered directly at the model size (4:3 unless pre gives both sides).

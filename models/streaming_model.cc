@@ -8,6 +8,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
@@ -830,8 +832,25 @@ CacheReport StreamingModel::Cache() const {
 
 const ModelConfig& StreamingModel::config() const { return impl_->config; }
 
-LoadedModel LoadModelWeights(const std::string& weights_path, const std::string& config_name, int64_t random_seed) {
+std::string DefaultWeightsPath() {
+  if (const char* env = std::getenv("STREAMRECON_DEFAULT_WEIGHTS"); env && *env) return env;
+  return STREAMRECON_DEFAULT_WEIGHTS;
+}
+
+LoadedModel LoadModelWeights(const std::string& weights_path_in, const std::string& config_name, int64_t random_seed,
+                             bool allow_default) {
   LoadedModel m;
+  if (random_seed >= 0 && !weights_path_in.empty())
+    throw OptionError("--weights " + weights_path_in + " and --random-weights exclude each other: give one of them");
+  std::string weights_path = weights_path_in;
+  if (weights_path.empty() && random_seed < 0 && allow_default) {
+    weights_path = DefaultWeightsPath();
+    if (!std::filesystem::exists(weights_path))
+      throw OptionError("the default model " + weights_path + " is missing (it ships with the source tree; set STREAMRECON_DEFAULT_WEIGHTS or pass --weights FILE)");
+    m.notes.push_back("no --weights: using the shipped default model " + weights_path +
+                      " (recon-small, trained on synthetic scenes; see docs/training.md)");
+  }
+  m.weights_path = weights_path;
   if (random_seed >= 0) {
     m.config = LoadConfig(config_name.empty() ? "demo-small" : config_name);
     m.weights = RandomWeights(m.config, static_cast<uint64_t>(random_seed));

@@ -115,13 +115,21 @@ class StreamingModel {
 };
 
 // Convenience: loads weights (config from the safetensors header when config_name is empty).
-// random_seed >= 0 builds seeded random weights instead of reading a file.
+// random_seed >= 0 builds seeded random weights instead of reading a file. With neither a path nor
+// a seed, the shipped default model (DefaultWeightsPath()) when allow_default, else an OptionError.
 struct LoadedModel {
   ModelConfig config;
   StateDict weights;
   std::vector<std::string> notes;
+  std::string weights_path;  // the file read ("" for random weights)
 };
-LoadedModel LoadModelWeights(const std::string& weights_path, const std::string& config_name, int64_t random_seed);
+LoadedModel LoadModelWeights(const std::string& weights_path, const std::string& config_name, int64_t random_seed,
+                             bool allow_default = true);
+
+// The shipped default model: $STREAMRECON_DEFAULT_WEIGHTS when set, else models/recon_small.safetensors
+// of the source tree this binary was built from (recon-small, trained by `streamrecon train` on
+// synthetic scenes; docs/training.md).
+std::string DefaultWeightsPath();
 
 // Converts a StepOutput to the plain FramePrediction used by exporters and the viewer.
 FramePrediction ToFramePrediction(const StepOutput& out, const RgbImage& image, int64_t index);

@@ -285,8 +285,14 @@ TrainResult Train(const ModelConfig& config, const StateDict& initial, const Tra
                                  torch::optim::AdamWOptions(options.lr).betas({0.9, 0.95}).weight_decay(options.weight_decay)));
   groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(options.lr).betas({0.9, 0.95}).weight_decay(0.0)));
   torch::optim::AdamW optimizer(std::move(groups), torch::optim::AdamWOptions(options.lr).betas({0.9, 0.95}));
-  if (result.resumed) {
-    if (!fs::exists(opt_path)) throw FileError("training checkpoint without optimiser state: " + opt_path.string() + " is missing");
+  // Without optimiser state (a checkpoint carried without optimizer.pt, or --init weights at a
+  // later step) the AdamW moments start fresh and the learning rate re-warms over rewarm steps.
+  int64_t rewarm = 0;
+  if (result.resumed && !fs::exists(opt_path)) {
+    rewarm = std::max<int64_t>(1, options.warmup / 5);
+    spdlog::warn("{} is missing: the optimiser moments start fresh at step {} and the learning rate re-warms over {} steps", opt_path.string(),
+                 step, rewarm);
+  } else if (result.resumed) {
     torch::serialize::InputArchive archive;
     archive.load_from(opt_path.string());
     optimizer.load(archive);
@@ -329,7 +335,8 @@ TrainResult Train(const ModelConfig& config, const StateDict& initial, const Tra
       break;
     }
     const double step_begin = elapsed();
-    const double lr = ScheduledLearningRate(step, options.steps, options.warmup, options.lr, options.min_lr_ratio);
+    double lr = ScheduledLearningRate(step, options.steps, options.warmup, options.lr, options.min_lr_ratio);
+    if (rewarm > 0) lr *= std::min(1.0, static_cast<double>(step - result.first_step + 1) / static_cast<double>(rewarm));
     for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     SequenceBatch b = batch(step).To(at::Device(options.device));
     if (options.dtype == "float64") {

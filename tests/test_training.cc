@@ -279,5 +279,31 @@ TEST(Training, ExportedWeightsLoadWithTheirConfig) {
   EXPECT_THROW(ExportWeights((dir / "x.safetensors").string(), config, w, "int8"), OptionError);
 }
 
+// The shipped default model reconstructs held-out scenes (seeds training never draws): depth within
+// issue #12's targets (AbsRel <= 0.08, delta < 1.25 >= 0.93 after each sequence's scale) on rooms and
+// outdoor squares at the training size, streamed as the CLI streams them (ForwardSequence equals it).
+TEST(DefaultModel, ReconstructsHeldOutScenes) {
+  const std::string path = DefaultWeightsPath();
+  ASSERT_TRUE(std::filesystem::exists(path)) << path;
+  const LoadedModel loaded = LoadModelWeights("", "", -1);
+  EXPECT_EQ(loaded.config.ToJson(), NamedConfig("recon-small").ToJson());
+  EXPECT_LE(std::filesystem::file_size(path), 16u << 20);
+  EXPECT_EQ(loaded.config.head_dim(), 64);
+  StreamingModel model(loaded.config, loaded.weights, ModelOptions{});
+  datasets::TrainingDataOptions eval;
+  eval.evaluation = true;
+  eval.sizes = {{224, 168}};
+  eval.min_frames = eval.start_max_frames = eval.max_frames = 8;
+  eval.frames_per_batch = 16;
+  eval.outdoor_fraction = 0.5;
+  std::vector<SequenceBatch> batches{datasets::MakeTrainingBatch(eval, 1000), datasets::MakeTrainingBatch(eval, 1001)};
+  const auto m = EvaluateSequences(model, batches, false);
+  std::printf("default model on 4 held-out 8-frame sequences: AbsRel %.4f delta1 %.4f points_rel %.4f center_rel %.4f fov %.2f deg\n",
+              m.at("abs_rel"), m.at("delta1"), m.at("points_rel"), m.at("center_rel"), m.at("fov_deg"));
+  EXPECT_LE(m.at("abs_rel"), 0.08);
+  EXPECT_GE(m.at("delta1"), 0.93);
+  EXPECT_LE(m.at("fov_deg"), 5.0);
+}
+
 }  // namespace
 }  // namespace streamrecon::models
