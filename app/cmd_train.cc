@@ -33,7 +33,7 @@ struct TrainArgs {
   bool export_only = false;
 };
 
-std::vector<std::pair<int, int>> ParseSizes(const std::string& text) {
+std::vector<std::pair<int, int>> ParseSizes(const std::string& text, int patch) {
   std::vector<std::pair<int, int>> sizes;
   std::stringstream ss(text);
   std::string item;
@@ -41,6 +41,8 @@ std::vector<std::pair<int, int>> ParseSizes(const std::string& text) {
     int w = 0, h = 0;
     if (!ParsePixelSize(item, &w, &h) || h == 0)
       throw OptionError("--sizes: '" + item + "' is not WIDTHxHEIGHT (e.g. 224x168); expected a comma-separated list");
+    if (w % patch != 0 || h % patch != 0)
+      throw OptionError("--sizes: " + item + " is not a multiple of the patch size " + std::to_string(patch) + " in both directions (e.g. 224x168)");
     sizes.emplace_back(w, h);
   }
   if (sizes.empty()) throw OptionError("--sizes is empty: expected a comma-separated list such as 224x168,196x140");
@@ -52,6 +54,7 @@ int ExportRun(const TrainArgs& args) {
   auto [config, weights] = models::LoadTrainingCheckpoint(args.train.run_dir, &step);
   models::ExportWeights(args.export_path, config, weights, args.export_dtype, {{"step", std::to_string(step)}, {"trained_by", "streamrecon train"}});
   spdlog::info("wrote {} ({} weights of step {})", args.export_path, args.export_dtype, step);
+  models::PlotTrainingLog(args.train.run_dir);
   return 0;
 }
 
@@ -63,7 +66,7 @@ int RunTrain(TrainArgs args) {
   if (args.train.device == "auto") args.train.device = at::hasCUDA() ? "cuda" : "cpu";
   args.train.bf16 = !args.no_bf16;
   const models::ModelConfig config = models::LoadConfig(args.config);
-  args.data.sizes = ParseSizes(args.sizes);
+  args.data.sizes = ParseSizes(args.sizes, config.patch_size);
   args.data.Check(config.patch_size);
   args.train.Check();
   models::StateDict initial;
