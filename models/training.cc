@@ -136,7 +136,7 @@ bool PlotTrainingLog(const std::string& run_dir) {
       "plot 'log.csv' every ::1 using 1:($7) with lines lw 1 title 'depth L1', '' every ::1 using 1:($8) with lines lw 1 title 'points L2',"
       " '' every ::1 using 1:($4) with lines lw 1 title 'camera', '' every ::1 using 1:($9) with lines lw 1 title 'pose L1'\n";
   if (with_eval)
-    script += "unset logscale y\nset title 'held-out scenes (evaluation seeds)'\nset key autotitle columnhead\n"
+    script += "set title 'held-out scenes (evaluation seeds), log scale'\nset key autotitle columnhead\n"
               "plot for [i=2:*] 'eval.csv' using 1:i with linespoints\nunset multiplot\n";
   const fs::path gp = dir / "loss.gp";
   WriteTextAtomically(gp, script);
