@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -202,7 +203,33 @@ std::string MarkdownReport(const json& report) {
 struct SequenceRecord {
   std::vector<Rigid3> predicted_poses, gt_poses;   // world_from_cam, world = first camera
   std::vector<float> predicted_points, gt_points;  // [N, 3] pairs, valid ground truth only
+  // Per frame: depth AbsRel and delta < 1.25 after the frame's median scale (NaN without valid
+  // pixels), model milliseconds and cache bytes after the frame.
+  std::vector<double> frame_abs_rel, frame_delta1, frame_ms;
+  std::vector<int64_t> frame_cache_bytes;
 };
+
+// frames_<name>.csv: accuracy against frame index (long streams show drift here). The camera-centre
+// error is after the whole sequence's Sim(3) alignment (empty when it could not be computed).
+void WriteFrameCsv(const fs::path& path, const SequenceRecord& r, const std::optional<geometry::Sim3>& alignment) {
+  std::ostringstream csv;
+  csv << "frame,depth_abs_rel,depth_delta1,center_error,model_ms,cache_bytes\n";
+  for (size_t i = 0; i < r.frame_abs_rel.size(); ++i) {
+    csv << i << ',' << r.frame_abs_rel[i] << ',' << r.frame_delta1[i] << ',';
+    if (alignment) {
+      const auto c = r.predicted_poses[i].t, g = r.gt_poses[i].t;
+      const auto& R = alignment->T.R;
+      double e2 = 0;
+      for (int a = 0; a < 3; ++a) {
+        const double v = alignment->scale * (R[a * 3] * c[0] + R[a * 3 + 1] * c[1] + R[a * 3 + 2] * c[2]) + alignment->T.t[a] - g[a];
+        e2 += v * v;
+      }
+      csv << std::sqrt(e2);
+    }
+    csv << ',' << r.frame_ms[i] << ',' << r.frame_cache_bytes[i] << '\n';
+  }
+  WriteTextAtomically(path, csv.str());
+}
 
 int RunEval(const EvalArgs& args) {
   metrics::CloudMetricsOptions cloud_options;
@@ -300,6 +327,22 @@ int RunEval(const EvalArgs& args) {
           for (double v : p) record.gt_points.push_back(static_cast<float>(v));
         }
       }
+      {
+        metrics::DepthEvaluator frame_evaluator(depth_median);
+        double abs_rel = std::nan(""), delta1 = std::nan("");
+        try {
+          frame_evaluator.AddFrame(pred.depth, gt_depth);
+          const metrics::DepthMetrics m = frame_evaluator.Compute();
+          abs_rel = m.abs_rel;
+          delta1 = m.delta_1;
+        } catch (const Error&) {
+          // no valid pixel in this frame: NaN in frames.csv
+        }
+        record.frame_abs_rel.push_back(abs_rel);
+        record.frame_delta1.push_back(delta1);
+        record.frame_ms.push_back(ms);
+        record.frame_cache_bytes.push_back(model.CacheBytes());
+      }
       if (depth_error.empty()) {
         try {
           median_evaluator.AddFrame(pred.depth, gt_depth);
@@ -332,8 +375,11 @@ int RunEval(const EvalArgs& args) {
     };
     report["depth_median"] = depth_group(median_evaluator);
     report["depth_l1"] = depth_group(l1_evaluator);
+    std::optional<geometry::Sim3> alignment;
     report["pose"] = Guarded(name, "pose", [&] {
-      json pose = ToJson(metrics::ComputeTrajectoryMetrics(record.predicted_poses, record.gt_poses, {}));
+      const metrics::TrajectoryMetrics tm = metrics::ComputeTrajectoryMetrics(record.predicted_poses, record.gt_poses, {});
+      alignment = tm.alignment;
+      json pose = ToJson(tm);
       // The ground-truth path length (sum of camera-centre steps) and ATE as a share of it.
       double length = 0;
       for (size_t i = 1; i < record.gt_poses.size(); ++i) {
@@ -345,6 +391,11 @@ int RunEval(const EvalArgs& args) {
       if (length > 1e-9) pose["ate_percent_of_path"] = 100.0 * pose["ate_rmse"].get<double>() / length;
       return pose;
     });
+    std::string csv_name = "frames_" + name + ".csv";
+    for (char& c : csv_name)
+      if (c == '/' || c == ' ') c = '_';
+    WriteFrameCsv(out_dir / csv_name, record, alignment);
+    report["frames_csv"] = csv_name;
     report["cloud"] = Guarded(name, "point-cloud", [&] {
       return ToJson(metrics::ComputeCloudMetrics(record.predicted_points, record.gt_points, cloud_options));
     });

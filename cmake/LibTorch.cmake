@@ -76,9 +76,11 @@ target_link_libraries(streamrecon_torch INTERFACE
   "${STREAMRECON_TORCH_DIR}/lib/libtorch_cpu.so"
   "${STREAMRECON_TORCH_DIR}/lib/libc10.so")
 target_compile_definitions(streamrecon_torch INTERFACE _GLIBCXX_USE_CXX11_ABI=1)
-# libtorch_cpu of the CUDA wheel needs libcudart/libcupti at load time: take them from the toolkit.
+# libtorch_cpu of the CUDA wheel needs libcudart/libcupti at load time: from the NVIDIA wheels next
+# to torch (scripts/setup.sh installs them), else from the CUDA toolkit.
 set(_torch_rpath "${STREAMRECON_TORCH_DIR}/lib")
-foreach(_dir /usr/local/cuda/lib64 /usr/local/cuda/extras/CUPTI/lib64)
+get_filename_component(_site_packages "${STREAMRECON_TORCH_DIR}" DIRECTORY)
+foreach(_dir "${_site_packages}/nvidia/cu13/lib" /usr/local/cuda/lib64 /usr/local/cuda/extras/CUPTI/lib64)
   if(EXISTS "${_dir}")
     list(APPEND _torch_rpath "${_dir}")
   endif()

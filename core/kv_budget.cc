@@ -23,6 +23,10 @@ BudgetPlan PlanBudget(const KvCacheOptions& options, const CacheGeometry& g, int
   auto peak = [&](int64_t frames) { return static_cast<uint64_t>(fixed + frames * per_frame); };
   plan.minimum_bytes = peak(2);
   if (options.cache_tokens > 0) {
+    if (options.cache_tokens < 2 * n)
+      throw BudgetError("--cache-tokens " + std::to_string(options.cache_tokens) +
+                        " cannot hold the first and the current frame: the minimum at this frame size (" + std::to_string(n) +
+                        " tokens per frame) is " + std::to_string(2 * n) + " tokens");
     plan.global.tokens = options.cache_tokens;
     plan.trunk.tokens = options.cache_tokens;
   }

@@ -251,8 +251,10 @@ class DenseLayerCache final : public LayerKvCache {
   void Prune(const at::Tensor& q, int64_t n) {
     const int64_t first = first_frame_tokens_;
     const int64_t middle = length_ - first;
-    int64_t tokens_left = capacity_.tokens < 0 ? -1 : capacity_.tokens - first - n;
-    int64_t bytes_left = capacity_.bytes < 0 ? -1 : capacity_.bytes / token_bytes_ - first - n;
+    // A capacity (< 0 = none) smaller than the first and current frames leaves no room for middle
+    // tokens: 0 left, never "unlimited".
+    int64_t tokens_left = capacity_.tokens < 0 ? -1 : std::max<int64_t>(0, capacity_.tokens - first - n);
+    int64_t bytes_left = capacity_.bytes < 0 ? -1 : std::max<int64_t>(0, capacity_.bytes / token_bytes_ - first - n);
     if (tokens_left >= 0 && bytes_left >= 0) tokens_left = std::min(tokens_left, bytes_left);
     else if (bytes_left >= 0) tokens_left = bytes_left;
     if (tokens_left < 0 || middle <= tokens_left) return;  // unlimited, or everything fits

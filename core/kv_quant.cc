@@ -343,8 +343,9 @@ class QuantizedLayerCache final : public LayerKvCache {
     const int64_t first_pages = FirstPages();
     const int64_t first_bytes = first_k_.defined() ? 2 * first_k_.numel() * 2 : first_pages * page_bytes;
     const int64_t current_bytes = FrameBytes(options_, layout_.heads, layout_.head_dim, n, 0, false);
-    const int64_t tokens_left = capacity_.tokens < 0 ? -1 : capacity_.tokens - first_tokens_ - n;
-    const int64_t bytes_left = capacity_.bytes < 0 ? -1 : capacity_.bytes - first_bytes - current_bytes;
+    // (< 0 = no limit; a capacity below the first and current frames leaves 0, never "unlimited")
+    const int64_t tokens_left = capacity_.tokens < 0 ? -1 : std::max<int64_t>(0, capacity_.tokens - first_tokens_ - n);
+    const int64_t bytes_left = capacity_.bytes < 0 ? -1 : std::max<int64_t>(0, capacity_.bytes - first_bytes - current_bytes);
     const int64_t middle_pages = pages_ - first_pages;
     const int64_t middle_tokens = cached_k.size(1) - first_tokens_;
     const bool fits = (tokens_left < 0 || middle_tokens <= tokens_left) && (bytes_left < 0 || middle_pages * page_bytes <= bytes_left);

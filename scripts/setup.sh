@@ -4,8 +4,8 @@
 # Python, which Debian marks as externally managed). Installs only what is missing, so a second
 # run takes a second or two.
 #
-# First run on a brand-new Debian 12: about 700 MB of Debian packages (1.9 GB installed) and the
-# torch wheel (about 900 MB downloaded, 1.6 GB in .venv/).
+# First run on a brand-new Debian 12: about 700 MB of Debian packages (1.9 GB installed), the
+# torch wheel (about 900 MB downloaded, 1.6 GB in .venv/) and two small NVIDIA runtime wheels.
 #
 # Knobs: TORCH_VERSION (default 2.11.0), STREAMRECON_VENV (default <repo>/.venv),
 #        STREAMRECON_TORCH_DIR or Torch_DIR (use your own LibTorch; no wheel is installed).
@@ -65,7 +65,16 @@ PY
 )
 if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
   echo "[setup] installing LibTorch from PyPI into $VENV: torch==$TORCH_VERSION (found: ${have:-none}; ~900 MB download)"
-  # --no-deps: on CPU machines we link libtorch_cpu only; the CUDA toolkit provides libcudart/libcupti.
+  # --no-deps: on CPU machines we link libtorch_cpu only, not torch's CUDA libraries.
   "$VENV/bin/python3" -m pip install -q --no-deps --disable-pip-version-check --no-cache-dir \
     "torch==$TORCH_VERSION"
+fi
+# libtorch_cpu of PyPI's (CUDA) wheel still needs libcudart.so.13 and libcupti.so.13 at link and
+# load time. A machine without the CUDA toolkit gets them from the two NVIDIA wheels that torch
+# 2.11.0 pins (through cuda-toolkit==13.0.2), about 13 MB; CMake puts their folder on the rpath.
+CUDA_RUNTIME_WHEELS=("nvidia-cuda-runtime==13.0.96.*" "nvidia-cuda-cupti==13.0.85.*")
+site=$("$VENV/bin/python3" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ ! -f "$site/nvidia/cu13/lib/libcudart.so.13" ] || [ ! -f "$site/nvidia/cu13/lib/libcupti.so.13" ]; then
+  echo "[setup] installing the CUDA runtime libraries LibTorch links against: ${CUDA_RUNTIME_WHEELS[*]}"
+  "$VENV/bin/python3" -m pip install -q --no-deps --disable-pip-version-check --no-cache-dir "${CUDA_RUNTIME_WHEELS[@]}"
 fi

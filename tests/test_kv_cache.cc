@@ -341,6 +341,41 @@ TEST(Budget, PlansFramesAndNamesTheMinimum) {
   }
 }
 
+// A token cap below the first and the current frame is refused by the plan, and a cache given such
+// a capacity anyway keeps only those two frames instead of growing without bound (it used to read
+// the negative room left as "unlimited").
+TEST(Budget, TokenCapBelowTwoFramesIsRefusedAndNeverUnbounded) {
+  CacheGeometry g{4, 2, 64, 2, 256, 4, 4};
+  KvCacheOptions o;
+  o.policy = PrunePolicy::kXStream;
+  o.cache_tokens = 150;
+  try {
+    PlanBudget(o, g, 100);
+    FAIL() << "a cap of 150 tokens for 100-token frames was accepted";
+  } catch (const BudgetError& e) {
+    EXPECT_NE(std::string(e.what()).find("--cache-tokens 150"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("200 tokens"), std::string::npos) << e.what();
+  }
+  o.cache_tokens = 200;
+  EXPECT_EQ(PlanBudget(o, g, 100).global.tokens, 200);
+  for (CacheFormat format : {CacheFormat::kDense, CacheFormat::kKivi4}) {
+    KvCacheOptions c;
+    c.policy = PrunePolicy::kXStream;
+    c.format = format;
+    c.cache_tokens = 1 << 20;
+    c.special_tokens = 1;
+    auto cache = MakeLayerKvCache(c);
+    const int64_t n = 32;
+    cache->SetCapacity({n, -1});  // below first + current
+    at::manual_seed(3);
+    for (int f = 0; f < 6; ++f) {
+      const at::Tensor q = at::randn({2, n, 64}), k = at::randn({2, n, 64}), v = at::randn({2, n, 64});
+      cache->Forward(q, k, v);
+      EXPECT_LE(cache->tokens(), 2 * n) << ToString(format) << " frame " << f;
+    }
+  }
+}
+
 TEST(Options, BadOptionsAreClearErrors) {
   EXPECT_THROW(ParsePrunePolicy("lru"), OptionError);
   EXPECT_THROW(ParseCacheFormat("kivi3"), OptionError);

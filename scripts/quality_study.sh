@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The compression study on the shipped model (docs/quality.md): one held-out synthetic stream
+# (scene seed 11, never used in training) through `streamrecon eval` with the full cache and with
+# every format x policy x budget, where the budgets are 1/2, 1/4, 1/8 and 1/16 of the full bf16
+# cache's bytes at the end of the stream. Writes OUT/study.csv, OUT/study.md and OUT/study.png.
+# Usage: bash scripts/quality_study.sh [OUT] [FRAMES] [SCENE] [DEVICE]   (needs jq, gnuplot)
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+EXE="$ROOT/build/app/streamrecon"
+OUT=${1:-quality_out}
+FRAMES=${2:-300}
+SCENE=${3:-walk}
+DEVICE=${4:-cpu}
+SEED=11
+mkdir -p "$OUT"
+common=(eval --dataset "synthetic:$SCENE" --frames "$FRAMES" --scene-seed "$SEED" --device "$DEVICE" --max-points 50000)
+summary() {  # metrics.json -> "abs_rel,delta1,ate_percent,cache_bytes_peak"
+  jq -r '.sequences[0] | "\(.depth_l1.abs_rel),\(.depth_l1.delta_1),\(.pose.ate_percent_of_path // "nan"),\(.cache_bytes_peak)"' "$1"
+}
+echo "[study] full cache (bf16 storage): $FRAMES frames of synthetic:$SCENE seed $SEED"
+"$EXE" "${common[@]}" --format bf16 --out "$OUT/full" > "$OUT/full.log" 2>&1 || { tail -5 "$OUT/full.log"; exit 1; }
+IFS=, read -r full_abs full_d1 full_ate full_bytes <<< "$(summary "$OUT/full/metrics.json")"
+echo "policy,format,fraction,budget_bytes,abs_rel,delta1,ate_percent,cache_bytes_peak,abs_rel_change" > "$OUT/study.csv"
+echo "none,bf16,1,$full_bytes,$full_abs,$full_d1,$full_ate,$full_bytes,0" >> "$OUT/study.csv"
+for policy in xstream xstream-page; do
+  for format in bf16 kivi4 kivi2 oscar4 oscar2; do
+    for k in 2 4 8 16; do
+      budget=$(( full_bytes / k ))
+      name="${policy}_${format}_1of${k}"
+      if "$EXE" "${common[@]}" --policy "$policy" --format "$format" --kv-budget "$budget" --out "$OUT/$name" > "$OUT/$name.log" 2>&1; then
+        IFS=, read -r a d e b <<< "$(summary "$OUT/$name/metrics.json")"
+        change=$(awk -v a="$a" -v f="$full_abs" 'BEGIN { printf "%.4f", (a - f) / f }')
+        echo "$policy,$format,$k,$budget,$a,$d,$e,$b,$change" >> "$OUT/study.csv"
+        echo "[study] $name: AbsRel $a (change $change), delta1 $d, ATE $e % of path, peak cache $b bytes"
+      else
+        echo "$policy,$format,$k,$budget,nan,nan,nan,nan,nan" >> "$OUT/study.csv"
+        echo "[study] $name failed: $(grep -m1 error "$OUT/$name.log" || tail -1 "$OUT/$name.log")"
+      fi
+    done
+  done
+done
+{
+  echo "| policy | format | budget (of full) | budget bytes | AbsRel | AbsRel change vs full | δ<1.25 | ATE % of path | peak cache bytes |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+  tail -n +2 "$OUT/study.csv" | awk -F, '{ printf "| %s | %s | 1/%s | %s | %.4f | %+.2f%% | %.4f | %.1f | %s |\n", $1, $2, $3, $4, $5, 100 * $9, $6, $7, $8 }'
+} > "$OUT/study.md"
+if command -v gnuplot >/dev/null; then
+  (cd "$OUT" && gnuplot -e "
+    set datafile separator ','; set terminal pngcairo size 1100,460 noenhanced; set output 'study.png';
+    set multiplot layout 1,2;
+    set logscale x 2; set xlabel 'cache bytes held at the end (peak)'; set ylabel 'depth AbsRel (L1 scale)'; set grid; set key top right;
+    full = system('awk -F, \"NR==2 {print \\\$5}\" study.csv') + 0;
+    do for [p in 'xstream xstream-page'] {
+      set title p.' (dashed: full cache)';
+      plot for [f in 'bf16 kivi4 kivi2 oscar4 oscar2'] 'study.csv' using (strcol(1) eq p && strcol(2) eq f ? \$8 : 1/0):5 with linespoints title f, full with lines dt 2 lc rgb 'black' notitle
+    };
+    unset multiplot")
+fi
+cat "$OUT/study.md"
