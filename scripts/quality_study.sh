@@ -4,6 +4,7 @@
 # every format x policy x budget, where the budgets are 1/2, 1/4, 1/8 and 1/16 of the full bf16
 # cache's bytes at the end of the stream. Writes OUT/study.csv, OUT/study.md and OUT/study.png.
 # Usage: bash scripts/quality_study.sh [OUT] [FRAMES] [SCENE] [DEVICE]   (needs jq, gnuplot)
+# The grid can be narrowed: POLICIES="xstream-page" FORMATS="kivi2 oscar2" FRACTIONS="8" bash ...
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 EXE="$ROOT/build/app/streamrecon"
@@ -17,16 +18,21 @@ common=(eval --dataset "synthetic:$SCENE" --frames "$FRAMES" --scene-seed "$SEED
 summary() {  # metrics.json -> "abs_rel,delta1,ate_percent,cache_bytes_peak"
   jq -r '.sequences[0] | "\(.depth_l1.abs_rel),\(.depth_l1.delta_1),\(.pose.ate_percent_of_path // "nan"),\(.cache_bytes_peak)"' "$1"
 }
-echo "[study] full cache (bf16 storage): $FRAMES frames of synthetic:$SCENE seed $SEED"
-"$EXE" "${common[@]}" --format bf16 --out "$OUT/full" > "$OUT/full.log" 2>&1 || { tail -5 "$OUT/full.log"; exit 1; }
+if [ ! -f "$OUT/full/metrics.json" ]; then
+  echo "[study] full cache (bf16 storage): $FRAMES frames of synthetic:$SCENE seed $SEED"
+  "$EXE" "${common[@]}" --format bf16 --out "$OUT/full" > "$OUT/full.log" 2>&1 || { tail -5 "$OUT/full.log"; exit 1; }
+fi
 IFS=, read -r full_abs full_d1 full_ate full_bytes <<< "$(summary "$OUT/full/metrics.json")"
-echo "policy,format,fraction,budget_bytes,abs_rel,delta1,ate_percent,cache_bytes_peak,abs_rel_change" > "$OUT/study.csv"
-echo "none,bf16,1,$full_bytes,$full_abs,$full_d1,$full_ate,$full_bytes,0" >> "$OUT/study.csv"
-for policy in xstream xstream-page; do
-  for format in bf16 kivi4 kivi2 oscar4 oscar2; do
-    for k in 2 4 8 16; do
+if [ ! -f "$OUT/study.csv" ]; then
+  echo "policy,format,fraction,budget_bytes,abs_rel,delta1,ate_percent,cache_bytes_peak,abs_rel_change" > "$OUT/study.csv"
+  echo "none,bf16,1,$full_bytes,$full_abs,$full_d1,$full_ate,$full_bytes,0" >> "$OUT/study.csv"
+fi
+for policy in ${POLICIES:-xstream xstream-page}; do
+  for format in ${FORMATS:-bf16 kivi4 kivi2 oscar4 oscar2}; do
+    for k in ${FRACTIONS:-2 4 8 16}; do
       budget=$(( full_bytes / k ))
       name="${policy}_${format}_1of${k}"
+      if grep -q "^$policy,$format,$k," "$OUT/study.csv"; then continue; fi  # done in an earlier run
       if "$EXE" "${common[@]}" --policy "$policy" --format "$format" --kv-budget "$budget" --out "$OUT/$name" > "$OUT/$name.log" 2>&1; then
         IFS=, read -r a d e b <<< "$(summary "$OUT/$name/metrics.json")"
         change=$(awk -v a="$a" -v f="$full_abs" 'BEGIN { printf "%.4f", (a - f) / f }')
