@@ -446,8 +446,8 @@ Runner AddEvalCommand(CLI::App& parent) {
                   "synthetic[:walk|:orbit|:pan][:outdoor], or a TUM RGB-D / 7-Scenes / RGB-D folder (or a folder of sequences)")
       ->capture_default_str();
   cmd->add_option("--frames,-n", args->frames, "Frames per sequence (synthetic: frames rendered, default 24)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--every", args->every, "Use every K-th frame of each sequence")->check(CLI::PositiveNumber);
+      ->check(kPositive);
+  cmd->add_option("--every", args->every, "Use every K-th frame of each sequence")->check(kPositive);
   cmd->add_option("--scene-seed", args->synthetic_seed, "Seed of the synthetic scene")->capture_default_str();
   cmd->add_option("--size", args->size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default: the model's training width, 224 for the default model)");
   cmd->add_option("--out,-o", args->out, "Output folder for metrics.json and metrics.md")->capture_default_str();
@@ -460,10 +460,10 @@ Runner AddEvalCommand(CLI::App& parent) {
   cmd->add_flag("--icp", args->icp, "Refine the point-cloud alignment with point-to-point ICP (Open3D)");
   cmd->add_option("--icp-threshold", args->icp_max_distance, "ICP correspondence distance (metres)")->capture_default_str();
   cmd->add_option("--max-points", args->max_points, "Points per cloud for the nearest-neighbour metrics (0 = all)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kNonNegative)
       ->capture_default_str();
   cmd->add_option("--cloud-stride", args->cloud_stride, "Pixel stride when collecting points")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->capture_default_str();
   return [cmd, args]() { return cmd->parsed() ? RunEval(*args) : -1; };
 }

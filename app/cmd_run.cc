@@ -138,7 +138,7 @@ Runner AddRunCommand(CLI::App& parent) {
   cmd->add_option("--voxel-size", args->cloud.voxel_size, "Voxel size for downsampling the cloud per frame (0 = off)")
       ->capture_default_str();
   cmd->add_flag("--points-from-depth", args->cloud.use_depth, "Build the cloud from depth + predicted cameras instead of the point map");
-  cmd->add_flag("!--no-depth-maps", args->depth_maps, "Do not write per-frame depth maps");
+  cmd->add_flag_function("--no-depth-maps", [args](int64_t) { args->depth_maps = false; }, "Do not write per-frame depth maps");
   cmd->add_flag("--colmap", args->colmap,
                 "Also write a COLMAP text model: colmap/images/frame_NNNNNN.png and colmap/sparse/0/{cameras,images,points3D}.txt");
   return [cmd, args]() { return cmd->parsed() ? RunRun(*args) : -1; };

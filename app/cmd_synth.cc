@@ -5,6 +5,7 @@
 #include <string>
 
 #include "app/commands.h"
+#include "app/common_options.h"
 #include "app/stream_setup.h"
 #include "core/errors.h"
 #include "datasets/ground_truth.h"
@@ -53,7 +54,7 @@ Runner AddSynthCommand(CLI::App& parent) {
   CLI::App* cmd = parent.add_subcommand("synth", "Render a synthetic sequence with exact ground truth into a TUM RGB-D folder");
   cmd->add_option("--scene", args->scene, "walk, orbit or pan, optionally with :outdoor (an open square instead of a room)")
       ->capture_default_str();
-  cmd->add_option("--frames", args->frames, "Number of frames")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--frames", args->frames, "Number of frames")->check(kPositive)->capture_default_str();
   cmd->add_option("--size", args->size, "Image size WIDTHxHEIGHT")->capture_default_str();
   cmd->add_option("--seed", args->seed, "Scene seed (room, objects, textures, start of the trajectory)")->capture_default_str();
   cmd->add_option("--fov", args->fov, "Horizontal field of view in degrees")->capture_default_str();

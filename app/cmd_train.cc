@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "app/commands.h"
+#include "app/common_options.h"
 #include "app/stream_setup.h"
 #include "core/errors.h"
 #include "datasets/training_data.h"
@@ -130,7 +131,7 @@ Runner AddTrainCommand(CLI::App& parent) {
   cmd->add_option("--config", args->config, "Model config: a built-in name (recon-small, demo-small, ...) or a JSON file")->capture_default_str();
   cmd->add_option("--init", args->init, "Start from these weights instead of seeded random ones (ignored when the run folder has a checkpoint)");
   cmd->add_option("--init-seed", args->init_seed, "Seed of the random initial weights")->capture_default_str();
-  cmd->add_option("--steps", t.steps, "Optimiser steps of the whole schedule; training stops there")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--steps", t.steps, "Optimiser steps of the whole schedule; training stops there")->check(kPositive)->capture_default_str();
   cmd->add_option("--lr", t.lr, "Peak learning rate (AdamW, betas 0.9/0.95)")->capture_default_str();
   cmd->add_option("--min-lr-ratio", t.min_lr_ratio, "Final learning rate as a fraction of --lr (cosine decay)")->capture_default_str();
   cmd->add_option("--warmup", t.warmup, "Linear warm-up steps")->capture_default_str();

@@ -140,18 +140,18 @@ Runner AddViewCommand(CLI::App& parent) {
   args->model.Add(*cmd);
   args->cache.Add(*cmd);
   args->in.Add(*cmd);
-  cmd->add_option("--camera", args->camera, "Camera index (real time)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--camera", args->camera, "Camera index (real time)")->check(kNonNegative);
   cmd->add_flag("--realtime", args->realtime,
                 "Play the input at its own rate and drop frames when the model lags (always on for cameras)");
   cmd->add_option("--fps", args->fps, "With --realtime: frame rate of image folders and synthetic frames")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(kPositive)->capture_default_str();
   cmd->add_option("--conf-threshold", args->cloud.conf_threshold, "Show points with confidence above this (a slider later)")
       ->capture_default_str();
   cmd->add_option("--stride", args->cloud.stride, "Take every N-th pixel for the point cloud")->capture_default_str();
   cmd->add_option("--voxel-size", args->cloud.voxel_size, "Voxel size of the global grid merging all frames (0 = off)")
       ->capture_default_str();
   cmd->add_option("--max-points", args->max_points, "Coarsen the voxel grid to keep at most this many points (0 = no bound)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(kNonNegative)->capture_default_str();
   cmd->add_flag("--points-from-depth", args->cloud.use_depth, "Build the cloud from depth + predicted cameras instead of the point map");
   cmd->add_flag("--paused", args->paused, "Start paused (step with the panel or the n key)");
   cmd->add_option("--width", args->window.width, "Window width")->capture_default_str();
@@ -161,7 +161,7 @@ Runner AddViewCommand(CLI::App& parent) {
   cmd->add_option("--screenshot", args->window.screenshot, "Write a PNG of the window when the viewer exits");
   cmd->add_option("--exit-after-frames", args->window.exit_after_frames,
                   "Exit once N frames went through and were drawn (or the stream ended): headless screenshots")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   return [cmd, args]() { return cmd->parsed() ? RunView(*args) : -1; };
 }
 

@@ -13,6 +13,28 @@
 
 namespace streamrecon::app {
 
+namespace {
+CLI::Validator NumberCheck(bool allow_zero) {
+  return CLI::Validator(
+      [allow_zero](std::string& text) -> std::string {
+        double v = 0;
+        size_t used = 0;
+        try {
+          v = std::stod(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != text.size() || text.empty()) return "expected a number, got '" + text + "'";
+        if (allow_zero ? v < 0 : v <= 0) return std::string(allow_zero ? "must be >= 0" : "must be positive") + ", got " + text;
+        return {};
+      },
+      allow_zero ? "NONNEGATIVE" : "POSITIVE");
+}
+}  // namespace
+
+const CLI::Validator kPositive = NumberCheck(false);
+const CLI::Validator kNonNegative = NumberCheck(true);
+
 void ModelArgs::Add(CLI::App& app) {
   app.add_option("--weights,-w", weights, "Weights file: .safetensors or .pth (flat or {\"model\": ...}); default: the shipped recon-small model");
   app.add_option("--config", config,
@@ -20,7 +42,7 @@ void ModelArgs::Add(CLI::App& app) {
   app.add_flag_function(
       "--random-weights", [this](int64_t) { if (random_seed < 0) random_seed = 0; },
       "Use seeded random weights instead of a file (demos and benchmarks; not a real reconstruction)");
-  app.add_option("--seed", random_seed, "Seed for --random-weights")->check(CLI::NonNegativeNumber);
+  app.add_option("--seed", random_seed, "Seed for --random-weights")->check(kNonNegative);
   app.add_option("--dtype", dtype, "Compute precision: float32, float64, or bfloat16 (bf16 matrix work, fp32 norms and heads)")
       ->check(CLI::IsMember({"float32", "float64", "bfloat16"}));
   app.add_option("--device", device, "cpu or cuda[:N]");
@@ -69,12 +91,12 @@ KvCacheOptions CacheArgs::ToOptions() const {
 
 void InputArgs::Add(CLI::App& app) {
   app.add_option("--input,-i", input, "Image folder, glob (quoted), video file, or camera:N");
-  app.add_option("--synthetic", synthetic_frames, "Render N synthetic frames instead of --input")->check(CLI::PositiveNumber);
+  app.add_option("--synthetic", synthetic_frames, "Render N synthetic frames instead of --input")->check(kPositive);
   app.add_option("--scene", scene, "Synthetic scene: walk, orbit or pan, optionally with :outdoor (an open square instead of a room)")
       ->capture_default_str();
   app.add_option("--size", size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default: the model's training width, 224 for the default model, 518 for streamvggt-1b)");
-  app.add_option("--max-frames", max_frames, "Stop after this many frames")->check(CLI::NonNegativeNumber);
-  app.add_option("--every", every, "Use every K-th frame of the input")->check(CLI::PositiveNumber);
+  app.add_option("--max-frames", max_frames, "Stop after this many frames")->check(kNonNegative);
+  app.add_option("--every", every, "Use every K-th frame of the input")->check(kPositive);
 }
 
 LoadedFrames LoadFrames(const InputArgs& args, int patch_size, int default_width) {

@@ -11,6 +11,11 @@
 
 namespace streamrecon::app {
 
+// Number checks for CLI options with one-line messages ("--every: must be positive, got 0"),
+// instead of CLI11's range text.
+extern const CLI::Validator kPositive;     // > 0
+extern const CLI::Validator kNonNegative;  // >= 0
+
 struct ModelArgs {
   std::string weights;           // weights file (.safetensors or .pth)
   std::string config;            // built-in config name or JSON file; empty = from the weights file

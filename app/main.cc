@@ -26,8 +26,16 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("[%H:%M:%S] %v");
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::Success& e) {  // --help, --version
     return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Usage errors exit 2 like every other input error (not CLI11's own codes), in one line.
+    std::string what = e.what();
+    if (const size_t nl = what.find('\n'); nl != std::string::npos) what.resize(nl);
+    std::string command;
+    for (const CLI::App* sub : app.get_subcommands()) command = sub->get_name();
+    std::cerr << "error: " << what << "\n(see 'streamrecon " << (command.empty() ? "" : command + " ") << "--help')\n";
+    return 2;
   }
   try {
     for (auto& run : runners) {  // each returns -1 unless its subcommand was chosen

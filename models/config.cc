@@ -1,6 +1,7 @@
 // Model configuration: JSON I/O, built-in names and the expected parameter list.
 #include "models/config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -16,12 +17,43 @@ void Require(bool ok, const std::string& what) {
 }
 
 template <typename T>
-void Get(const nlohmann::json& j, const char* key, T& value) {
+void Get(const nlohmann::json& j, const std::string& where, const char* key, T& value) {
   if (!j.contains(key)) return;
   try {
     value = j.at(key).get<T>();
   } catch (const nlohmann::json::exception& e) {
-    throw OptionError(std::string("invalid model config: key '") + key + "' has the wrong type (" + e.what() + ")");
+    throw OptionError("invalid model config: key '" + where + key + "' has the wrong type (" + e.what() + ")");
+  }
+}
+
+// An integer within [lo, hi] (a value that would wrap or overflow is an error, not a size).
+int CheckedInt(const nlohmann::json& v, const std::string& name, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer()) throw OptionError("invalid model config: key '" + name + "' must be an integer, found " + v.dump());
+  const bool in_range = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(hi) && static_cast<int64_t>(v.get<uint64_t>()) >= lo
+                                               : v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+  if (!in_range)
+    throw OptionError("invalid model config: key '" + name + "' is " + v.dump() + ", outside [" + std::to_string(lo) + ", " +
+                      std::to_string(hi) + "]");
+  return static_cast<int>(v.get<int64_t>());
+}
+
+void GetInt(const nlohmann::json& j, const std::string& where, const char* key, int& value, int64_t lo, int64_t hi) {
+  if (j.contains(key)) value = CheckedInt(j.at(key), where + key, lo, hi);
+}
+
+void GetPositive(const nlohmann::json& j, const std::string& where, const char* key, double& value, double hi) {
+  Get(j, where, key, value);
+  if (j.contains(key) && !(value > 0 && value <= hi))
+    throw OptionError("invalid model config: key '" + where + key + "' is " + j.at(key).dump() + ", outside (0, " + std::to_string(hi) + "]");
+}
+
+// Every key of an object must be one we read (or one the reference's dumps carry for information).
+void RejectUnknownKeys(const nlohmann::json& j, const std::string& where, const std::vector<std::string>& known) {
+  for (const auto& [key, value] : j.items()) {
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    std::string list;
+    for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+    throw OptionError("invalid model config: unknown key '" + where + key + "' (expected one of: " + list + ")");
   }
 }
 
@@ -51,44 +83,65 @@ void ModelConfig::Check() const {
 }
 
 ModelConfig ModelConfig::FromJson(const nlohmann::json& j) {
-  if (!j.is_object()) throw OptionError("invalid model config: expected a JSON object");
+  if (!j.is_object()) throw OptionError("invalid model config: expected a JSON object, found " + std::string(j.type_name()));
+  // The sizes that define a model must be given; the rest has documented defaults (README).
+  for (const char* key : {"img_size", "patch_size", "embed_dim", "depth", "num_heads"})
+    if (!j.contains(key)) throw OptionError(std::string("invalid model config: missing key '") + key + "' (every config names img_size, patch_size, embed_dim, depth and num_heads)");
+  // "frames", "height" and "width" are informational keys of the reference's dumps.
+  RejectUnknownKeys(j, "", {"img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "num_register_tokens",
+                            "rope_frequency", "dino", "camera_head", "dpt", "frames", "height", "width"});
+  constexpr int64_t kBig = 1 << 16;
   ModelConfig c;
-  Get(j, "img_size", c.img_size);
-  Get(j, "patch_size", c.patch_size);
-  Get(j, "embed_dim", c.embed_dim);
-  Get(j, "depth", c.depth);
-  Get(j, "num_heads", c.num_heads);
-  Get(j, "mlp_ratio", c.mlp_ratio);
-  Get(j, "num_register_tokens", c.num_register_tokens);
-  Get(j, "rope_frequency", c.rope_frequency);
+  GetInt(j, "", "img_size", c.img_size, 1, kBig);
+  GetInt(j, "", "patch_size", c.patch_size, 1, 1024);
+  GetInt(j, "", "embed_dim", c.embed_dim, 1, kBig);
+  GetInt(j, "", "depth", c.depth, 1, 1024);
+  GetInt(j, "", "num_heads", c.num_heads, 1, 1024);
+  GetPositive(j, "", "mlp_ratio", c.mlp_ratio, 64);
+  GetInt(j, "", "num_register_tokens", c.num_register_tokens, 0, 1024);
+  GetPositive(j, "", "rope_frequency", c.rope_frequency, 1e9);
   c.dino.embed_dim = c.embed_dim;
   c.dino.num_register_tokens = c.num_register_tokens;
   if (j.contains("dino")) {
     const auto& d = j.at("dino");
-    Get(d, "embed_dim", c.dino.embed_dim);
-    Get(d, "depth", c.dino.depth);
-    Get(d, "num_heads", c.dino.num_heads);
-    Get(d, "mlp_ratio", c.dino.mlp_ratio);
-    Get(d, "num_register_tokens", c.dino.num_register_tokens);
-    Get(d, "interpolate_antialias", c.dino.interpolate_antialias);
-    Get(d, "interpolate_offset", c.dino.interpolate_offset);
+    if (!d.is_object()) throw OptionError("invalid model config: key 'dino' must be an object");
+    RejectUnknownKeys(d, "dino.", {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_register_tokens", "interpolate_antialias",
+                                   "interpolate_offset", "init_values"});
+    GetInt(d, "dino.", "embed_dim", c.dino.embed_dim, 1, kBig);
+    GetInt(d, "dino.", "depth", c.dino.depth, 1, 1024);
+    GetInt(d, "dino.", "num_heads", c.dino.num_heads, 1, 1024);
+    GetPositive(d, "dino.", "mlp_ratio", c.dino.mlp_ratio, 64);
+    GetInt(d, "dino.", "num_register_tokens", c.dino.num_register_tokens, 0, 1024);
+    Get(d, "dino.", "interpolate_antialias", c.dino.interpolate_antialias);
+    Get(d, "dino.", "interpolate_offset", c.dino.interpolate_offset);
+    if (!(c.dino.interpolate_offset >= 0 && c.dino.interpolate_offset < 1))
+      throw OptionError("invalid model config: key 'dino.interpolate_offset' must be in [0, 1)");
   }
   c.camera_head.dim_in = 2 * c.embed_dim;
   c.dpt.dim_in = 2 * c.embed_dim;
   if (j.contains("camera_head")) {
     const auto& h = j.at("camera_head");
-    Get(h, "dim_in", c.camera_head.dim_in);
-    Get(h, "trunk_depth", c.camera_head.trunk_depth);
-    Get(h, "num_heads", c.camera_head.num_heads);
-    Get(h, "mlp_ratio", c.camera_head.mlp_ratio);
-    Get(h, "iterations", c.camera_head.iterations);
+    if (!h.is_object()) throw OptionError("invalid model config: key 'camera_head' must be an object");
+    RejectUnknownKeys(h, "camera_head.", {"dim_in", "trunk_depth", "num_heads", "mlp_ratio", "iterations"});
+    GetInt(h, "camera_head.", "dim_in", c.camera_head.dim_in, 1, 2 * kBig);
+    GetInt(h, "camera_head.", "trunk_depth", c.camera_head.trunk_depth, 1, 1024);
+    GetInt(h, "camera_head.", "num_heads", c.camera_head.num_heads, 1, 1024);
+    GetPositive(h, "camera_head.", "mlp_ratio", c.camera_head.mlp_ratio, 64);
+    GetInt(h, "camera_head.", "iterations", c.camera_head.iterations, 1, 64);
   }
   if (j.contains("dpt")) {
     const auto& h = j.at("dpt");
-    Get(h, "dim_in", c.dpt.dim_in);
-    Get(h, "features", c.dpt.features);
-    Get(h, "out_channels", c.dpt.out_channels);
-    Get(h, "intermediate_layer_idx", c.dpt.intermediate_layer_idx);
+    if (!h.is_object()) throw OptionError("invalid model config: key 'dpt' must be an object");
+    RejectUnknownKeys(h, "dpt.", {"dim_in", "features", "out_channels", "intermediate_layer_idx"});
+    GetInt(h, "dpt.", "dim_in", c.dpt.dim_in, 1, 2 * kBig);
+    GetInt(h, "dpt.", "features", c.dpt.features, 1, kBig);
+    for (const char* key : {"out_channels", "intermediate_layer_idx"}) {
+      if (!h.contains(key)) continue;
+      const auto& a = h.at(key);
+      if (!a.is_array() || a.size() != 4) throw OptionError(std::string("invalid model config: key 'dpt.") + key + "' must be an array of 4 integers");
+      auto& target = std::string(key) == "out_channels" ? c.dpt.out_channels : c.dpt.intermediate_layer_idx;
+      for (int i = 0; i < 4; ++i) target[i] = CheckedInt(a[i], std::string("dpt.") + key + "[" + std::to_string(i) + "]", 0, kBig);
+    }
   }
   c.Check();
   return c;

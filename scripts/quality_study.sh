@@ -18,14 +18,19 @@ common=(eval --dataset "synthetic:$SCENE" --frames "$FRAMES" --scene-seed "$SEED
 summary() {  # metrics.json -> "abs_rel,delta1,ate_percent,cache_bytes_peak"
   jq -r '.sequences[0] | "\(.depth_l1.abs_rel),\(.depth_l1.delta_1),\(.pose.ate_percent_of_path // "nan"),\(.cache_bytes_peak)"' "$1"
 }
+# The reference is the full cache in FULL_FORMAT (default bf16, the GPU's unquantized storage; fp32
+# on CPUs, whose bf16 matrix work is emulated and slow); the budgets are fractions of the full
+# cache's bytes in bf16 either way (fp32 holds twice as many).
+FULL_FORMAT=${FULL_FORMAT:-bf16}
 if [ ! -f "$OUT/full/metrics.json" ]; then
-  echo "[study] full cache (bf16 storage): $FRAMES frames of synthetic:$SCENE seed $SEED"
-  "$EXE" "${common[@]}" --format bf16 --out "$OUT/full" > "$OUT/full.log" 2>&1 || { tail -5 "$OUT/full.log"; exit 1; }
+  echo "[study] full cache ($FULL_FORMAT storage): $FRAMES frames of synthetic:$SCENE seed $SEED"
+  "$EXE" "${common[@]}" --format "$FULL_FORMAT" --out "$OUT/full" > "$OUT/full.log" 2>&1 || { tail -5 "$OUT/full.log"; exit 1; }
 fi
 IFS=, read -r full_abs full_d1 full_ate full_bytes <<< "$(summary "$OUT/full/metrics.json")"
+if [ "$FULL_FORMAT" = fp32 ]; then full_bytes=$(( full_bytes / 2 )); fi
 if [ ! -f "$OUT/study.csv" ]; then
   echo "policy,format,fraction,budget_bytes,abs_rel,delta1,ate_percent,cache_bytes_peak,abs_rel_change" > "$OUT/study.csv"
-  echo "none,bf16,1,$full_bytes,$full_abs,$full_d1,$full_ate,$full_bytes,0" >> "$OUT/study.csv"
+  echo "none,$FULL_FORMAT,1,$full_bytes,$full_abs,$full_d1,$full_ate,$full_bytes,0" >> "$OUT/study.csv"
 fi
 for policy in ${POLICIES:-xstream xstream-page}; do
   for format in ${FORMATS:-bf16 kivi4 kivi2 oscar4 oscar2}; do

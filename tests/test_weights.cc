@@ -128,5 +128,44 @@ TEST(Config, RejectsInconsistentConfigs) {
   EXPECT_EQ(ModelConfig::FromJson(NamedConfig("streamvggt-1b").ToJson()).ToJson(), NamedConfig("streamvggt-1b").ToJson());
 }
 
+// A config file is read strictly: every named config round-trips, while an empty object, an unknown
+// key, a size that would wrap and a wrong type are errors naming the key (they used to become the
+// 1B model, be ignored, wrap to 0, or be accepted).
+TEST(Config, JsonIsStrictAndNamesTheKey) {
+  for (const auto& name : NamedConfigNames()) EXPECT_EQ(ModelConfig::FromJson(NamedConfig(name).ToJson()).ToJson(), NamedConfig(name).ToJson()) << name;
+  auto message = [](const nlohmann::json& j) {
+    try {
+      ModelConfig::FromJson(j);
+    } catch (const OptionError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  EXPECT_NE(message(nlohmann::json::object()).find("missing key 'img_size'"), std::string::npos) << message(nlohmann::json::object());
+  nlohmann::json j = NamedConfig("parity-tiny").ToJson();
+  j["embed_dimm"] = 64;
+  EXPECT_NE(message(j).find("unknown key 'embed_dimm'"), std::string::npos) << message(j);
+  j = NamedConfig("parity-tiny").ToJson();
+  j["dino"]["deepth"] = 3;
+  EXPECT_NE(message(j).find("unknown key 'dino.deepth'"), std::string::npos) << message(j);
+  j = NamedConfig("parity-tiny").ToJson();
+  j["embed_dim"] = uint64_t{1} << 40;
+  EXPECT_NE(message(j).find("'embed_dim' is 1099511627776, outside"), std::string::npos) << message(j);
+  j = NamedConfig("parity-tiny").ToJson();
+  j["depth"] = -2;
+  EXPECT_NE(message(j).find("'depth' is -2, outside"), std::string::npos) << message(j);
+  j = NamedConfig("parity-tiny").ToJson();
+  j["num_heads"] = 2.5;
+  EXPECT_NE(message(j).find("'num_heads' must be an integer"), std::string::npos) << message(j);
+  j = NamedConfig("parity-tiny").ToJson();
+  j["dpt"]["out_channels"] = {16, 32, 64};
+  EXPECT_NE(message(j).find("dpt.out_channels"), std::string::npos) << message(j);
+  // The reference's dumps carry informational keys; they stay accepted.
+  j = NamedConfig("parity-tiny").ToJson();
+  j["frames"] = 6;
+  j["dino"]["init_values"] = 1.0;
+  EXPECT_EQ(message(j), "(accepted)");
+}
+
 }  // namespace
 }  // namespace streamrecon::models
