@@ -64,6 +64,10 @@ struct ErrorSeries {
 };
 
 int RunFidelity(const FidelityArgs& args) {
+  // Every policy, format and budget is checked before the full-cache pass (which can take long).
+  for (const auto& policy : SplitList(args.policies)) ParsePrunePolicy(policy);
+  for (const auto& format : SplitList(args.formats)) ParseCacheFormat(format);
+  for (const auto& budget : args.budgets) ParseByteSize(budget);
   models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);
   const LoadedFrames frames = LoadFrames(args.input, loaded.config.patch_size, loaded.config.img_size);
@@ -384,7 +388,7 @@ Runner AddBenchCommand(CLI::App& parent) {
   CLI::App* st = bench->add_subcommand("stream", "Latency and memory over a long stream, per cache configuration");
   sargs->model.Add(*st);
   sargs->input.Add(*st);
-  st->add_option("--frames", sargs->frames, "Frames per configuration")->capture_default_str();
+  st->add_option("--frames", sargs->frames, "Frames per configuration")->check(kPositive)->capture_default_str();
   st->add_option("--pool", sargs->pool, "Distinct frames cycled through (synthetic unless --input)")->capture_default_str();
   st->add_option("--run", sargs->runs, "A configuration POLICY,FORMAT[,BUDGET], e.g. xstream,oscar2,2GiB (repeatable)");
   st->add_option("--policy", sargs->policy, "With --format/--kv-budget: one configuration instead of --run");

@@ -98,7 +98,12 @@ int RunRun(const RunArgs& args) {
   if (preview) WriteCloudPreview(out_dir / "preview.png", cloud, cameras);
   WriteTrajectoryTum(out_dir / "trajectory.txt", cameras);
   WriteCamerasJson(out_dir / "cameras.json", cameras);
-  if (args.colmap) WriteColmapSparse(out_dir / "colmap", cameras, cloud);
+  if (args.colmap) {
+    const std::vector<int64_t> left_out = WriteColmapSparse(out_dir / "colmap", cameras, cloud);
+    if (!left_out.empty())
+      spdlog::warn("{} frame(s) left out of the COLMAP model: their predicted focal lengths are not finite and positive (first: frame {})",
+                   left_out.size(), left_out.front());
+  }
   const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   nlohmann::json summary = {
       {"input", source->Describe()},

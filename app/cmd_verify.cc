@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+
 #include <cstdio>
 
 #include "app/commands.h"
@@ -29,6 +31,10 @@ double RelativeL2(const at::Tensor& ours, const at::Tensor& ref) {
 }
 
 int RunVerify(const VerifyArgs& args) {
+  // The reference first (before loading a model): a missing dump is named as such.
+  if (!std::filesystem::exists(args.reference)) throw FileError("reference dump not found: " + args.reference + " (--reference)");
+  if (std::filesystem::is_directory(args.reference))
+    throw FileError("--reference " + args.reference + " is a folder; expected a .safetensors reference dump");
   const double tol = args.tol >= 0 ? args.tol : args.model.dtype == "float64" ? 1e-5 : args.model.dtype == "bfloat16" ? 3e-2 : 1e-3;
   models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed, /*allow_default=*/false);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);

@@ -346,15 +346,24 @@ void WriteColmapImage(const fs::path& folder, const FramePrediction& p) {
 #endif
 }
 
-void WriteColmapSparse(const fs::path& folder, const std::vector<FramePrediction>& cameras, const PointCloud& cloud) {
+std::vector<int64_t> WriteColmapSparse(const fs::path& folder, const std::vector<FramePrediction>& cameras, const PointCloud& cloud) {
   const fs::path sparse = folder / "sparse" / "0";
   EnsureWritableFolder(sparse);
-  std::string cameras_txt = "# Camera list with one line of data per camera:\n#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n"
-                            "# Number of cameras: " + std::to_string(cameras.size()) + "\n";
-  std::string images_txt = "# Image list with two lines of data per image:\n#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n"
-                           "#   POINTS2D[] as (X, Y, POINT3D_ID)\n# Number of images: " + std::to_string(cameras.size()) + "\n";
-  char line[512];
+  std::vector<int64_t> left_out;
+  std::vector<size_t> kept;
   for (size_t i = 0; i < cameras.size(); ++i) {
+    const FramePrediction& p = cameras[i];
+    const Intrinsics k = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
+    const bool ok = std::isfinite(k.fx) && std::isfinite(k.fy) && k.fx > 0 && k.fy > 0;
+    if (ok) kept.push_back(i);
+    else left_out.push_back(p.index);
+  }
+  std::string cameras_txt = "# Camera list with one line of data per camera:\n#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n"
+                            "# Number of cameras: " + std::to_string(kept.size()) + "\n";
+  std::string images_txt = "# Image list with two lines of data per image:\n#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n"
+                           "#   POINTS2D[] as (X, Y, POINT3D_ID)\n# Number of images: " + std::to_string(kept.size()) + "\n";
+  char line[512];
+  for (size_t i : kept) {
     const FramePrediction& p = cameras[i];
     const Intrinsics k = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
     std::snprintf(line, sizeof(line), "%zu PINHOLE %d %d %.12g %.12g %.12g %.12g\n", i + 1, p.width, p.height, k.fx, k.fy, k.cx, k.cy);
@@ -376,6 +385,7 @@ void WriteColmapSparse(const fs::path& folder, const std::vector<FramePrediction
   WriteTextAtomically(sparse / "cameras.txt", cameras_txt);
   WriteTextAtomically(sparse / "images.txt", images_txt);
   WriteTextAtomically(sparse / "points3D.txt", points_txt);
+  return left_out;
 }
 
 

@@ -88,10 +88,13 @@ void WriteCloudPreview(const std::filesystem::path& path, const PointCloud& clou
 //    (%06d = prediction.index). Throws Error when built without OpenCV (see CanWriteImages).
 //  * WriteColmapSparse, once: sparse/0/cameras.txt, one PINHOLE camera per frame (the predicted
 //    intrinsics); sparse/0/images.txt, cam_from_world as QW QX QY QZ TX TY TZ with an empty
-//    2D-point line; sparse/0/points3D.txt, the cloud with error 0 and empty tracks.
+//    2D-point line; sparse/0/points3D.txt, the cloud with error 0 and empty tracks. A frame whose
+//    predicted focal lengths are not finite and positive is left out (COLMAP cannot read it);
+//    returns the indices of the frames left out, so the caller can say so.
 // Folders are created when missing.
 bool CanWriteImages();
 void WriteColmapImage(const std::filesystem::path& folder, const FramePrediction& prediction);
-void WriteColmapSparse(const std::filesystem::path& folder, const std::vector<FramePrediction>& cameras, const PointCloud& cloud);
+std::vector<int64_t> WriteColmapSparse(const std::filesystem::path& folder, const std::vector<FramePrediction>& cameras,
+                                       const PointCloud& cloud);
 
 }  // namespace streamrecon

@@ -312,6 +312,24 @@ TEST(Export, DepthMapsWithoutOpenCVAreAClearError) {
 }
 #endif
 
+// A frame whose predicted focal lengths are not finite and positive (a zero or negative field of
+// view) is left out of the COLMAP model and reported, instead of writing 'inf' or a negative focal.
+TEST(Export, ColmapLeavesOutInvalidIntrinsics) {
+  const fs::path dir = ScratchDir("export_colmap_invalid");
+  std::vector<FramePrediction> predictions = {MakePrediction(0, 28, 14, Rigid3{}), MakePrediction(1, 28, 14, Rigid3{}),
+                                              MakePrediction(2, 28, 14, Rigid3{})};
+  predictions[1].pose_enc[8] = 0.0;   // fov_w 0: fx infinite
+  predictions[2].pose_enc[7] = -0.5;  // fov_h negative: fy negative
+  PointCloudOptions options;
+  options.conf_threshold = 0;
+  const std::vector<int64_t> left_out = WriteColmapSparse(dir, predictions, CollectPoints(predictions, options));
+  EXPECT_EQ(left_out, (std::vector<int64_t>{1, 2}));
+  const std::string cameras = ReadText(dir / "sparse/0/cameras.txt");
+  EXPECT_NE(cameras.find("# Number of cameras: 1"), std::string::npos) << cameras;
+  EXPECT_EQ(cameras.find("inf"), std::string::npos) << cameras;
+  EXPECT_NE(ReadText(dir / "sparse/0/images.txt").find("# Number of images: 1"), std::string::npos);
+}
+
 // The COLMAP text model reads back: intrinsics, cam_from_world as (QW, QX, QY, QZ, T), the
 // points with their colours, and (with OpenCV) the frames as PNGs named in images.txt.
 TEST(Export, ColmapModelRoundTrips) {
