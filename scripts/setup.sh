@@ -4,8 +4,9 @@
 # Python, which Debian marks as externally managed). Installs only what is missing, so a second
 # run takes a second or two.
 #
-# First run on a brand-new Debian 12: about 700 MB of Debian packages (1.9 GB installed), the
-# torch wheel (about 900 MB downloaded, 1.6 GB in .venv/) and two small NVIDIA runtime wheels.
+# First run on a brand-new Debian 12 (measured by scripts/fresh_debian_test.sh): about 400 MB of
+# Debian packages (1.5 GB installed), then the torch wheel and two small NVIDIA runtime wheels
+# (1.3 GB in .venv/).
 #
 # Knobs: TORCH_VERSION (default 2.11.0), STREAMRECON_VENV (default <repo>/.venv),
 #        STREAMRECON_TORCH_DIR or Torch_DIR (use your own LibTorch; no wheel is installed).
