@@ -5,25 +5,13 @@
 # Usage: bash scripts/gpu_train.sh NAME [train options...]   (results in $OUT)
 # Carry: .deps and .gpu_fixtures (scripts/gpu_prepare.sh) and runs/NAME when continuing.
 set -uo pipefail
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
 NAME=${1:?run name}
 shift
-export PATH=/usr/local/cuda/bin:$PATH
-DEPS=$PWD/.deps/usr
-export LD_LIBRARY_PATH=$DEPS/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-TORCH_PREFIX=$(python3 -c "import torch;print(torch.utils.cmake_prefix_path)")
+source "$(dirname "$0")/gpu_build.sh"
 { nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv; nproc; } > "$OUT/machine.txt" 2>&1
 t0=$(date +%s)
-if [ ! -f build-gpu/build.ninja ]; then
-  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTREAMRECON_TORCH_CUDA=ON \
-    -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$DEPS" -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DSTREAMRECON_OPENCV=OFF -DSTREAMRECON_OPEN3D=OFF -DSTREAMRECON_VIEWER=OFF -DSTREAMRECON_BENCHMARKS=OFF \
-    -DSTREAMRECON_SHARED_DIR="$PWD/.gpu_fixtures" > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
-fi
-cmake --build build-gpu -j "$(nproc)" --target streamrecon ${GPU_TRAIN_EXTRA_TARGETS:-} > "$OUT/build.log" 2>&1 \
-  || { grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s"
+# shellcheck disable=SC2086
+gpu_build streamrecon ${GPU_TRAIN_EXTRA_TARGETS:-} || exit 1
 if [ -n "${GPU_TRAIN_BEFORE:-}" ]; then bash -c "$GPU_TRAIN_BEFORE"; fi
 RUN=runs/$NAME
 mkdir -p "$RUN"

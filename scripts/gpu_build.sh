@@ -1,0 +1,24 @@
+# Sourced by the GPU scripts (gpu_run.sh, gpu_stream.sh, gpu_train.sh) on the device machine: the
+# environment of the CUDA build and `gpu_build TARGET...`, which configures build-gpu/ once (CUDA
+# LibTorch from the machine's torch, Debian's headers from the carried .deps/, no OpenCV, Open3D
+# or viewer) and builds the targets, logging to $OUT/configure.log and $OUT/build.log.
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PATH=/usr/local/cuda/bin:$PATH
+DEPS=$PWD/.deps/usr
+export LD_LIBRARY_PATH=$DEPS/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+
+gpu_build() {
+  local t0 prefix
+  t0=$(date +%s)
+  if [ ! -f build-gpu/build.ninja ]; then
+    prefix=$(python3 -c "import torch;print(torch.utils.cmake_prefix_path)")
+    cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTREAMRECON_TORCH_CUDA=ON \
+      -DCMAKE_PREFIX_PATH="$prefix;$DEPS" -DCMAKE_CUDA_ARCHITECTURES=90 \
+      -DSTREAMRECON_OPENCV=OFF -DSTREAMRECON_OPEN3D=OFF -DSTREAMRECON_VIEWER=OFF -DSTREAMRECON_BENCHMARKS=OFF \
+      -DSTREAMRECON_SHARED_DIR="$PWD/.gpu_fixtures" > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; return 1; }
+  fi
+  cmake --build build-gpu -j "$(nproc)" --target "$@" > "$OUT/build.log" 2>&1 \
+    || { grep -E "error|Error" "$OUT/build.log" | head -40; return 1; }
+  echo "build: $(( $(date +%s) - t0 )) s"
+}
