@@ -18,6 +18,7 @@
 #include "core/atomic_file.h"
 #include "core/errors.h"
 #include "core/export.h"
+#include "core/interrupt.h"
 #include "core/pipeline.h"
 #include "datasets/frame_source.h"
 #include "datasets/preprocess.h"
@@ -66,6 +67,13 @@ int RunRun(const RunArgs& args) {
   // The same pipeline as `view` (source, model and accumulator threads), nothing dropped.
   auto stage = std::make_shared<ModelStage>(model, pre);
   PipelineStages stages = ModelStage::MakeStages(stage, *source);
+  // Ctrl-C / SIGTERM: the input ends where it is; the frames already read go through the model and
+  // every output of the frames done is written (exit 130). A second signal aborts at once.
+  InstallInterruptHandler();
+  stages.next_frame = [read = std::move(stages.next_frame)]() -> std::optional<Frame> {
+    if (Interrupted()) return std::nullopt;
+    return read();
+  };
   double total_ms = 0;
   stages.on_frame = [&](const FramePrediction& pred, const FrameReport& report) {
     total_ms += pred.model_ms;
@@ -89,7 +97,15 @@ int RunRun(const RunArgs& args) {
     result = pipeline.Latest();
   }
   const std::vector<FramePrediction> cameras = result ? result->cameras : std::vector<FramePrediction>{};
-  if (cameras.empty()) throw Error("no frames were read from " + source->Describe());
+  const bool interrupted = Interrupted();
+  if (cameras.empty()) {
+    if (interrupted) {
+      spdlog::warn("interrupted before the first frame was done: nothing written");
+      return 130;
+    }
+    throw Error("no frames were read from " + source->Describe());
+  }
+  if (interrupted) spdlog::warn("interrupted: writing the outputs of the {} frame(s) done", cameras.size());
   const PointCloud cloud = result->cloud.Collect(-std::numeric_limits<float>::infinity());
   const auto [model_w, model_h] = stage->InputSize();
 
@@ -120,12 +136,13 @@ int RunRun(const RunArgs& args) {
       {"device", args.model.device},
       {"dtype", args.model.dtype},
       {"version", "streamrecon 0.1.0"},
+      {"interrupted", interrupted},
       {"config", loaded.config.ToJson()},
   };
   WriteTextAtomically(out_dir / "run.json", summary.dump(2) + "\n");
   spdlog::info("wrote {} frames to {}: points.ply ({} points){}, trajectory.txt, cameras.json{}{}", cameras.size(), out_dir.string(),
                cloud.size(), preview ? ", preview.png" : "", args.depth_maps ? ", depth/" : "", args.colmap ? ", colmap/ (images/, sparse/0/)" : "");
-  return 0;
+  return interrupted ? 130 : 0;
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "core/errors.h"
+#include "core/interrupt.h"
 
 namespace streamrecon {
 namespace fs = std::filesystem;
@@ -40,6 +41,12 @@ void WriteFileAtomically(const fs::path& path,
   }
 
   const fs::path tmp = TemporarySibling(path);
+  // A second Ctrl-C ends the process at once: it removes this file first (core/interrupt.h).
+  RegisterTemporaryFile(tmp);
+  struct Unregister {
+    const fs::path& tmp;
+    ~Unregister() { UnregisterTemporaryFile(tmp); }
+  } unregister{tmp};
   try {
     writer(tmp);
     if (!fs::is_regular_file(tmp, ec)) {
