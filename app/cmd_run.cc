@@ -45,7 +45,7 @@ int RunRun(const RunArgs& args) {
     throw OptionError("give exactly one of --input PATH or --synthetic N");
   args.cloud.Check();
   const fs::path out_dir(args.out);
-  EnsureWritableFolder(out_dir);
+  CheckOutputFolder(out_dir);  // created only once the model and the input are open
   if (!CanWritePly()) throw Error("this build cannot write points.ply (built without Open3D; install libopen3d-dev and rebuild)");
   if (args.colmap && !CanWriteImages())
     throw Error("--colmap: this build cannot write the model's images (built without OpenCV; install libopencv-dev and rebuild)");
@@ -61,6 +61,10 @@ int RunRun(const RunArgs& args) {
   std::unique_ptr<datasets::FrameSource> source =
       OpenInput(args.in.input, args.in.synthetic_frames, args.in.scene, pre, args.in.every, args.in.max_frames);
   spdlog::info("input: {}", source->Describe());
+  // A rerun into the same folder leaves nothing of the earlier run behind (other files stay).
+  if (const int removed = RemoveEarlierOutputs(out_dir, {"points.ply", "preview.png", "trajectory.txt", "cameras.json", "run.json",
+                                                          "depth", "colmap"}))
+    spdlog::info("removed {} output(s) of an earlier run from {}", removed, out_dir.string());
   const int64_t total = args.in.max_frames >= 0 && source->SizeHint() >= 0 ? std::min(args.in.max_frames, source->SizeHint())
                                                                          : source->SizeHint();
 

@@ -89,4 +89,35 @@ void EnsureWritableFolder(const std::filesystem::path& dir) {
   std::filesystem::remove(probe, ec);
 }
 
+void CheckOutputFolder(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(dir, ec)) {
+    if (!fs::is_directory(dir, ec)) throw FileError("the output folder " + dir.string() + " exists but is not a folder");
+    if (::access(dir.c_str(), W_OK | X_OK) != 0) throw FileError("the output folder " + dir.string() + " is not writable");
+    return;
+  }
+  fs::path ancestor = fs::absolute(dir, ec).parent_path();
+  while (!ancestor.empty() && !fs::exists(ancestor, ec)) ancestor = ancestor.parent_path();
+  if (ancestor.empty() || !fs::is_directory(ancestor, ec))
+    throw FileError("cannot create the output folder " + dir.string() + ": " + ancestor.string() + " is not a folder");
+  if (::access(ancestor.c_str(), W_OK | X_OK) != 0)
+    throw FileError("cannot create the output folder " + dir.string() + ": " + ancestor.string() + " is not writable");
+}
+
+int RemoveEarlierOutputs(const std::filesystem::path& dir, const std::vector<std::string>& names) {
+  namespace fs = std::filesystem;
+  EnsureWritableFolder(dir);
+  int removed = 0;
+  for (const auto& name : names) {
+    std::error_code ec;
+    const fs::path p = dir / name;
+    if (!fs::exists(fs::symlink_status(p, ec))) continue;
+    const auto n = fs::remove_all(p, ec);
+    if (ec) throw FileError("cannot remove the earlier output " + p.string() + ": " + ec.message());
+    removed += n > 0 ? 1 : 0;
+  }
+  return removed;
+}
+
 }  // namespace streamrecon

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace streamrecon {
 
@@ -19,6 +20,15 @@ void WriteFileAtomically(const std::filesystem::path& path,
 // Creates `dir` if needed and checks that a file can be written in it (before long work starts);
 // throws FileError naming the folder otherwise.
 void EnsureWritableFolder(const std::filesystem::path& dir);
+
+// Checks, without creating anything, that `dir` is a writable folder or could be created as one
+// (its nearest existing ancestor is a writable folder); throws FileError naming the folder.
+void CheckOutputFolder(const std::filesystem::path& dir);
+
+// Creates `dir` and removes what an earlier command left there under the given names (files, or
+// folders removed whole), so that a rerun into the same folder leaves no stale output. Returns how
+// many entries were removed. Nothing else in the folder is touched.
+int RemoveEarlierOutputs(const std::filesystem::path& dir, const std::vector<std::string>& names);
 
 // Writes content (as bytes) to path atomically; throws FileError when the write fails.
 void WriteTextAtomically(const std::filesystem::path& path, const std::string& content);

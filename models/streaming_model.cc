@@ -869,10 +869,25 @@ LoadedModel LoadModelWeights(const std::string& weights_path_in, const std::stri
   }
   m.weights = LoadStateDict(weights_path, &m.notes);
   CheckStateDict(m.weights, m.config, weights_path);
+  // Non-finite weights would only show as NaN depth maps and an empty cloud frames later.
+  for (const auto& [name, t] : m.weights) {
+    if (!t.is_floating_point() || IsIgnoredParameter(name)) continue;
+    const int64_t bad = t.numel() - at::isfinite(t).sum().item<int64_t>();
+    if (bad > 0)
+      throw WeightsError(weights_path + ": tensor '" + name + "' holds " + std::to_string(bad) + " non-finite value(s) (NaN or inf) of " +
+                         std::to_string(t.numel()) + "; the file is damaged or was saved from a diverged run");
+  }
   return m;
 }
 
 FramePrediction ToFramePrediction(const StepOutput& out, const RgbImage& image, int64_t index) {
+  // A non-finite output stops the stream at this frame instead of exporting NaN maps and poses.
+  for (const auto& [what, t] : {std::pair<const char*, const Tensor*>{"pose", &out.pose_enc}, {"depth", &out.depth},
+                                {"world points", &out.world_points}}) {
+    if (!at::isfinite(*t).all().item<bool>())
+      throw Error("frame " + std::to_string(index) + ": the model's " + what +
+                  " output is not finite (NaN or inf); the weights or this input frame are broken");
+  }
   FramePrediction p;
   p.index = index;
   p.height = static_cast<int>(out.depth.size(0));

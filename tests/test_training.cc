@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -277,6 +278,39 @@ TEST(Training, ExportedWeightsLoadWithTheirConfig) {
     EXPECT_LE((t.to(at::kFloat) - w.at(name)).abs().max().item<double>(), 1e-3 * std::max(1.0, w.at(name).abs().max().item<double>())) << name;
   }
   EXPECT_THROW(ExportWeights((dir / "x.safetensors").string(), config, w, "int8"), OptionError);
+}
+
+// Non-finite weights are refused at load with the tensor's name; a non-finite output stops at its
+// frame (both used to surface only as NaN depth maps and an empty cloud).
+TEST(Weights, NonFiniteValuesAreNamedAtLoadAndOutputsAtTheirFrame) {
+  const ModelConfig config = TinyConfig();
+  StateDict w = RandomWeights(config, 6);
+  w.at("aggregator.frame_blocks.1.attn.qkv.weight")[3][4] = std::nan("");
+  const auto dir = ScratchDir("nan_weights");
+  ExportWeights((dir / "nan.safetensors").string(), config, w, "float16");
+  try {
+    LoadModelWeights((dir / "nan.safetensors").string(), "", -1);
+    FAIL() << "weights with a NaN were accepted";
+  } catch (const WeightsError& e) {
+    EXPECT_NE(std::string(e.what()).find("'aggregator.frame_blocks.1.attn.qkv.weight' holds 1 non-finite"), std::string::npos) << e.what();
+  }
+  StepOutput out;
+  out.pose_enc = at::zeros({9});
+  out.depth = at::ones({4, 5, 1});
+  out.depth[2][3][0] = std::numeric_limits<float>::infinity();
+  out.depth_conf = at::ones({4, 5});
+  out.world_points = at::zeros({4, 5, 3});
+  out.world_points_conf = at::ones({4, 5});
+  RgbImage image;
+  image.width = 5;
+  image.height = 4;
+  image.data.assign(60, 0);
+  try {
+    ToFramePrediction(out, image, 17);
+    FAIL() << "an infinite depth was exported";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("frame 17: the model's depth output is not finite"), std::string::npos) << e.what();
+  }
 }
 
 // The shipped default model reconstructs held-out scenes (seeds training never draws): depth within
