@@ -59,7 +59,7 @@ int RunRun(const RunArgs& args) {
 
   datasets::PreprocessOptions pre = ParseSize(args.in.size, loaded.config.patch_size, loaded.config.img_size);
   std::unique_ptr<datasets::FrameSource> source =
-      OpenInput(args.in.input, args.in.synthetic_frames, args.in.scene, pre, args.in.every, args.in.max_frames);
+      OpenInput(args.in.input, args.in.synthetic_frames, args.in.scene, pre, args.in.every, args.in.max_frames, args.in.strict);
   spdlog::info("input: {}", source->Describe());
   // A rerun into the same folder leaves nothing of the earlier run behind (other files stay).
   if (const int removed = RemoveEarlierOutputs(out_dir, {"points.ply", "preview.png", "trajectory.txt", "cameras.json", "run.json",
@@ -141,6 +141,7 @@ int RunRun(const RunArgs& args) {
       {"dtype", args.model.dtype},
       {"version", "streamrecon 0.1.0"},
       {"interrupted", interrupted},
+      {"frames_skipped", source->skipped()},
       {"config", loaded.config.ToJson()},
   };
   WriteTextAtomically(out_dir / "run.json", summary.dump(2) + "\n");

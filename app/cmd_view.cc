@@ -59,7 +59,7 @@ viewer::Session StartSession(const ViewArgs& args, const std::string& input, con
 
   const datasets::PreprocessOptions pre = ParseSize(args.in.size, loaded.config.patch_size, loaded.config.img_size);
   std::shared_ptr<datasets::FrameSource> source =
-      OpenInput(input, args.in.synthetic_frames, args.in.scene, pre, args.in.every, args.in.max_frames);
+      OpenInput(input, args.in.synthetic_frames, args.in.scene, pre, args.in.every, args.in.max_frames, args.in.strict);
   spdlog::info("input: {}", source->Describe());
 
   const bool live = args.camera >= 0 || input.rfind("camera:", 0) == 0;

@@ -97,6 +97,7 @@ void InputArgs::Add(CLI::App& app) {
   app.add_option("--size", size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default: the model's training width, 224 for the default model, 518 for streamvggt-1b)");
   app.add_option("--max-frames", max_frames, "Stop after this many frames")->check(kNonNegative);
   app.add_option("--every", every, "Use every K-th frame of the input")->check(kPositive);
+  app.add_flag("--strict", strict, "Stop at a damaged frame (undecodable or cut-short image, video shorter than announced) instead of skipping it with a warning");
 }
 
 LoadedFrames LoadFrames(const InputArgs& args, int patch_size, int default_width) {
@@ -105,7 +106,7 @@ LoadedFrames LoadFrames(const InputArgs& args, int patch_size, int default_width
   const int synthetic = args.max_frames >= 0 && args.synthetic_frames > 0
                             ? static_cast<int>(std::min<int64_t>(args.synthetic_frames, args.max_frames))
                             : args.synthetic_frames;
-  std::unique_ptr<datasets::FrameSource> source = OpenInput(args.input, synthetic, args.scene, pre, args.every, args.max_frames);
+  std::unique_ptr<datasets::FrameSource> source = OpenInput(args.input, synthetic, args.scene, pre, args.every, args.max_frames, args.strict);
   LoadedFrames out;
   out.description = source->Describe();
   int w = 0, h = 0;

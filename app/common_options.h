@@ -53,6 +53,7 @@ struct InputArgs {
   std::string size;          // "W" or "WxH" (multiples of the patch size); default width 518
   int64_t max_frames = -1;   // stop after this many frames
   int every = 1;             // take every K-th frame
+  bool strict = false;       // a damaged frame is an error instead of being skipped
 
   void Add(CLI::App& app);
 };

@@ -8,11 +8,15 @@
 
 #include "app/commands.h"
 #include "core/errors.h"
+#include "datasets/frame_source.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"StreamRecon: streaming 3D reconstruction from video with a bounded KV cache"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "streamrecon 0.1.0");
+  bool verbose = false;
+  app.add_flag("--verbose", verbose, "Let the decoders (OpenCV, FFmpeg, GStreamer) print their own log lines too");
+  app.fallthrough();  // --verbose may follow the subcommand
   std::vector<streamrecon::app::Runner> runners = {
       streamrecon::app::AddRunCommand(app),
       streamrecon::app::AddViewCommand(app),
@@ -37,6 +41,7 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << what << "\n(see 'streamrecon " << (command.empty() ? "" : command + " ") << "--help')\n";
     return 2;
   }
+  streamrecon::datasets::QuietDecoderLogs(verbose);
   try {
     for (auto& run : runners) {  // each returns -1 unless its subcommand was chosen
       const int rc = run();

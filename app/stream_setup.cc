@@ -39,7 +39,7 @@ datasets::PreprocessOptions ParseSize(const std::string& size, int patch, int de
 
 std::unique_ptr<datasets::FrameSource> OpenInput(const std::string& input, int synthetic_frames, const std::string& scene,
                                                  const datasets::PreprocessOptions& pre, int every,
-                                                 int64_t max_frames) {
+                                                 int64_t max_frames, bool strict) {
   if (input.empty() == (synthetic_frames <= 0)) {
     throw OptionError("give exactly one of --input PATH or --synthetic N");
   }
@@ -55,6 +55,8 @@ std::unique_ptr<datasets::FrameSource> OpenInput(const std::string& input, int s
   so.every = every;
   so.max_frames = max_frames;
   so.on_note = [](const std::string& note) { spdlog::warn("{}", note); };
+  so.on_skip = [](const std::string& message) { spdlog::warn("{}", message); };
+  so.strict = strict;
   return datasets::OpenFrameSource(input, so);
 }
 

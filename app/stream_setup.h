@@ -27,9 +27,10 @@ datasets::PreprocessOptions ParseSize(const std::string& size, int patch, int de
 // Opens `input` (image folder, glob, video file or camera:N) or, when synthetic_frames > 0,
 // a synthetic scene rendered directly at the model size (4:3 unless pre gives both sides).
 // Exactly one must be given (OptionError otherwise). Notes about conversions are logged.
+// strict: a damaged frame is an error instead of a skipped frame (SourceOptions::strict).
 std::unique_ptr<datasets::FrameSource> OpenInput(const std::string& input, int synthetic_frames, const std::string& scene,
                                                  const datasets::PreprocessOptions& pre,
-                                                 int every, int64_t max_frames);
+                                                 int every, int64_t max_frames, bool strict = false);
 
 // The model stage: each frame is resized to the model input size fixed by the first frame
 // (logged as "model input WxH (from wxh)"), run through StreamingModel::Step and converted to a

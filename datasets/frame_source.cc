@@ -5,9 +5,11 @@
 #include <glob.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <array>
 #include <cctype>
 #include <filesystem>
+#include <fstream>
 #include <vector>
 
 #include "core/errors.h"
@@ -20,6 +22,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
+#include <opencv2/core/utils/logger.hpp>
 #endif
 
 namespace streamrecon::datasets {
@@ -204,6 +207,7 @@ Plan ResolveSpec(const std::string& spec) {
   return plan;
 }
 
+
 #ifdef STREAMRECON_HAVE_OPENCV
 
 // Applies SourceOptions.every and max_frames on top of a raw stream that can skip and read.
@@ -221,9 +225,27 @@ class SelectingSource : public FrameSource {
       ended_ = true;
       return std::nullopt;
     }
+    const RgbImage& image = frame->image;
+    if (image.width < options_.min_side || image.height < options_.min_side)
+      throw FileError(frame->name + " (frame " + std::to_string(delivered_) + "): the image is " + std::to_string(image.width) + "x" +
+                      std::to_string(image.height) + ", smaller than the model's minimum of " + std::to_string(options_.min_side) +
+                      " pixels a side");
+    if (first_width_ == 0) {
+      first_width_ = image.width;
+      first_height_ = image.height;
+    } else if ((image.width != first_width_ || image.height != first_height_) && !size_noted_) {
+      size_noted_ = true;
+      if (options_.on_note)
+        options_.on_note(frame->name + " (frame " + std::to_string(delivered_) + ") is " + std::to_string(image.width) + "x" +
+                         std::to_string(image.height) + " while the first frame was " + std::to_string(first_width_) + "x" +
+                         std::to_string(first_height_) + ": frames of other sizes are resized to the first frame's model size "
+                         "(stretched if the aspect differs; further frames of other sizes are not reported)");
+    }
     frame->index = delivered_++;
     return frame;
   }
+
+  int64_t skipped() const override { return skipped_; }
 
  protected:
   // How many frames Next() delivers from a raw stream of raw_count frames.
@@ -237,11 +259,40 @@ class SelectingSource : public FrameSource {
   // Decodes the next raw frame, which Next() will deliver as frame `index`; nullopt at the end.
   virtual std::optional<Frame> ReadRaw(int64_t index) = 0;
 
+  // A damaged frame: a FileError with strict, else reported through on_skip and counted.
+  void Skip(const std::string& message) {
+    if (options_.strict) throw FileError(message + " (--strict)");
+    ++skipped_;
+    if (options_.on_skip) options_.on_skip(message + ": skipped");
+  }
+  const SourceOptions& options() const { return options_; }
+
  private:
   SourceOptions options_;
   int64_t delivered_ = 0;
+  int64_t skipped_ = 0;
   bool ended_ = false;
+  int first_width_ = 0, first_height_ = 0;
+  bool size_noted_ = false;
 };
+
+// True when an image file is visibly cut short: a JPEG without its end-of-image marker near the
+// end, a PNG without its IEND chunk (decoders return such images half-filled, without an error).
+bool LooksTruncated(const fs::path& file) {
+  std::string ext = file.extension().string();
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const bool jpeg = ext == ".jpg" || ext == ".jpeg", png = ext == ".png";
+  if (!jpeg && !png) return false;
+  std::ifstream in(file, std::ios::binary | std::ios::ate);
+  const std::streamoff size = in.tellg();
+  if (size <= 0) return true;
+  const std::streamoff tail = std::min<std::streamoff>(size, 256);
+  std::string bytes(static_cast<size_t>(tail), '\0');
+  in.seekg(size - tail);
+  in.read(bytes.data(), tail);
+  if (jpeg) return bytes.find("\xFF\xD9") == std::string::npos;
+  return bytes.find("IEND") == std::string::npos;
+}
 
 // Converts decoded OpenCV images (grey, BGR or BGRA; 8-bit, 16-bit or float) to 8-bit RGB and
 // notes the first conversion of each kind.
@@ -309,20 +360,26 @@ class ImageListSource final : public SelectingSource {
   bool SkipRaw() override { return ++next_ < plan_.images.size(); }
 
   std::optional<Frame> ReadRaw(int64_t index) override {
-    if (next_ >= plan_.images.size()) return std::nullopt;
-    const fs::path& file = plan_.images[next_];
     cv::Mat decoded;
-    std::string reason = "a corrupt, truncated or unsupported file";
-    try {
-      decoded = cv::imread(file.string(), cv::IMREAD_UNCHANGED);
-    } catch (const cv::Exception& e) {
-      reason = e.what();
+    for (;; ++next_) {  // damaged files are skipped (or, strict, an error)
+      if (next_ >= plan_.images.size()) return std::nullopt;
+      const fs::path& file = plan_.images[next_];
+      if (LooksTruncated(file)) {
+        Skip("image '" + file.string() + "' (frame " + std::to_string(index) + " of " + plan_.origin +
+             ") is cut short: its end marker is missing, so a decoder would return it partly filled");
+        continue;
+      }
+      std::string reason = "a corrupt, truncated or unsupported file";
+      try {
+        decoded = cv::imread(file.string(), cv::IMREAD_UNCHANGED);
+      } catch (const cv::Exception& e) {
+        reason = e.what();
+      }
+      if (!decoded.empty()) break;
+      Skip("cannot decode image '" + file.string() + "' (frame " + std::to_string(index) + " of " + plan_.origin +
+           "): expected an image (" + ImageExtensionList() + "), found " + reason);
     }
-    if (decoded.empty()) {
-      throw FileError("cannot decode image '" + file.string() + "' (frame " +
-                      std::to_string(index) + " of " + plan_.origin + "): expected an image (" +
-                      ImageExtensionList() + "), found " + reason);
-    }
+    const fs::path& file = plan_.images[next_];
     Frame frame;
     frame.timestamp = static_cast<double>(next_);
     frame.name = file.filename().string();
@@ -387,6 +444,13 @@ class CaptureSource final : public SelectingSource {
         throw FileError(plan_.origin + " opened but delivered no frame: expected at least one "
                         "decodable frame");
       }
+      // A file cut mid-data ends early: say how much of what the container announced was read.
+      if (!live_ && raw_count_ > 0 && position_ < raw_count_) {
+        const std::string message = plan_.origin + " ended after " + std::to_string(position_) + " of the " +
+                                    std::to_string(raw_count_) + " frames its container announces (cut short or damaged)";
+        if (options().strict) throw FileError(message + " (--strict)");
+        if (options().on_skip) options().on_skip(message);
+      }
       return std::nullopt;
     }
     Frame frame;
@@ -450,6 +514,17 @@ std::unique_ptr<FrameSource> OpenFrameSource(const std::string& spec,
                                              const SourceOptions& options) {
   options.Check();
   return MakeSource(ResolveSpec(spec), options);
+}
+
+
+void QuietDecoderLogs(bool verbose) {
+  if (verbose) return;
+  ::setenv("OPENCV_FFMPEG_LOGLEVEL", "-8", 0);  // AV_LOG_QUIET
+  ::setenv("OPENCV_LOG_LEVEL", "SILENT", 0);
+  ::setenv("GST_DEBUG", "0", 0);
+#ifdef STREAMRECON_HAVE_OPENCV
+  cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
+#endif
 }
 
 }  // namespace streamrecon::datasets

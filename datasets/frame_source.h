@@ -22,10 +22,22 @@ struct SourceOptions {
   // Receives one-time notes about conversions (grey, 16-bit, float or alpha images converted
   // to 8-bit RGB), once per kind and source. Empty = silent.
   std::function<void(const std::string&)> on_note;
+  // Damaged input: an image that cannot be decoded, or whose file is cut short (a JPEG without
+  // its end marker, a PNG without IEND), is skipped and reported through on_skip (naming the
+  // file and frame) unless strict, where it is a FileError as before.
+  bool strict = false;
+  std::function<void(const std::string&)> on_skip;
+  // Images smaller than this in either direction are an error (the model's patch size: a smaller
+  // image holds less than one patch).
+  int min_side = 14;
 
   // Throws OptionError when a value is out of range.
   void Check() const;
 };
+
+// Silences the decoders' own logging (OpenCV, FFmpeg, GStreamer) unless verbose, so that a
+// problem is reported once, in StreamRecon's words. Call before opening sources.
+void QuietDecoderLogs(bool verbose);
 
 // A stream of frames. Not thread-safe: one consumer calls Next() until it returns nullopt.
 class FrameSource {
@@ -36,6 +48,9 @@ class FrameSource {
   // the end of the stream. Throws FileError when a file or video frame cannot be decoded;
   // nothing is skipped silently.
   virtual std::optional<Frame> Next() = 0;
+
+  // Frames skipped so far as damaged (SourceOptions::on_skip).
+  virtual int64_t skipped() const { return 0; }
 
   // How many frames Next() will deliver in total, or -1 when unknown (cameras). For videos
   // this relies on the container's frame count and may be approximate.

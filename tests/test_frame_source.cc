@@ -156,11 +156,81 @@ TEST(FrameSource, CorruptImageNamesFileAndFrame) {
   const fs::path dir = ScratchDir("corrupt_image");
   fs::copy_file(BuildingDir() / "0.jpg", dir / "0.jpg");
   WriteBytes(dir / "1.jpg", std::string(4096, '\x5a'));
-  const std::unique_ptr<FrameSource> source = OpenFrameSource(dir.string());
+  SourceOptions strict;
+  strict.strict = true;
+  const std::unique_ptr<FrameSource> source = OpenFrameSource(dir.string(), strict);
   ASSERT_TRUE(source->Next().has_value());
   const std::string message = MessageOf<FileError>([&] { source->Next(); });
   EXPECT_NE(message.find((dir / "1.jpg").string()), std::string::npos) << message;
   EXPECT_NE(message.find("frame 1"), std::string::npos) << message;
+  EXPECT_NE(message.find("--strict"), std::string::npos) << message;
+}
+
+// Without --strict, damaged images are skipped with a message naming each and counted: a file of
+// garbage, and a JPEG cut in half (which OpenCV would decode half-grey without an error). Frames
+// of another size are reported once; an image under the minimum size is an error.
+TEST(FrameSource, DamagedImagesAreSkippedNamedAndCounted) {
+  REQUIRE_OPENCV();
+  const fs::path dir = ScratchDir("damaged_images");
+  cv::Mat image(48, 64, CV_8UC3);
+  cv::randu(image, 0, 255);
+  cv::imwrite((dir / "0.png").string(), image);
+  cv::imwrite((dir / "1.jpg").string(), image);
+  const auto jpeg_size = fs::file_size(dir / "1.jpg");
+  fs::resize_file(dir / "1.jpg", jpeg_size / 2);
+  WriteBytes(dir / "2.png", std::string(3000, '\x11'));
+  cv::Mat other(60, 80, CV_8UC3, cv::Scalar(1, 2, 3));
+  cv::imwrite((dir / "3.png").string(), other);
+  cv::imwrite((dir / "4.png").string(), image);
+  std::vector<std::string> skips, notes;
+  SourceOptions options;
+  options.on_skip = [&](const std::string& m) { skips.push_back(m); };
+  options.on_note = [&](const std::string& m) { notes.push_back(m); };
+  const std::unique_ptr<FrameSource> source = OpenFrameSource(dir.string(), options);
+  const std::vector<Frame> frames = ReadAll(*source);
+  EXPECT_EQ(Names(frames), (std::vector<std::string>{"0.png", "3.png", "4.png"}));
+  EXPECT_EQ(source->skipped(), 2);
+  ASSERT_EQ(skips.size(), 2u);
+  EXPECT_NE(skips[0].find("1.jpg"), std::string::npos) << skips[0];
+  EXPECT_NE(skips[0].find("cut short"), std::string::npos) << skips[0];
+  EXPECT_NE(skips[1].find("2.png"), std::string::npos) << skips[1];
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("3.png"), std::string::npos) << notes[0];
+  EXPECT_NE(notes[0].find("80x60"), std::string::npos) << notes[0];
+  const fs::path tiny = ScratchDir("tiny_image");
+  cv::imwrite((tiny / "0.png").string(), cv::Mat(1, 1, CV_8UC3, cv::Scalar(9, 9, 9)));
+  const std::unique_ptr<FrameSource> small = OpenFrameSource(tiny.string());
+  const std::string message = MessageOf<FileError>([&] { small->Next(); });
+  EXPECT_NE(message.find("1x1, smaller than the model's minimum"), std::string::npos) << message;
+}
+
+// A video cut mid-data says how many of its announced frames were read.
+TEST(FrameSource, VideoCutShortSaysHowMuchWasRead) {
+  REQUIRE_OPENCV();
+  const fs::path path = ScratchDir("video_cut") / "clip.avi";
+  {
+    cv::VideoWriter writer(path.string(), cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), 10.0, cv::Size(64, 48));
+    if (!writer.isOpened()) GTEST_SKIP() << "this OpenCV cannot write MJPG .avi";
+    cv::Mat frame(48, 64, CV_8UC3);
+    for (int k = 0; k < 18; ++k) {
+      cv::randu(frame, 0, 255);
+      writer.write(frame);
+    }
+  }
+  fs::resize_file(path, fs::file_size(path) * 2 / 5);
+  std::vector<std::string> skips;
+  SourceOptions options;
+  options.on_skip = [&](const std::string& m) { skips.push_back(m); };
+  std::unique_ptr<FrameSource> source;
+  try {
+    source = OpenFrameSource(path.string(), options);
+  } catch (const FileError& e) {
+    GTEST_SKIP() << "this OpenCV refuses the cut file outright: " << e.what();
+  }
+  const std::vector<Frame> frames = ReadAll(*source);
+  ASSERT_LT(frames.size(), 18u);
+  ASSERT_EQ(skips.size(), 1u);
+  EXPECT_NE(skips[0].find("ended after " + std::to_string(frames.size()) + " of the 18 frames"), std::string::npos) << skips[0];
 }
 
 TEST(FrameSource, FileThatIsNeitherImageNorVideoIsNamed) {
