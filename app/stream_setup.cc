@@ -83,6 +83,8 @@ FramePrediction ModelStage::Step(const Frame& frame) {
   const auto t0 = std::chrono::steady_clock::now();
   const models::StepOutput out = model_->Step(models::ImageToTensor(image));
   FramePrediction prediction = models::ToFramePrediction(out, image, frame.index);
+  prediction.timestamp = frame.timestamp;
+  prediction.source_name = frame.name;
   prediction.model_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return prediction;
 }

@@ -147,8 +147,7 @@ void WriteTrajectoryTum(const fs::path& path, const std::vector<FramePrediction>
   for (size_t i = 0; i < predictions.size(); ++i) {
     const Rigid3 world_from_cam = WorldFromCam(predictions[i]);
     const std::array<double, 4> q = geometry::RotationToQuaternion(world_from_cam.R);
-    const double timestamp =
-        timestamps.empty() ? static_cast<double>(predictions[i].index) : timestamps[i];
+    const double timestamp = timestamps.empty() ? predictions[i].timestamp : timestamps[i];
     char line[256];
     std::snprintf(line, sizeof(line), "%.9f %.12f %.12f %.12f %.12f %.12f %.12f %.12f\n", timestamp,
                   world_from_cam.t[0], world_from_cam.t[1], world_from_cam.t[2], q[0], q[1], q[2],
@@ -164,6 +163,8 @@ void WriteCamerasJson(const fs::path& path, const std::vector<FramePrediction>& 
     const Rigid3 cam_from_world = geometry::PoseEncodingToExtrinsics(p.pose_enc);
     const Intrinsics intrinsics = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
     frames.push_back({{"index", p.index},
+                      {"source", p.source_name},
+                      {"timestamp", p.timestamp},
                       {"width", p.width},
                       {"height", p.height},
                       {"fx", intrinsics.fx},

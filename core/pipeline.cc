@@ -385,6 +385,8 @@ void Pipeline::AccumulatorLoop() {
       }
       FramePrediction camera;
       camera.index = prediction.index;
+      camera.timestamp = prediction.timestamp;
+      camera.source_name = prediction.source_name;
       camera.height = prediction.height;
       camera.width = prediction.width;
       camera.pose_enc = prediction.pose_enc;

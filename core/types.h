@@ -40,7 +40,10 @@ struct Rigid3 {
 
 // What the model predicts for one frame, at the model's input resolution.
 struct FramePrediction {
-  int64_t index = 0;
+  int64_t index = 0;        // delivery position in this run (0, 1, 2, ...)
+  double timestamp = 0.0;   // the source's time of the frame in seconds: video time, or the frame's
+                            // position in the input (image folders, synthetic streams)
+  std::string source_name;  // the source's name of the frame: its file name, or "video:N"
   int height = 0;
   int width = 0;
   // Pose encoding: t_xyz, quaternion xyzw, fov_h, fov_w (camera_from_world, OpenCV axes).

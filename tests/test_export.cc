@@ -85,8 +85,11 @@ std::vector<fs::path> Listing(const fs::path& folder) {
 TEST(Export, TumTrajectoryHasOneLinePerFrameOfWorldFromCam) {
   const fs::path dir = ScratchDir("export_tum");
   const std::vector<Rigid3> world_from_cam = {Rigid3{}, RotationZ(kPi / 3, {1.0, -2.0, 3.5})};
-  const std::vector<FramePrediction> predictions = {MakePrediction(5, 8, 6, world_from_cam[0]),
-                                                    MakePrediction(9, 8, 6, world_from_cam[1])};
+  std::vector<FramePrediction> predictions = {MakePrediction(5, 8, 6, world_from_cam[0]),
+                                              MakePrediction(9, 8, 6, world_from_cam[1])};
+  // Timestamps come from the source (e.g. video time), not from the delivery index.
+  predictions[0].timestamp = 12.5;
+  predictions[1].timestamp = 13.0;
   // Expected quaternions [x, y, z, w] of the two rotations about z.
   const std::vector<std::array<double, 4>> q = {{0, 0, 0, 1},
                                                 {0, 0, std::sin(kPi / 6), std::cos(kPi / 6)}};
@@ -104,7 +107,7 @@ TEST(Export, TumTrajectoryHasOneLinePerFrameOfWorldFromCam) {
       std::istringstream fields(line);
       double v[8];
       for (double& value : v) ASSERT_TRUE(fields >> value) << line;
-      EXPECT_NEAR(v[0], own_timestamps ? timestamps[i] : double(predictions[i].index), 1e-9);
+      EXPECT_NEAR(v[0], own_timestamps ? timestamps[i] : predictions[i].timestamp, 1e-9);
       for (int k = 0; k < 3; ++k) EXPECT_NEAR(v[1 + k], world_from_cam[i].t[k], 1e-9) << line;
       for (int k = 0; k < 4; ++k) EXPECT_NEAR(v[4 + k], q[i][k], 1e-9) << line;
     }
@@ -116,14 +119,19 @@ TEST(Export, TumTrajectoryHasOneLinePerFrameOfWorldFromCam) {
 
 TEST(Export, CamerasJsonRoundTripsIntrinsicsAndPoses) {
   const fs::path dir = ScratchDir("export_cameras");
-  const std::vector<FramePrediction> predictions = {
+  std::vector<FramePrediction> predictions = {
       MakePrediction(0, 28, 14), MakePrediction(1, 28, 14, RotationZ(0.4, {0.5, 0.0, -1.0}))};
+  predictions[0].source_name = "IMG_0007.jpg";
+  predictions[1].source_name = "IMG_0009.jpg";
+  predictions[1].timestamp = 2.0;
   WriteCamerasJson(dir / "cameras.json", predictions);
   const nlohmann::json root = nlohmann::json::parse(ReadText(dir / "cameras.json"));
   ASSERT_EQ(root.at("frames").size(), 2u);
   for (size_t i = 0; i < 2; ++i) {
     const nlohmann::json& frame = root["frames"][i];
     EXPECT_EQ(frame.at("index").get<int64_t>(), predictions[i].index);
+    EXPECT_EQ(frame.at("source").get<std::string>(), predictions[i].source_name);
+    EXPECT_EQ(frame.at("timestamp").get<double>(), predictions[i].timestamp);
     EXPECT_EQ(frame.at("width").get<int>(), 28);
     EXPECT_EQ(frame.at("height").get<int>(), 14);
     EXPECT_NEAR(frame.at("fx").get<double>(), 28.0, 1e-9);
