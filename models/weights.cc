@@ -9,6 +9,8 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
+#include <cstdio>
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -232,7 +234,28 @@ void WriteSafetensors(const std::filesystem::path& path, const StateDict& tensor
 StateDict LoadStateDict(const std::filesystem::path& path, std::vector<std::string>* notes) {
   if (!std::filesystem::exists(path)) throw FileError("weights file not found: " + path.string());
   if (std::filesystem::is_directory(path)) throw FileError("expected a weights file, found a folder: " + path.string());
-  StateDict state = IsSafetensors(path) ? ReadSafetensors(path).tensors : LoadPth(path, notes);
+  // The format is read from the content (the extension only breaks a tie), and every error says
+  // which format was tried.
+  std::string ext = path.extension().string();
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  StateDict state;
+  if (IsSafetensors(path) || (ext == ".safetensors" && !IsZip(path))) {
+    try {
+      state = ReadSafetensors(path).tensors;
+    } catch (const FileError& e) {
+      throw FileError(std::string(e.what()) + " (read as safetensors" + (IsSafetensors(path) ? ", from its header" : ", from its extension") + ")");
+    }
+  } else if (IsZip(path) || ext == ".pth" || ext == ".pt" || ext == ".bin") {
+    state = LoadPth(path, notes);
+  } else {
+    std::ifstream in(path, std::ios::binary);
+    unsigned char head[8] = {};
+    in.read(reinterpret_cast<char*>(head), 8);
+    char hex[40] = {};
+    for (int i = 0; i < in.gcount(); ++i) std::snprintf(hex + 3 * i, 4, "%02x ", head[i]);
+    throw FileError(path.string() + ": not a weights file: expected safetensors (an 8-byte header length, then '{') or a PyTorch "
+                    ".pth zip archive (starting 'PK'), found the bytes " + std::string(hex));
+  }
   if (state.empty()) throw FileError(path.string() + ": contains no tensors");
   const bool all_module = std::all_of(state.begin(), state.end(), [](const auto& kv) { return kv.first.rfind("module.", 0) == 0; });
   if (all_module) {
@@ -282,6 +305,27 @@ void CheckStateDict(const StateDict& weights, const ModelConfig& config, const s
   const size_t shown = std::min<size_t>(problems.size(), 20);
   for (size_t i = 0; i < shown; ++i) msg << "\n  " << problems[i];
   if (shown < problems.size()) msg << "\n  ... and " << problems.size() - shown << " more";
+  // The usual cause: a file without config metadata read with the wrong config.
+  for (const auto& name : NamedConfigNames()) {
+    const ModelConfig named = NamedConfig(name);
+    if (named.ToJson() == config.ToJson()) continue;
+    const auto named_params = ExpectedParameters(named);
+    size_t used = 0;
+    for (const auto& [key, tensor] : weights) used += IsIgnoredParameter(key) ? 0 : 1;
+    bool matches = used == named_params.size();
+    for (const auto& [key, shape] : named_params) {
+      if (!matches) break;
+      const auto it = weights.find(key);
+      if (it == weights.end() || it->second.sizes().vec() != shape) {
+        matches = false;
+        break;
+      }
+    }
+    if (matches) {
+      msg << "\n  these weights match the built-in config '" << name << "': pass --config " << name;
+      break;
+    }
+  }
   throw WeightsError(msg.str());
 }
 

@@ -313,6 +313,37 @@ TEST(Weights, NonFiniteValuesAreNamedAtLoadAndOutputsAtTheirFrame) {
   }
 }
 
+// The loader says which format it read a file as, and suggests --config when the shapes fit a
+// built-in config (a file without config metadata read as the 1B model used to list 1378 problems).
+TEST(Weights, LoaderNamesTheFormatAndSuggestsTheConfig) {
+  const auto dir = ScratchDir("loader_messages");
+  {
+    std::ofstream(dir / "noise.safetensors", std::ios::binary) << std::string("\x13\x37\xca\xfe random bytes, not a header", 30);
+    std::ofstream(dir / "noise.weights", std::ios::binary) << std::string("\x13\x37\xca\xfe random bytes", 20);
+  }
+  try {
+    LoadStateDict(dir / "noise.safetensors");
+    FAIL();
+  } catch (const FileError& e) {
+    EXPECT_NE(std::string(e.what()).find("read as safetensors"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find(".pth"), std::string::npos) << e.what();
+  }
+  try {
+    LoadStateDict(dir / "noise.weights");
+    FAIL();
+  } catch (const FileError& e) {
+    EXPECT_NE(std::string(e.what()).find("not a weights file"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("13 37 ca fe"), std::string::npos) << e.what();
+  }
+  const StateDict tiny = RandomWeights(NamedConfig("demo-small"), 1);
+  try {
+    CheckStateDict(tiny, NamedConfig("streamvggt-1b"), "tiny.pth");
+    FAIL();
+  } catch (const WeightsError& e) {
+    EXPECT_NE(std::string(e.what()).find("pass --config demo-small"), std::string::npos) << e.what();
+  }
+}
+
 // The shipped default model reconstructs held-out scenes (seeds training never draws): depth within
 // issue #12's targets (AbsRel <= 0.08, delta < 1.25 >= 0.93 after each sequence's scale) on rooms and
 // outdoor squares at the training size, streamed as the CLI streams them (ForwardSequence equals it).
