@@ -6,7 +6,7 @@ CMAKE_ARGS ?=
 DEMO_OUT ?= demo_out
 STREAMRECON := $(BUILD_DIR)/app/streamrecon
 
-.PHONY: all setup configure build test demo clean
+.PHONY: all setup configure build test sanitize demo clean
 
 all: build
 
@@ -23,6 +23,13 @@ build: configure
 
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
+	$(MAKE) --no-print-directory sanitize
+
+# AddressSanitizer + UndefinedBehaviorSanitizer over the tests of the parsers, the KV cache, the
+# pipeline, the exporters and the frame sources; ThreadSanitizer over the threaded pipeline.
+SANITIZE_TESTS := test_core test_pipeline test_datasets test_models
+sanitize: setup
+	@bash scripts/sanitize.sh $(JOBS) $(SANITIZE_TESTS)
 
 # The shipped default model (models/recon_small.safetensors) on a 24-frame synthetic room whose
 # scene seed (0) training never used; then the same sequence against its exact ground truth.
@@ -31,4 +38,4 @@ demo: build
 	$(STREAMRECON) eval --dataset synthetic --frames 24 --out $(DEMO_OUT)/eval
 
 clean:
-	rm -rf $(BUILD_DIR) $(DEMO_OUT)
+	rm -rf $(BUILD_DIR) build-asan build-tsan $(DEMO_OUT)

@@ -67,4 +67,16 @@ if command -v gnuplot >/dev/null; then
     };
     unset multiplot")
 fi
+# Accuracy against frame index over the stream: the full cache and every configuration at 1/8.
+if command -v gnuplot >/dev/null; then
+  (cd "$OUT" && gnuplot -e "
+    set datafile separator ','; set terminal pngcairo size 1100,760 noenhanced; set output 'study_frames.png';
+    set multiplot layout 2,1; set grid; set key outside right; set xlabel 'frame';
+    files = system('ls -d full *_1of8 2>/dev/null');
+    set title 'depth AbsRel per frame (its own median scale)'; set ylabel 'AbsRel';
+    plot for [d in files] sprintf('%s/frames_synthetic-$SCENE-seed$SEED.csv', d) every ::1 using 1:2 smooth unique with lines title d;
+    set title 'camera-centre error after the sequence Sim(3) alignment (m)'; set ylabel 'm';
+    plot for [d in files] sprintf('%s/frames_synthetic-$SCENE-seed$SEED.csv', d) every ::1 using 1:4 with lines title d;
+    unset multiplot")
+fi
 cat "$OUT/study.md"
