@@ -38,6 +38,7 @@ struct RunArgs {
   PointCloudOptions cloud;
   bool depth_maps = true;
   bool colmap = false;  // also write a COLMAP text model (colmap/images, colmap/sparse/0)
+  int64_t max_points = 2000000;  // the accumulated cloud's bound (0 = none)
 };
 
 int RunRun(const RunArgs& args) {
@@ -92,6 +93,10 @@ int RunRun(const RunArgs& args) {
   pipeline_options.max_frames = args.in.max_frames;
   pipeline_options.total_frames = total;
   pipeline_options.cloud.frame = args.cloud;
+  // The voxel size merges points across frames too, and the cloud stays under --max-points (the
+  // grid coarsens), so that a long stream's cloud is bounded like its cache.
+  pipeline_options.cloud.voxel_size = args.cloud.voxel_size;
+  pipeline_options.cloud.max_points = args.max_points;
   const auto t_start = std::chrono::steady_clock::now();
   std::shared_ptr<const PipelineSnapshot> result;
   {
@@ -165,6 +170,9 @@ Runner AddRunCommand(CLI::App& parent) {
   cmd->add_option("--voxel-size", args->cloud.voxel_size, "Voxel size for downsampling the cloud per frame (0 = off)")
       ->capture_default_str();
   cmd->add_flag("--points-from-depth", args->cloud.use_depth, "Build the cloud from depth + predicted cameras instead of the point map");
+  cmd->add_option("--max-points", args->max_points,
+                  "Keep the cloud under this many points: the voxel grid coarsens as a long stream adds more (0 = no bound)")
+      ->check(kNonNegative)->capture_default_str();
   cmd->add_flag_function("--no-depth-maps", [args](int64_t) { args->depth_maps = false; }, "Do not write per-frame depth maps");
   cmd->add_flag("--colmap", args->colmap,
                 "Also write a COLMAP text model: colmap/images/frame_NNNNNN.png and colmap/sparse/0/{cameras,images,points3D}.txt");
