@@ -185,13 +185,17 @@ SafetensorsFile ReadSafetensors(const std::filesystem::path& path) {
     for (const auto& d : entry["shape"]) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0) throw FileError(where + ": bad shape " + entry["shape"].dump());
       shape.push_back(d.get<int64_t>());
-      numel *= static_cast<uint64_t>(shape.back());
+      // Checked: a crafted shape must not wrap into a small, plausible byte count.
+      if (__builtin_mul_overflow(numel, static_cast<uint64_t>(shape.back()), &numel) || numel > (uint64_t{1} << 62))
+        throw FileError(where + ": shape " + entry["shape"].dump() + " has more elements than a tensor can hold");
     }
     const auto& offsets = entry["data_offsets"];
     if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned())
       throw FileError(where + ": bad data_offsets " + offsets.dump());
     const uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
-    const uint64_t expected = numel * c10::elementSize(*dtype);
+    uint64_t expected = 0;
+    if (__builtin_mul_overflow(numel, static_cast<uint64_t>(c10::elementSize(*dtype)), &expected))
+      throw FileError(where + ": shape " + entry["shape"].dump() + " needs more bytes than a 64-bit size can count");
     if (begin > end || end > data_size)
       throw FileError(where + ": data [" + std::to_string(begin) + ", " + std::to_string(end) + ") lies outside the " +
                       std::to_string(data_size) + " data bytes (file truncated?)");

@@ -1,6 +1,7 @@
 // Safetensors reading/writing: round trips of every dtype, and clear errors for broken files.
 #include <ATen/ATen.h>
 
+#include <cstring>
 #include <fstream>
 
 #include "core/errors.h"
@@ -79,6 +80,18 @@ TEST_F(BrokenSafetensors, GarbageHeader) {
   bad[8] = '{';
   bad[9] = '!';
   EXPECT_NE(ErrorOf(Write("garbage.safetensors", bad)).find("cannot parse"), std::string::npos);
+}
+
+// A shape whose element count wraps 64 bits to a small number (here 2^32 x 2^32 x 4 = 2^66 wraps
+// to 0 elements, matching an empty data range) is refused by name instead of reaching LibTorch.
+TEST_F(BrokenSafetensors, ShapeWhoseSizeOverflowsIsRefused) {
+  const std::string header = R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,0]}})";
+  std::string file(8, '\0');
+  const uint64_t len = header.size();
+  std::memcpy(file.data(), &len, 8);
+  const auto msg = ErrorOf(Write("overflow.safetensors", file + header));
+  EXPECT_NE(msg.find("tensor 'w'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("more elements than a tensor can hold"), std::string::npos) << msg;
 }
 
 TEST_F(BrokenSafetensors, MissingFile) {
