@@ -67,7 +67,8 @@ PY
 if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
   echo "[setup] installing LibTorch from PyPI into $VENV: torch==$TORCH_VERSION (found: ${have:-none}; ~900 MB download)"
   # --no-deps: on CPU machines we link libtorch_cpu only, not torch's CUDA libraries.
-  "$VENV/bin/python3" -m pip install -q --no-deps --disable-pip-version-check --no-cache-dir \
+  # (pip keeps the wheel in its user cache, so another clone on this machine installs it offline)
+  "$VENV/bin/python3" -m pip install -q --no-deps --disable-pip-version-check \
     "torch==$TORCH_VERSION"
 fi
 # libtorch_cpu of PyPI's (CUDA) wheel still needs libcudart.so.13 and libcupti.so.13 at link and
@@ -77,5 +78,5 @@ CUDA_RUNTIME_WHEELS=("nvidia-cuda-runtime==13.0.96.*" "nvidia-cuda-cupti==13.0.8
 site=$("$VENV/bin/python3" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 if [ ! -f "$site/nvidia/cu13/lib/libcudart.so.13" ] || [ ! -f "$site/nvidia/cu13/lib/libcupti.so.13" ]; then
   echo "[setup] installing the CUDA runtime libraries LibTorch links against: ${CUDA_RUNTIME_WHEELS[*]}"
-  "$VENV/bin/python3" -m pip install -q --no-deps --disable-pip-version-check --no-cache-dir "${CUDA_RUNTIME_WHEELS[@]}"
+  "$VENV/bin/python3" -m pip install -q --no-deps --disable-pip-version-check "${CUDA_RUNTIME_WHEELS[@]}"
 fi
