@@ -65,7 +65,7 @@ if command -v gnuplot >/dev/null; then
       set title p.' (dashed: full cache)';
       plot for [f in 'bf16 kivi4 kivi2 oscar4 oscar2'] 'study.csv' using (strcol(1) eq p && strcol(2) eq f ? \$8 : 1/0):5 with linespoints title f, full with lines dt 2 lc rgb 'black' notitle
     };
-    unset multiplot")
+    unset multiplot") || echo "[study] study.png not drawn (gnuplot needs at least two budgets per format for its log axis)"
 fi
 # Accuracy against frame index over the stream: the full cache and every configuration at 1/8.
 if command -v gnuplot >/dev/null; then
@@ -77,6 +77,6 @@ if command -v gnuplot >/dev/null; then
     plot for [d in files] sprintf('%s/frames_synthetic-$SCENE-seed$SEED.csv', d) every ::1 using 1:2 smooth unique with lines title d;
     set title 'camera-centre error after the sequence Sim(3) alignment (m)'; set ylabel 'm';
     plot for [d in files] sprintf('%s/frames_synthetic-$SCENE-seed$SEED.csv', d) every ::1 using 1:4 with lines title d;
-    unset multiplot")
+    unset multiplot") || echo "[study] study_frames.png not drawn"
 fi
 cat "$OUT/study.md"
