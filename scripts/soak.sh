@@ -32,7 +32,7 @@ awk -F, -v frames="$FRAMES" 'NR > 1 && $2 >= frames / 10 {
         n, mean / 1024, min / 1024, max / 1024, 100 * (max - min) / mean, f0, f1, t0, t1 }' "$OUT/soak.csv" | tee "$OUT/summary.txt"
 if command -v gnuplot >/dev/null; then
   (cd "$OUT" && gnuplot -e "set datafile separator ','; set terminal pngcairo size 1000,420 noenhanced; set output 'soak.png';
-    set title 'streamrecon run, $FRAMES frames (recon-small, 112x84, xstream kivi4 under 2 MiB, voxel 0.05, at most 50k points): memory over the run';
+    set title 'run: $FRAMES frames, recon-small 112x84, kivi4 cache under 2 MiB, cloud under 50k points';
     set xlabel 'frames done'; set ylabel 'resident memory (MiB)'; set y2label 'open files, threads'; set y2tics; set grid;
     plot 'soak.csv' every ::1 using 2:(\$3/1024) with lines lw 2 title 'RSS', '' every ::1 using 2:4 axes x1y2 with lines title 'open files',
          '' every ::1 using 2:5 axes x1y2 with lines title 'threads'")
