@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -881,13 +882,6 @@ LoadedModel LoadModelWeights(const std::string& weights_path_in, const std::stri
 }
 
 FramePrediction ToFramePrediction(const StepOutput& out, const RgbImage& image, int64_t index) {
-  // A non-finite output stops the stream at this frame instead of exporting NaN maps and poses.
-  for (const auto& [what, t] : {std::pair<const char*, const Tensor*>{"pose", &out.pose_enc}, {"depth", &out.depth},
-                                {"world points", &out.world_points}}) {
-    if (!at::isfinite(*t).all().item<bool>())
-      throw Error("frame " + std::to_string(index) + ": the model's " + what +
-                  " output is not finite (NaN or inf); the weights or this input frame are broken");
-  }
   FramePrediction p;
   p.index = index;
   p.height = static_cast<int>(out.depth.size(0));
@@ -902,6 +896,14 @@ FramePrediction ToFramePrediction(const StepOutput& out, const RgbImage& image, 
   p.depth_conf = to_vec(out.depth_conf);
   p.world_points = to_vec(out.world_points);
   p.world_points_conf = to_vec(out.world_points_conf);
+  // A non-finite output stops the stream at this frame instead of exporting NaN maps and poses
+  // (checked on the host copies, so the device gets no extra work or synchronisation).
+  auto finite = [](const auto& values) { return std::all_of(values.begin(), values.end(), [](double v) { return std::isfinite(v); }); };
+  for (const auto& [what, ok] : {std::pair<const char*, bool>{"pose", finite(p.pose_enc)}, {"depth", finite(p.depth)},
+                                 {"world points", finite(p.world_points)}})
+    if (!ok)
+      throw Error("frame " + std::to_string(index) + ": the model's " + what +
+                  " output is not finite (NaN or inf); the weights or this input frame are broken");
   p.image = image;
   return p;
 }
