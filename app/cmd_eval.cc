@@ -252,6 +252,7 @@ int RunEval(const EvalArgs& args) {
   models::LoadedModel loaded =
       models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);
+  WeightsRecord weights_record(loaded, args.model.random_seed);
   models::ModelOptions options = args.model.ToOptions();
   options.cache = args.cache.ToOptions();
   models::StreamingModel model(loaded.config, loaded.weights, options);
@@ -409,8 +410,7 @@ int RunEval(const EvalArgs& args) {
 
   json report = {
       {"dataset", args.dataset},
-      {"model", args.model.random_seed >= 0 ? "random weights (seed " + std::to_string(args.model.random_seed) + ")"
-                                            : loaded.weights_path},
+      {"model", weights_record.Get()},
       {"config", loaded.config.ToJson()},
       {"model_input", {model_w, model_h}},
       {"cache", {{"policy", args.cache.policy}, {"cache_tokens", args.cache.cache_tokens}, {"pool", args.cache.pool}}},

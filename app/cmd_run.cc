@@ -53,6 +53,7 @@ int RunRun(const RunArgs& args) {
 
   models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);
+  WeightsRecord weights_record(loaded, args.model.random_seed);
   models::ModelOptions options = args.model.ToOptions();
   options.cache = args.cache.ToOptions();
   auto model = std::make_shared<models::StreamingModel>(loaded.config, loaded.weights, options);
@@ -141,7 +142,7 @@ int RunRun(const RunArgs& args) {
       {"cache_policy", args.cache.policy},
       {"cache_format", args.cache.format},
       {"kv_budget", args.cache.budget},
-      {"weights", loaded.weights_path.empty() ? "random weights (seed " + std::to_string(args.model.random_seed) + ")" : loaded.weights_path},
+      {"weights", weights_record.Get()},
       {"device", args.model.device},
       {"dtype", args.model.dtype},
       {"version", "streamrecon 0.1.0"},

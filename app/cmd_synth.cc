@@ -29,7 +29,7 @@ int RunSynth(const SynthArgs& args) {
   scene.frames = args.frames;
   scene.seed = args.seed;
   scene.fov_x_deg = args.fov;
-  if (!ParsePixelSize(args.size, &scene.width, &scene.height) || scene.height == 0)
+  if (!datasets::ParsePixelSize(args.size, &scene.width, &scene.height) || scene.height == 0)
     throw OptionError("--size '" + args.size + "': expected WIDTHxHEIGHT in pixels, e.g. 518x392");
   const std::string spec = "synthetic:" + args.scene;
   std::unique_ptr<datasets::GroundTruthSource> source = datasets::OpenDataset(spec, options);

@@ -40,7 +40,7 @@ std::vector<std::pair<int, int>> ParseSizes(const std::string& text, int patch) 
   std::string item;
   while (std::getline(ss, item, ',')) {
     int w = 0, h = 0;
-    if (!ParsePixelSize(item, &w, &h) || h == 0)
+    if (!datasets::ParsePixelSize(item, &w, &h) || h == 0)
       throw OptionError("--sizes: '" + item + "' is not WIDTHxHEIGHT (e.g. 224x168); expected a comma-separated list");
     if (w % patch != 0 || h % patch != 0)
       throw OptionError("--sizes: " + item + " is not a multiple of the patch size " + std::to_string(patch) + " in both directions (e.g. 224x168)");

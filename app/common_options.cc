@@ -7,6 +7,7 @@
 
 #include "core/byte_size.h"
 #include "core/errors.h"
+#include "core/file_hash.h"
 #include "datasets/frame_source.h"
 #include "datasets/preprocess.h"
 #include "datasets/synthetic.h"
@@ -120,6 +121,23 @@ LoadedFrames LoadFrames(const InputArgs& args, int patch_size, int default_width
   }
   if (out.tensors.empty()) throw Error("no frames were read from " + out.description);
   return out;
+}
+
+WeightsRecord::WeightsRecord(const models::LoadedModel& loaded, int64_t random_seed)
+    : path_(loaded.weights_path), random_seed_(random_seed) {
+  if (!path_.empty()) sha256_ = std::async(std::launch::async, [path = path_] { return Sha256OfFile(path); });
+}
+
+nlohmann::json WeightsRecord::Get() {
+  if (path_.empty()) return {{"random_seed", random_seed_}};
+  nlohmann::json record = {{"path", std::filesystem::absolute(path_).string()}};
+  try {
+    record["sha256"] = sha256_.get();
+  } catch (const std::exception& e) {
+    record["sha256"] = nullptr;
+    record["sha256_error"] = e.what();
+  }
+  return record;
 }
 
 }  // namespace streamrecon::app

@@ -3,9 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <future>
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "models/streaming_model.h"
 
@@ -42,6 +44,21 @@ struct CacheArgs {
 
   void Add(CLI::App& app);
   KvCacheOptions ToOptions() const;
+};
+
+// Where the model's weights came from, for run.json and reports: {"path", "sha256"} of the file
+// read (hashed on another thread from construction on, so a 5 GB checkpoint costs no wall time),
+// or {"random_seed"} for random weights.
+class WeightsRecord {
+ public:
+  WeightsRecord(const models::LoadedModel& loaded, int64_t random_seed);
+  // Waits for the hash; a file that can no longer be read is recorded as such, not thrown.
+  nlohmann::json Get();
+
+ private:
+  std::string path_;
+  int64_t random_seed_;
+  std::future<std::string> sha256_;
 };
 
 // Where frames come from: a path (folder, glob, video, camera:N) or the synthetic scene, resized

@@ -12,26 +12,11 @@
 
 namespace streamrecon::app {
 
-bool ParsePixelSize(const std::string& text, int* width, int* height) {
-  const size_t x = text.find('x');
-  auto whole_int = [](const std::string& s, int* out) {
-    size_t used = 0;
-    try {
-      *out = std::stoi(s, &used);
-    } catch (const std::exception&) {
-      return false;
-    }
-    return used == s.size();
-  };
-  *height = 0;
-  return whole_int(text.substr(0, x), width) && (x == std::string::npos || whole_int(text.substr(x + 1), height));
-}
-
 datasets::PreprocessOptions ParseSize(const std::string& size, int patch, int default_width) {
   datasets::PreprocessOptions p;
   p.patch = patch;
   p.target_width = default_width;
-  if (!size.empty() && !ParsePixelSize(size, &p.target_width, &p.target_height))
+  if (!size.empty() && !datasets::ParsePixelSize(size, &p.target_width, &p.target_height))
     throw OptionError("--size expects W or WxH in pixels (e.g. 518 or 518x392), got '" + size + "'");
   p.Check();
   return p;

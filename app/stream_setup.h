@@ -15,11 +15,6 @@
 
 namespace streamrecon::app {
 
-// "W" or "WxH" in pixels: false when text is not exactly that; height 0 when absent.
-bool ParsePixelSize(const std::string& text, int* width, int* height);
-
-// "W" or "WxH" (multiples of patch; empty = width 518) -> preprocessing options.
-// Throws OptionError naming --size for anything else.
 // --size: "W" or "WxH"; empty = the model's own training width (config img_size: 518 for the 1B
 // model, 224 for recon-small) with the height from the aspect ratio.
 datasets::PreprocessOptions ParseSize(const std::string& size, int patch, int default_width);

@@ -13,6 +13,22 @@
 #endif
 
 namespace streamrecon::datasets {
+
+bool ParsePixelSize(const std::string& text, int* width, int* height) {
+  const size_t x = text.find('x');
+  auto whole_int = [](const std::string& s, int* out) {
+    size_t used = 0;
+    try {
+      *out = std::stoi(s, &used);
+    } catch (const std::exception&) {
+      return false;
+    }
+    return used == s.size();
+  };
+  *height = 0;
+  return whole_int(text.substr(0, x), width) && (x == std::string::npos || whole_int(text.substr(x + 1), height));
+}
+
 namespace {
 
 // Largest derived model input height; beyond it the aspect ratio is surely a mistake.

@@ -2,6 +2,7 @@
 // accepts (multiples of 14, width 518 by default) and convert to planar float RGB in [0, 1].
 #pragma once
 
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -22,6 +23,10 @@ struct PreprocessOptions {
   // Throws OptionError when a size is not positive or not a multiple of patch.
   void Check() const;
 };
+
+// "W" or "WxH" in pixels (decimal integers): false when text is not exactly that (the numbers'
+// signs and ranges are PreprocessOptions::Check's business); height 0 when absent.
+bool ParsePixelSize(const std::string& text, int* width, int* height);
 
 // The model input size {width, height} for a width x height frame; 640x480 -> {518, 392}.
 // The derived height rounds half to even, like the reference's Python round().

@@ -250,7 +250,7 @@ struct StreamingModel::Impl {
     trunk_caches.clear();
     for (int i = 0; i < config.depth; ++i) {
 #ifdef STREAMRECON_HAVE_CUDA_KV
-      if (topts.device().is_cuda()) {
+      if (topts.device().is_cuda() && options.cache.format != CacheFormat::kDense) {
         global_caches.push_back(kernels::MakeCudaLayerKvCache(options.cache));
         continue;
       }
@@ -747,8 +747,15 @@ StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weigh
   m.options = options;
   m.options.cache.measure = options.stage_timing;
   m.topts = at::TensorOptions().dtype(options.dtype == "float64" ? at::kDouble : at::kFloat).device(options.device);
-  // On the GPU the baseline cache is bf16 (the attention kernels read bf16).
-  if (m.topts.device().is_cuda() && m.options.cache.format == CacheFormat::kDense) m.options.cache.format = CacheFormat::kBf16;
+  // On the GPU the dense cache of a bfloat16 model is the CUDA kernels' bf16 cache. A float32 or
+  // float64 model keeps --format fp32 in its own dtype (the reference cache on device tensors; its
+  // pruning reads scores back, so it is the slower path), so that the format means full precision
+  // on every device; --format bf16 selects the kernels.
+  const bool cuda = m.topts.device().is_cuda();
+  if (cuda && m.options.cache.format == CacheFormat::kDense && options.dtype == "bfloat16") m.options.cache.format = CacheFormat::kBf16;
+  // float32 means float32 on the GPU too: cuDNN's convolutions (the DPT heads) would otherwise run
+  // in TF32 (LibTorch's default), ~1e-3 off. Process-wide, as LibTorch keeps it.
+  if (cuda && options.dtype != "bfloat16") at::globalContext().setAllowTF32CuDNN(false);
   // bfloat16: the aggregator's matrix weights (linear layers, patch conv) in bf16; norms, residual
   // stream, tokens and both heads stay fp32, like the reference's autocast.
   auto is_matrix = [](const std::string& name) {

@@ -116,12 +116,105 @@ void CollectTensors(const c10::IValue& value, const std::string& prefix, StateDi
   // Non-tensor entries (epoch counters, args) are not weights.
 }
 
+// Little-endian fields of a zip archive, read with bounds checks.
+uint64_t ReadLe(const std::vector<char>& bytes, uint64_t at, int width) {
+  uint64_t v = 0;
+  for (int i = width - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(bytes[at + i]);
+  return v;
+}
+
+// The zip structure of a torch.save archive, checked before LibTorch's reader sees it: that reader
+// (miniz) trusts the sizes and offsets of the central directory and read past its buffer on a
+// crafted file (found by tests/fuzz/fuzz_pth.cc). Every record must be stored (torch.save never
+// compresses) and lie inside the file; all arithmetic is checked, ZIP64 included.
+void CheckTorchZip(const std::vector<char>& bytes, const std::string& source) {
+  const uint64_t size = bytes.size();
+  auto fail = [&](const std::string& what) {
+    throw FileError(source + ": damaged torch.save archive: " + what + " (truncated or corrupt?)");
+  };
+  auto end_of = [&](uint64_t at, uint64_t length, const char* what) {
+    uint64_t end = 0;
+    if (__builtin_add_overflow(at, length, &end) || end > size)
+      fail(std::string(what) + " at byte " + std::to_string(at) + " runs past the end of the " + std::to_string(size) + "-byte file");
+    return end;
+  };
+  // End of central directory: the last signature within the final 22 + 65535 bytes.
+  if (size < 22) fail("too small for a zip archive");
+  int64_t eocd = -1;
+  for (int64_t at = static_cast<int64_t>(size) - 22; at >= 0 && at >= static_cast<int64_t>(size) - 22 - 65535; --at)
+    if (ReadLe(bytes, at, 4) == 0x06054b50) {
+      eocd = at;
+      break;
+    }
+  if (eocd < 0) fail("no end-of-central-directory record");
+  uint64_t entries = ReadLe(bytes, eocd + 10, 2), cd_size = ReadLe(bytes, eocd + 12, 4), cd_offset = ReadLe(bytes, eocd + 16, 4);
+  uint64_t cd_limit = static_cast<uint64_t>(eocd);
+  if (entries == 0xFFFF || cd_size == 0xFFFFFFFF || cd_offset == 0xFFFFFFFF) {  // ZIP64
+    if (eocd < 20 || ReadLe(bytes, eocd - 20, 4) != 0x07064b50) fail("ZIP64 sizes without a ZIP64 locator");
+    const uint64_t record = ReadLe(bytes, eocd - 20 + 8, 8);
+    end_of(record, 56, "the ZIP64 end-of-central-directory record");
+    if (record >= cd_limit || ReadLe(bytes, record, 4) != 0x06064b50) fail("a bad ZIP64 end-of-central-directory record");
+    entries = ReadLe(bytes, record + 32, 8);
+    cd_size = ReadLe(bytes, record + 40, 8);
+    cd_offset = ReadLe(bytes, record + 48, 8);
+    cd_limit = record;
+  }
+  if (end_of(cd_offset, cd_size, "the central directory") > cd_limit) fail("the central directory overlaps its end record");
+  uint64_t at = cd_offset;
+  const uint64_t cd_end = cd_offset + cd_size;
+  for (uint64_t i = 0; i < entries; ++i) {
+    if (end_of(at, 46, "a central directory entry") > cd_end || ReadLe(bytes, at, 4) != 0x02014b50)
+      fail("central directory entry " + std::to_string(i) + " of " + std::to_string(entries) + " is missing");
+    const uint64_t method = ReadLe(bytes, at + 10, 2);
+    uint64_t compressed = ReadLe(bytes, at + 20, 4), uncompressed = ReadLe(bytes, at + 24, 4);
+    const uint64_t name_length = ReadLe(bytes, at + 28, 2), extra_length = ReadLe(bytes, at + 30, 2),
+                   comment_length = ReadLe(bytes, at + 32, 2);
+    uint64_t local = ReadLe(bytes, at + 42, 4);
+    const uint64_t name_at = at + 46;
+    const uint64_t extra_at = end_of(name_at, name_length, "an entry name");
+    const uint64_t extra_end = end_of(extra_at, extra_length, "an entry's extra field");
+    const uint64_t next = end_of(extra_end, comment_length, "an entry comment");
+    if (next > cd_end) fail("central directory entry " + std::to_string(i) + " runs past the directory");
+    const std::string name(bytes.data() + name_at, name_length);
+    // ZIP64 extra field: the 0xFFFFFFFF fields, in order, as 8-byte values.
+    for (uint64_t x = extra_at; x + 4 <= extra_end;) {
+      const uint64_t id = ReadLe(bytes, x, 2), length = ReadLe(bytes, x + 2, 2);
+      const uint64_t body_end = end_of(x + 4, length, "an extra field");
+      if (body_end > extra_end) fail("the extra field of '" + name + "' runs past its entry");
+      if (id == 0x0001) {
+        uint64_t field = x + 4;
+        for (uint64_t* value : {&uncompressed, &compressed, &local}) {
+          if (*value != 0xFFFFFFFF) continue;
+          if (field + 8 > body_end) fail("a short ZIP64 field in '" + name + "'");
+          *value = ReadLe(bytes, field, 8);
+          field += 8;
+        }
+      }
+      x = body_end;
+    }
+    if (method != 0)
+      fail("record '" + name + "' is compressed (method " + std::to_string(method) +
+           "), torch.save stores records uncompressed; re-save the file with torch.save");
+    if (compressed != uncompressed)
+      fail("record '" + name + "' is stored with " + std::to_string(compressed) + " bytes but announces " + std::to_string(uncompressed));
+    if (end_of(local, 30, "a local header") > cd_offset || ReadLe(bytes, local, 4) != 0x04034b50)
+      fail("record '" + name + "' has no local header at byte " + std::to_string(local));
+    const uint64_t data_at = end_of(end_of(local + 30, ReadLe(bytes, local + 26, 2), "a local name"),
+                                    ReadLe(bytes, local + 28, 2), "a local extra field");
+    if (end_of(data_at, compressed, ("record '" + name + "'").c_str()) > cd_offset)
+      fail("record '" + name + "' (" + std::to_string(compressed) + " bytes at byte " + std::to_string(data_at) +
+           ") runs into the central directory");
+    at = next;
+  }
+}
+
 StateDict LoadPth(const std::filesystem::path& path, std::vector<std::string>* notes) {
   if (!IsZip(path))
     throw FileError(path.string() + ": not a zip-format torch.save file (expected the 'PK' header of "
                     "torch.save since PyTorch 1.6; re-save it with torch.save, or convert to .safetensors)");
   std::ifstream in(path, std::ios::binary);
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CheckTorchZip(bytes, path.string());
   c10::IValue root;
   try {
     root = torch::jit::pickle_load(bytes);

@@ -22,6 +22,7 @@ APT_PACKAGES=(
   libopencv-dev libopen3d-dev libimgui-dev libstb-dev libglfw3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libeigen3-dev
+  libssl-dev clang libclang-rt-14-dev
   xvfb xauth libgl1-mesa-dri libglx-mesa0 gnuplot-nox
 )
 

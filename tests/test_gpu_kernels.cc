@@ -409,32 +409,49 @@ TEST(GpuSynthetic, MatchesTheCppRenderer) {
 
 // ---- the model's GPU path --------------------------------------------------------------------
 
-TEST(GpuModel, ParityFixtureWithinTheBf16Deviations) {
+// The parity fixtures, full and pruned, on the GPU: every output of every frame (confidences
+// included) and the cached token count. float32 keeps an fp32 cache and fp32 convolutions, so it is
+// held to the spec's float32 bound (1e-4, model.md); bfloat16 (bf16 matrix work and KV cache) to
+// model.md's measured bf16 deviations (tokens ~7e-3, depth ~1e-4, points ~5e-4, pose ~1e-2) with
+// headroom, and 5e-2 on the confidences.
+TEST(GpuModel, ParityFixturesFullAndPrunedWithinTheDtypesBounds) {
   REQUIRE_GPU();
   const auto dir = streamrecon::testing::ParityDir();
   STREAMRECON_REQUIRE_SHARED(dir / "weights.safetensors");
-  const models::SafetensorsFile ref = models::ReadSafetensors(dir / "stream_full.safetensors");
-  for (const char* dtype : {"float32", "bfloat16"}) {
-    models::ModelOptions o;
-    o.device = "cuda";
-    o.dtype = dtype;
-    models::StreamingModel model(models::NamedConfig("parity-tiny"), models::LoadStateDict(dir / "weights.safetensors"), o);
-    double worst[6] = {0, 0, 0, 0, 0, 0};
-    const char* names[6] = {"tokens_last", "depth", "depth_conf", "world_points", "world_points_conf", "pose_enc"};
-    for (int i = 0; i < 6; ++i) {
-      const std::string f = "frame" + std::to_string(i) + ".";
-      const models::StepOutput out = model.Step(ref.tensors.at(f + "image").cuda());
-      const at::Tensor* got[6] = {&out.tokens_last, &out.depth, &out.depth_conf, &out.world_points, &out.world_points_conf, &out.pose_enc};
-      for (int j = 0; j < 6; ++j) worst[j] = std::max(worst[j], Rel(got[j]->cpu(), ref.tensors.at(f + names[j])));
+  const char* names[6] = {"tokens_last", "depth", "depth_conf", "world_points", "world_points_conf", "pose_enc"};
+  const double bf16_limits[6] = {3e-2, 1e-2, 5e-2, 2e-2, 5e-2, 5e-2};
+  for (const char* fixture : {"stream_full.safetensors", "stream_pruned.safetensors"}) {
+    const bool pruned = std::string(fixture) == "stream_pruned.safetensors";
+    const models::SafetensorsFile ref = models::ReadSafetensors(dir / fixture);
+    for (const char* dtype : {"float32", "bfloat16"}) {
+      models::ModelOptions o;
+      o.device = "cuda";
+      o.dtype = dtype;
+      if (pruned) {
+        o.cache.policy = PrunePolicy::kXStream;
+        o.cache.cache_tokens = 60;
+        o.cache.pool_size = 16;
+      }
+      models::StreamingModel model(models::NamedConfig("parity-tiny"), models::LoadStateDict(dir / "weights.safetensors"), o);
+      double worst[6] = {0, 0, 0, 0, 0, 0};
+      int frames = 0;
+      for (int i = 0; ref.tensors.count("frame" + std::to_string(i) + ".image"); ++i, ++frames) {
+        const std::string f = "frame" + std::to_string(i) + ".";
+        const models::StepOutput out = model.Step(ref.tensors.at(f + "image").cuda());
+        const at::Tensor* got[6] = {&out.tokens_last, &out.depth, &out.depth_conf, &out.world_points, &out.world_points_conf, &out.pose_enc};
+        for (int j = 0; j < 6; ++j) {
+          ASSERT_EQ(got[j]->sizes(), ref.tensors.at(f + names[j]).sizes()) << f << names[j];
+          worst[j] = std::max(worst[j], Rel(got[j]->cpu(), ref.tensors.at(f + names[j])));
+        }
+        EXPECT_EQ(model.CachedTokens(0), std::llround(ref.tensors.at(f + "kv_len_layer0").item<double>())) << fixture << " " << dtype << " " << f;
+      }
+      EXPECT_EQ(frames, 6);
+      std::printf("[ info ] GPU model %s (%s) vs %s, worst frame:", dtype, pruned ? "xstream cap 60" : "full cache", fixture);
+      for (int j = 0; j < 6; ++j) std::printf(" %s %.2e", names[j], worst[j]);
+      std::printf("\n");
+      const bool fp32 = std::string(dtype) == "float32";
+      for (int j = 0; j < 6; ++j) EXPECT_LE(worst[j], fp32 ? 1e-4 : bf16_limits[j]) << fixture << " " << dtype << " " << names[j];
     }
-    std::printf("[ info ] GPU model (%s, bf16 KV cache) vs reference, worst frame:", dtype);
-    for (int j = 0; j < 6; ++j) std::printf(" %s %.2e", names[j], worst[j]);
-    std::printf("\n");
-    // model.md's measured bf16 deviations (tokens ~7e-3, depth ~1e-4, points ~5e-4, pose ~1e-2), with headroom.
-    EXPECT_LE(worst[0], 3e-2);
-    EXPECT_LE(worst[1], 1e-2);
-    EXPECT_LE(worst[3], 2e-2);
-    EXPECT_LE(worst[5], 5e-2);
   }
 }
 

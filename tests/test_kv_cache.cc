@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 #include "core/errors.h"
 #include "core/kv_budget.h"
@@ -145,6 +147,15 @@ TEST(Quant, PackUnpackIsBitExact) {
     }
 }
 
+// A group's step must be (max - min) / (2^bits - 1), up to the fp16 rounding of the stored zero
+// (rounded down, at most one fp16 ulp of min) and scale (rounded up, at most two ulps): an error
+// bound of half "the step the code chose" alone would pass a step ten times too coarse.
+void ExpectPinnedStep(float step, float lo, float hi, int bits) {
+  const float levels = static_cast<float>((1 << bits) - 1), exact = (hi - lo) / levels;
+  ASSERT_GE(step, exact * (1 - 1e-6f)) << "group [" << lo << ", " << hi << "], " << bits << " bits";
+  ASSERT_LE(step, (exact + std::abs(lo) * 1e-3f / levels) * (1 + 2e-3f) + 1e-7f) << "group [" << lo << ", " << hi << "], " << bits << " bits";
+}
+
 TEST(Quant, ParamsCoverTheRangeAndErrorIsAtMostHalfAStep) {
   at::manual_seed(3);
   for (int bits : {2, 4}) {
@@ -154,6 +165,7 @@ TEST(Quant, ParamsCoverTheRangeAndErrorIsAtMostHalfAStep) {
       const float scale = HalfBitsToFloat(p.scale), zero = HalfBitsToFloat(p.zero);
       ASSERT_LE(zero, a);
       ASSERT_GE(zero + scale * ((1 << bits) - 1), b);
+      ExpectPinnedStep(scale, a, b, bits);
       for (float x : {a, b, (a + b) / 2, a + (b - a) * 0.3f}) {
         const float err = std::abs(DequantizeValue(QuantizeValue(x, p, bits), p) - x);
         ASSERT_LE(err, scale / 2 * (1 + 1e-5f) + 1e-7f) << "x " << x << " in [" << a << ", " << b << "]";
@@ -196,6 +208,22 @@ TEST(Quant, FramesRoundTripWithinHalfAStepOfTheirGroups) {
                 ASSERT_LE(std::abs(kd[h][t][d].item<float>() - k[h][t][d].item<float>()), k_step / 2 * 1.0001f + 1e-6f);
                 ASSERT_LE(std::abs(vd[h][t][d].item<float>() - v[h][t][d].item<float>()), v_step / 2 * 1.0001f + 1e-6f);
               }
+          // Each group's step is pinned to its own range: K per page and channel, V per token and
+          // channel group (partial pages: over their real tokens only).
+          for (int64_t h = 0; h < H; ++h)
+            for (int64_t p = 0; p < pages.pages(); ++p) {
+              const int64_t t0 = p * G, tn = std::min<int64_t>(G, N - t0);
+              const at::Tensor kg = k[h].narrow(0, t0, tn);
+              for (int64_t d = 0; d < D; ++d)
+                ExpectPinnedStep(HalfBitsToFloat(kp[(p * H + h) * D + d].scale), kg.select(1, d).min().item<float>(),
+                                 kg.select(1, d).max().item<float>(), bits);
+              for (int64_t s = 0; s < tn; ++s)
+                for (int64_t g = 0; g < D / Gv; ++g) {
+                  const at::Tensor vg = v[h][t0 + s].narrow(0, g * Gv, Gv);
+                  ExpectPinnedStep(HalfBitsToFloat(vp[((p * H + h) * G + s) * (D / Gv) + g].scale), vg.min().item<float>(),
+                                   vg.max().item<float>(), bits);
+                }
+            }
           // Partial last page: the padding slots hold zero codes and are not counted.
           EXPECT_EQ(pages.meta[pages.pages() - 1][0].item<int32_t>(), N - (pages.pages() - 1) * G);
         }
@@ -264,6 +292,91 @@ TEST(QuantizedCache, KeptTokensReadBackIdenticallyOnEveryLaterFrame) {
         }
       }
     }
+}
+
+// The selection rule, brute force, from the spec (kv_cache.md section 1) and not from the product's
+// selection functions: the current frame's queries pooled (first special_tokens rows as they are,
+// the rest in groups of pool_size, then averaged over heads) score each cached middle token by the
+// mean of their dot products with its head-averaged key, as stored; a token is kept iff fewer than
+// `middle` candidates outscore it, and (xstream-page) a page iff fewer than middle / G pages have
+// a higher mean score. Tokens carry their id in a constant V group, which quantizes exactly.
+std::vector<double> BruteForceScores(const at::Tensor& q, const at::Tensor& keys, int pool, int special) {
+  const at::Tensor qd = q.to(at::kDouble), kd = keys.to(at::kDouble);
+  std::vector<at::Tensor> rows;
+  for (int64_t i = 0; i < special; ++i) rows.push_back(qd.select(1, i).mean(0));
+  for (int64_t start = special; start < qd.size(1); start += pool)
+    rows.push_back(qd.narrow(1, start, std::min<int64_t>(pool, qd.size(1) - start)).mean(1).mean(0));
+  const at::Tensor k_bar = kd.mean(0);  // [T, D]
+  std::vector<double> scores(k_bar.size(0), 0.0);
+  for (int64_t t = 0; t < k_bar.size(0); ++t) {
+    for (const at::Tensor& r : rows) scores[t] += at::dot(r, k_bar[t]).item<double>();
+    scores[t] /= static_cast<double>(rows.size());
+  }
+  return scores;
+}
+
+TEST(QuantizedCache, KeepsExactlyTheTokensAndPagesTheRuleSelects) {
+  at::manual_seed(12);
+  const int64_t H = 2, N = 32, D = 64, cap = 4 * N;  // middle = 2 frames' worth of tokens
+  int checked = 0;
+  for (PrunePolicy policy : {PrunePolicy::kXStream, PrunePolicy::kXStreamPage})
+    for (CacheFormat f : {CacheFormat::kKivi4, CacheFormat::kKivi2, CacheFormat::kOscar4, CacheFormat::kOscar2}) {
+      KvCacheOptions o = Quantized(f, policy);  // K group 8 (4 full pages per frame), V group 32
+      auto cache = MakeLayerKvCache(o);
+      cache->SetCapacity({cap, -1});
+      const at::Tensor had = HadamardMatrix(D, at::kFloat);
+      for (int frame = 0; frame < 8; ++frame) {
+        const at::Tensor q = at::randn({H, N, D}), k = at::randn({H, N, D});
+        at::Tensor v = at::randn({H, N, D});
+        v.narrow(2, 0, 32).copy_(at::arange(N, at::kFloat).add(frame * N).view({1, N, 1}).expand({H, N, 32}));
+        auto [K, V] = cache->Materialize();  // as stored (OScaR: the rotated space, norms applied)
+        std::set<int64_t> expected;
+        if (frame > 0) {
+          std::vector<int64_t> ids;
+          std::vector<double> scores;
+          const std::vector<double> all = BruteForceScores(IsOscar(f) ? at::matmul(q, had) : q, K, o.pool_size, o.special_tokens);
+          for (int64_t t = 0; t < V.size(1); ++t) {
+            const int64_t id = std::llround(V[0][t][0].item<double>());
+            if (id < N) continue;  // the first frame is protected
+            ids.push_back(id);
+            scores.push_back(all[t]);
+          }
+          const int64_t middle = cap - 2 * N, candidates = static_cast<int64_t>(ids.size());
+          if (candidates <= middle) {
+            expected.insert(ids.begin(), ids.end());
+          } else if (policy == PrunePolicy::kXStream) {
+            for (int64_t i = 0; i < candidates; ++i) {
+              int64_t better = 0;
+              for (int64_t j = 0; j < candidates; ++j) better += scores[j] > scores[i];
+              if (better < middle) expected.insert(ids[i]);
+            }
+          } else {  // pages: the 8 consecutive ids of one frame page (ids are page-aligned here)
+            std::map<int64_t, std::pair<double, int>> pages;
+            for (int64_t i = 0; i < candidates; ++i) pages[ids[i] / 8].first += scores[i], pages[ids[i] / 8].second++;
+            for (const auto& [page, sum] : pages) {
+              int64_t better = 0;
+              for (const auto& [other, other_sum] : pages) better += other_sum.first / other_sum.second > sum.first / sum.second;
+              if (better < middle / 8)
+                for (int64_t i = 0; i < candidates; ++i)
+                  if (ids[i] / 8 == page) expected.insert(ids[i]);
+            }
+          }
+        }
+        cache->Forward(q, k, v);
+        auto [K2, V2] = cache->Materialize();
+        std::set<int64_t> kept;
+        for (int64_t t = 0; t < V2.size(1); ++t) {
+          const int64_t id = std::llround(V2[0][t][0].item<double>());
+          ASSERT_EQ(V2[0][t][0].item<double>(), static_cast<double>(id)) << "ids are stored exactly";
+          if (id >= N && id < frame * N) kept.insert(id);
+        }
+        if (frame > 0) {
+          EXPECT_EQ(kept, expected) << ToString(policy) << " " << ToString(f) << " frame " << frame;
+          ++checked;
+        }
+      }
+    }
+  EXPECT_EQ(checked, 2 * 4 * 7);
 }
 
 TEST(QuantizedCache, ByteCapacityIsNeverExceeded) {

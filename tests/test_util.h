@@ -12,6 +12,9 @@ inline std::filesystem::path SharedDir() { return std::filesystem::path(STREAMRE
 
 inline std::filesystem::path ParityDir() { return SharedDir() / "fixtures" / "parity"; }
 
+// The repository's own test inputs (e.g. tests/fuzz/corpus/), always present.
+inline std::filesystem::path SourceDir() { return std::filesystem::path(STREAMRECON_SOURCE_DIR); }
+
 inline std::filesystem::path SamplesDir() { return SharedDir() / "samples"; }
 
 // A fresh scratch folder for one test under the build tree.

@@ -48,6 +48,56 @@ TEST(Weights, StreamVggt1bKeySetMatchesTheReleasedCheckpoint) {
   EXPECT_EQ(ours_params + ignored_params, released_params);
 }
 
+std::filesystem::path PthSeeds() { return streamrecon::testing::SourceDir() / "tests" / "fuzz" / "corpus" / "pth"; }
+
+TEST(Weights, HandWrittenTorchSaveArchivesLoad) {
+  // The fuzzers' seeds (tests/fuzz/make_seeds.py writes torch.save's layout without torch).
+  std::vector<std::string> notes;
+  const StateDict flat = LoadStateDict(PthSeeds() / "flat", &notes);
+  ASSERT_EQ(flat.size(), 2u);
+  EXPECT_TRUE(at::equal(flat.at("w"), at::tensor({1.0f, -2.0f, 0.5f, 3.25f}).reshape({2, 2})));
+  EXPECT_TRUE(at::equal(flat.at("b"), at::tensor({1.0f, -2.0f})));
+  const StateDict wrapped = LoadStateDict(PthSeeds() / "wrapped", &notes);
+  ASSERT_EQ(wrapped.size(), 1u);
+  EXPECT_TRUE(at::equal(wrapped.at("layer.w").to(at::kFloat), at::tensor({1.0f, -2.0f})));
+  ASSERT_FALSE(notes.empty());
+  EXPECT_NE(notes.back().find("'model' key"), std::string::npos) << notes.back();
+}
+
+// Reads a whole file.
+std::string Slurp(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+TEST(Weights, PthRecordsOutsideTheFileAreRefusedBeforeLibTorchReadsThem) {
+  // LibTorch's zip reader trusted these sizes and read past its buffer (fuzz_pth's first finding).
+  const auto dir = ScratchDir("pth_zip");
+  std::string bytes = Slurp(PthSeeds() / "flat");
+  // Grow the stored and announced sizes of archive/data/0 in its central directory entry.
+  const std::string name = "archive/data/0";
+  const size_t entry = bytes.rfind("PK\x01\x02", bytes.rfind(name));
+  ASSERT_NE(entry, std::string::npos);
+  for (size_t field : {entry + 20, entry + 24}) bytes[field + 1] = static_cast<char>(0x10);  // +4096 bytes
+  std::ofstream(dir / "grown.pth", std::ios::binary) << bytes;
+  try {
+    LoadStateDict(dir / "grown.pth");
+    FAIL() << "a record running past the file was accepted";
+  } catch (const FileError& e) {
+    EXPECT_NE(std::string(e.what()).find("record '" + name + "'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("damaged torch.save archive"), std::string::npos) << e.what();
+  }
+  // Every input the fuzzer ever crashed on is kept as regression-* in its corpus: each must now be
+  // a FileError.
+  int regressions = 0;
+  for (const auto& entry_path : std::filesystem::directory_iterator(PthSeeds())) {
+    if (entry_path.path().filename().string().rfind("regression-", 0) != 0) continue;
+    ++regressions;
+    EXPECT_THROW(LoadStateDict(entry_path.path()), FileError) << entry_path.path();
+  }
+  EXPECT_GE(regressions, 1);
+}
+
 TEST(Weights, ParityConfigFromHeaderEqualsTheNamedConfig) {
   const auto path = ParityDir() / "weights.safetensors";
   STREAMRECON_REQUIRE_SHARED(path);

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# `make fuzz` (part of `make test`): builds the libFuzzer targets with clang into build-fuzz/
+# (coverage + AddressSanitizer + UndefinedBehaviorSanitizer) and runs each for SECONDS, starting
+# from the committed seeds in tests/fuzz/corpus/<target>/ plus whatever earlier runs on this machine
+# found (build-fuzz/corpus/<target>/). Any crash, sanitizer report, leak, timeout (>10 s per input)
+# or input needing more than 2 GB fails the run; the input is kept in build-fuzz/findings/.
+# Usage: bash scripts/fuzz.sh SECONDS [TARGET...]   (default: every target)
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+SECONDS_PER_TARGET=${1:-20}
+shift || true
+TARGETS=("$@")
+((${#TARGETS[@]})) || TARGETS=(fuzz_safetensors fuzz_pth fuzz_config fuzz_dataset_text fuzz_sizes)
+BUILD=build-fuzz
+
+if [ ! -f "$BUILD/build.ninja" ]; then
+  CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTREAMRECON_FUZZ=ON \
+    -DSTREAMRECON_TESTS=OFF -DSTREAMRECON_BENCHMARKS=OFF -DSTREAMRECON_CUDA=OFF -DSTREAMRECON_VIEWER=OFF \
+    -DSTREAMRECON_OPENCV=OFF -DSTREAMRECON_OPEN3D=OFF > /dev/null
+fi
+echo "[fuzz] building ${TARGETS[*]}"
+cmake --build "$BUILD" -j "$(nproc)" --target "${TARGETS[@]}" > "$BUILD/fuzz-build.log" 2>&1 ||
+  { grep -E "error" "$BUILD/fuzz-build.log" | head -20; exit 1; }
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export LSAN_OPTIONS=suppressions=$ROOT/scripts/lsan.supp:print_suppressions=0
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export OMP_NUM_THREADS=1
+mkdir -p "$BUILD/findings"
+status=0
+for t in "${TARGETS[@]}"; do
+  name=${t#fuzz_}
+  corpus="$BUILD/corpus/$name"
+  mkdir -p "$corpus"
+  log="$BUILD/$t.log"
+  if "$BUILD/tests/fuzz/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+       -max_len=65536 -print_final_stats=1 -artifact_prefix="$BUILD/findings/$t-" \
+       "$corpus" "tests/fuzz/corpus/$name" > "$log" 2>&1; then
+    runs=$(grep -oE "stat::number_of_executed_units: *[0-9]+" "$log" | grep -oE "[0-9]+$" || echo "?")
+    cov=$(grep -E "^#[0-9]+[[:space:]]*DONE" "$log" | grep -oE "cov: [0-9]+ ft: [0-9]+ corp: [0-9]+" || true)
+    echo "[fuzz] $t: ${SECONDS_PER_TARGET}s, $runs inputs, $cov, no findings"
+  else
+    echo "[fuzz] $t FAILED (input kept in $BUILD/findings/):"
+    grep -E "ERROR|runtime error|SUMMARY|Test unit written|==[0-9]+==" "$log" | head -20
+    status=1
+  fi
+done
+exit $status
