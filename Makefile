@@ -6,7 +6,7 @@ CMAKE_ARGS ?=
 DEMO_OUT ?= demo_out
 STREAMRECON := $(BUILD_DIR)/app/streamrecon
 
-.PHONY: all setup configure build test sanitize demo clean
+.PHONY: all setup configure build test sanitize fuzz demo clean
 
 all: build
 
@@ -24,12 +24,19 @@ build: configure
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
 	$(MAKE) --no-print-directory sanitize
+	$(MAKE) --no-print-directory fuzz
 
 # AddressSanitizer + UndefinedBehaviorSanitizer over the tests of the parsers, the KV cache, the
 # pipeline, the exporters and the frame sources; ThreadSanitizer over the threaded pipeline.
 SANITIZE_TESTS := test_core test_pipeline test_datasets test_models
 sanitize: setup
 	@bash scripts/sanitize.sh $(JOBS) $(SANITIZE_TESTS)
+
+# libFuzzer (clang) over the weight readers (safetensors, .pth), the config JSON, the dataset text
+# formats and the size parsers: FUZZ_SECONDS per target from the committed seeds; any finding fails.
+FUZZ_SECONDS ?= 20
+fuzz: setup
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # The shipped default model (models/recon_small.safetensors) on a 24-frame synthetic room whose
 # scene seed (0) training never used; then the same sequence against its exact ground truth.
@@ -38,4 +45,4 @@ demo: build
 	$(STREAMRECON) eval --dataset synthetic --frames 24 --out $(DEMO_OUT)/eval
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan build-tsan $(DEMO_OUT)
+	rm -rf $(BUILD_DIR) build-asan build-tsan build-fuzz $(DEMO_OUT)

@@ -30,6 +30,7 @@
 #include "core/atomic_file.h"
 #include "core/errors.h"
 #include "core/geometry.h"
+#include "core/interrupt.h"
 #include "datasets/ground_truth.h"
 #include "datasets/metrics.h"
 #include "datasets/preprocess.h"
@@ -139,6 +140,14 @@ std::string Cell(const json& group, const char* field, int decimals) {
   return text.str();
 }
 
+// "path (SHA-256 abcd1234...)" or "random weights (seed N)" from the report's model record.
+std::string ModelLine(const json& model) {
+  if (model.contains("random_seed")) return "random weights (seed " + model.at("random_seed").dump() + ")";
+  std::string line = "`" + model.value("path", std::string("?")) + "`";
+  if (model.contains("sha256") && model.at("sha256").is_string()) line += " (SHA-256 " + model.at("sha256").get<std::string>().substr(0, 12) + "...)";
+  return line;
+}
+
 std::string MarkdownReport(const json& report) {
   struct Column {
     const char* title;
@@ -165,7 +174,7 @@ std::string MarkdownReport(const json& report) {
   };
   md << "# StreamRecon evaluation\n\n"
      << "- dataset: `" << report.at("dataset").get<std::string>() << "`\n"
-     << "- model: " << report.at("model").get<std::string>() << ", input "
+     << "- model: " << ModelLine(report.at("model")) << ", input "
      << report.at("model_input")[0] << "x" << report.at("model_input")[1] << ", cache policy "
      << report.at("cache").at("policy").get<std::string>() << "\n"
      << "- ground truth resized to the model resolution (nearest neighbour); valid where the "
@@ -246,7 +255,7 @@ int RunEval(const EvalArgs& args) {
   depth_median.Check();
   if (args.cloud_stride < 1) throw OptionError("--cloud-stride: expected >= 1, got " + std::to_string(args.cloud_stride));
   const fs::path out_dir(args.out);
-  EnsureWritableFolder(out_dir);
+  CheckOutputFolder(out_dir);  // created only once the dataset and the model are open
   const std::vector<std::string> sequences = datasets::FindSequences(args.dataset);  // before loading
 
   models::LoadedModel loaded =
@@ -272,12 +281,25 @@ int RunEval(const EvalArgs& args) {
     dataset_options.max_frames = args.frames;
   }
   spdlog::info("evaluating {} sequence(s) from {}", sequences.size(), args.dataset);
+  std::unique_ptr<datasets::GroundTruthSource> first_source = datasets::OpenDataset(sequences.front(), dataset_options);
+  // A rerun into the same folder leaves nothing of the earlier run behind (other files stay).
+  std::vector<std::string> earlier{"metrics.json", "metrics.md"};
+  std::error_code listing_error;
+  for (const auto& entry : fs::directory_iterator(out_dir, listing_error)) {
+    const std::string file = entry.path().filename().string();
+    if (file.rfind("frames_", 0) == 0 && entry.path().extension() == ".csv") earlier.push_back(file);
+  }
+  if (const int removed = RemoveEarlierOutputs(out_dir, earlier))
+    spdlog::info("removed {} output(s) of an earlier run from {}", removed, out_dir.string());
+  // Ctrl-C / SIGTERM: the sequence in progress ends at the frame in flight, its metrics and those of
+  // the sequences done are written, marked interrupted (exit 130). A second signal aborts at once.
+  InstallInterruptHandler();
 
   json sequence_reports = json::array();
   int model_w = 0, model_h = 0;
-  for (size_t s = 0; s < sequences.size(); ++s) {
+  for (size_t s = 0; s < sequences.size() && !Interrupted(); ++s) {
     std::unique_ptr<datasets::GroundTruthSource> source =
-        datasets::OpenDataset(sequences[s], dataset_options);
+        s == 0 ? std::move(first_source) : datasets::OpenDataset(sequences[s], dataset_options);
     const std::string name = source->name();
     spdlog::info("sequence {}/{}: {}", s + 1, sequences.size(), source->Describe());
     model.Reset();
@@ -288,7 +310,7 @@ int RunEval(const EvalArgs& args) {
     double total_ms = 0;
     int64_t peak_cache = 0, n = 0;
 
-    while (std::optional<datasets::GroundTruthFrame> gt = source->Next()) {
+    for (std::optional<datasets::GroundTruthFrame> gt; !Interrupted() && (gt = source->Next());) {
       const RgbImage& original = gt->frame.image;
       if (model_w == 0) {  // fixed by the first frame for every sequence, as in `run`
         std::tie(model_w, model_h) = datasets::ModelInputSize(original.width, original.height, pre);
@@ -358,6 +380,7 @@ int RunEval(const EvalArgs& args) {
       spdlog::info("{} frame {}/{} {}: {:.0f} ms, {:.2f} fps, cache {:.2f} MiB", name, n, source->size(),
                    gt->frame.name, ms, 1000.0 * n / total_ms, model.CacheBytes() / 1048576.0);
     }
+    if (n == 0 && Interrupted()) break;
     if (n == 0) throw Error("no frames were read from " + source->Describe());
 
     json report = {{"name", name},
@@ -408,8 +431,16 @@ int RunEval(const EvalArgs& args) {
     sequence_reports.push_back(std::move(report));
   }
 
+  const bool interrupted = Interrupted();
+  if (sequence_reports.empty()) {
+    spdlog::warn("interrupted before the first frame was done: nothing written");
+    return 130;
+  }
+  if (interrupted) spdlog::warn("interrupted: writing the metrics of the {} sequence(s) done (the last one up to its frame in flight)",
+                                sequence_reports.size());
   json report = {
       {"dataset", args.dataset},
+      {"interrupted", interrupted},
       {"model", weights_record.Get()},
       {"config", loaded.config.ToJson()},
       {"model_input", {model_w, model_h}},
@@ -432,7 +463,7 @@ int RunEval(const EvalArgs& args) {
   WriteTextAtomically(out_dir / "metrics.md", MarkdownReport(report));
   spdlog::info("wrote metrics of {} sequence(s) to {}: metrics.json, metrics.md", sequence_reports.size(),
                out_dir.string());
-  return 0;
+  return interrupted ? 130 : 0;
 }
 
 }  // namespace

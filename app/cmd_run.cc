@@ -106,7 +106,7 @@ int RunRun(const RunArgs& args) {
     pipeline.RethrowIfFailed();
     result = pipeline.Latest();
   }
-  const std::vector<FramePrediction> cameras = result ? result->cameras : std::vector<FramePrediction>{};
+  const std::vector<CameraRecord> cameras = result ? result->cameras.ToVector() : std::vector<CameraRecord>{};
   const bool interrupted = Interrupted();
   if (cameras.empty()) {
     if (interrupted) {

@@ -12,6 +12,7 @@
 #include "app/stream_setup.h"
 #include "core/errors.h"
 #include "core/export.h"
+#include "core/interrupt.h"
 #include "core/pipeline.h"
 #include "viewer/viewer.h"  // ViewerOptions is plain data; the viewer itself is used only with STREAMRECON_HAVE_VIEWER
 
@@ -121,6 +122,7 @@ int RunView(const ViewArgs& args) {
   initial.budget = args.cache.budget;
   initial.cache_tokens = args.cache.cache_tokens;
   initial.pool = args.cache.pool;
+  InstallInterruptHandler();
   const viewer::ViewerResult result =
       window.Run([&](const viewer::RestartRequest& r) { return StartSession(args, input, r); }, initial);
   std::cout << "frames: " << result.frames << "\n";
@@ -128,7 +130,7 @@ int RunView(const ViewArgs& args) {
   if (!result.screenshot.empty()) std::cout << "screenshot: " << result.screenshot << "\n";
   std::cout.flush();
   if (result.failed) throw Error(result.error);
-  return 0;
+  return Interrupted() ? 130 : 0;
 #endif
 }
 

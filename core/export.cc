@@ -39,7 +39,7 @@ void CheckSize(const FramePrediction& p, const char* name, size_t found, size_t 
   }
 }
 
-Rigid3 WorldFromCam(const FramePrediction& p) {
+Rigid3 WorldFromCam(const CameraRecord& p) {
   return geometry::Inverse(geometry::PoseEncodingToExtrinsics(p.pose_enc));
 }
 
@@ -136,7 +136,7 @@ cv::Mat DepthPreview(const std::vector<float>& depth, int width, int height) {
 
 }  // namespace
 
-void WriteTrajectoryTum(const fs::path& path, const std::vector<FramePrediction>& predictions,
+void WriteTrajectoryTum(const fs::path& path, const std::vector<CameraRecord>& predictions,
                         const std::vector<double>& timestamps) {
   if (!timestamps.empty() && timestamps.size() != predictions.size()) {
     throw Error("TUM trajectory " + path.string() + ": expected one timestamp per prediction (" +
@@ -157,9 +157,13 @@ void WriteTrajectoryTum(const fs::path& path, const std::vector<FramePrediction>
   WriteTextAtomically(path, text);
 }
 
-void WriteCamerasJson(const fs::path& path, const std::vector<FramePrediction>& predictions) {
+std::vector<CameraRecord> CameraRecords(const std::vector<FramePrediction>& predictions) {
+  return std::vector<CameraRecord>(predictions.begin(), predictions.end());
+}
+
+void WriteCamerasJson(const fs::path& path, const std::vector<CameraRecord>& predictions) {
   nlohmann::json frames = nlohmann::json::array();
-  for (const FramePrediction& p : predictions) {
+  for (const CameraRecord& p : predictions) {
     const Rigid3 cam_from_world = geometry::PoseEncodingToExtrinsics(p.pose_enc);
     const Intrinsics intrinsics = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
     frames.push_back({{"index", p.index},
@@ -347,13 +351,13 @@ void WriteColmapImage(const fs::path& folder, const FramePrediction& p) {
 #endif
 }
 
-std::vector<int64_t> WriteColmapSparse(const fs::path& folder, const std::vector<FramePrediction>& cameras, const PointCloud& cloud) {
+std::vector<int64_t> WriteColmapSparse(const fs::path& folder, const std::vector<CameraRecord>& cameras, const PointCloud& cloud) {
   const fs::path sparse = folder / "sparse" / "0";
   EnsureWritableFolder(sparse);
   std::vector<int64_t> left_out;
   std::vector<size_t> kept;
   for (size_t i = 0; i < cameras.size(); ++i) {
-    const FramePrediction& p = cameras[i];
+    const CameraRecord& p = cameras[i];
     const Intrinsics k = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
     const bool ok = std::isfinite(k.fx) && std::isfinite(k.fy) && k.fx > 0 && k.fy > 0;
     if (ok) kept.push_back(i);
@@ -365,7 +369,7 @@ std::vector<int64_t> WriteColmapSparse(const fs::path& folder, const std::vector
                            "#   POINTS2D[] as (X, Y, POINT3D_ID)\n# Number of images: " + std::to_string(kept.size()) + "\n";
   char line[512];
   for (size_t i : kept) {
-    const FramePrediction& p = cameras[i];
+    const CameraRecord& p = cameras[i];
     const Intrinsics k = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
     std::snprintf(line, sizeof(line), "%zu PINHOLE %d %d %.12g %.12g %.12g %.12g\n", i + 1, p.width, p.height, k.fx, k.fy, k.cx, k.cy);
     cameras_txt += line;
@@ -390,7 +394,7 @@ std::vector<int64_t> WriteColmapSparse(const fs::path& folder, const std::vector
 }
 
 
-void WriteCloudPreview(const fs::path& path, const PointCloud& cloud, const std::vector<FramePrediction>& cameras, int width,
+void WriteCloudPreview(const fs::path& path, const PointCloud& cloud, const std::vector<CameraRecord>& cameras, int width,
                        int height) {
 #ifndef STREAMRECON_HAVE_OPENCV
   (void)path, (void)cloud, (void)cameras, (void)width, (void)height;
@@ -428,7 +432,7 @@ void WriteCloudPreview(const fs::path& path, const PointCloud& cloud, const std:
     reach = std::max(1e-6, static_cast<double>(distance[q]));
   }
   // The cameras' path must fit too.
-  for (const FramePrediction& c : cameras) {
+  for (const CameraRecord& c : cameras) {
     const Rigid3 T = WorldFromCam(c);
     const V3 d = sub({T.t[0], T.t[1], T.t[2]}, centre);
     reach = std::max(reach, std::sqrt(dot(d, d)));
@@ -464,7 +468,7 @@ void WriteCloudPreview(const fs::path& path, const PointCloud& cloud, const std:
   }
   // The cameras' path on top.
   std::vector<cv::Point> trail;
-  for (const FramePrediction& c : cameras) {
+  for (const CameraRecord& c : cameras) {
     const Rigid3 T = WorldFromCam(c);
     int u, v;
     double depth;

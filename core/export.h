@@ -16,13 +16,16 @@ namespace streamrecon {
 // pose encoding's cam_from_world), after a '#' header line. Timestamps are the frames' indices,
 // or timestamps[i] for predictions[i] when given (then one per prediction, else Error).
 void WriteTrajectoryTum(const std::filesystem::path& path,
-                        const std::vector<FramePrediction>& predictions,
+                        const std::vector<CameraRecord>& predictions,
                         const std::vector<double>& timestamps = {});
 
 // {"convention": ..., "frames": [{index, width, height, fx, fy, cx, cy, pose_enc[9],
 //  cam_from_world, world_from_cam}, ...]} with the 4x4 matrices as 4 rows of 4 numbers.
 void WriteCamerasJson(const std::filesystem::path& path,
-                      const std::vector<FramePrediction>& predictions);
+                      const std::vector<CameraRecord>& predictions);
+
+// The camera records of predictions (for the writers above).
+std::vector<CameraRecord> CameraRecords(const std::vector<FramePrediction>& predictions);
 
 // A coloured point cloud: xyz is [N, 3] float32, rgb is [N, 3] uint8.
 struct PointCloud {
@@ -79,7 +82,7 @@ void WriteDepthMaps(const std::filesystem::path& folder,
 // rendered from behind and above the first camera, looking at the cloud's median point (points
 // as 2-pixel splats with a depth test, dark background, the cameras' path in white). Throws Error
 // when built without OpenCV and for an empty camera list.
-void WriteCloudPreview(const std::filesystem::path& path, const PointCloud& cloud, const std::vector<FramePrediction>& cameras,
+void WriteCloudPreview(const std::filesystem::path& path, const PointCloud& cloud, const std::vector<CameraRecord>& cameras,
                        int width = 960, int height = 720);
 
 // A COLMAP text model of a run in folder, for tools that start from COLMAP (Gaussian splatting,
@@ -94,7 +97,7 @@ void WriteCloudPreview(const std::filesystem::path& path, const PointCloud& clou
 // Folders are created when missing.
 bool CanWriteImages();
 void WriteColmapImage(const std::filesystem::path& folder, const FramePrediction& prediction);
-std::vector<int64_t> WriteColmapSparse(const std::filesystem::path& folder, const std::vector<FramePrediction>& cameras,
+std::vector<int64_t> WriteColmapSparse(const std::filesystem::path& folder, const std::vector<CameraRecord>& cameras,
                                        const PointCloud& cloud);
 
 }  // namespace streamrecon

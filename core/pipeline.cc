@@ -10,6 +10,23 @@
 
 namespace streamrecon {
 
+void CameraLog::push_back(CameraRecord record) {
+  if (partial_.capacity() < kChunk) partial_.reserve(kChunk);
+  partial_.push_back(std::move(record));
+  if (partial_.size() == kChunk) {
+    full_.push_back(std::make_shared<const std::vector<CameraRecord>>(std::move(partial_)));
+    partial_ = std::vector<CameraRecord>();
+  }
+}
+
+std::vector<CameraRecord> CameraLog::ToVector() const {
+  std::vector<CameraRecord> all;
+  all.reserve(size());
+  for (const auto& chunk : full_) all.insert(all.end(), chunk->begin(), chunk->end());
+  all.insert(all.end(), partial_.begin(), partial_.end());
+  return all;
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -383,15 +400,7 @@ void Pipeline::AccumulatorLoop() {
         std::lock_guard<std::mutex> lock(mutex_);
         report.processed = ++stats_.frames_processed;
       }
-      FramePrediction camera;
-      camera.index = prediction.index;
-      camera.timestamp = prediction.timestamp;
-      camera.source_name = prediction.source_name;
-      camera.height = prediction.height;
-      camera.width = prediction.width;
-      camera.pose_enc = prediction.pose_enc;
-      camera.model_ms = prediction.model_ms;
-      cameras_.push_back(std::move(camera));
+      cameras_.push_back(static_cast<const CameraRecord&>(prediction));
       if (stages_.on_frame) stages_.on_frame(prediction, report);
 
       const auto push_history = [&](std::vector<float>& h, float value) {

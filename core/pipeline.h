@@ -60,12 +60,33 @@ struct PipelineStats {
   bool paused = false;
 };
 
+// The cameras of every processed frame, shared between snapshots instead of copied: full chunks
+// of 1024 records are immutable and shared by every later snapshot; only the newest partial chunk
+// is copied. A stream of N frames holds each record once (about 170 bytes), so memory grows by
+// that per frame and not by N per snapshot.
+class CameraLog {
+ public:
+  size_t size() const { return full_.size() * kChunk + partial_.size(); }
+  bool empty() const { return size() == 0; }
+  const CameraRecord& operator[](size_t i) const {
+    return i / kChunk < full_.size() ? (*full_[i / kChunk])[i % kChunk] : partial_[i - full_.size() * kChunk];
+  }
+  const CameraRecord& back() const { return (*this)[size() - 1]; }
+  void push_back(CameraRecord record);
+  std::vector<CameraRecord> ToVector() const;
+
+ private:
+  static constexpr size_t kChunk = 1024;
+  std::vector<std::shared_ptr<const std::vector<CameraRecord>>> full_;
+  std::vector<CameraRecord> partial_;
+};
+
 // The newest state of the reconstruction, handed to viewers and exporters. Immutable.
 struct PipelineSnapshot {
   uint64_t version = 0;                   // grows with every snapshot of one pipeline
   PipelineStats stats;                    // as of this snapshot
   CloudSnapshot cloud;                    // the accumulated points
-  std::vector<FramePrediction> cameras;   // one per processed frame, without per-pixel arrays
+  CameraLog cameras;                      // one per processed frame
   std::shared_ptr<const FramePrediction> latest;  // the newest prediction, with image and depth
   std::optional<FrameReport> latest_report;       // its timings and cache figures
   std::vector<float> history_ms;          // step ms (preprocess + model) of the last frames
@@ -180,7 +201,7 @@ class Pipeline {
 
   // Owned by the accumulator thread.
   PointCloudAccumulator accumulator_;
-  std::vector<FramePrediction> cameras_;
+  CameraLog cameras_;
   std::shared_ptr<const FramePrediction> latest_prediction_;
   std::optional<FrameReport> latest_report_;
   std::vector<float> history_ms_;

@@ -38,8 +38,10 @@ struct Rigid3 {
   std::array<double, 3> t{0, 0, 0};
 };
 
-// What the model predicts for one frame, at the model's input resolution.
-struct FramePrediction {
+// One processed frame's camera and provenance, without per-pixel arrays: what trajectories,
+// cameras.json, COLMAP models and the viewer's frusta need, kept for every frame of a stream
+// (about 170 bytes each).
+struct CameraRecord {
   int64_t index = 0;        // delivery position in this run (0, 1, 2, ...)
   double timestamp = 0.0;   // the source's time of the frame in seconds: video time, or the frame's
                             // position in the input (image folders, synthetic streams)
@@ -48,12 +50,16 @@ struct FramePrediction {
   int width = 0;
   // Pose encoding: t_xyz, quaternion xyzw, fov_h, fov_w (camera_from_world, OpenCV axes).
   std::array<double, 9> pose_enc{};
+  double model_ms = 0.0;    // wall time of the model step
+};
+
+// What the model predicts for one frame, at the model's input resolution.
+struct FramePrediction : CameraRecord {
   std::vector<float> depth;              // [H, W]
   std::vector<float> depth_conf;         // [H, W]
   std::vector<float> world_points;       // [H, W, 3], in the first camera's frame
   std::vector<float> world_points_conf;  // [H, W]
   RgbImage image;                        // the model's input frame, [H, W, 3]
-  double model_ms = 0.0;                 // wall time of the model step
 };
 
 }  // namespace streamrecon

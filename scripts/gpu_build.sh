@@ -15,6 +15,7 @@ gpu_build() {
     prefix=$(python3 -c "import torch;print(torch.utils.cmake_prefix_path)")
     cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTREAMRECON_TORCH_CUDA=ON \
       -DCMAKE_PREFIX_PATH="$prefix;$DEPS" -DCMAKE_CUDA_ARCHITECTURES=90 \
+      -DOPENSSL_ROOT_DIR="$DEPS" -DCMAKE_CXX_FLAGS="-isystem $DEPS/include/x86_64-linux-gnu" \
       -DSTREAMRECON_OPENCV=OFF -DSTREAMRECON_OPEN3D=OFF -DSTREAMRECON_VIEWER=OFF -DSTREAMRECON_BENCHMARKS=OFF \
       -DSTREAMRECON_SHARED_DIR="$PWD/.gpu_fixtures" > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; return 1; }
   fi

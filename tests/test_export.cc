@@ -97,7 +97,7 @@ TEST(Export, TumTrajectoryHasOneLinePerFrameOfWorldFromCam) {
   for (const bool own_timestamps : {false, true}) {
     const std::vector<double> timestamps =
         own_timestamps ? std::vector<double>{0.5, 1.25} : std::vector<double>{};
-    WriteTrajectoryTum(dir / "trajectory.txt", predictions, timestamps);
+    WriteTrajectoryTum(dir / "trajectory.txt", CameraRecords(predictions), timestamps);
     std::istringstream lines(ReadText(dir / "trajectory.txt"));
     std::string line;
     ASSERT_TRUE(std::getline(lines, line));
@@ -113,7 +113,7 @@ TEST(Export, TumTrajectoryHasOneLinePerFrameOfWorldFromCam) {
     }
     EXPECT_FALSE(std::getline(lines, line));
   }
-  EXPECT_THROW(WriteTrajectoryTum(dir / "bad.txt", predictions, {1.0}), Error);
+  EXPECT_THROW(WriteTrajectoryTum(dir / "bad.txt", CameraRecords(predictions), {1.0}), Error);
   EXPECT_FALSE(fs::exists(dir / "bad.txt"));
 }
 
@@ -124,7 +124,7 @@ TEST(Export, CamerasJsonRoundTripsIntrinsicsAndPoses) {
   predictions[0].source_name = "IMG_0007.jpg";
   predictions[1].source_name = "IMG_0009.jpg";
   predictions[1].timestamp = 2.0;
-  WriteCamerasJson(dir / "cameras.json", predictions);
+  WriteCamerasJson(dir / "cameras.json", CameraRecords(predictions));
   const nlohmann::json root = nlohmann::json::parse(ReadText(dir / "cameras.json"));
   ASSERT_EQ(root.at("frames").size(), 2u);
   for (size_t i = 0; i < 2; ++i) {
@@ -330,7 +330,7 @@ TEST(Export, ColmapLeavesOutInvalidIntrinsics) {
   predictions[2].pose_enc[7] = -0.5;  // fov_h negative: fy negative
   PointCloudOptions options;
   options.conf_threshold = 0;
-  const std::vector<int64_t> left_out = WriteColmapSparse(dir, predictions, CollectPoints(predictions, options));
+  const std::vector<int64_t> left_out = WriteColmapSparse(dir, CameraRecords(predictions), CollectPoints(predictions, options));
   EXPECT_EQ(left_out, (std::vector<int64_t>{1, 2}));
   const std::string cameras = ReadText(dir / "sparse/0/cameras.txt");
   EXPECT_NE(cameras.find("# Number of cameras: 1"), std::string::npos) << cameras;
@@ -353,7 +353,7 @@ TEST(Export, ColmapModelRoundTrips) {
   } else {
     EXPECT_THROW(WriteColmapImage(dir, predictions[0]), Error);
   }
-  WriteColmapSparse(dir, predictions, cloud);
+  WriteColmapSparse(dir, CameraRecords(predictions), cloud);
 
   auto data_lines = [&](const fs::path& file) {
     std::vector<std::string> lines;
@@ -436,11 +436,11 @@ TEST(Export, CloudPreviewShowsThePoints) {
   options.conf_threshold = 0;
   const PointCloud cloud = CollectPoints(predictions, options);
   if (!CanWriteImages()) {
-    EXPECT_THROW(WriteCloudPreview(dir / "preview.png", cloud, predictions), Error);
+    EXPECT_THROW(WriteCloudPreview(dir / "preview.png", cloud, CameraRecords(predictions)), Error);
     return;
   }
   EXPECT_THROW(WriteCloudPreview(dir / "none.png", cloud, {}), Error);
-  WriteCloudPreview(dir / "preview.png", cloud, predictions, 320, 240);
+  WriteCloudPreview(dir / "preview.png", cloud, CameraRecords(predictions), 320, 240);
 #ifdef STREAMRECON_HAVE_OPENCV
   const cv::Mat image = cv::imread((dir / "preview.png").string(), cv::IMREAD_COLOR);
   ASSERT_EQ(image.cols, 320);
@@ -461,7 +461,7 @@ TEST(AtomicFile, UnwritablePlacesAreFileErrorsAndLeaveNothing) {
   const fs::path dir = ScratchDir("atomic_unwritable");
   WriteTextAtomically(dir / "file.txt", "x");
   EXPECT_THROW(WriteTextAtomically("/proc/streamrecon_nope/x.txt", "data"), FileError);
-  EXPECT_THROW(WriteCamerasJson(dir / "file.txt" / "cameras.json", {MakePrediction(0, 4, 3)}),
+  EXPECT_THROW(WriteCamerasJson(dir / "file.txt" / "cameras.json", CameraRecords({MakePrediction(0, 4, 3)})),
                FileError);
   try {
     WriteTextAtomically(dir / "file.txt" / "x.txt", "data");

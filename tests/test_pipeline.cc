@@ -326,7 +326,6 @@ TEST(Pipeline, PreservesOrderWithoutRealtime) {
   EXPECT_EQ(snapshot->stats.state, PipelineState::kFinished);
   ASSERT_EQ(snapshot->cameras.size(), 60u);
   for (int64_t i = 0; i < 60; ++i) EXPECT_EQ(snapshot->cameras[i].index, i);
-  EXPECT_TRUE(snapshot->cameras[5].world_points.empty());  // cameras carry no per-pixel arrays
   EXPECT_EQ(snapshot->cloud.points, 60u * 12u);
   ASSERT_TRUE(snapshot->latest);
   EXPECT_EQ(snapshot->latest->index, 59);
@@ -589,6 +588,32 @@ TEST(Pipeline, BadOptionsThrowBeforeAnyThreadStarts) {
   EXPECT_THROW({ Pipeline p(stages, options); }, OptionError);
   stages.step = nullptr;
   EXPECT_THROW({ Pipeline p(stages, QuickOptions()); }, OptionError);
+}
+
+// The cameras of a long stream are kept once: snapshots share the full chunks (the same objects,
+// not copies), a copy does not see later records, and the order is the push order.
+TEST(CameraLog, SnapshotsShareFullChunksAndKeepTheirOwnLength) {
+  CameraLog log;
+  for (int64_t i = 0; i < 2500; ++i) {
+    CameraRecord r;
+    r.index = i;
+    r.source_name = "frame_" + std::to_string(i) + ".png";
+    log.push_back(r);
+  }
+  const CameraLog copy = log;
+  ASSERT_EQ(copy.size(), 2500u);
+  EXPECT_EQ(&copy[0], &log[0]);        // first chunk shared
+  EXPECT_EQ(&copy[2047], &log[2047]);  // second chunk shared
+  EXPECT_NE(&copy[2048], &log[2048]);  // the partial chunk is the copy's own
+  CameraRecord extra;
+  extra.index = 2500;
+  log.push_back(extra);
+  EXPECT_EQ(copy.size(), 2500u);
+  EXPECT_EQ(log.back().index, 2500);
+  const std::vector<CameraRecord> all = log.ToVector();
+  ASSERT_EQ(all.size(), 2501u);
+  for (int64_t i = 0; i < 2501; ++i) ASSERT_EQ(all[i].index, i);
+  EXPECT_EQ(copy[1999].source_name, "frame_1999.png");
 }
 
 }  // namespace

@@ -34,4 +34,11 @@ if [ "${frames:-0}" -lt 6 ]; then echo "FAIL: expected at least 6 frames process
 # The overlay colours of viewer/viewer.cc CameraLines (trajectory, newest frustum, older frusta):
 # the check counts only pixels the cloud itself can have drawn.
 "$PNG_CHECK" "$WORK/viewer.png" $W $H $PANEL 40e673 ff731a 8c9ec7 || exit 1
-echo "PASS: viewer screenshot ${W}x${H}, $points points, $frames frames"
+# Ctrl-C in the terminal closes the viewer like its close button: exit 130, the screenshot written.
+timeout 240 xvfb-run -a -s "-screen 0 ${W}x${H}x24" sh -c "\"$STREAMRECON\" view --random-weights --config parity-tiny \
+  --synthetic 100000 --size 140x112 --width $W --height $H --screenshot \"$WORK/interrupted.png\" > \"$WORK/view_int.log\" 2>&1 &
+  pid=\$!; sleep 15; kill -INT \$pid; wait \$pid; echo \"exit \$?\" >> \"$WORK/view_int.log\""
+cat "$WORK/view_int.log" | tail -4
+grep -q "^exit 130$" "$WORK/view_int.log" || { echo "FAIL: streamrecon view did not exit 130 on SIGINT"; exit 1; }
+[ -s "$WORK/interrupted.png" ] || { echo "FAIL: no screenshot written after SIGINT"; exit 1; }
+echo "PASS: viewer screenshot ${W}x${H}, $points points, $frames frames; SIGINT closes the viewer with 130"

@@ -26,6 +26,7 @@
 #include "core/errors.h"
 #include "core/export.h"
 #include "core/geometry.h"
+#include "core/interrupt.h"
 #include "viewer/gl_renderer.h"
 #include "viewer/view_camera.h"
 
@@ -278,7 +279,7 @@ void SceneBounds(const PipelineSnapshot& s, float conf_threshold, Vec3* lo, Vec3
 }
 
 // Frusta (every camera when there are few, else a subsample and the newest) and the trajectory.
-std::vector<LineVertex> CameraLines(const std::vector<FramePrediction>& cameras, float scale) {
+std::vector<LineVertex> CameraLines(const CameraLog& cameras, float scale) {
   std::vector<LineVertex> lines;
   if (cameras.empty()) return lines;
   const size_t every = std::max<size_t>(1, cameras.size() / 300);
@@ -291,7 +292,7 @@ std::vector<LineVertex> CameraLines(const std::vector<FramePrediction>& cameras,
   };
   std::array<double, 3> previous{};
   for (size_t i = 0; i < cameras.size(); ++i) {
-    const FramePrediction& c = cameras[i];
+    const CameraRecord& c = cameras[i];
     const Rigid3 world_from_cam = geometry::Inverse(geometry::PoseEncodingToExtrinsics(c.pose_enc));
     const std::array<double, 3> center = world_from_cam.t;
     if (i > 0) add(previous, center, {0.25f, 0.9f, 0.45f});  // trajectory
@@ -572,7 +573,7 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
       }
       if (export_row("##tum", st.tum_path, "Export TUM") && s) {
         try {
-          WriteTrajectoryTum(st.tum_path.data(), s->cameras);
+          WriteTrajectoryTum(st.tum_path.data(), s->cameras.ToVector());
           st.status = "wrote " + std::to_string(s->cameras.size()) + " poses to " + st.tum_path.data();
           st.status_is_error = false;
         } catch (const std::exception& e) {
@@ -624,7 +625,9 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
 
   PipelineStats last_stats;
   Clock::time_point last_input = Clock::now(), last_draw = Clock::time_point{};
-  while (!glfwWindowShouldClose(window_)) {
+  // Ctrl-C / SIGTERM in the terminal close the window like its close button (exports and the
+  // --screenshot are written as on a normal close); a second signal aborts at once.
+  while (!glfwWindowShouldClose(window_) && !Interrupted()) {
     const auto frame_start = Clock::now();
     glfwPollEvents();
     // Redraw only when something changed: new snapshot, recent input, a pending action, or now
