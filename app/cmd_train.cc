@@ -136,6 +136,9 @@ Runner AddTrainCommand(CLI::App& parent) {
   cmd->add_option("--min-lr-ratio", t.min_lr_ratio, "Final learning rate as a fraction of --lr (cosine decay)")->capture_default_str();
   cmd->add_option("--warmup", t.warmup, "Linear warm-up steps")->capture_default_str();
   cmd->add_option("--weight-decay", t.weight_decay, "AdamW weight decay of matrices and convolutions")->capture_default_str();
+  cmd->add_option("--camera-weight", t.loss.camera_weight, "Weight of the camera (pose encoding) loss term")->check(kNonNegative)->capture_default_str();
+  cmd->add_option("--depth-weight", t.loss.depth_weight, "Weight of the confidence-weighted depth term")->check(kNonNegative)->capture_default_str();
+  cmd->add_option("--points-weight", t.loss.points_weight, "Weight of the confidence-weighted point-map term")->check(kNonNegative)->capture_default_str();
   cmd->add_option("--clip", t.clip, "Clip the gradient norm to this (0 = no clipping)")->capture_default_str();
   cmd->add_option("--time-limit", t.time_limit_s, "Stop with a checkpoint after this many seconds (0 = run to --steps)")->capture_default_str();
   cmd->add_option("--stop-at", t.stop_at, "Stop with a checkpoint at this step (0 = at --steps); rerun to continue")->capture_default_str();
