@@ -45,7 +45,6 @@ int main(int argc, char** argv) {
   for (int y = 0; y < h; ++y) {
     for (int x = panel; x < w; ++x) {
       const unsigned char* p = pixels + (static_cast<long>(y) * w + x) * 3;
-      colours.insert(p[0] << 16 | p[1] << 8 | p[2]);
       if ((p[0] != corner[0] || p[1] != corner[1] || p[2] != corner[2]) && !is_overlay(p)) {
         ++differing;
         colours.insert(p[0] << 16 | p[1] << 8 | p[2]);
