@@ -368,6 +368,10 @@ TEST(DefaultModel, ReconstructsHeldOutScenes) {
   EXPECT_LE(m.at("abs_rel"), 0.08);
   EXPECT_GE(m.at("delta1"), 0.93);
   EXPECT_LE(m.at("fov_deg"), 5.0);
+  // The camera: the step-9338 weights reach a centre error of 0.017 of the scene scale here (step
+  // 5368 reached 0.040) and a point-map error of 0.10 (0.18).
+  EXPECT_LE(m.at("center_rel"), 0.025);
+  EXPECT_LE(m.at("points_rel"), 0.14);
 }
 
 }  // namespace
