@@ -32,7 +32,7 @@ for n in "${NAMES[@]}"; do
     rc=$?
     if [ $rc -ne 0 ]; then
       echo "[$n] caught: '$test' failed (exit $rc):"
-      grep -E "Failure|Expected|Which is|FAIL |error:|actual|  [A-Za-z_]+ *=|^\[  FAILED  \]" "$BUILD/planted-$n.log" | grep -v "listed below" | head -12 | sed 's/^/    /'
+      grep -E "Failure|Expected|Which is|FAIL |error:|actual|  [A-Za-z_]+ *=|^\[  FAILED  \]" "$BUILD/planted-$n.log" | grep -v -e "listed below" -e "-- PASS" | head -12 | sed 's/^/    /'
     else
       echo "[$n] NOT caught: '$test' passed with the fault in place"; status=1
     fi
