@@ -181,7 +181,7 @@ struct StreamArgs {
   ModelArgs model;
   InputArgs input;
   int64_t frames = 500;            // frames streamed per configuration
-  int pool = 32;                   // distinct frames cycled through (synthetic or from --input)
+  int distinct_frames = 32;        // distinct frames cycled through (synthetic or from --input)
   std::vector<std::string> runs;   // "policy,format[,budget]"
   std::string policy, format, budget;  // one configuration given as --policy/--format/--kv-budget
   int64_t cache_tokens = 0;
@@ -236,8 +236,8 @@ int RunStream(const StreamArgs& args) {
   models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
   for (const auto& note : loaded.notes) spdlog::info("{}", note);
   InputArgs input = args.input;
-  if (input.input.empty() && input.synthetic_frames <= 0) input.synthetic_frames = args.pool;
-  if (input.max_frames < 0) input.max_frames = args.pool;
+  if (input.input.empty() && input.synthetic_frames <= 0) input.synthetic_frames = args.distinct_frames;
+  if (input.max_frames < 0) input.max_frames = args.distinct_frames;
   LoadedFrames frames = LoadFrames(input, loaded.config.patch_size, loaded.config.img_size);
   spdlog::info("{} distinct frames ({}x{}) from {}, cycled over {} frames", frames.tensors.size(), frames.images[0].width,
                frames.images[0].height, frames.description, args.frames);
@@ -389,7 +389,12 @@ Runner AddBenchCommand(CLI::App& parent) {
   sargs->model.Add(*st);
   sargs->input.Add(*st);
   st->add_option("--frames", sargs->frames, "Frames per configuration")->check(kPositive)->capture_default_str();
-  st->add_option("--pool", sargs->pool, "Distinct frames cycled through (synthetic unless --input)")->capture_default_str();
+  st->add_option("--distinct-frames", sargs->distinct_frames, "Distinct frames cycled through (synthetic unless --input)")
+      ->check(kPositive)->capture_default_str();
+  // --pool is the XStreamVGGT query pool everywhere else; here it used to mean distinct frames.
+  st->add_option_function<int>("--pool", [](const int&) {
+      throw CLI::ValidationError("--pool", "bench stream calls it --distinct-frames now (--pool is the XStreamVGGT query pool elsewhere)");
+    })->group("");
   st->add_option("--run", sargs->runs, "A configuration POLICY,FORMAT[,BUDGET], e.g. xstream,oscar2,2GiB (repeatable)");
   st->add_option("--policy", sargs->policy, "With --format/--kv-budget: one configuration instead of --run");
   st->add_option("--format", sargs->format, "Cache format of that configuration");

@@ -13,6 +13,7 @@
 #include "core/errors.h"
 #include "core/export.h"
 #include "core/interrupt.h"
+#include "core/kv_format.h"
 #include "core/pipeline.h"
 #include "viewer/viewer.h"  // ViewerOptions is plain data; the viewer itself is used only with STREAMRECON_HAVE_VIEWER
 
@@ -36,11 +37,9 @@ struct ViewArgs {
 
 // Bits per stored K/V value of a --format name, as the panel shows it.
 std::string CacheBits(const std::string& format, const std::string& dtype) {
-  if (format == "fp32") return dtype == "float64" ? "64" : dtype == "bfloat16" ? "16" : "32";  // the model dtype
-  if (format == "bf16") return "16";
-  if (format == "kivi4" || format == "oscar4") return "4 + scales";
-  if (format == "kivi2" || format == "oscar2") return "2 + scales";
-  return "?";
+  const CacheFormat f = ParseCacheFormat(format);
+  if (f == CacheFormat::kDense) return dtype == "float64" ? "64" : dtype == "bfloat16" ? "16" : "32";  // the model dtype
+  return std::to_string(FormatInfo(f).bits) + (IsQuantized(f) ? " + scales" : "");
 }
 
 viewer::Session StartSession(const ViewArgs& args, const std::string& input, const viewer::RestartRequest& request) {

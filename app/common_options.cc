@@ -60,9 +60,9 @@ models::ModelOptions ModelArgs::ToOptions() const {
 }
 
 void CacheArgs::Add(CLI::App& app) {
-  app.add_option("--policy,--prune", policy, "KV-cache pruning: none, xstream, xstream-page, window, random")
+  app.add_option("--policy,--prune", policy, "KV-cache pruning: " + PrunePolicyNames())
       ->capture_default_str();
-  app.add_option("--format", format, "KV-cache storage: fp32 (model dtype), bf16, kivi4, kivi2, oscar4, oscar2")
+  app.add_option("--format", format, "KV-cache storage: " + CacheFormatNames() + " (fp32: the model's dtype)")
       ->capture_default_str();
   app.add_option("--kv-budget", budget, "Byte budget of all KV caches, e.g. 2GB, 512MiB, 1048576 (needs a --policy)");
   app.add_option("--cache-tokens", cache_tokens, "Token capacity of each global layer's cache (XStreamVGGT's cap)");

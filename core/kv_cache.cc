@@ -13,48 +13,6 @@
 
 namespace streamrecon {
 
-PrunePolicy ParsePrunePolicy(const std::string& name) {
-  if (name == "none") return PrunePolicy::kNone;
-  if (name == "xstream") return PrunePolicy::kXStream;
-  if (name == "xstream-page") return PrunePolicy::kXStreamPage;
-  if (name == "window") return PrunePolicy::kWindow;
-  if (name == "random") return PrunePolicy::kRandom;
-  throw OptionError("unknown prune policy '" + name + "': expected none, xstream, xstream-page, window or random");
-}
-
-std::string ToString(PrunePolicy policy) {
-  switch (policy) {
-    case PrunePolicy::kNone: return "none";
-    case PrunePolicy::kXStream: return "xstream";
-    case PrunePolicy::kXStreamPage: return "xstream-page";
-    case PrunePolicy::kWindow: return "window";
-    case PrunePolicy::kRandom: return "random";
-  }
-  return "?";
-}
-
-CacheFormat ParseCacheFormat(const std::string& name) {
-  if (name == "fp32" || name == "dense") return CacheFormat::kDense;
-  if (name == "bf16") return CacheFormat::kBf16;
-  if (name == "kivi4") return CacheFormat::kKivi4;
-  if (name == "kivi2") return CacheFormat::kKivi2;
-  if (name == "oscar4") return CacheFormat::kOscar4;
-  if (name == "oscar2") return CacheFormat::kOscar2;
-  throw OptionError("unknown cache format '" + name + "': expected fp32, bf16, kivi4, kivi2, oscar4 or oscar2");
-}
-
-std::string ToString(CacheFormat format) {
-  switch (format) {
-    case CacheFormat::kDense: return "fp32";
-    case CacheFormat::kBf16: return "bf16";
-    case CacheFormat::kKivi4: return "kivi4";
-    case CacheFormat::kKivi2: return "kivi2";
-    case CacheFormat::kOscar4: return "oscar4";
-    case CacheFormat::kOscar2: return "oscar2";
-  }
-  return "?";
-}
-
 void KvCacheOptions::Check(int head_dim) const {
   if (cache_tokens < 0) throw OptionError("cache tokens must be >= 0, got " + std::to_string(cache_tokens));
   if (policy != PrunePolicy::kNone && !bounded())

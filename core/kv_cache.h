@@ -20,18 +20,6 @@
 
 namespace streamrecon {
 
-// How a layer's cache chooses which tokens to keep once it exceeds its capacity.
-enum class PrunePolicy {
-  kNone,         // keep everything (the stream grows without bound)
-  kXStream,      // XStreamVGGT, token-granular: rank middle tokens by pooled-query scores
-  kXStreamPage,  // the same scores averaged per page of G tokens; keep or drop whole pages
-  kWindow,       // keep the newest middle tokens
-  kRandom,       // keep random middle tokens (seeded), an ablation
-};
-
-PrunePolicy ParsePrunePolicy(const std::string& name);  // throws OptionError naming the choices
-std::string ToString(PrunePolicy policy);
-
 struct KvCacheOptions {
   PrunePolicy policy = PrunePolicy::kNone;  // pruning policy
   CacheFormat format = CacheFormat::kDense; // storage format of the global layers

@@ -16,11 +16,63 @@ enum class CacheFormat {
   kOscar2,  // the same with 2-bit codes
 };
 
-CacheFormat ParseCacheFormat(const std::string& name);  // fp32|dense, bf16, kivi4, kivi2, oscar4, oscar2
+// How a layer's cache chooses which tokens to keep once it exceeds its capacity.
+enum class PrunePolicy {
+  kNone,         // keep everything (the stream grows without bound)
+  kXStream,      // XStreamVGGT, token-granular: rank middle tokens by pooled-query scores
+  kXStreamPage,  // the same scores averaged per page of G tokens; keep or drop whole pages
+  kWindow,       // keep the newest middle tokens
+  kRandom,       // keep random middle tokens (seeded), an ablation
+};
+
+// The cache vocabulary, one table each: parsing, printing, the CLI's help, the viewer's combo
+// boxes and its restart requests all derive from these (in this order).
+struct CacheFormatInfo {
+  CacheFormat format;
+  const char* name;
+  int bits;  // bits of a stored value: 0 = the model's own dtype
+  const char* description;
+};
+inline constexpr CacheFormatInfo kCacheFormats[] = {
+    {CacheFormat::kDense, "fp32", 0, "the model's own dtype, no quantization"},
+    {CacheFormat::kBf16, "bf16", 16, "bfloat16"},
+    {CacheFormat::kKivi4, "kivi4", 4, "KIVI: K per channel, V per token, 4-bit codes"},
+    {CacheFormat::kKivi2, "kivi2", 2, "KIVI with 2-bit codes"},
+    {CacheFormat::kOscar4, "oscar4", 4, "OScaR: Hadamard-rotated, norm-scaled keys per channel, V per token, 4-bit codes"},
+    {CacheFormat::kOscar2, "oscar2", 2, "OScaR with 2-bit codes"},
+};
+
+struct PrunePolicyInfo {
+  PrunePolicy policy;
+  const char* name;
+  const char* description;
+};
+inline constexpr PrunePolicyInfo kPrunePolicies[] = {
+    {PrunePolicy::kNone, "none", "keep every token (the cache grows with the stream)"},
+    {PrunePolicy::kXStream, "xstream", "XStreamVGGT: keep the middle tokens the current queries score highest"},
+    {PrunePolicy::kXStreamPage, "xstream-page", "the same scores averaged per page; whole pages kept or dropped"},
+    {PrunePolicy::kWindow, "window", "keep the newest middle tokens"},
+    {PrunePolicy::kRandom, "random", "keep random middle tokens (seeded), an ablation"},
+};
+
+// Parse a name of the tables above ("dense" also names fp32); OptionError lists the choices.
+CacheFormat ParseCacheFormat(const std::string& name);
+PrunePolicy ParsePrunePolicy(const std::string& name);
 std::string ToString(CacheFormat format);
+std::string ToString(PrunePolicy policy);
+// Every name of a table, joined: "fp32, bf16, kivi4, kivi2, oscar4, oscar2".
+std::string CacheFormatNames(const std::string& separator = ", ");
+std::string PrunePolicyNames(const std::string& separator = ", ");
+
+constexpr const CacheFormatInfo& FormatInfo(CacheFormat f) {
+  for (const CacheFormatInfo& info : kCacheFormats)
+    if (info.format == f) return info;
+  return kCacheFormats[0];
+}
 inline bool IsQuantized(CacheFormat f) { return f != CacheFormat::kDense && f != CacheFormat::kBf16; }
 inline bool IsOscar(CacheFormat f) { return f == CacheFormat::kOscar4 || f == CacheFormat::kOscar2; }
-inline int FormatBits(CacheFormat f) { return (f == CacheFormat::kKivi2 || f == CacheFormat::kOscar2) ? 2 : 4; }
+// Bits of a quantized format's codes (2 or 4).
+inline int FormatBits(CacheFormat f) { return FormatInfo(f).bits == 2 ? 2 : 4; }
 
 // Asymmetric min-max parameters of one quantization group, both IEEE fp16 (bits).
 // value = code * scale + zero. The range [zero, zero + scale * (2^b - 1)] always contains the

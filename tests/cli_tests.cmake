@@ -204,7 +204,7 @@ if(tmp_left)
 endif()
 
 # --- benchmarks and analysis on a tiny random model --------------------------------------------
-expect(bench_stream 0 "xstream_kivi4_200KiB" bench stream --random-weights --config parity-tiny --size 70x56 --frames 12 --pool 4
+expect(bench_stream 0 "xstream_kivi4_200KiB" bench stream --random-weights --config parity-tiny --size 70x56 --frames 12 --distinct-frames 4
        --policy xstream --format kivi4 --kv-budget 200KiB --run none,fp32 --out ${W}/bench)
 foreach(f summary.md summary.json none_fp32.csv xstream_kivi4_200KiB.csv)
   if(NOT EXISTS "${W}/bench/${f}")
@@ -212,8 +212,9 @@ foreach(f summary.md summary.json none_fp32.csv xstream_kivi4_200KiB.csv)
     math(EXPR failures "${failures} + 1")
   endif()
 endforeach()
+expect(bench_stream_old_pool 2 "--distinct-frames" bench stream --random-weights --config parity-tiny --size 70x56 --frames 2 --pool 2 --out ${W}/bench4)
 expect(bench_stream_graphs nonzero "CUDA graphs need --device cuda" bench stream --random-weights --config parity-tiny --size 70x56 --frames 2 --cuda-graphs --out ${W}/bench2)
-expect(bench_stream_memory_limit 0 "memory limit" bench stream --random-weights --config parity-tiny --size 70x56 --frames 5 --pool 2
+expect(bench_stream_memory_limit 0 "memory limit" bench stream --random-weights --config parity-tiny --size 70x56 --frames 5 --distinct-frames 2
        --memory-limit 1KiB --out ${W}/bench3)
 expect(bench_fidelity 0 "| xstream | oscar2 |" bench fidelity --random-weights --config parity-tiny --synthetic 4 --size 70x56
        --format oscar2 --policy xstream --kv-budget 100KiB --json ${W}/fidelity.json)

@@ -489,6 +489,31 @@ TEST(Budget, TokenCapBelowTwoFramesIsRefusedAndNeverUnbounded) {
   }
 }
 
+// One vocabulary (core/kv_format.h): every name parses back to its entry, printing gives the name,
+// and an unknown name's error lists every choice.
+TEST(Vocabulary, EveryNameParsesBackAndErrorsListTheChoices) {
+  for (const CacheFormatInfo& info : kCacheFormats) {
+    EXPECT_EQ(ParseCacheFormat(info.name), info.format) << info.name;
+    EXPECT_EQ(ToString(info.format), info.name);
+    EXPECT_EQ(FormatInfo(info.format).bits, info.bits);
+    if (IsQuantized(info.format)) EXPECT_EQ(FormatBits(info.format), info.bits) << info.name;
+  }
+  for (const PrunePolicyInfo& info : kPrunePolicies) {
+    EXPECT_EQ(ParsePrunePolicy(info.name), info.policy) << info.name;
+    EXPECT_EQ(ToString(info.policy), info.name);
+  }
+  EXPECT_EQ(ParseCacheFormat("dense"), CacheFormat::kDense);
+  EXPECT_EQ(CacheFormatNames(), "fp32, bf16, kivi4, kivi2, oscar4, oscar2");
+  EXPECT_EQ(PrunePolicyNames("|"), "none|xstream|xstream-page|window|random");
+  try {
+    ParseCacheFormat("int3");
+    FAIL() << "int3 parsed";
+  } catch (const OptionError& e) {
+    EXPECT_NE(std::string(e.what()).find(CacheFormatNames()), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(ParsePrunePolicy("lru"), OptionError);
+}
+
 TEST(Options, BadOptionsAreClearErrors) {
   EXPECT_THROW(ParsePrunePolicy("lru"), OptionError);
   EXPECT_THROW(ParseCacheFormat("kivi3"), OptionError);

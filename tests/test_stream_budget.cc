@@ -54,7 +54,9 @@ TEST_P(StreamBudget, ThreeHundredFramesStayWithinAQuarterOfTheFullCache) {
   const CacheReport report = model.Cache();
   EXPECT_GT(report.plan.frames, 2);
   // Tiny pages (8 slots, 25-token frames) carry a lot of scale/zero overhead, yet stay below bf16.
-  if (IsQuantized(GetParam().format)) EXPECT_LT(report.effective_bits, 8.0);
+  if (IsQuantized(GetParam().format)) {
+    EXPECT_LT(report.effective_bits, 8.0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, StreamBudget,

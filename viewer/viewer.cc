@@ -27,6 +27,7 @@
 #include "core/export.h"
 #include "core/geometry.h"
 #include "core/interrupt.h"
+#include "core/kv_format.h"
 #include "viewer/gl_renderer.h"
 #include "viewer/view_camera.h"
 
@@ -69,11 +70,18 @@ void WritePng(const std::string& path, const RgbImage& image) {
   });
 }
 
-// The pruning policies and storage formats offered for a restart (the app checks the combination).
-constexpr const char* kPolicies[] = {"none", "xstream", "xstream-page", "window", "random"};
-constexpr int kPolicyCount = sizeof(kPolicies) / sizeof(kPolicies[0]);
-constexpr const char* kFormats[] = {"fp32", "bf16", "kivi4", "kivi2", "oscar4", "oscar2"};
-constexpr int kFormatCount = sizeof(kFormats) / sizeof(kFormats[0]);
+// The pruning policies and storage formats offered for a restart, from the cache vocabulary
+// (core/kv_format.h; the app checks the combination).
+template <typename Table>
+std::vector<const char*> NamesOf(const Table& table) {
+  std::vector<const char*> names;
+  for (const auto& entry : table) names.push_back(entry.name);
+  return names;
+}
+const std::vector<const char*> kPolicies = NamesOf(kPrunePolicies);
+const int kPolicyCount = static_cast<int>(kPolicies.size());
+const std::vector<const char*> kFormats = NamesOf(kCacheFormats);
+const int kFormatCount = static_cast<int>(kFormats.size());
 
 // Index of name in names (0 when absent).
 int IndexOf(const char* const* names, int count, const std::string& name) {
@@ -325,8 +333,8 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
   State& st = *state_;
   Session session = factory(initial);
   const auto load_edits = [&st](const RestartRequest& r) {
-    st.policy_index = IndexOf(kPolicies, kPolicyCount, r.policy);
-    st.format_index = IndexOf(kFormats, kFormatCount, r.format);
+    st.policy_index = IndexOf(kPolicies.data(), kPolicyCount, r.policy);
+    st.format_index = IndexOf(kFormats.data(), kFormatCount, r.format);
     st.budget.fill('\0');
     r.budget.copy(st.budget.data(), std::min(r.budget.size(), st.budget.size() - 1));
     st.cache_tokens = static_cast<int>(r.cache_tokens);
@@ -537,10 +545,10 @@ ViewerResult Viewer::Run(const SessionFactory& factory, const RestartRequest& in
 
     if (ImGui::CollapsingHeader("Restart with another cache", ImGuiTreeNodeFlags_DefaultOpen)) {
       ImGui::SetNextItemWidth(110);
-      ImGui::Combo("Policy", &st.policy_index, kPolicies, kPolicyCount);
+      ImGui::Combo("Policy", &st.policy_index, kPolicies.data(), kPolicyCount);
       ImGui::SameLine();
       ImGui::SetNextItemWidth(90);
-      ImGui::Combo("Format", &st.format_index, kFormats, kFormatCount);
+      ImGui::Combo("Format", &st.format_index, kFormats.data(), kFormatCount);
       ImGui::SetNextItemWidth(110);
       ImGui::InputText("Budget", st.budget.data(), st.budget.size());
       if (ImGui::IsItemHovered()) ImGui::SetTooltip("bytes of every cache, e.g. 512MiB or 2GB; empty = none");
