@@ -10,9 +10,11 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cctype>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -127,7 +129,9 @@ uint64_t ReadLe(const std::vector<char>& bytes, uint64_t at, int width) {
 // (miniz) trusts the sizes and offsets of the central directory and read past its buffer on a
 // crafted file (found by tests/fuzz/fuzz_pth.cc). Every record must be stored (torch.save never
 // compresses) and lie inside the file; all arithmetic is checked, ZIP64 included.
-void CheckTorchZip(const std::vector<char>& bytes, const std::string& source) {
+// Returns each record's name -> {first data byte, size}.
+std::map<std::string, std::pair<uint64_t, uint64_t>> CheckTorchZip(const std::vector<char>& bytes, const std::string& source) {
+  std::map<std::string, std::pair<uint64_t, uint64_t>> records;
   const uint64_t size = bytes.size();
   auto fail = [&](const std::string& what) {
     throw FileError(source + ": damaged torch.save archive: " + what + " (truncated or corrupt?)");
@@ -204,8 +208,73 @@ void CheckTorchZip(const std::vector<char>& bytes, const std::string& source) {
     if (end_of(data_at, compressed, ("record '" + name + "'").c_str()) > cd_offset)
       fail("record '" + name + "' (" + std::to_string(compressed) + " bytes at byte " + std::to_string(data_at) +
            ") runs into the central directory");
+    records[name] = {data_at, compressed};
     at = next;
   }
+  return records;
+}
+
+// The opcodes of a pickle (protocols 0-5) walked for their lengths only: LibTorch's unpickler
+// allocates a string or bytes object of whatever length a BINUNICODE/BINBYTES opcode announces
+// before it checks that the data holds it (fuzz_pth's second finding: a 1.8 GB allocation from a
+// 629-byte file). Every length-prefixed argument must fit in the pickle; an unknown opcode or a
+// missing STOP is reported. Nothing is interpreted.
+void CheckPickleLengths(const std::vector<char>& bytes, uint64_t begin, uint64_t size, const std::string& where) {
+  const uint64_t end = begin + size;  // inside the file: CheckTorchZip checked it
+  auto fail = [&](uint64_t at, const std::string& what) {
+    throw FileError(where + ": damaged pickle at byte " + std::to_string(at - begin) + " of " + std::to_string(size) + ": " + what);
+  };
+  auto need = [&](uint64_t at, uint64_t length, unsigned char op) {
+    if (length > end - at)
+      fail(at, "opcode 0x" + [&] { char hex[3]; std::snprintf(hex, sizeof hex, "%02x", op); return std::string(hex); }() +
+                   " announces " + std::to_string(length) + " bytes, " + std::to_string(end - at) + " are left");
+  };
+  auto line_end = [&](uint64_t at) {  // the byte after the next newline
+    for (uint64_t i = at; i < end; ++i)
+      if (bytes[i] == '\n') return i + 1;
+    fail(at, "a text argument without its newline");
+    return end;
+  };
+  uint64_t at = begin;
+  while (at < end) {
+    const unsigned char op = static_cast<unsigned char>(bytes[at++]);
+    uint64_t fixed = 0, prefix = 0;  // argument bytes; or the width of a length prefix
+    switch (op) {
+      case '.': return;  // STOP
+      case '(': case '0': case '1': case '2': case 'N': case 0x88: case 0x89: case '}': case ']': case ')': case 't':
+      case 0x85: case 0x86: case 0x87: case 'l': case 'd': case 'a': case 'e': case 's': case 'u': case 'b': case 'R':
+      case 0x81: case 0x92: case 'Q': case 'o': case 0x93: case 0x94: case 0x8f: case 0x90: case 0x91: case 0x97: case 0x98:
+        break;
+      case 'K': case 'h': case 'q': case 0x80: case 0x82: fixed = 1; break;
+      case 'M': case 0x83: fixed = 2; break;
+      case 'J': case 'j': case 'r': case 0x84: fixed = 4; break;
+      case 'G': case 0x95: fixed = 8; break;
+      case 'g': case 'p': {  // GET / PUT with a decimal memo index
+        const uint64_t next = line_end(at);
+        if (std::strtoull(std::string(bytes.data() + at, next - 1 - at).c_str(), nullptr, 10) >= size)
+          fail(at - 1, "a memo index beyond any the pickle can hold");
+        at = next;
+        continue;
+      }
+      case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': at = line_end(at); continue;
+      case 'c': case 'i': at = line_end(line_end(at)); continue;
+      case 'U': case 'C': case 0x8c: case 0x8a: prefix = 1; break;
+      case 'T': case 'B': case 'X': case 0x8b: prefix = 4; break;
+      case 0x8d: case 0x8e: case 0x96: prefix = 8; break;
+      default: fail(at - 1, "unknown opcode " + std::to_string(op));
+    }
+    if (prefix > 0) {
+      need(at, prefix, op);
+      fixed = ReadLe(bytes, at, static_cast<int>(prefix));
+      at += prefix;
+    }
+    need(at, fixed, op);
+    // LibTorch sizes its memo table to the largest index a PUT names (fuzz_pth's third finding: a
+    // 28 GB table); a pickle cannot hold more memo entries than it has bytes.
+    if ((op == 'j' || op == 'r') && ReadLe(bytes, at, 4) >= size) fail(at - 1, "a memo index beyond any the pickle can hold");
+    at += fixed;
+  }
+  fail(at, "the pickle ends without its STOP opcode");
 }
 
 StateDict LoadPth(const std::filesystem::path& path, std::vector<std::string>* notes) {
@@ -214,7 +283,9 @@ StateDict LoadPth(const std::filesystem::path& path, std::vector<std::string>* n
                     "torch.save since PyTorch 1.6; re-save it with torch.save, or convert to .safetensors)");
   std::ifstream in(path, std::ios::binary);
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  CheckTorchZip(bytes, path.string());
+  for (const auto& [name, record] : CheckTorchZip(bytes, path.string()))
+    if (name == "data.pkl" || (name.size() > 9 && name.compare(name.size() - 9, 9, "/data.pkl") == 0))
+      CheckPickleLengths(bytes, record.first, record.second, path.string() + " (" + name + ")");
   c10::IValue root;
   try {
     root = torch::jit::pickle_load(bytes);
