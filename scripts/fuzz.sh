@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # `make fuzz` (part of `make test`): builds the libFuzzer targets with clang into build-fuzz/
-# (coverage + AddressSanitizer + UndefinedBehaviorSanitizer) and runs each for SECONDS, starting
-# from the committed seeds in tests/fuzz/corpus/<target>/ plus whatever earlier runs on this machine
-# found (build-fuzz/corpus/<target>/). Any crash, sanitizer report, leak, timeout (>10 s per input)
-# or input needing more than 2 GB fails the run; the input is kept in build-fuzz/findings/.
-# Usage: bash scripts/fuzz.sh SECONDS [TARGET...]   (default: every target)
+# (coverage + AddressSanitizer + UndefinedBehaviorSanitizer) and runs each target. Any crash,
+# sanitizer report, leak, timeout (>10 s per input) or input needing more than 2 GB fails the run;
+# the input is kept in build-fuzz/findings/.
+#
+# Two modes:
+#   bash scripts/fuzz.sh runs:N [TARGET...]  N inputs per target from the committed seeds only
+#       (tests/fuzz/corpus/<target>/), with a fixed mutation seed: the same inputs on every
+#       machine, so a commit's CI result does not depend on luck (make test uses this);
+#   bash scripts/fuzz.sh SECONDS [TARGET...]  exploration: SECONDS per target, from the seeds plus
+#       what earlier runs on this machine found (build-fuzz/corpus/<target>/), random seed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-SECONDS_PER_TARGET=${1:-20}
+BUDGET=${1:-runs:20000}
 shift || true
 TARGETS=("$@")
 ((${#TARGETS[@]})) || TARGETS=(fuzz_safetensors fuzz_pth fuzz_config fuzz_dataset_text fuzz_sizes)
@@ -31,18 +36,31 @@ mkdir -p "$BUILD/findings"
 status=0
 for t in "${TARGETS[@]}"; do
   name=${t#fuzz_}
-  corpus="$BUILD/corpus/$name"
-  mkdir -p "$corpus"
-  log="$BUILD/$t.log"
-  if "$BUILD/tests/fuzz/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+  log="$BUILD/$t.${BUDGET/:/-}.log"
+  if [[ $BUDGET == runs:* ]]; then
+    # A scratch corpus seeded with the committed seeds only (new inputs land there, not in the repo).
+    corpus="$BUILD/ci-corpus/$name"
+    rm -rf "$corpus" && mkdir -p "$corpus" && cp "tests/fuzz/corpus/$name"/* "$corpus/"
+    limits=(-runs="${BUDGET#runs:}" -seed=1)
+    seeds=()
+    label="${BUDGET#runs:} runs (seed 1)"
+  else
+    corpus="$BUILD/corpus/$name"
+    mkdir -p "$corpus"
+    limits=(-max_total_time="$BUDGET")
+    seeds=("tests/fuzz/corpus/$name")  # read, never written: new inputs go to the first folder
+    label="${BUDGET}s"
+  fi
+  start=$(date +%s)
+  if "$BUILD/tests/fuzz/$t" "${limits[@]}" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
        -max_len=65536 -print_final_stats=1 -artifact_prefix="$BUILD/findings/$t-" \
-       "$corpus" "tests/fuzz/corpus/$name" > "$log" 2>&1; then
-    runs=$(grep -oE "stat::number_of_executed_units: *[0-9]+" "$log" | grep -oE "[0-9]+$" || echo "?")
-    cov=$(grep -E "^#[0-9]+[[:space:]]*DONE" "$log" | grep -oE "cov: [0-9]+ ft: [0-9]+ corp: [0-9]+" || true)
-    echo "[fuzz] $t: ${SECONDS_PER_TARGET}s, $runs inputs, $cov, no findings"
+       "$corpus" "${seeds[@]}" > "$log" 2>&1; then
+    runs=$(grep -aoE "stat::number_of_executed_units: *[0-9]+" "$log" | grep -oE "[0-9]+$" || echo "?")
+    cov=$(grep -aE "^#[0-9]+[[:space:]]*DONE" "$log" | grep -aoE "cov: [0-9]+ ft: [0-9]+ corp: [0-9]+" || true)
+    echo "[fuzz] $t: $label, $runs inputs in $(( $(date +%s) - start )) s, $cov, no findings"
   else
     echo "[fuzz] $t FAILED (input kept in $BUILD/findings/):"
-    grep -E "ERROR|runtime error|SUMMARY|Test unit written|==[0-9]+==" "$log" | head -20
+    grep -aE "ERROR|runtime error|SUMMARY|Test unit written|==[0-9]+==" "$log" | head -20
     status=1
   fi
 done
