@@ -9,7 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/export.h"
+#include "core/point_cloud.h"
 #include "core/types.h"
 
 namespace streamrecon {
