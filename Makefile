@@ -33,8 +33,8 @@ sanitize: setup
 	@bash scripts/sanitize.sh $(JOBS) $(SANITIZE_TESTS)
 
 # libFuzzer (clang) over the weight readers (safetensors, .pth), the config JSON, the dataset text
-# formats and the size parsers: FUZZ_RUNS inputs per target from the committed seeds with a fixed
-# mutation seed (the same inputs everywhere); any finding fails. `make fuzz FUZZ=300` explores for
+# formats and the size parsers: 20,000 inputs per target from the committed seeds with a fixed
+# mutation seed (bounded by work, not time); any finding fails. `make fuzz FUZZ=300` explores for
 # 300 s per target instead.
 FUZZ ?= runs:20000
 fuzz: setup

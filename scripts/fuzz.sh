@@ -6,8 +6,9 @@
 #
 # Two modes:
 #   bash scripts/fuzz.sh runs:N [TARGET...]  N inputs per target from the committed seeds only
-#       (tests/fuzz/corpus/<target>/), with a fixed mutation seed: the same inputs on every
-#       machine, so a commit's CI result does not depend on luck (make test uses this);
+#       (tests/fuzz/corpus/<target>/), with a fixed mutation seed: bounded by work rather than by
+#       time, and repeatable up to libFuzzer's coverage feedback (which can differ slightly
+#       between builds), so a commit's CI result does not hinge on machine speed (make test);
 #   bash scripts/fuzz.sh SECONDS [TARGET...]  exploration: SECONDS per target, from the seeds plus
 #       what earlier runs on this machine found (build-fuzz/corpus/<target>/), random seed.
 set -euo pipefail
