@@ -47,11 +47,10 @@ nlohmann::json NormStats(const at::Tensor& norms, int64_t first_tokens) {
 }
 
 int RunAnalyze(const AnalyzeArgs& args) {
-  models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
-  for (const auto& note : loaded.notes) spdlog::info("{}", note);
+  const OpenedModel opened = OpenModel(args.model, nullptr);
+  const models::LoadedModel& loaded = opened.loaded;
+  models::StreamingModel& model = *opened.model;
   const LoadedFrames frames = LoadFrames(args.input, loaded.config.patch_size, loaded.config.img_size);
-  models::ModelOptions options = args.model.ToOptions();
-  models::StreamingModel model(loaded.config, loaded.weights, options);
   for (size_t i = 0; i < frames.tensors.size(); ++i) {
     model.Step(frames.tensors[i]);
     spdlog::info("frame {}/{}", i + 1, frames.tensors.size());

@@ -258,14 +258,10 @@ int RunEval(const EvalArgs& args) {
   CheckOutputFolder(out_dir);  // created only once the dataset and the model are open
   const std::vector<std::string> sequences = datasets::FindSequences(args.dataset);  // before loading
 
-  models::LoadedModel loaded =
-      models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
-  for (const auto& note : loaded.notes) spdlog::info("{}", note);
+  const OpenedModel opened = OpenModel(args.model, &args.cache);
+  const models::LoadedModel& loaded = opened.loaded;
+  models::StreamingModel& model = *opened.model;
   WeightsRecord weights_record(loaded, args.model.random_seed);
-  models::ModelOptions options = args.model.ToOptions();
-  options.cache = args.cache.ToOptions();
-  models::StreamingModel model(loaded.config, loaded.weights, options);
-  loaded.weights.clear();
   const datasets::PreprocessOptions pre = ParseSize(args.size, loaded.config.patch_size, loaded.config.img_size);
 
   datasets::DatasetOptions dataset_options;

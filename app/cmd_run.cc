@@ -51,13 +51,10 @@ int RunRun(const RunArgs& args) {
   if (args.colmap && !CanWriteImages())
     throw Error("--colmap: this build cannot write the model's images (built without OpenCV; install libopencv-dev and rebuild)");
 
-  models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
-  for (const auto& note : loaded.notes) spdlog::info("{}", note);
+  const OpenedModel opened = OpenModel(args.model, &args.cache);
+  const models::LoadedModel& loaded = opened.loaded;
+  const std::shared_ptr<models::StreamingModel> model = opened.model;
   WeightsRecord weights_record(loaded, args.model.random_seed);
-  models::ModelOptions options = args.model.ToOptions();
-  options.cache = args.cache.ToOptions();
-  auto model = std::make_shared<models::StreamingModel>(loaded.config, loaded.weights, options);
-  loaded.weights.clear();
 
   datasets::PreprocessOptions pre = ParseSize(args.in.size, loaded.config.patch_size, loaded.config.img_size);
   std::unique_ptr<datasets::FrameSource> source =

@@ -36,11 +36,8 @@ int RunVerify(const VerifyArgs& args) {
   if (std::filesystem::is_directory(args.reference))
     throw FileError("--reference " + args.reference + " is a folder; expected a .safetensors reference dump");
   const double tol = args.tol >= 0 ? args.tol : args.model.dtype == "float64" ? 1e-6 : args.model.dtype == "bfloat16" ? 3e-2 : 1e-4;
-  models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed, /*allow_default=*/false);
-  for (const auto& note : loaded.notes) spdlog::info("{}", note);
-  models::ModelOptions options = args.model.ToOptions();
-  options.cache = args.cache.ToOptions();
-  models::StreamingModel model(loaded.config, loaded.weights, options);
+  const OpenedModel opened = OpenModel(args.model, &args.cache, /*allow_default=*/false);
+  models::StreamingModel& model = *opened.model;
 
   const models::SafetensorsFile ref = models::ReadSafetensors(args.reference);
   auto get = [&](const std::string& key) -> const at::Tensor& {

@@ -49,13 +49,9 @@ viewer::Session StartSession(const ViewArgs& args, const std::string& input, con
   cache.budget = request.budget;
   cache.cache_tokens = request.cache_tokens;
   cache.pool = request.pool;
-  models::ModelOptions options = args.model.ToOptions();
-  options.cache = cache.ToOptions();  // bad combinations throw before the model loads
-
-  models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
-  for (const auto& note : loaded.notes) spdlog::info("{}", note);
-  auto model = std::make_shared<models::StreamingModel>(loaded.config, loaded.weights, options);
-  loaded.weights.clear();
+  const OpenedModel opened = OpenModel(args.model, &cache);  // bad cache combinations throw before the weights load
+  const models::LoadedModel& loaded = opened.loaded;
+  const std::shared_ptr<models::StreamingModel> model = opened.model;
 
   const datasets::PreprocessOptions pre = ParseSize(args.in.size, loaded.config.patch_size, loaded.config.img_size);
   std::shared_ptr<datasets::FrameSource> source =

@@ -123,6 +123,17 @@ LoadedFrames LoadFrames(const InputArgs& args, int patch_size, int default_width
   return out;
 }
 
+OpenedModel OpenModel(const ModelArgs& model, const CacheArgs* cache, bool allow_default) {
+  models::ModelOptions options = model.ToOptions();
+  if (cache) options.cache = cache->ToOptions();
+  OpenedModel opened;
+  opened.loaded = models::LoadModelWeights(model.weights, model.config, model.random_seed, allow_default);
+  for (const auto& note : opened.loaded.notes) spdlog::info("{}", note);
+  opened.model = std::make_shared<models::StreamingModel>(opened.loaded.config, opened.loaded.weights, options);
+  opened.loaded.weights.clear();
+  return opened;
+}
+
 WeightsRecord::WeightsRecord(const models::LoadedModel& loaded, int64_t random_seed)
     : path_(loaded.weights_path), random_seed_(random_seed) {
   if (!path_.empty()) sha256_ = std::async(std::launch::async, [path = path_] { return Sha256OfFile(path); });

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <future>
+#include <memory>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -45,6 +46,16 @@ struct CacheArgs {
   void Add(CLI::App& app);
   KvCacheOptions ToOptions() const;
 };
+
+// The model a command runs, opened the same way by every command: the cache options checked
+// first (a bad combination fails before the weights load), the weights loaded and their notes
+// logged (the shipped model when no --weights is given and allow_default), the StreamingModel
+// built, and the weights released. cache: nullptr for the default cache.
+struct OpenedModel {
+  models::LoadedModel loaded;  // config, weights_path, notes; weights already released
+  std::shared_ptr<models::StreamingModel> model;
+};
+OpenedModel OpenModel(const ModelArgs& model, const CacheArgs* cache, bool allow_default = true);
 
 // Where the model's weights came from, for run.json and reports: {"path", "sha256"} of the file
 // read (hashed on another thread from construction on, so a 5 GB checkpoint costs no wall time),
