@@ -214,11 +214,19 @@ std::map<std::string, std::pair<uint64_t, uint64_t>> CheckTorchZip(const std::ve
   return records;
 }
 
+// "0x58": a pickle opcode as the messages name it.
+std::string OpcodeHex(unsigned char op) {
+  char hex[5];
+  std::snprintf(hex, sizeof hex, "0x%02x", op);
+  return hex;
+}
+
 // The opcodes of a pickle (protocols 0-5) walked for their lengths only: LibTorch's unpickler
 // allocates a string or bytes object of whatever length a BINUNICODE/BINBYTES opcode announces
 // before it checks that the data holds it (fuzz_pth's second finding: a 1.8 GB allocation from a
-// 629-byte file). Every length-prefixed argument must fit in the pickle; an unknown opcode or a
-// missing STOP is reported. Nothing is interpreted.
+// 629-byte file), and a memo table as large as the largest index named (the third finding). Every
+// length-prefixed argument must fit in the pickle and every memo index be smaller than the
+// pickle; an unknown opcode or a missing STOP is reported. Nothing else is interpreted.
 void CheckPickleLengths(const std::vector<char>& bytes, uint64_t begin, uint64_t size, const std::string& where) {
   const uint64_t end = begin + size;  // inside the file: CheckTorchZip checked it
   auto fail = [&](uint64_t at, const std::string& what) {
@@ -226,8 +234,7 @@ void CheckPickleLengths(const std::vector<char>& bytes, uint64_t begin, uint64_t
   };
   auto need = [&](uint64_t at, uint64_t length, unsigned char op) {
     if (length > end - at)
-      fail(at, "opcode 0x" + [&] { char hex[3]; std::snprintf(hex, sizeof hex, "%02x", op); return std::string(hex); }() +
-                   " announces " + std::to_string(length) + " bytes, " + std::to_string(end - at) + " are left");
+      fail(at, "opcode " + OpcodeHex(op) + " announces " + std::to_string(length) + " bytes, " + std::to_string(end - at) + " are left");
   };
   auto line_end = [&](uint64_t at) {  // the byte after the next newline
     for (uint64_t i = at; i < end; ++i)
@@ -261,7 +268,7 @@ void CheckPickleLengths(const std::vector<char>& bytes, uint64_t begin, uint64_t
       case 'U': case 'C': case 0x8c: case 0x8a: prefix = 1; break;
       case 'T': case 'B': case 'X': case 0x8b: prefix = 4; break;
       case 0x8d: case 0x8e: case 0x96: prefix = 8; break;
-      default: fail(at - 1, "unknown opcode " + std::to_string(op));
+      default: fail(at - 1, "unknown opcode " + OpcodeHex(op));
     }
     if (prefix > 0) {
       need(at, prefix, op);
