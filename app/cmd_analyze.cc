@@ -11,7 +11,7 @@
 #include "app/commands.h"
 #include "app/common_options.h"
 #include "core/atomic_file.h"
-#include "core/kv_quant.h"
+#include "core/kv/paged_kv.h"
 #include "models/streaming_model.h"
 
 namespace streamrecon::app {

@@ -45,9 +45,7 @@ struct FidelityArgs {
   std::string formats = "bf16,kivi4,kivi2,oscar4,oscar2";
   std::string policies = "xstream,xstream-page";
   std::vector<std::string> budgets;  // each a byte size
-  int64_t cache_tokens = 0;
-  int pool = 16, k_group = 32, v_group = 64;
-  bool first_frame_bf16 = false;
+  CacheArgs cache;                   // everything but the swept policy, format and budget
   std::string json, markdown;
 };
 
@@ -99,16 +97,8 @@ int RunFidelity(const FidelityArgs& args) {
   for (const auto& budget : budgets)
     for (const auto& policy : SplitList(args.policies))
       for (const auto& format : SplitList(args.formats)) {
-        KvCacheOptions cache;
-        cache.policy = ParsePrunePolicy(policy);
-        cache.format = ParseCacheFormat(format);
-        cache.budget_bytes = budget.empty() ? 0 : ParseByteSize(budget);
-        cache.cache_tokens = args.cache_tokens;
-        cache.pool_size = args.pool;
-        cache.k_group = args.k_group;
-        cache.v_group = args.v_group;
-        cache.first_frame_bf16 = args.first_frame_bf16;
-        if (cache.policy == PrunePolicy::kNone) cache.budget_bytes = 0, cache.cache_tokens = 0;
+        KvCacheOptions cache = args.cache.ForConfiguration(policy, format, budget);
+        cache.quant_stats = true;  // the K/V error columns
         cache.Check(loaded.config.head_dim());
         std::vector<models::StepOutput> outs;
         models::CacheReport report;
@@ -184,8 +174,7 @@ struct StreamArgs {
   int distinct_frames = 32;        // distinct frames cycled through (synthetic or from --input)
   std::vector<std::string> runs;   // "policy,format[,budget]"
   std::string policy, format, budget;  // one configuration given as --policy/--format/--kv-budget
-  int64_t cache_tokens = 0;
-  int k_group = 32, v_group = 64;
+  CacheArgs cache;                     // everything but the configurations' policy, format and budget
   int warmup = 0;                  // frames before the stream (not recorded; the caches are reset after)
   bool stage_timing = true;
   std::string memory_limit;        // stop when device memory (or RSS) passes this
@@ -260,13 +249,7 @@ int RunStream(const StreamArgs& args) {
      << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   nlohmann::json summary = nlohmann::json::array();
   for (const auto& run : runs) {
-    KvCacheOptions cache;
-    cache.policy = ParsePrunePolicy(run.policy);
-    cache.format = ParseCacheFormat(run.format);
-    cache.budget_bytes = run.budget.empty() ? 0 : ParseByteSize(run.budget);
-    cache.cache_tokens = cache.policy == PrunePolicy::kNone ? 0 : args.cache_tokens;
-    cache.k_group = args.k_group;
-    cache.v_group = args.v_group;
+    const KvCacheOptions cache = args.cache.ForConfiguration(run.policy, run.format, run.budget);
     models::ModelOptions options = args.model.ToOptions();
     options.cache = cache;
     options.stage_timing = args.stage_timing;
@@ -391,17 +374,11 @@ Runner AddBenchCommand(CLI::App& parent) {
   st->add_option("--frames", sargs->frames, "Frames per configuration")->check(kPositive)->capture_default_str();
   st->add_option("--distinct-frames", sargs->distinct_frames, "Distinct frames cycled through (synthetic unless --input)")
       ->check(kPositive)->capture_default_str();
-  // --pool is the XStreamVGGT query pool everywhere else; here it used to mean distinct frames.
-  st->add_option_function<int>("--pool", [](const int&) {
-      throw CLI::ValidationError("--pool", "bench stream calls it --distinct-frames now (--pool is the XStreamVGGT query pool elsewhere)");
-    })->group("");
   st->add_option("--run", sargs->runs, "A configuration POLICY,FORMAT[,BUDGET], e.g. xstream,oscar2,2GiB (repeatable)");
   st->add_option("--policy", sargs->policy, "With --format/--kv-budget: one configuration instead of --run");
   st->add_option("--format", sargs->format, "Cache format of that configuration");
   st->add_option("--kv-budget", sargs->budget, "Byte budget of that configuration");
-  st->add_option("--cache-tokens", sargs->cache_tokens, "Token capacity per layer (pruned runs)");
-  st->add_option("--k-group", sargs->k_group, "Tokens per page")->capture_default_str();
-  st->add_option("--v-group", sargs->v_group, "Channels per V group")->capture_default_str();
+  sargs->cache.Add(*st, /*with_axes=*/false);  // --cache-tokens, --pool, --k-group, ... as every command
   st->add_option("--warmup", sargs->warmup, "Warm-up frames before each configuration (not recorded)")->capture_default_str();
   st->add_flag("!--no-stage-timing", sargs->stage_timing, "Skip the per-stage breakdown (it synchronises the device per stage)");
   st->add_option("--memory-limit", sargs->memory_limit, "Stop a configuration when device memory (CPU: RSS) passes this");
@@ -411,14 +388,10 @@ Runner AddBenchCommand(CLI::App& parent) {
   CLI::App* fid = bench->add_subcommand("fidelity", "Output error of cache configurations against the full cache, at equal bytes");
   args->model.Add(*fid);
   args->input.Add(*fid);
-  fid->add_option("--formats,--format", args->formats, "Comma-separated formats (fp32, bf16, kivi4, kivi2, oscar4, oscar2)")->capture_default_str();
-  fid->add_option("--policies,--policy", args->policies, "Comma-separated policies (xstream, xstream-page, window, random)")->capture_default_str();
+  fid->add_option("--formats,--format", args->formats, "Comma-separated formats (" + CacheFormatNames() + ")")->capture_default_str();
+  fid->add_option("--policies,--policy", args->policies, "Comma-separated policies (" + PrunePolicyNames() + ")")->capture_default_str();
   fid->add_option("--kv-budget", args->budgets, "Byte budget(s) of all caches; repeat for several");
-  fid->add_option("--cache-tokens", args->cache_tokens, "Token capacity per layer instead of (or with) a budget");
-  fid->add_option("--pool", args->pool, "XStreamVGGT query pool size")->capture_default_str();
-  fid->add_option("--k-group", args->k_group, "Tokens per page")->capture_default_str();
-  fid->add_option("--v-group", args->v_group, "Channels per V group")->capture_default_str();
-  fid->add_flag("--first-frame-bf16", args->first_frame_bf16, "Quantized formats: keep the first frame in bf16");
+  args->cache.Add(*fid, /*with_axes=*/false);
   fid->add_option("--json", args->json, "Write the results as JSON");
   fid->add_option("--md", args->markdown, "Write the table as Markdown");
   return [fid, args, stream_runner]() {

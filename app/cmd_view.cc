@@ -13,7 +13,7 @@
 #include "core/errors.h"
 #include "core/export.h"
 #include "core/interrupt.h"
-#include "core/kv_format.h"
+#include "core/kv/format.h"
 #include "core/pipeline.h"
 #include "viewer/viewer.h"  // ViewerOptions is plain data; the viewer itself is used only with STREAMRECON_HAVE_VIEWER
 

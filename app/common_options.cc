@@ -1,6 +1,8 @@
 // Shared CLI options for the model and the KV cache.
 #include "app/common_options.h"
 
+#include <regex>
+
 #include "app/stream_setup.h"
 
 #include <spdlog/spdlog.h>
@@ -59,12 +61,13 @@ models::ModelOptions ModelArgs::ToOptions() const {
   return options;
 }
 
-void CacheArgs::Add(CLI::App& app) {
-  app.add_option("--policy,--prune", policy, "KV-cache pruning: " + PrunePolicyNames())
-      ->capture_default_str();
-  app.add_option("--format", format, "KV-cache storage: " + CacheFormatNames() + " (fp32: the model's dtype)")
-      ->capture_default_str();
-  app.add_option("--kv-budget", budget, "Byte budget of all KV caches, e.g. 2GB, 512MiB, 1048576 (needs a --policy)");
+void CacheArgs::Add(CLI::App& app, bool with_axes) {
+  if (with_axes) {
+    app.add_option("--policy,--prune", policy, "KV-cache pruning: " + PrunePolicyNames())->capture_default_str();
+    app.add_option("--format", format, "KV-cache storage: " + CacheFormatNames() + " (fp32: the model's dtype)")
+        ->capture_default_str();
+    app.add_option("--kv-budget", budget, "Byte budget of all KV caches, e.g. 2GB, 512MiB, 1048576 (needs a --policy)");
+  }
   app.add_option("--cache-tokens", cache_tokens, "Token capacity of each global layer's cache (XStreamVGGT's cap)");
   app.add_option("--pool", pool, "XStreamVGGT query pool size")->capture_default_str();
   app.add_option("--k-group", k_group, "Tokens per page (tokens sharing a per-channel K scale)")->capture_default_str();
@@ -72,6 +75,42 @@ void CacheArgs::Add(CLI::App& app) {
   app.add_flag("--first-frame-bf16", first_frame_bf16, "Quantized formats: keep the first frame in bf16");
   app.add_flag("--v-hadamard", v_hadamard, "OScaR: rotate values by the Hadamard matrix too");
   app.add_option("--prune-seed", prune_seed, "Seed of the random policy");
+  const std::string kernels = "CUDA kernels (experiments)";
+  app.add_option("--attention-path", attention_path,
+                 "CUDA attention over the cache: auto (dequant-bucketed), fused, dequant or dequant-bucketed")
+      ->group(kernels)
+      ->capture_default_str();
+  app.add_option("--sdpa-backend", sdpa_backend, "Torch attention of the dequant paths: auto, flash, cudnn or efficient")
+      ->group(kernels)
+      ->capture_default_str();
+  app.add_option("--attention-chunk-tokens", attention_chunk_tokens, "Dequant paths: tokens per chunk (>= 1024; 0: 131072)")
+      ->group(kernels);
+  app.add_option("--append-kernel", append_kernel, "Page append kernel: 1 or 2 (0: 2, the cp.async one)")->group(kernels);
+  app.add_option("--append-heads-per-block", append_heads_per_block, "Append kernel 2: heads per block, 1, 2 or 4 (0: automatic)")
+      ->group(kernels);
+}
+
+KvCacheOptions CacheArgs::ForConfiguration(const std::string& policy_name, const std::string& format_name,
+                                           const std::string& budget_text) const {
+  CacheArgs c = *this;
+  c.policy = policy_name;
+  c.format = format_name;
+  c.budget = budget_text;
+  if (ParsePrunePolicy(policy_name) == PrunePolicy::kNone) c.budget.clear(), c.cache_tokens = 0;
+  return c.ToOptions();
+}
+
+std::string WithFlagNames(const std::string& message) {
+  static const std::pair<const char*, const char*> kFlags[] = {
+      {"cache_tokens", "--cache-tokens"},   {"budget_bytes", "--kv-budget"},
+      {"pool_size", "--pool"},              {"k_group", "--k-group"},
+      {"v_group", "--v-group"},             {"first_frame_bf16", "--first-frame-bf16"},
+      {"v_hadamard", "--v-hadamard"},       {"attention_chunk_tokens", "--attention-chunk-tokens"},
+      {"append_variant", "--append-kernel"}, {"append_heads_per_block", "--append-heads-per-block"},
+  };
+  std::string out = message;
+  for (const auto& [field, flag] : kFlags) out = std::regex_replace(out, std::regex(std::string("\\b") + field + "\\b"), flag);
+  return out;
 }
 
 KvCacheOptions CacheArgs::ToOptions() const {
@@ -86,6 +125,11 @@ KvCacheOptions CacheArgs::ToOptions() const {
   o.first_frame_bf16 = first_frame_bf16;
   o.v_hadamard = v_hadamard;
   o.seed = prune_seed;
+  o.kernels.attention = ParseAttentionPath(attention_path);
+  o.kernels.sdpa = ParseSdpaBackend(sdpa_backend);
+  o.kernels.attention_chunk_tokens = attention_chunk_tokens;
+  o.kernels.append_variant = append_kernel;
+  o.kernels.append_heads_per_block = append_heads_per_block;
   o.Check();
   return o;
 }

@@ -42,10 +42,24 @@ struct CacheArgs {
   bool first_frame_bf16 = false;
   bool v_hadamard = false;
   uint64_t prune_seed = 0;
+  // The CUDA backend's kernel choices (experiments and benchmarks).
+  std::string attention_path = "auto";  // auto | fused | dequant | dequant-bucketed
+  std::string sdpa_backend = "auto";    // auto | flash | cudnn | efficient
+  int64_t attention_chunk_tokens = 0;
+  int append_kernel = 0;
+  int append_heads_per_block = 0;
 
-  void Add(CLI::App& app);
+  // with_axes = false leaves out --policy, --format and --kv-budget, for commands that sweep them.
+  void Add(CLI::App& app, bool with_axes = true);
   KvCacheOptions ToOptions() const;
+  // These options with one sweep configuration's policy, format and budget ("" = none); policy
+  // "none" drops the capacities.
+  KvCacheOptions ForConfiguration(const std::string& policy, const std::string& format, const std::string& budget) const;
 };
+
+// An option or budget error from core names option fields (cache_tokens, budget_bytes, ...): this
+// names the flags that set them instead (--cache-tokens, --kv-budget, ...).
+std::string WithFlagNames(const std::string& message);
 
 // The model a command runs, opened the same way by every command: the cache options checked
 // first (a bad combination fails before the weights load), the weights loaded and their notes

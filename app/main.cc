@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 
 #include "app/commands.h"
+#include "app/common_options.h"
 #include "core/errors.h"
 #include "datasets/frame_source.h"
 
@@ -48,6 +49,12 @@ int main(int argc, char** argv) {
       if (rc >= 0) return rc;
     }
     return 0;
+  } catch (const streamrecon::OptionError& e) {
+    std::cerr << "error: " << streamrecon::app::WithFlagNames(e.what()) << "\n";
+    return 2;
+  } catch (const streamrecon::BudgetError& e) {
+    std::cerr << "error: " << streamrecon::app::WithFlagNames(e.what()) << "\n";
+    return 2;
   } catch (const streamrecon::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;

@@ -12,7 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/kv_quant.h"
+#include "core/kv/paged_kv.h"
 #include "kernels/kv_ops.h"
 
 namespace {
@@ -87,15 +87,18 @@ int main(int argc, char** argv) {
     };
     report("sdpa", sdpa);
     const at::Tensor k_cache = k_all.narrow(1, 0, T).contiguous(), v_cache = v_all.narrow(1, 0, T).contiguous();
-    using streamrecon::kernels::AttentionPath;
+    using streamrecon::AttentionPath;
     const std::vector<int32_t> no_pages;
     for (auto [suffix, path] : {std::pair<const char*, AttentionPath>{"", AttentionPath::kFused}, {"+dq", AttentionPath::kDequantSdpa},
                                 {"+dqb", AttentionPath::kDequantSdpaBucketed}}) {
       const std::string name = std::string("bf16") + suffix;
       report(name.c_str(), TimeMs([&] { streamrecon::kernels::AttentionCuda(q, k_cache, v_cache, T, nullptr, 0, k_cur, v_cur, 0, path); }));
     }
-    for (auto [name, bits, oscar] : {std::tuple<const char*, int, bool>{"kivi4", 4, false}, {"kivi2", 2, false}, {"oscar4", 4, true}, {"oscar2", 2, true}}) {
-      PageLayout L{static_cast<int>(heads), 64, 32, bits, 64, oscar};
+    for (const streamrecon::CacheFormatInfo& format : streamrecon::kCacheFormats) {  // the quantized formats
+      if (!streamrecon::IsQuantized(format.format)) continue;
+      const char* name = format.name;
+      const bool oscar = streamrecon::IsOscar(format.format);
+      PageLayout L{static_cast<int>(heads), 64, 32, format.bits, 64, oscar};
       PagedKv pages = streamrecon::AllocatePages(L, (T + 31) / 32, at::kCUDA);
       streamrecon::kernels::AppendPagesCuda(k_cache, v_cache, oscar, false, 0, pages, 0);
       // Valid counts known on the host, as the layer cache keeps them (no read back per call).
@@ -125,9 +128,12 @@ int main(int argc, char** argv) {
   if (append_tokens.empty()) append_tokens = {queries, 65536};
   for (int64_t n : append_tokens) {
     const at::Tensor k = at::randn({heads, n, 64}, dev), v = at::randn({heads, n, 64}, dev);
-    for (auto [name, bits, oscar] : {std::tuple<const char*, int, bool>{"kivi4", 4, false}, {"kivi2", 2, false}, {"oscar4", 4, true}, {"oscar2", 2, true}}) {
+    for (const streamrecon::CacheFormatInfo& format : streamrecon::kCacheFormats) {
+      if (!streamrecon::IsQuantized(format.format)) continue;
+      const char* name = format.name;
+      const bool oscar = streamrecon::IsOscar(format.format);
       if (!append_format.empty() && append_format != name) continue;
-      PageLayout L{static_cast<int>(heads), 64, 32, bits, 64, oscar};
+      PageLayout L{static_cast<int>(heads), 64, 32, format.bits, 64, oscar};
       PagedKv pages = streamrecon::AllocatePages(L, (n + 31) / 32, at::kCUDA);
       const double bytes = 2.0 * k.numel() * 2 + static_cast<double>(pages.pages()) * L.page_bytes();
       // A device copy moving the same bytes (read + write).
@@ -137,15 +143,16 @@ int main(int argc, char** argv) {
       // 16, 8 and 4 blocks at 16 heads).
       for (auto [variant, hpb] : {std::pair<int, int>{1, 0}, {2, 1}, {2, 2}, {2, 4}}) {
         if (append_hpb >= 0 && hpb != append_hpb) continue;
-        streamrecon::kernels::SetAppendVariant(variant, hpb);
-        const double ms = TimeMs([&] { streamrecon::kernels::AppendPagesCuda(k, v, oscar, false, 0, pages, 0); });
+        streamrecon::KernelOptions ko;
+        ko.append_variant = variant;
+        ko.append_heads_per_block = hpb;
+        const double ms = TimeMs([&] { streamrecon::kernels::AppendPagesCuda(k, v, oscar, false, 0, pages, 0, ko); });
         const double gbs = bytes / ms / 1e6, copy_gbs = bytes / copy_ms / 1e6;
         const std::string label = std::string(name) + (variant == 2 ? "/v2h" + std::to_string(hpb) : "");
         std::printf("%-8lld %-9s %10.1f %10.0f %10.0f %7.0f%%\n", static_cast<long long>(n), label.c_str(), ms * 1e3, gbs, copy_gbs,
                     100 * gbs / copy_gbs);
         append.push_back({{"tokens", n}, {"format", label}, {"us", ms * 1e3}, {"gb_per_s", gbs}, {"copy_gb_per_s", copy_gbs}});
       }
-      streamrecon::kernels::SetAppendVariant(0);
     }
   }
   results["append"] = append;

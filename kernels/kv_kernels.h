@@ -1,5 +1,5 @@
 // Launch interface of the KV-cache CUDA kernels: plain pointers, sizes and a stream (no LibTorch).
-// The page layout is core/kv_format.h's PageLayout; kv_ops.h is the LibTorch-facing side.
+// The page layout is core/kv/format.h's PageLayout; kv_ops.h is the LibTorch-facing side.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -15,7 +15,7 @@ enum class KvFormat : int {
   kPaged2 = 2, // pages with 2-bit codes
 };
 
-// Pages of one layer (device pointers, PageLayout order): see core/kv_format.h.
+// Pages of one layer (device pointers, PageLayout order): see core/kv/format.h.
 struct PagesView {
   const uint8_t* k_codes = nullptr;   // [P, H, G, D*b/8]
   const uint32_t* k_params = nullptr; // [P, H, D] of (scale, zero) fp16 pairs

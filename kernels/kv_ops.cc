@@ -6,8 +6,6 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
 #include <string>
 
 #include "core/errors.h"
@@ -29,22 +27,6 @@ void CheckBf16(const at::Tensor& t, const char* name, int64_t heads = -1) {
                                    (t.is_contiguous() ? "" : " non-contiguous")
                              : std::string("undefined")));
   if (heads >= 0 && t.size(0) != heads) throw Error(std::string(name) + ": expected " + std::to_string(heads) + " heads");
-}
-
-std::atomic<int> append_override{0};
-std::atomic<int> append_heads_per_block{0};
-
-// The append kernel variant: SetAppendVariant, else STREAMRECON_APPEND=v1|v2, else 2.
-int AppendVariant() {
-  static const int from_env = [] {
-    const char* env = std::getenv("STREAMRECON_APPEND");
-    const std::string v = env ? env : "";
-    if (v == "v1") return 1;
-    if (v.empty() || v == "v2") return 2;
-    throw OptionError("STREAMRECON_APPEND='" + v + "': expected v1 or v2");
-  }();
-  const int forced = append_override.load();
-  return forced > 0 ? forced : from_env;
 }
 
 PagesView View(const PagedKv& p, int64_t count) {
@@ -70,7 +52,8 @@ void CheckPages(const PagedKv& p) {
 }  // namespace
 
 void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool v_hadamard, int frame, PagedKv& store,
-                     int64_t first_page) {
+                     int64_t first_page, const KernelOptions& options) {
+  options.Check();
   CheckBf16(k, "keys");
   CheckBf16(v, "values", k.size(0));
   CheckPages(store);
@@ -103,8 +86,8 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
   p.first_page = static_cast<int>(first_page);
   p.slots = L.slots;
   p.v_group = L.v_group;
-  p.variant = AppendVariant();
-  p.heads_per_block = append_heads_per_block.load();
+  p.variant = options.append_variant > 0 ? options.append_variant : 2;
+  p.heads_per_block = options.append_heads_per_block;
   CheckCuda(LaunchAppendPages(p, at::cuda::getCurrentCUDAStream()), "KV append kernel");
 }
 
@@ -150,42 +133,17 @@ at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const 
   return out;
 }
 
-std::atomic<int64_t> chunk_override{0};
 constexpr int64_t kLengthBucket = 2048;
 constexpr int64_t kInKernelPrefixPages = 512;  // rows per cuDNN length bucket (kDequantSdpaBucketed)
 
-int64_t ChunkTokens() {
-  static const int64_t from_env = [] {
-    const char* env = std::getenv("STREAMRECON_ATTN_CHUNK_TOKENS");
-    const int64_t v = env ? std::atoll(env) : 0;
-    return v >= 1024 ? v : int64_t{131072};
-  }();
-  const int64_t forced = chunk_override.load();
-  return forced > 0 ? forced : from_env;
-}
-
-// Which torch attention the dequantize-once path calls (STREAMRECON_SDPA_BACKEND): auto (torch's
-// own choice; chunks then use cuDNN for their log-sum-exp), flash, cudnn or efficient.
-enum class SdpaBackend { kAuto, kFlash, kCudnn, kEfficient };
-
-SdpaBackend Backend() {
-  static const SdpaBackend backend = [] {
-    const char* env = std::getenv("STREAMRECON_SDPA_BACKEND");
-    const std::string v = env ? env : "";
-    if (v.empty() || v == "auto") return SdpaBackend::kAuto;
-    if (v == "flash") return SdpaBackend::kFlash;
-    if (v == "cudnn") return SdpaBackend::kCudnn;
-    if (v == "efficient") return SdpaBackend::kEfficient;
-    throw OptionError("STREAMRECON_SDPA_BACKEND='" + v + "': expected auto, flash, cudnn or efficient");
-  }();
-  return backend;
-}
+constexpr int64_t kDefaultChunkTokens = 131072;
 
 // Attention of [H, N, D] tensors (scale 1/8). With `lse` also its log-sum-exp (natural log, float [H, Nq]).
-at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse, SdpaBackend forced = SdpaBackend::kAuto) {
+// `backend`: the caller's choice (KernelOptions::sdpa); kAuto is torch's own choice, or cuDNN when
+// the log-sum-exp is needed.
+at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse, SdpaBackend backend) {
   const at::Tensor q4 = q.unsqueeze(0), k4 = k.unsqueeze(0), v4 = v.unsqueeze(0);
   const int64_t heads = q.size(0), nq = q.size(1);
-  SdpaBackend backend = forced != SdpaBackend::kAuto ? forced : Backend();
   if (backend == SdpaBackend::kAuto) {
     if (!lse) return at::scaled_dot_product_attention(q4, k4, v4).squeeze(0);
     backend = SdpaBackend::kCudnn;
@@ -228,12 +186,12 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
 // execution plan per key length, which costs milliseconds; a cache whose length changes every frame
 // (bucket > 0) therefore sends the first rows / bucket * bucket rows to cuDNN (few distinct lengths,
 // plans reused) and the remaining rows to flash attention (no plans).
-void AttendRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t rows, int64_t bucket, at::Tensor& out,
-                at::Tensor& lse) {
+void AttendRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t rows, int64_t bucket, SdpaBackend backend,
+                at::Tensor& out, at::Tensor& lse) {
   const int64_t main = bucket > 0 ? rows / bucket * bucket : rows;
   at::Tensor l;
   if (main > 0) {
-    const at::Tensor o = Sdpa(q, k.narrow(1, 0, main), v.narrow(1, 0, main), &l);
+    const at::Tensor o = Sdpa(q, k.narrow(1, 0, main), v.narrow(1, 0, main), &l, backend);
     MergeByLse(out, lse, o, l);
   }
   if (rows > main) {
@@ -280,16 +238,18 @@ void LaunchDequant(const PagedKv& pages, int64_t page_count, int64_t first, int6
 // bucket > 0: key lengths change from call to call (see AttendRows).
 at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                                 const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
-                                const std::vector<int32_t>* page_valid, int64_t bucket) {
-  const int64_t heads = q.size(0), nc = k_cur.size(1), chunk = ChunkTokens();
+                                const std::vector<int32_t>* page_valid, int64_t bucket, const KernelOptions& options) {
+  const int64_t heads = q.size(0), nc = k_cur.size(1);
+  const int64_t chunk = options.attention_chunk_tokens > 0 ? options.attention_chunk_tokens : kDefaultChunkTokens;
+  const SdpaBackend sdpa = options.sdpa;
   at::Tensor out, lse;
   if (!pages || page_count == 0) {
-    if (dense_tokens == 0) return Sdpa(q, k_cur, v_cur, nullptr);
+    if (dense_tokens == 0) return Sdpa(q, k_cur, v_cur, nullptr, sdpa);
     for (int64_t s = 0; s < dense_tokens; s += chunk) {
       const int64_t len = std::min(chunk, dense_tokens - s);
-      AttendRows(q, dense_k.narrow(1, s, len), dense_v.narrow(1, s, len), len, bucket, out, lse);
+      AttendRows(q, dense_k.narrow(1, s, len), dense_v.narrow(1, s, len), len, bucket, sdpa, out, lse);
     }
-    AttendRows(q, k_cur, v_cur, nc, 0, out, lse);
+    AttendRows(q, k_cur, v_cur, nc, 0, sdpa, out, lse);
     return out.to(at::kBFloat16);
   }
   CheckPages(*pages);
@@ -319,9 +279,9 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
     const at::Tensor k = at::empty({heads, room, 64}, rows_opts), v = at::empty({heads, room, 64}, rows_opts);
     LaunchDequant(*pages, page_count, first, count, page_valid, k, v, with_current ? k_cur : at::Tensor(), v_cur, tokens);
     // One chunk of fixed-length rows: a single call, nothing to merge.
-    if (with_current && !out.defined() && bucket == 0) return Sdpa(qh, k, v, nullptr);
-    AttendRows(qh, k, v, rows, bucket, out, lse);
-    if (last && !with_current) AttendRows(qh, k_cur, v_cur, nc, 0, out, lse);
+    if (with_current && !out.defined() && bucket == 0) return Sdpa(qh, k, v, nullptr, sdpa);
+    AttendRows(qh, k, v, rows, bucket, sdpa, out, lse);
+    if (last && !with_current) AttendRows(qh, k_cur, v_cur, nc, 0, sdpa, out, lse);
     first += count;
   }
   return out.to(at::kBFloat16);
@@ -329,41 +289,10 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
 
 }  // namespace
 
-void SetAppendVariant(int variant, int heads_per_block) {
-  if (variant < 0 || variant > 2) throw OptionError("append variant " + std::to_string(variant) + ": expected 0 (default), 1 or 2");
-  if (heads_per_block != 0 && heads_per_block != 1 && heads_per_block != 2 && heads_per_block != 4)
-    throw OptionError("append heads per block " + std::to_string(heads_per_block) + ": expected 0 (automatic), 1, 2 or 4");
-  append_override = variant;
-  append_heads_per_block = heads_per_block;
-}
-
-void SetAttentionChunkTokens(int64_t tokens) { chunk_override = std::max<int64_t>(0, tokens); }
-
-AttentionPath ResolveAttentionPath(AttentionPath path) {
-  if (path != AttentionPath::kAuto) return path;
-  static const AttentionPath from_env = [] {
-    const char* env = std::getenv("STREAMRECON_ATTN_PATH");
-    if (!env || !*env || std::string(env) == "dequant") return AttentionPath::kDequantSdpa;
-    if (std::string(env) == "dequant-bucketed") return AttentionPath::kDequantSdpaBucketed;
-    if (std::string(env) == "fused") return AttentionPath::kFused;
-    throw OptionError(std::string("STREAMRECON_ATTN_PATH='") + env + "': expected fused, dequant or dequant-bucketed");
-  }();
-  return from_env;
-}
-
-const char* ToString(AttentionPath path) {
-  switch (path) {
-    case AttentionPath::kAuto: return "auto";
-    case AttentionPath::kFused: return "fused";
-    case AttentionPath::kDequantSdpa: return "dequant+sdpa";
-    case AttentionPath::kDequantSdpaBucketed: return "dequant+sdpa bucketed";
-  }
-  return "?";
-}
-
 at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits,
-                         AttentionPath path, const std::vector<int32_t>* page_valid) {
+                         AttentionPath path, const std::vector<int32_t>* page_valid, const KernelOptions& options) {
+  options.Check();
   CheckBf16(q, "queries");
   CheckBf16(k_cur, "current keys", q.size(0));
   CheckBf16(v_cur, "current values", q.size(0));
@@ -372,10 +301,12 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
        dense_k.stride(1) != 64 || dense_k.stride(2) != 1 || !dense_v.is_cuda() || dense_v.strides() != dense_k.strides() ||
        dense_k.size(1) < dense_tokens))
     throw Error("dense cache: expected bf16 CUDA [H, T, 64] with rows contiguous and at least " + std::to_string(dense_tokens) + " rows");
-  const AttentionPath resolved = ResolveAttentionPath(path);
+  // kAuto: the path the options name, else the dequantize-once path.
+  AttentionPath resolved = path != AttentionPath::kAuto ? path : options.attention;
+  if (resolved == AttentionPath::kAuto) resolved = AttentionPath::kDequantSdpa;
   if (resolved == AttentionPath::kFused) return FusedAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits);
   const int64_t bucket = resolved == AttentionPath::kDequantSdpaBucketed ? kLengthBucket : 0;
-  return DequantSdpaAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, bucket);
+  return DequantSdpaAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, bucket, options);
 }
 
 std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int64_t page_count, int64_t first, int64_t count,

@@ -7,33 +7,30 @@
 #include <utility>
 #include <vector>
 
-#include "core/kv_quant.h"
+#include "core/kv/options.h"
+#include "core/kv/paged_kv.h"
 
 namespace streamrecon::kernels {
 
+// The head dimension the kernels are specialised for (the model family's).
+inline constexpr int kKernelHeadDim = 64;
+
 // Quantizes k, v (bf16 [H, N, D], CUDA) into pages [first_page, first_page + ceil(N/G)) of `store`
 // (device PagedKv with room for them). OScaR (oscar=true) rotates and norm-scales the keys.
+// options.append_variant / append_heads_per_block pick the kernel (see kv_append.cu).
 void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool v_hadamard, int frame, PagedKv& store,
-                     int64_t first_page);
-// Append kernel variant (0 restores the default: STREAMRECON_APPEND=v1|v2, else 2) and, for
-// variant 2, the heads each block handles (0: automatic; see kv_append.cu). For tests and benchmarks.
-void SetAppendVariant(int variant, int heads_per_block = 0);
+                     int64_t first_page, const KernelOptions& options = {});
 
-// How attention over the cache is computed.
+// How attention over the cache is computed (AttentionPath, core/kv/options.h):
 //  kFused: our single kernel (tiles dequantized in shared memory inside the MMA loop).
 //  kDequantSdpa: pages are expanded once into bf16 rows (kv_dequant.cu) and attended by torch's
-//    scaled_dot_product_attention (cuDNN on the H200); a dense cache is attended in place. Caches
-//    longer than the chunk size (STREAMRECON_ATTN_CHUNK_TOKENS, default 131072: 512 MiB of bf16
-//    rows at 16 heads) go in chunks merged by their log-sum-exp, so the scratch stays bounded.
+//    scaled_dot_product_attention (options.sdpa: torch's choice, cuDNN on the H200, or a forced
+//    backend); a dense cache is attended in place. Caches longer than the chunk
+//    (options.attention_chunk_tokens, default 131072: 512 MiB of bf16 rows at 16 heads) go in
+//    chunks merged by their log-sum-exp, so the scratch stays bounded.
 //  kDequantSdpaBucketed: the same for key lengths that change every call (a pruned stream): cuDNN
 //    plans are built per length, so only a multiple of 2048 rows goes to cuDNN, the rest to flash.
-//  kAuto: STREAMRECON_ATTN_PATH (fused | dequant | dequant-bucketed) if set, else kDequantSdpa.
-enum class AttentionPath { kAuto, kFused, kDequantSdpa, kDequantSdpaBucketed };
-AttentionPath ResolveAttentionPath(AttentionPath path);
-// Chunk size of kDequantSdpa in tokens (0 restores the default); for tests and benchmarks.
-void SetAttentionChunkTokens(int64_t tokens);
-const char* ToString(AttentionPath path);
-
+//  kAuto: options.attention, and kDequantSdpa when that is kAuto too.
 // Attention of q (bf16 [H, Nq, D]) over a cache plus the current frame (k_cur, v_cur bf16 [H, Nc, D]).
 // Dense cache: dense_k/dense_v bf16 [H, T_cap, D] of which the first dense_tokens rows are used.
 // Paged cache: `pages` (device PagedKv; its first `page_count` pages are used); `page_valid`, when
@@ -41,7 +38,8 @@ const char* ToString(AttentionPath path);
 // Returns bf16 [H, Nq, D].
 at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
-                         int splits = 0, AttentionPath path = AttentionPath::kAuto, const std::vector<int32_t>* page_valid = nullptr);
+                         int splits = 0, AttentionPath path = AttentionPath::kAuto, const std::vector<int32_t>* page_valid = nullptr,
+                         const KernelOptions& options = {});
 
 // The valid slots of pages [first, first + count) as bf16 K (norms folded in) and V [H, rows, D],
 // rows = their valid tokens plus `extra_rows` uninitialised rows at the end.

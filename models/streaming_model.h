@@ -1,5 +1,5 @@
 // The StreamVGGT-compatible streaming model in LibTorch: one frame per Step, the global KV cache
-// (and the camera head's trunk cache) kept across steps behind core/kv_cache.h.
+// (and the camera head's trunk cache) kept across steps behind core/kv/cache.h.
 #pragma once
 
 #include <cstdint>
@@ -9,8 +9,8 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "core/kv_budget.h"
-#include "core/kv_cache.h"
+#include "core/kv/budget.h"
+#include "core/kv/cache.h"
 #include "core/types.h"
 #include "models/config.h"
 #include "models/weights.h"

@@ -166,7 +166,7 @@ expect(unknown_flag 2 "not expected: --nope" run --nope)
 expect(help_flag_text 0 "--no-depth-maps " run --help)
 expect(bench_stream_zero_frames 2 "--frames: must be positive" bench stream --random-weights --config parity-tiny --frames 0 --policy none --format fp32 --out ${W}/bench0)
 expect(bench_fidelity_bad_format nonzero "unknown cache format" bench fidelity --random-weights --config parity-tiny --synthetic 2 --size 70x56 --formats kivi4,int3)
-expect(cache_tokens_too_small nonzero "cannot hold the first and the current frame" run --random-weights --config parity-tiny --synthetic 3 --size 70x56 --policy xstream --cache-tokens 30 --out ${W}/o_ct)
+expect(cache_tokens_too_small nonzero "--cache-tokens 30 cannot hold the first and the current frame" run --random-weights --config parity-tiny --synthetic 3 --size 70x56 --policy xstream --cache-tokens 30 --out ${W}/o_ct)
 # A rerun into a folder leaves no stale output of the earlier run; a failed command creates no folder.
 expect(rerun_first 0 "wrote 5 frames" run --random-weights --config parity-tiny --synthetic 5 --size 70x56 --out ${W}/rerun)
 file(WRITE "${W}/rerun/notes.txt" "mine")
@@ -216,7 +216,12 @@ foreach(f summary.md summary.json none_fp32.csv xstream_kivi4_200KiB.csv)
     math(EXPR failures "${failures} + 1")
   endif()
 endforeach()
-expect(bench_stream_old_pool 2 "--distinct-frames" bench stream --random-weights --config parity-tiny --size 70x56 --frames 2 --pool 2 --out ${W}/bench4)
+# --pool is the XStreamVGGT query pool in bench stream too (the shared cache option group).
+expect(bench_stream_query_pool 0 "xstream_kivi4_200KiB" bench stream --random-weights --config parity-tiny --size 70x56 --frames 3
+       --distinct-frames 2 --run xstream,kivi4,200KiB --pool 2 --out ${W}/bench4)
+# Kernel choices are options (no environment knobs); core's field names come out as flags.
+expect(bad_attention_path 2 "unknown attention path 'warp'" run --random-weights --config parity-tiny --synthetic 2 --attention-path warp --out ${W}/o_ap)
+expect(bad_append_kernel 2 "--append-kernel 3: expected 0" run --random-weights --config parity-tiny --synthetic 2 --append-kernel 3 --out ${W}/o_ak)
 expect(bench_stream_graphs nonzero "CUDA graphs need --device cuda" bench stream --random-weights --config parity-tiny --size 70x56 --frames 2 --cuda-graphs --out ${W}/bench2)
 expect(bench_stream_memory_limit 0 "memory limit" bench stream --random-weights --config parity-tiny --size 70x56 --frames 5 --distinct-frames 2
        --memory-limit 1KiB --out ${W}/bench3)

@@ -8,9 +8,11 @@
 #include <cmath>
 #include <cstdio>
 
-#include "core/kv_quant.h"
+#include "core/kv/budget.h"
+#include "core/kv/cache.h"
+#include "core/kv/paged_kv.h"
+#include "core/kv/policy.h"
 #include "datasets/synthetic_torch.h"
-#include "kernels/cuda_kv_cache.h"
 #include "kernels/kv_ops.h"
 #include "models/streaming_model.h"
 #include "models/training.h"
@@ -21,7 +23,7 @@ namespace {
 
 #define REQUIRE_GPU()                                                                    \
   do {                                                                                   \
-    if (!kernels::CudaKvAvailable()) GTEST_SKIP() << "no CUDA device visible: GPU test skipped"; \
+    if (!CudaKvAvailable()) GTEST_SKIP() << "no CUDA device visible: GPU test skipped"; \
   } while (0)
 
 at::Tensor RandomBf16(std::vector<int64_t> shape, double scale = 1.0) {
@@ -76,7 +78,9 @@ void CheckAppend(const AppendCase& c, int variant, const at::Tensor& k, const at
   const int64_t D = 64;
   PagedKv dev = ToDevice(ref);  // same shapes; overwritten by the kernel
   for (at::Tensor* t : {&dev.k_codes, &dev.k_params, &dev.v_codes, &dev.v_params, &dev.meta}) t->fill_(0x55);
-  kernels::AppendPagesCuda(k.to(at::kBFloat16).cuda(), v.to(at::kBFloat16).cuda(), c.oscar, false, 3, dev, 0);
+  KernelOptions ko;
+  ko.append_variant = variant;
+  kernels::AppendPagesCuda(k.to(at::kBFloat16).cuda(), v.to(at::kBFloat16).cuda(), c.oscar, false, 3, dev, 0, ko);
   const at::Tensor gk = dev.k_codes.cpu(), gv = dev.v_codes.cpu();
   EXPECT_TRUE(at::equal(dev.meta.cpu(), ref.meta));
   EXPECT_TRUE(at::equal(gv, ref.v_codes)) << "V codes differ";
@@ -125,17 +129,16 @@ TEST_P(GpuAppend, CodesAndParamsMatchTheCpuReference) {
   const PagedKv ref = QuantizeFrame(keys, v, norms, layout, 3);
   for (const int variant : {1, 2}) {  // both append kernels (kv_append.cu)
     SCOPED_TRACE("append variant " + std::to_string(variant));
-    kernels::SetAppendVariant(variant);
     CheckAppend(c, variant, k, v, layout, ref);
   }
   // Rotated values (--v-hadamard): both variants write the same V codes and params.
   std::vector<PagedKv> rotated;
   for (const int variant : {1, 2}) {
-    kernels::SetAppendVariant(variant);
+    KernelOptions ko;
+    ko.append_variant = variant;
     rotated.push_back(ToDevice(ref));
-    kernels::AppendPagesCuda(k.to(at::kBFloat16).cuda(), v.to(at::kBFloat16).cuda(), c.oscar, true, 3, rotated.back(), 0);
+    kernels::AppendPagesCuda(k.to(at::kBFloat16).cuda(), v.to(at::kBFloat16).cuda(), c.oscar, true, 3, rotated.back(), 0, ko);
   }
-  kernels::SetAppendVariant(0);
   EXPECT_TRUE(at::equal(rotated[0].v_codes.cpu(), rotated[1].v_codes.cpu())) << "V codes of the two variants differ (v-hadamard)";
   EXPECT_TRUE(at::equal(rotated[0].v_params.cpu(), rotated[1].v_params.cpu())) << "V params of the two variants differ (v-hadamard)";
 }
@@ -170,12 +173,13 @@ TEST(GpuAppendVariants, ByteIdenticalOverTheSupportedConfigurations) {
               std::vector<std::string> names;
               for (auto [variant, hpb] : {std::pair<int, int>{1, 0}, {2, 1}, {2, 2}, {2, 4}}) {  // heads per block
                 if (hpb > 0 && heads % hpb != 0) continue;
-                kernels::SetAppendVariant(variant, hpb);
+                KernelOptions ko;
+                ko.append_variant = variant;
+                ko.append_heads_per_block = hpb;
                 out.push_back(AllocatePages(layout, (n + slots - 1) / slots, at::kCUDA));
-                kernels::AppendPagesCuda(k.to(at::kBFloat16).cuda(), v.to(at::kBFloat16).cuda(), oscar, v_hadamard, 5, out.back(), 0);
+                kernels::AppendPagesCuda(k.to(at::kBFloat16).cuda(), v.to(at::kBFloat16).cuda(), oscar, v_hadamard, 5, out.back(), 0, ko);
                 names.push_back("variant " + std::to_string(variant) + (hpb ? ", " + std::to_string(hpb) + " heads per block" : ""));
               }
-              kernels::SetAppendVariant(0);
               const std::string where = "bits " + std::to_string(bits) + " G" + std::to_string(slots) + " Gv" + std::to_string(v_group) +
                                         " H" + std::to_string(heads) + (oscar ? " oscar" : " kivi") + (v_hadamard ? " v-hadamard" : "");
               for (size_t i = 1; i < out.size(); ++i) {
@@ -224,12 +228,12 @@ double Rel(const at::Tensor& a, const at::Tensor& b) {
 struct AttentionCase {
   int bits;  // 0: dense bf16
   int cached, queries, splits;
-  kernels::AttentionPath path = kernels::AttentionPath::kFused;
+  AttentionPath path = AttentionPath::kFused;
   int chunk = 0;  // dequant path: chunk size in tokens (0: default)
 };
 
 void PrintTo(const AttentionCase& c, std::ostream* os) {
-  *os << "bits " << c.bits << " T " << c.cached << " q " << c.queries << " splits " << c.splits << " " << kernels::ToString(c.path)
+  *os << "bits " << c.bits << " T " << c.cached << " q " << c.queries << " splits " << c.splits << " " << ToString(c.path)
       << " chunk " << c.chunk;
 }
 
@@ -240,14 +244,16 @@ TEST_P(GpuAttention, WithinTwiceTheLowPrecisionReferenceError) {
   const AttentionCase c = GetParam();
   at::manual_seed(200 + c.cached + c.bits);
   const int64_t H = 4, D = 64, Nq = c.queries;
-  kernels::SetAttentionChunkTokens(c.chunk);
+  KernelOptions ko;
+  ko.attention_chunk_tokens = c.chunk;
   const at::Tensor q = RandomBf16({H, Nq, D}, 1.5), k_cur = RandomBf16({H, Nq, D}), v_cur = RandomBf16({H, Nq, D});
   at::Tensor cached_k, cached_v, out;
   if (c.bits == 0) {
     cached_k = RandomBf16({H, c.cached + 17, D});  // capacity above the used length
     cached_v = RandomBf16({H, c.cached + 17, D});
     out = kernels::AttentionCuda(q.to(at::kBFloat16).cuda(), cached_k.to(at::kBFloat16).cuda(), cached_v.to(at::kBFloat16).cuda(),
-                                 c.cached, nullptr, 0, k_cur.to(at::kBFloat16).cuda(), v_cur.to(at::kBFloat16).cuda(), c.splits, c.path);
+                                 c.cached, nullptr, 0, k_cur.to(at::kBFloat16).cuda(), v_cur.to(at::kBFloat16).cuda(), c.splits, c.path,
+                                 nullptr, ko);
     cached_k = cached_k.narrow(1, 0, c.cached);
     cached_v = cached_v.narrow(1, 0, c.cached);
   } else {
@@ -267,14 +273,13 @@ TEST_P(GpuAttention, WithinTwiceTheLowPrecisionReferenceError) {
     std::tie(cached_k, cached_v) = DequantizePages(all);
     const PagedKv dev = ToDevice(all, 3);
     out = kernels::AttentionCuda(q.to(at::kBFloat16).cuda(), {}, {}, 0, &dev, all.pages(), k_cur.to(at::kBFloat16).cuda(),
-                                 v_cur.to(at::kBFloat16).cuda(), c.splits, c.path);
+                                 v_cur.to(at::kBFloat16).cuda(), c.splits, c.path, nullptr, ko);
   }
   const at::Tensor K = at::cat({cached_k, k_cur}, 1), V = at::cat({cached_v, v_cur}, 1);
   const at::Tensor ref = Reference64(q, K, V);
   const double err_gpu = Rel(out.cpu(), ref), err_low = Rel(ReferenceBf16(q, K, V), ref);
-  kernels::SetAttentionChunkTokens(0);
   std::printf("[ info ] attention %s bits=%d T=%d q=%d splits=%d chunk=%d: GPU rel err %.2e, bf16 CPU reference %.2e\n",
-              kernels::ToString(c.path), c.bits, c.cached, c.queries, c.splits, c.chunk, err_gpu, err_low);
+              ToString(c.path), c.bits, c.cached, c.queries, c.splits, c.chunk, err_gpu, err_low);
   EXPECT_TRUE(at::isfinite(out).all().item<bool>());
   EXPECT_LE(err_gpu, 2.0 * err_low + 1e-6);
 }
@@ -286,16 +291,16 @@ INSTANTIATE_TEST_SUITE_P(Sizes, GpuAttention,
 
 // The dequantize-once path: single chunk (current frame in the same call), and several chunks
 // merged by log-sum-exp (chunk sizes that split frames and pages unevenly).
-constexpr auto kDequant = kernels::AttentionPath::kDequantSdpa;
+constexpr auto kDequant = AttentionPath::kDequantSdpa;
 INSTANTIATE_TEST_SUITE_P(DequantSdpa, GpuAttention,
                          ::testing::Values(AttentionCase{0, 0, 100, 0, kDequant}, AttentionCase{0, 4999, 129, 0, kDequant},
                                            AttentionCase{0, 4999, 129, 0, kDequant, 1024}, AttentionCase{4, 150, 100, 0, kDequant},
                                            AttentionCase{4, 1000, 1041, 0, kDequant}, AttentionCase{2, 3001, 77, 0, kDequant},
                                            AttentionCase{4, 3001, 300, 0, kDequant, 1024}, AttentionCase{2, 5000, 1041, 0, kDequant, 1100},
                                            AttentionCase{4, 20000, 300, 0, kDequant},  // > 512 pages: uploaded prefix sums
-                                           AttentionCase{0, 4999, 129, 0, kernels::AttentionPath::kDequantSdpaBucketed},
-                                           AttentionCase{4, 5000, 1041, 0, kernels::AttentionPath::kDequantSdpaBucketed},
-                                           AttentionCase{2, 9000, 300, 0, kernels::AttentionPath::kDequantSdpaBucketed, 4000}));
+                                           AttentionCase{0, 4999, 129, 0, AttentionPath::kDequantSdpaBucketed},
+                                           AttentionCase{4, 5000, 1041, 0, AttentionPath::kDequantSdpaBucketed},
+                                           AttentionCase{2, 9000, 300, 0, AttentionPath::kDequantSdpaBucketed, 4000}));
 
 // Pages expanded on the device equal the CPU dequantization: fp16 arithmetic (a few 2^-11 steps)
 // rounded to bf16 rows (at most 2^-9 relative per value, about 1.2e-3 in relative L2).
@@ -366,7 +371,7 @@ TEST(GpuCache, FollowsTheCpuCacheThroughPruning) {
       o.policy = policy;
       o.cache_tokens = 1 << 20;
       auto cpu = MakeLayerKvCache(o);
-      auto gpu = kernels::MakeCudaLayerKvCache(o);
+      auto gpu = MakeLayerKvCache(o, at::kCUDA);
       const int64_t H = 4, n = 70;
       const int64_t frame_bytes = FrameBytes(o, H, 64, n, 2, false);
       cpu->SetCapacity({-1, 4 * frame_bytes});

@@ -7,9 +7,10 @@
 #include <set>
 
 #include "core/errors.h"
-#include "core/kv_budget.h"
-#include "core/kv_cache.h"
-#include "core/kv_quant.h"
+#include "core/kv/budget.h"
+#include "core/kv/cache.h"
+#include "core/kv/paged_kv.h"
+#include "core/kv/policy.h"
 #include "tests/test_util.h"
 
 namespace streamrecon {
@@ -466,7 +467,7 @@ TEST(Budget, TokenCapBelowTwoFramesIsRefusedAndNeverUnbounded) {
     PlanBudget(o, g, 100);
     FAIL() << "a cap of 150 tokens for 100-token frames was accepted";
   } catch (const BudgetError& e) {
-    EXPECT_NE(std::string(e.what()).find("--cache-tokens 150"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cache_tokens 150"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("200 tokens"), std::string::npos) << e.what();
   }
   o.cache_tokens = 200;
@@ -489,7 +490,7 @@ TEST(Budget, TokenCapBelowTwoFramesIsRefusedAndNeverUnbounded) {
   }
 }
 
-// One vocabulary (core/kv_format.h): every name parses back to its entry, printing gives the name,
+// One vocabulary (core/kv/format.h): every name parses back to its entry, printing gives the name,
 // and an unknown name's error lists every choice.
 TEST(Vocabulary, EveryNameParsesBackAndErrorsListTheChoices) {
   for (const CacheFormatInfo& info : kCacheFormats) {

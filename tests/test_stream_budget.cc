@@ -2,7 +2,8 @@
 #include <ATen/ATen.h>
 
 #include "core/errors.h"
-#include "core/kv_quant.h"
+#include "core/kv/budget.h"
+#include "core/kv/paged_kv.h"
 #include "datasets/synthetic.h"
 #include "models/streaming_model.h"
 #include "tests/test_util.h"

@@ -27,7 +27,7 @@
 #include "core/export.h"
 #include "core/geometry.h"
 #include "core/interrupt.h"
-#include "core/kv_format.h"
+#include "core/kv/format.h"
 #include "viewer/gl_renderer.h"
 #include "viewer/view_camera.h"
 
@@ -71,7 +71,7 @@ void WritePng(const std::string& path, const RgbImage& image) {
 }
 
 // The pruning policies and storage formats offered for a restart, from the cache vocabulary
-// (core/kv_format.h; the app checks the combination).
+// (core/kv/format.h; the app checks the combination).
 template <typename Table>
 std::vector<const char*> NamesOf(const Table& table) {
   std::vector<const char*> names;

@@ -1,5 +1,5 @@
 // The cache vocabulary's parsing and printing, from the tables of kv_format.h.
-#include "core/kv_format.h"
+#include "core/kv/format.h"
 
 #include "core/errors.h"
 

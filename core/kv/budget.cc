@@ -1,11 +1,41 @@
-// Budget planning for the KV caches.
-#include "core/kv_budget.h"
+// Capacities, growth, frame bytes and the budget planner of the KV caches.
+#include "core/kv/budget.h"
+
+#include <algorithm>
 
 #include "core/byte_size.h"
 #include "core/errors.h"
-#include "core/kv_quant.h"
 
 namespace streamrecon {
+
+LayerBudget::LayerBudget(const LayerCapacity& capacity, int64_t protected_tokens, int64_t protected_bytes) {
+  if (capacity.tokens >= 0) tokens_left = std::max<int64_t>(0, capacity.tokens - protected_tokens);
+  if (capacity.bytes >= 0) bytes_left = std::max<int64_t>(0, capacity.bytes - protected_bytes);
+}
+
+bool LayerBudget::Fits(int64_t tokens, int64_t bytes) const {
+  return (tokens_left < 0 || tokens <= tokens_left) && (bytes_left < 0 || bytes <= bytes_left);
+}
+
+int64_t LayerBudget::TokensLeft(int64_t token_bytes) const {
+  if (bytes_left < 0) return tokens_left;
+  const int64_t by_bytes = bytes_left / token_bytes;
+  return tokens_left < 0 ? by_bytes : std::min(tokens_left, by_bytes);
+}
+
+int64_t GrowTo(int64_t have, int64_t needed, int64_t capacity_units) {
+  if (needed <= have) return have;
+  int64_t grow = std::max(needed, have * 2);
+  if (capacity_units >= 0) grow = std::min(grow, std::max(needed, capacity_units));
+  return grow;
+}
+
+int64_t FrameBytes(const KvCacheOptions& options, int heads, int head_dim, int64_t n, int dense_elem_bytes, bool first_frame) {
+  if (options.format == CacheFormat::kDense) return n * 2 * heads * head_dim * dense_elem_bytes;
+  if (options.format == CacheFormat::kBf16 || (first_frame && options.first_frame_bf16)) return n * 2 * heads * head_dim * 2;
+  const PageLayout layout{heads, head_dim, options.k_group, FormatBits(options.format), options.v_group, IsOscar(options.format)};
+  return CeilDiv(n, options.k_group) * layout.page_bytes();
+}
 
 CacheFormat TrunkFormat(CacheFormat global_format) {
   return global_format == CacheFormat::kDense ? CacheFormat::kDense : CacheFormat::kBf16;
@@ -24,7 +54,7 @@ BudgetPlan PlanBudget(const KvCacheOptions& options, const CacheGeometry& g, int
   plan.minimum_bytes = peak(2);
   if (options.cache_tokens > 0) {
     if (options.cache_tokens < 2 * n)
-      throw BudgetError("--cache-tokens " + std::to_string(options.cache_tokens) +
+      throw BudgetError("cache_tokens " + std::to_string(options.cache_tokens) +
                         " cannot hold the first and the current frame: the minimum at this frame size (" + std::to_string(n) +
                         " tokens per frame) is " + std::to_string(2 * n) + " tokens");
     plan.global.tokens = options.cache_tokens;
@@ -35,7 +65,7 @@ BudgetPlan PlanBudget(const KvCacheOptions& options, const CacheGeometry& g, int
     return plan;
   }
   if (options.budget_bytes < plan.minimum_bytes)
-    throw BudgetError("--kv-budget " + FormatBytes(options.budget_bytes) + " cannot hold the first and the current frame: "
+    throw BudgetError("budget_bytes " + FormatBytes(options.budget_bytes) + " cannot hold the first and the current frame: "
                       "the minimum for this model, frame size (" + std::to_string(n) + " tokens) and format (" +
                       ToString(options.format) + ") is " + FormatBytes(plan.minimum_bytes) + " (" +
                       std::to_string(plan.minimum_bytes) + " bytes)");

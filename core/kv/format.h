@@ -1,9 +1,12 @@
-// Storage formats of the KV cache and the byte layout of a quantized page (shared by the CPU
-// reference and the CUDA kernels). A page holds G token slots of one frame for one layer.
+// Storage formats and pruning policies of the KV cache (one vocabulary table each) and the byte
+// layout of a quantized page, shared by the CPU reference and the CUDA kernels. A page holds G
+// token slots of one frame for one layer. Torch-free.
 #pragma once
 
 #include <cstdint>
 #include <string>
+
+#include "core/kv/quantizer.h"
 
 namespace streamrecon {
 
@@ -74,14 +77,7 @@ inline bool IsOscar(CacheFormat f) { return f == CacheFormat::kOscar4 || f == Ca
 // Bits of a quantized format's codes (2 or 4).
 inline int FormatBits(CacheFormat f) { return FormatInfo(f).bits == 2 ? 2 : 4; }
 
-// Asymmetric min-max parameters of one quantization group, both IEEE fp16 (bits).
-// value = code * scale + zero. The range [zero, zero + scale * (2^b - 1)] always contains the
-// group's values: zero is rounded down and scale up when converted to fp16.
-struct QuantParams {
-  uint16_t scale;
-  uint16_t zero;
-};
-static_assert(sizeof(QuantParams) == 4, "QuantParams must be two fp16 values");
+using kv::QuantParams;
 
 // Bookkeeping of one page.
 struct PageMeta {

@@ -1,0 +1,57 @@
+// The small interface between the one cache core (layer_cache.cc: capacity, pruning, compaction,
+// growth, the host mirror of page counts) and what differs per device: how attention, scores and
+// page quantization are computed. Two implementations: the reference (torch operations on the
+// tensors' device, quantization by the CPU reference) and CUDA (the kernels of kernels/).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/kv/cache.h"
+#include "core/kv/paged_kv.h"
+
+namespace streamrecon {
+
+// What a backend sees of a layer's kept tokens, in stream order: dense rows first (the whole
+// cache for dense formats, the bf16 first frame for a quantized one), then the pages.
+struct KvView {
+  at::Tensor dense_k, dense_v;  // [H, rows allocated, D]
+  int64_t dense_tokens = 0;     // rows in use
+  const PagedKv* pages = nullptr;  // page storage (quantized formats), with spare pages
+  int64_t page_count = 0;          // pages in use
+  const std::vector<int32_t>* valid = nullptr;  // host mirror of the pages' valid tokens
+};
+
+class KvBackend {
+ public:
+  virtual ~KvBackend() = default;
+  virtual const char* name() const = 0;
+  // Refuses a layer shape the backend cannot serve (OptionError), at the first frame.
+  virtual void CheckLayer(int heads, int head_dim) const = 0;
+  // The dtype queries and keys are rotated, attended and scored in, for queries of dtype q.
+  virtual at::ScalarType WorkType(at::ScalarType q) const = 0;
+  // The dtype of dense rows for a dense format (fp32 keeps the keys' own dtype `k` where it can).
+  virtual at::ScalarType DenseType(CacheFormat format, at::ScalarType k) const = 0;
+  // Softmax attention of q_r over the kept tokens then the current frame (k_r, v_r): all in the
+  // work type, rotated for OScaR. Returns [H, N, D].
+  virtual at::Tensor Attend(const at::Tensor& q_r, const KvView& kept, const at::Tensor& k_r, const at::Tensor& v_r) = 0;
+  // XStreamVGGT scores (pooled queries q_bar [M, D] in the work type) of the kept tokens after the
+  // first frame: dense rows from first_token on -> [rows - first_token]; or pages from first_page
+  // on -> [pages - first_page, G] with -inf on padding slots. Called right after Attend.
+  virtual at::Tensor Scores(const at::Tensor& q_bar, const KvView& kept, int64_t first_token, int64_t first_page) = 0;
+  // Quantizes the current frame into pages [at, at + ceil(N / G)) of store (which has room):
+  // k, v as given to Forward; k_r, v_r in the work type and rotated for OScaR.
+  virtual void StorePages(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_r, const at::Tensor& v_r, int32_t frame,
+                          PagedKv& store, int64_t at) = 0;
+};
+
+std::unique_ptr<KvBackend> MakeReferenceBackend(const KvCacheOptions& options);
+// Only in builds with the CUDA kernels (factory.cc knows which).
+std::unique_ptr<KvBackend> MakeCudaBackend(const KvCacheOptions& options);
+
+// The cache core over a backend.
+std::unique_ptr<LayerKvCache> MakeCacheOver(std::unique_ptr<KvBackend> backend, const KvCacheOptions& options);
+
+}  // namespace streamrecon

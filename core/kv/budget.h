@@ -1,0 +1,71 @@
+// Capacities and bytes of the KV caches: what room a layer has left for its middle tokens
+// (LayerBudget), how its storage grows (GrowTo), the bytes of a frame in each format, and the
+// planner that turns a byte budget into per-layer capacities: how many frames of tokens the
+// global layers and the camera-head trunk can hold so that, at the peak (while the current frame
+// is stored), the bytes of every cache together never exceed the budget. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/kv/options.h"
+
+namespace streamrecon {
+
+// The room a layer's middle (everything but the first and the current frame) may keep when the
+// current frame is stored: capacity minus the protected frames, never below 0 (a capacity smaller
+// than the protected frames leaves 0, never "unlimited"); -1 = unlimited.
+struct LayerBudget {
+  int64_t tokens_left = -1;
+  int64_t bytes_left = -1;
+
+  // protected_tokens/bytes: the first and the current frame together.
+  LayerBudget(const LayerCapacity& capacity, int64_t protected_tokens, int64_t protected_bytes);
+  // Whether a middle of `tokens` tokens in `bytes` bytes fits.
+  bool Fits(int64_t tokens, int64_t bytes) const;
+  // One token allowance for caches whose tokens all cost `token_bytes` (the dense caches).
+  int64_t TokensLeft(int64_t token_bytes) const;
+};
+
+// The storage size (in units: rows or pages) for `needed` units when `have` are allocated:
+// geometric growth (doubling) clamped to the capacity in units (< 0 = none), never below needed,
+// so appends copy only the new frame and never allocate past what the layer may hold.
+int64_t GrowTo(int64_t have, int64_t needed, int64_t capacity_units);
+
+// Bytes one frame of n tokens occupies in a layer in this format (whole pages for quantized
+// formats; dense_elem_bytes per value for fp32 / model dtype).
+int64_t FrameBytes(const KvCacheOptions& options, int heads, int head_dim, int64_t n, int dense_elem_bytes, bool first_frame);
+
+inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The shapes that decide the bytes of the caches.
+struct CacheGeometry {
+  int global_layers = 0;          // aggregator global blocks
+  int heads = 0;                  // global attention heads
+  int head_dim = 0;               // global head dimension
+  int trunk_layers = 0;           // camera-head trunk blocks
+  int trunk_width = 0;            // channels of one trunk token (2 x embed dim)
+  int trunk_tokens_per_frame = 0; // camera-head iterations (each appends one token)
+  int dense_elem_bytes = 4;       // bytes per value of the model dtype
+};
+
+struct BudgetPlan {
+  int64_t frames = 0;         // frames of tokens each global layer holds at the peak
+  LayerCapacity global;       // per global layer
+  LayerCapacity trunk;        // per trunk layer
+  uint64_t peak_bytes = 0;    // all caches at the peak (<= budget)
+  uint64_t minimum_bytes = 0; // the smallest budget that holds the first and the current frame
+};
+
+// Trunk caches store dense values: bf16 when the global format is not the model dtype.
+CacheFormat TrunkFormat(CacheFormat global_format);
+
+// options.budget_bytes > 0: the largest plan within it (BudgetError naming the minimum when even
+// the first and the current frame do not fit). Otherwise the token capacity of options.cache_tokens
+// (or unlimited). frame_tokens: tokens per frame (5 + patches).
+BudgetPlan PlanBudget(const KvCacheOptions& options, const CacheGeometry& geometry, int64_t frame_tokens);
+
+// Effective bits per stored K or V value: 8 * bytes / (2 * tokens * heads * head_dim).
+double EffectiveBits(int64_t bytes, int64_t tokens, int heads, int head_dim);
+
+}  // namespace streamrecon

@@ -1,0 +1,67 @@
+// The global-attention KV cache behind a small interface: one LayerKvCache per attention layer
+// (aggregator global blocks and camera-head trunk blocks), made by MakeLayerKvCache from the
+// options and the device. Keys are stored after k_norm and RoPE; positions repeat every frame, so
+// they never need re-rotation.
+//
+// Per frame a layer runs Forward(q, k, v): the current frame attends to every kept token plus
+// itself; then the kept tokens are pruned to leave room for the current frame (the first frame
+// and the current frame are protected); then the current frame is stored (quantized once, if the
+// format says so). Stored bytes never exceed the layer's capacity, also while appending.
+//
+// Where things live (core/kv/): options.h (what a cache is asked to be), format.h (the vocabulary
+// and the page layout), quantizer.h (the quantiser, host and device), paged_kv.h (page tensors and
+// the CPU reference of quantization), policy.h (scores and selection), budget.h (capacities and
+// the budget planner), backend.h + layer_cache.cc (the one cache core over a backend),
+// reference_backend.cc and cuda_backend.cc (the two backends), factory.cc (the choice).
+#pragma once
+
+#include <memory>
+#include <utility>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include "core/kv/options.h"
+
+namespace streamrecon {
+
+// One attention layer's cache.
+class LayerKvCache {
+ public:
+  virtual ~LayerKvCache() = default;
+
+  // q, k, v: [H, N, D] for the current frame's N tokens (q, k after norm and RoPE).
+  // Returns softmax(q K^T / sqrt(D)) V over every kept token plus the current frame (kept tokens
+  // first, in stream order): [H, N, D] in q's dtype. Then prunes and stores the current frame.
+  virtual at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) = 0;
+
+  // The kept keys and values as attention sees them (dequantized, norms folded in, rotated
+  // space for OScaR): [H, T, D] each.
+  virtual std::pair<at::Tensor, at::Tensor> Materialize() const = 0;
+
+  virtual void SetCapacity(const LayerCapacity& capacity) = 0;
+  virtual int64_t tokens() const = 0;  // tokens held
+  virtual int64_t bytes() const = 0;   // bytes held (codes, params, norms, page table)
+  virtual QuantStats quant_stats() const = 0;  // with options.quant_stats, else zeros
+  // With options.measure: milliseconds the last Forward spent pruning and storing (else 0).
+  virtual double maintenance_ms() const = 0;
+  virtual void Clear() = 0;
+  virtual const char* backend() const = 0;  // "reference" or "cuda"
+};
+
+// Which backend serves a cache.
+enum class KvBackendKind {
+  kAuto,       // CUDA for a CUDA device and a format other than fp32; else the reference
+  kReference,  // torch operations on the tensors' device; quantization by the CPU reference
+  kCuda,       // the CUDA kernels (head dimension 64)
+};
+
+// A layer cache for `device`. Throws OptionError when the options are invalid or the backend is
+// not in this build (kCuda without the CUDA kernels).
+std::unique_ptr<LayerKvCache> MakeLayerKvCache(const KvCacheOptions& options, c10::Device device = c10::kCPU,
+                                               KvBackendKind kind = KvBackendKind::kAuto);
+
+// Whether this build has the CUDA backend and a CUDA device is visible.
+bool CudaKvAvailable();
+
+}  // namespace streamrecon

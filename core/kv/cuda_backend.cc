@@ -1,0 +1,72 @@
+// The CUDA backend: attention, scores and page quantization by the kernels of kernels/ (through
+// their LibTorch-facing entries, kernels/kv_ops.h). Dense rows are bf16; queries and keys are
+// rotated and scored in float. Capacity, pruning and compaction are the core's (layer_cache.cc).
+#include <ATen/ATen.h>
+
+#include "core/check.h"
+#include "core/kv/backend.h"
+#include "kernels/kv_ops.h"
+
+namespace streamrecon {
+namespace {
+
+class CudaBackend final : public KvBackend {
+ public:
+  explicit CudaBackend(const KvCacheOptions& options) : options_(options) {
+    SR_CHECK(!(IsQuantized(options.format) && options.first_frame_bf16), OptionError,
+             "first_frame_bf16 is not supported by the CUDA cache yet (use the reference cache, on the CPU)");
+  }
+
+  const char* name() const override { return "cuda"; }
+
+  void CheckLayer(int heads, int head_dim) const override {
+    SR_CHECK_EQ(OptionError, head_dim, kernels::kKernelHeadDim, "the CUDA KV cache's head dimension");
+    if (IsQuantized(options_.format)) {
+      SR_CHECK_LE(OptionError, heads, 16, "the CUDA KV cache's heads per layer");
+      SR_CHECK(options_.k_group == 16 || options_.k_group == 32, OptionError,
+               "the CUDA KV cache stores pages of 16 or 32 tokens (k_group), got " << options_.k_group);
+    }
+  }
+
+  at::ScalarType WorkType(at::ScalarType) const override { return at::kFloat; }
+  at::ScalarType DenseType(CacheFormat, at::ScalarType) const override { return at::kBFloat16; }
+
+  at::Tensor Attend(const at::Tensor& q_r, const KvView& kept, const at::Tensor& k_r, const at::Tensor& v_r) override {
+    const at::Tensor dense_k = kept.dense_tokens > 0 ? kept.dense_k : at::Tensor();
+    const at::Tensor dense_v = kept.dense_tokens > 0 ? kept.dense_v : at::Tensor();
+    return kernels::AttentionCuda(Bf16(q_r), dense_k, dense_v, kept.dense_tokens, kept.page_count > 0 ? kept.pages : nullptr,
+                                  kept.page_count, Bf16(k_r), Bf16(v_r), 0, Path(), kept.valid, options_.kernels);
+  }
+
+  at::Tensor Scores(const at::Tensor& q_bar, const KvView& kept, int64_t first_token, int64_t first_page) override {
+    if (kept.page_count == 0) {
+      const int heads = static_cast<int>(kept.dense_k.size(0));
+      return kernels::TokenScoresCuda(q_bar, kept.dense_k, kept.dense_tokens, nullptr, 0, heads)
+          .narrow(0, first_token, kept.dense_tokens - first_token);
+    }
+    return kernels::TokenScoresCuda(q_bar, {}, 0, kept.pages, kept.page_count, kept.pages->layout.heads)
+        .narrow(0, first_page, kept.page_count - first_page);
+  }
+
+  void StorePages(const at::Tensor& k, const at::Tensor& v, const at::Tensor&, const at::Tensor&, int32_t frame, PagedKv& store,
+                  int64_t at) override {
+    // The kernel rotates and norm-scales the keys itself (from the model's keys in bf16).
+    kernels::AppendPagesCuda(Bf16(k), Bf16(v), store.layout.norms, options_.v_hadamard, frame, store, at, options_.kernels);
+  }
+
+ private:
+  static at::Tensor Bf16(const at::Tensor& t) { return t.to(at::kBFloat16).contiguous(); }
+
+  // The cache's length changes from frame to frame: by default the bucketed dequantize-once path.
+  AttentionPath Path() const {
+    return options_.kernels.attention == AttentionPath::kAuto ? AttentionPath::kDequantSdpaBucketed : options_.kernels.attention;
+  }
+
+  KvCacheOptions options_;
+};
+
+}  // namespace
+
+std::unique_ptr<KvBackend> MakeCudaBackend(const KvCacheOptions& options) { return std::make_unique<CudaBackend>(options); }
+
+}  // namespace streamrecon

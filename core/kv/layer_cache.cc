@@ -1,0 +1,349 @@
+// The one KV-cache core: a layer's kept tokens as dense rows (dense formats, or the bf16 first frame
+// of a quantized one) and/or quantized pages, with the capacity, pruning, compaction and growth
+// rules written once. What differs per device (attention, scores, quantizing a frame) is the
+// backend's (backend.h). Page selection runs on the tensors' device where it is a top-k (no read
+// back) and on the host where the rule is sequential (a token cap over pages, xstream-page on a
+// dense cache); policy.h proves the two forms equal.
+#include <ATen/ATen.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
+#include <chrono>
+#include <numeric>
+#include <optional>
+
+#include "core/check.h"
+#include "core/kv/backend.h"
+#include "core/kv/budget.h"
+#include "core/kv/policy.h"
+
+namespace streamrecon {
+namespace {
+
+void SynchronizeDevice(c10::Device device) {
+  if (!device.is_cpu()) c10::impl::getDeviceGuardImpl(device.type())->synchronizeDevice(device.index());
+}
+
+class KvLayerCache final : public LayerKvCache {
+ public:
+  KvLayerCache(std::unique_ptr<KvBackend> backend, const KvCacheOptions& options) : backend_(std::move(backend)), options_(options) {}
+
+  at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override {
+    SR_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && k.sizes() == v.sizes() && q.size(0) == k.size(0) && q.size(2) == k.size(2),
+             Error, "KV cache: expected q, k, v as [H, N, D] with matching heads and channels, got " << q.sizes() << ", " << k.sizes() << ", "
+                                                                                                      << v.sizes());
+    const int64_t n = k.size(1);
+    if (frames_ == 0 && heads_ == 0) Init(q, k);
+    SR_CHECK(k.size(0) == heads_ && k.size(2) == head_dim_, Error,
+             "KV cache: this layer holds " << heads_ << " heads of " << head_dim_ << " channels, the frame has " << k.sizes());
+    ResolveValid();
+    const at::ScalarType work = backend_->WorkType(q.scalar_type());
+    at::Tensor q_r = q.to(work), k_r = k.to(work), v_r = v;
+    if (oscar()) {
+      q_r = at::matmul(q_r, hadamard_);
+      k_r = at::matmul(k_r, hadamard_);
+      if (options_.v_hadamard) v_r = at::matmul(v.to(work), hadamard_);
+    }
+    at::Tensor out = backend_->Attend(q_r, View(), k_r, v_r);
+    if (oscar() && options_.v_hadamard) out = at::matmul(out.to(work), hadamard_);
+    if (options_.measure) SynchronizeDevice(device_);
+    const auto t0 = std::chrono::steady_clock::now();
+    if (frames_ > 0 && options_.policy != PrunePolicy::kNone) {
+      if (quantized()) PrunePages(q_r, n);
+      else PruneRows(q_r, n);
+    }
+    Append(k, v, k_r, v_r);
+    ++frames_;
+    if (options_.measure) {
+      SynchronizeDevice(device_);
+      maintenance_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    }
+    return out.to(q.scalar_type());
+  }
+
+  std::pair<at::Tensor, at::Tensor> Materialize() const override {
+    if (frames_ == 0) return {};
+    if (!quantized()) return {Rows(dense_k_).clone(), Rows(dense_v_).clone()};
+    std::vector<at::Tensor> ks, vs;
+    if (rows_ > 0) {
+      ks.push_back(Rows(dense_k_).to(at::kCPU, at::kFloat));
+      vs.push_back(Rows(dense_v_).to(at::kCPU, at::kFloat));
+    }
+    if (pages_ > 0) {
+      auto [k, v] = DequantizePages(store_.Head(pages_).To(at::kCPU));
+      ks.push_back(k);
+      vs.push_back(v);
+    }
+    return {at::cat(ks, 1).to(device_), at::cat(vs, 1).to(device_)};
+  }
+
+  void SetCapacity(const LayerCapacity& capacity) override { capacity_ = capacity; }
+
+  int64_t tokens() const override {
+    ResolveValid();
+    return rows_ + std::accumulate(valid_.begin(), valid_.end(), int64_t{0});
+  }
+
+  int64_t bytes() const override { return rows_ * row_bytes_ + (pages_ > 0 ? pages_ * layout_.page_bytes() : 0); }
+  QuantStats quant_stats() const override { return stats_; }
+  double maintenance_ms() const override { return maintenance_ms_; }
+  const char* backend() const override { return backend_->name(); }
+
+  void Clear() override {
+    KvLayerCache fresh(nullptr, options_);
+    fresh.backend_ = std::move(backend_);
+    fresh.capacity_ = capacity_;
+    *this = std::move(fresh);
+  }
+
+ private:
+  bool quantized() const { return IsQuantized(options_.format); }
+  bool oscar() const { return IsOscar(options_.format); }
+  at::Tensor Rows(const at::Tensor& t) const { return t.narrow(1, 0, rows_); }
+
+  void Init(const at::Tensor& q, const at::Tensor& k) {
+    heads_ = k.size(0);
+    head_dim_ = k.size(2);
+    device_ = k.device();
+    if (quantized()) options_.Check(static_cast<int>(head_dim_));
+    backend_->CheckLayer(static_cast<int>(heads_), static_cast<int>(head_dim_));
+    if (oscar()) hadamard_ = HadamardMatrix(head_dim_, q.options().dtype(backend_->WorkType(q.scalar_type())));
+    if (quantized())
+      layout_ = PageLayout{static_cast<int>(heads_), static_cast<int>(head_dim_), options_.k_group, FormatBits(options_.format),
+                           options_.v_group, oscar()};
+  }
+
+  KvView View() const {
+    KvView view;
+    view.dense_k = dense_k_;
+    view.dense_v = dense_v_;
+    view.dense_tokens = rows_;
+    view.pages = &store_;
+    view.page_count = pages_;
+    view.valid = &valid_;
+    return view;
+  }
+
+  // ---- storing ----
+
+  void Append(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_r, const at::Tensor& v_r) {
+    const int64_t n = k.size(1);
+    if (frames_ == 0) first_tokens_ = n;
+    if (!quantized()) {
+      AppendRows(k_r.to(backend_->DenseType(options_.format, k_r.scalar_type())), v_r);
+    } else if (frames_ == 0 && options_.first_frame_bf16) {
+      AppendRows(k_r.to(at::kBFloat16), v_r);  // the attention sink, apart from the pages
+    } else {
+      AppendPages(k, v, k_r, v_r);
+    }
+  }
+
+  void AppendRows(const at::Tensor& k, const at::Tensor& v) {
+    const int64_t n = k.size(1);
+    if (!dense_k_.defined()) row_bytes_ = 2 * heads_ * head_dim_ * static_cast<int64_t>(c10::elementSize(k.scalar_type()));
+    const int64_t have = dense_k_.defined() ? dense_k_.size(1) : 0;
+    int64_t capacity_rows = capacity_.tokens;
+    if (capacity_.bytes >= 0)
+      capacity_rows = capacity_rows < 0 ? capacity_.bytes / row_bytes_ : std::min(capacity_rows, capacity_.bytes / row_bytes_);
+    const int64_t size = GrowTo(have, rows_ + n, capacity_rows);
+    if (size > have) {
+      at::Tensor keys = at::empty({heads_, size, head_dim_}, k.options()), values = at::empty({heads_, size, head_dim_}, k.options());
+      if (rows_ > 0) {
+        keys.narrow(1, 0, rows_).copy_(Rows(dense_k_));
+        values.narrow(1, 0, rows_).copy_(Rows(dense_v_));
+      }
+      dense_k_ = keys;
+      dense_v_ = values;
+    }
+    dense_k_.narrow(1, rows_, n).copy_(k);
+    dense_v_.narrow(1, rows_, n).copy_(v);
+    rows_ += n;
+  }
+
+  void AppendPages(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_r, const at::Tensor& v_r) {
+    const int64_t n = k.size(1), slots = layout_.slots, add = CeilDiv(n, slots), page_bytes = layout_.page_bytes();
+    const int64_t have = store_.pages();
+    const int64_t size = GrowTo(have, pages_ + add, capacity_.bytes >= 0 ? capacity_.bytes / page_bytes : -1);
+    if (size > have) {
+      PagedKv next = AllocatePages(layout_, size, device_);
+      CopyPages(next, store_, pages_);
+      store_ = next;
+    }
+    backend_->StorePages(k, v, k_r, v_r, static_cast<int32_t>(frames_), store_, pages_);
+    for (int64_t i = 0; i < add; ++i) valid_.push_back(static_cast<int32_t>(std::min(slots, n - i * slots)));
+    if (options_.quant_stats) {
+      // What the stored tokens read back as, against what they were stored from.
+      auto [kd, vd] = DequantizePages(store_.Slice(pages_, add).To(at::kCPU));
+      const at::Tensor k_ref = k_r.to(at::kCPU, at::kFloat), v_ref = v_r.to(at::kCPU, at::kFloat);
+      stats_.k_sse += (kd - k_ref).pow(2).sum().item<double>();
+      stats_.v_sse += (vd - v_ref).pow(2).sum().item<double>();
+      stats_.k_energy += k_ref.pow(2).sum().item<double>();
+      stats_.v_energy += v_ref.pow(2).sum().item<double>();
+      stats_.values += k_ref.numel();
+    }
+    pages_ += add;
+  }
+
+  // ---- pruning ----
+
+  // Dense rows: drops middle rows (never the first frame) so that the current frame's n fit.
+  void PruneRows(const at::Tensor& q_r, int64_t n) {
+    const int64_t first = first_tokens_, middle = rows_ - first_tokens_;
+    const int64_t left = LayerBudget(capacity_, first + n, (first + n) * row_bytes_).TokensLeft(row_bytes_);
+    if (left < 0 || middle <= left) return;  // unlimited, or everything fits
+    const at::Tensor scores = PolicyScores(options_.policy, backend_->Scores(Pooled(q_r), View(), first, 0), options_.seed, frames_);
+    at::Tensor kept;
+    if (options_.policy == PrunePolicy::kXStreamPage) {  // pages of k_group tokens within each frame of n tokens
+      const at::Tensor h = scores.to(at::kCPU, at::kDouble).contiguous();
+      const std::vector<int64_t> index =
+          SelectDensePages(std::vector<double>(h.data_ptr<double>(), h.data_ptr<double>() + middle), n, options_.k_group, left);
+      kept = at::tensor(index, at::kLong).to(device_);
+    } else {
+      kept = TopByScore(scores, left);
+    }
+    const at::Tensor index = at::cat({at::arange(first, kept.options()), kept + first});
+    const int64_t length = index.size(0);
+    // index_select copies first, so writing the result back in place is safe.
+    dense_k_.narrow(1, 0, length).copy_(at::index_select(Rows(dense_k_), 1, index));
+    dense_v_.narrow(1, 0, length).copy_(at::index_select(Rows(dense_v_), 1, index));
+    rows_ = length;
+  }
+
+  // The first frame's pages (none when it is kept as bf16 rows).
+  int64_t FirstPages() const { return rows_ > 0 ? 0 : CeilDiv(first_tokens_, layout_.slots); }
+
+  // Pages: frees middle pages / slots so that the current frame (n tokens) fits the capacity.
+  void PrunePages(const at::Tensor& q_r, int64_t n) {
+    const int64_t page_bytes = layout_.page_bytes(), first_pages = FirstPages(), middle_pages = pages_ - first_pages;
+    const int64_t first_bytes = rows_ > 0 ? rows_ * row_bytes_ : first_pages * page_bytes;
+    const LayerBudget budget(capacity_, first_tokens_ + n, first_bytes + CeilDiv(n, layout_.slots) * page_bytes);
+    const int64_t middle_tokens = std::accumulate(valid_.begin() + first_pages, valid_.end(), int64_t{0});
+    if (budget.Fits(middle_tokens, middle_pages * page_bytes)) return;
+    const at::Tensor scores =
+        PolicyScores(options_.policy, backend_->Scores(Pooled(q_r), View(), first_tokens_, first_pages), options_.seed, frames_);
+    if (budget.tokens_left < 0) {  // only bytes limited: whole pages, chosen on the device
+      const at::Tensor valid = store_.meta.narrow(0, first_pages, middle_pages).select(1, 0);
+      const int64_t k = budget.bytes_left / page_bytes;
+      KeepWholePages(first_pages, options_.policy == PrunePolicy::kXStreamPage ? TopPagesByMeanSlot(scores, valid, k)
+                                                                               : TopPagesByBestSlot(scores, valid, k));
+      return;
+    }
+    // A token cap: the sequential rule on the host.
+    const at::Tensor h = scores.to(at::kCPU, at::kDouble).contiguous();
+    const double* sc = h.data_ptr<double>();
+    std::vector<double> flat;
+    std::vector<int64_t> page_of, slot_of;
+    for (int64_t p = 0; p < middle_pages; ++p)
+      for (int64_t s = 0; s < valid_[first_pages + p]; ++s) {
+        flat.push_back(sc[p * layout_.slots + s]);
+        page_of.push_back(p);
+        slot_of.push_back(s);
+      }
+    Compact(first_pages, SelectPageSlots(options_.policy, flat, page_of, slot_of, middle_pages, page_bytes, budget.tokens_left,
+                                         budget.bytes_left));
+  }
+
+  at::Tensor Pooled(const at::Tensor& q_r) const { return PooledQueries(q_r, options_.pool_size, options_.special_tokens); }
+
+  // Keeps the first pages and the middle pages listed (ascending, on the device) whole, without a
+  // read back: the kept pages' valid counts come to the host asynchronously and are needed only
+  // at this layer's next frame (ResolveValid).
+  void KeepWholePages(int64_t first_pages, const at::Tensor& middle) {
+    const at::Tensor index = at::cat({at::arange(first_pages, middle.options()), middle + first_pages});
+    const int64_t count = index.size(0);
+    const PagedKv kept = store_.Head(pages_).Select(index);
+    CopyPages(store_, kept, count);
+    pages_ = count;
+    ReadValidLater(kept.meta.select(1, 0));
+  }
+
+  // Keeps the first pages and, of the middle pages, the listed slots (moved to the page front).
+  void Compact(int64_t first_pages, const std::vector<std::vector<int64_t>>& kept) {
+    const int64_t slots = layout_.slots;
+    std::vector<int64_t> pages, slot_index;  // slot_index [P', G]: the source slot of each slot
+    std::vector<int32_t> valid;
+    for (int64_t p = 0; p < pages_; ++p) {
+      std::vector<int64_t> keep;
+      if (p < first_pages) {
+        keep.resize(valid_[p]);
+        std::iota(keep.begin(), keep.end(), 0);
+      } else {
+        keep = kept[p - first_pages];
+      }
+      if (keep.empty()) continue;
+      pages.push_back(p);
+      valid.push_back(static_cast<int32_t>(keep.size()));
+      for (int64_t s = 0; s < slots; ++s) slot_index.push_back(s < static_cast<int64_t>(keep.size()) ? keep[s] : s);
+    }
+    const int64_t count = static_cast<int64_t>(pages.size());
+    const at::Tensor page_index = at::tensor(pages, at::kLong).to(device_);
+    const at::Tensor slot_source = at::tensor(slot_index, at::kLong).view({count, slots}).to(device_);
+    const PagedKv picked = store_.Head(pages_).Select(page_index);
+    // Slots move within their page: codes, V params and norms follow them; K params are per page.
+    auto gather_slots = [&](const at::Tensor& t, int64_t slot_dim) {
+      std::vector<int64_t> shape(t.dim(), 1);
+      shape[0] = count;
+      shape[slot_dim] = slots;
+      return at::gather(t, slot_dim, slot_source.view(shape).expand(t.sizes()));
+    };
+    PagedKv compacted = picked;
+    compacted.k_codes = gather_slots(picked.k_codes, 2);
+    compacted.v_codes = gather_slots(picked.v_codes, 2);
+    compacted.v_params = gather_slots(picked.v_params, 2);
+    compacted.norms = gather_slots(picked.norms, 1);
+    compacted.meta.select(1, 0).copy_(at::tensor(valid, at::kInt).to(device_));
+    CopyPages(store_, compacted, count);
+    pages_ = count;
+    valid_ = valid;
+  }
+
+  // ---- the host mirror of the pages' valid counts ----
+
+  void ReadValidLater(const at::Tensor& counts) {
+    if (device_.is_cpu()) {
+      const at::Tensor c = counts.contiguous();
+      valid_.assign(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
+      return;
+    }
+    valid_host_ = at::empty({counts.numel()}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+    valid_host_.copy_(counts, /*non_blocking=*/true);
+    valid_ready_.emplace(device_.type());
+    valid_ready_->record(c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_));
+  }
+
+  void ResolveValid() const {
+    if (!valid_ready_) return;
+    valid_ready_->synchronize();
+    valid_.assign(valid_host_.data_ptr<int32_t>(), valid_host_.data_ptr<int32_t>() + valid_host_.numel());
+    valid_ready_.reset();
+  }
+
+  std::unique_ptr<KvBackend> backend_;
+  KvCacheOptions options_;
+  LayerCapacity capacity_;
+  int64_t heads_ = 0, head_dim_ = 0;
+  c10::Device device_ = c10::kCPU;
+  at::Tensor hadamard_;  // OScaR, in the work type
+  int64_t frames_ = 0, first_tokens_ = 0;
+  // dense rows [H, allocated, D], the first rows_ in use
+  at::Tensor dense_k_, dense_v_;
+  int64_t rows_ = 0, row_bytes_ = 0;
+  // pages: the first pages_ of store_ in use, their valid counts mirrored on the host
+  PageLayout layout_;
+  PagedKv store_;
+  int64_t pages_ = 0;
+  mutable std::vector<int32_t> valid_;
+  at::Tensor valid_host_;  // pinned, while a device copy is on its way
+  mutable std::optional<c10::Event> valid_ready_;
+  QuantStats stats_;
+  double maintenance_ms_ = 0.0;
+};
+
+}  // namespace
+
+std::unique_ptr<LayerKvCache> MakeCacheOver(std::unique_ptr<KvBackend> backend, const KvCacheOptions& options) {
+  options.Check();
+  return std::make_unique<KvLayerCache>(std::move(backend), options);
+}
+
+}  // namespace streamrecon

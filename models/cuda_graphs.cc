@@ -1,0 +1,93 @@
+// CUDA graphs of the streaming step (ModelOptions::cuda_graphs): the embedding, each segment
+// between two cache attentions and the heads are captured once per frame size and replayed; the
+// cache attentions run eagerly between them (their lengths change every frame). CUDA builds only;
+// no_cuda_graphs.cc stands in elsewhere.
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <spdlog/spdlog.h>
+
+#include "models/model_impl.h"
+
+namespace streamrecon::models {
+
+// Captured graphs of one frame size, replayed in capture order.
+struct StreamingModel::Impl::Graphs {
+  int64_t H = -1, W = -1;
+  Tensor img, x0;  // static input image and embed output
+  HeadsOut heads_out;
+  std::unique_ptr<at::cuda::CUDAGraph> embed, heads;
+  std::vector<std::unique_ptr<at::cuda::CUDAGraph>> segments;  // depth + 1
+};
+
+void StreamingModel::Impl::DropGraphsUnlessSize(int64_t H, int64_t W) {
+  if (graphs && (graphs->H != H || graphs->W != W)) graphs.reset();
+}
+
+void StreamingModel::Impl::Capture(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W) {
+  graphs.reset();
+  auto g = std::make_shared<Graphs>();
+  g->H = H;
+  g->W = W;
+  g->img = at::empty_like(img);
+  g->img.copy_(img);
+  const int64_t n = config.special_tokens() + h * wd;
+  for (int i = 0; i < config.depth; ++i) attn[i] = at::zeros({config.num_heads, n, config.head_dim()}, topts);
+  const auto pool = at::cuda::graph_pool_handle();
+  c10::cuda::device_synchronize();
+  const at::cuda::CUDAStream side = at::cuda::getStreamFromPool();
+  {
+    c10::cuda::CUDAStreamGuard guard(side);
+    // One eager pass on the capture stream first (library workspaces and plans for this stream).
+    Tensor x = Embed(g->img, 1);
+    for (int i = 0; i <= config.depth; ++i) Segment(i, x);
+    Heads(h, wd, H, W);
+    side.synchronize();
+    auto capture = [&](std::unique_ptr<at::cuda::CUDAGraph>& graph, const std::function<void()>& body) {
+      graph = std::make_unique<at::cuda::CUDAGraph>();
+      // Thread-local capture: other threads of the pipeline (reader, accumulator, viewer) may
+      // keep making CUDA calls while this one captures.
+      graph->capture_begin(pool, cudaStreamCaptureModeThreadLocal);
+      body();
+      graph->capture_end();
+    };
+    capture(g->embed, [&] { g->x0 = Embed(g->img, 1); });
+    g->segments.resize(config.depth + 1);
+    for (int i = 0; i <= config.depth; ++i) capture(g->segments[i], [&] { Segment(i, g->x0); });
+    capture(g->heads, [&] { g->heads_out = Heads(h, wd, H, W); });
+  }
+  c10::cuda::device_synchronize();
+  graphs = std::move(g);
+}
+
+// The step with graphs (capturing them first when needed). Returns false to run eagerly instead.
+bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W, StepOutput& out) {
+  if (!options.cuda_graphs || graphs_failed || frames < 2) {
+    graphs.reset();  // the eager step below replaces the buffers the graphs read
+    return false;
+  }
+  if (!graphs || graphs->H != H || graphs->W != W) {
+    try {
+      Capture(img, h, wd, H, W);
+      spdlog::info("CUDA graphs captured for {}x{} frames ({} segments)", W, H, config.depth + 3);
+    } catch (const std::exception& e) {
+      graphs.reset();
+      graphs_failed = true;
+      spdlog::warn("CUDA graph capture failed, running eagerly: {}", e.what());
+      (void)cudaGetLastError();
+      return false;
+    }
+  }
+  Graphs& g = *graphs;
+  g.img.copy_(img);
+  out = RunStep([&] { g.embed->replay(); }, [&](int i) { g.segments[i]->replay(); },
+                [&] {
+                  g.heads->replay();
+                  return g.heads_out;
+                },
+                /*static_buffers=*/true);
+  return true;
+}
+
+}  // namespace streamrecon::models

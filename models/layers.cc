@@ -1,0 +1,105 @@
+// The model's building blocks (layers.h).
+#include "models/layers.h"
+
+#include <ATen/ATen.h>
+
+namespace streamrecon::models::layers {
+
+Tensor RotateHalf(const Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// x: [H, N, D]; the first half of each head's channels is rotated by y, the second by x.
+Tensor ApplyRope(const Tensor& x, const RopeTables& rope) {
+  const int64_t half = x.size(-1) / 2;
+  const Tensor vert = x.narrow(-1, 0, half);
+  const Tensor horiz = x.narrow(-1, half, half);
+  return at::cat({vert * rope.cos_y + RotateHalf(vert) * rope.sin_y, horiz * rope.cos_x + RotateHalf(horiz) * rope.sin_x}, -1);
+}
+
+// x @ w^T + b in w's dtype (bf16 weights: the autocast-like mixed mode), result in x's dtype.
+Tensor Linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  if (w.scalar_type() == x.scalar_type()) return at::linear(x, w, b);
+  return at::linear(x.to(w.scalar_type()), w, b).to(x.scalar_type());
+}
+
+// Softmax attention of [H, N, D] (or batched [B, H, N, D]) tensors, in bf16 when the block's
+// weights are bf16. mask: optional [N, M] bool, true where a query may attend to a key.
+Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, at::ScalarType compute, const std::optional<Tensor>& mask) {
+  const bool batched = q.dim() == 4;
+  auto prep = [&](const Tensor& t) {
+    const Tensor c = compute == t.scalar_type() ? t : t.to(compute);
+    return batched ? c : c.unsqueeze(0);
+  };
+  Tensor o = at::scaled_dot_product_attention(prep(q), prep(k), prep(v), mask);
+  if (!batched) o = o.squeeze(0);
+  return compute == q.scalar_type() ? o : o.to(q.scalar_type());
+}
+
+Tensor LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
+  return at::layer_norm(x, {x.size(-1)}, w, b, eps);
+}
+
+Tensor Mlp(const BlockWeights& b, const Tensor& x) {
+  return Linear(at::gelu(Linear(x, b.fc1_w, b.fc1_b)), b.fc2_w, b.fc2_b);
+}
+
+// q, k, v of x [..., N, C] as [..., H, N, D], with qk-norm and RoPE when the block has them.
+std::tuple<Tensor, Tensor, Tensor> Qkv(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
+  const int64_t c = x.size(-1);
+  // [..., N, 3C] -> [..., N, 3, H, D] -> [3, ..., H, N, D]
+  const Tensor qkv = Linear(x, b.qkv_w, b.qkv_b).unflatten(-1, {3, b.heads, c / b.heads}).movedim(-3, 0).transpose(-3, -2);
+  Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+  if (b.qk_norm) {
+    q = LayerNorm(q, b.q_norm_w, b.q_norm_b, b.eps);
+    k = LayerNorm(k, b.k_norm_w, b.k_norm_b, b.eps);
+  }
+  if (rope) {
+    q = ApplyRope(q, *rope);
+    k = ApplyRope(k, *rope);
+  }
+  return {q, k, v.contiguous()};
+}
+
+Tensor MergeHeads(const Tensor& o) {  // [..., H, N, D] -> [..., N, H*D]
+  return o.transpose(-3, -2).flatten(-2);
+}
+
+// A block attending within x only. x: [N, C] or batched [B, N, C]; mask as Attention's.
+Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, const std::optional<Tensor>& mask) {
+  auto [q, k, v] = Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
+  const Tensor o = Attention(q, k, v, b.qkv_w.scalar_type(), mask);
+  Tensor y = x + b.ls1 * Linear(MergeHeads(o), b.proj_w, b.proj_b);
+  return y + b.ls2 * Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps));
+}
+
+// The parts of a cached block before and after its attention: q, k, v of x, and the residual
+// update from the attention output o [H, N, D] and the MLP.
+std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
+  return Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
+}
+
+Tensor BlockPost(const BlockWeights& b, const Tensor& x, const Tensor& o) {
+  Tensor y = x + b.ls1 * Linear(MergeHeads(o), b.proj_w, b.proj_b);
+  return y + b.ls2 * Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps));
+}
+
+// A block attending to its cache plus x; appends x's keys/values, then prunes. x: [N, C].
+Tensor CachedBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, LayerKvCache& cache) {
+  auto [q, k, v] = BlockPre(b, x, rope);
+  return BlockPost(b, x, cache.Forward(q, k, v));
+}
+
+// Residual conv unit with the reference's in-place ReLU quirk: the skip adds relu(x).
+Tensor Rcu(const StateDict& w, const std::string& p, const Tensor& x) {
+  const Tensor rx = at::relu(x);
+  const Tensor h = at::conv2d(rx, w.at(p + ".conv1.weight"), w.at(p + ".conv1.bias"), 1, 1);
+  return at::conv2d(at::relu(h), w.at(p + ".conv2.weight"), w.at(p + ".conv2.bias"), 1, 1) + rx;
+}
+
+Tensor Bilinear(const Tensor& x, int64_t h, int64_t w) {
+  return at::upsample_bilinear2d(x, {h, w}, /*align_corners=*/true);
+}
+
+}  // namespace streamrecon::models::layers

@@ -1,0 +1,82 @@
+// The model's building blocks, shared by the streaming step and whole-sequence training: block
+// weights, 2D RoPE, the pre-norm transformer block (whole, or split around a cached attention),
+// and the DPT heads' small pieces. Numerics follow the reference (spec/model.md).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/kv/cache.h"
+#include "models/weights.h"
+
+namespace streamrecon::models::layers {
+
+using at::Tensor;
+
+
+// Weights of one transformer block (pre-norm, LayerScale).
+struct BlockWeights {
+  Tensor norm1_w, norm1_b, qkv_w, qkv_b, q_norm_w, q_norm_b, k_norm_w, k_norm_b, proj_w, proj_b, ls1;
+  Tensor norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b, ls2;
+  int heads = 1;
+  double eps = 1e-5;
+  bool qk_norm = false;
+};
+
+struct DptWeights {
+  std::string prefix;
+  Tensor norm_w, norm_b;
+  std::vector<Tensor> project_w, project_b;
+  Tensor resize0_w, resize0_b, resize1_w, resize1_b, resize3_w, resize3_b;
+  std::vector<Tensor> layer_rn;  // 4, no bias
+};
+
+// Cos/sin tables of the 2D RoPE for one frame layout: [P, D/2] for rows (y) and columns (x).
+struct RopeTables {
+  Tensor cos_y, sin_y, cos_x, sin_x;
+};
+
+Tensor RotateHalf(const Tensor& x);
+
+// x: [H, N, D]; the first half of each head's channels is rotated by y, the second by x.
+Tensor ApplyRope(const Tensor& x, const RopeTables& rope);
+
+// x @ w^T + b in w's dtype (bf16 weights: the autocast-like mixed mode), result in x's dtype.
+Tensor Linear(const Tensor& x, const Tensor& w, const Tensor& b);
+
+// Softmax attention of [H, N, D] (or batched [B, H, N, D]) tensors, in bf16 when the block's
+// weights are bf16. mask: optional [N, M] bool, true where a query may attend to a key.
+Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, at::ScalarType compute, const std::optional<Tensor>& mask = {});
+
+Tensor LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, double eps);
+
+Tensor Mlp(const BlockWeights& b, const Tensor& x);
+
+// q, k, v of x [..., N, C] as [..., H, N, D], with qk-norm and RoPE when the block has them.
+std::tuple<Tensor, Tensor, Tensor> Qkv(const BlockWeights& b, const Tensor& x, const RopeTables* rope);
+
+// [..., H, N, D] -> [..., N, H*D]
+Tensor MergeHeads(const Tensor& o);
+
+// A block attending within x only. x: [N, C] or batched [B, N, C]; mask as Attention's.
+Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, const std::optional<Tensor>& mask = {});
+
+// The parts of a cached block before and after its attention: q, k, v of x, and the residual
+// update from the attention output o [H, N, D] and the MLP.
+std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Tensor& x, const RopeTables* rope);
+
+Tensor BlockPost(const BlockWeights& b, const Tensor& x, const Tensor& o);
+
+// A block attending to its cache plus x; appends x's keys/values, then prunes. x: [N, C].
+Tensor CachedBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, LayerKvCache& cache);
+
+// Residual conv unit with the reference's in-place ReLU quirk: the skip adds relu(x).
+Tensor Rcu(const StateDict& w, const std::string& p, const Tensor& x);
+
+Tensor Bilinear(const Tensor& x, int64_t h, int64_t w);
+
+}  // namespace streamrecon::models::layers

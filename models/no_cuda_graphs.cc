@@ -1,0 +1,13 @@
+// Builds without the CUDA kernels have no CUDA graphs: the step always runs eagerly
+// (ModelOptions::Check refuses --cuda-graphs without a CUDA device).
+#include "models/model_impl.h"
+
+namespace streamrecon::models {
+
+struct StreamingModel::Impl::Graphs {};
+
+void StreamingModel::Impl::DropGraphsUnlessSize(int64_t, int64_t) { graphs.reset(); }
+
+bool StreamingModel::Impl::GraphStep(const Tensor&, int64_t, int64_t, int64_t, int64_t, StepOutput&) { return false; }
+
+}  // namespace streamrecon::models
