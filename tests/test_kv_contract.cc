@@ -83,11 +83,13 @@ TEST_P(KvContract, CapacityIsNeverExceeded) {
 TEST_P(KvContract, KeptTokensReadBackIdenticallyOnEveryLaterFrame) {
   const int64_t H = 2, n = 40;
   for (CacheFormat format : kFormats)
-    for (PrunePolicy policy : {PrunePolicy::kXStream, PrunePolicy::kXStreamPage, PrunePolicy::kRandom}) {
-      SCOPED_TRACE(ToString(format) + " " + ToString(policy));
+    for (PrunePolicy policy : {PrunePolicy::kXStream, PrunePolicy::kXStreamPage, PrunePolicy::kRandom})
+      for (bool by_bytes : {false, true}) {  // a token cap (host selection), a byte cap (device selection)
+      SCOPED_TRACE(ToString(format) + " " + ToString(policy) + (by_bytes ? " byte capacity" : " token capacity"));
       at::manual_seed(2);
-      auto cache = Make(Options(format, policy));
-      cache->SetCapacity({4 * n, -1});
+      const KvCacheOptions o = Options(format, policy);
+      auto cache = Make(o);
+      cache->SetCapacity(by_bytes ? LayerCapacity{-1, 4 * FrameBytes(o, H, 64, n, 4, false)} : LayerCapacity{4 * n, -1});
       std::map<std::pair<int, int>, std::pair<at::Tensor, at::Tensor>> first_seen;
       for (int frame = 0; frame < 9; ++frame) {
         cache->Forward(On(at::randn({H, n, 64})), On(at::randn({H, n, 64})), On(IdValues(H, n, frame)));

@@ -8,6 +8,7 @@
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
+#include <algorithm>
 #include <chrono>
 #include <numeric>
 #include <optional>
@@ -299,23 +300,28 @@ class KvLayerCache final : public LayerKvCache {
 
   // ---- the host mirror of the pages' valid counts ----
 
+  // The same path on every device (so the CPU tests cover it): the counts land in valid_host_
+  // (on a GPU by an asynchronous copy into pinned memory) and reach valid_ at ResolveValid.
   void ReadValidLater(const at::Tensor& counts) {
     if (device_.is_cpu()) {
-      const at::Tensor c = counts.contiguous();
-      valid_.assign(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
-      return;
+      valid_host_ = counts.clone();
+    } else {
+      valid_host_ = at::empty({counts.numel()}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+      valid_host_.copy_(counts, /*non_blocking=*/true);
+      valid_ready_.emplace(device_.type());
+      valid_ready_->record(c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_));
     }
-    valid_host_ = at::empty({counts.numel()}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
-    valid_host_.copy_(counts, /*non_blocking=*/true);
-    valid_ready_.emplace(device_.type());
-    valid_ready_->record(c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_));
+    // Placeholders for the kept pages: pages appended before the counts land go after them.
+    valid_.assign(static_cast<size_t>(counts.numel()), 0);
+    valid_pending_ = true;
   }
 
   void ResolveValid() const {
-    if (!valid_ready_) return;
-    valid_ready_->synchronize();
-    valid_.assign(valid_host_.data_ptr<int32_t>(), valid_host_.data_ptr<int32_t>() + valid_host_.numel());
+    if (!valid_pending_) return;
+    if (valid_ready_) valid_ready_->synchronize();
     valid_ready_.reset();
+    std::copy_n(valid_host_.data_ptr<int32_t>(), valid_host_.numel(), valid_.begin());
+    valid_pending_ = false;
   }
 
   std::unique_ptr<KvBackend> backend_;
@@ -333,8 +339,9 @@ class KvLayerCache final : public LayerKvCache {
   PagedKv store_;
   int64_t pages_ = 0;
   mutable std::vector<int32_t> valid_;
-  at::Tensor valid_host_;  // pinned, while a device copy is on its way
+  at::Tensor valid_host_;  // the kept pages' counts on their way (pinned on a GPU)
   mutable std::optional<c10::Event> valid_ready_;
+  mutable bool valid_pending_ = false;
   QuantStats stats_;
   double maintenance_ms_ = 0.0;
 };
