@@ -194,13 +194,19 @@ class KvLayerCache final : public LayerKvCache {
     if (left < 0 || middle <= left) return;  // unlimited, or everything fits
     const at::Tensor scores = PolicyScores(options_.policy, backend_->Scores(Pooled(q_r), View(), first, 0), options_.seed, frames_);
     at::Tensor kept;
-    if (options_.policy == PrunePolicy::kXStreamPage) {  // pages of k_group tokens within each frame of n tokens
+    const int64_t page = std::min<int64_t>(options_.k_group, n);  // xstream-page: pages of k_group tokens within each frame
+    if (options_.policy != PrunePolicy::kXStreamPage) {
+      kept = TopByScore(scores, left);
+    } else if (n % page == 0 && middle % page == 0) {
+      // Pages of equal size (the camera trunk's one-token entries, frames of whole pages): the
+      // greedy rule takes the best left / page of them, a top-k on the device.
+      const at::Tensor top = TopByScore(scores.view({middle / page, page}).mean(1), left / page);
+      kept = (top.unsqueeze(1) * page + at::arange(page, top.options()).unsqueeze(0)).flatten();
+    } else {  // a partial page ends each frame: the sequential rule on the host
       const at::Tensor h = scores.to(at::kCPU, at::kDouble).contiguous();
       const std::vector<int64_t> index =
           SelectDensePages(std::vector<double>(h.data_ptr<double>(), h.data_ptr<double>() + middle), n, options_.k_group, left);
       kept = at::tensor(index, at::kLong).to(device_);
-    } else {
-      kept = TopByScore(scores, left);
     }
     const at::Tensor index = at::cat({at::arange(first, kept.options()), kept + first});
     const int64_t length = index.size(0);
