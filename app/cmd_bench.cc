@@ -66,8 +66,7 @@ int RunFidelity(const FidelityArgs& args) {
   for (const auto& policy : SplitList(args.policies)) ParsePrunePolicy(policy);
   for (const auto& format : SplitList(args.formats)) ParseCacheFormat(format);
   for (const auto& budget : args.budgets) ParseByteSize(budget);
-  models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
-  for (const auto& note : loaded.notes) spdlog::info("{}", note);
+  models::LoadedModel loaded = LoadWeights(args.model);
   const LoadedFrames frames = LoadFrames(args.input, loaded.config.patch_size, loaded.config.img_size);
   spdlog::info("{} frames from {}", frames.tensors.size(), frames.description);
 
@@ -222,8 +221,7 @@ double Percentile(std::vector<double> v, double q) {
 
 int RunStream(const StreamArgs& args) {
   const uint64_t memory_limit = args.memory_limit.empty() ? 0 : ParseByteSize(args.memory_limit);
-  models::LoadedModel loaded = models::LoadModelWeights(args.model.weights, args.model.config, args.model.random_seed);
-  for (const auto& note : loaded.notes) spdlog::info("{}", note);
+  models::LoadedModel loaded = LoadWeights(args.model);
   InputArgs input = args.input;
   if (input.input.empty() && input.synthetic_frames <= 0) input.synthetic_frames = args.distinct_frames;
   if (input.max_frames < 0) input.max_frames = args.distinct_frames;

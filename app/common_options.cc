@@ -171,11 +171,16 @@ OpenedModel OpenModel(const ModelArgs& model, const CacheArgs* cache, bool allow
   models::ModelOptions options = model.ToOptions();
   if (cache) options.cache = cache->ToOptions();
   OpenedModel opened;
-  opened.loaded = models::LoadModelWeights(model.weights, model.config, model.random_seed, allow_default);
-  for (const auto& note : opened.loaded.notes) spdlog::info("{}", note);
+  opened.loaded = LoadWeights(model, allow_default);
   opened.model = std::make_shared<models::StreamingModel>(opened.loaded.config, opened.loaded.weights, options);
   opened.loaded.weights.clear();
   return opened;
+}
+
+models::LoadedModel LoadWeights(const ModelArgs& model, bool allow_default) {
+  models::LoadedModel loaded = models::LoadModelWeights(model.weights, model.config, model.random_seed, allow_default);
+  for (const auto& note : loaded.notes) spdlog::info("{}", note);
+  return loaded;
 }
 
 WeightsRecord::WeightsRecord(const models::LoadedModel& loaded, int64_t random_seed)

@@ -70,6 +70,9 @@ struct OpenedModel {
   std::shared_ptr<models::StreamingModel> model;
 };
 OpenedModel OpenModel(const ModelArgs& model, const CacheArgs* cache, bool allow_default = true);
+// The weights alone, loaded and their notes logged as OpenModel does, for commands that build one
+// model per configuration from them (bench).
+models::LoadedModel LoadWeights(const ModelArgs& model, bool allow_default = true);
 
 // Where the model's weights came from, for run.json and reports: {"path", "sha256"} of the file
 // read (hashed on another thread from construction on, so a 5 GB checkpoint costs no wall time),
