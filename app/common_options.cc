@@ -88,6 +88,9 @@ void CacheArgs::Add(CLI::App& app, bool with_axes) {
   app.add_option("--append-kernel", append_kernel, "Page append kernel: 1 or 2 (0: 2, the cp.async one)")->group(kernels);
   app.add_option("--append-heads-per-block", append_heads_per_block, "Append kernel 2: heads per block, 1, 2 or 4 (0: automatic)")
       ->group(kernels);
+  app.add_option("--fused-min-blocks", fused_min_blocks, "Fused attention over pages: blocks per multiprocessor, 1 or 2")
+      ->group(kernels)
+      ->capture_default_str();
 }
 
 KvCacheOptions CacheArgs::ForConfiguration(const std::string& policy_name, const std::string& format_name,
@@ -107,6 +110,7 @@ std::string WithFlagNames(const std::string& message) {
       {"v_group", "--v-group"},             {"first_frame_bf16", "--first-frame-bf16"},
       {"v_hadamard", "--v-hadamard"},       {"attention_chunk_tokens", "--attention-chunk-tokens"},
       {"append_variant", "--append-kernel"}, {"append_heads_per_block", "--append-heads-per-block"},
+      {"fused_min_blocks", "--fused-min-blocks"},
   };
   std::string out = message;
   for (const auto& [field, flag] : kFlags) out = std::regex_replace(out, std::regex(std::string("\\b") + field + "\\b"), flag);
@@ -130,6 +134,7 @@ KvCacheOptions CacheArgs::ToOptions() const {
   o.kernels.attention_chunk_tokens = attention_chunk_tokens;
   o.kernels.append_variant = append_kernel;
   o.kernels.append_heads_per_block = append_heads_per_block;
+  o.kernels.fused_min_blocks = fused_min_blocks;
   o.Check();
   return o;
 }

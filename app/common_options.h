@@ -48,6 +48,7 @@ struct CacheArgs {
   int64_t attention_chunk_tokens = 0;
   int append_kernel = 0;
   int append_heads_per_block = 0;
+  int fused_min_blocks = 1;
 
   // with_axes = false leaves out --policy, --format and --kv-budget, for commands that sweep them.
   void Add(CLI::App& app, bool with_axes = true);

@@ -347,11 +347,8 @@ cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
   const int cache_tiles = CacheTiles(p), total = AttentionKeyTiles(p);
   const dim3 grid((p.queries + kBlockM - 1) / kBlockM, p.heads, p.splits);
   // Packed pages: 1 block per multiprocessor (200 registers, no spills) measured 2-10% faster than
-  // 2 (128 registers, spills) on the H200 (docs/perf.md); STREAMRECON_ATTN_MIN_BLOCKS=2 selects the other.
-  static const int paged_blocks = [] {
-    const char* env = std::getenv("STREAMRECON_ATTN_MIN_BLOCKS");
-    return env && env[0] == '2' ? 2 : 1;
-  }();
+  // 2 (128 registers, spills) on the H200 (docs/perf.md); p.paged_min_blocks = 2 selects the other.
+  const int paged_blocks = p.paged_min_blocks == 2 ? 2 : 1;
   switch (p.format) {
     case KvFormat::kBf16: AttentionKernel<0, 2><<<grid, kThreads, 0, stream>>>(p, cache_tiles, total); break;
     case KvFormat::kPaged4:

@@ -78,6 +78,7 @@ struct AttentionParams {
   float* partial_out = nullptr;
   float* partial_lse = nullptr;
   int splits = 1;
+  int paged_min_blocks = 1;  // packed pages: resident blocks per multiprocessor the kernel is built for (1 or 2)
 };
 
 // Tiles of 64 keys the attention walks for these params (cache tiles + current-frame tiles).

@@ -94,7 +94,8 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
 namespace {
 
 at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
-                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits) {
+                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits,
+                          const KernelOptions& options) {
   const bool paged = pages && page_count > 0;
   // Packed pages are multiplied in fp16 (see kv_kernels.h).
   const at::Tensor qx = paged ? q.to(at::kHalf) : q, kx = paged ? k_cur.to(at::kHalf) : k_cur, vx = paged ? v_cur.to(at::kHalf) : v_cur;
@@ -106,6 +107,7 @@ at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const 
   p.k_cur = reinterpret_cast<const uint16_t*>(kx.data_ptr());
   p.v_cur = reinterpret_cast<const uint16_t*>(vx.data_ptr());
   p.cur_tokens = static_cast<int>(k_cur.size(1));
+  p.paged_min_blocks = options.fused_min_blocks;
   if (paged) {
     CheckPages(*pages);
     p.format = pages->layout.bits == 4 ? KvFormat::kPaged4 : KvFormat::kPaged2;
@@ -304,7 +306,7 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
   // kAuto: the path the options name, else the dequantize-once path.
   AttentionPath resolved = path != AttentionPath::kAuto ? path : options.attention;
   if (resolved == AttentionPath::kAuto) resolved = AttentionPath::kDequantSdpa;
-  if (resolved == AttentionPath::kFused) return FusedAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits);
+  if (resolved == AttentionPath::kFused) return FusedAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits, options);
   const int64_t bucket = resolved == AttentionPath::kDequantSdpaBucketed ? kLengthBucket : 0;
   return DequantSdpaAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, bucket, options);
 }

@@ -13,6 +13,8 @@ void KernelOptions::Check() const {
            "append_variant " << append_variant << ": expected 0 (the default), 1 or 2");
   SR_CHECK(append_heads_per_block == 0 || append_heads_per_block == 1 || append_heads_per_block == 2 || append_heads_per_block == 4,
            OptionError, "append_heads_per_block " << append_heads_per_block << ": expected 0 (automatic), 1, 2 or 4");
+  SR_CHECK(fused_min_blocks == 1 || fused_min_blocks == 2, OptionError,
+           "fused_min_blocks " << fused_min_blocks << ": expected 1 or 2");
 }
 
 AttentionPath ParseAttentionPath(const std::string& name) {

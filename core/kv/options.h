@@ -27,6 +27,7 @@ struct KernelOptions {
   int64_t attention_chunk_tokens = 0;  // dequantize-once chunk in tokens (>= 1024; 0 = 131072)
   int append_variant = 0;              // append kernel: 1, 2 (0 = 2, the cp.async one)
   int append_heads_per_block = 0;      // append v2: heads per block, 1, 2 or 4 (0 = automatic)
+  int fused_min_blocks = 1;            // fused attention over pages: blocks per multiprocessor, 1 or 2
 
   // Throws OptionError naming the field.
   void Check() const;
