@@ -14,6 +14,7 @@
 
 #include "app/commands.h"
 #include "app/common_options.h"
+#include "app/reconstruct.h"
 #include "app/stream_setup.h"
 #include "core/atomic_file.h"
 #include "core/errors.h"
@@ -30,31 +31,21 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct RunArgs {
-  ModelArgs model;
-  CacheArgs cache;
-  InputArgs in;              // --input / --synthetic / --scene / --size / --max-frames / --every
-  std::string out = "out";
-  PointCloudOptions cloud;
-  bool depth_maps = true;
-  bool colmap = false;  // also write a COLMAP text model (colmap/images, colmap/sparse/0)
-  int64_t max_points = 2000000;  // the accumulated cloud's bound (0 = none)
-};
+}  // namespace
 
-int RunRun(const RunArgs& args) {
+void CheckRunArgs(const RunArgs& args, const fs::path& out_dir) {
   if (args.in.input.empty() == (args.in.synthetic_frames <= 0))
     throw OptionError("give exactly one of --input PATH or --synthetic N");
   args.cloud.Check();
-  const fs::path out_dir(args.out);
   CheckOutputFolder(out_dir);  // created only once the model and the input are open
   if (!CanWritePly()) throw Error("this build cannot write points.ply (built without Open3D; install libopen3d-dev and rebuild)");
   if (args.colmap && !CanWriteImages())
     throw Error("--colmap: this build cannot write the model's images (built without OpenCV; install libopencv-dev and rebuild)");
+}
 
-  const OpenedModel opened = OpenModel(args.model, &args.cache);
-  const models::LoadedModel& loaded = opened.loaded;
-  const std::shared_ptr<models::StreamingModel> model = opened.model;
-  WeightsRecord weights_record(loaded, args.model.random_seed);
+ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models::StreamingModel>& model,
+                              const models::LoadedModel& loaded, WeightsRecord& weights_record, const fs::path& out_dir) {
+  model->Reset();
 
   datasets::PreprocessOptions pre = ParseSize(args.in.size, loaded.config.patch_size, loaded.config.img_size);
   std::unique_ptr<datasets::FrameSource> source =
@@ -105,10 +96,12 @@ int RunRun(const RunArgs& args) {
   }
   const std::vector<CameraRecord> cameras = result ? result->cameras.ToVector() : std::vector<CameraRecord>{};
   const bool interrupted = Interrupted();
+  ReconstructResult outcome;
+  outcome.interrupted = interrupted;
   if (cameras.empty()) {
     if (interrupted) {
       spdlog::warn("interrupted before the first frame was done: nothing written");
-      return 130;
+      return outcome;
     }
     throw Error("no frames were read from " + source->Describe());
   }
@@ -150,18 +143,30 @@ int RunRun(const RunArgs& args) {
   WriteTextAtomically(out_dir / "run.json", summary.dump(2) + "\n");
   spdlog::info("wrote {} frames to {}: points.ply ({} points){}, trajectory.txt, cameras.json{}{}", cameras.size(), out_dir.string(),
                cloud.size(), preview ? ", preview.png" : "", args.depth_maps ? ", depth/" : "", args.colmap ? ", colmap/ (images/, sparse/0/)" : "");
-  return interrupted ? 130 : 0;
+  outcome.frames = static_cast<int64_t>(cameras.size());
+  outcome.points = cloud.size();
+  outcome.model_ms_mean = total_ms / cameras.size();
+  outcome.wall_seconds = wall_s;
+  return outcome;
+}
+
+namespace {
+
+int RunRun(const RunArgs& args) {
+  const fs::path out_dir(args.out);
+  CheckRunArgs(args, out_dir);
+  const OpenedModel opened = OpenModel(args.model, &args.cache);
+  WeightsRecord weights_record(opened.loaded, args.model.random_seed);
+  const ReconstructResult result = Reconstruct(args, opened.model, opened.loaded, weights_record, out_dir);
+  if (result.frames == 0) return 130;  // interrupted before the first frame
+  return result.interrupted ? 130 : 0;
 }
 
 }  // namespace
 
-Runner AddRunCommand(CLI::App& parent) {
-  auto args = std::make_shared<RunArgs>();
-  CLI::App* cmd = parent.add_subcommand("run", "Reconstruct a video, image folder or glob headless");
-  args->model.Add(*cmd);
-  args->cache.Add(*cmd);
-  args->in.Add(*cmd);
-  cmd->add_option("--out,-o", args->out, "Output folder")->capture_default_str();
+void RunArgs::AddOutputOptions(CLI::App& cmd_ref) {
+  CLI::App* cmd = &cmd_ref;
+  RunArgs* args = this;
   cmd->add_option("--conf-threshold", args->cloud.conf_threshold, "Keep points with confidence above this (conf = 1 + exp(c))")
       ->capture_default_str();
   cmd->add_option("--stride", args->cloud.stride, "Take every N-th pixel for the point cloud")->capture_default_str();
@@ -174,6 +179,16 @@ Runner AddRunCommand(CLI::App& parent) {
   cmd->add_flag_function("--no-depth-maps", [args](int64_t) { args->depth_maps = false; }, "Do not write per-frame depth maps");
   cmd->add_flag("--colmap", args->colmap,
                 "Also write a COLMAP text model: colmap/images/frame_NNNNNN.png and colmap/sparse/0/{cameras,images,points3D}.txt");
+}
+
+Runner AddRunCommand(CLI::App& parent) {
+  auto args = std::make_shared<RunArgs>();
+  CLI::App* cmd = parent.add_subcommand("run", "Reconstruct a video, image folder or glob headless");
+  args->model.Add(*cmd);
+  args->cache.Add(*cmd);
+  args->in.Add(*cmd);
+  cmd->add_option("--out,-o", args->out, "Output folder")->capture_default_str();
+  args->AddOutputOptions(*cmd);
   return [cmd, args]() { return cmd->parsed() ? RunRun(*args) : -1; };
 }
 

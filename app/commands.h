@@ -3,6 +3,8 @@
 #pragma once
 
 #include <functional>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -18,5 +20,7 @@ Runner AddAnalyzeCommand(CLI::App& parent);
 Runner AddEvalCommand(CLI::App& parent);
 Runner AddSynthCommand(CLI::App& parent);
 Runner AddTrainCommand(CLI::App& parent);
+// argv: the process's arguments as given (the --sbatch script repeats them).
+Runner AddBatchCommand(CLI::App& parent, const std::vector<std::string>* argv);
 
 }  // namespace streamrecon::app

@@ -18,8 +18,10 @@ int main(int argc, char** argv) {
   bool verbose = false;
   app.add_flag("--verbose", verbose, "Let the decoders (OpenCV, FFmpeg, GStreamer) print their own log lines too");
   app.fallthrough();  // --verbose may follow the subcommand
+  const std::vector<std::string> arguments(argv, argv + argc);
   std::vector<streamrecon::app::Runner> runners = {
       streamrecon::app::AddRunCommand(app),
+      streamrecon::app::AddBatchCommand(app, &arguments),
       streamrecon::app::AddViewCommand(app),
       streamrecon::app::AddVerifyCommand(app),
       streamrecon::app::AddBenchCommand(app),
