@@ -53,7 +53,7 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
   spdlog::info("input: {}", source->Describe());
   // A rerun into the same folder leaves nothing of the earlier run behind (other files stay).
   if (const int removed = RemoveEarlierOutputs(out_dir, {"points.ply", "preview.png", "trajectory.txt", "cameras.json", "run.json",
-                                                          "depth", "colmap"}))
+                                                          "depth", "colmap", "transforms.json"}))
     spdlog::info("removed {} output(s) of an earlier run from {}", removed, out_dir.string());
   const int64_t total = args.in.max_frames >= 0 && source->SizeHint() >= 0 ? std::min(args.in.max_frames, source->SizeHint())
                                                                          : source->SizeHint();
@@ -115,6 +115,7 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
   WriteTrajectoryTum(out_dir / "trajectory.txt", cameras);
   WriteCamerasJson(out_dir / "cameras.json", cameras);
   if (args.colmap) {
+    WriteTransformsJson(out_dir / "transforms.json", cameras, "colmap/images");
     const std::vector<int64_t> left_out = WriteColmapSparse(out_dir / "colmap", cameras, cloud);
     if (!left_out.empty())
       spdlog::warn("{} frame(s) left out of the COLMAP model: their predicted focal lengths are not finite and positive (first: frame {})",
@@ -142,7 +143,7 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
   };
   WriteTextAtomically(out_dir / "run.json", summary.dump(2) + "\n");
   spdlog::info("wrote {} frames to {}: points.ply ({} points){}, trajectory.txt, cameras.json{}{}", cameras.size(), out_dir.string(),
-               cloud.size(), preview ? ", preview.png" : "", args.depth_maps ? ", depth/" : "", args.colmap ? ", colmap/ (images/, sparse/0/)" : "");
+               cloud.size(), preview ? ", preview.png" : "", args.depth_maps ? ", depth/" : "", args.colmap ? ", colmap/ (images/, sparse/0/), transforms.json" : "");
   outcome.frames = static_cast<int64_t>(cameras.size());
   outcome.points = cloud.size();
   outcome.model_ms_mean = total_ms / cameras.size();
@@ -178,7 +179,8 @@ void RunArgs::AddOutputOptions(CLI::App& cmd_ref) {
       ->check(kNonNegative)->capture_default_str();
   cmd->add_flag_function("--no-depth-maps", [args](int64_t) { args->depth_maps = false; }, "Do not write per-frame depth maps");
   cmd->add_flag("--colmap", args->colmap,
-                "Also write a COLMAP text model: colmap/images/frame_NNNNNN.png and colmap/sparse/0/{cameras,images,points3D}.txt");
+                "Also write a COLMAP text model (colmap/images/frame_NNNNNN.png, colmap/sparse/0/{cameras,images,points3D}.txt) and "
+                "transforms.json for nerfstudio / Gaussian splatting");
 }
 
 Runner AddRunCommand(CLI::App& parent) {

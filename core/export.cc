@@ -275,6 +275,34 @@ std::vector<int64_t> WriteColmapSparse(const fs::path& folder, const std::vector
   return left_out;
 }
 
+std::vector<int64_t> WriteTransformsJson(const fs::path& path, const std::vector<CameraRecord>& cameras, const std::string& image_dir) {
+  nlohmann::json frames = nlohmann::json::array(), doc;
+  std::vector<int64_t> left_out;
+  for (const CameraRecord& p : cameras) {
+    const Intrinsics k = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
+    if (!(std::isfinite(k.fx) && std::isfinite(k.fy) && k.fx > 0 && k.fy > 0)) {
+      left_out.push_back(p.index);
+      continue;
+    }
+    const Rigid3 c2w = WorldFromCam(p);  // OpenCV camera axes
+    nlohmann::json m = nlohmann::json::array();
+    for (int r = 0; r < 3; ++r)  // columns x, -y, -z: OpenGL camera axes
+      m.push_back({c2w.R[3 * r], -c2w.R[3 * r + 1], -c2w.R[3 * r + 2], c2w.t[r]});
+    m.push_back({0.0, 0.0, 0.0, 1.0});
+    nlohmann::json frame = {{"file_path", image_dir + "/" + ColmapImageName(p.index)}, {"transform_matrix", m},
+                            {"fl_x", k.fx}, {"fl_y", k.fy}, {"cx", k.cx}, {"cy", k.cy}, {"w", p.width}, {"h", p.height},
+                            {"timestamp", p.timestamp}};
+    if (frames.empty()) {
+      doc = {{"camera_model", "PINHOLE"}, {"fl_x", k.fx}, {"fl_y", k.fy}, {"cx", k.cx}, {"cy", k.cy}, {"w", p.width}, {"h", p.height},
+             {"camera_angle_x", 2.0 * std::atan(0.5 * p.width / k.fx)}};
+    }
+    frames.push_back(frame);
+  }
+  if (frames.empty()) throw Error(path.string() + ": expected at least one camera with finite, positive focal lengths, found none");
+  doc["frames"] = frames;
+  WriteTextAtomically(path, doc.dump(2) + "\n");
+  return left_out;
+}
 
 void WriteCloudPreview(const fs::path& path, const PointCloud& cloud, const std::vector<CameraRecord>& cameras, int width,
                        int height) {

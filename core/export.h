@@ -65,4 +65,14 @@ void WriteColmapImage(const std::filesystem::path& folder, const FramePrediction
 std::vector<int64_t> WriteColmapSparse(const std::filesystem::path& folder, const std::vector<CameraRecord>& cameras,
                                        const PointCloud& cloud);
 
+// The cameras as nerfstudio's transforms.json (read by nerfstudio and Gaussian-splatting tools):
+// camera_model PINHOLE; per frame its file_path (image_dir + "/" + the COLMAP image name), its own
+// intrinsics (fl_x, fl_y, cx, cy, w, h, in pixels at the model's input size) and transform_matrix,
+// the 4x4 camera-to-world in their camera axes (OpenGL: x right, y up, looking down -z; ours are
+// OpenCV's, y down and z forward, so the y and z columns flip). The first frame's intrinsics and
+// its camera_angle_x also stand at the top level for loaders of one shared camera. Frames whose
+// focal lengths are not finite and positive are left out; returns their indices.
+std::vector<int64_t> WriteTransformsJson(const std::filesystem::path& path, const std::vector<CameraRecord>& cameras,
+                                         const std::string& image_dir);
+
 }  // namespace streamrecon

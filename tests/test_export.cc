@@ -338,6 +338,60 @@ TEST(Export, ColmapLeavesOutInvalidIntrinsics) {
   EXPECT_NE(ReadText(dir / "sparse/0/images.txt").find("# Number of images: 1"), std::string::npos);
 }
 
+// transforms.json in nerfstudio's convention: file paths, per-frame intrinsics, and a
+// camera-to-world whose axes are OpenGL's (x right, y up, looking down -z). Shown by projection: a
+// point in front of each camera lands on the same pixel through the written matrix and intrinsics
+// (the GL way: u = cx + fx x / -z, v = cy - fy y / -z) as through our own camera (OpenCV), and the
+// matrix flips back to our world_from_cam exactly. A frame with an invalid focal is left out.
+TEST(Export, TransformsJsonFollowsTheNerfstudioConvention) {
+  const fs::path dir = ScratchDir("export_transforms");
+  const std::vector<Rigid3> world_from_cam = {Rigid3{}, RotationZ(0.7, {0.5, -1.0, 2.0})};
+  std::vector<FramePrediction> predictions = {MakePrediction(3, 28, 14, world_from_cam[0]), MakePrediction(4, 28, 14, world_from_cam[1]),
+                                              MakePrediction(5, 28, 14, world_from_cam[1])};
+  predictions[0].pose_enc[7] = 0.9;  // fov_h: fy differs from fx
+  predictions[2].pose_enc[8] = 0.0;  // fov_w 0: fx infinite, left out
+  const std::vector<int64_t> left_out = WriteTransformsJson(dir / "transforms.json", CameraRecords(predictions), "colmap/images");
+  EXPECT_EQ(left_out, (std::vector<int64_t>{5}));
+  const nlohmann::json doc = nlohmann::json::parse(ReadText(dir / "transforms.json"));
+  EXPECT_EQ(doc.at("camera_model"), "PINHOLE");
+  ASSERT_EQ(doc.at("frames").size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const nlohmann::json& f = doc["frames"][i];
+    EXPECT_EQ(f.at("file_path"), "colmap/images/frame_00000" + std::to_string(predictions[i].index) + ".png");
+    const Intrinsics k = geometry::PoseEncodingToIntrinsics(predictions[i].pose_enc, 28, 14);
+    const double fx = f.at("fl_x"), fy = f.at("fl_y"), cx = f.at("cx"), cy = f.at("cy");
+    EXPECT_DOUBLE_EQ(fx, k.fx);
+    EXPECT_DOUBLE_EQ(fy, k.fy);
+    EXPECT_EQ(f.at("w"), 28);
+    EXPECT_EQ(f.at("h"), 14);
+    double M[4][4];
+    for (int r = 0; r < 4; ++r)
+      for (int c = 0; c < 4; ++c) M[r][c] = f.at("transform_matrix")[r][c];
+    EXPECT_EQ(M[3][0], 0.0);
+    EXPECT_EQ(M[3][3], 1.0);
+    // Flipping y and z back gives our world_from_cam.
+    const Rigid3& T = world_from_cam[i];
+    for (int r = 0; r < 3; ++r) {
+      EXPECT_NEAR(M[r][0], T.R[3 * r], 1e-12);
+      EXPECT_NEAR(-M[r][1], T.R[3 * r + 1], 1e-12);
+      EXPECT_NEAR(-M[r][2], T.R[3 * r + 2], 1e-12);
+      EXPECT_NEAR(M[r][3], T.t[r], 1e-12);
+    }
+    // A point 2 m in front of the camera, off-centre: the same pixel both ways.
+    const std::array<double, 3> in_cam{0.3, -0.2, 2.0};
+    std::array<double, 3> world{};
+    for (int r = 0; r < 3; ++r) world[r] = T.R[3 * r] * in_cam[0] + T.R[3 * r + 1] * in_cam[1] + T.R[3 * r + 2] * in_cam[2] + T.t[r];
+    const double u_cv = k.fx * in_cam[0] / in_cam[2] + k.cx, v_cv = k.fy * in_cam[1] / in_cam[2] + k.cy;
+    std::array<double, 3> gl{};  // M^-1 world = R^T (world - t)
+    for (int c = 0; c < 3; ++c)
+      for (int r = 0; r < 3; ++r) gl[c] += M[r][c] * (world[r] - M[r][3]);
+    ASSERT_LT(gl[2], 0.0) << "in front of an OpenGL camera means negative z";
+    EXPECT_NEAR(cx + fx * gl[0] / -gl[2], u_cv, 1e-9);
+    EXPECT_NEAR(cy - fy * gl[1] / -gl[2], v_cv, 1e-9);
+  }
+  EXPECT_NEAR(doc.at("camera_angle_x").get<double>(), 2.0 * std::atan(14.0 / doc.at("fl_x").get<double>()), 1e-12);
+}
+
 // The COLMAP text model reads back: intrinsics, cam_from_world as (QW, QX, QY, QZ, T), the
 // points with their colours, and (with OpenCV) the frames as PNGs named in images.txt.
 TEST(Export, ColmapModelRoundTrips) {
