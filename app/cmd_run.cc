@@ -38,7 +38,8 @@ void CheckRunArgs(const RunArgs& args, const fs::path& out_dir) {
     throw OptionError("give exactly one of --input PATH or --synthetic N");
   args.cloud.Check();
   CheckOutputFolder(out_dir);  // created only once the model and the input are open
-  if (!CanWritePly()) throw Error("this build cannot write points.ply (built without Open3D; install libopen3d-dev and rebuild)");
+  if (args.points && !CanWritePly())
+    throw Error("this build cannot write points.ply (built without Open3D; install libopen3d-dev and rebuild, or pass --no-points)");
   if (args.colmap && !CanWriteImages())
     throw Error("--colmap: this build cannot write the model's images (built without OpenCV; install libopencv-dev and rebuild)");
 }
@@ -109,8 +110,8 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
   const PointCloud cloud = result->cloud.Collect(-std::numeric_limits<float>::infinity());
   const auto [model_w, model_h] = stage->InputSize();
 
-  WritePointCloudPly(out_dir / "points.ply", cloud);
-  const bool preview = CanWriteImages();
+  if (args.points) WritePointCloudPly(out_dir / "points.ply", cloud);
+  const bool preview = args.points && CanWriteImages();
   if (preview) WriteCloudPreview(out_dir / "preview.png", cloud, cameras);
   WriteTrajectoryTum(out_dir / "trajectory.txt", cameras);
   WriteCamerasJson(out_dir / "cameras.json", cameras);
@@ -142,8 +143,8 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
       {"config", loaded.config.ToJson()},
   };
   WriteTextAtomically(out_dir / "run.json", summary.dump(2) + "\n");
-  spdlog::info("wrote {} frames to {}: points.ply ({} points){}, trajectory.txt, cameras.json{}{}", cameras.size(), out_dir.string(),
-               cloud.size(), preview ? ", preview.png" : "", args.depth_maps ? ", depth/" : "", args.colmap ? ", colmap/ (images/, sparse/0/), transforms.json" : "");
+  spdlog::info("wrote {} frames to {}: {}{}, trajectory.txt, cameras.json{}{}", cameras.size(), out_dir.string(),
+               args.points ? "points.ply (" + std::to_string(cloud.size()) + " points)" : std::string("no points.ply"), preview ? ", preview.png" : "", args.depth_maps ? ", depth/" : "", args.colmap ? ", colmap/ (images/, sparse/0/), transforms.json" : "");
   outcome.frames = static_cast<int64_t>(cameras.size());
   outcome.points = cloud.size();
   outcome.model_ms_mean = total_ms / cameras.size();
@@ -178,6 +179,8 @@ void RunArgs::AddOutputOptions(CLI::App& cmd_ref) {
                   "Keep the cloud under this many points: the voxel grid coarsens as a long stream adds more (0 = no bound)")
       ->check(kNonNegative)->capture_default_str();
   cmd->add_flag_function("--no-depth-maps", [args](int64_t) { args->depth_maps = false; }, "Do not write per-frame depth maps");
+  cmd->add_flag_function("--no-points", [args](int64_t) { args->points = false; },
+                         "Do not write points.ply and preview.png (cameras, trajectory and depth only)");
   cmd->add_flag("--colmap", args->colmap,
                 "Also write a COLMAP text model (colmap/images/frame_NNNNNN.png, colmap/sparse/0/{cameras,images,points3D}.txt) and "
                 "transforms.json for nerfstudio / Gaussian splatting");

@@ -22,6 +22,7 @@ struct RunArgs {
   std::string out = "out";
   PointCloudOptions cloud;
   bool depth_maps = true;
+  bool points = true;   // points.ply and preview.png (off: cameras and depth only)
   bool colmap = false;  // also write a COLMAP text model (colmap/images, colmap/sparse/0)
   int64_t max_points = 2000000;  // the accumulated cloud's bound (0 = none)
 
