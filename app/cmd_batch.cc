@@ -63,7 +63,7 @@ struct BatchArgs {
 
 // ---- the manifest ----
 
-const std::set<std::string> kColumns = {"input", "name", "synthetic", "scene", "size", "every", "max_frames", "strict"};
+const std::set<std::string> kColumns = {"input", "name", "synthetic", "scene", "size", "every", "max_frames", "strict", "intrinsics"};
 
 std::string ColumnList() {
   std::string s;
@@ -121,6 +121,7 @@ void SetColumn(BatchItem& item, const std::string& column, const std::string& va
   else if (column == "every") item.in.every = static_cast<int>(ParseInteger(value, what));
   else if (column == "max_frames") item.in.max_frames = ParseInteger(value, what);
   else if (column == "strict") item.in.strict = value == "1" || value == "true" || value == "yes";
+  else if (column == "intrinsics") item.in.intrinsics = value;
 }
 
 // A folder name for an item without one: the input's file or folder name.
@@ -374,7 +375,7 @@ int RunBatch(const BatchArgs& args, const std::vector<std::string>& argv) {
 Runner AddBatchCommand(CLI::App& parent, const std::vector<std::string>* argv) {
   auto args = std::make_shared<BatchArgs>();
   CLI::App* cmd = parent.add_subcommand("batch", "Reconstruct every input of a manifest headless, the model loaded once");
-  cmd->add_option("manifest", args->manifest, "CSV (header row; columns input, name, synthetic, scene, size, every, max_frames, strict) or JSON lines")
+  cmd->add_option("manifest", args->manifest, "CSV (header row; columns input, name, synthetic, scene, size, every, max_frames, strict, intrinsics) or JSON lines")
       ->required();
   args->run.model.Add(*cmd);
   args->run.cache.Add(*cmd);

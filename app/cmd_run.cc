@@ -21,6 +21,7 @@
 #include "core/export.h"
 #include "core/interrupt.h"
 #include "core/pipeline.h"
+#include "datasets/calibration.h"
 #include "datasets/frame_source.h"
 #include "datasets/preprocess.h"
 #include "datasets/synthetic.h"
@@ -42,6 +43,7 @@ void CheckRunArgs(const RunArgs& args, const fs::path& out_dir) {
     throw Error("this build cannot write points.ply (built without Open3D; install libopen3d-dev and rebuild, or pass --no-points)");
   if (args.colmap && !CanWriteImages())
     throw Error("--colmap: this build cannot write the model's images (built without OpenCV; install libopencv-dev and rebuild)");
+  if (!args.in.intrinsics.empty()) datasets::ParseIntrinsics(args.in.intrinsics);  // before the model loads
 }
 
 ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models::StreamingModel>& model,
@@ -61,6 +63,12 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
 
   // The same pipeline as `view` (source, model and accumulator threads), nothing dropped.
   auto stage = std::make_shared<ModelStage>(model, pre);
+  std::optional<datasets::KnownCamera> known;
+  if (!args.in.intrinsics.empty()) {
+    known = datasets::ParseIntrinsics(args.in.intrinsics);
+    if (!known->note.empty()) spdlog::warn("{}", known->note);
+    stage->SetKnownCamera(*known);
+  }
   PipelineStages stages = ModelStage::MakeStages(stage, *source);
   // Ctrl-C / SIGTERM: the input ends where it is; the frames already read go through the model and
   // every output of the frames done is written (exit 130). A second signal aborts at once.
@@ -142,6 +150,9 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
       {"frames_skipped", source->skipped()},
       {"config", loaded.config.ToJson()},
   };
+  if (known)
+    summary["intrinsics"] = {{"source", known->source}, {"fx", known->k.fx}, {"fy", known->k.fy}, {"cx", known->k.cx}, {"cy", known->k.cy},
+                             {"at", "the input's resolution; cameras.json holds them at the model's, and the predicted ones"}};
   WriteTextAtomically(out_dir / "run.json", summary.dump(2) + "\n");
   spdlog::info("wrote {} frames to {}: {}{}, trajectory.txt, cameras.json{}{}", cameras.size(), out_dir.string(),
                args.points ? "points.ply (" + std::to_string(cloud.size()) + " points)" : std::string("no points.ply"), preview ? ", preview.png" : "", args.depth_maps ? ", depth/" : "", args.colmap ? ", colmap/ (images/, sparse/0/), transforms.json" : "");

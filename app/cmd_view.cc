@@ -10,6 +10,7 @@
 #include "app/commands.h"
 #include "app/common_options.h"
 #include "app/stream_setup.h"
+#include "datasets/calibration.h"
 #include "core/errors.h"
 #include "core/export.h"
 #include "core/interrupt.h"
@@ -61,6 +62,7 @@ viewer::Session StartSession(const ViewArgs& args, const std::string& input, con
   const bool live = args.camera >= 0 || input.rfind("camera:", 0) == 0;
   const bool realtime = args.realtime || live;
   auto stage = std::make_shared<ModelStage>(model, pre);
+  if (!args.in.intrinsics.empty()) stage->SetKnownCamera(datasets::ParseIntrinsics(args.in.intrinsics));
   PipelineStages stages;
   stages.next_frame = [source, realtime, fps = args.fps]() -> std::optional<Frame> {
     std::optional<Frame> frame = source->Next();

@@ -147,6 +147,9 @@ void InputArgs::Add(CLI::App& app) {
   app.add_option("--size", size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default: the model's training width, 224 for the default model, 518 for streamvggt-1b)");
   app.add_option("--max-frames", max_frames, "Stop after this many frames")->check(kNonNegative);
   app.add_option("--every", every, "Use every K-th frame of the input")->check(kPositive);
+  app.add_option("--intrinsics", intrinsics,
+                 "Known camera: fx,fy,cx,cy in pixels at the input's resolution, or a calibration file (COLMAP cameras.txt, OpenCV "
+                 ".yaml/.xml); the depth is unprojected with it and every export carries it (the predicted one stays in cameras.json)");
   app.add_flag("--strict", strict, "Stop at a damaged frame (undecodable or cut-short image, video shorter than announced) instead of skipping it with a warning");
 }
 

@@ -100,6 +100,7 @@ struct InputArgs {
   int64_t max_frames = -1;   // stop after this many frames
   int every = 1;             // take every K-th frame
   bool strict = false;       // a damaged frame is an error instead of being skipped
+  std::string intrinsics;    // known camera: "fx,fy,cx,cy" at the input's resolution, or a calibration file
 
   void Add(CLI::App& app);
 };

@@ -71,6 +71,13 @@ FramePrediction ModelStage::Step(const Frame& frame) {
   prediction.timestamp = frame.timestamp;
   prediction.source_name = frame.name;
   prediction.model_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (known_) {
+    if (known_->width > 0 && (known_->width != frame.image.width || known_->height != frame.image.height))
+      throw Error("frame " + std::to_string(frame.index) + " (" + frame.name + ") is " + std::to_string(frame.image.width) + "x" +
+                  std::to_string(frame.image.height) + ", but the intrinsics of " + known_->source + " are for " +
+                  std::to_string(known_->width) + "x" + std::to_string(known_->height));
+    prediction.known_intrinsics = datasets::ScaleIntrinsics(known_->k, frame.image.width, frame.image.height, width, height);
+  }
   return prediction;
 }
 

@@ -5,10 +5,12 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "core/pipeline.h"
+#include "datasets/calibration.h"
 #include "datasets/frame_source.h"
 #include "datasets/preprocess.h"
 #include "models/streaming_model.h"
@@ -36,6 +38,9 @@ class ModelStage {
   ModelStage(std::shared_ptr<models::StreamingModel> model, const datasets::PreprocessOptions& pre);
 
   FramePrediction Step(const Frame& frame);
+  // A known camera (at the input's resolution): every prediction carries it, scaled to the model's
+  // input size. Frames of another size than the calibration states are an error.
+  void SetKnownCamera(const datasets::KnownCamera& camera) { known_ = camera; }
   CacheStats CacheStatsNow() const;
   // The model input size {width, height}; {0, 0} before the first frame.
   std::pair<int, int> InputSize() const;
@@ -47,6 +52,7 @@ class ModelStage {
  private:
   std::shared_ptr<models::StreamingModel> model_;
   datasets::PreprocessOptions pre_;
+  std::optional<datasets::KnownCamera> known_;
   mutable std::mutex size_mutex_;
   int width_ = 0;
   int height_ = 0;

@@ -111,7 +111,8 @@ void WriteCamerasJson(const fs::path& path, const std::vector<CameraRecord>& pre
   nlohmann::json frames = nlohmann::json::array();
   for (const CameraRecord& p : predictions) {
     const Rigid3 cam_from_world = geometry::PoseEncodingToExtrinsics(p.pose_enc);
-    const Intrinsics intrinsics = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
+    const Intrinsics intrinsics = CameraIntrinsics(p);
+    const Intrinsics predicted = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
     frames.push_back({{"index", p.index},
                       {"source", p.source_name},
                       {"timestamp", p.timestamp},
@@ -121,6 +122,8 @@ void WriteCamerasJson(const fs::path& path, const std::vector<CameraRecord>& pre
                       {"fy", intrinsics.fy},
                       {"cx", intrinsics.cx},
                       {"cy", intrinsics.cy},
+                      {"intrinsics_source", p.known_intrinsics ? "given" : "predicted"},
+                      {"predicted", {{"fx", predicted.fx}, {"fy", predicted.fy}, {"cx", predicted.cx}, {"cy", predicted.cy}}},
                       {"pose_enc", p.pose_enc},
                       {"cam_from_world", Matrix4(cam_from_world)},
                       {"world_from_cam", Matrix4(geometry::Inverse(cam_from_world))}});
@@ -240,7 +243,7 @@ std::vector<int64_t> WriteColmapSparse(const fs::path& folder, const std::vector
   std::vector<size_t> kept;
   for (size_t i = 0; i < cameras.size(); ++i) {
     const CameraRecord& p = cameras[i];
-    const Intrinsics k = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
+    const Intrinsics k = CameraIntrinsics(p);
     const bool ok = std::isfinite(k.fx) && std::isfinite(k.fy) && k.fx > 0 && k.fy > 0;
     if (ok) kept.push_back(i);
     else left_out.push_back(p.index);
@@ -252,7 +255,7 @@ std::vector<int64_t> WriteColmapSparse(const fs::path& folder, const std::vector
   char line[512];
   for (size_t i : kept) {
     const CameraRecord& p = cameras[i];
-    const Intrinsics k = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
+    const Intrinsics k = CameraIntrinsics(p);
     std::snprintf(line, sizeof(line), "%zu PINHOLE %d %d %.12g %.12g %.12g %.12g\n", i + 1, p.width, p.height, k.fx, k.fy, k.cx, k.cy);
     cameras_txt += line;
     const Rigid3 cam_from_world = geometry::PoseEncodingToExtrinsics(p.pose_enc);
@@ -279,7 +282,7 @@ std::vector<int64_t> WriteTransformsJson(const fs::path& path, const std::vector
   nlohmann::json frames = nlohmann::json::array(), doc;
   std::vector<int64_t> left_out;
   for (const CameraRecord& p : cameras) {
-    const Intrinsics k = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
+    const Intrinsics k = CameraIntrinsics(p);
     if (!(std::isfinite(k.fx) && std::isfinite(k.fy) && k.fx > 0 && k.fy > 0)) {
       left_out.push_back(p.index);
       continue;

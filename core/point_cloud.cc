@@ -71,6 +71,10 @@ Rigid3 WorldFromCam(const CameraRecord& p) {
   return geometry::Inverse(geometry::PoseEncodingToExtrinsics(p.pose_enc));
 }
 
+Intrinsics CameraIntrinsics(const CameraRecord& p) {
+  return p.known_intrinsics ? *p.known_intrinsics : geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
+}
+
 void PointCloudOptions::Check() const {
   if (!std::isfinite(conf_threshold)) {
     throw OptionError("conf_threshold: expected a finite number, found " +
@@ -96,12 +100,12 @@ void ForEachFramePoint(const FramePrediction& p, const PointCloudOptions& option
   std::vector<float> unprojected;
   const std::vector<float>* points = &p.world_points;
   const std::vector<float>* conf = &p.world_points_conf;
-  if (options.use_depth) {
+  // A known camera rescales the geometry: depth unprojected with it (the point map assumes the
+  // predicted camera).
+  if (options.use_depth || p.known_intrinsics) {
     CheckPredictionArray(p, "depth", p.depth.size(), 1);
     CheckPredictionArray(p, "depth_conf", p.depth_conf.size(), 1);
-    unprojected = geometry::UnprojectDepth(
-        p.depth, p.width, p.height,
-        geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height), WorldFromCam(p));
+    unprojected = geometry::UnprojectDepth(p.depth, p.width, p.height, CameraIntrinsics(p), WorldFromCam(p));
     points = &unprojected;
     conf = &p.depth_conf;
   } else {

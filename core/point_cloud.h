@@ -52,5 +52,7 @@ void CheckPredictionArray(const FramePrediction& p, const char* name, size_t fou
 
 // The camera-to-world transform of a record (the inverse of its pose encoding's cam_from_world).
 Rigid3 WorldFromCam(const CameraRecord& p);
+// The camera's intrinsics at its size: the known ones (--intrinsics) when given, else predicted.
+Intrinsics CameraIntrinsics(const CameraRecord& p);
 
 }  // namespace streamrecon

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,9 @@ struct CameraRecord {
   int width = 0;
   // Pose encoding: t_xyz, quaternion xyzw, fov_h, fov_w (camera_from_world, OpenCV axes).
   std::array<double, 9> pose_enc{};
+  // The user's camera (--intrinsics) at the model's input size, when known: it replaces the
+  // predicted intrinsics in the point cloud (depth unprojected with it) and in every export.
+  std::optional<Intrinsics> known_intrinsics;
   double model_ms = 0.0;    // wall time of the model step
 };
 

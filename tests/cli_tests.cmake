@@ -233,6 +233,18 @@ expect(analyze 0 "key token norm" analyze --random-weights --config parity-tiny 
 check_number(analyze_key_norm ${W}/analyze.json 1e-6 1e6 layers 0 key_norms median)
 check_number(analyze_key_outliers ${W}/analyze.json 1 1e6 layers 0 key_channel_max_over_median)
 
+# --- known intrinsics: carried into the exports, the prediction beside them ---------------------
+expect(run_intrinsics 0 "wrote 2 frames" run --random-weights --config parity-tiny --synthetic 2 --size 70x56 --intrinsics 60,61,34.5,27.5
+       --no-depth-maps --out ${W}/intr)
+check_number(run_intrinsics_fx ${W}/intr/cameras.json 59.999 60.001 frames 0 fx)
+check_number(run_intrinsics_cy ${W}/intr/cameras.json 27.499 27.501 frames 1 cy)
+check_number(run_intrinsics_predicted ${W}/intr/cameras.json 1e-3 1e6 frames 0 predicted fx)
+check_number(run_intrinsics_recorded ${W}/intr/run.json 60.999 61.001 intrinsics fy)
+expect(run_intrinsics_bad 2 "expected fx,fy,cx,cy" run --random-weights --config parity-tiny --synthetic 2 --intrinsics 60,61 --out ${W}/intr2)
+file(WRITE "${W}/cameras_640.txt" "1 PINHOLE 640 480 500 500 320 240\n")
+expect(run_intrinsics_size 2 "are for 640x480" run --random-weights --config parity-tiny --synthetic 2 --size 70x56
+       --intrinsics ${W}/cameras_640.txt --out ${W}/intr3)
+
 # --- batch: a manifest of three synthetic items, one bad; resume; shards; the Slurm script -------
 set(B "${W}/batch")
 file(REMOVE_RECURSE "${B}")
@@ -282,8 +294,9 @@ file(WRITE "${B}/dup.csv" "name,synthetic\na,2\na,2\n")
 expect(batch_duplicate_name 2 "dup.csv:3: the name 'a' is taken by dup.csv:2" batch ${B}/dup.csv --out ${B}/x ${BATCH_ARGS})
 file(WRITE "${B}/cols.csv" "input,colour\nx,red\n")
 expect(batch_unknown_column 2 "cols.csv:1: unknown column 'colour'" batch ${B}/cols.csv --out ${B}/x ${BATCH_ARGS})
-file(WRITE "${B}/items.jsonl" "{\"name\": \"j1\", \"synthetic\": 2}\n\n{\"name\": \"j2\", \"synthetic\": 2, \"scene\": \"pan\"}\n")
+file(WRITE "${B}/items.jsonl" "{\"name\": \"j1\", \"synthetic\": 2}\n\n{\"name\": \"j2\", \"synthetic\": 2, \"scene\": \"pan\", \"intrinsics\": \"50,50,35,28\"}\n")
 expect(batch_jsonl 0 "2 done" batch ${B}/items.jsonl --out ${B}/json ${BATCH_ARGS})
+check_number(batch_item_intrinsics ${B}/json/j2/cameras.json 49.999 50.001 frames 0 fx)
 expect(batch_sbatch 0 "submit it with: sbatch" batch ${B}/items.csv --out ${B}/root --sbatch ${B}/job.sh --gpus-per-task 1 --time-limit 01:00:00 ${BATCH_ARGS})
 file(READ "${B}/job.sh" script)
 set(ok TRUE)

@@ -338,6 +338,35 @@ TEST(Export, ColmapLeavesOutInvalidIntrinsics) {
   EXPECT_NE(ReadText(dir / "sparse/0/images.txt").find("# Number of images: 1"), std::string::npos);
 }
 
+// A known camera replaces the predicted one: the cloud is the depth unprojected with it (also
+// without --points-from-depth), and cameras.json, COLMAP and transforms.json carry it, with the
+// prediction beside it in cameras.json.
+TEST(Export, KnownIntrinsicsRescaleTheCloudAndReachEveryExport) {
+  const fs::path dir = ScratchDir("export_known_intrinsics");
+  FramePrediction p = MakePrediction(0, 8, 6);  // predicted fx = 8 (identity pose, depth 2)
+  p.known_intrinsics = Intrinsics{16.0, 12.0, 3.0, 2.5};
+  PointCloudOptions options;
+  options.conf_threshold = 0;
+  const PointCloud cloud = CollectPoints({p}, options);
+  ASSERT_EQ(cloud.size(), 48u);
+  for (size_t i = 0; i < cloud.size(); ++i) {  // pixel (u, v) in row-major order
+    const int u = static_cast<int>(i % 8), v = static_cast<int>(i / 8);
+    EXPECT_NEAR(cloud.xyz[3 * i], (u - 3.0) * 2.0 / 16.0, 1e-6) << i;
+    EXPECT_NEAR(cloud.xyz[3 * i + 1], (v - 2.5) * 2.0 / 12.0, 1e-6) << i;
+    EXPECT_NEAR(cloud.xyz[3 * i + 2], 2.0, 1e-6);
+  }
+  WriteCamerasJson(dir / "cameras.json", CameraRecords({p}));
+  const nlohmann::json cams = nlohmann::json::parse(ReadText(dir / "cameras.json"));
+  EXPECT_EQ(cams["frames"][0]["fx"], 16.0);
+  EXPECT_EQ(cams["frames"][0]["cy"], 2.5);
+  EXPECT_EQ(cams["frames"][0]["intrinsics_source"], "given");
+  EXPECT_NEAR(cams["frames"][0]["predicted"]["fx"].get<double>(), 8.0, 1e-9);
+  WriteTransformsJson(dir / "transforms.json", CameraRecords({p}), "images");
+  EXPECT_EQ(nlohmann::json::parse(ReadText(dir / "transforms.json"))["frames"][0]["fl_y"], 12.0);
+  WriteColmapSparse(dir / "colmap", CameraRecords({p}), cloud);
+  EXPECT_NE(ReadText(dir / "colmap/sparse/0/cameras.txt").find("1 PINHOLE 8 6 16 12 3 2.5"), std::string::npos);
+}
+
 // transforms.json in nerfstudio's convention: file paths, per-frame intrinsics, and a
 // camera-to-world whose axes are OpenGL's (x right, y up, looking down -z). Shown by projection: a
 // point in front of each camera lands on the same pixel through the written matrix and intrinsics
