@@ -11,6 +11,7 @@
 #include "core/kv/cache.h"
 #include "core/kv/paged_kv.h"
 #include "core/kv/policy.h"
+#include "tests/kv_reference.h"
 #include "tests/test_util.h"
 
 namespace streamrecon {
@@ -300,22 +301,8 @@ TEST(QuantizedCache, KeptTokensReadBackIdenticallyOnEveryLaterFrame) {
 // the rest in groups of pool_size, then averaged over heads) score each cached middle token by the
 // mean of their dot products with its head-averaged key, as stored; a token is kept iff fewer than
 // `middle` candidates outscore it, and (xstream-page) a page iff fewer than middle / G pages have
-// a higher mean score. Tokens carry their id in a constant V group, which quantizes exactly.
-std::vector<double> BruteForceScores(const at::Tensor& q, const at::Tensor& keys, int pool, int special) {
-  const at::Tensor qd = q.to(at::kDouble), kd = keys.to(at::kDouble);
-  std::vector<at::Tensor> rows;
-  for (int64_t i = 0; i < special; ++i) rows.push_back(qd.select(1, i).mean(0));
-  for (int64_t start = special; start < qd.size(1); start += pool)
-    rows.push_back(qd.narrow(1, start, std::min<int64_t>(pool, qd.size(1) - start)).mean(1).mean(0));
-  const at::Tensor k_bar = kd.mean(0);  // [T, D]
-  std::vector<double> scores(k_bar.size(0), 0.0);
-  for (int64_t t = 0; t < k_bar.size(0); ++t) {
-    for (const at::Tensor& r : rows) scores[t] += at::dot(r, k_bar[t]).item<double>();
-    scores[t] /= static_cast<double>(rows.size());
-  }
-  return scores;
-}
-
+// a higher mean score (scores: tests/kv_reference.h). Tokens carry their id in a constant V group,
+// which quantizes exactly.
 TEST(QuantizedCache, KeepsExactlyTheTokensAndPagesTheRuleSelects) {
   at::manual_seed(12);
   const int64_t H = 2, N = 32, D = 64, cap = 4 * N;  // middle = 2 frames' worth of tokens
@@ -335,7 +322,7 @@ TEST(QuantizedCache, KeepsExactlyTheTokensAndPagesTheRuleSelects) {
         if (frame > 0) {
           std::vector<int64_t> ids;
           std::vector<double> scores;
-          const std::vector<double> all = BruteForceScores(IsOscar(f) ? at::matmul(q, had) : q, K, o.pool_size, o.special_tokens);
+          const std::vector<double> all = testing::BruteForceScores(IsOscar(f) ? at::matmul(q, had) : q, K, o.pool_size, o.special_tokens);
           for (int64_t t = 0; t < V.size(1); ++t) {
             const int64_t id = std::llround(V[0][t][0].item<double>());
             if (id < N) continue;  // the first frame is protected

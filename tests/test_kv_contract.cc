@@ -11,6 +11,7 @@
 #include "core/kv/budget.h"
 #include "core/kv/cache.h"
 #include "core/kv/paged_kv.h"
+#include "tests/kv_reference.h"
 #include "tests/test_util.h"
 
 namespace streamrecon {
@@ -114,23 +115,6 @@ TEST_P(KvContract, KeptTokensReadBackIdenticallyOnEveryLaterFrame) {
     }
 }
 
-// XStreamVGGT scores from the spec (kv_cache.md section 1), brute force in double: pooled current
-// queries (special rows alone, then groups of pool_size, averaged over heads) against
-// head-averaged keys as stored, averaged over the pooled rows.
-std::vector<double> BruteForceScores(const at::Tensor& q, const at::Tensor& keys, int pool, int special) {
-  const at::Tensor qd = q.to(at::kCPU, at::kDouble), kd = keys.to(at::kCPU, at::kDouble);
-  std::vector<at::Tensor> rows;
-  for (int64_t i = 0; i < special; ++i) rows.push_back(qd.select(1, i).mean(0));
-  for (int64_t start = special; start < qd.size(1); start += pool)
-    rows.push_back(qd.narrow(1, start, std::min<int64_t>(pool, qd.size(1) - start)).mean(1).mean(0));
-  const at::Tensor k_bar = kd.mean(0);
-  std::vector<double> scores(k_bar.size(0), 0.0);
-  for (int64_t t = 0; t < k_bar.size(0); ++t) {
-    for (const at::Tensor& r : rows) scores[t] += at::dot(r, k_bar[t]).item<double>();
-    scores[t] /= static_cast<double>(rows.size());
-  }
-  return scores;
-}
 
 TEST_P(KvContract, PruningKeepsTheTokensTheRuleSelects) {
   const int64_t H = 2, n = 32, cap = 4 * n;  // room for two middle frames; pages of 16 tokens
@@ -151,7 +135,7 @@ TEST_P(KvContract, PruningKeepsTheTokensTheRuleSelects) {
         if (frame > 0) {
           K = K.to(at::kCPU, at::kDouble), V = V.to(at::kCPU, at::kFloat);
           const std::vector<double> all =
-              BruteForceScores(IsOscar(format) ? at::matmul(q.to(at::kDouble), had) : q, K, o.pool_size, o.special_tokens);
+              testing::BruteForceScores(IsOscar(format) ? at::matmul(q.to(at::kDouble), had) : q, K, o.pool_size, o.special_tokens);
           std::vector<std::pair<int, int>> ids;
           std::vector<double> scores;
           for (int64_t t = 0; t < V.size(1); ++t) {
