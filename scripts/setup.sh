@@ -23,6 +23,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libeigen3-dev
   libssl-dev clang libclang-rt-14-dev
+  slurm-wlm munge
   xvfb xauth libgl1-mesa-dri libglx-mesa0 gnuplot-nox
 )
 
