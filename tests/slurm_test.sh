@@ -62,6 +62,7 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SchedulerType=sched/builtin
+SchedulerParameters=sched_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
@@ -98,18 +99,18 @@ done
 echo "PASS array: 3 items done by 3 tasks"
 
 # 2. Kill a task mid-item, resubmit: the finished items stay, the killed one is completed.
-printf 'name,synthetic,scene\nshort1,2,walk\nlong,400,orbit\nshort2,2,pan\n' > "$WORK/items2.csv"
+printf 'name,synthetic,scene\nshort1,2,walk\nlong,1500,orbit\nshort2,2,pan\n' > "$WORK/items2.csv"
 "$BIN" batch "$WORK/items2.csv" --out "$WORK/root2" "${ARGS[@]}" --sbatch "$WORK/job2.sh" "${SBATCH_ARGS[@]}" || fail "--sbatch failed"
 job=$(sbatch --parsable "$WORK/job2.sh") || fail "sbatch failed"
 job=${job%%;*}
-for _ in $(seq 120); do  # until the long item is under way (its partial folder has frames)
-  [ -d "$WORK/root2/.partial/long" ] && [ -f "$WORK/root2/short1/run.json" ] && [ -f "$WORK/root2/short2/run.json" ] && break
+for _ in $(seq 480); do  # until the long item is under way and a short one is done
+  [ -d "$WORK/root2/.partial/long" ] && [ -f "$WORK/root2/short1/run.json" ] && break
   sleep 0.5
 done
 [ -d "$WORK/root2/.partial/long" ] || fail "the long item never started: $(cat "$WORK"/root2/logs/*.out 2> /dev/null | tail -20)"
 sleep 1
 scancel --signal=KILL "${job}_1" || fail "scancel failed"
-for _ in $(seq 60); do
+for _ in $(seq 480); do  # the other tasks finish
   [ -z "$(squeue -h -j "$job" 2> /dev/null)" ] && break
   sleep 0.5
 done
