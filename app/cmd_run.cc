@@ -95,6 +95,7 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
   // grid coarsens), so that a long stream's cloud is bounded like its cache.
   pipeline_options.cloud.voxel_size = args.cloud.voxel_size;
   pipeline_options.cloud.max_points = args.max_points;
+  pipeline_options.cloud.enabled = args.points || args.colmap;  // nothing else reads the cloud
   const auto t_start = std::chrono::steady_clock::now();
   std::shared_ptr<const PipelineSnapshot> result;
   {

@@ -185,6 +185,7 @@ void PointCloudAccumulator::Insert(const Sample& s) {
 }
 
 void PointCloudAccumulator::Add(const FramePrediction& prediction) {
+  if (!options_.enabled) return;
   for (const Sample& s : ExtractFrame(prediction)) Insert(s);
   EnforceMaxPoints();
 }

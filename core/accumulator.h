@@ -59,6 +59,8 @@ struct AccumulatorOptions {
   // > 0: whenever the cloud holds more points, the grid is coarsened (the voxel size doubles, or
   // starts from the cloud's extent / 1024) and the points re-binned until it fits. 0 = no bound.
   int64_t max_points = 0;
+  // false: cameras only, no points extracted or kept (a run that writes no cloud spends nothing on it).
+  bool enabled = true;
 
   // Throws OptionError naming the bad field.
   void Check() const;

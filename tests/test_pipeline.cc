@@ -169,6 +169,16 @@ TEST(Accumulator, ConfidenceFilterIsAppliedOnTheSnapshot) {
   EXPECT_LT(snapshot.Count(2.2f), snapshot.points);
 }
 
+// A run that writes no cloud (--no-points) keeps none: frames are added, no point is extracted.
+TEST(Accumulator, DisabledKeepsNoPoints) {
+  std::mt19937 rng(4);
+  AccumulatorOptions options;
+  options.enabled = false;
+  PointCloudAccumulator accumulator(options);
+  for (int i = 0; i < 3; ++i) accumulator.Add(RandomPrediction(i, 16, 12, rng));
+  EXPECT_EQ(accumulator.Snapshot().points, 0u);
+}
+
 TEST(Accumulator, GlobalVoxelGridBoundsRepeatedViews) {
   std::mt19937 rng(11);
   const FramePrediction p = RandomPrediction(0, 20, 15, rng);
