@@ -228,7 +228,7 @@ int RunStream(const StreamArgs& args) {
   LoadedFrames frames = LoadFrames(input, loaded.config.patch_size, loaded.config.img_size);
   spdlog::info("{} distinct frames ({}x{}) from {}, cycled over {} frames", frames.tensors.size(), frames.images[0].width,
                frames.images[0].height, frames.description, args.frames);
-  const auto device = at::Device(args.model.device);
+  const auto device = at::Device(args.model.Device());
   for (auto& t : frames.tensors) t = t.to(device);
 
   std::vector<StreamRun> runs;
@@ -254,7 +254,7 @@ int RunStream(const StreamArgs& args) {
     models::StreamingModel model(loaded.config, loaded.weights, options);
     for (int i = 0; i < args.warmup; ++i) model.Step(frames.tensors[i % frames.tensors.size()]);
     model.Reset();
-    ResetPeakMemory(args.model.device);
+    ResetPeakMemory(args.model.Device());
 
     const std::string csv_path = (std::filesystem::path(args.out) / (run.Label() + ".csv")).string();
     std::ostringstream csv;
@@ -270,7 +270,7 @@ int RunStream(const StreamArgs& args) {
         const models::StepOutput out = model.Step(frames.tensors[i % frames.tensors.size()]);
         out.pose_enc.cpu();  // waits for the frame's work on the device
       } catch (const c10::OutOfMemoryError& e) {
-        const MemorySample m = DeviceMemory(args.model.device);
+        const MemorySample m = DeviceMemory(args.model.Device());
         stopped = "out of device memory at frame " + std::to_string(i + 1) + " (" + FormatBytes(m.current) + " allocated, peak " +
                   FormatBytes(m.peak) + ")";
         spdlog::warn("{}: {}; keeping the {} frames measured", run.Label(), stopped, ms.size());
@@ -280,7 +280,7 @@ int RunStream(const StreamArgs& args) {
       const models::StageTimings& st = model.LastTimings();
       stage_sum.patch_embed += st.patch_embed, stage_sum.blocks += st.blocks, stage_sum.kv_attention += st.kv_attention;
       stage_sum.cache_maintenance += st.cache_maintenance, stage_sum.camera_head += st.camera_head, stage_sum.dpt_heads += st.dpt_heads;
-      const MemorySample m = DeviceMemory(args.model.device);
+      const MemorySample m = DeviceMemory(args.model.Device());
       mem_peak.current = std::max(mem_peak.current, m.current);
       mem_peak.peak = std::max(mem_peak.peak, m.peak);
       csv << i + 1 << ',' << ms.back() << ',' << st.patch_embed << ',' << st.blocks << ',' << st.kv_attention << ','
@@ -338,7 +338,7 @@ int RunStream(const StreamArgs& args) {
   const std::filesystem::path out(args.out);
   WriteTextAtomically(out / "summary.md", md.str());
   WriteTextAtomically(out / "summary.json",
-                      nlohmann::json{{"model", loaded.config.ToJson()}, {"device", args.model.device}, {"dtype", args.model.dtype},
+                      nlohmann::json{{"model", loaded.config.ToJson()}, {"device", args.model.Device()}, {"dtype", args.model.dtype},
                                      {"frames", args.frames}, {"size", {frames.images[0].width, frames.images[0].height}},
                                      {"runs", summary}}.dump(2) + "\n");
   std::printf("\n%s", md.str().c_str());

@@ -144,7 +144,7 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
       {"cache_format", args.cache.format},
       {"kv_budget", args.cache.budget},
       {"weights", weights_record.Get()},
-      {"device", args.model.device},
+      {"device", args.model.Device()},
       {"dtype", args.model.dtype},
       {"version", "streamrecon 0.1.0"},
       {"interrupted", interrupted},

@@ -48,7 +48,8 @@ void ModelArgs::Add(CLI::App& app) {
   app.add_option("--seed", random_seed, "Seed for --random-weights")->check(kNonNegative);
   app.add_option("--dtype", dtype, "Compute precision: float32, float64, or bfloat16 (bf16 matrix work, fp32 norms and heads)")
       ->check(CLI::IsMember({"float32", "float64", "bfloat16"}));
-  app.add_option("--device", device, "cpu or cuda[:N]");
+  app.add_option("--device", device, "auto, cpu or cuda[:N] (auto: the GPU where this build has the CUDA cache and one is visible)")
+      ->capture_default_str();
   app.add_flag("--cuda-graphs", cuda_graphs,
                "CUDA: replay the fixed-shape parts of each step (patch embed, blocks, DPT heads) as CUDA graphs from the third frame on");
 }
@@ -56,7 +57,7 @@ void ModelArgs::Add(CLI::App& app) {
 models::ModelOptions ModelArgs::ToOptions() const {
   models::ModelOptions options;
   options.dtype = dtype;
-  options.device = device;
+  options.device = Device();
   options.cuda_graphs = cuda_graphs;
   return options;
 }
@@ -115,6 +116,11 @@ std::string WithFlagNames(const std::string& message) {
   std::string out = message;
   for (const auto& [field, flag] : kFlags) out = std::regex_replace(out, std::regex(std::string("\\b") + field + "\\b"), flag);
   return out;
+}
+
+std::string ModelArgs::Device() const {
+  if (device != "auto") return device;
+  return CudaKvAvailable() ? "cuda" : "cpu";
 }
 
 KvCacheOptions CacheArgs::ToOptions() const {

@@ -24,11 +24,12 @@ struct ModelArgs {
   std::string config;            // built-in config name or JSON file; empty = from the weights file
   int64_t random_seed = -1;      // >= 0: seeded random weights instead of a file
   std::string dtype = "float32"; // float32 | float64
-  std::string device = "cpu";    // cpu | cuda[:N]
+  std::string device = "auto";   // auto | cpu | cuda[:N]; auto = cuda where this build has the CUDA cache and a GPU is visible
   bool cuda_graphs = false;      // replay the fixed-shape parts of the step as CUDA graphs
 
   void Add(CLI::App& app);
   models::ModelOptions ToOptions() const;  // dtype, device and graphs; the cache is the caller's
+  std::string Device() const;              // the device, "auto" resolved
 };
 
 struct CacheArgs {

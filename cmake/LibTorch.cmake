@@ -1,13 +1,16 @@
 # Locates LibTorch and exposes it as the target `streamrecon::torch`.
 #
-# Two ways:
-#  * STREAMRECON_TORCH_CUDA=ON (GPU machines): find_package(Torch) with the full CUDA build of
-#    LibTorch (pass CMAKE_PREFIX_PATH=$(python3 -c "import torch;print(torch.utils.cmake_prefix_path)")).
+# Two ways, chosen by STREAMRECON_TORCH_CUDA (AUTO by default; the result is STREAMRECON_HAVE_TORCH_CUDA):
+#  * the CUDA build (GPU machines): find_package(Torch) with the full CUDA LibTorch of the torch
+#    found below (its share/cmake), or of CMAKE_PREFIX_PATH. AUTO takes it when nvcc is found, a
+#    GPU answers nvidia-smi and that torch has libtorch_cuda.so (with its CUDA library wheels,
+#    which scripts/setup.sh installs on GPU machines).
 #  * otherwise (CPU machines): import libtorch_cpu + libc10 straight from the torch wheel
 #    (STREAMRECON_TORCH_DIR, or the wheel found by python3), without the CUDA parts of torch,
 #    whose dependencies (cuDNN, NCCL, ...) the PyPI wheel leaves to other packages.
 
-option(STREAMRECON_TORCH_CUDA "Link the CUDA build of LibTorch through find_package(Torch)" OFF)
+set(STREAMRECON_TORCH_CUDA "AUTO" CACHE STRING "Link the CUDA build of LibTorch through find_package(Torch): AUTO, ON or OFF")
+set_property(CACHE STREAMRECON_TORCH_CUDA PROPERTY STRINGS AUTO ON OFF)
 set(STREAMRECON_TORCH_DIR "" CACHE PATH "Root of a torch installation (the folder holding include/ and lib/)")
 
 # LibTorch ships its own (newer) fmt headers in include/fmt, which would shadow the system fmt
@@ -25,22 +28,6 @@ function(streamrecon_torch_include_shim torch_include out_var)
   set(${out_var} "${shim}" PARENT_SCOPE)
 endfunction()
 
-if(STREAMRECON_TORCH_CUDA)
-  find_package(Torch REQUIRED)
-  add_library(streamrecon_torch INTERFACE)
-  target_link_libraries(streamrecon_torch INTERFACE ${TORCH_LIBRARIES})
-  set(_torch_includes "")
-  foreach(_dir IN LISTS TORCH_INCLUDE_DIRS)
-    if(EXISTS "${_dir}/fmt" AND EXISTS "${_dir}/ATen")
-      streamrecon_torch_include_shim("${_dir}" _dir)
-    endif()
-    list(APPEND _torch_includes "${_dir}")
-  endforeach()
-  target_include_directories(streamrecon_torch SYSTEM INTERFACE ${_torch_includes})
-  target_compile_definitions(streamrecon_torch INTERFACE STREAMRECON_TORCH_HAS_CUDA=1)
-  add_library(streamrecon::torch ALIAS streamrecon_torch)
-  return()
-endif()
 
 set(STREAMRECON_VENV "${CMAKE_SOURCE_DIR}/.venv" CACHE PATH "The project's Python environment (scripts/setup.sh)")
 if(NOT STREAMRECON_TORCH_DIR)
@@ -58,6 +45,34 @@ if(NOT STREAMRECON_TORCH_DIR)
       OUTPUT_VARIABLE _torch_dir OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
     set(STREAMRECON_TORCH_DIR "${_torch_dir}" CACHE PATH "Root of a torch installation" FORCE)
   endif()
+endif()
+
+set(STREAMRECON_HAVE_TORCH_CUDA OFF)
+if(STREAMRECON_TORCH_CUDA STREQUAL "ON")
+  set(STREAMRECON_HAVE_TORCH_CUDA ON)
+elseif(STREAMRECON_TORCH_CUDA STREQUAL "AUTO" AND STREAMRECON_HAVE_CUDA AND STREAMRECON_GPU_PRESENT
+       AND EXISTS "${STREAMRECON_TORCH_DIR}/lib/libtorch_cuda.so")
+  set(STREAMRECON_HAVE_TORCH_CUDA ON)
+  message(STATUS "LibTorch: the CUDA build (a GPU, nvcc and ${STREAMRECON_TORCH_DIR}/lib/libtorch_cuda.so; STREAMRECON_TORCH_CUDA=OFF for the CPU one)")
+endif()
+if(STREAMRECON_HAVE_TORCH_CUDA)
+  if(STREAMRECON_TORCH_DIR AND EXISTS "${STREAMRECON_TORCH_DIR}/share/cmake/Torch")
+    list(APPEND CMAKE_PREFIX_PATH "${STREAMRECON_TORCH_DIR}/share/cmake")
+  endif()
+  find_package(Torch REQUIRED)
+  add_library(streamrecon_torch INTERFACE)
+  target_link_libraries(streamrecon_torch INTERFACE ${TORCH_LIBRARIES})
+  set(_torch_includes "")
+  foreach(_dir IN LISTS TORCH_INCLUDE_DIRS)
+    if(EXISTS "${_dir}/fmt" AND EXISTS "${_dir}/ATen")
+      streamrecon_torch_include_shim("${_dir}" _dir)
+    endif()
+    list(APPEND _torch_includes "${_dir}")
+  endforeach()
+  target_include_directories(streamrecon_torch SYSTEM INTERFACE ${_torch_includes})
+  target_compile_definitions(streamrecon_torch INTERFACE STREAMRECON_TORCH_HAS_CUDA=1)
+  add_library(streamrecon::torch ALIAS streamrecon_torch)
+  return()
 endif()
 
 if(NOT STREAMRECON_TORCH_DIR OR NOT EXISTS "${STREAMRECON_TORCH_DIR}/lib/libtorch_cpu.so")

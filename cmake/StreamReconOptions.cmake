@@ -22,9 +22,25 @@ if(NOT STREAMRECON_CUDA STREQUAL "OFF")
   endif()
 endif()
 streamrecon_resolve(CUDA _cuda_ok)
+# An NVIDIA GPU on this machine (nvidia-smi answers): the CUDA code is built for it ("native") and
+# STREAMRECON_TORCH_CUDA=AUTO links the CUDA build of LibTorch (cmake/LibTorch.cmake).
+set(STREAMRECON_GPU_PRESENT OFF)
+find_program(_nvidia_smi nvidia-smi)
+if(_nvidia_smi)
+  execute_process(COMMAND ${_nvidia_smi} --query-gpu=name,compute_cap --format=csv,noheader
+                  RESULT_VARIABLE _smi_rc OUTPUT_VARIABLE _smi_out OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  if(_smi_rc EQUAL 0 AND NOT _smi_out STREQUAL "")
+    set(STREAMRECON_GPU_PRESENT ON)
+    message(STATUS "GPU: ${_smi_out}")
+  endif()
+endif()
 if(STREAMRECON_HAVE_CUDA)
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-    set(CMAKE_CUDA_ARCHITECTURES 90)
+    if(STREAMRECON_GPU_PRESENT)
+      set(CMAKE_CUDA_ARCHITECTURES native)  # the GPUs present
+    else()
+      set(CMAKE_CUDA_ARCHITECTURES 90)      # compile checks on CPU machines: the H200's
+    endif()
   endif()
   enable_language(CUDA)
   set(CMAKE_CUDA_STANDARD 17)
