@@ -73,6 +73,16 @@ if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
   "$VENV/bin/python3" -m pip install -q --no-deps --disable-pip-version-check \
     "torch==$TORCH_VERSION"
 fi
+# A GPU machine (nvidia-smi answers and nvcc is there): torch's CUDA libraries too (cuDNN, cuBLAS,
+# NCCL, ... as NVIDIA's wheels, about 3 GB), so that CMake links the CUDA build of LibTorch
+# (STREAMRECON_TORCH_CUDA=AUTO) and the commands run on the GPU. STREAMRECON_CPU_ONLY=1 skips it.
+if [ -z "${STREAMRECON_CPU_ONLY:-}" ] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 &&
+   { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; }; then
+  if ! "$VENV/bin/python3" -m pip check >/dev/null 2>&1; then
+    echo "[setup] a GPU: installing torch==$TORCH_VERSION's CUDA libraries into $VENV (about 3 GB)"
+    "$VENV/bin/python3" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
+  fi
+fi
 # libtorch_cpu of PyPI's (CUDA) wheel still needs libcudart.so.13 and libcupti.so.13 at link and
 # load time. A machine without the CUDA toolkit gets them from the two NVIDIA wheels that torch
 # 2.11.0 pins (through cuda-toolkit==13.0.2), about 13 MB; CMake puts their folder on the rpath.
