@@ -484,7 +484,9 @@ TEST(Vocabulary, EveryNameParsesBackAndErrorsListTheChoices) {
     EXPECT_EQ(ParseCacheFormat(info.name), info.format) << info.name;
     EXPECT_EQ(ToString(info.format), info.name);
     EXPECT_EQ(FormatInfo(info.format).bits, info.bits);
-    if (IsQuantized(info.format)) EXPECT_EQ(FormatBits(info.format), info.bits) << info.name;
+    if (IsQuantized(info.format)) {
+      EXPECT_EQ(FormatBits(info.format), info.bits) << info.name;
+    }
   }
   for (const PrunePolicyInfo& info : kPrunePolicies) {
     EXPECT_EQ(ParsePrunePolicy(info.name), info.policy) << info.name;
