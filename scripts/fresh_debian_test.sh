@@ -15,7 +15,7 @@ ROOT_DIR=${1:-/tmp/fresh-debian12}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
 cleanup() {
-  for m in dev/pts dev proc sys; do umount -l "$ROOT_DIR/$m" 2>/dev/null || true; done
+  for m in dev/pts dev proc sys/fs/cgroup sys; do umount -R -l "$ROOT_DIR/$m" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 if [ ! -x "$ROOT_DIR/usr/bin/git" ]; then
@@ -32,6 +32,8 @@ for f in /etc/apt/apt.conf.d/99artifact-registry; do [ -f "$f" ] && cp "$f" "$RO
 cp /etc/resolv.conf "$ROOT_DIR/etc/resolv.conf"
 mount -t proc proc "$ROOT_DIR/proc"
 mount -t sysfs sys "$ROOT_DIR/sys"
+# The host's cgroup filesystem, as a machine has it (slurmd, in the Slurm test, needs it).
+if grep -q " /sys/fs/cgroup " /proc/mounts; then mount --rbind /sys/fs/cgroup "$ROOT_DIR/sys/fs/cgroup"; fi
 mount --bind /dev "$ROOT_DIR/dev"
 mount --bind /dev/pts "$ROOT_DIR/dev/pts"
 rm -rf "$ROOT_DIR/root/streamrecon"

@@ -11,6 +11,9 @@ WORK=$2
 for tool in munged slurmctld slurmd sbatch squeue scancel sinfo; do
   command -v "$tool" > /dev/null || { echo "SKIPPED: $tool not found (make setup installs slurm-wlm and munge)"; exit 0; }
 done
+# slurmd 22.05 (Debian 12) always starts its cgroup plugin, which needs the cgroup filesystem (no
+# cgroup limits are used here); a chroot without /sys/fs/cgroup mounted cannot run it.
+grep -q " /sys/fs/cgroup " /proc/mounts || { echo "SKIPPED: no cgroup filesystem mounted at /sys/fs/cgroup (slurmd needs one)"; exit 0; }
 rm -rf "$WORK" && mkdir -p "$WORK"/{munge,state,spool,log,run}
 WORK=$(realpath "$WORK")
 fail() { echo "FAIL: $*"; exit 1; }
@@ -68,7 +71,7 @@ SelectTypeParameters=CR_Core
 ReturnToService=2
 MpiDefault=none
 MaxArraySize=1001
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=2000 State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(nproc --all) RealMemory=2000 State=UNKNOWN
 PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 export SLURM_CONF=$WORK/slurm.conf
