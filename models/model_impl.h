@@ -6,7 +6,6 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
-#include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <algorithm>
 #include <chrono>
@@ -43,7 +42,7 @@ struct StreamingModel::Impl {
   // With stage timing: adds the time since the last mark to `slot` (after the device finished).
   void Lap(double* slot) {
     if (!options.stage_timing) return;
-    if (!topts.device().is_cpu()) c10::impl::getDeviceGuardImpl(topts.device().type())->synchronizeDevice(topts.device().index());
+    SynchronizeDevice(topts.device());
     const auto now = std::chrono::steady_clock::now();
     if (slot) *slot += std::chrono::duration<double, std::milli>(now - mark).count();
     mark = now;

@@ -72,8 +72,12 @@ TEST_P(KvContract, CapacityIsNeverExceeded) {
         cache->SetCapacity(capacity);
         for (int frame = 0; frame < 10; ++frame) {
           cache->Forward(On(at::randn({H, n, 64})), On(at::randn({H, n, 64})), On(at::randn({H, n, 64})));
-          if (capacity.tokens >= 0) ASSERT_LE(cache->tokens(), capacity.tokens) << "frame " << frame;
-          if (capacity.bytes >= 0) ASSERT_LE(cache->bytes(), capacity.bytes) << "frame " << frame;
+          if (capacity.tokens >= 0) {
+            ASSERT_LE(cache->tokens(), capacity.tokens) << "frame " << frame;
+          }
+          if (capacity.bytes >= 0) {
+            ASSERT_LE(cache->bytes(), capacity.bytes) << "frame " << frame;
+          }
         }
         // It uses the room it has: more than the two protected frames.
         EXPECT_GT(cache->tokens(), 2 * n);
@@ -173,7 +177,9 @@ TEST_P(KvContract, PruningKeepsTheTokensTheRuleSelects) {
           const auto id = IdOf(V2, t);
           if (id.first > 0 && id.first < frame) kept.insert(id);
         }
-        if (frame > 0) EXPECT_EQ(kept, expected) << "frame " << frame;
+        if (frame > 0) {
+          EXPECT_EQ(kept, expected) << "frame " << frame;
+        }
       }
     }
 }

@@ -33,8 +33,11 @@ int64_t GrowTo(int64_t have, int64_t needed, int64_t capacity_units) {
 int64_t FrameBytes(const KvCacheOptions& options, int heads, int head_dim, int64_t n, int dense_elem_bytes, bool first_frame) {
   if (options.format == CacheFormat::kDense) return n * 2 * heads * head_dim * dense_elem_bytes;
   if (options.format == CacheFormat::kBf16 || (first_frame && options.first_frame_bf16)) return n * 2 * heads * head_dim * 2;
-  const PageLayout layout{heads, head_dim, options.k_group, FormatBits(options.format), options.v_group, IsOscar(options.format)};
-  return CeilDiv(n, options.k_group) * layout.page_bytes();
+  return CeilDiv(n, options.k_group) * PageLayoutFor(options, heads, head_dim).page_bytes();
+}
+
+PageLayout PageLayoutFor(const KvCacheOptions& options, int heads, int head_dim) {
+  return PageLayout{heads, head_dim, options.k_group, FormatBits(options.format), options.v_group, IsOscar(options.format)};
 }
 
 CacheFormat TrunkFormat(CacheFormat global_format) {

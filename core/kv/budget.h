@@ -36,6 +36,9 @@ int64_t GrowTo(int64_t have, int64_t needed, int64_t capacity_units);
 // formats; dense_elem_bytes per value for fp32 / model dtype).
 int64_t FrameBytes(const KvCacheOptions& options, int heads, int head_dim, int64_t n, int dense_elem_bytes, bool first_frame);
 
+// The page layout of a quantized format for a layer of `heads` heads of `head_dim` channels.
+PageLayout PageLayoutFor(const KvCacheOptions& options, int heads, int head_dim);
+
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The shapes that decide the bytes of the caches.

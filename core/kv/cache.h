@@ -64,4 +64,7 @@ std::unique_ptr<LayerKvCache> MakeLayerKvCache(const KvCacheOptions& options, c1
 // Whether this build has the CUDA backend and a CUDA device is visible.
 bool CudaKvAvailable();
 
+// Waits for the work queued on `device` (a no-op on the CPU); for timings.
+void SynchronizeDevice(c10::Device device);
+
 }  // namespace streamrecon

@@ -19,11 +19,11 @@
 #include "core/kv/policy.h"
 
 namespace streamrecon {
-namespace {
-
 void SynchronizeDevice(c10::Device device) {
   if (!device.is_cpu()) c10::impl::getDeviceGuardImpl(device.type())->synchronizeDevice(device.index());
 }
+
+namespace {
 
 class KvLayerCache final : public LayerKvCache {
  public:
@@ -110,8 +110,7 @@ class KvLayerCache final : public LayerKvCache {
     backend_->CheckLayer(static_cast<int>(heads_), static_cast<int>(head_dim_));
     if (oscar()) hadamard_ = HadamardMatrix(head_dim_, q.options().dtype(backend_->WorkType(q.scalar_type())));
     if (quantized())
-      layout_ = PageLayout{static_cast<int>(heads_), static_cast<int>(head_dim_), options_.k_group, FormatBits(options_.format),
-                           options_.v_group, oscar()};
+      layout_ = PageLayoutFor(options_, static_cast<int>(heads_), static_cast<int>(head_dim_));
   }
 
   KvView View() const {
@@ -319,15 +318,14 @@ class KvLayerCache final : public LayerKvCache {
     }
     // Placeholders for the kept pages: pages appended before the counts land go after them.
     valid_.assign(static_cast<size_t>(counts.numel()), 0);
-    valid_pending_ = true;
   }
 
   void ResolveValid() const {
-    if (!valid_pending_) return;
+    if (!valid_host_.defined()) return;
     if (valid_ready_) valid_ready_->synchronize();
     valid_ready_.reset();
     std::copy_n(valid_host_.data_ptr<int32_t>(), valid_host_.numel(), valid_.begin());
-    valid_pending_ = false;
+    valid_host_ = at::Tensor();
   }
 
   std::unique_ptr<KvBackend> backend_;
@@ -345,9 +343,8 @@ class KvLayerCache final : public LayerKvCache {
   PagedKv store_;
   int64_t pages_ = 0;
   mutable std::vector<int32_t> valid_;
-  at::Tensor valid_host_;  // the kept pages' counts on their way (pinned on a GPU)
+  mutable at::Tensor valid_host_;  // the kept pages' counts on their way (pinned on a GPU); undefined once they landed
   mutable std::optional<c10::Event> valid_ready_;
-  mutable bool valid_pending_ = false;
   QuantStats stats_;
   double maintenance_ms_ = 0.0;
 };
