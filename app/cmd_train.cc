@@ -159,6 +159,12 @@ Runner AddTrainCommand(CLI::App& parent) {
   cmd->add_option("--fov-min", d.fov_min, "Smallest horizontal field of view, degrees")->capture_default_str();
   cmd->add_option("--fov-max", d.fov_max, "Largest horizontal field of view, degrees")->capture_default_str();
   cmd->add_option("--outdoor-fraction", d.outdoor_fraction, "Share of outdoor scenes")->capture_default_str();
+  cmd->add_option("--trajectory-factor-min", d.trajectory_factor_min,
+                  "A sequence of S frames is taken from a camera path of F x S frames, F uniform in [min, max]; "
+                  "1 lets a sequence span its whole path (a full orbit)")
+      ->check(CLI::Range(1.0, 100.0))->capture_default_str();
+  cmd->add_option("--trajectory-factor-max", d.trajectory_factor_max, "Largest path factor F (see --trajectory-factor-min)")
+      ->check(CLI::Range(1.0, 100.0))->capture_default_str();
   cmd->add_option("--prefetch", args->prefetch, "Batches rendered ahead on CPU threads (0 = cores - 2)")->capture_default_str();
   cmd->add_option("--export", args->export_path, "After training, write the weights here as half-precision safetensors with the config");
   cmd->add_option("--export-dtype", args->export_dtype, "float16 or bfloat16")->capture_default_str();

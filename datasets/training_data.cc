@@ -51,7 +51,9 @@ void TrainingDataOptions::Check(int patch_size) const {
   if (frames_per_batch < 1) throw OptionError("training data: frames_per_batch must be positive");
   if (!(fov_min > 0 && fov_max >= fov_min && fov_max < 170)) throw OptionError("training data: need 0 < fov_min <= fov_max < 170");
   if (!(outdoor_fraction >= 0 && outdoor_fraction <= 1)) throw OptionError("training data: outdoor_fraction must be in [0, 1]");
-  if (!(trajectory_factor_max >= 2)) throw OptionError("training data: trajectory_factor_max must be >= 2");
+  if (!(trajectory_factor_min >= 1 && trajectory_factor_max >= trajectory_factor_min))
+    throw OptionError("training data: need 1 <= trajectory_factor_min <= trajectory_factor_max (found " +
+                      std::to_string(trajectory_factor_min) + " and " + std::to_string(trajectory_factor_max) + ")");
 }
 
 SequenceBatch MakeTrainingBatch(const TrainingDataOptions& o, int64_t step, int threads) {
@@ -80,7 +82,7 @@ SequenceBatch MakeTrainingBatch(const TrainingDataOptions& o, int64_t step, int 
     so.trajectory = static_cast<Trajectory>(integer(0, 2));
     so.environment = uniform(0, 1) < o.outdoor_fraction ? Environment::kOutdoor : Environment::kRoom;
     so.fov_x_deg = uniform(o.fov_min, o.fov_max);
-    so.frames = std::max(S, static_cast<int>(std::lround(S * uniform(2.0, o.trajectory_factor_max))));
+    so.frames = std::max(S, static_cast<int>(std::lround(S * uniform(o.trajectory_factor_min, o.trajectory_factor_max))));
     so.threads = threads;
     const int start = static_cast<int>(integer(0, so.frames - S));
     batch.scene_seeds.push_back(so.seed);

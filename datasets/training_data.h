@@ -49,7 +49,9 @@ struct TrainingDataOptions {
   // Share of sequences in the outdoor square (the rest in rooms).
   double outdoor_fraction = 0.3;
   // The whole camera path spans trajectory_factor x S frames (so neighbouring frames are
-  // closer on longer paths), with the factor uniform in [2, trajectory_factor_max].
+  // closer on longer paths), with the factor uniform in [trajectory_factor_min,
+  // trajectory_factor_max]. At 1 a sequence covers its whole path (a full orbit).
+  double trajectory_factor_min = 2.0;
   double trajectory_factor_max = 6.0;
   // Seeds everything; batch `step` depends only on (seed, step).
   uint64_t seed = 1;
