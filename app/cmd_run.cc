@@ -56,7 +56,7 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
   spdlog::info("input: {}", source->Describe());
   // A rerun into the same folder leaves nothing of the earlier run behind (other files stay).
   if (const int removed = RemoveEarlierOutputs(out_dir, {"points.ply", "preview.png", "trajectory.txt", "cameras.json", "run.json",
-                                                          "depth", "colmap", "transforms.json"}))
+                                                          "depth", "colmap", "transforms.json", "raw"}))
     spdlog::info("removed {} output(s) of an earlier run from {}", removed, out_dir.string());
   const int64_t total = args.in.max_frames >= 0 && source->SizeHint() >= 0 ? std::min(args.in.max_frames, source->SizeHint())
                                                                          : source->SizeHint();
@@ -69,6 +69,7 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
     if (!known->note.empty()) spdlog::warn("{}", known->note);
     stage->SetKnownCamera(*known);
   }
+  if (args.raw_outputs) stage->WriteRawOutputs(out_dir / "raw");
   PipelineStages stages = ModelStage::MakeStages(stage, *source);
   // Ctrl-C / SIGTERM: the input ends where it is; the frames already read go through the model and
   // every output of the frames done is written (exit 130). A second signal aborts at once.
@@ -196,6 +197,9 @@ void RunArgs::AddOutputOptions(CLI::App& cmd_ref) {
   cmd->add_flag("--colmap", args->colmap,
                 "Also write a COLMAP text model (colmap/images/frame_NNNNNN.png, colmap/sparse/0/{cameras,images,points3D}.txt) and "
                 "transforms.json for nerfstudio / Gaussian splatting");
+  cmd->add_flag("--raw-outputs", args->raw_outputs,
+                "Also write raw/frame_NNNNNN.safetensors per frame: depth, depth_conf, world_points, world_points_conf and "
+                "pose_enc in the model's dtype, unrounded");
 }
 
 Runner AddRunCommand(CLI::App& parent) {

@@ -24,6 +24,7 @@ struct RunArgs {
   bool depth_maps = true;
   bool points = true;   // points.ply and preview.png (off: cameras and depth only)
   bool colmap = false;  // also write a COLMAP text model (colmap/images, colmap/sparse/0)
+  bool raw_outputs = false;  // also write raw/frame_NNNNNN.safetensors (the model's arrays, unrounded)
   int64_t max_points = 2000000;  // the accumulated cloud's bound (0 = none)
 
   // The output options (cloud, depth maps, COLMAP), shared by run and batch.

@@ -5,10 +5,12 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstdio>
 #include <tuple>
 
 #include "core/errors.h"
 #include "datasets/synthetic.h"
+#include "models/weights.h"
 
 namespace streamrecon::app {
 
@@ -49,7 +51,7 @@ ModelStage::ModelStage(std::shared_ptr<models::StreamingModel> model,
                        const datasets::PreprocessOptions& pre)
     : model_(std::move(model)), pre_(pre) {}
 
-FramePrediction ModelStage::Step(const Frame& frame) {
+ModelStage::Output ModelStage::Run(const Frame& frame) {
   int width = 0, height = 0;
   {
     std::lock_guard<std::mutex> lock(size_mutex_);
@@ -60,25 +62,51 @@ FramePrediction ModelStage::Step(const Frame& frame) {
     width = width_;
     height = height_;
   }
+  if (known_ && known_->width > 0 && (known_->width != frame.image.width || known_->height != frame.image.height))
+    throw Error("frame " + std::to_string(frame.index) + " (" + frame.name + ") is " + std::to_string(frame.image.width) + "x" +
+                std::to_string(frame.image.height) + ", but the intrinsics of " + known_->source + " are for " +
+                std::to_string(known_->width) + "x" + std::to_string(known_->height));
   datasets::PreprocessOptions fixed = pre_;
   fixed.target_width = width;
   fixed.target_height = height;
-  const RgbImage image = datasets::ResizeForModel(frame.image, fixed);
-
+  Output output;
+  output.image = datasets::ResizeForModel(frame.image, fixed);
   const auto t0 = std::chrono::steady_clock::now();
-  const models::StepOutput out = model_->Step(models::ImageToTensor(image));
-  FramePrediction prediction = models::ToFramePrediction(out, image, frame.index);
+  output.tensors = model_->Step(models::ImageToTensor(output.image));
+  output.model_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (known_) output.known_intrinsics = datasets::ScaleIntrinsics(known_->k, frame.image.width, frame.image.height, width, height);
+  return output;
+}
+
+FramePrediction ModelStage::Step(const Frame& frame) {
+  Output output = Run(frame);
+  const auto t0 = std::chrono::steady_clock::now();
+  FramePrediction prediction = models::ToFramePrediction(output.tensors, output.image, frame.index);
   prediction.timestamp = frame.timestamp;
   prediction.source_name = frame.name;
-  prediction.model_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  if (known_) {
-    if (known_->width > 0 && (known_->width != frame.image.width || known_->height != frame.image.height))
-      throw Error("frame " + std::to_string(frame.index) + " (" + frame.name + ") is " + std::to_string(frame.image.width) + "x" +
-                  std::to_string(frame.image.height) + ", but the intrinsics of " + known_->source + " are for " +
-                  std::to_string(known_->width) + "x" + std::to_string(known_->height));
-    prediction.known_intrinsics = datasets::ScaleIntrinsics(known_->k, frame.image.width, frame.image.height, width, height);
+  prediction.known_intrinsics = output.known_intrinsics;
+  // The step and the conversion (the resize before them is preprocessing).
+  prediction.model_ms =
+      output.model_ms + std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (!raw_folder_.empty()) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "frame_%06lld.safetensors", static_cast<long long>(frame.index));
+    const models::StepOutput& t = output.tensors;
+    models::WriteSafetensors(raw_folder_ / name,
+                             {{"depth", t.depth.squeeze(-1).cpu().contiguous()},
+                              {"depth_conf", t.depth_conf.cpu().contiguous()},
+                              {"world_points", t.world_points.cpu().contiguous()},
+                              {"world_points_conf", t.world_points_conf.cpu().contiguous()},
+                              {"pose_enc", t.pose_enc.cpu().contiguous()}});
   }
   return prediction;
+}
+
+void ModelStage::WriteRawOutputs(const std::filesystem::path& folder) {
+  std::error_code error;
+  std::filesystem::create_directories(folder, error);
+  if (error) throw FileError("cannot create the folder " + folder.string() + ": " + error.message());
+  raw_folder_ = folder;
 }
 
 CacheStats ModelStage::CacheStatsNow() const {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -37,7 +38,20 @@ class ModelStage {
  public:
   ModelStage(std::shared_ptr<models::StreamingModel> model, const datasets::PreprocessOptions& pre);
 
+  // One frame through the model, before conversion.
+  struct Output {
+    models::StepOutput tensors;              // on the model's device, in its dtype
+    RgbImage image;                          // the frame as the model saw it (resized)
+    double model_ms = 0;                     // StreamingModel::Step alone
+    std::optional<Intrinsics> known_intrinsics;  // the known camera at the model's size
+  };
+  Output Run(const Frame& frame);
+  // Run, converted to a FramePrediction (model_ms covers the step and the conversion).
   FramePrediction Step(const Frame& frame);
+  // Every Step also writes folder/frame_%06d.safetensors (%06d = the frame's index): depth [H, W],
+  // depth_conf, world_points [H, W, 3], world_points_conf and pose_enc [9] in the model's dtype,
+  // unrounded (for comparisons and tools that want the raw arrays). The folder is created.
+  void WriteRawOutputs(const std::filesystem::path& folder);
   // A known camera (at the input's resolution): every prediction carries it, scaled to the model's
   // input size. Frames of another size than the calibration states are an error.
   void SetKnownCamera(const datasets::KnownCamera& camera) { known_ = camera; }
@@ -53,6 +67,7 @@ class ModelStage {
   std::shared_ptr<models::StreamingModel> model_;
   datasets::PreprocessOptions pre_;
   std::optional<datasets::KnownCamera> known_;
+  std::filesystem::path raw_folder_;
   mutable std::mutex size_mutex_;
   int width_ = 0;
   int height_ = 0;

@@ -13,15 +13,17 @@ set(STREAMRECON_TORCH_CUDA "AUTO" CACHE STRING "Link the CUDA build of LibTorch 
 set_property(CACHE STREAMRECON_TORCH_CUDA PROPERTY STRINGS AUTO ON OFF)
 set(STREAMRECON_TORCH_DIR "" CACHE PATH "Root of a torch installation (the folder holding include/ and lib/)")
 
-# LibTorch ships its own (newer) fmt headers in include/fmt, which would shadow the system fmt
-# that spdlog was built against. We expose a shim include folder holding links to every entry of
-# torch's include folder except fmt.
+# LibTorch ships its own (newer) fmt and pybind11 headers in include/, which would shadow the system
+# fmt that spdlog was built against and Debian's pybind11 that the Python module is built with. We
+# expose a shim include folder holding links to every entry of torch's include folder but those.
 function(streamrecon_torch_include_shim torch_include out_var)
   set(shim "${CMAKE_BINARY_DIR}/torch_include_shim")
   file(MAKE_DIRECTORY "${shim}")
   file(GLOB entries RELATIVE "${torch_include}" "${torch_include}/*")
   foreach(entry IN LISTS entries)
-    if(NOT entry STREQUAL "fmt" AND NOT EXISTS "${shim}/${entry}")
+    if(entry STREQUAL "fmt" OR entry STREQUAL "pybind11")
+      file(REMOVE "${shim}/${entry}")  # a link left by an older configuration
+    elseif(NOT EXISTS "${shim}/${entry}")
       file(CREATE_LINK "${torch_include}/${entry}" "${shim}/${entry}" SYMBOLIC)
     endif()
   endforeach()
