@@ -5,8 +5,8 @@
 # run takes a second or two.
 #
 # First run on a brand-new Debian 12 (measured by scripts/fresh_debian_test.sh): about 400 MB of
-# Debian packages (1.5 GB installed), then the torch wheel and two small NVIDIA runtime wheels
-# (1.3 GB in .venv/).
+# Debian packages (1.5 GB installed), then the torch wheel with its dependencies (4.6 GB in .venv/,
+# most of it NVIDIA's CUDA libraries, which `import torch` needs even without a GPU).
 #
 # Knobs: TORCH_VERSION (default 2.11.0), STREAMRECON_VENV (default <repo>/.venv),
 #        STREAMRECON_TORCH_DIR or Torch_DIR (use your own LibTorch; no wheel is installed).
@@ -18,7 +18,7 @@ VENV="${STREAMRECON_VENV:-$ROOT/.venv}"
 
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
-  python3 python3-venv
+  python3 python3-venv python3-dev pybind11-dev python3-numpy python3-pytest python3-matplotlib
   libopencv-dev libopen3d-dev libimgui-dev libstb-dev libglfw3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libeigen3-dev
@@ -55,7 +55,13 @@ SYS_PYTHON=/usr/bin/python3
 if [ ! -x "$VENV/bin/python3" ] || ! "$VENV/bin/python3" -c 'import sys' 2>/dev/null; then
   echo "[setup] creating the project's Python environment in $VENV"
   rm -rf "$VENV"
-  "$SYS_PYTHON" -m venv "$VENV"
+  # --system-site-packages: Debian's numpy, pytest and matplotlib are visible inside it (the Python
+  # module's tests and examples use them); what pip installs here takes precedence.
+  "$SYS_PYTHON" -m venv --system-site-packages "$VENV"
+fi
+# An environment made by an older setup.sh: let it see Debian's packages too.
+if grep -q '^include-system-site-packages = false' "$VENV/pyvenv.cfg" 2>/dev/null; then
+  sed -i 's/^include-system-site-packages = false/include-system-site-packages = true/' "$VENV/pyvenv.cfg"
 fi
 
 have=$("$VENV/bin/python3" - <<'PY' 2>/dev/null || true
@@ -73,15 +79,16 @@ if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
   "$VENV/bin/python3" -m pip install -q --no-deps --disable-pip-version-check \
     "torch==$TORCH_VERSION"
 fi
-# A GPU machine (nvidia-smi answers and nvcc is there): torch's CUDA libraries too (cuDNN, cuBLAS,
-# NCCL, ... as NVIDIA's wheels, about 3 GB), so that CMake links the CUDA build of LibTorch
-# (STREAMRECON_TORCH_CUDA=AUTO) and the commands run on the GPU. STREAMRECON_CPU_ONLY=1 skips it.
-if [ -z "${STREAMRECON_CPU_ONLY:-}" ] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 &&
-   { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; }; then
-  if ! "$VENV/bin/python3" -m pip check >/dev/null 2>&1; then
-    echo "[setup] a GPU: installing torch==$TORCH_VERSION's CUDA libraries into $VENV (about 3 GB)"
-    "$VENV/bin/python3" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
-  fi
+# `import torch` (the Python module's tests hand tensors to torch) needs all of torch's
+# dependencies, its CUDA libraries included (NVIDIA's wheels: cuDNN, cuBLAS, NCCL, ..., about
+# 3 GB), even on machines without a GPU: torch's Python extension links libtorch_cuda. The C++
+# build links libtorch_cpu only on CPU machines; on GPU machines (nvidia-smi answers and nvcc is
+# there) CMake links the CUDA build of LibTorch (STREAMRECON_TORCH_CUDA=AUTO).
+# STREAMRECON_NO_TORCH_PYTHON=1 skips them (the Python module's tests then skip, saying why).
+if [ -z "${STREAMRECON_NO_TORCH_PYTHON:-}" ] &&
+   "$VENV/bin/python3" -m pip check 2>/dev/null | grep -q "^torch "; then
+  echo "[setup] installing torch==$TORCH_VERSION's dependencies into $VENV (CUDA libraries included, about 3 GB)"
+  "$VENV/bin/python3" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
 fi
 # libtorch_cpu of PyPI's (CUDA) wheel still needs libcudart.so.13 and libcupti.so.13 at link and
 # load time. A machine without the CUDA toolkit gets them from the two NVIDIA wheels that torch

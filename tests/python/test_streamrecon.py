@@ -19,7 +19,11 @@ import pytest
 
 import streamrecon
 
-torch = pytest.importorskip("torch", reason="torch is not importable in this Python (scripts/setup.sh installs it)")
+try:
+    import torch
+except ImportError:  # scripts/setup.sh installs it; STREAMRECON_NO_TORCH_PYTHON=1 leaves it out
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is not importable in this Python (scripts/setup.sh installs it)")
 
 SHARED = pathlib.Path(os.environ.get("STREAMRECON_SHARED_DIR", pathlib.Path(__file__).resolve().parents[3] / "shared"))
 PARITY = SHARED / "fixtures" / "parity"
@@ -76,26 +80,31 @@ def test_push_equals_the_cli_run_in_float64(tmp_path):
     assert (tmp_path / "ours.txt").read_text() == (out / "trajectory.txt").read_text()
 
 
+@pytest.mark.parametrize("output", ["numpy", "torch"])
 @pytest.mark.parametrize("mode", ["full", "pruned"])
-def test_tensor_frames_reproduce_the_reference(mode):
-    """The fixture's model tensors pushed as torch float64 tensors give the reference's outputs
-    (model.md: 1e-6 relative in float64)."""
+def test_tensor_frames_reproduce_the_reference(mode, output):
+    """The fixture's model tensors (3xHxW float, pushed as NumPy arrays or torch tensors) give the
+    reference's outputs (model.md: 1e-6 relative in float64), with the full and the pruned cache."""
+    if output == "torch" and torch is None:
+        pytest.skip("torch is not importable in this Python (scripts/setup.sh installs it)")
     weights = fixture_weights()
     stream = streamrecon.load_safetensors(need(PARITY / f"stream_{mode}.safetensors"))
     options = dict(policy="xstream", cache_tokens=60, pool=16) if mode == "pruned" else {}
-    with streamrecon.Reconstructor(weights, dtype="float64", device="cpu", output="torch", **options) as rec:
+    with streamrecon.Reconstructor(weights, dtype="float64", device="cpu", output=output, **options) as rec:
         for i in range(6):
-            image = torch.from_numpy(stream[f"frame{i}.image"]).to(torch.float64)
-            r = rec.push(image)
-            assert isinstance(r.depth, torch.Tensor) and r.depth.device.type == "cpu" and r.depth.dtype == torch.float64
+            image = stream[f"frame{i}.image"].astype(np.float64)
+            r = rec.push(torch.from_numpy(image) if output == "torch" else image)
+            if output == "torch":
+                assert isinstance(r.depth, torch.Tensor) and r.depth.device.type == "cpu" and r.depth.dtype == torch.float64
             for name in OUTPUTS:
                 ref = stream[f"frame{i}.{name}"]
-                got = getattr(r, name).numpy().reshape(ref.shape)
+                got = np.asarray(getattr(r, name)).reshape(ref.shape)
                 assert relative_l2(got, ref) <= 1e-6, f"frame {i} {name}: {relative_l2(got, ref):.2e}"
 
 
 # ---- torch in and out ----------------------------------------------------------------------------
 
+@needs_torch
 def test_torch_tensors_in_and_out_on_the_cpu():
     weights = fixture_weights()
     rng = np.random.default_rng(3)
@@ -119,7 +128,7 @@ def test_torch_tensors_in_and_out_on_the_cpu():
         assert rec.push(x).depth.shape == (56, 70)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or not streamrecon.cuda_available(),
+@pytest.mark.skipif(torch is None or not torch.cuda.is_available() or not streamrecon.cuda_available(),
                     reason="no CUDA device (or this build has no CUDA cache): the CUDA half runs in the GPU tests")
 def test_torch_tensors_in_and_out_on_cuda():
     weights = fixture_weights()
@@ -169,11 +178,11 @@ def test_bad_input_raises_the_documented_exceptions(tmp_path):
     with pytest.raises(TypeError, match="int16"):
         rec.push(np.zeros((56, 70, 3), dtype=np.int16))
     with pytest.raises(streamrecon.Error, match="multiple of the patch size 14"):
-        rec.push(torch.zeros(3, 50, 70))
+        rec.push(np.zeros((3, 50, 70), dtype=np.float32))
     rec.reset()
     rec.push(np.zeros((56, 70, 3), dtype=np.uint8))
     with pytest.raises(streamrecon.OptionError, match="started with images"):
-        rec.push(torch.zeros(3, 56, 70))
+        rec.push(np.zeros((3, 56, 70), dtype=np.float32))
     with pytest.raises(TypeError, match="streamrecon.Result"):
         streamrecon.write_tum(str(tmp_path / "t.txt"), [1, 2])
     with pytest.raises(streamrecon.OptionError, match="at least one"):
@@ -284,3 +293,19 @@ def test_frames_synthetic_scene_cloud_exporters_and_evaluate(tmp_path):
         cli = json.loads((tmp_path / "cli_eval" / "metrics.json").read_text())["sequences"][0]
         for group, field in [("depth_l1", "abs_rel"), ("depth_median", "delta_1"), ("pose", "ate_rmse"), ("cloud", "acc")]:
             assert seq[group][field] == pytest.approx(cli[group][field], rel=1e-9), (group, field)
+
+
+def test_the_examples_run(tmp_path):
+    """docs/examples/: the folder-to-depth-plot script and the video-to-PLY loop, on the sample photos."""
+    examples = pathlib.Path(__file__).resolve().parents[2] / "docs" / "examples"
+    need(SAMPLES)
+    env = dict(os.environ, MPLCONFIGDIR=str(tmp_path / "mpl"))
+    run = subprocess.run([os.sys.executable, str(examples / "reconstruct_folder.py"), str(SAMPLES), str(tmp_path / "depth.png")],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "depth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((tmp_path / "depth_trajectory.txt").read_text().splitlines()) == 1 + 6
+    run = subprocess.run([os.sys.executable, str(examples / "video_to_ply.py"), str(SAMPLES), str(tmp_path / "cloud.ply")],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "wrote" in run.stdout and b"element vertex" in (tmp_path / "cloud.ply").read_bytes()[:300]
