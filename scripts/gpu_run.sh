@@ -11,6 +11,19 @@ if [ "$STEP" = all ] || [ "$STEP" = test ]; then
   ./build-gpu/tests/test_kv_contract 2>&1 | tee "$OUT/kv_contract.log" | grep -E "^\[ (info|  FAILED|  PASSED|  SKIPPED) |Failure|Expected|actual|Which" | head -60
   ./build-gpu/tests/test_gpu_kernels 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^\[ (info|  FAILED|  PASSED|  SKIPPED) |Failure|error|Expected|actual|Which" | head -80
 fi
+if [ "$STEP" = all ] || [ "$STEP" = test ] || [ "$STEP" = python ]; then
+  # The Python module (configured when pybind11 from .deps and the Python headers were found): its
+  # pytest suite, CUDA half included, and the overhead of push() against the C++ step.
+  if grep -q "streamrecon_python" build-gpu/build.ninja 2>/dev/null && cmake --build build-gpu --target streamrecon_python >> "$OUT/build.log" 2>&1; then
+    export PYTHONPATH=$PWD/build-gpu/python:$PWD/.deps/python STREAMRECON_SHARED_DIR=$PWD/.gpu_fixtures STREAMRECON_EXE=$PWD/build-gpu/app/streamrecon
+    python3 -m pytest -q -rs -p no:cacheprovider tests/python 2>&1 | tee "$OUT/python_tests.log" | tail -15
+    python3 scripts/python_overhead.py --device cuda --frames 60 2>&1 | tee "$OUT/python_overhead.log"
+    python3 scripts/python_overhead.py --device cuda --frames 60 --random-seed 0 --config streamvggt-1b --size 518 --cuda-graphs \
+      --kv-budget 2GB 2>&1 | tee "$OUT/python_overhead_1b.log"
+  else
+    echo "python: the module is not configured or did not build (configure.log, build.log)"; grep -i python "$OUT/configure.log" | head
+  fi
+fi
 if [ "$STEP" = all ] || [ "$STEP" = bench ]; then
   ./build-gpu/kernels/streamrecon_kernel_bench --json "$OUT/kernel_bench.json" 2>&1 | tee "$OUT/kernel_bench.log"
 fi

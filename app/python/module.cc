@@ -952,6 +952,9 @@ kept under max_points by coarsening the grid (0 = no bound).)doc")
   }, py::arg("path"), py::kw_only(), py::arg("with_metadata") = false,
         "Reads a .safetensors file into a dict of NumPy arrays (bf16/fp16 as float32); with_metadata: (arrays, metadata).");
 
+  m.def("can_read_images", &datasets::HaveOpenCv, "Whether this build decodes images and videos (it has OpenCV).");
+  m.def("can_write_ply", &CanWritePly, "Whether this build writes PLY files (it has Open3D).");
+  m.def("can_write_images", &CanWriteImages, "Whether this build writes PNG images (it has OpenCV): write_colmap's images.");
   m.def("default_weights", &models::DefaultWeightsPath, "The shipped default model's file (used when weights=None).");
   m.def("cuda_available", [] { return CudaKvAvailable(); },
         "Whether this build has the CUDA cache kernels and a GPU is visible (what device='auto' picks).");

@@ -42,6 +42,9 @@ from ._core import (  # noqa: F401  (the public API)
     SyntheticScene,
     WeightsError,
     __version__,
+    can_read_images,
+    can_write_images,
+    can_write_ply,
     cuda_available,
     default_weights,
     load_safetensors,
@@ -56,7 +59,8 @@ from ._core import (  # noqa: F401  (the public API)
 
 __all__ = [
     "BudgetError", "Cloud", "Error", "FileError", "Frame", "FrameSource", "OptionError", "Reconstructor", "Result",
-    "SyntheticFrame", "SyntheticScene", "WeightsError", "__version__", "cuda_available", "default_weights", "evaluate",
+    "SyntheticFrame", "SyntheticScene", "WeightsError", "__version__", "can_read_images",
+    "can_write_images", "can_write_ply", "cuda_available", "default_weights", "evaluate",
     "load_safetensors", "open_frames", "set_log_level", "write_cameras_json", "write_colmap", "write_ply",
     "write_transforms_json", "write_tum",
 ]
