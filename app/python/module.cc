@@ -805,7 +805,7 @@ Options are the CLI's (`streamrecon run --help`), as keywords with underscores:
   weights      .safetensors or .pth file; None = the shipped default model (recon-small)
   config       built-in config name or JSON file; None = from the weights file
   device       "auto" (CUDA where this build has the CUDA cache and a GPU is visible), "cpu", "cuda[:N]"
-  dtype        "float32" or "float64" (CPU)
+  dtype        "float32", "float64" (CPU) or "bfloat16" (matrix work in bf16; CUDA)
   policy       KV-cache pruning: "none", "xstream", "xstream-page", "window", "random"
   format       cache storage: "fp32", "bf16", "kivi4", "kivi2", "oscar4", "oscar2"
   kv_budget    byte budget of all caches: int bytes or a string such as "1GiB"; None = none

@@ -127,7 +127,7 @@ _Input = Union[Frame, SyntheticFrame, npt.NDArray[Any], Any]
 class Reconstructor:
     """The streaming engine: push frames, get depth, points and cameras (options as the CLI's)."""
     def __init__(self, weights: Optional[_Path] = None, config: Optional[str] = None, *,
-                 device: str = "auto", dtype: Literal["float32", "float64"] = "float32",
+                 device: str = "auto", dtype: Literal["float32", "float64", "bfloat16"] = "float32",
                  policy: Literal["none", "xstream", "xstream-page", "window", "random"] = "none",
                  format: Literal["fp32", "bf16", "kivi4", "kivi2", "oscar4", "oscar2"] = "fp32",
                  kv_budget: Union[int, str, None] = None, cache_tokens: Optional[int] = None, pool: int = 16,
