@@ -17,6 +17,12 @@ if(NOT STREAMRECON_PYTHON STREQUAL "OFF" AND NOT _python_skip)
     set(PYBIND11_FINDPYTHON ON)
     find_package(pybind11 2.6 CONFIG QUIET)
     set(_python_ok ${pybind11_FOUND})
+    # pybind11 added Python 3.12 in 2.11; an older one builds a module that corrupts memory there.
+    if(pybind11_FOUND AND Python_VERSION VERSION_GREATER_EQUAL 3.12 AND pybind11_VERSION VERSION_LESS 2.11)
+      message(WARNING "Python module left out: pybind11 ${pybind11_VERSION} does not support Python ${Python_VERSION} "
+                      "(needs 2.11 or newer; pass -Dpybind11_DIR=<a newer pybind11's share/cmake/pybind11>)")
+      set(_python_ok OFF)
+    endif()
   endif()
 endif()
 streamrecon_resolve(PYTHON _python_ok)

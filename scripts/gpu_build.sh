@@ -13,11 +13,18 @@ gpu_build() {
   t0=$(date +%s)
   if [ ! -f build-gpu/build.ninja ]; then
     prefix=$(python3 -c "import torch;print(torch.utils.cmake_prefix_path)")
+    # Debian 12's pybind11 (2.10) predates Python 3.12, the device's Python: the Python module is
+    # built there with PyPI's pybind11 when scripts/gpu_prepare.sh unpacked it into .deps.
+    local pybind=""
+    if [ -d "$PWD/.deps/pybind11-pypi/pybind11/share/cmake/pybind11" ] &&
+       python3 -c "import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)"; then
+      pybind="-Dpybind11_DIR=$PWD/.deps/pybind11-pypi/pybind11/share/cmake/pybind11"
+    fi
     cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTREAMRECON_TORCH_CUDA=ON \
       -DCMAKE_PREFIX_PATH="$prefix;$DEPS" -DCMAKE_CUDA_ARCHITECTURES=90 \
       -DOPENSSL_ROOT_DIR="$DEPS" -DCMAKE_CXX_FLAGS="-isystem $DEPS/include/x86_64-linux-gnu" \
       -DSTREAMRECON_OPENCV=OFF -DSTREAMRECON_OPEN3D=OFF -DSTREAMRECON_VIEWER=OFF -DSTREAMRECON_BENCHMARKS=OFF \
-      -DSTREAMRECON_SHARED_DIR="$PWD/.gpu_fixtures" > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; return 1; }
+      -DSTREAMRECON_SHARED_DIR="$PWD/.gpu_fixtures" $pybind > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; return 1; }
   fi
   cmake --build build-gpu -j "$(nproc)" --target "$@" > "$OUT/build.log" 2>&1 \
     || { grep -E "error|Error" "$OUT/build.log" | head -40; return 1; }

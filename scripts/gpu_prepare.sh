@@ -25,6 +25,14 @@ if [ ! -f .deps/python/pytest/__init__.py ]; then
   for w in .deps/wheels/*.whl; do python3 -m zipfile -e "$w" .deps/python; done
   rm -rf .deps/wheels
 fi
+# PyPI's pybind11 (headers and CMake files): the device's Python is 3.12, which Debian 12's
+# pybind11 2.10 predates (scripts/gpu_build.sh uses it there only).
+if [ ! -f .deps/pybind11-pypi/pybind11/share/cmake/pybind11/pybind11Config.cmake ]; then
+  rm -rf .deps/pybind11-pypi .deps/wheels && mkdir -p .deps/wheels
+  python3 -m pip download -q --no-deps --only-binary=:all: -d .deps/wheels pybind11
+  python3 -m zipfile -e .deps/wheels/pybind11-*.whl .deps/pybind11-pypi
+  rm -rf .deps/wheels
+fi
 if [ -d ../shared/fixtures/parity ]; then
   rm -rf .gpu_fixtures && mkdir -p .gpu_fixtures/fixtures
   cp -r ../shared/fixtures/parity .gpu_fixtures/fixtures/
