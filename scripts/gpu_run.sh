@@ -16,7 +16,7 @@ if [ "$STEP" = all ] || [ "$STEP" = test ] || [ "$STEP" = python ]; then
   # The Python module (configured when pybind11 from .deps and the Python headers were found): its
   # pytest suite, CUDA half included, and the overhead of push() against the C++ step.
   if grep -q "streamrecon_python" build-gpu/build.ninja 2>/dev/null && cmake --build build-gpu --target streamrecon_python >> "$OUT/build.log" 2>&1; then
-    export PYTHONPATH=$PWD/build-gpu/python:$PWD/.deps/python STREAMRECON_SHARED_DIR=$PWD/.gpu_fixtures STREAMRECON_EXE=$PWD/build-gpu/app/streamrecon
+    export PYTHONPATH=$PWD/build-gpu/python:$PWD/.deps/python STREAMRECON_SHARED_DIR=${GPU_SHARED:-$PWD/.gpu_fixtures} STREAMRECON_EXE=$PWD/build-gpu/app/streamrecon
     python3 -m pytest -q -rs -p no:cacheprovider tests/python 2>&1 | tee "$OUT/python_tests.log" | tail -15
     python3 scripts/python_overhead.py --device cuda --frames 60 2>&1 | tee "$OUT/python_overhead.log"
     python3 scripts/python_overhead.py --device cuda --frames 60 --random-seed 0 --config streamvggt-1b --size 518 --cuda-graphs \
