@@ -610,6 +610,7 @@ class Reconstructor {
   std::string Dtype() const { return model_args_.dtype; }
   std::string WeightsPath() const { return opened_.loaded.weights_path; }
   std::string Output() const { return output_; }
+  const std::string& Size() const { return size_; }
   int64_t FramesSeen() {
     std::lock_guard<std::mutex> lock(mutex_);
     return Model().frames_seen();
@@ -849,7 +850,7 @@ The GIL is released during the step.)doc")
             o.dataset = dataset.string();
             o.frames = frames.value_or(-1);
             o.synthetic_seed = scene_seed;
-            o.size = SizeOption(size);
+            o.size = size.is_none() ? self.Size() : SizeOption(size);  // default: this Reconstructor's size
             o.every = every;
             o.min_depth = min_depth;
             o.max_depth = max_depth;
@@ -868,7 +869,7 @@ The GIL is released during the step.)doc")
 
 Exactly `streamrecon eval`: dataset is "synthetic[:walk|:orbit|:pan][:outdoor]" (rendered,
 `frames` long, scene `scene_seed`; seeds below 100000 were never used in training) or a TUM
-RGB-D / 7-Scenes / RGB-D folder. The dict is metrics.json's content: per sequence depth_median,
+RGB-D / 7-Scenes / RGB-D folder; size defaults to the Reconstructor's. The dict is metrics.json's content: per sequence depth_median,
 depth_l1, pose (ATE/RPE after Sim(3), path_length, ate_percent_of_path) and cloud (Acc/Comp/NC),
 and their mean. out: also write metrics.json, metrics.md and frames_*.csv there. The stream is
 reset before and after. Ctrl-C ends it early (KeyboardInterrupt).)doc")

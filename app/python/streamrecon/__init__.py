@@ -28,6 +28,16 @@ an OSError), with the CLI's messages. The engine logs warnings only; set_log_lev
 more. The GIL is released while frames are decoded, pushed and evaluated.
 """
 
+from ._build_info import TORCH_CUDA as _TORCH_CUDA
+
+if _TORCH_CUDA:
+    # With the CUDA build of LibTorch, torch's Python package must be loaded first: on the H200
+    # (Python 3.12, docs/perf.md call 50) importing torch after the module aborted in torch's import.
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+
 from ._core import (  # noqa: F401  (the public API)
     BudgetError,
     Cloud,
