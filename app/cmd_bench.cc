@@ -2,6 +2,7 @@
 // configuration (policy x format x budget); per configuration the bytes held, tokens kept,
 // effective bits, output error against the full cache, and quantization error per layer.
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <spdlog/spdlog.h>
 
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <cstdio>
+#include <optional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -18,6 +20,7 @@
 #include "app/commands.h"
 #include "app/common_options.h"
 #include "app/plot_stream_gp.h"
+#include "app/profile_trace.h"
 #include "core/atomic_file.h"
 #include "core/byte_size.h"
 #include "core/errors.h"
@@ -178,7 +181,17 @@ struct StreamArgs {
   bool stage_timing = true;
   std::string memory_limit;        // stop when device memory (or RSS) passes this
   std::string out = "bench_out";
+  std::string profile;             // Chrome trace of the last profile_frames frames (per configuration)
+  int profile_frames = 20;
 };
+
+// The trace file of one configuration: `profile` itself with one configuration, else
+// <stem>_<configuration><extension>.
+std::filesystem::path TracePath(const std::string& profile, const std::string& label, size_t configurations) {
+  const std::filesystem::path p(profile);
+  if (configurations == 1) return p;
+  return p.parent_path() / (p.stem().string() + "_" + label + (p.has_extension() ? p.extension().string() : ".json"));
+}
 
 // Process resident memory in bytes (CPU runs).
 int64_t ResidentBytes() {
@@ -242,6 +255,10 @@ int RunStream(const StreamArgs& args) {
     runs.push_back({parts[0], parts[1], parts.size() == 3 ? parts[2] : ""});
   }
   std::filesystem::create_directories(args.out);
+  if (!args.profile.empty() && args.stage_timing)
+    spdlog::warn("--profile with stage timing: its synchronisations after each stage show in the trace (add --no-stage-timing "
+                 "for the step's own)");
+  std::ostringstream profile_md;
   std::ostringstream md;
   md << "| configuration | frames | first ms | mean ms | median | p95 | p99 | FPS | ms @1/10/100/1000 | stage ms (embed / blocks / kv attention / of which cache / camera / dpt) | cache max | tokens/layer | peak memory | stopped |\n"
      << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
@@ -264,10 +281,21 @@ int RunStream(const StreamArgs& args) {
     models::StageTimings stage_sum;
     std::string stopped;
     MemorySample mem_peak;
+    // The profiled span: the last profile_frames frames (the steady state), at least one frame in.
+    std::optional<StepProfiler> profiler;
+    const int64_t profile_from =
+        args.profile.empty() ? args.frames : std::max<int64_t>(std::min<int64_t>(1, args.frames - 1), args.frames - args.profile_frames);
+    int64_t profiled = 0;
+    double profiled_ms = 0;
     for (int64_t i = 0; i < args.frames; ++i) {
+      if (i == profile_from) {
+        profiler.emplace(device.is_cuda());
+        profiler->Start();
+      }
       const auto t0 = std::chrono::steady_clock::now();
       try {
         const models::StepOutput out = model.Step(frames.tensors[i % frames.tensors.size()]);
+        RECORD_USER_SCOPE(kHarnessWaitScope);
         out.pose_enc.cpu();  // waits for the frame's work on the device
       } catch (const c10::OutOfMemoryError& e) {
         const MemorySample m = DeviceMemory(args.model.Device());
@@ -277,6 +305,10 @@ int RunStream(const StreamArgs& args) {
         break;
       }
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      if (profiler) {
+        ++profiled;
+        profiled_ms += ms.back();
+      }
       const models::StageTimings& st = model.LastTimings();
       stage_sum.patch_embed += st.patch_embed, stage_sum.blocks += st.blocks, stage_sum.kv_attention += st.kv_attention;
       stage_sum.cache_maintenance += st.cache_maintenance, stage_sum.camera_head += st.camera_head, stage_sum.dpt_heads += st.dpt_heads;
@@ -297,6 +329,23 @@ int RunStream(const StreamArgs& args) {
       }
     }
     WriteTextAtomically(csv_path, csv.str());
+    nlohmann::json profile_json;
+    if (profiler) {
+      const std::filesystem::path trace = TracePath(args.profile, run.Label(), runs.size());
+      if (profiled > 0) {
+        const TraceSummary t = profiler->Stop(trace, profiled, profiled_ms);
+        profile_json = t.ToJson();
+        profile_json["trace"] = trace.string();
+        char line[512];
+        std::snprintf(line, sizeof(line), "| %s | %lld | %.1f | %.1f | %.1f | %.2f | %.2f | %.1f | %.2f | %.2f |\n", run.Label().c_str(),
+                      static_cast<long long>(t.frames), t.kernels, t.copies, t.runtime_calls, t.syncs, t.harness_syncs, t.cpu_ops,
+                      t.kernel_ms, t.wall_ms);
+        profile_md << line;
+        spdlog::info("{}: trace of the last {} frames in {}: {:.0f} kernels, {:.2f} syncs (+{:.2f} by the benchmark), {:.0f} operators per frame",
+                     run.Label(), profiled, trace.string(), t.kernels, t.syncs, t.harness_syncs, t.cpu_ops);
+      }
+      profiler.reset();  // (a session that saw no frame is discarded)
+    }
     if (ms.empty()) {
       md << "| " << run.Label() << " | 0 | | | | | | | | | | | | " << stopped << " |\n";
       continue;
@@ -334,7 +383,14 @@ int RunStream(const StreamArgs& args) {
                        {"stage_ms", {{"patch_embed", stage_sum.patch_embed / d}, {"blocks", stage_sum.blocks / d},
                                      {"kv_attention", stage_sum.kv_attention / d}, {"cache_maintenance", stage_sum.cache_maintenance / d},
                                      {"camera_head", stage_sum.camera_head / d}, {"dpt_heads", stage_sum.dpt_heads / d}}}});
+    if (!profile_json.is_null()) summary.back()["profile"] = profile_json;
   }
+  if (!args.profile.empty())
+    md << "\nProfiled frames (LibTorch's profiler; per frame; syncs: host synchronisations of the step, and of the benchmark "
+          "waiting for each frame's results):\n\n"
+       << "| configuration | frames | kernels | copies | runtime calls | syncs (step) | syncs (benchmark) | operators | kernel ms | wall ms |\n"
+       << "|---|---|---|---|---|---|---|---|---|---|\n"
+       << profile_md.str();
   const std::filesystem::path out(args.out);
   WriteTextAtomically(out / "summary.md", md.str());
   WriteTextAtomically(out / "summary.json",
@@ -381,6 +437,12 @@ Runner AddBenchCommand(CLI::App& parent) {
   st->add_flag("!--no-stage-timing", sargs->stage_timing, "Skip the per-stage breakdown (it synchronises the device per stage)");
   st->add_option("--memory-limit", sargs->memory_limit, "Stop a configuration when device memory (CPU: RSS) passes this");
   st->add_option("--out,-o", sargs->out, "Output folder: <configuration>.csv, summary.md, summary.json, stream.png")->capture_default_str();
+  st->add_option("--profile", sargs->profile,
+                 "Write a Chrome trace (LibTorch's profiler: operators, and on CUDA kernels, copies, runtime calls and synchronisations) "
+                 "of the last --profile-frames frames to this file (FILE_<configuration>.json with several configurations); "
+                 "summary.md/json then also give kernels, copies, runtime calls, syncs and operators per frame");
+  st->add_option("--profile-frames", sargs->profile_frames, "Frames in the trace (the last ones of the stream)")
+      ->check(kPositive)->capture_default_str();
   auto stream_runner = [st, sargs]() { return st->parsed() ? RunStream(*sargs) : -1; };
   auto args = std::make_shared<FidelityArgs>();
   CLI::App* fid = bench->add_subcommand("fidelity", "Output error of cache configurations against the full cache, at equal bytes");

@@ -216,6 +216,22 @@ foreach(f summary.md summary.json none_fp32.csv xstream_kivi4_200KiB.csv)
     math(EXPR failures "${failures} + 1")
   endif()
 endforeach()
+# --profile: a Chrome trace of the last frames, summarised per frame in summary.json (on the CPU: operators,
+# no kernels and no synchronisations).
+expect(bench_stream_profile 0 "trace of the last 3 frames" bench stream --random-weights --config parity-tiny --size 70x56 --frames 6
+       --distinct-frames 2 --no-stage-timing --profile ${W}/trace.json --profile-frames 3 --out ${W}/bench5)
+check_number(bench_stream_profile_ops ${W}/bench5/summary.json 10 1000000 runs 0 profile cpu_ops_per_frame)
+check_number(bench_stream_profile_syncs ${W}/bench5/summary.json 0 0 runs 0 profile syncs_per_frame)
+check_number(bench_stream_profile_frames ${W}/bench5/summary.json 3 3 runs 0 profile frames)
+function(check_trace name file)
+  set(events 0)
+  if(EXISTS "${file}")
+    file(READ "${file}" trace)
+    string(JSON events ERROR_VARIABLE trace_error LENGTH "${trace}" traceEvents)
+  endif()
+  report(${name} "events GREATER 10" "" ": ${file} has ${events} trace events")
+endfunction()
+check_trace(bench_stream_profile_trace ${W}/trace.json)
 # --pool is the XStreamVGGT query pool in bench stream too (the shared cache option group).
 expect(bench_stream_query_pool 0 "xstream_kivi4_200KiB" bench stream --random-weights --config parity-tiny --size 70x56 --frames 3
        --distinct-frames 2 --run xstream,kivi4,200KiB --pool 2 --out ${W}/bench4)
