@@ -85,8 +85,9 @@ fi
 # build links libtorch_cpu only on CPU machines; on GPU machines (nvidia-smi answers and nvcc is
 # there) CMake links the CUDA build of LibTorch (STREAMRECON_TORCH_CUDA=AUTO).
 # STREAMRECON_NO_TORCH_PYTHON=1 skips them (the Python module's tests then skip, saying why).
-if [ -z "${STREAMRECON_NO_TORCH_PYTHON:-}" ] &&
-   "$VENV/bin/python3" -m pip check 2>/dev/null | grep -q "^torch "; then
+# (pip check exits non-zero when something is missing: its output is read, not its status.)
+unmet=$("$VENV/bin/python3" -m pip check 2>/dev/null || true)
+if [ -z "${STREAMRECON_NO_TORCH_PYTHON:-}" ] && grep -q "^torch " <<< "$unmet"; then
   echo "[setup] installing torch==$TORCH_VERSION's dependencies into $VENV (CUDA libraries included, about 3 GB)"
   "$VENV/bin/python3" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
 fi

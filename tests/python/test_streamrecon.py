@@ -64,6 +64,14 @@ def rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def test_torch_is_importable():
+    """scripts/setup.sh installs torch with its dependencies: without them the torch tests below would
+    only skip, so a broken set-up fails here (STREAMRECON_NO_TORCH_PYTHON=1 opts out)."""
+    if os.environ.get("STREAMRECON_NO_TORCH_PYTHON"):
+        pytest.skip("STREAMRECON_NO_TORCH_PYTHON is set: torch's Python package was left out")
+    assert torch is not None, "torch is not importable in this Python: run scripts/setup.sh (it installs torch's dependencies)"
+
+
 # ---- the same outputs as the CLI and the reference ----------------------------------------------
 
 def test_push_equals_the_cli_run_in_float64(tmp_path):
