@@ -1,6 +1,6 @@
-// Evaluation against ground truth (app/evaluate.h).
-//// 7-Scenes, RGB-D folders) and writes metrics.json and metrics.md: depth, camera poses and
-// point clouds per sequence and averaged, with the frame rate and the cache size.
+// Evaluation against ground truth (app/evaluate.h): the model over sequences with ground truth
+// (synthetic, TUM RGB-D, 7-Scenes, RGB-D folders), scored for depth, camera poses and point clouds
+// per sequence and averaged, with the frame rate and the cache size.
 //
 // Protocol: ground truth is brought to the model's resolution, not the other way round. Each
 // model pixel (x, y) takes the ground-truth pixel nearest to its centre, (floor((x + 0.5) W / w),
@@ -238,6 +238,7 @@ std::vector<std::string> CheckEvalOptions(const EvalOptions& args) {
   depth.Check();
   if (args.cloud_stride < 1) throw OptionError("--cloud-stride: expected >= 1, got " + std::to_string(args.cloud_stride));
   if (args.every < 1) throw OptionError("--every: expected >= 1, got " + std::to_string(args.every));
+  if (args.frames == 0 || args.frames < -1) throw OptionError("--frames: must be positive, got " + std::to_string(args.frames));
   return datasets::FindSequences(args.dataset);
 }
 
@@ -273,6 +274,7 @@ json Evaluate(models::StreamingModel& model, const models::LoadedModel& loaded, 
   }
   spdlog::info("evaluating {} sequence(s) from {}", sequences.size(), args.dataset);
   std::unique_ptr<datasets::GroundTruthSource> first_source = datasets::OpenDataset(sequences.front(), dataset_options);
+  if (Interrupted()) return {{"interrupted", true}, {"sequences", json::array()}};  // before anything is removed
   if (write) {
     CheckOutputFolder(out_dir);
     // A rerun into the same folder leaves nothing of the earlier run behind (other files stay).

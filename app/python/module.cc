@@ -77,7 +77,9 @@ void RegisterExceptions(py::module_& m) {
                                  "Weights that do not match the model config (every bad key is listed).");
   g_budget_error = AddException(m, "BudgetError", py::make_tuple(py::handle(g_error), py::handle(PyExc_ValueError)),
                                 "A KV-cache budget that cannot hold what the cache must keep (also a ValueError).");
-  py::register_exception_translator([](std::exception_ptr p) {
+  // Local to this module: torch shares pybind11 internals with modules of its version, and its own
+  // errors (c10::Error) must stay torch's.
+  py::register_local_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const BudgetError& e) {
@@ -122,6 +124,15 @@ py::array ToNumpy(const at::Tensor& tensor) {
   return py::array(dtype, shape, strides, t.data_ptr(), base);
 }
 
+// torch.from_dlpack, imported on first use with the GIL held and kept for the process's life
+// (released, never destroyed: no Python object may die after finalisation). Raises ImportError
+// without torch.
+py::handle TorchFromDlpack() {
+  static PyObject* from_dlpack = nullptr;
+  if (from_dlpack == nullptr) from_dlpack = py::object(py::module_::import("torch").attr("from_dlpack")).release().ptr();
+  return from_dlpack;
+}
+
 // A torch.Tensor sharing the tensor's memory, on its device, through DLPack.
 py::object ToTorch(const at::Tensor& tensor) {
   DLManagedTensor* managed = at::toDLPack(tensor);
@@ -136,9 +147,7 @@ py::object ToTorch(const at::Tensor& tensor) {
     managed->deleter(managed);
     throw py::error_already_set();
   }
-  // Held for the process's life (released, not destroyed: no Python object may die after finalisation).
-  static py::handle from_dlpack = py::object(py::module_::import("torch").attr("from_dlpack")).release();
-  return from_dlpack(py::reinterpret_steal<py::object>(capsule));
+  return TorchFromDlpack()(py::reinterpret_steal<py::object>(capsule));
 }
 
 std::string Shape(const at::Tensor& t) {
@@ -147,11 +156,18 @@ std::string Shape(const at::Tensor& t) {
   return s + (t.dim() == 1 ? ",)" : ")");
 }
 
-// A NumPy array or an object with __dlpack__ (torch, CuPy, JAX, ...) as a tensor. NumPy memory is
-// borrowed: the caller copies before the array can go away.
+// A NumPy array (copied) or an object with __dlpack__ (torch, CuPy, JAX, ...; shared) as a tensor.
 at::Tensor TensorFromPython(py::handle obj, const char* what) {
   if (py::isinstance<py::array>(obj)) {
     py::array a = py::reinterpret_borrow<py::array>(obj);
+    // LibTorch takes neither negative strides (img[..., ::-1]) nor a foreign byte order: such arrays
+    // are copied into a plain one first.
+    bool plain = a.dtype().attr("isnative").cast<bool>();
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) plain = plain && a.strides(i) >= 0;
+    if (!plain) {
+      py::module_ np = py::module_::import("numpy");
+      a = np.attr("ascontiguousarray")(a, py::arg("dtype") = a.dtype().attr("newbyteorder")("=")).cast<py::array>();
+    }
     const py::buffer_info info = a.request();
     at::ScalarType type;
     const char kind = a.dtype().kind();
@@ -166,7 +182,8 @@ at::Tensor TensorFromPython(py::handle obj, const char* what) {
       if (s % info.itemsize != 0) throw py::value_error(std::string(what) + ": the array's strides are not whole elements");
       strides.push_back(s / info.itemsize);
     }
-    return at::from_blob(info.ptr, sizes, strides, at::TensorOptions().dtype(type));
+    // A copy, made while the GIL is held: the array's memory is only borrowed.
+    return at::from_blob(info.ptr, sizes, strides, at::TensorOptions().dtype(type)).clone();
   }
   if (py::hasattr(obj, "__dlpack__")) {
     // A tensor that requires grad cannot be exported; the engine only reads it.
@@ -174,8 +191,9 @@ at::Tensor TensorFromPython(py::handle obj, const char* what) {
     py::object capsule = source.attr("__dlpack__")();
     auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
     if (managed == nullptr) throw py::error_already_set();
+    at::Tensor tensor = at::fromDLPack(managed);
     PyCapsule_SetName(capsule.ptr(), "used_dltensor");  // ours now: the tensor calls its deleter
-    return at::fromDLPack(managed);
+    return tensor;
   }
   throw py::type_error(std::string(what) + ": expected a NumPy array or a torch tensor, got " +
                        py::str(py::type::handle_of(obj).attr("__name__")).cast<std::string>());
@@ -277,9 +295,21 @@ class FrameIterator {
     if (!frame) throw py::stop_iteration();
     return WrapFrame(std::move(*frame));
   }
-  int64_t SizeHint() const { return source_->SizeHint(); }
-  int64_t Skipped() const { return source_->skipped(); }
-  std::string Describe() const { return source_->Describe(); }
+  int64_t SizeHint() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return source_->SizeHint();
+  }
+  int64_t Skipped() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return source_->skipped();
+  }
+  std::string Describe() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return source_->Describe();
+  }
 
  private:
   std::mutex mutex_;
@@ -329,19 +359,35 @@ class PyCloud {
   void Add(const PyResult& result) {
     const FramePrediction p = result.Prediction();
     py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
     accumulator_.Add(p);
     cameras_.push_back(result.camera);
   }
-  PointCloud Collect() { return accumulator_.Snapshot().Collect(-std::numeric_limits<float>::infinity()); }
-  size_t size() const { return accumulator_.size(); }
+  // The points and the cameras added so far (GIL released while waiting and copying).
+  std::pair<PointCloud, std::vector<CameraRecord>> Collect() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {accumulator_.Snapshot().Collect(-std::numeric_limits<float>::infinity()), cameras_};
+  }
+  size_t size() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return accumulator_.size();
+  }
   void Clear() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
     accumulator_.Clear();
     cameras_.clear();
   }
-  const std::vector<CameraRecord>& cameras() const { return cameras_; }
-  double voxel_size() const { return accumulator_.voxel_size(); }
+  double voxel_size() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return accumulator_.voxel_size();
+  }
 
  private:
+  std::mutex mutex_;
   PointCloudAccumulator accumulator_;
   std::vector<CameraRecord> cameras_;
 };
@@ -391,8 +437,10 @@ std::string SizeOption(py::handle value) {
   if (value.is_none()) return "";
   if (py::isinstance<py::str>(value)) return value.cast<std::string>();
   if (py::isinstance<py::int_>(value) && !py::isinstance<py::bool_>(value)) return std::to_string(value.cast<int64_t>());
-  if (py::isinstance<py::tuple>(value) || py::isinstance<py::list>(value)) {
-    const auto wh = value.cast<std::vector<int64_t>>();
+  if ((py::isinstance<py::tuple>(value) || py::isinstance<py::list>(value)) && py::len(value) == 2) {
+    std::vector<int64_t> wh;
+    for (py::handle v : value)
+      if (py::isinstance<py::int_>(v) && !py::isinstance<py::bool_>(v)) wh.push_back(v.cast<int64_t>());
     if (wh.size() == 2) return std::to_string(wh[0]) + "x" + std::to_string(wh[1]);
   }
   throw OptionError("--size expects W, \"WxH\" or (W, H) in pixels, got " + py::repr(value).cast<std::string>());
@@ -400,13 +448,13 @@ std::string SizeOption(py::handle value) {
 
 class Reconstructor {
  public:
-  Reconstructor(const std::optional<std::filesystem::path>& weights, const std::optional<std::string>& config, const std::string& device,
+  Reconstructor(const std::optional<std::filesystem::path>& weights, const std::optional<std::filesystem::path>& config, const std::string& device,
                 const std::string& dtype, const std::string& policy, const std::string& format, py::object kv_budget,
                 std::optional<int64_t> cache_tokens, int pool, int k_group, int v_group, bool first_frame_bf16,
-                bool v_hadamard, uint64_t prune_seed, py::object size, const std::optional<std::string>& intrinsics,
+                bool v_hadamard, uint64_t prune_seed, py::object size, const std::optional<std::filesystem::path>& intrinsics,
                 std::optional<int64_t> random_seed, bool cuda_graphs, const std::string& output) {
     model_args_.weights = weights ? weights->string() : "";
-    model_args_.config = config.value_or("");
+    model_args_.config = config ? config->string() : "";
     model_args_.device = device;
     model_args_.dtype = dtype;
     model_args_.random_seed = random_seed.value_or(-1);
@@ -429,7 +477,7 @@ class Reconstructor {
       opened_ = OpenModel(model_args_, &cache_args_);
       pre_ = ParseSize(size_, opened_.loaded.config.patch_size, opened_.loaded.config.img_size);
       if (intrinsics) {
-        known_ = datasets::ParseIntrinsics(*intrinsics);
+        known_ = datasets::ParseIntrinsics(intrinsics->string());
         if (!known_->note.empty()) spdlog::warn("{}", known_->note);
       }
       NewStream();
@@ -438,6 +486,7 @@ class Reconstructor {
 
   std::shared_ptr<PyResult> Push(py::handle frame, const std::optional<std::string>& output_override) {
     const std::string output = output_override ? CheckOutput(*output_override) : output_;
+    if (output == "torch") TorchFromDlpack();  // without torch, fail before the frame is consumed
     const auto t0 = Clock::now();
     // What came in: a Frame (or SyntheticFrame) from this module, an HxWx3 uint8 image, or a
     // 3xHxW float image in [0, 1] that goes to the model as it is.
@@ -454,10 +503,9 @@ class Reconstructor {
     } else {
       const at::Tensor t = TensorFromPython(frame, "push");
       if (t.scalar_type() == at::kByte && t.dim() == 3 && t.size(2) == 3 && t.size(0) > 0 && t.size(1) > 0) {
-        py::gil_scoped_release release;
         in.image = RgbFromTensor(t);
       } else if (at::isFloatingType(t.scalar_type()) && t.dim() == 3 && t.size(0) == 3 && t.size(1) > 0 && t.size(2) > 0) {
-        float_image = t.device().is_cpu() ? t.clone() : t;  // NumPy memory is borrowed
+        float_image = t;
       } else {
         throw py::value_error("push: expected an HxWx3 uint8 RGB image or a 3xHxW float image in [0, 1], got shape " + Shape(t) +
                               " of " + c10::toString(t.scalar_type()));
@@ -487,17 +535,17 @@ class Reconstructor {
                             ", but this stream's model input is " + std::to_string(tensor_size_.first) + "x" +
                             std::to_string(tensor_size_.second) + " (fixed by its first frame); reset() first");
         if (known_) throw OptionError("intrinsics: a known camera needs frames as images (HxWx3 uint8), not model tensors");
-        kind_ = Kind::kTensors;
-        tensor_size_ = {W, H};
         const auto s0 = Clock::now();
         out.tensors = opened_.model->Step(float_image);
         out.model_ms = MsSince(s0);
+        kind_ = Kind::kTensors;  // (after the step: a refused first frame does not fix the stream's kind)
+        tensor_size_ = {W, H};
         out.image = RgbFromTensor((float_image.detach().to(at::kFloat).clamp(0, 1) * 255).round().to(at::kByte).permute({1, 2, 0}));
       } else {
         if (kind_ == Kind::kTensors)
           throw OptionError("push: frame " + std::to_string(index) + " is an image, but this stream started with 3xHxW model tensors; reset() first");
-        kind_ = Kind::kImages;
         out = stage_->Run(in);
+        kind_ = Kind::kImages;
       }
       const at::Tensor pose_host = out.tensors.pose_enc.to(at::kCPU, at::kDouble).contiguous();
       std::copy(pose_host.data_ptr<double>(), pose_host.data_ptr<double>() + 9, pose.begin());
@@ -511,6 +559,7 @@ class Reconstructor {
       result->camera.model_ms = out.model_ms;
       result->image = std::make_shared<const RgbImage>(std::move(out.image));
       result->tensors = std::move(out.tensors);
+      result->tensors.tokens_last = at::Tensor();  // not exposed; would keep memory on the device
       result->cache_bytes = opened_.model->CacheBytes();
 
       // The camera as matrices, in the outputs' dtype and on their device.
@@ -567,6 +616,7 @@ class Reconstructor {
     models::CacheReport report;
     int64_t frames = 0;
     {
+      py::gil_scoped_release release;  // never wait for the mutex with the GIL held
       std::lock_guard<std::mutex> lock(mutex_);
       report = Model().Cache();
       frames = Model().frames_seen();
@@ -593,13 +643,23 @@ class Reconstructor {
       Model();
       WeightsRecord weights(opened_.loaded, model_args_.random_seed);
       // Ctrl-C in Python ends the sequence in progress, as in the CLI; KeyboardInterrupt follows.
-      const auto interrupted = [] {
-        py::gil_scoped_acquire acquire;
-        return PyErr_CheckSignals() != 0;
+      // PyErr_CheckSignals reports a signal once: the answer is latched.
+      bool stop = false;
+      const auto interrupted = [&stop] {
+        if (!stop) {
+          py::gil_scoped_acquire acquire;
+          stop = PyErr_CheckSignals() != 0;
+        }
+        return stop;
       };
+      struct StreamReset {  // the stream is reset after the evaluation, also when it throws
+        Reconstructor* self;
+        ~StreamReset() {
+          self->opened_.model->Reset();
+          self->NewStream();
+        }
+      } reset{this};
       report = app::Evaluate(*opened_.model, opened_.loaded, weights, cache_args_, options, out ? *out : std::filesystem::path(), interrupted);
-      opened_.model->Reset();
-      NewStream();
     }
     if (PyErr_Occurred()) throw py::error_already_set();
     return JsonToPython(report);
@@ -612,17 +672,26 @@ class Reconstructor {
   std::string Output() const { return output_; }
   const std::string& Size() const { return size_; }
   int64_t FramesSeen() {
+    py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(mutex_);
     return Model().frames_seen();
   }
-  py::object InputSize() const {
-    if (kind_ == Kind::kTensors) return py::make_tuple(tensor_size_.first, tensor_size_.second);
-    if (!stage_) return py::none();
-    const auto [w, h] = stage_->InputSize();
-    if (w == 0) return py::none();
-    return py::make_tuple(w, h);
+  py::object InputSize() {
+    std::pair<int64_t, int64_t> size{0, 0};
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (kind_ == Kind::kTensors) size = tensor_size_;
+      else if (stage_) size = stage_->InputSize();
+    }
+    if (size.first == 0) return py::none();
+    return py::make_tuple(size.first, size.second);
   }
-  bool closed() const { return !opened_.model; }
+  bool closed() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return !opened_.model;
+  }
 
  private:
   enum class Kind { kUnknown, kImages, kTensors };
@@ -691,7 +760,7 @@ void DefineModule(py::module_& m) {
       .def("__next__", &FrameIterator::Next)
       .def_property_readonly("size_hint", &FrameIterator::SizeHint, "Frames it expects to deliver; -1 when unknown (cameras).")
       .def_property_readonly("skipped", &FrameIterator::Skipped, "Damaged frames skipped so far (strict=False).")
-      .def("__repr__", [](const FrameIterator& it) { return "<streamrecon.FrameSource " + it.Describe() + ">"; });
+      .def("__repr__", [](FrameIterator& it) { return "<streamrecon.FrameSource " + it.Describe() + ">"; });
 
   m.def(
       "open_frames",
@@ -816,9 +885,10 @@ Options are the CLI's (`streamrecon run --help`), as keywords with underscores:
   random_seed  seeded random weights instead of a file (shape-only benchmarks)
   output       "numpy" (default) or "torch": what push() returns
 Use it as a context manager to release the model at the end of a `with` block.)doc")
-      .def(py::init<const std::optional<std::filesystem::path>&, const std::optional<std::string>&, const std::string&, const std::string&,
-                    const std::string&, const std::string&, py::object, std::optional<int64_t>, int, int, int, bool, bool, uint64_t,
-                    py::object, const std::optional<std::string>&, std::optional<int64_t>, bool, const std::string&>(),
+      .def(py::init<const std::optional<std::filesystem::path>&, const std::optional<std::filesystem::path>&, const std::string&,
+                    const std::string&, const std::string&, const std::string&, py::object, std::optional<int64_t>, int, int, int, bool,
+                    bool, uint64_t, py::object, const std::optional<std::filesystem::path>&, std::optional<int64_t>, bool,
+                    const std::string&>(),
            py::arg("weights") = py::none(), py::arg("config") = py::none(), py::kw_only(), py::arg("device") = "auto",
            py::arg("dtype") = "float32", py::arg("policy") = "none", py::arg("format") = "fp32", py::arg("kv_budget") = py::none(),
            py::arg("cache_tokens") = py::none(), py::arg("pool") = 16, py::arg("k_group") = 32, py::arg("v_group") = 64,
@@ -893,17 +963,17 @@ kept under max_points by coarsening the grid (0 = no bound).)doc")
       .def("clear", &PyCloud::Clear)
       .def("__len__", &PyCloud::size)
       .def_property_readonly("voxel_size", &PyCloud::voxel_size)
-      .def("arrays", [](PyCloud& c) { return CloudArrays(c.Collect()); }, "(points (N, 3) float32, colors (N, 3) uint8)")
+      .def("arrays", [](PyCloud& c) { return CloudArrays(c.Collect().first); }, "(points (N, 3) float32, colors (N, 3) uint8)")
       .def("write_ply", [](PyCloud& c, const std::filesystem::path& path) {
-        const PointCloud cloud = c.Collect();
+        const PointCloud cloud = c.Collect().first;
         py::gil_scoped_release release;
         WritePointCloudPly(path, cloud);
       }, py::arg("path"))
       .def("write_preview", [](PyCloud& c, const std::filesystem::path& path, int width, int height) {
-        const PointCloud cloud = c.Collect();
-        if (c.cameras().empty()) throw OptionError("write_preview: the cloud has no frames yet");
+        const auto [cloud, cameras] = c.Collect();
+        if (cameras.empty()) throw OptionError("write_preview: the cloud has no frames yet");
         py::gil_scoped_release release;
-        WriteCloudPreview(path, cloud, c.cameras(), width, height);
+        WriteCloudPreview(path, cloud, cameras, width, height);
       }, py::arg("path"), py::kw_only(), py::arg("width") = 960, py::arg("height") = 720);
 
   m.def("write_ply", [](const std::filesystem::path& path, py::handle points, py::handle colors) {
@@ -923,7 +993,7 @@ kept under max_points by coarsening the grid (0 = no bound).)doc")
     const auto list = ResultList(results);
     PointCloud points;
     if (!cloud.is_none()) {
-      if (py::isinstance<PyCloud>(cloud)) points = cloud.cast<PyCloud&>().Collect();
+      if (py::isinstance<PyCloud>(cloud)) points = cloud.cast<PyCloud&>().Collect().first;
       else if (py::isinstance<py::tuple>(cloud) && py::len(cloud) == 2) points = CloudFromArrays(cloud[py::int_(0)], cloud[py::int_(1)]);
       else throw py::type_error("write_colmap: cloud must be a streamrecon.Cloud or a (points, colors) tuple");
     }

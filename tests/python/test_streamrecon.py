@@ -138,9 +138,6 @@ def test_torch_tensors_in_and_out_on_the_cpu():
             assert isinstance(t, torch.Tensor) and t.device.type == "cpu", name
             np.testing.assert_array_equal(t.numpy(), getattr(a, name), err_msg=name)
         assert b.extrinsic.shape == (3, 4) and b.intrinsic.shape == (3, 3)
-    # A torch result shares the engine's tensor (no copy): the same memory on every access.
-    r = as_torch[-1]
-    assert r.depth.data_ptr() == r.depth.data_ptr()
     # Tensors that require grad are read, not refused.
     with streamrecon.Reconstructor(weights, device="cpu") as rec:
         x = torch.rand(3, 56, 70, requires_grad=True)
@@ -184,6 +181,8 @@ def test_bad_input_raises_the_documented_exceptions(tmp_path):
         streamrecon.Reconstructor(weights, kv_budget=1.5)
     with pytest.raises(streamrecon.OptionError, match="size"):
         streamrecon.Reconstructor(weights, size="wide")
+    with pytest.raises(streamrecon.OptionError, match="size"):
+        streamrecon.Reconstructor(weights, size=(70.5, 56))
     with pytest.raises(streamrecon.FileError, match="no_such_folder"):
         streamrecon.open_frames(str(tmp_path / "no_such_folder"))
     with pytest.raises(streamrecon.OptionError, match="scene"):
@@ -198,8 +197,8 @@ def test_bad_input_raises_the_documented_exceptions(tmp_path):
         rec.push(np.zeros((56, 70, 3), dtype=np.int16))
     with pytest.raises(streamrecon.Error, match="multiple of the patch size 14"):
         rec.push(np.zeros((3, 50, 70), dtype=np.float32))
-    rec.reset()
-    rec.push(np.zeros((56, 70, 3), dtype=np.uint8))
+    # A refused first frame does not fix the stream: an image is still welcome after it.
+    assert rec.push(np.zeros((56, 70, 3), dtype=np.uint8)).depth.shape == (56, 70)
     with pytest.raises(streamrecon.OptionError, match="started with images"):
         rec.push(np.zeros((3, 56, 70), dtype=np.float32))
     with pytest.raises(TypeError, match="streamrecon.Result"):
@@ -331,3 +330,60 @@ def test_the_examples_run(tmp_path):
                          capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     assert "wrote" in run.stdout and b"element vertex" in (tmp_path / "cloud.ply").read_bytes()[:300]
+
+
+def test_views_of_arrays_are_read_as_numpy_shows_them():
+    """Negative strides (img[..., ::-1], BGR to RGB) and big-endian arrays are what NumPy shows."""
+    weights = fixture_weights()
+    bgr = np.random.default_rng(5).integers(0, 256, size=(56, 70, 3), dtype=np.uint8)
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    with streamrecon.Reconstructor(weights, dtype="float64", device="cpu", size=(70, 56)) as rec:
+        a = rec.push(bgr[..., ::-1])
+        rec.reset()
+        b = rec.push(rgb)
+        np.testing.assert_array_equal(a.depth, b.depth)
+        np.testing.assert_array_equal(a.image, rgb)
+        rec.reset()
+        c = rec.push(rgb.astype(np.float64).transpose(2, 0, 1).astype(">f8") / 255.0)
+        rec.reset()
+        d = rec.push(rgb.astype(np.float64).transpose(2, 0, 1) / 255.0)
+        np.testing.assert_array_equal(c.depth, d.depth)
+
+
+def test_ctrl_c_ends_evaluate_with_keyboard_interrupt():
+    """A Ctrl-C (here _thread.interrupt_main) during evaluate() stops it and raises KeyboardInterrupt;
+    the Reconstructor stays usable."""
+    import _thread
+    rec = streamrecon.Reconstructor(device="cpu", size=112)
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        rec.evaluate("synthetic:walk", frames=400)  # about 40 s uninterrupted
+    assert time.perf_counter() - t0 < 20
+    timer.join()
+    assert rec.frames_seen == 0  # reset after the evaluation
+    assert rec.push(np.zeros((84, 112, 3), dtype=np.uint8)).depth.shape == (84, 112)
+
+
+def test_other_threads_can_ask_while_a_step_runs():
+    """cache_stats(), frames_seen and input_size from another thread during evaluate() answer once the
+    call in progress lets go, without a deadlock (the GIL is never held while waiting)."""
+    rec = streamrecon.Reconstructor(device="cpu", size=112)
+    answers, errors = [], []
+
+    def ask():
+        try:
+            for _ in range(5):
+                answers.append((rec.cache_stats()["frames_seen"], rec.frames_seen, rec.input_size))
+                time.sleep(0.05)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    worker = threading.Thread(target=ask)
+    worker.start()
+    m = rec.evaluate("synthetic:walk", frames=6)
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "a thread asking for cache_stats() hung"
+    assert not errors and len(answers) == 5
+    assert m["sequences"][0]["frames"] == 6

@@ -31,9 +31,12 @@ class BudgetError(Error, ValueError):
 
 class Frame:
     """One frame of a source: its RGB image and where it came from."""
-    index: int
-    timestamp: float
-    name: str
+    @property
+    def index(self) -> int: ...
+    @property
+    def timestamp(self) -> float: ...
+    @property
+    def name(self) -> str: ...
     @property
     def image(self) -> npt.NDArray[np.uint8]: """HxWx3 RGB (read-only view)."""
     @property
@@ -88,25 +91,25 @@ class SyntheticScene:
     def name(self) -> str: ...
 
 class Result:
-    """What Reconstructor.push returns for one frame (arrays at the model's input size)."""
-    depth: _Array
-    """HxW depth."""
-    depth_conf: _Array
-    """HxW depth confidence (1 + exp(c), always > 1)."""
-    world_points: _Array
-    """HxWx3 points in the first camera's frame."""
-    world_points_conf: _Array
-    """HxW point confidence."""
-    extrinsic: _Array
-    """3x4 cam_from_world [R | t], OpenCV axes."""
-    intrinsic: _Array
-    """3x3 K in pixels (the known camera when one was given)."""
-    pose_enc: _Array
-    """t (3), quaternion xyzw (4), fov_h, fov_w."""
-    step_ms: float
-    """The whole push: input conversion, resize, step, outputs."""
-    cache_bytes: int
-    """Bytes held by the KV caches after this frame."""
+    """What Reconstructor.push returns for one frame (arrays at the model's input size; read-only)."""
+    @property
+    def depth(self) -> _Array: """HxW depth."""
+    @property
+    def depth_conf(self) -> _Array: """HxW depth confidence (1 + exp(c), always > 1)."""
+    @property
+    def world_points(self) -> _Array: """HxWx3 points in the first camera's frame."""
+    @property
+    def world_points_conf(self) -> _Array: """HxW point confidence."""
+    @property
+    def extrinsic(self) -> _Array: """3x4 cam_from_world [R | t], OpenCV axes."""
+    @property
+    def intrinsic(self) -> _Array: """3x3 K in pixels (the known camera when one was given)."""
+    @property
+    def pose_enc(self) -> _Array: """t (3), quaternion xyzw (4), fov_h, fov_w."""
+    @property
+    def step_ms(self) -> float: """The whole push: input conversion, resize, step, outputs."""
+    @property
+    def cache_bytes(self) -> int: """Bytes held by the KV caches after this frame."""
     @property
     def image(self) -> npt.NDArray[np.uint8]: """The frame as the model saw it (HxWx3)."""
     @property
@@ -126,13 +129,13 @@ _Input = Union[Frame, SyntheticFrame, npt.NDArray[Any], Any]
 
 class Reconstructor:
     """The streaming engine: push frames, get depth, points and cameras (options as the CLI's)."""
-    def __init__(self, weights: Optional[_Path] = None, config: Optional[str] = None, *,
+    def __init__(self, weights: Optional[_Path] = None, config: Optional[_Path] = None, *,
                  device: str = "auto", dtype: Literal["float32", "float64", "bfloat16"] = "float32",
                  policy: Literal["none", "xstream", "xstream-page", "window", "random"] = "none",
                  format: Literal["fp32", "bf16", "kivi4", "kivi2", "oscar4", "oscar2"] = "fp32",
                  kv_budget: Union[int, str, None] = None, cache_tokens: Optional[int] = None, pool: int = 16,
                  k_group: int = 32, v_group: int = 64, first_frame_bf16: bool = False, v_hadamard: bool = False,
-                 prune_seed: int = 0, size: _Size = None, intrinsics: Optional[str] = None,
+                 prune_seed: int = 0, size: _Size = None, intrinsics: Optional[_Path] = None,
                  random_seed: Optional[int] = None, cuda_graphs: bool = False,
                  output: Literal["numpy", "torch"] = "numpy") -> None: ...
     def push(self, frame: _Input, *, output: Optional[Literal["numpy", "torch"]] = None) -> Result:
@@ -191,6 +194,8 @@ def write_transforms_json(path: _Path, results: Sequence[Result], *, image_dir: 
 def load_safetensors(path: _Path) -> dict[str, npt.NDArray[Any]]: ...
 @overload
 def load_safetensors(path: _Path, *, with_metadata: Literal[True]) -> Tuple[dict[str, npt.NDArray[Any]], dict[str, str]]: ...
+@overload
+def load_safetensors(path: _Path, *, with_metadata: bool) -> Any: ...
 def evaluate(dataset: str = "synthetic", *, frames: Optional[int] = None, scene_seed: int = 0, size: _Size = None,
              every: int = 1, out: Optional[_Path] = None, min_depth: float = 1e-3, max_depth: float = 0.0,
              cloud_align: str = "umeyama", icp: bool = False, icp_threshold: float = 0.1, max_points: int = 200000,
