@@ -53,6 +53,14 @@ def fixture_weights():
     return str(need(PARITY / "weights.safetensors"))
 
 
+def tiny_model():
+    """The parity fixture's weights when ../shared is there, else seeded random weights of the same
+    small config: (keywords for Reconstructor, the same model as CLI options)."""
+    if (PARITY / "weights.safetensors").exists():
+        return {"weights": str(PARITY / "weights.safetensors")}, ["--weights", str(PARITY / "weights.safetensors")]
+    return {"random_seed": 0, "config": "parity-tiny"}, ["--random-weights", "--seed", "0", "--config", "parity-tiny"]
+
+
 def relative_l2(a, b):
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -75,28 +83,31 @@ def test_torch_is_importable():
 # ---- the same outputs as the CLI and the reference ----------------------------------------------
 
 def test_push_equals_the_cli_run_in_float64(tmp_path):
-    """`streamrecon run --raw-outputs` and push() over the fixture's six photos: the same numbers."""
-    weights = fixture_weights()
-    need_images()
+    """`streamrecon run --raw-outputs` and push() over the same frames give the same numbers (float64,
+    1e-9): six rendered frames always, and the fixture's six photos when ../shared is there."""
     if not EXE or not os.path.exists(EXE):
         pytest.skip("STREAMRECON_EXE (the CLI of this build) is not set")
-    out = tmp_path / "cli"
-    subprocess.run([EXE, "run", "--weights", weights, "--dtype", "float64", "--device", "cpu", "--input", str(SAMPLES),
-                    "--size", "70x56", "--raw-outputs", "--no-points", "--no-depth-maps", "--out", str(out)],
-                   check=True, capture_output=True)
-    with streamrecon.Reconstructor(weights, dtype="float64", device="cpu", size=(70, 56)) as rec:
-        results = [rec.push(frame) for frame in streamrecon.open_frames(SAMPLES)]
-    assert len(results) == 6
-    for r in results:
-        cli = streamrecon.load_safetensors(out / "raw" / f"frame_{r.index:06d}.safetensors")
-        for name in OUTPUTS:
-            ours = getattr(r, name)
-            assert ours.dtype == np.float64, name
-            assert ours.shape == cli[name].shape, name
-            np.testing.assert_allclose(ours, cli[name], rtol=1e-9, atol=1e-12, err_msg=f"frame {r.index} {name}")
-    # The trajectory the CLI wrote is the one write_tum writes from the results.
-    streamrecon.write_tum(tmp_path / "ours.txt", results)
-    assert (tmp_path / "ours.txt").read_text() == (out / "trajectory.txt").read_text()
+    model, cli_model = tiny_model()
+    inputs = [("synthetic", ["--synthetic", "6"], lambda: streamrecon.SyntheticScene("walk", frames=6, size=(70, 56)))]
+    if SAMPLES.exists() and streamrecon.can_read_images():
+        inputs.append(("photos", ["--input", str(SAMPLES)], lambda: streamrecon.open_frames(SAMPLES)))
+    for label, cli_input, frames in inputs:
+        out = tmp_path / label
+        subprocess.run([EXE, "run", *cli_model, "--dtype", "float64", "--device", "cpu", *cli_input, "--size", "70x56",
+                        "--raw-outputs", "--no-points", "--no-depth-maps", "--out", str(out)], check=True, capture_output=True)
+        with streamrecon.Reconstructor(**model, dtype="float64", device="cpu", size=(70, 56)) as rec:
+            results = [rec.push(frame) for frame in frames()]
+        assert len(results) == 6, label
+        for r in results:
+            cli = streamrecon.load_safetensors(out / "raw" / f"frame_{r.index:06d}.safetensors")
+            for name in OUTPUTS:
+                ours = getattr(r, name)
+                assert ours.dtype == np.float64, name
+                assert ours.shape == cli[name].shape, name
+                np.testing.assert_allclose(ours, cli[name], rtol=1e-9, atol=1e-12, err_msg=f"{label} frame {r.index} {name}")
+        # The trajectory the CLI wrote is the one write_tum writes from the results.
+        streamrecon.write_tum(tmp_path / f"{label}.txt", results)
+        assert (tmp_path / f"{label}.txt").read_text() == (out / "trajectory.txt").read_text(), label
 
 
 @pytest.mark.parametrize("output", ["numpy", "torch"])
@@ -125,10 +136,10 @@ def test_tensor_frames_reproduce_the_reference(mode, output):
 
 @needs_torch
 def test_torch_tensors_in_and_out_on_the_cpu():
-    weights = fixture_weights()
+    model, _ = tiny_model()
     rng = np.random.default_rng(3)
     frames = [rng.integers(0, 256, size=(56, 70, 3), dtype=np.uint8) for _ in range(3)]
-    with streamrecon.Reconstructor(weights, dtype="float64", device="cpu", size=(70, 56)) as rec:
+    with streamrecon.Reconstructor(**model, dtype="float64", device="cpu", size=(70, 56)) as rec:
         as_numpy = [rec.push(f) for f in frames]
         rec.reset()
         as_torch = [rec.push(torch.from_numpy(f), output="torch") for f in frames]
@@ -139,7 +150,7 @@ def test_torch_tensors_in_and_out_on_the_cpu():
             np.testing.assert_array_equal(t.numpy(), getattr(a, name), err_msg=name)
         assert b.extrinsic.shape == (3, 4) and b.intrinsic.shape == (3, 3)
     # Tensors that require grad are read, not refused.
-    with streamrecon.Reconstructor(weights, device="cpu") as rec:
+    with streamrecon.Reconstructor(**model, device="cpu") as rec:
         x = torch.rand(3, 56, 70, requires_grad=True)
         assert rec.push(x).depth.shape == (56, 70)
 
@@ -168,27 +179,27 @@ def test_torch_tensors_in_and_out_on_cuda():
 # ---- bad input -----------------------------------------------------------------------------------
 
 def test_bad_input_raises_the_documented_exceptions(tmp_path):
-    weights = fixture_weights()
+    model, _ = tiny_model()
     with pytest.raises(streamrecon.FileError, match="nothing.safetensors") as e:
         streamrecon.Reconstructor(str(tmp_path / "nothing.safetensors"))
     assert isinstance(e.value, OSError) and isinstance(e.value, streamrecon.Error)
     with pytest.raises(streamrecon.OptionError, match="bogus") as e:
-        streamrecon.Reconstructor(weights, policy="bogus")
+        streamrecon.Reconstructor(**model, policy="bogus")
     assert isinstance(e.value, ValueError)
     with pytest.raises(streamrecon.OptionError, match="output"):
-        streamrecon.Reconstructor(weights, output="pandas")
+        streamrecon.Reconstructor(**model, output="pandas")
     with pytest.raises(TypeError, match="kv_budget|kv-budget"):
-        streamrecon.Reconstructor(weights, kv_budget=1.5)
+        streamrecon.Reconstructor(**model, kv_budget=1.5)
     with pytest.raises(streamrecon.OptionError, match="size"):
-        streamrecon.Reconstructor(weights, size="wide")
+        streamrecon.Reconstructor(**model, size="wide")
     with pytest.raises(streamrecon.OptionError, match="size"):
-        streamrecon.Reconstructor(weights, size=(70.5, 56))
+        streamrecon.Reconstructor(**model, size=(70.5, 56))
     with pytest.raises(streamrecon.FileError, match="no_such_folder"):
         streamrecon.open_frames(str(tmp_path / "no_such_folder"))
     with pytest.raises(streamrecon.OptionError, match="scene"):
         streamrecon.SyntheticScene("spiral")
 
-    rec = streamrecon.Reconstructor(weights, device="cpu", size=(70, 56))
+    rec = streamrecon.Reconstructor(**model, device="cpu", size=(70, 56))
     with pytest.raises(TypeError, match="NumPy array or a torch tensor, got str"):
         rec.push("frame.png")
     with pytest.raises(ValueError, match=r"HxWx3 uint8.*shape \(56, 70\)"):
@@ -210,16 +221,16 @@ def test_bad_input_raises_the_documented_exceptions(tmp_path):
         rec.push(np.zeros((56, 70, 3), dtype=np.uint8))
     # A cache that cannot hold one frame: the CLI's message, naming its option.
     with pytest.raises(streamrecon.Error, match="cache-tokens|cache_tokens"):
-        with streamrecon.Reconstructor(weights, policy="xstream", cache_tokens=3, size=(70, 56)) as small:
+        with streamrecon.Reconstructor(**model, policy="xstream", cache_tokens=3, size=(70, 56)) as small:
             small.push(np.zeros((56, 70, 3), dtype=np.uint8))
 
 
 # ---- resources -----------------------------------------------------------------------------------
 
 def test_no_leak_over_1000_pushes():
-    weights = fixture_weights()
+    model, _ = tiny_model()
     frame = np.random.default_rng(0).integers(0, 256, size=(56, 70, 3), dtype=np.uint8)
-    with streamrecon.Reconstructor(weights, device="cpu", policy="xstream", cache_tokens=60, size=(70, 56)) as rec:
+    with streamrecon.Reconstructor(**model, device="cpu", policy="xstream", cache_tokens=60, size=(70, 56)) as rec:
         for _ in range(100):
             rec.push(frame)
         before = rss_bytes()
@@ -334,10 +345,10 @@ def test_the_examples_run(tmp_path):
 
 def test_views_of_arrays_are_read_as_numpy_shows_them():
     """Negative strides (img[..., ::-1], BGR to RGB) and big-endian arrays are what NumPy shows."""
-    weights = fixture_weights()
+    model, _ = tiny_model()
     bgr = np.random.default_rng(5).integers(0, 256, size=(56, 70, 3), dtype=np.uint8)
     rgb = np.ascontiguousarray(bgr[..., ::-1])
-    with streamrecon.Reconstructor(weights, dtype="float64", device="cpu", size=(70, 56)) as rec:
+    with streamrecon.Reconstructor(**model, dtype="float64", device="cpu", size=(70, 56)) as rec:
         a = rec.push(bgr[..., ::-1])
         rec.reset()
         b = rec.push(rgb)
