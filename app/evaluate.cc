@@ -225,38 +225,47 @@ void WriteFrameCsv(const fs::path& path, const SequenceRecord& r, const std::opt
 
 std::string EvalMarkdownReport(const json& report) { return MarkdownReport(report); }
 
-std::vector<std::string> CheckEvalOptions(const EvalOptions& args) {
-  metrics::CloudMetricsOptions cloud_options;
-  cloud_options.alignment = metrics::ParseCloudAlignment(args.cloud_align);
-  cloud_options.icp = args.icp;
-  cloud_options.icp_max_distance = args.icp_max_distance;
-  cloud_options.max_points = args.max_points;
-  cloud_options.Check();
-  metrics::DepthMetricsOptions depth;
-  depth.min_depth = args.min_depth;
-  depth.max_depth = args.max_depth;
-  depth.Check();
+namespace {
+
+// The metric options the evaluation options ask for, checked (OptionError naming the flag).
+struct MetricOptions {
+  metrics::CloudMetricsOptions cloud;
+  metrics::DepthMetricsOptions depth_median, depth_l1;
+};
+MetricOptions CheckedMetricOptions(const EvalOptions& args) {
+  MetricOptions m;
+  m.cloud.alignment = metrics::ParseCloudAlignment(args.cloud_align);
+  m.cloud.icp = args.icp;
+  m.cloud.icp_max_distance = args.icp_max_distance;
+  m.cloud.max_points = args.max_points;
+  m.cloud.Check();
+  m.depth_median.min_depth = m.depth_l1.min_depth = args.min_depth;
+  m.depth_median.max_depth = m.depth_l1.max_depth = args.max_depth;
+  m.depth_median.alignment = metrics::DepthAlignment::kMedianPerFrame;
+  m.depth_l1.alignment = metrics::DepthAlignment::kL1PerSequence;
+  m.depth_median.Check();
   if (args.cloud_stride < 1) throw OptionError("--cloud-stride: expected >= 1, got " + std::to_string(args.cloud_stride));
   if (args.every < 1) throw OptionError("--every: expected >= 1, got " + std::to_string(args.every));
   if (args.frames == 0 || args.frames < -1) throw OptionError("--frames: must be positive, got " + std::to_string(args.frames));
+  return m;
+}
+
+}  // namespace
+
+std::vector<std::string> CheckEvalOptions(const EvalOptions& args) {
+  CheckedMetricOptions(args);
   return datasets::FindSequences(args.dataset);
 }
 
 json Evaluate(models::StreamingModel& model, const models::LoadedModel& loaded, WeightsRecord& weights_record,
               const CacheArgs& cache, const EvalOptions& args, const fs::path& out_dir,
               const std::function<bool()>& should_stop) {
-  const std::vector<std::string> sequences = CheckEvalOptions(args);
+  const MetricOptions metric_options = CheckedMetricOptions(args);
+  const metrics::CloudMetricsOptions& cloud_options = metric_options.cloud;
+  const metrics::DepthMetricsOptions& depth_median = metric_options.depth_median;
+  const metrics::DepthMetricsOptions& depth_l1 = metric_options.depth_l1;
+  const std::vector<std::string> sequences = datasets::FindSequences(args.dataset);
   auto Interrupted = [&] { return should_stop && should_stop(); };
-  metrics::CloudMetricsOptions cloud_options;
-  cloud_options.alignment = metrics::ParseCloudAlignment(args.cloud_align);
-  cloud_options.icp = args.icp;
-  cloud_options.icp_max_distance = args.icp_max_distance;
-  cloud_options.max_points = args.max_points;
-  metrics::DepthMetricsOptions depth_median, depth_l1;
-  depth_median.min_depth = depth_l1.min_depth = args.min_depth;
-  depth_median.max_depth = depth_l1.max_depth = args.max_depth;
-  depth_median.alignment = metrics::DepthAlignment::kMedianPerFrame;
-  depth_l1.alignment = metrics::DepthAlignment::kL1PerSequence;
   const bool write = !out_dir.empty();
   const datasets::PreprocessOptions pre = ParseSize(args.size, loaded.config.patch_size, loaded.config.img_size);
 

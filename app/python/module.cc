@@ -47,6 +47,17 @@ namespace streamrecon::app {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// A lock taken with the GIL released (and the GIL taken back after the lock is let go): never wait
+// for an engine's mutex while holding the GIL, which the thread holding the mutex may need.
+class Unlocked {
+ public:
+  explicit Unlocked(std::mutex& mutex) : lock_(mutex) {}
+
+ private:
+  py::gil_scoped_release release_;  // (members are initialised in this order and destroyed in reverse)
+  std::lock_guard<std::mutex> lock_;
+};
 double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 // ---- Exceptions: streamrecon.Error (RuntimeError) and its kinds, with the CLI's messages -------
@@ -223,17 +234,21 @@ py::array MatrixArray(const std::vector<double>& values, int rows, int cols) {
   return a;
 }
 
-py::array Rigid4x4(const Rigid3& t) {
-  std::vector<double> m(16, 0.0);
+// [R | t] row-major, with the row (0, 0, 0, 1) when rows == 4.
+std::vector<double> RigidRows(const Rigid3& t, int rows) {
+  std::vector<double> m(static_cast<size_t>(rows) * 4, 0.0);
   for (int r = 0; r < 3; ++r) {
     for (int c = 0; c < 3; ++c) m[r * 4 + c] = t.R[r * 3 + c];
     m[r * 4 + 3] = t.t[r];
   }
-  m[15] = 1;
-  return MatrixArray(m, 4, 4);
+  if (rows == 4) m[15] = 1;
+  return m;
 }
 
-py::array IntrinsicsArray(const Intrinsics& k) { return MatrixArray({k.fx, 0, k.cx, 0, k.fy, k.cy, 0, 0, 1}, 3, 3); }
+std::vector<double> IntrinsicsRows(const Intrinsics& k) { return {k.fx, 0, k.cx, 0, k.fy, k.cy, 0, 0, 1}; }
+
+py::array Rigid4x4(const Rigid3& t) { return MatrixArray(RigidRows(t, 4), 4, 4); }
+py::array IntrinsicsArray(const Intrinsics& k) { return MatrixArray(IntrinsicsRows(k), 3, 3); }
 
 py::object JsonToPython(const nlohmann::json& j) {
   switch (j.type()) {
@@ -288,26 +303,22 @@ class FrameIterator {
   PyFrame Next() {
     std::optional<Frame> frame;
     {
-      py::gil_scoped_release release;
-      std::lock_guard<std::mutex> lock(mutex_);
+      const Unlocked lock(mutex_);
       frame = source_->Next();
     }
     if (!frame) throw py::stop_iteration();
     return WrapFrame(std::move(*frame));
   }
   int64_t SizeHint() {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(mutex_);
+    const Unlocked lock(mutex_);
     return source_->SizeHint();
   }
   int64_t Skipped() {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(mutex_);
+    const Unlocked lock(mutex_);
     return source_->skipped();
   }
   std::string Describe() {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(mutex_);
+    const Unlocked lock(mutex_);
     return source_->Describe();
   }
 
@@ -358,31 +369,26 @@ class PyCloud {
         }()) {}
   void Add(const PyResult& result) {
     const FramePrediction p = result.Prediction();
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(mutex_);
+    const Unlocked lock(mutex_);
     accumulator_.Add(p);
     cameras_.push_back(result.camera);
   }
   // The points and the cameras added so far (GIL released while waiting and copying).
   std::pair<PointCloud, std::vector<CameraRecord>> Collect() {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(mutex_);
+    const Unlocked lock(mutex_);
     return {accumulator_.Snapshot().Collect(-std::numeric_limits<float>::infinity()), cameras_};
   }
   size_t size() {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(mutex_);
+    const Unlocked lock(mutex_);
     return accumulator_.size();
   }
   void Clear() {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(mutex_);
+    const Unlocked lock(mutex_);
     accumulator_.Clear();
     cameras_.clear();
   }
   double voxel_size() {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(mutex_);
+    const Unlocked lock(mutex_);
     return accumulator_.voxel_size();
   }
 
@@ -516,8 +522,7 @@ class Reconstructor {
     std::array<double, 9> pose{};
     at::Tensor extrinsic, intrinsic;
     {
-      py::gil_scoped_release release;
-      std::lock_guard<std::mutex> lock(mutex_);
+      const Unlocked lock(mutex_);
       if (!opened_.model) throw Error("this Reconstructor is closed");
       const int64_t index = opened_.model->frames_seen();
       if (!have_frame) {
@@ -566,16 +571,11 @@ class Reconstructor {
       const Rigid3 cam_from_world = geometry::PoseEncodingToExtrinsics(pose);
       const Intrinsics k = out.known_intrinsics ? *out.known_intrinsics
                                                 : geometry::PoseEncodingToIntrinsics(pose, result->camera.width, result->camera.height);
-      std::vector<double> e(12), kk{k.fx, 0, k.cx, 0, k.fy, k.cy, 0, 0, 1};
-      for (int r = 0; r < 3; ++r) {
-        for (int c = 0; c < 3; ++c) e[r * 4 + c] = cam_from_world.R[r * 3 + c];
-        e[r * 4 + 3] = cam_from_world.t[r];
-      }
       const at::TensorOptions like = result->tensors.depth.options();
       const bool torch_out = output == "torch";
       const at::TensorOptions where = torch_out ? like : like.device(at::kCPU);
-      extrinsic = at::tensor(e, at::kDouble).view({3, 4}).to(where);
-      intrinsic = at::tensor(kk, at::kDouble).view({3, 3}).to(where);
+      extrinsic = at::tensor(RigidRows(cam_from_world, 3), at::kDouble).view({3, 4}).to(where);
+      intrinsic = at::tensor(IntrinsicsRows(k), at::kDouble).view({3, 3}).to(where);
       if (!torch_out) {  // one host copy of each, before the GIL is taken again
         auto& t = result->tensors;
         t.depth = t.depth.cpu();
@@ -599,15 +599,13 @@ class Reconstructor {
   }
 
   void Reset() {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(mutex_);
+    const Unlocked lock(mutex_);
     Model().Reset();
     NewStream();
   }
 
   void Close() {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(mutex_);
+    const Unlocked lock(mutex_);
     stage_.reset();
     opened_.model.reset();
   }
@@ -616,8 +614,7 @@ class Reconstructor {
     models::CacheReport report;
     int64_t frames = 0;
     {
-      py::gil_scoped_release release;  // never wait for the mutex with the GIL held
-      std::lock_guard<std::mutex> lock(mutex_);
+      const Unlocked lock(mutex_);
       report = Model().Cache();
       frames = Model().frames_seen();
     }
@@ -638,8 +635,7 @@ class Reconstructor {
   py::object Evaluate(const EvalOptions& options, const std::optional<std::filesystem::path>& out) {
     nlohmann::json report;
     {
-      py::gil_scoped_release release;
-      std::lock_guard<std::mutex> lock(mutex_);
+      const Unlocked lock(mutex_);
       Model();
       WeightsRecord weights(opened_.loaded, model_args_.random_seed);
       // Ctrl-C in Python ends the sequence in progress, as in the CLI; KeyboardInterrupt follows.
@@ -672,15 +668,13 @@ class Reconstructor {
   std::string Output() const { return output_; }
   const std::string& Size() const { return size_; }
   int64_t FramesSeen() {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(mutex_);
+    const Unlocked lock(mutex_);
     return Model().frames_seen();
   }
   py::object InputSize() {
     std::pair<int64_t, int64_t> size{0, 0};
     {
-      py::gil_scoped_release release;
-      std::lock_guard<std::mutex> lock(mutex_);
+      const Unlocked lock(mutex_);
       if (kind_ == Kind::kTensors) size = tensor_size_;
       else if (stage_) size = stage_->InputSize();
     }
@@ -688,8 +682,7 @@ class Reconstructor {
     return py::make_tuple(size.first, size.second);
   }
   bool closed() {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(mutex_);
+    const Unlocked lock(mutex_);
     return !opened_.model;
   }
 
