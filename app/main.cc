@@ -1,7 +1,9 @@
 // `streamrecon`: streaming 3D reconstruction from video. One binary, one subcommand per job.
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
 #include <exception>
+#include <string>
 #include <iostream>
 
 #include <c10/util/Exception.h>
@@ -61,7 +63,9 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;
   } catch (const c10::Error& e) {
-    std::cerr << "error (LibTorch): " << e.what_without_backtrace() << "\n";
+    // LibTorch's C++ backtrace on request (its own switch), for errors raised deep inside it.
+    const char* show = std::getenv("TORCH_SHOW_CPP_STACKTRACES");
+    std::cerr << "error (LibTorch): " << (show && std::string(show) == "1" ? e.what() : e.what_without_backtrace()) << "\n";
     return 3;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
