@@ -495,6 +495,37 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
   }
 }
 
+// Stage timing (the default of `bench stream`) on "cuda" without a device index: the step
+// synchronises the current device after each stage, reports every stage, and computes what the
+// untimed step computes.
+TEST(GpuModel, StageTimingOnTheDefaultDeviceMatchesTheUntimedStep) {
+  REQUIRE_GPU();
+  const models::ModelConfig config = models::NamedConfig("parity-tiny");
+  const models::StateDict weights = models::RandomWeights(config, 5);
+  for (bool graphs : {false, true}) {
+    models::ModelOptions o;
+    o.device = "cuda";
+    o.dtype = "bfloat16";
+    o.cache.format = CacheFormat::kOscar2;
+    o.cache.policy = PrunePolicy::kXStreamPage;
+    o.cache.cache_tokens = 3 * (config.special_tokens() + 5 * 4);
+    o.cuda_graphs = graphs;
+    models::StreamingModel plain(config, weights, o);
+    o.stage_timing = true;
+    models::StreamingModel timed(config, weights, o);
+    at::manual_seed(3);
+    double worst = 0;
+    for (int i = 0; i < 6; ++i) {
+      const at::Tensor image = at::rand({3, 4 * config.patch_size, 5 * config.patch_size}).cuda();
+      const models::StepOutput a = plain.Step(image), b = timed.Step(image);
+      worst = std::max({worst, Rel(b.depth.cpu(), a.depth.cpu()), Rel(b.pose_enc.cpu(), a.pose_enc.cpu())});
+      const models::StageTimings& t = timed.LastTimings();
+      for (double ms : {t.patch_embed, t.blocks, t.kv_attention, t.camera_head, t.dpt_heads}) EXPECT_GT(ms, 0.0) << "frame " << i;
+    }
+    EXPECT_LE(worst, 1e-5) << (graphs ? "with CUDA graphs" : "eager");
+  }
+}
+
 // ---- training on the GPU ---------------------------------------------------------------------
 
 // The batched causal forward on CUDA (fp32, TF32 convolutions as cuDNN defaults) agrees with the

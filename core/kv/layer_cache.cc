@@ -20,7 +20,10 @@
 
 namespace streamrecon {
 void SynchronizeDevice(c10::Device device) {
-  if (!device.is_cpu()) c10::impl::getDeviceGuardImpl(device.type())->synchronizeDevice(device.index());
+  if (device.is_cpu()) return;
+  // "cuda" without an index means the current device; the guard's synchronizeDevice wants a real one.
+  const c10::impl::DeviceGuardImplInterface* impl = c10::impl::getDeviceGuardImpl(device.type());
+  impl->synchronizeDevice(device.has_index() ? device.index() : impl->getDevice().index());
 }
 
 namespace {
