@@ -5,18 +5,28 @@
 # cache's bytes at the end of the stream. Writes OUT/study.csv, OUT/study.md and OUT/study.png.
 # Usage: bash scripts/quality_study.sh [OUT] [FRAMES] [SCENE] [DEVICE]   (needs jq, gnuplot)
 # The grid can be narrowed: POLICIES="xstream-page" FORMATS="kivi2 oscar2" FRACTIONS="8" bash ...
+# STUDY_ARGS adds eval options (e.g. "--dtype bfloat16" on the GPU); STREAMRECON_EXE picks the binary.
+# Without jq the metrics are read with python3.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-EXE="$ROOT/build/app/streamrecon"
+EXE=${STREAMRECON_EXE:-$ROOT/build/app/streamrecon}
 OUT=${1:-quality_out}
 FRAMES=${2:-300}
 SCENE=${3:-walk}
 DEVICE=${4:-cpu}
 SEED=11
 mkdir -p "$OUT"
-common=(eval --dataset "synthetic:$SCENE" --frames "$FRAMES" --scene-seed "$SEED" --device "$DEVICE" --max-points 50000)
+# shellcheck disable=SC2206
+common=(eval --dataset "synthetic:$SCENE" --frames "$FRAMES" --scene-seed "$SEED" --device "$DEVICE" --max-points 50000 ${STUDY_ARGS:-})
 summary() {  # metrics.json -> "abs_rel,delta1,ate_percent,cache_bytes_peak"
-  jq -r '.sequences[0] | "\(.depth_l1.abs_rel),\(.depth_l1.delta_1),\(.pose.ate_percent_of_path // "nan"),\(.cache_bytes_peak)"' "$1"
+  if command -v jq >/dev/null; then
+    jq -r '.sequences[0] | "\(.depth_l1.abs_rel),\(.depth_l1.delta_1),\(.pose.ate_percent_of_path // "nan"),\(.cache_bytes_peak)"' "$1"
+  else
+    python3 -c 'import json, sys
+s = json.load(open(sys.argv[1]))["sequences"][0]
+ate = s["pose"].get("ate_percent_of_path")
+print(",".join(str(x) for x in (s["depth_l1"]["abs_rel"], s["depth_l1"]["delta_1"], "nan" if ate is None else ate, s["cache_bytes_peak"])))' "$1"
+  fi
 }
 # The reference is the full cache in FULL_FORMAT (default bf16, the GPU's unquantized storage; fp32
 # on CPUs, whose bf16 matrix work is emulated and slow); the budgets are fractions of the full
@@ -32,6 +42,7 @@ if [ ! -f "$OUT/study.csv" ]; then
   echo "policy,format,fraction,budget_bytes,abs_rel,delta1,ate_percent,cache_bytes_peak,abs_rel_change" > "$OUT/study.csv"
   echo "none,$FULL_FORMAT,1,$full_bytes,$full_abs,$full_d1,$full_ate,$full_bytes,0" >> "$OUT/study.csv"
 fi
+if [ -n "${FULL_ONLY:-}" ]; then exit 0; fi  # only the reference (scripts/gpu_quality.sh shards the rest)
 for policy in ${POLICIES:-xstream xstream-page}; do
   for format in ${FORMATS:-bf16 kivi4 kivi2 oscar4 oscar2}; do
     for k in ${FRACTIONS:-2 4 8 16}; do
