@@ -1,12 +1,17 @@
 // CUDA graphs of the streaming step (ModelOptions::cuda_graphs): the embedding, each segment
-// between two cache attentions and the heads are captured once per frame size and replayed; the
-// cache attentions run eagerly between them (their lengths change every frame). CUDA builds only;
-// no_cuda_graphs.cc stands in elsewhere.
+// between two cache attentions and the DPT heads are captured once per frame size and replayed;
+// the cache attentions run eagerly between them (their lengths change every frame). The camera
+// head (4 iterations of the trunk over its slot caches) is captured as one more graph once its
+// caches are full (graph_ready) and replayed from then on. CUDA builds only; no_cuda_graphs.cc
+// stands in elsewhere.
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <optional>
 
 #include "models/model_impl.h"
 
@@ -19,6 +24,9 @@ struct StreamingModel::Impl::Graphs {
   HeadsOut heads_out;
   std::unique_ptr<at::cuda::CUDAGraph> embed, heads;
   std::vector<std::unique_ptr<at::cuda::CUDAGraph>> segments;  // depth + 1
+  std::optional<at::cuda::CUDAStream> side;  // the capture stream (its library handles are warm)
+  std::unique_ptr<at::cuda::CUDAGraph> camera;  // once the trunk caches are full
+  Tensor camera_in, camera_out;                 // its static input token [1, 2C] and pose encoding
 };
 
 void StreamingModel::Impl::DropGraphsUnlessSize(int64_t H, int64_t W) {
@@ -37,6 +45,7 @@ void StreamingModel::Impl::Capture(const Tensor& img, int64_t h, int64_t wd, int
   const auto pool = at::cuda::graph_pool_handle();
   c10::cuda::device_synchronize();
   const at::cuda::CUDAStream side = at::cuda::getStreamFromPool();
+  g->side = side;
   {
     c10::cuda::CUDAStreamGuard guard(side);
     // One eager pass on the capture stream first (library workspaces and plans for this stream).
@@ -82,12 +91,52 @@ bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, i
   Graphs& g = *graphs;
   g.img.copy_(img);
   out = RunStep([&] { g.embed->replay(); }, [&](int i) { g.segments[i]->replay(); },
+                [&](const Tensor& token) { return GraphCamera(token); },
                 [&] {
                   g.heads->replay();
                   return g.heads_out;
                 },
                 /*static_buffers=*/true);
   return true;
+}
+
+Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
+  Graphs& g = *graphs;
+  const bool ready = std::all_of(trunk_caches.begin(), trunk_caches.end(), [](const auto& c) { return c->graph_ready(); });
+  if (!ready) {
+    g.camera.reset();
+    return CameraHead(camera_token);
+  }
+  if (!g.camera) {
+    // Capturing runs the head's host side once (the caches count the call) and queues nothing:
+    // the replay below is this frame's camera head.
+    g.camera_in = camera_token.clone();
+    auto graph = std::make_unique<at::cuda::CUDAGraph>();
+    try {
+      c10::cuda::device_synchronize();
+      c10::cuda::CUDAStreamGuard guard(*g.side);
+      graph->capture_begin(at::cuda::graph_pool_handle(), cudaStreamCaptureModeThreadLocal);  // its own memory pool
+      g.camera_out = CameraHead(g.camera_in);
+      graph->capture_end();
+      c10::cuda::device_synchronize();
+    } catch (const std::exception& e) {
+      // The caches' host side already counted the call: a failed capture cannot be retried eagerly.
+      cudaGraph_t partial = nullptr;
+      if (cudaStreamEndCapture(*g.side, &partial) == cudaSuccess && partial) cudaGraphDestroy(partial);
+      (void)cudaGetLastError();
+      graphs_failed = true;
+      throw Error(std::string("CUDA graph capture of the camera head failed: ") + e.what());
+    }
+    g.camera = std::move(graph);
+    spdlog::info("CUDA graph captured for the camera head ({} trunk caches full)", trunk_caches.size());
+  } else {
+    g.camera_in.copy_(camera_token);
+    for (int it = 0; it < config.camera_head.iterations; ++it)
+      for (auto& c : trunk_caches) c->Replayed();
+  }
+  g.camera->replay();
+  camera_replayed = true;
+  return g.camera_out.clone();
 }
 
 }  // namespace streamrecon::models

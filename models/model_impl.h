@@ -109,8 +109,11 @@ struct StreamingModel::Impl {
     KvCacheOptions trunk = options.cache;
     trunk.special_tokens = 1;
     trunk.format = TrunkFormat(options.cache.format);
+    // Bounded and pruned (one token per call), it lives in fixed slots with eviction on the device,
+    // which a CUDA graph can replay once full; otherwise it grows as the reference cache.
+    const bool slots = options.cache.bounded() && options.cache.policy != PrunePolicy::kNone;
     for (int i = 0; i < config.camera_head.trunk_depth; ++i)
-      trunk_caches.push_back(MakeLayerKvCache(trunk, topts.device(), KvBackendKind::kReference));
+      trunk_caches.push_back(slots ? MakeSlotKvCache(trunk) : MakeLayerKvCache(trunk, topts.device(), KvBackendKind::kReference));
     frames = 0;
     max_bytes = 0;
     plan = BudgetPlan{};
@@ -438,7 +441,7 @@ struct StreamingModel::Impl {
   // attention (into attn[i], in place when graphs read it), the camera head, the DPT heads. With
   // static buffers the outputs are copies, since the next replay overwrites them.
   StepOutput RunStep(const std::function<void()>& embed, const std::function<void(int)>& segment,
-                     const std::function<HeadsOut()>& heads, bool static_buffers) {
+                     const std::function<Tensor(const Tensor&)>& camera, const std::function<HeadsOut()>& heads, bool static_buffers) {
     auto take = [&](const Tensor& t) { return static_buffers ? t.clone() : t; };
     Lap(nullptr);
     embed();
@@ -458,7 +461,9 @@ struct StreamingModel::Impl {
     StepOutput out;
     // (the camera head appends to the trunk caches; bytes are sampled after it)
     out.tokens_last = take(outputs[config.depth - 1]);
-    out.pose_enc = CameraHead(out.tokens_last.narrow(0, 0, 1));
+    camera_replayed = false;
+    out.pose_enc = camera(out.tokens_last.narrow(0, 0, 1));
+    out.camera_graph = camera_replayed;
     Lap(&timings.camera_head);
     const HeadsOut maps = heads();
     out.depth = take(maps.depth);
@@ -474,11 +479,14 @@ struct StreamingModel::Impl {
   struct Graphs;
   std::shared_ptr<Graphs> graphs;
   bool graphs_failed = false;
+  bool camera_replayed = false;  // the last step's camera head came from its graph
   // Drops graphs captured for another frame size (before the layout tensors change).
   void DropGraphsUnlessSize(int64_t H, int64_t W);
   // The step with graphs (capturing them first when needed). Returns false to run eagerly instead.
   bool GraphStep(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W, StepOutput& out);
   void Capture(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W);
+  // The camera head with graphs: replayed once every trunk cache is graph_ready, else eager.
+  Tensor GraphCamera(const Tensor& camera_token);
 
 
   StepOutput Step(const Tensor& image_in) {
@@ -507,7 +515,7 @@ struct StreamingModel::Impl {
     if (topts.device().is_cuda() && GraphStep(img, h, wd, H, W, out)) return out;
     Tensor x;
     return RunStep([&] { x = Embed(img, frames == 0 ? 0 : 1); }, [&](int i) { Segment(i, x); },
-                   [&] { return Heads(h, wd, H, W); }, /*static_buffers=*/false);
+                   [&](const Tensor& token) { return CameraHead(token); }, [&] { return Heads(h, wd, H, W); }, /*static_buffers=*/false);
   }
 };
 

@@ -10,4 +10,6 @@ void StreamingModel::Impl::DropGraphsUnlessSize(int64_t, int64_t) { graphs.reset
 
 bool StreamingModel::Impl::GraphStep(const Tensor&, int64_t, int64_t, int64_t, int64_t, StepOutput&) { return false; }
 
+Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) { return CameraHead(camera_token); }
+
 }  // namespace streamrecon::models

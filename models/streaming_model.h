@@ -24,7 +24,8 @@ struct ModelOptions {
   bool stage_timing = false;      // time each stage (synchronising the device; slows the step slightly)
   // CUDA only: from the third frame on, replay the fixed-shape parts of the step (patch embed, frame
   // blocks, the projections/MLPs of the global blocks, the DPT heads) as captured CUDA graphs; the
-  // KV-cache attention and maintenance and the camera head run eagerly between them.
+  // KV-cache attention and maintenance run eagerly between them. The camera head joins them as one
+  // graph once its trunk caches are full (a bounded, pruned cache; not with the random policy).
   bool cuda_graphs = false;
   // Training: the weights are the model's own copies that collect gradients (Parameters()), and
   // ForwardSequence is differentiable. Needs float32 or float64.
@@ -48,6 +49,7 @@ struct StepOutput {
   at::Tensor world_points;       // [H, W, 3]
   at::Tensor world_points_conf;  // [H, W]
   at::Tensor tokens_last;        // [P, 2C], the last aggregator output
+  bool camera_graph = false;     // the camera head was replayed from a CUDA graph
 };
 
 // Outputs of a whole sequence computed at once (ForwardSequence), on the model's device and dtype.

@@ -466,6 +466,8 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
   REQUIRE_GPU();
   const models::ModelConfig config = models::NamedConfig("parity-tiny");
   const models::StateDict weights = models::RandomWeights(config, 7);
+  // The trunk caches (4 tokens a frame, 75 slots) are full from about frame 18: the camera head is
+  // then captured and replayed until the reset at frame 24 (and again from about frame 42).
   for (CacheFormat format : {CacheFormat::kBf16, CacheFormat::kKivi4}) {
     models::ModelOptions o;
     o.device = "cuda";
@@ -477,21 +479,28 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
     o.cuda_graphs = true;
     models::StreamingModel graphed(config, weights, o);
     at::manual_seed(9);
-    double worst = 0;
-    for (int i = 0; i < 12; ++i) {
-      if (i == 9) {
+    double worst = 0, worst_pose = 0;
+    int camera_replays = 0;
+    for (int i = 0; i < 48; ++i) {
+      if (i == 24) {
         eager.Reset();
         graphed.Reset();
       }
       const int64_t w = i < 6 ? 5 * config.patch_size : 6 * config.patch_size;  // size change at frame 6
       const at::Tensor image = at::rand({3, 4 * config.patch_size, w}).cuda();
       const models::StepOutput a = eager.Step(image), b = graphed.Step(image);
-      for (auto [x, y] : {std::pair{&a.depth, &b.depth}, {&a.world_points, &b.world_points}, {&a.pose_enc, &b.pose_enc},
-                          {&a.tokens_last, &b.tokens_last}})
+      EXPECT_FALSE(a.camera_graph);
+      camera_replays += b.camera_graph;
+      for (auto [x, y] : {std::pair{&a.depth, &b.depth}, {&a.world_points, &b.world_points}, {&a.tokens_last, &b.tokens_last}})
         worst = std::max(worst, Rel(y->cpu(), x->cpu()));
+      worst_pose = std::max(worst_pose, Rel(b.pose_enc.cpu(), a.pose_enc.cpu()));
+      EXPECT_EQ(graphed.Cache().trunk_tokens, eager.Cache().trunk_tokens) << "frame " << i;
     }
-    std::printf("[ info ] CUDA graphs vs eager (%s cache): worst rel difference %.2e\n", ToString(format).c_str(), worst);
+    std::printf("[ info ] CUDA graphs vs eager (%s cache): worst rel difference %.2e, pose %.2e, camera head replayed on %d of 48 frames\n",
+                ToString(format).c_str(), worst, worst_pose, camera_replays);
     EXPECT_LE(worst, 1e-5);
+    EXPECT_LE(worst_pose, 1e-5);
+    EXPECT_GE(camera_replays, 8);  // not vacuous: the graph ran (frames 19-23 and 43-47)
   }
 }
 

@@ -135,6 +135,85 @@ TEST(DenseCache, WindowKeepsTheNewestMiddleTokens) {
   for (int t = 0; t < 9; ++t) EXPECT_EQ(V[0][t][0].item<double>(), expected[t]);
 }
 
+// The camera trunk's fixed-slot cache against the reference cache it replaces: the same outputs,
+// the same kept tokens in stream order (ties and random draws included), the same counts, under a
+// token cap and a byte cap, in float64 and with bf16 storage; graph_ready once full.
+TEST(SlotCache, KeepsAndAttendsLikeTheReferenceCache) {
+  struct Case {
+    PrunePolicy policy;
+    LayerCapacity capacity;
+    bool bf16, ties;
+  };
+  const int64_t heads = 2, dim = 8, row_bytes_f64 = 2 * heads * dim * 8;
+  const std::vector<Case> cases{
+      {PrunePolicy::kXStream, {7, -1}, false, false},       {PrunePolicy::kXStreamPage, {7, -1}, false, false},
+      {PrunePolicy::kWindow, {6, -1}, false, false},        {PrunePolicy::kRandom, {9, -1}, false, false},
+      {PrunePolicy::kXStream, {-1, 5 * row_bytes_f64}, false, false}, {PrunePolicy::kXStream, {7, -1}, false, true},
+      {PrunePolicy::kXStream, {8, -1}, true, false},        {PrunePolicy::kXStream, {2, -1}, false, false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(ToString(c.policy) + " tokens " + std::to_string(c.capacity.tokens) + " bytes " + std::to_string(c.capacity.bytes) +
+                 (c.bf16 ? " bf16" : " f64") + (c.ties ? " ties" : ""));
+    KvCacheOptions o;
+    o.policy = c.policy;
+    o.cache_tokens = 100;  // (bounded; the layer capacity below decides)
+    o.special_tokens = 1;
+    o.seed = 3;
+    o.format = c.bf16 ? CacheFormat::kBf16 : CacheFormat::kDense;
+    auto reference = MakeLayerKvCache(o, c10::kCPU, KvBackendKind::kReference);
+    auto slots = MakeSlotKvCache(o);
+    reference->SetCapacity(c.capacity);
+    slots->SetCapacity(c.capacity);
+    const auto type = c.bf16 ? at::kFloat : at::kDouble;
+    at::manual_seed(11);
+    int became_ready = -1;
+    for (int call = 0; call < 40; ++call) {
+      // Ties: small integers, so that every score is exact whatever the summation order.
+      const at::Tensor q = c.ties ? at::randint(-3, 4, {heads, 1, dim}, type) : at::randn({heads, 1, dim}, type);
+      const at::Tensor k = c.ties ? at::ones({heads, 1, dim}, type) : at::randn({heads, 1, dim}, type);
+      const at::Tensor v = at::randn({heads, 1, dim}, type);
+      const at::Tensor want = reference->Forward(q, k, v), got = slots->Forward(q, k, v);
+      ASSERT_LE((got - want).abs().max().item<double>(), c.bf16 ? 1e-5 : 1e-12) << "call " << call;
+      ASSERT_EQ(slots->tokens(), reference->tokens()) << "call " << call;
+      ASSERT_EQ(slots->bytes(), reference->bytes()) << "call " << call;
+      const auto [K, V] = reference->Materialize();
+      const auto [K2, V2] = slots->Materialize();
+      ASSERT_TRUE(at::equal(K2, K) && at::equal(V2, V)) << "kept tokens differ at call " << call;
+      if (slots->graph_ready() && became_ready < 0) became_ready = call;
+      if (became_ready >= 0) {
+        EXPECT_TRUE(slots->graph_ready()) << "stays steady; call " << call;
+      }
+    }
+    // Full from the call that first evicts as many tokens as it stores (never for random: its draws are host data).
+    if (c.policy == PrunePolicy::kRandom) {
+      EXPECT_EQ(became_ready, -1);
+      EXPECT_THROW(slots->Replayed(), Error);
+    } else {
+      EXPECT_GE(became_ready, 0);
+    }
+  }
+}
+
+TEST(SlotCache, RefusesWhatItCannotHold) {
+  KvCacheOptions o;
+  o.cache_tokens = 10;
+  EXPECT_THROW(MakeSlotKvCache(o), OptionError);  // no pruning policy: slots would overflow
+  o.policy = PrunePolicy::kXStream;
+  o.format = CacheFormat::kKivi4;
+  EXPECT_THROW(MakeSlotKvCache(o), OptionError);  // pages are the layer cache's job
+  o.format = CacheFormat::kDense;
+  auto cache = MakeSlotKvCache(o);
+  const at::Tensor x = at::zeros({1, 1, 4}, at::kDouble);
+  EXPECT_THROW(cache->Forward(x, x, x), Error);  // no capacity set: unbounded
+  cache->SetCapacity({4, -1});
+  cache->Forward(x, x, x);
+  EXPECT_THROW(cache->Forward(x, at::zeros({1, 2, 4}, at::kDouble), at::zeros({1, 2, 4}, at::kDouble)), Error);  // two tokens
+  EXPECT_THROW(cache->SetCapacity({5, -1}), Error);  // fixed once it holds tokens
+  cache->Clear();
+  cache->SetCapacity({5, -1});
+  EXPECT_EQ(cache->tokens(), 0);
+}
+
 // ---- quantization primitives -----------------------------------------------------------------
 
 TEST(Quant, PackUnpackIsBitExact) {

@@ -46,7 +46,13 @@ class LayerKvCache {
   // With options.measure: milliseconds the last Forward spent pruning and storing (else 0).
   virtual double maintenance_ms() const = 0;
   virtual void Clear() = 0;
-  virtual const char* backend() const = 0;  // "reference" or "cuda"
+  virtual const char* backend() const = 0;  // "reference", "cuda" or "slots"
+
+  // Whether the next Forward does exactly the host work of the last one and reads no host data,
+  // so that a CUDA graph captured over one call can stand for it (fixed-slot caches when full).
+  virtual bool graph_ready() const { return false; }
+  // The host side of a Forward that a graph replay performed (only when graph_ready()).
+  virtual void Replayed() {}
 };
 
 // Which backend serves a cache.
@@ -60,6 +66,12 @@ enum class KvBackendKind {
 // not in this build (kCuda without the CUDA kernels).
 std::unique_ptr<LayerKvCache> MakeLayerKvCache(const KvCacheOptions& options, c10::Device device = c10::kCPU,
                                                KvBackendKind kind = KvBackendKind::kAuto);
+
+// A cache of fixed capacity for layers that store one token per call (the camera-head trunk):
+// dense rows (format dense or bf16) in slots allocated at the first call, evicted on the device by
+// the policy, the same tokens as the reference cache keeps; graph_ready once full (except for the
+// random policy, whose draws are made on the host). Needs a pruning policy and a bounded capacity.
+std::unique_ptr<LayerKvCache> MakeSlotKvCache(const KvCacheOptions& options);
 
 // Whether this build has the CUDA backend and a CUDA device is visible.
 bool CudaKvAvailable();

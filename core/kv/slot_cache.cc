@@ -1,0 +1,167 @@
+// The fixed-slot cache of layers that store one token per call (the camera-head trunk): the kept
+// tokens live in `capacity` slots allocated once; pruning evicts on the device (the policy's
+// lowest-scoring middle tokens lose their slots) and the current token takes a free slot. No
+// compaction, no host copies, no shape that changes from call to call once the cache is full, so
+// a whole camera head can be captured in a CUDA graph and replayed (graph_ready / Replayed).
+//
+// It keeps exactly the tokens the reference cache (layer_cache.cc over the reference backend)
+// keeps: the policies see the middle tokens in stream order (slots are ranked by a device stream
+// position), so scores, ties and the random policy's draws are the reference's. Attention does not
+// depend on slot order; the current token is attended in the work type, as the reference does.
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <limits>
+
+#include "core/check.h"
+#include "core/kv/budget.h"
+#include "core/kv/cache.h"
+#include "core/kv/policy.h"
+
+namespace streamrecon {
+namespace {
+
+constexpr int64_t kEmpty = std::numeric_limits<int64_t>::max();  // stream position of an empty slot
+
+class SlotKvCache final : public LayerKvCache {
+ public:
+  explicit SlotKvCache(const KvCacheOptions& options) : options_(options) {}
+
+  at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override {
+    SR_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && k.sizes() == v.sizes() && q.size(0) == k.size(0) && q.size(2) == k.size(2),
+             Error, "slot KV cache: expected q, k, v as [H, N, D] with matching heads and channels, got " << q.sizes() << ", " << k.sizes()
+                                                                                                           << ", " << v.sizes());
+    SR_CHECK(k.size(1) == 1, Error, "slot KV cache: stores one token per call (the camera trunk), got " << k.size(1));
+    if (!keys_.defined()) Init(k);
+    SR_CHECK(k.size(0) == keys_.size(0) && k.size(2) == keys_.size(2), Error,
+             "slot KV cache: this layer holds " << keys_.size(0) << " heads of " << keys_.size(2) << " channels, the call has " << k.sizes());
+    const at::ScalarType work = q.scalar_type();
+    const at::Tensor k_w = k.to(work), v_w = v.to(work);
+    const at::Tensor out = Attend(q, k_w, v_w);
+    const int64_t middle_before = middle_;
+    bool evicted = false;
+    if (frames_ > 0 && options_.policy != PrunePolicy::kNone) evicted = Evict(q);
+    Store(k_w, v_w);
+    if (frames_ > 0) ++middle_;
+    ++frames_;
+    steady_ = evicted && middle_ == middle_before;
+    return out;
+  }
+
+  std::pair<at::Tensor, at::Tensor> Materialize() const override {
+    if (frames_ == 0) return {};
+    const at::Tensor order = StreamOrder().narrow(0, 0, tokens());
+    return {keys_.index_select(1, order), values_.index_select(1, order)};
+  }
+
+  void SetCapacity(const LayerCapacity& capacity) override {
+    SR_CHECK(!keys_.defined() || (capacity.tokens == capacity_.tokens && capacity.bytes == capacity_.bytes), Error,
+             "slot KV cache: its capacity is fixed once it holds tokens (Clear it first)");
+    capacity_ = capacity;
+  }
+
+  int64_t tokens() const override { return frames_ == 0 ? 0 : first_tokens_ + middle_; }
+  int64_t bytes() const override { return tokens() * row_bytes_; }
+  QuantStats quant_stats() const override { return {}; }
+  double maintenance_ms() const override { return 0.0; }
+  const char* backend() const override { return "slots"; }
+
+  void Clear() override {
+    const LayerCapacity capacity = capacity_;
+    *this = SlotKvCache(options_);
+    capacity_ = capacity;
+  }
+
+  // Steady once a call evicted as many tokens as it stored: every later call does the same host
+  // work, with no host data (the random policy draws on the host, so it never is).
+  bool graph_ready() const override { return steady_ && options_.policy != PrunePolicy::kRandom; }
+  void Replayed() override {
+    SR_CHECK(graph_ready(), Error, "slot KV cache: a replayed call needs a steady cache");
+    ++frames_;
+  }
+
+ private:
+  void Init(const at::Tensor& k) {
+    const int64_t heads = k.size(0), dim = k.size(2);
+    const at::ScalarType stored = options_.format == CacheFormat::kBf16 ? at::kBFloat16 : k.scalar_type();
+    row_bytes_ = 2 * heads * dim * static_cast<int64_t>(c10::elementSize(stored));
+    first_tokens_ = k.size(1);
+    // The slots hold what the layer may hold after storing a call: the first token, the middle
+    // the budget leaves and the current one (never fewer than the two protected ones).
+    const int64_t left = MiddleLeft();
+    SR_CHECK(left >= 0, Error, "slot KV cache: needs a bounded capacity (tokens or bytes), got none");
+    slots_ = first_tokens_ + left + 1;
+    const auto on = k.options();
+    keys_ = at::zeros({heads, slots_, dim}, on.dtype(stored));
+    values_ = at::zeros({heads, slots_, dim}, on.dtype(stored));
+    valid_ = at::zeros({slots_}, on.dtype(at::kBool));
+    position_ = at::full({slots_}, kEmpty, on.dtype(at::kLong));
+    next_position_ = at::zeros({1}, on.dtype(at::kLong));
+  }
+
+  // The middle tokens a call may keep besides the protected first token and the current one (the
+  // reference's rule for dense rows); < 0 = unlimited.
+  int64_t MiddleLeft() const { return LayerBudget(capacity_, first_tokens_ + 1, (first_tokens_ + 1) * row_bytes_).TokensLeft(row_bytes_); }
+
+  // softmax(q [K_valid ; k]^T / sqrt(D)) [V_valid ; v] in q's dtype: one softmax over the slots
+  // (empty ones masked) and the current token.
+  at::Tensor Attend(const at::Tensor& q, const at::Tensor& k_w, const at::Tensor& v_w) const {
+    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(2)));
+    const at::ScalarType work = q.scalar_type();
+    const at::Tensor cached = (at::matmul(q, keys_.to(work).transpose(1, 2)) * scale).masked_fill(valid_.logical_not(), -INFINITY);
+    const at::Tensor current = (q * k_w).sum(-1, /*keepdim=*/true) * scale;  // [H, 1, 1]
+    const at::Tensor p = at::softmax(at::cat({cached, current}, -1), -1);
+    return at::matmul(p.narrow(2, 0, slots_), values_.to(work)) + p.narrow(2, slots_, 1) * v_w;
+  }
+
+  // Slots in stream order: the first token, then the middle oldest first, then the empty slots.
+  at::Tensor StreamOrder() const { return std::get<1>(at::sort(position_, /*stable=*/true, /*dim=*/0, /*descending=*/false)); }
+
+  // The reference's pruning: the middle keeps the policy's best `left` tokens (ranked in stream
+  // order, so ties and random draws are the reference's); the others' slots become free.
+  bool Evict(const at::Tensor& q) {
+    const int64_t left = MiddleLeft();
+    if (middle_ <= left) return false;
+    const at::Tensor middle = StreamOrder().narrow(0, first_tokens_, middle_);
+    const at::Tensor scores = ScoresFromPooled(PooledQueries(q, options_.pool_size, options_.special_tokens), keys_).index_select(0, middle);
+    const at::Tensor kept = middle.index_select(0, TopByScore(PolicyScores(options_.policy, scores, options_.seed, frames_), left));
+    valid_.index_fill_(0, middle, false);
+    valid_.index_fill_(0, kept, true);
+    position_.masked_fill_(valid_.logical_not(), kEmpty);
+    middle_ = left;
+    return true;
+  }
+
+  // The current token into the first free slot (chosen on the device).
+  void Store(const at::Tensor& k_w, const at::Tensor& v_w) {
+    const at::Tensor slot = valid_.logical_not().to(at::kByte).argmax().view({1});
+    keys_.index_copy_(1, slot, k_w.to(keys_.scalar_type()));
+    values_.index_copy_(1, slot, v_w.to(values_.scalar_type()));
+    valid_.index_fill_(0, slot, true);
+    position_.index_copy_(0, slot, next_position_);
+    next_position_.add_(1);
+  }
+
+  KvCacheOptions options_;
+  LayerCapacity capacity_;
+  int64_t slots_ = 0, row_bytes_ = 0, first_tokens_ = 0;
+  int64_t frames_ = 0;  // calls so far
+  int64_t middle_ = 0;  // kept tokens after the first call's (host count: pruning is deterministic in number)
+  bool steady_ = false;
+  at::Tensor keys_, values_;      // [H, slots, D] in the stored dtype
+  at::Tensor valid_;              // [slots] bool
+  at::Tensor position_;           // [slots] long: stream position of the slot's token, kEmpty when free
+  at::Tensor next_position_;      // [1] long: the next call's stream position, on the device
+};
+
+}  // namespace
+
+std::unique_ptr<LayerKvCache> MakeSlotKvCache(const KvCacheOptions& options) {
+  options.Check();
+  SR_CHECK(options.format == CacheFormat::kDense || options.format == CacheFormat::kBf16, OptionError,
+           "slot KV cache: stores dense rows (format dense or bf16), got " << ToString(options.format));
+  SR_CHECK(options.policy != PrunePolicy::kNone, OptionError, "slot KV cache: needs a pruning policy (its slots are fixed)");
+  return std::make_unique<SlotKvCache>(options);
+}
+
+}  // namespace streamrecon
