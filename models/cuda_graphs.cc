@@ -103,7 +103,7 @@ bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, i
 Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
   Graphs& g = *graphs;
   const bool ready = std::all_of(trunk_caches.begin(), trunk_caches.end(), [](const auto& c) { return c->graph_ready(); });
-  if (!ready) {
+  if (!ready || camera_graph_failed) {
     g.camera.reset();
     return CameraHead(camera_token);
   }
@@ -120,12 +120,15 @@ Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
       graph->capture_end();
       c10::cuda::device_synchronize();
     } catch (const std::exception& e) {
-      // The caches' host side already counted the call: a failed capture cannot be retried eagerly.
       cudaGraph_t partial = nullptr;
       if (cudaStreamEndCapture(*g.side, &partial) == cudaSuccess && partial) cudaGraphDestroy(partial);
       (void)cudaGetLastError();
-      graphs_failed = true;
-      throw Error(std::string("CUDA graph capture of the camera head failed: ") + e.what());
+      camera_graph_failed = true;
+      spdlog::warn("CUDA graph capture of the camera head failed, running it eagerly: {}", e.what());
+      // Nothing ran on the device, and full slot caches do the same host work on every call (the
+      // capture moved only their call counts, which deterministic policies do not read): the eager
+      // head is this frame's exact camera head.
+      return CameraHead(camera_token);
     }
     g.camera = std::move(graph);
     spdlog::info("CUDA graph captured for the camera head ({} trunk caches full)", trunk_caches.size());

@@ -38,13 +38,17 @@ class SlotKvCache final : public LayerKvCache {
     const at::ScalarType work = q.scalar_type();
     const at::Tensor k_w = k.to(work), v_w = v.to(work);
     const at::Tensor out = Attend(q, k_w, v_w);
-    const int64_t middle_before = middle_;
-    bool evicted = false;
-    if (frames_ > 0 && options_.policy != PrunePolicy::kNone) evicted = Evict(q);
+    const int64_t left = MiddleLeft();
+    const bool evict = frames_ > 0 && middle_ > left;
+    if (evict) Evict(q, left);
     Store(k_w, v_w);
+    // The host side changes only once the device work is queued: a call that throws (a failed
+    // graph capture) leaves it as it was.
+    const int64_t before = middle_;
+    if (evict) middle_ = left;
     if (frames_ > 0) ++middle_;
     ++frames_;
-    steady_ = evicted && middle_ == middle_before;
+    steady_ = evict && middle_ == before;
     return out;
   }
 
@@ -118,18 +122,15 @@ class SlotKvCache final : public LayerKvCache {
   at::Tensor StreamOrder() const { return std::get<1>(at::sort(position_, /*stable=*/true, /*dim=*/0, /*descending=*/false)); }
 
   // The reference's pruning: the middle keeps the policy's best `left` tokens (ranked in stream
-  // order, so ties and random draws are the reference's); the others' slots become free.
-  bool Evict(const at::Tensor& q) {
-    const int64_t left = MiddleLeft();
-    if (middle_ <= left) return false;
+  // order, so ties and random draws are the reference's); the others' slots become free. Device
+  // work only; Forward updates the host counts.
+  void Evict(const at::Tensor& q, int64_t left) {
     const at::Tensor middle = StreamOrder().narrow(0, first_tokens_, middle_);
     const at::Tensor scores = ScoresFromPooled(PooledQueries(q, options_.pool_size, options_.special_tokens), keys_).index_select(0, middle);
     const at::Tensor kept = middle.index_select(0, TopByScore(PolicyScores(options_.policy, scores, options_.seed, frames_), left));
     valid_.index_fill_(0, middle, false);
     valid_.index_fill_(0, kept, true);
     position_.masked_fill_(valid_.logical_not(), kEmpty);
-    middle_ = left;
-    return true;
   }
 
   // The current token into the first free slot (chosen on the device).
