@@ -51,7 +51,8 @@ void ModelArgs::Add(CLI::App& app) {
   app.add_option("--device", device, "auto, cpu or cuda[:N] (auto: the GPU where this build has the CUDA cache and one is visible)")
       ->capture_default_str();
   app.add_flag("--cuda-graphs", cuda_graphs,
-               "CUDA: replay the fixed-shape parts of each step (patch embed, blocks, DPT heads) as CUDA graphs from the third frame on");
+               "CUDA: replay the fixed-shape parts of each step (patch embed, blocks, DPT heads) as CUDA graphs from the third frame on, "
+               "and the camera head once its trunk caches are full");
 }
 
 models::ModelOptions ModelArgs::ToOptions() const {

@@ -6,12 +6,15 @@
 // stands in elsewhere.
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <ATen/cuda/CachingHostAllocator.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <optional>
+#include <string>
 
 #include "models/model_impl.h"
 
@@ -103,7 +106,7 @@ bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, i
 Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
   Graphs& g = *graphs;
   const bool ready = std::all_of(trunk_caches.begin(), trunk_caches.end(), [](const auto& c) { return c->graph_ready(); });
-  if (!ready || camera_graph_failed) {
+  if (!ready) {
     g.camera.reset();
     return CameraHead(camera_token);
   }
@@ -112,19 +115,43 @@ Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
     // the replay below is this frame's camera head.
     g.camera_in = camera_token.clone();
     auto graph = std::make_unique<at::cuda::CUDAGraph>();
+    const at::cuda::MempoolId_t pool = at::cuda::graph_pool_handle();  // its own memory pool
+    std::string failure;
     try {
       c10::cuda::device_synchronize();
       c10::cuda::CUDAStreamGuard guard(*g.side);
-      graph->capture_begin(at::cuda::graph_pool_handle(), cudaStreamCaptureModeThreadLocal);  // its own memory pool
-      g.camera_out = CameraHead(g.camera_in);
-      graph->capture_end();
+      graph->capture_begin(pool, cudaStreamCaptureModeThreadLocal);
+      try {
+        g.camera_out = CameraHead(g.camera_in);
+        graph->capture_end();
+      } catch (...) {
+        // End the stream's capture (capture_end does it first; it then fails on an invalidated
+        // capture before it takes the allocators out of capture mode, which is done below).
+        try {
+          graph->capture_end();
+        } catch (...) {
+        }
+        throw;
+      }
       c10::cuda::device_synchronize();
     } catch (const std::exception& e) {
-      cudaGraph_t partial = nullptr;
-      if (cudaStreamEndCapture(*g.side, &partial) == cudaSuccess && partial) cudaGraphDestroy(partial);
+      failure = e.what();
+    }
+    if (!failure.empty()) {
+      // The allocators must stop routing to the failed capture's pool (each call is refused,
+      // harmlessly, where capture_end got that far). The pool itself is left to LibTorch.
+      const c10::DeviceIndex device = c10::cuda::current_device();
+      try {
+        c10::cuda::CUDACachingAllocator::endAllocateToPool(device, pool);
+      } catch (...) {
+      }
+      try {
+        at::getHostAllocator(at::kCUDA)->end_allocate_to_pool(pool);
+      } catch (...) {
+      }
       (void)cudaGetLastError();
-      camera_graph_failed = true;
-      spdlog::warn("CUDA graph capture of the camera head failed, running it eagerly: {}", e.what());
+      graphs_failed = true;  // the next steps run eagerly, as after a failed capture of the step's graphs
+      spdlog::warn("CUDA graph capture of the camera head failed, running eagerly: {}", failure);
       // Nothing ran on the device, and full slot caches do the same host work on every call (the
       // capture moved only their call counts, which deterministic policies do not read): the eager
       // head is this frame's exact camera head.

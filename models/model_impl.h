@@ -480,7 +480,6 @@ struct StreamingModel::Impl {
   std::shared_ptr<Graphs> graphs;
   bool graphs_failed = false;
   bool camera_replayed = false;  // the last step's camera head came from its graph
-  bool camera_graph_failed = false;  // its capture failed once: the camera head stays eager
   // Drops graphs captured for another frame size (before the layout tensors change).
   void DropGraphsUnlessSize(int64_t H, int64_t W);
   // The step with graphs (capturing them first when needed). Returns false to run eagerly instead.

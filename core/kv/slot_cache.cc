@@ -1,5 +1,5 @@
 // The fixed-slot cache of layers that store one token per call (the camera-head trunk): the kept
-// tokens live in `capacity` slots allocated once; pruning evicts on the device (the policy's
+// tokens live in slots that grow to the capacity and then stay; pruning evicts on the device (the policy's
 // lowest-scoring middle tokens lose their slots) and the current token takes a free slot. No
 // compaction, no host copies, no shape that changes from call to call once the cache is full, so
 // a whole camera head can be captured in a CUDA graph and replayed (graph_ready / Replayed).
@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "core/check.h"
 #include "core/kv/budget.h"
@@ -32,7 +33,7 @@ class SlotKvCache final : public LayerKvCache {
              Error, "slot KV cache: expected q, k, v as [H, N, D] with matching heads and channels, got " << q.sizes() << ", " << k.sizes()
                                                                                                            << ", " << v.sizes());
     SR_CHECK(k.size(1) == 1, Error, "slot KV cache: stores one token per call (the camera trunk), got " << k.size(1));
-    if (!keys_.defined()) Init(k);
+    if (!keys_.defined()) Init(q, k);
     SR_CHECK(k.size(0) == keys_.size(0) && k.size(2) == keys_.size(2), Error,
              "slot KV cache: this layer holds " << keys_.size(0) << " heads of " << keys_.size(2) << " channels, the call has " << k.sizes());
     const at::ScalarType work = q.scalar_type();
@@ -41,7 +42,11 @@ class SlotKvCache final : public LayerKvCache {
     const int64_t left = MiddleLeft();
     const bool evict = frames_ > 0 && middle_ > left;
     if (evict) Evict(q, left);
-    Store(k_w, v_w);
+    // Room for the current token: the slots grow (doubling) until they reach the capacity, so a
+    // short stream holds no more than the reference cache; from then on nothing changes shape.
+    const int64_t held = frames_ == 0 ? 0 : first_tokens_ + (evict ? left : middle_);
+    if (held + 1 > keys_.size(1)) Grow(GrowTo(keys_.size(1), held + 1, slots_));
+    Store(k_w, v);
     // The host side changes only once the device work is queued: a call that throws (a failed
     // graph capture) leaves it as it was.
     const int64_t before = middle_;
@@ -85,9 +90,10 @@ class SlotKvCache final : public LayerKvCache {
   }
 
  private:
-  void Init(const at::Tensor& k) {
+  void Init(const at::Tensor& q, const at::Tensor& k) {
     const int64_t heads = k.size(0), dim = k.size(2);
-    const at::ScalarType stored = options_.format == CacheFormat::kBf16 ? at::kBFloat16 : k.scalar_type();
+    // The reference's dense rows: bf16 for the bf16 format, else the work (query) dtype.
+    const at::ScalarType stored = options_.format == CacheFormat::kBf16 ? at::kBFloat16 : q.scalar_type();
     row_bytes_ = 2 * heads * dim * static_cast<int64_t>(c10::elementSize(stored));
     first_tokens_ = k.size(1);
     // The slots hold what the layer may hold after storing a call: the first token, the middle
@@ -96,11 +102,27 @@ class SlotKvCache final : public LayerKvCache {
     SR_CHECK(left >= 0, Error, "slot KV cache: needs a bounded capacity (tokens or bytes), got none");
     slots_ = first_tokens_ + left + 1;
     const auto on = k.options();
-    keys_ = at::zeros({heads, slots_, dim}, on.dtype(stored));
-    values_ = at::zeros({heads, slots_, dim}, on.dtype(stored));
-    valid_ = at::zeros({slots_}, on.dtype(at::kBool));
-    position_ = at::full({slots_}, kEmpty, on.dtype(at::kLong));
+    keys_ = at::empty({heads, 0, dim}, on.dtype(stored));
+    values_ = at::empty({heads, 0, dim}, on.dtype(stored));
+    valid_ = at::empty({0}, on.dtype(at::kBool));
+    position_ = at::empty({0}, on.dtype(at::kLong));
     next_position_ = at::zeros({1}, on.dtype(at::kLong));
+  }
+
+  // Reallocates to `size` slots, the tokens in the same slots, the new ones empty.
+  void Grow(int64_t size) {
+    const int64_t have = keys_.size(1);
+    auto widen = [&](const at::Tensor& t, int64_t dim, const at::Scalar& fill) {
+      std::vector<int64_t> shape = t.sizes().vec();
+      shape[dim] = size;
+      at::Tensor wider = at::full(shape, fill, t.options());
+      wider.narrow(dim, 0, have).copy_(t);
+      return wider;
+    };
+    keys_ = widen(keys_, 1, 0);
+    values_ = widen(values_, 1, 0);
+    valid_ = widen(valid_, 0, false);
+    position_ = widen(position_, 0, kEmpty);
   }
 
   // The middle tokens a call may keep besides the protected first token and the current one (the
@@ -115,7 +137,8 @@ class SlotKvCache final : public LayerKvCache {
     const at::Tensor cached = (at::matmul(q, keys_.to(work).transpose(1, 2)) * scale).masked_fill(valid_.logical_not(), -INFINITY);
     const at::Tensor current = (q * k_w).sum(-1, /*keepdim=*/true) * scale;  // [H, 1, 1]
     const at::Tensor p = at::softmax(at::cat({cached, current}, -1), -1);
-    return at::matmul(p.narrow(2, 0, slots_), values_.to(work)) + p.narrow(2, slots_, 1) * v_w;
+    const int64_t slots = keys_.size(1);
+    return at::matmul(p.narrow(2, 0, slots), values_.to(work)) + p.narrow(2, slots, 1) * v_w;
   }
 
   // Slots in stream order: the first token, then the middle oldest first, then the empty slots.
@@ -134,10 +157,10 @@ class SlotKvCache final : public LayerKvCache {
   }
 
   // The current token into the first free slot (chosen on the device).
-  void Store(const at::Tensor& k_w, const at::Tensor& v_w) {
+  void Store(const at::Tensor& k_w, const at::Tensor& v) {
     const at::Tensor slot = valid_.logical_not().to(at::kByte).argmax().view({1});
     keys_.index_copy_(1, slot, k_w.to(keys_.scalar_type()));
-    values_.index_copy_(1, slot, v_w.to(values_.scalar_type()));
+    values_.index_copy_(1, slot, v.to(values_.scalar_type()));
     valid_.index_fill_(0, slot, true);
     position_.index_copy_(0, slot, next_position_);
     next_position_.add_(1);
@@ -145,11 +168,12 @@ class SlotKvCache final : public LayerKvCache {
 
   KvCacheOptions options_;
   LayerCapacity capacity_;
-  int64_t slots_ = 0, row_bytes_ = 0, first_tokens_ = 0;
+  int64_t slots_ = 0;  // the capacity in slots (allocated: keys_.size(1), growing to it)
+  int64_t row_bytes_ = 0, first_tokens_ = 0;
   int64_t frames_ = 0;  // calls so far
   int64_t middle_ = 0;  // kept tokens after the first call's (host count: pruning is deterministic in number)
   bool steady_ = false;
-  at::Tensor keys_, values_;      // [H, slots, D] in the stored dtype
+  at::Tensor keys_, values_;      // [H, allocated slots, D] in the stored dtype
   at::Tensor valid_;              // [slots] bool
   at::Tensor position_;           // [slots] long: stream position of the slot's token, kEmpty when free
   at::Tensor next_position_;      // [1] long: the next call's stream position, on the device
