@@ -24,8 +24,12 @@ __global__ void __launch_bounds__(kThreads) TokenScoresKernel(ScoreParams p) {
     bool ok;
     if (kBits == 0) {
       ok = t < p.dense_tokens;
-      if (ok)
+      // Unrolled so that the heads' loads are in flight together (the sum keeps its order): one
+      // load at a time left this kernel latency-bound (docs/perf.md, call 59).
+      if (ok) {
+#pragma unroll 16
         for (int h = 0; h < p.heads; ++h) sum += Bf16BitsToFloat(p.k_dense[h * p.dense_head_stride + static_cast<int64_t>(t) * kHeadDim + d]);
+      }
     } else {
       const int page = t / pv.slots, slot = t % pv.slots;
       ok = page < pv.pages && slot < pv.meta[2 * page];
@@ -33,6 +37,7 @@ __global__ void __launch_bounds__(kThreads) TokenScoresKernel(ScoreParams p) {
         constexpr int kRowBytes = kHeadDim * (kBits == 0 ? 4 : kBits) / 8;
         constexpr uint32_t kMask = (1u << (kBits == 0 ? 4 : kBits)) - 1;
         const float norm = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;
+#pragma unroll 16
         for (int h = 0; h < p.heads; ++h) {
           const int64_t row = (static_cast<int64_t>(page) * p.heads + h) * pv.slots + slot;
           const uint32_t byte = pv.k_codes[row * kRowBytes + d * kBits / 8];
