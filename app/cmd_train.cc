@@ -137,6 +137,11 @@ Runner AddTrainCommand(CLI::App& parent) {
   cmd->add_option("--warmup", t.warmup, "Linear warm-up steps")->capture_default_str();
   cmd->add_option("--weight-decay", t.weight_decay, "AdamW weight decay of matrices and convolutions")->capture_default_str();
   cmd->add_option("--camera-weight", t.loss.camera_weight, "Weight of the camera (pose encoding) loss term")->check(kNonNegative)->capture_default_str();
+  cmd->add_option("--centre-weight", t.loss.centre_weight,
+                  "Camera term: also the L1 of the camera centres -R^T t, which ATE measures (0 = off)")->check(kNonNegative)->capture_default_str();
+  cmd->add_option("--step-weight", t.loss.step_weight,
+                  "Camera term: also the L1 of the centre steps between consecutive frames, against scale drift (0 = off)")
+      ->check(kNonNegative)->capture_default_str();
   cmd->add_option("--depth-weight", t.loss.depth_weight, "Weight of the confidence-weighted depth term")->check(kNonNegative)->capture_default_str();
   cmd->add_option("--points-weight", t.loss.points_weight, "Weight of the confidence-weighted point-map term")->check(kNonNegative)->capture_default_str();
   cmd->add_option("--clip", t.clip, "Clip the gradient norm to this (0 = no clipping)")->capture_default_str();

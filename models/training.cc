@@ -100,15 +100,7 @@ std::map<std::string, double> EvaluateSequences(StreamingModel& model, const std
       const double sp = (gt_p.norm(2, -1) / pr_p.norm(2, -1).clamp_min(1e-12)).median().item<double>();
       points_rel += (pr_p * sp - gt_p).norm(2, -1).mean().item<double>() / mean_dist;
       // Camera centres (in the first camera's frame) from the pose encodings, scaled like the points.
-      auto centres = [](const Tensor& enc) {  // [S, 9] camera_from_first -> centres [S, 3] = -R^T t
-        const Tensor q = enc.narrow(-1, 3, 4) / enc.narrow(-1, 3, 4).norm(2, -1, true).clamp_min(1e-12);
-        const Tensor x = q.select(-1, 0), y = q.select(-1, 1), z = q.select(-1, 2), w = q.select(-1, 3);
-        const Tensor R = at::stack({1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-                                    2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-                                    2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)}, -1).view({-1, 3, 3});
-        return -at::matmul(R.transpose(1, 2), enc.narrow(-1, 0, 3).unsqueeze(-1)).squeeze(-1);
-      };
-      const Tensor gt_c = centres(b.pose_enc[i].to(at::kDouble)), pr_c = centres(out.pose_enc[i].to(at::kDouble)) * sp;
+      const Tensor gt_c = CameraCentres(b.pose_enc[i].to(at::kDouble)), pr_c = CameraCentres(out.pose_enc[i].to(at::kDouble)) * sp;
       center_rel += (pr_c - gt_c).norm(2, -1).mean().item<double>() / mean_dist;
       fov += (out.pose_enc[i].narrow(-1, 7, 2).to(at::kDouble) - b.pose_enc[i].narrow(-1, 7, 2).to(at::kDouble)).abs().mean().item<double>() *
              180.0 / M_PI;
@@ -149,6 +141,18 @@ bool PlotTrainingLog(const std::string& run_dir) {
   return ok;
 }
 
+Tensor CameraCentres(const Tensor& pose_enc) {
+  const Tensor q = pose_enc.narrow(-1, 3, 4) / pose_enc.narrow(-1, 3, 4).norm(2, -1, true).clamp_min(1e-12);
+  const Tensor x = q.select(-1, 0), y = q.select(-1, 1), z = q.select(-1, 2), w = q.select(-1, 3);
+  std::vector<int64_t> shape = pose_enc.sizes().vec();
+  shape.back() = 3;
+  shape.push_back(3);
+  const Tensor R = at::stack({1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+                              2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+                              2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)}, -1).view(shape);
+  return -at::matmul(R.transpose(-1, -2), pose_enc.narrow(-1, 0, 3).unsqueeze(-1)).squeeze(-1);
+}
+
 Tensor NormaliseScale(SequenceBatch& gt) {
   const Tensor v = gt.valid.to(gt.world_points.scalar_type());
   const Tensor dist = gt.world_points.norm(2, -1);  // [B, S, H, W]
@@ -167,6 +171,10 @@ LossTerms SequenceLoss(const SequenceOutput& pred, const SequenceBatch& gt, cons
   const size_t n = pred.pose_iterations.size();
   double weight_sum = 0;
   const Tensor gt_q = gt.pose_enc.narrow(-1, 3, 4);
+  // Centres [B, S, 3] and their steps between consecutive frames, for the centre and step parts.
+  const bool centres = o.centre_weight > 0 || o.step_weight > 0;
+  auto steps = [](const Tensor& c) { return c.narrow(-2, 1, c.size(-2) - 1) - c.narrow(-2, 0, c.size(-2) - 1); };
+  const Tensor gt_c = centres ? CameraCentres(gt.pose_enc) : Tensor();
   for (size_t k = 0; k < n; ++k) {
     const double wk = std::pow(o.iteration_gamma, static_cast<double>(n - 1 - k));
     weight_sum += wk;
@@ -175,7 +183,13 @@ LossTerms SequenceLoss(const SequenceOutput& pred, const SequenceBatch& gt, cons
     const Tensor q = p.narrow(-1, 3, 4);
     const Tensor lq = at::minimum((q - gt_q).abs().sum(-1), (q + gt_q).abs().sum(-1)).mean() / 4;  // q and -q: one rotation
     const Tensor lf = (p.narrow(-1, 7, 2) - gt.pose_enc.narrow(-1, 7, 2)).abs().mean();
-    camera = camera + wk * (lt + lq + o.fov_weight * lf);
+    Tensor part = lt + lq + o.fov_weight * lf;
+    if (centres) {
+      const Tensor c = CameraCentres(p);
+      if (o.centre_weight > 0) part = part + o.centre_weight * (c - gt_c).abs().mean();
+      if (o.step_weight > 0 && c.size(-2) > 1) part = part + o.step_weight * (steps(c) - steps(gt_c)).abs().mean();
+    }
+    camera = camera + wk * part;
   }
   camera = camera / std::max(weight_sum, 1e-12);
   const Tensor ddiff = pred.depth.to(dtype) - gt.depth.unsqueeze(-1);

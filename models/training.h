@@ -30,6 +30,9 @@ struct LossOptions {
   double gradient_weight = 1.0;   // weight of the spatial-gradient term inside depth and points
   double fov_weight = 0.5;        // field-of-view part of the camera term
   double iteration_gamma = 0.6;   // camera iterations weighted gamma^(last - k)
+  // Parts of the camera term beyond the pose encoding (0 = off, the recipe of the shipped model):
+  double centre_weight = 0.0;     // L1 of the camera centres -R^T t (what ATE measures)
+  double step_weight = 0.0;       // L1 of the centre steps between consecutive frames (scale drift)
 };
 
 // The loss and its parts (the parts as plain numbers, for logs).
@@ -40,6 +43,10 @@ struct LossTerms {
   // point distance, both in normalised units, and mean |pose_enc - gt| of the last iteration.
   double depth_l1 = 0, points_l2 = 0, pose_l1 = 0;
 };
+
+// Camera centres in the first camera's frame, -R^T t, from pose encodings [..., 9]
+// (camera_from_first: translation, then the quaternion x, y, z, w; normalised here). Differentiable.
+at::Tensor CameraCentres(const at::Tensor& pose_enc);
 
 // The ground truth divided by each sequence's scale: the mean distance of its valid points to the
 // first camera (depth, points and translations alike). Returns the scales [B].

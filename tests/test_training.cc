@@ -181,6 +181,54 @@ TEST(Training, ScaleNormalisationAndSchedule) {
   EXPECT_NEAR(ScheduledLearningRate(100, 100, 10, 1.0, 0.1), 0.1, 1e-12);
 }
 
+// The camera centres -R^T t (what ATE measures) from pose encodings, and the centre and step parts
+// of the camera term: zero for a perfect prediction, growing with a shrinking path (scale drift),
+// with a gradient that reaches the pose encoding.
+TEST(Training, CentreAndStepTermsMeasureTheCameraPath) {
+  // A quarter turn about z (quaternion x, y, z, w, given unnormalised) and t = (1, 2, 3):
+  // R^T t = (2, -1, 3), so the centre is (-2, 1, -3).
+  const double h = std::sqrt(0.5);
+  const at::Tensor enc = at::tensor({1.0, 2.0, 3.0, 0.0, 0.0, 2 * h, 2 * h, 1.0, 1.0}, at::kDouble).view({1, 1, 9});
+  const at::Tensor c = CameraCentres(enc);
+  ASSERT_EQ(c.sizes(), (at::IntArrayRef{1, 1, 3}));
+  EXPECT_LT((c.view({3}) - at::tensor({-2.0, 1.0, -3.0}, at::kDouble)).abs().max().item<double>(), 1e-12);
+
+  datasets::TrainingDataOptions data;
+  data.sizes = {{56, 42}};
+  data.frames_per_batch = 8;
+  data.min_frames = data.start_max_frames = data.max_frames = 4;
+  SequenceBatch gt = datasets::MakeTrainingBatch(data, 3);
+  NormaliseScale(gt);
+  gt.pose_enc = gt.pose_enc.to(at::kDouble);
+  SequenceOutput pred;
+  pred.depth = gt.depth.unsqueeze(-1);
+  pred.depth_conf = at::ones_like(gt.depth);
+  pred.world_points = gt.world_points;
+  pred.world_points_conf = at::ones_like(gt.depth);
+  auto camera_term = [&](const at::Tensor& pose, double centre, double step) {
+    pred.pose_enc = pose;
+    pred.pose_iterations = {pose};
+    LossOptions o;
+    o.centre_weight = centre;
+    o.step_weight = step;
+    return SequenceLoss(pred, gt, o);
+  };
+  EXPECT_LT(camera_term(gt.pose_enc, 1.0, 1.0).camera, 1e-6);  // (the loss runs in the batch's float32)
+  // The later half of each path shrunk to half its steps: the centres drift towards the start.
+  at::Tensor drifted = gt.pose_enc.clone();
+  drifted.narrow(1, 2, 2).narrow(-1, 0, 3).mul_(0.5);
+  const double plain = camera_term(drifted, 0.0, 0.0).camera;
+  const double with_centres = camera_term(drifted, 1.0, 0.0).camera, with_steps = camera_term(drifted, 0.0, 1.0).camera;
+  EXPECT_GT(plain, 0.0);
+  EXPECT_GT(with_centres, plain);
+  EXPECT_GT(with_steps, plain);
+  const at::Tensor pose = drifted.clone().requires_grad_(true);
+  camera_term(pose, 1.0, 1.0).total.backward();
+  ASSERT_TRUE(pose.grad().defined());
+  EXPECT_TRUE(at::isfinite(pose.grad()).all().item<bool>());
+  EXPECT_GT(pose.grad().abs().sum().item<double>(), 0.0);
+}
+
 std::vector<std::vector<double>> ReadLog(const std::filesystem::path& path) {
   std::ifstream in(path);
   std::string line;
