@@ -5,17 +5,20 @@
 
 namespace streamrecon::models::layers {
 
-Tensor RotateHalf(const Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+RopeTables MakeRopeTables(const Tensor& cos_y, const Tensor& sin_y, const Tensor& cos_x, const Tensor& sin_x) {
+  // Rotate-half pairs channel j of an axis with j + D/4: the first quarter takes -sin, the second +sin.
+  auto with_signs = [](const Tensor& sin) {
+    const int64_t quarter = sin.size(-1) / 2;
+    return at::cat({-sin.narrow(-1, 0, quarter), sin.narrow(-1, quarter, quarter)}, -1);
+  };
+  return {at::cat({cos_y, cos_x}, -1), at::cat({with_signs(sin_y), with_signs(sin_x)}, -1)};
 }
 
-// x: [H, N, D]; the first half of each head's channels is rotated by y, the second by x.
 Tensor ApplyRope(const Tensor& x, const RopeTables& rope) {
-  const int64_t half = x.size(-1) / 2;
-  const Tensor vert = x.narrow(-1, 0, half);
-  const Tensor horiz = x.narrow(-1, half, half);
-  return at::cat({vert * rope.cos_y + RotateHalf(vert) * rope.sin_y, horiz * rope.cos_x + RotateHalf(horiz) * rope.sin_x}, -1);
+  // The quarters of the channels swapped within each half, (1, 0, 3, 2): each channel's partner.
+  const int64_t quarter = x.size(-1) / 4;
+  const Tensor partner = x.unflatten(-1, {2, 2, quarter}).flip(-2).flatten(-3);
+  return at::addcmul(x * rope.cos, partner, rope.sin);
 }
 
 // x @ w^T + b in w's dtype (bf16 weights: the autocast-like mixed mode), result in x's dtype.
@@ -69,9 +72,7 @@ Tensor MergeHeads(const Tensor& o) {  // [..., H, N, D] -> [..., N, H*D]
 // A block attending within x only. x: [N, C] or batched [B, N, C]; mask as Attention's.
 Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, const std::optional<Tensor>& mask) {
   auto [q, k, v] = Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
-  const Tensor o = Attention(q, k, v, b.qkv_w.scalar_type(), mask);
-  Tensor y = x + b.ls1 * Linear(MergeHeads(o), b.proj_w, b.proj_b);
-  return y + b.ls2 * Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps));
+  return BlockPost(b, x, Attention(q, k, v, b.qkv_w.scalar_type(), mask));
 }
 
 // The parts of a cached block before and after its attention: q, k, v of x, and the residual
@@ -81,8 +82,9 @@ std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Tensor&
 }
 
 Tensor BlockPost(const BlockWeights& b, const Tensor& x, const Tensor& o) {
-  Tensor y = x + b.ls1 * Linear(MergeHeads(o), b.proj_w, b.proj_b);
-  return y + b.ls2 * Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps));
+  // Residual + LayerScale in one kernel each (addcmul: x + gamma * branch).
+  const Tensor y = at::addcmul(x, b.ls1, Linear(MergeHeads(o), b.proj_w, b.proj_b));
+  return at::addcmul(y, b.ls2, Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps)));
 }
 
 // A block attending to its cache plus x; appends x's keys/values, then prunes. x: [N, C].

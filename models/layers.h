@@ -35,14 +35,17 @@ struct DptWeights {
   std::vector<Tensor> layer_rn;  // 4, no bias
 };
 
-// Cos/sin tables of the 2D RoPE for one frame layout: [P, D/2] for rows (y) and columns (x).
+// The 2D RoPE of one frame layout as two [P, D] tables: the first half of each head's channels is
+// rotated by the token's row (y), the second by its column (x); `sin` carries the signs of the
+// rotate-half pairing, so that ApplyRope is x * cos + swap(x) * sin in three kernels.
 struct RopeTables {
-  Tensor cos_y, sin_y, cos_x, sin_x;
+  Tensor cos, sin;
 };
 
-Tensor RotateHalf(const Tensor& x);
+// The tables from per-axis cos/sin [P, D/2] (angles repeated over the two quarters of the axis).
+RopeTables MakeRopeTables(const Tensor& cos_y, const Tensor& sin_y, const Tensor& cos_x, const Tensor& sin_x);
 
-// x: [H, N, D]; the first half of each head's channels is rotated by y, the second by x.
+// x: [..., P, D]; each half of the channels rotated as the reference's rotate-half RoPE does.
 Tensor ApplyRope(const Tensor& x, const RopeTables& rope);
 
 // x @ w^T + b in w's dtype (bf16 weights: the autocast-like mixed mode), result in x's dtype.

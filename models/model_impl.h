@@ -168,8 +168,10 @@ struct StreamingModel::Impl {
       cos = angles.cos().to(topts);
       sin = angles.sin().to(topts);
     };
-    tables(rows, rope.cos_y, rope.sin_y);
-    tables(cols, rope.cos_x, rope.sin_x);
+    Tensor cos_y, sin_y, cos_x, sin_x;
+    tables(rows, cos_y, sin_y);
+    tables(cols, cos_x, sin_x);
+    rope = MakeRopeTables(cos_y, sin_y, cos_x, sin_x);
   }
 
   // The DINO positional table [1 + h*w, C] for an h x w patch grid (differentiable in the weights).
@@ -338,7 +340,7 @@ struct StreamingModel::Impl {
     const int64_t P = x.size(1), C = x.size(2);
     const Tensor frame_of = at::arange(S * P, at::TensorOptions().dtype(at::kLong).device(topts.device())).div(P, "floor");
     const Tensor causal = frame_of.unsqueeze(1) >= frame_of.unsqueeze(0);  // [S*P, S*P]
-    const RopeTables rope_seq{rope.cos_y.repeat({S, 1}), rope.sin_y.repeat({S, 1}), rope.cos_x.repeat({S, 1}), rope.sin_x.repeat({S, 1})};
+    const RopeTables rope_seq{rope.cos.repeat({S, 1}), rope.sin.repeat({S, 1})};
     std::vector<Tensor> outs(config.depth);
     for (int i = 0; i < config.depth; ++i) {
       const Tensor fo = SelfBlock(frame_blocks[i], x, &rope);
