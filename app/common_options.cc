@@ -53,6 +53,9 @@ void ModelArgs::Add(CLI::App& app) {
   app.add_flag("--cuda-graphs", cuda_graphs,
                "CUDA: replay the fixed-shape parts of each step (patch embed, blocks, DPT heads) as CUDA graphs from the third frame on, "
                "and the camera head once its trunk caches are full");
+  app.add_flag("--bf16-heads", bf16_heads,
+               "With --dtype bfloat16: run the camera and DPT heads in bf16 too (channels-last on CUDA); faster, but not the "
+               "reference's fp32 heads (docs/perf.md reports the deviation)");
 }
 
 models::ModelOptions ModelArgs::ToOptions() const {
@@ -60,6 +63,7 @@ models::ModelOptions ModelArgs::ToOptions() const {
   options.dtype = dtype;
   options.device = Device();
   options.cuda_graphs = cuda_graphs;
+  options.bf16_heads = bf16_heads;
   return options;
 }
 

@@ -218,9 +218,12 @@ struct StreamingModel::Impl {
   // The DPT uv embeddings of the current layout, by (channels, h, w): the same for every frame.
   std::map<std::tuple<int64_t, int64_t, int64_t>, Tensor> uv_cache;
 
+  // The DPT heads' dtype: the model's, or bf16 with ModelOptions::bf16_heads.
+  at::ScalarType HeadType() const { return options.bf16_heads ? at::kBFloat16 : topts.dtype().toScalarType(); }
+
   Tensor UvEmbedding(int64_t channels, int64_t h, int64_t wd, double aspect) {
     Tensor& cached = uv_cache[{channels, h, wd}];
-    if (!cached.defined()) cached = ComputeUvEmbedding(channels, h, wd, aspect);
+    if (!cached.defined()) cached = ComputeUvEmbedding(channels, h, wd, aspect).to(HeadType());
     return cached;
   }
 
@@ -260,7 +263,10 @@ struct StreamingModel::Impl {
     for (int i = 0; i < 4; ++i) {
       Tensor x = taps[i].narrow(1, n_special, h * wd);
       x = LayerNorm(x, d.norm_w, d.norm_b, 1e-5);
-      x = x.transpose(1, 2).reshape({x.size(0), x.size(2), h, wd});
+      if (options.bf16_heads && topts.device().is_cuda())  // [F, h*w, C] is already channels-last [F, C, h, w]
+        x = x.to(HeadType()).view({x.size(0), h, wd, x.size(2)}).permute({0, 3, 1, 2});
+      else
+        x = x.transpose(1, 2).reshape({x.size(0), x.size(2), h, wd}).to(HeadType());
       x = at::conv2d(x, d.project_w[i], d.project_b[i]);
       x = x + UvEmbedding(x.size(1), h, wd, aspect);
       if (i == 0) x = at::conv_transpose2d(x, d.resize0_w, d.resize0_b, 4);
@@ -277,7 +283,7 @@ struct StreamingModel::Impl {
     out = Bilinear(out, h * config.patch_size, wd * config.patch_size);
     out = out + UvEmbedding(out.size(1), out.size(2), out.size(3), aspect);
     out = at::relu(at::conv2d(out, w.at(s + "output_conv2.0.weight"), w.at(s + "output_conv2.0.bias"), 1, 1));
-    return at::conv2d(out, w.at(s + "output_conv2.2.weight"), w.at(s + "output_conv2.2.bias"));
+    return at::conv2d(out, w.at(s + "output_conv2.2.weight"), w.at(s + "output_conv2.2.bias")).to(topts.dtype());
   }
 
   // The camera head's iterative refinement on camera tokens [..., 1, 2C] of the last aggregator
@@ -294,13 +300,13 @@ struct StreamingModel::Impl {
     std::vector<Tensor> poses;
     for (int it = 0; it < config.camera_head.iterations; ++it) {
       const Tensor pose_in = pred.defined() ? pred : w.at(p + "empty_pose_tokens")[0];
-      const Tensor cond = at::linear(pose_in, w.at(p + "embed_pose.weight"), w.at(p + "embed_pose.bias"));
-      const auto mod = at::linear(at::silu(cond), w.at(p + "poseLN_modulation.1.weight"), w.at(p + "poseLN_modulation.1.bias")).chunk(3, -1);
+      const Tensor cond = Linear(pose_in, w.at(p + "embed_pose.weight"), w.at(p + "embed_pose.bias"));
+      const auto mod = Linear(at::silu(cond), w.at(p + "poseLN_modulation.1.weight"), w.at(p + "poseLN_modulation.1.bias")).chunk(3, -1);
       Tensor x = mod[2] * (tok_normed * (1 + mod[1]) + mod[0]) + tok;
       for (size_t b = 0; b < trunk_blocks.size(); ++b) x = trunk(b, x);
       x = LayerNorm(x, w.at(p + "trunk_norm.weight"), w.at(p + "trunk_norm.bias"), 1e-5);
-      const Tensor delta = at::linear(at::gelu(at::linear(x, w.at(p + "pose_branch.fc1.weight"), w.at(p + "pose_branch.fc1.bias"))),
-                                      w.at(p + "pose_branch.fc2.weight"), w.at(p + "pose_branch.fc2.bias"));
+      const Tensor delta = Linear(at::gelu(Linear(x, w.at(p + "pose_branch.fc1.weight"), w.at(p + "pose_branch.fc1.bias"))),
+                                  w.at(p + "pose_branch.fc2.weight"), w.at(p + "pose_branch.fc2.bias"));
       pred = pred.defined() ? pred + delta : delta;
       if (all_iterations || it + 1 == config.camera_head.iterations) poses.push_back(activate(pred));
     }

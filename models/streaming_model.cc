@@ -16,6 +16,7 @@ void ModelOptions::Check() const {
     throw OptionError("unsupported dtype '" + dtype + "': expected float32, float64 or bfloat16 (bf16 matrix work, fp32 norms/residual/heads)");
   if (device != "cpu" && device.rfind("cuda", 0) != 0) throw OptionError("unsupported device '" + device + "': expected cpu or cuda[:N]");
   if (cuda_graphs && device == "cpu") throw OptionError("CUDA graphs need --device cuda");
+  if (bf16_heads && dtype != "bfloat16") throw OptionError("--bf16-heads needs --dtype bfloat16 (got " + dtype + ")");
   if (trainable && dtype == "bfloat16")
     throw OptionError("a trainable model keeps float32 (or float64) weights; bf16 matrix work in training comes from autocast");
   cache.Check();
@@ -45,19 +46,31 @@ StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weigh
   // in TF32 (LibTorch's default), ~1e-3 off. Process-wide, as LibTorch keeps it.
   if (cuda && options.dtype != "bfloat16") at::globalContext().setAllowTF32CuDNN(false);
   // bfloat16: the aggregator's matrix weights (linear layers, patch conv) in bf16; norms, residual
-  // stream, tokens and both heads stay fp32, like the reference's autocast.
-  auto is_matrix = [](const std::string& name) {
-    if (name.rfind("aggregator.", 0) != 0) return false;
-    for (const char* suffix : {".qkv.weight", ".qkv.bias", ".proj.weight", ".proj.bias", ".fc1.weight", ".fc1.bias", ".fc2.weight", ".fc2.bias"}) {
-      const std::string s(suffix);
-      if (name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) return true;
-    }
+  // stream, tokens and both heads stay fp32, like the reference's autocast. With bf16_heads also
+  // the camera head's linear layers and every DPT convolution (not the heads' LayerNorms).
+  auto ends_with = [](const std::string& name, const std::string& s) {
+    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  auto is_linear = [&](const std::string& name) {
+    for (const char* suffix : {".qkv.weight", ".qkv.bias", ".proj.weight", ".proj.bias", ".fc1.weight", ".fc1.bias", ".fc2.weight", ".fc2.bias"})
+      if (ends_with(name, suffix)) return true;
+    return false;
+  };
+  auto is_matrix = [&](const std::string& name) {
+    if (name.rfind("aggregator.", 0) == 0) return is_linear(name);
+    if (!options.bf16_heads) return false;
+    if (name.rfind("camera_head.", 0) == 0)
+      return is_linear(name) || name.rfind("camera_head.embed_pose.", 0) == 0 || name.rfind("camera_head.poseLN_modulation.", 0) == 0;
+    for (const char* head : {"depth_head.", "point_head."})
+      if (name.rfind(head, 0) == 0) return name.rfind(std::string(head) + "norm.", 0) != 0;
     return false;
   };
   for (const auto& [name, t] : weights) {
     if (IsIgnoredParameter(name)) continue;
     const bool bf16 = options.dtype == "bfloat16" && is_matrix(name);
     Tensor converted = t.to(bf16 ? m.topts.dtype(at::kBFloat16) : m.topts).contiguous();
+    // The DPT convolutions in channels-last on CUDA (cuDNN's NHWC kernels), with bf16 heads.
+    if (bf16 && cuda && converted.dim() == 4 && name.rfind("aggregator.", 0) != 0) converted = converted.contiguous(at::MemoryFormat::ChannelsLast);
     // Trainable: a copy of its own (never the caller's storage), a leaf that collects gradients.
     if (options.trainable) converted = converted.clone().detach().requires_grad_(true);
     m.w.emplace(name, converted);

@@ -27,6 +27,9 @@ struct ModelOptions {
   // KV-cache attention and maintenance run eagerly between them. The camera head joins them as one
   // graph once its trunk caches are full (a bounded, pruned cache; not with the random policy).
   bool cuda_graphs = false;
+  // bfloat16 only: the camera head's and the DPT heads' matrix work in bf16 too (channels-last
+  // convolutions on CUDA). Faster; not the reference's fp32 heads (docs/perf.md reports the deviation).
+  bool bf16_heads = false;
   // Training: the weights are the model's own copies that collect gradients (Parameters()), and
   // ForwardSequence is differentiable. Needs float32 or float64.
   bool trainable = false;
