@@ -263,7 +263,7 @@ struct StreamingModel::Impl {
     for (int i = 0; i < 4; ++i) {
       Tensor x = taps[i].narrow(1, n_special, h * wd);
       x = LayerNorm(x, d.norm_w, d.norm_b, 1e-5);
-      if (options.bf16_heads && topts.device().is_cuda())  // [F, h*w, C] is already channels-last [F, C, h, w]
+      if (options.bf16_heads)  // [F, h*w, C] is already channels-last [F, C, h, w]
         x = x.to(HeadType()).view({x.size(0), h, wd, x.size(2)}).permute({0, 3, 1, 2});
       else
         x = x.transpose(1, 2).reshape({x.size(0), x.size(2), h, wd}).to(HeadType());

@@ -69,8 +69,9 @@ StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weigh
     if (IsIgnoredParameter(name)) continue;
     const bool bf16 = options.dtype == "bfloat16" && is_matrix(name);
     Tensor converted = t.to(bf16 ? m.topts.dtype(at::kBFloat16) : m.topts).contiguous();
-    // The DPT convolutions in channels-last on CUDA (cuDNN's NHWC kernels), with bf16 heads.
-    if (bf16 && cuda && converted.dim() == 4 && name.rfind("aggregator.", 0) != 0) converted = converted.contiguous(at::MemoryFormat::ChannelsLast);
+    // With bf16 heads the DPT convolutions run channels-last (cuDNN's NHWC kernels on CUDA; the
+    // same layout on the CPU, so that the CPU tests cover that path).
+    if (bf16 && converted.dim() == 4 && name.rfind("aggregator.", 0) != 0) converted = converted.contiguous(at::MemoryFormat::ChannelsLast);
     // Trainable: a copy of its own (never the caller's storage), a leaf that collects gradients.
     if (options.trainable) converted = converted.clone().detach().requires_grad_(true);
     m.w.emplace(name, converted);
