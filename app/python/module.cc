@@ -458,13 +458,14 @@ class Reconstructor {
                 const std::string& dtype, const std::string& policy, const std::string& format, py::object kv_budget,
                 std::optional<int64_t> cache_tokens, int pool, int k_group, int v_group, bool first_frame_bf16,
                 bool v_hadamard, uint64_t prune_seed, py::object size, const std::optional<std::filesystem::path>& intrinsics,
-                std::optional<int64_t> random_seed, bool cuda_graphs, const std::string& output) {
+                std::optional<int64_t> random_seed, bool cuda_graphs, bool bf16_heads, const std::string& output) {
     model_args_.weights = weights ? weights->string() : "";
     model_args_.config = config ? config->string() : "";
     model_args_.device = device;
     model_args_.dtype = dtype;
     model_args_.random_seed = random_seed.value_or(-1);
     model_args_.cuda_graphs = cuda_graphs;
+    model_args_.bf16_heads = bf16_heads;
     cache_args_.policy = policy;
     cache_args_.format = format;
     cache_args_.budget = ByteOption(kv_budget, "--kv-budget");
@@ -876,18 +877,20 @@ Options are the CLI's (`streamrecon run --help`), as keywords with underscores:
   size         model input: W, "WxH" or (W, H), multiples of the patch size; None = the model's own width
   intrinsics   known camera "fx,fy,cx,cy" (input pixels) or a calibration file
   random_seed  seeded random weights instead of a file (shape-only benchmarks)
+  cuda_graphs  CUDA: replay the step's fixed-shape parts (and the full camera head) as CUDA graphs
+  bf16_heads   with dtype "bfloat16": the camera and DPT heads in bf16 too (not the reference's fp32 heads)
   output       "numpy" (default) or "torch": what push() returns
 Use it as a context manager to release the model at the end of a `with` block.)doc")
       .def(py::init<const std::optional<std::filesystem::path>&, const std::optional<std::filesystem::path>&, const std::string&,
                     const std::string&, const std::string&, const std::string&, py::object, std::optional<int64_t>, int, int, int, bool,
-                    bool, uint64_t, py::object, const std::optional<std::filesystem::path>&, std::optional<int64_t>, bool,
+                    bool, uint64_t, py::object, const std::optional<std::filesystem::path>&, std::optional<int64_t>, bool, bool,
                     const std::string&>(),
            py::arg("weights") = py::none(), py::arg("config") = py::none(), py::kw_only(), py::arg("device") = "auto",
            py::arg("dtype") = "float32", py::arg("policy") = "none", py::arg("format") = "fp32", py::arg("kv_budget") = py::none(),
            py::arg("cache_tokens") = py::none(), py::arg("pool") = 16, py::arg("k_group") = 32, py::arg("v_group") = 64,
            py::arg("first_frame_bf16") = false, py::arg("v_hadamard") = false, py::arg("prune_seed") = 0,
            py::arg("size") = py::none(), py::arg("intrinsics") = py::none(), py::arg("random_seed") = py::none(),
-           py::arg("cuda_graphs") = false, py::arg("output") = "numpy")
+           py::arg("cuda_graphs") = false, py::arg("bf16_heads") = false, py::arg("output") = "numpy")
       .def("push", &Reconstructor::Push, py::arg("frame"), py::kw_only(), py::arg("output") = py::none(),
            R"doc(Runs one frame through the model and returns its Result.
 

@@ -198,6 +198,9 @@ def test_bad_input_raises_the_documented_exceptions(tmp_path):
         streamrecon.open_frames(str(tmp_path / "no_such_folder"))
     with pytest.raises(streamrecon.OptionError, match="scene"):
         streamrecon.SyntheticScene("spiral")
+    with pytest.raises(streamrecon.OptionError, match="bf16-heads"):
+        streamrecon.Reconstructor(**model, device="cpu", bf16_heads=True)  # needs dtype="bfloat16"
+
 
     rec = streamrecon.Reconstructor(**model, device="cpu", size=(70, 56))
     with pytest.raises(TypeError, match="NumPy array or a torch tensor, got str"):
@@ -226,6 +229,16 @@ def test_bad_input_raises_the_documented_exceptions(tmp_path):
 
 
 # ---- resources -----------------------------------------------------------------------------------
+
+def test_bf16_heads_give_finite_results_close_to_the_fp32_heads():
+    model, _ = tiny_model()
+    frame = np.random.default_rng(1).integers(0, 256, size=(56, 70, 3), dtype=np.uint8)
+    results = []
+    for heads in (False, True):
+        with streamrecon.Reconstructor(**model, device="cpu", dtype="bfloat16", bf16_heads=heads, size=(70, 56)) as rec:
+            results.append(rec.push(frame))
+    assert np.isfinite(results[1].depth).all()
+    assert 0 < relative_l2(results[1].depth, results[0].depth) < 3e-2
 
 def test_no_leak_over_1000_pushes():
     model, _ = tiny_model()

@@ -136,7 +136,7 @@ class Reconstructor:
                  kv_budget: Union[int, str, None] = None, cache_tokens: Optional[int] = None, pool: int = 16,
                  k_group: int = 32, v_group: int = 64, first_frame_bf16: bool = False, v_hadamard: bool = False,
                  prune_seed: int = 0, size: _Size = None, intrinsics: Optional[_Path] = None,
-                 random_seed: Optional[int] = None, cuda_graphs: bool = False,
+                 random_seed: Optional[int] = None, cuda_graphs: bool = False, bf16_heads: bool = False,
                  output: Literal["numpy", "torch"] = "numpy") -> None: ...
     def push(self, frame: _Input, *, output: Optional[Literal["numpy", "torch"]] = None) -> Result:
         """Runs one frame through the model (the GIL released) and returns its Result."""
