@@ -14,17 +14,26 @@ RopeTables MakeRopeTables(const Tensor& cos_y, const Tensor& sin_y, const Tensor
   return {at::cat({cos_y, cos_x}, -1), at::cat({with_signs(sin_y), with_signs(sin_x)}, -1)};
 }
 
-Tensor ApplyRope(const Tensor& x, const RopeTables& rope) {
+Tensor ApplyRope(const Tensor& x, const RopeTables& rope, at::ScalarType out) {
   // The quarters of the channels swapped within each half, (1, 0, 3, 2): each channel's partner.
   const int64_t quarter = x.size(-1) / 4;
   const Tensor partner = x.unflatten(-1, {2, 2, quarter}).flip(-2).flatten(-3);
-  return at::addcmul(x * rope.cos, partner, rope.sin);
+  if (out == at::ScalarType::Undefined || out == x.scalar_type()) return at::addcmul(x * rope.cos, partner, rope.sin);
+  // Computed in x's dtype and rounded once on the store, as addcmul then a cast would (not for autograd).
+  Tensor result = at::empty(x.sizes(), x.options().dtype(out));
+  return at::addcmul_out(result, x * rope.cos, partner, rope.sin);
 }
 
 // x @ w^T + b in w's dtype (bf16 weights: the autocast-like mixed mode), result in x's dtype.
 Tensor Linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   if (w.scalar_type() == x.scalar_type()) return at::linear(x, w, b);
   return at::linear(x.to(w.scalar_type()), w, b).to(x.scalar_type());
+}
+
+// The same, the result left in w's dtype (for a consumer that reads it in w's dtype or promotes
+// it exactly: no cast kernel back and forth).
+Tensor LinearInWeightType(const Tensor& x, const Tensor& w, const Tensor& b) {
+  return at::linear(w.scalar_type() == x.scalar_type() ? x : x.to(w.scalar_type()), w, b);
 }
 
 // Softmax attention of [H, N, D] (or batched [B, H, N, D]) tensors, in bf16 when the block's
@@ -44,12 +53,15 @@ Tensor LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, double eps) 
   return at::layer_norm(x, {x.size(-1)}, w, b, eps);
 }
 
+// In the weights' dtype: GELU of a bf16 tensor computes in fp32 and rounds once, which is what the
+// fc2 input cast of an fp32 GELU did; the result is promoted exactly by the residual's addcmul.
 Tensor Mlp(const BlockWeights& b, const Tensor& x) {
-  return Linear(at::gelu(Linear(x, b.fc1_w, b.fc1_b)), b.fc2_w, b.fc2_b);
+  return LinearInWeightType(at::gelu(LinearInWeightType(x, b.fc1_w, b.fc1_b)), b.fc2_w, b.fc2_b);
 }
 
-// q, k, v of x [..., N, C] as [..., H, N, D], with qk-norm and RoPE when the block has them.
-std::tuple<Tensor, Tensor, Tensor> Qkv(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
+// q, k, v of x [..., N, C] as [..., H, N, D], with qk-norm and RoPE when the block has them; in
+// `out` dtype when given (rounded once, where attention would cast them), else x's.
+std::tuple<Tensor, Tensor, Tensor> Qkv(const BlockWeights& b, const Tensor& x, const RopeTables* rope, at::ScalarType out) {
   const int64_t c = x.size(-1);
   // [..., N, 3C] -> [..., N, 3, H, D] -> [3, ..., H, N, D]
   const Tensor qkv = Linear(x, b.qkv_w, b.qkv_b).unflatten(-1, {3, b.heads, c / b.heads}).movedim(-3, 0).transpose(-3, -2);
@@ -58,21 +70,36 @@ std::tuple<Tensor, Tensor, Tensor> Qkv(const BlockWeights& b, const Tensor& x, c
     q = LayerNorm(q, b.q_norm_w, b.q_norm_b, b.eps);
     k = LayerNorm(k, b.k_norm_w, b.k_norm_b, b.eps);
   }
+  const bool cast = out != at::ScalarType::Undefined && out != x.scalar_type();
   if (rope) {
-    q = ApplyRope(q, *rope);
-    k = ApplyRope(k, *rope);
+    q = ApplyRope(q, *rope, out);
+    k = ApplyRope(k, *rope, out);
+  } else if (cast) {
+    q = q.to(out);
+    k = k.to(out);
   }
-  return {q, k, v.contiguous()};
+  return {q, k, cast ? v.to(out) : v.contiguous()};
 }
 
 Tensor MergeHeads(const Tensor& o) {  // [..., H, N, D] -> [..., N, H*D]
   return o.transpose(-3, -2).flatten(-2);
 }
 
+// MergeHeads and a cast to `dtype` in one copy.
+Tensor MergeHeadsAs(const Tensor& o, at::ScalarType dtype) {
+  const Tensor moved = o.transpose(-3, -2);
+  if (dtype == o.scalar_type()) return moved.flatten(-2);
+  Tensor out = at::empty(moved.sizes(), o.options().dtype(dtype));
+  out.copy_(moved);
+  return out.flatten(-2);
+}
+
 // A block attending within x only. x: [N, C] or batched [B, N, C]; mask as Attention's.
 Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, const std::optional<Tensor>& mask) {
-  auto [q, k, v] = Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
-  return BlockPost(b, x, Attention(q, k, v, b.qkv_w.scalar_type(), mask));
+  // q, k, v straight in the attention's dtype; its output stays in it for the projection.
+  const at::ScalarType compute = b.qkv_w.scalar_type();
+  auto [q, k, v] = Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope, compute);
+  return BlockPost(b, x, Attention(q, k, v, compute, mask));
 }
 
 // The parts of a cached block before and after its attention: q, k, v of x, and the residual
@@ -82,8 +109,9 @@ std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Tensor&
 }
 
 Tensor BlockPost(const BlockWeights& b, const Tensor& x, const Tensor& o) {
-  // Residual + LayerScale in one kernel each (addcmul: x + gamma * branch).
-  const Tensor y = at::addcmul(x, b.ls1, Linear(MergeHeads(o), b.proj_w, b.proj_b));
+  // Residual + LayerScale in one kernel each (addcmul: x + gamma * branch, the branch promoted
+  // exactly to x's dtype inside it); the heads merged and cast to the projection's dtype in one copy.
+  const Tensor y = at::addcmul(x, b.ls1, LinearInWeightType(MergeHeadsAs(o, b.proj_w.scalar_type()), b.proj_w, b.proj_b));
   return at::addcmul(y, b.ls2, Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps)));
 }
 

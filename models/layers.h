@@ -46,7 +46,8 @@ struct RopeTables {
 RopeTables MakeRopeTables(const Tensor& cos_y, const Tensor& sin_y, const Tensor& cos_x, const Tensor& sin_x);
 
 // x: [..., P, D]; each half of the channels rotated as the reference's rotate-half RoPE does.
-Tensor ApplyRope(const Tensor& x, const RopeTables& rope);
+// The result in `out` dtype when given (computed in x's dtype, rounded once; not differentiable).
+Tensor ApplyRope(const Tensor& x, const RopeTables& rope, at::ScalarType out = at::ScalarType::Undefined);
 
 // x @ w^T + b in w's dtype (bf16 weights: the autocast-like mixed mode), result in x's dtype.
 Tensor Linear(const Tensor& x, const Tensor& w, const Tensor& b);
@@ -57,10 +58,13 @@ Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, at::ScalarTy
 
 Tensor LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, double eps);
 
+// The MLP; its result in the weights' dtype (promoted exactly by the caller's residual).
 Tensor Mlp(const BlockWeights& b, const Tensor& x);
 
-// q, k, v of x [..., N, C] as [..., H, N, D], with qk-norm and RoPE when the block has them.
-std::tuple<Tensor, Tensor, Tensor> Qkv(const BlockWeights& b, const Tensor& x, const RopeTables* rope);
+// q, k, v of x [..., N, C] as [..., H, N, D], with qk-norm and RoPE when the block has them; in
+// `out` dtype when given (rounded once, where attention would cast them; not for autograd), else x's.
+std::tuple<Tensor, Tensor, Tensor> Qkv(const BlockWeights& b, const Tensor& x, const RopeTables* rope,
+                                       at::ScalarType out = at::ScalarType::Undefined);
 
 // [..., H, N, D] -> [..., N, H*D]
 Tensor MergeHeads(const Tensor& o);
