@@ -72,8 +72,10 @@ std::tuple<Tensor, Tensor, Tensor> Qkv(const BlockWeights& b, const Tensor& x, c
   }
   const bool cast = out != at::ScalarType::Undefined && out != x.scalar_type();
   if (rope) {
-    q = ApplyRope(q, *rope, out);
-    k = ApplyRope(k, *rope, out);
+    // (only when casting: under training's autocast q may already differ from x's dtype, and the
+    // out= form does not take part in autograd)
+    q = ApplyRope(q, *rope, cast ? out : at::ScalarType::Undefined);
+    k = ApplyRope(k, *rope, cast ? out : at::ScalarType::Undefined);
   } else if (cast) {
     q = q.to(out);
     k = k.to(out);
