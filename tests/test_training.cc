@@ -97,16 +97,21 @@ ModelConfig TinyConfig() {
   return c;
 }
 
+// A small training batch at 56x42: `frames_per_batch` frames in sequences of `frames` frames.
+datasets::TrainingDataOptions SmallBatches(int frames_per_batch, int frames) {
+  datasets::TrainingDataOptions data;
+  data.sizes = {{56, 42}};
+  data.frames_per_batch = frames_per_batch;
+  data.min_frames = data.start_max_frames = data.max_frames = frames;
+  return data;
+}
+
 TEST(Training, GradientsReachEveryParameter) {
   ModelOptions options;
   options.trainable = true;
   const ModelConfig config = TinyConfig();
   StreamingModel model(config, RandomWeights(config, 1), options);
-  datasets::TrainingDataOptions data;
-  data.sizes = {{56, 42}};
-  data.frames_per_batch = 4;
-  data.min_frames = data.start_max_frames = data.max_frames = 2;
-  SequenceBatch batch = datasets::MakeTrainingBatch(data, 0);
+  SequenceBatch batch = datasets::MakeTrainingBatch(SmallBatches(4, 2), 0);
   NormaliseScale(batch);
   const LossTerms loss = SequenceLoss(model.ForwardSequence(batch.images), batch, LossOptions{});
   ASSERT_TRUE(std::isfinite(loss.total.item<double>()));
@@ -123,10 +128,7 @@ TEST(Training, GradientsReachEveryParameter) {
 }
 
 TEST(TrainingData, BatchesAreDeterministicHeldOutAndSelfConsistent) {
-  datasets::TrainingDataOptions data;
-  data.sizes = {{56, 42}};
-  data.frames_per_batch = 6;
-  data.min_frames = data.start_max_frames = data.max_frames = 3;
+  datasets::TrainingDataOptions data = SmallBatches(6, 3);
   data.outdoor_fraction = 0.5;
   const SequenceBatch a = datasets::MakeTrainingBatch(data, 7), again = datasets::MakeTrainingBatch(data, 7);
   EXPECT_TRUE(at::equal(a.images, again.images));
@@ -163,11 +165,7 @@ TEST(TrainingData, BatchesAreDeterministicHeldOutAndSelfConsistent) {
 }
 
 TEST(Training, ScaleNormalisationAndSchedule) {
-  datasets::TrainingDataOptions data;
-  data.sizes = {{56, 42}};
-  data.frames_per_batch = 4;
-  data.min_frames = data.start_max_frames = data.max_frames = 2;
-  SequenceBatch b = datasets::MakeTrainingBatch(data, 1);
+  SequenceBatch b = datasets::MakeTrainingBatch(SmallBatches(4, 2), 1);
   const at::Tensor raw_points = b.world_points.clone(), raw_t = b.pose_enc.narrow(-1, 0, 3).clone();
   const at::Tensor scale = NormaliseScale(b);
   for (int64_t i = 0; i < b.batch(); ++i) {
@@ -193,11 +191,7 @@ TEST(Training, CentreAndStepTermsMeasureTheCameraPath) {
   ASSERT_EQ(c.sizes(), (at::IntArrayRef{1, 1, 3}));
   EXPECT_LT((c.view({3}) - at::tensor({-2.0, 1.0, -3.0}, at::kDouble)).abs().max().item<double>(), 1e-12);
 
-  datasets::TrainingDataOptions data;
-  data.sizes = {{56, 42}};
-  data.frames_per_batch = 8;
-  data.min_frames = data.start_max_frames = data.max_frames = 4;
-  SequenceBatch gt = datasets::MakeTrainingBatch(data, 3);
+  SequenceBatch gt = datasets::MakeTrainingBatch(SmallBatches(8, 4), 3);
   NormaliseScale(gt);
   gt.pose_enc = gt.pose_enc.to(at::kDouble);
   SequenceOutput pred;
@@ -258,11 +252,7 @@ TrainOptions TinyTraining(const std::filesystem::path& dir, int64_t steps) {
 
 TEST(Training, OverfitsAFixedBatch) {
   const ModelConfig config = TinyConfig();
-  datasets::TrainingDataOptions data;
-  data.sizes = {{56, 42}};
-  data.frames_per_batch = 4;
-  data.min_frames = data.start_max_frames = data.max_frames = 2;
-  const SequenceBatch fixed = datasets::MakeTrainingBatch(data, 0);
+  const SequenceBatch fixed = datasets::MakeTrainingBatch(SmallBatches(4, 2), 0);
   const auto dir = ScratchDir("train_overfit");
   const TrainResult r = Train(config, RandomWeights(config, 2), TinyTraining(dir, 120), [&](int64_t) { return fixed; });
   ASSERT_TRUE(r.finished);
