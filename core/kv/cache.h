@@ -12,7 +12,8 @@
 // and the page layout), quantizer.h (the quantiser, host and device), paged_kv.h (page tensors and
 // the CPU reference of quantization), policy.h (scores and selection), budget.h (capacities and
 // the budget planner), backend.h + layer_cache.cc (the one cache core over a backend),
-// reference_backend.cc and cuda_backend.cc (the two backends), factory.cc (the choice).
+// reference_backend.cc and cuda_backend.cc (the two backends), factory.cc (the choice), and
+// slot_cache.cc (the camera trunk's fixed-slot cache, one token per call, graph-replayable).
 #pragma once
 
 #include <memory>
