@@ -2,7 +2,8 @@
 # On the H200: the 60 FPS issue's before/after check in one call. Builds the GPU targets, runs the
 # model and cache GPU tests, then `bench stream` (1B config, random weights, 518x392, bf16, CUDA
 # graphs) over 60 frames for bf16 1.75GB, kivi4 530MB and oscar2 310MB with a Chrome trace of the
-# last 4 frames each (no stage timing: it synchronises), and 30 frames of oscar2 with stage timing.
+# last 4 frames each (no stage timing: it synchronises), the same with --bf16-heads (BF16_HEADS=0
+# skips it), and 30 frames of oscar2 with stage timing.
 # Everything lands in $OUT/bundle.tgz (the device returns at most 8 files). FRAMES=60 by default.
 set -uo pipefail
 source "$(dirname "$0")/gpu_build.sh"
@@ -10,7 +11,7 @@ FRAMES=${FRAMES:-60}
 gpu_build test_gpu_kernels streamrecon || exit 1
 git rev-parse HEAD > "$OUT/commit.txt" 2>/dev/null
 BENCH=(./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 --size 518 --cuda-graphs)
-timeout 90 ./build-gpu/tests/test_gpu_kernels --gtest_filter='GpuModel.*:GpuCache.*' > "$OUT/gpu_tests.log" 2>&1
+timeout 120 ./build-gpu/tests/test_gpu_kernels --gtest_filter='GpuModel.*:GpuCache.*:GpuScores.*:GpuDequantize.*' > "$OUT/gpu_tests.log" 2>&1
 echo "GPU tests: exit $?"
 grep -E "^\[ (info|  FAILED|  PASSED) |Failure|Expected|Which" "$OUT/gpu_tests.log" | head -30
 timeout 150 "${BENCH[@]}" --frames "$FRAMES" --warmup 3 --no-stage-timing --run xstream,bf16,1.75GB --run xstream-page,kivi4,530MB \
@@ -18,7 +19,13 @@ timeout 150 "${BENCH[@]}" --frames "$FRAMES" --warmup 3 --no-stage-timing --run 
 echo "bench (profiled): exit $?"
 grep -iE "camera|error" "$OUT/bench.log" | head -5
 cat "$OUT/prof/summary.md" 2>/dev/null
+if [ "${BF16_HEADS:-1}" = 1 ]; then  # the same three streams with --bf16-heads (no trace)
+  timeout 120 "${BENCH[@]}" --bf16-heads --frames "$FRAMES" --warmup 3 --no-stage-timing --run xstream,bf16,1.75GB \
+    --run xstream-page,kivi4,530MB --run xstream-page,oscar2,310MB --out "$OUT/bf16_heads" > "$OUT/bf16_heads.log" 2>&1
+  echo "bench (--bf16-heads): exit $?"
+  cat "$OUT/bf16_heads/summary.md" 2>/dev/null
+fi
 timeout 60 "${BENCH[@]}" --frames 30 --run xstream-page,oscar2,310MB --out "$OUT/stages" > "$OUT/stages.log" 2>&1
 echo "bench (stage timing): exit $?"
 cat "$OUT/stages/summary.md" 2>/dev/null
-cd "$OUT" && tar czf bundle.tgz prof stages ./*.log commit.txt 2>/dev/null && rm -rf prof stages
+cd "$OUT" && tar czf bundle.tgz prof stages bf16_heads ./*.log commit.txt 2>/dev/null && rm -rf prof stages bf16_heads
