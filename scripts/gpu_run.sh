@@ -19,7 +19,7 @@ if [ "$STEP" = all ] || [ "$STEP" = test ] || [ "$STEP" = python ]; then
     export PYTHONPATH=$PWD/build-gpu/python:$PWD/.deps/python STREAMRECON_SHARED_DIR=${GPU_SHARED:-$PWD/.gpu_fixtures} STREAMRECON_EXE=$PWD/build-gpu/app/streamrecon
     python3 -m pytest -q -rs -p no:cacheprovider tests/python 2>&1 | tee "$OUT/python_tests.log" | tail -15
     python3 scripts/python_overhead.py --device cuda --frames 60 2>&1 | tee "$OUT/python_overhead.log"
-    python3 scripts/python_overhead.py --device cuda --frames 60 --random-seed 0 --config streamvggt-1b --size 518 --cuda-graphs \
+    python3 scripts/python_overhead.py --device cuda --frames 60 --random-seed 0 --config streamvggt-1b --size 518 --dtype bfloat16 --cuda-graphs \
       --kv-budget 2GB 2>&1 | tee "$OUT/python_overhead_1b.log"
   else
     echo "python: the module is not configured or did not build (configure.log, build.log)"; grep -i python "$OUT/configure.log" | head

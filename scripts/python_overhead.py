@@ -28,6 +28,7 @@ parser.add_argument("--warmup", type=int, default=5)
 parser.add_argument("--policy", default="xstream")
 parser.add_argument("--kv-budget", default="256MiB")
 parser.add_argument("--cuda-graphs", action="store_true")
+parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
 args = parser.parse_args()
 
 modes = ["numpy"]
@@ -37,13 +38,13 @@ try:
 except ImportError:
     pass
 
-options = dict(device=args.device, policy=args.policy, kv_budget=args.kv_budget, size=args.size,
+options = dict(device=args.device, dtype=args.dtype, policy=args.policy, kv_budget=args.kv_budget, size=args.size,
                cuda_graphs=args.cuda_graphs, random_seed=args.random_seed, config=args.config)
 with streamrecon.Reconstructor(args.weights, **options) as rec:
     scene = streamrecon.SyntheticScene("walk", frames=args.frames + args.warmup, seed=1, size=args.size)
     frames = [np.array(f.image) for f in scene]
     print(f"model {args.weights or args.config or rec.weights_path} on {rec.device}, {frames[0].shape[1]}x{frames[0].shape[0]}, "
-          f"{args.frames} frames after {args.warmup} warm-up, policy {args.policy}, budget {args.kv_budget}")
+          f"{args.frames} frames after {args.warmup} warm-up, {args.dtype}, policy {args.policy}, budget {args.kv_budget}")
     print("| output | step (C++) ms | push (C++) ms | push (Python) ms | overhead ms | overhead / step |")
     print("|---|---:|---:|---:|---:|---:|")
     for mode in modes:
