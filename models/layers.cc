@@ -24,17 +24,14 @@ Tensor ApplyRope(const Tensor& x, const RopeTables& rope, at::ScalarType out) {
   return at::addcmul_out(result, x * rope.cos, partner, rope.sin);
 }
 
-// x @ w^T + b in w's dtype (bf16 weights: the autocast-like mixed mode), result in x's dtype.
-Tensor Linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  if (w.scalar_type() == x.scalar_type()) return at::linear(x, w, b);
-  return at::linear(x.to(w.scalar_type()), w, b).to(x.scalar_type());
+// x @ w^T + b in w's dtype (bf16 weights: the autocast-like mixed mode), the result left in w's
+// dtype (for a consumer that reads it so or promotes it exactly: no cast kernel back and forth).
+Tensor LinearInWeightType(const Tensor& x, const Tensor& w, const Tensor& b) {
+  return at::linear(x.to(w.scalar_type()), w, b);
 }
 
-// The same, the result left in w's dtype (for a consumer that reads it in w's dtype or promotes
-// it exactly: no cast kernel back and forth).
-Tensor LinearInWeightType(const Tensor& x, const Tensor& w, const Tensor& b) {
-  return at::linear(w.scalar_type() == x.scalar_type() ? x : x.to(w.scalar_type()), w, b);
-}
+// The same, the result in x's dtype.
+Tensor Linear(const Tensor& x, const Tensor& w, const Tensor& b) { return LinearInWeightType(x, w, b).to(x.scalar_type()); }
 
 // Softmax attention of [H, N, D] (or batched [B, H, N, D]) tensors, in bf16 when the block's
 // weights are bf16. mask: optional [N, M] bool, true where a query may attend to a key.

@@ -266,7 +266,7 @@ struct StreamingModel::Impl {
       if (options.bf16_heads)  // [F, h*w, C] is already channels-last [F, C, h, w]
         x = x.to(HeadType()).view({x.size(0), h, wd, x.size(2)}).permute({0, 3, 1, 2});
       else
-        x = x.transpose(1, 2).reshape({x.size(0), x.size(2), h, wd}).to(HeadType());
+        x = x.transpose(1, 2).reshape({x.size(0), x.size(2), h, wd});
       x = at::conv2d(x, d.project_w[i], d.project_b[i]);
       x = x + UvEmbedding(x.size(1), h, wd, aspect);
       if (i == 0) x = at::conv_transpose2d(x, d.resize0_w, d.resize0_b, 4);
