@@ -56,6 +56,9 @@ void ModelArgs::Add(CLI::App& app) {
   app.add_flag("--bf16-heads", bf16_heads,
                "With --dtype bfloat16: run the camera and DPT heads in bf16 too (channels-last on CUDA); faster, but not the "
                "reference's fp32 heads (docs/perf.md reports the deviation)");
+  app.add_flag("--no-fused-kernels", no_fused_kernels,
+               "With --dtype bfloat16 on CUDA: run the glue around the blocks' matrix work (LayerNorm, residual, qkv split, qk-norm, "
+               "RoPE) as separate ATen ops instead of the fused kernels (same arithmetic; for comparisons)");
 }
 
 models::ModelOptions ModelArgs::ToOptions() const {
@@ -64,6 +67,7 @@ models::ModelOptions ModelArgs::ToOptions() const {
   options.device = Device();
   options.cuda_graphs = cuda_graphs;
   options.bf16_heads = bf16_heads;
+  options.fused_kernels = !no_fused_kernels;
   return options;
 }
 

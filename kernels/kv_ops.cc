@@ -9,16 +9,11 @@
 #include <string>
 
 #include "core/errors.h"
+#include "kernels/check_cuda.h"
 #include "kernels/kv_kernels.h"
 
 namespace streamrecon::kernels {
 namespace {
-
-void CheckCuda(cudaError_t err, const char* what) {
-  if (err == cudaSuccess) return;
-  (void)cudaGetLastError();  // do not leave the error for the next CUDA call to report
-  throw Error(std::string(what) + " failed: " + cudaGetErrorString(err));
-}
 
 void CheckBf16(const at::Tensor& t, const char* name, int64_t heads = -1) {
   if (!t.defined() || !t.is_cuda() || t.scalar_type() != at::kBFloat16 || t.dim() != 3 || t.size(2) != 64 || !t.is_contiguous())

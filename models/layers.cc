@@ -2,8 +2,35 @@
 #include "models/layers.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include "kernels/block_ops.h"
 
 namespace streamrecon::models::layers {
+namespace {
+
+// Builds with the CUDA kernels run the fused glue where BlockWeights::fused asks for it (outside
+// autograd); elsewhere those branches are discarded at compile time (and need no definitions).
+#ifdef STREAMRECON_HAVE_CUDA_KV
+constexpr bool kFusedKernels = true;
+#else
+constexpr bool kFusedKernels = false;
+#endif
+
+bool Fused(const BlockWeights& b, const Tensor& x) {
+  return b.fused && x.is_cuda() && x.scalar_type() == at::kFloat && b.qkv_w.scalar_type() == at::kBFloat16 &&
+         b.qkv_w.size(0) == 3 * 64 * b.heads && !c10::GradMode::is_enabled();
+}
+
+// q, k, v bf16 [..., H, N, D] of float x [..., N, C] through the fused kernels.
+std::tuple<Tensor, Tensor, Tensor> FusedQkv(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
+  const Tensor qkv = at::linear(kernels::LayerNormBf16Cuda(x.contiguous(), b.norm1_w, b.norm1_b, b.eps), b.qkv_w, b.qkv_b);
+  const Tensor none;
+  return kernels::QkvHeadsCuda(qkv, b.heads, b.qk_norm ? b.q_norm_w : none, b.q_norm_b, b.k_norm_w, b.k_norm_b, b.eps,
+                               rope ? rope->cos : none, rope ? rope->sin : none);
+}
+
+}  // namespace
 
 RopeTables MakeRopeTables(const Tensor& cos_y, const Tensor& sin_y, const Tensor& cos_x, const Tensor& sin_x) {
   // Rotate-half pairs channel j of an axis with j + D/4: the first quarter takes -sin, the second +sin.
@@ -97,6 +124,12 @@ Tensor MergeHeadsAs(const Tensor& o, at::ScalarType dtype) {
 Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, const std::optional<Tensor>& mask) {
   // q, k, v straight in the attention's dtype; its output stays in it for the projection.
   const at::ScalarType compute = b.qkv_w.scalar_type();
+  if constexpr (kFusedKernels) {
+    if (Fused(b, x)) {
+      auto [q, k, v] = FusedQkv(b, x, rope);
+      return BlockPost(b, x, Attention(q, k, v, compute, mask));
+    }
+  }
   auto [q, k, v] = Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope, compute);
   return BlockPost(b, x, Attention(q, k, v, compute, mask));
 }
@@ -104,13 +137,23 @@ Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope,
 // The parts of a cached block before and after its attention: q, k, v of x, and the residual
 // update from the attention output o [H, N, D] and the MLP.
 std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
+  if constexpr (kFusedKernels) {
+    if (Fused(b, x)) return FusedQkv(b, x, rope);  // (bf16: the cache rounds q, k, v to bf16 anyway)
+  }
   return Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
 }
 
 Tensor BlockPost(const BlockWeights& b, const Tensor& x, const Tensor& o) {
   // Residual + LayerScale in one kernel each (addcmul: x + gamma * branch, the branch promoted
   // exactly to x's dtype inside it); the heads merged and cast to the projection's dtype in one copy.
-  const Tensor y = at::addcmul(x, b.ls1, LinearInWeightType(MergeHeadsAs(o, b.proj_w.scalar_type()), b.proj_w, b.proj_b));
+  const Tensor branch = LinearInWeightType(MergeHeadsAs(o, b.proj_w.scalar_type()), b.proj_w, b.proj_b);
+  if constexpr (kFusedKernels) {
+    if (Fused(b, x)) {
+      const auto [y, normed] = kernels::ResidualLayerNormBf16Cuda(x.contiguous(), b.ls1, branch, b.norm2_w, b.norm2_b, b.eps);
+      return at::addcmul(y, b.ls2, Mlp(b, normed));
+    }
+  }
+  const Tensor y = at::addcmul(x, b.ls1, branch);
   return at::addcmul(y, b.ls2, Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps)));
 }
 

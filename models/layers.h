@@ -25,6 +25,9 @@ struct BlockWeights {
   int heads = 1;
   double eps = 1e-5;
   bool qk_norm = false;
+  // bf16 matrix weights on CUDA: the glue around them (LayerNorm + cast, residual + LayerNorm,
+  // qkv split + qk-norm + RoPE) runs as the fused kernels of kernels/block_ops.h (inference only).
+  bool fused = false;
 };
 
 struct DptWeights {

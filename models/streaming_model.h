@@ -30,6 +30,10 @@ struct ModelOptions {
   // bfloat16 only: the camera head's and the DPT heads' matrix work in bf16 too (channels-last
   // convolutions on CUDA). Faster; not the reference's fp32 heads (docs/perf.md reports the deviation).
   bool bf16_heads = false;
+  // bfloat16 on CUDA: the glue around the blocks' matrix work (LayerNorm + cast, residual +
+  // LayerNorm, qkv split + qk-norm + RoPE) as fused kernels (kernels/block_ops.h); false: the ATen
+  // ops (the same arithmetic, more kernels; for comparisons and debugging).
+  bool fused_kernels = true;
   // Training: the weights are the model's own copies that collect gradients (Parameters()), and
   // ForwardSequence is differentiable. Needs float32 or float64.
   bool trainable = false;

@@ -11,7 +11,7 @@ FRAMES=${FRAMES:-60}
 gpu_build test_gpu_kernels streamrecon || exit 1
 git rev-parse HEAD > "$OUT/commit.txt" 2>/dev/null
 BENCH=(./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 --size 518 --cuda-graphs)
-timeout 120 ./build-gpu/tests/test_gpu_kernels --gtest_filter='GpuModel.*:GpuCache.*:GpuSlotCache.*:GpuScores.*:GpuDequantize.*' > "$OUT/gpu_tests.log" 2>&1
+timeout 120 ./build-gpu/tests/test_gpu_kernels --gtest_filter='GpuModel.*:GpuCache.*:GpuSlotCache.*:GpuScores.*:GpuDequantize.*:GpuFusedGlue.*' > "$OUT/gpu_tests.log" 2>&1
 echo "GPU tests: exit $?"
 grep -E "^\[ (info|  FAILED|  PASSED) |Failure|Expected|Which" "$OUT/gpu_tests.log" | head -30
 timeout 150 "${BENCH[@]}" --frames "$FRAMES" --warmup 3 --no-stage-timing --run xstream,bf16,1.75GB --run xstream-page,kivi4,530MB \

@@ -8,12 +8,15 @@
 #include <cmath>
 #include <cstdio>
 
+#include "core/errors.h"
 #include "core/kv/budget.h"
 #include "core/kv/cache.h"
 #include "core/kv/paged_kv.h"
 #include "core/kv/policy.h"
 #include "datasets/synthetic_torch.h"
+#include "kernels/block_ops.h"
 #include "kernels/kv_ops.h"
+#include "models/layers.h"
 #include "models/streaming_model.h"
 #include "models/training.h"
 #include "tests/test_util.h"
@@ -343,21 +346,39 @@ TEST(GpuDequantize, PagesMatchTheCpuDequantization) {
 
 TEST(GpuScores, MatchTheCpuScoresAndTopK) {
   REQUIRE_GPU();
-  at::manual_seed(300);
-  const int64_t H = 16, D = 64, n = 300;
-  PageLayout layout{16, 64, 32, 4, 64, true};
-  at::Tensor keys = RandomBf16({H, n, D});
-  const at::Tensor norms = keys.pow(2).sum(at::IntArrayRef{0, 2}).sqrt();
-  const PagedKv pages = QuantizeFrame(keys / norms.view({1, n, 1}), RandomBf16({H, n, D}), norms, layout, 0);
-  const at::Tensor q = RandomBf16({H, 261, D});
-  const at::Tensor q_bar = PooledQueries(q, 16, 5);
-  const PagedKv dev = ToDevice(pages);
-  const at::Tensor gpu = kernels::TokenScoresCuda(q_bar.cuda(), {}, 0, &dev, pages.pages(), 16).cpu().reshape({-1}).narrow(0, 0, n);
-  const at::Tensor cpu = XStreamScores(q, DequantizePages(pages).first, 16, 5);
-  EXPECT_LE(Rel(gpu, cpu), 1e-5);
-  const at::Tensor top_gpu = std::get<0>(at::sort(std::get<1>(at::topk(gpu, 100))));
-  const at::Tensor top_cpu = std::get<0>(at::sort(std::get<1>(at::topk(cpu, 100))));
-  EXPECT_TRUE(at::equal(top_gpu, top_cpu));
+  // Dense bf16 rows (with a head stride past the used rows, as the cache's buffer has), 4- and
+  // 2-bit OScaR pages and 4-bit KIVI pages (no norms), against the CPU policy's scores.
+  for (int bits : {0, 4, 2, -4}) {
+    at::manual_seed(300);
+    const int64_t H = 16, D = 64, n = 300;
+    at::Tensor keys = RandomBf16({H, n, D});
+    const at::Tensor q = RandomBf16({H, 261, D});
+    const at::Tensor q_bar = PooledQueries(q, 16, 5);
+    at::Tensor gpu, cpu;
+    if (bits == 0) {
+      const at::Tensor buffer = at::zeros({H, n + 40, D}, keys.options().dtype(at::kBFloat16));
+      buffer.narrow(1, 0, n).copy_(keys);
+      gpu = kernels::TokenScoresCuda(q_bar.cuda(), buffer.cuda(), n, nullptr, 0, 16).cpu();
+      cpu = XStreamScores(q, buffer.narrow(1, 0, n).to(at::kFloat), 16, 5);
+    } else {
+      const bool oscar = bits > 0;
+      PageLayout layout{16, 64, 32, std::abs(bits), 64, oscar};
+      const at::Tensor norms = oscar ? keys.pow(2).sum(at::IntArrayRef{0, 2}).sqrt() : at::ones({n});
+      const PagedKv pages = QuantizeFrame(keys / norms.view({1, n, 1}), RandomBf16({H, n, D}), oscar ? norms : at::Tensor(), layout, 0);
+      const PagedKv dev = ToDevice(pages);
+      const at::Tensor all = kernels::TokenScoresCuda(q_bar.cuda(), {}, 0, &dev, pages.pages(), 16).cpu().reshape({-1});
+      // Padding slots of the last page score -inf.
+      EXPECT_TRUE(at::all(all.narrow(0, n, all.size(0) - n) == -INFINITY).item<bool>()) << bits << "-bit";
+      gpu = all.narrow(0, 0, n);
+      cpu = XStreamScores(q, DequantizePages(pages).first, 16, 5);
+    }
+    const double rel = Rel(gpu, cpu);
+    std::printf("[ info ] scores %s: rel err %.2e\n", bits == 0 ? "bf16" : (bits > 0 ? (bits == 4 ? "oscar4" : "oscar2") : "kivi4"), rel);
+    EXPECT_LE(rel, 1e-5) << bits;
+    const at::Tensor top_gpu = std::get<0>(at::sort(std::get<1>(at::topk(gpu, 100))));
+    const at::Tensor top_cpu = std::get<0>(at::sort(std::get<1>(at::topk(cpu, 100))));
+    EXPECT_TRUE(at::equal(top_gpu, top_cpu)) << bits;
+  }
 }
 
 // The CUDA layer cache against the CPU quantized cache: same kept tokens, close outputs.
@@ -454,6 +475,69 @@ TEST(GpuSynthetic, MatchesTheCppRenderer) {
 // held to the spec's float32 bound (1e-4, model.md); bfloat16 (bf16 matrix work and KV cache) to
 // model.md's measured bf16 deviations (tokens ~7e-3, depth ~1e-4, points ~5e-4, pose ~1e-2) with
 // headroom, and 5e-2 on the confidences.
+// A block of random bf16 weights (fp32 norms and LayerScale, as a bfloat16 model holds them).
+models::layers::BlockWeights RandomBlock(int64_t C, int heads, bool qk_norm) {
+  auto w = [](std::vector<int64_t> shape, double scale) { return (at::randn(shape) * scale).cuda(); };
+  auto bf = [&](std::vector<int64_t> shape, double scale) { return w(shape, scale).to(at::kBFloat16); };
+  models::layers::BlockWeights b;
+  b.heads = heads;
+  b.qk_norm = qk_norm;
+  b.norm1_w = 1 + w({C}, 0.1), b.norm1_b = w({C}, 0.1), b.norm2_w = 1 + w({C}, 0.1), b.norm2_b = w({C}, 0.1);
+  b.qkv_w = bf({3 * C, C}, 1 / std::sqrt(C)), b.qkv_b = bf({3 * C}, 0.1);
+  const int64_t D = C / heads;
+  b.q_norm_w = 1 + w({D}, 0.1), b.q_norm_b = w({D}, 0.1), b.k_norm_w = 1 + w({D}, 0.1), b.k_norm_b = w({D}, 0.1);
+  b.proj_w = bf({C, C}, 1 / std::sqrt(C)), b.proj_b = bf({C}, 0.1), b.ls1 = w({C}, 0.3), b.ls2 = w({C}, 0.3);
+  b.fc1_w = bf({4 * C, C}, 1 / std::sqrt(C)), b.fc1_b = bf({4 * C}, 0.1), b.fc2_w = bf({C, 4 * C}, 0.5 / std::sqrt(C)), b.fc2_b = bf({C}, 0.1);
+  return b;
+}
+
+// The fused glue kernels against the ATen ops they replace: the same fp32 arithmetic rounded once
+// to bf16, so q and k may differ by a rounding flip (one bf16 ulp, 2^-8 relative) on a few
+// elements and v not at all; the block outputs inherit that.
+TEST(GpuFusedGlue, MatchesTheAtenBlockWithinBf16Rounding) {
+  REQUIRE_GPU();
+  at::NoGradGuard no_grad;
+  at::manual_seed(700);
+  const int64_t C = 256, N = 77;
+  const int heads = 4;
+  models::layers::RopeTables rope{at::rand({N, 64}).cuda(), at::rand({N, 64}).cuda() - 0.5};
+  for (bool qk_norm : {false, true})
+    for (bool with_rope : {false, true})
+      for (int64_t batch : {0, 3}) {  // 0: [N, C]; 3: [3, N, C]
+        models::layers::BlockWeights b = RandomBlock(C, heads, qk_norm);
+        std::vector<int64_t> shape{N, C};
+        if (batch) shape.insert(shape.begin(), batch);
+        const at::Tensor x = at::randn(shape).cuda() * 2 + 0.5;
+        const models::layers::RopeTables* r = with_rope ? &rope : nullptr;
+        auto [q0, k0, v0] = models::layers::BlockPre(b, x, r);
+        const at::Tensor out0 = models::layers::SelfBlock(b, x, r);
+        b.fused = true;
+        auto [q1, k1, v1] = models::layers::BlockPre(b, x, r);
+        const at::Tensor out1 = models::layers::SelfBlock(b, x, r);
+        ASSERT_EQ(q1.scalar_type(), at::kBFloat16);
+        ASSERT_EQ(q1.sizes(), q0.sizes());
+        const double eq = Rel(q1.to(at::kFloat), q0.to(at::kBFloat16).to(at::kFloat));
+        const double ek = Rel(k1.to(at::kFloat), k0.to(at::kBFloat16).to(at::kFloat));
+        const double eo = Rel(out1, out0);
+        std::printf("[ info ] fused glue (qk-norm %d, rope %d, batch %lld): rel err q %.2e k %.2e block output %.2e\n", qk_norm, with_rope,
+                    static_cast<long long>(batch), eq, ek, eo);
+        EXPECT_LE(eq, 1e-3);
+        EXPECT_LE(ek, 1e-3);
+        EXPECT_TRUE(at::equal(v1.to(at::kFloat), v0.to(at::kBFloat16).to(at::kFloat)));
+        EXPECT_LE(eo, 1e-3);
+        // The residual and LayerNorm kernel alone: the residual within fp32 rounding, the norm within bf16's.
+        const at::Tensor branch = at::randn(shape).cuda().to(at::kBFloat16);
+        const auto [y, normed] = kernels::ResidualLayerNormBf16Cuda(x, b.ls1, branch, b.norm2_w, b.norm2_b, b.eps);
+        const at::Tensor y_ref = at::addcmul(x, b.ls1, branch);
+        EXPECT_LE(Rel(y, y_ref), 1e-6);
+        EXPECT_LE(Rel(normed.to(at::kFloat), at::layer_norm(y_ref, {C}, b.norm2_w, b.norm2_b, b.eps).to(at::kBFloat16).to(at::kFloat)), 1e-3);
+      }
+  // Bad input says what was expected.
+  EXPECT_THROW(kernels::LayerNormBf16Cuda(at::randn({4, 8}).cuda().to(at::kBFloat16), at::ones({8}).cuda(), at::zeros({8}).cuda(), 1e-5),
+               Error);
+  EXPECT_THROW(kernels::QkvHeadsCuda(at::zeros({5, 100}, at::kBFloat16).cuda(), 2, {}, {}, {}, {}, 1e-5, {}, {}), Error);
+}
+
 TEST(GpuModel, ParityFixturesFullAndPrunedWithinTheDtypesBounds) {
   REQUIRE_GPU();
   const auto dir = streamrecon::testing::ParityDir();

@@ -1,0 +1,55 @@
+// Launch interface of the transformer blocks' fused glue kernels (bf16 mode on CUDA): plain
+// pointers, sizes and a stream (no LibTorch); block_ops.h is the LibTorch-facing side. Each one
+// replaces a chain of ATen kernels with the same arithmetic in fp32, rounded once to bf16 on the
+// store (reductions may be ordered differently: about one fp32 ulp before that rounding).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace streamrecon::kernels {
+
+struct LayerNormParams {
+  // Input rows: x (float [rows, cols]); with `branch` the row is first x + gamma * branch (the
+  // residual update with LayerScale, as addcmul computes it), written to `residual_out`.
+  const float* x = nullptr;
+  const uint16_t* branch = nullptr;  // bf16 [rows, cols] or nullptr
+  const float* gamma = nullptr;      // [cols], with branch
+  float* residual_out = nullptr;     // float [rows, cols], with branch (may equal x)
+  const float* weight = nullptr;     // [cols]
+  const float* bias = nullptr;       // [cols]
+  uint16_t* out = nullptr;           // bf16 [rows, cols]: LayerNorm of the row
+  int rows = 0, cols = 0;
+  float eps = 1e-5f;
+};
+
+// One block per row; cols <= kLayerNormMaxCols.
+inline constexpr int kLayerNormMaxCols = 4096;
+cudaError_t LaunchLayerNormBf16(const LayerNormParams& p, cudaStream_t stream);
+
+struct QkvHeadsParams {
+  const uint16_t* qkv = nullptr;  // bf16 [batch, tokens, 3, heads, 64]: the qkv projection's output
+  int batch = 0, tokens = 0, heads = 0;
+  // Per-head LayerNorm of q and k over the 64 channels (all four or none).
+  const float* q_norm_w = nullptr;
+  const float* q_norm_b = nullptr;
+  const float* k_norm_w = nullptr;
+  const float* k_norm_b = nullptr;
+  float eps = 1e-5f;
+  // RoPE tables float [table_rows, 64] (RopeTables in models/layers.h: token i uses row
+  // i % table_rows; sin carries the rotate-half signs): q' = q * cos + partner(q) * sin, with the
+  // partner of channel j being j +- 16 within its half. nullptr: no RoPE.
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  int table_rows = 0;
+  // Outputs bf16 [batch, heads, tokens, 64].
+  uint16_t* q = nullptr;
+  uint16_t* k = nullptr;
+  uint16_t* v = nullptr;
+};
+
+// A warp per (token, head), two channels per lane.
+cudaError_t LaunchQkvHeads(const QkvHeadsParams& p, cudaStream_t stream);
+
+}  // namespace streamrecon::kernels

@@ -1,0 +1,111 @@
+// LibTorch-facing side of the blocks' fused glue kernels.
+#include "kernels/block_ops.h"
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+
+#include <string>
+
+#include "core/errors.h"
+#include "kernels/block_kernels.h"
+#include "kernels/check_cuda.h"
+
+namespace streamrecon::kernels {
+namespace {
+
+std::string Describe(const at::Tensor& t) {
+  if (!t.defined()) return "undefined";
+  return std::string(c10::toString(t.scalar_type())) + " " + c10::str(t.sizes()) + (t.is_cuda() ? " cuda" : " cpu") +
+         (t.is_contiguous() ? "" : " non-contiguous");
+}
+
+void Expect(const at::Tensor& t, at::ScalarType dtype, int64_t numel, const char* what) {
+  if (!t.defined() || !t.is_cuda() || t.scalar_type() != dtype || !t.is_contiguous() || (numel >= 0 && t.numel() != numel))
+    throw Error(std::string(what) + ": expected a contiguous CUDA " + c10::toString(dtype) +
+                (numel >= 0 ? " tensor of " + std::to_string(numel) + " elements" : " tensor") + ", got " + Describe(t));
+}
+
+const float* F32(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+uint16_t* Bf16(const at::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>()); }
+
+at::Tensor LayerNormImpl(const at::Tensor& x, const at::Tensor* gamma, const at::Tensor* branch, at::Tensor* residual,
+                         const at::Tensor& weight, const at::Tensor& bias, double eps) {
+  Expect(x, at::kFloat, -1, "LayerNorm input");
+  const int64_t cols = x.size(-1);
+  if (cols > kLayerNormMaxCols) throw Error("fused LayerNorm: at most " + std::to_string(kLayerNormMaxCols) + " channels, got " + std::to_string(cols));
+  Expect(weight, at::kFloat, cols, "LayerNorm weight");
+  Expect(bias, at::kFloat, cols, "LayerNorm bias");
+  LayerNormParams p;
+  p.x = x.data_ptr<float>();
+  if (branch) {
+    Expect(*branch, at::kBFloat16, x.numel(), "residual branch");
+    Expect(*gamma, at::kFloat, cols, "LayerScale");
+    *residual = at::empty_like(x);
+    p.branch = Bf16(*branch);
+    p.gamma = gamma->data_ptr<float>();
+    p.residual_out = residual->data_ptr<float>();
+  }
+  at::Tensor out = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
+  p.weight = weight.data_ptr<float>();
+  p.bias = bias.data_ptr<float>();
+  p.out = Bf16(out);
+  p.rows = static_cast<int>(x.numel() / cols);
+  p.cols = static_cast<int>(cols);
+  p.eps = static_cast<float>(eps);
+  CheckCuda(LaunchLayerNormBf16(p, at::cuda::getCurrentCUDAStream()), "fused LayerNorm kernel");
+  return out;
+}
+
+}  // namespace
+
+at::Tensor LayerNormBf16Cuda(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
+  return LayerNormImpl(x, nullptr, nullptr, nullptr, weight, bias, eps);
+}
+
+std::pair<at::Tensor, at::Tensor> ResidualLayerNormBf16Cuda(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& branch,
+                                                            const at::Tensor& weight, const at::Tensor& bias, double eps) {
+  at::Tensor y;
+  at::Tensor out = LayerNormImpl(x, &gamma, &branch, &y, weight, bias, eps);
+  return {y, out};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> QkvHeadsCuda(const at::Tensor& qkv, int heads, const at::Tensor& q_norm_w,
+                                                            const at::Tensor& q_norm_b, const at::Tensor& k_norm_w,
+                                                            const at::Tensor& k_norm_b, double eps, const at::Tensor& cos,
+                                                            const at::Tensor& sin) {
+  Expect(qkv, at::kBFloat16, -1, "qkv projection");
+  if (qkv.dim() < 2 || heads < 1 || qkv.size(-1) != 3 * heads * 64)
+    throw Error("fused qkv split: expected [..., N, 3 * " + std::to_string(heads) + " * 64], got " + Describe(qkv));
+  const int64_t n = qkv.size(-2);
+  QkvHeadsParams p;
+  p.qkv = Bf16(qkv);
+  p.batch = static_cast<int>(n == 0 ? 0 : qkv.numel() / (n * qkv.size(-1)));
+  p.tokens = static_cast<int>(n);
+  p.heads = heads;
+  if (q_norm_w.defined()) {
+    for (const at::Tensor* t : {&q_norm_w, &q_norm_b, &k_norm_w, &k_norm_b}) Expect(*t, at::kFloat, 64, "qk-norm parameters");
+    p.q_norm_w = F32(q_norm_w);
+    p.q_norm_b = F32(q_norm_b);
+    p.k_norm_w = F32(k_norm_w);
+    p.k_norm_b = F32(k_norm_b);
+  }
+  p.eps = static_cast<float>(eps);
+  if (cos.defined()) {
+    Expect(cos, at::kFloat, -1, "RoPE cos table");
+    Expect(sin, at::kFloat, cos.numel(), "RoPE sin table");
+    if (cos.dim() != 2 || cos.size(1) != 64) throw Error("RoPE tables: expected [P, 64], got " + Describe(cos));
+    p.cos = F32(cos);
+    p.sin = F32(sin);
+    p.table_rows = static_cast<int>(cos.size(0));
+  }
+  std::vector<int64_t> shape(qkv.sizes().begin(), qkv.sizes().end() - 2);
+  shape.insert(shape.end(), {heads, n, 64});
+  const at::Tensor q = at::empty(shape, qkv.options()), k = at::empty(shape, qkv.options()), v = at::empty(shape, qkv.options());
+  p.q = Bf16(q);
+  p.k = Bf16(k);
+  p.v = Bf16(v);
+  CheckCuda(LaunchQkvHeads(p, at::cuda::getCurrentCUDAStream()), "fused qkv split kernel");
+  return {q, k, v};
+}
+
+}  // namespace streamrecon::kernels

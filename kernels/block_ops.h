@@ -1,0 +1,29 @@
+// LibTorch-facing entries of the blocks' fused glue kernels (block_kernels.h): check shapes,
+// dtypes and devices with messages, launch on the current stream. Inference only (no autograd).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <tuple>
+#include <utility>
+
+namespace streamrecon::kernels {
+
+// LayerNorm over the last dimension of float x [..., C], rounded to bf16 (the next matrix
+// product's input) in one kernel.
+at::Tensor LayerNormBf16Cuda(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps);
+
+// The residual update y = x + gamma * branch (x float [..., C], branch bf16 of the same shape,
+// gamma [C]) and LayerNorm(y) in bf16, in one kernel: {y, LayerNorm(y)}.
+std::pair<at::Tensor, at::Tensor> ResidualLayerNormBf16Cuda(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& branch,
+                                                            const at::Tensor& weight, const at::Tensor& bias, double eps);
+
+// q, k, v bf16 [..., H, N, 64] from the qkv projection bf16 [..., N, 3 * H * 64] in one kernel:
+// per-head LayerNorm of q and k when q_norm_w is defined, RoPE when cos is defined (float
+// [P, 64] tables, token i using row i % P; RopeTables in models/layers.h).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> QkvHeadsCuda(const at::Tensor& qkv, int heads, const at::Tensor& q_norm_w,
+                                                            const at::Tensor& q_norm_b, const at::Tensor& k_norm_w,
+                                                            const at::Tensor& k_norm_b, double eps, const at::Tensor& cos,
+                                                            const at::Tensor& sin);
+
+}  // namespace streamrecon::kernels
