@@ -123,4 +123,9 @@ struct ScoreParams {
 // XStreamVGGT scores of every cached token: mean over rows of q_bar . mean_h(k_h).
 cudaError_t LaunchTokenScores(const ScoreParams& p, cudaStream_t stream);
 
+// rank[i] = #{j : s[j] > s[i]} + #{j > i : s[j] == s[i]}: unit i's place in the order "highest
+// score first, ties: the later unit first" (TopByScore's), for finite or infinite scores. `rank`
+// must be zeroed (the kernel adds to it).
+cudaError_t LaunchScoreRanks(const float* scores, int units, int64_t* rank, cudaStream_t stream);
+
 }  // namespace streamrecon::kernels

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/errors.h"
+#include "core/kv/policy.h"
 #include "kernels/check_cuda.h"
 #include "kernels/kv_kernels.h"
 
@@ -316,6 +317,21 @@ std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int6
   const at::Tensor v = at::empty_like(k);
   LaunchDequant(pages, page_count, first, count, nullptr, k, v, {}, {}, 0);
   return {k, v};
+}
+
+at::Tensor TopByScoreCuda(const at::Tensor& scores, int64_t k) {
+  if (!scores.is_cuda() || scores.dim() != 1 || scores.scalar_type() != at::kFloat) return TopByScore(scores, k);
+  const int64_t units = scores.size(0);
+  k = std::max<int64_t>(0, std::min(units, k));
+  const at::Tensor s = scores.contiguous();
+  const at::Tensor rank = at::zeros({units}, s.options().dtype(at::kLong));
+  CheckCuda(LaunchScoreRanks(s.data_ptr<float>(), static_cast<int>(units), rank.data_ptr<int64_t>(), at::cuda::getCurrentCUDAStream()),
+            "score rank kernel");
+  // The kept units (rank < k) in ascending order: unit i goes to the number of kept units before
+  // it; the others to a spare last element.
+  const at::Tensor kept = rank < k;
+  const at::Tensor place = at::where(kept, at::cumsum(kept, 0) - 1, k);
+  return at::empty({k + 1}, rank.options()).scatter_(0, place, at::arange(units, rank.options())).narrow(0, 0, k);
 }
 
 at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, int64_t dense_tokens, const PagedKv* pages,

@@ -51,4 +51,8 @@ std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int6
 at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, int64_t dense_tokens, const PagedKv* pages,
                            int64_t page_count, int heads);
 
+// TopByScore (core/kv/policy.h) of CUDA scores [U]: each unit's rank counted on the device (no
+// sort), the units ranked below k listed ascending. Other dtypes or shapes go to TopByScore.
+at::Tensor TopByScoreCuda(const at::Tensor& scores, int64_t k);
+
 }  // namespace streamrecon::kernels

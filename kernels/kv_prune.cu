@@ -99,7 +99,40 @@ __global__ void __launch_bounds__(kThreads) PagedScoresKernel(ScoreParams p) {
   }
 }
 
+constexpr int kRankTile = 1024;
+
+// Block (x, y) counts, for its kThreads units, the units of tiles y, y + gridDim.y, ... that rank
+// above them, and adds that to their (zeroed) ranks.
+__global__ void __launch_bounds__(kThreads) ScoreRanksKernel(const float* scores, int units, unsigned long long* rank) {
+  __shared__ float tile[kRankTile];
+  const int i = blockIdx.x * kThreads + threadIdx.x;
+  const float s = i < units ? scores[i] : 0.0f;
+  unsigned above = 0;
+  for (int base = blockIdx.y * kRankTile; base < units; base += gridDim.y * kRankTile) {
+    const int n = min(kRankTile, units - base);
+    __syncthreads();
+    for (int j = threadIdx.x; j < n; j += kThreads) tile[j] = scores[base + j];
+    __syncthreads();
+#pragma unroll 8
+    for (int j = 0; j < n; ++j) {
+      const float t = tile[j];
+      above += (t > s) || (t == s && base + j > i);
+    }
+  }
+  if (i < units && above > 0) atomicAdd(rank + i, static_cast<unsigned long long>(above));
+}
+
 }  // namespace
+
+cudaError_t LaunchScoreRanks(const float* scores, int units, int64_t* rank, cudaStream_t stream) {
+  if (units < 0) return cudaErrorInvalidValue;
+  if (units == 0) return cudaSuccess;
+  // Tiles spread over blockIdx.y so that long caches still fill the GPU.
+  const int tiles = (units + kRankTile - 1) / kRankTile;
+  const dim3 grid((units + kThreads - 1) / kThreads, min(tiles, 16));
+  ScoreRanksKernel<<<grid, kThreads, 0, stream>>>(scores, units, reinterpret_cast<unsigned long long*>(rank));
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchTokenScores(const ScoreParams& p, cudaStream_t stream) {
   if (p.head_dim != kHeadDim || p.rows < 1 || p.heads < 1 || p.heads > kMaxHeads) return cudaErrorInvalidValue;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the H200: the 60 FPS issue's before/after check in one call. Builds the GPU targets, runs the
-# model and cache GPU tests, then `bench stream` (1B config, random weights, 518x392, bf16, CUDA
+# model and cache GPU tests (and the KV contract's CUDA instances), then `bench stream` (1B config, random weights, 518x392, bf16, CUDA
 # graphs) over 60 frames for bf16 1.75GB, kivi4 530MB and oscar2 310MB with a Chrome trace of the
 # last 4 frames each (no stage timing: it synchronises), the same with --bf16-heads (BF16_HEADS=0
 # skips it), and 30 frames of oscar2 with stage timing.
@@ -8,11 +8,13 @@
 set -uo pipefail
 source "$(dirname "$0")/gpu_build.sh"
 FRAMES=${FRAMES:-60}
-gpu_build test_gpu_kernels streamrecon || exit 1
+gpu_build test_gpu_kernels test_kv_contract streamrecon || exit 1
 git rev-parse HEAD > "$OUT/commit.txt" 2>/dev/null
 BENCH=(./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 --size 518 --cuda-graphs)
 timeout 120 ./build-gpu/tests/test_gpu_kernels --gtest_filter='GpuModel.*:GpuCache.*:GpuSlotCache.*:GpuScores.*:GpuDequantize.*:GpuFusedGlue.*' > "$OUT/gpu_tests.log" 2>&1
 echo "GPU tests: exit $?"
+timeout 120 ./build-gpu/tests/test_kv_contract --gtest_filter='*cuda*' > "$OUT/kv_contract.log" 2>&1
+echo "KV contract on CUDA: exit $? ($(grep -c '^\[       OK' "$OUT/kv_contract.log") passed)"
 grep -E "^\[ (info|  FAILED|  PASSED) |Failure|Expected|Which" "$OUT/gpu_tests.log" | head -30
 timeout 150 "${BENCH[@]}" --frames "$FRAMES" --warmup 3 --no-stage-timing --run xstream,bf16,1.75GB --run xstream-page,kivi4,530MB \
   --run xstream-page,oscar2,310MB --profile "$OUT/prof/trace.json" --profile-frames 4 --out "$OUT/prof" > "$OUT/bench.log" 2>&1

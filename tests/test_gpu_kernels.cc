@@ -381,6 +381,23 @@ TEST(GpuScores, MatchTheCpuScoresAndTopK) {
   }
 }
 
+// The device top-k by rank counting against the sort-based TopByScore: the same units in the same
+// order, with ties (quantised scores), -inf padding and every k from none to more than all.
+TEST(GpuScores, TopByRankMatchesTheSortedTopK) {
+  REQUIRE_GPU();
+  at::manual_seed(310);
+  for (int64_t units : {0, 1, 7, 561, 5000, 17700}) {
+    at::Tensor scores = at::round(at::randn({units}) * 4) / 4;  // many ties
+    if (units > 10) scores.narrow(0, units / 3, 5).fill_(-INFINITY);
+    const at::Tensor dev = scores.cuda();
+    for (int64_t k : {int64_t{0}, int64_t{1}, units / 2, units - 1, units, units + 3}) {
+      if (k < 0) continue;
+      const at::Tensor want = TopByScore(scores, k), got = kernels::TopByScoreCuda(dev, k).cpu();
+      EXPECT_TRUE(at::equal(got, want)) << units << " units, k " << k;
+    }
+  }
+}
+
 // The CUDA layer cache against the CPU quantized cache: same kept tokens, close outputs.
 TEST(GpuCache, FollowsTheCpuCacheThroughPruning) {
   REQUIRE_GPU();
@@ -492,8 +509,9 @@ models::layers::BlockWeights RandomBlock(int64_t C, int heads, bool qk_norm) {
 }
 
 // The fused glue kernels against the ATen ops they replace: the same fp32 arithmetic rounded once
-// to bf16, so q and k may differ by a rounding flip (one bf16 ulp, 2^-8 relative) on a few
-// elements and v not at all; the block outputs inherit that.
+// to bf16, with reductions in another order (about one fp32 ulp), so a few elements of the
+// LayerNorm output round the other way (one bf16 ulp, 2^-8 relative), and q, k, v and the block
+// output inherit that: relative L2 errors of 1e-5 to 1e-4 (call 61), bounded here at 1e-3.
 TEST(GpuFusedGlue, MatchesTheAtenBlockWithinBf16Rounding) {
   REQUIRE_GPU();
   at::NoGradGuard no_grad;
@@ -518,12 +536,13 @@ TEST(GpuFusedGlue, MatchesTheAtenBlockWithinBf16Rounding) {
         ASSERT_EQ(q1.sizes(), q0.sizes());
         const double eq = Rel(q1.to(at::kFloat), q0.to(at::kBFloat16).to(at::kFloat));
         const double ek = Rel(k1.to(at::kFloat), k0.to(at::kBFloat16).to(at::kFloat));
+        const double ev = Rel(v1.to(at::kFloat), v0.to(at::kBFloat16).to(at::kFloat));
         const double eo = Rel(out1, out0);
-        std::printf("[ info ] fused glue (qk-norm %d, rope %d, batch %lld): rel err q %.2e k %.2e block output %.2e\n", qk_norm, with_rope,
-                    static_cast<long long>(batch), eq, ek, eo);
+        std::printf("[ info ] fused glue (qk-norm %d, rope %d, batch %lld): rel err q %.2e k %.2e v %.2e block output %.2e\n", qk_norm,
+                    with_rope, static_cast<long long>(batch), eq, ek, ev, eo);
         EXPECT_LE(eq, 1e-3);
         EXPECT_LE(ek, 1e-3);
-        EXPECT_TRUE(at::equal(v1.to(at::kFloat), v0.to(at::kBFloat16).to(at::kFloat)));
+        EXPECT_LE(ev, 1e-3);
         EXPECT_LE(eo, 1e-3);
         // The residual and LayerNorm kernel alone: the residual within fp32 rounding, the norm within bf16's.
         const at::Tensor branch = at::randn(shape).cuda().to(at::kBFloat16);

@@ -17,6 +17,9 @@
 #include "core/kv/backend.h"
 #include "core/kv/budget.h"
 #include "core/kv/policy.h"
+#ifdef STREAMRECON_HAVE_CUDA_KV
+#include "kernels/kv_ops.h"
+#endif
 
 namespace streamrecon {
 void SynchronizeDevice(c10::Device device) {
@@ -27,6 +30,15 @@ void SynchronizeDevice(c10::Device device) {
 }
 
 namespace {
+
+// TopByScore; on a GPU by rank counting (kernels/kv_ops.h), a few small kernels where the sorts
+// took a dozen.
+at::Tensor Top(const at::Tensor& scores, int64_t k) {
+#ifdef STREAMRECON_HAVE_CUDA_KV
+  if (scores.is_cuda()) return kernels::TopByScoreCuda(scores, k);
+#endif
+  return TopByScore(scores, k);
+}
 
 class KvLayerCache final : public LayerKvCache {
  public:
@@ -42,10 +54,14 @@ class KvLayerCache final : public LayerKvCache {
              "KV cache: this layer holds " << heads_ << " heads of " << head_dim_ << " channels, the frame has " << k.sizes());
     ResolveValid();
     const at::ScalarType work = backend_->WorkType(q.scalar_type());
-    at::Tensor q_r = q.to(work), k_r = k.to(work), v_r = v;
+    // Unrotated formats hand q and k of one dtype on as they came (the CUDA backend attends and
+    // stores in bf16, so casting a bf16 model's tensors to the fp32 work type and back would only
+    // add kernels); the rotation and the scores' pooled queries are computed in the work type.
+    const bool as_is = !oscar() && q.scalar_type() == k.scalar_type();
+    at::Tensor q_r = as_is ? q : q.to(work), k_r = as_is ? k : k.to(work), v_r = v;
     if (oscar()) {
-      q_r = at::matmul(q_r, hadamard_);
-      k_r = at::matmul(k_r, hadamard_);
+      q_r = at::matmul(q.to(work), hadamard_);
+      k_r = at::matmul(k.to(work), hadamard_);
       if (options_.v_hadamard) v_r = at::matmul(v.to(work), hadamard_);
     }
     at::Tensor out = backend_->Attend(q_r, View(), k_r, v_r);
@@ -198,11 +214,11 @@ class KvLayerCache final : public LayerKvCache {
     at::Tensor kept;
     const int64_t page = std::min<int64_t>(options_.k_group, n);  // xstream-page: pages of k_group tokens within each frame
     if (options_.policy != PrunePolicy::kXStreamPage) {
-      kept = TopByScore(scores, left);
+      kept = Top(scores, left);
     } else if (n % page == 0 && middle % page == 0) {
       // Pages of equal size (the camera trunk's one-token entries, frames of whole pages): the
       // greedy rule takes the best left / page of them, a top-k on the device.
-      const at::Tensor top = TopByScore(scores.view({middle / page, page}).mean(1), left / page);
+      const at::Tensor top = Top(scores.view({middle / page, page}).mean(1), left / page);
       kept = (top.unsqueeze(1) * page + at::arange(page, top.options()).unsqueeze(0)).flatten();
     } else {  // a partial page ends each frame: the sequential rule on the host
       const at::Tensor h = scores.to(at::kCPU, at::kDouble).contiguous();
@@ -233,8 +249,8 @@ class KvLayerCache final : public LayerKvCache {
     if (budget.tokens_left < 0) {  // only bytes limited: whole pages, chosen on the device
       const at::Tensor valid = store_.meta.narrow(0, first_pages, middle_pages).select(1, 0);
       const int64_t k = budget.bytes_left / page_bytes;
-      KeepWholePages(first_pages, options_.policy == PrunePolicy::kXStreamPage ? TopPagesByMeanSlot(scores, valid, k)
-                                                                               : TopPagesByBestSlot(scores, valid, k));
+      KeepWholePages(first_pages, options_.policy == PrunePolicy::kXStreamPage ? TopPagesByMeanSlot(scores, valid, k, Top)
+                                                                               : TopPagesByBestSlot(scores, valid, k, Top));
       return;
     }
     // A token cap: the sequential rule on the host.
@@ -252,7 +268,9 @@ class KvLayerCache final : public LayerKvCache {
                                          budget.bytes_left));
   }
 
-  at::Tensor Pooled(const at::Tensor& q_r) const { return PooledQueries(q_r, options_.pool_size, options_.special_tokens); }
+  at::Tensor Pooled(const at::Tensor& q_r) const {
+    return PooledQueries(q_r.to(backend_->WorkType(q_r.scalar_type())), options_.pool_size, options_.special_tokens);
+  }
 
   // Keeps the first pages and the middle pages listed (ascending, on the device) whole, without a
   // read back: the kept pages' valid counts come to the host asynchronously and are needed only

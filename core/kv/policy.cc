@@ -124,15 +124,15 @@ at::Tensor ValidSlots(const at::Tensor& slot_scores, const at::Tensor& valid) {
 
 }  // namespace
 
-at::Tensor TopPagesByBestSlot(const at::Tensor& slot_scores, const at::Tensor& valid, int64_t pages_left) {
+at::Tensor TopPagesByBestSlot(const at::Tensor& slot_scores, const at::Tensor& valid, int64_t pages_left, TopByScoreFn top) {
   const at::Tensor best = at::where(ValidSlots(slot_scores, valid), slot_scores, at::full({}, -INFINITY, slot_scores.options())).amax(1);
-  return TopByScore(best, pages_left);
+  return top(best, pages_left);
 }
 
-at::Tensor TopPagesByMeanSlot(const at::Tensor& slot_scores, const at::Tensor& valid, int64_t pages_left) {
+at::Tensor TopPagesByMeanSlot(const at::Tensor& slot_scores, const at::Tensor& valid, int64_t pages_left, TopByScoreFn top) {
   const at::Tensor in_page = ValidSlots(slot_scores, valid);
   const at::Tensor mean = at::where(in_page, slot_scores, at::zeros({}, slot_scores.options())).sum(1) / in_page.sum(1).clamp_min(1);
-  return TopByScore(mean, pages_left);
+  return top(mean, pages_left);
 }
 
 }  // namespace streamrecon

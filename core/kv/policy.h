@@ -32,6 +32,8 @@ at::Tensor PolicyScores(PrunePolicy policy, const at::Tensor& xstream_scores, ui
 // The k highest of scores [U] (ties: the later unit first), as ascending indices (long), on the
 // scores' device without a read back. k is clamped to [0, U].
 at::Tensor TopByScore(const at::Tensor& scores, int64_t k);
+// A function with TopByScore's contract (e.g. a device kernel's; the page choices below take one).
+using TopByScoreFn = at::Tensor (*)(const at::Tensor& scores, int64_t k);
 
 // Chooses middle units (tokens or pages) to keep: highest score first, each taken while it fits
 // the remaining token and byte allowances (< 0 = unlimited). Returns kept unit indices, ascending.
@@ -61,10 +63,10 @@ std::vector<std::vector<int64_t>> SelectPageSlots(PrunePolicy policy, const std:
 // pages are the `pages_left` pages with the highest best-slot score (ties: the later page first,
 // as SelectSlotsByScore's order), each kept whole. slot_scores [P, G]; valid [P] (int) counts the
 // valid slots of each page, the first ones. Returns the kept page indices ascending (long).
-at::Tensor TopPagesByBestSlot(const at::Tensor& slot_scores, const at::Tensor& valid, int64_t pages_left);
+at::Tensor TopPagesByBestSlot(const at::Tensor& slot_scores, const at::Tensor& valid, int64_t pages_left, TopByScoreFn top = TopByScore);
 
 // SelectPageSlots' choice for xstream-page when only bytes are limited, as tensor ops: the
 // `pages_left` pages with the highest mean score over their valid slots. Same arguments.
-at::Tensor TopPagesByMeanSlot(const at::Tensor& slot_scores, const at::Tensor& valid, int64_t pages_left);
+at::Tensor TopPagesByMeanSlot(const at::Tensor& slot_scores, const at::Tensor& valid, int64_t pages_left, TopByScoreFn top = TopByScore);
 
 }  // namespace streamrecon
