@@ -25,37 +25,55 @@ __device__ __forceinline__ float BlockSum(float v, float* scratch) {
   return total;
 }
 
+// Four consecutive channels per step (16-byte loads of x, 8-byte loads of the bf16 branch).
 __global__ void __launch_bounds__(kNormThreads) LayerNormBf16Kernel(LayerNormParams p) {
   __shared__ float scratch[kNormThreads / 32];
   const int64_t base = static_cast<int64_t>(blockIdx.x) * p.cols;
-  float v[kNormPerThread];
+  constexpr int kSteps = kNormPerThread / 4;
+  float4 v[kSteps];
   float sum = 0.0f;
 #pragma unroll
-  for (int j = 0; j < kNormPerThread; ++j) {
-    const int c = threadIdx.x + j * kNormThreads;
-    v[j] = 0.0f;
+  for (int j = 0; j < kSteps; ++j) {
+    const int c = 4 * (threadIdx.x + j * kNormThreads);
+    v[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (c < p.cols) {
-      float y = p.x[base + c];
+      float4 y = *reinterpret_cast<const float4*>(p.x + base + c);
       if (p.branch) {
-        y = fmaf(p.gamma[c], Bf16BitsToFloat(p.branch[base + c]), y);
-        p.residual_out[base + c] = y;
+        const uint2 b = *reinterpret_cast<const uint2*>(p.branch + base + c);
+        const float4 g = *reinterpret_cast<const float4*>(p.gamma + c);
+        y.x = fmaf(g.x, Bf16BitsToFloat(b.x & 0xffff), y.x);
+        y.y = fmaf(g.y, Bf16BitsToFloat(b.x >> 16), y.y);
+        y.z = fmaf(g.z, Bf16BitsToFloat(b.y & 0xffff), y.z);
+        y.w = fmaf(g.w, Bf16BitsToFloat(b.y >> 16), y.w);
+        *reinterpret_cast<float4*>(p.residual_out + base + c) = y;
       }
       v[j] = y;
-      sum += y;
+      sum += (y.x + y.y) + (y.z + y.w);
     }
   }
   const float mean = BlockSum(sum, scratch) / p.cols;
   float sq = 0.0f;
 #pragma unroll
-  for (int j = 0; j < kNormPerThread; ++j) {
-    const int c = threadIdx.x + j * kNormThreads;
-    if (c < p.cols) sq += (v[j] - mean) * (v[j] - mean);
+  for (int j = 0; j < kSteps; ++j) {
+    const int c = 4 * (threadIdx.x + j * kNormThreads);
+    if (c < p.cols) {
+      const float a = v[j].x - mean, b = v[j].y - mean, d = v[j].z - mean, e = v[j].w - mean;
+      sq += (a * a + b * b) + (d * d + e * e);
+    }
   }
   const float rstd = rsqrtf(BlockSum(sq, scratch) / p.cols + p.eps);
 #pragma unroll
-  for (int j = 0; j < kNormPerThread; ++j) {
-    const int c = threadIdx.x + j * kNormThreads;
-    if (c < p.cols) p.out[base + c] = FloatToBf16Bits(fmaf((v[j] - mean) * rstd, p.weight[c], p.bias[c]));
+  for (int j = 0; j < kSteps; ++j) {
+    const int c = 4 * (threadIdx.x + j * kNormThreads);
+    if (c < p.cols) {
+      const float4 w = *reinterpret_cast<const float4*>(p.weight + c), b = *reinterpret_cast<const float4*>(p.bias + c);
+      uint2 out;
+      out.x = static_cast<uint32_t>(FloatToBf16Bits(fmaf((v[j].x - mean) * rstd, w.x, b.x))) |
+              (static_cast<uint32_t>(FloatToBf16Bits(fmaf((v[j].y - mean) * rstd, w.y, b.y))) << 16);
+      out.y = static_cast<uint32_t>(FloatToBf16Bits(fmaf((v[j].z - mean) * rstd, w.z, b.z))) |
+              (static_cast<uint32_t>(FloatToBf16Bits(fmaf((v[j].w - mean) * rstd, w.w, b.w))) << 16);
+      *reinterpret_cast<uint2*>(p.out + base + c) = out;
+    }
   }
 }
 
@@ -116,7 +134,8 @@ __global__ void __launch_bounds__(256) QkvHeadsKernel(QkvHeadsParams p) {
 }  // namespace
 
 cudaError_t LaunchLayerNormBf16(const LayerNormParams& p, cudaStream_t stream) {
-  if (p.cols < 1 || p.cols > kLayerNormMaxCols || p.rows < 0 || (p.branch && (!p.gamma || !p.residual_out))) return cudaErrorInvalidValue;
+  if (p.cols < 1 || p.cols > kLayerNormMaxCols || p.cols % 4 != 0 || p.rows < 0 || (p.branch && (!p.gamma || !p.residual_out)))
+    return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
   LayerNormBf16Kernel<<<p.rows, kNormThreads, 0, stream>>>(p);
   return cudaGetLastError();

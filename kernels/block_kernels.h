@@ -24,7 +24,7 @@ struct LayerNormParams {
   float eps = 1e-5f;
 };
 
-// One block per row; cols <= kLayerNormMaxCols.
+// One block per row; cols a multiple of 4 up to kLayerNormMaxCols; 16-byte aligned rows.
 inline constexpr int kLayerNormMaxCols = 4096;
 cudaError_t LaunchLayerNormBf16(const LayerNormParams& p, cudaStream_t stream);
 

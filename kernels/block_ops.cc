@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 
+#include <cstdint>
 #include <string>
 
 #include "core/errors.h"
@@ -25,24 +26,33 @@ void Expect(const at::Tensor& t, at::ScalarType dtype, int64_t numel, const char
                 (numel >= 0 ? " tensor of " + std::to_string(numel) + " elements" : " tensor") + ", got " + Describe(t));
 }
 
+// The kernels load 16 bytes at a time: a view that starts off that grid is copied first.
+at::Tensor Aligned(const at::Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 ? t : t.clone();
+}
+
 const float* F32(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 uint16_t* Bf16(const at::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>()); }
 
-at::Tensor LayerNormImpl(const at::Tensor& x, const at::Tensor* gamma, const at::Tensor* branch, at::Tensor* residual,
-                         const at::Tensor& weight, const at::Tensor& bias, double eps) {
-  Expect(x, at::kFloat, -1, "LayerNorm input");
+at::Tensor LayerNormImpl(const at::Tensor& x_in, const at::Tensor* gamma_in, const at::Tensor* branch_in, at::Tensor* residual,
+                         const at::Tensor& weight_in, const at::Tensor& bias_in, double eps) {
+  Expect(x_in, at::kFloat, -1, "LayerNorm input");
+  const at::Tensor x = Aligned(x_in), weight = Aligned(weight_in), bias = Aligned(bias_in);
+  const at::Tensor gamma = gamma_in ? Aligned(*gamma_in) : at::Tensor(), branch_t = branch_in ? Aligned(*branch_in) : at::Tensor();
+  const at::Tensor* branch = branch_in ? &branch_t : nullptr;
   const int64_t cols = x.size(-1);
-  if (cols > kLayerNormMaxCols) throw Error("fused LayerNorm: at most " + std::to_string(kLayerNormMaxCols) + " channels, got " + std::to_string(cols));
+  if (cols > kLayerNormMaxCols || cols % 4 != 0)
+    throw Error("fused LayerNorm: expected a multiple of 4 channels up to " + std::to_string(kLayerNormMaxCols) + ", got " + std::to_string(cols));
   Expect(weight, at::kFloat, cols, "LayerNorm weight");
   Expect(bias, at::kFloat, cols, "LayerNorm bias");
   LayerNormParams p;
   p.x = x.data_ptr<float>();
   if (branch) {
     Expect(*branch, at::kBFloat16, x.numel(), "residual branch");
-    Expect(*gamma, at::kFloat, cols, "LayerScale");
+    Expect(gamma, at::kFloat, cols, "LayerScale");
     *residual = at::empty_like(x);
     p.branch = Bf16(*branch);
-    p.gamma = gamma->data_ptr<float>();
+    p.gamma = gamma.data_ptr<float>();
     p.residual_out = residual->data_ptr<float>();
   }
   at::Tensor out = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
