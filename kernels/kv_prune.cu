@@ -100,26 +100,38 @@ __global__ void __launch_bounds__(kThreads) PagedScoresKernel(ScoreParams p) {
 }
 
 constexpr int kRankTile = 1024;
+constexpr int kRankUnits = 4;  // units per thread: each tile value read from shared memory serves four
 
-// Block (x, y) counts, for its kThreads units, the units of tiles y, y + gridDim.y, ... that rank
-// above them, and adds that to their (zeroed) ranks.
+// Block (x, y) counts, for its kThreads * kRankUnits units, the units of tiles y, y + gridDim.y,
+// ... that rank above them, and adds that to their (zeroed) ranks.
 __global__ void __launch_bounds__(kThreads) ScoreRanksKernel(const float* scores, int units, unsigned long long* rank) {
   __shared__ float tile[kRankTile];
-  const int i = blockIdx.x * kThreads + threadIdx.x;
-  const float s = i < units ? scores[i] : 0.0f;
-  unsigned above = 0;
+  float s[kRankUnits];
+  int index[kRankUnits];
+  unsigned above[kRankUnits];
+#pragma unroll
+  for (int u = 0; u < kRankUnits; ++u) {
+    index[u] = (blockIdx.x * kRankUnits + u) * kThreads + threadIdx.x;
+    s[u] = index[u] < units ? scores[index[u]] : 0.0f;
+    above[u] = 0;
+  }
   for (int base = blockIdx.y * kRankTile; base < units; base += gridDim.y * kRankTile) {
     const int n = min(kRankTile, units - base);
     __syncthreads();
-    for (int j = threadIdx.x; j < n; j += kThreads) tile[j] = scores[base + j];
+    for (int j = threadIdx.x; j < kRankTile; j += kThreads) tile[j] = j < n ? scores[base + j] : -INFINITY;
     __syncthreads();
-#pragma unroll 8
+    // Padding (-inf at index >= units) never ranks above a unit: the index test needs j < n.
+#pragma unroll 4
     for (int j = 0; j < n; ++j) {
       const float t = tile[j];
-      above += (t > s) || (t == s && base + j > i);
+      const int jj = base + j;
+#pragma unroll
+      for (int u = 0; u < kRankUnits; ++u) above[u] += (t > s[u]) | ((t == s[u]) & (jj > index[u]));
     }
   }
-  if (i < units && above > 0) atomicAdd(rank + i, static_cast<unsigned long long>(above));
+#pragma unroll
+  for (int u = 0; u < kRankUnits; ++u)
+    if (index[u] < units && above[u] > 0) atomicAdd(rank + index[u], static_cast<unsigned long long>(above[u]));
 }
 
 }  // namespace
@@ -129,7 +141,8 @@ cudaError_t LaunchScoreRanks(const float* scores, int units, int64_t* rank, cuda
   if (units == 0) return cudaSuccess;
   // Tiles spread over blockIdx.y so that long caches still fill the GPU.
   const int tiles = (units + kRankTile - 1) / kRankTile;
-  const dim3 grid((units + kThreads - 1) / kThreads, min(tiles, 16));
+  const int per_block = kThreads * kRankUnits;
+  const dim3 grid((units + per_block - 1) / per_block, min(tiles, 16));
   ScoreRanksKernel<<<grid, kThreads, 0, stream>>>(scores, units, reinterpret_cast<unsigned long long*>(rank));
   return cudaGetLastError();
 }
