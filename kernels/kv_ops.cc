@@ -320,7 +320,10 @@ std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int6
 }
 
 at::Tensor TopByScoreCuda(const at::Tensor& scores, int64_t k) {
-  if (!scores.is_cuda() || scores.dim() != 1 || scores.scalar_type() != at::kFloat) return TopByScore(scores, k);
+  // Rank counting is quadratic: it beats the sorts on a few thousand units (pages: ~560 per layer,
+  // ~20 us of sorts saved per layer), not on a dense cache's ~17.7k tokens (docs/perf.md, call 63).
+  if (!scores.is_cuda() || scores.dim() != 1 || scores.scalar_type() != at::kFloat || scores.size(0) > kRankCountMaxUnits)
+    return TopByScore(scores, k);
   const int64_t units = scores.size(0);
   k = std::max<int64_t>(0, std::min(units, k));
   const at::Tensor s = scores.contiguous();

@@ -52,7 +52,9 @@ at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, i
                            int64_t page_count, int heads);
 
 // TopByScore (core/kv/policy.h) of CUDA scores [U]: each unit's rank counted on the device (no
-// sort), the units ranked below k listed ascending. Other dtypes or shapes go to TopByScore.
+// sort), the units ranked below k listed ascending. Other dtypes or shapes, and more than
+// kRankCountMaxUnits units, go to TopByScore.
+inline constexpr int64_t kRankCountMaxUnits = 4096;
 at::Tensor TopByScoreCuda(const at::Tensor& scores, int64_t k);
 
 }  // namespace streamrecon::kernels

@@ -386,7 +386,7 @@ TEST(GpuScores, MatchTheCpuScoresAndTopK) {
 TEST(GpuScores, TopByRankMatchesTheSortedTopK) {
   REQUIRE_GPU();
   at::manual_seed(310);
-  for (int64_t units : {0, 1, 7, 561, 5000, 17700}) {
+  for (int64_t units : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{561}, kernels::kRankCountMaxUnits, int64_t{5000}}) {
     at::Tensor scores = at::round(at::randn({units}) * 4) / 4;  // many ties
     if (units > 10) scores.narrow(0, units / 3, 5).fill_(-INFINITY);
     const at::Tensor dev = scores.cuda();
