@@ -135,6 +135,43 @@ TEST(DenseCache, WindowKeepsTheNewestMiddleTokens) {
   for (int t = 0; t < 9; ++t) EXPECT_EQ(V[0][t][0].item<double>(), expected[t]);
 }
 
+// Pruning evicts in place: the kept rows stay where they are and the current frame takes the freed
+// ones, so the buffer leaves stream order. What the cache holds (Materialize, in stream order) and
+// what it attends to must still be exactly the rule's tokens, also when the capacity shrinks (more
+// rows freed than a frame takes: a compaction) and grows again.
+TEST(DenseCache, EvictionKeepsTheRulesTokensThroughCapacityChanges) {
+  KvCacheOptions o;
+  o.policy = PrunePolicy::kWindow;
+  o.cache_tokens = 100;
+  auto cache = MakeLayerKvCache(o);
+  const int64_t n = 3;
+  std::vector<at::Tensor> held_k, held_v;  // the window rule's tokens, stream order, one entry per token
+  for (int f = 0; f < 14; ++f) {
+    const int64_t cap = f < 6 ? 9 : (f < 9 ? 6 : 12);
+    cache->SetCapacity({cap, -1});
+    at::manual_seed(f);
+    const at::Tensor q = at::randn({2, n, 4}, at::kDouble), k = at::randn({2, n, 4}, at::kDouble), v = at::randn({2, n, 4}, at::kDouble);
+    // The frame attends to what the cache held, then the rule keeps the first frame and the newest
+    // middle tokens that leave room for this frame, which is appended.
+    std::vector<at::Tensor> ks = held_k, vs = held_v;
+    for (int64_t t = 0; t < n; ++t) ks.push_back(k.narrow(1, t, 1)), vs.push_back(v.narrow(1, t, 1));
+    const at::Tensor got = cache->Forward(q, k, v);
+    EXPECT_LE((got - Reference(q, at::cat(ks, 1), at::cat(vs, 1))).abs().max().item<double>(), 1e-12) << "frame " << f;
+    if (f > 0) {
+      const int64_t first = n, middle = static_cast<int64_t>(held_k.size()) - first;
+      const int64_t keep = std::max<int64_t>(0, std::min<int64_t>(cap - first - n, middle));
+      held_k.erase(held_k.begin() + first, held_k.end() - keep);
+      held_v.erase(held_v.begin() + first, held_v.end() - keep);
+    }
+    for (int64_t t = 0; t < n; ++t) held_k.push_back(k.narrow(1, t, 1)), held_v.push_back(v.narrow(1, t, 1));
+    auto [K, V] = cache->Materialize();
+    ASSERT_EQ(K.size(1), static_cast<int64_t>(held_k.size())) << "frame " << f;
+    EXPECT_TRUE(at::equal(K, at::cat(held_k, 1))) << "frame " << f;
+    EXPECT_TRUE(at::equal(V, at::cat(held_v, 1))) << "frame " << f;
+    EXPECT_EQ(cache->tokens(), static_cast<int64_t>(held_k.size()));
+  }
+}
+
 // The camera trunk's fixed-slot cache against the reference cache it replaces: the same outputs,
 // the same kept tokens in stream order (ties and random draws included), the same counts, under
 // token caps (down to 0), byte caps and both, in float64, with bf16 storage and in bf16; steady

@@ -83,7 +83,11 @@ class KvLayerCache final : public LayerKvCache {
 
   std::pair<at::Tensor, at::Tensor> Materialize() const override {
     if (frames_ == 0) return {};
-    if (!quantized()) return {Rows(dense_k_).clone(), Rows(dense_v_).clone()};
+    if (!quantized()) {
+      if (!order_.defined()) return {Rows(dense_k_).clone(), Rows(dense_v_).clone()};
+      const at::Tensor index = StreamOrder();  // (index_select copies)
+      return {at::index_select(Rows(dense_k_), 1, index), at::index_select(Rows(dense_v_), 1, index)};
+    }
     std::vector<at::Tensor> ks, vs;
     if (rows_ > 0) {
       ks.push_back(Rows(dense_k_).to(at::kCPU, at::kFloat));
@@ -157,23 +161,42 @@ class KvLayerCache final : public LayerKvCache {
     }
   }
 
-  void AppendRows(const at::Tensor& k, const at::Tensor& v) {
-    const int64_t n = k.size(1);
-    if (!dense_k_.defined()) row_bytes_ = 2 * heads_ * head_dim_ * static_cast<int64_t>(c10::elementSize(k.scalar_type()));
+  // Room for `needed` rows: the buffer grows as GrowTo says, within the capacity.
+  void GrowRows(int64_t needed, const at::TensorOptions& options) {
+    if (!dense_k_.defined()) row_bytes_ = 2 * heads_ * head_dim_ * static_cast<int64_t>(c10::elementSize(options.dtype().toScalarType()));
     const int64_t have = dense_k_.defined() ? dense_k_.size(1) : 0;
     int64_t capacity_rows = capacity_.tokens;
     if (capacity_.bytes >= 0)
       capacity_rows = capacity_rows < 0 ? capacity_.bytes / row_bytes_ : std::min(capacity_rows, capacity_.bytes / row_bytes_);
-    const int64_t size = GrowTo(have, rows_ + n, capacity_rows);
-    if (size > have) {
-      at::Tensor keys = at::empty({heads_, size, head_dim_}, k.options()), values = at::empty({heads_, size, head_dim_}, k.options());
-      if (rows_ > 0) {
-        keys.narrow(1, 0, rows_).copy_(Rows(dense_k_));
-        values.narrow(1, 0, rows_).copy_(Rows(dense_v_));
-      }
-      dense_k_ = keys;
-      dense_v_ = values;
+    const int64_t size = GrowTo(have, needed, capacity_rows);
+    if (size <= have) return;
+    at::Tensor keys = at::empty({heads_, size, head_dim_}, options), values = at::empty({heads_, size, head_dim_}, options);
+    if (rows_ > 0) {
+      keys.narrow(1, 0, rows_).copy_(Rows(dense_k_));
+      values.narrow(1, 0, rows_).copy_(Rows(dense_v_));
     }
+    dense_k_ = keys;
+    dense_v_ = values;
+  }
+
+  void AppendRows(const at::Tensor& k, const at::Tensor& v) {
+    const int64_t n = k.size(1);
+    if (order_.defined()) {
+      // Rows are out of stream order since an eviction: the frame takes the freed rows first
+      // (PruneRows left at most n of them), then new rows at the end; order_ lists them after
+      // the kept ones.
+      const int64_t freed = freed_.defined() ? freed_.size(0) : 0, extra = n - freed;
+      GrowRows(rows_ + extra, k.options());
+      const at::Tensor added = at::arange(rows_, rows_ + extra, order_.options());
+      const at::Tensor dest = freed > 0 ? at::cat({freed_, added}) : added;
+      dense_k_.index_copy_(1, dest, k);
+      dense_v_.index_copy_(1, dest, v.to(dense_v_.scalar_type()));
+      order_ = at::cat({order_, dest});
+      freed_ = at::Tensor();
+      rows_ += extra;
+      return;
+    }
+    GrowRows(rows_ + n, k.options());
     dense_k_.narrow(1, rows_, n).copy_(k);
     dense_v_.narrow(1, rows_, n).copy_(v);
     rows_ += n;
@@ -205,12 +228,17 @@ class KvLayerCache final : public LayerKvCache {
 
   // ---- pruning ----
 
-  // Dense rows: drops middle rows (never the first frame) so that the current frame's n fit.
+  // Dense rows: drops middle rows (never the first frame) so that the current frame's n fit. The
+  // rows stay where they are (eviction): the dropped ones are freed for the current frame, so no
+  // copy of the cache is made; order_ keeps the middle rows' stream order, which is what the
+  // policies see (scores, ties and draws as the reference's, which keeps its rows in that order).
   void PruneRows(const at::Tensor& q_r, int64_t n) {
     const int64_t first = first_tokens_, middle = rows_ - first_tokens_;
     const int64_t left = LayerBudget(capacity_, first + n, (first + n) * row_bytes_).TokensLeft(row_bytes_);
     if (left < 0 || middle <= left) return;  // unlimited, or everything fits
-    const at::Tensor scores = PolicyScores(options_.policy, backend_->Scores(Pooled(q_r), View(), first, 0), options_.seed, frames_);
+    const at::Tensor row_scores = backend_->Scores(Pooled(q_r), View(), first, 0);  // the middle rows, in row order
+    const at::Tensor in_order = order_.defined() ? row_scores.index_select(0, order_ - first) : row_scores;
+    const at::Tensor scores = PolicyScores(options_.policy, in_order, options_.seed, frames_);
     at::Tensor kept;
     const int64_t page = std::min<int64_t>(options_.k_group, n);  // xstream-page: pages of k_group tokens within each frame
     if (options_.policy != PrunePolicy::kXStreamPage) {
@@ -226,13 +254,31 @@ class KvLayerCache final : public LayerKvCache {
           SelectDensePages(std::vector<double>(h.data_ptr<double>(), h.data_ptr<double>() + middle), n, options_.k_group, left);
       kept = at::tensor(index, at::kLong).to(device_);
     }
-    const at::Tensor index = at::cat({at::arange(first, kept.options()), kept + first});
+    // kept: positions in stream order (ascending); their rows, in stream order.
+    const at::Tensor kept_rows = order_.defined() ? order_.index_select(0, kept) : kept + first;
+    const int64_t freed = middle - kept.size(0);
+    if (freed <= n) {
+      // The freed rows, ascending (placed by a running count: no read back of their number,
+      // which the host knows), for AppendRows to fill.
+      const at::Tensor is_freed = at::ones({middle}, kept.options().dtype(at::kBool)).index_fill_(0, kept_rows - first, false);
+      const at::Tensor place = at::where(is_freed, at::cumsum(is_freed, 0) - 1, freed);
+      freed_ = at::empty({freed + 1}, kept.options()).scatter_(0, place, at::arange(first, rows_, kept.options())).narrow(0, 0, freed);
+      order_ = kept_rows;
+      return;
+    }
+    // More rows freed than the frame takes (the capacity shrank): compaction into stream order.
+    const at::Tensor index = at::cat({at::arange(first, kept.options()), kept_rows});
     const int64_t length = index.size(0);
     // index_select copies first, so writing the result back in place is safe.
     dense_k_.narrow(1, 0, length).copy_(at::index_select(Rows(dense_k_), 1, index));
     dense_v_.narrow(1, 0, length).copy_(at::index_select(Rows(dense_v_), 1, index));
     rows_ = length;
+    order_ = at::Tensor();
+    freed_ = at::Tensor();
   }
+
+  // The rows in stream order (with order_ defined): the first frame's, then the middle ones.
+  at::Tensor StreamOrder() const { return at::cat({at::arange(first_tokens_, order_.options()), order_}); }
 
   // The first frame's pages (none when it is kept as bf16 rows).
   int64_t FirstPages() const { return rows_ > 0 ? 0 : CeilDiv(first_tokens_, layout_.slots); }
@@ -359,6 +405,10 @@ class KvLayerCache final : public LayerKvCache {
   // dense rows [H, allocated, D], the first rows_ in use
   at::Tensor dense_k_, dense_v_;
   int64_t rows_ = 0, row_bytes_ = 0;
+  // Since the first eviction (dense formats): the middle rows' indices in stream order (long, on
+  // the device), and between a prune and the append the freed rows the current frame takes.
+  // Undefined: the rows are in stream order.
+  at::Tensor order_, freed_;
   // pages: the first pages_ of store_ in use, their valid counts mirrored on the host
   PageLayout layout_;
   PagedKv store_;
