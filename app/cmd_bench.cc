@@ -179,6 +179,10 @@ struct StreamArgs {
   CacheArgs cache;                     // everything but the configurations' policy, format and budget
   int warmup = 0;                  // frames before the stream (not recorded; the caches are reset after)
   bool stage_timing = true;
+  // Without stage timing: frame i + 1 is queued before the benchmark waits for frame i's results,
+  // so the host's work on a frame overlaps the device's on the one before (a frame's time is then
+  // the interval between two frames' results: the stream's throughput).
+  bool pipeline = true;
   std::string memory_limit;        // stop when device memory (or RSS) passes this
   std::string out = "bench_out";
   std::string profile;             // Chrome trace of the last profile_frames frames (per configuration)
@@ -287,6 +291,9 @@ int RunStream(const StreamArgs& args) {
         args.profile.empty() ? args.frames : std::max<int64_t>(std::min<int64_t>(1, args.frames - 1), args.frames - args.profile_frames);
     int64_t profiled = 0;
     double profiled_ms = 0;
+    const bool pipelined = args.pipeline && !args.stage_timing;
+    std::optional<models::StepOutput> in_flight;  // pipelined: the frame queued before this one
+    auto last_done = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < args.frames; ++i) {
       if (i == profile_from) {
         profiler.emplace(device.is_cuda());
@@ -294,9 +301,17 @@ int RunStream(const StreamArgs& args) {
       }
       const auto t0 = std::chrono::steady_clock::now();
       try {
-        const models::StepOutput out = model.Step(frames.tensors[i % frames.tensors.size()]);
+        models::StepOutput out = model.Step(frames.tensors[i % frames.tensors.size()]);
         RECORD_USER_SCOPE(kHarnessWaitScope);
-        out.pose_enc.cpu();  // waits for the frame's work on the device
+        // Waits for a frame's work on the device: this one, or (pipelined) the one queued before it,
+        // and this one's only at the end of the stream.
+        if (!pipelined || !in_flight) {
+          out.pose_enc.cpu();
+        } else {
+          in_flight->pose_enc.cpu();
+          if (i + 1 == args.frames) out.pose_enc.cpu();
+        }
+        if (pipelined) in_flight = std::move(out);
       } catch (const c10::OutOfMemoryError& e) {
         const MemorySample m = DeviceMemory(args.model.Device());
         stopped = "out of device memory at frame " + std::to_string(i + 1) + " (" + FormatBytes(m.current) + " allocated, peak " +
@@ -304,7 +319,10 @@ int RunStream(const StreamArgs& args) {
         spdlog::warn("{}: {}; keeping the {} frames measured", run.Label(), stopped, ms.size());
         break;
       }
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      // Pipelined, from one frame's results to the next's (the first frame: from its start).
+      const auto done = std::chrono::steady_clock::now();
+      ms.push_back(std::chrono::duration<double, std::milli>(done - (pipelined && i > 0 ? last_done : t0)).count());
+      last_done = done;
       if (profiler) {
         ++profiled;
         profiled_ms += ms.back();
@@ -375,7 +393,7 @@ int RunStream(const StreamArgs& args) {
                   ms_or_dash(at_frame(1000)).c_str(), stages.c_str(), FormatBytes(report.max_bytes).c_str(),
                   static_cast<long long>(report.tokens_per_layer[0]), FormatBytes(mem_peak.peak).c_str(), stopped.empty() ? "-" : stopped.c_str());
     md << row;
-    summary.push_back({{"configuration", run.Label()}, {"frames", n}, {"first_ms", ms[0]}, {"mean_ms", mean},
+    summary.push_back({{"configuration", run.Label()}, {"frames", n}, {"pipelined", pipelined}, {"first_ms", ms[0]}, {"mean_ms", mean},
                        {"median_ms", Percentile(steady, 0.5)}, {"p95_ms", Percentile(steady, 0.95)}, {"p99_ms", Percentile(steady, 0.99)},
                        {"fps", 1000.0 / mean}, {"cache_max_bytes", report.max_bytes}, {"cache_budget_bytes", cache.budget_bytes},
                        {"tokens_layer0", report.tokens_per_layer[0]}, {"effective_bits", report.effective_bits},
@@ -435,6 +453,9 @@ Runner AddBenchCommand(CLI::App& parent) {
   sargs->cache.Add(*st, /*with_axes=*/false);  // --cache-tokens, --pool, --k-group, ... as every command
   st->add_option("--warmup", sargs->warmup, "Warm-up frames before each configuration (not recorded)")->capture_default_str();
   st->add_flag("!--no-stage-timing", sargs->stage_timing, "Skip the per-stage breakdown (it synchronises the device per stage)");
+  st->add_flag("!--no-pipeline", sargs->pipeline,
+               "With --no-stage-timing: wait for each frame's results before queueing the next (by default frame i + 1 is queued "
+               "first, so host and device work overlap, and a frame's time is the interval between two frames' results)");
   st->add_option("--memory-limit", sargs->memory_limit, "Stop a configuration when device memory (CPU: RSS) passes this");
   st->add_option("--out,-o", sargs->out, "Output folder: <configuration>.csv, summary.md, summary.json, stream.png")->capture_default_str();
   st->add_option("--profile", sargs->profile,

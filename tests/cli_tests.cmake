@@ -223,6 +223,11 @@ expect(bench_stream_profile 0 "trace of the last 3 frames" bench stream --random
 check_number(bench_stream_profile_ops ${W}/bench5/summary.json 10 1000000 runs 0 profile cpu_ops_per_frame)
 check_number(bench_stream_profile_syncs ${W}/bench5/summary.json 0 0 runs 0 profile syncs_per_frame)
 check_number(bench_stream_profile_frames ${W}/bench5/summary.json 3 3 runs 0 profile frames)
+# Pipelined (the default without stage timing) and not: every frame measured either way.
+expect(bench_stream_no_pipeline 0 "xstream_kivi4_200KiB" bench stream --random-weights --config parity-tiny --size 70x56 --frames 5
+       --distinct-frames 2 --no-stage-timing --no-pipeline --policy xstream --format kivi4 --kv-budget 200KiB --out ${W}/bench6)
+check_number(bench_stream_no_pipeline_frames ${W}/bench6/summary.json 5 5 runs 0 frames)
+check_number(bench_stream_pipelined_frames ${W}/bench5/summary.json 6 6 runs 0 frames)
 function(check_trace name file)
   set(events 0)
   if(EXISTS "${file}")
