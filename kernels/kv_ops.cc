@@ -330,11 +330,7 @@ at::Tensor TopByScoreCuda(const at::Tensor& scores, int64_t k) {
   const at::Tensor rank = at::zeros({units}, s.options().dtype(at::kLong));
   CheckCuda(LaunchScoreRanks(s.data_ptr<float>(), static_cast<int>(units), rank.data_ptr<int64_t>(), at::cuda::getCurrentCUDAStream()),
             "score rank kernel");
-  // The kept units (rank < k) in ascending order: unit i goes to the number of kept units before
-  // it; the others to a spare last element.
-  const at::Tensor kept = rank < k;
-  const at::Tensor place = at::where(kept, at::cumsum(kept, 0) - 1, k);
-  return at::empty({k + 1}, rank.options()).scatter_(0, place, at::arange(units, rank.options())).narrow(0, 0, k);
+  return TrueIndices(rank < k, k);  // the kept units (rank < k), ascending
 }
 
 at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, int64_t dense_tokens, const PagedKv* pages,

@@ -258,11 +258,9 @@ class KvLayerCache final : public LayerKvCache {
     const at::Tensor kept_rows = order_.defined() ? order_.index_select(0, kept) : kept + first;
     const int64_t freed = middle - kept.size(0);
     if (freed <= n) {
-      // The freed rows, ascending (placed by a running count: no read back of their number,
-      // which the host knows), for AppendRows to fill.
+      // The freed rows, ascending, for AppendRows to fill.
       const at::Tensor is_freed = at::ones({middle}, kept.options().dtype(at::kBool)).index_fill_(0, kept_rows - first, false);
-      const at::Tensor place = at::where(is_freed, at::cumsum(is_freed, 0) - 1, freed);
-      freed_ = at::empty({freed + 1}, kept.options()).scatter_(0, place, at::arange(first, rows_, kept.options())).narrow(0, 0, freed);
+      freed_ = TrueIndices(is_freed, freed) + first;
       order_ = kept_rows;
       return;
     }

@@ -46,6 +46,13 @@ at::Tensor TopByScore(const at::Tensor& scores, int64_t k) {
   return std::get<0>(at::sort(units - 1 - order.narrow(0, 0, k)));
 }
 
+at::Tensor TrueIndices(const at::Tensor& mask, int64_t count) {
+  const at::TensorOptions index = mask.options().dtype(at::kLong);
+  // Position i goes to the number of true positions before it; the false ones to a spare last slot.
+  const at::Tensor place = at::where(mask, at::cumsum(mask, 0) - 1, count);
+  return at::empty({count + 1}, index).scatter_(0, place, at::arange(mask.size(0), index)).narrow(0, 0, count);
+}
+
 std::vector<int64_t> SelectByScore(const std::vector<double>& scores, const std::vector<int64_t>& unit_tokens,
                                    const std::vector<int64_t>& unit_bytes, int64_t tokens_left, int64_t bytes_left) {
   std::vector<int64_t> order(scores.size());

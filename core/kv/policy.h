@@ -32,6 +32,9 @@ at::Tensor PolicyScores(PrunePolicy policy, const at::Tensor& xstream_scores, ui
 // The k highest of scores [U] (ties: the later unit first), as ascending indices (long), on the
 // scores' device without a read back. k is clamped to [0, U].
 at::Tensor TopByScore(const at::Tensor& scores, int64_t k);
+// The positions where `mask` (bool [U]) is true, ascending (long), when the host already knows
+// how many there are (`count`): placed by a running count, so nothing is read back.
+at::Tensor TrueIndices(const at::Tensor& mask, int64_t count);
 // A function with TopByScore's contract (e.g. a device kernel's; the page choices below take one).
 using TopByScoreFn = at::Tensor (*)(const at::Tensor& scores, int64_t k);
 
