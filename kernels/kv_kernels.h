@@ -123,9 +123,10 @@ struct ScoreParams {
 // XStreamVGGT scores of every cached token: mean over rows of q_bar . mean_h(k_h).
 cudaError_t LaunchTokenScores(const ScoreParams& p, cudaStream_t stream);
 
-// rank[i] = #{j : s[j] > s[i]} + #{j > i : s[j] == s[i]}: unit i's place in the order "highest
-// score first, ties: the later unit first" (TopByScore's), for finite or infinite scores. `rank`
-// must be zeroed (the kernel adds to it).
-cudaError_t LaunchScoreRanks(const float* scores, int units, int64_t* rank, cudaStream_t stream);
+// The k highest of scores[0, units) in the order "highest score first, ties: the later unit
+// first" (TopByScore's; -0 = +0, NaN above +inf), their indices written ascending to kept[0, k).
+// One block (a radix select, then the ties and the placing in chunks of units per thread), for
+// 1 <= k < units; k = 0 does nothing and k = units is refused (every unit: an arange).
+cudaError_t LaunchTopKSelect(const float* scores, int units, int k, int64_t* kept, cudaStream_t stream);
 
 }  // namespace streamrecon::kernels

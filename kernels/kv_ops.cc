@@ -16,12 +16,15 @@
 namespace streamrecon::kernels {
 namespace {
 
+std::string Describe(const at::Tensor& t) {
+  return t.defined() ? std::string(c10::toString(t.scalar_type())) + " " + c10::str(t.sizes()) + (t.is_cuda() ? " cuda" : " cpu") +
+                           (t.is_contiguous() ? "" : " non-contiguous")
+                     : std::string("undefined");
+}
+
 void CheckBf16(const at::Tensor& t, const char* name, int64_t heads = -1) {
   if (!t.defined() || !t.is_cuda() || t.scalar_type() != at::kBFloat16 || t.dim() != 3 || t.size(2) != 64 || !t.is_contiguous())
-    throw Error(std::string(name) + ": expected a contiguous bf16 CUDA tensor [H, N, 64], got " +
-                (t.defined() ? std::string(c10::toString(t.scalar_type())) + " " + c10::str(t.sizes()) + (t.is_cuda() ? " cuda" : " cpu") +
-                                   (t.is_contiguous() ? "" : " non-contiguous")
-                             : std::string("undefined")));
+    throw Error(std::string(name) + ": expected a contiguous bf16 CUDA tensor [H, N, 64], got " + Describe(t));
   if (heads >= 0 && t.size(0) != heads) throw Error(std::string(name) + ": expected " + std::to_string(heads) + " heads");
 }
 
@@ -131,8 +134,8 @@ at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const 
   return out;
 }
 
-constexpr int64_t kLengthBucket = 2048;
-constexpr int64_t kInKernelPrefixPages = 512;  // rows per cuDNN length bucket (kDequantSdpaBucketed)
+constexpr int64_t kLengthBucket = 2048;  // rows per cuDNN length bucket (kDequantSdpaBucketed)
+constexpr int64_t kInKernelPrefixPages = 512;  // up to this many pages the dequantize kernel sums the counts itself
 
 constexpr int64_t kDefaultChunkTokens = 131072;
 
@@ -307,6 +310,25 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
   return DequantSdpaAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, bucket, options);
 }
 
+at::Tensor AttentionRowsCuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t rows, bool same_length,
+                             const KernelOptions& options) {
+  options.Check();
+  CheckBf16(q, "queries");
+  if (!k.is_cuda() || k.scalar_type() != at::kBFloat16 || k.dim() != 3 || k.size(0) != q.size(0) || k.size(2) != 64 ||
+      k.stride(1) != 64 || k.stride(2) != 1 || !v.is_cuda() || v.scalar_type() != at::kBFloat16 || v.sizes() != k.sizes() ||
+      v.strides() != k.strides() || rows < 1 || k.size(1) < rows)
+    throw Error("attention over rows: expected bf16 CUDA k, v [" + std::to_string(q.size(0)) + ", >= " + std::to_string(rows) +
+                ", 64] with rows contiguous, got " + Describe(k) + " and " + Describe(v));
+  const int64_t chunk = options.attention_chunk_tokens > 0 ? options.attention_chunk_tokens : kDefaultChunkTokens;
+  if (same_length && rows <= chunk) return Sdpa(q, k.narrow(1, 0, rows), v.narrow(1, 0, rows), nullptr, options.sdpa);
+  at::Tensor out, lse;
+  for (int64_t s = 0; s < rows; s += chunk) {
+    const int64_t len = std::min(chunk, rows - s);
+    AttendRows(q, k.narrow(1, s, len), v.narrow(1, s, len), len, kLengthBucket, options.sdpa, out, lse);
+  }
+  return out.to(at::kBFloat16);
+}
+
 std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int64_t page_count, int64_t first, int64_t count,
                                                       int64_t tokens, int64_t extra_rows) {
   CheckPages(pages);
@@ -320,17 +342,18 @@ std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int6
 }
 
 at::Tensor TopByScoreCuda(const at::Tensor& scores, int64_t k) {
-  // Rank counting is quadratic: it beats the sorts on a few thousand units (pages: ~560 per layer,
-  // ~20 us of sorts saved per layer), not on a dense cache's ~17.7k tokens (docs/perf.md, call 63).
-  if (!scores.is_cuda() || scores.dim() != 1 || scores.scalar_type() != at::kFloat || scores.size(0) > kRankCountMaxUnits)
+  if (!scores.is_cuda() || scores.dim() != 1 || scores.scalar_type() != at::kFloat || scores.size(0) > kSelectMaxUnits)
     return TopByScore(scores, k);
   const int64_t units = scores.size(0);
   k = std::max<int64_t>(0, std::min(units, k));
+  const at::TensorOptions index = scores.options().dtype(at::kLong);
+  if (k == units) return at::arange(units, index);
+  const at::Tensor kept = at::empty({k}, index);
   const at::Tensor s = scores.contiguous();
-  const at::Tensor rank = at::zeros({units}, s.options().dtype(at::kLong));
-  CheckCuda(LaunchScoreRanks(s.data_ptr<float>(), static_cast<int>(units), rank.data_ptr<int64_t>(), at::cuda::getCurrentCUDAStream()),
-            "score rank kernel");
-  return TrueIndices(rank < k, k);  // the kept units (rank < k), ascending
+  CheckCuda(LaunchTopKSelect(s.data_ptr<float>(), static_cast<int>(units), static_cast<int>(k), kept.data_ptr<int64_t>(),
+                             at::cuda::getCurrentCUDAStream()),
+            "top-k select kernel");
+  return kept;
 }
 
 at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, int64_t dense_tokens, const PagedKv* pages,

@@ -41,6 +41,14 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
                          int splits = 0, AttentionPath path = AttentionPath::kAuto, const std::vector<int32_t>* page_valid = nullptr,
                          const KernelOptions& options = {});
 
+// Attention of q (bf16 [H, Nq, D]) over rows [0, rows) of a dense cache that already holds the
+// current frame (k, v bf16 [H, >= rows, D], rows contiguous). `same_length`: the length of the
+// previous call (a full cache evicting as many rows as a frame adds), one attention call whose
+// execution plan is reused; otherwise cuDNN on whole 2048-row buckets and flash on the rest, merged
+// by log-sum-exp (as kDequantSdpaBucketed). Longer than options.attention_chunk_tokens: chunks.
+at::Tensor AttentionRowsCuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t rows, bool same_length,
+                             const KernelOptions& options = {});
+
 // The valid slots of pages [first, first + count) as bf16 K (norms folded in) and V [H, rows, D],
 // rows = their valid tokens plus `extra_rows` uninitialised rows at the end.
 std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int64_t page_count, int64_t first, int64_t count,
@@ -51,10 +59,10 @@ std::pair<at::Tensor, at::Tensor> DequantizePagesCuda(const PagedKv& pages, int6
 at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, int64_t dense_tokens, const PagedKv* pages,
                            int64_t page_count, int heads);
 
-// TopByScore (core/kv/policy.h) of CUDA scores [U]: each unit's rank counted on the device (no
-// sort), the units ranked below k listed ascending. Other dtypes or shapes, and more than
-// kRankCountMaxUnits units, go to TopByScore.
-inline constexpr int64_t kRankCountMaxUnits = 4096;
+// TopByScore (core/kv/policy.h) of CUDA float scores [U] by one kernel (a radix select in one
+// block: no sort, no read back). Other dtypes or shapes, and more than kSelectMaxUnits units (where
+// one block would be slower than the sorts), go to TopByScore.
+inline constexpr int64_t kSelectMaxUnits = 131072;
 at::Tensor TopByScoreCuda(const at::Tensor& scores, int64_t k);
 
 }  // namespace streamrecon::kernels

@@ -5,6 +5,8 @@
 //  - pages: a block per page, the page's per-channel key parameters in shared memory, a thread
 //    per (slot, head pair) decoding its code rows.
 // One score per slot (padding slots get -inf), so that top-k over tokens or means over pages follow.
+#include <cub/block/block_scan.cuh>
+
 #include "kernels/kv_common.cuh"
 #include "kernels/kv_kernels.h"
 
@@ -99,51 +101,102 @@ __global__ void __launch_bounds__(kThreads) PagedScoresKernel(ScoreParams p) {
   }
 }
 
-constexpr int kRankTile = 1024;
-constexpr int kRankUnits = 4;  // units per thread: each tile value read from shared memory serves four
+constexpr int kSelectThreads = 1024;
 
-// Block (x, y) counts, for its kThreads * kRankUnits units, the units of tiles y, y + gridDim.y,
-// ... that rank above them, and adds that to their (zeroed) ranks.
-__global__ void __launch_bounds__(kThreads) ScoreRanksKernel(const float* scores, int units, unsigned long long* rank) {
-  __shared__ float tile[kRankTile];
-  float s[kRankUnits];
-  int index[kRankUnits];
-  unsigned above[kRankUnits];
-#pragma unroll
-  for (int u = 0; u < kRankUnits; ++u) {
-    index[u] = (blockIdx.x * kRankUnits + u) * kThreads + threadIdx.x;
-    s[u] = index[u] < units ? scores[index[u]] : 0.0f;
-    above[u] = 0;
-  }
-  for (int base = blockIdx.y * kRankTile; base < units; base += gridDim.y * kRankTile) {
-    const int n = min(kRankTile, units - base);
+// Scores as unsigned keys in the same order: a larger score, a larger key. -0 counts as +0 and
+// every NaN above +inf (where torch's descending sorts put NaN), so equal scores get equal keys.
+__device__ __forceinline__ uint32_t OrderedKey(float s) {
+  if (isnan(s)) return 0xffffffffu;
+  const uint32_t u = __float_as_uint(s == 0.0f ? 0.0f : s);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// One block: the k-th highest key by a radix select over 8-bit digits (4 passes over the scores,
+// a shared histogram per pass, counts aggregated per warp), then, in chunks of consecutive units
+// per thread, the units above that key and the latest `remaining` of the units equal to it,
+// written ascending. 1 <= k < units.
+__global__ void __launch_bounds__(kSelectThreads) TopKSelectKernel(const float* __restrict__ scores, int units, int k, int64_t* kept) {
+  using Scan = cub::BlockScan<int, kSelectThreads>;
+  __shared__ typename Scan::TempStorage scan;
+  __shared__ unsigned hist[256];
+  __shared__ uint32_t chosen_prefix;
+  __shared__ int chosen_remaining;
+  const int tid = threadIdx.x, lane = tid % 32;
+  uint32_t prefix = 0, mask = 0;
+  int remaining = k;  // how many of the keys matching `prefix` are still to be taken, from the top
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    if (tid < 256) hist[tid] = 0;
     __syncthreads();
-    for (int j = threadIdx.x; j < kRankTile; j += kThreads) tile[j] = j < n ? scores[base + j] : -INFINITY;
-    __syncthreads();
-    // Padding (-inf at index >= units) never ranks above a unit: the index test needs j < n.
-#pragma unroll 4
-    for (int j = 0; j < n; ++j) {
-      const float t = tile[j];
-      const int jj = base + j;
-#pragma unroll
-      for (int u = 0; u < kRankUnits; ++u) above[u] += (t > s[u]) | ((t == s[u]) & (jj > index[u]));
+    for (int base = 0; base < units; base += kSelectThreads) {  // (uniform trip count: every lane matches)
+      const int i = base + tid;
+      const uint32_t key = i < units ? OrderedKey(scores[i]) : 0u;
+      const bool in = i < units && (key & mask) == prefix;
+      const unsigned digit = in ? (key >> shift) & 255u : 256u;
+      const unsigned peers = __match_any_sync(0xffffffffu, digit);
+      if (in && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
     }
-  }
+    __syncthreads();
+    if (tid < 32) {
+      // Lane l holds bins 255 - 8l down to 248 - 8l; counts summed from the highest bin down.
+      unsigned c[8], sum = 0;
 #pragma unroll
-  for (int u = 0; u < kRankUnits; ++u)
-    if (index[u] < units && above[u] > 0) atomicAdd(rank + index[u], static_cast<unsigned long long>(above[u]));
+      for (int j = 0; j < 8; ++j) sum += c[j] = hist[255 - 8 * lane - j];
+      unsigned incl = sum;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const unsigned t = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += t;
+      }
+      const unsigned want = static_cast<unsigned>(remaining);
+      unsigned above = incl - sum;
+      if (above < want && want <= incl) {
+        for (int j = 0; j < 8; ++j) {
+          if (above + c[j] >= want) {
+            chosen_prefix = prefix | (static_cast<uint32_t>(255 - 8 * lane - j) << shift);
+            chosen_remaining = static_cast<int>(want - above);
+            break;
+          }
+          above += c[j];
+        }
+      }
+    }
+    __syncthreads();
+    prefix = chosen_prefix;
+    remaining = chosen_remaining;
+    mask |= 255u << shift;
+  }
+  // `prefix` is the k-th highest key; `remaining` of the units holding it are kept, the latest first.
+  const int chunk = (units + kSelectThreads - 1) / kSelectThreads;
+  const int begin = min(units, tid * chunk), end = min(units, begin + chunk);
+  int ties = 0;
+  for (int i = begin; i < end; ++i) ties += OrderedKey(scores[i]) == prefix;
+  int ties_through, ties_total;
+  Scan(scan).InclusiveSum(ties, ties_through, ties_total);
+  const int later = ties_total - ties_through;  // ties in the chunks after this one
+  int count = 0, seen = 0;
+  for (int i = begin; i < end; ++i) {
+    const uint32_t key = OrderedKey(scores[i]);
+    if (key == prefix) ++seen;
+    count += key > prefix || (key == prefix && later + ties - seen < remaining);
+  }
+  __syncthreads();
+  int offset;
+  Scan(scan).ExclusiveSum(count, offset);
+  seen = 0;
+  for (int i = begin; i < end; ++i) {
+    const uint32_t key = OrderedKey(scores[i]);
+    if (key == prefix) ++seen;
+    if (key > prefix || (key == prefix && later + ties - seen < remaining)) kept[offset++] = i;
+  }
 }
 
 }  // namespace
 
-cudaError_t LaunchScoreRanks(const float* scores, int units, int64_t* rank, cudaStream_t stream) {
-  if (units < 0) return cudaErrorInvalidValue;
-  if (units == 0) return cudaSuccess;
-  // Tiles spread over blockIdx.y so that long caches still fill the GPU.
-  const int tiles = (units + kRankTile - 1) / kRankTile;
-  const int per_block = kThreads * kRankUnits;
-  const dim3 grid((units + per_block - 1) / per_block, min(tiles, 16));
-  ScoreRanksKernel<<<grid, kThreads, 0, stream>>>(scores, units, reinterpret_cast<unsigned long long*>(rank));
+cudaError_t LaunchTopKSelect(const float* scores, int units, int k, int64_t* kept, cudaStream_t stream) {
+  if (units < 0 || k < 0 || k > units) return cudaErrorInvalidValue;
+  if (k == 0) return cudaSuccess;
+  if (k == units) return cudaErrorInvalidValue;  // (every unit: the caller's arange)
+  TopKSelectKernel<<<1, kSelectThreads, 0, stream>>>(scores, units, k, kept);
   return cudaGetLastError();
 }
 

@@ -381,19 +381,27 @@ TEST(GpuScores, MatchTheCpuScoresAndTopK) {
   }
 }
 
-// The device top-k by rank counting against the sort-based TopByScore: the same units in the same
-// order, with ties (quantised scores), -inf padding and every k from none to more than all.
-TEST(GpuScores, TopByRankMatchesTheSortedTopK) {
+// The device top-k (one select kernel) against the sort-based TopByScore: the same units in the same
+// order, with ties (quantised scores, -0 and +0), +-inf and every k from none to more than all.
+TEST(GpuScores, TopKSelectMatchesTheSortedTopK) {
   REQUIRE_GPU();
   at::manual_seed(310);
-  for (int64_t units : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{561}, kernels::kRankCountMaxUnits, int64_t{5000}}) {
+  for (int64_t units : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{561}, int64_t{1025}, int64_t{17697}, kernels::kSelectMaxUnits,
+                        kernels::kSelectMaxUnits + 1}) {
     at::Tensor scores = at::round(at::randn({units}) * 4) / 4;  // many ties
-    if (units > 10) scores.narrow(0, units / 3, 5).fill_(-INFINITY);
+    if (units > 10) {
+      scores.narrow(0, units / 3, 5).fill_(-INFINITY);
+      scores.narrow(0, units / 2, 3).fill_(INFINITY);
+      scores.narrow(0, units / 4, 4).fill_(-0.0);  // equal to the zeros elsewhere
+    }
     const at::Tensor dev = scores.cuda();
     for (int64_t k : {int64_t{0}, int64_t{1}, units / 2, units - 1, units, units + 3}) {
       if (k < 0) continue;
       const at::Tensor want = TopByScore(scores, k), got = kernels::TopByScoreCuda(dev, k).cpu();
       EXPECT_TRUE(at::equal(got, want)) << units << " units, k " << k;
+      // Distinct scores too (a single key per digit path down to the last pass).
+      const at::Tensor distinct = at::randn({units}), want_d = TopByScore(distinct, k);
+      EXPECT_TRUE(at::equal(kernels::TopByScoreCuda(distinct.cuda(), k).cpu(), want_d)) << units << " distinct units, k " << k;
     }
   }
 }

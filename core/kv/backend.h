@@ -22,6 +22,10 @@ struct KvView {
   const PagedKv* pages = nullptr;  // page storage (quantized formats), with spare pages
   int64_t page_count = 0;          // pages in use
   const std::vector<int32_t>* valid = nullptr;  // host mirror of the pages' valid tokens
+  // In Attend: the current frame's k_r, v_r are also rows [dense_tokens, dense_tokens +
+  // current_rows) of dense_k/dense_v (dense formats), so the cache and the frame can be attended
+  // as one block of rows. 0 when they are not.
+  int64_t current_rows = 0;
 };
 
 class KvBackend {

@@ -32,6 +32,14 @@ class CudaBackend final : public KvBackend {
   at::ScalarType DenseType(CacheFormat, at::ScalarType) const override { return at::kBFloat16; }
 
   at::Tensor Attend(const at::Tensor& q_r, const KvView& kept, const at::Tensor& k_r, const at::Tensor& v_r) override {
+    if (kept.current_rows > 0 && kept.page_count == 0 && Path() != AttentionPath::kFused) {
+      // The cache and the frame as one block of rows. A length seen at the previous frame (a full,
+      // evicting cache) gets one attention call; changing lengths go in cuDNN-friendly buckets.
+      const int64_t rows = kept.dense_tokens + kept.current_rows;
+      const bool steady = rows == last_rows_;
+      last_rows_ = rows;
+      return kernels::AttentionRowsCuda(Bf16(q_r), kept.dense_k, kept.dense_v, rows, steady, options_.kernels);
+    }
     const at::Tensor dense_k = kept.dense_tokens > 0 ? kept.dense_k : at::Tensor();
     const at::Tensor dense_v = kept.dense_tokens > 0 ? kept.dense_v : at::Tensor();
     return kernels::AttentionCuda(Bf16(q_r), dense_k, dense_v, kept.dense_tokens, kept.page_count > 0 ? kept.pages : nullptr,
@@ -63,6 +71,7 @@ class CudaBackend final : public KvBackend {
   }
 
   KvCacheOptions options_;
+  int64_t last_rows_ = -1;  // the rows attended at the previous frame (AttentionRowsCuda)
 };
 
 }  // namespace

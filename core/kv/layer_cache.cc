@@ -31,8 +31,7 @@ void SynchronizeDevice(c10::Device device) {
 
 namespace {
 
-// TopByScore; on a GPU by rank counting (kernels/kv_ops.h), a few small kernels where the sorts
-// took a dozen.
+// TopByScore; on a GPU by one select kernel (kernels/kv_ops.h) where the sorts took a dozen.
 at::Tensor Top(const at::Tensor& scores, int64_t k) {
 #ifdef STREAMRECON_HAVE_CUDA_KV
   if (scores.is_cuda()) return kernels::TopByScoreCuda(scores, k);
@@ -63,6 +62,18 @@ class KvLayerCache final : public LayerKvCache {
       q_r = at::matmul(q.to(work), hadamard_);
       k_r = at::matmul(k.to(work), hadamard_);
       if (options_.v_hadamard) v_r = at::matmul(v.to(work), hadamard_);
+    }
+    // Dense rows of the model's own dtype: the frame goes into the rows after the kept ones now, so
+    // that a backend can attend to the cache and the frame as one block of rows (one call), and the
+    // append only moves the tokens that take freed rows.
+    tail_row_ = -1;
+    if (!quantized() && k_r.scalar_type() == backend_->DenseType(options_.format, k_r.scalar_type()) &&
+        v_r.scalar_type() == k_r.scalar_type()) {
+      GrowRows(rows_ + n, k_r.options(), n);
+      dense_k_.narrow(1, rows_, n).copy_(k_r);
+      dense_v_.narrow(1, rows_, n).copy_(v_r);
+      tail_row_ = rows_;
+      tail_tokens_ = n;
     }
     at::Tensor out = backend_->Attend(q_r, View(), k_r, v_r);
     if (oscar() && options_.v_hadamard) out = at::matmul(out.to(work), hadamard_);
@@ -144,6 +155,7 @@ class KvLayerCache final : public LayerKvCache {
     view.pages = &store_;
     view.page_count = pages_;
     view.valid = &valid_;
+    view.current_rows = tail_row_ == rows_ ? tail_tokens_ : 0;
     return view;
   }
 
@@ -161,14 +173,15 @@ class KvLayerCache final : public LayerKvCache {
     }
   }
 
-  // Room for `needed` rows: the buffer grows as GrowTo says, within the capacity.
-  void GrowRows(int64_t needed, const at::TensorOptions& options) {
+  // Room for `needed` rows: the buffer grows as GrowTo says, within the capacity plus `beyond`
+  // rows (the current frame's, held in the rows while it is attended).
+  void GrowRows(int64_t needed, const at::TensorOptions& options, int64_t beyond = 0) {
     if (!dense_k_.defined()) row_bytes_ = 2 * heads_ * head_dim_ * static_cast<int64_t>(c10::elementSize(options.dtype().toScalarType()));
     const int64_t have = dense_k_.defined() ? dense_k_.size(1) : 0;
     int64_t capacity_rows = capacity_.tokens;
     if (capacity_.bytes >= 0)
       capacity_rows = capacity_rows < 0 ? capacity_.bytes / row_bytes_ : std::min(capacity_rows, capacity_.bytes / row_bytes_);
-    const int64_t size = GrowTo(have, needed, capacity_rows);
+    const int64_t size = GrowTo(have, needed, capacity_rows >= 0 ? capacity_rows + beyond : -1);
     if (size <= have) return;
     at::Tensor keys = at::empty({heads_, size, head_dim_}, options), values = at::empty({heads_, size, head_dim_}, options);
     if (rows_ > 0) {
@@ -179,27 +192,45 @@ class KvLayerCache final : public LayerKvCache {
     dense_v_ = values;
   }
 
+  // The frame's rows: where Forward put them (tail_row_ >= 0), else copied from k, v.
   void AppendRows(const at::Tensor& k, const at::Tensor& v) {
     const int64_t n = k.size(1);
-    if (order_.defined()) {
-      // Rows are out of stream order since an eviction: the frame takes the freed rows first
-      // (PruneRows left at most n of them), then new rows at the end; order_ lists them after
-      // the kept ones.
-      const int64_t freed = freed_.defined() ? freed_.size(0) : 0, extra = n - freed;
-      GrowRows(rows_ + extra, k.options());
-      const at::Tensor added = at::arange(rows_, rows_ + extra, order_.options());
-      const at::Tensor dest = freed > 0 ? at::cat({freed_, added}) : added;
-      dense_k_.index_copy_(1, dest, k);
-      dense_v_.index_copy_(1, dest, v.to(dense_v_.scalar_type()));
-      order_ = at::cat({order_, dest});
-      freed_ = at::Tensor();
-      rows_ += extra;
+    const bool in_rows = tail_row_ >= 0;
+    if (!order_.defined()) {  // rows in stream order: the frame goes after them
+      if (!in_rows) {
+        GrowRows(rows_ + n, k.options());
+        dense_k_.narrow(1, rows_, n).copy_(k);
+        dense_v_.narrow(1, rows_, n).copy_(v);
+      } else if (tail_row_ != rows_) {  // a compaction moved the end of the kept rows down
+        dense_k_.narrow(1, rows_, n).copy_(dense_k_.narrow(1, tail_row_, n).clone());
+        dense_v_.narrow(1, rows_, n).copy_(dense_v_.narrow(1, tail_row_, n).clone());
+      }
+      rows_ += n;
+      tail_row_ = -1;
       return;
     }
-    GrowRows(rows_ + n, k.options());
-    dense_k_.narrow(1, rows_, n).copy_(k);
-    dense_v_.narrow(1, rows_, n).copy_(v);
-    rows_ += n;
+    // Rows are out of stream order since an eviction: the frame's first `extra` tokens take new rows
+    // at the end (where Forward already put them), the rest the rows PruneRows freed (at most n);
+    // order_ lists them after the kept ones.
+    SR_CHECK(!in_rows || tail_row_ == rows_, Error, "KV cache: the current frame's rows moved (" << tail_row_ << " vs " << rows_ << ")");
+    const int64_t freed = freed_.defined() ? freed_.size(0) : 0, extra = n - freed;
+    if (!in_rows) {
+      GrowRows(rows_ + extra, k.options());
+      dense_k_.narrow(1, rows_, extra).copy_(k.narrow(1, 0, extra));
+      dense_v_.narrow(1, rows_, extra).copy_(v.narrow(1, 0, extra));
+    }
+    if (freed > 0) {
+      // (from the frame's own rows: a copy first, index_copy_ refuses a source overlapping its target)
+      const at::Tensor k_moved = in_rows ? dense_k_.narrow(1, rows_ + extra, freed).clone() : k.narrow(1, extra, freed);
+      const at::Tensor v_moved = in_rows ? dense_v_.narrow(1, rows_ + extra, freed).clone() : v.narrow(1, extra, freed);
+      dense_k_.index_copy_(1, freed_, k_moved);
+      dense_v_.index_copy_(1, freed_, v_moved.to(dense_v_.scalar_type()));
+    }
+    const at::Tensor added = at::arange(rows_, rows_ + extra, order_.options());
+    order_ = freed > 0 ? at::cat({order_, added, freed_}) : at::cat({order_, added});
+    freed_ = at::Tensor();
+    rows_ += extra;
+    tail_row_ = -1;
   }
 
   void AppendPages(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_r, const at::Tensor& v_r) {
@@ -407,6 +438,9 @@ class KvLayerCache final : public LayerKvCache {
   // the device), and between a prune and the append the freed rows the current frame takes.
   // Undefined: the rows are in stream order.
   at::Tensor order_, freed_;
+  // During Forward: the row where the current frame's rows start (dense formats in the keys' own
+  // dtype), else -1.
+  int64_t tail_row_ = -1, tail_tokens_ = 0;
   // pages: the first pages_ of store_ in use, their valid counts mirrored on the host
   PageLayout layout_;
   PagedKv store_;
