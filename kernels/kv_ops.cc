@@ -139,10 +139,10 @@ constexpr int64_t kInKernelPrefixPages = 512;  // up to this many pages the dequ
 
 constexpr int64_t kDefaultChunkTokens = 131072;
 
-// Attention of [H, N, D] tensors (scale 1/8). With `lse` also its log-sum-exp (natural log, float [H, Nq]).
-// `backend`: the caller's choice (KernelOptions::sdpa); kAuto is torch's own choice, or cuDNN when
-// the log-sum-exp is needed.
-at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse, SdpaBackend backend) {
+// One attention call on [H, N, D] tensors (scale 1/8). With `lse` also its log-sum-exp (natural log,
+// float [H, Nq]). `backend`: the caller's choice (KernelOptions::sdpa); kAuto is torch's own choice,
+// or cuDNN when the log-sum-exp is needed.
+at::Tensor SdpaCall(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse, SdpaBackend backend) {
   const at::Tensor q4 = q.unsqueeze(0), k4 = k.unsqueeze(0), v4 = v.unsqueeze(0);
   const int64_t heads = q.size(0), nq = q.size(1);
   if (backend == SdpaBackend::kAuto) {
@@ -169,6 +169,33 @@ at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, a
   }
   if (lse) *lse = l.reshape({heads, -1}).narrow(1, 0, nq).to(at::kFloat);  // (efficient pads the rows to 32)
   return out.squeeze(0);
+}
+
+// cuDNN's Hopper attention kernel (torch's choice here) runs 128-row query tiles on a grid of one
+// block per SM: at q = 1041 and 16 heads, 144 tiles take two waves of the 132 SMs where 128 tiles
+// take one, and the time doubles (350 against 175 us over 17.4k keys; docs/perf.md, call 69). True
+// when the rows past the last whole tile would cost such a wave over a long key range.
+bool SplitQueryTail(int64_t heads, int64_t nq, int64_t nk) {
+  constexpr int64_t kTile = 128, kMinKeys = 8192;  // below ~8k keys a wave costs less than a second call
+  if (nq % kTile == 0 || nq < kTile || nk < kMinKeys) return false;
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const auto waves = [&](int64_t tiles) { return (tiles + sms - 1) / sms; };
+  return waves(heads * (nq / kTile + 1)) > waves(heads * (nq / kTile));
+}
+
+// SdpaCall, with the query rows past the last whole cuDNN tile sent to flash attention when they
+// would cost cuDNN a wave (SplitQueryTail): flash splits a long key range over blocks when it has
+// few query tiles (37 us for 17 rows over 17.4k keys). The two parts own disjoint query rows, so
+// their outputs (and log-sum-exps) are concatenated, not merged.
+at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse, SdpaBackend backend) {
+  const bool cudnn = backend == SdpaBackend::kCudnn || (backend == SdpaBackend::kAuto && at::cuda::getCurrentDeviceProperties()->major == 9);
+  if (!cudnn || !SplitQueryTail(q.size(0), q.size(1), k.size(1))) return SdpaCall(q, k, v, lse, backend);
+  const int64_t main = q.size(1) / 128 * 128, rest = q.size(1) - main;
+  at::Tensor l_main, l_rest;
+  const at::Tensor o_main = SdpaCall(q.narrow(1, 0, main), k, v, lse ? &l_main : nullptr, SdpaBackend::kCudnn);
+  const at::Tensor o_rest = SdpaCall(q.narrow(1, main, rest), k, v, lse ? &l_rest : nullptr, SdpaBackend::kFlash);
+  if (lse) *lse = at::cat({l_main, l_rest}, 1);
+  return at::cat({o_main, o_rest}, 1);
 }
 
 // Folds a partial attention (o, l) over more keys into (out, lse), both in float.
