@@ -292,6 +292,32 @@ INSTANTIATE_TEST_SUITE_P(Sizes, GpuAttention,
                                            AttentionCase{0, 4999, 129, 0}, AttentionCase{4, 150, 100, 1}, AttentionCase{4, 1000, 1041, 0},
                                            AttentionCase{2, 1000, 300, 2}, AttentionCase{2, 3001, 77, 0}));
 
+// A dense cache holding the current frame in its rows (AttentionRowsCuda): one call for a repeated
+// length, buckets otherwise, and chunks. 16 heads and 1041 queries over more than 8192 rows is where
+// the query rows past cuDNN's last whole tile go to flash attention (kv_ops.cc, SplitQueryTail).
+TEST(GpuAttentionRows, WithinTwiceTheLowPrecisionReferenceError) {
+  REQUIRE_GPU();
+  at::manual_seed(260);
+  const int64_t H = 16, Nq = 1041, rows = 9000;
+  const at::Tensor q = RandomBf16({H, Nq, 64}, 1.5), k = RandomBf16({H, rows + 40, 64}), v = RandomBf16({H, rows + 40, 64});
+  const at::Tensor K = k.narrow(1, 0, rows), V = v.narrow(1, 0, rows);
+  const at::Tensor ref = Reference64(q, K, V);
+  const double err_low = Rel(ReferenceBf16(q, K, V), ref);
+  const at::Tensor qd = q.to(at::kBFloat16).cuda(), kd = k.to(at::kBFloat16).cuda(), vd = v.to(at::kBFloat16).cuda();
+  for (const bool same_length : {true, false})
+    for (const int64_t chunk : {int64_t{0}, int64_t{4096}}) {
+      KernelOptions ko;
+      ko.attention_chunk_tokens = chunk;
+      const at::Tensor out = kernels::AttentionRowsCuda(qd, kd, vd, rows, same_length, ko).cpu();
+      const double err = Rel(out, ref);
+      std::printf("[ info ] attention over rows: same length %d, chunk %lld: GPU rel err %.2e, bf16 CPU reference %.2e\n",
+                  same_length, static_cast<long long>(chunk), err, err_low);
+      EXPECT_TRUE(at::isfinite(out).all().item<bool>());
+      EXPECT_LE(err, 2.0 * err_low + 1e-6) << "same length " << same_length << ", chunk " << chunk;
+    }
+  EXPECT_THROW(kernels::AttentionRowsCuda(qd, kd, vd, rows + 41, true), Error);  // more rows than the buffer holds
+}
+
 // The dequantize-once path: single chunk (current frame in the same call), and several chunks
 // merged by log-sum-exp (chunk sizes that split frames and pages unevenly).
 constexpr auto kDequant = AttentionPath::kDequantSdpa;
