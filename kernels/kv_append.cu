@@ -17,22 +17,6 @@ namespace {
 
 constexpr int kMaxHeads = 16;  // one warp per head, at most 512 threads (128 registers each)
 
-// Normalised Hadamard transform of a 64-vector held as (x0, x1) = channels (2l, 2l+1) of lane l.
-__device__ __forceinline__ void WarpHadamard64(float& x0, float& x1, int lane) {
-  float a = x0 + x1, b = x0 - x1;  // stage len = 1 (within the lane)
-  x0 = a;
-  x1 = b;
-#pragma unroll
-  for (int m = 1; m < 32; m <<= 1) {  // stages len = 2m: partner lane l ^ m
-    const float p0 = __shfl_xor_sync(0xffffffffu, x0, m), p1 = __shfl_xor_sync(0xffffffffu, x1, m);
-    const bool upper = lane & m;
-    x0 = upper ? p0 - x0 : x0 + p0;
-    x1 = upper ? p1 - x1 : x1 + p1;
-  }
-  x0 *= 0.125f;
-  x1 *= 0.125f;
-}
-
 // The codes of channels (2l, 2l+1) packed LSB-first into the row of `kBits`-bit codes.
 template <int kBits>
 __device__ __forceinline__ void StoreCodes(uint8_t* row, uint32_t c0, uint32_t c1, int lane) {
@@ -630,6 +614,40 @@ cudaError_t LaunchAppendPages(const AppendParams& p, cudaStream_t stream) {
     (void)cudaGetLastError();  // OScaR without thread-block clusters (see LaunchV2): variant 1 writes the same bytes
   }
   return p.bits == 4 ? LaunchForBits<4>(p, pages, stream) : LaunchForBits<2>(p, pages, stream);
+}
+
+namespace {
+
+// A warp per 64-channel row: lane l holds channels (2l, 2l+1), rotated in registers, written in float.
+template <typename T>
+__global__ void __launch_bounds__(256) RotateRowsKernel(const T* __restrict__ x, int64_t rows, float* __restrict__ out) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32;
+  if (row >= rows) return;
+  float x0, x1;
+  if constexpr (sizeof(T) == 2) {
+    const uint32_t w = reinterpret_cast<const uint32_t*>(x)[row * 32 + lane];
+    x0 = Bf16BitsToFloat(static_cast<uint16_t>(w & 0xffff));
+    x1 = Bf16BitsToFloat(static_cast<uint16_t>(w >> 16));
+  } else {
+    const float2 f = reinterpret_cast<const float2*>(x)[row * 32 + lane];
+    x0 = f.x;
+    x1 = f.y;
+  }
+  WarpHadamard64(x0, x1, lane);
+  reinterpret_cast<float2*>(out)[row * 32 + lane] = make_float2(x0, x1);
+}
+
+}  // namespace
+
+cudaError_t LaunchRotateRows(const void* x, bool bf16, int64_t rows, float* out, cudaStream_t stream) {
+  if (rows < 0) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  if (reinterpret_cast<uintptr_t>(x) % 8 != 0 || reinterpret_cast<uintptr_t>(out) % 8 != 0) return cudaErrorMisalignedAddress;
+  const unsigned blocks = static_cast<unsigned>((rows + 7) / 8);
+  if (bf16) RotateRowsKernel<uint16_t><<<blocks, 256, 0, stream>>>(static_cast<const uint16_t*>(x), rows, out);
+  else RotateRowsKernel<float><<<blocks, 256, 0, stream>>>(static_cast<const float*>(x), rows, out);
+  return cudaGetLastError();
 }
 
 }  // namespace streamrecon::kernels

@@ -366,4 +366,35 @@ cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+namespace {
+
+// A thread per pair of channels of one query row: out' = o + w (out - o) with w = e^lse / (e^lse +
+// e^l) = sigmoid(lse - l), lse' = log(e^lse + e^l); rows of 64 bf16 values.
+__global__ void __launch_bounds__(256) MergeByLseKernel(MergeParams p) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x;  // pair index
+  if (i >= p.rows * 32) return;
+  const int64_t row = i / 32;
+  const float a = p.lse[row], b = p.l[row];
+  const float w = 1.0f / (1.0f + expf(b - a));
+  const uint32_t x = reinterpret_cast<const uint32_t*>(p.out)[i], y = reinterpret_cast<const uint32_t*>(p.o)[i];
+  const float x0 = Bf16BitsToFloat(static_cast<uint16_t>(x & 0xffff)), x1 = Bf16BitsToFloat(static_cast<uint16_t>(x >> 16));
+  const float y0 = Bf16BitsToFloat(static_cast<uint16_t>(y & 0xffff)), y1 = Bf16BitsToFloat(static_cast<uint16_t>(y >> 16));
+  const uint32_t r0 = FloatToBf16Bits(fmaf(w, x0 - y0, y0)), r1 = FloatToBf16Bits(fmaf(w, x1 - y1, y1));
+  reinterpret_cast<uint32_t*>(p.merged)[i] = r0 | (r1 << 16);
+  if (i % 32 == 0) {
+    const float m = fmaxf(a, b);
+    p.merged_lse[row] = m == -INFINITY ? m : m + log1pf(expf(-fabsf(a - b)));
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchMergeByLse(const MergeParams& p, cudaStream_t stream) {
+  if (p.rows < 0) return cudaErrorInvalidValue;
+  if (p.rows == 0) return cudaSuccess;
+  const int64_t pairs = p.rows * 32;
+  MergeByLseKernel<<<static_cast<unsigned>((pairs + 255) / 256), 256, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
 }  // namespace streamrecon::kernels

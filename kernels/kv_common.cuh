@@ -28,6 +28,22 @@ __device__ __forceinline__ uint32_t QuantizeValue(float x, uint32_t params, int 
 }
 __device__ __forceinline__ float DequantizeValue(uint32_t code, uint32_t params) { return kv::DequantizeValue(code, kv::FromWord(params)); }
 
+// Normalised Hadamard transform of a 64-vector held as (x0, x1) = channels (2l, 2l+1) of lane l.
+__device__ __forceinline__ void WarpHadamard64(float& x0, float& x1, int lane) {
+  float a = x0 + x1, b = x0 - x1;  // stage len = 1 (within the lane)
+  x0 = a;
+  x1 = b;
+#pragma unroll
+  for (int m = 1; m < 32; m <<= 1) {  // stages len = 2m: partner lane l ^ m
+    const float p0 = __shfl_xor_sync(0xffffffffu, x0, m), p1 = __shfl_xor_sync(0xffffffffu, x1, m);
+    const bool upper = lane & m;
+    x0 = upper ? p0 - x0 : x0 + p0;
+    x1 = upper ? p1 - x1 : x1 + p1;
+  }
+  x0 *= 0.125f;
+  x1 *= 0.125f;
+}
+
 // In-place Sylvester-ordered Walsh-Hadamard transform of 64 values, normalised (H symmetric, H H = I).
 __device__ __forceinline__ void Hadamard64(float (&x)[kHeadDim]) {
 #pragma unroll

@@ -87,6 +87,22 @@ int AttentionKeyTiles(const AttentionParams& p);
 int ChooseAttentionSplits(const AttentionParams& p, int multiprocessors);
 cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream);
 
+struct MergeParams {
+  // Two attentions of the same query rows over disjoint key sets: outputs bf16 [rows, 64] and
+  // log-sum-exps float [rows] (natural log).
+  const uint16_t* out = nullptr;
+  const float* lse = nullptr;
+  const uint16_t* o = nullptr;
+  const float* l = nullptr;
+  int64_t rows = 0;
+  uint16_t* merged = nullptr;  // bf16 [rows, 64]: the attention over both key sets
+  float* merged_lse = nullptr; // float [rows]
+};
+
+// Folds attention (o, l) into (out, lse): one kernel for what the log-sum-exp weights, lerp and
+// logaddexp took in eager ops.
+cudaError_t LaunchMergeByLse(const MergeParams& p, cudaStream_t stream);
+
 struct DequantParams {
   PagesView pages;               // the layer's pages (pages.pages = all pages present)
   // [page_count] inclusive prefix sums of the chunk's valid counts; nullptr: each block sums the
@@ -128,5 +144,37 @@ cudaError_t LaunchTokenScores(const ScoreParams& p, cudaStream_t stream);
 // One block (a radix select, then the ties and the placing in chunks of units per thread), for
 // 1 <= k < units; k = 0 does nothing and k = units is refused (every unit: an arange).
 cudaError_t LaunchTopKSelect(const float* scores, int units, int k, int64_t* kept, cudaStream_t stream);
+
+struct PageScoreParams {
+  const float* slot_scores = nullptr;  // [pages, slots]
+  int pages = 0, slots = 0;            // slots <= 32
+  const int32_t* valid = nullptr;      // valid slots of page i at valid[i * valid_stride]
+  int64_t valid_stride = 1;
+  bool mean = true;                    // mean of the valid slots (0 when none), else their max (-inf when none)
+  float* out = nullptr;                // [pages]
+};
+
+// Page scores from slot scores over each page's valid slots (policy.h's TopPagesByMeanSlot /
+// TopPagesByBestSlot before their top-k), a warp per page.
+cudaError_t LaunchPageScores(const PageScoreParams& p, cudaStream_t stream);
+
+// OScaR's rotation of 64-channel rows (x: bf16 when `bf16`, else float; rows of 64 contiguous
+// values) by the normalised Hadamard matrix, written as float rows to out; a warp per row.
+cudaError_t LaunchRotateRows(const void* x, bool bf16, int64_t rows, float* out, cudaStream_t stream);
+
+inline constexpr int kMaxPageArrays = 6;  // a PagedKv's arrays
+
+struct GatherPagesParams {
+  const uint8_t* src[kMaxPageArrays] = {};
+  uint8_t* dst[kMaxPageArrays] = {};
+  int64_t page_bytes[kMaxPageArrays] = {};  // bytes of one page in each array
+  int arrays = 0;
+  const int64_t* middle = nullptr;  // [count - first] kept middle pages (relative to first)
+  int first = 0, count = 0;
+};
+
+// dst page j = src page j for j < first, src page first + middle[j - first] after that, for
+// j < count, in every array (a block per page). src and dst must not overlap.
+cudaError_t LaunchGatherPages(const GatherPagesParams& p, cudaStream_t stream);
 
 }  // namespace streamrecon::kernels

@@ -198,16 +198,31 @@ at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, a
   return at::cat({o_main, o_rest}, 1);
 }
 
-// Folds a partial attention (o, l) over more keys into (out, lse), both in float.
+// Folds a partial attention (o bf16 [H, N, 64], l float [H, N]) over more keys into (out, lse):
+// the first part is taken as it is, later ones merged by one kernel (bf16 out, float lse).
 void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at::Tensor& l) {
   if (!out.defined()) {
-    out = o.to(at::kFloat);
+    out = o;
     lse = l;
     return;
   }
-  const at::Tensor w_old = at::sigmoid(lse - l).unsqueeze(-1);  // e^lse / (e^lse + e^l)
-  out = at::lerp(o.to(at::kFloat), out, w_old);
-  lse = at::logaddexp(lse, l);
+  // (cuDNN may hand its output back with the heads interleaved: the kernel wants [H, N, 64] rows)
+  const at::Tensor xc = out.to(at::kBFloat16).contiguous(), xl = lse.to(at::kFloat).contiguous();
+  const at::Tensor oc = o.to(at::kBFloat16).contiguous(), lc = l.to(at::kFloat).contiguous();
+  if (oc.sizes() != xc.sizes() || lc.numel() != xl.numel() || xl.numel() * 64 != xc.numel())
+    throw Error("attention merge: parts of different shapes " + Describe(xc) + " and " + Describe(oc));
+  const at::Tensor merged = at::empty_like(xc), merged_lse = at::empty_like(xl);
+  MergeParams p;
+  p.out = reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>());
+  p.lse = xl.data_ptr<float>();
+  p.o = reinterpret_cast<const uint16_t*>(oc.data_ptr<at::BFloat16>());
+  p.l = lc.data_ptr<float>();
+  p.rows = lse.numel();
+  p.merged = reinterpret_cast<uint16_t*>(merged.data_ptr<at::BFloat16>());
+  p.merged_lse = merged_lse.data_ptr<float>();
+  CheckCuda(LaunchMergeByLse(p, at::cuda::getCurrentCUDAStream()), "attention merge kernel");
+  out = merged;
+  lse = merged_lse;
 }
 
 // Attention over rows [0, rows) of k, v ([H, >= rows, D]) folded into (out, lse). cuDNN builds an
@@ -409,6 +424,63 @@ at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, i
   p.scores = scores.data_ptr<float>();
   CheckCuda(LaunchTokenScores(p, at::cuda::getCurrentCUDAStream()), "KV score kernel");
   return scores;
+}
+
+at::Tensor RotateCuda(const at::Tensor& x) {
+  if (!x.is_cuda() || (x.scalar_type() != at::kBFloat16 && x.scalar_type() != at::kFloat) || x.dim() < 1 || x.size(-1) != 64)
+    throw Error("rotation: expected a bf16 or float CUDA tensor [..., 64], got " + Describe(x));
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor out = at::empty(x.sizes(), x.options().dtype(at::kFloat));
+  CheckCuda(LaunchRotateRows(xc.data_ptr(), x.scalar_type() == at::kBFloat16, xc.numel() / 64, out.data_ptr<float>(),
+                             at::cuda::getCurrentCUDAStream()),
+            "rotation kernel");
+  return out;
+}
+
+at::Tensor PageScoresCuda(const at::Tensor& slot_scores, const at::Tensor& valid, bool mean) {
+  if (!slot_scores.is_cuda() || slot_scores.scalar_type() != at::kFloat || slot_scores.dim() != 2 || !slot_scores.is_contiguous() ||
+      slot_scores.size(1) > 32 || !valid.is_cuda() || valid.scalar_type() != at::kInt || valid.dim() != 1 ||
+      valid.size(0) != slot_scores.size(0))
+    throw Error("page scores: expected contiguous float CUDA slot scores [P, G <= 32] and int32 CUDA valid counts [P], got " +
+                Describe(slot_scores) + " and " + Describe(valid));
+  const at::Tensor out = at::empty({slot_scores.size(0)}, slot_scores.options());
+  PageScoreParams p;
+  p.slot_scores = slot_scores.data_ptr<float>();
+  p.pages = static_cast<int>(slot_scores.size(0));
+  p.slots = static_cast<int>(slot_scores.size(1));
+  p.valid = valid.data_ptr<int32_t>();
+  p.valid_stride = valid.stride(0);
+  p.mean = mean;
+  p.out = out.data_ptr<float>();
+  CheckCuda(LaunchPageScores(p, at::cuda::getCurrentCUDAStream()), "page score kernel");
+  return out;
+}
+
+void GatherPagesCuda(const PagedKv& src, int64_t first, const at::Tensor& middle, PagedKv& dst) {
+  CheckPages(src);
+  CheckPages(dst);
+  const int64_t count = first + middle.size(0);
+  if (!middle.is_cuda() || middle.scalar_type() != at::kLong || middle.dim() != 1 || !middle.is_contiguous())
+    throw Error("gather pages: expected the kept middle pages as contiguous long CUDA [M], got " + Describe(middle));
+  if (first < 0 || first > src.pages() || count > dst.pages() || src.layout.heads != dst.layout.heads ||
+      src.layout.slots != dst.layout.slots || src.layout.bits != dst.layout.bits || src.layout.v_group != dst.layout.v_group)
+    throw Error("gather pages: " + std::to_string(count) + " pages (" + std::to_string(first) + " first) from a store of " +
+                std::to_string(src.pages()) + " into one of " + std::to_string(dst.pages()) + " pages of the same layout");
+  GatherPagesParams p;
+  std::vector<const at::Tensor*> from, to;
+  src.ForEach([&](const at::Tensor& t) { from.push_back(&t); });
+  dst.ForEach([&](const at::Tensor& t) { to.push_back(&t); });
+  p.arrays = static_cast<int>(from.size());
+  for (int a = 0; a < p.arrays; ++a) {
+    if (!from[a]->is_contiguous() || !to[a]->is_contiguous()) throw Error("gather pages: page arrays must be contiguous");
+    p.page_bytes[a] = from[a]->numel() / std::max<int64_t>(1, src.pages()) * static_cast<int64_t>(from[a]->element_size());
+    p.src[a] = static_cast<const uint8_t*>(from[a]->data_ptr());
+    p.dst[a] = static_cast<uint8_t*>(to[a]->data_ptr());
+  }
+  p.middle = middle.data_ptr<int64_t>();
+  p.first = static_cast<int>(first);
+  p.count = static_cast<int>(count);
+  CheckCuda(LaunchGatherPages(p, at::cuda::getCurrentCUDAStream()), "gather pages kernel");
 }
 
 }  // namespace streamrecon::kernels

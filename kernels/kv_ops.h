@@ -65,4 +65,18 @@ at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, i
 inline constexpr int64_t kSelectMaxUnits = 131072;
 at::Tensor TopByScoreCuda(const at::Tensor& scores, int64_t k);
 
+// OScaR's rotation x H (H the normalised 64-point Hadamard matrix) of bf16 or float CUDA x [..., 64]
+// in one kernel, in float (the same as at::matmul(x.to(float), H) up to the order of the sums).
+at::Tensor RotateCuda(const at::Tensor& x);
+
+// A page's score from its slot scores (float [P, G], CUDA) over its valid slots (valid: int32 [P],
+// any stride, e.g. a column of PagedKv::meta): the mean (mean = true; policy.h's
+// TopPagesByMeanSlot) or the maximum (TopPagesByBestSlot), in one kernel. Returns float [P].
+at::Tensor PageScoresCuda(const at::Tensor& slot_scores, const at::Tensor& valid, bool mean);
+
+// Writes into dst's first first + middle.size(0) pages: src's first `first` pages, then src pages
+// first + middle[i] (middle: long, CUDA), every array in one kernel. dst has the layout of src
+// and room for them, and does not overlap it.
+void GatherPagesCuda(const PagedKv& src, int64_t first, const at::Tensor& middle, PagedKv& dst);
+
 }  // namespace streamrecon::kernels

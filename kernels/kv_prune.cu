@@ -190,6 +190,43 @@ __global__ void __launch_bounds__(kSelectThreads) TopKSelectKernel(const float* 
   }
 }
 
+// A warp per page: the page's score from its slots' scores, the valid slots only (slot < valid):
+// their mean (an empty page: 0) or their maximum (an empty page: -inf).
+__global__ void __launch_bounds__(kThreads) PageScoresKernel(PageScoreParams p) {
+  const int lane = threadIdx.x % 32, page = blockIdx.x * kWarps + threadIdx.x / 32;
+  if (page >= p.pages) return;
+  const int valid = min(max(p.valid[static_cast<int64_t>(page) * p.valid_stride], 0), p.slots);
+  const bool in = lane < valid;
+  float s = in ? p.slot_scores[static_cast<int64_t>(page) * p.slots + lane] : (p.mean ? 0.0f : -INFINITY);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float t = __shfl_xor_sync(0xffffffffu, s, o);
+    s = p.mean ? s + t : fmaxf(s, t);
+  }
+  if (lane == 0) p.out[page] = p.mean ? s / max(valid, 1) : s;
+}
+
+// A block per destination page: page j of dst is page j of src for j < first, else page
+// first + middle[j - first]; each array moved in the widest pieces its page size allows.
+__global__ void __launch_bounds__(kThreads) GatherPagesKernel(GatherPagesParams p) {
+  const int j = blockIdx.x;
+  const int64_t from = j < p.first ? j : p.first + p.middle[j - p.first];
+  for (int a = 0; a < p.arrays; ++a) {
+    const int64_t bytes = p.page_bytes[a];
+    const uint8_t* src = p.src[a] + from * bytes;
+    uint8_t* dst = p.dst[a] + j * bytes;
+    if (bytes % 16 == 0) {
+      for (int64_t i = threadIdx.x; i < bytes / 16; i += kThreads)
+        reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
+    } else if (bytes % 4 == 0) {
+      for (int64_t i = threadIdx.x; i < bytes / 4; i += kThreads)
+        reinterpret_cast<uint32_t*>(dst)[i] = reinterpret_cast<const uint32_t*>(src)[i];
+    } else {
+      for (int64_t i = threadIdx.x; i < bytes; i += kThreads) dst[i] = src[i];
+    }
+  }
+}
+
 }  // namespace
 
 cudaError_t LaunchTopKSelect(const float* scores, int units, int k, int64_t* kept, cudaStream_t stream) {
@@ -214,6 +251,25 @@ cudaError_t LaunchTokenScores(const ScoreParams& p, cudaStream_t stream) {
   if (p.pages.slots < 1 || p.pages.slots > 32) return cudaErrorInvalidValue;
   if (p.format == KvFormat::kPaged4) PagedScoresKernel<4><<<p.pages.pages, kThreads, 0, stream>>>(p);
   else PagedScoresKernel<2><<<p.pages.pages, kThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchPageScores(const PageScoreParams& p, cudaStream_t stream) {
+  if (p.pages < 0 || p.slots < 1 || p.slots > 32 || p.valid_stride < 1) return cudaErrorInvalidValue;
+  if (p.pages == 0) return cudaSuccess;
+  PageScoresKernel<<<(p.pages + kWarps - 1) / kWarps, kThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGatherPages(const GatherPagesParams& p, cudaStream_t stream) {
+  if (p.arrays < 0 || p.arrays > kMaxPageArrays || p.first < 0 || p.count < p.first) return cudaErrorInvalidValue;
+  for (int a = 0; a < p.arrays; ++a) {
+    // Wide pieces need aligned bases; the page sizes keep every page aligned after that.
+    const uintptr_t align = p.page_bytes[a] % 16 == 0 ? 16 : p.page_bytes[a] % 4 == 0 ? 4 : 1;
+    if (reinterpret_cast<uintptr_t>(p.src[a]) % align != 0 || reinterpret_cast<uintptr_t>(p.dst[a]) % align != 0) return cudaErrorMisalignedAddress;
+  }
+  if (p.count == 0) return cudaSuccess;
+  GatherPagesKernel<<<p.count, kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

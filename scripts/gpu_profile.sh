@@ -11,7 +11,7 @@ FRAMES=${FRAMES:-60}
 gpu_build test_gpu_kernels test_kv_contract streamrecon || exit 1
 git rev-parse HEAD > "$OUT/commit.txt" 2>/dev/null
 BENCH=(./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 --size 518 --cuda-graphs)
-timeout 120 ./build-gpu/tests/test_gpu_kernels --gtest_filter='GpuModel.*:GpuCache.*:GpuSlotCache.*:GpuScores.*:GpuDequantize.*:GpuFusedGlue.*:GpuAttentionRows.*' > "$OUT/gpu_tests.log" 2>&1
+timeout 120 ./build-gpu/tests/test_gpu_kernels --gtest_filter='GpuModel.*:GpuCache.*:GpuSlotCache.*:GpuScores.*:GpuDequantize.*:GpuFusedGlue.*:GpuAttentionRows.*:GpuPages.*' > "$OUT/gpu_tests.log" 2>&1
 echo "GPU tests: exit $?"
 timeout 120 ./build-gpu/tests/test_kv_contract --gtest_filter='*cuda*' > "$OUT/kv_contract.log" 2>&1
 echo "KV contract on CUDA: exit $? ($(grep -c '^\[       OK' "$OUT/kv_contract.log") passed)"

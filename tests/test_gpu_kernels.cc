@@ -432,6 +432,74 @@ TEST(GpuScores, TopKSelectMatchesTheSortedTopK) {
   }
 }
 
+// The page scores kernel against policy.h's tensor form (mean and best valid slot, empty and full
+// pages, valid counts read from the strided meta column), and the kept pages after the top-k.
+TEST(GpuScores, PageScoresMatchTheTensorForm) {
+  REQUIRE_GPU();
+  at::manual_seed(320);
+  for (const int64_t slots : {int64_t{16}, int64_t{32}}) {
+    const int64_t pages = 700;
+    const at::Tensor scores = at::randn({pages, slots});
+    const at::Tensor meta = at::randint(0, slots + 1, {pages, 2}, at::kInt);  // column 0: valid, 0..slots
+    meta.select(1, 0).narrow(0, 0, 3).fill_(0);
+    const at::Tensor valid = meta.select(1, 0), valid_dev = meta.cuda().select(1, 0);
+    for (const bool mean : {true, false}) {
+      const at::Tensor in_page = at::arange(slots).unsqueeze(0) < valid.unsqueeze(1);
+      const at::Tensor want = mean ? at::where(in_page, scores, 0.0).sum(1) / in_page.sum(1).clamp_min(1)
+                                   : at::where(in_page, scores, -INFINITY).amax(1);
+      const at::Tensor got = kernels::PageScoresCuda(scores.cuda(), valid_dev, mean).cpu();
+      EXPECT_TRUE(at::allclose(got, want, 1e-6, 1e-6)) << "slots " << slots << ", mean " << mean;
+      EXPECT_TRUE(at::equal(at::isinf(got), at::isinf(want)));
+      const int64_t k = pages / 3;
+      const at::Tensor top_cpu = mean ? TopPagesByMeanSlot(scores, valid, k) : TopPagesByBestSlot(scores, valid, k);
+      EXPECT_TRUE(at::equal(kernels::TopByScoreCuda(got.cuda(), k).cpu(), top_cpu)) << "slots " << slots << ", mean " << mean;
+    }
+  }
+}
+
+// Gathering pages into a second store: every array of every kept page, byte for byte.
+TEST(GpuPages, GatherKeepsTheListedPagesByteForByte) {
+  REQUIRE_GPU();
+  at::manual_seed(330);
+  for (const bool oscar : {false, true}) {
+    PageLayout layout{16, 64, 32, oscar ? 2 : 4, 64, oscar};
+    std::vector<PagedKv> frames;
+    for (int f = 0; f < 6; ++f) {
+      at::Tensor keys = RandomBf16({16, 70, 64});
+      const at::Tensor norms = keys.pow(2).sum(at::IntArrayRef{0, 2}).sqrt();
+      if (oscar) keys = keys / norms.view({1, 70, 1});
+      frames.push_back(QuantizeFrame(keys, RandomBf16({16, 70, 64}), oscar ? norms : at::Tensor(), layout, f));
+    }
+    const PagedKv all = Concatenate(frames);  // 18 pages, every third partly filled
+    const PagedKv src = ToDevice(all, 2);
+    PagedKv dst = ToDevice(AllocatePages(layout, all.pages() + 2, at::kCPU));
+    const int64_t first = 3;
+    const at::Tensor middle = at::tensor(std::vector<int64_t>{0, 2, 3, 7, 8, 14}, at::kLong);
+    kernels::GatherPagesCuda(src.Head(all.pages()), first, middle.cuda(), dst);
+    const at::Tensor index = at::cat({at::arange(first), middle + first});
+    const PagedKv want = all.Select(index), got = dst.Head(index.size(0)).To(at::kCPU);
+    std::vector<at::Tensor> a, b;
+    want.ForEach([&](const at::Tensor& t) { a.push_back(t); });
+    got.ForEach([&](const at::Tensor& t) { b.push_back(t); });
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i], b[i])) << "array " << i << ", oscar " << oscar;
+    EXPECT_THROW(kernels::GatherPagesCuda(src.Head(all.pages()), first, at::arange(all.pages(), at::kLong).cuda(), dst), Error);
+  }
+}
+
+// OScaR's rotation kernel against the matrix product, for bf16 and float rows.
+TEST(GpuPages, RotationMatchesTheHadamardProduct) {
+  REQUIRE_GPU();
+  at::manual_seed(340);
+  const at::Tensor h = HadamardMatrix(64, at::TensorOptions().dtype(at::kDouble));
+  for (const auto dtype : {at::kBFloat16, at::kFloat}) {
+    const at::Tensor x = at::randn({16, 1041, 64}).to(dtype);
+    const at::Tensor want = at::matmul(x.to(at::kDouble), h);
+    const at::Tensor got = kernels::RotateCuda(x.cuda()).cpu();
+    EXPECT_EQ(got.scalar_type(), at::kFloat);
+    EXPECT_LE(Rel(got, want), 1e-6) << c10::toString(dtype);  // float sums of 64 exact inputs
+  }
+}
+
 // The CUDA layer cache against the CPU quantized cache: same kept tokens, close outputs.
 TEST(GpuCache, FollowsTheCpuCacheThroughPruning) {
   REQUIRE_GPU();

@@ -38,6 +38,9 @@ class KvBackend {
   virtual at::ScalarType WorkType(at::ScalarType q) const = 0;
   // The dtype of dense rows for a dense format (fp32 keeps the keys' own dtype `k` where it can).
   virtual at::ScalarType DenseType(CacheFormat format, at::ScalarType k) const = 0;
+  // OScaR's rotation x H of a tensor [..., D] (H: the normalised Hadamard matrix `hadamard`, in
+  // the work type), in the work type.
+  virtual at::Tensor Rotate(const at::Tensor& x, const at::Tensor& hadamard) const;  // (reference_backend.cc)
   // Softmax attention of q_r over the kept tokens then the current frame (k_r, v_r): all in the
   // work type, rotated for OScaR. Returns [H, N, D].
   virtual at::Tensor Attend(const at::Tensor& q_r, const KvView& kept, const at::Tensor& k_r, const at::Tensor& v_r) = 0;

@@ -31,6 +31,11 @@ class CudaBackend final : public KvBackend {
   at::ScalarType WorkType(at::ScalarType) const override { return at::kFloat; }
   at::ScalarType DenseType(CacheFormat, at::ScalarType) const override { return at::kBFloat16; }
 
+  at::Tensor Rotate(const at::Tensor& x, const at::Tensor& hadamard) const override {
+    if (x.size(-1) != kernels::kKernelHeadDim || hadamard.scalar_type() != at::kFloat) return KvBackend::Rotate(x, hadamard);
+    return kernels::RotateCuda(x);  // one kernel where the cast and the matrix product took several
+  }
+
   at::Tensor Attend(const at::Tensor& q_r, const KvView& kept, const at::Tensor& k_r, const at::Tensor& v_r) override {
     if (kept.current_rows > 0 && kept.page_count == 0 && Path() != AttentionPath::kFused) {
       // The cache and the frame as one block of rows. A length seen at the previous frame (a full,

@@ -39,6 +39,26 @@ at::Tensor Top(const at::Tensor& scores, int64_t k) {
   return TopByScore(scores, k);
 }
 
+// The whole pages to keep when only bytes are limited (policy.h's TopPagesByMeanSlot for
+// xstream-page, TopPagesByBestSlot otherwise); on a GPU the page scores by one kernel.
+at::Tensor TopPages(PrunePolicy policy, const at::Tensor& slot_scores, const at::Tensor& valid, int64_t pages_left) {
+  const bool mean = policy == PrunePolicy::kXStreamPage;
+#ifdef STREAMRECON_HAVE_CUDA_KV
+  if (slot_scores.is_cuda()) return Top(kernels::PageScoresCuda(slot_scores.contiguous(), valid, mean), pages_left);
+#endif
+  return mean ? TopPagesByMeanSlot(slot_scores, valid, pages_left, Top) : TopPagesByBestSlot(slot_scores, valid, pages_left, Top);
+}
+
+// dst's first pages: src's first `first`, then src's pages first + middle[i] (ascending); on a GPU
+// by one kernel.
+void GatherPages(const PagedKv& src, int64_t first, const at::Tensor& middle, PagedKv& dst) {
+#ifdef STREAMRECON_HAVE_CUDA_KV
+  if (src.meta.is_cuda()) return kernels::GatherPagesCuda(src, first, middle, dst);
+#endif
+  const at::Tensor index = at::cat({at::arange(first, middle.options()), middle + first});
+  CopyPages(dst, src.Select(index), index.size(0));
+}
+
 class KvLayerCache final : public LayerKvCache {
  public:
   KvLayerCache(std::unique_ptr<KvBackend> backend, const KvCacheOptions& options) : backend_(std::move(backend)), options_(options) {}
@@ -59,9 +79,9 @@ class KvLayerCache final : public LayerKvCache {
     const bool as_is = !oscar() && q.scalar_type() == k.scalar_type();
     at::Tensor q_r = as_is ? q : q.to(work), k_r = as_is ? k : k.to(work), v_r = v;
     if (oscar()) {
-      q_r = at::matmul(q.to(work), hadamard_);
-      k_r = at::matmul(k.to(work), hadamard_);
-      if (options_.v_hadamard) v_r = at::matmul(v.to(work), hadamard_);
+      q_r = backend_->Rotate(q, hadamard_);
+      k_r = backend_->Rotate(k, hadamard_);
+      if (options_.v_hadamard) v_r = backend_->Rotate(v, hadamard_);
     }
     // Dense rows of the model's own dtype: the frame goes into the rows after the kept ones now, so
     // that a backend can attend to the cache and the frame as one block of rows (one call), and the
@@ -76,7 +96,7 @@ class KvLayerCache final : public LayerKvCache {
       tail_tokens_ = n;
     }
     at::Tensor out = backend_->Attend(q_r, View(), k_r, v_r);
-    if (oscar() && options_.v_hadamard) out = at::matmul(out.to(work), hadamard_);
+    if (oscar() && options_.v_hadamard) out = backend_->Rotate(out, hadamard_);
     if (options_.measure) SynchronizeDevice(device_);
     const auto t0 = std::chrono::steady_clock::now();
     if (frames_ > 0 && options_.policy != PrunePolicy::kNone) {
@@ -324,8 +344,7 @@ class KvLayerCache final : public LayerKvCache {
     if (budget.tokens_left < 0) {  // only bytes limited: whole pages, chosen on the device
       const at::Tensor valid = store_.meta.narrow(0, first_pages, middle_pages).select(1, 0);
       const int64_t k = budget.bytes_left / page_bytes;
-      KeepWholePages(first_pages, options_.policy == PrunePolicy::kXStreamPage ? TopPagesByMeanSlot(scores, valid, k, Top)
-                                                                               : TopPagesByBestSlot(scores, valid, k, Top));
+      KeepWholePages(first_pages, TopPages(options_.policy, scores, valid, k));
       return;
     }
     // A token cap: the sequential rule on the host.
@@ -348,15 +367,16 @@ class KvLayerCache final : public LayerKvCache {
   }
 
   // Keeps the first pages and the middle pages listed (ascending, on the device) whole, without a
-  // read back: the kept pages' valid counts come to the host asynchronously and are needed only
-  // at this layer's next frame (ResolveValid).
+  // read back: they are gathered into the spare store, which then becomes the store (no copy
+  // back). The kept pages' valid counts come to the host asynchronously and are needed only at
+  // this layer's next frame (ResolveValid).
   void KeepWholePages(int64_t first_pages, const at::Tensor& middle) {
-    const at::Tensor index = at::cat({at::arange(first_pages, middle.options()), middle + first_pages});
-    const int64_t count = index.size(0);
-    const PagedKv kept = store_.Head(pages_).Select(index);
-    CopyPages(store_, kept, count);
+    const int64_t count = first_pages + middle.size(0);
+    if (spare_.pages() != store_.pages()) spare_ = AllocatePages(layout_, store_.pages(), device_);
+    GatherPages(store_.Head(pages_), first_pages, middle, spare_);
+    std::swap(store_, spare_);
     pages_ = count;
-    ReadValidLater(kept.meta.select(1, 0));
+    ReadValidLater(store_.meta.narrow(0, 0, count).select(1, 0));
   }
 
   // Keeps the first pages and, of the middle pages, the listed slots (moved to the page front).
@@ -407,7 +427,10 @@ class KvLayerCache final : public LayerKvCache {
     if (device_.is_cpu()) {
       valid_host_ = counts.clone();
     } else {
-      valid_host_ = at::empty({counts.numel()}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+      // One pinned buffer per layer, reused: the last copy into it was waited for at ResolveValid.
+      if (!valid_pinned_.defined() || valid_pinned_.numel() < counts.numel())
+        valid_pinned_ = at::empty({std::max(counts.numel(), store_.pages())}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+      valid_host_ = valid_pinned_.narrow(0, 0, counts.numel());
       valid_host_.copy_(counts, /*non_blocking=*/true);
       valid_ready_.emplace(device_.type());
       valid_ready_->record(c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_));
@@ -446,6 +469,8 @@ class KvLayerCache final : public LayerKvCache {
   PagedKv store_;
   int64_t pages_ = 0;
   mutable std::vector<int32_t> valid_;
+  PagedKv spare_;  // as many pages as store_: where KeepWholePages gathers the kept pages
+  at::Tensor valid_pinned_;  // (GPU) the pinned host buffer valid_host_ views
   mutable at::Tensor valid_host_;  // the kept pages' counts on their way (pinned on a GPU); undefined once they landed
   mutable std::optional<c10::Event> valid_ready_;
   QuantStats stats_;

@@ -30,6 +30,12 @@ at::Tensor AttendCachedAndCurrent(const at::Tensor& q, const at::Tensor& cached_
   return (o1 * w1 + o2 * w2) / (w1 + w2);
 }
 
+}  // namespace
+
+at::Tensor KvBackend::Rotate(const at::Tensor& x, const at::Tensor& hadamard) const { return at::matmul(x.to(hadamard.scalar_type()), hadamard); }
+
+namespace {
+
 class ReferenceBackend final : public KvBackend {
  public:
   explicit ReferenceBackend(const KvCacheOptions& options) : options_(options) {}
