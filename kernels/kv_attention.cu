@@ -369,18 +369,28 @@ cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
 namespace {
 
 // A thread per pair of channels of one query row: out' = o + w (out - o) with w = e^lse / (e^lse +
-// e^l) = sigmoid(lse - l), lse' = log(e^lse + e^l); rows of 64 bf16 values.
+// e^l) = sigmoid(lse - l), lse' = log(e^lse + e^l); rows of 64 values, the running out in bf16 (the
+// first part) or float, the result in float.
+template <typename T>
 __global__ void __launch_bounds__(256) MergeByLseKernel(MergeParams p) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x;  // pair index
   if (i >= p.rows * 32) return;
   const int64_t row = i / 32;
   const float a = p.lse[row], b = p.l[row];
   const float w = 1.0f / (1.0f + expf(b - a));
-  const uint32_t x = reinterpret_cast<const uint32_t*>(p.out)[i], y = reinterpret_cast<const uint32_t*>(p.o)[i];
-  const float x0 = Bf16BitsToFloat(static_cast<uint16_t>(x & 0xffff)), x1 = Bf16BitsToFloat(static_cast<uint16_t>(x >> 16));
+  float x0, x1;
+  if constexpr (sizeof(T) == 2) {
+    const uint32_t x = reinterpret_cast<const uint32_t*>(p.out)[i];
+    x0 = Bf16BitsToFloat(static_cast<uint16_t>(x & 0xffff));
+    x1 = Bf16BitsToFloat(static_cast<uint16_t>(x >> 16));
+  } else {
+    const float2 x = reinterpret_cast<const float2*>(p.out)[i];
+    x0 = x.x;
+    x1 = x.y;
+  }
+  const uint32_t y = reinterpret_cast<const uint32_t*>(p.o)[i];
   const float y0 = Bf16BitsToFloat(static_cast<uint16_t>(y & 0xffff)), y1 = Bf16BitsToFloat(static_cast<uint16_t>(y >> 16));
-  const uint32_t r0 = FloatToBf16Bits(fmaf(w, x0 - y0, y0)), r1 = FloatToBf16Bits(fmaf(w, x1 - y1, y1));
-  reinterpret_cast<uint32_t*>(p.merged)[i] = r0 | (r1 << 16);
+  reinterpret_cast<float2*>(p.merged)[i] = make_float2(fmaf(w, x0 - y0, y0), fmaf(w, x1 - y1, y1));
   if (i % 32 == 0) {
     const float m = fmaxf(a, b);
     p.merged_lse[row] = m == -INFINITY ? m : m + log1pf(expf(-fabsf(a - b)));
@@ -393,7 +403,9 @@ cudaError_t LaunchMergeByLse(const MergeParams& p, cudaStream_t stream) {
   if (p.rows < 0) return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
   const int64_t pairs = p.rows * 32;
-  MergeByLseKernel<<<static_cast<unsigned>((pairs + 255) / 256), 256, 0, stream>>>(p);
+  const unsigned blocks = static_cast<unsigned>((pairs + 255) / 256);
+  if (p.out_bf16) MergeByLseKernel<uint16_t><<<blocks, 256, 0, stream>>>(p);
+  else MergeByLseKernel<float><<<blocks, 256, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

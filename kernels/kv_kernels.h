@@ -88,14 +88,15 @@ int ChooseAttentionSplits(const AttentionParams& p, int multiprocessors);
 cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream);
 
 struct MergeParams {
-  // Two attentions of the same query rows over disjoint key sets: outputs bf16 [rows, 64] and
-  // log-sum-exps float [rows] (natural log).
-  const uint16_t* out = nullptr;
+  // Two attentions of the same query rows over disjoint key sets: outputs [rows, 64] (the running
+  // one bf16 or float, the new part bf16) and log-sum-exps float [rows] (natural log).
+  const void* out = nullptr;
+  bool out_bf16 = false;
   const float* lse = nullptr;
   const uint16_t* o = nullptr;
   const float* l = nullptr;
   int64_t rows = 0;
-  uint16_t* merged = nullptr;  // bf16 [rows, 64]: the attention over both key sets
+  float* merged = nullptr;     // float [rows, 64]: the attention over both key sets
   float* merged_lse = nullptr; // float [rows]
 };
 

@@ -199,7 +199,8 @@ at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, a
 }
 
 // Folds a partial attention (o bf16 [H, N, 64], l float [H, N]) over more keys into (out, lse):
-// the first part is taken as it is, later ones merged by one kernel (bf16 out, float lse).
+// the first part is taken as it is, later ones merged by one kernel into a float out (rounded to
+// bf16 once, by the caller).
 void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at::Tensor& l) {
   if (!out.defined()) {
     out = o;
@@ -207,18 +208,20 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
     return;
   }
   // (cuDNN may hand its output back with the heads interleaved: the kernel wants [H, N, 64] rows)
-  const at::Tensor xc = out.to(at::kBFloat16).contiguous(), xl = lse.to(at::kFloat).contiguous();
+  const bool bf16 = out.scalar_type() == at::kBFloat16;
+  const at::Tensor xc = bf16 ? out.contiguous() : out.to(at::kFloat).contiguous(), xl = lse.to(at::kFloat).contiguous();
   const at::Tensor oc = o.to(at::kBFloat16).contiguous(), lc = l.to(at::kFloat).contiguous();
   if (oc.sizes() != xc.sizes() || lc.numel() != xl.numel() || xl.numel() * 64 != xc.numel())
     throw Error("attention merge: parts of different shapes " + Describe(xc) + " and " + Describe(oc));
-  const at::Tensor merged = at::empty_like(xc), merged_lse = at::empty_like(xl);
+  const at::Tensor merged = at::empty(xc.sizes(), xc.options().dtype(at::kFloat)), merged_lse = at::empty_like(xl);
   MergeParams p;
-  p.out = reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>());
+  p.out = xc.data_ptr();
+  p.out_bf16 = bf16;
   p.lse = xl.data_ptr<float>();
   p.o = reinterpret_cast<const uint16_t*>(oc.data_ptr<at::BFloat16>());
   p.l = lc.data_ptr<float>();
-  p.rows = lse.numel();
-  p.merged = reinterpret_cast<uint16_t*>(merged.data_ptr<at::BFloat16>());
+  p.rows = xl.numel();
+  p.merged = merged.data_ptr<float>();
   p.merged_lse = merged_lse.data_ptr<float>();
   CheckCuda(LaunchMergeByLse(p, at::cuda::getCurrentCUDAStream()), "attention merge kernel");
   out = merged;
