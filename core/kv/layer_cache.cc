@@ -441,7 +441,9 @@ class KvLayerCache final : public LayerKvCache {
 
   void ResolveValid() const {
     if (!valid_host_.defined()) return;
-    if (valid_ready_) valid_ready_->synchronize();
+    // The copy was issued at this layer's previous frame: it has normally landed by now, so the
+    // event is queried first and waited for (a host synchronisation) only when it has not.
+    if (valid_ready_ && !valid_ready_->query()) valid_ready_->synchronize();
     valid_ready_.reset();
     std::copy_n(valid_host_.data_ptr<int32_t>(), valid_host_.numel(), valid_.begin());
     valid_host_ = at::Tensor();
