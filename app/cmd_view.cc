@@ -72,8 +72,9 @@ viewer::Session StartSession(const ViewArgs& args, const std::string& input, con
     }
     return frame;
   };
-  stages.step = [stage](const Frame& frame) { return stage->Step(frame); };
+  stages.submit = [stage](const Frame& frame) { return stage->Submit(frame); };
   stages.cache_stats = [stage] { return stage->CacheStatsNow(); };
+  stages.cache_stats_before_last = [stage] { return stage->CacheStatsBeforeLastStep(); };
 
   PipelineOptions po;
   po.realtime = realtime;

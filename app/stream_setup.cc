@@ -2,10 +2,13 @@
 #include "app/stream_setup.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <tuple>
 
 #include "core/errors.h"
@@ -78,35 +81,85 @@ ModelStage::Output ModelStage::Run(const Frame& frame) {
   return output;
 }
 
-FramePrediction ModelStage::Step(const Frame& frame) {
+namespace {
+
+// The outputs the host needs, copied into pinned host memory behind the frame's work on a GPU
+// (nothing waits here); on the CPU the tensors as they are. `ready` marks the end of the copies.
+struct HostOutputs {
+  models::StepOutput tensors;
+  std::optional<c10::Event> ready;
+};
+
+HostOutputs StartHostCopies(const models::StepOutput& t) {
+  HostOutputs host;
+  if (!t.depth.is_cuda()) {
+    host.tensors = t;
+    return host;
+  }
+  auto copy = [](const at::Tensor& x) {
+    return at::empty(x.sizes(), x.options().device(at::kCPU).pinned_memory(true)).copy_(x, /*non_blocking=*/true);
+  };
+  host.tensors.pose_enc = copy(t.pose_enc);
+  host.tensors.depth = copy(t.depth);
+  host.tensors.depth_conf = copy(t.depth_conf);
+  host.tensors.world_points = copy(t.world_points);
+  host.tensors.world_points_conf = copy(t.world_points_conf);
+  host.tensors.camera_graph = t.camera_graph;
+  const c10::Device device = t.depth.device();
+  host.ready.emplace(device.type());
+  host.ready->record(c10::impl::getDeviceGuardImpl(device.type())->getStream(device));
+  return host;
+}
+
+}  // namespace
+
+std::function<FramePrediction()> ModelStage::Submit(const Frame& frame) {
   Output output = Run(frame);
   const auto t0 = std::chrono::steady_clock::now();
-  FramePrediction prediction = models::ToFramePrediction(output.tensors, output.image, frame.index);
-  prediction.timestamp = frame.timestamp;
-  prediction.source_name = frame.name;
-  prediction.known_intrinsics = output.known_intrinsics;
-  // The step and the conversion (the resize before them is preprocessing).
-  prediction.model_ms =
-      output.model_ms + std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  if (!raw_folder_.empty()) {
-    char name[32];
-    std::snprintf(name, sizeof(name), "frame_%06lld.safetensors", static_cast<long long>(frame.index));
-    const models::StepOutput& t = output.tensors;
-    models::WriteSafetensors(raw_folder_ / name,
-                             {{"depth", t.depth.squeeze(-1).cpu().contiguous()},
-                              {"depth_conf", t.depth_conf.cpu().contiguous()},
-                              {"world_points", t.world_points.cpu().contiguous()},
-                              {"world_points_conf", t.world_points_conf.cpu().contiguous()},
-                              {"pose_enc", t.pose_enc.cpu().contiguous()}});
-  }
-  return prediction;
+  auto host = std::make_shared<HostOutputs>(StartHostCopies(output.tensors));
+  const double submit_ms = output.model_ms + std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  output.tensors = models::StepOutput{};  // the device outputs are not needed past the copies
+  auto pending = std::make_shared<Output>(std::move(output));
+  return [this, host, pending, submit_ms, index = frame.index, timestamp = frame.timestamp, name = frame.name]() {
+    const auto t1 = std::chrono::steady_clock::now();
+    if (host->ready) host->ready->synchronize();
+    const models::StepOutput& t = host->tensors;
+    FramePrediction prediction = models::ToFramePrediction(t, pending->image, index);
+    prediction.timestamp = timestamp;
+    prediction.source_name = name;
+    prediction.known_intrinsics = pending->known_intrinsics;
+    // The step, the wait for its results and the conversion (the resize before them is preprocessing).
+    prediction.model_ms = submit_ms + std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
+    if (!raw_folder_.empty()) {
+      char file[32];
+      std::snprintf(file, sizeof(file), "frame_%06lld.safetensors", static_cast<long long>(index));
+      models::WriteSafetensors(raw_folder_ / file,
+                               {{"depth", t.depth.squeeze(-1).cpu().contiguous()},
+                                {"depth_conf", t.depth_conf.cpu().contiguous()},
+                                {"world_points", t.world_points.cpu().contiguous()},
+                                {"world_points_conf", t.world_points_conf.cpu().contiguous()},
+                                {"pose_enc", t.pose_enc.cpu().contiguous()}});
+    }
+    return prediction;
+  };
 }
+
+FramePrediction ModelStage::Step(const Frame& frame) { return Submit(frame)(); }
 
 void ModelStage::WriteRawOutputs(const std::filesystem::path& folder) {
   std::error_code error;
   std::filesystem::create_directories(folder, error);
   if (error) throw FileError("cannot create the folder " + folder.string() + ": " + error.message());
   raw_folder_ = folder;
+}
+
+CacheStats ModelStage::CacheStatsBeforeLastStep() const {
+  const models::StreamingModel::CacheCounts counts = model_->CacheBeforeLastStep();
+  CacheStats stats;
+  stats.bytes = counts.bytes;
+  stats.budget_bytes = static_cast<int64_t>(counts.budget_bytes);
+  stats.tokens_per_layer = counts.tokens_per_layer;
+  return stats;
 }
 
 CacheStats ModelStage::CacheStatsNow() const {
@@ -126,8 +179,9 @@ std::pair<int, int> ModelStage::InputSize() const {
 PipelineStages ModelStage::MakeStages(std::shared_ptr<ModelStage> stage, datasets::FrameSource& source) {
   PipelineStages stages;
   stages.next_frame = [&source] { return source.Next(); };
-  stages.step = [stage](const Frame& frame) { return stage->Step(frame); };
+  stages.submit = [stage](const Frame& frame) { return stage->Submit(frame); };
   stages.cache_stats = [stage] { return stage->CacheStatsNow(); };
+  stages.cache_stats_before_last = [stage] { return stage->CacheStatsBeforeLastStep(); };
   return stages;
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -46,7 +47,12 @@ class ModelStage {
     std::optional<Intrinsics> known_intrinsics;  // the known camera at the model's size
   };
   Output Run(const Frame& frame);
-  // Run, converted to a FramePrediction (model_ms covers the step and the conversion).
+  // Run, with the results on their way to the host (on a GPU: copies into pinned memory queued
+  // behind the frame's work); the returned function waits for them and converts them to a
+  // FramePrediction (model_ms covers the step, the wait and the conversion). The pipeline's
+  // submit stage: frame t + 1 can be queued before frame t is completed.
+  std::function<FramePrediction()> Submit(const Frame& frame);
+  // Submit, completed at once.
   FramePrediction Step(const Frame& frame);
   // Every Step also writes folder/frame_%06d.safetensors (%06d = the frame's index): depth [H, W],
   // depth_conf, world_points [H, W, 3], world_points_conf and pose_enc [9] in the model's dtype,
@@ -56,10 +62,13 @@ class ModelStage {
   // input size. Frames of another size than the calibration states are an error.
   void SetKnownCamera(const datasets::KnownCamera& camera) { known_ = camera; }
   CacheStats CacheStatsNow() const;
+  // The same as they were when the last step began (no wait on the device): for a frame completed
+  // after the next one was submitted.
+  CacheStats CacheStatsBeforeLastStep() const;
   // The model input size {width, height}; {0, 0} before the first frame.
   std::pair<int, int> InputSize() const;
 
-  // next_frame from `source` (which must outlive the pipeline), step and cache_stats from this.
+  // next_frame from `source` (which must outlive the pipeline), submit and the cache figures from this.
   static PipelineStages MakeStages(std::shared_ptr<ModelStage> stage,
                                    datasets::FrameSource& source);
 

@@ -169,9 +169,9 @@ class Pipeline::BoundedQueue {
 Pipeline::Pipeline(PipelineStages stages, const PipelineOptions& options)
     : stages_(std::move(stages)), options_(options), accumulator_(options.cloud) {
   options_.Check();
-  if (!stages_.next_frame || !stages_.step) {
-    throw OptionError("pipeline stages: expected next_frame and step functions, found " +
-                      std::string(stages_.next_frame ? "no step" : "no next_frame"));
+  if (!stages_.next_frame || (!stages_.step && !stages_.submit)) {
+    throw OptionError("pipeline stages: expected next_frame and step (or submit) functions, found " +
+                      std::string(stages_.next_frame ? "neither step nor submit" : "no next_frame"));
   }
   frames_ = std::make_unique<BoundedQueue<Item>>(options_.frame_queue);
   predictions_ = std::make_unique<BoundedQueue<Item>>(options_.prediction_queue);
@@ -323,24 +323,87 @@ void Pipeline::SourceLoop() {
   frames_->Close();
 }
 
+// A frame whose model work is queued (submit) and not completed yet.
+struct Pipeline::InFlight {
+  Item item;
+  std::function<FramePrediction()> finish;
+  double submit_ms = 0;  // host time of the submit
+};
+
+bool Pipeline::Complete(InFlight& in_flight, bool successor_queued) {
+  Item& item = in_flight.item;
+  const auto t0 = Clock::now();
+  item.prediction = in_flight.finish();
+  const double step_ms = in_flight.submit_ms + MsSince(t0);
+  item.report.model_ms = item.prediction.model_ms;
+  item.report.preprocess_ms = std::max(0.0, step_ms - item.prediction.model_ms);
+  if (successor_queued && stages_.cache_stats_before_last) {
+    item.report.cache = stages_.cache_stats_before_last();
+  } else if (stages_.cache_stats) {
+    item.report.cache = stages_.cache_stats();
+  }
+  item.frame = Frame{};  // the prediction carries the model's input image
+  return predictions_->Push(std::move(item));
+}
+
+bool Pipeline::WaitUnlessPaused(std::optional<InFlight>& in_flight) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (in_flight && stats_.paused && step_tokens_ == 0 && !stop_requested_) {
+    lock.unlock();
+    const bool pushed = Complete(*in_flight, false);
+    in_flight.reset();
+    if (!pushed) return false;
+    lock.lock();
+  }
+  changed_.wait(lock, [&] { return stop_requested_ || !stats_.paused || step_tokens_ > 0; });
+  if (stop_requested_) return false;
+  if (stats_.paused) --step_tokens_;
+  return true;
+}
+
 void Pipeline::ModelLoop() {
+  std::optional<InFlight> in_flight;  // submit only: the frame queued before this one
   try {
-    while (std::optional<Item> item = frames_->Pop()) {
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        changed_.wait(lock, [&] { return stop_requested_ || !stats_.paused || step_tokens_ > 0; });
-        if (stop_requested_) break;
-        if (stats_.paused) --step_tokens_;
+    for (;;) {
+      std::optional<Item> item;
+      if (in_flight) {
+        // Queue the next frame before completing this one if it is already there; otherwise
+        // complete this one now rather than hold its results while the source catches up.
+        bool ended = false;
+        item = frames_->PopFor(Clock::duration::zero(), &ended);
+        if (!item) {
+          const bool pushed = Complete(*in_flight, false);
+          in_flight.reset();
+          if (!pushed || ended) break;
+          continue;
+        }
+      } else {
+        item = frames_->Pop();
+        if (!item) break;
+      }
+      if (!WaitUnlessPaused(in_flight)) break;
+      if (!stages_.submit) {
+        const auto t0 = Clock::now();
+        item->prediction = stages_.step(item->frame);
+        const double step_ms = MsSince(t0);
+        item->report.model_ms = item->prediction.model_ms;
+        item->report.preprocess_ms = std::max(0.0, step_ms - item->prediction.model_ms);
+        if (stages_.cache_stats) item->report.cache = stages_.cache_stats();
+        item->frame = Frame{};  // the prediction carries the model's input image
+        if (!predictions_->Push(std::move(*item))) break;
+        continue;
       }
       const auto t0 = Clock::now();
-      item->prediction = stages_.step(item->frame);
-      const double step_ms = MsSince(t0);
-      item->report.model_ms = item->prediction.model_ms;
-      item->report.preprocess_ms = std::max(0.0, step_ms - item->prediction.model_ms);
-      if (stages_.cache_stats) item->report.cache = stages_.cache_stats();
-      item->frame = Frame{};  // the prediction carries the model's input image
-      if (!predictions_->Push(std::move(*item))) break;
+      std::function<FramePrediction()> finish = stages_.submit(item->frame);
+      InFlight next{std::move(*item), std::move(finish), MsSince(t0)};
+      if (in_flight && !Complete(*in_flight, true)) {
+        in_flight.reset();
+        break;
+      }
+      in_flight = std::move(next);
     }
+    // The end of the stream (not a stop request): the last frame queued goes through too.
+    if (in_flight && !Stopping()) Complete(*in_flight, false);
   } catch (...) {
     Fail(std::current_exception());
   }

@@ -103,8 +103,17 @@ struct PipelineStages {
   // Runs the model (and its preprocessing) on one frame; sets model_ms to the model's share of
   // the wall time. Model thread.
   std::function<FramePrediction(const Frame&)> step;
+  // Optional, instead of `step`: queues the model's work for one frame and returns the function
+  // that completes it (waits for the device, converts the results). With it the model thread
+  // queues frame t + 1 before it completes frame t whenever frame t + 1 is already waiting, so a
+  // GPU is not left idle while the host converts frame t; a frame with no successor in the queue
+  // (a live source, the end of the stream, a pause) is completed at once. Model thread.
+  std::function<std::function<FramePrediction()>(const Frame&)> submit;
   // Optional: the cache figures after each step. Model thread.
   std::function<CacheStats()> cache_stats;
+  // Optional, with submit: the cache figures as they were before the last submitted frame, for a
+  // frame completed after its successor was queued (else cache_stats is used). Model thread.
+  std::function<CacheStats()> cache_stats_before_last;
   // Optional: called with every prediction, in stream order, after it joined the cloud
   // (e.g. to write depth maps or log progress). Accumulator thread.
   std::function<void(const FramePrediction&, const FrameReport&)> on_frame;
@@ -139,7 +148,8 @@ struct PipelineOptions {
 
 class Pipeline {
  public:
-  // Starts the three threads. Throws OptionError for bad options or a missing next_frame/step.
+  // Starts the three threads. Throws OptionError for bad options or a missing next_frame or
+  // step/submit.
   Pipeline(PipelineStages stages, const PipelineOptions& options);
   // Requests a stop and joins every thread.
   ~Pipeline();
@@ -175,6 +185,12 @@ class Pipeline {
 
   void SourceLoop();
   void ModelLoop();
+  struct InFlight;
+  // Completes a submitted frame and hands it on; false when the stream is being torn down.
+  bool Complete(InFlight& in_flight, bool successor_queued);
+  // Waits while paused (completing `in_flight` first, so a paused viewer shows the last frame);
+  // false on a stop request.
+  bool WaitUnlessPaused(std::optional<InFlight>& in_flight);
   void AccumulatorLoop();
   void Fail(std::exception_ptr error);
   void Publish();

@@ -36,6 +36,7 @@ struct StreamingModel::Impl {
   int64_t frames = 0;
   BudgetPlan plan;
   int64_t max_bytes = 0;
+  int64_t bytes_before_step = 0;  // Bytes() when the last Step began
   StageTimings timings;
   std::chrono::steady_clock::time_point mark;
 
@@ -117,6 +118,7 @@ struct StreamingModel::Impl {
       trunk_caches.push_back(slots ? MakeSlotKvCache(trunk) : MakeLayerKvCache(trunk, topts.device(), KvBackendKind::kReference));
     frames = 0;
     max_bytes = 0;
+    bytes_before_step = 0;
     plan = BudgetPlan{};
   }
 
@@ -505,6 +507,7 @@ struct StreamingModel::Impl {
     if (H % ps != 0 || W % ps != 0 || H == 0 || W == 0)
       throw Error("model input " + std::to_string(W) + "x" + std::to_string(H) + " is not a multiple of the patch size " + std::to_string(ps));
     const int64_t h = H / ps, wd = W / ps;
+    bytes_before_step = Bytes();
     DropGraphsUnlessSize(H, W);
     PrepareLayout(h, wd);
 

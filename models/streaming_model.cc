@@ -138,6 +138,15 @@ CacheReport StreamingModel::Cache() const {
   return r;
 }
 
+StreamingModel::CacheCounts StreamingModel::CacheBeforeLastStep() const {
+  const auto& m = *impl_;
+  CacheCounts counts;
+  counts.bytes = m.bytes_before_step;
+  counts.budget_bytes = m.options.cache.budget_bytes;
+  for (const auto& c : m.global_caches) counts.tokens_per_layer.push_back(c->tokens_before_last_frame());
+  return counts;
+}
+
 const ModelConfig& StreamingModel::config() const { return impl_->config; }
 
 std::string DefaultWeightsPath() {

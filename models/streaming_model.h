@@ -113,6 +113,15 @@ class StreamingModel {
   int64_t CacheBytes() const;
   const ModelConfig& config() const;
   CacheReport Cache() const;
+  // The cache's bytes and tokens per global layer as they were when the last Step began (after the
+  // frame before it), read without waiting for the device. A caller that queues frame t + 1 before
+  // it completes frame t reports these for frame t (`run` and `view` do).
+  struct CacheCounts {
+    int64_t bytes = 0;
+    uint64_t budget_bytes = 0;  // 0 = unbounded
+    std::vector<int64_t> tokens_per_layer;
+  };
+  CacheCounts CacheBeforeLastStep() const;
   // Stage times of the last Step (zeros unless ModelOptions::stage_timing).
   const StageTimings& LastTimings() const;
   // The kept keys and values of global layer `layer` as attention reads them: [H, T, D] each.

@@ -3,6 +3,7 @@
 // each stage and on a stop request. Every wait has a timeout, so a hang fails instead of blocking.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <future>
 #include <limits>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -587,6 +589,104 @@ TEST(Pipeline, ReportsCacheStatsAndTimings) {
   EXPECT_EQ(snapshot->latest_report->model_ms, 0.5);
   EXPECT_EQ(snapshot->history_cache_mib, (std::vector<float>{1, 2, 3}));
   EXPECT_EQ(snapshot->history_ms.size(), 3u);
+}
+
+// The submit stage (run and view on a GPU): with frames waiting, frame t + 1 is submitted before
+// frame t is completed; every frame still arrives once, in order, with the cache figures of its
+// own step (the "before the last step" figures while a successor is queued, the current ones for
+// the last frame).
+TEST(Pipeline, SubmitQueuesTheNextFrameBeforeCompletingThisOne) {
+  std::mutex log_mutex;
+  std::vector<std::string> log;  // "s3" = frame 3 submitted, "f3" = frame 3 completed
+  auto note = [&](const std::string& what) {
+    std::lock_guard<std::mutex> lock(log_mutex);
+    log.push_back(what);
+  };
+  std::atomic<int64_t> submitted{0};
+  PipelineStages stages;
+  stages.next_frame = CountingSource(20);
+  stages.submit = [&](const Frame& f) {
+    note("s" + std::to_string(f.index));
+    submitted = f.index + 1;
+    return std::function<FramePrediction()>([&, f] {
+      note("f" + std::to_string(f.index));
+      return FakeStep(f);
+    });
+  };
+  // The figures of frame i: bytes i + 1 (as a cache that grows by one per frame would report).
+  stages.cache_stats = [&] { CacheStats s; s.bytes = submitted; return s; };
+  stages.cache_stats_before_last = [&] { CacheStats s; s.bytes = submitted - 1; return s; };
+  std::vector<int64_t> seen, bytes;
+  stages.on_frame = [&](const FramePrediction& p, const FrameReport& r) {
+    seen.push_back(p.index);
+    bytes.push_back(r.cache.bytes);
+  };
+  auto options = QuickOptions();
+  options.frame_queue = 4;
+  options.start_paused = true;  // let the source fill the queue first
+  WithinOrDie(10000ms, "pipelined submit", [&] {
+    Pipeline pipeline(stages, options);
+    std::this_thread::sleep_for(100ms);
+    pipeline.SetPaused(false);
+    ASSERT_TRUE(pipeline.WaitUntilDone(5s));
+    EXPECT_EQ(pipeline.Stats().state, PipelineState::kFinished);
+  });
+  ASSERT_EQ(seen.size(), 20u);
+  for (int64_t i = 0; i < 20; ++i) {
+    EXPECT_EQ(seen[i], i);
+    EXPECT_EQ(bytes[i], i + 1) << "frame " << i;
+  }
+  // Frames 0 and 1 were waiting together: 1 is submitted before 0 is completed.
+  const auto at = [&](const std::string& what) { return std::find(log.begin(), log.end(), what) - log.begin(); };
+  EXPECT_LT(at("s1"), at("f0"));
+  for (int64_t i = 0; i < 20; ++i) EXPECT_LT(at("s" + std::to_string(i)), at("f" + std::to_string(i)));
+  EXPECT_EQ(log.size(), 40u);
+}
+
+// Paused with a frame in flight: it is completed before the wait, so a paused viewer shows the
+// frame it stepped to; stepping lets exactly one more through.
+TEST(Pipeline, SubmitWhilePausedCompletesTheFrameInFlight) {
+  PipelineStages stages;
+  stages.next_frame = CountingSource(5);
+  stages.submit = [](const Frame& f) { return std::function<FramePrediction()>([f] { return FakeStep(f); }); };
+  auto options = QuickOptions();
+  options.start_paused = true;
+  WithinOrDie(10000ms, "pause/step with submit", [&] {
+    Pipeline pipeline(stages, options);
+    std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(pipeline.Stats().frames_processed, 0);
+    for (int64_t want = 1; want <= 2; ++want) {
+      pipeline.Step();
+      for (int i = 0; i < 500 && pipeline.Stats().frames_processed < want; ++i) std::this_thread::sleep_for(5ms);
+      std::this_thread::sleep_for(50ms);
+      EXPECT_EQ(pipeline.Stats().frames_processed, want);
+      ASSERT_TRUE(pipeline.Latest());
+      EXPECT_EQ(pipeline.Latest()->latest->index, want - 1);
+    }
+    pipeline.SetPaused(false);
+    ASSERT_TRUE(pipeline.WaitUntilDone(5s));
+    EXPECT_EQ(pipeline.Stats().frames_processed, 5);
+  });
+}
+
+// A completion that throws (a non-finite output) fails the pipeline with its message.
+TEST(Pipeline, SubmitCompletionErrorsEndTheStream) {
+  PipelineStages stages;
+  stages.next_frame = CountingSource(10);
+  stages.submit = [](const Frame& f) {
+    return std::function<FramePrediction()>([f] {
+      if (f.index == 3) throw Error("frame 3: the model's depth output is not finite");
+      return FakeStep(f);
+    });
+  };
+  WithinOrDie(10000ms, "submit error", [&] {
+    Pipeline pipeline(stages, QuickOptions());
+    ASSERT_TRUE(pipeline.WaitUntilDone(5s));
+    EXPECT_EQ(pipeline.Stats().state, PipelineState::kFailed);
+    EXPECT_NE(pipeline.Stats().error.find("frame 3"), std::string::npos) << pipeline.Stats().error;
+    EXPECT_LE(pipeline.Stats().frames_processed, 3);  // (a model error ends the stream at once, as with step)
+    EXPECT_THROW(pipeline.RethrowIfFailed(), Error);
+  });
 }
 
 TEST(Pipeline, BadOptionsThrowBeforeAnyThreadStarts) {

@@ -42,6 +42,11 @@ class LayerKvCache {
 
   virtual void SetCapacity(const LayerCapacity& capacity) = 0;
   virtual int64_t tokens() const = 0;  // tokens held
+  // Tokens held when the last Forward began (after the frame before it; 0 before any frame), read
+  // without waiting for the device: what a caller that has already queued the next frame reports
+  // for the frame it completes. (A paged cache knows its token count only once the previous
+  // frame's kept-page counts have landed, which its next Forward waits for anyway.)
+  virtual int64_t tokens_before_last_frame() const { return tokens(); }
   virtual int64_t bytes() const = 0;   // bytes held (codes, params, norms, page table)
   virtual QuantStats quant_stats() const = 0;  // with options.quant_stats, else zeros
   // With options.measure: milliseconds the last Forward spent pruning and storing (else 0).

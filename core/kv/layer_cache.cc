@@ -72,6 +72,7 @@ class KvLayerCache final : public LayerKvCache {
     SR_CHECK(k.size(0) == heads_ && k.size(2) == head_dim_, Error,
              "KV cache: this layer holds " << heads_ << " heads of " << head_dim_ << " channels, the frame has " << k.sizes());
     ResolveValid();
+    tokens_before_ = rows_ + std::accumulate(valid_.begin(), valid_.end(), int64_t{0});
     const at::ScalarType work = backend_->WorkType(q.scalar_type());
     // Unrotated formats hand q and k of one dtype on as they came (the CUDA backend attends and
     // stores in bf16, so casting a bf16 model's tensors to the fp32 work type and back would only
@@ -138,6 +139,8 @@ class KvLayerCache final : public LayerKvCache {
     ResolveValid();
     return rows_ + std::accumulate(valid_.begin(), valid_.end(), int64_t{0});
   }
+
+  int64_t tokens_before_last_frame() const override { return tokens_before_; }
 
   int64_t bytes() const override { return rows_ * row_bytes_ + (pages_ > 0 ? pages_ * layout_.page_bytes() : 0); }
   QuantStats quant_stats() const override { return stats_; }
@@ -456,6 +459,7 @@ class KvLayerCache final : public LayerKvCache {
   c10::Device device_ = c10::kCPU;
   at::Tensor hadamard_;  // OScaR, in the work type
   int64_t frames_ = 0, first_tokens_ = 0;
+  int64_t tokens_before_ = 0;  // tokens held when the last Forward began
   // dense rows [H, allocated, D], the first rows_ in use
   at::Tensor dense_k_, dense_v_;
   int64_t rows_ = 0, row_bytes_ = 0;
