@@ -394,7 +394,15 @@ void Pipeline::ModelLoop() {
         continue;
       }
       const auto t0 = Clock::now();
-      std::function<FramePrediction()> finish = stages_.submit(item->frame);
+      std::function<FramePrediction()> finish;
+      try {
+        finish = stages_.submit(item->frame);
+      } catch (...) {
+        // The frame before this one is done on the device: it still goes through.
+        if (in_flight) Complete(*in_flight, false);
+        in_flight.reset();
+        throw;
+      }
       InFlight next{std::move(*item), std::move(finish), MsSince(t0)};
       if (in_flight && !Complete(*in_flight, true)) {
         in_flight.reset();

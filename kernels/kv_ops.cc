@@ -191,8 +191,14 @@ at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, a
   const bool cudnn = backend == SdpaBackend::kCudnn || (backend == SdpaBackend::kAuto && at::cuda::getCurrentDeviceProperties()->major == 9);
   if (!cudnn || !SplitQueryTail(q.size(0), q.size(1), k.size(1))) return SdpaCall(q, k, v, lse, backend);
   const int64_t main = q.size(1) / 128 * 128, rest = q.size(1) - main;
-  at::Tensor l_main, l_rest;
-  const at::Tensor o_main = SdpaCall(q.narrow(1, 0, main), k, v, lse ? &l_main : nullptr, SdpaBackend::kCudnn);
+  at::Tensor l_main, l_rest, o_main;
+  try {
+    o_main = SdpaCall(q.narrow(1, 0, main), k, v, lse ? &l_main : nullptr, SdpaBackend::kCudnn);
+  } catch (const c10::Error&) {
+    // torch's own choice may be another backend where cuDNN refuses these inputs (kAuto only)
+    if (backend != SdpaBackend::kAuto) throw;
+    return SdpaCall(q, k, v, lse, backend);
+  }
   const at::Tensor o_rest = SdpaCall(q.narrow(1, main, rest), k, v, lse ? &l_rest : nullptr, SdpaBackend::kFlash);
   if (lse) *lse = at::cat({l_main, l_rest}, 1);
   return at::cat({o_main, o_rest}, 1);

@@ -219,7 +219,7 @@ __global__ void __launch_bounds__(kThreads) PageScoresKernel(PageScoreParams p) 
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     const float t = __shfl_xor_sync(0xffffffffu, s, o);
-    s = p.mean ? s + t : fmaxf(s, t);
+    s = p.mean ? s + t : (isnan(t) || t > s ? t : s);  // (a NaN wins, as in amax)
   }
   if (lane == 0) p.out[page] = p.mean ? s / max(valid, 1) : s;
 }
@@ -255,7 +255,8 @@ cudaError_t LaunchTopKSelect(const float* scores, int units, int k, int64_t* kep
     TopKSelectKernel<false><<<1, kSelectThreads, 0, stream>>>(scores, units, k, kept);
     return cudaGetLastError();
   }
-  static const cudaError_t configured =
+  // (per launch: the attribute belongs to the current device's context; the call is cheap)
+  const cudaError_t configured =
       cudaFuncSetAttribute(TopKSelectKernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSelectStagedUnits * 4);
   if (configured != cudaSuccess) return configured;
   TopKSelectKernel<true><<<1, kSelectThreads, units * 4, stream>>>(scores, units, k, kept);

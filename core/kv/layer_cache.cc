@@ -264,6 +264,7 @@ class KvLayerCache final : public LayerKvCache {
       PagedKv next = AllocatePages(layout_, size, device_);
       CopyPages(next, store_, pages_);
       store_ = next;
+      spare_ = PagedKv{};  // (reallocated at the new size by the next KeepWholePages)
     }
     backend_->StorePages(k, v, k_r, v_r, static_cast<int32_t>(frames_), store_, pages_);
     for (int64_t i = 0; i < add; ++i) valid_.push_back(static_cast<int32_t>(std::min(slots, n - i * slots)));
