@@ -382,18 +382,13 @@ void Pipeline::ModelLoop() {
         if (!item) break;
       }
       if (!WaitUnlessPaused(in_flight)) break;
-      if (!stages_.submit) {
-        const auto t0 = Clock::now();
-        item->prediction = stages_.step(item->frame);
-        const double step_ms = MsSince(t0);
-        item->report.model_ms = item->prediction.model_ms;
-        item->report.preprocess_ms = std::max(0.0, step_ms - item->prediction.model_ms);
-        if (stages_.cache_stats) item->report.cache = stages_.cache_stats();
-        item->frame = Frame{};  // the prediction carries the model's input image
-        if (!predictions_->Push(std::move(*item))) break;
+      const auto t0 = Clock::now();
+      if (!stages_.submit) {  // step: the frame is done on return
+        FramePrediction prediction = stages_.step(item->frame);
+        InFlight done{std::move(*item), [&prediction] { return std::move(prediction); }, MsSince(t0)};
+        if (!Complete(done, false)) break;
         continue;
       }
-      const auto t0 = Clock::now();
       std::function<FramePrediction()> finish;
       try {
         finish = stages_.submit(item->frame);

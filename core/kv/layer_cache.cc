@@ -72,7 +72,7 @@ class KvLayerCache final : public LayerKvCache {
     SR_CHECK(k.size(0) == heads_ && k.size(2) == head_dim_, Error,
              "KV cache: this layer holds " << heads_ << " heads of " << head_dim_ << " channels, the frame has " << k.sizes());
     ResolveValid();
-    tokens_before_ = rows_ + std::accumulate(valid_.begin(), valid_.end(), int64_t{0});
+    tokens_before_ = tokens();
     const at::ScalarType work = backend_->WorkType(q.scalar_type());
     // Unrotated formats hand q and k of one dtype on as they came (the CUDA backend attends and
     // stores in bf16, so casting a bf16 model's tensors to the fp32 work type and back would only
