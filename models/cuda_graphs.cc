@@ -1,9 +1,11 @@
 // CUDA graphs of the streaming step (ModelOptions::cuda_graphs): the embedding, each segment
 // between two cache attentions and the DPT heads are captured once per frame size and replayed;
-// the cache attentions run eagerly between them (their lengths change every frame). The camera
-// head (4 iterations of the trunk over its slot caches) is captured as one more graph once its
-// caches are full (graph_ready) and replayed from then on. CUDA builds only; no_cuda_graphs.cc
-// stands in elsewhere.
+// the cache attentions run eagerly between them while their lengths change. Once every global
+// cache is steady (graph_ready: a full dense cache evicting as many rows as a frame adds), the
+// whole aggregator with its cache attentions and the DPT heads is captured as one graph and the
+// step makes no per-layer host work at all. The camera head (4 iterations of the trunk over its
+// slot caches) is captured as one more graph once its caches are full and replayed from then on.
+// CUDA builds only; no_cuda_graphs.cc stands in elsewhere.
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <ATen/cuda/CachingHostAllocator.h>
@@ -30,7 +32,55 @@ struct StreamingModel::Impl::Graphs {
   std::optional<at::cuda::CUDAStream> side;  // the capture stream (its library handles are warm)
   std::unique_ptr<at::cuda::CUDAGraph> camera;  // once the trunk caches are full
   Tensor camera_in, camera_out;                 // its static input token [1, 2C] and pose encoding
+  std::unique_ptr<at::cuda::CUDAGraph> step;    // once the global caches are steady (then no segments)
+  HeadsOut step_heads;
 };
+
+namespace {
+
+// Captures body() into graph on `stream` with its own memory pool. Returns what went wrong, or
+// "" when the graph is ready. A failed capture leaves the allocators out of capture mode and
+// the error state clear, so the caller can run the same work eagerly.
+std::string TryCapture(at::cuda::CUDAGraph& graph, const at::cuda::CUDAStream& stream, const std::function<void()>& body) {
+  const at::cuda::MempoolId_t pool = at::cuda::graph_pool_handle();
+  try {
+    c10::cuda::device_synchronize();
+    c10::cuda::CUDAStreamGuard guard(stream);
+    // Thread-local capture: other threads of the pipeline (reader, accumulator, viewer) may keep
+    // making CUDA calls while this one captures.
+    graph.capture_begin(pool, cudaStreamCaptureModeThreadLocal);
+    try {
+      body();
+      graph.capture_end();
+    } catch (...) {
+      // End the stream's capture (capture_end does it first; it then fails on an invalidated
+      // capture before it takes the allocators out of capture mode, which is done below).
+      try {
+        graph.capture_end();
+      } catch (...) {
+      }
+      throw;
+    }
+    c10::cuda::device_synchronize();
+    return "";
+  } catch (const std::exception& e) {
+    // The allocators must stop routing to the failed capture's pool (each call is refused,
+    // harmlessly, where capture_end got that far). The pool itself is left to LibTorch.
+    const c10::DeviceIndex device = c10::cuda::current_device();
+    try {
+      c10::cuda::CUDACachingAllocator::endAllocateToPool(device, pool);
+    } catch (...) {
+    }
+    try {
+      at::getHostAllocator(at::kCUDA)->end_allocate_to_pool(pool);
+    } catch (...) {
+    }
+    (void)cudaGetLastError();
+    return e.what();
+  }
+}
+
+}  // namespace
 
 void StreamingModel::Impl::DropGraphsUnlessSize(int64_t H, int64_t W) {
   if (graphs && (graphs->H != H || graphs->W != W)) graphs.reset();
@@ -79,6 +129,11 @@ bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, i
     graphs.reset();  // the eager step below replaces the buffers the graphs read
     return false;
   }
+  // Steady caches repeat their last call for a frame of the last one's size (stage timing needs
+  // the stages apart).
+  const bool steady = size_repeats && !options.stage_timing && std::all_of(global_caches.begin(), global_caches.end(), [](const auto& c) { return c->graph_ready(); });
+  // A cache that left its steady state needs the segments again, whose buffers the step graph took over.
+  if (graphs && graphs->step && !steady) graphs.reset();
   if (!graphs || graphs->H != H || graphs->W != W) {
     try {
       Capture(img, h, wd, H, W);
@@ -93,6 +148,18 @@ bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, i
   }
   Graphs& g = *graphs;
   g.img.copy_(img);
+  if (steady && !step_graph_failed) {
+    // A capture runs the caches' host side for this frame and queues nothing: the replay is this
+    // frame's step; later replays count themselves on the caches.
+    const bool captured = !g.step && CaptureStep(h, wd, H, W);
+    if (!graphs) return false;  // a failed capture: this frame runs eagerly (it rebinds every buffer)
+    g.segments.clear();
+    g.embed.reset();
+    g.heads.reset();
+    out = RunStep([&] { g.step->replay(); }, [](int) {}, [&](const Tensor& token) { return GraphCamera(token); },
+                  [&] { return g.step_heads; }, /*static_buffers=*/true, captured ? CacheCalls::kCaptured : CacheCalls::kReplayed);
+    return true;
+  }
   out = RunStep([&] { g.embed->replay(); }, [&](int i) { g.segments[i]->replay(); },
                 [&](const Tensor& token) { return GraphCamera(token); },
                 [&] {
@@ -115,41 +182,8 @@ Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
     // the replay below is this frame's camera head.
     g.camera_in = camera_token.clone();
     auto graph = std::make_unique<at::cuda::CUDAGraph>();
-    const at::cuda::MempoolId_t pool = at::cuda::graph_pool_handle();  // its own memory pool
-    std::string failure;
-    try {
-      c10::cuda::device_synchronize();
-      c10::cuda::CUDAStreamGuard guard(*g.side);
-      graph->capture_begin(pool, cudaStreamCaptureModeThreadLocal);
-      try {
-        g.camera_out = CameraHead(g.camera_in);
-        graph->capture_end();
-      } catch (...) {
-        // End the stream's capture (capture_end does it first; it then fails on an invalidated
-        // capture before it takes the allocators out of capture mode, which is done below).
-        try {
-          graph->capture_end();
-        } catch (...) {
-        }
-        throw;
-      }
-      c10::cuda::device_synchronize();
-    } catch (const std::exception& e) {
-      failure = e.what();
-    }
+    const std::string failure = TryCapture(*graph, *g.side, [&] { g.camera_out = CameraHead(g.camera_in); });
     if (!failure.empty()) {
-      // The allocators must stop routing to the failed capture's pool (each call is refused,
-      // harmlessly, where capture_end got that far). The pool itself is left to LibTorch.
-      const c10::DeviceIndex device = c10::cuda::current_device();
-      try {
-        c10::cuda::CUDACachingAllocator::endAllocateToPool(device, pool);
-      } catch (...) {
-      }
-      try {
-        at::getHostAllocator(at::kCUDA)->end_allocate_to_pool(pool);
-      } catch (...) {
-      }
-      (void)cudaGetLastError();
       graphs_failed = true;  // the next steps run eagerly, as after a failed capture of the step's graphs
       spdlog::warn("CUDA graph capture of the camera head failed, running eagerly: {}", failure);
       // Nothing ran on the device, and full slot caches do the same host work on every call (the
@@ -167,6 +201,36 @@ Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
   g.camera->replay();
   camera_replayed = true;
   return g.camera_out.clone();
+}
+
+}  // namespace streamrecon::models
+
+namespace streamrecon::models {
+
+bool StreamingModel::Impl::CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t W) {
+  Graphs& g = *graphs;
+  auto graph = std::make_unique<at::cuda::CUDAGraph>();
+  const std::string failure = TryCapture(*graph, *g.side, [&] {
+    const Tensor x = Embed(g.img, 1);
+    for (int i = 0; i <= config.depth; ++i) {
+      Segment(i, x);
+      if (i < config.depth) attn[i] = global_caches[i]->Forward(q[i], k[i], v[i]);
+    }
+    g.step_heads = Heads(h, wd, H, W);
+  });
+  if (!failure.empty()) {
+    // Steady dense caches do the same host work on every call and the capture queued nothing, so
+    // the eager step computes this frame exactly (the capture moved only the caches' frame counts,
+    // which the device-side policies do not read). The segments' buffers were rebound: the
+    // segment graphs are captured again at the next frame.
+    graphs.reset();
+    step_graph_failed = true;
+    spdlog::warn("CUDA graph capture of the whole step failed, keeping the segment graphs: {}", failure);
+    return false;
+  }
+  g.step = std::move(graph);
+  spdlog::info("CUDA graph captured for the whole step ({} global caches steady)", global_caches.size());
+  return true;
 }
 
 }  // namespace streamrecon::models

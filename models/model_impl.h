@@ -448,11 +448,17 @@ struct StreamingModel::Impl {
     return out;
   }
 
+  // How RunStep reaches the global caches: their Forward, or (the whole-step graph) nothing, the
+  // graph having run it: kReplayed counts the replay on each cache, kCaptured (the frame whose
+  // capture ran the caches' host side) does not.
+  enum class CacheCalls { kForward, kReplayed, kCaptured };
+
   // One step, eager or replayed from graphs: the embedding, per layer the segment and the cache
   // attention (into attn[i], in place when graphs read it), the camera head, the DPT heads. With
   // static buffers the outputs are copies, since the next replay overwrites them.
   StepOutput RunStep(const std::function<void()>& embed, const std::function<void(int)>& segment,
-                     const std::function<Tensor(const Tensor&)>& camera, const std::function<HeadsOut()>& heads, bool static_buffers) {
+                     const std::function<Tensor(const Tensor&)>& camera, const std::function<HeadsOut()>& heads, bool static_buffers,
+                     CacheCalls caches = CacheCalls::kForward) {
     auto take = [&](const Tensor& t) { return static_buffers ? t.clone() : t; };
     Lap(nullptr);
     embed();
@@ -460,7 +466,8 @@ struct StreamingModel::Impl {
     for (int i = 0; i <= config.depth; ++i) {
       segment(i);
       Lap(&timings.blocks);
-      if (i < config.depth) {
+      if (i < config.depth && caches == CacheCalls::kReplayed) global_caches[i]->Replayed();
+      if (i < config.depth && caches == CacheCalls::kForward) {
         const Tensor o = global_caches[i]->Forward(q[i], k[i], v[i]);
         if (static_buffers) attn[i].copy_(o);
         else attn[i] = o;
@@ -475,6 +482,7 @@ struct StreamingModel::Impl {
     camera_replayed = false;
     out.pose_enc = camera(out.tokens_last.narrow(0, 0, 1));
     out.camera_graph = camera_replayed;
+    out.step_graph = caches != CacheCalls::kForward;
     Lap(&timings.camera_head);
     const HeadsOut maps = heads();
     out.depth = take(maps.depth);
@@ -490,6 +498,9 @@ struct StreamingModel::Impl {
   struct Graphs;
   std::shared_ptr<Graphs> graphs;
   bool graphs_failed = false;
+  bool step_graph_failed = false;  // the whole-step graph could not be captured: segments only
+  std::pair<int64_t, int64_t> last_grid{-1, -1};  // the patch grid of the last frame
+  bool size_repeats = false;  // this frame has the last one's size (its caches' calls repeat the last ones)
   bool camera_replayed = false;  // the last step's camera head came from its graph
   // Drops graphs captured for another frame size (before the layout tensors change).
   void DropGraphsUnlessSize(int64_t H, int64_t W);
@@ -498,6 +509,9 @@ struct StreamingModel::Impl {
   void Capture(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W);
   // The camera head with graphs: replayed once every trunk cache is graph_ready, else eager.
   Tensor GraphCamera(const Tensor& camera_token);
+  // The aggregator with its cache attentions and the DPT heads as one graph, once every global
+  // cache is graph_ready; false when the capture failed (this frame then runs with the segments).
+  bool CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t W);
 
 
   StepOutput Step(const Tensor& image_in) {
@@ -522,6 +536,8 @@ struct StreamingModel::Impl {
     const Tensor img = ((on_device.to(topts) - norm_mean) / norm_std).unsqueeze(0);
 
     if (frames == 0) PlanCaches(config.special_tokens() + h * wd);
+    size_repeats = frames > 0 && last_grid == std::make_pair(h, wd);
+    last_grid = {h, wd};
     timings = StageTimings{};
     StepOutput out;
     if (topts.device().is_cuda() && GraphStep(img, h, wd, H, W, out)) return out;

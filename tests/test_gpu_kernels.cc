@@ -701,26 +701,30 @@ TEST(GpuModel, ParityFixturesFullAndPrunedWithinTheDtypesBounds) {
 }
 
 // CUDA graphs replay the same kernels as the eager step: the outputs agree over a pruned,
-// quantized stream, including a change of frame size (recapture) and a reset.
+// quantized stream, including a change of frame size (recapture) and a reset; steady dense caches
+// (xstream, and xstream-page with frames of whole pages) are replayed with the whole step.
 TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
   REQUIRE_GPU();
   const models::ModelConfig config = models::NamedConfig("parity-tiny");
   const models::StateDict weights = models::RandomWeights(config, 7);
   // The trunk caches (4 tokens a frame, 75 slots) are full from about frame 18: the camera head is
-  // then captured and replayed until the reset at frame 24 (and again from about frame 42).
-  for (CacheFormat format : {CacheFormat::kBf16, CacheFormat::kKivi4}) {
+  // then captured and replayed until the reset at frame 24 (and again from about frame 42). The
+  // global caches (3 frames) evict from frame 3 (and 27).
+  const std::vector<std::pair<CacheFormat, PrunePolicy>> caches = {
+      {CacheFormat::kBf16, PrunePolicy::kXStreamPage}, {CacheFormat::kKivi4, PrunePolicy::kXStreamPage}, {CacheFormat::kBf16, PrunePolicy::kXStream}};
+  for (auto [format, policy] : caches) {
     models::ModelOptions o;
     o.device = "cuda";
     o.dtype = "bfloat16";
     o.cache.format = format;
-    o.cache.policy = PrunePolicy::kXStreamPage;
+    o.cache.policy = policy;
     o.cache.cache_tokens = 3 * (config.special_tokens() + 5 * 4);
     models::StreamingModel eager(config, weights, o);
     o.cuda_graphs = true;
     models::StreamingModel graphed(config, weights, o);
     at::manual_seed(9);
     double worst = 0, worst_pose = 0;
-    int camera_replays = 0;
+    int camera_replays = 0, step_replays = 0;
     for (int i = 0; i < 48; ++i) {
       if (i == 24) {
         eager.Reset();
@@ -731,16 +735,22 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
       const models::StepOutput a = eager.Step(image), b = graphed.Step(image);
       EXPECT_FALSE(a.camera_graph);
       camera_replays += b.camera_graph;
+      step_replays += b.step_graph;
       for (auto [x, y] : {std::pair{&a.depth, &b.depth}, {&a.world_points, &b.world_points}, {&a.tokens_last, &b.tokens_last}})
         worst = std::max(worst, Rel(y->cpu(), x->cpu()));
       worst_pose = std::max(worst_pose, Rel(b.pose_enc.cpu(), a.pose_enc.cpu()));
       EXPECT_EQ(graphed.Cache().trunk_tokens, eager.Cache().trunk_tokens) << "frame " << i;
     }
-    std::printf("[ info ] CUDA graphs vs eager (%s cache): worst rel difference %.2e, pose %.2e, camera head replayed on %d of 48 frames\n",
-                ToString(format).c_str(), worst, worst_pose, camera_replays);
+    std::printf("[ info ] CUDA graphs vs eager (%s/%s cache): worst rel difference %.2e, pose %.2e, camera head replayed on %d "
+                "and the whole step on %d of 48 frames\n",
+                ToString(format).c_str(), ToString(policy).c_str(), worst, worst_pose, camera_replays, step_replays);
     EXPECT_LE(worst, 1e-5);
     EXPECT_LE(worst_pose, 1e-5);
     EXPECT_GE(camera_replays, 8);  // not vacuous: the graph ran (frames 19-23 and 43-47)
+    // Dense caches evicting on the device: the whole step from the frame after the first steady one
+    // (the frame size changes at frame 6, the reset at 24); the quantized caches never.
+    if (format == CacheFormat::kBf16) EXPECT_GE(step_replays, 30);
+    else EXPECT_EQ(step_replays, 0);
   }
 }
 

@@ -52,6 +52,9 @@ class KvBackend {
   // k, v as given to Forward; k_r, v_r in the work type and rotated for OScaR.
   virtual void StorePages(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_r, const at::Tensor& v_r, int32_t frame,
                           PagedKv& store, int64_t at) = 0;
+  // Whether a CUDA graph captured over a steady dense Forward can stand for the next ones: every
+  // call reads no host data and keeps no host state a replay would skip (LayerKvCache::graph_ready).
+  virtual bool replayable() const { return false; }
 };
 
 std::unique_ptr<KvBackend> MakeReferenceBackend(const KvCacheOptions& options);

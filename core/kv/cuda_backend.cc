@@ -18,6 +18,8 @@ class CudaBackend final : public KvBackend {
   }
 
   const char* name() const override { return "cuda"; }
+  // (Attend's last_rows_ repeats in a steady cache, so the replayed call is the captured one.)
+  bool replayable() const override { return Path() != AttentionPath::kFused; }
 
   void CheckLayer(int heads, int head_dim) const override {
     SR_CHECK_EQ(OptionError, head_dim, kernels::kKernelHeadDim, "the CUDA KV cache's head dimension");

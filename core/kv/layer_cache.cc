@@ -100,12 +100,18 @@ class KvLayerCache final : public LayerKvCache {
     if (oscar() && options_.v_hadamard) out = backend_->Rotate(out, hadamard_);
     if (options_.measure) SynchronizeDevice(device_);
     const auto t0 = std::chrono::steady_clock::now();
+    evicted_on_device_ = false;
     if (frames_ > 0 && options_.policy != PrunePolicy::kNone) {
       if (quantized()) PrunePages(q_r, n);
       else PruneRows(q_r, n);
     }
+    const int64_t rows_before = rows_;
+    const bool in_rows = tail_row_ == rows_;
     Append(k, v, k_r, v_r);
     ++frames_;
+    // Steady: dense rows, full and evicting on the device as many rows as a frame adds (the rows,
+    // the order's buffer and the attention's length repeat), nothing timed.
+    steady_ = evicted_on_device_ && in_rows && rows_ == rows_before && !options_.measure && backend_->replayable();
     if (options_.measure) {
       SynchronizeDevice(device_);
       maintenance_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -133,7 +139,17 @@ class KvLayerCache final : public LayerKvCache {
     return {at::cat(ks, 1).to(device_), at::cat(vs, 1).to(device_)};
   }
 
-  void SetCapacity(const LayerCapacity& capacity) override { capacity_ = capacity; }
+  void SetCapacity(const LayerCapacity& capacity) override {
+    capacity_ = capacity;
+    steady_ = false;
+  }
+
+  bool graph_ready() const override { return steady_; }
+  void Replayed() override {
+    SR_CHECK(steady_, Error, "KV cache: a replayed Forward needs a steady cache");
+    ++frames_;
+    maintenance_ms_ = 0.0;
+  }
 
   int64_t tokens() const override {
     ResolveValid();
@@ -250,7 +266,15 @@ class KvLayerCache final : public LayerKvCache {
       dense_v_.index_copy_(1, freed_, v_moved.to(dense_v_.scalar_type()));
     }
     const at::Tensor added = at::arange(rows_, rows_ + extra, order_.options());
-    order_ = freed > 0 ? at::cat({order_, added, freed_}) : at::cat({order_, added});
+    const std::vector<at::Tensor> parts = freed > 0 ? std::vector<at::Tensor>{order_, added, freed_} : std::vector<at::Tensor>{order_, added};
+    // Into the same buffer while the length repeats, so that a graph of a steady Forward reads
+    // the order where its last replay wrote it (order_ is PruneRows' kept rows here, not the buffer).
+    if (order_store_.defined() && !order_store_.is_same(order_) && order_store_.size(0) == order_.size(0) + extra + freed) {
+      at::cat_out(order_store_, parts, 0);
+    } else {
+      order_store_ = at::cat(parts);
+    }
+    order_ = order_store_;
     freed_ = at::Tensor();
     rows_ += extra;
     tail_row_ = -1;
@@ -296,6 +320,8 @@ class KvLayerCache final : public LayerKvCache {
     const at::Tensor scores = PolicyScores(options_.policy, in_order, options_.seed, frames_);
     at::Tensor kept;
     const int64_t page = std::min<int64_t>(options_.k_group, n);  // xstream-page: pages of k_group tokens within each frame
+    // (the random policy draws on the host)
+    bool on_device = options_.policy != PrunePolicy::kRandom;
     if (options_.policy != PrunePolicy::kXStreamPage) {
       kept = Top(scores, left);
     } else if (n % page == 0 && middle % page == 0) {
@@ -308,6 +334,7 @@ class KvLayerCache final : public LayerKvCache {
       const std::vector<int64_t> index =
           SelectDensePages(std::vector<double>(h.data_ptr<double>(), h.data_ptr<double>() + middle), n, options_.k_group, left);
       kept = at::tensor(index, at::kLong).to(device_);
+      on_device = false;
     }
     // kept: positions in stream order (ascending); their rows, in stream order.
     const at::Tensor kept_rows = order_.defined() ? order_.index_select(0, kept) : kept + first;
@@ -317,6 +344,7 @@ class KvLayerCache final : public LayerKvCache {
       const at::Tensor is_freed = at::ones({middle}, kept.options().dtype(at::kBool)).index_fill_(0, kept_rows - first, false);
       freed_ = TrueIndices(is_freed, freed) + first;
       order_ = kept_rows;
+      evicted_on_device_ = on_device;
       return;
     }
     // More rows freed than the frame takes (the capacity shrank): compaction into stream order.
@@ -326,7 +354,7 @@ class KvLayerCache final : public LayerKvCache {
     dense_k_.narrow(1, 0, length).copy_(at::index_select(Rows(dense_k_), 1, index));
     dense_v_.narrow(1, 0, length).copy_(at::index_select(Rows(dense_v_), 1, index));
     rows_ = length;
-    order_ = at::Tensor();
+    order_ = order_store_ = at::Tensor();
     freed_ = at::Tensor();
   }
 
@@ -468,6 +496,9 @@ class KvLayerCache final : public LayerKvCache {
   // the device), and between a prune and the append the freed rows the current frame takes.
   // Undefined: the rows are in stream order.
   at::Tensor order_, freed_;
+  at::Tensor order_store_;  // the buffer order_ is kept in between frames
+  bool steady_ = false;     // the last Forward was steady (graph_ready)
+  bool evicted_on_device_ = false;  // during Forward: PruneRows evicted rows chosen on the device
   // During Forward: the row where the current frame's rows start (dense formats in the keys' own
   // dtype), else -1.
   int64_t tail_row_ = -1, tail_tokens_ = 0;
