@@ -22,9 +22,22 @@ bool Fused(const BlockWeights& b, const Tensor& x) {
          b.qkv_w.size(0) == 3 * 64 * b.heads && !c10::GradMode::is_enabled();
 }
 
-// q, k, v bf16 [..., H, N, D] of float x [..., N, C] through the fused kernels.
-std::tuple<Tensor, Tensor, Tensor> FusedQkv(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
-  const Tensor qkv = at::linear(kernels::LayerNormBf16Cuda(x.contiguous(), b.norm1_w, b.norm1_b, b.eps), b.qkv_w, b.qkv_b);
+// x (the pending update added) and LayerNorm1(x): in bf16 for the fused kernels, where one
+// kernel adds the update and normalises; else in x's dtype.
+std::pair<Tensor, Tensor> NormIn(const BlockWeights& b, const Pending& in) {
+  if constexpr (kFusedKernels) {
+    if (Fused(b, in.x)) {
+      if (!in.branch.defined()) return {in.x, kernels::LayerNormBf16Cuda(in.x.contiguous(), b.norm1_w, b.norm1_b, b.eps)};
+      return kernels::ResidualLayerNormBf16Cuda(in.x.contiguous(), in.gamma, in.branch, b.norm1_w, b.norm1_b, b.eps);
+    }
+  }
+  const Tensor x = Resolve(in);
+  return {x, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps)};
+}
+
+// q, k, v bf16 [..., H, N, D] of LayerNorm1(x) in bf16 through the fused kernels.
+std::tuple<Tensor, Tensor, Tensor> FusedQkv(const BlockWeights& b, const Tensor& normed, const RopeTables* rope) {
+  const Tensor qkv = at::linear(normed, b.qkv_w, b.qkv_b);
   const Tensor none;
   return kernels::QkvHeadsCuda(qkv, b.heads, b.qk_norm ? b.q_norm_w : none, b.q_norm_b, b.k_norm_w, b.k_norm_b, b.eps,
                                rope ? rope->cos : none, rope ? rope->sin : none);
@@ -120,42 +133,55 @@ Tensor MergeHeadsAs(const Tensor& o, at::ScalarType dtype) {
   return out.flatten(-2);
 }
 
-// A block attending within x only. x: [N, C] or batched [B, N, C]; mask as Attention's.
-Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, const std::optional<Tensor>& mask) {
+Tensor Resolve(const Pending& p) { return p.branch.defined() ? at::addcmul(p.x, p.gamma, p.branch) : p.x; }
+
+Pending SelfBlock(const BlockWeights& b, const Pending& in, const RopeTables* rope, Tensor* input, const std::optional<Tensor>& mask) {
   // q, k, v straight in the attention's dtype; its output stays in it for the projection.
   const at::ScalarType compute = b.qkv_w.scalar_type();
+  const auto [x, normed] = NormIn(b, in);
+  if (input) *input = x;
   if constexpr (kFusedKernels) {
     if (Fused(b, x)) {
-      auto [q, k, v] = FusedQkv(b, x, rope);
-      return BlockPost(b, x, Attention(q, k, v, compute, mask));
+      auto [q, k, v] = FusedQkv(b, normed, rope);
+      return BlockPostPending(b, x, Attention(q, k, v, compute, mask));
     }
   }
-  auto [q, k, v] = Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope, compute);
-  return BlockPost(b, x, Attention(q, k, v, compute, mask));
+  auto [q, k, v] = Qkv(b, normed, rope, compute);
+  return BlockPostPending(b, x, Attention(q, k, v, compute, mask));
 }
 
-// The parts of a cached block before and after its attention: q, k, v of x, and the residual
-// update from the attention output o [H, N, D] and the MLP.
-std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
+Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, const std::optional<Tensor>& mask) {
+  return Resolve(SelfBlock(b, Pending{x}, rope, nullptr, mask));
+}
+
+std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Pending& in, const RopeTables* rope, Tensor* input) {
+  const auto [x, normed] = NormIn(b, in);
+  if (input) *input = x;
   if constexpr (kFusedKernels) {
-    if (Fused(b, x)) return FusedQkv(b, x, rope);  // (bf16: the cache rounds q, k, v to bf16 anyway)
+    if (Fused(b, x)) return FusedQkv(b, normed, rope);  // (bf16: the cache rounds q, k, v to bf16 anyway)
   }
-  return Qkv(b, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps), rope);
+  return Qkv(b, normed, rope);
 }
 
-Tensor BlockPost(const BlockWeights& b, const Tensor& x, const Tensor& o) {
+std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Tensor& x, const RopeTables* rope) {
+  return BlockPre(b, Pending{x}, rope, nullptr);
+}
+
+Pending BlockPostPending(const BlockWeights& b, const Tensor& x, const Tensor& o) {
   // Residual + LayerScale in one kernel each (addcmul: x + gamma * branch, the branch promoted
   // exactly to x's dtype inside it); the heads merged and cast to the projection's dtype in one copy.
   const Tensor branch = LinearInWeightType(MergeHeadsAs(o, b.proj_w.scalar_type()), b.proj_w, b.proj_b);
   if constexpr (kFusedKernels) {
     if (Fused(b, x)) {
       const auto [y, normed] = kernels::ResidualLayerNormBf16Cuda(x.contiguous(), b.ls1, branch, b.norm2_w, b.norm2_b, b.eps);
-      return at::addcmul(y, b.ls2, Mlp(b, normed));
+      return {y, b.ls2, Mlp(b, normed)};
     }
   }
   const Tensor y = at::addcmul(x, b.ls1, branch);
-  return at::addcmul(y, b.ls2, Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps)));
+  return {y, b.ls2, Mlp(b, LayerNorm(y, b.norm2_w, b.norm2_b, b.eps))};
 }
+
+Tensor BlockPost(const BlockWeights& b, const Tensor& x, const Tensor& o) { return Resolve(BlockPostPending(b, x, o)); }
 
 // A block attending to its cache plus x; appends x's keys/values, then prunes. x: [N, C].
 Tensor CachedBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, LayerKvCache& cache) {

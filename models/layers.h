@@ -72,14 +72,26 @@ std::tuple<Tensor, Tensor, Tensor> Qkv(const BlockWeights& b, const Tensor& x, c
 // [..., H, N, D] -> [..., N, H*D]
 Tensor MergeHeads(const Tensor& o);
 
+// A block's output x + gamma * branch with its last residual update not yet added: the next
+// block's LayerNorm adds it in the same kernel (the fused glue). branch undefined: x itself.
+struct Pending {
+  Tensor x, gamma, branch;
+};
+Tensor Resolve(const Pending& p);
+
 // A block attending within x only. x: [N, C] or batched [B, N, C]; mask as Attention's.
 Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, const std::optional<Tensor>& mask = {});
+// The same from a pending input (resolved into *input when given), the output left pending.
+Pending SelfBlock(const BlockWeights& b, const Pending& in, const RopeTables* rope, Tensor* input,
+                  const std::optional<Tensor>& mask = {});
 
 // The parts of a cached block before and after its attention: q, k, v of x, and the residual
 // update from the attention output o [H, N, D] and the MLP.
 std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Tensor& x, const RopeTables* rope);
+std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Pending& in, const RopeTables* rope, Tensor* input);
 
 Tensor BlockPost(const BlockWeights& b, const Tensor& x, const Tensor& o);
+Pending BlockPostPending(const BlockWeights& b, const Tensor& x, const Tensor& o);
 
 // A block attending to its cache plus x; appends x's keys/values, then prunes. x: [N, C].
 Tensor CachedBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, LayerKvCache& cache);

@@ -212,8 +212,9 @@ struct StreamingModel::Impl {
     x = at::cat({w.at("aggregator.patch_embed.cls_token")[0].expand({F, 1, C}), x}, 1) + pos;
     const Tensor registers = w.at("aggregator.patch_embed.register_tokens")[0];
     x = at::cat({x.narrow(1, 0, 1), registers.expand({F, registers.size(0), C}), x.narrow(1, 1, x.size(1) - 1)}, 1);
-    for (const auto& b : dino_blocks) x = SelfBlock(b, x, nullptr);
-    x = LayerNorm(x, w.at("aggregator.patch_embed.norm.weight"), w.at("aggregator.patch_embed.norm.bias"), 1e-6);
+    Pending out{x};
+    for (const auto& b : dino_blocks) out = SelfBlock(b, out, nullptr, nullptr);
+    x = LayerNorm(Resolve(out), w.at("aggregator.patch_embed.norm.weight"), w.at("aggregator.patch_embed.norm.bias"), 1e-6);
     const int64_t skip = 1 + config.dino.num_register_tokens;
     return x.narrow(1, skip, x.size(1) - skip);
   }
@@ -412,15 +413,17 @@ struct StreamingModel::Impl {
 
   // Segment i of the aggregator between two cache attentions: the rest of global block i - 1 (from
   // its attention output attn[i - 1]), then frame block i and the q/k/v of global block i.
-  void Segment(int i, Tensor x) {
-    if (i > 0) {
-      x = BlockPost(global_blocks[i - 1], frame_out[i - 1], attn[i - 1]);
-      if (needed[i - 1]) outputs[i - 1] = at::cat({frame_out[i - 1], x}, -1);
+  // Each block's last residual update is added by the next block's first LayerNorm (Pending).
+  void Segment(int i, const Tensor& x0) {
+    const Pending in = i > 0 ? BlockPostPending(global_blocks[i - 1], frame_out[i - 1], attn[i - 1]) : Pending{x0};
+    if (i == config.depth) {
+      if (needed[i - 1]) outputs[i - 1] = at::cat({frame_out[i - 1], Resolve(in)}, -1);
+      return;
     }
-    if (i < config.depth) {
-      frame_out[i] = SelfBlock(frame_blocks[i], x, &rope);
-      std::tie(q[i], k[i], v[i]) = BlockPre(global_blocks[i], frame_out[i], &rope);
-    }
+    Tensor x;
+    const Pending frame = SelfBlock(frame_blocks[i], in, &rope, &x);
+    if (i > 0 && needed[i - 1]) outputs[i - 1] = at::cat({frame_out[i - 1], x}, -1);
+    std::tie(q[i], k[i], v[i]) = BlockPre(global_blocks[i], frame, &rope, &frame_out[i]);
   }
 
   struct HeadsOut {

@@ -748,8 +748,10 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
     EXPECT_LE(worst_pose, 1e-5);
     EXPECT_GE(camera_replays, 8);  // not vacuous: the graph ran (frames 19-23 and 43-47)
     // Dense caches evicting on the device: the whole step from the frame after the first steady one
-    // (the frame size changes at frame 6, the reset at 24); the quantized caches never.
-    if (format == CacheFormat::kBf16) EXPECT_GE(step_replays, 30);
+    // (the frame size changes at frame 6, the reset at 24; xstream-page evicts on the device only
+    // once the frames in the cache are whole pages: 39 and 23 frames in call 76); the quantized
+    // caches never.
+    if (format == CacheFormat::kBf16) EXPECT_GE(step_replays, policy == PrunePolicy::kXStream ? 36 : 20);
     else EXPECT_EQ(step_replays, 0);
   }
 }
