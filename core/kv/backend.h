@@ -58,6 +58,10 @@ class KvBackend {
 };
 
 std::unique_ptr<KvBackend> MakeReferenceBackend(const KvCacheOptions& options);
+
+// TopByScore (policy.h) on the scores' device: on a GPU by one select kernel where the sorts take a
+// dozen (factory.cc, which knows whether this build has it).
+at::Tensor TopOnDevice(const at::Tensor& scores, int64_t k);
 // Only in builds with the CUDA kernels (factory.cc knows which).
 std::unique_ptr<KvBackend> MakeCudaBackend(const KvCacheOptions& options);
 

@@ -3,6 +3,10 @@
 
 #include "core/check.h"
 #include "core/kv/backend.h"
+#include "core/kv/policy.h"
+#ifdef STREAMRECON_HAVE_CUDA_KV
+#include "kernels/kv_ops.h"
+#endif
 
 namespace streamrecon {
 
@@ -12,6 +16,14 @@ bool CudaKvAvailable() {
 #else
   return false;
 #endif
+}
+
+at::Tensor TopOnDevice(const at::Tensor& scores, int64_t k) {
+#ifdef STREAMRECON_HAVE_CUDA_KV
+  // (bf16 and half scores widen to float exactly, so their order and ties are kept)
+  if (scores.is_cuda()) return kernels::TopByScoreCuda(scores.scalar_type() == at::kDouble ? scores : scores.to(at::kFloat), k);
+#endif
+  return TopByScore(scores, k);
 }
 
 std::unique_ptr<LayerKvCache> MakeLayerKvCache(const KvCacheOptions& options, c10::Device device, KvBackendKind kind) {

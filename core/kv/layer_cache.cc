@@ -31,22 +31,14 @@ void SynchronizeDevice(c10::Device device) {
 
 namespace {
 
-// TopByScore; on a GPU by one select kernel (kernels/kv_ops.h) where the sorts took a dozen.
-at::Tensor Top(const at::Tensor& scores, int64_t k) {
-#ifdef STREAMRECON_HAVE_CUDA_KV
-  if (scores.is_cuda()) return kernels::TopByScoreCuda(scores, k);
-#endif
-  return TopByScore(scores, k);
-}
-
 // The whole pages to keep when only bytes are limited (policy.h's TopPagesByMeanSlot for
 // xstream-page, TopPagesByBestSlot otherwise); on a GPU the page scores by one kernel.
 at::Tensor TopPages(PrunePolicy policy, const at::Tensor& slot_scores, const at::Tensor& valid, int64_t pages_left) {
   const bool mean = policy == PrunePolicy::kXStreamPage;
 #ifdef STREAMRECON_HAVE_CUDA_KV
-  if (slot_scores.is_cuda()) return Top(kernels::PageScoresCuda(slot_scores.contiguous(), valid, mean), pages_left);
+  if (slot_scores.is_cuda()) return TopOnDevice(kernels::PageScoresCuda(slot_scores.contiguous(), valid, mean), pages_left);
 #endif
-  return mean ? TopPagesByMeanSlot(slot_scores, valid, pages_left, Top) : TopPagesByBestSlot(slot_scores, valid, pages_left, Top);
+  return mean ? TopPagesByMeanSlot(slot_scores, valid, pages_left, TopOnDevice) : TopPagesByBestSlot(slot_scores, valid, pages_left, TopOnDevice);
 }
 
 // dst's first pages: src's first `first`, then src's pages first + middle[i] (ascending); on a GPU
@@ -323,11 +315,11 @@ class KvLayerCache final : public LayerKvCache {
     // (the random policy draws on the host)
     bool on_device = options_.policy != PrunePolicy::kRandom;
     if (options_.policy != PrunePolicy::kXStreamPage) {
-      kept = Top(scores, left);
+      kept = TopOnDevice(scores, left);
     } else if (n % page == 0 && middle % page == 0) {
       // Pages of equal size (the camera trunk's one-token entries, frames of whole pages): the
       // greedy rule takes the best left / page of them, a top-k on the device.
-      const at::Tensor top = Top(scores.view({middle / page, page}).mean(1), left / page);
+      const at::Tensor top = TopOnDevice(scores.view({middle / page, page}).mean(1), left / page);
       kept = (top.unsqueeze(1) * page + at::arange(page, top.options()).unsqueeze(0)).flatten();
     } else {  // a partial page ends each frame: the sequential rule on the host
       const at::Tensor h = scores.to(at::kCPU, at::kDouble).contiguous();

@@ -5,24 +5,22 @@
 // a whole camera head can be captured in a CUDA graph and replayed (graph_ready / Replayed).
 //
 // It keeps exactly the tokens the reference cache (layer_cache.cc over the reference backend)
-// keeps: the policies see the middle tokens in stream order (slots are ranked by a device stream
-// position), so scores, ties and the random policy's draws are the reference's. Attention does not
+// keeps: the policies see the middle tokens in stream order (a device list of the held slots in
+// that order, updated at each call), so scores, ties and the random policy's draws are the reference's. Attention does not
 // depend on slot order; the current token is attended in the work type, as the reference does.
 #include <ATen/ATen.h>
 
 #include <cmath>
-#include <limits>
 #include <vector>
 
 #include "core/check.h"
+#include "core/kv/backend.h"
 #include "core/kv/budget.h"
 #include "core/kv/cache.h"
 #include "core/kv/policy.h"
 
 namespace streamrecon {
 namespace {
-
-constexpr int64_t kEmpty = std::numeric_limits<int64_t>::max();  // stream position of an empty slot
 
 class SlotKvCache final : public LayerKvCache {
  public:
@@ -41,12 +39,12 @@ class SlotKvCache final : public LayerKvCache {
     const at::Tensor out = Attend(q, k_w, v_w);
     const int64_t left = MiddleLeft();
     const bool evict = frames_ > 0 && middle_ > left;
-    if (evict) Evict(q, left);
+    const at::Tensor kept = evict ? Evict(q, left) : at::Tensor();
     // Room for the current token: the slots grow (doubling) until they reach the capacity, so a
     // short stream holds no more than the reference cache; from then on nothing changes shape.
     const int64_t held = frames_ == 0 ? 0 : first_tokens_ + (evict ? left : middle_);
     if (held + 1 > keys_.size(1)) Grow(GrowTo(keys_.size(1), held + 1, slots_));
-    Store(k_w, v);
+    Reorder(kept, Store(k_w, v));
     // The host side changes only once the device work is queued: a call that throws (a failed
     // graph capture) leaves it as it was.
     const int64_t before = middle_;
@@ -59,8 +57,7 @@ class SlotKvCache final : public LayerKvCache {
 
   std::pair<at::Tensor, at::Tensor> Materialize() const override {
     if (frames_ == 0) return {};
-    const at::Tensor order = StreamOrder().narrow(0, 0, tokens());
-    return {keys_.index_select(1, order), values_.index_select(1, order)};
+    return {keys_.index_select(1, order_), values_.index_select(1, order_)};
   }
 
   void SetCapacity(const LayerCapacity& capacity) override {
@@ -105,8 +102,7 @@ class SlotKvCache final : public LayerKvCache {
     keys_ = at::empty({heads, 0, dim}, on.dtype(stored));
     values_ = at::empty({heads, 0, dim}, on.dtype(stored));
     valid_ = at::empty({0}, on.dtype(at::kBool));
-    position_ = at::empty({0}, on.dtype(at::kLong));
-    next_position_ = at::zeros({1}, on.dtype(at::kLong));
+    order_ = at::empty({0}, on.dtype(at::kLong));
   }
 
   // Reallocates to `size` slots, the tokens in the same slots, the new ones empty.
@@ -122,7 +118,6 @@ class SlotKvCache final : public LayerKvCache {
     keys_ = widen(keys_, 1, 0);
     values_ = widen(values_, 1, 0);
     valid_ = widen(valid_, 0, false);
-    position_ = widen(position_, 0, kEmpty);
   }
 
   // The middle tokens a call may keep besides the protected first token and the current one (the
@@ -141,29 +136,39 @@ class SlotKvCache final : public LayerKvCache {
     return at::matmul(p.narrow(2, 0, slots), values_.to(work)) + p.narrow(2, slots, 1) * v_w;
   }
 
-  // Slots in stream order: the first token, then the middle oldest first, then the empty slots.
-  at::Tensor StreamOrder() const { return std::get<1>(at::sort(position_, /*stable=*/true, /*dim=*/0, /*descending=*/false)); }
-
   // The reference's pruning: the middle keeps the policy's best `left` tokens (ranked in stream
-  // order, so ties and random draws are the reference's); the others' slots become free. Device
-  // work only; Forward updates the host counts.
-  void Evict(const at::Tensor& q, int64_t left) {
-    const at::Tensor middle = StreamOrder().narrow(0, first_tokens_, middle_);
+  // order, so ties and random draws are the reference's); the others' slots become free. Returns
+  // the kept slots in stream order. Device work only; Forward updates the host counts.
+  at::Tensor Evict(const at::Tensor& q, int64_t left) {
+    const at::Tensor middle = order_.narrow(0, first_tokens_, middle_);
     const at::Tensor scores = ScoresFromPooled(PooledQueries(q, options_.pool_size, options_.special_tokens), keys_).index_select(0, middle);
-    const at::Tensor kept = middle.index_select(0, TopByScore(PolicyScores(options_.policy, scores, options_.seed, frames_), left));
+    const at::Tensor kept = middle.index_select(0, TopOnDevice(PolicyScores(options_.policy, scores, options_.seed, frames_), left));
     valid_.index_fill_(0, middle, false);
     valid_.index_fill_(0, kept, true);
-    position_.masked_fill_(valid_.logical_not(), kEmpty);
+    return kept;
   }
 
-  // The current token into the first free slot (chosen on the device).
-  void Store(const at::Tensor& k_w, const at::Tensor& v) {
+  // The current token into the first free slot (chosen on the device), which it returns.
+  at::Tensor Store(const at::Tensor& k_w, const at::Tensor& v) {
     const at::Tensor slot = valid_.logical_not().to(at::kByte).argmax().view({1});
     keys_.index_copy_(1, slot, k_w.to(keys_.scalar_type()));
     values_.index_copy_(1, slot, v.to(values_.scalar_type()));
     valid_.index_fill_(0, slot, true);
-    position_.index_copy_(0, slot, next_position_);
-    next_position_.add_(1);
+    return slot;
+  }
+
+  // The held slots in stream order after a call: the first token's, the middle ones (`kept` when
+  // the call evicted), the current one's. In place once the count repeats (a full cache), where a
+  // graph of the call reads and writes the same buffer.
+  void Reorder(const at::Tensor& kept, const at::Tensor& slot) {
+    if (!kept.defined()) {
+      order_ = at::cat({order_, slot});
+    } else if (order_.size(0) == first_tokens_ + kept.size(0) + 1) {
+      at::Tensor tail = order_.narrow(0, first_tokens_, kept.size(0) + 1);
+      at::cat_out(tail, {kept, slot}, 0);
+    } else {
+      order_ = at::cat({order_.narrow(0, 0, first_tokens_), kept, slot});
+    }
   }
 
   KvCacheOptions options_;
@@ -175,8 +180,7 @@ class SlotKvCache final : public LayerKvCache {
   bool steady_ = false;
   at::Tensor keys_, values_;      // [H, allocated slots, D] in the stored dtype
   at::Tensor valid_;              // [slots] bool
-  at::Tensor position_;           // [slots] long: stream position of the slot's token, kEmpty when free
-  at::Tensor next_position_;      // [1] long: the next call's stream position, on the device
+  at::Tensor order_;              // [tokens()] long: the held slots in stream order
 };
 
 }  // namespace
