@@ -397,7 +397,86 @@ __global__ void __launch_bounds__(256) MergeByLseKernel(MergeParams p) {
   }
 }
 
+constexpr int kSlotThreads = 256;
+
+template <typename T>
+__device__ __forceinline__ float LoadAsFloat(const void* base, int64_t i) {
+  if constexpr (sizeof(T) == 2) return Bf16BitsToFloat(static_cast<const uint16_t*>(base)[i]);
+  else return static_cast<const float*>(base)[i];
+}
+
+// One block per head: the scores of the valid slots and the current token (a warp per slot, the
+// lanes over the channels), their softmax, then each channel's weighted sum over the slots.
+template <typename IO, typename KV>
+__global__ void __launch_bounds__(kSlotThreads) SlotAttendKernel(SlotAttendParams p) {
+  extern __shared__ float shared[];
+  float* q = shared;               // [dim]
+  float* w = shared + p.dim;       // [slots + 1]: scores, then weights; the current token last
+  __shared__ float reduce[kSlotThreads / 32];
+  const int h = blockIdx.x, lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = kSlotThreads / 32;
+  const int64_t row = static_cast<int64_t>(h) * p.dim;
+  for (int d = threadIdx.x; d < p.dim; d += kSlotThreads) q[d] = LoadAsFloat<IO>(p.q, row + d);
+  __syncthreads();
+  for (int s = warp; s <= p.slots; s += warps) {
+    const bool current = s == p.slots;
+    if (!current && !p.valid[s]) {
+      if (lane == 0) w[s] = -INFINITY;
+      continue;
+    }
+    float dot = 0.0f;
+    const int64_t base = current ? row : (static_cast<int64_t>(h) * p.slots + s) * p.dim;
+    for (int d = lane; d < p.dim; d += 32) dot = fmaf(q[d], current ? LoadAsFloat<IO>(p.k, base + d) : LoadAsFloat<KV>(p.keys, base + d), dot);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    if (lane == 0) w[s] = dot * p.scale;
+  }
+  __syncthreads();
+  // The maximum (finite: the current token is always there), then the weights and their sum.
+  float m = -INFINITY;
+  for (int s = threadIdx.x; s <= p.slots; s += kSlotThreads) m = fmaxf(m, w[s]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if (lane == 0) reduce[warp] = m;
+  __syncthreads();
+  m = reduce[0];
+  for (int i = 1; i < warps; ++i) m = fmaxf(m, reduce[i]);
+  __syncthreads();
+  float sum = 0.0f;
+  for (int s = threadIdx.x; s <= p.slots; s += kSlotThreads) {
+    const float e = expf(w[s] - m);  // (empty slots: exp(-inf) = 0)
+    w[s] = e;
+    sum += e;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  if (lane == 0) reduce[warp] = sum;
+  __syncthreads();
+  sum = 0.0f;
+  for (int i = 0; i < warps; ++i) sum += reduce[i];
+  for (int d = threadIdx.x; d < p.dim; d += kSlotThreads) {
+    float acc = w[p.slots] * LoadAsFloat<IO>(p.v, row + d);
+    for (int s = 0; s < p.slots; ++s)
+      if (w[s] != 0.0f) acc = fmaf(w[s], LoadAsFloat<KV>(p.values, (static_cast<int64_t>(h) * p.slots + s) * p.dim + d), acc);
+    const float o = acc / sum;
+    if constexpr (sizeof(IO) == 2) static_cast<uint16_t*>(p.out)[row + d] = FloatToBf16Bits(o);
+    else static_cast<float*>(p.out)[row + d] = o;
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchSlotAttend(const SlotAttendParams& p, cudaStream_t stream) {
+  if (p.heads < 0 || p.slots < 0 || p.slots > kSlotAttendMaxSlots || p.dim < 32 || p.dim > kSlotAttendMaxDim || p.dim % 32 != 0)
+    return cudaErrorInvalidValue;
+  if (p.heads == 0) return cudaSuccess;
+  const size_t smem = sizeof(float) * (p.dim + p.slots + 1);  // (under 48 KiB at the limits)
+  auto launch = [&](auto kernel) {
+    kernel<<<p.heads, kSlotThreads, smem, stream>>>(p);
+    return cudaGetLastError();
+  };
+  if (p.io_bf16) return p.kv_bf16 ? launch(SlotAttendKernel<uint16_t, uint16_t>) : launch(SlotAttendKernel<uint16_t, float>);
+  return p.kv_bf16 ? launch(SlotAttendKernel<float, uint16_t>) : launch(SlotAttendKernel<float, float>);
+}
 
 cudaError_t LaunchMergeByLse(const MergeParams& p, cudaStream_t stream) {
   if (p.rows < 0) return cudaErrorInvalidValue;

@@ -104,6 +104,30 @@ struct MergeParams {
 // logaddexp took in eager ops.
 cudaError_t LaunchMergeByLse(const MergeParams& p, cudaStream_t stream);
 
+struct SlotAttendParams {
+  // One query token per head over a layer's slots and the current token (the camera trunk's slot
+  // cache): q, k, v [H, D] and out [H, D] in float or bf16 (io_bf16); keys, values [H, S, D] in
+  // float or bf16 (kv_bf16); valid [S] (empty slots take no weight).
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* out = nullptr;
+  bool io_bf16 = false;
+  const void* keys = nullptr;
+  const void* values = nullptr;
+  bool kv_bf16 = false;
+  const bool* valid = nullptr;
+  int heads = 0, slots = 0, dim = 0;
+  float scale = 1.0f;
+};
+
+// softmax(q [K_valid ; k]^T * scale) [V_valid ; v] per head in one kernel (float arithmetic,
+// rounded once to the output's dtype); dim a multiple of 32 up to kSlotAttendMaxDim, at most
+// kSlotAttendMaxSlots slots.
+inline constexpr int kSlotAttendMaxDim = 256;
+inline constexpr int kSlotAttendMaxSlots = 8192;
+cudaError_t LaunchSlotAttend(const SlotAttendParams& p, cudaStream_t stream);
+
 struct DequantParams {
   PagesView pages;               // the layer's pages (pages.pages = all pages present)
   // [page_count] inclusive prefix sums of the chunk's valid counts; nullptr: each block sums the

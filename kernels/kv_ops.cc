@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "core/errors.h"
@@ -405,6 +406,37 @@ at::Tensor TopByScoreCuda(const at::Tensor& scores, int64_t k) {
                              at::cuda::getCurrentCUDAStream()),
             "top-k select kernel");
   return kept;
+}
+
+at::Tensor SlotAttendCuda(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& valid,
+                          const at::Tensor& k, const at::Tensor& v) {
+  const auto io = q.scalar_type(), kv = keys.scalar_type();
+  const bool io_ok = (io == at::kFloat || io == at::kBFloat16) && k.scalar_type() == io && v.scalar_type() == io;
+  const bool kv_ok = (kv == at::kFloat || kv == at::kBFloat16) && values.scalar_type() == kv;
+  if (!io_ok || !kv_ok || !q.is_cuda() || q.dim() != 3 || q.size(1) != 1 || k.sizes() != q.sizes() || v.sizes() != q.sizes() ||
+      keys.dim() != 3 || values.sizes() != keys.sizes() || keys.size(0) != q.size(0) || keys.size(2) != q.size(2) ||
+      valid.scalar_type() != at::kBool || valid.dim() != 1 || valid.size(0) != keys.size(1) || q.size(2) % 32 != 0 ||
+      q.size(2) > kSlotAttendMaxDim || keys.size(1) > kSlotAttendMaxSlots)
+    return {};
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  const at::Tensor keys_c = keys.contiguous(), values_c = values.contiguous(), valid_c = valid.contiguous();
+  at::Tensor out = at::empty_like(qc);
+  SlotAttendParams p;
+  p.q = qc.data_ptr();
+  p.k = kc.data_ptr();
+  p.v = vc.data_ptr();
+  p.out = out.data_ptr();
+  p.io_bf16 = io == at::kBFloat16;
+  p.keys = keys_c.data_ptr();
+  p.values = values_c.data_ptr();
+  p.kv_bf16 = kv == at::kBFloat16;
+  p.valid = valid_c.data_ptr<bool>();
+  p.heads = static_cast<int>(q.size(0));
+  p.slots = static_cast<int>(keys.size(1));
+  p.dim = static_cast<int>(q.size(2));
+  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.dim)));
+  CheckCuda(LaunchSlotAttend(p, at::cuda::getCurrentCUDAStream()), "slot attention kernel");
+  return out;
 }
 
 at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, int64_t dense_tokens, const PagedKv* pages,

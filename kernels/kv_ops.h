@@ -65,6 +65,13 @@ at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, i
 inline constexpr int64_t kSelectMaxUnits = 131072;
 at::Tensor TopByScoreCuda(const at::Tensor& scores, int64_t k);
 
+// The camera trunk's slot-cache attention (core/kv/slot_cache.cc) in one kernel: q, k, v [H, 1, D]
+// float or bf16 (one dtype), keys, values [H, S, D] float or bf16, valid [S] bool, all on one CUDA
+// device. Returns softmax(q [K_valid ; k]^T / sqrt(D)) [V_valid ; v] as [H, 1, D] in q's dtype, or an
+// undefined tensor where the kernel does not serve the shapes (the caller's ATen form then does).
+at::Tensor SlotAttendCuda(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& valid,
+                          const at::Tensor& k, const at::Tensor& v);
+
 // OScaR's rotation x H (H the normalised 64-point Hadamard matrix) of bf16 or float CUDA x [..., 64]
 // in one kernel, in float (the same as at::matmul(x.to(float), H) up to the order of the sums).
 at::Tensor RotateCuda(const at::Tensor& x);

@@ -566,6 +566,38 @@ TEST(GpuSlotCache, KeepsTheReferenceCachesTokensOnTheDevice) {
     }
 }
 
+// The slot cache's attention kernel against the formula in float64: every io/storage dtype pair,
+// empty slots skipped, the trunk's head sizes. Bounds: float 1e-6; a bf16 output is rounded once
+// (2^-9 relative per element), bound 2^-8.
+TEST(GpuSlotCache, AttentionKernelMatchesTheFormula) {
+  REQUIRE_GPU();
+  at::manual_seed(21);
+  for (int64_t dim : {64, 128})
+    for (at::ScalarType io : {at::kFloat, at::kBFloat16})
+      for (at::ScalarType kv : {at::kFloat, at::kBFloat16}) {
+        const int64_t heads = 16, slots = 300;
+        const at::Tensor q = at::randn({heads, 1, dim}).to(io), k = at::randn({heads, 1, dim}).to(io), v = at::randn({heads, 1, dim}).to(io);
+        const at::Tensor keys = (at::randn({heads, slots, dim}) * 2).to(kv), values = at::randn({heads, slots, dim}).to(kv);
+        const at::Tensor valid = at::rand({slots}) < 0.7;
+        const at::Tensor got = kernels::SlotAttendCuda(q.cuda(), keys.cuda(), values.cuda(), valid.cuda(), k.cuda(), v.cuda());
+        ASSERT_TRUE(got.defined());
+        ASSERT_EQ(got.scalar_type(), io);
+        auto d = [](const at::Tensor& t) { return t.to(at::kDouble); };
+        const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+        const at::Tensor cached = (at::matmul(d(q), d(keys).transpose(1, 2)) * scale).masked_fill(valid.logical_not(), -INFINITY);
+        const at::Tensor p = at::softmax(at::cat({cached, (d(q) * d(k)).sum(-1, true) * scale}, -1), -1);
+        const at::Tensor want = at::matmul(p.narrow(2, 0, slots), d(values)) + p.narrow(2, slots, 1) * d(v);
+        const double err = Rel(d(got.cpu()), want);
+        std::printf("[ info ] slot attention d=%lld io %s kv %s: rel err %.2e\n", static_cast<long long>(dim), c10::toString(io),
+                    c10::toString(kv), err);
+        EXPECT_LE(err, io == at::kFloat ? 1e-6 : 1.0 / 256);
+      }
+  // Outside what the kernel serves: undefined (the cache's ATen form takes it).
+  const at::Tensor q = at::randn({2, 1, 48}).cuda();
+  EXPECT_FALSE(kernels::SlotAttendCuda(q, at::randn({2, 4, 48}).cuda(), at::randn({2, 4, 48}).cuda(), at::ones({4}, at::kBool).cuda(), q, q)
+                   .defined());
+}
+
 // ---- synthetic scenes rendered on the GPU -----------------------------------------------------
 
 TEST(GpuSynthetic, MatchesTheCppRenderer) {

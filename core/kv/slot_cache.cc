@@ -18,6 +18,9 @@
 #include "core/kv/budget.h"
 #include "core/kv/cache.h"
 #include "core/kv/policy.h"
+#ifdef STREAMRECON_HAVE_CUDA_KV
+#include "kernels/kv_ops.h"
+#endif
 
 namespace streamrecon {
 namespace {
@@ -127,6 +130,13 @@ class SlotKvCache final : public LayerKvCache {
   // softmax(q [K_valid ; k]^T / sqrt(D)) [V_valid ; v] in q's dtype: one softmax over the slots
   // (empty ones masked) and the current token.
   at::Tensor Attend(const at::Tensor& q, const at::Tensor& k_w, const at::Tensor& v_w) const {
+#ifdef STREAMRECON_HAVE_CUDA_KV
+    // On a GPU one kernel (float arithmetic, one rounding) where the form below takes a dozen.
+    if (q.is_cuda()) {
+      const at::Tensor out = kernels::SlotAttendCuda(q, keys_, values_, valid_, k_w, v_w);
+      if (out.defined()) return out;
+    }
+#endif
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(2)));
     const at::ScalarType work = q.scalar_type();
     const at::Tensor cached = (at::matmul(q, keys_.to(work).transpose(1, 2)) * scale).masked_fill(valid_.logical_not(), -INFINITY);
