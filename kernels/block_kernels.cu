@@ -131,7 +131,56 @@ __global__ void __launch_bounds__(256) QkvHeadsKernel(QkvHeadsParams p) {
   reinterpret_cast<uint32_t*>(p.k)[out] = PackBf16(ka, kb);
 }
 
+__global__ void __launch_bounds__(256) BilinearBf16Kernel(BilinearParams p, float scale_h, float scale_w) {
+  const int groups = p.c / 8;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x;
+  if (i >= static_cast<int64_t>(p.n) * p.oh * p.ow * groups) return;
+  const int g = static_cast<int>(i % groups);
+  const int64_t pixel = i / groups;
+  const int ox = static_cast<int>(pixel % p.ow), oy = static_cast<int>((pixel / p.ow) % p.oh);
+  const int64_t image = pixel / (static_cast<int64_t>(p.ow) * p.oh);
+  // As upsample_bilinear2d with align_corners: source = scale * destination, weights in float.
+  const float hr = scale_h * oy, wr = scale_w * ox;
+  const int h0 = static_cast<int>(hr), w0 = static_cast<int>(wr);
+  const int hp = h0 < p.h - 1 ? 1 : 0, wp = w0 < p.w - 1 ? 1 : 0;
+  const float h1l = hr - h0, h0l = 1.0f - h1l, w1l = wr - w0, w0l = 1.0f - w1l;
+  auto at = [&](int y, int x) {
+    return *reinterpret_cast<const uint4*>(p.in + ((image * p.h + y) * p.w + x) * p.c + g * 8);
+  };
+  const uint4 a = at(h0, w0), b = at(h0, w0 + wp), c = at(h0 + hp, w0), d = at(h0 + hp, w0 + wp);
+  const uint32_t* av = &a.x;
+  const uint32_t* bv = &b.x;
+  const uint32_t* cv = &c.x;
+  const uint32_t* dv = &d.x;
+  uint4 out;
+  uint32_t* ov = &out.x;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    float r[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int shift = 16 * half;
+      const float x00 = Bf16BitsToFloat(static_cast<uint16_t>(av[j] >> shift)), x01 = Bf16BitsToFloat(static_cast<uint16_t>(bv[j] >> shift));
+      const float x10 = Bf16BitsToFloat(static_cast<uint16_t>(cv[j] >> shift)), x11 = Bf16BitsToFloat(static_cast<uint16_t>(dv[j] >> shift));
+      r[half] = h0l * (w0l * x00 + w1l * x01) + h1l * (w0l * x10 + w1l * x11);
+    }
+    ov[j] = PackBf16(r[0], r[1]);
+  }
+  *reinterpret_cast<uint4*>(p.out + pixel * p.c + g * 8) = out;
+}
+
 }  // namespace
+
+cudaError_t LaunchBilinearBf16(const BilinearParams& p, cudaStream_t stream) {
+  if (p.n < 0 || p.h < 1 || p.w < 1 || p.c < 8 || p.c % 8 != 0 || p.oh < 0 || p.ow < 0) return cudaErrorInvalidValue;
+  const int64_t threads = static_cast<int64_t>(p.n) * p.oh * p.ow * (p.c / 8);
+  if (threads == 0) return cudaSuccess;
+  // (upsample_bilinear2d's area_pixel_compute_scale with align_corners, in float)
+  const float scale_h = p.oh > 1 ? static_cast<float>(p.h - 1) / static_cast<float>(p.oh - 1) : 0.0f;
+  const float scale_w = p.ow > 1 ? static_cast<float>(p.w - 1) / static_cast<float>(p.ow - 1) : 0.0f;
+  BilinearBf16Kernel<<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(p, scale_h, scale_w);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchLayerNormBf16(const LayerNormParams& p, cudaStream_t stream) {
   if (p.cols < 1 || p.cols > kLayerNormMaxCols || p.cols % 4 != 0 || p.rows < 0 || (p.branch && (!p.gamma || !p.residual_out)))

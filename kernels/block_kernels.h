@@ -52,4 +52,15 @@ struct QkvHeadsParams {
 // A warp per (token, head), two channels per lane.
 cudaError_t LaunchQkvHeads(const QkvHeadsParams& p, cudaStream_t stream);
 
+struct BilinearParams {
+  // Channels-last bf16 images in [n, h, w, c] resampled to out [n, oh, ow, c] with align_corners
+  // (upsample_bilinear2d's rule and float arithmetic); c a multiple of 8, 16-byte aligned rows.
+  const uint16_t* in = nullptr;
+  uint16_t* out = nullptr;
+  int n = 0, h = 0, w = 0, c = 0, oh = 0, ow = 0;
+};
+
+// A thread per output pixel and 8 channels (16-byte loads).
+cudaError_t LaunchBilinearBf16(const BilinearParams& p, cudaStream_t stream);
+
 }  // namespace streamrecon::kernels

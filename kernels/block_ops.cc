@@ -118,4 +118,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> QkvHeadsCuda(const at::Tensor& qk
   return {q, k, v};
 }
 
+at::Tensor BilinearBf16Cuda(const at::Tensor& x_in, int64_t oh, int64_t ow) {
+  if (!x_in.is_cuda() || x_in.scalar_type() != at::kBFloat16 || x_in.dim() != 4 || x_in.size(1) % 8 != 0 || x_in.size(1) == 0 ||
+      x_in.size(2) == 0 || x_in.size(3) == 0 || oh < 0 || ow < 0)
+    throw Error("bilinear resampling: expected a CUDA bf16 [N, C, H, W] image with C a multiple of 8, got " + Describe(x_in));
+  const at::Tensor x = Aligned(x_in.contiguous(at::MemoryFormat::ChannelsLast));
+  at::Tensor out = at::empty({x.size(0), x.size(1), oh, ow}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  BilinearParams p;
+  p.in = Bf16(x);
+  p.out = Bf16(out);
+  p.n = static_cast<int>(x.size(0));
+  p.c = static_cast<int>(x.size(1));
+  p.h = static_cast<int>(x.size(2));
+  p.w = static_cast<int>(x.size(3));
+  p.oh = static_cast<int>(oh);
+  p.ow = static_cast<int>(ow);
+  CheckCuda(LaunchBilinearBf16(p, at::cuda::getCurrentCUDAStream()), "bilinear resampling kernel");
+  return out;
+}
+
 }  // namespace streamrecon::kernels

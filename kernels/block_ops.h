@@ -26,4 +26,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> QkvHeadsCuda(const at::Tensor& qk
                                                             const at::Tensor& k_norm_b, double eps, const at::Tensor& cos,
                                                             const at::Tensor& sin);
 
+// upsample_bilinear2d(x, {oh, ow}, align_corners = true) of a channels-last bf16 CUDA image
+// [N, C, H, W] (C a multiple of 8) in one kernel that reads 8 channels at a time, where ATen's
+// channels-last kernel reads one; the same float arithmetic. Returns channels-last bf16.
+at::Tensor BilinearBf16Cuda(const at::Tensor& x, int64_t oh, int64_t ow);
+
 }  // namespace streamrecon::kernels

@@ -202,4 +202,19 @@ struct GatherPagesParams {
 // j < count, in every array (a block per page). src and dst must not overlap.
 cudaError_t LaunchGatherPages(const GatherPagesParams& p, cudaStream_t stream);
 
+struct MoveRowsParams {
+  // Dense bf16 caches k, v [heads, capacity, 64] (rows of 128 bytes): rows from + i move to rows
+  // to[i], i < count, in every head of both. Sources and destinations must not overlap.
+  uint16_t* k = nullptr;
+  uint16_t* v = nullptr;
+  int heads = 0;
+  int64_t capacity = 0;
+  int64_t from = 0;
+  const int64_t* to = nullptr;
+  int count = 0;
+};
+
+// A thread per 16 bytes of a moved row.
+cudaError_t LaunchMoveRows(const MoveRowsParams& p, cudaStream_t stream);
+
 }  // namespace streamrecon::kernels

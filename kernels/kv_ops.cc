@@ -439,6 +439,24 @@ at::Tensor SlotAttendCuda(const at::Tensor& q, const at::Tensor& keys, const at:
   return out;
 }
 
+void MoveRowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t from, const at::Tensor& to) {
+  CheckBf16(k, "dense keys");
+  CheckBf16(v, "dense values");
+  if (k.dim() != 3 || k.size(2) != 64 || v.sizes() != k.sizes() || !to.is_cuda() || to.scalar_type() != at::kLong || to.dim() != 1 ||
+      !to.is_contiguous() || from < 0 || from + to.size(0) > k.size(1))
+    throw Error("move rows: expected bf16 [H, capacity, 64] caches and long CUDA row indices for rows [" + std::to_string(from) + ", " +
+                std::to_string(from + to.size(0)) + "), got " + Describe(k) + " and " + Describe(to));
+  MoveRowsParams p;
+  p.k = reinterpret_cast<uint16_t*>(k.data_ptr<at::BFloat16>());
+  p.v = reinterpret_cast<uint16_t*>(v.data_ptr<at::BFloat16>());
+  p.heads = static_cast<int>(k.size(0));
+  p.capacity = k.size(1);
+  p.from = from;
+  p.to = to.data_ptr<int64_t>();
+  p.count = static_cast<int>(to.size(0));
+  CheckCuda(LaunchMoveRows(p, at::cuda::getCurrentCUDAStream()), "move rows kernel");
+}
+
 at::Tensor TokenScoresCuda(const at::Tensor& q_bar, const at::Tensor& dense_k, int64_t dense_tokens, const PagedKv* pages,
                            int64_t page_count, int heads) {
   const at::Tensor qb = q_bar.to(at::kFloat).contiguous();

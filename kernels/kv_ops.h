@@ -72,6 +72,10 @@ at::Tensor TopByScoreCuda(const at::Tensor& scores, int64_t k);
 at::Tensor SlotAttendCuda(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& valid,
                           const at::Tensor& k, const at::Tensor& v);
 
+// Rows from + i of the dense bf16 CUDA caches k, v [H, capacity, 64] (contiguous) moved to rows
+// to[i] (long CUDA [count], each below `from`) in one kernel, both caches and every head.
+void MoveRowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t from, const at::Tensor& to);
+
 // OScaR's rotation x H (H the normalised 64-point Hadamard matrix) of bf16 or float CUDA x [..., 64]
 // in one kernel, in float (the same as at::matmul(x.to(float), H) up to the order of the sums).
 at::Tensor RotateCuda(const at::Tensor& x);

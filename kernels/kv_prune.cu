@@ -245,7 +245,27 @@ __global__ void __launch_bounds__(kThreads) GatherPagesKernel(GatherPagesParams 
   }
 }
 
+__global__ void __launch_bounds__(kThreads) MoveRowsKernel(MoveRowsParams p) {
+  constexpr int kPieces = kHeadDim * 2 / 16;  // 16-byte pieces of a row
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= 2LL * p.heads * p.count * kPieces) return;
+  const int piece = static_cast<int>(i % kPieces);
+  const int row = static_cast<int>((i / kPieces) % p.count);
+  const int64_t head = (i / kPieces / p.count) % p.heads;
+  uint16_t* base = (i / kPieces / p.count / p.heads == 0 ? p.k : p.v) + head * p.capacity * kHeadDim;
+  reinterpret_cast<uint4*>(base + p.to[row] * kHeadDim)[piece] = reinterpret_cast<const uint4*>(base + (p.from + row) * kHeadDim)[piece];
+}
+
 }  // namespace
+
+cudaError_t LaunchMoveRows(const MoveRowsParams& p, cudaStream_t stream) {
+  if (p.heads < 0 || p.count < 0 || p.from < 0 || p.from + p.count > p.capacity) return cudaErrorInvalidValue;
+  if (reinterpret_cast<uintptr_t>(p.k) % 16 != 0 || reinterpret_cast<uintptr_t>(p.v) % 16 != 0) return cudaErrorMisalignedAddress;
+  const int64_t threads = 2LL * p.heads * p.count * (kHeadDim * 2 / 16);
+  if (threads == 0) return cudaSuccess;
+  MoveRowsKernel<<<static_cast<unsigned>((threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchTopKSelect(const float* scores, int units, int k, int64_t* kept, cudaStream_t stream) {
   if (units < 0 || k < 0 || k > units) return cudaErrorInvalidValue;

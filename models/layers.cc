@@ -197,6 +197,12 @@ Tensor Rcu(const StateDict& w, const std::string& p, const Tensor& x) {
 }
 
 Tensor Bilinear(const Tensor& x, int64_t h, int64_t w) {
+  if constexpr (kFusedKernels) {
+    // (the bf16 heads' channels-last maps: ATen's kernel reads one channel at a time there)
+    if (x.is_cuda() && x.scalar_type() == at::kBFloat16 && x.dim() == 4 && x.size(1) % 8 == 0 &&
+        x.is_contiguous(at::MemoryFormat::ChannelsLast) && !c10::GradMode::is_enabled())
+      return kernels::BilinearBf16Cuda(x, h, w);
+  }
   return at::upsample_bilinear2d(x, {h, w}, /*align_corners=*/true);
 }
 

@@ -5,6 +5,7 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAContext.h>
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 
@@ -596,6 +597,28 @@ TEST(GpuSlotCache, AttentionKernelMatchesTheFormula) {
   const at::Tensor q = at::randn({2, 1, 48}).cuda();
   EXPECT_FALSE(kernels::SlotAttendCuda(q, at::randn({2, 4, 48}).cuda(), at::randn({2, 4, 48}).cuda(), at::ones({4}, at::kBool).cuda(), q, q)
                    .defined());
+}
+
+// The bf16 heads' bilinear resampling against upsample_bilinear2d (align_corners) on the same
+// channels-last input: the same float arithmetic, so equal up to the contraction of a product
+// into an FMA (at most one bf16 rounding step apart), at the DPT heads' sizes, up and down.
+TEST(GpuFusedGlue, BilinearMatchesUpsampleBilinear2d) {
+  REQUIRE_GPU();
+  at::manual_seed(4);
+  const std::vector<std::array<int64_t, 6>> cases = {{1, 256, 28, 37, 56, 74}, {1, 128, 112, 148, 392, 518}, {2, 64, 7, 9, 14, 18},
+                                                      {1, 8, 5, 6, 3, 4}, {1, 16, 1, 1, 4, 4}};
+  for (const auto& [n, c, h, w, oh, ow] : cases) {
+    const at::Tensor x = at::randn({n, c, h, w}).to(at::kBFloat16).cuda().contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor got = kernels::BilinearBf16Cuda(x, oh, ow).to(at::kFloat).cpu();
+    const at::Tensor want = at::upsample_bilinear2d(x, {oh, ow}, true).to(at::kFloat).cpu();
+    ASSERT_EQ(got.sizes(), want.sizes());
+    const double exact = got.eq(want).to(at::kDouble).mean().item<double>();
+    const bool close = (got - want).abs().le(want.abs() / 128 + 1e-6).all().item<bool>();
+    std::printf("[ info ] bilinear %lldx%lld -> %lldx%lld, %lld channels: %.4f of values identical\n", static_cast<long long>(h),
+                static_cast<long long>(w), static_cast<long long>(oh), static_cast<long long>(ow), static_cast<long long>(c), exact);
+    EXPECT_TRUE(close) << h << "x" << w << " -> " << oh << "x" << ow;
+    EXPECT_GE(exact, 0.99);
+  }
 }
 
 // ---- synthetic scenes rendered on the GPU -----------------------------------------------------

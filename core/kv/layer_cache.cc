@@ -51,6 +51,19 @@ void GatherPages(const PagedKv& src, int64_t first, const at::Tensor& middle, Pa
   CopyPages(dst, src.Select(index), index.size(0));
 }
 
+// Rows from + i of dense k, v [H, capacity, D] into rows to[i] (each below `from`); on a GPU one
+// kernel for both where the copies and index_copy_ took four.
+void MoveRows(at::Tensor& k, at::Tensor& v, int64_t from, const at::Tensor& to) {
+  const int64_t count = to.size(0);
+#ifdef STREAMRECON_HAVE_CUDA_KV
+  if (k.is_cuda() && k.scalar_type() == at::kBFloat16 && v.scalar_type() == at::kBFloat16 && k.size(2) == kernels::kKernelHeadDim)
+    return kernels::MoveRowsCuda(k, v, from, to);
+#endif
+  // (copies first: index_copy_ refuses a source in the tensor it writes)
+  k.index_copy_(1, to, k.narrow(1, from, count).clone());
+  v.index_copy_(1, to, v.narrow(1, from, count).clone());
+}
+
 class KvLayerCache final : public LayerKvCache {
  public:
   KvLayerCache(std::unique_ptr<KvBackend> backend, const KvCacheOptions& options) : backend_(std::move(backend)), options_(options) {}
@@ -250,12 +263,11 @@ class KvLayerCache final : public LayerKvCache {
       dense_k_.narrow(1, rows_, extra).copy_(k.narrow(1, 0, extra));
       dense_v_.narrow(1, rows_, extra).copy_(v.narrow(1, 0, extra));
     }
-    if (freed > 0) {
-      // (from the frame's own rows: a copy first, index_copy_ refuses a source overlapping its target)
-      const at::Tensor k_moved = in_rows ? dense_k_.narrow(1, rows_ + extra, freed).clone() : k.narrow(1, extra, freed);
-      const at::Tensor v_moved = in_rows ? dense_v_.narrow(1, rows_ + extra, freed).clone() : v.narrow(1, extra, freed);
-      dense_k_.index_copy_(1, freed_, k_moved);
-      dense_v_.index_copy_(1, freed_, v_moved.to(dense_v_.scalar_type()));
+    if (freed > 0 && in_rows) {
+      MoveRows(dense_k_, dense_v_, rows_ + extra, freed_);
+    } else if (freed > 0) {
+      dense_k_.index_copy_(1, freed_, k.narrow(1, extra, freed));
+      dense_v_.index_copy_(1, freed_, v.narrow(1, extra, freed).to(dense_v_.scalar_type()));
     }
     const at::Tensor added = at::arange(rows_, rows_ + extra, order_.options());
     const std::vector<at::Tensor> parts = freed > 0 ? std::vector<at::Tensor>{order_, added, freed_} : std::vector<at::Tensor>{order_, added};
