@@ -164,6 +164,19 @@ struct ScoreParams {
 // XStreamVGGT scores of every cached token: mean over rows of q_bar . mean_h(k_h).
 cudaError_t LaunchTokenScores(const ScoreParams& p, cudaStream_t stream);
 
+struct PooledQueryParams {
+  // The frame's queries [heads, tokens, 64] (bf16 when `bf16`, else float) pooled as policy.h's
+  // PooledQueries: the first `special` tokens alone, then pools of `pool` tokens (the last one
+  // shorter), each row averaged over the pool then over the heads, into out float [rows, 64].
+  const void* q = nullptr;
+  bool bf16 = false;
+  int heads = 0, tokens = 0, special = 0, pool = 1, rows = 0;
+  float* out = nullptr;
+};
+
+// A block per output row, a thread per channel.
+cudaError_t LaunchPooledQueries(const PooledQueryParams& p, cudaStream_t stream);
+
 // The k highest of scores[0, units) in the order "highest score first, ties: the later unit
 // first" (TopByScore's; -0 = +0, NaN above +inf), their indices written ascending to kept[0, k).
 // One block (a radix select, then the ties and the placing in chunks of units per thread), for

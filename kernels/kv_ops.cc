@@ -439,6 +439,26 @@ at::Tensor SlotAttendCuda(const at::Tensor& q, const at::Tensor& keys, const at:
   return out;
 }
 
+at::Tensor PooledQueriesCuda(const at::Tensor& q_in, int pool_size, int special_tokens) {
+  if (!q_in.is_cuda() || (q_in.scalar_type() != at::kBFloat16 && q_in.scalar_type() != at::kFloat) || q_in.dim() != 3 ||
+      q_in.size(2) != 64 || q_in.size(0) < 1 || pool_size < 1 || special_tokens < 0)
+    throw Error("pooled queries: expected bf16 or float CUDA queries [H, N, 64] and a pool of at least one token, got " + Describe(q_in));
+  const at::Tensor q = q_in.contiguous();
+  PooledQueryParams p;
+  p.q = q.data_ptr();
+  p.bf16 = q.scalar_type() == at::kBFloat16;
+  p.heads = static_cast<int>(q.size(0));
+  p.tokens = static_cast<int>(q.size(1));
+  p.special = special_tokens;
+  p.pool = pool_size;
+  const int64_t special = std::min<int64_t>(special_tokens, p.tokens), rest = p.tokens - special;
+  p.rows = static_cast<int>(special + (rest + pool_size - 1) / pool_size);
+  at::Tensor out = at::empty({p.rows, 64}, q.options().dtype(at::kFloat));
+  p.out = out.data_ptr<float>();
+  CheckCuda(LaunchPooledQueries(p, at::cuda::getCurrentCUDAStream()), "pooled queries kernel");
+  return out;
+}
+
 void MoveRowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t from, const at::Tensor& to) {
   CheckBf16(k, "dense keys");
   CheckBf16(v, "dense values");

@@ -72,6 +72,10 @@ at::Tensor TopByScoreCuda(const at::Tensor& scores, int64_t k);
 at::Tensor SlotAttendCuda(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& valid,
                           const at::Tensor& k, const at::Tensor& v);
 
+// PooledQueries (core/kv/policy.h) of CUDA queries [H, N, 64] in bf16 or float, in one kernel:
+// float [M, 64] (the same means, summed in another order).
+at::Tensor PooledQueriesCuda(const at::Tensor& q, int pool_size, int special_tokens);
+
 // Rows from + i of the dense bf16 CUDA caches k, v [H, capacity, 64] (contiguous) moved to rows
 // to[i] (long CUDA [count], each below `from`) in one kernel, both caches and every head.
 void MoveRowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t from, const at::Tensor& to);

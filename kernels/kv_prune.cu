@@ -245,6 +245,22 @@ __global__ void __launch_bounds__(kThreads) GatherPagesKernel(GatherPagesParams 
   }
 }
 
+__global__ void __launch_bounds__(kHeadDim) PooledQueriesKernel(PooledQueryParams p) {
+  const int row = blockIdx.x, c = threadIdx.x;
+  const int first = row < p.special ? row : p.special + (row - p.special) * p.pool;
+  const int count = row < p.special ? 1 : min(p.pool, p.tokens - first);
+  float heads_sum = 0.0f;
+  for (int h = 0; h < p.heads; ++h) {
+    float sum = 0.0f;
+    for (int t = first; t < first + count; ++t) {
+      const int64_t i = (static_cast<int64_t>(h) * p.tokens + t) * kHeadDim + c;
+      sum += p.bf16 ? Bf16BitsToFloat(static_cast<const uint16_t*>(p.q)[i]) : static_cast<const float*>(p.q)[i];
+    }
+    heads_sum += sum / count;
+  }
+  p.out[static_cast<int64_t>(row) * kHeadDim + c] = heads_sum / p.heads;
+}
+
 __global__ void __launch_bounds__(kThreads) MoveRowsKernel(MoveRowsParams p) {
   constexpr int kPieces = kHeadDim * 2 / 16;  // 16-byte pieces of a row
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
@@ -257,6 +273,15 @@ __global__ void __launch_bounds__(kThreads) MoveRowsKernel(MoveRowsParams p) {
 }
 
 }  // namespace
+
+cudaError_t LaunchPooledQueries(const PooledQueryParams& p, cudaStream_t stream) {
+  if (p.heads < 1 || p.tokens < 0 || p.special < 0 || p.pool < 1 || p.rows < 0) return cudaErrorInvalidValue;
+  const int special = min(p.special, p.tokens), rest = p.tokens - special;
+  if (p.rows != special + (rest + p.pool - 1) / p.pool) return cudaErrorInvalidValue;
+  if (p.rows == 0) return cudaSuccess;
+  PooledQueriesKernel<<<p.rows, kHeadDim, 0, stream>>>(p);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchMoveRows(const MoveRowsParams& p, cudaStream_t stream) {
   if (p.heads < 0 || p.count < 0 || p.from < 0 || p.from + p.count > p.capacity) return cudaErrorInvalidValue;

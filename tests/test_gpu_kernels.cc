@@ -371,6 +371,21 @@ TEST(GpuDequantize, PagesMatchTheCpuDequantization) {
 
 // ---- scores and pruning --------------------------------------------------------------------
 
+// The pooled queries in one kernel against PooledQueries (policy.h) on the same device: bf16 and
+// float queries, pools that divide the tokens and pools that leave a short last one.
+TEST(GpuScores, PooledQueriesMatchTheTensorForm) {
+  REQUIRE_GPU();
+  at::manual_seed(8);
+  for (at::ScalarType dtype : {at::kBFloat16, at::kFloat})
+    for (auto [tokens, special, pool] : std::vector<std::array<int, 3>>{{1041, 5, 16}, {1041, 5, 4}, {37, 5, 16}, {3, 5, 16}, {64, 0, 8}}) {
+      const at::Tensor q = at::randn({16, tokens, 64}).to(dtype).cuda();
+      const at::Tensor got = kernels::PooledQueriesCuda(q, pool, special);
+      const at::Tensor want = PooledQueries(q.to(at::kFloat), pool, special);
+      ASSERT_EQ(got.sizes(), want.sizes()) << tokens << " tokens, pool " << pool;
+      EXPECT_LE(Rel(got.cpu(), want.cpu()), 1e-6) << tokens << " tokens, pool " << pool << ", " << c10::toString(dtype);
+    }
+}
+
 TEST(GpuScores, MatchTheCpuScoresAndTopK) {
   REQUIRE_GPU();
   // Dense bf16 rows (with a head stride past the used rows, as the cache's buffer has), 4- and

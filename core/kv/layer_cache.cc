@@ -399,7 +399,13 @@ class KvLayerCache final : public LayerKvCache {
   }
 
   at::Tensor Pooled(const at::Tensor& q_r) const {
-    return PooledQueries(q_r.to(backend_->WorkType(q_r.scalar_type())), options_.pool_size, options_.special_tokens);
+    const at::ScalarType work = backend_->WorkType(q_r.scalar_type());
+#ifdef STREAMRECON_HAVE_CUDA_KV
+    // (one kernel where the cast, the means and the cat took five; the CUDA backend works in float)
+    if (q_r.is_cuda() && work == at::kFloat && q_r.size(2) == kernels::kKernelHeadDim)
+      return kernels::PooledQueriesCuda(q_r, options_.pool_size, options_.special_tokens);
+#endif
+    return PooledQueries(q_r.to(work), options_.pool_size, options_.special_tokens);
   }
 
   // Keeps the first pages and the middle pages listed (ascending, on the device) whole, without a
