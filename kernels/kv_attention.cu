@@ -405,35 +405,42 @@ __device__ __forceinline__ float LoadAsFloat(const void* base, int64_t i) {
   else return static_cast<const float*>(base)[i];
 }
 
-// One block per head: the scores of the valid slots and the current token (a warp per slot, the
-// lanes over the channels), their softmax, then each channel's weighted sum over the slots.
+// Flash-decoding over the slots: block (head, split) takes slots [split * chunk, (split + 1) *
+// chunk) (split 0 also the current token): their scores (a warp per slot, the lanes over the
+// channels), the local maximum, the exponentials' sum and the weighted sum of the values (the
+// threads over channels x slot groups), written to partial[head][split] = {o[dim], m, l}.
 template <typename IO, typename KV>
-__global__ void __launch_bounds__(kSlotThreads) SlotAttendKernel(SlotAttendParams p) {
+__global__ void __launch_bounds__(kSlotThreads) SlotPartialKernel(SlotAttendParams p, int chunk) {
   extern __shared__ float shared[];
-  float* q = shared;               // [dim]
-  float* w = shared + p.dim;       // [slots + 1]: scores, then weights; the current token last
+  float* q = shared;                  // [dim]
+  float* w = q + p.dim;               // [chunk + 1]: scores, then weights; the current token last
+  float* acc = w + chunk + 1;         // [kSlotThreads]: the slot groups' partial sums
   __shared__ float reduce[kSlotThreads / 32];
-  const int h = blockIdx.x, lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = kSlotThreads / 32;
+  const int h = blockIdx.x, split = blockIdx.y, lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = kSlotThreads / 32;
+  const int first = split * chunk, count = max(0, min(chunk, p.slots - first));
+  const bool current = split == 0;
   const int64_t row = static_cast<int64_t>(h) * p.dim;
   for (int d = threadIdx.x; d < p.dim; d += kSlotThreads) q[d] = LoadAsFloat<IO>(p.q, row + d);
   __syncthreads();
-  for (int s = warp; s <= p.slots; s += warps) {
-    const bool current = s == p.slots;
-    if (!current && !p.valid[s]) {
-      if (lane == 0) w[s] = -INFINITY;
+  for (int j = warp; j < count + (current ? 1 : 0); j += warps) {
+    const bool is_current = j == count;
+    const int s = first + j;
+    if (!is_current && !p.valid[s]) {
+      if (lane == 0) w[j] = -INFINITY;
       continue;
     }
     float dot = 0.0f;
-    const int64_t base = current ? row : (static_cast<int64_t>(h) * p.slots + s) * p.dim;
-    for (int d = lane; d < p.dim; d += 32) dot = fmaf(q[d], current ? LoadAsFloat<IO>(p.k, base + d) : LoadAsFloat<KV>(p.keys, base + d), dot);
+    const int64_t base = is_current ? row : (static_cast<int64_t>(h) * p.slots + s) * p.dim;
+    for (int d = lane; d < p.dim; d += 32)
+      dot = fmaf(q[d], is_current ? LoadAsFloat<IO>(p.k, base + d) : LoadAsFloat<KV>(p.keys, base + d), dot);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-    if (lane == 0) w[s] = dot * p.scale;
+    if (lane == 0) w[j] = dot * p.scale;
   }
+  const int n = count + (current ? 1 : 0);
   __syncthreads();
-  // The maximum (finite: the current token is always there), then the weights and their sum.
   float m = -INFINITY;
-  for (int s = threadIdx.x; s <= p.slots; s += kSlotThreads) m = fmaxf(m, w[s]);
+  for (int j = threadIdx.x; j < n; j += kSlotThreads) m = fmaxf(m, w[j]);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
   if (lane == 0) reduce[warp] = m;
@@ -442,40 +449,86 @@ __global__ void __launch_bounds__(kSlotThreads) SlotAttendKernel(SlotAttendParam
   for (int i = 1; i < warps; ++i) m = fmaxf(m, reduce[i]);
   __syncthreads();
   float sum = 0.0f;
-  for (int s = threadIdx.x; s <= p.slots; s += kSlotThreads) {
-    const float e = expf(w[s] - m);  // (empty slots: exp(-inf) = 0)
-    w[s] = e;
+  for (int j = threadIdx.x; j < n; j += kSlotThreads) {
+    const float e = m == -INFINITY ? 0.0f : expf(w[j] - m);  // (empty slots: 0)
+    w[j] = e;
     sum += e;
   }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  if (lane == 0) reduce[warp] = sum;
   __syncthreads();
-  sum = 0.0f;
-  for (int i = 0; i < warps; ++i) sum += reduce[i];
-  for (int d = threadIdx.x; d < p.dim; d += kSlotThreads) {
-    float acc = w[p.slots] * LoadAsFloat<IO>(p.v, row + d);
-    for (int s = 0; s < p.slots; ++s)
-      if (w[s] != 0.0f) acc = fmaf(w[s], LoadAsFloat<KV>(p.values, (static_cast<int64_t>(h) * p.slots + s) * p.dim + d), acc);
-    const float o = acc / sum;
-    if constexpr (sizeof(IO) == 2) static_cast<uint16_t*>(p.out)[row + d] = FloatToBf16Bits(o);
-    else static_cast<float*>(p.out)[row + d] = o;
+  if (lane == 0) reduce[warp] = sum;
+  // Channel d = t % dim, slot group t / dim of groups = kSlotThreads / dim.
+  const int groups = kSlotThreads / p.dim, d = threadIdx.x % p.dim, g = threadIdx.x / p.dim;
+  float o = 0.0f;
+  if (g < groups) {
+    for (int j = g; j < count; j += groups)
+      if (w[j] != 0.0f) o = fmaf(w[j], LoadAsFloat<KV>(p.values, (static_cast<int64_t>(h) * p.slots + first + j) * p.dim + d), o);
+    if (current && g == 0) o = fmaf(w[count], LoadAsFloat<IO>(p.v, row + d), o);
   }
+  acc[threadIdx.x] = o;
+  __syncthreads();
+  float* out = p.partial + (static_cast<int64_t>(h) * gridDim.y + split) * (p.dim + 2);
+  if (threadIdx.x < p.dim) {
+    float total = 0.0f;
+    for (int i = 0; i < groups; ++i) total += acc[i * p.dim + threadIdx.x];
+    out[threadIdx.x] = total;
+  }
+  if (threadIdx.x == 0) {
+    float l = 0.0f;
+    for (int i = 0; i < warps; ++i) l += reduce[i];
+    out[p.dim] = m;
+    out[p.dim + 1] = l;
+  }
+}
+
+// Folds a head's splits: out = sum_b e^(m_b - M) o_b / sum_b e^(m_b - M) l_b (split 0 holds the
+// current token, so M is finite), rounded once to the output's dtype.
+template <typename IO>
+__global__ void __launch_bounds__(kSlotAttendMaxDim) SlotCombineKernel(SlotAttendParams p, int splits) {
+  const int h = blockIdx.x, d = threadIdx.x;
+  if (d >= p.dim) return;
+  const float* part = p.partial + static_cast<int64_t>(h) * splits * (p.dim + 2);
+  float m = -INFINITY;
+  for (int b = 0; b < splits; ++b) m = fmaxf(m, part[b * (p.dim + 2) + p.dim]);
+  float num = 0.0f, den = 0.0f;
+  for (int b = 0; b < splits; ++b) {
+    const float* x = part + b * (p.dim + 2);
+    const float scale = x[p.dim] == -INFINITY ? 0.0f : expf(x[p.dim] - m);
+    num = fmaf(scale, x[d], num);
+    den = fmaf(scale, x[p.dim + 1], den);
+  }
+  const float o = num / den;
+  const int64_t i = static_cast<int64_t>(h) * p.dim + d;
+  if constexpr (sizeof(IO) == 2) static_cast<uint16_t*>(p.out)[i] = FloatToBf16Bits(o);
+  else static_cast<float*>(p.out)[i] = o;
 }
 
 }  // namespace
 
+int SlotAttendSplits(int heads, int slots) {
+  // About two blocks per multiprocessor's worth of (head, split) pairs, at least 32 slots a split.
+  return std::max(1, std::min((slots + 31) / 32, (264 + std::max(heads, 1) - 1) / std::max(heads, 1)));
+}
+
 cudaError_t LaunchSlotAttend(const SlotAttendParams& p, cudaStream_t stream) {
-  if (p.heads < 0 || p.slots < 0 || p.slots > kSlotAttendMaxSlots || p.dim < 32 || p.dim > kSlotAttendMaxDim || p.dim % 32 != 0)
+  if (p.heads < 0 || p.slots < 0 || p.slots > kSlotAttendMaxSlots || p.dim < 32 || p.dim > kSlotAttendMaxDim || p.dim % 32 != 0 ||
+      p.splits != SlotAttendSplits(p.heads, p.slots) || !p.partial)
     return cudaErrorInvalidValue;
   if (p.heads == 0) return cudaSuccess;
-  const size_t smem = sizeof(float) * (p.dim + p.slots + 1);  // (under 48 KiB at the limits)
-  auto launch = [&](auto kernel) {
-    kernel<<<p.heads, kSlotThreads, smem, stream>>>(p);
+  const int chunk = (p.slots + p.splits - 1) / p.splits;
+  const size_t smem = sizeof(float) * (p.dim + chunk + 1 + kSlotThreads);  // (under 48 KiB at the limits)
+  const dim3 grid(p.heads, p.splits);
+  auto launch = [&](auto partial, auto combine) {
+    partial<<<grid, kSlotThreads, smem, stream>>>(p, chunk);
+    combine<<<p.heads, kSlotAttendMaxDim, 0, stream>>>(p, p.splits);
     return cudaGetLastError();
   };
-  if (p.io_bf16) return p.kv_bf16 ? launch(SlotAttendKernel<uint16_t, uint16_t>) : launch(SlotAttendKernel<uint16_t, float>);
-  return p.kv_bf16 ? launch(SlotAttendKernel<float, uint16_t>) : launch(SlotAttendKernel<float, float>);
+  if (p.io_bf16)
+    return p.kv_bf16 ? launch(SlotPartialKernel<uint16_t, uint16_t>, SlotCombineKernel<uint16_t>)
+                     : launch(SlotPartialKernel<uint16_t, float>, SlotCombineKernel<uint16_t>);
+  return p.kv_bf16 ? launch(SlotPartialKernel<float, uint16_t>, SlotCombineKernel<float>)
+                   : launch(SlotPartialKernel<float, float>, SlotCombineKernel<float>);
 }
 
 cudaError_t LaunchMergeByLse(const MergeParams& p, cudaStream_t stream) {

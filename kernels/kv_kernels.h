@@ -119,13 +119,17 @@ struct SlotAttendParams {
   const bool* valid = nullptr;
   int heads = 0, slots = 0, dim = 0;
   float scale = 1.0f;
+  // Scratch float [heads, splits, dim + 2], splits = SlotAttendSplits(heads, slots).
+  float* partial = nullptr;
+  int splits = 0;
 };
 
-// softmax(q [K_valid ; k]^T * scale) [V_valid ; v] per head in one kernel (float arithmetic,
-// rounded once to the output's dtype); dim a multiple of 32 up to kSlotAttendMaxDim, at most
-// kSlotAttendMaxSlots slots.
+// softmax(q [K_valid ; k]^T * scale) [V_valid ; v] per head (float arithmetic, rounded once to the
+// output's dtype), the slots split over blocks and folded by a second kernel; dim a multiple of 32
+// up to kSlotAttendMaxDim, at most kSlotAttendMaxSlots slots.
 inline constexpr int kSlotAttendMaxDim = 256;
 inline constexpr int kSlotAttendMaxSlots = 8192;
+int SlotAttendSplits(int heads, int slots);
 cudaError_t LaunchSlotAttend(const SlotAttendParams& p, cudaStream_t stream);
 
 struct DequantParams {

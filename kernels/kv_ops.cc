@@ -435,6 +435,9 @@ at::Tensor SlotAttendCuda(const at::Tensor& q, const at::Tensor& keys, const at:
   p.slots = static_cast<int>(keys.size(1));
   p.dim = static_cast<int>(q.size(2));
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.dim)));
+  p.splits = SlotAttendSplits(p.heads, p.slots);
+  const at::Tensor partial = at::empty({p.heads, p.splits, p.dim + 2}, qc.options().dtype(at::kFloat));
+  p.partial = partial.data_ptr<float>();
   CheckCuda(LaunchSlotAttend(p, at::cuda::getCurrentCUDAStream()), "slot attention kernel");
   return out;
 }
