@@ -245,20 +245,42 @@ __global__ void __launch_bounds__(kThreads) GatherPagesKernel(GatherPagesParams 
   }
 }
 
-__global__ void __launch_bounds__(kHeadDim) PooledQueriesKernel(PooledQueryParams p) {
-  const int row = blockIdx.x, c = threadIdx.x;
+// A block per output row: thread t takes channel t % 64 of the heads t / 64, t / 64 + 4, ... (the
+// pool's tokens summed four at a time), the head groups folded in shared memory.
+constexpr int kPoolThreads = 256, kPoolHeadGroups = kPoolThreads / kHeadDim;
+
+template <typename T>
+__global__ void __launch_bounds__(kPoolThreads) PooledQueriesKernel(PooledQueryParams p) {
+  __shared__ float part[kPoolThreads];
+  const int row = blockIdx.x, c = threadIdx.x % kHeadDim, group = threadIdx.x / kHeadDim;
   const int first = row < p.special ? row : p.special + (row - p.special) * p.pool;
   const int count = row < p.special ? 1 : min(p.pool, p.tokens - first);
+  const T* q = static_cast<const T*>(p.q);
+  auto load = [&](int64_t i) {
+    if constexpr (sizeof(T) == 2) return Bf16BitsToFloat(q[i]);
+    else return q[i];
+  };
   float heads_sum = 0.0f;
-  for (int h = 0; h < p.heads; ++h) {
-    float sum = 0.0f;
-    for (int t = first; t < first + count; ++t) {
-      const int64_t i = (static_cast<int64_t>(h) * p.tokens + t) * kHeadDim + c;
-      sum += p.bf16 ? Bf16BitsToFloat(static_cast<const uint16_t*>(p.q)[i]) : static_cast<const float*>(p.q)[i];
+  for (int h = group; h < p.heads; h += kPoolHeadGroups) {
+    const int64_t base = (static_cast<int64_t>(h) * p.tokens + first) * kHeadDim + c;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    int t = 0;
+    for (; t + 4 <= count; t += 4) {
+      s0 += load(base + (t + 0) * kHeadDim);
+      s1 += load(base + (t + 1) * kHeadDim);
+      s2 += load(base + (t + 2) * kHeadDim);
+      s3 += load(base + (t + 3) * kHeadDim);
     }
-    heads_sum += sum / count;
+    for (; t < count; ++t) s0 += load(base + t * kHeadDim);
+    heads_sum += ((s0 + s1) + (s2 + s3)) / count;
   }
-  p.out[static_cast<int64_t>(row) * kHeadDim + c] = heads_sum / p.heads;
+  part[threadIdx.x] = heads_sum;
+  __syncthreads();
+  if (group == 0) {
+    float total = 0.0f;
+    for (int g = 0; g < kPoolHeadGroups; ++g) total += part[g * kHeadDim + c];
+    p.out[static_cast<int64_t>(row) * kHeadDim + c] = total / p.heads;
+  }
 }
 
 __global__ void __launch_bounds__(kThreads) MoveRowsKernel(MoveRowsParams p) {
@@ -279,7 +301,8 @@ cudaError_t LaunchPooledQueries(const PooledQueryParams& p, cudaStream_t stream)
   const int special = min(p.special, p.tokens), rest = p.tokens - special;
   if (p.rows != special + (rest + p.pool - 1) / p.pool) return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
-  PooledQueriesKernel<<<p.rows, kHeadDim, 0, stream>>>(p);
+  if (p.bf16) PooledQueriesKernel<uint16_t><<<p.rows, kPoolThreads, 0, stream>>>(p);
+  else PooledQueriesKernel<float><<<p.rows, kPoolThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
