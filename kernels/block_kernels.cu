@@ -169,7 +169,49 @@ __global__ void __launch_bounds__(256) BilinearBf16Kernel(BilinearParams p, floa
   *reinterpret_cast<uint4*>(p.out + pixel * p.c + g * 8) = out;
 }
 
+__device__ __forceinline__ float Bf16Round(float x) { return Bf16BitsToFloat(FloatToBf16Bits(x)); }
+
+__global__ void __launch_bounds__(256) BiasActBf16Kernel(BiasActParams p) {
+  const int groups = p.c / 8;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x;
+  if (i >= p.pixels * groups) return;
+  const int g = static_cast<int>(i % groups);
+  uint4* y = reinterpret_cast<uint4*>(p.y) + i;
+  const uint4 yv = *y, bv = reinterpret_cast<const uint4*>(p.bias)[g];
+  const uint4 rv = p.residual ? reinterpret_cast<const uint4*>(p.residual)[i] : make_uint4(0, 0, 0, 0);
+  const uint32_t* ya = &yv.x;
+  const uint32_t* ba = &bv.x;
+  const uint32_t* ra = &rv.x;
+  uint4 out;
+  uint32_t* oa = &out.x;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    float r[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int shift = 16 * half;
+      float v = Bf16Round(Bf16BitsToFloat(static_cast<uint16_t>(ya[j] >> shift)) + Bf16BitsToFloat(static_cast<uint16_t>(ba[j] >> shift)));
+      if (p.relu) v = fmaxf(v, 0.0f);
+      if (p.residual) v = v + Bf16BitsToFloat(static_cast<uint16_t>(ra[j] >> shift));
+      r[half] = v;
+    }
+    oa[j] = PackBf16(r[0], r[1]);
+  }
+  *y = out;
+}
+
 }  // namespace
+
+cudaError_t LaunchBiasActBf16(const BiasActParams& p, cudaStream_t stream) {
+  if (p.pixels < 0 || p.c < 8 || p.c % 8 != 0 || !p.y || !p.bias) return cudaErrorInvalidValue;
+  if (reinterpret_cast<uintptr_t>(p.y) % 16 != 0 || reinterpret_cast<uintptr_t>(p.bias) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(p.residual) % 16 != 0)
+    return cudaErrorMisalignedAddress;
+  const int64_t threads = p.pixels * (p.c / 8);
+  if (threads == 0) return cudaSuccess;
+  BiasActBf16Kernel<<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(p);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchBilinearBf16(const BilinearParams& p, cudaStream_t stream) {
   if (p.n < 0 || p.h < 1 || p.w < 1 || p.c < 8 || p.c % 8 != 0 || p.oh < 0 || p.ow < 0) return cudaErrorInvalidValue;

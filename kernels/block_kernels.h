@@ -63,4 +63,18 @@ struct BilinearParams {
 // A thread per output pixel and 8 channels (16-byte loads).
 cudaError_t LaunchBilinearBf16(const BilinearParams& p, cudaStream_t stream);
 
+struct BiasActParams {
+  // In place on a channels-last bf16 map y [pixels, c] (a convolution's output): y + bias (bias
+  // bf16 [c]), rounded to bf16; then ReLU when `relu`; then + residual [pixels, c] (bf16) when
+  // given, rounded again: the roundings of ATen's bias add, relu and residual add, in one pass.
+  uint16_t* y = nullptr;
+  const uint16_t* bias = nullptr;
+  const uint16_t* residual = nullptr;
+  bool relu = false;
+  int64_t pixels = 0;
+  int c = 0;  // a multiple of 8
+};
+
+cudaError_t LaunchBiasActBf16(const BiasActParams& p, cudaStream_t stream);
+
 }  // namespace streamrecon::kernels

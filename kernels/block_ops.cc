@@ -137,4 +137,29 @@ at::Tensor BilinearBf16Cuda(const at::Tensor& x_in, int64_t oh, int64_t ow) {
   return out;
 }
 
+at::Tensor BiasActBf16Cuda(const at::Tensor& y, const at::Tensor& bias, bool relu, const at::Tensor& residual_in) {
+  const auto channels_last = at::MemoryFormat::ChannelsLast;
+  if (!y.is_cuda() || y.scalar_type() != at::kBFloat16 || y.dim() != 4 || y.size(1) % 8 != 0 || y.size(1) == 0 ||
+      !y.is_contiguous(channels_last) || reinterpret_cast<uintptr_t>(y.data_ptr()) % 16 != 0)
+    throw Error("bias and activation: expected an aligned channels-last bf16 CUDA map [N, C, H, W] with C a multiple of 8, got " +
+                Describe(y));
+  const at::Tensor b = Aligned(bias.to(at::kBFloat16).contiguous());
+  Expect(b, at::kBFloat16, y.size(1), "convolution bias");
+  at::Tensor residual;
+  if (residual_in.defined()) {
+    if (residual_in.sizes() != y.sizes() || residual_in.scalar_type() != at::kBFloat16 || !residual_in.is_cuda())
+      throw Error("bias and activation: the residual must be a bf16 CUDA map of the output's shape, got " + Describe(residual_in));
+    residual = Aligned(residual_in.contiguous(channels_last));
+  }
+  BiasActParams p;
+  p.y = Bf16(y);
+  p.bias = Bf16(b);
+  p.residual = residual.defined() ? Bf16(residual) : nullptr;
+  p.relu = relu;
+  p.c = static_cast<int>(y.size(1));
+  p.pixels = y.numel() / p.c;
+  CheckCuda(LaunchBiasActBf16(p, at::cuda::getCurrentCUDAStream()), "bias and activation kernel");
+  return y;
+}
+
 }  // namespace streamrecon::kernels

@@ -31,4 +31,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> QkvHeadsCuda(const at::Tensor& qk
 // channels-last kernel reads one; the same float arithmetic. Returns channels-last bf16.
 at::Tensor BilinearBf16Cuda(const at::Tensor& x, int64_t oh, int64_t ow);
 
+// In place on a convolution's channels-last bf16 CUDA output y [N, C, H, W] (C a multiple of 8):
+// y + bias, then ReLU (relu), then + residual (a defined channels-last bf16 map of y's shape), with
+// the roundings of ATen's separate ops, in one kernel. Returns y.
+at::Tensor BiasActBf16Cuda(const at::Tensor& y, const at::Tensor& bias, bool relu, const at::Tensor& residual);
+
 }  // namespace streamrecon::kernels

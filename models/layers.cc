@@ -189,11 +189,27 @@ Tensor CachedBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rop
   return BlockPost(b, x, cache.Forward(q, k, v));
 }
 
+Tensor ConvBias(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t padding, bool relu, const Tensor& residual) {
+  if constexpr (kFusedKernels) {
+    const auto channels_last = at::MemoryFormat::ChannelsLast;
+    if (x.is_cuda() && x.scalar_type() == at::kBFloat16 && x.dim() == 4 && x.is_contiguous(channels_last) && b.defined() &&
+        w.size(0) % 8 == 0 && !c10::GradMode::is_enabled()) {
+      const Tensor y = at::conv2d(x, w, {}, stride, padding);
+      const bool fits = !residual.defined() || (residual.sizes() == y.sizes() && residual.scalar_type() == at::kBFloat16);
+      if (fits && y.is_contiguous(channels_last) && reinterpret_cast<uintptr_t>(y.data_ptr()) % 16 == 0)
+        return kernels::BiasActBf16Cuda(y, b, relu, residual);
+    }
+  }
+  Tensor y = at::conv2d(x, w, b, stride, padding);
+  if (relu) y = at::relu(y);
+  return residual.defined() ? y + residual : y;
+}
+
 // Residual conv unit with the reference's in-place ReLU quirk: the skip adds relu(x).
 Tensor Rcu(const StateDict& w, const std::string& p, const Tensor& x) {
   const Tensor rx = at::relu(x);
-  const Tensor h = at::conv2d(rx, w.at(p + ".conv1.weight"), w.at(p + ".conv1.bias"), 1, 1);
-  return at::conv2d(at::relu(h), w.at(p + ".conv2.weight"), w.at(p + ".conv2.bias"), 1, 1) + rx;
+  const Tensor h = ConvBias(rx, w.at(p + ".conv1.weight"), w.at(p + ".conv1.bias"), 1, 1, /*relu=*/true);
+  return ConvBias(h, w.at(p + ".conv2.weight"), w.at(p + ".conv2.bias"), 1, 1, /*relu=*/false, rx);
 }
 
 Tensor Bilinear(const Tensor& x, int64_t h, int64_t w) {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -75,6 +76,8 @@ Tensor MergeHeads(const Tensor& o);
 // A block's output x + gamma * branch with its last residual update not yet added: the next
 // block's LayerNorm adds it in the same kernel (the fused glue). branch undefined: x itself.
 struct Pending {
+  explicit Pending(Tensor x_in) : x(std::move(x_in)) {}
+  Pending(Tensor x_in, Tensor gamma_in, Tensor branch_in) : x(std::move(x_in)), gamma(std::move(gamma_in)), branch(std::move(branch_in)) {}
   Tensor x, gamma, branch;
 };
 Tensor Resolve(const Pending& p);
@@ -95,6 +98,12 @@ Pending BlockPostPending(const BlockWeights& b, const Tensor& x, const Tensor& o
 
 // A block attending to its cache plus x; appends x's keys/values, then prunes. x: [N, C].
 Tensor CachedBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope, LayerKvCache& cache);
+
+// conv2d(x, w, b, stride, padding), then ReLU when `relu`, then + residual when defined. On the bf16
+// heads' channels-last maps the bias, ReLU and residual take one kernel after the convolution
+// instead of ATen's three (the same roundings).
+Tensor ConvBias(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride = 1, int64_t padding = 0, bool relu = false,
+                const Tensor& residual = {});
 
 // Residual conv unit with the reference's in-place ReLU quirk: the skip adds relu(x).
 Tensor Rcu(const StateDict& w, const std::string& p, const Tensor& x);

@@ -256,7 +256,7 @@ struct StreamingModel::Impl {
     if (skip) out = out + Rcu(w, p + "resConfUnit1", *skip);
     out = Rcu(w, p + "resConfUnit2", out);
     out = Bilinear(out, oh, ow);
-    return at::conv2d(out, w.at(p + "out_conv.weight"), w.at(p + "out_conv.bias"));
+    return ConvBias(out, w.at(p + "out_conv.weight"), w.at(p + "out_conv.bias"));
   }
 
   // A DPT head over the tapped aggregator outputs ([F, P, 2C] each). Returns the raw [F, out, H, W] maps.
@@ -271,11 +271,10 @@ struct StreamingModel::Impl {
         x = x.to(HeadType()).view({x.size(0), h, wd, x.size(2)}).permute({0, 3, 1, 2});
       else
         x = x.transpose(1, 2).reshape({x.size(0), x.size(2), h, wd});
-      x = at::conv2d(x, d.project_w[i], d.project_b[i]);
-      x = x + UvEmbedding(x.size(1), h, wd, aspect);
+      x = ConvBias(x, d.project_w[i], d.project_b[i], 1, 0, /*relu=*/false, UvEmbedding(d.project_w[i].size(0), h, wd, aspect));
       if (i == 0) x = at::conv_transpose2d(x, d.resize0_w, d.resize0_b, 4);
       if (i == 1) x = at::conv_transpose2d(x, d.resize1_w, d.resize1_b, 2);
-      if (i == 3) x = at::conv2d(x, d.resize3_w, d.resize3_b, 2, 1);
+      if (i == 3) x = ConvBias(x, d.resize3_w, d.resize3_b, 2, 1);
       feats.push_back(at::conv2d(x, d.layer_rn[i], {}, 1, 1));
     }
     Tensor out = Fusion(d, 4, feats[3], nullptr, feats[2].size(2), feats[2].size(3));
@@ -283,10 +282,10 @@ struct StreamingModel::Impl {
     out = Fusion(d, 2, out, &feats[1], feats[0].size(2), feats[0].size(3));
     out = Fusion(d, 1, out, &feats[0], 2 * feats[0].size(2), 2 * feats[0].size(3));
     const std::string s = d.prefix + "scratch.";
-    out = at::conv2d(out, w.at(s + "output_conv1.weight"), w.at(s + "output_conv1.bias"), 1, 1);
+    out = ConvBias(out, w.at(s + "output_conv1.weight"), w.at(s + "output_conv1.bias"), 1, 1);
     out = Bilinear(out, h * config.patch_size, wd * config.patch_size);
     out = out + UvEmbedding(out.size(1), out.size(2), out.size(3), aspect);
-    out = at::relu(at::conv2d(out, w.at(s + "output_conv2.0.weight"), w.at(s + "output_conv2.0.bias"), 1, 1));
+    out = ConvBias(out, w.at(s + "output_conv2.0.weight"), w.at(s + "output_conv2.0.bias"), 1, 1, /*relu=*/true);
     return at::conv2d(out, w.at(s + "output_conv2.2.weight"), w.at(s + "output_conv2.2.bias")).to(topts.dtype());
   }
 

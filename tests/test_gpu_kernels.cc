@@ -636,6 +636,26 @@ TEST(GpuFusedGlue, BilinearMatchesUpsampleBilinear2d) {
   }
 }
 
+// The bf16 heads' convolution epilogue against ATen's ops (conv2d with its bias, relu, the residual
+// add): the same roundings, so identical values.
+TEST(GpuFusedGlue, ConvBiasMatchesTheSeparateOps) {
+  REQUIRE_GPU();
+  at::manual_seed(6);
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  for (bool relu : {false, true})
+    for (bool residual : {false, true}) {
+      const at::Tensor x = at::randn({1, 32, 20, 27}).to(at::kBFloat16).cuda().contiguous(cl);
+      const at::Tensor w = (at::randn({64, 32, 3, 3}) * 0.1).to(at::kBFloat16).cuda().contiguous(cl);
+      const at::Tensor b = at::randn({64}).to(at::kBFloat16).cuda();
+      const at::Tensor r = residual ? at::randn({1, 64, 20, 27}).to(at::kBFloat16).cuda().contiguous(cl) : at::Tensor();
+      at::Tensor want = at::conv2d(x, w, b, 1, 1);
+      if (relu) want = at::relu(want);
+      if (residual) want = want + r;
+      const at::Tensor got = models::layers::ConvBias(x, w, b, 1, 1, relu, r);
+      EXPECT_TRUE(at::equal(got.cpu(), want.cpu())) << "relu " << relu << ", residual " << residual;
+    }
+}
+
 // ---- synthetic scenes rendered on the GPU -----------------------------------------------------
 
 TEST(GpuSynthetic, MatchesTheCppRenderer) {
