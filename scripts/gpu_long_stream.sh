@@ -26,7 +26,7 @@ for seq in walk:0 orbit:outdoor:11; do
 import json, sys
 s = json.load(open(sys.argv[1]))["sequences"][0]
 print("%-40s AbsRel %.4f delta1 %.4f ATE %.4f m (%.2f%% of path) NC %.3f" % (sys.argv[2], s["depth_l1"]["abs_rel"], s["depth_l1"]["delta_1"],
-      s["pose"]["ate_rmse"], s["pose"].get("ate_percent_of_path") or 0, s["cloud"]["nc"]))
+      s["pose"]["ate_rmse"], s["pose"].get("ate_percent_of_path") or 0, (s.get("cloud") or {}).get("nc", float("nan"))))
 PY
   done
 done
