@@ -52,7 +52,8 @@ void ModelArgs::Add(CLI::App& app) {
       ->capture_default_str();
   app.add_flag("--cuda-graphs", cuda_graphs,
                "CUDA: replay the fixed-shape parts of each step (patch embed, blocks, DPT heads) as CUDA graphs from the third frame on, "
-               "and the camera head once its trunk caches are full");
+               "the camera head once its trunk caches are full, and the whole step with its cache attentions once dense caches "
+               "are full and evicting on the device");
   app.add_flag("--bf16-heads", bf16_heads,
                "With --dtype bfloat16: run the camera and DPT heads in bf16 too (channels-last on CUDA); faster, but not the "
                "reference's fp32 heads (docs/perf.md reports the deviation)");
