@@ -219,6 +219,25 @@ struct GatherPagesParams {
 // j < count, in every array (a block per page). src and dst must not overlap.
 cudaError_t LaunchGatherPages(const GatherPagesParams& p, cudaStream_t stream);
 
+struct SplitRowsParams {
+  // A dense cache's eviction: the middle rows (rows first .. first + middle - 1) in stream order
+  // are order[0, middle) (nullptr: in row order), of which the stream positions kept[0, count)
+  // stay. Writes their rows to kept_rows[0, count) and the other middle rows, ascending, to
+  // freed[0, middle - count).
+  const int64_t* order = nullptr;
+  const int64_t* kept = nullptr;
+  int count = 0;
+  int64_t first = 0;
+  int middle = 0;
+  int64_t* kept_rows = nullptr;
+  int64_t* freed = nullptr;
+};
+
+// One block: a byte per middle row in shared memory (middle <= kSplitRowsMaxRows), then a block
+// scan places the freed rows.
+inline constexpr int kSplitRowsMaxRows = 40960;
+cudaError_t LaunchSplitRows(const SplitRowsParams& p, cudaStream_t stream);
+
 struct MoveRowsParams {
   // Dense bf16 caches k, v [heads, capacity, 64] (rows of 128 bytes): rows from + i move to rows
   // to[i], i < count, in every head of both. Sources and destinations must not overlap.

@@ -442,6 +442,25 @@ at::Tensor SlotAttendCuda(const at::Tensor& q, const at::Tensor& keys, const at:
   return out;
 }
 
+std::pair<at::Tensor, at::Tensor> SplitRowsCuda(const at::Tensor& order, const at::Tensor& kept, int64_t first, int64_t middle) {
+  if (middle > kSplitRowsMaxRows) return {};
+  auto is_index = [](const at::Tensor& t) { return t.is_cuda() && t.scalar_type() == at::kLong && t.dim() == 1 && t.is_contiguous(); };
+  if (!is_index(kept) || kept.size(0) > middle || first < 0 || (order.defined() && (!is_index(order) || order.size(0) != middle)))
+    throw Error("split rows: expected contiguous long CUDA kept positions (at most " + std::to_string(middle) + ") and order [" +
+                std::to_string(middle) + "], got " + Describe(kept) + " and " + Describe(order));
+  const at::Tensor kept_rows = at::empty_like(kept), freed = at::empty({middle - kept.size(0)}, kept.options());
+  SplitRowsParams p;
+  p.order = order.defined() ? order.data_ptr<int64_t>() : nullptr;
+  p.kept = kept.data_ptr<int64_t>();
+  p.count = static_cast<int>(kept.size(0));
+  p.first = first;
+  p.middle = static_cast<int>(middle);
+  p.kept_rows = kept_rows.data_ptr<int64_t>();
+  p.freed = freed.data_ptr<int64_t>();
+  CheckCuda(LaunchSplitRows(p, at::cuda::getCurrentCUDAStream()), "split rows kernel");
+  return {kept_rows, freed};
+}
+
 at::Tensor PooledQueriesCuda(const at::Tensor& q_in, int pool_size, int special_tokens) {
   if (!q_in.is_cuda() || (q_in.scalar_type() != at::kBFloat16 && q_in.scalar_type() != at::kFloat) || q_in.dim() != 3 ||
       q_in.size(2) != 64 || q_in.size(0) < 1 || pool_size < 1 || special_tokens < 0)

@@ -72,6 +72,13 @@ at::Tensor TopByScoreCuda(const at::Tensor& scores, int64_t k);
 at::Tensor SlotAttendCuda(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& valid,
                           const at::Tensor& k, const at::Tensor& v);
 
+// A dense cache's eviction bookkeeping in one kernel: of the middle rows first .. first + middle - 1,
+// in stream order `order` (long CUDA [middle]; undefined: row order), the kept stream positions
+// `kept` (long CUDA, ascending) -> {their rows, the other middle rows ascending}: what
+// order.index_select(0, kept) and TrueIndices (core/kv/policy.h) of the rest give. Undefined
+// tensors when middle > kSplitRowsMaxRows (the caller's ATen form then does it).
+std::pair<at::Tensor, at::Tensor> SplitRowsCuda(const at::Tensor& order, const at::Tensor& kept, int64_t first, int64_t middle);
+
 // PooledQueries (core/kv/policy.h) of CUDA queries [H, N, 64] in bf16 or float, in one kernel:
 // float [M, 64] (the same means, summed in another order).
 at::Tensor PooledQueriesCuda(const at::Tensor& q, int pool_size, int special_tokens);

@@ -245,6 +245,29 @@ __global__ void __launch_bounds__(kThreads) GatherPagesKernel(GatherPagesParams 
   }
 }
 
+__global__ void __launch_bounds__(kSelectThreads) SplitRowsKernel(SplitRowsParams p) {
+  extern __shared__ uint8_t is_kept[];  // [middle]
+  using Scan = cub::BlockScan<int, kSelectThreads>;
+  __shared__ typename Scan::TempStorage scan;
+  for (int i = threadIdx.x; i < p.middle; i += kSelectThreads) is_kept[i] = 0;
+  __syncthreads();
+  for (int j = threadIdx.x; j < p.count; j += kSelectThreads) {
+    const int64_t row = p.order ? p.order[p.kept[j]] : p.first + p.kept[j];
+    p.kept_rows[j] = row;
+    is_kept[row - p.first] = 1;
+  }
+  __syncthreads();
+  // Consecutive rows per thread, so that the freed rows come out ascending.
+  const int chunk = (p.middle + kSelectThreads - 1) / kSelectThreads;
+  const int begin = min(p.middle, static_cast<int>(threadIdx.x) * chunk), end = min(p.middle, begin + chunk);
+  int freed = 0;
+  for (int i = begin; i < end; ++i) freed += !is_kept[i];
+  int offset;
+  Scan(scan).ExclusiveSum(freed, offset);
+  for (int i = begin; i < end; ++i)
+    if (!is_kept[i]) p.freed[offset++] = p.first + i;
+}
+
 // A block per output row: thread t takes channel t % 64 of the heads t / 64, t / 64 + 4, ... (the
 // pool's tokens summed four at a time), the head groups folded in shared memory.
 constexpr int kPoolThreads = 256, kPoolHeadGroups = kPoolThreads / kHeadDim;
@@ -295,6 +318,13 @@ __global__ void __launch_bounds__(kThreads) MoveRowsKernel(MoveRowsParams p) {
 }
 
 }  // namespace
+
+cudaError_t LaunchSplitRows(const SplitRowsParams& p, cudaStream_t stream) {
+  if (p.middle < 0 || p.middle > kSplitRowsMaxRows || p.count < 0 || p.count > p.middle || p.first < 0) return cudaErrorInvalidValue;
+  if (p.middle == 0) return cudaSuccess;
+  SplitRowsKernel<<<1, kSelectThreads, p.middle, stream>>>(p);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchPooledQueries(const PooledQueryParams& p, cudaStream_t stream) {
   if (p.heads < 1 || p.tokens < 0 || p.special < 0 || p.pool < 1 || p.rows < 0) return cudaErrorInvalidValue;

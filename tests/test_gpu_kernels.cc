@@ -16,6 +16,7 @@
 #include "core/kv/policy.h"
 #include "datasets/synthetic_torch.h"
 #include "kernels/block_ops.h"
+#include "kernels/kv_kernels.h"
 #include "kernels/kv_ops.h"
 #include "models/layers.h"
 #include "models/streaming_model.h"
@@ -370,6 +371,30 @@ TEST(GpuDequantize, PagesMatchTheCpuDequantization) {
 }
 
 // ---- scores and pruning --------------------------------------------------------------------
+
+// The dense eviction's bookkeeping in one kernel against the tensor form (index_select and
+// TrueIndices): with and without a stream order, nothing and everything kept, and past the
+// kernel's limit (undefined: the tensor form's job).
+TEST(GpuScores, SplitRowsMatchesTheTensorForm) {
+  REQUIRE_GPU();
+  at::manual_seed(12);
+  const at::TensorOptions cuda_long = at::TensorOptions().dtype(at::kLong).device(at::kCUDA);
+  for (int64_t middle : std::vector<int64_t>{1, 7, 1041, 16656, kernels::kSplitRowsMaxRows})
+    for (int64_t count : {int64_t{0}, middle / 3, middle - 1, middle}) {
+      const int64_t first = 1041;
+      for (bool ordered : {false, true}) {
+        const at::Tensor order = ordered ? (at::randperm(middle, cuda_long) + first) : at::Tensor();
+        const at::Tensor kept = std::get<0>(at::sort(at::randperm(middle, cuda_long).narrow(0, 0, count)));
+        const auto [rows, freed] = kernels::SplitRowsCuda(order, kept, first, middle);
+        const at::Tensor want_rows = ordered ? order.index_select(0, kept) : kept + first;
+        const at::Tensor is_freed = at::ones({middle}, kept.options().dtype(at::kBool)).index_fill_(0, want_rows - first, false);
+        const at::Tensor want_freed = TrueIndices(is_freed, middle - count) + first;
+        ASSERT_TRUE(at::equal(rows.cpu(), want_rows.cpu())) << middle << " rows, " << count << " kept, ordered " << ordered;
+        ASSERT_TRUE(at::equal(freed.cpu(), want_freed.cpu())) << middle << " rows, " << count << " kept, ordered " << ordered;
+      }
+    }
+  EXPECT_FALSE(kernels::SplitRowsCuda({}, at::arange(3, cuda_long), 0, kernels::kSplitRowsMaxRows + 1).first.defined());
+}
 
 // The pooled queries in one kernel against PooledQueries (policy.h) on the same device: bf16 and
 // float queries, pools that divide the tokens and pools that leave a short last one.

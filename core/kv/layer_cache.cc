@@ -64,6 +64,21 @@ void MoveRows(at::Tensor& k, at::Tensor& v, int64_t from, const at::Tensor& to) 
   v.index_copy_(1, to, v.narrow(1, from, count).clone());
 }
 
+// Of the middle rows first .. first + middle - 1 in stream order `order` (undefined: row order),
+// the rows of the kept stream positions `kept` (ascending) and the other middle rows, ascending;
+// on a GPU one kernel where the gathers, the mask and its scan took a dozen.
+std::pair<at::Tensor, at::Tensor> SplitRows(const at::Tensor& order, const at::Tensor& kept, int64_t first, int64_t middle) {
+#ifdef STREAMRECON_HAVE_CUDA_KV
+  if (kept.is_cuda()) {
+    auto split = kernels::SplitRowsCuda(order, kept, first, middle);
+    if (split.first.defined()) return split;
+  }
+#endif
+  const at::Tensor kept_rows = order.defined() ? order.index_select(0, kept) : kept + first;
+  const at::Tensor is_freed = at::ones({middle}, kept.options().dtype(at::kBool)).index_fill_(0, kept_rows - first, false);
+  return {kept_rows, TrueIndices(is_freed, middle - kept.size(0)) + first};
+}
+
 class KvLayerCache final : public LayerKvCache {
  public:
   KvLayerCache(std::unique_ptr<KvBackend> backend, const KvCacheOptions& options) : backend_(std::move(backend)), options_(options) {}
@@ -340,14 +355,12 @@ class KvLayerCache final : public LayerKvCache {
       kept = at::tensor(index, at::kLong).to(device_);
       on_device = false;
     }
-    // kept: positions in stream order (ascending); their rows, in stream order.
-    const at::Tensor kept_rows = order_.defined() ? order_.index_select(0, kept) : kept + first;
-    const int64_t freed = middle - kept.size(0);
-    if (freed <= n) {
-      // The freed rows, ascending, for AppendRows to fill.
-      const at::Tensor is_freed = at::ones({middle}, kept.options().dtype(at::kBool)).index_fill_(0, kept_rows - first, false);
-      freed_ = TrueIndices(is_freed, freed) + first;
+    // kept: positions in stream order (ascending); their rows, in stream order, and the freed
+    // rows, ascending, for AppendRows to fill.
+    const auto [kept_rows, freed_rows] = SplitRows(order_, kept, first, middle);
+    if (freed_rows.size(0) <= n) {
       order_ = kept_rows;
+      freed_ = freed_rows;
       evicted_on_device_ = on_device;
       return;
     }
