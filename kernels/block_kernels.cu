@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(256) BiasActBf16Kernel(BiasActParams p) {
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
     float v = Bf16Round(yv.v[j] + bv.v[j]);
-    if (p.relu) v = fmaxf(v, 0.0f);
+    if (p.relu) v = v < 0.0f ? 0.0f : v;  // (a NaN stays, as in at::relu)
     out.v[j] = p.residual ? v + rv.v[j] : v;
   }
   *y = Pack8(out);

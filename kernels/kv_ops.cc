@@ -413,7 +413,8 @@ at::Tensor SlotAttendCuda(const at::Tensor& q, const at::Tensor& keys, const at:
   const auto io = q.scalar_type(), kv = keys.scalar_type();
   const bool io_ok = (io == at::kFloat || io == at::kBFloat16) && k.scalar_type() == io && v.scalar_type() == io;
   const bool kv_ok = (kv == at::kFloat || kv == at::kBFloat16) && values.scalar_type() == kv;
-  if (!io_ok || !kv_ok || !q.is_cuda() || q.dim() != 3 || q.size(1) != 1 || k.sizes() != q.sizes() || v.sizes() != q.sizes() ||
+  const bool cuda = q.is_cuda() && k.is_cuda() && v.is_cuda() && keys.is_cuda() && values.is_cuda() && valid.is_cuda();
+  if (!io_ok || !kv_ok || !cuda || q.dim() != 3 || q.size(1) != 1 || k.sizes() != q.sizes() || v.sizes() != q.sizes() ||
       keys.dim() != 3 || values.sizes() != keys.sizes() || keys.size(0) != q.size(0) || keys.size(2) != q.size(2) ||
       valid.scalar_type() != at::kBool || valid.dim() != 1 || valid.size(0) != keys.size(1) || q.size(2) % 32 != 0 ||
       q.size(2) > kSlotAttendMaxDim || keys.size(1) > kSlotAttendMaxSlots)

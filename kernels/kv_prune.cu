@@ -295,14 +295,14 @@ __global__ void __launch_bounds__(kPoolThreads) PooledQueriesKernel(PooledQueryP
       s3 += load(base + (t + 3) * kHeadDim);
     }
     for (; t < count; ++t) s0 += load(base + t * kHeadDim);
-    heads_sum += ((s0 + s1) + (s2 + s3)) / count;
+    heads_sum += ((s0 + s1) + (s2 + s3)) * (1.0f / count);  // (a mean as ATen's: the sum times 1/n)
   }
   part[threadIdx.x] = heads_sum;
   __syncthreads();
   if (group == 0) {
     float total = 0.0f;
     for (int g = 0; g < kPoolHeadGroups; ++g) total += part[g * kHeadDim + c];
-    p.out[static_cast<int64_t>(row) * kHeadDim + c] = total / p.heads;
+    p.out[static_cast<int64_t>(row) * kHeadDim + c] = total * (1.0f / p.heads);
   }
 }
 

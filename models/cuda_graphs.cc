@@ -153,9 +153,11 @@ bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, i
     // frame's step; later replays count themselves on the caches.
     const bool captured = !g.step && CaptureStep(h, wd, H, W);
     if (!graphs) return false;  // a failed capture: this frame runs eagerly (it rebinds every buffer)
-    g.segments.clear();
-    g.embed.reset();
-    g.heads.reset();
+    if (captured) {  // (the segments' buffers are the step graph's now)
+      g.segments.clear();
+      g.embed.reset();
+      g.heads.reset();
+    }
     out = RunStep([&] { g.step->replay(); }, [](int) {}, [&](const Tensor& token) { return GraphCamera(token); },
                   [&] { return g.step_heads; }, /*static_buffers=*/true, captured ? CacheCalls::kCaptured : CacheCalls::kReplayed);
     return true;
@@ -203,10 +205,6 @@ Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
   return g.camera_out.clone();
 }
 
-}  // namespace streamrecon::models
-
-namespace streamrecon::models {
-
 bool StreamingModel::Impl::CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t W) {
   Graphs& g = *graphs;
   auto graph = std::make_unique<at::cuda::CUDAGraph>();
@@ -219,13 +217,14 @@ bool StreamingModel::Impl::CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t
     g.step_heads = Heads(h, wd, H, W);
   });
   if (!failure.empty()) {
-    // Steady dense caches do the same host work on every call and the capture queued nothing, so
-    // the eager step computes this frame exactly (the capture moved only the caches' frame counts,
-    // which the device-side policies do not read). The segments' buffers were rebound: the
-    // segment graphs are captured again at the next frame.
+    // The capture queued nothing and left the caches as they were (the device-side policies do
+    // not read the frame counts it moved), so the eager step computes this frame exactly. The
+    // buffers the graphs read were rebound: every graph is dropped and the segment and camera
+    // graphs are captured again from the next frame on, the whole step no more.
     graphs.reset();
     step_graph_failed = true;
-    spdlog::warn("CUDA graph capture of the whole step failed, keeping the segment graphs: {}", failure);
+    spdlog::warn("CUDA graph capture of the whole step failed, running this frame eagerly and the next ones with segment graphs: {}",
+                 failure);
     return false;
   }
   g.step = std::move(graph);

@@ -190,17 +190,18 @@ Tensor CachedBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rop
 }
 
 Tensor ConvBias(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t padding, bool relu, const Tensor& residual) {
+  bool fused = false;
   if constexpr (kFusedKernels) {
-    const auto channels_last = at::MemoryFormat::ChannelsLast;
-    if (x.is_cuda() && x.scalar_type() == at::kBFloat16 && x.dim() == 4 && x.is_contiguous(channels_last) && b.defined() &&
-        w.size(0) % 8 == 0 && !c10::GradMode::is_enabled()) {
-      const Tensor y = at::conv2d(x, w, {}, stride, padding);
-      const bool fits = !residual.defined() || (residual.sizes() == y.sizes() && residual.scalar_type() == at::kBFloat16);
-      if (fits && y.is_contiguous(channels_last) && reinterpret_cast<uintptr_t>(y.data_ptr()) % 16 == 0)
-        return kernels::BiasActBf16Cuda(y, b, relu, residual);
-    }
+    fused = x.is_cuda() && x.scalar_type() == at::kBFloat16 && x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+            b.defined() && w.size(0) % 8 == 0 && !c10::GradMode::is_enabled();
   }
-  Tensor y = at::conv2d(x, w, b, stride, padding);
+  Tensor y = at::conv2d(x, w, fused ? Tensor() : b, stride, padding);
+  if (fused) {
+    const bool fits = !residual.defined() || (residual.sizes() == y.sizes() && residual.scalar_type() == at::kBFloat16);
+    if (fits && y.is_contiguous(at::MemoryFormat::ChannelsLast) && reinterpret_cast<uintptr_t>(y.data_ptr()) % 16 == 0)
+      return kernels::BiasActBf16Cuda(y, b, relu, residual);
+    y.add_(b.view({1, -1, 1, 1}));  // (as the convolution adds its bias)
+  }
   if (relu) y = at::relu(y);
   return residual.defined() ? y + residual : y;
 }

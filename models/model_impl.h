@@ -512,7 +512,7 @@ struct StreamingModel::Impl {
   // The camera head with graphs: replayed once every trunk cache is graph_ready, else eager.
   Tensor GraphCamera(const Tensor& camera_token);
   // The aggregator with its cache attentions and the DPT heads as one graph, once every global
-  // cache is graph_ready; false when the capture failed (this frame then runs with the segments).
+  // cache is graph_ready; false when the capture failed (graphs dropped: this frame runs eagerly).
   bool CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t W);
 
 

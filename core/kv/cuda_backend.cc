@@ -18,7 +18,8 @@ class CudaBackend final : public KvBackend {
   }
 
   const char* name() const override { return "cuda"; }
-  // (Attend's last_rows_ repeats in a steady cache, so the replayed call is the captured one.)
+  // Attend's last_rows_ repeats in a steady cache, so the replayed call is the captured one. (The
+  // fused kernel path sizes its launch from the host's page counts: not replayable.)
   bool replayable() const override { return Path() != AttentionPath::kFused; }
 
   void CheckLayer(int heads, int head_dim) const override {

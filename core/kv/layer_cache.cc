@@ -12,6 +12,7 @@
 #include <chrono>
 #include <numeric>
 #include <optional>
+#include <string_view>
 
 #include "core/check.h"
 #include "core/kv/backend.h"
@@ -121,6 +122,9 @@ class KvLayerCache final : public LayerKvCache {
     if (options_.measure) SynchronizeDevice(device_);
     const auto t0 = std::chrono::steady_clock::now();
     evicted_on_device_ = false;
+    // (a Forward that threw between the prune and the append, e.g. in a failed graph capture,
+    // left its eviction here; the cache itself is as before it)
+    kept_order_ = freed_ = at::Tensor();
     if (frames_ > 0 && options_.policy != PrunePolicy::kNone) {
       if (quantized()) PrunePages(q_r, n);
       else PruneRows(q_r, n);
@@ -255,7 +259,7 @@ class KvLayerCache final : public LayerKvCache {
   void AppendRows(const at::Tensor& k, const at::Tensor& v) {
     const int64_t n = k.size(1);
     const bool in_rows = tail_row_ >= 0;
-    if (!order_.defined()) {  // rows in stream order: the frame goes after them
+    if (!order_.defined() && !kept_order_.defined()) {  // rows in stream order: the frame goes after them
       if (!in_rows) {
         GrowRows(rows_ + n, k.options());
         dense_k_.narrow(1, rows_, n).copy_(k);
@@ -270,7 +274,7 @@ class KvLayerCache final : public LayerKvCache {
     }
     // Rows are out of stream order since an eviction: the frame's first `extra` tokens take new rows
     // at the end (where Forward already put them), the rest the rows PruneRows freed (at most n);
-    // order_ lists them after the kept ones.
+    // the order lists them after the kept ones (this frame's kept_order_, else order_).
     SR_CHECK(!in_rows || tail_row_ == rows_, Error, "KV cache: the current frame's rows moved (" << tail_row_ << " vs " << rows_ << ")");
     const int64_t freed = freed_.defined() ? freed_.size(0) : 0, extra = n - freed;
     if (!in_rows) {
@@ -284,17 +288,19 @@ class KvLayerCache final : public LayerKvCache {
       dense_k_.index_copy_(1, freed_, k.narrow(1, extra, freed));
       dense_v_.index_copy_(1, freed_, v.narrow(1, extra, freed).to(dense_v_.scalar_type()));
     }
-    const at::Tensor added = at::arange(rows_, rows_ + extra, order_.options());
-    const std::vector<at::Tensor> parts = freed > 0 ? std::vector<at::Tensor>{order_, added, freed_} : std::vector<at::Tensor>{order_, added};
-    // Into the same buffer while the length repeats, so that a graph of a steady Forward reads
-    // the order where its last replay wrote it (order_ is PruneRows' kept rows here, not the buffer).
-    if (order_store_.defined() && !order_store_.is_same(order_) && order_store_.size(0) == order_.size(0) + extra + freed) {
+    const at::Tensor kept = kept_order_.defined() ? kept_order_ : order_;
+    const at::Tensor added = at::arange(rows_, rows_ + extra, kept.options());
+    const std::vector<at::Tensor> parts = freed > 0 ? std::vector<at::Tensor>{kept, added, freed_} : std::vector<at::Tensor>{kept, added};
+    // Into the same buffer while the length repeats (an eviction's kept rows are a fresh tensor,
+    // never the buffer), so that a graph of a steady Forward reads the order where its last replay
+    // wrote it.
+    if (order_store_.defined() && !order_store_.is_same(kept) && order_store_.size(0) == kept.size(0) + extra + freed) {
       at::cat_out(order_store_, parts, 0);
     } else {
       order_store_ = at::cat(parts);
     }
     order_ = order_store_;
-    freed_ = at::Tensor();
+    kept_order_ = freed_ = at::Tensor();
     rows_ += extra;
     tail_row_ = -1;
   }
@@ -359,7 +365,7 @@ class KvLayerCache final : public LayerKvCache {
     // rows, ascending, for AppendRows to fill.
     const auto [kept_rows, freed_rows] = SplitRows(order_, kept, first, middle);
     if (freed_rows.size(0) <= n) {
-      order_ = kept_rows;
+      kept_order_ = kept_rows;
       freed_ = freed_rows;
       evicted_on_device_ = on_device;
       return;
@@ -414,8 +420,10 @@ class KvLayerCache final : public LayerKvCache {
   at::Tensor Pooled(const at::Tensor& q_r) const {
     const at::ScalarType work = backend_->WorkType(q_r.scalar_type());
 #ifdef STREAMRECON_HAVE_CUDA_KV
-    // (one kernel where the cast, the means and the cat took five; the CUDA backend works in float)
-    if (q_r.is_cuda() && work == at::kFloat && q_r.size(2) == kernels::kKernelHeadDim)
+    // The CUDA backend's (which works in float): one kernel where the cast, the means and the cat
+    // took five. (The reference backend keeps the tensor form, its specification.)
+    const bool io = q_r.scalar_type() == at::kFloat || q_r.scalar_type() == at::kBFloat16;
+    if (q_r.is_cuda() && io && work == at::kFloat && q_r.size(2) == kernels::kKernelHeadDim && std::string_view(backend_->name()) == "cuda")
       return kernels::PooledQueriesCuda(q_r, options_.pool_size, options_.special_tokens);
 #endif
     return PooledQueries(q_r.to(work), options_.pool_size, options_.special_tokens);
@@ -516,9 +524,9 @@ class KvLayerCache final : public LayerKvCache {
   at::Tensor dense_k_, dense_v_;
   int64_t rows_ = 0, row_bytes_ = 0;
   // Since the first eviction (dense formats): the middle rows' indices in stream order (long, on
-  // the device), and between a prune and the append the freed rows the current frame takes.
-  // Undefined: the rows are in stream order.
-  at::Tensor order_, freed_;
+  // the device; undefined: the rows are in stream order). Between a prune and the append: the
+  // kept middle rows in stream order and the freed rows the current frame takes.
+  at::Tensor order_, kept_order_, freed_;
   at::Tensor order_store_;  // the buffer order_ is kept in between frames
   bool steady_ = false;     // the last Forward was steady (graph_ready)
   bool evicted_on_device_ = false;  // during Forward: PruneRows evicted rows chosen on the device
