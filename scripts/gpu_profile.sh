@@ -25,7 +25,7 @@ RUNS=(--run xstream,bf16,1.75GB --run xstream-page,kivi4,530MB --run xstream-pag
 timeout 150 "${BENCH[@]}" "${HEADS[@]}" --frames "$FRAMES" --warmup 3 --no-stage-timing "${RUNS[@]}" \
   --profile "$OUT/prof/trace.json" --profile-frames 4 --out "$OUT/prof" > "$OUT/bench.log" 2>&1
 echo "bench (profiled): exit $?"
-grep -iE "camera|error" "$OUT/bench.log" | head -5
+grep -iE "graph captured|error" "$OUT/bench.log" | head -5
 cat "$OUT/prof/summary.md" 2>/dev/null
 timeout 120 "${BENCH[@]}" "${HEADS[@]}" --frames "$FRAMES" --warmup 3 --no-stage-timing "${RUNS[@]}" \
   --out "$OUT/steady" > "$OUT/steady.log" 2>&1
