@@ -41,6 +41,9 @@ class KvBackend {
   // OScaR's rotation x H of a tensor [..., D] (H: the normalised Hadamard matrix `hadamard`, in
   // the work type), in the work type.
   virtual at::Tensor Rotate(const at::Tensor& x, const at::Tensor& hadamard) const;  // (reference_backend.cc)
+  // XStreamVGGT's pooled queries (policy.h's PooledQueries) of the frame's q_r [H, N, D], in the
+  // work type: [M, D].
+  virtual at::Tensor Pooled(const at::Tensor& q_r, int pool_size, int special_tokens) const;  // (reference_backend.cc)
   // Softmax attention of q_r over the kept tokens then the current frame (k_r, v_r): all in the
   // work type, rotated for OScaR. Returns [H, N, D].
   virtual at::Tensor Attend(const at::Tensor& q_r, const KvView& kept, const at::Tensor& k_r, const at::Tensor& v_r) = 0;

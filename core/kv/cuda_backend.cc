@@ -39,6 +39,14 @@ class CudaBackend final : public KvBackend {
     return kernels::RotateCuda(x);  // one kernel where the cast and the matrix product took several
   }
 
+  // One kernel where the cast, the means and the cat take five (float or bf16 queries of 64
+  // channels; others as the base class).
+  at::Tensor Pooled(const at::Tensor& q_r, int pool_size, int special_tokens) const override {
+    const bool io = q_r.scalar_type() == at::kFloat || q_r.scalar_type() == at::kBFloat16;
+    if (!q_r.is_cuda() || !io || q_r.size(2) != kernels::kKernelHeadDim) return KvBackend::Pooled(q_r, pool_size, special_tokens);
+    return kernels::PooledQueriesCuda(q_r, pool_size, special_tokens);
+  }
+
   at::Tensor Attend(const at::Tensor& q_r, const KvView& kept, const at::Tensor& k_r, const at::Tensor& v_r) override {
     if (kept.current_rows > 0 && kept.page_count == 0 && Path() != AttentionPath::kFused) {
       // The cache and the frame as one block of rows. A length seen at the previous frame (a full,

@@ -12,7 +12,6 @@
 #include <chrono>
 #include <numeric>
 #include <optional>
-#include <string_view>
 
 #include "core/check.h"
 #include "core/kv/backend.h"
@@ -294,12 +293,11 @@ class KvLayerCache final : public LayerKvCache {
     // Into the same buffer while the length repeats (an eviction's kept rows are a fresh tensor,
     // never the buffer), so that a graph of a steady Forward reads the order where its last replay
     // wrote it.
-    if (order_store_.defined() && !order_store_.is_same(kept) && order_store_.size(0) == kept.size(0) + extra + freed) {
-      at::cat_out(order_store_, parts, 0);
+    if (order_.defined() && !order_.is_same(kept) && order_.size(0) == kept.size(0) + extra + freed) {
+      at::cat_out(order_, parts, 0);
     } else {
-      order_store_ = at::cat(parts);
+      order_ = at::cat(parts);
     }
-    order_ = order_store_;
     kept_order_ = freed_ = at::Tensor();
     rows_ += extra;
     tail_row_ = -1;
@@ -377,7 +375,7 @@ class KvLayerCache final : public LayerKvCache {
     dense_k_.narrow(1, 0, length).copy_(at::index_select(Rows(dense_k_), 1, index));
     dense_v_.narrow(1, 0, length).copy_(at::index_select(Rows(dense_v_), 1, index));
     rows_ = length;
-    order_ = order_store_ = at::Tensor();
+    order_ = at::Tensor();
     freed_ = at::Tensor();
   }
 
@@ -417,17 +415,7 @@ class KvLayerCache final : public LayerKvCache {
                                          budget.bytes_left));
   }
 
-  at::Tensor Pooled(const at::Tensor& q_r) const {
-    const at::ScalarType work = backend_->WorkType(q_r.scalar_type());
-#ifdef STREAMRECON_HAVE_CUDA_KV
-    // The CUDA backend's (which works in float): one kernel where the cast, the means and the cat
-    // took five. (The reference backend keeps the tensor form, its specification.)
-    const bool io = q_r.scalar_type() == at::kFloat || q_r.scalar_type() == at::kBFloat16;
-    if (q_r.is_cuda() && io && work == at::kFloat && q_r.size(2) == kernels::kKernelHeadDim && std::string_view(backend_->name()) == "cuda")
-      return kernels::PooledQueriesCuda(q_r, options_.pool_size, options_.special_tokens);
-#endif
-    return PooledQueries(q_r.to(work), options_.pool_size, options_.special_tokens);
-  }
+  at::Tensor Pooled(const at::Tensor& q_r) const { return backend_->Pooled(q_r, options_.pool_size, options_.special_tokens); }
 
   // Keeps the first pages and the middle pages listed (ascending, on the device) whole, without a
   // read back: they are gathered into the spare store, which then becomes the store (no copy
@@ -527,7 +515,6 @@ class KvLayerCache final : public LayerKvCache {
   // the device; undefined: the rows are in stream order). Between a prune and the append: the
   // kept middle rows in stream order and the freed rows the current frame takes.
   at::Tensor order_, kept_order_, freed_;
-  at::Tensor order_store_;  // the buffer order_ is kept in between frames
   bool steady_ = false;     // the last Forward was steady (graph_ready)
   bool evicted_on_device_ = false;  // during Forward: PruneRows evicted rows chosen on the device
   // During Forward: the row where the current frame's rows start (dense formats in the keys' own
