@@ -131,7 +131,8 @@ bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, i
   }
   // Steady caches repeat their last call for a frame of the last one's size (stage timing needs
   // the stages apart).
-  const bool steady = size_repeats && !options.stage_timing && std::all_of(global_caches.begin(), global_caches.end(), [](const auto& c) { return c->graph_ready(); });
+  const bool steady = size_repeats && !options.stage_timing &&
+                      std::all_of(global_caches.begin(), global_caches.end(), [](const auto& c) { return c->graph_ready(); });
   // A cache that left its steady state needs the segments again, whose buffers the step graph took over.
   if (graphs && graphs->step && !steady) graphs.reset();
   if (!graphs || graphs->H != H || graphs->W != W) {

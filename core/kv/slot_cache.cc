@@ -6,8 +6,9 @@
 //
 // It keeps exactly the tokens the reference cache (layer_cache.cc over the reference backend)
 // keeps: the policies see the middle tokens in stream order (a device list of the held slots in
-// that order, updated at each call), so scores, ties and the random policy's draws are the reference's. Attention does not
-// depend on slot order; the current token is attended in the work type, as the reference does.
+// that order, updated at each call), so scores, ties and the random policy's draws are the
+// reference's. Attention does not depend on slot order; the current token is attended in the work
+// type, as the reference does.
 #include <ATen/ATen.h>
 
 #include <cmath>
