@@ -114,7 +114,8 @@ __global__ void __launch_bounds__(256) QkvHeadsKernel(QkvHeadsParams p) {
   const uint32_t* in = reinterpret_cast<const uint32_t*>(p.qkv) + (token * 3 * p.heads + h) * (kHeadDim / 2) + lane;
   const int64_t part = static_cast<int64_t>(p.heads) * (kHeadDim / 2);
   const uint32_t wq = in[0], wk = in[part], wv = in[2 * part];
-  const int64_t out = (((b * p.heads + h) * p.tokens + i) * kHeadDim) / 2 + lane;
+  const int64_t row = p.tokens_major ? (b * p.tokens + i) * p.heads + h : (b * p.heads + h) * p.tokens + i;
+  const int64_t out = (row * kHeadDim) / 2 + lane;
   reinterpret_cast<uint32_t*>(p.v)[out] = wv;
   float qa = Bf16BitsToFloat(wq & 0xffff), qb = Bf16BitsToFloat(wq >> 16);
   float ka = Bf16BitsToFloat(wk & 0xffff), kb = Bf16BitsToFloat(wk >> 16);

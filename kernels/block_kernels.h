@@ -43,7 +43,10 @@ struct QkvHeadsParams {
   const float* cos = nullptr;
   const float* sin = nullptr;
   int table_rows = 0;
-  // Outputs bf16 [batch, heads, tokens, 64].
+  // Outputs bf16 [batch, heads, tokens, 64], or laid out as [batch, tokens, heads, 64] with
+  // tokens_major (the layout in which SDPA returns its output as well, so that merging the heads
+  // after attention is a view, not a copy).
+  bool tokens_major = false;
   uint16_t* q = nullptr;
   uint16_t* k = nullptr;
   uint16_t* v = nullptr;

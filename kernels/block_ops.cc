@@ -82,7 +82,7 @@ std::pair<at::Tensor, at::Tensor> ResidualLayerNormBf16Cuda(const at::Tensor& x,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> QkvHeadsCuda(const at::Tensor& qkv, int heads, const at::Tensor& q_norm_w,
                                                             const at::Tensor& q_norm_b, const at::Tensor& k_norm_w,
                                                             const at::Tensor& k_norm_b, double eps, const at::Tensor& cos,
-                                                            const at::Tensor& sin) {
+                                                            const at::Tensor& sin, bool tokens_major) {
   Expect(qkv, at::kBFloat16, -1, "qkv projection");
   if (qkv.dim() < 2 || heads < 1 || qkv.size(-1) != 3 * heads * 64)
     throw Error("fused qkv split: expected [..., N, 3 * " + std::to_string(heads) + " * 64], got " + Describe(qkv));
@@ -109,12 +109,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> QkvHeadsCuda(const at::Tensor& qk
     p.table_rows = static_cast<int>(cos.size(0));
   }
   std::vector<int64_t> shape(qkv.sizes().begin(), qkv.sizes().end() - 2);
-  shape.insert(shape.end(), {heads, n, 64});
+  if (tokens_major) shape.insert(shape.end(), {n, heads, 64});
+  else shape.insert(shape.end(), {heads, n, 64});
   const at::Tensor q = at::empty(shape, qkv.options()), k = at::empty(shape, qkv.options()), v = at::empty(shape, qkv.options());
+  p.tokens_major = tokens_major;
   p.q = Bf16(q);
   p.k = Bf16(k);
   p.v = Bf16(v);
   CheckCuda(LaunchQkvHeads(p, at::cuda::getCurrentCUDAStream()), "fused qkv split kernel");
+  if (tokens_major) return {q.transpose(-3, -2), k.transpose(-3, -2), v.transpose(-3, -2)};
   return {q, k, v};
 }
 

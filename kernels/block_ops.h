@@ -20,11 +20,13 @@ std::pair<at::Tensor, at::Tensor> ResidualLayerNormBf16Cuda(const at::Tensor& x,
 
 // q, k, v bf16 [..., H, N, 64] from the qkv projection bf16 [..., N, 3 * H * 64] in one kernel:
 // per-head LayerNorm of q and k when q_norm_w is defined, RoPE when cos is defined (float
-// [P, 64] tables, token i using row i % P; RopeTables in models/layers.h).
+// [P, 64] tables, token i using row i % P; RopeTables in models/layers.h). tokens_major: laid out
+// as [..., N, H, 64] in memory (transposed views), where attention's output comes back the same
+// way and the heads merge without a copy.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> QkvHeadsCuda(const at::Tensor& qkv, int heads, const at::Tensor& q_norm_w,
                                                             const at::Tensor& q_norm_b, const at::Tensor& k_norm_w,
                                                             const at::Tensor& k_norm_b, double eps, const at::Tensor& cos,
-                                                            const at::Tensor& sin);
+                                                            const at::Tensor& sin, bool tokens_major = false);
 
 // upsample_bilinear2d(x, {oh, ow}, align_corners = true) of a channels-last bf16 CUDA image
 // [N, C, H, W] (C a multiple of 8) in one kernel that reads 8 channels at a time, where ATen's

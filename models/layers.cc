@@ -35,12 +35,13 @@ std::pair<Tensor, Tensor> NormIn(const BlockWeights& b, const Pending& in) {
   return {x, LayerNorm(x, b.norm1_w, b.norm1_b, b.eps)};
 }
 
-// q, k, v bf16 [..., H, N, D] of LayerNorm1(x) in bf16 through the fused kernels.
-std::tuple<Tensor, Tensor, Tensor> FusedQkv(const BlockWeights& b, const Tensor& normed, const RopeTables* rope) {
+// q, k, v bf16 [..., H, N, D] of LayerNorm1(x) in bf16 through the fused kernels; tokens_major as
+// QkvHeadsCuda's (for attention within the frame: its output then merges its heads without a copy).
+std::tuple<Tensor, Tensor, Tensor> FusedQkv(const BlockWeights& b, const Tensor& normed, const RopeTables* rope, bool tokens_major) {
   const Tensor qkv = at::linear(normed, b.qkv_w, b.qkv_b);
   const Tensor none;
   return kernels::QkvHeadsCuda(qkv, b.heads, b.qk_norm ? b.q_norm_w : none, b.q_norm_b, b.k_norm_w, b.k_norm_b, b.eps,
-                               rope ? rope->cos : none, rope ? rope->sin : none);
+                               rope ? rope->cos : none, rope ? rope->sin : none, tokens_major);
 }
 
 }  // namespace
@@ -142,7 +143,7 @@ Pending SelfBlock(const BlockWeights& b, const Pending& in, const RopeTables* ro
   if (input) *input = x;
   if constexpr (kFusedKernels) {
     if (Fused(b, x)) {
-      auto [q, k, v] = FusedQkv(b, normed, rope);
+      auto [q, k, v] = FusedQkv(b, normed, rope, /*tokens_major=*/true);
       return BlockPostPending(b, x, Attention(q, k, v, compute, mask));
     }
   }
@@ -158,7 +159,8 @@ std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Pending
   const auto [x, normed] = NormIn(b, in);
   if (input) *input = x;
   if constexpr (kFusedKernels) {
-    if (Fused(b, x)) return FusedQkv(b, normed, rope);  // (bf16: the cache rounds q, k, v to bf16 anyway)
+    // (bf16: the cache rounds q, k, v to bf16 anyway; it reads them as [H, N, D] rows)
+    if (Fused(b, x)) return FusedQkv(b, normed, rope, /*tokens_major=*/false);
   }
   return Qkv(b, normed, rope);
 }
