@@ -94,6 +94,19 @@ int main(int argc, char** argv) {
       const std::string name = std::string("bf16") + suffix;
       report(name.c_str(), TimeMs([&] { streamrecon::kernels::AttentionCuda(q, k_cache, v_cache, T, nullptr, 0, k_cur, v_cur, 0, path); }));
     }
+    // The 8-bit attention (INT8 Q K^T, FP8 P V) over the same T + queries rows: the kernel alone
+    // (variants by resident blocks and splits over the keys), its operand pass alone, and both (what
+    // a layer pays when its operands come from bf16 rows).
+    {
+      namespace k8 = streamrecon::kernels;
+      const k8::Int8Rows rows8 = k8::QuantizeInt8RowsCuda(k_cache, v_cache, T, k_cur, v_cur);
+      for (auto [blocks, splits] : {std::pair<int, int>{4, 0}, {3, 0}, {2, 0}, {4, 1}}) {
+        const std::string label = "i8/b" + std::to_string(blocks) + (splits == 1 ? "s1" : "");
+        report(label.c_str(), TimeMs([&] { k8::Int8AttentionCuda(q, rows8, splits, blocks); }));
+      }
+      report("i8-q-only", TimeMs([&] { k8::QuantizeInt8RowsCuda(k_cache, v_cache, T, k_cur, v_cur); }));
+      report("i8+q", TimeMs([&] { k8::Int8AttentionCuda(q, k8::QuantizeInt8RowsCuda(k_cache, v_cache, T, k_cur, v_cur)); }));
+    }
     for (const streamrecon::CacheFormatInfo& format : streamrecon::kCacheFormats) {  // the quantized formats
       if (!streamrecon::IsQuantized(format.format)) continue;
       const char* name = format.name;

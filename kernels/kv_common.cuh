@@ -28,6 +28,20 @@ __device__ __forceinline__ uint32_t QuantizeValue(float x, uint32_t params, int 
 }
 __device__ __forceinline__ float DequantizeValue(uint32_t code, uint32_t params) { return kv::DequantizeValue(code, kv::FromWord(params)); }
 
+// 2^x with the hardware approximation (ex2.approx; 2^-inf = 0).
+__device__ __forceinline__ float FastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Four 8x8 matrices of 16-bit elements from shared memory (lanes 8i..8i+7 address matrix i's rows).
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* smem_ptr) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_ptr));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
 // Normalised Hadamard transform of a 64-vector held as (x0, x1) = channels (2l, 2l+1) of lane l.
 __device__ __forceinline__ void WarpHadamard64(float& x0, float& x1, int lane) {
   float a = x0 + x1, b = x0 - x1;  // stage len = 1 (within the lane)

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "core/errors.h"
@@ -583,6 +584,103 @@ void GatherPagesCuda(const PagedKv& src, int64_t first, const at::Tensor& middle
   p.first = static_cast<int>(first);
   p.count = static_cast<int>(count);
   CheckCuda(LaunchGatherPages(p, at::cuda::getCurrentCUDAStream()), "gather pages kernel");
+}
+
+namespace {
+
+void CheckRows(const at::Tensor& t, const char* name, int64_t heads, int64_t rows) {
+  if (!t.defined() || !t.is_cuda() || t.scalar_type() != at::kBFloat16 || t.dim() != 3 || t.size(0) != heads || t.size(1) < rows ||
+      t.size(2) != 64 || t.stride(1) != 64 || t.stride(2) != 1 || reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0)
+    throw Error(std::string("8-bit attention: expected ") + name + " as bf16 CUDA rows [" + std::to_string(heads) + ", >= " +
+                std::to_string(rows) + ", 64] (rows contiguous, 16-byte aligned), got " + Describe(t));
+}
+
+}  // namespace
+
+Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t rows, const at::Tensor& k_b, const at::Tensor& v_b) {
+  if (!k.defined()) throw Error("8-bit attention: expected keys, got none");
+  const int64_t heads = k.size(0), b_rows = k_b.defined() ? k_b.size(1) : 0;
+  CheckRows(k, "keys", heads, rows);
+  CheckRows(v, "values", heads, rows);
+  if (k_b.defined() || v_b.defined()) {
+    CheckRows(k_b, "the second part's keys", heads, b_rows);
+    CheckRows(v_b, "the second part's values", heads, b_rows);
+  }
+  const int64_t total = rows + b_rows;
+  if (total < 1 || total > std::numeric_limits<int>::max() - kInt8AttentionTile)
+    throw Error("8-bit attention: expected 1 to 2^31 - 65 rows, got " + std::to_string(total));
+  const int64_t tiles = (total + kInt8AttentionTile - 1) / kInt8AttentionTile;
+  Int8Rows out;
+  out.rows = total;
+  const at::TensorOptions o = k.options();
+  out.k8 = at::empty({heads, tiles * kInt8AttentionTile, 64}, o.dtype(at::kChar));
+  out.ks = at::empty({heads, tiles * kInt8AttentionTile}, o.dtype(at::kFloat));
+  out.v8 = at::empty({heads, tiles, 64, kInt8AttentionTile}, o.dtype(at::kByte));
+  out.vs = at::empty({heads, tiles, 64}, o.dtype(at::kFloat));
+  Int8RowsParams p;
+  p.k_a = reinterpret_cast<const uint16_t*>(k.data_ptr<at::BFloat16>());
+  p.v_a = reinterpret_cast<const uint16_t*>(v.data_ptr<at::BFloat16>());
+  p.a_head_stride = k.stride(0);
+  p.a_rows = static_cast<int>(rows);
+  if (b_rows > 0) {
+    p.k_b = reinterpret_cast<const uint16_t*>(k_b.data_ptr<at::BFloat16>());
+    p.v_b = reinterpret_cast<const uint16_t*>(v_b.data_ptr<at::BFloat16>());
+    p.b_head_stride = k_b.stride(0);
+    p.b_rows = static_cast<int>(b_rows);
+  }
+  if (v.stride(0) != k.stride(0) || (b_rows > 0 && v_b.stride(0) != k_b.stride(0)))
+    throw Error("8-bit attention: keys and values must share their head stride, got " + Describe(k) + " and " + Describe(v));
+  p.heads = static_cast<int>(heads);
+  p.tiles = static_cast<int>(tiles);
+  p.k8 = out.k8.data_ptr<int8_t>();
+  p.ks = out.ks.data_ptr<float>();
+  p.v8 = out.v8.data_ptr<uint8_t>();
+  p.vs = out.vs.data_ptr<float>();
+  CheckCuda(LaunchQuantizeInt8Rows(p, at::cuda::getCurrentCUDAStream()), "8-bit operand kernel");
+  return out;
+}
+
+at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits, int min_blocks) {
+  if (!q.defined() || !q.is_cuda() || q.scalar_type() != at::kBFloat16 || q.dim() != 3 || q.size(2) != 64 || q.stride(2) != 1 ||
+      q.stride(1) % 4 != 0 || q.stride(0) % 4 != 0 || reinterpret_cast<uintptr_t>(q.data_ptr()) % 8 != 0)
+    throw Error("8-bit attention: expected bf16 CUDA queries [H, N, 64] with channels contiguous, got " + Describe(q));
+  const int64_t heads = q.size(0), tiles = rows.k8.defined() ? rows.k8.size(1) / kInt8AttentionTile : 0;
+  if (tiles < 1 || rows.k8.size(0) != heads || rows.rows < 1 || rows.rows > tiles * kInt8AttentionTile)
+    throw Error("8-bit attention: operands for " + std::to_string(heads) + " heads expected (QuantizeInt8RowsCuda), got " +
+                Describe(rows.k8));
+  at::Tensor out = at::empty({heads, q.size(1), 64}, q.options());
+  if (q.size(1) == 0) return out;
+  Int8AttentionParams p;
+  p.q = reinterpret_cast<const uint16_t*>(q.data_ptr<at::BFloat16>());
+  p.q_head_stride = q.stride(0);
+  p.q_row_stride = q.stride(1);
+  p.heads = static_cast<int>(heads);
+  p.queries = static_cast<int>(q.size(1));
+  p.k8 = rows.k8.data_ptr<int8_t>();
+  p.ks = rows.ks.data_ptr<float>();
+  p.v8 = rows.v8.data_ptr<uint8_t>();
+  p.vs = rows.vs.data_ptr<float>();
+  p.rows = static_cast<int>(rows.rows);
+  p.tiles = static_cast<int>(tiles);
+  p.out = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+  p.out_head_stride = out.stride(0);
+  p.out_row_stride = out.stride(1);
+  p.min_blocks = min_blocks;
+  if (splits <= 0) {  // about 8 blocks per multiprocessor, at least 8 tiles per split
+    const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+    const int blocks = Int8AttentionBlocks(p.queries, p.heads);
+    splits = std::max(1, std::min((8 * sms + blocks - 1) / blocks, p.tiles / 8));
+  }
+  p.splits = std::min(splits, p.tiles);
+  at::Tensor partial_out, partial_lse;
+  if (p.splits > 1) {
+    partial_out = at::empty({p.splits, heads, q.size(1), 64}, q.options().dtype(at::kFloat));
+    partial_lse = at::empty({p.splits, heads, q.size(1)}, q.options().dtype(at::kFloat));
+    p.partial_out = partial_out.data_ptr<float>();
+    p.partial_lse = partial_lse.data_ptr<float>();
+  }
+  CheckCuda(LaunchInt8Attention(p, at::cuda::getCurrentCUDAStream()), "8-bit attention kernel");
+  return out;
 }
 
 }  // namespace streamrecon::kernels

@@ -101,4 +101,20 @@ at::Tensor PageScoresCuda(const at::Tensor& slot_scores, const at::Tensor& valid
 // and room for them, and does not overlap it.
 void GatherPagesCuda(const PagedKv& src, int64_t first, const at::Tensor& middle, PagedKv& dst);
 
+// The 8-bit attention (kv_attention_int8.cu, the 60 FPS issue's item 7): INT8 Q K^T and FP8 (e4m3)
+// P V on tensor cores. Its operands, from bf16 rows: rows [0, rows) of k, v (CUDA [H, >= rows, 64],
+// rows contiguous), then every row of k_b, v_b when given (e.g. the current frame): K as INT8 with
+// a scale per token, V as FP8 with a scale per 64-token tile and channel (kv_kernels.h).
+struct Int8Rows {
+  at::Tensor k8, ks, v8, vs;
+  int64_t rows = 0;
+};
+Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t rows, const at::Tensor& k_b = {},
+                              const at::Tensor& v_b = {});
+// Attention of q (bf16 CUDA [H, Nq, 64], channels contiguous, any head and row strides) over
+// `rows` with scale 1/8; Q is quantized to INT8 per query row inside the kernel. splits: blocks
+// over the keys (0: enough to fill the GPU); min_blocks: the kernel variant (2, 3 or 4 resident
+// blocks per multiprocessor). Returns bf16 [H, Nq, 64].
+at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits = 0, int min_blocks = 4);
+
 }  // namespace streamrecon::kernels

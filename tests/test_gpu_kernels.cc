@@ -320,6 +320,111 @@ TEST(GpuAttentionRows, WithinTwiceTheLowPrecisionReferenceError) {
   EXPECT_THROW(kernels::AttentionRowsCuda(qd, kd, vd, rows + 41, true), Error);  // more rows than the buffer holds
 }
 
+// ---- the 8-bit attention (kv_attention_int8.cu) ----
+
+// The operands back in float, tokens in order: K [H, rows, 64] and V [H, rows, 64].
+std::pair<at::Tensor, at::Tensor> DecodeInt8Rows(const kernels::Int8Rows& r) {
+  const at::Tensor k = r.k8.cpu().to(at::kFloat) * r.ks.cpu().unsqueeze(-1);
+  const at::Tensor v = r.v8.cpu().view(at::kFloat8_e4m3fn).to(at::kFloat) * r.vs.cpu().unsqueeze(-1);  // [H, tiles, 64, 64 positions]
+  std::vector<int64_t> token_at(64);  // kv_kernels.h: position 16 g + k holds token 16 g + 8 ((k & 3) >> 1) + 2 (k >> 2) + (k & 1)
+  for (int64_t pos = 0; pos < 64; ++pos) {
+    const int64_t kk = pos % 16;
+    token_at[pos] = pos - kk + 8 * ((kk & 3) >> 1) + 2 * (kk >> 2) + (kk & 1);
+  }
+  const at::Tensor in_order = at::empty_like(v).index_copy_(3, at::tensor(token_at), v);
+  const int64_t H = v.size(0);
+  return {k.narrow(1, 0, r.rows), in_order.transpose(2, 3).reshape({H, -1, 64}).narrow(1, 0, r.rows)};
+}
+
+// The 8-bit attention in its own precision on the CPU: INT8 Q (a scale per row, 1/8 folded in) and
+// K (per token), FP8 e4m3 V (per 64-token tile and channel) and P (256 exp(s - max)), float sums.
+at::Tensor ReferenceInt8(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  auto int8 = [](const at::Tensor& x) {
+    const at::Tensor s = x.abs().amax(-1, true).clamp_min(1e-30) / 127;
+    return at::round(x / s).clamp(-127, 127) * s;
+  };
+  auto fp8 = [](const at::Tensor& x) { return x.to(at::kFloat8_e4m3fn).to(at::kFloat); };
+  const int64_t H = k.size(0), T = k.size(1), tiles = (T + 63) / 64;
+  const at::Tensor vt = at::constant_pad_nd(v, {0, 0, 0, tiles * 64 - T}).view({H, tiles, 64, 64});
+  const at::Tensor vs = vt.abs().amax(2, true).clamp_min(1e-30) / 448;
+  const at::Tensor vq = (fp8(vt / vs) * vs).view({H, tiles * 64, 64}).narrow(1, 0, T);
+  const at::Tensor s = at::matmul(int8(q * 0.125), int8(k).transpose(1, 2));
+  const at::Tensor p = at::exp(s - std::get<0>(s.max(-1, true)));
+  return at::matmul(fp8(p * 256) / 256, vq) / p.sum(-1, true);
+}
+
+struct Int8Case {
+  int heads, rows, current, queries, splits;
+};
+
+void PrintTo(const Int8Case& c, std::ostream* os) {
+  *os << c.heads << " heads, " << c.rows << " + " << c.current << " rows, " << c.queries << " queries, splits " << c.splits;
+}
+
+class GpuInt8Attention : public ::testing::TestWithParam<Int8Case> {};
+
+// The operands decode to the CPU's INT8 rows (codes within one step: the kernel multiplies by the
+// inverse scale, the reference divides) and FP8 values; the attention is within twice the error of
+// the CPU reference in the same precision.
+TEST_P(GpuInt8Attention, WithinTwiceTheLowPrecisionReferenceError) {
+  REQUIRE_GPU();
+  const Int8Case c = GetParam();
+  at::manual_seed(300 + c.rows + c.queries);
+  const int64_t H = c.heads;
+  // Keys with a few large channels (as trained keys have), values of mixed magnitude.
+  const at::Tensor q = RandomBf16({H, c.queries, 64}, 1.5);
+  const at::Tensor k = RandomBf16({H, c.rows + 9, 64}) * (1 + 4 * (at::arange(64) % 13 == 0).to(at::kFloat));
+  const at::Tensor v = RandomBf16({H, c.rows + 9, 64}, 2.0);
+  const at::Tensor k_cur = RandomBf16({H, c.current, 64}), v_cur = RandomBf16({H, c.current, 64});
+  const at::Tensor kd = k.to(at::kBFloat16).cuda(), vd = v.to(at::kBFloat16).cuda();
+  const kernels::Int8Rows rows = c.current > 0 ? kernels::QuantizeInt8RowsCuda(kd, vd, c.rows, k_cur.to(at::kBFloat16).cuda(),
+                                                                                v_cur.to(at::kBFloat16).cuda())
+                                               : kernels::QuantizeInt8RowsCuda(kd, vd, c.rows);
+  ASSERT_EQ(rows.rows, c.rows + c.current);
+  const at::Tensor K = at::cat({k.narrow(1, 0, c.rows), k_cur}, 1), V = at::cat({v.narrow(1, 0, c.rows), v_cur}, 1);
+
+  const auto [k_dec, v_dec] = DecodeInt8Rows(rows);
+  const at::Tensor k_scale = K.abs().amax(-1, true) / 127;
+  const at::Tensor step = ((k_dec - K) / k_scale.clamp_min(1e-30)).abs();  // error in quantization steps
+  EXPECT_LE(step.max().item<double>(), 0.5 + 1e-3) << "INT8 keys off by more than half a step";
+  const int64_t T = K.size(1), tiles = (T + 63) / 64;
+  const at::Tensor v_scale = at::constant_pad_nd(V, {0, 0, 0, tiles * 64 - T}).view({H, tiles, 64, 64}).abs().amax(2, true) / 448;
+  const at::Tensor v_fp8 = (at::constant_pad_nd(V, {0, 0, 0, tiles * 64 - T}).view({H, tiles, 64, 64}) / v_scale.clamp_min(1e-30))
+                               .to(at::kFloat8_e4m3fn).to(at::kFloat) * v_scale;
+  EXPECT_LE((v_dec - v_fp8.view({H, tiles * 64, 64}).narrow(1, 0, T)).abs().max().item<double>(),
+            0.072 * V.abs().max().item<double>())  // one e4m3 step at most where the scaled value lands on a tie
+      << "FP8 values not in the documented order";
+  EXPECT_GT((v_dec == v_fp8.view({H, tiles * 64, 64}).narrow(1, 0, T)).to(at::kFloat).mean().item<double>(), 0.99);
+
+  const at::Tensor out = kernels::Int8AttentionCuda(q.to(at::kBFloat16).cuda(), rows, c.splits).cpu();
+  const at::Tensor ref = Reference64(q, K, V);
+  const double err_gpu = Rel(out, ref), err_low = Rel(ReferenceInt8(q, K, V), ref), err_bf16 = Rel(ReferenceBf16(q, K, V), ref);
+  std::printf("[ info ] 8-bit attention H=%d T=%d+%d q=%d splits=%d: GPU rel err %.2e, INT8/FP8 CPU reference %.2e (bf16 %.2e)\n",
+              c.heads, c.rows, c.current, c.queries, c.splits, err_gpu, err_low, err_bf16);
+  EXPECT_TRUE(at::isfinite(out).all().item<bool>());
+  EXPECT_LE(err_gpu, 2.0 * err_low + 1e-6);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, GpuInt8Attention,
+                         ::testing::Values(Int8Case{4, 1, 0, 100, 1}, Int8Case{4, 100, 0, 1041, 1}, Int8Case{4, 1000, 300, 300, 3},
+                                           Int8Case{2, 4999, 129, 129, 0}, Int8Case{16, 9000, 1041, 1041, 0},
+                                           Int8Case{3, 64, 64, 77, 2}));
+
+// Queries with strides (a view of [N, H, 64] rows) give the same output as contiguous ones, and bad
+// operands are refused with a message.
+TEST(GpuInt8Attention, StridedQueriesAndBadInput) {
+  REQUIRE_GPU();
+  at::manual_seed(310);
+  const at::Tensor q = RandomBf16({200, 4, 64}).to(at::kBFloat16).cuda();  // tokens-major
+  const at::Tensor k = RandomBf16({4, 500, 64}).to(at::kBFloat16).cuda(), v = RandomBf16({4, 500, 64}).to(at::kBFloat16).cuda();
+  const kernels::Int8Rows rows = kernels::QuantizeInt8RowsCuda(k, v, 480);
+  const at::Tensor a = kernels::Int8AttentionCuda(q.transpose(0, 1), rows, 2), b = kernels::Int8AttentionCuda(q.transpose(0, 1).contiguous(), rows, 2);
+  EXPECT_TRUE(at::equal(a, b));
+  EXPECT_THROW(kernels::QuantizeInt8RowsCuda(k, v, 501), Error);               // more rows than present
+  EXPECT_THROW(kernels::QuantizeInt8RowsCuda(k.to(at::kFloat), v, 10), Error); // not bf16
+  EXPECT_THROW(kernels::Int8AttentionCuda(q.transpose(0, 1).narrow(0, 0, 3), rows), Error);  // 3 heads against 4
+}
+
 // The dequantize-once path: single chunk (current frame in the same call), and several chunks
 // merged by log-sum-exp (chunk sizes that split frames and pages unevenly).
 constexpr auto kDequant = AttentionPath::kDequantSdpa;

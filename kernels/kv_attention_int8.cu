@@ -1,0 +1,404 @@
+// 8-bit attention (the 60 FPS issue's item 7): Q K^T on INT8 tensor cores and P V on FP8 (e4m3)
+// tensor cores, m16n8k32 MMAs at twice the bf16 rate, online softmax in float.
+//
+// Operands (QuantizeInt8Rows, one pass over bf16 rows, e.g. the rows the dequantize-once path
+// expands from the packed pages, or a dense cache):
+//  * K as INT8 with one scale per token (k ~ ks * k8, |k8| <= 127);
+//  * V as FP8 e4m3 in 64-token tiles stored channel-major (the B operand of P V is then a plain
+//    ldmatrix), with one scale per tile and channel (|v8| <= 448); within each group of 16 tokens
+//    the tokens sit in the order in which a thread's probabilities leave the Q K^T accumulators
+//    (kPermute), so P goes from the S fragments to the A operand of P V without shuffles;
+//  * Q is quantized by the attention kernel itself, one INT8 scale per query row, with the softmax
+//    scale and log2(e) folded in.
+// Each 64-key tile's P V is accumulated from zero and added to the running output with the tile's
+// V scales (two-level accumulation: the FP8 MMA's own accumulator never sums more than 64 keys).
+// P is quantized as 256 * 2^(s - max) in [0, 256], inside e4m3's normal range down to 2^-14 of the
+// row's maximum. Keys split over blocks with a log-sum-exp combine, as kv_attention.cu.
+#include <cuda_fp8.h>
+
+#include "kernels/kv_common.cuh"
+#include "kernels/kv_kernels.h"
+
+namespace streamrecon::kernels {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kBlockM = kWarps * 16;  // queries per block
+constexpr int kTile = kInt8AttentionTile;
+constexpr int kStages = 3;
+
+// Position kappa of a 16-token group holds token kPermute(kappa): a thread with quad index t owns
+// tokens 2t, 2t + 1 of each 8-key accumulator tile, and the A operand wants them as 4 consecutive
+// k indices (4t .. 4t + 3) drawn from two such tiles.
+__host__ __device__ constexpr int Permute16(int kappa) { return 8 * ((kappa & 3) >> 1) + 2 * (kappa >> 2) + (kappa & 1); }
+
+// ---- operand quantization -----------------------------------------------------------------------
+
+// A block per (64-token tile, head), 128 threads. Thread t: token t / 2 of the tile, channels
+// 32 (t % 2) .. + 31 for K; then channel t / 2, positions 32 (t % 2) .. + 31 of V's transposed tile.
+__global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
+  __shared__ float vt[kTile][kHeadDim + 1];
+  const int tile = blockIdx.x, head = blockIdx.y, t = threadIdx.x;
+  const int half = t & 1, r = t >> 1;
+  const int token = tile * kTile + r;
+  const int64_t padded = static_cast<int64_t>(p.tiles) * kTile;
+  const uint16_t *k = nullptr, *v = nullptr;
+  if (token < p.a_rows) {
+    const int64_t off = head * p.a_head_stride + static_cast<int64_t>(token) * kHeadDim;
+    k = p.k_a + off, v = p.v_a + off;
+  } else if (token < p.a_rows + p.b_rows) {
+    const int64_t off = head * p.b_head_stride + static_cast<int64_t>(token - p.a_rows) * kHeadDim;
+    k = p.k_b + off, v = p.v_b + off;
+  }
+  float x[32];
+  auto load = [&](const uint16_t* src) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint4 w = src ? reinterpret_cast<const uint4*>(src + half * 32)[i] : make_uint4(0, 0, 0, 0);
+      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        x[8 * i + 2 * j] = Bf16BitsToFloat(static_cast<uint16_t>(words[j] & 0xffff));
+        x[8 * i + 2 * j + 1] = Bf16BitsToFloat(static_cast<uint16_t>(words[j] >> 16));
+      }
+    }
+  };
+  // K: a scale per token from the row's largest magnitude.
+  load(k);
+  float amax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(x[i]));
+  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  uint32_t packed[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    uint32_t w = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) w |= (static_cast<uint32_t>(__float2int_rn(x[4 * i + j] * inv)) & 0xffu) << (8 * j);
+    packed[i] = w;
+  }
+  uint4* k_out = reinterpret_cast<uint4*>(p.k8 + (head * padded + token) * kHeadDim + half * 32);
+  k_out[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+  k_out[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+  if (half == 0) p.ks[head * padded + token] = amax / 127.0f;
+
+  // V: staged transposed, then a scale per channel over the tile's 64 tokens.
+  load(v);
+#pragma unroll
+  for (int i = 0; i < 32; ++i) vt[r][half * 32 + i] = x[i];
+  __syncthreads();
+  const int c = t >> 1;
+  float vmax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) vmax = fmaxf(vmax, fabsf(vt[half * 32 + i][c]));
+  vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 1));
+  const float vinv = vmax > 0.0f ? 448.0f / vmax : 0.0f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    uint32_t w = 0;
+#pragma unroll
+    for (int j = 0; j < 4; j += 2) {
+      const int kappa0 = half * 32 + 4 * i + j;  // positions kappa0, kappa0 + 1
+      const int t0 = (kappa0 & ~15) + Permute16(kappa0 & 15), t1 = (kappa0 & ~15) + Permute16((kappa0 + 1) & 15);
+      const __nv_fp8x2_storage_t pair =
+          __nv_cvt_float2_to_fp8x2(make_float2(vt[t0][c] * vinv, vt[t1][c] * vinv), __NV_SATFINITE, __NV_E4M3);
+      w |= static_cast<uint32_t>(pair) << (8 * j);
+    }
+    packed[i] = w;
+  }
+  const int64_t tile_row = (static_cast<int64_t>(head) * p.tiles + tile) * kHeadDim + c;
+  uint4* v_out = reinterpret_cast<uint4*>(p.v8 + tile_row * kTile + half * 32);
+  v_out[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+  v_out[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+  if (half == 0) p.vs[tile_row] = vmax / 448.0f;
+}
+
+// ---- attention ----------------------------------------------------------------------------------
+
+struct Stage {
+  uint8_t k[kTile * kHeadDim];  // [key][channel], 16-byte chunks swizzled
+  uint8_t v[kHeadDim * kTile];  // [channel][position], swizzled the same way
+  float ks[kTile];
+  float vs[kHeadDim];
+};
+
+// Byte offset of 16-byte chunk `chunk` (0..3) of 64-byte row `row`: rows 2i and 2i + 1 share a
+// bank line, so the chunk index is XORed with (row / 2) % 4 and the 8 rows an ldmatrix reads hit
+// 8 different 16-byte bank groups.
+__device__ __forceinline__ int Swizzle(int row, int chunk) { return row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4); }
+
+__device__ __forceinline__ void CpAsync16(void* smem, const void* global) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(addr), "l"(global));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+__device__ __forceinline__ void MmaInt8(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void MmaFp8(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t Fp8Pair(float lo, float hi) {
+  return static_cast<uint32_t>(__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3));
+}
+
+__device__ __forceinline__ void LoadTile(Stage& s, const Int8AttentionParams& p, int head, int tile) {
+  const int t = threadIdx.x;
+  const int64_t padded = static_cast<int64_t>(p.tiles) * kTile;
+  const int8_t* k = p.k8 + (head * padded + static_cast<int64_t>(tile) * kTile) * kHeadDim;
+  const uint8_t* v = p.v8 + (static_cast<int64_t>(head) * p.tiles + tile) * kHeadDim * kTile;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int u = t + i * kThreads, row = u >> 2, chunk = u & 3;
+    CpAsync16(s.k + Swizzle(row, chunk), k + row * kHeadDim + chunk * 16);
+    CpAsync16(s.v + Swizzle(row, chunk), v + row * kTile + chunk * 16);
+  }
+  if (t < 16) CpAsync16(s.ks + 4 * t, p.ks + head * padded + static_cast<int64_t>(tile) * kTile + 4 * t);
+  else if (t < 32) CpAsync16(s.vs + 4 * (t - 16), p.vs + (static_cast<int64_t>(head) * p.tiles + tile) * kHeadDim + 4 * (t - 16));
+}
+
+template <int kMinBlocks>  // resident blocks per multiprocessor the registers are budgeted for
+__global__ void __launch_bounds__(kThreads, kMinBlocks) Int8AttentionKernel(Int8AttentionParams p) {
+  __shared__ __align__(128) Stage stages[kStages];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, tig = lane % 4;
+  const int head = blockIdx.y;
+  const int per_split = (p.tiles + p.splits - 1) / p.splits;
+  const int tile_begin = blockIdx.z * per_split, tile_end = min(p.tiles, tile_begin + per_split);
+
+  // Q: rows r0 = g and r1 = g + 8 of the warp's 16, channels 4 tig .. + 3 (+16, +32, +48): the A
+  // operand of two k-steps. One INT8 scale per row over its 64 channels (a quad holds the row).
+  const int r0 = blockIdx.x * kBlockM + warp * 16 + g, r1 = r0 + 8;
+  const float q_mul = p.scale * 1.4426950408889634f;  // scores in log2 units
+  float qv[2][16];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = r == 0 ? r0 : r1;
+    const uint16_t* q = p.q + head * p.q_head_stride + static_cast<int64_t>(row) * p.q_row_stride;
+#pragma unroll
+    for (int c4 = 0; c4 < 4; ++c4) {
+      const uint2 w = row < p.queries ? *reinterpret_cast<const uint2*>(q + c4 * 16 + tig * 4) : make_uint2(0, 0);
+      qv[r][4 * c4 + 0] = Bf16BitsToFloat(static_cast<uint16_t>(w.x & 0xffff)) * q_mul;
+      qv[r][4 * c4 + 1] = Bf16BitsToFloat(static_cast<uint16_t>(w.x >> 16)) * q_mul;
+      qv[r][4 * c4 + 2] = Bf16BitsToFloat(static_cast<uint16_t>(w.y & 0xffff)) * q_mul;
+      qv[r][4 * c4 + 3] = Bf16BitsToFloat(static_cast<uint16_t>(w.y >> 16)) * q_mul;
+    }
+  }
+  uint32_t qa[2][4];  // [k-step][register]
+  float q_scale[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(qv[r][i]));
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    q_scale[r] = amax > 0.0f ? amax / 127.0f : 1.0f;
+    uint32_t words[4];
+#pragma unroll
+    for (int c4 = 0; c4 < 4; ++c4) {
+      uint32_t w = 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) w |= (static_cast<uint32_t>(__float2int_rn(qv[r][4 * c4 + j] * inv)) & 0xffu) << (8 * j);
+      words[c4] = w;
+    }
+    // k-step 0: channels 0-31 (chunks c4 = 0, 1), k-step 1: 32-63 (c4 = 2, 3); registers 0/2 row g, 1/3 row g + 8.
+    qa[0][r] = words[0];
+    qa[0][r + 2] = words[1];
+    qa[1][r] = words[2];
+    qa[1][r + 2] = words[3];
+  }
+
+  float acc[8][4];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+  // Running maxima in units of the row's (unscaled) integer score times the key scale.
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (tile_begin + i < tile_end) LoadTile(stages[i], p, head, tile_begin + i);
+    CpAsyncCommit();
+  }
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    CpAsyncWait<kStages - 2>();
+    __syncthreads();  // the tile has arrived for every thread; the stage loaded next is free
+    const int ahead = tile + kStages - 1;
+    if (ahead < tile_end) LoadTile(stages[(ahead - tile_begin) % kStages], p, head, ahead);
+    CpAsyncCommit();
+    const Stage& s = stages[(tile - tile_begin) % kStages];
+
+    // S = Q K^T: 8 key tiles of 8; one ldmatrix.x4 gives a key tile's 64 channels.
+    float sc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      uint32_t b[4];
+      LdMatrixX4(b, s.k + Swizzle(j * 8 + lane % 8, lane / 8));
+      int si[4] = {0, 0, 0, 0};
+      MmaInt8(si, qa[0], b[0], b[1]);
+      MmaInt8(si, qa[1], b[2], b[3]);
+      const float2 kscale = *reinterpret_cast<const float2*>(&s.ks[j * 8 + tig * 2]);
+      sc[j][0] = static_cast<float>(si[0]) * kscale.x;
+      sc[j][1] = static_cast<float>(si[1]) * kscale.y;
+      sc[j][2] = static_cast<float>(si[2]) * kscale.x;
+      sc[j][3] = static_cast<float>(si[3]) * kscale.y;
+    }
+    if ((tile + 1) * kTile > p.rows) {  // the last tile's padding
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int key = tile * kTile + j * 8 + tig * 2;
+        if (key >= p.rows) sc[j][0] = sc[j][2] = -INFINITY;
+        if (key + 1 >= p.rows) sc[j][1] = sc[j][3] = -INFINITY;
+      }
+    }
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      tile_max[0] = fmaxf(tile_max[0], fmaxf(sc[j][0], sc[j][1]));
+      tile_max[1] = fmaxf(tile_max[1], fmaxf(sc[j][2], sc[j][3]));
+    }
+    float alpha[2], bias[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+      const float new_max = fmaxf(row_max[r], tile_max[r]);
+      alpha[r] = new_max == -INFINITY ? 1.0f : FastExp2((row_max[r] - new_max) * q_scale[r]);
+      row_max[r] = new_max;
+      row_sum[r] *= alpha[r];
+      // p = 256 * 2^(q_scale (s - max)): the e4m3 operand, 256 at the row's maximum.
+      bias[r] = new_max == -INFINITY ? 0.0f : 8.0f - new_max * q_scale[r];
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      sc[j][0] = FastExp2(fmaf(sc[j][0], q_scale[0], bias[0]));
+      sc[j][1] = FastExp2(fmaf(sc[j][1], q_scale[0], bias[0]));
+      sc[j][2] = FastExp2(fmaf(sc[j][2], q_scale[1], bias[1]));
+      sc[j][3] = FastExp2(fmaf(sc[j][3], q_scale[1], bias[1]));
+      row_sum[0] += sc[j][0] + sc[j][1];
+      row_sum[1] += sc[j][2] + sc[j][3];
+    }
+    // P as the A operand of two k-steps of 32 keys: register 0 = row g, key tiles 4ks and 4ks + 1;
+    // 1 = row g + 8; 2 and 3 the same from key tiles 4ks + 2 and 4ks + 3 (V's positions follow).
+    uint32_t pa[2][4];
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int j = 4 * ks + 2 * h;
+        pa[ks][2 * h] = Fp8Pair(sc[j][0], sc[j][1]) | (Fp8Pair(sc[j + 1][0], sc[j + 1][1]) << 16);
+        pa[ks][2 * h + 1] = Fp8Pair(sc[j][2], sc[j][3]) | (Fp8Pair(sc[j + 1][2], sc[j + 1][3]) << 16);
+      }
+    }
+    // O = alpha O + (P V8) * vs, a channel tile of 8 at a time.
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      uint32_t b[4];
+      LdMatrixX4(b, s.v + Swizzle(j * 8 + lane % 8, lane / 8));
+      float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      MmaFp8(t, pa[0], b[0], b[1]);
+      MmaFp8(t, pa[1], b[2], b[3]);
+      const float2 vscale = *reinterpret_cast<const float2*>(&s.vs[j * 8 + tig * 2]);
+      acc[j][0] = fmaf(t[0], vscale.x, acc[j][0] * alpha[0]);
+      acc[j][1] = fmaf(t[1], vscale.y, acc[j][1] * alpha[0]);
+      acc[j][2] = fmaf(t[2], vscale.x, acc[j][2] * alpha[1]);
+      acc[j][3] = fmaf(t[3], vscale.y, acc[j][3] * alpha[1]);
+    }
+  }
+  CpAsyncWait<0>();
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+  }
+  const float inv[2] = {row_sum[0] > 0.0f ? 1.0f / row_sum[0] : 0.0f, row_sum[1] > 0.0f ? 1.0f / row_sum[1] : 0.0f};
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = r == 0 ? r0 : r1;
+    if (row >= p.queries) continue;
+    if (p.splits == 1) {
+      uint16_t* out = p.out + head * p.out_head_stride + static_cast<int64_t>(row) * p.out_row_stride;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const uint32_t w = static_cast<uint32_t>(FloatToBf16Bits(acc[j][2 * r] * inv[r])) |
+                           (static_cast<uint32_t>(FloatToBf16Bits(acc[j][2 * r + 1] * inv[r])) << 16);
+        *reinterpret_cast<uint32_t*>(out + j * 8 + tig * 2) = w;
+      }
+    } else {
+      const int64_t at = (static_cast<int64_t>(blockIdx.z) * p.heads + head) * p.queries + row;
+      float* out = p.partial_out + at * kHeadDim;
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        *reinterpret_cast<float2*>(out + j * 8 + tig * 2) = make_float2(acc[j][2 * r] * inv[r], acc[j][2 * r + 1] * inv[r]);
+      // log2 of the row's sum of exponentials (the 256 of the probabilities taken out).
+      if (tig == 0) p.partial_lse[at] = row_sum[r] > 0.0f ? row_max[r] * q_scale[r] + log2f(row_sum[r]) - 8.0f : -INFINITY;
+    }
+  }
+}
+
+// out[h, q, :] = sum_s w_s o_s / sum_s w_s, w_s = 2^(lse_s - max lse); a warp per row.
+__global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32;  // over H * Nq
+  const int lane = threadIdx.x % 32;
+  const int64_t rows = static_cast<int64_t>(p.heads) * p.queries;
+  if (row >= rows) return;
+  float best = -INFINITY;
+  for (int s = 0; s < p.splits; ++s) best = fmaxf(best, p.partial_lse[s * rows + row]);
+  float num0 = 0.0f, num1 = 0.0f, den = 0.0f;
+  for (int s = 0; s < p.splits; ++s) {
+    const float lse = p.partial_lse[s * rows + row];
+    if (lse == -INFINITY) continue;
+    const float w = exp2f(lse - best);
+    const float2 o = reinterpret_cast<const float2*>(p.partial_out + (s * rows + row) * kHeadDim)[lane];
+    num0 = fmaf(w, o.x, num0);
+    num1 = fmaf(w, o.y, num1);
+    den += w;
+  }
+  const int head = static_cast<int>(row / p.queries), q = static_cast<int>(row % p.queries);
+  const float inv = den > 0.0f ? 1.0f / den : 0.0f;
+  *reinterpret_cast<uint32_t*>(p.out + head * p.out_head_stride + static_cast<int64_t>(q) * p.out_row_stride + 2 * lane) =
+      static_cast<uint32_t>(FloatToBf16Bits(num0 * inv)) | (static_cast<uint32_t>(FloatToBf16Bits(num1 * inv)) << 16);
+}
+
+}  // namespace
+
+int Int8AttentionBlocks(int queries, int heads) { return (queries + kBlockM - 1) / kBlockM * heads; }
+
+cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream) {
+  if (p.tiles < 1 || p.heads < 1 || p.a_rows + p.b_rows > p.tiles * kTile) return cudaErrorInvalidValue;
+  QuantizeRowsKernel<<<dim3(p.tiles, p.heads), 128, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchInt8Attention(const Int8AttentionParams& p, cudaStream_t stream) {
+  if (p.tiles < 1 || p.rows < 1 || p.rows > p.tiles * kTile || p.splits < 1) return cudaErrorInvalidValue;
+  if (p.splits > 1 && (!p.partial_out || !p.partial_lse)) return cudaErrorInvalidValue;
+  const dim3 grid((p.queries + kBlockM - 1) / kBlockM, p.heads, p.splits);
+  switch (p.min_blocks) {
+    case 2: Int8AttentionKernel<2><<<grid, kThreads, 0, stream>>>(p); break;
+    case 3: Int8AttentionKernel<3><<<grid, kThreads, 0, stream>>>(p); break;
+    default: Int8AttentionKernel<4><<<grid, kThreads, 0, stream>>>(p); break;
+  }
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || p.splits == 1) return err;
+  const int64_t rows = static_cast<int64_t>(p.heads) * p.queries;
+  CombineSplitsKernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace streamrecon::kernels

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# On the H200: the 8-bit attention (kv_attention_int8.cu) in one call. Builds the GPU targets, runs
+# its GPU tests with the other kernel, cache and model tests (TESTS= a gtest filter overrides),
+# the kernel benchmark's attention table at T = TOKENS (INT8/FP8 against cuDNN bf16 SDPA and the
+# dequantize-once paths), then, unless STREAM=0, 60 frames of `bench stream` (1B config, random
+# weights, 518x392, bf16, CUDA graphs, --bf16-heads) for bf16 1.75GB, kivi4 530MB and oscar2 310MB
+# with ATTENTION= (default: the cache's default path) for the steady frame times.
+# Everything lands in $OUT/bundle.tgz (the device returns at most 8 files).
+set -uo pipefail
+source "$(dirname "$0")/gpu_build.sh"
+TOKENS=${TOKENS:-"4096 16384 65536"}
+TESTS=${TESTS:-'GpuInt8Attention*:GpuAttention*:GpuModel.*:GpuCache.*:GpuSlotCache.*:GpuScores.*:GpuDequantize.*:GpuFusedGlue.*:GpuPages.*'}
+gpu_build test_gpu_kernels streamrecon_kernel_bench streamrecon || exit 1
+timeout 150 ./build-gpu/tests/test_gpu_kernels --gtest_filter="$TESTS" > "$OUT/gpu_tests.log" 2>&1
+echo "GPU tests: exit $?"
+grep -E "^\[ (info|  FAILED|  PASSED) |Failure|Expected|Which|error" "$OUT/gpu_tests.log" | grep -vE "attention (kDequant|kFused|over rows)" | head -40
+# shellcheck disable=SC2086
+timeout 120 ./build-gpu/kernels/streamrecon_kernel_bench --tokens ${TOKENS// / --tokens } --append-format none \
+  --json "$OUT/kernels.json" > "$OUT/kernels.log" 2>&1
+echo "kernel bench: exit $?"
+cat "$OUT/kernels.log"
+if [ "${STREAM:-1}" = 1 ]; then
+  ATT=()
+  [ -n "${ATTENTION:-}" ] && ATT=(--attention "$ATTENTION")
+  timeout 150 ./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 \
+    --size 518 --cuda-graphs --bf16-heads "${ATT[@]}" --frames 60 --warmup 3 --no-stage-timing \
+    --run xstream,bf16,1.75GB --run xstream-page,kivi4,530MB --run xstream-page,oscar2,310MB --out "$OUT/steady" > "$OUT/steady.log" 2>&1
+  echo "bench (unprofiled): exit $?"
+  grep -iE "error" "$OUT/steady.log" | head -5
+  cat "$OUT/steady/summary.md" 2>/dev/null
+fi
+cd "$OUT" && tar czf bundle.tgz ./*.log ./*.json steady 2>/dev/null; rm -rf steady
