@@ -100,10 +100,11 @@ int main(int argc, char** argv) {
     {
       namespace k8 = streamrecon::kernels;
       const k8::Int8Rows rows8 = k8::QuantizeInt8RowsCuda(k_cache, v_cache, T, k_cur, v_cur);
-      for (auto [blocks, splits] : {std::pair<int, int>{4, 0}, {3, 0}, {2, 0}, {4, 1}}) {
-        const std::string label = "i8/b" + std::to_string(blocks) + (splits == 1 ? "s1" : "");
-        report(label.c_str(), TimeMs([&] { k8::Int8AttentionCuda(q, rows8, splits, blocks); }));
-      }
+      for (int variant = 0; variant < streamrecon::kernels::Int8AttentionVariants(); ++variant)
+        for (int splits : {0, 1}) {
+          const std::string label = "i8/v" + std::to_string(variant) + (splits == 1 ? "s1" : "");
+          report(label.c_str(), TimeMs([&] { k8::Int8AttentionCuda(q, rows8, splits, variant); }));
+        }
       report("i8-q-only", TimeMs([&] { k8::QuantizeInt8RowsCuda(k_cache, v_cache, T, k_cur, v_cur); }));
       report("i8+q", TimeMs([&] { k8::Int8AttentionCuda(q, k8::QuantizeInt8RowsCuda(k_cache, v_cache, T, k_cur, v_cur)); }));
     }

@@ -22,9 +22,6 @@
 namespace streamrecon::kernels {
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
-constexpr int kBlockM = kWarps * 16;  // queries per block
 constexpr int kTile = kInt8AttentionTile;
 constexpr int kStages = 3;
 
@@ -155,14 +152,16 @@ __device__ __forceinline__ uint32_t Fp8Pair(float lo, float hi) {
   return static_cast<uint32_t>(__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3));
 }
 
+// Stage loads by kThreads threads: 256 16-byte chunks each of K and V, 16 each of the scales.
+template <int kThreads>
 __device__ __forceinline__ void LoadTile(Stage& s, const Int8AttentionParams& p, int head, int tile) {
   const int t = threadIdx.x;
   const int64_t padded = static_cast<int64_t>(p.tiles) * kTile;
   const int8_t* k = p.k8 + (head * padded + static_cast<int64_t>(tile) * kTile) * kHeadDim;
   const uint8_t* v = p.v8 + (static_cast<int64_t>(head) * p.tiles + tile) * kHeadDim * kTile;
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int u = t + i * kThreads, row = u >> 2, chunk = u & 3;
+  for (int u = t; u < 256; u += kThreads) {
+    const int row = u >> 2, chunk = u & 3;
     CpAsync16(s.k + Swizzle(row, chunk), k + row * kHeadDim + chunk * 16);
     CpAsync16(s.v + Swizzle(row, chunk), v + row * kTile + chunk * 16);
   }
@@ -170,8 +169,11 @@ __device__ __forceinline__ void LoadTile(Stage& s, const Int8AttentionParams& p,
   else if (t < 32) CpAsync16(s.vs + 4 * (t - 16), p.vs + (static_cast<int64_t>(head) * p.tiles + tile) * kHeadDim + 4 * (t - 16));
 }
 
-template <int kMinBlocks>  // resident blocks per multiprocessor the registers are budgeted for
-__global__ void __launch_bounds__(kThreads, kMinBlocks) Int8AttentionKernel(Int8AttentionParams p) {
+// kWarps warps of kRowTiles x 16 query rows each (a warp's row tiles share its K and V fragments);
+// kMinBlocks: resident blocks per multiprocessor the registers are budgeted for.
+template <int kWarps, int kRowTiles, int kMinBlocks>
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(Int8AttentionParams p) {
+  constexpr int kThreads = kWarps * 32, kBlockM = kWarps * kRowTiles * 16;
   __shared__ __align__(128) Stage stages[kStages];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, tig = lane % 4;
@@ -179,174 +181,192 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) Int8AttentionKernel(Int8
   const int per_split = (p.tiles + p.splits - 1) / p.splits;
   const int tile_begin = blockIdx.z * per_split, tile_end = min(p.tiles, tile_begin + per_split);
 
-  // Q: rows r0 = g and r1 = g + 8 of the warp's 16, channels 4 tig .. + 3 (+16, +32, +48): the A
-  // operand of two k-steps. One INT8 scale per row over its 64 channels (a quad holds the row).
-  const int r0 = blockIdx.x * kBlockM + warp * 16 + g, r1 = r0 + 8;
+  // Q: per row tile, rows g and g + 8, channels 4 tig .. + 3 (+16, +32, +48): the A operand of two
+  // k-steps. One INT8 scale per row over its 64 channels (a quad holds the row).
+  const int row_base = blockIdx.x * kBlockM + warp * kRowTiles * 16 + g;
   const float q_mul = p.scale * 1.4426950408889634f;  // scores in log2 units
-  float qv[2][16];
+  uint32_t qa[kRowTiles][2][4];  // [row tile][k-step][register]
+  float q_scale[kRowTiles][2];
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = r == 0 ? r0 : r1;
-    const uint16_t* q = p.q + head * p.q_head_stride + static_cast<int64_t>(row) * p.q_row_stride;
+  for (int rt = 0; rt < kRowTiles; ++rt) {
 #pragma unroll
-    for (int c4 = 0; c4 < 4; ++c4) {
-      const uint2 w = row < p.queries ? *reinterpret_cast<const uint2*>(q + c4 * 16 + tig * 4) : make_uint2(0, 0);
-      qv[r][4 * c4 + 0] = Bf16BitsToFloat(static_cast<uint16_t>(w.x & 0xffff)) * q_mul;
-      qv[r][4 * c4 + 1] = Bf16BitsToFloat(static_cast<uint16_t>(w.x >> 16)) * q_mul;
-      qv[r][4 * c4 + 2] = Bf16BitsToFloat(static_cast<uint16_t>(w.y & 0xffff)) * q_mul;
-      qv[r][4 * c4 + 3] = Bf16BitsToFloat(static_cast<uint16_t>(w.y >> 16)) * q_mul;
+    for (int r = 0; r < 2; ++r) {
+      const int row = row_base + rt * 16 + r * 8;
+      const uint16_t* q = p.q + head * p.q_head_stride + static_cast<int64_t>(row) * p.q_row_stride;
+      float qv[16];
+#pragma unroll
+      for (int c4 = 0; c4 < 4; ++c4) {
+        const uint2 w = row < p.queries ? *reinterpret_cast<const uint2*>(q + c4 * 16 + tig * 4) : make_uint2(0, 0);
+        qv[4 * c4 + 0] = Bf16BitsToFloat(static_cast<uint16_t>(w.x & 0xffff)) * q_mul;
+        qv[4 * c4 + 1] = Bf16BitsToFloat(static_cast<uint16_t>(w.x >> 16)) * q_mul;
+        qv[4 * c4 + 2] = Bf16BitsToFloat(static_cast<uint16_t>(w.y & 0xffff)) * q_mul;
+        qv[4 * c4 + 3] = Bf16BitsToFloat(static_cast<uint16_t>(w.y >> 16)) * q_mul;
+      }
+      float amax = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(qv[i]));
+      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+      const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+      q_scale[rt][r] = amax > 0.0f ? amax / 127.0f : 1.0f;
+      uint32_t words[4];
+#pragma unroll
+      for (int c4 = 0; c4 < 4; ++c4) {
+        uint32_t w = 0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) w |= (static_cast<uint32_t>(__float2int_rn(qv[4 * c4 + j] * inv)) & 0xffu) << (8 * j);
+        words[c4] = w;
+      }
+      // k-step 0: channels 0-31 (c4 = 0, 1), k-step 1: 32-63 (c4 = 2, 3); registers 0/2 row g, 1/3 row g + 8.
+      qa[rt][0][r] = words[0];
+      qa[rt][0][r + 2] = words[1];
+      qa[rt][1][r] = words[2];
+      qa[rt][1][r + 2] = words[3];
     }
-  }
-  uint32_t qa[2][4];  // [k-step][register]
-  float q_scale[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float amax = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(qv[r][i]));
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    q_scale[r] = amax > 0.0f ? amax / 127.0f : 1.0f;
-    uint32_t words[4];
-#pragma unroll
-    for (int c4 = 0; c4 < 4; ++c4) {
-      uint32_t w = 0;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) w |= (static_cast<uint32_t>(__float2int_rn(qv[r][4 * c4 + j] * inv)) & 0xffu) << (8 * j);
-      words[c4] = w;
-    }
-    // k-step 0: channels 0-31 (chunks c4 = 0, 1), k-step 1: 32-63 (c4 = 2, 3); registers 0/2 row g, 1/3 row g + 8.
-    qa[0][r] = words[0];
-    qa[0][r + 2] = words[1];
-    qa[1][r] = words[2];
-    qa[1][r + 2] = words[3];
   }
 
-  float acc[8][4];
+  float acc[kRowTiles][8][4];
+  // Running maxima in units of the integer score times the key scale (the row's Q scale apart).
+  float row_max[kRowTiles][2], row_sum[kRowTiles][2];
 #pragma unroll
-  for (int j = 0; j < 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-  // Running maxima in units of the row's (unscaled) integer score times the key scale.
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+  for (int rt = 0; rt < kRowTiles; ++rt) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[rt][j][0] = acc[rt][j][1] = acc[rt][j][2] = acc[rt][j][3] = 0.0f;
+    row_max[rt][0] = row_max[rt][1] = -INFINITY;
+    row_sum[rt][0] = row_sum[rt][1] = 0.0f;
+  }
 
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
-    if (tile_begin + i < tile_end) LoadTile(stages[i], p, head, tile_begin + i);
+    if (tile_begin + i < tile_end) LoadTile<kThreads>(stages[i], p, head, tile_begin + i);
     CpAsyncCommit();
   }
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     CpAsyncWait<kStages - 2>();
     __syncthreads();  // the tile has arrived for every thread; the stage loaded next is free
     const int ahead = tile + kStages - 1;
-    if (ahead < tile_end) LoadTile(stages[(ahead - tile_begin) % kStages], p, head, ahead);
+    if (ahead < tile_end) LoadTile<kThreads>(stages[(ahead - tile_begin) % kStages], p, head, ahead);
     CpAsyncCommit();
     const Stage& s = stages[(tile - tile_begin) % kStages];
 
     // S = Q K^T: 8 key tiles of 8; one ldmatrix.x4 gives a key tile's 64 channels.
-    float sc[8][4];
+    float sc[kRowTiles][8][4];
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       uint32_t b[4];
       LdMatrixX4(b, s.k + Swizzle(j * 8 + lane % 8, lane / 8));
-      int si[4] = {0, 0, 0, 0};
-      MmaInt8(si, qa[0], b[0], b[1]);
-      MmaInt8(si, qa[1], b[2], b[3]);
       const float2 kscale = *reinterpret_cast<const float2*>(&s.ks[j * 8 + tig * 2]);
-      sc[j][0] = static_cast<float>(si[0]) * kscale.x;
-      sc[j][1] = static_cast<float>(si[1]) * kscale.y;
-      sc[j][2] = static_cast<float>(si[2]) * kscale.x;
-      sc[j][3] = static_cast<float>(si[3]) * kscale.y;
+#pragma unroll
+      for (int rt = 0; rt < kRowTiles; ++rt) {
+        int si[4] = {0, 0, 0, 0};
+        MmaInt8(si, qa[rt][0], b[0], b[1]);
+        MmaInt8(si, qa[rt][1], b[2], b[3]);
+        sc[rt][j][0] = static_cast<float>(si[0]) * kscale.x;
+        sc[rt][j][1] = static_cast<float>(si[1]) * kscale.y;
+        sc[rt][j][2] = static_cast<float>(si[2]) * kscale.x;
+        sc[rt][j][3] = static_cast<float>(si[3]) * kscale.y;
+      }
     }
     if ((tile + 1) * kTile > p.rows) {  // the last tile's padding
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         const int key = tile * kTile + j * 8 + tig * 2;
-        if (key >= p.rows) sc[j][0] = sc[j][2] = -INFINITY;
-        if (key + 1 >= p.rows) sc[j][1] = sc[j][3] = -INFINITY;
+#pragma unroll
+        for (int rt = 0; rt < kRowTiles; ++rt) {
+          if (key >= p.rows) sc[rt][j][0] = sc[rt][j][2] = -INFINITY;
+          if (key + 1 >= p.rows) sc[rt][j][1] = sc[rt][j][3] = -INFINITY;
+        }
       }
     }
-    float tile_max[2] = {-INFINITY, -INFINITY};
+    float alpha[kRowTiles][2];
+    uint32_t pa[kRowTiles][2][4];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      tile_max[0] = fmaxf(tile_max[0], fmaxf(sc[j][0], sc[j][1]));
-      tile_max[1] = fmaxf(tile_max[1], fmaxf(sc[j][2], sc[j][3]));
-    }
-    float alpha[2], bias[2];
+    for (int rt = 0; rt < kRowTiles; ++rt) {
+      float tile_max[2] = {-INFINITY, -INFINITY}, bias[2];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-      const float new_max = fmaxf(row_max[r], tile_max[r]);
-      alpha[r] = new_max == -INFINITY ? 1.0f : FastExp2((row_max[r] - new_max) * q_scale[r]);
-      row_max[r] = new_max;
-      row_sum[r] *= alpha[r];
-      // p = 256 * 2^(q_scale (s - max)): the e4m3 operand, 256 at the row's maximum.
-      bias[r] = new_max == -INFINITY ? 0.0f : 8.0f - new_max * q_scale[r];
-    }
+      for (int j = 0; j < 8; ++j) {
+        tile_max[0] = fmaxf(tile_max[0], fmaxf(sc[rt][j][0], sc[rt][j][1]));
+        tile_max[1] = fmaxf(tile_max[1], fmaxf(sc[rt][j][2], sc[rt][j][3]));
+      }
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      sc[j][0] = FastExp2(fmaf(sc[j][0], q_scale[0], bias[0]));
-      sc[j][1] = FastExp2(fmaf(sc[j][1], q_scale[0], bias[0]));
-      sc[j][2] = FastExp2(fmaf(sc[j][2], q_scale[1], bias[1]));
-      sc[j][3] = FastExp2(fmaf(sc[j][3], q_scale[1], bias[1]));
-      row_sum[0] += sc[j][0] + sc[j][1];
-      row_sum[1] += sc[j][2] + sc[j][3];
-    }
-    // P as the A operand of two k-steps of 32 keys: register 0 = row g, key tiles 4ks and 4ks + 1;
-    // 1 = row g + 8; 2 and 3 the same from key tiles 4ks + 2 and 4ks + 3 (V's positions follow).
-    uint32_t pa[2][4];
+      for (int r = 0; r < 2; ++r) {
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+        const float new_max = fmaxf(row_max[rt][r], tile_max[r]);
+        alpha[rt][r] = new_max == -INFINITY ? 1.0f : FastExp2((row_max[rt][r] - new_max) * q_scale[rt][r]);
+        row_max[rt][r] = new_max;
+        row_sum[rt][r] *= alpha[rt][r];
+        // p = 256 * 2^(q_scale (s - max)): the e4m3 operand, 256 at the row's maximum.
+        bias[r] = new_max == -INFINITY ? 0.0f : 8.0f - new_max * q_scale[rt][r];
+      }
 #pragma unroll
-    for (int ks = 0; ks < 2; ++ks) {
+      for (int j = 0; j < 8; ++j) {
+        sc[rt][j][0] = FastExp2(fmaf(sc[rt][j][0], q_scale[rt][0], bias[0]));
+        sc[rt][j][1] = FastExp2(fmaf(sc[rt][j][1], q_scale[rt][0], bias[0]));
+        sc[rt][j][2] = FastExp2(fmaf(sc[rt][j][2], q_scale[rt][1], bias[1]));
+        sc[rt][j][3] = FastExp2(fmaf(sc[rt][j][3], q_scale[rt][1], bias[1]));
+        row_sum[rt][0] += sc[rt][j][0] + sc[rt][j][1];
+        row_sum[rt][1] += sc[rt][j][2] + sc[rt][j][3];
+      }
+      // P as the A operand of two k-steps of 32 keys: register 0 = row g, key tiles 4ks and
+      // 4ks + 1; 1 = row g + 8; 2 and 3 the same from key tiles 4ks + 2 and 4ks + 3 (V's positions follow).
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int j = 4 * ks + 2 * h;
-        pa[ks][2 * h] = Fp8Pair(sc[j][0], sc[j][1]) | (Fp8Pair(sc[j + 1][0], sc[j + 1][1]) << 16);
-        pa[ks][2 * h + 1] = Fp8Pair(sc[j][2], sc[j][3]) | (Fp8Pair(sc[j + 1][2], sc[j + 1][3]) << 16);
+      for (int ks = 0; ks < 2; ++ks) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int j = 4 * ks + 2 * h;
+          pa[rt][ks][2 * h] = Fp8Pair(sc[rt][j][0], sc[rt][j][1]) | (Fp8Pair(sc[rt][j + 1][0], sc[rt][j + 1][1]) << 16);
+          pa[rt][ks][2 * h + 1] = Fp8Pair(sc[rt][j][2], sc[rt][j][3]) | (Fp8Pair(sc[rt][j + 1][2], sc[rt][j + 1][3]) << 16);
+        }
       }
     }
-    // O = alpha O + (P V8) * vs, a channel tile of 8 at a time.
+    // O = alpha O + (P V8) vs, a channel tile of 8 at a time.
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       uint32_t b[4];
       LdMatrixX4(b, s.v + Swizzle(j * 8 + lane % 8, lane / 8));
-      float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      MmaFp8(t, pa[0], b[0], b[1]);
-      MmaFp8(t, pa[1], b[2], b[3]);
       const float2 vscale = *reinterpret_cast<const float2*>(&s.vs[j * 8 + tig * 2]);
-      acc[j][0] = fmaf(t[0], vscale.x, acc[j][0] * alpha[0]);
-      acc[j][1] = fmaf(t[1], vscale.y, acc[j][1] * alpha[0]);
-      acc[j][2] = fmaf(t[2], vscale.x, acc[j][2] * alpha[1]);
-      acc[j][3] = fmaf(t[3], vscale.y, acc[j][3] * alpha[1]);
+#pragma unroll
+      for (int rt = 0; rt < kRowTiles; ++rt) {
+        float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        MmaFp8(t, pa[rt][0], b[0], b[1]);
+        MmaFp8(t, pa[rt][1], b[2], b[3]);
+        acc[rt][j][0] = fmaf(t[0], vscale.x, acc[rt][j][0] * alpha[rt][0]);
+        acc[rt][j][1] = fmaf(t[1], vscale.y, acc[rt][j][1] * alpha[rt][0]);
+        acc[rt][j][2] = fmaf(t[2], vscale.x, acc[rt][j][2] * alpha[rt][1]);
+        acc[rt][j][3] = fmaf(t[3], vscale.y, acc[rt][j][3] * alpha[rt][1]);
+      }
     }
   }
   CpAsyncWait<0>();
 
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
-  }
-  const float inv[2] = {row_sum[0] > 0.0f ? 1.0f / row_sum[0] : 0.0f, row_sum[1] > 0.0f ? 1.0f / row_sum[1] : 0.0f};
+  for (int rt = 0; rt < kRowTiles; ++rt) {
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = r == 0 ? r0 : r1;
-    if (row >= p.queries) continue;
-    if (p.splits == 1) {
-      uint16_t* out = p.out + head * p.out_head_stride + static_cast<int64_t>(row) * p.out_row_stride;
+    for (int r = 0; r < 2; ++r) {
+      float sum = row_sum[rt][r];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+      const int row = row_base + rt * 16 + r * 8;
+      if (row >= p.queries) continue;
+      if (p.splits == 1) {
+        uint16_t* out = p.out + head * p.out_head_stride + static_cast<int64_t>(row) * p.out_row_stride;
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const uint32_t w = static_cast<uint32_t>(FloatToBf16Bits(acc[j][2 * r] * inv[r])) |
-                           (static_cast<uint32_t>(FloatToBf16Bits(acc[j][2 * r + 1] * inv[r])) << 16);
-        *reinterpret_cast<uint32_t*>(out + j * 8 + tig * 2) = w;
+        for (int j = 0; j < 8; ++j) {
+          const uint32_t w = static_cast<uint32_t>(FloatToBf16Bits(acc[rt][j][2 * r] * inv)) |
+                             (static_cast<uint32_t>(FloatToBf16Bits(acc[rt][j][2 * r + 1] * inv)) << 16);
+          *reinterpret_cast<uint32_t*>(out + j * 8 + tig * 2) = w;
+        }
+      } else {
+        const int64_t at = (static_cast<int64_t>(blockIdx.z) * p.heads + head) * p.queries + row;
+        float* out = p.partial_out + at * kHeadDim;
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+          *reinterpret_cast<float2*>(out + j * 8 + tig * 2) = make_float2(acc[rt][j][2 * r] * inv, acc[rt][j][2 * r + 1] * inv);
+        // log2 of the row's sum of exponentials (the 256 of the probabilities taken out).
+        if (tig == 0) p.partial_lse[at] = sum > 0.0f ? row_max[rt][r] * q_scale[rt][r] + log2f(sum) - 8.0f : -INFINITY;
       }
-    } else {
-      const int64_t at = (static_cast<int64_t>(blockIdx.z) * p.heads + head) * p.queries + row;
-      float* out = p.partial_out + at * kHeadDim;
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-        *reinterpret_cast<float2*>(out + j * 8 + tig * 2) = make_float2(acc[j][2 * r] * inv[r], acc[j][2 * r + 1] * inv[r]);
-      // log2 of the row's sum of exponentials (the 256 of the probabilities taken out).
-      if (tig == 0) p.partial_lse[at] = row_sum[r] > 0.0f ? row_max[r] * q_scale[r] + log2f(row_sum[r]) - 8.0f : -INFINITY;
     }
   }
 }
@@ -377,7 +397,19 @@ __global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p
 
 }  // namespace
 
-int Int8AttentionBlocks(int queries, int heads) { return (queries + kBlockM - 1) / kBlockM * heads; }
+// The kernel variants (Int8AttentionParams::variant): warps, row tiles per warp, resident blocks.
+struct Variant {
+  int warps, row_tiles, min_blocks;
+};
+constexpr Variant kVariants[] = {{4, 1, 4}, {4, 1, 3}, {8, 1, 2}, {4, 2, 2}, {4, 2, 3}, {8, 2, 1}};
+
+int Int8AttentionVariants() { return static_cast<int>(sizeof(kVariants) / sizeof(kVariants[0])); }
+
+int Int8AttentionBlocks(int queries, int heads, int variant) {
+  const Variant v = kVariants[variant];
+  const int rows = v.warps * v.row_tiles * 16;
+  return (queries + rows - 1) / rows * heads;
+}
 
 cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream) {
   if (p.tiles < 1 || p.heads < 1 || p.a_rows + p.b_rows > p.tiles * kTile) return cudaErrorInvalidValue;
@@ -388,11 +420,17 @@ cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream)
 cudaError_t LaunchInt8Attention(const Int8AttentionParams& p, cudaStream_t stream) {
   if (p.tiles < 1 || p.rows < 1 || p.rows > p.tiles * kTile || p.splits < 1) return cudaErrorInvalidValue;
   if (p.splits > 1 && (!p.partial_out || !p.partial_lse)) return cudaErrorInvalidValue;
-  const dim3 grid((p.queries + kBlockM - 1) / kBlockM, p.heads, p.splits);
-  switch (p.min_blocks) {
-    case 2: Int8AttentionKernel<2><<<grid, kThreads, 0, stream>>>(p); break;
-    case 3: Int8AttentionKernel<3><<<grid, kThreads, 0, stream>>>(p); break;
-    default: Int8AttentionKernel<4><<<grid, kThreads, 0, stream>>>(p); break;
+  if (p.variant < 0 || p.variant >= Int8AttentionVariants()) return cudaErrorInvalidValue;
+  const Variant v = kVariants[p.variant];
+  const dim3 grid(Int8AttentionBlocks(p.queries, 1, p.variant), p.heads, p.splits);
+  const int threads = v.warps * 32;
+  switch (p.variant) {
+    case 0: Int8AttentionKernel<4, 1, 4><<<grid, threads, 0, stream>>>(p); break;
+    case 1: Int8AttentionKernel<4, 1, 3><<<grid, threads, 0, stream>>>(p); break;
+    case 2: Int8AttentionKernel<8, 1, 2><<<grid, threads, 0, stream>>>(p); break;
+    case 3: Int8AttentionKernel<4, 2, 2><<<grid, threads, 0, stream>>>(p); break;
+    case 4: Int8AttentionKernel<4, 2, 3><<<grid, threads, 0, stream>>>(p); break;
+    default: Int8AttentionKernel<8, 2, 1><<<grid, threads, 0, stream>>>(p); break;
   }
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || p.splits == 1) return err;

@@ -299,10 +299,13 @@ struct Int8AttentionParams {
   int splits = 1;
   float* partial_out = nullptr;
   float* partial_lse = nullptr;
-  int min_blocks = 4;  // resident blocks per multiprocessor the kernel's registers are budgeted for (2, 3 or 4)
+  // The kernel's shape (kv_attention_int8.cu's kVariants: warps per block, 16-row query tiles per
+  // warp, resident blocks per multiprocessor), 0 .. Int8AttentionVariants() - 1.
+  int variant = 0;
 };
+int Int8AttentionVariants();
 // Blocks of the attention kernel per split (query tiles x heads).
-int Int8AttentionBlocks(int queries, int heads);
+int Int8AttentionBlocks(int queries, int heads, int variant);
 cudaError_t LaunchInt8Attention(const Int8AttentionParams& p, cudaStream_t stream);
 
 }  // namespace streamrecon::kernels

@@ -640,7 +640,7 @@ Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t 
   return out;
 }
 
-at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits, int min_blocks) {
+at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits, int variant) {
   if (!q.defined() || !q.is_cuda() || q.scalar_type() != at::kBFloat16 || q.dim() != 3 || q.size(2) != 64 || q.stride(2) != 1 ||
       q.stride(1) % 4 != 0 || q.stride(0) % 4 != 0 || reinterpret_cast<uintptr_t>(q.data_ptr()) % 8 != 0)
     throw Error("8-bit attention: expected bf16 CUDA queries [H, N, 64] with channels contiguous, got " + Describe(q));
@@ -665,10 +665,12 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
   p.out = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
   p.out_head_stride = out.stride(0);
   p.out_row_stride = out.stride(1);
-  p.min_blocks = min_blocks;
+  if (variant < 0 || variant >= Int8AttentionVariants())
+    throw Error("8-bit attention: variant " + std::to_string(variant) + " unknown (0 to " + std::to_string(Int8AttentionVariants() - 1) + ")");
+  p.variant = variant;
   if (splits <= 0) {  // about 8 blocks per multiprocessor, at least 8 tiles per split
     const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-    const int blocks = Int8AttentionBlocks(p.queries, p.heads);
+    const int blocks = Int8AttentionBlocks(p.queries, p.heads, variant);
     splits = std::max(1, std::min((8 * sms + blocks - 1) / blocks, p.tiles / 8));
   }
   p.splits = std::min(splits, p.tiles);

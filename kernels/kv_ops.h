@@ -113,8 +113,8 @@ Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t 
                               const at::Tensor& v_b = {});
 // Attention of q (bf16 CUDA [H, Nq, 64], channels contiguous, any head and row strides) over
 // `rows` with scale 1/8; Q is quantized to INT8 per query row inside the kernel. splits: blocks
-// over the keys (0: enough to fill the GPU); min_blocks: the kernel variant (2, 3 or 4 resident
-// blocks per multiprocessor). Returns bf16 [H, Nq, 64].
-at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits = 0, int min_blocks = 4);
+// over the keys (0: enough to fill the GPU); variant: the kernel's shape (Int8AttentionParams).
+// Returns bf16 [H, Nq, 64].
+at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits = 0, int variant = 0);
 
 }  // namespace streamrecon::kernels

@@ -9,7 +9,7 @@
 set -uo pipefail
 source "$(dirname "$0")/gpu_build.sh"
 TOKENS=${TOKENS:-"4096 16384 65536"}
-TESTS=${TESTS:-'GpuInt8Attention*:GpuAttention*:GpuModel.*:GpuCache.*:GpuSlotCache.*:GpuScores.*:GpuDequantize.*:GpuFusedGlue.*:GpuPages.*'}
+TESTS=${TESTS:-'*GpuInt8Attention*:*GpuAttention*:GpuModel.*:GpuCache.*:GpuSlotCache.*:GpuScores.*:GpuDequantize.*:GpuFusedGlue.*:GpuPages.*'}
 gpu_build test_gpu_kernels streamrecon_kernel_bench streamrecon || exit 1
 timeout 150 ./build-gpu/tests/test_gpu_kernels --gtest_filter="$TESTS" > "$OUT/gpu_tests.log" 2>&1
 echo "GPU tests: exit $?"
@@ -19,6 +19,14 @@ timeout 120 ./build-gpu/kernels/streamrecon_kernel_bench --tokens ${TOKENS// / -
   --json "$OUT/kernels.json" > "$OUT/kernels.log" 2>&1
 echo "kernel bench: exit $?"
 cat "$OUT/kernels.log"
+if [ "${NCU:-0}" = 1 ]; then  # Nsight Compute on the first 8-bit attention variant at T = 16384
+  timeout 120 ncu --kernel-name regex:Int8AttentionKernel --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+    --section SchedulerStats --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+    --section Occupancy --section LaunchStats ./build-gpu/kernels/streamrecon_kernel_bench --tokens 16384 --append-format none \
+    > "$OUT/ncu.log" 2>&1
+  echo "ncu: exit $?"
+  grep -vE "^\s*$|^==PROF==" "$OUT/ncu.log" | grep -E "Stall|Throughput|Issue|Eligible|Active Warps|Registers|Occupancy|Pipe|Duration|Bandwidth|Hit" | head -60
+fi
 if [ "${STREAM:-1}" = 1 ]; then
   ATT=()
   [ -n "${ATTENTION:-}" ] && ATT=(--attention "$ATTENTION")
