@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/kv/paged_kv.h"
+#include "kernels/kv_kernels.h"
 #include "kernels/kv_ops.h"
 
 namespace {
