@@ -3,7 +3,8 @@
 //
 // Operands (QuantizeInt8Rows, one pass over bf16 rows, e.g. the rows the dequantize-once path
 // expands from the packed pages, or a dense cache):
-//  * K as INT8 with one scale per token (k ~ ks * k8, |k8| <= 127);
+//  * K as INT8 with one scale per 64-token tile (k ~ ks * k8, |k8| <= 127): with the query row's
+//    scale it is one factor per row and tile, folded into the exponent's multiply-add;
 //  * V as FP8 e4m3 in 64-token tiles stored channel-major (the B operand of P V is then a plain
 //    ldmatrix), with one scale per tile and channel (|v8| <= 448); within each group of 16 tokens
 //    the tokens sit in the order in which a thread's probabilities leave the Q K^T accumulators
@@ -11,7 +12,9 @@
 //  * Q is quantized by the attention kernel itself, one INT8 scale per query row, with the softmax
 //    scale and log2(e) folded in.
 // Each 64-key tile's P V is accumulated from zero and added to the running output with the tile's
-// V scales (two-level accumulation: the FP8 MMA's own accumulator never sums more than 64 keys).
+// V scales (two-level accumulation: the FP8 MMA's own accumulator never sums more than 64 keys);
+// the rows' sums of P come from one more MMA against a tile of ones (the quantized P, as P V sees
+// it); the running output is rescaled only when a row of the warp has a new maximum.
 // P is quantized as 256 * 2^(s - max) in [0, 256], inside e4m3's normal range down to 2^-14 of the
 // row's maximum. Keys split over blocks with a log-sum-exp combine, as kv_attention.cu.
 #include <cuda_fp8.h>
@@ -36,6 +39,7 @@ __host__ __device__ constexpr int Permute16(int kappa) { return 8 * ((kappa & 3)
 // 32 (t % 2) .. + 31 for K; then channel t / 2, positions 32 (t % 2) .. + 31 of V's transposed tile.
 __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
   __shared__ float vt[kTile][kHeadDim + 1];
+  __shared__ float warp_max[4];
   const int tile = blockIdx.x, head = blockIdx.y, t = threadIdx.x;
   const int half = t & 1, r = t >> 1;
   const int token = tile * kTile + r;
@@ -61,12 +65,16 @@ __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
       }
     }
   };
-  // K: a scale per token from the row's largest magnitude.
+  // K: a scale per tile from its largest magnitude.
   load(k);
   float amax = 0.0f;
 #pragma unroll
   for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(x[i]));
-  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+#pragma unroll
+  for (int m = 1; m < 32; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+  if (t % 32 == 0) warp_max[t / 32] = amax;
+  __syncthreads();
+  amax = fmaxf(fmaxf(warp_max[0], warp_max[1]), fmaxf(warp_max[2], warp_max[3]));
   const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
   uint32_t packed[8];
 #pragma unroll
@@ -79,7 +87,7 @@ __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
   uint4* k_out = reinterpret_cast<uint4*>(p.k8 + (head * padded + token) * kHeadDim + half * 32);
   k_out[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
   k_out[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
-  if (half == 0) p.ks[head * padded + token] = amax / 127.0f;
+  if (t == 0) p.ks[static_cast<int64_t>(head) * p.tiles + tile] = amax > 0.0f ? amax / 127.0f : 1.0f;  // codes 0: any scale
 
   // V: staged transposed, then a scale per channel over the tile's 64 tokens.
   load(v);
@@ -117,7 +125,6 @@ __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
 struct Stage {
   uint8_t k[kTile * kHeadDim];  // [key][channel], 16-byte chunks swizzled
   uint8_t v[kHeadDim * kTile];  // [channel][position], swizzled the same way
-  float ks[kTile];
   float vs[kHeadDim];
 };
 
@@ -152,7 +159,7 @@ __device__ __forceinline__ uint32_t Fp8Pair(float lo, float hi) {
   return static_cast<uint32_t>(__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3));
 }
 
-// Stage loads by kThreads threads: 256 16-byte chunks each of K and V, 16 each of the scales.
+// Stage loads by kThreads threads: 256 16-byte chunks each of K and V, 16 of V's scales.
 template <int kThreads>
 __device__ __forceinline__ void LoadTile(Stage& s, const Int8AttentionParams& p, int head, int tile) {
   const int t = threadIdx.x;
@@ -165,8 +172,7 @@ __device__ __forceinline__ void LoadTile(Stage& s, const Int8AttentionParams& p,
     CpAsync16(s.k + Swizzle(row, chunk), k + row * kHeadDim + chunk * 16);
     CpAsync16(s.v + Swizzle(row, chunk), v + row * kTile + chunk * 16);
   }
-  if (t < 16) CpAsync16(s.ks + 4 * t, p.ks + head * padded + static_cast<int64_t>(tile) * kTile + 4 * t);
-  else if (t < 32) CpAsync16(s.vs + 4 * (t - 16), p.vs + (static_cast<int64_t>(head) * p.tiles + tile) * kHeadDim + 4 * (t - 16));
+  if (t < 16) CpAsync16(s.vs + 4 * t, p.vs + (static_cast<int64_t>(head) * p.tiles + tile) * kHeadDim + 4 * t);
 }
 
 // kWarps warps of kRowTiles x 16 query rows each (a warp's row tiles share its K and V fragments);
@@ -226,7 +232,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
   }
 
   float acc[kRowTiles][8][4];
-  // Running maxima in units of the integer score times the key scale (the row's Q scale apart).
+  // Running maxima of the scores (log2 units) and sums of 256 * 2^(s - max), per row.
   float row_max[kRowTiles][2], row_sum[kRowTiles][2];
 #pragma unroll
   for (int rt = 0; rt < kRowTiles; ++rt) {
@@ -241,7 +247,12 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
     if (tile_begin + i < tile_end) LoadTile<kThreads>(stages[i], p, head, tile_begin + i);
     CpAsyncCommit();
   }
+  const float* k_scales = p.ks + static_cast<int64_t>(head) * p.tiles;
+  float next_k_scale = tile_begin < tile_end ? k_scales[tile_begin] : 1.0f;
+  constexpr uint32_t kOnes = 0x38383838u;  // four e4m3 ones
   for (int tile = tile_begin; tile < tile_end; ++tile) {
+    const float k_scale = next_k_scale;
+    if (tile + 1 < tile_end) next_k_scale = k_scales[tile + 1];
     CpAsyncWait<kStages - 2>();
     __syncthreads();  // the tile has arrived for every thread; the stage loaded next is free
     const int ahead = tile + kStages - 1;
@@ -255,16 +266,13 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
     for (int j = 0; j < 8; ++j) {
       uint32_t b[4];
       LdMatrixX4(b, s.k + Swizzle(j * 8 + lane % 8, lane / 8));
-      const float2 kscale = *reinterpret_cast<const float2*>(&s.ks[j * 8 + tig * 2]);
 #pragma unroll
       for (int rt = 0; rt < kRowTiles; ++rt) {
         int si[4] = {0, 0, 0, 0};
         MmaInt8(si, qa[rt][0], b[0], b[1]);
         MmaInt8(si, qa[rt][1], b[2], b[3]);
-        sc[rt][j][0] = static_cast<float>(si[0]) * kscale.x;
-        sc[rt][j][1] = static_cast<float>(si[1]) * kscale.y;
-        sc[rt][j][2] = static_cast<float>(si[2]) * kscale.x;
-        sc[rt][j][3] = static_cast<float>(si[3]) * kscale.y;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) sc[rt][j][i] = static_cast<float>(si[i]);  // integer scores: the scales come later
       }
     }
     if ((tile + 1) * kTile > p.rows) {  // the last tile's padding
@@ -280,9 +288,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
     }
     float alpha[kRowTiles][2];
     uint32_t pa[kRowTiles][2][4];
+    bool rescale = false;
 #pragma unroll
     for (int rt = 0; rt < kRowTiles; ++rt) {
       float tile_max[2] = {-INFINITY, -INFINITY}, bias[2];
+      const float scale[2] = {q_scale[rt][0] * k_scale, q_scale[rt][1] * k_scale};  // integer score -> log2 units
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         tile_max[0] = fmaxf(tile_max[0], fmaxf(sc[rt][j][0], sc[rt][j][1]));
@@ -292,21 +302,19 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
       for (int r = 0; r < 2; ++r) {
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-        const float new_max = fmaxf(row_max[rt][r], tile_max[r]);
-        alpha[rt][r] = new_max == -INFINITY ? 1.0f : FastExp2((row_max[rt][r] - new_max) * q_scale[rt][r]);
+        const float new_max = fmaxf(row_max[rt][r], tile_max[r] * scale[r]);
+        alpha[rt][r] = new_max == -INFINITY ? 1.0f : FastExp2(row_max[rt][r] - new_max);
+        rescale |= alpha[rt][r] != 1.0f;
         row_max[rt][r] = new_max;
-        row_sum[rt][r] *= alpha[rt][r];
-        // p = 256 * 2^(q_scale (s - max)): the e4m3 operand, 256 at the row's maximum.
-        bias[r] = new_max == -INFINITY ? 0.0f : 8.0f - new_max * q_scale[rt][r];
+        // p = 256 * 2^(s - max): the e4m3 operand, 256 at the row's maximum.
+        bias[r] = new_max == -INFINITY ? 0.0f : 8.0f - new_max;
       }
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
-        sc[rt][j][0] = FastExp2(fmaf(sc[rt][j][0], q_scale[rt][0], bias[0]));
-        sc[rt][j][1] = FastExp2(fmaf(sc[rt][j][1], q_scale[rt][0], bias[0]));
-        sc[rt][j][2] = FastExp2(fmaf(sc[rt][j][2], q_scale[rt][1], bias[1]));
-        sc[rt][j][3] = FastExp2(fmaf(sc[rt][j][3], q_scale[rt][1], bias[1]));
-        row_sum[rt][0] += sc[rt][j][0] + sc[rt][j][1];
-        row_sum[rt][1] += sc[rt][j][2] + sc[rt][j][3];
+        sc[rt][j][0] = FastExp2(fmaf(sc[rt][j][0], scale[0], bias[0]));
+        sc[rt][j][1] = FastExp2(fmaf(sc[rt][j][1], scale[0], bias[0]));
+        sc[rt][j][2] = FastExp2(fmaf(sc[rt][j][2], scale[1], bias[1]));
+        sc[rt][j][3] = FastExp2(fmaf(sc[rt][j][3], scale[1], bias[1]));
       }
       // P as the A operand of two k-steps of 32 keys: register 0 = row g, key tiles 4ks and
       // 4ks + 1; 1 = row g + 8; 2 and 3 the same from key tiles 4ks + 2 and 4ks + 3 (V's positions follow).
@@ -319,7 +327,13 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
           pa[rt][ks][2 * h + 1] = Fp8Pair(sc[rt][j][2], sc[rt][j][3]) | (Fp8Pair(sc[rt][j + 1][2], sc[rt][j + 1][3]) << 16);
         }
       }
+      float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // P times ones: every column holds the row's sum
+      MmaFp8(sums, pa[rt][0], kOnes, kOnes);
+      MmaFp8(sums, pa[rt][1], kOnes, kOnes);
+      row_sum[rt][0] = fmaf(row_sum[rt][0], alpha[rt][0], sums[0]);
+      row_sum[rt][1] = fmaf(row_sum[rt][1], alpha[rt][1], sums[2]);
     }
+    rescale = __any_sync(0xffffffffu, rescale);
     // O = alpha O + (P V8) vs, a channel tile of 8 at a time.
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
@@ -331,10 +345,16 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         MmaFp8(t, pa[rt][0], b[0], b[1]);
         MmaFp8(t, pa[rt][1], b[2], b[3]);
-        acc[rt][j][0] = fmaf(t[0], vscale.x, acc[rt][j][0] * alpha[rt][0]);
-        acc[rt][j][1] = fmaf(t[1], vscale.y, acc[rt][j][1] * alpha[rt][0]);
-        acc[rt][j][2] = fmaf(t[2], vscale.x, acc[rt][j][2] * alpha[rt][1]);
-        acc[rt][j][3] = fmaf(t[3], vscale.y, acc[rt][j][3] * alpha[rt][1]);
+        if (rescale) {
+          acc[rt][j][0] *= alpha[rt][0];
+          acc[rt][j][1] *= alpha[rt][0];
+          acc[rt][j][2] *= alpha[rt][1];
+          acc[rt][j][3] *= alpha[rt][1];
+        }
+        acc[rt][j][0] = fmaf(t[0], vscale.x, acc[rt][j][0]);
+        acc[rt][j][1] = fmaf(t[1], vscale.y, acc[rt][j][1]);
+        acc[rt][j][2] = fmaf(t[2], vscale.x, acc[rt][j][2]);
+        acc[rt][j][3] = fmaf(t[3], vscale.y, acc[rt][j][3]);
       }
     }
   }
@@ -344,9 +364,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
   for (int rt = 0; rt < kRowTiles; ++rt) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float sum = row_sum[rt][r];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float sum = row_sum[rt][r];  // already the whole row's (the ones MMA sums across the quad)
       const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
       const int row = row_base + rt * 16 + r * 8;
       if (row >= p.queries) continue;
@@ -365,7 +383,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         for (int j = 0; j < 8; ++j)
           *reinterpret_cast<float2*>(out + j * 8 + tig * 2) = make_float2(acc[rt][j][2 * r] * inv, acc[rt][j][2 * r + 1] * inv);
         // log2 of the row's sum of exponentials (the 256 of the probabilities taken out).
-        if (tig == 0) p.partial_lse[at] = sum > 0.0f ? row_max[rt][r] * q_scale[rt][r] + log2f(sum) - 8.0f : -INFINITY;
+        if (tig == 0) p.partial_lse[at] = sum > 0.0f ? row_max[rt][r] + log2f(sum) - 8.0f : -INFINITY;
       }
     }
   }
@@ -395,13 +413,18 @@ __global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p
       static_cast<uint32_t>(FloatToBf16Bits(num0 * inv)) | (static_cast<uint32_t>(FloatToBf16Bits(num1 * inv)) << 16);
 }
 
-}  // namespace
-
 // The kernel variants (Int8AttentionParams::variant): warps, row tiles per warp, resident blocks.
 struct Variant {
   int warps, row_tiles, min_blocks;
 };
 constexpr Variant kVariants[] = {{4, 1, 4}, {4, 1, 3}, {8, 1, 2}, {4, 2, 2}, {4, 2, 3}, {8, 2, 1}};
+
+using KernelFn = void (*)(Int8AttentionParams);
+constexpr KernelFn kVariantKernels[] = {Int8AttentionKernel<4, 1, 4>, Int8AttentionKernel<4, 1, 3>, Int8AttentionKernel<8, 1, 2>,
+                                        Int8AttentionKernel<4, 2, 2>, Int8AttentionKernel<4, 2, 3>, Int8AttentionKernel<8, 2, 1>};
+static_assert(sizeof(kVariantKernels) / sizeof(kVariantKernels[0]) == sizeof(kVariants) / sizeof(kVariants[0]));
+
+}  // namespace
 
 int Int8AttentionVariants() { return static_cast<int>(sizeof(kVariants) / sizeof(kVariants[0])); }
 
@@ -409,6 +432,26 @@ int Int8AttentionBlocks(int queries, int heads, int variant) {
   const Variant v = kVariants[variant];
   const int rows = v.warps * v.row_tiles * 16;
   return (queries + rows - 1) / rows * heads;
+}
+
+int ChooseInt8AttentionSplits(const Int8AttentionParams& p, int multiprocessors) {
+  if (p.variant < 0 || p.variant >= Int8AttentionVariants()) return 1;
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kVariantKernels[p.variant], kVariants[p.variant].warps * 32, 0) != cudaSuccess ||
+      per_sm < 1)
+    per_sm = 1;
+  const int64_t resident = static_cast<int64_t>(per_sm) * multiprocessors;
+  const int64_t blocks = Int8AttentionBlocks(p.queries, p.heads, p.variant);
+  // Tiles on the longest path (whole waves of blocks x tiles per split), plus 1% per split for the
+  // combine step's partial outputs.
+  int best = 1;
+  double best_cost = 0;
+  for (int s = 1; s <= std::min(32, p.tiles); ++s) {
+    const int64_t waves = (blocks * s + resident - 1) / resident, per_split = (p.tiles + s - 1) / s;
+    const double cost = static_cast<double>(waves * per_split) * (1.0 + 0.01 * s);
+    if (s == 1 || cost < best_cost) best = s, best_cost = cost;
+  }
+  return best;
 }
 
 cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream) {
@@ -424,14 +467,7 @@ cudaError_t LaunchInt8Attention(const Int8AttentionParams& p, cudaStream_t strea
   const Variant v = kVariants[p.variant];
   const dim3 grid(Int8AttentionBlocks(p.queries, 1, p.variant), p.heads, p.splits);
   const int threads = v.warps * 32;
-  switch (p.variant) {
-    case 0: Int8AttentionKernel<4, 1, 4><<<grid, threads, 0, stream>>>(p); break;
-    case 1: Int8AttentionKernel<4, 1, 3><<<grid, threads, 0, stream>>>(p); break;
-    case 2: Int8AttentionKernel<8, 1, 2><<<grid, threads, 0, stream>>>(p); break;
-    case 3: Int8AttentionKernel<4, 2, 2><<<grid, threads, 0, stream>>>(p); break;
-    case 4: Int8AttentionKernel<4, 2, 3><<<grid, threads, 0, stream>>>(p); break;
-    default: Int8AttentionKernel<8, 2, 1><<<grid, threads, 0, stream>>>(p); break;
-  }
+  kVariantKernels[p.variant]<<<grid, threads, 0, stream>>>(p);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || p.splits == 1) return err;
   const int64_t rows = static_cast<int64_t>(p.heads) * p.queries;

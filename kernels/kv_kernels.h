@@ -260,7 +260,7 @@ inline constexpr int kInt8AttentionTile = 64;
 // K and V rows in the 8-bit attention's operand formats, for the tokens of two sources one after
 // the other (A: rows [0, a_rows), B: the next b_rows; bf16 [H, *, 64] rows with the given head
 // strides in elements, e.g. the cache's rows and the current frame), padded to `tiles` 64-token tiles:
-//  k8 int8 [H, tiles * 64, 64] and ks float [H, tiles * 64]: k ~ ks * k8 (a scale per token);
+//  k8 int8 [H, tiles * 64, 64] and ks float [H, tiles]: k ~ ks * k8 (a scale per tile);
 //  v8 fp8 e4m3 [H, tiles, 64 channels, 64 positions] and vs float [H, tiles, 64]: v ~ vs * v8 (a
 //  scale per tile and channel); position 16 g + k of a tile holds token 16 g + 8 ((k & 3) >> 1) +
 //  2 (k >> 2) + (k & 1), the order in which the attention's P fragments hold the probabilities.
@@ -306,6 +306,9 @@ struct Int8AttentionParams {
 int Int8AttentionVariants();
 // Blocks of the attention kernel per split (query tiles x heads).
 int Int8AttentionBlocks(int queries, int heads, int variant);
+// Splits over the keys for these params that fill whole waves of resident blocks (the combine
+// step's cost counted), at most 32.
+int ChooseInt8AttentionSplits(const Int8AttentionParams& p, int multiprocessors);
 cudaError_t LaunchInt8Attention(const Int8AttentionParams& p, cudaStream_t stream);
 
 }  // namespace streamrecon::kernels

@@ -614,7 +614,7 @@ Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t 
   out.rows = total;
   const at::TensorOptions o = k.options();
   out.k8 = at::empty({heads, tiles * kInt8AttentionTile, 64}, o.dtype(at::kChar));
-  out.ks = at::empty({heads, tiles * kInt8AttentionTile}, o.dtype(at::kFloat));
+  out.ks = at::empty({heads, tiles}, o.dtype(at::kFloat));
   out.v8 = at::empty({heads, tiles, 64, kInt8AttentionTile}, o.dtype(at::kByte));
   out.vs = at::empty({heads, tiles, 64}, o.dtype(at::kFloat));
   Int8RowsParams p;
@@ -668,11 +668,7 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
   if (variant < 0 || variant >= Int8AttentionVariants())
     throw Error("8-bit attention: variant " + std::to_string(variant) + " unknown (0 to " + std::to_string(Int8AttentionVariants() - 1) + ")");
   p.variant = variant;
-  if (splits <= 0) {  // about 8 blocks per multiprocessor, at least 8 tiles per split
-    const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-    const int blocks = Int8AttentionBlocks(p.queries, p.heads, variant);
-    splits = std::max(1, std::min((8 * sms + blocks - 1) / blocks, p.tiles / 8));
-  }
+  if (splits <= 0) splits = ChooseInt8AttentionSplits(p, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
   p.splits = std::min(splits, p.tiles);
   at::Tensor partial_out, partial_lse;
   if (p.splits > 1) {

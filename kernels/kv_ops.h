@@ -104,7 +104,7 @@ void GatherPagesCuda(const PagedKv& src, int64_t first, const at::Tensor& middle
 // The 8-bit attention (kv_attention_int8.cu, the 60 FPS issue's item 7): INT8 Q K^T and FP8 (e4m3)
 // P V on tensor cores. Its operands, from bf16 rows: rows [0, rows) of k, v (CUDA [H, >= rows, 64],
 // rows contiguous), then every row of k_b, v_b when given (e.g. the current frame): K as INT8 with
-// a scale per token, V as FP8 with a scale per 64-token tile and channel (kv_kernels.h).
+// a scale per 64-token tile, V as FP8 with a scale per tile and channel (kv_kernels.h).
 struct Int8Rows {
   at::Tensor k8, ks, v8, vs;
   int64_t rows = 0;

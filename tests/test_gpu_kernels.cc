@@ -324,7 +324,7 @@ TEST(GpuAttentionRows, WithinTwiceTheLowPrecisionReferenceError) {
 
 // The operands back in float, tokens in order: K [H, rows, 64] and V [H, rows, 64].
 std::pair<at::Tensor, at::Tensor> DecodeInt8Rows(const kernels::Int8Rows& r) {
-  const at::Tensor k = r.k8.cpu().to(at::kFloat) * r.ks.cpu().unsqueeze(-1);
+  const at::Tensor k = r.k8.cpu().to(at::kFloat) * r.ks.cpu().repeat_interleave(64, 1).unsqueeze(-1);
   const at::Tensor v = r.v8.cpu().view(at::kFloat8_e4m3fn).to(at::kFloat) * r.vs.cpu().unsqueeze(-1);  // [H, tiles, 64, 64 positions]
   std::vector<int64_t> token_at(64);  // kv_kernels.h: position 16 g + k holds token 16 g + 8 ((k & 3) >> 1) + 2 (k >> 2) + (k & 1)
   for (int64_t pos = 0; pos < 64; ++pos) {
@@ -337,20 +337,24 @@ std::pair<at::Tensor, at::Tensor> DecodeInt8Rows(const kernels::Int8Rows& r) {
 }
 
 // The 8-bit attention in its own precision on the CPU: INT8 Q (a scale per row, 1/8 folded in) and
-// K (per token), FP8 e4m3 V (per 64-token tile and channel) and P (256 exp(s - max)), float sums.
+// K (per 64-token tile), FP8 e4m3 V (per tile and channel) and P (256 exp(s - max)), float sums of
+// the quantized P.
 at::Tensor ReferenceInt8(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  auto int8 = [](const at::Tensor& x) {
-    const at::Tensor s = x.abs().amax(-1, true).clamp_min(1e-30) / 127;
+  auto int8 = [](const at::Tensor& x, const at::Tensor& amax) {
+    const at::Tensor s = amax.clamp_min(1e-30) / 127;
     return at::round(x / s).clamp(-127, 127) * s;
   };
   auto fp8 = [](const at::Tensor& x) { return x.to(at::kFloat8_e4m3fn).to(at::kFloat); };
   const int64_t H = k.size(0), T = k.size(1), tiles = (T + 63) / 64;
-  const at::Tensor vt = at::constant_pad_nd(v, {0, 0, 0, tiles * 64 - T}).view({H, tiles, 64, 64});
+  auto tiled = [&](const at::Tensor& x) { return at::constant_pad_nd(x, {0, 0, 0, tiles * 64 - T}).view({H, tiles, 64, 64}); };
+  const at::Tensor kt = tiled(k), vt = tiled(v);
+  const at::Tensor kq = int8(kt, kt.abs().amax(at::IntArrayRef{2, 3}, true)).view({H, tiles * 64, 64}).narrow(1, 0, T);
   const at::Tensor vs = vt.abs().amax(2, true).clamp_min(1e-30) / 448;
   const at::Tensor vq = (fp8(vt / vs) * vs).view({H, tiles * 64, 64}).narrow(1, 0, T);
-  const at::Tensor s = at::matmul(int8(q * 0.125), int8(k).transpose(1, 2));
-  const at::Tensor p = at::exp(s - std::get<0>(s.max(-1, true)));
-  return at::matmul(fp8(p * 256) / 256, vq) / p.sum(-1, true);
+  const at::Tensor qs = q * 0.125;
+  const at::Tensor s = at::matmul(int8(qs, qs.abs().amax(-1, true)), kq.transpose(1, 2));
+  const at::Tensor p = fp8(at::exp(s - std::get<0>(s.max(-1, true))) * 256);
+  return at::matmul(p, vq) / p.sum(-1, true);
 }
 
 struct Int8Case {
@@ -363,8 +367,8 @@ void PrintTo(const Int8Case& c, std::ostream* os) {
 
 class GpuInt8Attention : public ::testing::TestWithParam<Int8Case> {};
 
-// The operands decode to the CPU's INT8 rows (codes within one step: the kernel multiplies by the
-// inverse scale, the reference divides) and FP8 values; the attention is within twice the error of
+// The operands decode to the CPU's INT8 rows (within half a step) and FP8 values (in the documented
+// token order); the attention is within twice the error of
 // the CPU reference in the same precision.
 TEST_P(GpuInt8Attention, WithinTwiceTheLowPrecisionReferenceError) {
   REQUIRE_GPU();
@@ -373,7 +377,7 @@ TEST_P(GpuInt8Attention, WithinTwiceTheLowPrecisionReferenceError) {
   const int64_t H = c.heads;
   // Keys with a few large channels (as trained keys have), values of mixed magnitude.
   const at::Tensor q = RandomBf16({H, c.queries, 64}, 1.5);
-  const at::Tensor k = RandomBf16({H, c.rows + 9, 64}) * (1 + 4 * (at::arange(64) % 13 == 0).to(at::kFloat));
+  const at::Tensor k = (RandomBf16({H, c.rows + 9, 64}) * (1 + 4 * (at::arange(64) % 13 == 0).to(at::kFloat))).to(at::kBFloat16).to(at::kFloat);
   const at::Tensor v = RandomBf16({H, c.rows + 9, 64}, 2.0);
   const at::Tensor k_cur = RandomBf16({H, c.current, 64}), v_cur = RandomBf16({H, c.current, 64});
   const at::Tensor kd = k.to(at::kBFloat16).cuda(), vd = v.to(at::kBFloat16).cuda();
@@ -382,15 +386,15 @@ TEST_P(GpuInt8Attention, WithinTwiceTheLowPrecisionReferenceError) {
                                                : kernels::QuantizeInt8RowsCuda(kd, vd, c.rows);
   ASSERT_EQ(rows.rows, c.rows + c.current);
   const at::Tensor K = at::cat({k.narrow(1, 0, c.rows), k_cur}, 1), V = at::cat({v.narrow(1, 0, c.rows), v_cur}, 1);
+  const int64_t T = K.size(1), tiles = (T + 63) / 64;
+  auto tiled = [&](const at::Tensor& x) { return at::constant_pad_nd(x, {0, 0, 0, tiles * 64 - T}).view({H, tiles, 64, 64}); };
 
   const auto [k_dec, v_dec] = DecodeInt8Rows(rows);
-  const at::Tensor k_scale = K.abs().amax(-1, true) / 127;
+  const at::Tensor k_scale = tiled(K).abs().amax(at::IntArrayRef{2, 3}, true).expand({H, tiles, 64, 1}).reshape({H, tiles * 64, 1}).narrow(1, 0, T) / 127;
   const at::Tensor step = ((k_dec - K) / k_scale.clamp_min(1e-30)).abs();  // error in quantization steps
   EXPECT_LE(step.max().item<double>(), 0.5 + 1e-3) << "INT8 keys off by more than half a step";
-  const int64_t T = K.size(1), tiles = (T + 63) / 64;
-  const at::Tensor v_scale = at::constant_pad_nd(V, {0, 0, 0, tiles * 64 - T}).view({H, tiles, 64, 64}).abs().amax(2, true) / 448;
-  const at::Tensor v_fp8 = (at::constant_pad_nd(V, {0, 0, 0, tiles * 64 - T}).view({H, tiles, 64, 64}) / v_scale.clamp_min(1e-30))
-                               .to(at::kFloat8_e4m3fn).to(at::kFloat) * v_scale;
+  const at::Tensor v_scale = tiled(V).abs().amax(2, true) / 448;
+  const at::Tensor v_fp8 = (tiled(V) / v_scale.clamp_min(1e-30)).to(at::kFloat8_e4m3fn).to(at::kFloat) * v_scale;
   EXPECT_LE((v_dec - v_fp8.view({H, tiles * 64, 64}).narrow(1, 0, T)).abs().max().item<double>(),
             0.072 * V.abs().max().item<double>())  // one e4m3 step at most where the scaled value lands on a tie
       << "FP8 values not in the documented order";
