@@ -436,9 +436,11 @@ int Int8AttentionBlocks(int queries, int heads, int variant) {
 
 int ChooseInt8AttentionSplits(const Int8AttentionParams& p, int multiprocessors) {
   if (p.variant < 0 || p.variant >= Int8AttentionVariants()) return 1;
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kVariantKernels[p.variant], kVariants[p.variant].warps * 32, 0) != cudaSuccess ||
-      per_sm < 1)
+  static int resident_per_sm[sizeof(kVariants) / sizeof(kVariants[0])] = {};  // asked once per variant (and process)
+  int& per_sm = resident_per_sm[p.variant];
+  if (per_sm < 1 &&
+      (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kVariantKernels[p.variant], kVariants[p.variant].warps * 32, 0) != cudaSuccess ||
+       per_sm < 1))
     per_sm = 1;
   const int64_t resident = static_cast<int64_t>(per_sm) * multiprocessors;
   const int64_t blocks = Int8AttentionBlocks(p.queries, p.heads, p.variant);

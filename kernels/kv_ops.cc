@@ -288,6 +288,38 @@ void LaunchDequant(const PagedKv& pages, int64_t page_count, int64_t first, int6
   CheckCuda(LaunchDequantizePages(p, pages.layout.bits, at::cuda::getCurrentCUDAStream()), "KV dequantize kernel");
 }
 
+// The valid-token counts of the first page_count pages: `known` when given, else read back from the
+// device into `read_back` (a synchronisation).
+const std::vector<int32_t>* PageCounts(const PagedKv& pages, int64_t page_count, const std::vector<int32_t>* known,
+                                       std::vector<int32_t>& read_back) {
+  if (known) {
+    if (static_cast<int64_t>(known->size()) < page_count) throw Error("page_valid lists fewer pages than page_count");
+    return known;
+  }
+  const at::Tensor c = pages.meta.narrow(0, 0, page_count).select(1, 0).to(at::kCPU).contiguous();
+  read_back.assign(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + page_count);
+  return &read_back;
+}
+
+// AttentionPath::kInt8: the cache's rows (pages expanded once, the current frame after them) as the
+// 8-bit attention's operands, then one call.
+at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
+                             const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
+                             const std::vector<int32_t>* page_valid) {
+  if (!pages || page_count == 0)
+    return Int8AttentionCuda(q, dense_tokens > 0 ? QuantizeInt8RowsCuda(dense_k, dense_v, dense_tokens, k_cur, v_cur)
+                                                 : QuantizeInt8RowsCuda(k_cur, v_cur, k_cur.size(1)));
+  CheckPages(*pages);
+  std::vector<int32_t> read_back;
+  const std::vector<int32_t>& counts = *PageCounts(*pages, page_count, page_valid, read_back);
+  int64_t tokens = 0;
+  for (int64_t i = 0; i < page_count; ++i) tokens += counts[i];
+  const int64_t nc = k_cur.size(1);
+  const at::Tensor k = at::empty({q.size(0), tokens + nc, 64}, q.options()), v = at::empty_like(k);
+  LaunchDequant(*pages, page_count, 0, page_count, &counts, k, v, k_cur, v_cur, tokens);
+  return Int8AttentionCuda(q, QuantizeInt8RowsCuda(k, v, tokens + nc));
+}
+
 // Dense cache attended in place, pages expanded once per chunk; chunks merged by log-sum-exp.
 // bucket > 0: key lengths change from call to call (see AttendRows).
 at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
@@ -309,13 +341,7 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
   CheckPages(*pages);
   if (pages->layout.heads != heads) throw Error("page store has " + std::to_string(pages->layout.heads) + " heads, queries have " + std::to_string(heads));
   std::vector<int32_t> read_back;
-  if (page_valid) {
-    if (static_cast<int64_t>(page_valid->size()) < page_count) throw Error("page_valid lists fewer pages than page_count");
-  } else {
-    const at::Tensor c = pages->meta.narrow(0, 0, page_count).select(1, 0).to(at::kCPU).contiguous();
-    read_back.assign(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + page_count);
-    page_valid = &read_back;
-  }
+  page_valid = PageCounts(*pages, page_count, page_valid, read_back);
   const std::vector<int32_t>& counts = *page_valid;
   const at::Tensor& qh = q;  // bf16 throughout: rows, queries and output
   const auto rows_opts = q.options();
@@ -359,6 +385,7 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
   AttentionPath resolved = path != AttentionPath::kAuto ? path : options.attention;
   if (resolved == AttentionPath::kAuto) resolved = AttentionPath::kDequantSdpa;
   if (resolved == AttentionPath::kFused) return FusedAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits, options);
+  if (resolved == AttentionPath::kInt8) return Int8PathAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid);
   const int64_t bucket = resolved == AttentionPath::kDequantSdpaBucketed ? kLengthBucket : 0;
   return DequantSdpaAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, bucket, options);
 }

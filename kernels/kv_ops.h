@@ -30,6 +30,9 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
 //    chunks merged by their log-sum-exp, so the scratch stays bounded.
 //  kDequantSdpaBucketed: the same for key lengths that change every call (a pruned stream): cuDNN
 //    plans are built per length, so only a multiple of 2048 rows goes to cuDNN, the rest to flash.
+//  kInt8: pages expanded once into bf16 rows as above (a dense cache as it is), then the 8-bit
+//    attention below (QuantizeInt8RowsCuda + Int8AttentionCuda) over the cache and the current
+//    frame in one call, in one chunk.
 //  kAuto: options.attention, and kDequantSdpa when that is kAuto too.
 // Attention of q (bf16 [H, Nq, D]) over a cache plus the current frame (k_cur, v_cur bf16 [H, Nc, D]).
 // Dense cache: dense_k/dense_v bf16 [H, T_cap, D] of which the first dense_tokens rows are used.

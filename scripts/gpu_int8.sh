@@ -27,9 +27,26 @@ if [ "${NCU:-0}" = 1 ]; then  # Nsight Compute on the first 8-bit attention vari
   echo "ncu: exit $?"
   grep -vE "^\s*$|^==PROF==" "$OUT/ncu.log" | grep -E "Stall|Throughput|Issue|Eligible|Active Warps|Registers|Occupancy|Pipe|Duration|Bandwidth|Hit" | head -60
 fi
+if [ "${EVAL:-0}" = 1 ]; then  # the trained default model, bf16 attention against the 8-bit one
+  mkdir -p "$OUT/eval"
+  for seq in walk:0 orbit:outdoor:11; do
+    scene=${seq%:*} seed=${seq##*:}
+    for path in auto int8; do
+      name=${scene/:/-}_${seed}_$path
+      timeout 60 ./build-gpu/app/streamrecon eval --dataset "synthetic:$scene" --scene-seed "$seed" --frames 24 --device cuda \
+        --dtype bfloat16 --bf16-heads --attention-path $path --out "$OUT/eval/$name" > "$OUT/eval/$name.log" 2>&1 || echo "eval $name failed"
+      python3 - "$OUT/eval/$name/metrics.json" "$name" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))["sequences"][0]
+print("%-30s AbsRel %.4f delta1 %.4f ATE %.4f m (%.2f%% of path) NC %.3f" % (sys.argv[2], s["depth_l1"]["abs_rel"], s["depth_l1"]["delta_1"],
+      s["pose"]["ate_rmse"], s["pose"].get("ate_percent_of_path") or 0, (s.get("cloud") or {}).get("nc", float("nan"))))
+PY
+    done
+  done
+fi
 if [ "${STREAM:-1}" = 1 ]; then
   ATT=()
-  [ -n "${ATTENTION:-}" ] && ATT=(--attention "$ATTENTION")
+  [ -n "${ATTENTION:-}" ] && ATT=(--attention-path "$ATTENTION")
   timeout 150 ./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 \
     --size 518 --cuda-graphs --bf16-heads "${ATT[@]}" --frames 60 --warmup 3 --no-stage-timing \
     --run xstream,bf16,1.75GB --run xstream-page,kivi4,530MB --run xstream-page,oscar2,310MB --out "$OUT/steady" > "$OUT/steady.log" 2>&1
@@ -37,4 +54,4 @@ if [ "${STREAM:-1}" = 1 ]; then
   grep -iE "error" "$OUT/steady.log" | head -5
   cat "$OUT/steady/summary.md" 2>/dev/null
 fi
-cd "$OUT" && tar czf bundle.tgz ./*.log ./*.json steady 2>/dev/null; rm -rf steady
+cd "$OUT" && tar czf bundle.tgz ./*.log ./*.json steady eval 2>/dev/null; rm -rf steady eval

@@ -54,6 +54,8 @@ class CudaBackend final : public KvBackend {
       const int64_t rows = kept.dense_tokens + kept.current_rows;
       const bool steady = rows == last_rows_;
       last_rows_ = rows;
+      if (Path() == AttentionPath::kInt8)
+        return kernels::Int8AttentionCuda(Bf16(q_r), kernels::QuantizeInt8RowsCuda(kept.dense_k, kept.dense_v, rows));
       return kernels::AttentionRowsCuda(Bf16(q_r), kept.dense_k, kept.dense_v, rows, steady, options_.kernels);
     }
     const at::Tensor dense_k = kept.dense_tokens > 0 ? kept.dense_k : at::Tensor();

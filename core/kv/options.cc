@@ -22,7 +22,8 @@ AttentionPath ParseAttentionPath(const std::string& name) {
   if (name == "fused") return AttentionPath::kFused;
   if (name == "dequant") return AttentionPath::kDequantSdpa;
   if (name == "dequant-bucketed") return AttentionPath::kDequantSdpaBucketed;
-  throw OptionError("unknown attention path '" + name + "': expected auto, fused, dequant or dequant-bucketed");
+  if (name == "int8") return AttentionPath::kInt8;
+  throw OptionError("unknown attention path '" + name + "': expected auto, fused, dequant, dequant-bucketed or int8");
 }
 
 SdpaBackend ParseSdpaBackend(const std::string& name) {
@@ -39,6 +40,7 @@ const char* ToString(AttentionPath path) {
     case AttentionPath::kFused: return "fused";
     case AttentionPath::kDequantSdpa: return "dequant";
     case AttentionPath::kDequantSdpaBucketed: return "dequant-bucketed";
+    case AttentionPath::kInt8: return "int8";
   }
   return "?";
 }

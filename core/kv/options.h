@@ -16,6 +16,7 @@ enum class AttentionPath {
   kFused,                // our single kernel, tiles dequantized inside the MMA loop
   kDequantSdpa,          // pages expanded once into bf16 rows, then torch's attention
   kDequantSdpaBucketed,  // the same with key lengths bucketed for cuDNN's per-length plans
+  kInt8,                 // rows as INT8 keys and FP8 values, INT8 Q K^T and FP8 P V (lower precision)
 };
 // Which torch attention the dequantize-once paths call.
 enum class SdpaBackend { kAuto, kFlash, kCudnn, kEfficient };
@@ -33,7 +34,7 @@ struct KernelOptions {
   void Check() const;
 };
 
-AttentionPath ParseAttentionPath(const std::string& name);  // auto | fused | dequant | dequant-bucketed
+AttentionPath ParseAttentionPath(const std::string& name);  // auto | fused | dequant | dequant-bucketed | int8
 SdpaBackend ParseSdpaBackend(const std::string& name);      // auto | flash | cudnn | efficient
 const char* ToString(AttentionPath path);
 const char* ToString(SdpaBackend backend);
