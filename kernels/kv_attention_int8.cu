@@ -166,9 +166,10 @@ __device__ __forceinline__ void LoadTile(Stage& s, const Int8AttentionParams& p,
   const int64_t padded = static_cast<int64_t>(p.tiles) * kTile;
   const int8_t* k = p.k8 + (head * padded + static_cast<int64_t>(tile) * kTile) * kHeadDim;
   const uint8_t* v = p.v8 + (static_cast<int64_t>(head) * p.tiles + tile) * kHeadDim * kTile;
+  static_assert(256 % kThreads == 0, "whole chunks per thread");
 #pragma unroll
-  for (int u = t; u < 256; u += kThreads) {
-    const int row = u >> 2, chunk = u & 3;
+  for (int i = 0; i < 256 / kThreads; ++i) {  // a static count: no remainder loop
+    const int u = t + i * kThreads, row = u >> 2, chunk = u & 3;
     CpAsync16(s.k + Swizzle(row, chunk), k + row * kHeadDim + chunk * 16);
     CpAsync16(s.v + Swizzle(row, chunk), v + row * kTile + chunk * 16);
   }
@@ -333,8 +334,19 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
       row_sum[rt][0] = fmaf(row_sum[rt][0], alpha[rt][0], sums[0]);
       row_sum[rt][1] = fmaf(row_sum[rt][1], alpha[rt][1], sums[2]);
     }
-    rescale = __any_sync(0xffffffffu, rescale);
-    // O = alpha O + (P V8) vs, a channel tile of 8 at a time.
+    if (__any_sync(0xffffffffu, rescale)) {  // one warp-uniform branch: a row of the warp has a new maximum
+#pragma unroll
+      for (int rt = 0; rt < kRowTiles; ++rt) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          acc[rt][j][0] *= alpha[rt][0];
+          acc[rt][j][1] *= alpha[rt][0];
+          acc[rt][j][2] *= alpha[rt][1];
+          acc[rt][j][3] *= alpha[rt][1];
+        }
+      }
+    }
+    // O += (P V8) vs, a channel tile of 8 at a time.
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       uint32_t b[4];
@@ -345,12 +357,6 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         MmaFp8(t, pa[rt][0], b[0], b[1]);
         MmaFp8(t, pa[rt][1], b[2], b[3]);
-        if (rescale) {
-          acc[rt][j][0] *= alpha[rt][0];
-          acc[rt][j][1] *= alpha[rt][0];
-          acc[rt][j][2] *= alpha[rt][1];
-          acc[rt][j][3] *= alpha[rt][1];
-        }
         acc[rt][j][0] = fmaf(t[0], vscale.x, acc[rt][j][0]);
         acc[rt][j][1] = fmaf(t[1], vscale.y, acc[rt][j][1]);
         acc[rt][j][2] = fmaf(t[2], vscale.x, acc[rt][j][2]);

@@ -27,6 +27,14 @@ if [ "${NCU:-0}" = 1 ]; then  # Nsight Compute on the first 8-bit attention vari
   echo "ncu: exit $?"
   grep -vE "^\s*$|^==PROF==" "$OUT/ncu.log" | grep -E "Stall|Throughput|Issue|Eligible|Active Warps|Registers|Occupancy|Pipe|Duration|Bandwidth|Hit" | head -60
 fi
+if [ "${SASS:-0}" = 1 ]; then  # the instruction mix of the first variant's main loop (cuobjdump)
+  obj=$(find build-gpu -name 'kv_attention_int8.cu.o' | head -1)
+  cuobjdump -sass -fun '_ZN11streamrecon7kernels53_GLOBAL__N__' "$obj" > /dev/null 2>&1
+  cuobjdump -sass "$obj" > "$OUT/int8.sass" 2>&1
+  awk '/Function : .*Int8AttentionKernelILi4ELi1ELi4E/{f=1} f && /Function : / && !/ILi4ELi1ELi4E/{f=0} f' "$OUT/int8.sass" \
+    | grep -oE "^\s+/\*[0-9a-f]+\*/\s+[@!A-Z0-9_.]+( [A-Z0-9_.]+)?" | awk '{print ($2 ~ /^@/) ? $3 : $2}' | sed 's/\..*//' \
+    | sort | uniq -c | sort -rn | head -25
+fi
 if [ "${EVAL:-0}" = 1 ]; then  # the trained default model, bf16 attention against the 8-bit one
   mkdir -p "$OUT/eval"
   for seq in walk:0 orbit:outdoor:11; do
