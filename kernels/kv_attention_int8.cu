@@ -1,24 +1,18 @@
-// 8-bit attention (the 60 FPS issue's item 7): Q K^T on INT8 tensor cores and P V on FP8 (e4m3)
-// tensor cores, m16n8k32 MMAs at twice the bf16 rate, online softmax in float.
+// 8-bit attention (the 60 FPS issue's item 7): Q K^T on INT8 tensor cores (m16n8k32, twice the
+// bf16 rate), P V in bf16 (m16n8k16, float accumulation), online softmax in float.
 //
-// Operands (QuantizeInt8Rows, one pass over bf16 rows, e.g. the rows the dequantize-once path
-// expands from the packed pages, or a dense cache):
-//  * K as INT8 with one scale per 64-token tile (k ~ ks * k8, |k8| <= 127): with the query row's
-//    scale it is one factor per row and tile, folded into the exponent's multiply-add;
-//  * V as FP8 e4m3 in 64-token tiles stored channel-major (the B operand of P V is then a plain
-//    ldmatrix), with one scale per tile and channel (|v8| <= 448); within each group of 16 tokens
-//    the tokens sit in the order in which a thread's probabilities leave the Q K^T accumulators
-//    (kPermute), so P goes from the S fragments to the A operand of P V without shuffles;
-//  * Q is quantized by the attention kernel itself, one INT8 scale per query row, with the softmax
-//    scale and log2(e) folded in.
-// Each 64-key tile's P V is accumulated from zero and added to the running output with the tile's
-// V scales (two-level accumulation: the FP8 MMA's own accumulator never sums more than 64 keys);
-// the rows' sums of P come from one more MMA against a tile of ones (the quantized P, as P V sees
-// it); the running output is rescaled only when a row of the warp has a new maximum.
-// P is quantized as 256 * 2^(s - max) in [0, 256], inside e4m3's normal range down to 2^-14 of the
-// row's maximum. Keys split over blocks with a log-sum-exp combine, as kv_attention.cu.
-#include <cuda_fp8.h>
-
+// Why not FP8 for P V: on the H200 (sm_90) an e4m3 mma.sync is not a native instruction; ptxas
+// lowers each one to two fp16 MMAs plus conversions of both operands (the SASS of call 88 shows
+// HMMA.16816 and F2FP where the FP8 MMAs were), so FP8 P V cost more than bf16 P V (FP8 at full
+// rate is wgmma's only). The first form of this kernel (calls 84-88) did that; docs/perf.md.
+//
+// Operands: K as INT8 with one scale per 64-token tile (QuantizeInt8Rows, one pass over bf16 rows:
+// a dense cache, or the rows the dequantize-once path expands from the packed pages), V as the
+// same bf16 rows, Q quantized by this kernel, one INT8 scale per query row with the softmax scale
+// and log2(e) folded in. Query and key scales make one factor per row and tile, folded into the
+// exponent's multiply-add. The rows' sums of P come from one more MMA against a tile of ones; the
+// running output is rescaled only when a row of the warp has a new maximum. Keys split over
+// blocks with a log-sum-exp combine, as kv_attention.cu.
 #include "kernels/kv_common.cuh"
 #include "kernels/kv_kernels.h"
 
@@ -28,45 +22,31 @@ namespace {
 constexpr int kTile = kInt8AttentionTile;
 constexpr int kStages = 3;
 
-// Position kappa of a 16-token group holds token kPermute(kappa): a thread with quad index t owns
-// tokens 2t, 2t + 1 of each 8-key accumulator tile, and the A operand wants them as 4 consecutive
-// k indices (4t .. 4t + 3) drawn from two such tiles.
-__host__ __device__ constexpr int Permute16(int kappa) { return 8 * ((kappa & 3) >> 1) + 2 * (kappa >> 2) + (kappa & 1); }
-
 // ---- operand quantization -----------------------------------------------------------------------
 
-// A block per (64-token tile, head), 128 threads. Thread t: token t / 2 of the tile, channels
-// 32 (t % 2) .. + 31 for K; then channel t / 2, positions 32 (t % 2) .. + 31 of V's transposed tile.
+// A block per (64-token tile, head), 128 threads; thread t: token t / 2 of the tile, channels
+// 32 (t % 2) .. + 31. Rows past the sources are zeros.
 __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
-  __shared__ float vt[kTile][kHeadDim + 1];
   __shared__ float warp_max[4];
   const int tile = blockIdx.x, head = blockIdx.y, t = threadIdx.x;
   const int half = t & 1, r = t >> 1;
   const int token = tile * kTile + r;
   const int64_t padded = static_cast<int64_t>(p.tiles) * kTile;
-  const uint16_t *k = nullptr, *v = nullptr;
-  if (token < p.a_rows) {
-    const int64_t off = head * p.a_head_stride + static_cast<int64_t>(token) * kHeadDim;
-    k = p.k_a + off, v = p.v_a + off;
-  } else if (token < p.a_rows + p.b_rows) {
-    const int64_t off = head * p.b_head_stride + static_cast<int64_t>(token - p.a_rows) * kHeadDim;
-    k = p.k_b + off, v = p.v_b + off;
-  }
+  const uint16_t* k = nullptr;
+  if (token < p.a_rows) k = p.k_a + head * p.a_head_stride + static_cast<int64_t>(token) * kHeadDim;
+  else if (token < p.a_rows + p.b_rows) k = p.k_b + head * p.b_head_stride + static_cast<int64_t>(token - p.a_rows) * kHeadDim;
   float x[32];
-  auto load = [&](const uint16_t* src) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint4 w = src ? reinterpret_cast<const uint4*>(src + half * 32)[i] : make_uint4(0, 0, 0, 0);
-      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+  for (int i = 0; i < 4; ++i) {
+    const uint4 w = k ? reinterpret_cast<const uint4*>(k + half * 32)[i] : make_uint4(0, 0, 0, 0);
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        x[8 * i + 2 * j] = Bf16BitsToFloat(static_cast<uint16_t>(words[j] & 0xffff));
-        x[8 * i + 2 * j + 1] = Bf16BitsToFloat(static_cast<uint16_t>(words[j] >> 16));
-      }
+    for (int j = 0; j < 4; ++j) {
+      x[8 * i + 2 * j] = Bf16BitsToFloat(static_cast<uint16_t>(words[j] & 0xffff));
+      x[8 * i + 2 * j + 1] = Bf16BitsToFloat(static_cast<uint16_t>(words[j] >> 16));
     }
-  };
-  // K: a scale per tile from its largest magnitude.
-  load(k);
+  }
+  // A scale per tile from its largest magnitude.
   float amax = 0.0f;
 #pragma unroll
   for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(x[i]));
@@ -84,48 +64,19 @@ __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
     for (int j = 0; j < 4; ++j) w |= (static_cast<uint32_t>(__float2int_rn(x[4 * i + j] * inv)) & 0xffu) << (8 * j);
     packed[i] = w;
   }
-  uint4* k_out = reinterpret_cast<uint4*>(p.k8 + (head * padded + token) * kHeadDim + half * 32);
-  k_out[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-  k_out[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+  uint4* out = reinterpret_cast<uint4*>(p.k8 + (head * padded + token) * kHeadDim + half * 32);
+  out[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+  out[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
   if (t == 0) p.ks[static_cast<int64_t>(head) * p.tiles + tile] = amax > 0.0f ? amax / 127.0f : 1.0f;  // codes 0: any scale
-
-  // V: staged transposed, then a scale per channel over the tile's 64 tokens.
-  load(v);
-#pragma unroll
-  for (int i = 0; i < 32; ++i) vt[r][half * 32 + i] = x[i];
-  __syncthreads();
-  const int c = t >> 1;
-  float vmax = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 32; ++i) vmax = fmaxf(vmax, fabsf(vt[half * 32 + i][c]));
-  vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 1));
-  const float vinv = vmax > 0.0f ? 448.0f / vmax : 0.0f;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    uint32_t w = 0;
-#pragma unroll
-    for (int j = 0; j < 4; j += 2) {
-      const int kappa0 = half * 32 + 4 * i + j;  // positions kappa0, kappa0 + 1
-      const int t0 = (kappa0 & ~15) + Permute16(kappa0 & 15), t1 = (kappa0 & ~15) + Permute16((kappa0 + 1) & 15);
-      const __nv_fp8x2_storage_t pair =
-          __nv_cvt_float2_to_fp8x2(make_float2(vt[t0][c] * vinv, vt[t1][c] * vinv), __NV_SATFINITE, __NV_E4M3);
-      w |= static_cast<uint32_t>(pair) << (8 * j);
-    }
-    packed[i] = w;
-  }
-  const int64_t tile_row = (static_cast<int64_t>(head) * p.tiles + tile) * kHeadDim + c;
-  uint4* v_out = reinterpret_cast<uint4*>(p.v8 + tile_row * kTile + half * 32);
-  v_out[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-  v_out[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
-  if (half == 0) p.vs[tile_row] = vmax / 448.0f;
 }
 
 // ---- attention ----------------------------------------------------------------------------------
 
+constexpr int kVStride = kHeadDim + 8;  // bf16 per V row in shared memory (16 bytes of padding: no bank conflicts)
+
 struct Stage {
-  uint8_t k[kTile * kHeadDim];  // [key][channel], 16-byte chunks swizzled
-  uint8_t v[kHeadDim * kTile];  // [channel][position], swizzled the same way
-  float vs[kHeadDim];
+  uint8_t k[kTile * kHeadDim];   // [key][channel], 16-byte chunks swizzled
+  uint16_t v[kTile * kVStride];  // [key][channel] bf16
 };
 
 // Byte offset of 16-byte chunk `chunk` (0..3) of 64-byte row `row`: rows 2i and 2i + 1 share a
@@ -133,9 +84,10 @@ struct Stage {
 // 8 different 16-byte bank groups.
 __device__ __forceinline__ int Swizzle(int row, int chunk) { return row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4); }
 
-__device__ __forceinline__ void CpAsync16(void* smem, const void* global) {
+__device__ __forceinline__ void CpAsync16(void* smem, const void* global, bool valid = true) {
   const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(addr), "l"(global));
+  const int bytes = valid ? 16 : 0;  // 0: the 16 bytes are zero-filled (a row past the last)
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(global), "r"(bytes));
 }
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int kPending>
@@ -149,31 +101,41 @@ __device__ __forceinline__ void MmaInt8(int (&c)[4], const uint32_t (&a)[4], uin
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ void MmaFp8(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+__device__ __forceinline__ void MmaBf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ uint32_t Fp8Pair(float lo, float hi) {
-  return static_cast<uint32_t>(__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3));
+__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* smem_ptr) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_ptr));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
 
-// Stage loads by kThreads threads: 256 16-byte chunks each of K and V, 16 of V's scales.
+__device__ __forceinline__ uint32_t Bf16Pair(float lo, float hi) {
+  return static_cast<uint32_t>(FloatToBf16Bits(lo)) | (static_cast<uint32_t>(FloatToBf16Bits(hi)) << 16);
+}
+
+// Stage loads by kThreads threads: K 256 chunks of 16 bytes, V 512; V rows past p.rows zero-filled.
 template <int kThreads>
 __device__ __forceinline__ void LoadTile(Stage& s, const Int8AttentionParams& p, int head, int tile) {
   const int t = threadIdx.x;
   const int64_t padded = static_cast<int64_t>(p.tiles) * kTile;
   const int8_t* k = p.k8 + (head * padded + static_cast<int64_t>(tile) * kTile) * kHeadDim;
-  const uint8_t* v = p.v8 + (static_cast<int64_t>(head) * p.tiles + tile) * kHeadDim * kTile;
   static_assert(256 % kThreads == 0, "whole chunks per thread");
 #pragma unroll
   for (int i = 0; i < 256 / kThreads; ++i) {  // a static count: no remainder loop
     const int u = t + i * kThreads, row = u >> 2, chunk = u & 3;
     CpAsync16(s.k + Swizzle(row, chunk), k + row * kHeadDim + chunk * 16);
-    CpAsync16(s.v + Swizzle(row, chunk), v + row * kTile + chunk * 16);
   }
-  if (t < 16) CpAsync16(s.vs + 4 * t, p.vs + (static_cast<int64_t>(head) * p.tiles + tile) * kHeadDim + 4 * t);
+#pragma unroll
+  for (int i = 0; i < 512 / kThreads; ++i) {
+    const int u = t + i * kThreads, row = u >> 3, chunk = u & 7, token = tile * kTile + row;
+    const bool valid = token < p.rows;
+    const uint16_t* v = p.v + head * p.v_head_stride + static_cast<int64_t>(valid ? token : 0) * kHeadDim + chunk * 8;
+    CpAsync16(s.v + row * kVStride + chunk * 8, v, valid);
+  }
 }
 
 // kWarps warps of kRowTiles x 16 query rows each (a warp's row tiles share its K and V fragments);
@@ -233,7 +195,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
   }
 
   float acc[kRowTiles][8][4];
-  // Running maxima of the scores (log2 units) and sums of 256 * 2^(s - max), per row.
+  // Running maxima of the scores (log2 units) and sums of 2^(s - max), per row.
   float row_max[kRowTiles][2], row_sum[kRowTiles][2];
 #pragma unroll
   for (int rt = 0; rt < kRowTiles; ++rt) {
@@ -250,7 +212,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
   }
   const float* k_scales = p.ks + static_cast<int64_t>(head) * p.tiles;
   float next_k_scale = tile_begin < tile_end ? k_scales[tile_begin] : 1.0f;
-  constexpr uint32_t kOnes = 0x38383838u;  // four e4m3 ones
+  constexpr uint32_t kOnes = 0x3f803f80u;  // two bf16 ones
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     const float k_scale = next_k_scale;
     if (tile + 1 < tile_end) next_k_scale = k_scales[tile + 1];
@@ -288,7 +250,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
       }
     }
     float alpha[kRowTiles][2];
-    uint32_t pa[kRowTiles][2][4];
+    uint32_t pa[kRowTiles][4][4];  // [row tile][k-step of 16 keys][register]
     bool rescale = false;
 #pragma unroll
     for (int rt = 0; rt < kRowTiles; ++rt) {
@@ -307,8 +269,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         alpha[rt][r] = new_max == -INFINITY ? 1.0f : FastExp2(row_max[rt][r] - new_max);
         rescale |= alpha[rt][r] != 1.0f;
         row_max[rt][r] = new_max;
-        // p = 256 * 2^(s - max): the e4m3 operand, 256 at the row's maximum.
-        bias[r] = new_max == -INFINITY ? 0.0f : 8.0f - new_max;
+        bias[r] = new_max == -INFINITY ? 0.0f : -new_max;
       }
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
@@ -317,20 +278,17 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         sc[rt][j][2] = FastExp2(fmaf(sc[rt][j][2], scale[1], bias[1]));
         sc[rt][j][3] = FastExp2(fmaf(sc[rt][j][3], scale[1], bias[1]));
       }
-      // P as the A operand of two k-steps of 32 keys: register 0 = row g, key tiles 4ks and
-      // 4ks + 1; 1 = row g + 8; 2 and 3 the same from key tiles 4ks + 2 and 4ks + 3 (V's positions follow).
+      // P in bf16 as the A operand of 4 k-steps of 16 keys (the accumulator layout of two key
+      // tiles is the A layout); its row sums by one MMA per k-step against ones.
+      float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-      for (int ks = 0; ks < 2; ++ks) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int j = 4 * ks + 2 * h;
-          pa[rt][ks][2 * h] = Fp8Pair(sc[rt][j][0], sc[rt][j][1]) | (Fp8Pair(sc[rt][j + 1][0], sc[rt][j + 1][1]) << 16);
-          pa[rt][ks][2 * h + 1] = Fp8Pair(sc[rt][j][2], sc[rt][j][3]) | (Fp8Pair(sc[rt][j + 1][2], sc[rt][j + 1][3]) << 16);
-        }
+      for (int kk = 0; kk < 4; ++kk) {
+        pa[rt][kk][0] = Bf16Pair(sc[rt][2 * kk][0], sc[rt][2 * kk][1]);
+        pa[rt][kk][1] = Bf16Pair(sc[rt][2 * kk][2], sc[rt][2 * kk][3]);
+        pa[rt][kk][2] = Bf16Pair(sc[rt][2 * kk + 1][0], sc[rt][2 * kk + 1][1]);
+        pa[rt][kk][3] = Bf16Pair(sc[rt][2 * kk + 1][2], sc[rt][2 * kk + 1][3]);
+        MmaBf16(sums, pa[rt][kk], kOnes, kOnes);
       }
-      float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // P times ones: every column holds the row's sum
-      MmaFp8(sums, pa[rt][0], kOnes, kOnes);
-      MmaFp8(sums, pa[rt][1], kOnes, kOnes);
       row_sum[rt][0] = fmaf(row_sum[rt][0], alpha[rt][0], sums[0]);
       row_sum[rt][1] = fmaf(row_sum[rt][1], alpha[rt][1], sums[2]);
     }
@@ -346,21 +304,19 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         }
       }
     }
-    // O += (P V8) vs, a channel tile of 8 at a time.
+    // O += P V: V's fragments by ldmatrix.trans, two channel tiles per load.
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      uint32_t b[4];
-      LdMatrixX4(b, s.v + Swizzle(j * 8 + lane % 8, lane / 8));
-      const float2 vscale = *reinterpret_cast<const float2*>(&s.vs[j * 8 + tig * 2]);
+    for (int kk = 0; kk < 4; ++kk) {
 #pragma unroll
-      for (int rt = 0; rt < kRowTiles; ++rt) {
-        float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        MmaFp8(t, pa[rt][0], b[0], b[1]);
-        MmaFp8(t, pa[rt][1], b[2], b[3]);
-        acc[rt][j][0] = fmaf(t[0], vscale.x, acc[rt][j][0]);
-        acc[rt][j][1] = fmaf(t[1], vscale.y, acc[rt][j][1]);
-        acc[rt][j][2] = fmaf(t[2], vscale.x, acc[rt][j][2]);
-        acc[rt][j][3] = fmaf(t[3], vscale.y, acc[rt][j][3]);
+      for (int j = 0; j < 8; j += 2) {
+        uint32_t b[4];
+        const int m = lane / 8;
+        LdMatrixX4Trans(b, &s.v[(kk * 16 + (m & 1) * 8 + lane % 8) * kVStride + (j + (m >> 1)) * 8]);
+#pragma unroll
+        for (int rt = 0; rt < kRowTiles; ++rt) {
+          MmaBf16(acc[rt][j], pa[rt][kk], b[0], b[1]);
+          MmaBf16(acc[rt][j + 1], pa[rt][kk], b[2], b[3]);
+        }
       }
     }
   }
@@ -377,19 +333,16 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
       if (p.splits == 1) {
         uint16_t* out = p.out + head * p.out_head_stride + static_cast<int64_t>(row) * p.out_row_stride;
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          const uint32_t w = static_cast<uint32_t>(FloatToBf16Bits(acc[rt][j][2 * r] * inv)) |
-                             (static_cast<uint32_t>(FloatToBf16Bits(acc[rt][j][2 * r + 1] * inv)) << 16);
-          *reinterpret_cast<uint32_t*>(out + j * 8 + tig * 2) = w;
-        }
+        for (int j = 0; j < 8; ++j)
+          *reinterpret_cast<uint32_t*>(out + j * 8 + tig * 2) = Bf16Pair(acc[rt][j][2 * r] * inv, acc[rt][j][2 * r + 1] * inv);
       } else {
         const int64_t at = (static_cast<int64_t>(blockIdx.z) * p.heads + head) * p.queries + row;
         float* out = p.partial_out + at * kHeadDim;
 #pragma unroll
         for (int j = 0; j < 8; ++j)
           *reinterpret_cast<float2*>(out + j * 8 + tig * 2) = make_float2(acc[rt][j][2 * r] * inv, acc[rt][j][2 * r + 1] * inv);
-        // log2 of the row's sum of exponentials (the 256 of the probabilities taken out).
-        if (tig == 0) p.partial_lse[at] = sum > 0.0f ? row_max[rt][r] + log2f(sum) - 8.0f : -INFINITY;
+        // log2 of the row's sum of exponentials.
+        if (tig == 0) p.partial_lse[at] = sum > 0.0f ? row_max[rt][r] + log2f(sum) : -INFINITY;
       }
     }
   }
@@ -423,11 +376,11 @@ __global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p
 struct Variant {
   int warps, row_tiles, min_blocks;
 };
-constexpr Variant kVariants[] = {{4, 1, 4}, {4, 1, 3}, {8, 1, 2}, {4, 2, 2}, {4, 2, 3}, {8, 2, 1}};
+constexpr Variant kVariants[] = {{4, 1, 4}, {4, 1, 3}, {8, 1, 2}, {4, 2, 2}, {4, 2, 3}};
 
 using KernelFn = void (*)(Int8AttentionParams);
 constexpr KernelFn kVariantKernels[] = {Int8AttentionKernel<4, 1, 4>, Int8AttentionKernel<4, 1, 3>, Int8AttentionKernel<8, 1, 2>,
-                                        Int8AttentionKernel<4, 2, 2>, Int8AttentionKernel<4, 2, 3>, Int8AttentionKernel<8, 2, 1>};
+                                        Int8AttentionKernel<4, 2, 2>, Int8AttentionKernel<4, 2, 3>};
 static_assert(sizeof(kVariantKernels) / sizeof(kVariantKernels[0]) == sizeof(kVariants) / sizeof(kVariants[0]));
 
 }  // namespace

@@ -257,28 +257,21 @@ cudaError_t LaunchMoveRows(const MoveRowsParams& p, cudaStream_t stream);
 // Keys per tile of the 8-bit operands: rows are padded to whole tiles.
 inline constexpr int kInt8AttentionTile = 64;
 
-// K and V rows in the 8-bit attention's operand formats, for the tokens of two sources one after
-// the other (A: rows [0, a_rows), B: the next b_rows; bf16 [H, *, 64] rows with the given head
-// strides in elements, e.g. the cache's rows and the current frame), padded to `tiles` 64-token tiles:
-//  k8 int8 [H, tiles * 64, 64] and ks float [H, tiles]: k ~ ks * k8 (a scale per tile);
-//  v8 fp8 e4m3 [H, tiles, 64 channels, 64 positions] and vs float [H, tiles, 64]: v ~ vs * v8 (a
-//  scale per tile and channel); position 16 g + k of a tile holds token 16 g + 8 ((k & 3) >> 1) +
-//  2 (k >> 2) + (k & 1), the order in which the attention's P fragments hold the probabilities.
-// Padding rows are zeros.
+// Keys as INT8 for the 8-bit attention, from the tokens of two sources one after the other (A:
+// rows [0, a_rows), B: the next b_rows; bf16 [H, *, 64] rows with the given head strides in
+// elements, e.g. the cache's rows and the current frame), padded to `tiles` 64-token tiles:
+// k8 int8 [H, tiles * 64, 64] and ks float [H, tiles], k ~ ks * k8 (a scale per tile); padding
+// rows are zeros.
 struct Int8RowsParams {
   const uint16_t* k_a = nullptr;
-  const uint16_t* v_a = nullptr;
   int64_t a_head_stride = 0;
   int a_rows = 0;
   const uint16_t* k_b = nullptr;
-  const uint16_t* v_b = nullptr;
   int64_t b_head_stride = 0;
   int b_rows = 0;
   int heads = 0, tiles = 0;
   int8_t* k8 = nullptr;
   float* ks = nullptr;
-  uint8_t* v8 = nullptr;
-  float* vs = nullptr;
 };
 cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream);
 
@@ -287,11 +280,12 @@ struct Int8AttentionParams {
   int64_t q_head_stride = 0, q_row_stride = 0;
   int heads = 0, queries = 0;
   float scale = 0.125f;
-  // Operands of Int8RowsParams: `rows` valid tokens in `tiles` tiles.
+  // Keys of Int8RowsParams (`rows` valid tokens in `tiles` tiles) and the values of the same
+  // tokens as bf16 rows [H, >= rows, 64] with head stride v_head_stride (elements).
   const int8_t* k8 = nullptr;
   const float* ks = nullptr;
-  const uint8_t* v8 = nullptr;
-  const float* vs = nullptr;
+  const uint16_t* v = nullptr;
+  int64_t v_head_stride = 0;
   int rows = 0, tiles = 0;
   // Output bf16 with strides like q's; splits > 1: float workspaces [splits, H, Nq, 64] and [splits, H, Nq].
   uint16_t* out = nullptr;

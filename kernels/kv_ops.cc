@@ -639,31 +639,29 @@ Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t 
   const int64_t tiles = (total + kInt8AttentionTile - 1) / kInt8AttentionTile;
   Int8Rows out;
   out.rows = total;
-  const at::TensorOptions o = k.options();
-  out.k8 = at::empty({heads, tiles * kInt8AttentionTile, 64}, o.dtype(at::kChar));
-  out.ks = at::empty({heads, tiles}, o.dtype(at::kFloat));
-  out.v8 = at::empty({heads, tiles, 64, kInt8AttentionTile}, o.dtype(at::kByte));
-  out.vs = at::empty({heads, tiles, 64}, o.dtype(at::kFloat));
+  out.k8 = at::empty({heads, tiles * kInt8AttentionTile, 64}, k.options().dtype(at::kChar));
+  out.ks = at::empty({heads, tiles}, k.options().dtype(at::kFloat));
+  if (b_rows > 0) {  // V as one block of rows
+    out.v = at::empty({heads, total, 64}, v.options());
+    out.v.narrow(1, 0, rows).copy_(v.narrow(1, 0, rows));
+    out.v.narrow(1, rows, b_rows).copy_(v_b);
+  } else {
+    out.v = v;
+  }
   Int8RowsParams p;
   p.k_a = reinterpret_cast<const uint16_t*>(k.data_ptr<at::BFloat16>());
-  p.v_a = reinterpret_cast<const uint16_t*>(v.data_ptr<at::BFloat16>());
   p.a_head_stride = k.stride(0);
   p.a_rows = static_cast<int>(rows);
   if (b_rows > 0) {
     p.k_b = reinterpret_cast<const uint16_t*>(k_b.data_ptr<at::BFloat16>());
-    p.v_b = reinterpret_cast<const uint16_t*>(v_b.data_ptr<at::BFloat16>());
     p.b_head_stride = k_b.stride(0);
     p.b_rows = static_cast<int>(b_rows);
   }
-  if (v.stride(0) != k.stride(0) || (b_rows > 0 && v_b.stride(0) != k_b.stride(0)))
-    throw Error("8-bit attention: keys and values must share their head stride, got " + Describe(k) + " and " + Describe(v));
   p.heads = static_cast<int>(heads);
   p.tiles = static_cast<int>(tiles);
   p.k8 = out.k8.data_ptr<int8_t>();
   p.ks = out.ks.data_ptr<float>();
-  p.v8 = out.v8.data_ptr<uint8_t>();
-  p.vs = out.vs.data_ptr<float>();
-  CheckCuda(LaunchQuantizeInt8Rows(p, at::cuda::getCurrentCUDAStream()), "8-bit operand kernel");
+  CheckCuda(LaunchQuantizeInt8Rows(p, at::cuda::getCurrentCUDAStream()), "8-bit key kernel");
   return out;
 }
 
@@ -672,7 +670,8 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
       q.stride(1) % 4 != 0 || q.stride(0) % 4 != 0 || reinterpret_cast<uintptr_t>(q.data_ptr()) % 8 != 0)
     throw Error("8-bit attention: expected bf16 CUDA queries [H, N, 64] with channels contiguous, got " + Describe(q));
   const int64_t heads = q.size(0), tiles = rows.k8.defined() ? rows.k8.size(1) / kInt8AttentionTile : 0;
-  if (tiles < 1 || rows.k8.size(0) != heads || rows.rows < 1 || rows.rows > tiles * kInt8AttentionTile)
+  if (tiles < 1 || rows.k8.size(0) != heads || rows.rows < 1 || rows.rows > tiles * kInt8AttentionTile || !rows.v.defined() ||
+      rows.v.size(0) != heads || rows.v.size(1) < rows.rows)
     throw Error("8-bit attention: operands for " + std::to_string(heads) + " heads expected (QuantizeInt8RowsCuda), got " +
                 Describe(rows.k8));
   at::Tensor out = at::empty({heads, q.size(1), 64}, q.options());
@@ -685,8 +684,8 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
   p.queries = static_cast<int>(q.size(1));
   p.k8 = rows.k8.data_ptr<int8_t>();
   p.ks = rows.ks.data_ptr<float>();
-  p.v8 = rows.v8.data_ptr<uint8_t>();
-  p.vs = rows.vs.data_ptr<float>();
+  p.v = reinterpret_cast<const uint16_t*>(rows.v.data_ptr<at::BFloat16>());
+  p.v_head_stride = rows.v.stride(0);
   p.rows = static_cast<int>(rows.rows);
   p.tiles = static_cast<int>(tiles);
   p.out = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());

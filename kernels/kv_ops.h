@@ -104,12 +104,13 @@ at::Tensor PageScoresCuda(const at::Tensor& slot_scores, const at::Tensor& valid
 // and room for them, and does not overlap it.
 void GatherPagesCuda(const PagedKv& src, int64_t first, const at::Tensor& middle, PagedKv& dst);
 
-// The 8-bit attention (kv_attention_int8.cu, the 60 FPS issue's item 7): INT8 Q K^T and FP8 (e4m3)
-// P V on tensor cores. Its operands, from bf16 rows: rows [0, rows) of k, v (CUDA [H, >= rows, 64],
-// rows contiguous), then every row of k_b, v_b when given (e.g. the current frame): K as INT8 with
-// a scale per 64-token tile, V as FP8 with a scale per tile and channel (kv_kernels.h).
+// The 8-bit attention (kv_attention_int8.cu, the 60 FPS issue's item 7): INT8 Q K^T and bf16 P V
+// on tensor cores. Its operands, from bf16 rows: rows [0, rows) of k, v (CUDA [H, >= rows, 64],
+// rows contiguous), then every row of k_b, v_b when given (e.g. the current frame): K as INT8
+// with a scale per 64-token tile (kv_kernels.h), V as the bf16 rows themselves (v, or with a
+// second part a copy of both parts as one block of rows).
 struct Int8Rows {
-  at::Tensor k8, ks, v8, vs;
+  at::Tensor k8, ks, v;
   int64_t rows = 0;
 };
 Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t rows, const at::Tensor& k_b = {},
