@@ -117,26 +117,52 @@ __device__ __forceinline__ uint32_t Bf16Pair(float lo, float hi) {
   return static_cast<uint32_t>(FloatToBf16Bits(lo)) | (static_cast<uint32_t>(FloatToBf16Bits(hi)) << 16);
 }
 
-// Stage loads by kThreads threads: K 256 chunks of 16 bytes, V 512; V rows past p.rows zero-filled.
+// A thread's share of the stage loads (kThreads threads: K 256 chunks of 16 bytes, V 512), with
+// the offsets that do not depend on the tile computed once. Thread t's chunks are t + i kThreads:
+// rows a whole number of swizzle periods apart, so one base offset and constant steps serve all.
 template <int kThreads>
-__device__ __forceinline__ void LoadTile(Stage& s, const Int8AttentionParams& p, int head, int tile) {
-  const int t = threadIdx.x;
-  const int64_t padded = static_cast<int64_t>(p.tiles) * kTile;
-  const int8_t* k = p.k8 + (head * padded + static_cast<int64_t>(tile) * kTile) * kHeadDim;
+struct TileLoader {
   static_assert(256 % kThreads == 0, "whole chunks per thread");
-#pragma unroll
-  for (int i = 0; i < 256 / kThreads; ++i) {  // a static count: no remainder loop
-    const int u = t + i * kThreads, row = u >> 2, chunk = u & 3;
-    CpAsync16(s.k + Swizzle(row, chunk), k + row * kHeadDim + chunk * 16);
+  static constexpr int kK = 256 / kThreads, kV = 512 / kThreads;
+  static constexpr int kKRowStep = kThreads / 4, kVRowStep = kThreads / 8;  // rows between a thread's chunks
+  static_assert(kKRowStep % 8 == 0, "the K swizzle repeats every 8 rows");
+  const int8_t* k;     // the head's keys
+  const uint16_t* v;   // the head's values
+  int rows;
+  int k_smem, k_global, v_smem, v_row;
+
+  __device__ TileLoader(const Int8AttentionParams& p, int head) {
+    k = p.k8 + head * static_cast<int64_t>(p.tiles) * kTile * kHeadDim;
+    v = p.v + head * p.v_head_stride;
+    rows = p.rows;
+    const int t = threadIdx.x;
+    k_smem = Swizzle(t >> 2, t & 3);
+    k_global = (t >> 2) * kHeadDim + (t & 3) * 16;
+    v_smem = ((t >> 3) * kVStride + (t & 7) * 8) * 2;
+    v_row = (t >> 3) * kHeadDim + (t & 7) * 8;  // elements from the tile's first row
   }
+
+  // V rows past `rows` are zero-filled (the last tile only).
+  __device__ __forceinline__ void Load(Stage& s, int tile) const {
+    const int8_t* kt = k + static_cast<int64_t>(tile) * kTile * kHeadDim + k_global;
+    const uint16_t* vt = v + static_cast<int64_t>(tile) * kTile * kHeadDim + v_row;
+    uint8_t* ks = s.k + k_smem;
+    uint8_t* vs = reinterpret_cast<uint8_t*>(s.v) + v_smem;
 #pragma unroll
-  for (int i = 0; i < 512 / kThreads; ++i) {
-    const int u = t + i * kThreads, row = u >> 3, chunk = u & 7, token = tile * kTile + row;
-    const bool valid = token < p.rows;
-    const uint16_t* v = p.v + head * p.v_head_stride + static_cast<int64_t>(valid ? token : 0) * kHeadDim + chunk * 8;
-    CpAsync16(s.v + row * kVStride + chunk * 8, v, valid);
+    for (int i = 0; i < kK; ++i) CpAsync16(ks + i * kKRowStep * 64, kt + i * kKRowStep * kHeadDim);
+    if ((tile + 1) * kTile <= rows) {
+#pragma unroll
+      for (int i = 0; i < kV; ++i) CpAsync16(vs + i * kVRowStep * kVStride * 2, vt + i * kVRowStep * kHeadDim);
+    } else {
+      const int valid = (rows - tile * kTile) * kHeadDim - v_row;  // elements of valid rows from this thread's first
+#pragma unroll
+      for (int i = 0; i < kV; ++i) {
+        const bool ok = i * kVRowStep * kHeadDim < valid;
+        CpAsync16(vs + i * kVRowStep * kVStride * 2, ok ? vt + i * kVRowStep * kHeadDim : v, ok);
+      }
+    }
   }
-}
+};
 
 // kWarps warps of kRowTiles x 16 query rows each (a warp's row tiles share its K and V fragments);
 // kMinBlocks: resident blocks per multiprocessor the registers are budgeted for.
@@ -205,11 +231,13 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
     row_sum[rt][0] = row_sum[rt][1] = 0.0f;
   }
 
+  const TileLoader<kThreads> loader(p, head);
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
-    if (tile_begin + i < tile_end) LoadTile<kThreads>(stages[i], p, head, tile_begin + i);
+    if (tile_begin + i < tile_end) loader.Load(stages[i], tile_begin + i);
     CpAsyncCommit();
   }
+  int read_stage = 0, load_stage = kStages - 1;
   const float* k_scales = p.ks + static_cast<int64_t>(head) * p.tiles;
   float next_k_scale = tile_begin < tile_end ? k_scales[tile_begin] : 1.0f;
   constexpr uint32_t kOnes = 0x3f803f80u;  // two bf16 ones
@@ -218,10 +246,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
     if (tile + 1 < tile_end) next_k_scale = k_scales[tile + 1];
     CpAsyncWait<kStages - 2>();
     __syncthreads();  // the tile has arrived for every thread; the stage loaded next is free
-    const int ahead = tile + kStages - 1;
-    if (ahead < tile_end) LoadTile<kThreads>(stages[(ahead - tile_begin) % kStages], p, head, ahead);
+    if (tile + kStages - 1 < tile_end) loader.Load(stages[load_stage], tile + kStages - 1);
     CpAsyncCommit();
-    const Stage& s = stages[(tile - tile_begin) % kStages];
+    const Stage& s = stages[read_stage];
+    read_stage = read_stage == kStages - 1 ? 0 : read_stage + 1;
+    load_stage = load_stage == kStages - 1 ? 0 : load_stage + 1;
 
     // S = Q K^T: 8 key tiles of 8; one ldmatrix.x4 gives a key tile's 64 channels.
     float sc[kRowTiles][8][4];
