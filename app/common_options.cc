@@ -89,7 +89,7 @@ void CacheArgs::Add(CLI::App& app, bool with_axes) {
   const std::string kernels = "CUDA kernels (experiments)";
   app.add_option("--attention-path", attention_path,
                  "CUDA attention over the cache: auto (dequant-bucketed), fused, dequant, dequant-bucketed or int8 (INT8 "
-                 "Q K^T and FP8 P V: less precise, and not faster on the H200; docs/perf.md)")
+                 "Q K^T, bf16 P V: less precise, and slower than the default on the H200; docs/perf.md)")
       ->group(kernels)
       ->capture_default_str();
   app.add_option("--sdpa-backend", sdpa_backend, "Torch attention of the dequant paths: auto, flash, cudnn or efficient")

@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
       const std::string name = std::string("bf16") + suffix;
       report(name.c_str(), TimeMs([&] { streamrecon::kernels::AttentionCuda(q, k_cache, v_cache, T, nullptr, 0, k_cur, v_cur, 0, path); }));
     }
-    // The 8-bit attention (INT8 Q K^T, FP8 P V) over the same T + queries rows: the kernel alone
+    // The 8-bit attention (INT8 Q K^T, bf16 P V) over the same T + queries rows: the kernel alone
     // (variants by resident blocks and splits over the keys), its operand pass alone, and both (what
     // a layer pays when its operands come from bf16 rows).
     {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the H200: the 8-bit attention (kv_attention_int8.cu) in one call. Builds the GPU targets, runs
 # its GPU tests with the other kernel, cache and model tests (TESTS= a gtest filter overrides),
-# the kernel benchmark's attention table at T = TOKENS (INT8/FP8 against cuDNN bf16 SDPA and the
+# the kernel benchmark's attention table at T = TOKENS (INT8 Q K^T against cuDNN bf16 SDPA and the
 # dequantize-once paths), then, unless STREAM=0, 60 frames of `bench stream` (1B config, random
 # weights, 518x392, bf16, CUDA graphs, --bf16-heads) for bf16 1.75GB, kivi4 530MB and oscar2 310MB
 # with ATTENTION= (default: the cache's default path) for the steady frame times.

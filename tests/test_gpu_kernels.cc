@@ -360,9 +360,8 @@ void PrintTo(const Int8Case& c, std::ostream* os) {
 
 class GpuInt8Attention : public ::testing::TestWithParam<Int8Case> {};
 
-// The operands decode to the CPU's INT8 rows (within half a step) and FP8 values (in the documented
-// token order); the attention is within twice the error of
-// the CPU reference in the same precision.
+// The keys decode to the CPU's INT8 rows (within half a step) and the values are the bf16 rows in
+// order; the attention is within twice the error of the CPU reference in the same precision.
 TEST_P(GpuInt8Attention, WithinTwiceTheLowPrecisionReferenceError) {
   REQUIRE_GPU();
   const Int8Case c = GetParam();

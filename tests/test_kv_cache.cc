@@ -641,6 +641,18 @@ TEST(Vocabulary, EveryNameParsesBackAndErrorsListTheChoices) {
     EXPECT_NE(std::string(e.what()).find(CacheFormatNames()), std::string::npos) << e.what();
   }
   EXPECT_THROW(ParsePrunePolicy("lru"), OptionError);
+  // The CUDA backend's attention paths (kernels/kv_ops.h) and torch attention backends.
+  for (AttentionPath path : {AttentionPath::kAuto, AttentionPath::kFused, AttentionPath::kDequantSdpa,
+                             AttentionPath::kDequantSdpaBucketed, AttentionPath::kInt8})
+    EXPECT_EQ(ParseAttentionPath(ToString(path)), path) << ToString(path);
+  for (SdpaBackend backend : {SdpaBackend::kAuto, SdpaBackend::kFlash, SdpaBackend::kCudnn, SdpaBackend::kEfficient})
+    EXPECT_EQ(ParseSdpaBackend(ToString(backend)), backend) << ToString(backend);
+  try {
+    ParseAttentionPath("fp8");
+    FAIL() << "fp8 parsed";
+  } catch (const OptionError& e) {
+    EXPECT_NE(std::string(e.what()).find("int8"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Options, BadOptionsAreClearErrors) {

@@ -16,7 +16,7 @@ enum class AttentionPath {
   kFused,                // our single kernel, tiles dequantized inside the MMA loop
   kDequantSdpa,          // pages expanded once into bf16 rows, then torch's attention
   kDequantSdpaBucketed,  // the same with key lengths bucketed for cuDNN's per-length plans
-  kInt8,                 // rows as INT8 keys and FP8 values, INT8 Q K^T and FP8 P V (lower precision)
+  kInt8,                 // keys as INT8 (a scale per 64 rows), INT8 Q K^T and bf16 P V (lower precision)
 };
 // Which torch attention the dequantize-once paths call.
 enum class SdpaBackend { kAuto, kFlash, kCudnn, kEfficient };
