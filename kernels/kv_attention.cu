@@ -19,10 +19,6 @@ constexpr int kBlockM = kWarps * 16;  // queries per block
 constexpr int kBlockN = 64;           // keys per tile
 constexpr int kStride = kHeadDim + 8; // smem row stride in bf16 (16 bytes of padding: no bank conflicts)
 
-__device__ __forceinline__ uint32_t PackBf16x2(float lo, float hi) {
-  return static_cast<uint32_t>(FloatToBf16Bits(lo)) | (static_cast<uint32_t>(FloatToBf16Bits(hi)) << 16);
-}
-
 __device__ __forceinline__ uint32_t PackHalf2(float lo, float hi) {
   const __half2 h = __floats2half2_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&h);
@@ -33,27 +29,6 @@ __device__ __forceinline__ uint32_t PackHalf2(float lo, float hi) {
 template <bool kHalf>
 __device__ __forceinline__ uint32_t PackOperand(float lo, float hi) {
   return kHalf ? PackHalf2(lo, hi) : PackBf16x2(lo, hi);
-}
-
-template <bool kHalf>
-__device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  if (kHalf) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-}
-
-__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* smem_ptr) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_ptr));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
 
 struct TileSmem {
@@ -196,8 +171,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) AttentionKernel(Attentio
         uint32_t b[4];
         const int m = lane / 8;
         LdMatrixX4(b, &s.k[(j * 8 + lane % 8) * kStride + kk * 16 + m * 8]);
-        Mma<kHalf>(sc[j], qa[kk], b[0], b[1]);
-        Mma<kHalf>(sc[j], qa[kk + 1], b[2], b[3]);
+        Mma16816<kHalf>(sc[j], qa[kk], b[0], b[1]);
+        Mma16816<kHalf>(sc[j], qa[kk + 1], b[2], b[3]);
       }
     }
     // Online softmax (base 2) on rows r0 (c0, c1) and r1 (c2, c3).
@@ -250,8 +225,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) AttentionKernel(Attentio
         uint32_t b[4];
         const int m = lane / 8;
         LdMatrixX4Trans(b, &s.v[(kk * 16 + (m & 1) * 8 + lane % 8) * kStride + (j + (m >> 1)) * 8]);
-        Mma<kHalf>(acc[j], pa, b[0], b[1]);
-        Mma<kHalf>(acc[j + 1], pa, b[2], b[3]);
+        Mma16816<kHalf>(acc[j], pa, b[0], b[1]);
+        Mma16816<kHalf>(acc[j + 1], pa, b[2], b[3]);
       }
     }
   }

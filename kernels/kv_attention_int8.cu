@@ -22,6 +22,15 @@ namespace {
 constexpr int kTile = kInt8AttentionTile;
 constexpr int kStages = 3;
 
+// Four floats times `inv`, rounded to INT8 codes (|x inv| <= 127 by the caller's scale), packed in
+// one word (the first in the low byte).
+__device__ __forceinline__ uint32_t PackInt8x4(const float* x, float inv) {
+  uint32_t w = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) w |= (static_cast<uint32_t>(__float2int_rn(x[j] * inv)) & 0xffu) << (8 * j);
+  return w;
+}
+
 // ---- operand quantization -----------------------------------------------------------------------
 
 // A block per (64-token tile, head), 128 threads; thread t: token t / 2 of the tile, channels
@@ -58,12 +67,7 @@ __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
   const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
   uint32_t packed[8];
 #pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    uint32_t w = 0;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) w |= (static_cast<uint32_t>(__float2int_rn(x[4 * i + j] * inv)) & 0xffu) << (8 * j);
-    packed[i] = w;
-  }
+  for (int i = 0; i < 8; ++i) packed[i] = PackInt8x4(x + 4 * i, inv);
   uint4* out = reinterpret_cast<uint4*>(p.k8 + (head * padded + token) * kHeadDim + half * 32);
   out[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
   out[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
@@ -99,22 +103,6 @@ __device__ __forceinline__ void MmaInt8(int (&c)[4], const uint32_t (&a)[4], uin
   asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void MmaBf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* smem_ptr) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_ptr));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-
-__device__ __forceinline__ uint32_t Bf16Pair(float lo, float hi) {
-  return static_cast<uint32_t>(FloatToBf16Bits(lo)) | (static_cast<uint32_t>(FloatToBf16Bits(hi)) << 16);
 }
 
 // A thread's share of the stage loads (kThreads threads: K 256 chunks of 16 bytes, V 512), with
@@ -204,19 +192,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
       amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
       const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
       q_scale[rt][r] = amax > 0.0f ? amax / 127.0f : 1.0f;
-      uint32_t words[4];
-#pragma unroll
-      for (int c4 = 0; c4 < 4; ++c4) {
-        uint32_t w = 0;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) w |= (static_cast<uint32_t>(__float2int_rn(qv[4 * c4 + j] * inv)) & 0xffu) << (8 * j);
-        words[c4] = w;
-      }
       // k-step 0: channels 0-31 (c4 = 0, 1), k-step 1: 32-63 (c4 = 2, 3); registers 0/2 row g, 1/3 row g + 8.
-      qa[rt][0][r] = words[0];
-      qa[rt][0][r + 2] = words[1];
-      qa[rt][1][r] = words[2];
-      qa[rt][1][r + 2] = words[3];
+      qa[rt][0][r] = PackInt8x4(qv, inv);
+      qa[rt][0][r + 2] = PackInt8x4(qv + 4, inv);
+      qa[rt][1][r] = PackInt8x4(qv + 8, inv);
+      qa[rt][1][r + 2] = PackInt8x4(qv + 12, inv);
     }
   }
 
@@ -312,11 +292,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
       float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
-        pa[rt][kk][0] = Bf16Pair(sc[rt][2 * kk][0], sc[rt][2 * kk][1]);
-        pa[rt][kk][1] = Bf16Pair(sc[rt][2 * kk][2], sc[rt][2 * kk][3]);
-        pa[rt][kk][2] = Bf16Pair(sc[rt][2 * kk + 1][0], sc[rt][2 * kk + 1][1]);
-        pa[rt][kk][3] = Bf16Pair(sc[rt][2 * kk + 1][2], sc[rt][2 * kk + 1][3]);
-        MmaBf16(sums, pa[rt][kk], kOnes, kOnes);
+        pa[rt][kk][0] = PackBf16x2(sc[rt][2 * kk][0], sc[rt][2 * kk][1]);
+        pa[rt][kk][1] = PackBf16x2(sc[rt][2 * kk][2], sc[rt][2 * kk][3]);
+        pa[rt][kk][2] = PackBf16x2(sc[rt][2 * kk + 1][0], sc[rt][2 * kk + 1][1]);
+        pa[rt][kk][3] = PackBf16x2(sc[rt][2 * kk + 1][2], sc[rt][2 * kk + 1][3]);
+        Mma16816<false>(sums, pa[rt][kk], kOnes, kOnes);
       }
       row_sum[rt][0] = fmaf(row_sum[rt][0], alpha[rt][0], sums[0]);
       row_sum[rt][1] = fmaf(row_sum[rt][1], alpha[rt][1], sums[2]);
@@ -343,8 +323,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         LdMatrixX4Trans(b, &s.v[(kk * 16 + (m & 1) * 8 + lane % 8) * kVStride + (j + (m >> 1)) * 8]);
 #pragma unroll
         for (int rt = 0; rt < kRowTiles; ++rt) {
-          MmaBf16(acc[rt][j], pa[rt][kk], b[0], b[1]);
-          MmaBf16(acc[rt][j + 1], pa[rt][kk], b[2], b[3]);
+          Mma16816<false>(acc[rt][j], pa[rt][kk], b[0], b[1]);
+          Mma16816<false>(acc[rt][j + 1], pa[rt][kk], b[2], b[3]);
         }
       }
     }
@@ -363,7 +343,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         uint16_t* out = p.out + head * p.out_head_stride + static_cast<int64_t>(row) * p.out_row_stride;
 #pragma unroll
         for (int j = 0; j < 8; ++j)
-          *reinterpret_cast<uint32_t*>(out + j * 8 + tig * 2) = Bf16Pair(acc[rt][j][2 * r] * inv, acc[rt][j][2 * r + 1] * inv);
+          *reinterpret_cast<uint32_t*>(out + j * 8 + tig * 2) = PackBf16x2(acc[rt][j][2 * r] * inv, acc[rt][j][2 * r + 1] * inv);
       } else {
         const int64_t at = (static_cast<int64_t>(blockIdx.z) * p.heads + head) * p.queries + row;
         float* out = p.partial_out + at * kHeadDim;

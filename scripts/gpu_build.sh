@@ -8,6 +8,16 @@ export PATH=/usr/local/cuda/bin:$PATH
 DEPS=$PWD/.deps/usr
 export LD_LIBRARY_PATH=$DEPS/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 
+# One line of an `eval` run's ground-truth metrics: print_eval_metrics METRICS_JSON NAME.
+print_eval_metrics() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))["sequences"][0]
+print("%-40s AbsRel %.4f delta1 %.4f ATE %.4f m (%.2f%% of path) NC %.3f" % (sys.argv[2], s["depth_l1"]["abs_rel"], s["depth_l1"]["delta_1"],
+      s["pose"]["ate_rmse"], s["pose"].get("ate_percent_of_path") or 0, (s.get("cloud") or {}).get("nc", float("nan"))))
+PY
+}
+
 gpu_build() {
   local t0 prefix
   t0=$(date +%s)

@@ -27,9 +27,8 @@ if [ "${NCU:-0}" = 1 ]; then  # Nsight Compute on the first 8-bit attention vari
   echo "ncu: exit $?"
   grep -vE "^\s*$|^==PROF==" "$OUT/ncu.log" | grep -E "Stall|Throughput|Issue|Eligible|Active Warps|Registers|Occupancy|Pipe|Duration|Bandwidth|Hit" | head -60
 fi
-if [ "${SASS:-0}" = 1 ]; then  # the instruction mix of the first variant's main loop (cuobjdump)
+if [ "${SASS:-0}" = 1 ]; then  # the first variant's instruction mix, whole function ($OUT/int8.sass has the listing)
   obj=$(find build-gpu -name 'kv_attention_int8.cu.o' | head -1)
-  cuobjdump -sass -fun '_ZN11streamrecon7kernels53_GLOBAL__N__' "$obj" > /dev/null 2>&1
   cuobjdump -sass "$obj" > "$OUT/int8.sass" 2>&1
   awk '/Function : .*Int8AttentionKernelILi4ELi1ELi4E/{f=1} f && /Function : / && !/ILi4ELi1ELi4E/{f=0} f' "$OUT/int8.sass" \
     | grep -oE "^\s+/\*[0-9a-f]+\*/\s+[@!A-Z0-9_.]+( [A-Z0-9_.]+)?" | awk '{print ($2 ~ /^@/) ? $3 : $2}' | sed 's/\..*//' \
@@ -43,12 +42,7 @@ if [ "${EVAL:-0}" = 1 ]; then  # the trained default model, bf16 attention again
       name=${scene/:/-}_${seed}_$path
       timeout 60 ./build-gpu/app/streamrecon eval --dataset "synthetic:$scene" --scene-seed "$seed" --frames 24 --device cuda \
         --dtype bfloat16 --bf16-heads --attention-path $path --out "$OUT/eval/$name" > "$OUT/eval/$name.log" 2>&1 || echo "eval $name failed"
-      python3 - "$OUT/eval/$name/metrics.json" "$name" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))["sequences"][0]
-print("%-30s AbsRel %.4f delta1 %.4f ATE %.4f m (%.2f%% of path) NC %.3f" % (sys.argv[2], s["depth_l1"]["abs_rel"], s["depth_l1"]["delta_1"],
-      s["pose"]["ate_rmse"], s["pose"].get("ate_percent_of_path") or 0, (s.get("cloud") or {}).get("nc", float("nan"))))
-PY
+      print_eval_metrics "$OUT/eval/$name/metrics.json" "$name"
     done
   done
 fi

@@ -22,12 +22,7 @@ for seq in walk:0 orbit:outdoor:11; do
     # shellcheck disable=SC2086
     timeout 60 ./build-gpu/app/streamrecon eval --dataset "synthetic:$scene" --scene-seed "$seed" --frames 24 --device cuda \
       --dtype $mode --out "$OUT/heads/$name" > "$OUT/heads/$name.log" 2>&1 || echo "eval $name failed"
-    python3 - "$OUT/heads/$name/metrics.json" "$name" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))["sequences"][0]
-print("%-40s AbsRel %.4f delta1 %.4f ATE %.4f m (%.2f%% of path) NC %.3f" % (sys.argv[2], s["depth_l1"]["abs_rel"], s["depth_l1"]["delta_1"],
-      s["pose"]["ate_rmse"], s["pose"].get("ate_percent_of_path") or 0, (s.get("cloud") or {}).get("nc", float("nan"))))
-PY
+    print_eval_metrics "$OUT/heads/$name/metrics.json" "$name"
   done
 done
 timeout 420 ./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 --size 518 \

@@ -876,45 +876,55 @@ TEST(GpuFusedGlue, MatchesTheAtenBlockWithinBf16Rounding) {
   EXPECT_THROW(kernels::QkvHeadsCuda(at::zeros({5, 100}, at::kBFloat16).cuda(), 2, {}, {}, {}, {}, 1e-5, {}, {}), Error);
 }
 
+// The parity fixtures' per-frame outputs, and the bf16 mode's bounds on their deviation (model.md).
+constexpr const char* kParityOutputs[6] = {"tokens_last", "depth", "depth_conf", "world_points", "world_points_conf", "pose_enc"};
+constexpr double kBf16ParityLimits[6] = {3e-2, 1e-2, 5e-2, 2e-2, 5e-2, 5e-2};
+
+// The parity model run over `fixture` (stream_full, or stream_pruned: xstream with a 60-token cap)
+// with options `o`: the worst relative deviation of each output over the frames. Checks every
+// frame's shapes and cached token count; prints the deviations under `label`.
+std::array<double, 6> WorstParityDeviation(const char* fixture, models::ModelOptions o, const std::string& label) {
+  const auto dir = streamrecon::testing::ParityDir();
+  const bool pruned = std::string(fixture) == "stream_pruned.safetensors";
+  if (pruned) {
+    o.cache.policy = PrunePolicy::kXStream;
+    o.cache.cache_tokens = 60;
+    o.cache.pool_size = 16;
+  }
+  const models::SafetensorsFile ref = models::ReadSafetensors(dir / fixture);
+  models::StreamingModel model(models::NamedConfig("parity-tiny"), models::LoadStateDict(dir / "weights.safetensors"), o);
+  std::array<double, 6> worst{};
+  int frames = 0;
+  for (int i = 0; ref.tensors.count("frame" + std::to_string(i) + ".image"); ++i, ++frames) {
+    const std::string f = "frame" + std::to_string(i) + ".";
+    const models::StepOutput out = model.Step(ref.tensors.at(f + "image").cuda());
+    const at::Tensor* got[6] = {&out.tokens_last, &out.depth, &out.depth_conf, &out.world_points, &out.world_points_conf, &out.pose_enc};
+    for (int j = 0; j < 6; ++j) {
+      const at::Tensor& want = ref.tensors.at(f + kParityOutputs[j]);
+      EXPECT_EQ(got[j]->sizes(), want.sizes()) << label << " " << f << kParityOutputs[j];
+      worst[j] = got[j]->sizes() == want.sizes() ? std::max(worst[j], Rel(got[j]->cpu(), want)) : INFINITY;
+    }
+    EXPECT_EQ(model.CachedTokens(0), std::llround(ref.tensors.at(f + "kv_len_layer0").item<double>())) << label << " " << f;
+  }
+  EXPECT_EQ(frames, 6) << label;
+  std::printf("[ info ] GPU model %s (%s), worst frame:", label.c_str(), pruned ? "xstream cap 60" : "full cache");
+  for (int j = 0; j < 6; ++j) std::printf(" %s %.2e", kParityOutputs[j], worst[j]);
+  std::printf("\n");
+  return worst;
+}
+
 TEST(GpuModel, ParityFixturesFullAndPrunedWithinTheDtypesBounds) {
   REQUIRE_GPU();
-  const auto dir = streamrecon::testing::ParityDir();
-  STREAMRECON_REQUIRE_SHARED(dir / "weights.safetensors");
-  const char* names[6] = {"tokens_last", "depth", "depth_conf", "world_points", "world_points_conf", "pose_enc"};
-  const double bf16_limits[6] = {3e-2, 1e-2, 5e-2, 2e-2, 5e-2, 5e-2};
-  for (const char* fixture : {"stream_full.safetensors", "stream_pruned.safetensors"}) {
-    const bool pruned = std::string(fixture) == "stream_pruned.safetensors";
-    const models::SafetensorsFile ref = models::ReadSafetensors(dir / fixture);
+  STREAMRECON_REQUIRE_SHARED(streamrecon::testing::ParityDir() / "weights.safetensors");
+  for (const char* fixture : {"stream_full.safetensors", "stream_pruned.safetensors"})
     for (const char* dtype : {"float32", "bfloat16"}) {
       models::ModelOptions o;
       o.device = "cuda";
       o.dtype = dtype;
-      if (pruned) {
-        o.cache.policy = PrunePolicy::kXStream;
-        o.cache.cache_tokens = 60;
-        o.cache.pool_size = 16;
-      }
-      models::StreamingModel model(models::NamedConfig("parity-tiny"), models::LoadStateDict(dir / "weights.safetensors"), o);
-      double worst[6] = {0, 0, 0, 0, 0, 0};
-      int frames = 0;
-      for (int i = 0; ref.tensors.count("frame" + std::to_string(i) + ".image"); ++i, ++frames) {
-        const std::string f = "frame" + std::to_string(i) + ".";
-        const models::StepOutput out = model.Step(ref.tensors.at(f + "image").cuda());
-        const at::Tensor* got[6] = {&out.tokens_last, &out.depth, &out.depth_conf, &out.world_points, &out.world_points_conf, &out.pose_enc};
-        for (int j = 0; j < 6; ++j) {
-          ASSERT_EQ(got[j]->sizes(), ref.tensors.at(f + names[j]).sizes()) << f << names[j];
-          worst[j] = std::max(worst[j], Rel(got[j]->cpu(), ref.tensors.at(f + names[j])));
-        }
-        EXPECT_EQ(model.CachedTokens(0), std::llround(ref.tensors.at(f + "kv_len_layer0").item<double>())) << fixture << " " << dtype << " " << f;
-      }
-      EXPECT_EQ(frames, 6);
-      std::printf("[ info ] GPU model %s (%s) vs %s, worst frame:", dtype, pruned ? "xstream cap 60" : "full cache", fixture);
-      for (int j = 0; j < 6; ++j) std::printf(" %s %.2e", names[j], worst[j]);
-      std::printf("\n");
+      const std::array<double, 6> worst = WorstParityDeviation(fixture, o, dtype);
       const bool fp32 = std::string(dtype) == "float32";
-      for (int j = 0; j < 6; ++j) EXPECT_LE(worst[j], fp32 ? 1e-4 : bf16_limits[j]) << fixture << " " << dtype << " " << names[j];
+      for (int j = 0; j < 6; ++j) EXPECT_LE(worst[j], fp32 ? 1e-4 : kBf16ParityLimits[j]) << fixture << " " << dtype << " " << kParityOutputs[j];
     }
-  }
 }
 
 // The 8-bit attention in the model (--attention-path int8) on the parity fixtures, against the
@@ -922,37 +932,16 @@ TEST(GpuModel, ParityFixturesFullAndPrunedWithinTheDtypesBounds) {
 // bf16 mode's limits of model.md (the 8-bit path is an option; docs/perf.md reports where it holds).
 TEST(GpuModel, Int8AttentionOnTheParityFixtures) {
   REQUIRE_GPU();
-  const auto dir = streamrecon::testing::ParityDir();
-  STREAMRECON_REQUIRE_SHARED(dir / "weights.safetensors");
-  const char* names[6] = {"tokens_last", "depth", "depth_conf", "world_points", "world_points_conf", "pose_enc"};
-  const double bf16_limits[6] = {3e-2, 1e-2, 5e-2, 2e-2, 5e-2, 5e-2};
-  for (const char* fixture : {"stream_full.safetensors", "stream_pruned.safetensors"}) {
-    const bool pruned = std::string(fixture) == "stream_pruned.safetensors";
-    const models::SafetensorsFile ref = models::ReadSafetensors(dir / fixture);
+  STREAMRECON_REQUIRE_SHARED(streamrecon::testing::ParityDir() / "weights.safetensors");
+  for (const char* fixture : {"stream_full.safetensors", "stream_pruned.safetensors"})
     for (const AttentionPath path : {AttentionPath::kAuto, AttentionPath::kInt8}) {
       models::ModelOptions o;
       o.device = "cuda";
       o.dtype = "bfloat16";
       o.cache.kernels.attention = path;
-      if (pruned) {
-        o.cache.policy = PrunePolicy::kXStream;
-        o.cache.cache_tokens = 60;
-        o.cache.pool_size = 16;
-      }
-      models::StreamingModel model(models::NamedConfig("parity-tiny"), models::LoadStateDict(dir / "weights.safetensors"), o);
-      double worst[6] = {0, 0, 0, 0, 0, 0};
-      for (int i = 0; ref.tensors.count("frame" + std::to_string(i) + ".image"); ++i) {
-        const std::string f = "frame" + std::to_string(i) + ".";
-        const models::StepOutput out = model.Step(ref.tensors.at(f + "image").cuda());
-        const at::Tensor* got[6] = {&out.tokens_last, &out.depth, &out.depth_conf, &out.world_points, &out.world_points_conf, &out.pose_enc};
-        for (int j = 0; j < 6; ++j) worst[j] = std::max(worst[j], Rel(got[j]->cpu(), ref.tensors.at(f + names[j])));
-      }
-      std::printf("[ info ] GPU model bfloat16, attention %s (%s), worst frame:", ToString(path), pruned ? "xstream cap 60" : "full cache");
-      for (int j = 0; j < 6; ++j) std::printf(" %s %.2e", names[j], worst[j]);
-      std::printf("\n");
-      for (int j = 0; j < 6; ++j) EXPECT_LE(worst[j], bf16_limits[j]) << fixture << " " << ToString(path) << " " << names[j];
+      const std::array<double, 6> worst = WorstParityDeviation(fixture, o, std::string("bfloat16, attention ") + ToString(path));
+      for (int j = 0; j < 6; ++j) EXPECT_LE(worst[j], kBf16ParityLimits[j]) << fixture << " " << ToString(path) << " " << kParityOutputs[j];
     }
-  }
 }
 
 // CUDA graphs replay the same kernels as the eager step: the outputs agree over a pruned,
