@@ -46,7 +46,7 @@ struct CacheArgs {
   bool v_hadamard = false;
   uint64_t prune_seed = 0;
   // The CUDA backend's kernel choices (experiments and benchmarks).
-  std::string attention_path = "auto";  // auto | fused | dequant | dequant-bucketed
+  std::string attention_path = "auto";  // auto | fused | dequant | dequant-bucketed | int8
   std::string sdpa_backend = "auto";    // auto | flash | cudnn | efficient
   int64_t attention_chunk_tokens = 0;
   int append_kernel = 0;

@@ -13,6 +13,8 @@
 // exponent's multiply-add. The rows' sums of P come from one more MMA against a tile of ones; the
 // running output is rescaled only when a row of the warp has a new maximum. Keys split over
 // blocks with a log-sum-exp combine, as kv_attention.cu.
+#include <atomic>
+
 #include "kernels/kv_common.cuh"
 #include "kernels/kv_kernels.h"
 
@@ -404,12 +406,20 @@ int Int8AttentionBlocks(int queries, int heads, int variant) {
 
 int ChooseInt8AttentionSplits(const Int8AttentionParams& p, int multiprocessors) {
   if (p.variant < 0 || p.variant >= Int8AttentionVariants()) return 1;
-  static int resident_per_sm[sizeof(kVariants) / sizeof(kVariants[0])] = {};  // asked once per variant (and process)
-  int& per_sm = resident_per_sm[p.variant];
-  if (per_sm < 1 &&
-      (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kVariantKernels[p.variant], kVariants[p.variant].warps * 32, 0) != cudaSuccess ||
-       per_sm < 1))
-    per_sm = 1;
+  // Resident blocks per multiprocessor, asked once per variant and process (the same on every
+  // device of one kind; a failed query is not kept, and its error is cleared).
+  static std::atomic<int> resident_per_sm[sizeof(kVariants) / sizeof(kVariants[0])] = {};
+  int per_sm = resident_per_sm[p.variant].load(std::memory_order_relaxed);
+  if (per_sm < 1) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kVariantKernels[p.variant], kVariants[p.variant].warps * 32, 0) ==
+            cudaSuccess &&
+        per_sm >= 1) {
+      resident_per_sm[p.variant].store(per_sm, std::memory_order_relaxed);
+    } else {
+      cudaGetLastError();
+      per_sm = 1;
+    }
+  }
   const int64_t resident = static_cast<int64_t>(per_sm) * multiprocessors;
   const int64_t blocks = Int8AttentionBlocks(p.queries, p.heads, p.variant);
   // Tiles on the longest path (whole waves of blocks x tiles per split), plus 1% per split for the

@@ -1,6 +1,6 @@
 // Device helpers shared by the KV-cache kernels: bf16 bit conversions, the asymmetric min-max
-// quantiser (core/kv/quantizer.h, the same code as the CPU reference's), code unpacking and the
-// 64-point Hadamard.
+// quantiser (core/kv/quantizer.h, the same code as the CPU reference's), exp2, ldmatrix and the
+// m16n8k16 MMA of the attention kernels, code unpacking and the 64-point Hadamard.
 #pragma once
 
 #include <cuda_bf16.h>

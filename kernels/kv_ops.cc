@@ -305,11 +305,14 @@ const std::vector<int32_t>* PageCounts(const PagedKv& pages, int64_t page_count,
 // 8-bit attention's operands, then one call.
 at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                              const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
-                             const std::vector<int32_t>* page_valid) {
+                             const std::vector<int32_t>* page_valid, int splits) {
   if (!pages || page_count == 0)
     return Int8AttentionCuda(q, dense_tokens > 0 ? QuantizeInt8RowsCuda(dense_k, dense_v, dense_tokens, k_cur, v_cur)
-                                                 : QuantizeInt8RowsCuda(k_cur, v_cur, k_cur.size(1)));
+                                                 : QuantizeInt8RowsCuda(k_cur, v_cur, k_cur.size(1)),
+                             splits);
   CheckPages(*pages);
+  if (pages->layout.heads != q.size(0))
+    throw Error("page store has " + std::to_string(pages->layout.heads) + " heads, queries have " + std::to_string(q.size(0)));
   std::vector<int32_t> read_back;
   const std::vector<int32_t>& counts = *PageCounts(*pages, page_count, page_valid, read_back);
   int64_t tokens = 0;
@@ -317,7 +320,7 @@ at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, con
   const int64_t nc = k_cur.size(1);
   const at::Tensor k = at::empty({q.size(0), tokens + nc, 64}, q.options()), v = at::empty_like(k);
   LaunchDequant(*pages, page_count, 0, page_count, &counts, k, v, k_cur, v_cur, tokens);
-  return Int8AttentionCuda(q, QuantizeInt8RowsCuda(k, v, tokens + nc));
+  return Int8AttentionCuda(q, QuantizeInt8RowsCuda(k, v, tokens + nc), splits);
 }
 
 // Dense cache attended in place, pages expanded once per chunk; chunks merged by log-sum-exp.
@@ -385,7 +388,7 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
   AttentionPath resolved = path != AttentionPath::kAuto ? path : options.attention;
   if (resolved == AttentionPath::kAuto) resolved = AttentionPath::kDequantSdpa;
   if (resolved == AttentionPath::kFused) return FusedAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits, options);
-  if (resolved == AttentionPath::kInt8) return Int8PathAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid);
+  if (resolved == AttentionPath::kInt8) return Int8PathAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, splits);
   const int64_t bucket = resolved == AttentionPath::kDequantSdpaBucketed ? kLengthBucket : 0;
   return DequantSdpaAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, bucket, options);
 }
@@ -617,21 +620,26 @@ namespace {
 
 void CheckRows(const at::Tensor& t, const char* name, int64_t heads, int64_t rows) {
   if (!t.defined() || !t.is_cuda() || t.scalar_type() != at::kBFloat16 || t.dim() != 3 || t.size(0) != heads || t.size(1) < rows ||
-      t.size(2) != 64 || t.stride(1) != 64 || t.stride(2) != 1 || reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0)
-    throw Error(std::string("8-bit attention: expected ") + name + " as bf16 CUDA rows [" + std::to_string(heads) + ", >= " +
-                std::to_string(rows) + ", 64] (rows contiguous, 16-byte aligned), got " + Describe(t));
+      t.size(2) != 64 || t.stride(1) != 64 || t.stride(2) != 1 || t.stride(0) % 8 != 0 ||
+      reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0)
+    throw Error(std::string("8-bit attention: expected ") + name + " as bf16 CUDA rows [" + (heads >= 0 ? std::to_string(heads) : "H") + ", >= " +
+                std::to_string(rows) + ", 64] (rows contiguous, every head 16-byte aligned), got " + Describe(t));
 }
 
 }  // namespace
 
 Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t rows, const at::Tensor& k_b, const at::Tensor& v_b) {
   if (!k.defined()) throw Error("8-bit attention: expected keys, got none");
-  const int64_t heads = k.size(0), b_rows = k_b.defined() ? k_b.size(1) : 0;
+  const int64_t heads = k.dim() == 3 ? k.size(0) : -1;
   CheckRows(k, "keys", heads, rows);
   CheckRows(v, "values", heads, rows);
+  const int64_t b_rows = k_b.defined() && k_b.dim() == 3 ? k_b.size(1) : 0;
   if (k_b.defined() || v_b.defined()) {
     CheckRows(k_b, "the second part's keys", heads, b_rows);
     CheckRows(v_b, "the second part's values", heads, b_rows);
+    if (v_b.size(1) != b_rows)
+      throw Error("8-bit attention: the second part has " + std::to_string(b_rows) + " key rows and " + std::to_string(v_b.size(1)) +
+                  " value rows");
   }
   const int64_t total = rows + b_rows;
   if (total < 1 || total > std::numeric_limits<int>::max() - kInt8AttentionTile)

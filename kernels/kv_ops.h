@@ -108,14 +108,16 @@ void GatherPagesCuda(const PagedKv& src, int64_t first, const at::Tensor& middle
 // on tensor cores. Its operands, from bf16 rows: rows [0, rows) of k, v (CUDA [H, >= rows, 64],
 // rows contiguous), then every row of k_b, v_b when given (e.g. the current frame): K as INT8
 // with a scale per 64-token tile (kv_kernels.h), V as the bf16 rows themselves (v, or with a
-// second part a copy of both parts as one block of rows).
+// second part a copy of both parts as one block of rows). K is a snapshot, V (without a second
+// part) a view of the caller's rows: attend before those rows change.
 struct Int8Rows {
   at::Tensor k8, ks, v;
   int64_t rows = 0;
 };
 Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t rows, const at::Tensor& k_b = {},
                               const at::Tensor& v_b = {});
-// Attention of q (bf16 CUDA [H, Nq, 64], channels contiguous, any head and row strides) over
+// Attention of q (bf16 CUDA [H, Nq, 64], channels contiguous, head and row strides multiples of 4
+// elements, 8-byte aligned) over
 // `rows` with scale 1/8; Q is quantized to INT8 per query row inside the kernel. splits: blocks
 // over the keys (0: enough to fill the GPU); variant: the kernel's shape (Int8AttentionParams).
 // Returns bf16 [H, Nq, 64].

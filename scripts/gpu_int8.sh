@@ -13,7 +13,8 @@ TESTS=${TESTS:-'*GpuInt8Attention*:*GpuAttention*:GpuModel.*:GpuCache.*:GpuSlotC
 gpu_build test_gpu_kernels streamrecon_kernel_bench streamrecon || exit 1
 timeout 150 ./build-gpu/tests/test_gpu_kernels --gtest_filter="$TESTS" > "$OUT/gpu_tests.log" 2>&1
 echo "GPU tests: exit $?"
-grep -E "^\[ (info|  FAILED|  PASSED) |Failure|Expected|Which|error" "$OUT/gpu_tests.log" | grep -vE "attention (kDequant|kFused|over rows)" | head -40
+grep -E "^\[ (info|FAILED|PASSED) |^\[  (FAILED|PASSED) |Failure|Expected|Which|error" "$OUT/gpu_tests.log" \
+  | grep -vE "attention (dequant|dequant-bucketed|fused) |attention over rows" | head -60
 # shellcheck disable=SC2086
 timeout 120 ./build-gpu/kernels/streamrecon_kernel_bench --tokens ${TOKENS// / --tokens } --append-format none \
   --json "$OUT/kernels.json" > "$OUT/kernels.log" 2>&1

@@ -367,9 +367,13 @@ TEST_P(GpuInt8Attention, WithinTwiceTheLowPrecisionReferenceError) {
   const Int8Case c = GetParam();
   at::manual_seed(300 + c.rows + c.queries);
   const int64_t H = c.heads;
-  // Keys with a few large channels (as trained keys have), values of mixed magnitude.
+  // Keys with a few large channels (as trained keys have) and tiles of 64 rows at 1x and 3x (a
+  // tile's scale applied to another would show), values of mixed magnitude.
   const at::Tensor q = RandomBf16({H, c.queries, 64}, 1.5);
-  const at::Tensor k = (RandomBf16({H, c.rows + 9, 64}) * (1 + 4 * (at::arange(64) % 13 == 0).to(at::kFloat))).to(at::kBFloat16).to(at::kFloat);
+  const at::Tensor tile_gain = (1 + 2 * (at::floor_divide(at::arange(c.rows + 9), 64) % 2)).to(at::kFloat).view({1, -1, 1});
+  const at::Tensor k = (RandomBf16({H, c.rows + 9, 64}) * (1 + 4 * (at::arange(64) % 13 == 0).to(at::kFloat)) * tile_gain)
+                           .to(at::kBFloat16)
+                           .to(at::kFloat);
   const at::Tensor v = RandomBf16({H, c.rows + 9, 64}, 2.0);
   const at::Tensor k_cur = RandomBf16({H, c.current, 64}), v_cur = RandomBf16({H, c.current, 64});
   const at::Tensor kd = k.to(at::kBFloat16).cuda(), vd = v.to(at::kBFloat16).cuda();
@@ -387,19 +391,28 @@ TEST_P(GpuInt8Attention, WithinTwiceTheLowPrecisionReferenceError) {
   EXPECT_LE(step.max().item<double>(), 0.5 + 1e-3) << "INT8 keys off by more than half a step";
   EXPECT_TRUE(at::equal(rows.v.narrow(1, 0, T).cpu().to(at::kFloat), V)) << "values not the bf16 rows in order";
 
-  const at::Tensor out = kernels::Int8AttentionCuda(q.to(at::kBFloat16).cuda(), rows, c.splits).cpu();
-  const at::Tensor ref = Reference64(q, K, V);
-  const double err_gpu = Rel(out, ref), err_low = Rel(ReferenceInt8(q, K, V), ref), err_bf16 = Rel(ReferenceBf16(q, K, V), ref);
-  std::printf("[ info ] 8-bit attention H=%d T=%d+%d q=%d splits=%d: GPU rel err %.2e, INT8 CPU reference %.2e (bf16 %.2e)\n",
-              c.heads, c.rows, c.current, c.queries, c.splits, err_gpu, err_low, err_bf16);
-  EXPECT_TRUE(at::isfinite(out).all().item<bool>());
-  EXPECT_LE(err_gpu, 2.0 * err_low + 1e-6);
+  const at::Tensor ref = Reference64(q, K, V), ref_int8 = ReferenceInt8(q, K, V);
+  const double err_low = Rel(ref_int8, ref), err_bf16 = Rel(ReferenceBf16(q, K, V), ref);
+  const at::Tensor qd = q.to(at::kBFloat16).cuda();
+  for (int variant = 0; variant < kernels::Int8AttentionVariants(); ++variant) {  // every kernel shape
+    const at::Tensor out = kernels::Int8AttentionCuda(qd, rows, c.splits, variant).cpu();
+    const double err_gpu = Rel(out, ref), from_reference = Rel(out, ref_int8);
+    std::printf("[ info ] 8-bit attention H=%d T=%d+%d q=%d splits=%d variant %d: GPU rel err %.2e, INT8 CPU reference %.2e (bf16 "
+                "%.2e); GPU against that reference %.2e\n",
+                c.heads, c.rows, c.current, c.queries, c.splits, variant, err_gpu, err_low, err_bf16, from_reference);
+    EXPECT_TRUE(at::isfinite(out).all().item<bool>()) << "variant " << variant;
+    EXPECT_LE(err_gpu, 2.0 * err_low + 1e-6) << "variant " << variant;
+    // The same quantization as the reference (codes equal up to ties): what is left is P's and the
+    // output's bf16 roundings (2^-9 relative each) and the order of the sums.
+    EXPECT_LE(from_reference, 1e-2) << "variant " << variant;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, GpuInt8Attention,
                          ::testing::Values(Int8Case{4, 1, 0, 100, 1}, Int8Case{4, 100, 0, 1041, 1}, Int8Case{4, 1000, 300, 300, 3},
                                            Int8Case{2, 4999, 129, 129, 0}, Int8Case{16, 9000, 1041, 1041, 0},
-                                           Int8Case{3, 64, 64, 77, 2}));
+                                           Int8Case{3, 64, 64, 77, 2},
+                                           Int8Case{4, 300, 0, 100, 4}));  // 5 tiles in splits of 2: the last split has none
 
 // The 8-bit path through AttentionCuda: a dense cache, and pages expanded first (with partial pages).
 INSTANTIATE_TEST_SUITE_P(Int8Path, GpuAttention,
