@@ -98,10 +98,6 @@ __device__ __forceinline__ void Rope(float& a, float& b, const float* cos, const
   b = fmaf(pb, sin[c + 1], b * cos[c + 1]);
 }
 
-__device__ __forceinline__ uint32_t PackBf16(float a, float b) {
-  return static_cast<uint32_t>(FloatToBf16Bits(a)) | (static_cast<uint32_t>(FloatToBf16Bits(b)) << 16);
-}
-
 __global__ void __launch_bounds__(256) QkvHeadsKernel(QkvHeadsParams p) {
   const int64_t unit = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32;  // (token, head)
   const int64_t units = static_cast<int64_t>(p.batch) * p.tokens * p.heads;
@@ -128,28 +124,8 @@ __global__ void __launch_bounds__(256) QkvHeadsKernel(QkvHeadsParams p) {
     Rope(qa, qb, p.cos + row, p.sin + row, c);
     Rope(ka, kb, p.cos + row, p.sin + row, c);
   }
-  reinterpret_cast<uint32_t*>(p.q)[out] = PackBf16(qa, qb);
-  reinterpret_cast<uint32_t*>(p.k)[out] = PackBf16(ka, kb);
-}
-
-// Eight bf16 channels of a 16-byte piece as floats (channel 2j in the low half of word j), and back.
-struct Bf16x8 {
-  float v[8];
-};
-
-__device__ __forceinline__ Bf16x8 Unpack8(const uint4& u) {
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-  Bf16x8 x;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    x.v[2 * j] = Bf16BitsToFloat(static_cast<uint16_t>(w[j] & 0xffffu));
-    x.v[2 * j + 1] = Bf16BitsToFloat(static_cast<uint16_t>(w[j] >> 16));
-  }
-  return x;
-}
-
-__device__ __forceinline__ uint4 Pack8(const Bf16x8& x) {
-  return make_uint4(PackBf16(x.v[0], x.v[1]), PackBf16(x.v[2], x.v[3]), PackBf16(x.v[4], x.v[5]), PackBf16(x.v[6], x.v[7]));
+  reinterpret_cast<uint32_t*>(p.q)[out] = PackBf16x2(qa, qb);
+  reinterpret_cast<uint32_t*>(p.k)[out] = PackBf16x2(ka, kb);
 }
 
 __global__ void __launch_bounds__(256) BilinearBf16Kernel(BilinearParams p, float scale_h, float scale_w) {

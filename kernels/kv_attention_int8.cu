@@ -49,13 +49,9 @@ __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
   float x[32];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const uint4 w = k ? reinterpret_cast<const uint4*>(k + half * 32)[i] : make_uint4(0, 0, 0, 0);
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    const Bf16x8 w = Unpack8(k ? reinterpret_cast<const uint4*>(k + half * 32)[i] : make_uint4(0, 0, 0, 0));
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      x[8 * i + 2 * j] = Bf16BitsToFloat(static_cast<uint16_t>(words[j] & 0xffff));
-      x[8 * i + 2 * j + 1] = Bf16BitsToFloat(static_cast<uint16_t>(words[j] >> 16));
-    }
+    for (int j = 0; j < 8; ++j) x[8 * i + j] = w.v[j];
   }
   // A scale per tile from its largest magnitude.
   float amax = 0.0f;

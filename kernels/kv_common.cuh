@@ -47,6 +47,26 @@ __device__ __forceinline__ uint32_t PackBf16x2(float lo, float hi) {
   return static_cast<uint32_t>(FloatToBf16Bits(lo)) | (static_cast<uint32_t>(FloatToBf16Bits(hi)) << 16);
 }
 
+// Eight bf16 channels of a 16-byte piece as floats (channel 2j in the low half of word j), and back.
+struct Bf16x8 {
+  float v[8];
+};
+
+__device__ __forceinline__ Bf16x8 Unpack8(const uint4& u) {
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+  Bf16x8 x;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    x.v[2 * j] = Bf16BitsToFloat(static_cast<uint16_t>(w[j] & 0xffffu));
+    x.v[2 * j + 1] = Bf16BitsToFloat(static_cast<uint16_t>(w[j] >> 16));
+  }
+  return x;
+}
+
+__device__ __forceinline__ uint4 Pack8(const Bf16x8& x) {
+  return make_uint4(PackBf16x2(x.v[0], x.v[1]), PackBf16x2(x.v[2], x.v[3]), PackBf16x2(x.v[4], x.v[5]), PackBf16x2(x.v[6], x.v[7]));
+}
+
 // D = A B + D on tensor cores, m16n8k16 with float accumulation: fp16 operands (kHalf) or bf16.
 template <bool kHalf>
 __device__ __forceinline__ void Mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {

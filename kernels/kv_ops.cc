@@ -94,6 +94,21 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
 
 namespace {
 
+// The float workspaces of an attention split over the keys (p.splits > 1): partial outputs
+// [splits, H, Nq, 64] and log-sum-exps [splits, H, Nq], their pointers set in p (AttentionParams
+// or Int8AttentionParams); nothing for one split. Lives until the launch is queued.
+struct SplitWorkspace {
+  at::Tensor out, lse;
+  template <typename Params>
+  SplitWorkspace(Params& p, const at::TensorOptions& options) {
+    if (p.splits <= 1) return;
+    out = at::empty({p.splits, p.heads, p.queries, 64}, options.dtype(at::kFloat));
+    lse = at::empty({p.splits, p.heads, p.queries}, options.dtype(at::kFloat));
+    p.partial_out = out.data_ptr<float>();
+    p.partial_lse = lse.data_ptr<float>();
+  }
+};
+
 at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                           const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits,
                           const KernelOptions& options) {
@@ -125,13 +140,7 @@ at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const 
   p.out = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   p.splits = splits > 0 ? std::min(splits, AttentionKeyTiles(p)) : ChooseAttentionSplits(p, sms);
-  at::Tensor partial_out, partial_lse;
-  if (p.splits > 1) {
-    partial_out = at::empty({p.splits, p.heads, p.queries, 64}, q.options().dtype(at::kFloat));
-    partial_lse = at::empty({p.splits, p.heads, p.queries}, q.options().dtype(at::kFloat));
-    p.partial_out = partial_out.data_ptr<float>();
-    p.partial_lse = partial_lse.data_ptr<float>();
-  }
+  const SplitWorkspace workspace(p, q.options());
   CheckCuda(LaunchAttention(p, at::cuda::getCurrentCUDAStream()), "KV attention kernel");
   return out;
 }
@@ -704,13 +713,7 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
   p.variant = variant;
   if (splits <= 0) splits = ChooseInt8AttentionSplits(p, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
   p.splits = std::min(splits, p.tiles);
-  at::Tensor partial_out, partial_lse;
-  if (p.splits > 1) {
-    partial_out = at::empty({p.splits, heads, q.size(1), 64}, q.options().dtype(at::kFloat));
-    partial_lse = at::empty({p.splits, heads, q.size(1)}, q.options().dtype(at::kFloat));
-    p.partial_out = partial_out.data_ptr<float>();
-    p.partial_lse = partial_lse.data_ptr<float>();
-  }
+  const SplitWorkspace workspace(p, q.options());
   CheckCuda(LaunchInt8Attention(p, at::cuda::getCurrentCUDAStream()), "8-bit attention kernel");
   return out;
 }
