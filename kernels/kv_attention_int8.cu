@@ -74,6 +74,16 @@ __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
 
 // ---- attention ----------------------------------------------------------------------------------
 
+// An integer score as a float without a conversion instruction (I2F runs at the rate of the
+// exponential, and the softmax is the kernel's bound): the bits of 1.5 2^23 + s for |s| < 2^22,
+// exact. Q K^T over 64 channels of INT8 codes is at most 64 127^2 < 2^20 in magnitude. The offset
+// is order-preserving, so maxima are taken on these floats; it is removed once per row and tile in
+// the exponent's bias, whose rounding costs under one integer unit of score (the operands' INT8
+// rounding moves scores by hundreds).
+constexpr float kScoreOffset = 12582912.0f;  // 1.5 2^23
+static_assert(kHeadDim * 127 * 127 < (1 << 22), "integer scores stay exact under the offset");
+__device__ __forceinline__ float IntScoreAsFloat(int s) { return __int_as_float(0x4B400000 + s); }
+
 constexpr int kVStride = kHeadDim + 8;  // bf16 per V row in shared memory (16 bytes of padding: no bank conflicts)
 
 struct Stage {
@@ -242,7 +252,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         MmaInt8(si, qa[rt][0], b[0], b[1]);
         MmaInt8(si, qa[rt][1], b[2], b[3]);
 #pragma unroll
-        for (int i = 0; i < 4; ++i) sc[rt][j][i] = static_cast<float>(si[i]);  // integer scores: the scales come later
+        for (int i = 0; i < 4; ++i) sc[rt][j][i] = IntScoreAsFloat(si[i]);  // the scales come later
       }
     }
     if ((tile + 1) * kTile > p.rows) {  // the last tile's padding
@@ -263,6 +273,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
     for (int rt = 0; rt < kRowTiles; ++rt) {
       float tile_max[2] = {-INFINITY, -INFINITY}, bias[2];
       const float scale[2] = {q_scale[rt][0] * k_scale, q_scale[rt][1] * k_scale};  // integer score -> log2 units
+      // sc holds kScoreOffset + score: log2 units are sc scale - kScoreOffset scale.
+      const float offset[2] = {kScoreOffset * scale[0], kScoreOffset * scale[1]};
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         tile_max[0] = fmaxf(tile_max[0], fmaxf(sc[rt][j][0], sc[rt][j][1]));
@@ -272,11 +284,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
       for (int r = 0; r < 2; ++r) {
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-        const float new_max = fmaxf(row_max[rt][r], tile_max[r] * scale[r]);
+        const float new_max = fmaxf(row_max[rt][r], fmaf(tile_max[r], scale[r], -offset[r]));
         alpha[rt][r] = new_max == -INFINITY ? 1.0f : FastExp2(row_max[rt][r] - new_max);
         rescale |= alpha[rt][r] != 1.0f;
         row_max[rt][r] = new_max;
-        bias[r] = new_max == -INFINITY ? 0.0f : -new_max;
+        bias[r] = new_max == -INFINITY ? 0.0f : -new_max - offset[r];
       }
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
