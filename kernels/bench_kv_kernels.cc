@@ -1,6 +1,7 @@
 // Kernel benchmark on the GPU: torch's scaled_dot_product_attention (bf16) and our attention for
 // each cache format at q = 1041 queries, 16 heads, d = 64 and T kept tokens, in one run; and the
-// append kernel's achieved bandwidth against a device-to-device copy of the same bytes.
+// append kernel's achieved bandwidth against a device-to-device copy of the same bytes; the
+// blocks' matrix products in bf16 and FP8.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <CLI/CLI.hpp>
@@ -9,10 +10,14 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "core/kv/paged_kv.h"
+#include "kernels/block_ops.h"
 #include "kernels/kv_kernels.h"
 #include "kernels/kv_ops.h"
 
@@ -137,6 +142,30 @@ int main(int argc, char** argv) {
     }
   }
   results["attention"] = attention;
+
+  // The blocks' matrix products at M = queries rows (the 1B model's C = 1024, hidden 4096): bf16
+  // (at::linear), FP8 alone (at::_scaled_mm with row scales, operands quantized beforehand) and FP8
+  // with the activations' quantization (what --fp8-gemms pays per product).
+  std::printf("\n%-6s %-14s %9s %9s %9s %9s %8s\n", "gemm", "M x K x N", "bf16 ms", "fp8 ms", "+quant ms", "TFLOP/s", "of bf16");
+  nlohmann::json gemms = nlohmann::json::array();
+  for (const auto& [name, k, n] : std::vector<std::tuple<const char*, int64_t, int64_t>>{
+           {"qkv", 1024, 3072}, {"proj", 1024, 1024}, {"fc1", 1024, 4096}, {"fc2", 4096, 1024}}) {
+    if (append_only) break;
+    const at::Tensor x = at::randn({queries, k}, dev), w = at::randn({n, k}, dev) / 32, bias = at::randn({n}, dev);
+    const auto [x8, xs] = streamrecon::kernels::QuantizeFp8RowsCuda(x);
+    const at::Tensor w8 = w.to(at::kFloat8_e4m3fn), ws = at::ones({1, n}, dev.dtype(at::kFloat));
+    const double bf16 = TimeMs([&] { at::linear(x, w, bias); });
+    const double fp8 = TimeMs([&] { at::_scaled_mm(x8, w8.t(), xs, ws, bias, {}, at::kBFloat16); });
+    const double both = TimeMs([&] {
+      const auto [codes, scales] = streamrecon::kernels::QuantizeFp8RowsCuda(x);
+      at::_scaled_mm(codes, w8.t(), scales, ws, bias, {}, at::kBFloat16);
+    });
+    const double flops = 2.0 * queries * k * n;
+    const std::string shape = std::to_string(queries) + "x" + std::to_string(k) + "x" + std::to_string(n);
+    std::printf("%-6s %-14s %9.4f %9.4f %9.4f %9.0f %7.2fx\n", name, shape.c_str(), bf16, fp8, both, flops / fp8 / 1e9, both / bf16);
+    gemms.push_back({{"gemm", name}, {"m", queries}, {"k", k}, {"n", n}, {"bf16_ms", bf16}, {"fp8_ms", fp8}, {"fp8_with_quant_ms", both}});
+  }
+  results["gemms"] = gemms;
 
   // Append bandwidth: one frame (1041 tokens) and a large batch of tokens in one launch.
   std::printf("\n%-8s %-9s %10s %10s %10s %8s\n", "tokens", "format", "us", "GB/s", "copy GB/s", "of copy");

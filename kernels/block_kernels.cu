@@ -2,6 +2,8 @@
 // cast to bf16 for the next matrix product, and the split of the qkv projection into heads with
 // qk-norm and RoPE. In the unfused path each of these is 3-12 ATen kernels and as many round trips
 // of the activations through memory (docs/perf.md: about 6 ms of a 1B-model frame).
+#include <cuda_fp8.h>
+
 #include "kernels/block_kernels.h"
 #include "kernels/kv_common.cuh"
 
@@ -11,18 +13,24 @@ namespace {
 constexpr int kNormThreads = 128;
 constexpr int kNormPerThread = kLayerNormMaxCols / kNormThreads;
 
-// Sum over the block (kNormThreads threads); every thread gets the total.
-__device__ __forceinline__ float BlockSum(float v, float* scratch) {
+// A reduction over the block (kNormThreads threads) with `op` (a sum or a maximum); every thread
+// gets the result.
+template <typename Op>
+__device__ __forceinline__ float BlockReduce(float v, float* scratch, Op op) {
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __syncthreads();  // scratch may still be read from the previous call
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
-  float total = 0.0f;
+  float total = scratch[0];
 #pragma unroll
-  for (int w = 0; w < kNormThreads / 32; ++w) total += scratch[w];
+  for (int w = 1; w < kNormThreads / 32; ++w) total = op(total, scratch[w]);
   return total;
+}
+
+__device__ __forceinline__ float BlockSum(float v, float* scratch) {
+  return BlockReduce(v, scratch, [](float a, float b) { return a + b; });
 }
 
 // Four consecutive channels per step (16-byte loads of x, 8-byte loads of the bf16 branch).
@@ -170,7 +178,53 @@ __global__ void __launch_bounds__(256) BiasActBf16Kernel(BiasActParams p) {
   *y = Pack8(out);
 }
 
+// Eight channels per step: a row of up to kLayerNormMaxCols in registers, its largest magnitude
+// over the block, then the codes (8 bytes per store).
+__global__ void __launch_bounds__(kNormThreads) QuantizeFp8RowsKernel(Fp8RowsParams p) {
+  __shared__ float scratch[kNormThreads / 32];
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * p.cols;
+  constexpr int kSteps = kNormPerThread / 8;
+  Bf16x8 v[kSteps];
+  float amax = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kSteps; ++j) {
+    const int c = 8 * (threadIdx.x + j * kNormThreads);
+    if (c >= p.cols) continue;
+    v[j] = Unpack8(*reinterpret_cast<const uint4*>(p.x + base + c));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      if (p.gelu) v[j].v[i] = 0.5f * v[j].v[i] * (1.0f + erff(v[j].v[i] * 0.70710678118654752f));
+      amax = fmaxf(amax, fabsf(v[j].v[i]));
+    }
+  }
+  amax = BlockReduce(amax, scratch, [](float a, float b) { return fmaxf(a, b); });
+  const float inv = amax > 0.0f ? 448.0f / amax : 0.0f;
+  if (threadIdx.x == 0) p.scale[blockIdx.x] = amax > 0.0f ? amax / 448.0f : 1.0f;
+#pragma unroll
+  for (int j = 0; j < kSteps; ++j) {
+    const int c = 8 * (threadIdx.x + j * kNormThreads);
+    if (c >= p.cols) continue;
+    uint32_t w[2] = {0, 0};
+#pragma unroll
+    for (int i = 0; i < 8; i += 2) {
+      const __nv_fp8x2_storage_t pair =
+          __nv_cvt_float2_to_fp8x2(make_float2(v[j].v[i] * inv, v[j].v[i + 1] * inv), __NV_SATFINITE, __NV_E4M3);
+      w[i / 4] |= static_cast<uint32_t>(pair) << (16 * ((i / 2) % 2));
+    }
+    *reinterpret_cast<uint2*>(p.out + base + c) = make_uint2(w[0], w[1]);
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchQuantizeFp8Rows(const Fp8RowsParams& p, cudaStream_t stream) {
+  if (p.cols < 8 || p.cols > kLayerNormMaxCols || p.cols % 8 != 0 || p.rows < 0 || !p.x || !p.out || !p.scale)
+    return cudaErrorInvalidValue;
+  if (reinterpret_cast<uintptr_t>(p.x) % 16 != 0 || reinterpret_cast<uintptr_t>(p.out) % 8 != 0) return cudaErrorMisalignedAddress;
+  if (p.rows == 0) return cudaSuccess;
+  QuantizeFp8RowsKernel<<<p.rows, kNormThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchBiasActBf16(const BiasActParams& p, cudaStream_t stream) {
   if (p.pixels < 0 || p.c < 8 || p.c % 8 != 0 || !p.y || !p.bias) return cudaErrorInvalidValue;

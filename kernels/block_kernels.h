@@ -80,4 +80,20 @@ struct BiasActParams {
 
 cudaError_t LaunchBiasActBf16(const BiasActParams& p, cudaStream_t stream);
 
+struct Fp8RowsParams {
+  // bf16 rows x [rows, cols] as FP8 e4m3 codes with one float scale per row, x ~ code * scale
+  // (scale: the row's largest magnitude / 448, e4m3's largest finite value; 1 for a row of zeros).
+  // With `gelu` the rows are GELU(x) first (the erf form in float, as ATen's exact GELU): the MLP's
+  // hidden activation, quantized in the same pass.
+  const uint16_t* x = nullptr;
+  uint8_t* out = nullptr;  // e4m3 [rows, cols]
+  float* scale = nullptr;  // [rows]
+  int rows = 0, cols = 0;
+  bool gelu = false;
+};
+
+// A block of 128 threads per row, 8 channels per load; cols a multiple of 8 up to
+// kLayerNormMaxCols, 16-byte aligned rows.
+cudaError_t LaunchQuantizeFp8Rows(const Fp8RowsParams& p, cudaStream_t stream);
+
 }  // namespace streamrecon::kernels

@@ -165,4 +165,26 @@ at::Tensor BiasActBf16Cuda(const at::Tensor& y, const at::Tensor& bias, bool rel
   return y;
 }
 
+std::pair<at::Tensor, at::Tensor> QuantizeFp8RowsCuda(const at::Tensor& x_in, bool gelu) {
+  if (!x_in.defined() || x_in.dim() < 1) throw Error("FP8 row quantization: expected a bf16 CUDA tensor [..., C], got " + Describe(x_in));
+  const int64_t cols = x_in.size(-1);
+  if (cols < 8 || cols > kLayerNormMaxCols || cols % 8 != 0)
+    throw Error("FP8 row quantization: expected a multiple of 8 channels up to " + std::to_string(kLayerNormMaxCols) + ", got " +
+                Describe(x_in));
+  const at::Tensor x = Aligned(x_in.contiguous());
+  Expect(x, at::kBFloat16, -1, "FP8 row quantization input");
+  const int64_t rows = x.numel() / cols;
+  at::Tensor codes = at::empty({rows, cols}, x.options().dtype(at::kFloat8_e4m3fn));
+  at::Tensor scales = at::empty({rows, 1}, x.options().dtype(at::kFloat));
+  Fp8RowsParams p;
+  p.x = Bf16(x);
+  p.out = reinterpret_cast<uint8_t*>(codes.data_ptr());
+  p.scale = scales.data_ptr<float>();
+  p.rows = static_cast<int>(rows);
+  p.cols = static_cast<int>(cols);
+  p.gelu = gelu;
+  CheckCuda(LaunchQuantizeFp8Rows(p, at::cuda::getCurrentCUDAStream()), "FP8 row quantization kernel");
+  return {codes, scales};
+}
+
 }  // namespace streamrecon::kernels

@@ -4,6 +4,9 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <vector>
+
+#include "core/errors.h"
 #include "kernels/block_ops.h"
 
 namespace streamrecon::models::layers {
@@ -22,6 +25,28 @@ bool Fused(const BlockWeights& b, const Tensor& x) {
          b.qkv_w.size(0) == 3 * 64 * b.heads && !c10::GradMode::is_enabled();
 }
 
+// FP8 matrix products: a bf16 CUDA activation outside autograd, a block loaded with FP8 weights.
+bool UseFp8(const Fp8Weight& w, const Tensor& x) {
+  return kFusedKernels && w.defined() && x.is_cuda() && x.scalar_type() == at::kBFloat16 && !c10::GradMode::is_enabled();
+}
+
+}  // namespace
+
+// Both scales are applied to the float accumulators in the product's epilogue, the bias added
+// there (at::_scaled_mm with row-wise scales; use_fast_accum off: the tensor cores' FP8 partial
+// sums are promoted to float every few k-steps).
+Tensor LinearFp8(const Tensor& x, const Fp8Weight& w, const Tensor& bias, bool gelu) {
+  std::vector<int64_t> sizes = x.sizes().vec();
+  sizes.back() = w.codes.size(0);
+  if constexpr (kFusedKernels) {
+    const auto [codes, scales] = kernels::QuantizeFp8RowsCuda(x, gelu);
+    return at::_scaled_mm(codes, w.codes.t(), scales, w.scales, bias, {}, at::kBFloat16, /*use_fast_accum=*/false).view(sizes);
+  }
+  throw Error("FP8 matrix products need a build with the CUDA kernels");
+}
+
+namespace {
+
 // x (the pending update added) and LayerNorm1(x): in bf16 for the fused kernels, where one
 // kernel adds the update and normalises; else in x's dtype.
 std::pair<Tensor, Tensor> NormIn(const BlockWeights& b, const Pending& in) {
@@ -38,13 +63,20 @@ std::pair<Tensor, Tensor> NormIn(const BlockWeights& b, const Pending& in) {
 // q, k, v bf16 [..., H, N, D] of LayerNorm1(x) in bf16 through the fused kernels; tokens_major as
 // QkvHeadsCuda's (for attention within the frame: its output then merges its heads without a copy).
 std::tuple<Tensor, Tensor, Tensor> FusedQkv(const BlockWeights& b, const Tensor& normed, const RopeTables* rope, bool tokens_major) {
-  const Tensor qkv = at::linear(normed, b.qkv_w, b.qkv_b);
+  const Tensor qkv = UseFp8(b.qkv8, normed) ? LinearFp8(normed, b.qkv8, b.qkv_b) : at::linear(normed, b.qkv_w, b.qkv_b);
   const Tensor none;
   return kernels::QkvHeadsCuda(qkv, b.heads, b.qk_norm ? b.q_norm_w : none, b.q_norm_b, b.k_norm_w, b.k_norm_b, b.eps,
                                rope ? rope->cos : none, rope ? rope->sin : none, tokens_major);
 }
 
 }  // namespace
+
+Fp8Weight QuantizeFp8Weight(const Tensor& w) {
+  const Tensor wf = w.to(at::kFloat);
+  const Tensor amax = wf.abs().amax(1, /*keepdim=*/true);  // [N, 1]
+  const Tensor scales = at::where(amax > 0, amax / 448.0, at::ones_like(amax));
+  return {(wf / scales).to(at::kFloat8_e4m3fn).contiguous(), scales.t().contiguous()};
+}
 
 RopeTables MakeRopeTables(const Tensor& cos_y, const Tensor& sin_y, const Tensor& cos_x, const Tensor& sin_x) {
   // Rotate-half pairs channel j of an axis with j + D/4: the first quarter takes -sin, the second +sin.
@@ -94,6 +126,7 @@ Tensor LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, double eps) 
 // In the weights' dtype: GELU of a bf16 tensor computes in fp32 and rounds once, which is what the
 // fc2 input cast of an fp32 GELU did; the result is promoted exactly by the residual's addcmul.
 Tensor Mlp(const BlockWeights& b, const Tensor& x) {
+  if (UseFp8(b.fc1_8, x)) return LinearFp8(LinearFp8(x, b.fc1_8, b.fc1_b), b.fc2_8, b.fc2_b, /*gelu=*/true);
   return LinearInWeightType(at::gelu(LinearInWeightType(x, b.fc1_w, b.fc1_b)), b.fc2_w, b.fc2_b);
 }
 
@@ -172,7 +205,8 @@ std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Tensor&
 Pending BlockPostPending(const BlockWeights& b, const Tensor& x, const Tensor& o) {
   // Residual + LayerScale in one kernel each (addcmul: x + gamma * branch, the branch promoted
   // exactly to x's dtype inside it); the heads merged and cast to the projection's dtype in one copy.
-  const Tensor branch = LinearInWeightType(MergeHeadsAs(o, b.proj_w.scalar_type()), b.proj_w, b.proj_b);
+  const Tensor merged = MergeHeadsAs(o, b.proj_w.scalar_type());
+  const Tensor branch = UseFp8(b.proj8, merged) ? LinearFp8(merged, b.proj8, b.proj_b) : LinearInWeightType(merged, b.proj_w, b.proj_b);
   if constexpr (kFusedKernels) {
     if (Fused(b, x)) {
       const auto [y, normed] = kernels::ResidualLayerNormBf16Cuda(x.contiguous(), b.ls1, branch, b.norm2_w, b.norm2_b, b.eps);

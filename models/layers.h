@@ -19,6 +19,22 @@ namespace streamrecon::models::layers {
 using at::Tensor;
 
 
+// A linear layer's weight [N, K] as FP8 e4m3 codes with one float scale per output channel
+// (its largest magnitude / 448): w ~ codes * scales^T. Undefined: the layer runs in bf16.
+struct Fp8Weight {
+  Tensor codes;   // e4m3 [N, K]
+  Tensor scales;  // float [1, N]
+  bool defined() const { return codes.defined(); }
+};
+
+// The FP8 form of w (any float dtype; on w's device).
+Fp8Weight QuantizeFp8Weight(const Tensor& w);
+
+// x @ w^T + bias from FP8 operands for a bf16 CUDA x [..., K]: x's rows quantized with a scale
+// each (of GELU(x) with `gelu`), the product and its scales on the tensor cores
+// (at::_scaled_mm), the result rounded once to bf16 [..., N]. CUDA builds only.
+Tensor LinearFp8(const Tensor& x, const Fp8Weight& w, const Tensor& bias, bool gelu = false);
+
 // Weights of one transformer block (pre-norm, LayerScale).
 struct BlockWeights {
   Tensor norm1_w, norm1_b, qkv_w, qkv_b, q_norm_w, q_norm_b, k_norm_w, k_norm_b, proj_w, proj_b, ls1;
@@ -29,6 +45,9 @@ struct BlockWeights {
   // bf16 matrix weights on CUDA: the glue around them (LayerNorm + cast, residual + LayerNorm,
   // qkv split + qk-norm + RoPE) runs as the fused kernels of kernels/block_ops.h (inference only).
   bool fused = false;
+  // ModelOptions::fp8_gemms (fused blocks only): the four matrix products from FP8 operands, the
+  // activations quantized per token on the fly (kernels::QuantizeFp8RowsCuda), bf16 results.
+  Fp8Weight qkv8, proj8, fc1_8, fc2_8;
 };
 
 struct DptWeights {

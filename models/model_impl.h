@@ -80,6 +80,14 @@ struct StreamingModel::Impl {
     b.fc2_w = w.at(p + "mlp.fc2.weight");
     b.fc2_b = w.at(p + "mlp.fc2.bias");
     b.ls2 = w.at(p + "ls2.gamma");
+    // (the products' dimensions multiples of 16, as the FP8 GEMMs need; rows the quantizer holds)
+    const int64_t c = b.qkv_w.size(1), hidden = b.fc1_w.size(0);
+    if (options.fp8_gemms && b.fused && b.qkv_w.scalar_type() == at::kBFloat16 && c % 16 == 0 && hidden % 16 == 0 && hidden <= 4096) {
+      b.qkv8 = layers::QuantizeFp8Weight(b.qkv_w);
+      b.proj8 = layers::QuantizeFp8Weight(b.proj_w);
+      b.fc1_8 = layers::QuantizeFp8Weight(b.fc1_w);
+      b.fc2_8 = layers::QuantizeFp8Weight(b.fc2_w);
+    }
     return b;
   }
 

@@ -17,6 +17,9 @@ void ModelOptions::Check() const {
   if (device != "cpu" && device.rfind("cuda", 0) != 0) throw OptionError("unsupported device '" + device + "': expected cpu or cuda[:N]");
   if (cuda_graphs && device == "cpu") throw OptionError("CUDA graphs need --device cuda");
   if (bf16_heads && dtype != "bfloat16") throw OptionError("--bf16-heads needs --dtype bfloat16 (got " + dtype + ")");
+  if (fp8_gemms && (dtype != "bfloat16" || device.rfind("cuda", 0) != 0 || !fused_kernels))
+    throw OptionError("--fp8-gemms needs --dtype bfloat16 on --device cuda with the fused kernels (got " + dtype + " on " + device +
+                      (fused_kernels ? "" : ", --no-fused-kernels") + ")");
   if (trainable && dtype == "bfloat16")
     throw OptionError("a trainable model keeps float32 (or float64) weights; bf16 matrix work in training comes from autocast");
   cache.Check();
@@ -24,6 +27,23 @@ void ModelOptions::Check() const {
     throw OptionError("--device " + device +
                       ": no CUDA device is visible, or this build has no CUDA KV-cache kernels (configure with STREAMRECON_TORCH_CUDA=ON on a CUDA machine)");
 }
+
+namespace {
+
+// FP8 products with row-wise scales need an sm_89+ GPU and a LibTorch built with those kernels:
+// one tiny product at load turns a missing one into a clear error instead of a failure mid-stream.
+void CheckFp8Gemms(const c10::Device& device) {
+  try {
+    const at::Tensor a = at::ones({16, 16}, at::TensorOptions().device(device)).to(at::kFloat8_e4m3fn);
+    const at::Tensor s = at::ones({16, 1}, at::TensorOptions().device(device));
+    at::_scaled_mm(a, a.t(), s, s.t(), {}, {}, at::kBFloat16);
+  } catch (const std::exception& e) {
+    throw OptionError(std::string("--fp8-gemms: this GPU or LibTorch cannot run FP8 matrix products with row-wise scales (needs sm_89 or newer): ") +
+                      e.what());
+  }
+}
+
+}  // namespace
 
 StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weights, const ModelOptions& options)
     : impl_(std::make_unique<Impl>()) {
@@ -77,6 +97,7 @@ StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weigh
     m.w.emplace(name, converted);
   }
 
+  if (options.fp8_gemms) CheckFp8Gemms(m.topts.device());
   for (int i = 0; i < config.dino.depth; ++i)
     m.dino_blocks.push_back(m.LoadBlock("aggregator.patch_embed.blocks." + std::to_string(i) + ".", config.dino.num_heads, 1e-6, false));
   for (int i = 0; i < config.depth; ++i) {

@@ -34,6 +34,11 @@ struct ModelOptions {
   // LayerNorm, qkv split + qk-norm + RoPE) as fused kernels (kernels/block_ops.h); false: the ATen
   // ops (the same arithmetic, more kernels; for comparisons and debugging).
   bool fused_kernels = true;
+  // bfloat16 on CUDA with the fused kernels: the blocks' four matrix products (qkv, proj, fc1, fc2)
+  // from FP8 e4m3 operands (per-channel weight scales at load, per-token activation scales on the
+  // fly) through at::_scaled_mm; needs an FP8 GPU (sm_89 or newer). Not the reference's bf16
+  // products: docs/perf.md reports the deviation and the time.
+  bool fp8_gemms = false;
   // Training: the weights are the model's own copies that collect gradients (Parameters()), and
   // ForwardSequence is differentiable. Needs float32 or float64.
   bool trainable = false;

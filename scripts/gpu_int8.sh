@@ -4,7 +4,9 @@
 # the kernel benchmark's attention table at T = TOKENS (INT8 Q K^T against cuDNN bf16 SDPA and the
 # dequantize-once paths), then, unless STREAM=0, 60 frames of `bench stream` (1B config, random
 # weights, 518x392, bf16, CUDA graphs, --bf16-heads) for bf16 1.75GB, kivi4 530MB and oscar2 310MB
-# with ATTENTION= (default: the cache's default path) for the steady frame times.
+# with ATTENTION= (default: the cache's default path) for the steady frame times; STREAM_VARIANTS=
+# "plain fp8" repeats them with --fp8-gemms. EVAL=1: the trained model with EVAL_VARIANTS (attention
+# paths, or fp8 for --fp8-gemms; default "auto int8").
 # Everything lands in $OUT/bundle.tgz (the device returns at most 8 files).
 set -uo pipefail
 source "$(dirname "$0")/gpu_build.sh"
@@ -39,10 +41,12 @@ if [ "${EVAL:-0}" = 1 ]; then  # the trained default model, bf16 attention again
   mkdir -p "$OUT/eval"
   for seq in walk:0 orbit:outdoor:11; do
     scene=${seq%:*} seed=${seq##*:}
-    for path in auto int8; do
+    for path in ${EVAL_VARIANTS:-auto int8}; do  # an attention path, or fp8: the default path with --fp8-gemms
       name=${scene/:/-}_${seed}_$path
+      args=(--attention-path "$path")
+      [ "$path" = fp8 ] && args=(--fp8-gemms)
       timeout 60 ./build-gpu/app/streamrecon eval --dataset "synthetic:$scene" --scene-seed "$seed" --frames 24 --device cuda \
-        --dtype bfloat16 --bf16-heads --attention-path $path --out "$OUT/eval/$name" > "$OUT/eval/$name.log" 2>&1 || echo "eval $name failed"
+        --dtype bfloat16 --bf16-heads "${args[@]}" --out "$OUT/eval/$name" > "$OUT/eval/$name.log" 2>&1 || echo "eval $name failed"
       print_eval_metrics "$OUT/eval/$name/metrics.json" "$name"
     done
   done
@@ -50,11 +54,16 @@ fi
 if [ "${STREAM:-1}" = 1 ]; then
   ATT=()
   [ -n "${ATTENTION:-}" ] && ATT=(--attention-path "$ATTENTION")
-  timeout 150 ./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 \
-    --size 518 --cuda-graphs --bf16-heads "${ATT[@]}" --frames 60 --warmup 3 --no-stage-timing \
-    --run xstream,bf16,1.75GB --run xstream-page,kivi4,530MB --run xstream-page,oscar2,310MB --out "$OUT/steady" > "$OUT/steady.log" 2>&1
-  echo "bench (unprofiled): exit $?"
-  grep -iE "error" "$OUT/steady.log" | head -5
-  cat "$OUT/steady/summary.md" 2>/dev/null
+  for variant in ${STREAM_VARIANTS:-plain}; do  # plain, or fp8: with --fp8-gemms
+    EXTRA=()
+    [ "$variant" = fp8 ] && EXTRA=(--fp8-gemms)
+    timeout 150 ./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 \
+      --size 518 --cuda-graphs --bf16-heads "${ATT[@]}" "${EXTRA[@]}" --frames 60 --warmup 3 --no-stage-timing \
+      --run xstream,bf16,1.75GB --run xstream-page,kivi4,530MB --run xstream-page,oscar2,310MB --out "$OUT/steady_$variant" \
+      > "$OUT/steady_$variant.log" 2>&1
+    echo "bench $variant (unprofiled): exit $?"
+    grep -iE "error" "$OUT/steady_$variant.log" | head -5
+    cat "$OUT/steady_$variant/summary.md" 2>/dev/null
+  done
 fi
-cd "$OUT" && tar czf bundle.tgz ./*.log ./*.json steady eval 2>/dev/null; rm -rf steady eval
+cd "$OUT" && tar czf bundle.tgz ./*.log ./*.json steady_* eval 2>/dev/null; rm -rf steady_* eval

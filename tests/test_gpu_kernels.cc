@@ -796,6 +796,67 @@ TEST(GpuFusedGlue, ConvBiasMatchesTheSeparateOps) {
     }
 }
 
+// FP8 rows (--fp8-gemms' activations): scales from each row's largest magnitude, codes as the CPU
+// cast rounds them (the same float multiply, round-to-nearest-even to e4m3); with GELU, against
+// ATen's exact GELU in float. Every value within e4m3's rounding: half a step of 3 mantissa bits
+// (2^-4 relative) or half the smallest subnormal step (2^-10 of the scale).
+TEST(GpuFp8, RowQuantizationWithinE4m3Rounding) {
+  REQUIRE_GPU();
+  at::manual_seed(11);
+  for (const int64_t cols : {8, 1024, 4096})
+    for (const bool gelu : {false, true}) {
+      at::Tensor x = (at::randn({37, cols}) * at::rand({37, 1}) * 8).to(at::kBFloat16);
+      x[3].zero_();  // a row of zeros: scale 1, codes 0
+      const auto [codes, scales] = kernels::QuantizeFp8RowsCuda(x.cuda(), gelu);
+      ASSERT_EQ(codes.sizes(), (std::vector<int64_t>{37, cols}));
+      ASSERT_EQ(scales.sizes(), (std::vector<int64_t>{37, 1}));
+      const at::Tensor xf = gelu ? at::gelu(x.to(at::kFloat)) : x.to(at::kFloat);
+      const at::Tensor amax = xf.abs().amax(1, true);
+      const at::Tensor want_scales = at::where(amax > 0, amax / 448, at::ones_like(amax));
+      EXPECT_TRUE(at::allclose(scales.cpu(), want_scales, 1e-6, 0)) << cols << " gelu " << gelu;
+      const at::Tensor want_codes = (xf * at::where(amax > 0, 448 / amax, at::zeros_like(amax))).to(at::kFloat8_e4m3fn).to(at::kFloat);
+      const at::Tensor got = codes.cpu().to(at::kFloat);
+      const double exact = got.eq(want_codes).to(at::kDouble).mean().item<double>();
+      const at::Tensor s = scales.cpu();
+      const bool within = ((got * s - xf).abs() <= xf.abs() / 16 + s / 1024 + 1e-12).all().item<bool>();
+      std::printf("[ info ] FP8 rows of %lld channels%s: %.5f of codes as the CPU's\n", static_cast<long long>(cols), gelu ? ", GELU" : "", exact);
+      EXPECT_TRUE(within) << cols << " gelu " << gelu;
+      EXPECT_GE(exact, gelu ? 0.999 : 1.0) << cols;  // (erff may differ from the CPU's in the last bit)
+      EXPECT_TRUE(got[3].eq(0).all().item<bool>());
+    }
+  EXPECT_THROW(kernels::QuantizeFp8RowsCuda(at::ones({4, 12}, at::kBFloat16).cuda()), Error);  // not a multiple of 8
+  EXPECT_THROW(kernels::QuantizeFp8RowsCuda(at::ones({4, 16}).cuda()), Error);                  // float, not bf16
+}
+
+// An FP8 product (at::_scaled_mm with row scales) against the exact product of its dequantized
+// operands: within the bf16 result's rounding (2^-8 relative) plus the tensor cores' FP8
+// accumulation (partial sums promoted to float: 2^-12 of the sum of |terms| bounds it). The
+// distance to the bf16 product of the unquantized operands (e4m3's own error) is printed.
+TEST(GpuFp8, LinearWithinItsOperandsRounding) {
+  REQUIRE_GPU();
+  at::manual_seed(12);
+  for (const auto& [m, k, n] : std::vector<std::array<int64_t, 3>>{{1041, 1024, 3072}, {37, 4096, 1024}, {5, 128, 512}})
+    for (const bool gelu : {false, true}) {
+      const at::Tensor x = at::randn({m, k}).to(at::kBFloat16).cuda();
+      const at::Tensor w = (at::randn({n, k}) / std::sqrt(static_cast<double>(k))).to(at::kBFloat16).cuda();
+      const at::Tensor bias = at::randn({n}).to(at::kBFloat16).cuda();
+      const models::layers::Fp8Weight w8 = models::layers::QuantizeFp8Weight(w);
+      const at::Tensor got = models::layers::LinearFp8(x, w8, bias, gelu).to(at::kDouble).cpu();
+      const auto [xc, xs] = kernels::QuantizeFp8RowsCuda(x, gelu);
+      const at::Tensor xq = xc.cpu().to(at::kDouble) * xs.cpu().to(at::kDouble);
+      const at::Tensor wq = w8.codes.cpu().to(at::kDouble) * w8.scales.cpu().to(at::kDouble).t();
+      const at::Tensor want = at::addmm(bias.cpu().to(at::kDouble), xq, wq.t());
+      const at::Tensor terms = at::mm(xq.abs(), wq.abs().t());
+      const at::Tensor excess = (got - want).abs() - (want.abs() / 256 + terms / 4096);
+      const at::Tensor xb = gelu ? at::gelu(x.to(at::kFloat)).to(at::kBFloat16) : x;
+      const at::Tensor bf16 = at::linear(xb, w, bias).to(at::kDouble).cpu();
+      std::printf("[ info ] FP8 linear %lldx%lldx%lld%s: worst excess over the bound %.2e; vs the bf16 product %.3e relative (RMS)\n",
+                  static_cast<long long>(m), static_cast<long long>(k), static_cast<long long>(n), gelu ? " (GELU input)" : "",
+                  excess.max().item<double>(), ((got - bf16).pow(2).mean() / bf16.pow(2).mean()).sqrt().item<double>());
+      EXPECT_LE(excess.max().item<double>(), 0.0) << m << "x" << k << "x" << n << " gelu " << gelu;
+    }
+}
+
 // ---- synthetic scenes rendered on the GPU -----------------------------------------------------
 
 TEST(GpuSynthetic, MatchesTheCppRenderer) {
@@ -955,6 +1016,23 @@ TEST(GpuModel, Int8AttentionOnTheParityFixtures) {
       const std::array<double, 6> worst = WorstParityDeviation(fixture, o, std::string("bfloat16, attention ") + ToString(path));
       for (int j = 0; j < 6; ++j) EXPECT_LE(worst[j], kBf16ParityLimits[j]) << fixture << " " << ToString(path) << " " << kParityOutputs[j];
     }
+}
+
+// The FP8 matrix products in the model (--fp8-gemms) on the parity fixtures; prints the deviations
+// from the reference next to the bf16 run's. Bound: the bf16 limits scaled by the ratio of the two
+// formats' unit roundoffs (e4m3's 3 mantissa bits against bf16's 8: 2^-4 / 2^-8 = 16), capped at
+// 0.5; docs/perf.md reports the measured deviation and where the option holds.
+TEST(GpuModel, Fp8GemmsOnTheParityFixtures) {
+  REQUIRE_GPU();
+  STREAMRECON_REQUIRE_SHARED(streamrecon::testing::ParityDir() / "weights.safetensors");
+  for (const char* fixture : {"stream_full.safetensors", "stream_pruned.safetensors"}) {
+    models::ModelOptions o;
+    o.device = "cuda";
+    o.dtype = "bfloat16";
+    o.fp8_gemms = true;
+    const std::array<double, 6> worst = WorstParityDeviation(fixture, o, "bfloat16, FP8 GEMMs");
+    for (int j = 0; j < 6; ++j) EXPECT_LE(worst[j], std::min(0.5, 16 * kBf16ParityLimits[j])) << fixture << " " << kParityOutputs[j];
+  }
 }
 
 // CUDA graphs replay the same kernels as the eager step: the outputs agree over a pruned,

@@ -120,6 +120,26 @@ TEST(Bf16Heads, StayWithinTheBf16BoundOfTheFixture) {
   EXPECT_THROW(StreamingModel(NamedConfig("parity-tiny"), weights, o), OptionError);
 }
 
+// --fp8-gemms is a CUDA bf16 mode: elsewhere the options say why before anything loads (the GPU
+// tests run it: GpuFp8.*, GpuModel.Fp8GemmsOnTheParityFixtures).
+TEST(Fp8Gemms, NeedBfloat16OnCudaWithTheFusedKernels) {
+  ModelOptions o;
+  o.fp8_gemms = true;
+  o.dtype = "bfloat16";
+  EXPECT_THROW(o.Check(), OptionError);  // cpu
+  o.device = "cuda";
+  o.dtype = "float32";
+  EXPECT_THROW(o.Check(), OptionError);
+  o.dtype = "bfloat16";
+  o.fused_kernels = false;
+  try {
+    o.Check();
+    ADD_FAILURE() << "--fp8-gemms with --no-fused-kernels was accepted";
+  } catch (const OptionError& e) {
+    EXPECT_NE(std::string(e.what()).find("--no-fused-kernels"), std::string::npos) << e.what();
+  }
+}
+
 // The model is not tied to the fixture's shapes: other widths, heads, depths, taps and sizes run,
 // and float32 agrees with float64 on them.
 TEST(ModelFamily, OtherConfigsRunAndAgreeAcrossPrecisions) {
