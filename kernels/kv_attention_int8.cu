@@ -74,15 +74,19 @@ __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
 
 // ---- attention ----------------------------------------------------------------------------------
 
-// An integer score as a float without a conversion instruction (I2F runs at the rate of the
-// exponential, and the softmax is the kernel's bound): the bits of 1.5 2^23 + s for |s| < 2^22,
-// exact. Q K^T over 64 channels of INT8 codes is at most 64 127^2 < 2^20 in magnitude. The offset
-// is order-preserving, so maxima are taken on these floats; it is removed once per row and tile in
-// the exponent's bias, whose rounding costs under one integer unit of score (the operands' INT8
-// rounding moves scores by hundreds).
-constexpr float kScoreOffset = 12582912.0f;  // 1.5 2^23
+// Integer scores as floats without an instruction: the MMA's accumulators start at the bits of
+// 1.5 2^23 (kScoreBits), so that they end as the bits of the float 1.5 2^23 + s for |s| < 2^22,
+// exactly (Q K^T over 64 channels of INT8 codes is at most 64 127^2 < 2^20 in magnitude; I2F
+// would run at the rate of the exponential, and the softmax bounds the kernel). These floats are
+// positive, so their order is their bits' order as integers: the maxima are taken on the integers
+// by the three-way max of sm_90 (one instruction, VIMNMX3), masked keys holding the bits of -inf
+// (a negative integer). The offset is removed once per row and tile in the exponent's bias, whose
+// rounding costs under one integer unit of score (the operands' INT8 rounding moves scores by
+// hundreds).
+constexpr int kScoreBits = 0x4B400000;      // 1.5 2^23 as a float
+constexpr float kScoreOffset = 12582912.0f;  // the same value
+constexpr int kMaskedScore = static_cast<int>(0xFF800000u);  // -inf
 static_assert(kHeadDim * 127 * 127 < (1 << 22), "integer scores stay exact under the offset");
-__device__ __forceinline__ float IntScoreAsFloat(int s) { return __int_as_float(0x4B400000 + s); }
 
 constexpr int kVStride = kHeadDim + 8;  // bf16 per V row in shared memory (16 bytes of padding: no bank conflicts)
 
@@ -241,18 +245,16 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
     load_stage = load_stage == kStages - 1 ? 0 : load_stage + 1;
 
     // S = Q K^T: 8 key tiles of 8; one ldmatrix.x4 gives a key tile's 64 channels.
-    float sc[kRowTiles][8][4];
+    int sc[kRowTiles][8][4];  // kScoreBits + integer scores
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       uint32_t b[4];
       LdMatrixX4(b, s.k + Swizzle(j * 8 + lane % 8, lane / 8));
 #pragma unroll
       for (int rt = 0; rt < kRowTiles; ++rt) {
-        int si[4] = {0, 0, 0, 0};
-        MmaInt8(si, qa[rt][0], b[0], b[1]);
-        MmaInt8(si, qa[rt][1], b[2], b[3]);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) sc[rt][j][i] = IntScoreAsFloat(si[i]);  // the scales come later
+        sc[rt][j][0] = sc[rt][j][1] = sc[rt][j][2] = sc[rt][j][3] = kScoreBits;
+        MmaInt8(sc[rt][j], qa[rt][0], b[0], b[1]);
+        MmaInt8(sc[rt][j], qa[rt][1], b[2], b[3]);
       }
     }
     if ((tile + 1) * kTile > p.rows) {  // the last tile's padding
@@ -261,8 +263,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         const int key = tile * kTile + j * 8 + tig * 2;
 #pragma unroll
         for (int rt = 0; rt < kRowTiles; ++rt) {
-          if (key >= p.rows) sc[rt][j][0] = sc[rt][j][2] = -INFINITY;
-          if (key + 1 >= p.rows) sc[rt][j][1] = sc[rt][j][3] = -INFINITY;
+          if (key >= p.rows) sc[rt][j][0] = sc[rt][j][2] = kMaskedScore;
+          if (key + 1 >= p.rows) sc[rt][j][1] = sc[rt][j][3] = kMaskedScore;
         }
       }
     }
@@ -271,41 +273,44 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
     bool rescale = false;
 #pragma unroll
     for (int rt = 0; rt < kRowTiles; ++rt) {
-      float tile_max[2] = {-INFINITY, -INFINITY}, bias[2];
+      int tile_max_bits[2] = {max(sc[rt][0][0], sc[rt][0][1]), max(sc[rt][0][2], sc[rt][0][3])};
+      float tile_max[2], bias[2];
       const float scale[2] = {q_scale[rt][0] * k_scale, q_scale[rt][1] * k_scale};  // integer score -> log2 units
       // sc holds kScoreOffset + score: log2 units are sc scale - kScoreOffset scale.
       const float offset[2] = {kScoreOffset * scale[0], kScoreOffset * scale[1]};
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        tile_max[0] = fmaxf(tile_max[0], fmaxf(sc[rt][j][0], sc[rt][j][1]));
-        tile_max[1] = fmaxf(tile_max[1], fmaxf(sc[rt][j][2], sc[rt][j][3]));
+      for (int j = 1; j < 8; ++j) {
+        tile_max_bits[0] = __vimax3_s32(tile_max_bits[0], sc[rt][j][0], sc[rt][j][1]);
+        tile_max_bits[1] = __vimax3_s32(tile_max_bits[1], sc[rt][j][2], sc[rt][j][3]);
       }
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+        tile_max_bits[r] = max(tile_max_bits[r], __shfl_xor_sync(0xffffffffu, tile_max_bits[r], 1));
+        tile_max_bits[r] = max(tile_max_bits[r], __shfl_xor_sync(0xffffffffu, tile_max_bits[r], 2));
+        tile_max[r] = __int_as_float(tile_max_bits[r]);
         const float new_max = fmaxf(row_max[rt][r], fmaf(tile_max[r], scale[r], -offset[r]));
         alpha[rt][r] = new_max == -INFINITY ? 1.0f : FastExp2(row_max[rt][r] - new_max);
         rescale |= alpha[rt][r] != 1.0f;
         row_max[rt][r] = new_max;
         bias[r] = new_max == -INFINITY ? 0.0f : -new_max - offset[r];
       }
+      float e[8][4];  // 2^(score - max)
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
-        sc[rt][j][0] = FastExp2(fmaf(sc[rt][j][0], scale[0], bias[0]));
-        sc[rt][j][1] = FastExp2(fmaf(sc[rt][j][1], scale[0], bias[0]));
-        sc[rt][j][2] = FastExp2(fmaf(sc[rt][j][2], scale[1], bias[1]));
-        sc[rt][j][3] = FastExp2(fmaf(sc[rt][j][3], scale[1], bias[1]));
+        e[j][0] = FastExp2(fmaf(__int_as_float(sc[rt][j][0]), scale[0], bias[0]));
+        e[j][1] = FastExp2(fmaf(__int_as_float(sc[rt][j][1]), scale[0], bias[0]));
+        e[j][2] = FastExp2(fmaf(__int_as_float(sc[rt][j][2]), scale[1], bias[1]));
+        e[j][3] = FastExp2(fmaf(__int_as_float(sc[rt][j][3]), scale[1], bias[1]));
       }
       // P in bf16 as the A operand of 4 k-steps of 16 keys (the accumulator layout of two key
       // tiles is the A layout); its row sums by one MMA per k-step against ones.
       float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
-        pa[rt][kk][0] = PackBf16x2(sc[rt][2 * kk][0], sc[rt][2 * kk][1]);
-        pa[rt][kk][1] = PackBf16x2(sc[rt][2 * kk][2], sc[rt][2 * kk][3]);
-        pa[rt][kk][2] = PackBf16x2(sc[rt][2 * kk + 1][0], sc[rt][2 * kk + 1][1]);
-        pa[rt][kk][3] = PackBf16x2(sc[rt][2 * kk + 1][2], sc[rt][2 * kk + 1][3]);
+        pa[rt][kk][0] = PackBf16x2(e[2 * kk][0], e[2 * kk][1]);
+        pa[rt][kk][1] = PackBf16x2(e[2 * kk][2], e[2 * kk][3]);
+        pa[rt][kk][2] = PackBf16x2(e[2 * kk + 1][0], e[2 * kk + 1][1]);
+        pa[rt][kk][3] = PackBf16x2(e[2 * kk + 1][2], e[2 * kk + 1][3]);
         Mma16816<false>(sums, pa[rt][kk], kOnes, kOnes);
       }
       row_sum[rt][0] = fmaf(row_sum[rt][0], alpha[rt][0], sums[0]);

@@ -821,7 +821,11 @@ TEST(GpuFp8, RowQuantizationWithinE4m3Rounding) {
       const bool within = ((got * s - xf).abs() <= xf.abs() / 16 + s / 1024 + 1e-12).all().item<bool>();
       std::printf("[ info ] FP8 rows of %lld channels%s: %.5f of codes as the CPU's\n", static_cast<long long>(cols), gelu ? ", GELU" : "", exact);
       EXPECT_TRUE(within) << cols << " gelu " << gelu;
-      EXPECT_GE(exact, gelu ? 0.999 : 1.0) << cols;  // (erff may differ from the CPU's in the last bit)
+      if (!gelu) EXPECT_EQ(exact, 1.0) << cols;
+      // GELU: erff may differ from the CPU's in the last bit, moving a value across a rounding
+      // boundary: such a code is the CPU code's neighbour (one e4m3 step: 2^-3 relative, or 2^-9).
+      const bool neighbours = ((got - want_codes).abs() <= want_codes.abs() / 8 + 1.0 / 512).all().item<bool>();
+      EXPECT_TRUE(neighbours) << cols << " gelu " << gelu;
       EXPECT_TRUE(got[3].eq(0).all().item<bool>());
     }
   EXPECT_THROW(kernels::QuantizeFp8RowsCuda(at::ones({4, 12}, at::kBFloat16).cuda()), Error);  // not a multiple of 8
