@@ -4,9 +4,12 @@
 // cache is steady (graph_ready: a full dense cache evicting as many rows as a frame adds), the
 // whole aggregator with its cache attentions and the DPT heads is captured as one graph and the
 // step makes no per-layer host work at all. The camera head (4 iterations of the trunk over its
-// slot caches) is captured as one more graph once its caches are full and replayed from then on.
+// slot caches) is captured as one more graph once its caches are full and replayed from then on,
+// on a second stream while the main stream runs the DPT heads (neither reads what the other
+// writes, and each graph allocates from its own memory pool); the step waits for it at its end.
 // CUDA builds only; no_cuda_graphs.cc stands in elsewhere.
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <ATen/cuda/CachingHostAllocator.h>
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -32,8 +35,19 @@ struct StreamingModel::Impl::Graphs {
   std::optional<at::cuda::CUDAStream> side;  // the capture stream (its library handles are warm)
   std::unique_ptr<at::cuda::CUDAGraph> camera;  // once the trunk caches are full
   Tensor camera_in, camera_out;                 // its static input token [1, 2C] and pose encoding
-  std::unique_ptr<at::cuda::CUDAGraph> step;    // once the global caches are steady (then no segments)
+  at::cuda::CUDAEvent camera_done;              // its last replay on `side` (recorded when camera_pending)
+  bool camera_pending = false;                  // the main stream has not waited for that replay yet
+  // Once the global caches are steady (then no segments): the aggregator with its cache
+  // attentions, and the DPT heads as a second graph (the camera head runs beside them).
+  std::unique_ptr<at::cuda::CUDAGraph> step, step_heads_graph;
   HeadsOut step_heads;
+
+  // The main stream waits for the camera head's replay (after the DPT heads were queued).
+  void JoinCamera() {
+    if (!camera_pending) return;
+    camera_done.block(at::cuda::getCurrentCUDAStream());
+    camera_pending = false;
+  }
 };
 
 namespace {
@@ -160,13 +174,19 @@ bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, i
       g.heads.reset();
     }
     out = RunStep([&] { g.step->replay(); }, [](int) {}, [&](const Tensor& token) { return GraphCamera(token); },
-                  [&] { return g.step_heads; }, /*static_buffers=*/true, captured ? CacheCalls::kCaptured : CacheCalls::kReplayed);
+                  [&] {
+                    g.step_heads_graph->replay();
+                    g.JoinCamera();
+                    return g.step_heads;
+                  },
+                  /*static_buffers=*/true, captured ? CacheCalls::kCaptured : CacheCalls::kReplayed);
     return true;
   }
   out = RunStep([&] { g.embed->replay(); }, [&](int i) { g.segments[i]->replay(); },
                 [&](const Tensor& token) { return GraphCamera(token); },
                 [&] {
                   g.heads->replay();
+                  g.JoinCamera();
                   return g.heads_out;
                 },
                 /*static_buffers=*/true);
@@ -201,22 +221,37 @@ Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
     for (int it = 0; it < config.camera_head.iterations; ++it)
       for (auto& c : trunk_caches) c->Replayed();
   }
-  g.camera->replay();
+  // The replay on the side stream once the main stream has the token in place; the DPT heads,
+  // which the step queues next on the main stream, run beside it, and JoinCamera orders the rest
+  // of the step after it.
+  const at::cuda::CUDAStream main = at::cuda::getCurrentCUDAStream();
+  at::cuda::CUDAEvent token_ready;
+  token_ready.record(main);
+  Tensor pose;
+  {
+    c10::cuda::CUDAStreamGuard guard(*g.side);
+    token_ready.block(*g.side);
+    g.camera->replay();
+    pose = g.camera_out.clone();
+    g.camera_done.record(*g.side);
+  }
+  g.camera_pending = true;
+  pose.record_stream(main);  // (allocated on the side stream, read on the main one)
   camera_replayed = true;
-  return g.camera_out.clone();
+  return pose;
 }
 
 bool StreamingModel::Impl::CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t W) {
   Graphs& g = *graphs;
-  auto graph = std::make_unique<at::cuda::CUDAGraph>();
-  const std::string failure = TryCapture(*graph, *g.side, [&] {
+  auto graph = std::make_unique<at::cuda::CUDAGraph>(), heads_graph = std::make_unique<at::cuda::CUDAGraph>();
+  std::string failure = TryCapture(*graph, *g.side, [&] {
     const Tensor x = Embed(g.img, 1);
     for (int i = 0; i <= config.depth; ++i) {
       Segment(i, x);
       if (i < config.depth) attn[i] = global_caches[i]->Forward(q[i], k[i], v[i]);
     }
-    g.step_heads = Heads(h, wd, H, W);
   });
+  if (failure.empty()) failure = TryCapture(*heads_graph, *g.side, [&] { g.step_heads = Heads(h, wd, H, W); });
   if (!failure.empty()) {
     // The capture queued nothing and left the caches as they were (the device-side policies do
     // not read the frame counts it moved), so the eager step computes this frame exactly. The
@@ -229,6 +264,7 @@ bool StreamingModel::Impl::CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t
     return false;
   }
   g.step = std::move(graph);
+  g.step_heads_graph = std::move(heads_graph);
   spdlog::info("CUDA graph captured for the whole step ({} global caches steady)", global_caches.size());
   return true;
 }

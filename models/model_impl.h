@@ -519,7 +519,8 @@ struct StreamingModel::Impl {
   void Capture(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W);
   // The camera head with graphs: replayed once every trunk cache is graph_ready, else eager.
   Tensor GraphCamera(const Tensor& camera_token);
-  // The aggregator with its cache attentions and the DPT heads as one graph, once every global
+  // The aggregator with its cache attentions as one graph and the DPT heads as another (the
+  // camera head's replay runs beside them on a second stream), once every global
   // cache is graph_ready; false when the capture failed (graphs dropped: this frame runs eagerly).
   bool CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t W);
 

@@ -62,7 +62,7 @@ struct StepOutput {
   at::Tensor world_points_conf;  // [H, W]
   at::Tensor tokens_last;        // [P, 2C], the last aggregator output
   bool camera_graph = false;     // the camera head was replayed from a CUDA graph
-  bool step_graph = false;       // the aggregator, its cache attentions and the DPT heads ran as one CUDA graph
+  bool step_graph = false;       // the aggregator with its cache attentions, and the DPT heads, ran as the whole-step CUDA graphs
 };
 
 // Outputs of a whole sequence computed at once (ForwardSequence), on the model's device and dtype.
