@@ -33,6 +33,7 @@ struct StreamingModel::Impl::Graphs {
   std::unique_ptr<at::cuda::CUDAGraph> embed, heads;
   std::vector<std::unique_ptr<at::cuda::CUDAGraph>> segments;  // depth + 1
   std::optional<at::cuda::CUDAStream> side;  // the capture stream (its library handles are warm)
+  std::optional<at::cuda::CUDAStream> heads_side;  // the point head's branch in the heads' graphs (warm too)
   std::unique_ptr<at::cuda::CUDAGraph> camera;  // once the trunk caches are full
   Tensor camera_in, camera_out;                 // its static input token [1, 2C] and pose encoding
   at::cuda::CUDAEvent camera_done;              // its last replay on `side` (recorded when camera_pending)
@@ -113,12 +114,14 @@ void StreamingModel::Impl::Capture(const Tensor& img, int64_t h, int64_t wd, int
   c10::cuda::device_synchronize();
   const at::cuda::CUDAStream side = at::cuda::getStreamFromPool();
   g->side = side;
+  g->heads_side = at::cuda::getStreamFromPool();  // (the pool hands its streams out in turn: another one)
+  graphs = g;  // (ParallelDptHeads reads heads_side; a failure below drops the graphs)
   {
     c10::cuda::CUDAStreamGuard guard(side);
-    // One eager pass on the capture stream first (library workspaces and plans for this stream).
+    // One eager pass on the capture streams first (library workspaces and plans for these streams).
     Tensor x = Embed(g->img, 1);
     for (int i = 0; i <= config.depth; ++i) Segment(i, x);
-    Heads(h, wd, H, W);
+    Heads(h, wd, H, W, /*parallel=*/true);
     side.synchronize();
     auto capture = [&](std::unique_ptr<at::cuda::CUDAGraph>& graph, const std::function<void()>& body) {
       graph = std::make_unique<at::cuda::CUDAGraph>();
@@ -131,7 +134,7 @@ void StreamingModel::Impl::Capture(const Tensor& img, int64_t h, int64_t wd, int
     capture(g->embed, [&] { g->x0 = Embed(g->img, 1); });
     g->segments.resize(config.depth + 1);
     for (int i = 0; i <= config.depth; ++i) capture(g->segments[i], [&] { Segment(i, g->x0); });
-    capture(g->heads, [&] { g->heads_out = Heads(h, wd, H, W); });
+    capture(g->heads, [&] { g->heads_out = Heads(h, wd, H, W, /*parallel=*/true); });
   }
   c10::cuda::device_synchronize();
   graphs = std::move(g);
@@ -193,6 +196,28 @@ bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, i
   return true;
 }
 
+// The point head on the heads' second stream, forked from and joined back into the current one,
+// beside the depth head on it: captured, the heads' graph has two branches (the two heads share
+// only their read-only inputs, and each branch allocates on its own stream).
+StreamingModel::Impl::HeadsOut StreamingModel::Impl::ParallelDptHeads(const std::vector<Tensor>& taps, int64_t h, int64_t wd, int64_t H,
+                                                                      int64_t W) {
+  if (!graphs || !graphs->heads_side) return DptHeads(taps, h, wd, H, W);
+  const at::cuda::CUDAStream main = at::cuda::getCurrentCUDAStream(), branch = *graphs->heads_side;
+  HeadsOut out;
+  at::cuda::CUDAEvent forked, joined;
+  forked.record(main);
+  {
+    c10::cuda::CUDAStreamGuard guard(branch);
+    forked.block(branch);
+    PointMaps(taps, h, wd, H, W, out);
+    joined.record(branch);
+  }
+  DepthMaps(taps, h, wd, H, W, out);
+  joined.block(main);
+  for (Tensor* t : {&out.world_points, &out.world_points_conf}) t->record_stream(main);
+  return out;
+}
+
 Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
   Graphs& g = *graphs;
   const bool ready = std::all_of(trunk_caches.begin(), trunk_caches.end(), [](const auto& c) { return c->graph_ready(); });
@@ -251,7 +276,7 @@ bool StreamingModel::Impl::CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t
       if (i < config.depth) attn[i] = global_caches[i]->Forward(q[i], k[i], v[i]);
     }
   });
-  if (failure.empty()) failure = TryCapture(*heads_graph, *g.side, [&] { g.step_heads = Heads(h, wd, H, W); });
+  if (failure.empty()) failure = TryCapture(*heads_graph, *g.side, [&] { g.step_heads = Heads(h, wd, H, W, /*parallel=*/true); });
   if (!failure.empty()) {
     // The capture queued nothing and left the caches as they were (the device-side policies do
     // not read the frame counts it moved), so the eager step computes this frame exactly. The

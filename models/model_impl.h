@@ -438,25 +438,36 @@ struct StreamingModel::Impl {
   };
 
   // The DPT heads with their activations over taps [F, P, 2C]: maps [F, H, W, c].
-  HeadsOut DptHeads(const std::vector<Tensor>& taps, int64_t h, int64_t wd, int64_t H, int64_t W) {
-    HeadsOut out;
+  // The depth head's maps (depth, its confidence) and the point head's (points, their confidence).
+  void DepthMaps(const std::vector<Tensor>& taps, int64_t h, int64_t wd, int64_t H, int64_t W, HeadsOut& out) {
     const Tensor depth_raw = Dpt(depth_head, taps, h, wd, H, W).permute({0, 2, 3, 1});  // [F, H, W, 2]
     out.depth = at::exp(depth_raw.narrow(3, 0, 1));
     out.depth_conf = 1 + at::exp(depth_raw.select(3, 1));
+  }
+  void PointMaps(const std::vector<Tensor>& taps, int64_t h, int64_t wd, int64_t H, int64_t W, HeadsOut& out) {
     const Tensor pts_raw = Dpt(point_head, taps, h, wd, H, W).permute({0, 2, 3, 1});  // [F, H, W, 4]
     const Tensor xyz = pts_raw.narrow(3, 0, 3);
     out.world_points = at::sign(xyz) * at::expm1(at::abs(xyz));
     out.world_points_conf = 1 + at::exp(pts_raw.select(3, 3));
+  }
+
+  HeadsOut DptHeads(const std::vector<Tensor>& taps, int64_t h, int64_t wd, int64_t H, int64_t W) {
+    HeadsOut out;
+    DepthMaps(taps, h, wd, H, W, out);
+    PointMaps(taps, h, wd, H, W, out);
     return out;
   }
 
-  HeadsOut Heads(int64_t h, int64_t wd, int64_t H, int64_t W) {
+  // The frame's DPT heads from the aggregator's taps. parallel (CUDA graphs): the point head on a
+  // second stream beside the depth head (ParallelDptHeads, cuda_graphs.cc).
+  HeadsOut Heads(int64_t h, int64_t wd, int64_t H, int64_t W, bool parallel = false) {
     std::vector<Tensor> taps;
     for (int idx : config.dpt.intermediate_layer_idx) taps.push_back(outputs[idx].unsqueeze(0));
-    HeadsOut out = DptHeads(taps, h, wd, H, W);
+    HeadsOut out = parallel ? ParallelDptHeads(taps, h, wd, H, W) : DptHeads(taps, h, wd, H, W);
     for (Tensor* t : {&out.depth, &out.depth_conf, &out.world_points, &out.world_points_conf}) *t = (*t)[0];
     return out;
   }
+  HeadsOut ParallelDptHeads(const std::vector<Tensor>& taps, int64_t h, int64_t wd, int64_t H, int64_t W);
 
   // How RunStep reaches the global caches: their Forward, or (the whole-step graph) nothing, the
   // graph having run it: kReplayed counts the replay on each cache, kCaptured (the frame whose

@@ -12,4 +12,9 @@ bool StreamingModel::Impl::GraphStep(const Tensor&, int64_t, int64_t, int64_t, i
 
 Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) { return CameraHead(camera_token); }
 
+StreamingModel::Impl::HeadsOut StreamingModel::Impl::ParallelDptHeads(const std::vector<Tensor>& taps, int64_t h, int64_t wd, int64_t H,
+                                                                      int64_t W) {
+  return DptHeads(taps, h, wd, H, W);
+}
+
 }  // namespace streamrecon::models
