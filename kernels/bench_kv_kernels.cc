@@ -154,8 +154,8 @@ int main(int argc, char** argv) {
            }) /
            50;
   };
-  std::printf("\n%-6s %-14s %9s %9s %9s %9s %9s %8s\n", "gemm", "M x K x N", "bf16 ms", "fp8 ms", "+quant ms", "tensor ms", "TFLOP/s",
-              "of bf16");
+  std::printf("\n%-6s %-14s %9s %9s %9s %9s %9s %11s\n", "gemm", "M x K x N", "bf16 ms", "fp8 ms", "+quant ms", "tensor ms", "fp8 TF/s",
+              "+quant/bf16");
   nlohmann::json gemms = nlohmann::json::array();
   for (const auto& [name, k, n] : std::vector<std::tuple<const char*, int64_t, int64_t>>{
            {"qkv", 1024, 3072}, {"proj", 1024, 1024}, {"fc1", 1024, 4096}, {"fc2", 4096, 1024}}) {
@@ -173,7 +173,7 @@ int main(int argc, char** argv) {
     const double tensor = per_call([&] { at::_scaled_mm(x8, w8.t(), one, one, bias, {}, at::kBFloat16); });
     const double flops = 2.0 * queries * k * n;
     const std::string shape = std::to_string(queries) + "x" + std::to_string(k) + "x" + std::to_string(n);
-    std::printf("%-6s %-14s %9.4f %9.4f %9.4f %9.4f %9.0f %7.2fx\n", name, shape.c_str(), bf16, fp8, both, tensor, flops / fp8 / 1e9,
+    std::printf("%-6s %-14s %9.4f %9.4f %9.4f %9.4f %9.0f %10.2fx\n", name, shape.c_str(), bf16, fp8, both, tensor, flops / fp8 / 1e9,
                 both / bf16);
     gemms.push_back({{"gemm", name},    {"m", queries},          {"k", k},
                      {"n", n},          {"bf16_ms", bf16},       {"fp8_ms", fp8},

@@ -165,6 +165,8 @@ at::Tensor BiasActBf16Cuda(const at::Tensor& y, const at::Tensor& bias, bool rel
   return y;
 }
 
+static_assert(kFp8RowsMaxCols == kLayerNormMaxCols, "the FP8 row kernel holds a row as the LayerNorm kernels do");
+
 std::pair<at::Tensor, at::Tensor> QuantizeFp8RowsCuda(const at::Tensor& x_in, bool gelu) {
   if (!x_in.defined() || x_in.dim() < 1) throw Error("FP8 row quantization: expected a bf16 CUDA tensor [..., C], got " + Describe(x_in));
   const int64_t cols = x_in.size(-1);

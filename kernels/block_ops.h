@@ -38,6 +38,9 @@ at::Tensor BilinearBf16Cuda(const at::Tensor& x, int64_t oh, int64_t ow);
 // the roundings of ATen's separate ops, in one kernel. Returns y.
 at::Tensor BiasActBf16Cuda(const at::Tensor& y, const at::Tensor& bias, bool relu, const at::Tensor& residual);
 
+// The widest rows QuantizeFp8RowsCuda takes.
+inline constexpr int kFp8RowsMaxCols = 4096;
+
 // FP8 (e4m3) codes of the rows of a bf16 CUDA tensor x [..., C] (C a multiple of 8 up to 4096)
 // with one float scale per row (the row's largest magnitude / 448), GELU applied first when
 // `gelu`: {codes [rows, C], scales [rows, 1]}, the operand and row scales of at::_scaled_mm.

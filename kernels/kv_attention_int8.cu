@@ -81,8 +81,8 @@ __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
 // positive, so their order is their bits' order as integers: the maxima are taken on the integers
 // by the three-way max of sm_90 (one instruction, VIMNMX3), masked keys holding the bits of -inf
 // (a negative integer). The offset is removed once per row and tile in the exponent's bias, whose
-// rounding costs under one integer unit of score (the operands' INT8 rounding moves scores by
-// hundreds).
+// rounding costs under one integer unit of score within a tile and about two between tiles of
+// different scales (the operands' INT8 rounding moves scores by hundreds).
 constexpr int kScoreBits = 0x4B400000;      // 1.5 2^23 as a float
 constexpr float kScoreOffset = 12582912.0f;  // the same value
 constexpr int kMaskedScore = static_cast<int>(0xFF800000u);  // -inf

@@ -2,11 +2,14 @@
 // between two cache attentions and the DPT heads are captured once per frame size and replayed;
 // the cache attentions run eagerly between them while their lengths change. Once every global
 // cache is steady (graph_ready: a full dense cache evicting as many rows as a frame adds), the
-// whole aggregator with its cache attentions and the DPT heads is captured as one graph and the
-// step makes no per-layer host work at all. The camera head (4 iterations of the trunk over its
-// slot caches) is captured as one more graph once its caches are full and replayed from then on,
-// on a second stream while the main stream runs the DPT heads (neither reads what the other
-// writes, and each graph allocates from its own memory pool); the step waits for it at its end.
+// whole aggregator with its cache attentions is captured as one graph and the DPT heads as
+// another, and the step makes no per-layer host work at all. The DPT heads' graphs have two
+// branches (the point head on a second stream). The camera head (4 iterations of the trunk over
+// its slot caches) is captured as one more graph once its caches are full and replayed from then
+// on, on a second stream while the main stream runs the DPT heads: neither reads what the other
+// writes, the camera graph allocates from its own memory pool, and the heads make no cuBLAS calls
+// (the camera graph shares its capture stream's cuBLAS workspace with the aggregator's graphs,
+// which never run beside it). The step waits for it at its end.
 // CUDA builds only; no_cuda_graphs.cc stands in elsewhere.
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
@@ -48,6 +51,10 @@ struct StreamingModel::Impl::Graphs {
     if (!camera_pending) return;
     camera_done.block(at::cuda::getCurrentCUDAStream());
     camera_pending = false;
+  }
+  // (a step that threw between the replay and the join: the graph and its pool outlive the replay)
+  ~Graphs() {
+    if (camera_pending) camera_done.synchronize();
   }
 };
 
@@ -137,7 +144,6 @@ void StreamingModel::Impl::Capture(const Tensor& img, int64_t h, int64_t wd, int
     capture(g->heads, [&] { g->heads_out = Heads(h, wd, H, W, /*parallel=*/true); });
   }
   c10::cuda::device_synchronize();
-  graphs = std::move(g);
 }
 
 // The step with graphs (capturing them first when needed). Returns false to run eagerly instead.
@@ -203,6 +209,10 @@ StreamingModel::Impl::HeadsOut StreamingModel::Impl::ParallelDptHeads(const std:
                                                                       int64_t W) {
   if (!graphs || !graphs->heads_side) return DptHeads(taps, h, wd, H, W);
   const at::cuda::CUDAStream main = at::cuda::getCurrentCUDAStream(), branch = *graphs->heads_side;
+  // The position embeddings both heads read are cached per map size: computed here on the current
+  // stream (once per layout), so that neither branch reads what the other is still writing.
+  PrepareUvEmbeddings(depth_head, h, wd, H, W);
+  PrepareUvEmbeddings(point_head, h, wd, H, W);
   HeadsOut out;
   at::cuda::CUDAEvent forked, joined;
   forked.record(main);
@@ -242,6 +252,7 @@ Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
     g.camera = std::move(graph);
     spdlog::info("CUDA graph captured for the camera head ({} trunk caches full)", trunk_caches.size());
   } else {
+    g.JoinCamera();  // (normally done by the last step; camera_in must not change under a running replay)
     g.camera_in.copy_(camera_token);
     for (int it = 0; it < config.camera_head.iterations; ++it)
       for (auto& c : trunk_caches) c->Replayed();

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <optional>
 #include <vector>
 
 #include "core/errors.h"
@@ -40,7 +41,8 @@ Tensor LinearFp8(const Tensor& x, const Fp8Weight& w, const Tensor& bias, bool g
   sizes.back() = w.codes.size(0);
   if constexpr (kFusedKernels) {
     const auto [codes, scales] = kernels::QuantizeFp8RowsCuda(x, gelu);
-    return at::_scaled_mm(codes, w.codes.t(), scales, w.scales, bias, {}, at::kBFloat16, /*use_fast_accum=*/false).view(sizes);
+    const std::optional<Tensor> b = bias.defined() ? std::optional<Tensor>(bias) : std::nullopt;
+    return at::_scaled_mm(codes, w.codes.t(), scales, w.scales, b, {}, at::kBFloat16, /*use_fast_accum=*/false).view(sizes);
   }
   throw Error("FP8 matrix products need a build with the CUDA kernels");
 }
@@ -70,6 +72,12 @@ std::tuple<Tensor, Tensor, Tensor> FusedQkv(const BlockWeights& b, const Tensor&
 }
 
 }  // namespace
+
+bool Fp8Eligible(const BlockWeights& b) {
+  const int64_t c = b.qkv_w.size(1), hidden = b.fc1_w.size(0);
+  return b.fused && b.qkv_w.scalar_type() == at::kBFloat16 && b.qkv_w.size(0) == 3 * 64 * b.heads && c % 16 == 0 && hidden % 16 == 0 &&
+         c <= kernels::kFp8RowsMaxCols && hidden <= kernels::kFp8RowsMaxCols;
+}
 
 Fp8Weight QuantizeFp8Weight(const Tensor& w) {
   const Tensor wf = w.to(at::kFloat);

@@ -30,6 +30,11 @@ struct Fp8Weight {
 // The FP8 form of w (any float dtype; on w's device).
 Fp8Weight QuantizeFp8Weight(const Tensor& w);
 
+struct BlockWeights;
+// Whether ModelOptions::fp8_gemms applies to block b: a fused block (bf16 weights, head dim 64)
+// whose widths are multiples of 16 (the FP8 GEMMs') and fit the row quantizer.
+bool Fp8Eligible(const BlockWeights& b);
+
 // x @ w^T + bias from FP8 operands for a bf16 CUDA x [..., K]: x's rows quantized with a scale
 // each (of GELU(x) with `gelu`), the product and its scales on the tensor cores
 // (at::_scaled_mm), the result rounded once to bf16 [..., N]. CUDA builds only.

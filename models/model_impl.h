@@ -80,9 +80,7 @@ struct StreamingModel::Impl {
     b.fc2_w = w.at(p + "mlp.fc2.weight");
     b.fc2_b = w.at(p + "mlp.fc2.bias");
     b.ls2 = w.at(p + "ls2.gamma");
-    // (the products' dimensions multiples of 16, as the FP8 GEMMs need; rows the quantizer holds)
-    const int64_t c = b.qkv_w.size(1), hidden = b.fc1_w.size(0);
-    if (options.fp8_gemms && b.fused && b.qkv_w.scalar_type() == at::kBFloat16 && c % 16 == 0 && hidden % 16 == 0 && hidden <= 4096) {
+    if (options.fp8_gemms && layers::Fp8Eligible(b)) {
       b.qkv8 = layers::QuantizeFp8Weight(b.qkv_w);
       b.proj8 = layers::QuantizeFp8Weight(b.proj_w);
       b.fc1_8 = layers::QuantizeFp8Weight(b.fc1_w);
@@ -241,6 +239,13 @@ struct StreamingModel::Impl {
 
   // Sin/cos embedding of the DPT uv grid for a [C, h, w] map of an image with aspect W/H, scaled by 0.1.
   // Like the reference: coordinates in the model dtype, the embedding rounded to fp32.
+  // The position embeddings a DPT head reads (UvEmbedding's cache), computed now.
+  void PrepareUvEmbeddings(const DptWeights& d, int64_t h, int64_t wd, int64_t H, int64_t W) {
+    const double aspect = static_cast<double>(W) / H;
+    for (int i = 0; i < 4; ++i) UvEmbedding(d.project_w[i].size(0), h, wd, aspect);
+    UvEmbedding(w.at(d.prefix + "scratch.output_conv1.weight").size(0), h * config.patch_size, wd * config.patch_size, aspect);
+  }
+
   Tensor ComputeUvEmbedding(int64_t channels, int64_t h, int64_t wd, double aspect) {
     const double diag = std::sqrt(aspect * aspect + 1.0);
     const double span_x = aspect / diag, span_y = 1.0 / diag;
@@ -437,8 +442,8 @@ struct StreamingModel::Impl {
     Tensor depth, depth_conf, world_points, world_points_conf;
   };
 
-  // The DPT heads with their activations over taps [F, P, 2C]: maps [F, H, W, c].
-  // The depth head's maps (depth, its confidence) and the point head's (points, their confidence).
+  // The DPT heads with their activations over taps [F, P, 2C] into maps [F, H, W, c]: the depth
+  // head's (depth, its confidence) and the point head's (points, their confidence).
   void DepthMaps(const std::vector<Tensor>& taps, int64_t h, int64_t wd, int64_t H, int64_t W, HeadsOut& out) {
     const Tensor depth_raw = Dpt(depth_head, taps, h, wd, H, W).permute({0, 2, 3, 1});  // [F, H, W, 2]
     out.depth = at::exp(depth_raw.narrow(3, 0, 1));

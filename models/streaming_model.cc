@@ -4,8 +4,14 @@
 // Building blocks: layers.h; the step: model_impl.h; CUDA graphs: cuda_graphs.cc.
 #include "models/streaming_model.h"
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "models/model_impl.h"
 
@@ -36,11 +42,30 @@ void CheckFp8Gemms(const c10::Device& device) {
   try {
     const at::Tensor a = at::ones({16, 16}, at::TensorOptions().device(device)).to(at::kFloat8_e4m3fn);
     const at::Tensor s = at::ones({16, 1}, at::TensorOptions().device(device));
-    at::_scaled_mm(a, a.t(), s, s.t(), {}, {}, at::kBFloat16);
+    at::_scaled_mm(a, a.t(), s, s.t(), at::zeros({16}, at::TensorOptions().device(device).dtype(at::kBFloat16)), {}, at::kBFloat16);
   } catch (const std::exception& e) {
-    throw OptionError(std::string("--fp8-gemms: this GPU or LibTorch cannot run FP8 matrix products with row-wise scales (needs sm_89 or newer): ") +
+    throw OptionError(std::string("--fp8-gemms: this GPU or LibTorch cannot run FP8 matrix products with row-wise scales and a bias "
+                                  "(they need an sm_89 or newer GPU and a LibTorch built with those kernels): ") +
                       e.what());
   }
+}
+
+using BlockGroups = std::vector<std::pair<const char*, const std::vector<layers::BlockWeights>*>>;
+
+// Which blocks took FP8 weights (layers::Fp8Eligible): said once at load; none is an error.
+void ReportFp8Blocks(const BlockGroups& groups) {
+  std::string parts;
+  int fp8 = 0, total = 0;
+  for (const auto& [name, blocks] : groups) {
+    const auto n = std::count_if(blocks->begin(), blocks->end(), [](const layers::BlockWeights& b) { return b.qkv8.defined(); });
+    parts += std::string(parts.empty() ? "" : ", ") + name + " " + std::to_string(n) + "/" + std::to_string(blocks->size());
+    fp8 += static_cast<int>(n);
+    total += static_cast<int>(blocks->size());
+  }
+  if (fp8 == 0)
+    throw OptionError("--fp8-gemms: none of the model's " + std::to_string(total) +
+                      " blocks can take FP8 products (bf16 blocks with head dim 64, widths multiples of 16, MLP width at most 4096): " + parts);
+  spdlog::info("--fp8-gemms: FP8 matrix products in {} of {} blocks ({}); the others stay bf16", fp8, total, parts);
 }
 
 }  // namespace
@@ -106,6 +131,8 @@ StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weigh
   }
   for (int i = 0; i < config.camera_head.trunk_depth; ++i)
     m.trunk_blocks.push_back(m.LoadBlock("camera_head.trunk." + std::to_string(i) + ".", config.camera_head.num_heads, 1e-5, false));
+  if (options.fp8_gemms)
+    ReportFp8Blocks({{"patch embed", &m.dino_blocks}, {"frame", &m.frame_blocks}, {"global", &m.global_blocks}, {"camera trunk", &m.trunk_blocks}});
   for (auto* t : {&m.frame_out, &m.q, &m.k, &m.v, &m.attn, &m.outputs}) t->resize(config.depth);
   m.needed.assign(config.depth, false);
   for (int idx : config.dpt.intermediate_layer_idx) m.needed.at(idx) = true;
