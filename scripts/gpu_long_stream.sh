@@ -9,7 +9,8 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_build.sh"
 FRAMES=${FRAMES:-2000}
 gpu_build test_gpu_kernels streamrecon || exit 1
-git rev-parse HEAD > "$OUT/commit.txt" 2>/dev/null
+# (the device's copy of the tree may carry an older .git than the tree itself: say so when they differ)
+{ git rev-parse HEAD && { git diff --quiet HEAD -- . 2>/dev/null || echo "the tree differs from that commit's"; }; } > "$OUT/commit.txt" 2>/dev/null
 timeout 150 ./build-gpu/tests/test_gpu_kernels --gtest_filter="${GPU_TESTS:-GpuAttention*:GpuCache.*:GpuPages.*:GpuScores.*:GpuModel.*:GpuSlotCache.*}" \
   > "$OUT/gpu_tests.log" 2>&1
 echo "GPU tests: exit $?"

@@ -11,7 +11,8 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_build.sh"
 FRAMES=${FRAMES:-60}
 gpu_build test_gpu_kernels test_kv_contract streamrecon || exit 1
-git rev-parse HEAD > "$OUT/commit.txt" 2>/dev/null
+# (the device's copy of the tree may carry an older .git than the tree itself: say so when they differ)
+{ git rev-parse HEAD && { git diff --quiet HEAD -- . 2>/dev/null || echo "the tree differs from that commit's"; }; } > "$OUT/commit.txt" 2>/dev/null
 EAGER=(./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 --size 518)
 BENCH=("${EAGER[@]}" --cuda-graphs)
 timeout 120 ./build-gpu/tests/test_gpu_kernels --gtest_filter='GpuModel.*:GpuCache.*:GpuSlotCache.*:GpuScores.*:GpuDequantize.*:GpuFusedGlue.*:GpuAttentionRows.*:GpuPages.*' > "$OUT/gpu_tests.log" 2>&1
