@@ -230,6 +230,9 @@ StreamingModel::Impl::HeadsOut StreamingModel::Impl::ParallelDptHeads(const std:
 
 Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
   Graphs& g = *graphs;
+  // (normally done by the last step; after a step that threw, neither camera_in nor the graph may
+  // change under a running replay)
+  g.JoinCamera();
   const bool ready = std::all_of(trunk_caches.begin(), trunk_caches.end(), [](const auto& c) { return c->graph_ready(); });
   if (!ready) {
     g.camera.reset();
@@ -252,7 +255,6 @@ Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
     g.camera = std::move(graph);
     spdlog::info("CUDA graph captured for the camera head ({} trunk caches full)", trunk_caches.size());
   } else {
-    g.JoinCamera();  // (normally done by the last step; camera_in must not change under a running replay)
     g.camera_in.copy_(camera_token);
     for (int it = 0; it < config.camera_head.iterations; ++it)
       for (auto& c : trunk_caches) c->Replayed();
