@@ -17,9 +17,17 @@ inline std::filesystem::path SourceDir() { return std::filesystem::path(STREAMRE
 
 inline std::filesystem::path SamplesDir() { return SharedDir() / "samples"; }
 
-// A fresh scratch folder for one test under the build tree.
+// A fresh scratch folder for one test under the build tree: test_scratch/NAME/SUITE.TEST inside a
+// running test, so that tests of one suite that ctest runs in parallel (each its own process)
+// never remove each other's files.
 inline std::filesystem::path ScratchDir(const std::string& name) {
   auto dir = std::filesystem::path(STREAMRECON_BINARY_DIR) / "test_scratch" / name;
+  if (const ::testing::TestInfo* test = ::testing::UnitTest::GetInstance()->current_test_info()) {
+    std::string leaf = std::string(test->test_suite_name()) + "." + test->name();
+    for (char& c : leaf)
+      if (c == '/') c = '_';  // (parameterised names)
+    dir /= leaf;
+  }
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
