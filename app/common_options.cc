@@ -108,6 +108,10 @@ void CacheArgs::Add(CLI::App& app, bool with_axes) {
   app.add_option("--fused-min-blocks", fused_min_blocks, "Fused attention over pages: blocks per multiprocessor, 1 or 2")
       ->group(kernels)
       ->capture_default_str();
+  app.add_flag("--serial-maintenance", serial_maintenance,
+               "Prune and store each layer's cache on the main CUDA stream right after its attention, instead of on a "
+               "second stream beside the next layers (for comparisons)")
+      ->group(kernels);
 }
 
 KvCacheOptions CacheArgs::ForConfiguration(const std::string& policy_name, const std::string& format_name,
@@ -157,6 +161,7 @@ KvCacheOptions CacheArgs::ToOptions() const {
   o.kernels.append_variant = append_kernel;
   o.kernels.append_heads_per_block = append_heads_per_block;
   o.kernels.fused_min_blocks = fused_min_blocks;
+  o.kernels.background_maintenance = !serial_maintenance;
   o.Check();
   return o;
 }

@@ -288,6 +288,7 @@ bool StreamingModel::Impl::CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t
       Segment(i, x);
       if (i < config.depth) attn[i] = global_caches[i]->Forward(q[i], k[i], v[i]);
     }
+    JoinCaches();  // (the maintenance streams' work joins the graph)
   });
   if (failure.empty()) failure = TryCapture(*heads_graph, *g.side, [&] { g.step_heads = Heads(h, wd, H, W, /*parallel=*/true); });
   if (!failure.empty()) {

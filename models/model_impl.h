@@ -501,6 +501,7 @@ struct StreamingModel::Impl {
         timings.cache_maintenance += global_caches[i]->maintenance_ms();
       }
     }
+    if (caches == CacheCalls::kForward) JoinCaches();
     ++frames;
     StepOutput out;
     // (the camera head appends to the trunk caches; bytes are sampled after it)
@@ -518,6 +519,12 @@ struct StreamingModel::Impl {
     Lap(&timings.dpt_heads);
     max_bytes = std::max(max_bytes, Bytes());
     return out;
+  }
+
+  // The step waits for the global caches' maintenance at the end of the aggregator: each layer's
+  // pruning and storing ran on a second stream beside the layers after it.
+  void JoinCaches() {
+    for (auto& c : global_caches) c->Join();
   }
 
   // CUDA graphs: cuda_graphs.cc in CUDA builds, no_cuda_graphs.cc elsewhere.

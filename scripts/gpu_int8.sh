@@ -5,7 +5,7 @@
 # dequantize-once paths), then, unless STREAM=0, 60 frames of `bench stream` (1B config, random
 # weights, 518x392, bf16, CUDA graphs, --bf16-heads) for bf16 1.75GB, kivi4 530MB and oscar2 310MB
 # with ATTENTION= (default: the cache's default path) for the steady frame times; STREAM_VARIANTS=
-# "plain fp8" repeats them with --fp8-gemms. EVAL=1: the trained model with EVAL_VARIANTS (attention
+# "plain fp8 serial" repeats them with --fp8-gemms and with --serial-maintenance. EVAL=1: the trained model with EVAL_VARIANTS (attention
 # paths, or fp8 for --fp8-gemms; default "auto int8").
 # Everything lands in $OUT/bundle.tgz (the device returns at most 8 files).
 set -uo pipefail
@@ -54,9 +54,10 @@ fi
 if [ "${STREAM:-1}" = 1 ]; then
   ATT=()
   [ -n "${ATTENTION:-}" ] && ATT=(--attention-path "$ATTENTION")
-  for variant in ${STREAM_VARIANTS:-plain}; do  # plain, or fp8: with --fp8-gemms
+  for variant in ${STREAM_VARIANTS:-plain}; do  # plain; fp8: with --fp8-gemms; serial: with --serial-maintenance
     EXTRA=()
     [ "$variant" = fp8 ] && EXTRA=(--fp8-gemms)
+    [ "$variant" = serial ] && EXTRA=(--serial-maintenance)
     timeout 150 ./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 \
       --size 518 --cuda-graphs --bf16-heads "${ATT[@]}" "${EXTRA[@]}" --frames 60 --warmup 3 --no-stage-timing \
       --run xstream,bf16,1.75GB --run xstream-page,kivi4,530MB --run xstream-page,oscar2,310MB --out "$OUT/steady_$variant" \

@@ -687,6 +687,46 @@ TEST(GpuCache, FollowsTheCpuCacheThroughPruning) {
     }
 }
 
+// Pruning and storing on a second stream (the default) against the same cache doing them in line
+// on the caller's stream: identical outputs, kept tokens and stored bytes, frame after frame, with
+// the caller's stream busy with other work in between (as the next layers keep it in the model).
+TEST(GpuCache, BackgroundMaintenanceMatchesTheSerialCache) {
+  REQUIRE_GPU();
+  for (CacheFormat f : {CacheFormat::kBf16, CacheFormat::kKivi4, CacheFormat::kOscar2})
+    for (PrunePolicy policy : {PrunePolicy::kXStream, PrunePolicy::kXStreamPage}) {
+      at::manual_seed(401);
+      KvCacheOptions o;
+      o.format = f;
+      o.policy = policy;
+      o.cache_tokens = 1 << 20;
+      auto background = MakeLayerKvCache(o, at::kCUDA);
+      o.kernels.background_maintenance = false;
+      auto serial = MakeLayerKvCache(o, at::kCUDA);
+      const int64_t H = 16, n = 1041;
+      const int64_t frame_bytes = FrameBytes(o, H, 64, n, 2, false);
+      background->SetCapacity({-1, 6 * frame_bytes});
+      serial->SetCapacity({-1, 6 * frame_bytes});
+      int joined = 0;
+      for (int frame = 0; frame < 12; ++frame) {
+        const at::Tensor q = RandomBf16({H, n, 64}).cuda(), k = RandomBf16({H, n, 64}).cuda(), v = RandomBf16({H, n, 64}).cuda();
+        const at::Tensor a = serial->Forward(q, k, v), b = background->Forward(q, k, v);
+        // Work on the caller's stream while the maintenance runs (and memory it may reuse).
+        for (int i = 0; i < 4; ++i) (void)at::matmul(RandomBf16({2048, 2048}).cuda(), RandomBf16({2048, 2048}).cuda());
+        EXPECT_FALSE(serial->Join());
+        joined += background->Join();
+        ASSERT_TRUE(at::equal(a, b)) << ToString(f) << " " << ToString(policy) << " frame " << frame;
+        ASSERT_EQ(background->tokens(), serial->tokens()) << "frame " << frame;
+        ASSERT_EQ(background->bytes(), serial->bytes()) << "frame " << frame;
+      }
+      const auto [ka, va] = serial->Materialize();
+      const auto [kb, vb] = background->Materialize();
+      EXPECT_TRUE(at::equal(ka, kb) && at::equal(va, vb)) << ToString(f) << " " << ToString(policy);
+      EXPECT_EQ(joined, 12) << "every Forward left its maintenance on the second stream";
+      std::printf("[ info ] background maintenance %s/%s: 12 frames identical to the serial cache, %lld tokens kept\n",
+                  ToString(f).c_str(), ToString(policy).c_str(), static_cast<long long>(serial->tokens()));
+    }
+}
+
 // The camera trunk's slot cache on the device against the reference cache on the CPU (the
 // trunk's shape: one token per call, 16 heads of 64 in the 1B model): the same kept tokens in
 // stream order and the same outputs, in float32 and with bf16 storage, for the deterministic
@@ -1081,6 +1121,9 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
     o.cache.policy = policy;
     o.cache.cache_tokens = 3 * (config.special_tokens() + 5 * 4);
     models::StreamingModel eager(config, weights, o);
+    o.cache.kernels.background_maintenance = false;
+    models::StreamingModel serial(config, weights, o);  // (pruning and storing in line: the same step)
+    o.cache.kernels.background_maintenance = true;
     o.cuda_graphs = true;
     models::StreamingModel graphed(config, weights, o);
     at::manual_seed(9);
@@ -1090,11 +1133,13 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
       if (i == 24) {
         eager.Reset();
         graphed.Reset();
+        serial.Reset();
       }
       const int64_t w = i < 6 ? 5 * config.patch_size : 6 * config.patch_size;  // size change at frame 6
       const at::Tensor image = at::rand({3, 4 * config.patch_size, w}).cuda();
-      const models::StepOutput a = eager.Step(image), b = graphed.Step(image);
+      const models::StepOutput a = eager.Step(image), b = graphed.Step(image), c = serial.Step(image);
       EXPECT_FALSE(a.camera_graph);
+      EXPECT_TRUE(at::equal(c.depth, a.depth) && at::equal(c.pose_enc, a.pose_enc)) << "frame " << i;
       camera_replays += b.camera_graph;
       step_replays += b.step_graph;
       for (auto [x, y] : {std::pair{&a.depth, &b.depth}, {&a.world_points, &b.world_points}, {&a.tokens_last, &b.tokens_last}})

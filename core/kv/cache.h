@@ -59,6 +59,12 @@ class LayerKvCache {
   virtual bool graph_ready() const { return false; }
   // The host side of a Forward that a graph replay performed (only when graph_ready()).
   virtual void Replayed() {}
+  // Orders the current stream after the pruning and storing that the last Forward left running on
+  // a second stream (KernelOptions::background_maintenance; a no-op when none is pending). Forward
+  // and Materialize join by themselves; a caller that captures CUDA graphs joins every cache
+  // before its capture ends, since a capture must end on its own stream. Returns whether there was
+  // such work to wait for.
+  virtual bool Join() { return false; }
 };
 
 // Which backend serves a cache.

@@ -6,6 +6,7 @@
 // dense cache); policy.h proves the two forms equal.
 #include <ATen/ATen.h>
 #include <c10/core/Event.h>
+#include <c10/core/StreamGuard.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <algorithm>
@@ -82,12 +83,15 @@ std::pair<at::Tensor, at::Tensor> SplitRows(const at::Tensor& order, const at::T
 class KvLayerCache final : public LayerKvCache {
  public:
   KvLayerCache(std::unique_ptr<KvBackend> backend, const KvCacheOptions& options) : backend_(std::move(backend)), options_(options) {}
+  KvLayerCache(KvLayerCache&&) = default;
+  KvLayerCache& operator=(KvLayerCache&&) = default;
 
   at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override {
     SR_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && k.sizes() == v.sizes() && q.size(0) == k.size(0) && q.size(2) == k.size(2),
              Error, "KV cache: expected q, k, v as [H, N, D] with matching heads and channels, got " << q.sizes() << ", " << k.sizes() << ", "
                                                                                                       << v.sizes());
     const int64_t n = k.size(1);
+    JoinMaintenance();  // (the rows and pages the last frame's maintenance writes)
     if (frames_ == 0 && heads_ == 0) Init(q, k);
     SR_CHECK(k.size(0) == heads_ && k.size(2) == head_dim_, Error,
              "KV cache: this layer holds " << heads_ << " heads of " << head_dim_ << " channels, the frame has " << k.sizes());
@@ -124,13 +128,22 @@ class KvLayerCache final : public LayerKvCache {
     // (a Forward that threw between the prune and the append, e.g. in a failed graph capture,
     // left its eviction here; the cache itself is as before it)
     kept_order_ = freed_ = at::Tensor();
-    if (frames_ > 0 && options_.policy != PrunePolicy::kNone) {
-      if (quantized()) PrunePages(q_r, n);
-      else PruneRows(q_r, n);
-    }
     const int64_t rows_before = rows_;
     const bool in_rows = tail_row_ == rows_;
-    Append(k, v, k_r, v_r);
+    {
+      // Nothing before this layer's next frame reads what pruning and storing write: on a second
+      // stream they run beside the next layers' work.
+      const std::optional<c10::StreamGuard> beside = ForkMaintenance({q, k, v, q_r, k_r, v_r});
+      if (frames_ > 0 && options_.policy != PrunePolicy::kNone) {
+        if (quantized()) PrunePages(q_r, n);
+        else PruneRows(q_r, n);
+      }
+      Append(k, v, k_r, v_r);
+      if (beside) {
+        maintenance_done_->record(beside->current_stream());
+        maintenance_pending_ = true;
+      }
+    }
     ++frames_;
     // Steady: dense rows, full and evicting on the device as many rows as a frame adds (the rows,
     // the order's buffer and the attention's length repeat), nothing timed.
@@ -143,6 +156,7 @@ class KvLayerCache final : public LayerKvCache {
   }
 
   std::pair<at::Tensor, at::Tensor> Materialize() const override {
+    JoinMaintenance();
     if (frames_ == 0) return {};
     if (!quantized()) {
       if (!order_.defined()) return {Rows(dense_k_).clone(), Rows(dense_v_).clone()};
@@ -186,7 +200,12 @@ class KvLayerCache final : public LayerKvCache {
   double maintenance_ms() const override { return maintenance_ms_; }
   const char* backend() const override { return backend_->name(); }
 
+  bool Join() override { return JoinMaintenance(); }
+
+  ~KvLayerCache() override { Settle(); }
+
   void Clear() override {
+    Settle();
     KvLayerCache fresh(nullptr, options_);
     fresh.backend_ = std::move(backend_);
     fresh.capacity_ = capacity_;
@@ -219,6 +238,53 @@ class KvLayerCache final : public LayerKvCache {
     view.valid = &valid_;
     view.current_rows = tail_row_ == rows_ ? tail_tokens_ : 0;
     return view;
+  }
+
+  // ---- the maintenance stream ----
+
+  // The current stream of the cache's device, a GPU's.
+  c10::Stream CurrentStream() const { return c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_); }
+
+  // With background_maintenance on a GPU (and nothing timed): a second stream of the device,
+  // forked from the current one, as the current stream. The tensors it reads that the caller
+  // owns, and the cache's storage, are marked as used on it, so that the allocator reuses none of
+  // them before its work is done.
+  std::optional<c10::StreamGuard> ForkMaintenance(std::initializer_list<at::Tensor> inputs) {
+    if (!device_.is_cuda() || !options_.kernels.background_maintenance || options_.measure) return std::nullopt;
+    const c10::Stream main = CurrentStream();
+    if (!maintenance_stream_) maintenance_stream_ = c10::impl::getDeviceGuardImpl(device_.type())->getStreamFromGlobalPool(device_);
+    if (*maintenance_stream_ == main) return std::nullopt;  // (the pool's turn came round to the caller's stream)
+    if (!maintenance_done_) maintenance_forked_.emplace(device_.type()), maintenance_done_.emplace(device_.type());
+    maintenance_forked_->record(main);
+    maintenance_forked_->block(*maintenance_stream_);
+    for (const at::Tensor& t : inputs) MarkUsed(t, *maintenance_stream_);
+    MarkStorageUsed(*maintenance_stream_);
+    return std::optional<c10::StreamGuard>(std::in_place, *maintenance_stream_);
+  }
+
+  bool JoinMaintenance() const {
+    if (!maintenance_pending_) return false;
+    const c10::Stream current = CurrentStream();
+    maintenance_done_->block(current);
+    maintenance_pending_ = false;
+    // (storage allocated on the maintenance stream is read on this one from now on)
+    MarkStorageUsed(current);
+    return true;
+  }
+
+  // Waits for pending maintenance before the cache's tensors are dropped (the caller's stream
+  // may not have joined it, e.g. after a step that threw).
+  void Settle() {
+    if (maintenance_pending_) maintenance_done_->synchronize();
+    maintenance_pending_ = false;
+  }
+
+  static void MarkUsed(const at::Tensor& t, const c10::Stream& stream) {
+    if (t.defined() && t.is_cuda()) t.record_stream(stream);
+  }
+  void MarkStorageUsed(const c10::Stream& stream) const {
+    for (const at::Tensor* t : {&dense_k_, &dense_v_, &order_}) MarkUsed(*t, stream);
+    for (const PagedKv* pages : {&store_, &spare_}) pages->ForEach([&](const at::Tensor& t) { MarkUsed(t, stream); });
   }
 
   // ---- storing ----
@@ -531,6 +597,12 @@ class KvLayerCache final : public LayerKvCache {
   mutable std::optional<c10::Event> valid_ready_;
   QuantStats stats_;
   double maintenance_ms_ = 0.0;
+  // GPU, background_maintenance: the stream pruning and storing run on, the events of its fork
+  // from the caller's stream and of the last Forward's work on it, which the caller's stream has
+  // not waited for while pending.
+  std::optional<c10::Stream> maintenance_stream_;
+  std::optional<c10::Event> maintenance_forked_, maintenance_done_;
+  mutable bool maintenance_pending_ = false;
 };
 
 }  // namespace
