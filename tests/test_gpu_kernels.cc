@@ -706,12 +706,13 @@ TEST(GpuCache, BackgroundMaintenanceMatchesTheSerialCache) {
       const int64_t frame_bytes = FrameBytes(o, H, 64, n, 2, false);
       background->SetCapacity({-1, 6 * frame_bytes});
       serial->SetCapacity({-1, 6 * frame_bytes});
+      const at::Tensor busy = at::randn({2048, 2048}, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
       int joined = 0;
       for (int frame = 0; frame < 12; ++frame) {
         const at::Tensor q = RandomBf16({H, n, 64}).cuda(), k = RandomBf16({H, n, 64}).cuda(), v = RandomBf16({H, n, 64}).cuda();
         const at::Tensor a = serial->Forward(q, k, v), b = background->Forward(q, k, v);
         // Work on the caller's stream while the maintenance runs (and memory it may reuse).
-        for (int i = 0; i < 4; ++i) (void)at::matmul(RandomBf16({2048, 2048}).cuda(), RandomBf16({2048, 2048}).cuda());
+        for (int i = 0; i < 4; ++i) (void)at::matmul(busy, busy + i);
         EXPECT_FALSE(serial->Join());
         joined += background->Join();
         ASSERT_TRUE(at::equal(a, b)) << ToString(f) << " " << ToString(policy) << " frame " << frame;
