@@ -3,6 +3,8 @@
 // effective bits, output error against the full cache, and quantization error per layer.
 #include <ATen/ATen.h>
 #include <ATen/record_function.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <spdlog/spdlog.h>
 
 #include <unistd.h>
@@ -292,7 +294,17 @@ int RunStream(const StreamArgs& args) {
     int64_t profiled = 0;
     double profiled_ms = 0;
     const bool pipelined = args.pipeline && !args.stage_timing;
-    std::optional<models::StepOutput> in_flight;  // pipelined: the frame queued before this one
+    // A frame on its way: its pose copied to the host (StartPoseCopy) and the end of its work on the
+    // model's stream (the DPT heads).
+    struct Queued {
+      models::PoseCopy pose;
+      std::optional<c10::Event> done;
+      void Wait() const {
+        if (done) done->synchronize();
+        if (pose.ready) pose.ready->synchronize();
+      }
+    };
+    std::optional<Queued> in_flight;  // pipelined: the frame queued before this one
     auto last_done = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < args.frames; ++i) {
       if (i == profile_from) {
@@ -301,17 +313,23 @@ int RunStream(const StreamArgs& args) {
       }
       const auto t0 = std::chrono::steady_clock::now();
       try {
-        models::StepOutput out = model.Step(frames.tensors[i % frames.tensors.size()]);
+        // (pipelined: the camera head may run on beside the next frame's aggregator)
+        const models::StepOutput out = model.Step(frames.tensors[i % frames.tensors.size()], /*defer_pose=*/pipelined);
+        Queued queued{models::StartPoseCopy(out), std::nullopt};
+        if (const c10::Device device = out.depth.device(); device.is_cuda()) {
+          queued.done.emplace(device.type());
+          queued.done->record(c10::impl::getDeviceGuardImpl(device.type())->getStream(device));
+        }
         RECORD_USER_SCOPE(kHarnessWaitScope);
         // Waits for a frame's work on the device: this one, or (pipelined) the one queued before it,
         // and this one's only at the end of the stream.
         if (!pipelined || !in_flight) {
-          out.pose_enc.cpu();
+          queued.Wait();
         } else {
-          in_flight->pose_enc.cpu();
-          if (i + 1 == args.frames) out.pose_enc.cpu();
+          in_flight->Wait();
+          if (i + 1 == args.frames) queued.Wait();
         }
-        if (pipelined) in_flight = std::move(out);
+        if (pipelined) in_flight = std::move(queued);
       } catch (const c10::OutOfMemoryError& e) {
         const MemorySample m = DeviceMemory(args.model.Device());
         stopped = "out of device memory at frame " + std::to_string(i + 1) + " (" + FormatBytes(m.current) + " allocated, peak " +

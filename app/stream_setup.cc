@@ -75,7 +75,8 @@ ModelStage::Output ModelStage::Run(const Frame& frame) {
   Output output;
   output.image = datasets::ResizeForModel(frame.image, fixed);
   const auto t0 = std::chrono::steady_clock::now();
-  output.tensors = model_->Step(models::ImageToTensor(output.image));
+  // (the camera head may still run as this returns: StartHostCopies copies its pose once it is done)
+  output.tensors = model_->Step(models::ImageToTensor(output.image), /*defer_pose=*/true);
   output.model_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (known_) output.known_intrinsics = datasets::ScaleIntrinsics(known_->k, frame.image.width, frame.image.height, width, height);
   return output;
@@ -84,10 +85,12 @@ ModelStage::Output ModelStage::Run(const Frame& frame) {
 namespace {
 
 // The outputs the host needs, copied into pinned host memory behind the frame's work on a GPU
-// (nothing waits here); on the CPU the tensors as they are. `ready` marks the end of the copies.
+// (nothing waits here); on the CPU the tensors as they are. `ready` marks the end of the copies,
+// `pose_ready` the pose's (StartPoseCopy: a deferred pose is copied once the camera head is done).
 struct HostOutputs {
   models::StepOutput tensors;
   std::optional<c10::Event> ready;
+  std::shared_ptr<c10::Event> pose_ready;
 };
 
 HostOutputs StartHostCopies(const models::StepOutput& t) {
@@ -99,7 +102,9 @@ HostOutputs StartHostCopies(const models::StepOutput& t) {
   auto copy = [](const at::Tensor& x) {
     return at::empty(x.sizes(), x.options().device(at::kCPU).pinned_memory(true)).copy_(x, /*non_blocking=*/true);
   };
-  host.tensors.pose_enc = copy(t.pose_enc);
+  models::PoseCopy pose = models::StartPoseCopy(t);
+  host.tensors.pose_enc = pose.host;
+  host.pose_ready = pose.ready;
   host.tensors.depth = copy(t.depth);
   host.tensors.depth_conf = copy(t.depth_conf);
   host.tensors.world_points = copy(t.world_points);
@@ -123,6 +128,7 @@ std::function<FramePrediction()> ModelStage::Submit(const Frame& frame) {
   return [this, host, pending, submit_ms, index = frame.index, timestamp = frame.timestamp, name = frame.name]() {
     const auto t1 = std::chrono::steady_clock::now();
     if (host->ready) host->ready->synchronize();
+    if (host->pose_ready) host->pose_ready->synchronize();
     const models::StepOutput& t = host->tensors;
     FramePrediction prediction = models::ToFramePrediction(t, pending->image, index);
     prediction.timestamp = timestamp;

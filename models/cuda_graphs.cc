@@ -6,10 +6,11 @@
 // another, and the step makes no per-layer host work at all. The DPT heads' graphs have two
 // branches (the point head on a second stream). The camera head (4 iterations of the trunk over
 // its slot caches) is captured as one more graph once its caches are full and replayed from then
-// on, on a second stream while the main stream runs the DPT heads: neither reads what the other
-// writes, the camera graph allocates from its own memory pool, and the heads make no cuBLAS calls
-// (the camera graph shares its capture stream's cuBLAS workspace with the aggregator's graphs,
-// which never run beside it). The step waits for it at its end.
+// on, on a stream of its own while the main stream runs the DPT heads: neither reads what the
+// other writes, the camera graph allocates from its own memory pool and has its own cuBLAS
+// workspaces (its capture stream's), and the heads make no cuBLAS calls. The step waits for it at
+// its end, or (Step's defer_pose) leaves it running beside the next frame's aggregator, whose only
+// contact with it is the next camera input, written after a join.
 // CUDA builds only; no_cuda_graphs.cc stands in elsewhere.
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
@@ -37,10 +38,15 @@ struct StreamingModel::Impl::Graphs {
   std::vector<std::unique_ptr<at::cuda::CUDAGraph>> segments;  // depth + 1
   std::optional<at::cuda::CUDAStream> side;  // the capture stream (its library handles are warm)
   std::optional<at::cuda::CUDAStream> heads_side;  // the point head's branch in the heads' graphs (warm too)
+  // The camera head's capture and replay stream: its replays may run beside the next frame's
+  // aggregator graph, so its cuBLAS workspaces (per stream) must not be the capture stream's.
+  std::optional<at::cuda::CUDAStream> camera_stream;
   std::unique_ptr<at::cuda::CUDAGraph> camera;  // once the trunk caches are full
   Tensor camera_in, camera_out;                 // its static input token [1, 2C] and pose encoding
-  at::cuda::CUDAEvent camera_done;              // its last replay on `side` (recorded when camera_pending)
-  bool camera_pending = false;                  // the main stream has not waited for that replay yet
+  // Its last replay's end on camera_stream (one event per replay: a deferred pose keeps its own),
+  // which the main stream has not waited for while camera_pending.
+  std::shared_ptr<c10::Event> camera_done;
+  bool camera_pending = false;
   // Once the global caches are steady (then no segments): the aggregator with its cache
   // attentions, and the DPT heads as a second graph (the camera head runs beside them).
   std::unique_ptr<at::cuda::CUDAGraph> step, step_heads_graph;
@@ -49,12 +55,13 @@ struct StreamingModel::Impl::Graphs {
   // The main stream waits for the camera head's replay (after the DPT heads were queued).
   void JoinCamera() {
     if (!camera_pending) return;
-    camera_done.block(at::cuda::getCurrentCUDAStream());
+    camera_done->block(at::cuda::getCurrentCUDAStream());
     camera_pending = false;
   }
-  // (a step that threw between the replay and the join: the graph and its pool outlive the replay)
+  // (a deferred pose, or a step that threw between the replay and the join: the graph and its
+  // pool outlive the replay)
   ~Graphs() {
-    if (camera_pending) camera_done.synchronize();
+    if (camera_pending) camera_done->synchronize();
   }
 };
 
@@ -122,7 +129,14 @@ void StreamingModel::Impl::Capture(const Tensor& img, int64_t h, int64_t wd, int
   const at::cuda::CUDAStream side = at::cuda::getStreamFromPool();
   g->side = side;
   g->heads_side = at::cuda::getStreamFromPool();  // (the pool hands its streams out in turn: another one)
+  g->camera_stream = at::cuda::getStreamFromPool();
   graphs = g;  // (ParallelDptHeads reads heads_side; a failure below drops the graphs)
+  if (!trunk_blocks.empty()) {
+    // The camera stream's cuBLAS workspaces, made before its capture.
+    c10::cuda::CUDAStreamGuard guard(*g->camera_stream);
+    const layers::BlockWeights& b = trunk_blocks[0];
+    (void)at::linear(at::zeros({1, b.qkv_w.size(1)}, b.qkv_w.options()), b.qkv_w, b.qkv_b);
+  }
   {
     c10::cuda::CUDAStreamGuard guard(side);
     // One eager pass on the capture streams first (library workspaces and plans for these streams).
@@ -147,7 +161,7 @@ void StreamingModel::Impl::Capture(const Tensor& img, int64_t h, int64_t wd, int
 }
 
 // The step with graphs (capturing them first when needed). Returns false to run eagerly instead.
-bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W, StepOutput& out) {
+bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W, bool defer_pose, StepOutput& out) {
   if (!options.cuda_graphs || graphs_failed || frames < 2) {
     graphs.reset();  // the eager step below replaces the buffers the graphs read
     return false;
@@ -185,20 +199,22 @@ bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, i
     out = RunStep([&] { g.step->replay(); }, [](int) {}, [&](const Tensor& token) { return GraphCamera(token); },
                   [&] {
                     g.step_heads_graph->replay();
-                    g.JoinCamera();
                     return g.step_heads;
                   },
                   /*static_buffers=*/true, captured ? CacheCalls::kCaptured : CacheCalls::kReplayed);
-    return true;
+  } else {
+    out = RunStep([&] { g.embed->replay(); }, [&](int i) { g.segments[i]->replay(); },
+                  [&](const Tensor& token) { return GraphCamera(token); },
+                  [&] {
+                    g.heads->replay();
+                    return g.heads_out;
+                  },
+                  /*static_buffers=*/true);
   }
-  out = RunStep([&] { g.embed->replay(); }, [&](int i) { g.segments[i]->replay(); },
-                [&](const Tensor& token) { return GraphCamera(token); },
-                [&] {
-                  g.heads->replay();
-                  g.JoinCamera();
-                  return g.heads_out;
-                },
-                /*static_buffers=*/true);
+  // The camera head's replay ran beside the DPT heads; deferred, the main stream goes on without
+  // it (the next GraphCamera joins it before its input changes).
+  if (defer_pose && g.camera_pending) out.pose_ready = g.camera_done;
+  else g.JoinCamera();
   return true;
 }
 
@@ -243,7 +259,7 @@ Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
     // the replay below is this frame's camera head.
     g.camera_in = camera_token.clone();
     auto graph = std::make_unique<at::cuda::CUDAGraph>();
-    const std::string failure = TryCapture(*graph, *g.side, [&] { g.camera_out = CameraHead(g.camera_in); });
+    const std::string failure = TryCapture(*graph, *g.camera_stream, [&] { g.camera_out = CameraHead(g.camera_in); });
     if (!failure.empty()) {
       graphs_failed = true;  // the next steps run eagerly, as after a failed capture of the step's graphs
       spdlog::warn("CUDA graph capture of the camera head failed, running eagerly: {}", failure);
@@ -259,22 +275,23 @@ Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
     for (int it = 0; it < config.camera_head.iterations; ++it)
       for (auto& c : trunk_caches) c->Replayed();
   }
-  // The replay on the side stream once the main stream has the token in place; the DPT heads,
+  // The replay on the camera stream once the main stream has the token in place; the DPT heads,
   // which the step queues next on the main stream, run beside it, and JoinCamera orders the rest
-  // of the step after it.
-  const at::cuda::CUDAStream main = at::cuda::getCurrentCUDAStream();
+  // of the step (or, with a deferred pose, the next camera input) after it.
+  const at::cuda::CUDAStream main = at::cuda::getCurrentCUDAStream(), camera = *g.camera_stream;
   at::cuda::CUDAEvent token_ready;
   token_ready.record(main);
   Tensor pose;
   {
-    c10::cuda::CUDAStreamGuard guard(*g.side);
-    token_ready.block(*g.side);
+    c10::cuda::CUDAStreamGuard guard(camera);
+    token_ready.block(camera);
     g.camera->replay();
     pose = g.camera_out.clone();
-    g.camera_done.record(*g.side);
+    g.camera_done = std::make_shared<c10::Event>(c10::DeviceType::CUDA);
+    g.camera_done->record(camera);
   }
   g.camera_pending = true;
-  pose.record_stream(main);  // (allocated on the side stream, read on the main one)
+  pose.record_stream(main);  // (allocated on the camera stream, read on the main one)
   camera_replayed = true;
   return pose;
 }

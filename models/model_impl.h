@@ -538,7 +538,7 @@ struct StreamingModel::Impl {
   // Drops graphs captured for another frame size (before the layout tensors change).
   void DropGraphsUnlessSize(int64_t H, int64_t W);
   // The step with graphs (capturing them first when needed). Returns false to run eagerly instead.
-  bool GraphStep(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W, StepOutput& out);
+  bool GraphStep(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W, bool defer_pose, StepOutput& out);
   void Capture(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W);
   // The camera head with graphs: replayed once every trunk cache is graph_ready, else eager.
   Tensor GraphCamera(const Tensor& camera_token);
@@ -548,7 +548,7 @@ struct StreamingModel::Impl {
   bool CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t W);
 
 
-  StepOutput Step(const Tensor& image_in) {
+  StepOutput Step(const Tensor& image_in, bool defer_pose = false) {
     if (image_in.dim() != 3 || image_in.size(0) != 3)
       throw Error("model input must be [3, H, W] RGB, got " + std::string(c10::str(image_in.sizes())));
     const int64_t H = image_in.size(1), W = image_in.size(2), ps = config.patch_size;
@@ -574,7 +574,7 @@ struct StreamingModel::Impl {
     last_grid = {h, wd};
     timings = StageTimings{};
     StepOutput out;
-    if (topts.device().is_cuda() && GraphStep(img, h, wd, H, W, out)) return out;
+    if (topts.device().is_cuda() && GraphStep(img, h, wd, H, W, defer_pose, out)) return out;
     Tensor x;
     return RunStep([&] { x = Embed(img, frames == 0 ? 0 : 1); }, [&](int i) { Segment(i, x); },
                    [&](const Tensor& token) { return CameraHead(token); }, [&] { return Heads(h, wd, H, W); }, /*static_buffers=*/false);

@@ -8,7 +8,7 @@ struct StreamingModel::Impl::Graphs {};
 
 void StreamingModel::Impl::DropGraphsUnlessSize(int64_t, int64_t) { graphs.reset(); }
 
-bool StreamingModel::Impl::GraphStep(const Tensor&, int64_t, int64_t, int64_t, int64_t, StepOutput&) { return false; }
+bool StreamingModel::Impl::GraphStep(const Tensor&, int64_t, int64_t, int64_t, int64_t, bool, StepOutput&) { return false; }
 
 Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) { return CameraHead(camera_token); }
 

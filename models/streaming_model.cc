@@ -4,11 +4,14 @@
 // Building blocks: layers.h; the step: model_impl.h; CUDA graphs: cuda_graphs.cc.
 #include "models/streaming_model.h"
 
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -144,7 +147,35 @@ StreamingModel::StreamingModel(const ModelConfig& config, const StateDict& weigh
 
 StreamingModel::~StreamingModel() = default;
 
-StepOutput StreamingModel::Step(const at::Tensor& image) { return impl_->Step(image); }
+StepOutput StreamingModel::Step(const at::Tensor& image, bool defer_pose) { return impl_->Step(image, defer_pose); }
+
+PoseCopy StartPoseCopy(const StepOutput& out) {
+  PoseCopy copy;
+  if (!out.pose_enc.is_cuda()) {
+    copy.host = out.pose_enc;
+    return copy;
+  }
+  const c10::Device device = out.pose_enc.device();
+  const c10::impl::DeviceGuardImplInterface* impl = c10::impl::getDeviceGuardImpl(device.type());
+  std::optional<c10::StreamGuard> beside;
+  if (out.pose_ready) {
+    const c10::Stream stream = impl->getStreamFromGlobalPool(device);
+    out.pose_ready->block(stream);
+    out.pose_enc.record_stream(stream);
+    beside.emplace(stream);
+  }
+  copy.host = at::empty(out.pose_enc.sizes(), out.pose_enc.options().device(at::kCPU).pinned_memory(true));
+  copy.host.copy_(out.pose_enc, /*non_blocking=*/true);
+  copy.ready = std::make_shared<c10::Event>(device.type());
+  copy.ready->record(impl->getStream(device));
+  return copy;
+}
+
+void StepOutput::JoinPose() const {
+  if (!pose_ready) return;
+  const c10::Device device = pose_enc.device();
+  pose_ready->block(c10::impl::getDeviceGuardImpl(device.type())->getStream(device));
+}
 
 SequenceOutput StreamingModel::ForwardSequence(const at::Tensor& images) { return impl_->ForwardSequence(images); }
 
@@ -250,6 +281,7 @@ FramePrediction ToFramePrediction(const StepOutput& out, const RgbImage& image, 
   p.index = index;
   p.height = static_cast<int>(out.depth.size(0));
   p.width = static_cast<int>(out.depth.size(1));
+  out.JoinPose();
   const Tensor pose = out.pose_enc.to(at::kCPU, at::kDouble).contiguous();
   std::copy(pose.data_ptr<double>(), pose.data_ptr<double>() + 9, p.pose_enc.begin());
   auto to_vec = [](const Tensor& t) {

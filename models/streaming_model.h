@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Event.h>
 
 #include "core/kv/budget.h"
 #include "core/kv/cache.h"
@@ -63,6 +64,12 @@ struct StepOutput {
   at::Tensor tokens_last;        // [P, 2C], the last aggregator output
   bool camera_graph = false;     // the camera head was replayed from a CUDA graph
   bool step_graph = false;       // the aggregator with its cache attentions, and the DPT heads, ran as the whole-step CUDA graphs
+  // Set by Step(image, /*defer_pose=*/true) when the camera head's graph was still running on a
+  // second stream as the step returned: pose_enc is written until this event completes. The other
+  // outputs are ready on the current stream as usual.
+  std::shared_ptr<c10::Event> pose_ready;
+  // Orders the current stream after pose_ready (a no-op when it is not set).
+  void JoinPose() const;
 };
 
 // Outputs of a whole sequence computed at once (ForwardSequence), on the model's device and dtype.
@@ -97,7 +104,11 @@ class StreamingModel {
   ~StreamingModel();
 
   // Runs one frame. image: [3, H, W] RGB in [0, 1], H and W multiples of the patch size.
-  StepOutput Step(const at::Tensor& image);
+  // defer_pose: when the camera head replays as a CUDA graph beside the DPT heads, return without
+  // waiting for it, so that it also runs beside the next frame's aggregator; the output's
+  // pose_ready says when its pose is written (a caller that reads the pose joins it, or waits for
+  // it on the host). Without it, every output is ready on the current stream.
+  StepOutput Step(const at::Tensor& image, bool defer_pose = false);
 
   // Forgets the stream (caches emptied; the next frame is a first frame).
   void Reset();
@@ -154,6 +165,16 @@ LoadedModel LoadModelWeights(const std::string& weights_path, const std::string&
 // of the source tree this binary was built from (recon-small, trained by `streamrecon train` on
 // synthetic scenes; docs/training.md).
 std::string DefaultWeightsPath();
+
+// A step's pose on its way into pinned host memory, queued without waiting: for a deferred pose on
+// a stream of its own that waits for the camera head (so that work queued next on the current
+// stream does not), else on the current stream behind the step. `ready` marks its arrival (unset
+// for a pose already on the host, which `host` then is).
+struct PoseCopy {
+  at::Tensor host;  // [9]
+  std::shared_ptr<c10::Event> ready;
+};
+PoseCopy StartPoseCopy(const StepOutput& out);
 
 // Converts a StepOutput to the plain FramePrediction used by exporters and the viewer.
 FramePrediction ToFramePrediction(const StepOutput& out, const RgbImage& image, int64_t index);
