@@ -120,7 +120,9 @@ __global__ void __launch_bounds__(256) QkvHeadsKernel(QkvHeadsParams p) {
   const uint32_t wq = in[0], wk = in[part], wv = in[2 * part];
   const int64_t row = p.tokens_major ? (b * p.tokens + i) * p.heads + h : (b * p.heads + h) * p.tokens + i;
   const int64_t out = (row * kHeadDim) / 2 + lane;
-  reinterpret_cast<uint32_t*>(p.v)[out] = wv;
+  const int64_t kv_row = p.kv_head_rows > 0 ? (b * p.heads + h) * p.kv_head_rows + i : row;
+  const int64_t kv_out = (kv_row * kHeadDim) / 2 + lane;
+  reinterpret_cast<uint32_t*>(p.v)[kv_out] = wv;
   float qa = Bf16BitsToFloat(wq & 0xffff), qb = Bf16BitsToFloat(wq >> 16);
   float ka = Bf16BitsToFloat(wk & 0xffff), kb = Bf16BitsToFloat(wk >> 16);
   if (p.q_norm_w) {
@@ -133,7 +135,7 @@ __global__ void __launch_bounds__(256) QkvHeadsKernel(QkvHeadsParams p) {
     Rope(ka, kb, p.cos + row, p.sin + row, c);
   }
   reinterpret_cast<uint32_t*>(p.q)[out] = PackBf16x2(qa, qb);
-  reinterpret_cast<uint32_t*>(p.k)[out] = PackBf16x2(ka, kb);
+  reinterpret_cast<uint32_t*>(p.k)[kv_out] = PackBf16x2(ka, kb);
 }
 
 __global__ void __launch_bounds__(256) BilinearBf16Kernel(BilinearParams p, float scale_h, float scale_w) {

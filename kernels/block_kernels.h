@@ -47,6 +47,9 @@ struct QkvHeadsParams {
   // tokens_major (the layout in which SDPA returns its output as well, so that merging the heads
   // after attention is a view, not a copy).
   bool tokens_major = false;
+  // Rows between two heads of k and v (not tokens_major; 0: tokens): k and v may be row ranges of
+  // larger [heads, rows, 64] buffers, e.g. a KV cache's rows for the current frame.
+  int64_t kv_head_rows = 0;
   uint16_t* q = nullptr;
   uint16_t* k = nullptr;
   uint16_t* v = nullptr;

@@ -82,7 +82,8 @@ std::pair<at::Tensor, at::Tensor> ResidualLayerNormBf16Cuda(const at::Tensor& x,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> QkvHeadsCuda(const at::Tensor& qkv, int heads, const at::Tensor& q_norm_w,
                                                             const at::Tensor& q_norm_b, const at::Tensor& k_norm_w,
                                                             const at::Tensor& k_norm_b, double eps, const at::Tensor& cos,
-                                                            const at::Tensor& sin, bool tokens_major) {
+                                                            const at::Tensor& sin, bool tokens_major, const at::Tensor& k_out,
+                                                            const at::Tensor& v_out) {
   Expect(qkv, at::kBFloat16, -1, "qkv projection");
   if (qkv.dim() < 2 || heads < 1 || qkv.size(-1) != 3 * heads * 64)
     throw Error("fused qkv split: expected [..., N, 3 * " + std::to_string(heads) + " * 64], got " + Describe(qkv));
@@ -111,7 +112,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> QkvHeadsCuda(const at::Tensor& qk
   std::vector<int64_t> shape(qkv.sizes().begin(), qkv.sizes().end() - 2);
   if (tokens_major) shape.insert(shape.end(), {n, heads, 64});
   else shape.insert(shape.end(), {heads, n, 64});
-  const at::Tensor q = at::empty(shape, qkv.options()), k = at::empty(shape, qkv.options()), v = at::empty(shape, qkv.options());
+  const at::Tensor q = at::empty(shape, qkv.options());
+  at::Tensor k = k_out, v = v_out;
+  if (k_out.defined() || v_out.defined()) {
+    auto rows_ok = [&](const at::Tensor& t) {
+      return t.defined() && t.is_cuda() && t.scalar_type() == at::kBFloat16 && t.dim() == 3 && t.size(0) == heads && t.size(1) == n &&
+             t.size(2) == 64 && t.stride(2) == 1 && t.stride(1) == 64 && t.stride(0) % 64 == 0 && t.strides() == k_out.strides();
+    };
+    if (qkv.dim() != 2 || tokens_major || !rows_ok(k_out) || !rows_ok(v_out))
+      throw Error("fused qkv split into given rows: expected qkv [N, 3C] and bf16 CUDA k, v [" + std::to_string(heads) + ", " +
+                  std::to_string(n) + ", 64] with rows of 64 contiguous channels, got qkv " + Describe(qkv) + ", k " +
+                  Describe(k_out) + ", v " + Describe(v_out));
+    p.kv_head_rows = k_out.stride(0) / 64;
+  } else {
+    k = at::empty(shape, qkv.options());
+    v = at::empty(shape, qkv.options());
+  }
   p.tokens_major = tokens_major;
   p.q = Bf16(q);
   p.k = Bf16(k);

@@ -22,11 +22,14 @@ std::pair<at::Tensor, at::Tensor> ResidualLayerNormBf16Cuda(const at::Tensor& x,
 // per-head LayerNorm of q and k when q_norm_w is defined, RoPE when cos is defined (float
 // [P, 64] tables, token i using row i % P; RopeTables in models/layers.h). tokens_major: laid out
 // as [..., N, H, 64] in memory (transposed views), where attention's output comes back the same
-// way and the heads merge without a copy.
+// way and the heads merge without a copy. k_out, v_out (defined: qkv [N, 3C], not tokens_major):
+// where k and v go, bf16 CUDA [H, N, 64] with rows of 64 contiguous channels and any head stride
+// (a KV cache's rows for the frame); they are returned as k and v.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> QkvHeadsCuda(const at::Tensor& qkv, int heads, const at::Tensor& q_norm_w,
                                                             const at::Tensor& q_norm_b, const at::Tensor& k_norm_w,
                                                             const at::Tensor& k_norm_b, double eps, const at::Tensor& cos,
-                                                            const at::Tensor& sin, bool tokens_major = false);
+                                                            const at::Tensor& sin, bool tokens_major = false,
+                                                            const at::Tensor& k_out = {}, const at::Tensor& v_out = {});
 
 // upsample_bilinear2d(x, {oh, ow}, align_corners = true) of a channels-last bf16 CUDA image
 // [N, C, H, W] (C a multiple of 8) in one kernel that reads 8 channels at a time, where ATen's

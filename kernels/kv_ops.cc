@@ -3,11 +3,15 @@
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <string>
 
 #include "core/errors.h"
@@ -245,13 +249,27 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
   lse = merged_lse;
 }
 
+// Whether cuDNN has been asked for attention of this shape (heads, queries, keys) on this device at
+// least kPlanAfter times before, counting this call. cuDNN builds an execution plan per shape
+// (60-90 ms on the H200, docs/perf.md): a cache that is filling up meets each bucketed length for
+// a frame or two and never again, so those lengths go to flash attention, which needs no plans; a
+// length that recurs (the buckets a full cache's lengths move between) gets cuDNN from its third call on.
+bool RecurringShape(int64_t heads, int64_t nq, int64_t nk) {
+  constexpr int kPlanAfter = 3;
+  static std::mutex mutex;
+  static std::map<std::array<int64_t, 4>, int> seen;
+  const std::lock_guard<std::mutex> lock(mutex);
+  return ++seen[{c10::cuda::current_device(), heads, nq, nk}] >= kPlanAfter;
+}
+
 // Attention over rows [0, rows) of k, v ([H, >= rows, D]) folded into (out, lse). cuDNN builds an
 // execution plan per key length, which costs milliseconds; a cache whose length changes every frame
 // (bucket > 0) therefore sends the first rows / bucket * bucket rows to cuDNN (few distinct lengths,
-// plans reused) and the remaining rows to flash attention (no plans).
+// plans reused, once they recur: RecurringShape) and the remaining rows to flash attention (no plans).
 void AttendRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t rows, int64_t bucket, SdpaBackend backend,
                 at::Tensor& out, at::Tensor& lse) {
-  const int64_t main = bucket > 0 ? rows / bucket * bucket : rows;
+  int64_t main = bucket > 0 ? rows / bucket * bucket : rows;
+  if (bucket > 0 && main > 0 && backend == SdpaBackend::kAuto && !RecurringShape(q.size(0), q.size(1), main)) main = 0;
   at::Tensor l;
   if (main > 0) {
     const at::Tensor o = Sdpa(q, k.narrow(1, 0, main), v.narrow(1, 0, main), &l, backend);

@@ -162,6 +162,7 @@ void StreamingModel::Impl::Capture(const Tensor& img, int64_t h, int64_t wd, int
 
 // The step with graphs (capturing them first when needed). Returns false to run eagerly instead.
 bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, int64_t H, int64_t W, bool defer_pose, StepOutput& out) {
+  kv_into_caches = false;  // (the segment graphs; CaptureStep sets it for its capture)
   if (!options.cuda_graphs || graphs_failed || frames < 2) {
     graphs.reset();  // the eager step below replaces the buffers the graphs read
     return false;
@@ -299,6 +300,8 @@ Tensor StreamingModel::Impl::GraphCamera(const Tensor& camera_token) {
 bool StreamingModel::Impl::CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t W) {
   Graphs& g = *graphs;
   auto graph = std::make_unique<at::cuda::CUDAGraph>(), heads_graph = std::make_unique<at::cuda::CUDAGraph>();
+  // (steady caches keep their rows where they are while the graph lives: k and v go straight there)
+  kv_into_caches = true;
   std::string failure = TryCapture(*graph, *g.side, [&] {
     const Tensor x = Embed(g.img, 1);
     for (int i = 0; i <= config.depth; ++i) {
@@ -307,6 +310,7 @@ bool StreamingModel::Impl::CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t
     }
     JoinCaches();  // (the maintenance streams' work joins the graph)
   });
+  kv_into_caches = false;
   if (failure.empty()) failure = TryCapture(*heads_graph, *g.side, [&] { g.step_heads = Heads(h, wd, H, W, /*parallel=*/true); });
   if (!failure.empty()) {
     // The capture queued nothing and left the caches as they were (the device-side policies do

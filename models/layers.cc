@@ -64,11 +64,13 @@ std::pair<Tensor, Tensor> NormIn(const BlockWeights& b, const Pending& in) {
 
 // q, k, v bf16 [..., H, N, D] of LayerNorm1(x) in bf16 through the fused kernels; tokens_major as
 // QkvHeadsCuda's (for attention within the frame: its output then merges its heads without a copy).
-std::tuple<Tensor, Tensor, Tensor> FusedQkv(const BlockWeights& b, const Tensor& normed, const RopeTables* rope, bool tokens_major) {
+// kv_into (defined views): k and v are written there.
+std::tuple<Tensor, Tensor, Tensor> FusedQkv(const BlockWeights& b, const Tensor& normed, const RopeTables* rope, bool tokens_major,
+                                            const std::pair<Tensor, Tensor>& kv_into = {}) {
   const Tensor qkv = UseFp8(b.qkv8, normed) ? LinearFp8(normed, b.qkv8, b.qkv_b) : at::linear(normed, b.qkv_w, b.qkv_b);
   const Tensor none;
   return kernels::QkvHeadsCuda(qkv, b.heads, b.qk_norm ? b.q_norm_w : none, b.q_norm_b, b.k_norm_w, b.k_norm_b, b.eps,
-                               rope ? rope->cos : none, rope ? rope->sin : none, tokens_major);
+                               rope ? rope->cos : none, rope ? rope->sin : none, tokens_major, kv_into.first, kv_into.second);
 }
 
 }  // namespace
@@ -196,12 +198,13 @@ Tensor SelfBlock(const BlockWeights& b, const Tensor& x, const RopeTables* rope,
   return Resolve(SelfBlock(b, Pending{x}, rope, nullptr, mask));
 }
 
-std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Pending& in, const RopeTables* rope, Tensor* input) {
+std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Pending& in, const RopeTables* rope, Tensor* input,
+                                            const std::pair<Tensor, Tensor>& kv_into) {
   const auto [x, normed] = NormIn(b, in);
   if (input) *input = x;
   if constexpr (kFusedKernels) {
     // (bf16: the cache rounds q, k, v to bf16 anyway; it reads them as [H, N, D] rows)
-    if (Fused(b, x)) return FusedQkv(b, normed, rope, /*tokens_major=*/false);
+    if (Fused(b, x)) return FusedQkv(b, normed, rope, /*tokens_major=*/false, kv_into);
   }
   return Qkv(b, normed, rope);
 }

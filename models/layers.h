@@ -115,7 +115,10 @@ Pending SelfBlock(const BlockWeights& b, const Pending& in, const RopeTables* ro
 // The parts of a cached block before and after its attention: q, k, v of x, and the residual
 // update from the attention output o [H, N, D] and the MLP.
 std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Tensor& x, const RopeTables* rope);
-std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Pending& in, const RopeTables* rope, Tensor* input);
+// kv_into: where k and v may go ([H, N, D] bf16 views, e.g. LayerKvCache::FrameRows; written
+// there by the fused kernels, else ignored: the caller checks where k and v are).
+std::tuple<Tensor, Tensor, Tensor> BlockPre(const BlockWeights& b, const Pending& in, const RopeTables* rope, Tensor* input,
+                                            const std::pair<Tensor, Tensor>& kv_into = {});
 
 Tensor BlockPost(const BlockWeights& b, const Tensor& x, const Tensor& o);
 Pending BlockPostPending(const BlockWeights& b, const Tensor& x, const Tensor& o);

@@ -423,6 +423,11 @@ struct StreamingModel::Impl {
     return at::cat({w.at("aggregator.camera_token")[0][slot], w.at("aggregator.register_token")[0][slot], patches}, 0);
   }
 
+  // Whether Segment computes each global layer's k and v straight into its cache's rows
+  // (LayerKvCache::FrameRows, no copy): in eager steps and in the whole-step graph (steady caches),
+  // not in the segment graphs, which are replayed while the caches fill and their rows move.
+  bool kv_into_caches = false;
+
   // Segment i of the aggregator between two cache attentions: the rest of global block i - 1 (from
   // its attention output attn[i - 1]), then frame block i and the q/k/v of global block i.
   // Each block's last residual update is added by the next block's first LayerNorm (Pending).
@@ -435,7 +440,9 @@ struct StreamingModel::Impl {
     Tensor x;
     const Pending frame = SelfBlock(frame_blocks[i], in, &rope, &x);
     if (i > 0 && needed[i - 1]) outputs[i - 1] = at::cat({frame_out[i - 1], x}, -1);
-    std::tie(q[i], k[i], v[i]) = BlockPre(global_blocks[i], frame, &rope, &frame_out[i]);
+    const std::pair<Tensor, Tensor> rows =
+        kv_into_caches ? global_caches[i]->FrameRows(x0.size(0), global_blocks[i].qkv_w.options()) : std::pair<Tensor, Tensor>{};
+    std::tie(q[i], k[i], v[i]) = BlockPre(global_blocks[i], frame, &rope, &frame_out[i], rows);
   }
 
   struct HeadsOut {
@@ -575,6 +582,7 @@ struct StreamingModel::Impl {
     timings = StageTimings{};
     StepOutput out;
     if (topts.device().is_cuda() && GraphStep(img, h, wd, H, W, defer_pose, out)) return out;
+    kv_into_caches = true;
     Tensor x;
     return RunStep([&] { x = Embed(img, frames == 0 ? 0 : 1); }, [&](int i) { Segment(i, x); },
                    [&](const Tensor& token) { return CameraHead(token); }, [&] { return Heads(h, wd, H, W); }, /*static_buffers=*/false);

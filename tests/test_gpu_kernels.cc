@@ -990,6 +990,16 @@ TEST(GpuFusedGlue, MatchesTheAtenBlockWithinBf16Rounding) {
         EXPECT_LE(ek, 1e-3);
         EXPECT_LE(ev, 1e-3);
         EXPECT_LE(eo, 1e-3);
+        if (batch == 0) {
+          // k and v straight into rows of larger buffers (a KV cache's rows for the frame): the same values.
+          const at::Tensor k_rows = at::zeros({heads, N + 40, 64}, q1.options()), v_rows = at::zeros_like(k_rows);
+          const std::pair<at::Tensor, at::Tensor> into{k_rows.narrow(1, 30, N), v_rows.narrow(1, 30, N)};
+          auto [q2, k2, v2] = models::layers::BlockPre(b, models::layers::Pending{x}, r, nullptr, into);
+          EXPECT_TRUE(at::equal(q2, q1) && at::equal(k2, k1) && at::equal(v2, v1));
+          EXPECT_EQ(k2.data_ptr(), into.first.data_ptr());
+          EXPECT_EQ(at::count_nonzero(k_rows.narrow(1, 0, 30)).item<int64_t>() + at::count_nonzero(v_rows.narrow(1, N + 30, 10)).item<int64_t>(), 0)
+              << "nothing written outside the given rows";
+        }
         // The residual and LayerNorm kernel alone: the residual within fp32 rounding, the norm within bf16's.
         const at::Tensor branch = at::randn(shape).cuda().to(at::kBFloat16);
         const auto [y, normed] = kernels::ResidualLayerNormBf16Cuda(x, b.ls1, branch, b.norm2_w, b.norm2_b, b.eps);

@@ -65,6 +65,16 @@ class LayerKvCache {
   // before its capture ends, since a capture must end on its own stream. Returns whether there was
   // such work to wait for.
   virtual bool Join() { return false; }
+  // Where the next Forward keeps the current frame's n keys and values while it attends: [H, n, D]
+  // views of its rows in `options`' dtype, for a caller that computes k and v straight into them
+  // (Forward then copies nothing); undefined where the cache keeps the frame elsewhere (a quantized
+  // or rotated format, another dtype) or before its first frame. Valid until the next Forward; the
+  // views move when the cache's rows do (e.g. while it fills), so a CUDA graph may hold them only
+  // while the cache is graph_ready.
+  virtual std::pair<at::Tensor, at::Tensor> FrameRows(int64_t n, const at::TensorOptions& options) {
+    (void)n, (void)options;
+    return {};
+  }
 };
 
 // Which backend serves a cache.

@@ -115,8 +115,11 @@ class KvLayerCache final : public LayerKvCache {
     if (!quantized() && k_r.scalar_type() == backend_->DenseType(options_.format, k_r.scalar_type()) &&
         v_r.scalar_type() == k_r.scalar_type()) {
       GrowRows(rows_ + n, k_r.options(), n);
-      dense_k_.narrow(1, rows_, n).copy_(k_r);
-      dense_v_.narrow(1, rows_, n).copy_(v_r);
+      // (nothing to copy where the caller computed them there: FrameRows)
+      for (const auto& [from, rows] : {std::pair{k_r, dense_k_}, std::pair{v_r, dense_v_}}) {
+        const at::Tensor to = rows.narrow(1, rows_, n);
+        if (from.data_ptr() != to.data_ptr() || from.strides() != to.strides()) to.copy_(from);
+      }
       tail_row_ = rows_;
       tail_tokens_ = n;
     }
@@ -201,6 +204,14 @@ class KvLayerCache final : public LayerKvCache {
   const char* backend() const override { return backend_->name(); }
 
   bool Join() override { return JoinMaintenance(); }
+
+  std::pair<at::Tensor, at::Tensor> FrameRows(int64_t n, const at::TensorOptions& options) override {
+    const at::ScalarType dtype = options.dtype().toScalarType();
+    if (frames_ == 0 || quantized() || oscar() || dtype != backend_->DenseType(options_.format, dtype)) return {};
+    JoinMaintenance();  // (the last frame's maintenance reads these rows)
+    GrowRows(rows_ + n, options, n);
+    return {dense_k_.narrow(1, rows_, n), dense_v_.narrow(1, rows_, n)};
+  }
 
   ~KvLayerCache() override { Settle(); }
 
