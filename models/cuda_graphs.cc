@@ -123,7 +123,9 @@ void StreamingModel::Impl::Capture(const Tensor& img, int64_t h, int64_t wd, int
   g->img = at::empty_like(img);
   g->img.copy_(img);
   const int64_t n = config.special_tokens() + h * wd;
-  for (int i = 0; i < config.depth; ++i) attn[i] = at::zeros({config.num_heads, n, config.head_dim()}, topts);
+  // The cache attentions' outputs [H, N, D], copied in between the segments, laid out tokens-major:
+  // the copy transposes, and the next segment merges the heads as a view instead of another copy.
+  for (int i = 0; i < config.depth; ++i) attn[i] = at::zeros({n, config.num_heads, config.head_dim()}, topts).transpose(0, 1);
   const auto pool = at::cuda::graph_pool_handle();
   c10::cuda::device_synchronize();
   const at::cuda::CUDAStream side = at::cuda::getStreamFromPool();
