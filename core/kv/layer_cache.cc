@@ -258,8 +258,8 @@ class KvLayerCache final : public LayerKvCache {
 
   // With background_maintenance on a GPU (and nothing timed): a second stream of the device,
   // forked from the current one, as the current stream. The tensors it reads that the caller
-  // owns, and the cache's storage, are marked as used on it (MarkUsed), so that the allocator
-  // reuses none of them before its work is done.
+  // owns, and the cache's storage, are marked as used on it, so that the allocator reuses none of
+  // them before its work is done.
   std::optional<c10::StreamGuard> ForkMaintenance(std::initializer_list<at::Tensor> inputs) {
     if (!device_.is_cuda() || !options_.kernels.background_maintenance || options_.measure) return std::nullopt;
     const c10::Stream main = CurrentStream();
@@ -268,9 +268,8 @@ class KvLayerCache final : public LayerKvCache {
     if (!maintenance_done_) maintenance_forked_.emplace(device_.type()), maintenance_done_.emplace(device_.type());
     maintenance_forked_->record(main);
     maintenance_forked_->block(*maintenance_stream_);
-    std::vector<const at::Tensor*> used = StorageTensors();
-    for (const at::Tensor& t : inputs) used.push_back(&t);
-    MarkUsed(*maintenance_stream_, used, marked_beside_);
+    for (const at::Tensor& t : inputs) MarkUsed(t, *maintenance_stream_);
+    MarkStorageUsed(*maintenance_stream_);
     return std::optional<c10::StreamGuard>(std::in_place, *maintenance_stream_);
   }
 
@@ -280,7 +279,7 @@ class KvLayerCache final : public LayerKvCache {
     maintenance_done_->block(current);
     maintenance_pending_ = false;
     // (storage allocated on the maintenance stream is read on this one from now on)
-    MarkUsed(current, StorageTensors(), marked_joined_);
+    MarkStorageUsed(current);
     return true;
   }
 
@@ -291,35 +290,16 @@ class KvLayerCache final : public LayerKvCache {
     maintenance_pending_ = false;
   }
 
-  // Storages marked as used on a stream, and held: none of them is freed, or its memory reused,
-  // while listed, so each is marked once rather than at every fork and join.
-  struct Marked {
-    std::optional<c10::Stream> stream;
-    std::vector<c10::Storage> storages;
-  };
-
-  // Marks the tensors' storages as used on `stream` for the caching allocator (their memory is not
-  // reused before the work queued on the stream so far is done), except those `marked` already
-  // holds for that stream; `marked` then holds these storages.
-  static void MarkUsed(const c10::Stream& stream, const std::vector<const at::Tensor*>& tensors, Marked& marked) {
-    auto holds = [](const std::vector<c10::Storage>& list, const c10::Storage& s) {
-      return std::any_of(list.begin(), list.end(), [&](const c10::Storage& m) { return m.is_alias_of(s); });
-    };
-    const bool same_stream = marked.stream == stream;
-    std::vector<c10::Storage> now;
-    for (const at::Tensor* t : tensors) {
-      if (!t->defined() || !t->is_cuda() || holds(now, t->storage())) continue;
-      if (!same_stream || !holds(marked.storages, t->storage())) t->record_stream(stream);
-      now.push_back(t->storage());
-    }
-    marked = Marked{stream, std::move(now)};
+  // (Marked at every fork and join: about 700 calls a paged frame of host time, which runs a frame
+  // ahead of the device. Holding the marked storages to mark each once kept replaced row buffers
+  // alive a frame longer and raised the bf16 peak from 4.68 to 6.15 GiB while the caches filled;
+  // docs/perf.md, call 110.)
+  static void MarkUsed(const at::Tensor& t, const c10::Stream& stream) {
+    if (t.defined() && t.is_cuda()) t.record_stream(stream);
   }
-
-  // The cache's own device tensors (rows, stream order, pages and spare pages).
-  std::vector<const at::Tensor*> StorageTensors() const {
-    std::vector<const at::Tensor*> out{&dense_k_, &dense_v_, &order_};
-    for (const PagedKv* pages : {&store_, &spare_}) pages->ForEach([&](const at::Tensor& t) { out.push_back(&t); });
-    return out;
+  void MarkStorageUsed(const c10::Stream& stream) const {
+    for (const at::Tensor* t : {&dense_k_, &dense_v_, &order_}) MarkUsed(*t, stream);
+    for (const PagedKv* pages : {&store_, &spare_}) pages->ForEach([&](const at::Tensor& t) { MarkUsed(t, stream); });
   }
 
   // ---- storing ----
@@ -638,8 +618,6 @@ class KvLayerCache final : public LayerKvCache {
   std::optional<c10::Stream> maintenance_stream_;
   std::optional<c10::Event> maintenance_forked_, maintenance_done_;
   mutable bool maintenance_pending_ = false;
-  Marked marked_beside_;           // marked on the maintenance stream
-  mutable Marked marked_joined_;   // marked on the stream that last joined it
 };
 
 }  // namespace
