@@ -54,7 +54,7 @@ ModelStage::ModelStage(std::shared_ptr<models::StreamingModel> model,
                        const datasets::PreprocessOptions& pre)
     : model_(std::move(model)), pre_(pre) {}
 
-ModelStage::Output ModelStage::Run(const Frame& frame) {
+ModelStage::Output ModelStage::Run(const Frame& frame, bool defer_pose) {
   int width = 0, height = 0;
   {
     std::lock_guard<std::mutex> lock(size_mutex_);
@@ -75,8 +75,7 @@ ModelStage::Output ModelStage::Run(const Frame& frame) {
   Output output;
   output.image = datasets::ResizeForModel(frame.image, fixed);
   const auto t0 = std::chrono::steady_clock::now();
-  // (the camera head may still run as this returns: StartHostCopies copies its pose once it is done)
-  output.tensors = model_->Step(models::ImageToTensor(output.image), /*defer_pose=*/true);
+  output.tensors = model_->Step(models::ImageToTensor(output.image), defer_pose);
   output.model_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (known_) output.known_intrinsics = datasets::ScaleIntrinsics(known_->k, frame.image.width, frame.image.height, width, height);
   return output;
@@ -119,7 +118,8 @@ HostOutputs StartHostCopies(const models::StepOutput& t) {
 }  // namespace
 
 std::function<FramePrediction()> ModelStage::Submit(const Frame& frame) {
-  Output output = Run(frame);
+  // (the camera head may still run as Run returns: StartHostCopies copies its pose once it is done)
+  Output output = Run(frame, /*defer_pose=*/true);
   const auto t0 = std::chrono::steady_clock::now();
   auto host = std::make_shared<HostOutputs>(StartHostCopies(output.tensors));
   const double submit_ms = output.model_ms + std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

@@ -46,7 +46,8 @@ class ModelStage {
     double model_ms = 0;                     // StreamingModel::Step alone
     std::optional<Intrinsics> known_intrinsics;  // the known camera at the model's size
   };
-  Output Run(const Frame& frame);
+  // defer_pose: Step's (the pose may still be computed as this returns: StartPoseCopy takes it).
+  Output Run(const Frame& frame, bool defer_pose = false);
   // Run, with the results on their way to the host (on a GPU: copies into pinned memory queued
   // behind the frame's work); the returned function waits for them and converts them to a
   // FramePrediction (model_ms covers the step, the wait and the conversion). The pipeline's

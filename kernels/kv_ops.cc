@@ -3,15 +3,11 @@
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <limits>
-#include <map>
-#include <mutex>
 #include <string>
 
 #include "core/errors.h"
@@ -252,27 +248,14 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
   lse = merged_lse;
 }
 
-// Whether cuDNN has been asked for attention of this shape (heads, queries, keys) on this device at
-// least kPlanAfter times before, counting this call. cuDNN builds an execution plan per shape
-// (60-90 ms on the H200, docs/perf.md): a cache that is filling up meets each bucketed length for
-// a frame or two and never again, so those lengths go to flash attention, which needs no plans; a
-// length that recurs (the buckets a full cache's lengths move between) gets cuDNN from its third call on.
-bool RecurringShape(int64_t heads, int64_t nq, int64_t nk) {
-  constexpr int kPlanAfter = 3;
-  static std::mutex mutex;
-  static std::map<std::array<int64_t, 4>, int> seen;
-  const std::lock_guard<std::mutex> lock(mutex);
-  return ++seen[{c10::cuda::current_device(), heads, nq, nk}] >= kPlanAfter;
-}
-
 // Attention over rows [0, rows) of k, v ([H, >= rows, D]) folded into (out, lse). cuDNN builds an
 // execution plan per key length, which costs milliseconds; a cache whose length changes every frame
 // (bucket > 0) therefore sends the first rows / bucket * bucket rows to cuDNN (few distinct lengths,
-// plans reused, once they recur: RecurringShape) and the remaining rows to flash attention (no plans).
+// plans reused, once they recur: `lengths`) and the remaining rows to flash attention (no plans).
 void AttendRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t rows, int64_t bucket, SdpaBackend backend,
-                at::Tensor& out, at::Tensor& lse) {
+                at::Tensor& out, at::Tensor& lse, RecurringLengths* lengths = nullptr) {
   int64_t main = bucket > 0 ? rows / bucket * bucket : rows;
-  if (bucket > 0 && main > 0 && backend == SdpaBackend::kAuto && !RecurringShape(q.size(0), q.size(1), main)) main = 0;
+  if (bucket > 0 && main > 0 && backend == SdpaBackend::kAuto && lengths && !lengths->Recurring(main)) main = 0;
   at::Tensor l;
   if (main > 0) {
     const at::Tensor o = Sdpa(q, k.narrow(1, 0, main), v.narrow(1, 0, main), &l, backend);
@@ -298,7 +281,7 @@ at::Tensor ValidPrefix(const PagedKv& pages, int64_t first, int64_t count, const
 // Expands pages [first, first + count) into k_out/v_out, the current frame (if given) after them.
 void LaunchDequant(const PagedKv& pages, int64_t page_count, int64_t first, int64_t count, const std::vector<int32_t>* counts,
                    const at::Tensor& k_out, const at::Tensor& v_out, const at::Tensor& k_cur, const at::Tensor& v_cur, int64_t cur_row) {
-  // Up to 512 pages the kernel sums the counts itself (no upload, one launch less).
+  // Up to kInKernelPrefixPages pages the kernel sums the counts itself (no upload, one launch less).
   const at::Tensor prefix = count > kInKernelPrefixPages ? ValidPrefix(pages, first, count, counts) : at::Tensor();
   DequantParams p;
   p.pages = View(pages, page_count);
@@ -357,7 +340,8 @@ at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, con
 // bucket > 0: key lengths change from call to call (see AttendRows).
 at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                                 const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
-                                const std::vector<int32_t>* page_valid, int64_t bucket, const KernelOptions& options) {
+                                const std::vector<int32_t>* page_valid, int64_t bucket, const KernelOptions& options,
+                                RecurringLengths* lengths) {
   const int64_t heads = q.size(0), nc = k_cur.size(1);
   const int64_t chunk = options.attention_chunk_tokens > 0 ? options.attention_chunk_tokens : kDefaultChunkTokens;
   const SdpaBackend sdpa = options.sdpa;
@@ -366,7 +350,7 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
     if (dense_tokens == 0) return Sdpa(q, k_cur, v_cur, nullptr, sdpa);
     for (int64_t s = 0; s < dense_tokens; s += chunk) {
       const int64_t len = std::min(chunk, dense_tokens - s);
-      AttendRows(q, dense_k.narrow(1, s, len), dense_v.narrow(1, s, len), len, bucket, sdpa, out, lse);
+      AttendRows(q, dense_k.narrow(1, s, len), dense_v.narrow(1, s, len), len, bucket, sdpa, out, lse, lengths);
     }
     AttendRows(q, k_cur, v_cur, nc, 0, sdpa, out, lse);
     return out.to(at::kBFloat16);
@@ -393,7 +377,7 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
     LaunchDequant(*pages, page_count, first, count, page_valid, k, v, with_current ? k_cur : at::Tensor(), v_cur, tokens);
     // One chunk of fixed-length rows: a single call, nothing to merge.
     if (with_current && !out.defined() && bucket == 0) return Sdpa(qh, k, v, nullptr, sdpa);
-    AttendRows(qh, k, v, rows, bucket, sdpa, out, lse);
+    AttendRows(qh, k, v, rows, bucket, sdpa, out, lse, lengths);
     if (last && !with_current) AttendRows(qh, k_cur, v_cur, nc, 0, sdpa, out, lse);
     first += count;
   }
@@ -404,7 +388,8 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
 
 at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits,
-                         AttentionPath path, const std::vector<int32_t>* page_valid, const KernelOptions& options) {
+                         AttentionPath path, const std::vector<int32_t>* page_valid, const KernelOptions& options,
+                         RecurringLengths* lengths) {
   options.Check();
   CheckBf16(q, "queries");
   CheckBf16(k_cur, "current keys", q.size(0));
@@ -420,11 +405,11 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
   if (resolved == AttentionPath::kFused) return FusedAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits, options);
   if (resolved == AttentionPath::kInt8) return Int8PathAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, splits);
   const int64_t bucket = resolved == AttentionPath::kDequantSdpaBucketed ? kLengthBucket : 0;
-  return DequantSdpaAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, bucket, options);
+  return DequantSdpaAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, bucket, options, lengths);
 }
 
 at::Tensor AttentionRowsCuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t rows, bool same_length,
-                             const KernelOptions& options) {
+                             const KernelOptions& options, RecurringLengths* lengths) {
   options.Check();
   CheckBf16(q, "queries");
   if (!k.is_cuda() || k.scalar_type() != at::kBFloat16 || k.dim() != 3 || k.size(0) != q.size(0) || k.size(2) != 64 ||
@@ -437,7 +422,7 @@ at::Tensor AttentionRowsCuda(const at::Tensor& q, const at::Tensor& k, const at:
   at::Tensor out, lse;
   for (int64_t s = 0; s < rows; s += chunk) {
     const int64_t len = std::min(chunk, rows - s);
-    AttendRows(q, k.narrow(1, s, len), v.narrow(1, s, len), len, kLengthBucket, options.sdpa, out, lse);
+    AttendRows(q, k.narrow(1, s, len), v.narrow(1, s, len), len, kLengthBucket, options.sdpa, out, lse, lengths);
   }
   return out.to(at::kBFloat16);
 }

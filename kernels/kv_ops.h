@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -20,6 +21,18 @@ inline constexpr int kKernelHeadDim = 64;
 // options.append_variant / append_heads_per_block pick the kernel (see kv_append.cu).
 void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool v_hadamard, int frame, PagedKv& store,
                      int64_t first_page, const KernelOptions& options = {});
+
+// How often one cache has attended each bucketed key length (its backend keeps one). cuDNN builds
+// an execution plan per attention shape (60-90 ms on the H200, docs/perf.md), and a cache that is
+// filling up meets each bucketed length for a frame or two only: a length goes to cuDNN from its
+// third call on, to flash attention (no plans) before. Without one, cuDNN from the first call.
+class RecurringLengths {
+ public:
+  bool Recurring(int64_t length) { return ++seen_[length] >= 3; }  // (counts this call)
+
+ private:
+  std::map<int64_t, int> seen_;
+};
 
 // How attention over the cache is computed (AttentionPath, core/kv/options.h):
 //  kFused: our single kernel (tiles dequantized in shared memory inside the MMA loop).
@@ -42,7 +55,7 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
 at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
                          int splits = 0, AttentionPath path = AttentionPath::kAuto, const std::vector<int32_t>* page_valid = nullptr,
-                         const KernelOptions& options = {});
+                         const KernelOptions& options = {}, RecurringLengths* lengths = nullptr);
 
 // Attention of q (bf16 [H, Nq, D]) over rows [0, rows) of a dense cache that already holds the
 // current frame (k, v bf16 [H, >= rows, D], rows contiguous). `same_length`: the length of the
@@ -50,7 +63,7 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
 // execution plan is reused; otherwise cuDNN on whole 2048-row buckets and flash on the rest, merged
 // by log-sum-exp (as kDequantSdpaBucketed). Longer than options.attention_chunk_tokens: chunks.
 at::Tensor AttentionRowsCuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t rows, bool same_length,
-                             const KernelOptions& options = {});
+                             const KernelOptions& options = {}, RecurringLengths* lengths = nullptr);
 
 // The valid slots of pages [first, first + count) as bf16 K (norms folded in) and V [H, rows, D],
 // rows = their valid tokens plus `extra_rows` uninitialised rows at the end.

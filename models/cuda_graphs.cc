@@ -315,6 +315,7 @@ bool StreamingModel::Impl::CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t
   kv_into_caches = false;
   if (failure.empty()) failure = TryCapture(*heads_graph, *g.side, [&] { g.step_heads = Heads(h, wd, H, W, /*parallel=*/true); });
   if (!failure.empty()) {
+    for (auto& c : global_caches) c->DiscardPending();  // (their maintenance was the capture's)
     // The capture queued nothing and left the caches as they were (the device-side policies do
     // not read the frame counts it moved), so the eager step computes this frame exactly. The
     // buffers the graphs read were rebound: every graph is dropped and the segment and camera

@@ -58,6 +58,10 @@ class KvBackend {
   // Whether a CUDA graph captured over a steady dense Forward can stand for the next ones: every
   // call reads no host data and keeps no host state a replay would skip (LayerKvCache::graph_ready).
   virtual bool replayable() const { return false; }
+  // Whether pruning and storing may run on a second stream beside the caller's (background
+  // maintenance): they make no library calls with per-stream workspaces (cuBLAS), which a pool
+  // stream might share with CUDA graphs replaying at the same time.
+  virtual bool maintenance_beside() const { return false; }
 };
 
 std::unique_ptr<KvBackend> MakeReferenceBackend(const KvCacheOptions& options);

@@ -65,6 +65,9 @@ class LayerKvCache {
   // before its capture ends, since a capture must end on its own stream. Returns whether there was
   // such work to wait for.
   virtual bool Join() { return false; }
+  // After a failed CUDA graph capture that ran Forward: forgets the maintenance recorded in it
+  // (a failed capture queued nothing), without waiting on its events, which are the capture's.
+  virtual void DiscardPending() {}
   // Where the next Forward keeps the current frame's n keys and values while it attends: [H, n, D]
   // views of its rows in `options`' dtype, for a caller that computes k and v straight into them
   // (Forward then copies nothing); undefined where the cache keeps the frame elsewhere (a quantized

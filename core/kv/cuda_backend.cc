@@ -21,6 +21,8 @@ class CudaBackend final : public KvBackend {
   // Attend's last_rows_ repeats in a steady cache, so the replayed call is the captured one. (The
   // fused kernel path sizes its launch from the host's page counts: not replayable.)
   bool replayable() const override { return Path() != AttentionPath::kFused; }
+  // (its scores, selection, moves and page writes are the kernels of kernels/; no cuBLAS)
+  bool maintenance_beside() const override { return true; }
 
   void CheckLayer(int heads, int head_dim) const override {
     SR_CHECK_EQ(OptionError, head_dim, kernels::kKernelHeadDim, "the CUDA KV cache's head dimension");
@@ -56,12 +58,12 @@ class CudaBackend final : public KvBackend {
       last_rows_ = rows;
       if (Path() == AttentionPath::kInt8)
         return kernels::Int8AttentionCuda(Bf16(q_r), kernels::QuantizeInt8RowsCuda(kept.dense_k, kept.dense_v, rows));
-      return kernels::AttentionRowsCuda(Bf16(q_r), kept.dense_k, kept.dense_v, rows, steady, options_.kernels);
+      return kernels::AttentionRowsCuda(Bf16(q_r), kept.dense_k, kept.dense_v, rows, steady, options_.kernels, &lengths_);
     }
     const at::Tensor dense_k = kept.dense_tokens > 0 ? kept.dense_k : at::Tensor();
     const at::Tensor dense_v = kept.dense_tokens > 0 ? kept.dense_v : at::Tensor();
     return kernels::AttentionCuda(Bf16(q_r), dense_k, dense_v, kept.dense_tokens, kept.page_count > 0 ? kept.pages : nullptr,
-                                  kept.page_count, Bf16(k_r), Bf16(v_r), 0, Path(), kept.valid, options_.kernels);
+                                  kept.page_count, Bf16(k_r), Bf16(v_r), 0, Path(), kept.valid, options_.kernels, &lengths_);
   }
 
   at::Tensor Scores(const at::Tensor& q_bar, const KvView& kept, int64_t first_token, int64_t first_page) override {
@@ -90,6 +92,7 @@ class CudaBackend final : public KvBackend {
 
   KvCacheOptions options_;
   int64_t last_rows_ = -1;  // the rows attended at the previous frame (AttentionRowsCuda)
+  kernels::RecurringLengths lengths_;  // the bucketed lengths this cache attended, and how often
 };
 
 }  // namespace

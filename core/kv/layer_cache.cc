@@ -137,15 +137,26 @@ class KvLayerCache final : public LayerKvCache {
       // Nothing before this layer's next frame reads what pruning and storing write: on a second
       // stream they run beside the next layers' work.
       const std::optional<c10::StreamGuard> beside = ForkMaintenance({q, k, v, q_r, k_r, v_r});
-      if (frames_ > 0 && options_.policy != PrunePolicy::kNone) {
-        if (quantized()) PrunePages(q_r, n);
-        else PruneRows(q_r, n);
-      }
-      Append(k, v, k_r, v_r);
-      if (beside) {
+      // (also when they throw: what they queued on it must be joined before the rows are read again)
+      auto leave = [&] {
+        if (!beside) return;
         maintenance_done_->record(beside->current_stream());
         maintenance_pending_ = true;
+      };
+      try {
+        if (frames_ > 0 && options_.policy != PrunePolicy::kNone) {
+          if (quantized()) PrunePages(q_r, n);
+          else PruneRows(q_r, n);
+        }
+        Append(k, v, k_r, v_r);
+      } catch (...) {
+        try {
+          leave();
+        } catch (...) {
+        }
+        throw;
       }
+      leave();
     }
     ++frames_;
     // Steady: dense rows, full and evicting on the device as many rows as a frame adds (the rows,
@@ -204,6 +215,7 @@ class KvLayerCache final : public LayerKvCache {
   const char* backend() const override { return backend_->name(); }
 
   bool Join() override { return JoinMaintenance(); }
+  void DiscardPending() override { maintenance_pending_ = false; }
 
   std::pair<at::Tensor, at::Tensor> FrameRows(int64_t n, const at::TensorOptions& options) override {
     const at::ScalarType dtype = options.dtype().toScalarType();
@@ -261,7 +273,8 @@ class KvLayerCache final : public LayerKvCache {
   // owns, and the cache's storage, are marked as used on it, so that the allocator reuses none of
   // them before its work is done.
   std::optional<c10::StreamGuard> ForkMaintenance(std::initializer_list<at::Tensor> inputs) {
-    if (!device_.is_cuda() || !options_.kernels.background_maintenance || options_.measure) return std::nullopt;
+    if (!device_.is_cuda() || !options_.kernels.background_maintenance || options_.measure || !backend_->maintenance_beside())
+      return std::nullopt;
     const c10::Stream main = CurrentStream();
     if (!maintenance_stream_) maintenance_stream_ = c10::impl::getDeviceGuardImpl(device_.type())->getStreamFromGlobalPool(device_);
     if (*maintenance_stream_ == main) return std::nullopt;  // (the pool's turn came round to the caller's stream)
@@ -284,10 +297,15 @@ class KvLayerCache final : public LayerKvCache {
   }
 
   // Waits for pending maintenance before the cache's tensors are dropped (the caller's stream
-  // may not have joined it, e.g. after a step that threw).
-  void Settle() {
-    if (maintenance_pending_) maintenance_done_->synchronize();
+  // may not have joined it, e.g. after a step that threw). Never throws (a destructor's).
+  void Settle() noexcept {
+    if (!maintenance_pending_) return;
     maintenance_pending_ = false;
+    try {
+      maintenance_done_->synchronize();
+    } catch (...) {
+      // (nothing to wait for where the event cannot be waited on, e.g. a failed capture's)
+    }
   }
 
   // (Marked at every fork and join: about 700 calls a paged frame of host time, which runs a frame
