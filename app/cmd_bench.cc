@@ -3,8 +3,6 @@
 // effective bits, output error against the full cache, and quantization error per layer.
 #include <ATen/ATen.h>
 #include <ATen/record_function.h>
-#include <c10/core/Event.h>
-#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <spdlog/spdlog.h>
 
 #include <unistd.h>
@@ -298,7 +296,7 @@ int RunStream(const StreamArgs& args) {
     // model's stream (the DPT heads).
     struct Queued {
       models::PoseCopy pose;
-      std::optional<c10::Event> done;
+      std::shared_ptr<c10::Event> done;
       void Wait() const {
         if (done) done->synchronize();
         if (pose.ready) pose.ready->synchronize();
@@ -315,11 +313,7 @@ int RunStream(const StreamArgs& args) {
       try {
         // (pipelined: the camera head may run on beside the next frame's aggregator)
         const models::StepOutput out = model.Step(frames.tensors[i % frames.tensors.size()], /*defer_pose=*/pipelined);
-        Queued queued{models::StartPoseCopy(out), std::nullopt};
-        if (const c10::Device device = out.depth.device(); device.is_cuda()) {
-          queued.done.emplace(device.type());
-          queued.done->record(c10::impl::getDeviceGuardImpl(device.type())->getStream(device));
-        }
+        Queued queued{models::StartPoseCopy(out), models::RecordOnCurrentStream(out.depth.device())};
         RECORD_USER_SCOPE(kHarnessWaitScope);
         // Waits for a frame's work on the device: this one, or (pipelined) the one queued before it,
         // and this one's only at the end of the stream.

@@ -3,7 +3,6 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/Event.h>
-#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -88,8 +87,7 @@ namespace {
 // `pose_ready` the pose's (StartPoseCopy: a deferred pose is copied once the camera head is done).
 struct HostOutputs {
   models::StepOutput tensors;
-  std::optional<c10::Event> ready;
-  std::shared_ptr<c10::Event> pose_ready;
+  std::shared_ptr<c10::Event> ready, pose_ready;
 };
 
 HostOutputs StartHostCopies(const models::StepOutput& t) {
@@ -109,9 +107,7 @@ HostOutputs StartHostCopies(const models::StepOutput& t) {
   host.tensors.world_points = copy(t.world_points);
   host.tensors.world_points_conf = copy(t.world_points_conf);
   host.tensors.camera_graph = t.camera_graph;
-  const c10::Device device = t.depth.device();
-  host.ready.emplace(device.type());
-  host.ready->record(c10::impl::getDeviceGuardImpl(device.type())->getStream(device));
+  host.ready = models::RecordOnCurrentStream(t.depth.device());
   return host;
 }
 

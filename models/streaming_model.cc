@@ -149,6 +149,13 @@ StreamingModel::~StreamingModel() = default;
 
 StepOutput StreamingModel::Step(const at::Tensor& image, bool defer_pose) { return impl_->Step(image, defer_pose); }
 
+std::shared_ptr<c10::Event> RecordOnCurrentStream(c10::Device device) {
+  if (!device.is_cuda()) return nullptr;
+  auto event = std::make_shared<c10::Event>(device.type());
+  event->record(c10::impl::getDeviceGuardImpl(device.type())->getStream(device));
+  return event;
+}
+
 PoseCopy StartPoseCopy(const StepOutput& out) {
   PoseCopy copy;
   if (!out.pose_enc.is_cuda()) {
@@ -156,18 +163,16 @@ PoseCopy StartPoseCopy(const StepOutput& out) {
     return copy;
   }
   const c10::Device device = out.pose_enc.device();
-  const c10::impl::DeviceGuardImplInterface* impl = c10::impl::getDeviceGuardImpl(device.type());
   std::optional<c10::StreamGuard> beside;
   if (out.pose_ready) {
-    const c10::Stream stream = impl->getStreamFromGlobalPool(device);
+    const c10::Stream stream = c10::impl::getDeviceGuardImpl(device.type())->getStreamFromGlobalPool(device);
     out.pose_ready->block(stream);
     out.pose_enc.record_stream(stream);
     beside.emplace(stream);
   }
   copy.host = at::empty(out.pose_enc.sizes(), out.pose_enc.options().device(at::kCPU).pinned_memory(true));
   copy.host.copy_(out.pose_enc, /*non_blocking=*/true);
-  copy.ready = std::make_shared<c10::Event>(device.type());
-  copy.ready->record(impl->getStream(device));
+  copy.ready = RecordOnCurrentStream(device);
   return copy;
 }
 

@@ -166,6 +166,10 @@ LoadedModel LoadModelWeights(const std::string& weights_path, const std::string&
 // synthetic scenes; docs/training.md).
 std::string DefaultWeightsPath();
 
+// An event recorded now on the current stream of `device` (a GPU's; null on the CPU): what has been
+// queued there so far is done once it completes.
+std::shared_ptr<c10::Event> RecordOnCurrentStream(c10::Device device);
+
 // A step's pose on its way into pinned host memory, queued without waiting: for a deferred pose on
 // a stream of its own that waits for the camera head (so that work queued next on the current
 // stream does not), else on the current stream behind the step. `ready` marks its arrival (unset
