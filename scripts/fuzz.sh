@@ -26,8 +26,14 @@ if [ ! -f "$BUILD/build.ninja" ]; then
     -DSTREAMRECON_OPENCV=OFF -DSTREAMRECON_OPEN3D=OFF > /dev/null
 fi
 echo "[fuzz] building ${TARGETS[*]}"
-cmake --build "$BUILD" -j "$(nproc)" --target "${TARGETS[@]}" > "$BUILD/fuzz-build.log" 2>&1 ||
-  { grep -E "error" "$BUILD/fuzz-build.log" | head -20; exit 1; }
+if ! cmake --build "$BUILD" -j "$(nproc)" --target "${TARGETS[@]}" > "$BUILD/fuzz-build.log" 2>&1; then
+  # The linker's own lines ("undefined reference", "final link failed: No space left on device",
+  # a killed process) carry no "error:", so they are shown too, with the disk's free space.
+  echo "[fuzz] the build failed ($BUILD/fuzz-build.log):"
+  grep -aE "error|undefined|ld(\.lld)?:|No space|Killed|signal" "$BUILD/fuzz-build.log" | head -30
+  df -h "$BUILD" | sed 's/^/[fuzz] /'
+  exit 1
+fi
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export LSAN_OPTIONS=suppressions=$ROOT/scripts/lsan.supp:print_suppressions=0

@@ -16,6 +16,15 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TORCH_VERSION="${TORCH_VERSION:-2.11.0}"
 VENV="${STREAMRECON_VENV:-$ROOT/.venv}"
 
+# A full `make test` from a fresh clone fills about 15 GB: .venv 4.6, build/ 4.5, the sanitizer
+# build 2.8, ccache's cache 3 (measured on a clean clone). A disk that runs out shows up later as a
+# link failure, so say it here, where the cause is plain.
+free_gb=$(df -Pk "$ROOT" | awk 'NR==2 {print int($4 / 1048576)}')
+if [ "${free_gb:-0}" -lt 4 ]; then
+  echo "[setup] warning: only ${free_gb} GB free on $(df -P "$ROOT" | awk 'NR==2 {print $6}');" \
+       "a fresh clone's build and tests need about 15 GB" >&2
+fi
+
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   python3 python3-venv python3-dev pybind11-dev python3-numpy python3-pytest python3-matplotlib
