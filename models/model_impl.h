@@ -562,6 +562,11 @@ struct StreamingModel::Impl {
     if (H % ps != 0 || W % ps != 0 || H == 0 || W == 0)
       throw Error("model input " + std::to_string(W) + "x" + std::to_string(H) + " is not a multiple of the patch size " + std::to_string(ps));
     const int64_t h = H / ps, wd = W / ps;
+    // A step that threw left its caches' maintenance unjoined, and that work may still read the
+    // segment graphs' static q, k, v, which the next replay overwrites in place (a capture would
+    // also fail on its pending events): join before anything of this frame runs. (Nothing is
+    // pending otherwise: the last step joined at the end of its aggregator.)
+    JoinCaches();
     bytes_before_step = Bytes();
     DropGraphsUnlessSize(H, W);
     PrepareLayout(h, wd);
