@@ -5,16 +5,9 @@
 # median of 40). PyTorch only; on the GPU machine: python3 scripts/probe_attention_layout.py
 import torch, torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel, SDPBackend
+from cuda_timing import median_us as timed
 torch.manual_seed(0)
 dev = 'cuda'
-def timed(fn, reps=40):
-    for _ in range(5): fn()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record(); fn(); e.record(); torch.cuda.synchronize()
-        times.append(s.elapsed_time(e) * 1000.0)
-    return sorted(times)[len(times) // 2]
 def make(n, layout, h=16):
     if layout == 'bhnd': return torch.randn(1, h, n, 64, device=dev, dtype=torch.bfloat16)
     return torch.randn(1, n, h, 64, device=dev, dtype=torch.bfloat16).transpose(1, 2)  # bnhd memory

@@ -6,16 +6,9 @@
 # masked and the exact outputs. PyTorch only; on the GPU machine: python3 scripts/probe_sdpa_padding.py
 import torch, torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel, SDPBackend
+from cuda_timing import median_us as timed
 torch.manual_seed(0)
 dev, dt = 'cuda', torch.bfloat16
-def timed(fn, reps=40):
-    for _ in range(5): fn()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record(); fn(); e.record(); torch.cuda.synchronize()
-        times.append(s.elapsed_time(e) * 1000.0)
-    return sorted(times)[len(times) // 2]
 backends = (('cudnn', SDPBackend.CUDNN_ATTENTION), ('flash', SDPBackend.FLASH_ATTENTION), ('efficient', SDPBackend.EFFICIENT_ATTENTION))
 for valid, slots in ((17425, 64), (16018, 64), (65536 + 1041, 64)):
     pages = (valid + slots - 1) // slots + (valid // 1088)  # a partial page per frame of 1041 tokens
