@@ -88,6 +88,8 @@ file(WRITE "${W}/a_file" "x")
 expect(unwritable_out nonzero "output folder" run --random-weights --config parity-tiny --synthetic 2 --out ${W}/a_file/sub)
 expect(both_inputs nonzero "exactly one of" run --random-weights --config parity-tiny --synthetic 2 --input ${W} --out ${W}/o7)
 expect(bad_size nonzero "--size" run --random-weights --config parity-tiny --synthetic 2 --size abc --out ${W}/o8)
+expect(size_not_patch_multiple nonzero "width 100 is not a multiple of the model's patch size 14 (try 98 or 112)" run --random-weights
+       --config parity-tiny --synthetic 2 --size 100 --out ${W}/o8b)
 expect(prune_without_cap nonzero "needs a token capacity" run --random-weights --config parity-tiny --synthetic 2 --policy xstream --out ${W}/o9)
 expect(budget_too_small nonzero "cannot hold the first and the current frame" run --random-weights --config parity-tiny --synthetic 2
        --size 70x56 --policy xstream --kv-budget 1KiB --out ${W}/o11)
