@@ -1,6 +1,6 @@
 # Precompiled <ATen/ATen.h>, one per kind of code instead of one per target: each is about 370 MB
 # on disk and a minute of compiling, and a dozen targets include ATen (12 of them took 4.4 GB of a
-# build folder, which a nearly full CI disk could not hold). GCC uses a precompiled header only
+# 4.5 GB build folder). GCC uses a precompiled header only
 # where it is compiled with the same -fpic / -fpie setting, hence two: one for the libraries
 # (position-independent code when CMAKE_POSITION_INDEPENDENT_CODE is on) and one for the programs
 # and tests (position-independent executables). The targets' other differences (warnings, their own

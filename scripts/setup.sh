@@ -16,13 +16,14 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TORCH_VERSION="${TORCH_VERSION:-2.11.0}"
 VENV="${STREAMRECON_VENV:-$ROOT/.venv}"
 
-# A full `make test` from a fresh clone fills about 15 GB: .venv 4.6, build/ 4.5, the sanitizer
-# build 2.8, ccache's cache 3 (measured on a clean clone). A disk that runs out shows up later as a
-# link failure, so say it here, where the cause is plain.
+# A fresh clone's `make test` fills about 8 GB beside it (.venv 4.6, build/ 1.4, the sanitizer and
+# fuzz builds 1.6; a clean clone, session 16), ccache's cache up to 5 GB more, and a new machine's
+# Debian packages 2 GB. A disk that runs out shows up later as a failed link, so say it here, where
+# the cause is plain.
 free_gb=$(df -Pk "$ROOT" | awk 'NR==2 {print int($4 / 1048576)}')
 if [ "${free_gb:-0}" -lt 4 ]; then
   echo "[setup] warning: only ${free_gb} GB free on $(df -P "$ROOT" | awk 'NR==2 {print $6}');" \
-       "a fresh clone's build and tests need about 15 GB" >&2
+       "a fresh clone's build and tests need about 8 GB, and ccache up to 5 GB more" >&2
 fi
 
 APT_PACKAGES=(
