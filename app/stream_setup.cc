@@ -5,7 +5,6 @@
 #include <c10/core/Event.h>
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <optional>
@@ -24,17 +23,11 @@ datasets::PreprocessOptions ParseSize(const std::string& size, int patch, int de
   p.target_width = default_width;
   if (!size.empty() && !datasets::ParsePixelSize(size, &p.target_width, &p.target_height))
     throw OptionError("--size expects W or WxH in pixels (e.g. 518 or 518x392), got '" + size + "'");
-  // The model cuts its input into patches: name the side that does not fit and the nearest ones that do.
-  auto fits = [&](const char* side, int value) {
-    if (patch <= 0 || (value > 0 && value % patch == 0)) return;  // (a bad patch size: Check names it)
-    const int below = value / patch * patch, above = std::max(below + patch, patch);
-    throw OptionError("--size " + (size.empty() ? std::to_string(default_width) : size) + ": the " + side + " " +
-                      std::to_string(value) + " is not a multiple of the model's patch size " + std::to_string(patch) + " (try " +
-                      (below > 0 ? std::to_string(below) + " or " : std::string()) + std::to_string(above) + ")");
-  };
-  fits("width", p.target_width);
-  if (p.target_height != 0) fits("height", p.target_height);  // (0: from the frames' aspect)
-  p.Check();
+  try {
+    p.Check();
+  } catch (const OptionError& e) {
+    throw OptionError("--size " + (size.empty() ? std::to_string(default_width) : size) + ": " + e.what());
+  }
   return p;
 }
 

@@ -91,15 +91,17 @@ void PreprocessOptions::Check() const {
     throw OptionError("PreprocessOptions.patch: expected a positive patch size, got " +
                       std::to_string(patch));
   }
-  if (target_width <= 0 || target_width % patch != 0) {
-    throw OptionError("PreprocessOptions.target_width: expected a positive multiple of " +
-                      std::to_string(patch) + ", got " + std::to_string(target_width));
-  }
-  if (target_height < 0 || target_height % patch != 0) {
-    throw OptionError("PreprocessOptions.target_height: expected 0 (derive) or a positive "
-                      "multiple of " + std::to_string(patch) + ", got " +
-                      std::to_string(target_height));
-  }
+  // A side that does not fit the patch grid: named, with the nearest sides that do.
+  auto fits = [&](const char* side, int value) {
+    if (value > 0 && value % patch == 0) return;
+    const int below = value / patch * patch, above = std::max(below + patch, patch);
+    throw OptionError(std::string("the ") + side + " " + std::to_string(value) +
+                      " is not a multiple of the model's patch size " + std::to_string(patch) +
+                      " (try " + (below > 0 ? std::to_string(below) + " or " : std::string()) +
+                      std::to_string(above) + ")");
+  };
+  fits("width", target_width);
+  if (target_height != 0) fits("height", target_height);  // (0: from the frames' aspect)
 }
 
 std::pair<int, int> ModelInputSize(int width, int height, const PreprocessOptions& options) {

@@ -20,7 +20,8 @@ struct PreprocessOptions {
   // Patch size of the model's patch embedding.
   int patch = 14;
 
-  // Throws OptionError when a size is not positive or not a multiple of patch.
+  // Throws OptionError when a size is not positive or not a multiple of patch (naming the side and
+  // the nearest multiples).
   void Check() const;
 };
 
