@@ -93,8 +93,9 @@ void CacheArgs::Add(CLI::App& app, bool with_axes) {
   app.add_option("--prune-seed", prune_seed, "Seed of the random policy");
   const std::string kernels = "CUDA kernels (experiments)";
   app.add_option("--attention-path", attention_path,
-                 "CUDA attention over the cache: auto (dequant-bucketed), fused, dequant, dequant-bucketed or int8 (INT8 "
-                 "Q K^T, bf16 P V: less precise, and slower than the default on the H200; docs/perf.md)")
+                 "CUDA attention over the cache: auto (dequant-ragged for pages, where it serves them; else "
+                 "dequant-bucketed), fused, dequant, dequant-bucketed, dequant-ragged or int8 (INT8 Q K^T, bf16 P V: less "
+                 "precise, and slower than the default on the H200; docs/perf.md)")
       ->group(kernels)
       ->capture_default_str();
   app.add_option("--sdpa-backend", sdpa_backend, "Torch attention of the dequant paths: auto, flash, cudnn or efficient")

@@ -136,7 +136,7 @@ __global__ void __launch_bounds__(32 * kMaxHeads) AppendPagesKernel(AppendParams
     for (int t = lane; t < kSlots; t += 32) p.norms[out_page * kSlots + t] = (p.oscar && t < tn) ? token_norm[t] : 1.0f;
     if (lane == 0) {
       p.meta[2 * out_page] = tn;
-      p.meta[2 * out_page + 1] = p.frame;
+      p.meta[2 * out_page + 1] = p.frame_counter ? *p.frame_counter : p.frame;
     }
   }
 }
@@ -449,7 +449,7 @@ __device__ __forceinline__ void QuantizeKeyPage(const AppendParams& p, HeadStage
       p.norms[out_page * kSlots + t] = (kOscar && real) ? sh.norm[t] : 1.0f;
       if (t == 0) {
         p.meta[2 * out_page] = tn;
-        p.meta[2 * out_page + 1] = p.frame;
+        p.meta[2 * out_page + 1] = p.frame_counter ? *p.frame_counter : p.frame;
       }
     }
   }

@@ -21,7 +21,7 @@ __device__ __forceinline__ uint4 Half8ToBf16(uint4 h) {
 }
 
 // Block (page, head): thread u handles slot u / 8, channels 8 (u % 8) .. + 7 of K and V. Blocks
-// past the chunk's pages copy the current frame (bf16) into the rows after the pages.
+// past the chunk's pages copy the current frame (bf16) into its rows (cur_row on).
 template <int kBits>
 __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
   constexpr int kRowBytes = kHeadDim * kBits / 8;
@@ -56,6 +56,12 @@ __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
 #pragma unroll
     for (int w = 0; w < 8; ++w) before += warp_sums[w];
   }
+  if (p.lengths && local == p.page_count - 1 && head == 0 && threadIdx.x == 0) {
+    p.lengths[0] = 0;
+    p.lengths[1] = p.queries;
+    p.lengths[2] = 0;
+    p.lengths[3] = p.page_row + before + valid;
+  }
   if (slot >= pv.slots || slot >= valid) return;
   const int64_t row = (static_cast<int64_t>(page) * p.heads + head) * pv.slots + slot;
   uint32_t kc, vc;
@@ -74,7 +80,7 @@ __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
   DequantizeEight<kBits>(kc, kpar, vc, vp, norm, kw, vw);
   kw = Half8ToBf16(kw);
   vw = Half8ToBf16(vw);
-  const int64_t out = (static_cast<int64_t>(head) * p.head_stride + before + slot) * kHeadDim + c;
+  const int64_t out = (static_cast<int64_t>(head) * p.head_stride + p.page_row + before + slot) * kHeadDim + c;
   *reinterpret_cast<uint4*>(p.k_out + out) = kw;
   *reinterpret_cast<uint4*>(p.v_out + out) = vw;
 }
@@ -86,6 +92,7 @@ cudaError_t LaunchDequantizePages(const DequantParams& p, int bits, cudaStream_t
       (bits != 2 && bits != 4))
     return cudaErrorInvalidValue;
   if (p.cur_tokens > 0 && (!p.k_cur || !p.v_cur || p.cur_row < 0)) return cudaErrorInvalidValue;
+  if (p.page_row < 0 || (p.lengths && p.page_count < 1)) return cudaErrorInvalidValue;
   const int blocks = p.page_count + (p.cur_tokens + 31) / 32;
   if (blocks == 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.heads));

@@ -36,6 +36,7 @@ struct AppendParams {
   bool oscar = false;           // rotate keys by the Hadamard matrix and divide by token norms
   bool v_hadamard = false;      // rotate values too
   int frame = 0;
+  const int32_t* frame_counter = nullptr;  // when set, the frame number is *frame_counter (a device counter)
   // Output: pages [first_page, first_page + ceil(N / G)) of these arrays.
   uint8_t* k_codes = nullptr;
   uint32_t* k_params = nullptr;
@@ -139,7 +140,7 @@ struct DequantParams {
   const int32_t* valid_prefix = nullptr;
   int heads = 0;
   int first_page = 0, page_count = 0;  // the chunk of pages to expand
-  // Output bf16 rows [H, head_stride, D]: the chunk's valid slots in page order from row 0.
+  // Output bf16 rows [H, head_stride, D]: the chunk's valid slots in page order from row page_row.
   uint16_t* k_out = nullptr;
   uint16_t* v_out = nullptr;
   int64_t head_stride = 0;  // rows per head in the output
@@ -147,10 +148,16 @@ struct DequantParams {
   const uint16_t* k_cur = nullptr;
   const uint16_t* v_cur = nullptr;
   int cur_tokens = 0, cur_row = 0;
+  int page_row = 0;  // the row of the chunk's first valid slot (after a current frame put first)
+  // Optionally (variable-length attention over rows only the device counts): written by the
+  // chunk's last page, {0, queries, 0, page_row + the chunk's valid slots}, the cumulative query and
+  // key lengths of one sequence.
+  int32_t* lengths = nullptr;
+  int queries = 0;
 };
 
 // Expands pages [first_page, first_page + page_count) into bf16 K (norms folded in) and V rows,
-// and copies the current frame after them when given.
+// copies the current frame into its rows when given, and writes the lengths when asked.
 cudaError_t LaunchDequantizePages(const DequantParams& p, int bits, cudaStream_t stream);
 
 struct ScoreParams {

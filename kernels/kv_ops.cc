@@ -53,7 +53,7 @@ void CheckPages(const PagedKv& p) {
 }  // namespace
 
 void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool v_hadamard, int frame, PagedKv& store,
-                     int64_t first_page, const KernelOptions& options) {
+                     int64_t first_page, const KernelOptions& options, const at::Tensor& frame_counter) {
   options.Check();
   CheckBf16(k, "keys");
   CheckBf16(v, "values", k.size(0));
@@ -78,6 +78,11 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
   p.oscar = oscar;
   p.v_hadamard = v_hadamard;
   p.frame = frame;
+  if (frame_counter.defined()) {
+    if (!frame_counter.is_cuda() || frame_counter.scalar_type() != at::kInt || frame_counter.numel() != 1)
+      throw Error("KV append: expected the frame counter as int32 [1] on the GPU, got " + Describe(frame_counter));
+    p.frame_counter = frame_counter.data_ptr<int32_t>();
+  }
   p.k_codes = store.k_codes.data_ptr<uint8_t>();
   p.k_params = reinterpret_cast<uint32_t*>(store.k_params.data_ptr<int16_t>());
   p.v_codes = store.v_codes.data_ptr<uint8_t>();
@@ -336,6 +341,44 @@ at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, con
   return Int8AttentionCuda(q, QuantizeInt8RowsCuda(k, v, tokens + nc), splits);
 }
 
+// AttentionPath::kDequantRagged: the current frame into rows [0, Nc) and the pages' valid slots
+// after it, in a block of rows sized by the page count (Nc + pages x G, fixed while the page count
+// is), of which the dequantize kernel also counts the valid ones into the device lengths; then one
+// variable-length flash attention call, which stops at that count (probe_ragged_attention.py: no
+// cost for the rows past it, a plan-free call, and a CUDA graph of it attends the new count on
+// replay). No host copy of the pages' counts and no shape that depends on them. Returns [H, Nq, D]
+// as a view of the tokens-major output.
+at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64_t page_count, const at::Tensor& k_cur,
+                                const at::Tensor& v_cur) {
+  CheckPages(pages);
+  const int64_t heads = q.size(0), nq = q.size(1), nc = k_cur.size(1);
+  if (pages.layout.heads != heads) throw Error("page store has " + std::to_string(pages.layout.heads) + " heads, queries have " + std::to_string(heads));
+  const int64_t rows = nc + page_count * pages.layout.slots;
+  const at::Tensor k = at::empty({heads, rows, 64}, q.options()), v = at::empty_like(k);
+  const at::Tensor lengths = at::empty({4}, q.options().dtype(at::kInt));
+  const at::Tensor prefix = page_count > kInKernelPrefixPages ? ValidPrefix(pages, 0, page_count, nullptr) : at::Tensor();
+  DequantParams p;
+  p.pages = View(pages, page_count);
+  p.valid_prefix = prefix.defined() ? prefix.data_ptr<int32_t>() : nullptr;
+  p.heads = static_cast<int>(heads);
+  p.page_count = static_cast<int>(page_count);
+  p.k_out = reinterpret_cast<uint16_t*>(k.data_ptr<at::BFloat16>());
+  p.v_out = reinterpret_cast<uint16_t*>(v.data_ptr<at::BFloat16>());
+  p.head_stride = rows;
+  p.k_cur = reinterpret_cast<const uint16_t*>(k_cur.data_ptr<at::BFloat16>());
+  p.v_cur = reinterpret_cast<const uint16_t*>(v_cur.data_ptr<at::BFloat16>());
+  p.cur_tokens = static_cast<int>(nc);
+  p.cur_row = 0;
+  p.page_row = static_cast<int>(nc);
+  p.lengths = lengths.data_ptr<int32_t>();
+  p.queries = static_cast<int>(nq);
+  CheckCuda(LaunchDequantizePages(p, pages.layout.bits, at::cuda::getCurrentCUDAStream()), "KV dequantize kernel");
+  // [T, H, D] views of the head-major rows (flash attention takes any row and head strides)
+  const auto r = at::_flash_attention_forward(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), lengths.narrow(0, 0, 2),
+                                              lengths.narrow(0, 2, 2), nq, rows, 0.0, false, false, 0.125);
+  return std::get<0>(r).transpose(0, 1);
+}
+
 // Dense cache attended in place, pages expanded once per chunk; chunks merged by log-sum-exp.
 // bucket > 0: key lengths change from call to call (see AttendRows).
 at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
@@ -386,6 +429,13 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
 
 }  // namespace
 
+bool RaggedServes(const PagedKv& pages, int64_t page_count, int64_t current_tokens, const KernelOptions& options) {
+  const int64_t chunk = options.attention_chunk_tokens > 0 ? options.attention_chunk_tokens : kDefaultChunkTokens;
+  return (options.sdpa == SdpaBackend::kAuto || options.sdpa == SdpaBackend::kFlash) &&
+         at::cuda::getCurrentDeviceProperties()->major >= 8 && current_tokens > 0 &&
+         current_tokens + page_count * pages.layout.slots <= chunk;
+}
+
 at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits,
                          AttentionPath path, const std::vector<int32_t>* page_valid, const KernelOptions& options,
@@ -404,6 +454,11 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
   if (resolved == AttentionPath::kAuto) resolved = AttentionPath::kDequantSdpa;
   if (resolved == AttentionPath::kFused) return FusedAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits, options);
   if (resolved == AttentionPath::kInt8) return Int8PathAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, splits);
+  if (resolved == AttentionPath::kDequantRagged) {
+    if (pages && page_count > 0 && dense_tokens == 0 && RaggedServes(*pages, page_count, k_cur.size(1), options))
+      return RaggedPagesAttention(q, *pages, page_count, k_cur, v_cur);
+    resolved = AttentionPath::kDequantSdpaBucketed;  // (what it does not serve: the changing lengths' path)
+  }
   const int64_t bucket = resolved == AttentionPath::kDequantSdpaBucketed ? kLengthBucket : 0;
   return DequantSdpaAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, bucket, options, lengths);
 }

@@ -19,8 +19,9 @@ inline constexpr int kKernelHeadDim = 64;
 // Quantizes k, v (bf16 [H, N, D], CUDA) into pages [first_page, first_page + ceil(N/G)) of `store`
 // (device PagedKv with room for them). OScaR (oscar=true) rotates and norm-scales the keys.
 // options.append_variant / append_heads_per_block pick the kernel (see kv_append.cu).
+// The pages' frame number: `frame`, or the value of frame_counter (int32 [1] CUDA) when given.
 void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool v_hadamard, int frame, PagedKv& store,
-                     int64_t first_page, const KernelOptions& options = {});
+                     int64_t first_page, const KernelOptions& options = {}, const at::Tensor& frame_counter = {});
 
 // How often one cache has attended each bucketed key length (its backend keeps one). cuDNN builds
 // an execution plan per attention shape (60-90 ms on the H200, docs/perf.md), and a cache that is
@@ -46,6 +47,11 @@ class RecurringLengths {
 //  kInt8: pages expanded once into bf16 rows as above (a dense cache as it is), then the 8-bit
 //    attention below (QuantizeInt8RowsCuda + Int8AttentionCuda) over the cache and the current
 //    frame in one call, in one chunk.
+//  kDequantRagged: pages only (no dense rows), the current frame first, then the pages' valid slots
+//    in a block of rows sized by the page count, attended by one variable-length flash attention
+//    call whose key length the dequantize kernel writes on the device: no host counts, and fixed
+//    shapes while the page count is (a CUDA graph can replay it). Where RaggedServes says no, as
+//    kDequantSdpaBucketed.
 //  kAuto: options.attention, and kDequantSdpa when that is kAuto too.
 // Attention of q (bf16 [H, Nq, D]) over a cache plus the current frame (k_cur, v_cur bf16 [H, Nc, D]).
 // Dense cache: dense_k/dense_v bf16 [H, T_cap, D] of which the first dense_tokens rows are used.
@@ -56,6 +62,11 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
                          int splits = 0, AttentionPath path = AttentionPath::kAuto, const std::vector<int32_t>* page_valid = nullptr,
                          const KernelOptions& options = {}, RecurringLengths* lengths = nullptr);
+
+// Whether kDequantRagged serves `page_count` pages of `pages` and a current frame of that many
+// tokens: flash attention on the device (sm80 on), options.sdpa auto or flash, the rows within
+// options.attention_chunk_tokens.
+bool RaggedServes(const PagedKv& pages, int64_t page_count, int64_t current_tokens, const KernelOptions& options);
 
 // Attention of q (bf16 [H, Nq, D]) over rows [0, rows) of a dense cache that already holds the
 // current frame (k, v bf16 [H, >= rows, D], rows contiguous). `same_length`: the length of the

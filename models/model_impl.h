@@ -509,6 +509,7 @@ struct StreamingModel::Impl {
       }
     }
     if (caches == CacheCalls::kForward) JoinCaches();
+    for (auto& c : global_caches) c->StepEnded();  // (a paged cache's counts to the host, after the step's work)
     ++frames;
     StepOutput out;
     // (the camera head appends to the trunk caches; bytes are sampled after it)

@@ -6,7 +6,8 @@
 # stage timing: it synchronises), once unprofiled (the steady frame times); then an eager trace
 # of 2 bf16 frames without CUDA graphs (its kernels carry the operators that launched them, which
 # graph replays do not) and 30 frames of oscar2 with stage timing.
-# Everything lands in $OUT/bundle.tgz (the device returns at most 8 files). FRAMES=60 by default.
+# Everything lands in $OUT/bundle.tgz (the device returns at most 8 files). FRAMES=60 by default;
+# GPU_TESTS: another gtest filter for the GPU tests.
 set -uo pipefail
 source "$(dirname "$0")/gpu_build.sh"
 FRAMES=${FRAMES:-60}
@@ -15,7 +16,7 @@ gpu_build test_gpu_kernels test_kv_contract streamrecon || exit 1
 { git rev-parse HEAD && { git diff --quiet HEAD -- . 2>/dev/null || echo "the tree differs from that commit's"; }; } > "$OUT/commit.txt" 2>/dev/null
 EAGER=(./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 --size 518)
 BENCH=("${EAGER[@]}" --cuda-graphs)
-timeout 120 ./build-gpu/tests/test_gpu_kernels --gtest_filter='GpuModel.*:GpuCache.*:GpuSlotCache.*:GpuScores.*:GpuDequantize.*:GpuFusedGlue.*:GpuAttentionRows.*:GpuPages.*' > "$OUT/gpu_tests.log" 2>&1
+timeout 150 ./build-gpu/tests/test_gpu_kernels --gtest_filter="${GPU_TESTS:-GpuModel.*:GpuCache.*:GpuSlotCache.*:GpuScores.*:GpuDequantize.*:GpuFusedGlue.*:GpuAttentionRows.*:GpuPages.*}" > "$OUT/gpu_tests.log" 2>&1
 echo "GPU tests: exit $?"
 timeout 120 ./build-gpu/tests/test_kv_contract --gtest_filter='*cuda*' > "$OUT/kv_contract.log" 2>&1
 echo "KV contract on CUDA: exit $? ($(grep -c '^\[       OK' "$OUT/kv_contract.log") passed)"

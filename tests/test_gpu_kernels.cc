@@ -448,6 +448,15 @@ INSTANTIATE_TEST_SUITE_P(DequantSdpa, GpuAttention,
                                            AttentionCase{4, 5000, 1041, 0, AttentionPath::kDequantSdpaBucketed},
                                            AttentionCase{2, 9000, 300, 0, AttentionPath::kDequantSdpaBucketed, 4000}));
 
+// The ragged path (pages only; the current frame first, the key length counted on the device):
+// partial pages, more than 1024 pages (uploaded prefix sums), and what it sends to the bucketed
+// path (dense rows; rows past the chunk).
+constexpr auto kRagged = AttentionPath::kDequantRagged;
+INSTANTIATE_TEST_SUITE_P(DequantRagged, GpuAttention,
+                         ::testing::Values(AttentionCase{4, 150, 100, 0, kRagged}, AttentionCase{4, 1000, 1041, 0, kRagged},
+                                           AttentionCase{2, 3001, 77, 0, kRagged}, AttentionCase{4, 40000, 300, 0, kRagged},
+                                           AttentionCase{4, 5000, 1041, 0, kRagged, 4000}, AttentionCase{0, 4999, 129, 0, kRagged}));
+
 // Pages expanded on the device equal the CPU dequantization: fp16 arithmetic (a few 2^-11 steps)
 // rounded to bf16 rows (at most 2^-9 relative per value, about 1.2e-3 in relative L2).
 TEST(GpuDequantize, PagesMatchTheCpuDequantization) {
@@ -1122,15 +1131,32 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
   // The trunk caches (4 tokens a frame, 75 slots) are full from about frame 18: the camera head is
   // then captured and replayed until the reset at frame 24 (and again from about frame 42). The
   // global caches (3 frames) evict from frame 3 (and 27).
-  const std::vector<std::pair<CacheFormat, PrunePolicy>> caches = {
-      {CacheFormat::kBf16, PrunePolicy::kXStreamPage}, {CacheFormat::kKivi4, PrunePolicy::kXStreamPage}, {CacheFormat::kBf16, PrunePolicy::kXStream}};
-  for (auto [format, policy] : caches) {
+  // A byte budget instead of a token cap (the last two): the paged caches keep whole pages on the
+  // device, their step becomes one graph too, and their token counts reach the host by copies.
+  struct GraphCase {
+    CacheFormat format;
+    PrunePolicy policy;
+    bool budget;
+  };
+  const std::vector<GraphCase> caches = {{CacheFormat::kBf16, PrunePolicy::kXStreamPage, false},
+                                         {CacheFormat::kKivi4, PrunePolicy::kXStreamPage, false},
+                                         {CacheFormat::kBf16, PrunePolicy::kXStream, false},
+                                         {CacheFormat::kKivi4, PrunePolicy::kXStreamPage, true},
+                                         {CacheFormat::kOscar2, PrunePolicy::kXStream, true}};
+  for (auto [format, policy, budget] : caches) {
     models::ModelOptions o;
     o.device = "cuda";
     o.dtype = "bfloat16";
     o.cache.format = format;
     o.cache.policy = policy;
-    o.cache.cache_tokens = 3 * (config.special_tokens() + 5 * 4);
+    if (budget) {  // about 4 frames of 5 x 4 patches (global layers and camera trunk)
+      const int64_t n = config.special_tokens() + 5 * 4;
+      o.cache.budget_bytes = static_cast<uint64_t>(
+          4 * (config.depth * FrameBytes(o.cache, config.num_heads, config.head_dim(), n, 2, false) +
+               config.camera_head.trunk_depth * config.camera_head.iterations * 2 * config.camera_head.dim_in * 2));
+    } else {
+      o.cache.cache_tokens = 3 * (config.special_tokens() + 5 * 4);
+    }
     models::StreamingModel eager(config, weights, o);
     o.cache.kernels.background_maintenance = false;
     models::StreamingModel serial(config, weights, o);  // (pruning and storing in line: the same step)
@@ -1168,21 +1194,30 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
       for (auto [x, y] : {std::pair{&a.depth, &b.depth}, {&a.world_points, &b.world_points}, {&a.tokens_last, &b.tokens_last}})
         worst = std::max(worst, Rel(y->cpu(), x->cpu()));
       pending.emplace(models::StartPoseCopy(b), a.pose_enc.cpu());
-      EXPECT_EQ(graphed.Cache().trunk_tokens, eager.Cache().trunk_tokens) << "frame " << i;
+      // (the graphed model first: its counts before the last step come from the copies queued after
+      // each step, without waiting for this one)
+      EXPECT_EQ(graphed.CacheBeforeLastStep().tokens_per_layer, eager.CacheBeforeLastStep().tokens_per_layer) << "frame " << i;
+      const models::CacheReport rg = graphed.Cache(), re = eager.Cache();
+      EXPECT_EQ(rg.trunk_tokens, re.trunk_tokens) << "frame " << i;
+      EXPECT_EQ(rg.tokens_per_layer, re.tokens_per_layer) << "frame " << i;
+      EXPECT_EQ(rg.global_bytes, re.global_bytes) << "frame " << i;
     }
     check_pending();
-    std::printf("[ info ] CUDA graphs vs eager (%s/%s cache): worst rel difference %.2e, pose %.2e, camera head replayed on %d "
-                "(its pose deferred on %d) and the whole step on %d of 48 frames\n",
-                ToString(format).c_str(), ToString(policy).c_str(), worst, worst_pose, camera_replays, deferred, step_replays);
+    std::printf("[ info ] CUDA graphs vs eager (%s/%s cache, %s): worst rel difference %.2e, pose %.2e, camera head replayed on "
+                "%d (its pose deferred on %d) and the whole step on %d of 48 frames\n",
+                ToString(format).c_str(), ToString(policy).c_str(), budget ? "byte budget" : "token cap", worst, worst_pose,
+                camera_replays, deferred, step_replays);
     EXPECT_LE(worst, 1e-5);
     EXPECT_LE(worst_pose, 1e-5);
     EXPECT_GE(camera_replays, 8);  // not vacuous: the graph ran (frames 19-23 and 43-47)
     EXPECT_GE(deferred, 4);
     // Dense caches evicting on the device: the whole step from the frame after the first steady one
     // (the frame size changes at frame 6, the reset at 24; xstream-page evicts on the device only
-    // once the frames in the cache are whole pages: 39 and 23 frames in call 76); the quantized
-    // caches never.
+    // once the frames in the cache are whole pages: 39 and 23 frames in call 76); paged caches
+    // under a byte budget (whole pages kept on the device) likewise; under a token cap (slots chosen
+    // on the host) never.
     if (format == CacheFormat::kBf16) EXPECT_GE(step_replays, policy == PrunePolicy::kXStream ? 36 : 20);
+    else if (budget) EXPECT_GE(step_replays, 20);
     else EXPECT_EQ(step_replays, 0);
   }
 }

@@ -643,7 +643,7 @@ TEST(Vocabulary, EveryNameParsesBackAndErrorsListTheChoices) {
   EXPECT_THROW(ParsePrunePolicy("lru"), OptionError);
   // The CUDA backend's attention paths (kernels/kv_ops.h) and torch attention backends.
   for (AttentionPath path : {AttentionPath::kAuto, AttentionPath::kFused, AttentionPath::kDequantSdpa,
-                             AttentionPath::kDequantSdpaBucketed, AttentionPath::kInt8})
+                             AttentionPath::kDequantSdpaBucketed, AttentionPath::kInt8, AttentionPath::kDequantRagged})
     EXPECT_EQ(ParseAttentionPath(ToString(path)), path) << ToString(path);
   for (SdpaBackend backend : {SdpaBackend::kAuto, SdpaBackend::kFlash, SdpaBackend::kCudnn, SdpaBackend::kEfficient})
     EXPECT_EQ(ParseSdpaBackend(ToString(backend)), backend) << ToString(backend);

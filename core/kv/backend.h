@@ -53,8 +53,17 @@ class KvBackend {
   virtual at::Tensor Scores(const at::Tensor& q_bar, const KvView& kept, int64_t first_token, int64_t first_page) = 0;
   // Quantizes the current frame into pages [at, at + ceil(N / G)) of store (which has room):
   // k, v as given to Forward; k_r, v_r in the work type and rotated for OScaR.
+  // The pages' frame number is `frame`, or (frame_counter: int32 [1] on the device, which a CUDA
+  // graph's replays advance) the counter's value when the store runs.
   virtual void StorePages(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_r, const at::Tensor& v_r, int32_t frame,
-                          PagedKv& store, int64_t at) = 0;
+                          PagedKv& store, int64_t at, const at::Tensor& frame_counter) = 0;
+  // Whether Attend and Scores read the host's copy of the pages' valid counts (KvView::valid) for
+  // this view and a current frame of `current_tokens` tokens; where they do not, the cache lets that
+  // copy lag the device (no wait for it in Forward).
+  virtual bool NeedsPageCounts(const KvView& kept, int64_t current_tokens) const {
+    (void)kept, (void)current_tokens;
+    return true;
+  }
   // Whether a CUDA graph captured over a steady dense Forward can stand for the next ones: every
   // call reads no host data and keeps no host state a replay would skip (LayerKvCache::graph_ready).
   virtual bool replayable() const { return false; }

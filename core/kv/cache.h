@@ -42,10 +42,10 @@ class LayerKvCache {
 
   virtual void SetCapacity(const LayerCapacity& capacity) = 0;
   virtual int64_t tokens() const = 0;  // tokens held
-  // Tokens held when the last Forward began (after the frame before it; 0 before any frame), read
-  // without waiting for the device: what a caller that has already queued the next frame reports
-  // for the frame it completes. (A paged cache knows its token count only once the previous
-  // frame's kept-page counts have landed, which its next Forward waits for anyway.)
+  // Tokens held when the last Forward began (after the frame before it; 0 before any frame): what
+  // a caller that has already queued the next frame reports for the frame it completes. (A paged
+  // cache on a GPU knows its token count once the counts StepEnded queued have landed: this waits
+  // for the frame before the last one at most.)
   virtual int64_t tokens_before_last_frame() const { return tokens(); }
   virtual int64_t bytes() const = 0;   // bytes held (codes, params, norms, page table)
   virtual QuantStats quant_stats() const = 0;  // with options.quant_stats, else zeros
@@ -59,6 +59,11 @@ class LayerKvCache {
   virtual bool graph_ready() const { return false; }
   // The host side of a Forward that a graph replay performed (only when graph_ready()).
   virtual void Replayed() {}
+  // Called once the step that ran this cache's Forward (eagerly, or in a graph's capture or
+  // replay) is queued on the current stream, its maintenance joined: a cache whose host copy of
+  // what it holds lags the device (a paged cache on a GPU, whose kept pages' token counts change
+  // there) queues that copy here, so that tokens() and tokens_before_last_frame() need not wait.
+  virtual void StepEnded() {}
   // Orders the current stream after the pruning and storing that the last Forward left running on
   // a second stream (KernelOptions::background_maintenance; a no-op when none is pending). Forward
   // and Materialize join by themselves; a caller that captures CUDA graphs joins every cache

@@ -77,17 +77,26 @@ class CudaBackend final : public KvBackend {
   }
 
   void StorePages(const at::Tensor& k, const at::Tensor& v, const at::Tensor&, const at::Tensor&, int32_t frame, PagedKv& store,
-                  int64_t at) override {
+                  int64_t at, const at::Tensor& frame_counter) override {
     // The kernel rotates and norm-scales the keys itself (from the model's keys in bf16).
-    kernels::AppendPagesCuda(Bf16(k), Bf16(v), store.layout.norms, options_.v_hadamard, frame, store, at, options_.kernels);
+    kernels::AppendPagesCuda(Bf16(k), Bf16(v), store.layout.norms, options_.v_hadamard, frame, store, at, options_.kernels,
+                             frame_counter);
+  }
+
+  // The ragged path (the default) reads the counts on the device; the others and the scores' are
+  // sized on the host.
+  bool NeedsPageCounts(const KvView& kept, int64_t current_tokens) const override {
+    return kept.page_count > 0 && !(Path() == AttentionPath::kDequantRagged && kept.dense_tokens == 0 &&
+                                    kernels::RaggedServes(*kept.pages, kept.page_count, current_tokens, options_.kernels));
   }
 
  private:
   static at::Tensor Bf16(const at::Tensor& t) { return t.to(at::kBFloat16).contiguous(); }
 
-  // The cache's length changes from frame to frame: by default the bucketed dequantize-once path.
+  // The cache's length changes from frame to frame: by default the ragged dequantize-once path
+  // (pages; AttentionCuda sends what it does not serve to the bucketed one, as it does dense rows).
   AttentionPath Path() const {
-    return options_.kernels.attention == AttentionPath::kAuto ? AttentionPath::kDequantSdpaBucketed : options_.kernels.attention;
+    return options_.kernels.attention == AttentionPath::kAuto ? AttentionPath::kDequantRagged : options_.kernels.attention;
   }
 
   KvCacheOptions options_;

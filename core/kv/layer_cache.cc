@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
+#include <map>
 #include <numeric>
 #include <optional>
 
@@ -95,8 +97,10 @@ class KvLayerCache final : public LayerKvCache {
     if (frames_ == 0 && heads_ == 0) Init(q, k);
     SR_CHECK(k.size(0) == heads_ && k.size(2) == head_dim_, Error,
              "KV cache: this layer holds " << heads_ << " heads of " << head_dim_ << " channels, the frame has " << k.sizes());
-    ResolveValid();
-    tokens_before_ = tokens();
+    // The host's page counts, where the backend reads them (else they may lag the device).
+    if (quantized() && backend_->NeedsPageCounts(View(), n)) ResolveCounts(/*wait=*/true);
+    if (!counts_stale_) NoteTokens(frames_, TokensNow());
+    const int64_t pages_before = pages_, store_before = store_.pages();
     const at::ScalarType work = backend_->WorkType(q.scalar_type());
     // Unrotated formats hand q and k of one dtype on as they came (the CUDA backend attends and
     // stores in bf16, so casting a bf16 model's tensors to the fp32 work type and back would only
@@ -159,9 +163,14 @@ class KvLayerCache final : public LayerKvCache {
       leave();
     }
     ++frames_;
-    // Steady: dense rows, full and evicting on the device as many rows as a frame adds (the rows,
-    // the order's buffer and the attention's length repeat), nothing timed.
-    steady_ = evicted_on_device_ && in_rows && rows_ == rows_before && !options_.measure && backend_->replayable();
+    // Steady: full and evicting on the device, nothing timed: dense rows evicting as many rows as a
+    // frame adds (the rows, the order's buffer and the attention's length repeat), or pages keeping
+    // as many whole pages as a frame adds, in the same store, attended without the host's counts
+    // (the store, the shapes and the page count repeat).
+    const bool dense_steady = !quantized() && in_rows && rows_ == rows_before;
+    const bool paged_steady = quantized() && pages_ == pages_before && store_.pages() == store_before && !options_.quant_stats &&
+                              !backend_->NeedsPageCounts(View(), n);
+    steady_ = evicted_on_device_ && (dense_steady || paged_steady) && !options_.measure && backend_->replayable();
     if (options_.measure) {
       SynchronizeDevice(device_);
       maintenance_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -200,14 +209,27 @@ class KvLayerCache final : public LayerKvCache {
     SR_CHECK(steady_, Error, "KV cache: a replayed Forward needs a steady cache");
     ++frames_;
     maintenance_ms_ = 0.0;
+    if (quantized()) counts_stale_ = true;  // (the replay kept pages on the device)
+  }
+
+  void StepEnded() override {
+    if (!counts_stale_) return;
+    JoinMaintenance();
+    QueueCountsCopy();
   }
 
   int64_t tokens() const override {
-    ResolveValid();
-    return rows_ + std::accumulate(valid_.begin(), valid_.end(), int64_t{0});
+    ResolveCounts(/*wait=*/true);
+    return TokensNow();
   }
 
-  int64_t tokens_before_last_frame() const override { return tokens_before_; }
+  int64_t tokens_before_last_frame() const override {
+    if (frames_ == 0) return 0;
+    if (const auto known = KnownTokens(frames_ - 1)) return *known;
+    // The counts of that frame were not copied (a caller other than a model's step, which calls
+    // StepEnded): what is known now.
+    return tokens();
+  }
 
   int64_t bytes() const override { return rows_ * row_bytes_ + (pages_ > 0 ? pages_ * layout_.page_bytes() : 0); }
   QuantStats quant_stats() const override { return stats_; }
@@ -412,7 +434,11 @@ class KvLayerCache final : public LayerKvCache {
       store_ = next;
       spare_ = PagedKv{};  // (reallocated at the new size by the next KeepWholePages)
     }
-    backend_->StorePages(k, v, k_r, v_r, static_cast<int32_t>(frames_), store_, pages_);
+    // (on a GPU the frame number comes from a counter on the device, which a graph's replays advance)
+    if (device_.is_cuda() && !frame_counter_.defined())
+      frame_counter_ = at::full({1}, frames_, at::TensorOptions().dtype(at::kInt).device(device_));
+    backend_->StorePages(k, v, k_r, v_r, static_cast<int32_t>(frames_), store_, pages_, frame_counter_);
+    if (frame_counter_.defined()) frame_counter_.add_(1);
     for (int64_t i = 0; i < add; ++i) valid_.push_back(static_cast<int32_t>(std::min(slots, n - i * slots)));
     if (options_.quant_stats) {
       // What the stored tokens read back as, against what they were stored from.
@@ -489,7 +515,9 @@ class KvLayerCache final : public LayerKvCache {
     const int64_t page_bytes = layout_.page_bytes(), first_pages = FirstPages(), middle_pages = pages_ - first_pages;
     const int64_t first_bytes = rows_ > 0 ? rows_ * row_bytes_ : first_pages * page_bytes;
     const LayerBudget budget(capacity_, first_tokens_ + n, first_bytes + CeilDiv(n, layout_.slots) * page_bytes);
-    const int64_t middle_tokens = std::accumulate(valid_.begin() + first_pages, valid_.end(), int64_t{0});
+    // (a token cap needs the counts on the host; bytes alone do not)
+    if (budget.tokens_left >= 0) ResolveCounts(/*wait=*/true);
+    const int64_t middle_tokens = budget.tokens_left >= 0 ? std::accumulate(valid_.begin() + first_pages, valid_.end(), int64_t{0}) : 0;
     if (budget.Fits(middle_tokens, middle_pages * page_bytes)) return;
     const at::Tensor scores =
         PolicyScores(options_.policy, backend_->Scores(Pooled(q_r), View(), first_tokens_, first_pages), options_.seed, frames_);
@@ -497,6 +525,7 @@ class KvLayerCache final : public LayerKvCache {
       const at::Tensor valid = store_.meta.narrow(0, first_pages, middle_pages).select(1, 0);
       const int64_t k = budget.bytes_left / page_bytes;
       KeepWholePages(first_pages, TopPages(options_.policy, scores, valid, k));
+      evicted_on_device_ = options_.policy != PrunePolicy::kRandom;  // (whose draws are the host's)
       return;
     }
     // A token cap: the sequential rule on the host.
@@ -517,16 +546,22 @@ class KvLayerCache final : public LayerKvCache {
   at::Tensor Pooled(const at::Tensor& q_r) const { return backend_->Pooled(q_r, options_.pool_size, options_.special_tokens); }
 
   // Keeps the first pages and the middle pages listed (ascending, on the device) whole, without a
-  // read back: they are gathered into the spare store, which then becomes the store (no copy
-  // back). The kept pages' valid counts come to the host asynchronously and are needed only at
-  // this layer's next frame (ResolveValid).
+  // read back: they are gathered into the spare store and copied back into the store's first
+  // pages, so that the store stays where a CUDA graph of a steady Forward reads and writes it. On
+  // a GPU the kept pages' valid counts stay there (the host's copy lags: counts_stale_).
   void KeepWholePages(int64_t first_pages, const at::Tensor& middle) {
-    const int64_t count = first_pages + middle.size(0);
+    const int64_t kept = middle.size(0), count = first_pages + kept;
     if (spare_.pages() != store_.pages()) spare_ = AllocatePages(layout_, store_.pages(), device_);
     GatherPages(store_.Head(pages_), first_pages, middle, spare_);
-    std::swap(store_, spare_);
+    CopyPages(store_, spare_.Slice(first_pages, kept), kept, first_pages);  // (the first pages are where they were)
     pages_ = count;
-    ReadValidLater(store_.meta.narrow(0, 0, count).select(1, 0));
+    if (device_.is_cpu()) {
+      const at::Tensor counts = store_.meta.narrow(0, 0, count).select(1, 0).contiguous();
+      valid_.assign(counts.data_ptr<int32_t>(), counts.data_ptr<int32_t>() + count);
+    } else {
+      valid_.assign(static_cast<size_t>(count), 0);  // (placeholders: the pages appended next go after them)
+      counts_stale_ = true;
+    }
   }
 
   // Keeps the first pages and, of the middle pages, the listed slots (moved to the page front).
@@ -567,36 +602,83 @@ class KvLayerCache final : public LayerKvCache {
     CopyPages(store_, compacted, count);
     pages_ = count;
     valid_ = valid;
+    counts_stale_ = false;
   }
 
   // ---- the host mirror of the pages' valid counts ----
 
-  // The same path on every device (so the CPU tests cover it): the counts land in valid_host_
-  // (on a GPU by an asynchronous copy into pinned memory) and reach valid_ at ResolveValid.
-  void ReadValidLater(const at::Tensor& counts) {
-    if (device_.is_cpu()) {
-      valid_host_ = counts.clone();
-    } else {
-      // One pinned buffer per layer, reused: the last copy into it was waited for at ResolveValid.
-      if (!valid_pinned_.defined() || valid_pinned_.numel() < counts.numel())
-        valid_pinned_ = at::empty({std::max(counts.numel(), store_.pages())}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
-      valid_host_ = valid_pinned_.narrow(0, 0, counts.numel());
-      valid_host_.copy_(counts, /*non_blocking=*/true);
-      valid_ready_.emplace(device_.type());
-      valid_ready_->record(c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_));
+  // Tokens held, from the host's counts (exact unless counts_stale_).
+  int64_t TokensNow() const { return rows_ + std::accumulate(valid_.begin(), valid_.end(), int64_t{0}); }
+
+  // The tokens held after the Forward that made frames_ == frame, where known (a short history:
+  // tokens_before_last_frame asks for the frame before the last).
+  void NoteTokens(int64_t frame, int64_t tokens) const {
+    known_tokens_[frame] = tokens;
+    while (known_tokens_.size() > 4) known_tokens_.erase(known_tokens_.begin());
+  }
+  std::optional<int64_t> KnownTokens(int64_t frame) const {
+    ResolveCounts(/*wait=*/false);
+    if (known_tokens_.count(frame) == 0) {
+      // a copy of that frame's counts on its way: wait for it (the frame before the last one)
+      const bool queued = std::any_of(counts_copies_.begin(), counts_copies_.end(), [&](const CountsCopy& c) { return c.frame == frame; });
+      if (!queued) return std::nullopt;
+      ResolveCounts(/*wait=*/true, frame);
     }
-    // Placeholders for the kept pages: pages appended before the counts land go after them.
-    valid_.assign(static_cast<size_t>(counts.numel()), 0);
+    return known_tokens_.at(frame);
   }
 
-  void ResolveValid() const {
-    if (!valid_host_.defined()) return;
-    // The copy was issued at this layer's previous frame: it has normally landed by now, so the
-    // event is queried first and waited for (a host synchronisation) only when it has not.
-    if (valid_ready_ && !valid_ready_->query()) valid_ready_->synchronize();
-    valid_ready_.reset();
-    std::copy_n(valid_host_.data_ptr<int32_t>(), valid_host_.numel(), valid_.begin());
-    valid_host_ = at::Tensor();
+  // On a GPU, after the step (StepEnded): the page metadata as it is once the step's work is done,
+  // copied into pinned memory on the current stream, to land while the host queues the next frames.
+  void QueueCountsCopy() {
+    ResolveCounts(/*wait=*/false);  // (frees the copies that landed)
+    while (counts_copies_.size() >= 3) ResolveCounts(/*wait=*/true, counts_copies_.front().frame);  // (a host far ahead)
+    at::Tensor host;
+    for (at::Tensor& b : counts_buffers_)
+      if (b.use_count() == 1 && b.size(0) >= pages_) {
+        host = b;
+        break;
+      }
+    if (!host.defined()) {
+      host = at::empty({std::max<int64_t>(pages_, store_.pages()), 2}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+      counts_buffers_.push_back(host);
+    }
+    CountsCopy copy{host, std::nullopt, frames_, pages_};
+    if (pages_ > 0) copy.host.narrow(0, 0, pages_).copy_(store_.meta.narrow(0, 0, pages_), /*non_blocking=*/true);
+    copy.ready.emplace(device_.type());
+    copy.ready->record(CurrentStream());
+    counts_copies_.push_back(std::move(copy));
+  }
+
+  // Takes in the queued copies that have landed (wait: also those up to `frame`, default the
+  // newest, waiting for them); the newest one of the current frame makes the host's counts exact
+  // again. With wait and no copy of the current frame queued (a caller other than a model's step),
+  // reads the counts from the device (a synchronisation).
+  void ResolveCounts(bool wait, int64_t frame = -1) const {
+    if (!counts_stale_ && counts_copies_.empty()) return;
+    while (!counts_copies_.empty()) {
+      CountsCopy& c = counts_copies_.front();
+      const bool needed = wait && (frame < 0 || c.frame <= frame);
+      if (!c.ready->query()) {
+        if (!needed) break;
+        c.ready->synchronize();
+      }
+      const int32_t* m = c.host.data_ptr<int32_t>();
+      int64_t tokens = rows_;
+      std::vector<int32_t> counts(static_cast<size_t>(c.pages));
+      for (int64_t p = 0; p < c.pages; ++p) tokens += counts[p] = m[2 * p];
+      NoteTokens(c.frame, tokens);
+      if (c.frame == frames_ && c.pages == pages_) {
+        valid_ = std::move(counts);
+        counts_stale_ = false;
+      }
+      counts_copies_.pop_front();
+    }
+    if (wait && frame < 0 && counts_stale_) {
+      const at::Tensor m = store_.meta.narrow(0, 0, pages_).select(1, 0).to(at::kCPU).contiguous();
+      valid_.assign(m.data_ptr<int32_t>(), m.data_ptr<int32_t>() + pages_);
+      counts_stale_ = false;
+      NoteTokens(frames_, TokensNow());
+    }
   }
 
   std::unique_ptr<KvBackend> backend_;
@@ -606,7 +688,6 @@ class KvLayerCache final : public LayerKvCache {
   c10::Device device_ = c10::kCPU;
   at::Tensor hadamard_;  // OScaR, in the work type
   int64_t frames_ = 0, first_tokens_ = 0;
-  int64_t tokens_before_ = 0;  // tokens held when the last Forward began
   // dense rows [H, allocated, D], the first rows_ in use
   at::Tensor dense_k_, dense_v_;
   int64_t rows_ = 0, row_bytes_ = 0;
@@ -619,15 +700,25 @@ class KvLayerCache final : public LayerKvCache {
   // During Forward: the row where the current frame's rows start (dense formats in the keys' own
   // dtype), else -1.
   int64_t tail_row_ = -1, tail_tokens_ = 0;
-  // pages: the first pages_ of store_ in use, their valid counts mirrored on the host
+  // pages: the first pages_ of store_ in use, their valid counts mirrored on the host (valid_,
+  // exact unless counts_stale_: on a GPU, pages kept on the device since the last copy landed)
   PageLayout layout_;
   PagedKv store_;
   int64_t pages_ = 0;
   mutable std::vector<int32_t> valid_;
+  mutable bool counts_stale_ = false;
   PagedKv spare_;  // as many pages as store_: where KeepWholePages gathers the kept pages
-  at::Tensor valid_pinned_;  // (GPU) the pinned host buffer valid_host_ views
-  mutable at::Tensor valid_host_;  // the kept pages' counts on their way (pinned on a GPU); undefined once they landed
-  mutable std::optional<c10::Event> valid_ready_;
+  at::Tensor frame_counter_;  // (GPU pages) int32 [1]: the frame number the next stored pages get
+  // Copies of the page metadata on their way to the host (QueueCountsCopy), oldest first, and the
+  // pinned buffers they use (a buffer is free when only this list holds it).
+  struct CountsCopy {
+    at::Tensor host;
+    std::optional<c10::Event> ready;
+    int64_t frame = 0, pages = 0;
+  };
+  mutable std::deque<CountsCopy> counts_copies_;
+  std::vector<at::Tensor> counts_buffers_;
+  mutable std::map<int64_t, int64_t> known_tokens_;  // tokens held after frame f (the last few)
   QuantStats stats_;
   double maintenance_ms_ = 0.0;
   // GPU, background_maintenance: the stream pruning and storing run on, the events of its fork

@@ -23,7 +23,8 @@ AttentionPath ParseAttentionPath(const std::string& name) {
   if (name == "dequant") return AttentionPath::kDequantSdpa;
   if (name == "dequant-bucketed") return AttentionPath::kDequantSdpaBucketed;
   if (name == "int8") return AttentionPath::kInt8;
-  throw OptionError("unknown attention path '" + name + "': expected auto, fused, dequant, dequant-bucketed or int8");
+  if (name == "dequant-ragged") return AttentionPath::kDequantRagged;
+  throw OptionError("unknown attention path '" + name + "': expected auto, fused, dequant, dequant-bucketed, dequant-ragged or int8");
 }
 
 SdpaBackend ParseSdpaBackend(const std::string& name) {
@@ -41,6 +42,7 @@ const char* ToString(AttentionPath path) {
     case AttentionPath::kDequantSdpa: return "dequant";
     case AttentionPath::kDequantSdpaBucketed: return "dequant-bucketed";
     case AttentionPath::kInt8: return "int8";
+    case AttentionPath::kDequantRagged: return "dequant-ragged";
   }
   return "?";
 }

@@ -12,11 +12,12 @@ namespace streamrecon {
 
 // How the CUDA backend attends over the cache (kernels/kv_ops.h says how each works).
 enum class AttentionPath {
-  kAuto,                 // the cache's default: kDequantSdpaBucketed (its length changes every frame)
+  kAuto,                 // the cache's default: kDequantRagged where it serves the cache, else kDequantSdpaBucketed
   kFused,                // our single kernel, tiles dequantized inside the MMA loop
   kDequantSdpa,          // pages expanded once into bf16 rows, then torch's attention
   kDequantSdpaBucketed,  // the same with key lengths bucketed for cuDNN's per-length plans
   kInt8,                 // keys as INT8 (a scale per 64 rows), INT8 Q K^T and bf16 P V (lower precision)
+  kDequantRagged,        // pages expanded into a fixed capacity of rows, attended over the rows only the device counts
 };
 // Which torch attention the dequantize-once paths call.
 enum class SdpaBackend { kAuto, kFlash, kCudnn, kEfficient };

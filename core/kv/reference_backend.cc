@@ -74,8 +74,9 @@ class ReferenceBackend final : public KvBackend {
     return out.view({pages, slots});
   }
 
+  // (never replayed by a graph: the frame number as the host counts it)
   void StorePages(const at::Tensor&, const at::Tensor&, const at::Tensor& k_r, const at::Tensor& v_r, int32_t frame, PagedKv& store,
-                  int64_t at) override {
+                  int64_t at, const at::Tensor&) override {
     at::Tensor keys = k_r.to(at::kFloat), norms;
     if (store.layout.norms) {
       norms = keys.pow(2).sum(at::IntArrayRef{0, 2}).sqrt().clamp_min(1e-12);  // [N], over all heads and channels
