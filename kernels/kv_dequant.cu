@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
     p.lengths[0] = 0;
     p.lengths[1] = p.queries;
     p.lengths[2] = 0;
-    p.lengths[3] = p.page_row + before + valid;
+    p.lengths[3] = p.page_row + before + valid - p.lengths_base;
   }
   if (slot >= pv.slots || slot >= valid) return;
   const int64_t row = (static_cast<int64_t>(page) * p.heads + head) * pv.slots + slot;

@@ -150,10 +150,11 @@ struct DequantParams {
   int cur_tokens = 0, cur_row = 0;
   int page_row = 0;  // the row of the chunk's first valid slot (after a current frame put first)
   // Optionally (variable-length attention over rows only the device counts): written by the
-  // chunk's last page, {0, queries, 0, page_row + the chunk's valid slots}, the cumulative query and
-  // key lengths of one sequence.
+  // chunk's last page, {0, queries, 0, page_row + the chunk's valid slots - lengths_base}, the
+  // cumulative query and key lengths of one sequence (the rows from lengths_base on).
   int32_t* lengths = nullptr;
   int queries = 0;
+  int lengths_base = 0;
 };
 
 // Expands pages [first_page, first_page + page_count) into bf16 K (norms folded in) and V rows,

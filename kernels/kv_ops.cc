@@ -11,6 +11,7 @@
 #include <string>
 
 #include "core/errors.h"
+#include "core/kv/backend.h"
 #include "core/kv/policy.h"
 #include "kernels/check_cuda.h"
 #include "kernels/kv_kernels.h"
@@ -150,7 +151,7 @@ at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const 
   return out;
 }
 
-constexpr int64_t kLengthBucket = 2048;  // rows per cuDNN length bucket (kDequantSdpaBucketed)
+constexpr int64_t kLengthBucket = kCertainRowsBucket;  // rows per cuDNN length bucket (kDequantSdpaBucketed, 2048)
 // Up to this many pages the dequantize kernel sums the counts itself (each block at most 4 loads a
 // thread): no upload, whose copy and its latency cost about 14 us before each layer's attention
 // (call 107; a 530 MB kivi4 budget holds about 570 pages a layer).
@@ -343,19 +344,24 @@ at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, con
 
 // AttentionPath::kDequantRagged: the current frame into rows [0, Nc) and the pages' valid slots
 // after it, in a block of rows sized by the page count (Nc + pages x G, fixed while the page count
-// is), of which the dequantize kernel also counts the valid ones into the device lengths; then one
-// variable-length flash attention call, which stops at that count (probe_ragged_attention.py: no
-// cost for the rows past it, a plan-free call, and a CUDA graph of it attends the new count on
-// replay). No host copy of the pages' counts and no shape that depends on them. Returns [H, Nq, D]
-// as a view of the tokens-major output.
+// is), of which the dequantize kernel also counts the valid ones on the device. Rows [0, certain)
+// (a multiple of the cuDNN bucket the caller knows to be valid rows) go to cuDNN, whose plans
+// need host lengths and which is about twice as fast as flash attention at q = 1041 (call 113);
+// the rest to one variable-length flash attention call, which stops at the device's count (no
+// cost for the rows past it, no plan, and a CUDA graph of it attends the new count on replay;
+// probe_ragged_attention.py); the two merged by log-sum-exp as the bucketed path merges its parts.
+// No host copy of the pages' counts, and no shape that depends on them.
 at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64_t page_count, const at::Tensor& k_cur,
-                                const at::Tensor& v_cur) {
+                                const at::Tensor& v_cur, int64_t certain_rows, const KernelOptions& options, RecurringLengths* lengths) {
   CheckPages(pages);
   const int64_t heads = q.size(0), nq = q.size(1), nc = k_cur.size(1);
   if (pages.layout.heads != heads) throw Error("page store has " + std::to_string(pages.layout.heads) + " heads, queries have " + std::to_string(heads));
   const int64_t rows = nc + page_count * pages.layout.slots;
+  // cuDNN's rows: a whole number of buckets within the certain ones, once that length recurs
+  int64_t main = std::max<int64_t>(0, std::min(certain_rows, rows - 1)) / kLengthBucket * kLengthBucket;
+  if (main > 0 && lengths && !lengths->Recurring(main)) main = 0;
   const at::Tensor k = at::empty({heads, rows, 64}, q.options()), v = at::empty_like(k);
-  const at::Tensor lengths = at::empty({4}, q.options().dtype(at::kInt));
+  const at::Tensor counted = at::empty({4}, q.options().dtype(at::kInt));
   const at::Tensor prefix = page_count > kInKernelPrefixPages ? ValidPrefix(pages, 0, page_count, nullptr) : at::Tensor();
   DequantParams p;
   p.pages = View(pages, page_count);
@@ -370,13 +376,21 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
   p.cur_tokens = static_cast<int>(nc);
   p.cur_row = 0;
   p.page_row = static_cast<int>(nc);
-  p.lengths = lengths.data_ptr<int32_t>();
+  p.lengths = counted.data_ptr<int32_t>();
   p.queries = static_cast<int>(nq);
+  p.lengths_base = static_cast<int>(main);
   CheckCuda(LaunchDequantizePages(p, pages.layout.bits, at::cuda::getCurrentCUDAStream()), "KV dequantize kernel");
-  // [T, H, D] views of the head-major rows (flash attention takes any row and head strides)
-  const auto r = at::_flash_attention_forward(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), lengths.narrow(0, 0, 2),
-                                              lengths.narrow(0, 2, 2), nq, rows, 0.0, false, false, 0.125);
-  return std::get<0>(r).transpose(0, 1);
+  // the rows from `main` on: [T, H, D] views of the head-major rows (flash takes any row and head strides)
+  const at::Tensor k_rest = k.narrow(1, main, rows - main), v_rest = v.narrow(1, main, rows - main);
+  const auto r = at::_flash_attention_forward(q.transpose(0, 1), k_rest.transpose(0, 1), v_rest.transpose(0, 1), counted.narrow(0, 0, 2),
+                                              counted.narrow(0, 2, 2), nq, rows - main, 0.0, false, false, 0.125);
+  const at::Tensor o_rest = std::get<0>(r).transpose(0, 1);
+  if (main == 0) return o_rest;
+  at::Tensor out, lse, l_main;
+  const at::Tensor o_main = Sdpa(q, k.narrow(1, 0, main), v.narrow(1, 0, main), &l_main, options.sdpa);
+  MergeByLse(out, lse, o_main, l_main);
+  MergeByLse(out, lse, o_rest, std::get<1>(r).reshape({heads, nq}));
+  return out.to(at::kBFloat16);
 }
 
 // Dense cache attended in place, pages expanded once per chunk; chunks merged by log-sum-exp.
@@ -439,7 +453,7 @@ bool RaggedServes(const PagedKv& pages, int64_t page_count, int64_t current_toke
 at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits,
                          AttentionPath path, const std::vector<int32_t>* page_valid, const KernelOptions& options,
-                         RecurringLengths* lengths) {
+                         RecurringLengths* lengths, int64_t certain_rows) {
   options.Check();
   CheckBf16(q, "queries");
   CheckBf16(k_cur, "current keys", q.size(0));
@@ -456,7 +470,7 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
   if (resolved == AttentionPath::kInt8) return Int8PathAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, splits);
   if (resolved == AttentionPath::kDequantRagged) {
     if (pages && page_count > 0 && dense_tokens == 0 && RaggedServes(*pages, page_count, k_cur.size(1), options))
-      return RaggedPagesAttention(q, *pages, page_count, k_cur, v_cur);
+      return RaggedPagesAttention(q, *pages, page_count, k_cur, v_cur, certain_rows, options, lengths);
     resolved = AttentionPath::kDequantSdpaBucketed;  // (what it does not serve: the changing lengths' path)
   }
   const int64_t bucket = resolved == AttentionPath::kDequantSdpaBucketed ? kLengthBucket : 0;

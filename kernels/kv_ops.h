@@ -48,20 +48,23 @@ class RecurringLengths {
 //    attention below (QuantizeInt8RowsCuda + Int8AttentionCuda) over the cache and the current
 //    frame in one call, in one chunk.
 //  kDequantRagged: pages only (no dense rows), the current frame first, then the pages' valid slots
-//    in a block of rows sized by the page count, attended by one variable-length flash attention
-//    call whose key length the dequantize kernel writes on the device: no host counts, and fixed
-//    shapes while the page count is (a CUDA graph can replay it). Where RaggedServes says no, as
-//    kDequantSdpaBucketed.
+//    in a block of rows sized by the page count; the first certain_rows (in whole cuDNN buckets) by
+//    cuDNN, the rest by one variable-length flash attention call whose key length the dequantize
+//    kernel writes on the device, merged by log-sum-exp: no host counts, and fixed shapes while
+//    the page count and certain_rows are (a CUDA graph can replay it). Where RaggedServes says
+//    no, as kDequantSdpaBucketed.
 //  kAuto: options.attention, and kDequantSdpa when that is kAuto too.
 // Attention of q (bf16 [H, Nq, D]) over a cache plus the current frame (k_cur, v_cur bf16 [H, Nc, D]).
 // Dense cache: dense_k/dense_v bf16 [H, T_cap, D] of which the first dense_tokens rows are used.
 // Paged cache: `pages` (device PagedKv; its first `page_count` pages are used); `page_valid`, when
 // given, holds their valid-token counts on the host (else they are read from the device, a sync).
 // Returns bf16 [H, Nq, D].
+// certain_rows (kDequantRagged): how many of the rows [current frame; the pages' valid slots] the
+// caller knows to exist (the current frame and a lower bound of the pages' valid tokens; 0: none).
 at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
                          int splits = 0, AttentionPath path = AttentionPath::kAuto, const std::vector<int32_t>* page_valid = nullptr,
-                         const KernelOptions& options = {}, RecurringLengths* lengths = nullptr);
+                         const KernelOptions& options = {}, RecurringLengths* lengths = nullptr, int64_t certain_rows = 0);
 
 // Whether kDequantRagged serves `page_count` pages of `pages` and a current frame of that many
 // tokens: flash attention on the device (sm80 on), options.sdpa auto or flash, the rows within

@@ -235,11 +235,12 @@ struct AttentionCase {
   int cached, queries, splits;
   AttentionPath path = AttentionPath::kFused;
   int chunk = 0;  // dequant path: chunk size in tokens (0: default)
+  int certain = 0;  // ragged path: the rows taken as certain (cuDNN's part)
 };
 
 void PrintTo(const AttentionCase& c, std::ostream* os) {
   *os << "bits " << c.bits << " T " << c.cached << " q " << c.queries << " splits " << c.splits << " " << ToString(c.path)
-      << " chunk " << c.chunk;
+      << " chunk " << c.chunk << " certain " << c.certain;
 }
 
 // The 8-bit attention's precision on the CPU (defined with its tests below).
@@ -281,15 +282,15 @@ TEST_P(GpuAttention, WithinTwiceTheLowPrecisionReferenceError) {
     std::tie(cached_k, cached_v) = DequantizePages(all);
     const PagedKv dev = ToDevice(all, 3);
     out = kernels::AttentionCuda(q.to(at::kBFloat16).cuda(), {}, {}, 0, &dev, all.pages(), k_cur.to(at::kBFloat16).cuda(),
-                                 v_cur.to(at::kBFloat16).cuda(), c.splits, c.path, nullptr, ko);
+                                 v_cur.to(at::kBFloat16).cuda(), c.splits, c.path, nullptr, ko, nullptr, c.certain);
   }
   const at::Tensor K = at::cat({cached_k, k_cur}, 1), V = at::cat({cached_v, v_cur}, 1);
   const at::Tensor ref = Reference64(q, K, V);
   // The low-precision reference: bf16, or INT8 Q K^T for the 8-bit path.
   const bool int8 = c.path == AttentionPath::kInt8;
   const double err_gpu = Rel(out.cpu(), ref), err_low = Rel(int8 ? ReferenceInt8(q, K, V) : ReferenceBf16(q, K, V), ref);
-  std::printf("[ info ] attention %s bits=%d T=%d q=%d splits=%d chunk=%d: GPU rel err %.2e, %s CPU reference %.2e\n",
-              ToString(c.path), c.bits, c.cached, c.queries, c.splits, c.chunk, err_gpu, int8 ? "INT8" : "bf16", err_low);
+  std::printf("[ info ] attention %s bits=%d T=%d q=%d splits=%d chunk=%d certain=%d: GPU rel err %.2e, %s CPU reference %.2e\n",
+              ToString(c.path), c.bits, c.cached, c.queries, c.splits, c.chunk, c.certain, err_gpu, int8 ? "INT8" : "bf16", err_low);
   EXPECT_TRUE(at::isfinite(out).all().item<bool>());
   EXPECT_LE(err_gpu, 2.0 * err_low + 1e-6);
 }
@@ -449,12 +450,14 @@ INSTANTIATE_TEST_SUITE_P(DequantSdpa, GpuAttention,
                                            AttentionCase{2, 9000, 300, 0, AttentionPath::kDequantSdpaBucketed, 4000}));
 
 // The ragged path (pages only; the current frame first, the key length counted on the device):
-// partial pages, more than 1024 pages (uploaded prefix sums), and what it sends to the bucketed
-// path (dense rows; rows past the chunk).
+// partial pages, more than 1024 pages (uploaded prefix sums), rows taken as certain (cuDNN's part,
+// merged with flash attention's: whole buckets, and a certain count that is not one), and what it
+// sends to the bucketed path (dense rows; rows past the chunk).
 constexpr auto kRagged = AttentionPath::kDequantRagged;
 INSTANTIATE_TEST_SUITE_P(DequantRagged, GpuAttention,
                          ::testing::Values(AttentionCase{4, 150, 100, 0, kRagged}, AttentionCase{4, 1000, 1041, 0, kRagged},
                                            AttentionCase{2, 3001, 77, 0, kRagged}, AttentionCase{4, 40000, 300, 0, kRagged},
+                                           AttentionCase{4, 5000, 1041, 0, kRagged, 0, 4096}, AttentionCase{2, 9000, 300, 0, kRagged, 0, 9000},
                                            AttentionCase{4, 5000, 1041, 0, kRagged, 4000}, AttentionCase{0, 4999, 129, 0, kRagged}));
 
 // Pages expanded on the device equal the CPU dequantization: fp16 arithmetic (a few 2^-11 steps)

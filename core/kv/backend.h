@@ -26,7 +26,15 @@ struct KvView {
   // current_rows) of dense_k/dense_v (dense formats), so the cache and the frame can be attended
   // as one block of rows. 0 when they are not.
   int64_t current_rows = 0;
+  // Pages only (no dense rows): how many of the rows [current frame; the pages' valid slots] the
+  // host knows to exist (a multiple of kCertainRowsBucket, below the current frame plus a lower
+  // bound of the pages' valid tokens; 0: none), for a backend that attends them without the
+  // host's counts (backends that read the counts ignore it).
+  int64_t certain_rows = 0;
 };
+
+// The granularity of KvView::certain_rows: the CUDA backend's cuDNN length bucket (kernels/kv_ops.cc).
+inline constexpr int64_t kCertainRowsBucket = 2048;
 
 class KvBackend {
  public:

@@ -63,7 +63,8 @@ class CudaBackend final : public KvBackend {
     const at::Tensor dense_k = kept.dense_tokens > 0 ? kept.dense_k : at::Tensor();
     const at::Tensor dense_v = kept.dense_tokens > 0 ? kept.dense_v : at::Tensor();
     return kernels::AttentionCuda(Bf16(q_r), dense_k, dense_v, kept.dense_tokens, kept.page_count > 0 ? kept.pages : nullptr,
-                                  kept.page_count, Bf16(k_r), Bf16(v_r), 0, Path(), kept.valid, options_.kernels, &lengths_);
+                                  kept.page_count, Bf16(k_r), Bf16(v_r), 0, Path(), kept.valid, options_.kernels, &lengths_,
+                                  kept.certain_rows);
   }
 
   at::Tensor Scores(const at::Tensor& q_bar, const KvView& kept, int64_t first_token, int64_t first_page) override {

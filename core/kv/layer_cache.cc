@@ -100,7 +100,7 @@ class KvLayerCache final : public LayerKvCache {
     // The host's page counts, where the backend reads them (else they may lag the device).
     if (quantized() && backend_->NeedsPageCounts(View(), n)) ResolveCounts(/*wait=*/true);
     if (!counts_stale_) NoteTokens(frames_, TokensNow());
-    const int64_t pages_before = pages_, store_before = store_.pages();
+    const int64_t pages_before = pages_, store_before = store_.pages(), floor_before = floor_base_;
     const at::ScalarType work = backend_->WorkType(q.scalar_type());
     // Unrotated formats hand q and k of one dtype on as they came (the CUDA backend attends and
     // stores in bf16, so casting a bf16 model's tensors to the fp32 work type and back would only
@@ -127,6 +127,8 @@ class KvLayerCache final : public LayerKvCache {
       tail_row_ = rows_;
       tail_tokens_ = n;
     }
+    const int64_t certain_before = certain_rows_;
+    if (quantized()) ChooseCertainRows(n);
     at::Tensor out = backend_->Attend(q_r, View(), k_r, v_r);
     if (oscar() && options_.v_hadamard) out = backend_->Rotate(out, hadamard_);
     if (options_.measure) SynchronizeDevice(device_);
@@ -169,7 +171,9 @@ class KvLayerCache final : public LayerKvCache {
     // (the store, the shapes and the page count repeat).
     const bool dense_steady = !quantized() && in_rows && rows_ == rows_before;
     const bool paged_steady = quantized() && pages_ == pages_before && store_.pages() == store_before && !options_.quant_stats &&
-                              !backend_->NeedsPageCounts(View(), n);
+                              certain_rows_ == certain_before && !backend_->NeedsPageCounts(View(), n);
+    floor_delta_ = floor_base_ - floor_before;  // (what a replay of this Forward moves the floor by)
+    last_tokens_ = n;
     steady_ = evicted_on_device_ && (dense_steady || paged_steady) && !options_.measure && backend_->replayable();
     if (options_.measure) {
       SynchronizeDevice(device_);
@@ -204,12 +208,21 @@ class KvLayerCache final : public LayerKvCache {
     steady_ = false;
   }
 
-  bool graph_ready() const override { return steady_; }
+  // (paged: while the rows the replayed attention takes as certain still are)
+  bool graph_ready() const override {
+    if (!steady_) return false;
+    if (!quantized()) return true;
+    ResolveCounts(/*wait=*/false);
+    return certain_rows_ <= last_tokens_ + PagesFloor() - 1;
+  }
   void Replayed() override {
     SR_CHECK(steady_, Error, "KV cache: a replayed Forward needs a steady cache");
     ++frames_;
     maintenance_ms_ = 0.0;
-    if (quantized()) counts_stale_ = true;  // (the replay kept pages on the device)
+    if (quantized()) {  // (the replay kept pages on the device)
+      counts_stale_ = true;
+      floor_base_ += floor_delta_;
+    }
   }
 
   void StepEnded() override {
@@ -282,6 +295,7 @@ class KvLayerCache final : public LayerKvCache {
     view.page_count = pages_;
     view.valid = &valid_;
     view.current_rows = tail_row_ == rows_ ? tail_tokens_ : 0;
+    view.certain_rows = quantized() && rows_ == 0 ? certain_rows_ : 0;
     return view;
   }
 
@@ -440,6 +454,7 @@ class KvLayerCache final : public LayerKvCache {
     backend_->StorePages(k, v, k_r, v_r, static_cast<int32_t>(frames_), store_, pages_, frame_counter_);
     if (frame_counter_.defined()) frame_counter_.add_(1);
     for (int64_t i = 0; i < add; ++i) valid_.push_back(static_cast<int32_t>(std::min(slots, n - i * slots)));
+    floor_base_ += n;
     if (options_.quant_stats) {
       // What the stored tokens read back as, against what they were stored from.
       auto [kd, vd] = DequantizePages(store_.Slice(pages_, add).To(at::kCPU));
@@ -554,10 +569,12 @@ class KvLayerCache final : public LayerKvCache {
     if (spare_.pages() != store_.pages()) spare_ = AllocatePages(layout_, store_.pages(), device_);
     GatherPages(store_.Head(pages_), first_pages, middle, spare_);
     CopyPages(store_, spare_.Slice(first_pages, kept), kept, first_pages);  // (the first pages are where they were)
+    floor_base_ = std::max(count, floor_base_ - (pages_ - count) * layout_.slots);  // (a dropped page held at most G)
     pages_ = count;
     if (device_.is_cpu()) {
       const at::Tensor counts = store_.meta.narrow(0, 0, count).select(1, 0).contiguous();
       valid_.assign(counts.data_ptr<int32_t>(), counts.data_ptr<int32_t>() + count);
+      SetFloorExact();
     } else {
       valid_.assign(static_cast<size_t>(count), 0);  // (placeholders: the pages appended next go after them)
       counts_stale_ = true;
@@ -603,9 +620,36 @@ class KvLayerCache final : public LayerKvCache {
     pages_ = count;
     valid_ = valid;
     counts_stale_ = false;
+    SetFloorExact();
   }
 
   // ---- the host mirror of the pages' valid counts ----
+
+  // A lower bound of the pages' valid tokens: exact from the host's counts, else the bound kept
+  // through the frames since they were (floor_base_: each frame's change bounded from below, an
+  // appended frame adding its tokens and a dropped page taking at most G; floor_gain_: the most a
+  // landed copy of an earlier frame showed it to be above that bound).
+  int64_t PagesFloor() const {
+    if (!counts_stale_) return std::accumulate(valid_.begin(), valid_.end(), int64_t{0});
+    return floor_base_ + floor_gain_;
+  }
+  void SetFloorExact() const {
+    floor_base_ = std::accumulate(valid_.begin(), valid_.end(), int64_t{0});
+    floor_gain_ = 0;
+    ++floor_epoch_;  // (copies queued before are measured against another bound)
+  }
+
+  // The rows [current frame; pages' valid slots] an attention over n current tokens may take as
+  // certain (KvView::certain_rows): whole buckets of kCertainRowsBucket below the floor, and the
+  // same as last frame's while those still are and lie within two buckets of it (a CUDA graph
+  // bakes them in, and cuDNN builds a plan per length).
+  // (No event query here: Forward may run inside a graph's capture. StepEnded and graph_ready
+  // take in the landed copies.)
+  void ChooseCertainRows(int64_t n) {
+    const int64_t certain = n + PagesFloor() - 1;  // (at least one row is left to the device's count)
+    if (certain_rows_ > 0 && certain_rows_ <= certain && certain - certain_rows_ < 2 * kCertainRowsBucket) return;
+    certain_rows_ = std::max<int64_t>(0, certain / kCertainRowsBucket * kCertainRowsBucket);
+  }
 
   // Tokens held, from the host's counts (exact unless counts_stale_).
   int64_t TokensNow() const { return rows_ + std::accumulate(valid_.begin(), valid_.end(), int64_t{0}); }
@@ -642,7 +686,7 @@ class KvLayerCache final : public LayerKvCache {
       host = at::empty({std::max<int64_t>(pages_, store_.pages()), 2}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
       counts_buffers_.push_back(host);
     }
-    CountsCopy copy{host, std::nullopt, frames_, pages_};
+    CountsCopy copy{host, std::nullopt, frames_, pages_, floor_base_, floor_epoch_};
     if (pages_ > 0) copy.host.narrow(0, 0, pages_).copy_(store_.meta.narrow(0, 0, pages_), /*non_blocking=*/true);
     copy.ready.emplace(device_.type());
     copy.ready->record(CurrentStream());
@@ -670,6 +714,10 @@ class KvLayerCache final : public LayerKvCache {
       if (c.frame == frames_ && c.pages == pages_) {
         valid_ = std::move(counts);
         counts_stale_ = false;
+        SetFloorExact();
+      } else if (c.epoch == floor_epoch_) {
+        // the pages' tokens then, moved on by the lower bounds of the changes since
+        floor_gain_ = std::max(floor_gain_, tokens - rows_ - c.floor_base);
       }
       counts_copies_.pop_front();
     }
@@ -677,6 +725,7 @@ class KvLayerCache final : public LayerKvCache {
       const at::Tensor m = store_.meta.narrow(0, 0, pages_).select(1, 0).to(at::kCPU).contiguous();
       valid_.assign(m.data_ptr<int32_t>(), m.data_ptr<int32_t>() + pages_);
       counts_stale_ = false;
+      SetFloorExact();
       NoteTokens(frames_, TokensNow());
     }
   }
@@ -715,10 +764,15 @@ class KvLayerCache final : public LayerKvCache {
     at::Tensor host;
     std::optional<c10::Event> ready;
     int64_t frame = 0, pages = 0;
+    int64_t floor_base = 0, epoch = 0;  // floor_base_ and floor_epoch_ when queued
   };
   mutable std::deque<CountsCopy> counts_copies_;
   std::vector<at::Tensor> counts_buffers_;
   mutable std::map<int64_t, int64_t> known_tokens_;  // tokens held after frame f (the last few)
+  // The lower bound of the pages' valid tokens (PagesFloor) and what a steady Forward moved it by;
+  // the certain rows of the last attention (ChooseCertainRows) and its current tokens.
+  mutable int64_t floor_base_ = 0, floor_gain_ = 0, floor_epoch_ = 0;
+  int64_t floor_delta_ = 0, certain_rows_ = 0, last_tokens_ = 0;
   QuantStats stats_;
   double maintenance_ms_ = 0.0;
   // GPU, background_maintenance: the stream pruning and storing run on, the events of its fork
