@@ -640,16 +640,19 @@ class KvLayerCache final : public LayerKvCache {
   }
 
   // The rows [current frame; pages' valid slots] an attention over n current tokens may take as
-  // certain (KvView::certain_rows): whole buckets of kCertainRowsBucket below the floor, and the
-  // same as last frame's while those still are and lie within two buckets of it (a CUDA graph
-  // bakes them in, and cuDNN builds a plan per length).
+  // certain (KvView::certain_rows): whole buckets of kCertainRowsBucket at least kCertainMargin
+  // below the floor when chosen, then the same as last frame's while those still are and lie
+  // within two buckets of it (a CUDA graph bakes them in, and cuDNN builds a plan per length). The
+  // margin keeps a choice from sitting just under the count, which wobbles by a few dozen tokens
+  // from frame to frame (call 114: a graph dropped and captured again every few frames).
   // (No event query here: Forward may run inside a graph's capture. StepEnded and graph_ready
   // take in the landed copies.)
   void ChooseCertainRows(int64_t n) {
     const int64_t certain = n + PagesFloor() - 1;  // (at least one row is left to the device's count)
     if (certain_rows_ > 0 && certain_rows_ <= certain && certain - certain_rows_ < 2 * kCertainRowsBucket) return;
-    certain_rows_ = std::max<int64_t>(0, certain / kCertainRowsBucket * kCertainRowsBucket);
+    certain_rows_ = std::max<int64_t>(0, (certain - kCertainMargin) / kCertainRowsBucket * kCertainRowsBucket);
   }
+  static constexpr int64_t kCertainMargin = 256;  // (tokens: 17 frames of the floor's fall without a landed copy)
 
   // Tokens held, from the host's counts (exact unless counts_stale_).
   int64_t TokensNow() const { return rows_ + std::accumulate(valid_.begin(), valid_.end(), int64_t{0}); }
