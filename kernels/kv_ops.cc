@@ -11,7 +11,7 @@
 #include <string>
 
 #include "core/errors.h"
-#include "core/kv/backend.h"
+#include "core/kv/backend.h"  // (kCertainRowsBucket)
 #include "core/kv/policy.h"
 #include "kernels/check_cuda.h"
 #include "kernels/kv_kernels.h"
@@ -151,7 +151,7 @@ at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const 
   return out;
 }
 
-constexpr int64_t kLengthBucket = kCertainRowsBucket;  // rows per cuDNN length bucket (kDequantSdpaBucketed, 2048)
+constexpr int64_t kLengthBucket = 2048;  // rows per cuDNN length bucket (kDequantSdpaBucketed)
 // Up to this many pages the dequantize kernel sums the counts itself (each block at most 4 loads a
 // thread): no upload, whose copy and its latency cost about 14 us before each layer's attention
 // (call 107; a 530 MB kivi4 budget holds about 570 pages a layer).
@@ -357,8 +357,8 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
   const int64_t heads = q.size(0), nq = q.size(1), nc = k_cur.size(1);
   if (pages.layout.heads != heads) throw Error("page store has " + std::to_string(pages.layout.heads) + " heads, queries have " + std::to_string(heads));
   const int64_t rows = nc + page_count * pages.layout.slots;
-  // cuDNN's rows: a whole number of buckets within the certain ones, once that length recurs
-  int64_t main = std::max<int64_t>(0, std::min(certain_rows, rows - 1)) / kLengthBucket * kLengthBucket;
+  // cuDNN's rows: the certain ones (whole buckets of kCertainRowsBucket), once that length recurs
+  int64_t main = std::max<int64_t>(0, std::min(certain_rows, rows - 1)) / kCertainRowsBucket * kCertainRowsBucket;
   if (main > 0 && lengths && !lengths->Recurring(main)) main = 0;
   const at::Tensor k = at::empty({heads, rows, 64}, q.options()), v = at::empty_like(k);
   const at::Tensor counted = at::empty({4}, q.options().dtype(at::kInt));

@@ -33,8 +33,10 @@ struct KvView {
   int64_t certain_rows = 0;
 };
 
-// The granularity of KvView::certain_rows: the CUDA backend's cuDNN length bucket (kernels/kv_ops.cc).
-inline constexpr int64_t kCertainRowsBucket = 2048;
+// The granularity of KvView::certain_rows: each distinct count is a cuDNN plan of the CUDA backend
+// (60-90 ms to build), and the rows past it go to the slower flash attention (call 115: a 2048-row
+// granularity left about 2k rows a layer to it, 1.6 ms a frame).
+inline constexpr int64_t kCertainRowsBucket = 1024;
 
 class KvBackend {
  public:
