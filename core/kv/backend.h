@@ -34,9 +34,11 @@ struct KvView {
 };
 
 // The granularity of KvView::certain_rows: each distinct count is a cuDNN plan of the CUDA backend
-// (60-90 ms to build), and the rows past it go to the slower flash attention (call 115: a 2048-row
-// granularity left about 2k rows a layer to it, 1.6 ms a frame).
-inline constexpr int64_t kCertainRowsBucket = 1024;
+// (60-90 ms to build), and the rows past it go to the slower flash attention. 2048 leaves about
+// 2k rows a layer to flash attention (call 115: 17.8 ms median kivi4 frames); 1024 gave 17.2 ms,
+// but counts chosen nearer the wobbling token count fell below it more often, and each time the
+// whole-step graph was captured again (55 captures in 2000 frames, p99 76 ms; call 116).
+inline constexpr int64_t kCertainRowsBucket = 2048;
 
 class KvBackend {
  public:
