@@ -3,7 +3,10 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <deque>
 #include <map>
+#include <numeric>
+#include <random>
 #include <set>
 
 #include "core/errors.h"
@@ -579,6 +582,70 @@ TEST(Budget, PlansFramesAndNamesTheMinimum) {
   } catch (const BudgetError& e) {
     EXPECT_NE(std::string(e.what()).find("minimum"), std::string::npos) << e.what();
   }
+}
+
+// The bound a GPU paged cache keeps of its tokens while the exact counts lag on the device
+// (layer_cache.cc): whole pages dropped at random (with partial pages, as frames of 1041 tokens
+// leave), frames appended, copies of the counts landing 0 to several frames late (and sometimes an
+// exact read): the bound never passes the tokens held, the rows taken as certain never pass the
+// rows there are, and the bound trails the count by no more than the slack of the frames whose
+// copies have not landed.
+TEST(TokenFloor, NeverAboveTheTokensHeldAndCloseOnceCopiesLand) {
+  std::mt19937 rng(5);
+  const int64_t slots = 32, n = 1041, add = CeilDiv(n, slots);
+  int64_t worst_gap = 0, changes = 0, checked = 0;
+  for (int trial = 0; trial < 20; ++trial) {
+    std::vector<int64_t> pages;  // each page's valid tokens
+    TokenFloor floor;
+    auto held = [&] { return std::accumulate(pages.begin(), pages.end(), int64_t{0}); };
+    auto append = [&] {
+      for (int64_t i = 0; i < add; ++i) pages.push_back(std::min(slots, n - i * slots));
+      floor.Append(n);
+    };
+    for (int f = 0; f < 17; ++f) append();
+    floor.SetExact(held());
+    std::deque<std::pair<TokenFloor::Mark, int64_t>> copies;  // queued, with the count each will show
+    int64_t certain = 0;
+    for (int frame = 0; frame < 300; ++frame) {
+      for (int64_t d = 0; d < add; ++d) pages.erase(pages.begin() + static_cast<int64_t>(rng() % pages.size()));
+      floor.DropPages(add, slots);
+      append();
+      copies.emplace_back(floor.mark(), held());
+      for (int64_t land = rng() % 3; land > 0 && !copies.empty(); --land) {
+        floor.Landed(copies.front().first, copies.front().second);
+        copies.pop_front();
+      }
+      if (rng() % 50 == 0) floor.SetExact(held());
+      ASSERT_LE(floor.value(), held()) << "trial " << trial << " frame " << frame;
+      const int64_t next = ChooseCertainRows(n, floor.value(), certain, 2048, 256);
+      changes += next != certain;
+      certain = next;
+      ASSERT_LE(certain, n + held() - 1) << "trial " << trial << " frame " << frame;
+      ASSERT_EQ(certain % 2048, 0);
+      // behind by at most a page's slots for each page dropped since the newest landed copy
+      const int64_t unlanded = static_cast<int64_t>(copies.size());
+      EXPECT_LE(held() - floor.value(), (unlanded + 1) * add * slots) << "trial " << trial << " frame " << frame;
+      worst_gap = std::max(worst_gap, held() - floor.value());
+      ++checked;
+    }
+  }
+  std::printf("[ info ] token floor: %lld frames, at most %lld tokens below the count, certain rows changed %lld times\n",
+              static_cast<long long>(checked), static_cast<long long>(worst_gap), static_cast<long long>(changes));
+}
+
+TEST(TokenFloor, CertainRowsKeepTheirCountWhileItHoldsAndLeaveAMarginWhenChosen) {
+  // chosen: whole buckets at least the margin below current + floor - 1
+  EXPECT_EQ(ChooseCertainRows(1041, 16977, 0, 2048, 256), 16384);
+  EXPECT_EQ(ChooseCertainRows(1041, 17600, 0, 2048, 256), 18432 - 2048);  // 18640 - 256 < 18432
+  EXPECT_EQ(ChooseCertainRows(1041, 17800, 0, 2048, 256), 18432);
+  // kept while it is at most current + floor - 1 and within two buckets of it
+  EXPECT_EQ(ChooseCertainRows(1041, 17392, 18432, 2048, 256), 18432);
+  EXPECT_EQ(ChooseCertainRows(1041, 17391, 18432, 2048, 256), 16384);  // fell below: chosen again
+  EXPECT_EQ(ChooseCertainRows(1041, 19000, 16384, 2048, 256), 16384);
+  EXPECT_EQ(ChooseCertainRows(1041, 20500, 16384, 2048, 256), 20480);  // grew past two buckets
+  // small caches and lagging floors: none
+  EXPECT_EQ(ChooseCertainRows(100, 500, 0, 2048, 256), 0);
+  EXPECT_EQ(ChooseCertainRows(1041, -3000, 0, 2048, 256), 0);
 }
 
 // A token cap below the first and the current frame is refused by the plan, and a cache given such

@@ -80,6 +80,12 @@ BudgetPlan PlanBudget(const KvCacheOptions& options, const CacheGeometry& g, int
   return plan;
 }
 
+int64_t ChooseCertainRows(int64_t current, int64_t floor, int64_t previous, int64_t bucket, int64_t margin) {
+  const int64_t certain = current + floor - 1;
+  if (previous > 0 && previous <= certain && certain - previous < 2 * bucket) return previous;
+  return std::max<int64_t>(0, (certain - margin) / bucket * bucket);
+}
+
 double EffectiveBits(int64_t bytes, int64_t tokens, int heads, int head_dim) {
   if (tokens <= 0) return 0.0;
   return 8.0 * static_cast<double>(bytes) / (2.0 * static_cast<double>(tokens) * heads * head_dim);

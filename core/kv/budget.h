@@ -5,6 +5,7 @@
 // is stored), the bytes of every cache together never exceed the budget. Torch-free.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -70,5 +71,44 @@ BudgetPlan PlanBudget(const KvCacheOptions& options, const CacheGeometry& geomet
 
 // Effective bits per stored K or V value: 8 * bytes / (2 * tokens * heads * head_dim).
 double EffectiveBits(int64_t bytes, int64_t tokens, int heads, int head_dim);
+
+// A lower bound of a paged cache's valid tokens while the exact count lags on the device (a GPU
+// keeps whole pages there, and the counts reach the host by copies that land later): each change
+// bounded from below (an appended frame adds its tokens, a dropped page takes at most a page's
+// slots), raised by what each landed copy showed of an earlier frame. value() never exceeds the
+// tokens held (tests/test_kv_cache.cc, TokenFloor.*).
+class TokenFloor {
+ public:
+  // Where the bound stood when a copy of the counts was queued.
+  struct Mark {
+    int64_t base = 0, epoch = 0;
+  };
+  int64_t value() const { return base_ + gain_; }
+  // The exact count (copies queued before are measured against another chain of bounds: ignored).
+  void SetExact(int64_t tokens) {
+    base_ = tokens;
+    gain_ = 0;
+    ++epoch_;
+  }
+  void Append(int64_t tokens) { base_ += tokens; }
+  void DropPages(int64_t pages, int64_t slots) { base_ -= pages * slots; }
+  // A change measured before (a CUDA graph's replay of a Forward whose change was `delta`).
+  void Advance(int64_t delta) { base_ += delta; }
+  int64_t base() const { return base_; }
+  Mark mark() const { return {base_, epoch_}; }
+  // A copy queued at `mark` landed, showing `exact` tokens then.
+  void Landed(const Mark& mark, int64_t exact) {
+    if (mark.epoch == epoch_) gain_ = std::max(gain_, exact - mark.base);
+  }
+
+ private:
+  int64_t base_ = 0, gain_ = 0, epoch_ = 0;
+};
+
+// The rows [current frame; the pages' valid slots] an attention over `current` tokens may take as
+// certain, given a floor of the pages' tokens: `previous` while it is at most current + floor - 1
+// (a row is left to the device's count) and within two buckets of that; else whole buckets at
+// least `margin` below it (0 when none).
+int64_t ChooseCertainRows(int64_t current, int64_t floor, int64_t previous, int64_t bucket, int64_t margin);
 
 }  // namespace streamrecon

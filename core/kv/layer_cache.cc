@@ -100,7 +100,7 @@ class KvLayerCache final : public LayerKvCache {
     // The host's page counts, where the backend reads them (else they may lag the device).
     if (quantized() && backend_->NeedsPageCounts(View(), n)) ResolveCounts(/*wait=*/true);
     if (!counts_stale_) NoteTokens(frames_, TokensNow());
-    const int64_t pages_before = pages_, store_before = store_.pages(), floor_before = floor_base_;
+    const int64_t pages_before = pages_, store_before = store_.pages(), floor_before = floor_.base();
     const at::ScalarType work = backend_->WorkType(q.scalar_type());
     // Unrotated formats hand q and k of one dtype on as they came (the CUDA backend attends and
     // stores in bf16, so casting a bf16 model's tensors to the fp32 work type and back would only
@@ -172,7 +172,7 @@ class KvLayerCache final : public LayerKvCache {
     const bool dense_steady = !quantized() && in_rows && rows_ == rows_before;
     const bool paged_steady = quantized() && pages_ == pages_before && store_.pages() == store_before && !options_.quant_stats &&
                               certain_rows_ == certain_before && !backend_->NeedsPageCounts(View(), n);
-    floor_delta_ = floor_base_ - floor_before;  // (what a replay of this Forward moves the floor by)
+    floor_delta_ = floor_.base() - floor_before;  // (what a replay of this Forward moves the floor by)
     last_tokens_ = n;
     steady_ = evicted_on_device_ && (dense_steady || paged_steady) && !options_.measure && backend_->replayable();
     if (options_.measure) {
@@ -221,7 +221,7 @@ class KvLayerCache final : public LayerKvCache {
     maintenance_ms_ = 0.0;
     if (quantized()) {  // (the replay kept pages on the device)
       counts_stale_ = true;
-      floor_base_ += floor_delta_;
+      floor_.Advance(floor_delta_);
     }
   }
 
@@ -454,7 +454,7 @@ class KvLayerCache final : public LayerKvCache {
     backend_->StorePages(k, v, k_r, v_r, static_cast<int32_t>(frames_), store_, pages_, frame_counter_);
     if (frame_counter_.defined()) frame_counter_.add_(1);
     for (int64_t i = 0; i < add; ++i) valid_.push_back(static_cast<int32_t>(std::min(slots, n - i * slots)));
-    floor_base_ += n;
+    floor_.Append(n);
     if (options_.quant_stats) {
       // What the stored tokens read back as, against what they were stored from.
       auto [kd, vd] = DequantizePages(store_.Slice(pages_, add).To(at::kCPU));
@@ -569,7 +569,7 @@ class KvLayerCache final : public LayerKvCache {
     if (spare_.pages() != store_.pages()) spare_ = AllocatePages(layout_, store_.pages(), device_);
     GatherPages(store_.Head(pages_), first_pages, middle, spare_);
     CopyPages(store_, spare_.Slice(first_pages, kept), kept, first_pages);  // (the first pages are where they were)
-    floor_base_ = std::max(count, floor_base_ - (pages_ - count) * layout_.slots);  // (a dropped page held at most G)
+    floor_.DropPages(pages_ - count, layout_.slots);
     pages_ = count;
     if (device_.is_cpu()) {
       const at::Tensor counts = store_.meta.narrow(0, 0, count).select(1, 0).contiguous();
@@ -626,18 +626,12 @@ class KvLayerCache final : public LayerKvCache {
   // ---- the host mirror of the pages' valid counts ----
 
   // A lower bound of the pages' valid tokens: exact from the host's counts, else the bound kept
-  // through the frames since they were (floor_base_: each frame's change bounded from below, an
-  // appended frame adding its tokens and a dropped page taking at most G; floor_gain_: the most a
-  // landed copy of an earlier frame showed it to be above that bound).
+  // through the frames since they were (TokenFloor, core/kv/budget.h).
   int64_t PagesFloor() const {
     if (!counts_stale_) return std::accumulate(valid_.begin(), valid_.end(), int64_t{0});
-    return floor_base_ + floor_gain_;
+    return floor_.value();
   }
-  void SetFloorExact() const {
-    floor_base_ = std::accumulate(valid_.begin(), valid_.end(), int64_t{0});
-    floor_gain_ = 0;
-    ++floor_epoch_;  // (copies queued before are measured against another bound)
-  }
+  void SetFloorExact() const { floor_.SetExact(std::accumulate(valid_.begin(), valid_.end(), int64_t{0})); }
 
   // The rows [current frame; pages' valid slots] an attention over n current tokens may take as
   // certain (KvView::certain_rows): whole buckets of kCertainRowsBucket at least kCertainMargin
@@ -648,9 +642,7 @@ class KvLayerCache final : public LayerKvCache {
   // (No event query here: Forward may run inside a graph's capture. StepEnded and graph_ready
   // take in the landed copies.)
   void ChooseCertainRows(int64_t n) {
-    const int64_t certain = n + PagesFloor() - 1;  // (at least one row is left to the device's count)
-    if (certain_rows_ > 0 && certain_rows_ <= certain && certain - certain_rows_ < 2 * kCertainRowsBucket) return;
-    certain_rows_ = std::max<int64_t>(0, (certain - kCertainMargin) / kCertainRowsBucket * kCertainRowsBucket);
+    certain_rows_ = streamrecon::ChooseCertainRows(n, PagesFloor(), certain_rows_, kCertainRowsBucket, kCertainMargin);
   }
   static constexpr int64_t kCertainMargin = 256;  // (tokens: 17 frames of the floor's fall without a landed copy)
 
@@ -689,7 +681,7 @@ class KvLayerCache final : public LayerKvCache {
       host = at::empty({std::max<int64_t>(pages_, store_.pages()), 2}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
       counts_buffers_.push_back(host);
     }
-    CountsCopy copy{host, std::nullopt, frames_, pages_, floor_base_, floor_epoch_};
+    CountsCopy copy{host, std::nullopt, frames_, pages_, floor_.mark()};
     if (pages_ > 0) copy.host.narrow(0, 0, pages_).copy_(store_.meta.narrow(0, 0, pages_), /*non_blocking=*/true);
     copy.ready.emplace(device_.type());
     copy.ready->record(CurrentStream());
@@ -718,9 +710,8 @@ class KvLayerCache final : public LayerKvCache {
         valid_ = std::move(counts);
         counts_stale_ = false;
         SetFloorExact();
-      } else if (c.epoch == floor_epoch_) {
-        // the pages' tokens then, moved on by the lower bounds of the changes since
-        floor_gain_ = std::max(floor_gain_, tokens - rows_ - c.floor_base);
+      } else {
+        floor_.Landed(c.mark, tokens - rows_);
       }
       counts_copies_.pop_front();
     }
@@ -767,14 +758,14 @@ class KvLayerCache final : public LayerKvCache {
     at::Tensor host;
     std::optional<c10::Event> ready;
     int64_t frame = 0, pages = 0;
-    int64_t floor_base = 0, epoch = 0;  // floor_base_ and floor_epoch_ when queued
+    TokenFloor::Mark mark;  // the floor's when queued
   };
   mutable std::deque<CountsCopy> counts_copies_;
   std::vector<at::Tensor> counts_buffers_;
   mutable std::map<int64_t, int64_t> known_tokens_;  // tokens held after frame f (the last few)
   // The lower bound of the pages' valid tokens (PagesFloor) and what a steady Forward moved it by;
   // the certain rows of the last attention (ChooseCertainRows) and its current tokens.
-  mutable int64_t floor_base_ = 0, floor_gain_ = 0, floor_epoch_ = 0;
+  mutable TokenFloor floor_;
   int64_t floor_delta_ = 0, certain_rows_ = 0, last_tokens_ = 0;
   QuantStats stats_;
   double maintenance_ms_ = 0.0;
