@@ -343,9 +343,10 @@ int RunStream(const StreamArgs& args) {
       stage_sum.patch_embed += st.patch_embed, stage_sum.blocks += st.blocks, stage_sum.kv_attention += st.kv_attention;
       stage_sum.cache_maintenance += st.cache_maintenance, stage_sum.camera_head += st.camera_head, stage_sum.dpt_heads += st.dpt_heads;
       const MemorySample m = DeviceMemory(args.model.Device());
-      // (pipelined, the frame just waited for is the one before the last step: its tokens have
-      // reached the host, the last step's may not have)
-      const int64_t layer0_tokens = pipelined ? model.CacheBeforeLastStep().tokens_per_layer.at(0) : model.CachedTokens(0);
+      // (pipelined, the frame just waited for is the one before the last step, except at the first
+      // and the last frame: its tokens have reached the host, the last step's may not have)
+      const bool waited_for_last = !pipelined || i == 0 || i + 1 == args.frames;
+      const int64_t layer0_tokens = waited_for_last ? model.CachedTokens(0) : model.CacheBeforeLastStep().tokens_per_layer.at(0);
       mem_peak.current = std::max(mem_peak.current, m.current);
       mem_peak.peak = std::max(mem_peak.peak, m.peak);
       csv << i + 1 << ',' << ms.back() << ',' << st.patch_embed << ',' << st.blocks << ',' << st.kv_attention << ','

@@ -51,6 +51,12 @@ void CheckPages(const PagedKv& p) {
   if (p.layout.head_dim != 64) throw Error("CUDA KV kernels support head dimension 64, got " + std::to_string(p.layout.head_dim));
 }
 
+// The page store and queries of `heads` heads, checked together.
+void CheckPagesFor(const PagedKv& p, int64_t heads) {
+  CheckPages(p);
+  if (p.layout.heads != heads) throw Error("page store has " + std::to_string(p.layout.heads) + " heads, queries have " + std::to_string(heads));
+}
+
 }  // namespace
 
 void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool v_hadamard, int frame, PagedKv& store,
@@ -152,12 +158,16 @@ at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const 
 }
 
 constexpr int64_t kLengthBucket = 2048;  // rows per cuDNN length bucket (kDequantSdpaBucketed)
+constexpr double kScale = 0.125;  // 1 / sqrt(kKernelHeadDim)
 // Up to this many pages the dequantize kernel sums the counts itself (each block at most 4 loads a
 // thread): no upload, whose copy and its latency cost about 14 us before each layer's attention
 // (call 107; a 530 MB kivi4 budget holds about 570 pages a layer).
 constexpr int64_t kInKernelPrefixPages = 1024;
 
 constexpr int64_t kDefaultChunkTokens = 131072;
+int64_t ChunkTokens(const KernelOptions& options) {
+  return options.attention_chunk_tokens > 0 ? options.attention_chunk_tokens : kDefaultChunkTokens;
+}
 
 // One attention call on [H, N, D] tensors (scale 1/8). With `lse` also its log-sum-exp (natural log,
 // float [H, Nq]). `backend`: the caller's choice (KernelOptions::sdpa); kAuto is torch's own choice,
@@ -285,8 +295,16 @@ at::Tensor ValidPrefix(const PagedKv& pages, int64_t first, int64_t count, const
 }
 
 // Expands pages [first, first + count) into k_out/v_out, the current frame (if given) after them.
+// Ragged extras (RaggedPagesAttention): the chunk's first valid slot's row, and the device lengths
+// {0, queries, 0, rows counted - lengths_base} the kernel writes.
+struct DequantLengths {
+  int64_t page_row = 0;
+  int32_t* lengths = nullptr;
+  int64_t queries = 0, lengths_base = 0;
+};
 void LaunchDequant(const PagedKv& pages, int64_t page_count, int64_t first, int64_t count, const std::vector<int32_t>* counts,
-                   const at::Tensor& k_out, const at::Tensor& v_out, const at::Tensor& k_cur, const at::Tensor& v_cur, int64_t cur_row) {
+                   const at::Tensor& k_out, const at::Tensor& v_out, const at::Tensor& k_cur, const at::Tensor& v_cur, int64_t cur_row,
+                   const DequantLengths& ragged = {}) {
   // Up to kInKernelPrefixPages pages the kernel sums the counts itself (no upload, one launch less).
   const at::Tensor prefix = count > kInKernelPrefixPages ? ValidPrefix(pages, first, count, counts) : at::Tensor();
   DequantParams p;
@@ -304,6 +322,10 @@ void LaunchDequant(const PagedKv& pages, int64_t page_count, int64_t first, int6
     p.cur_tokens = static_cast<int>(k_cur.size(1));
     p.cur_row = static_cast<int>(cur_row);
   }
+  p.page_row = static_cast<int>(ragged.page_row);
+  p.lengths = ragged.lengths;
+  p.queries = static_cast<int>(ragged.queries);
+  p.lengths_base = static_cast<int>(ragged.lengths_base);
   CheckCuda(LaunchDequantizePages(p, pages.layout.bits, at::cuda::getCurrentCUDAStream()), "KV dequantize kernel");
 }
 
@@ -329,9 +351,7 @@ at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, con
     return Int8AttentionCuda(q, dense_tokens > 0 ? QuantizeInt8RowsCuda(dense_k, dense_v, dense_tokens, k_cur, v_cur)
                                                  : QuantizeInt8RowsCuda(k_cur, v_cur, k_cur.size(1)),
                              splits);
-  CheckPages(*pages);
-  if (pages->layout.heads != q.size(0))
-    throw Error("page store has " + std::to_string(pages->layout.heads) + " heads, queries have " + std::to_string(q.size(0)));
+  CheckPagesFor(*pages, q.size(0));
   std::vector<int32_t> read_back;
   const std::vector<int32_t>& counts = *PageCounts(*pages, page_count, page_valid, read_back);
   int64_t tokens = 0;
@@ -353,37 +373,22 @@ at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, con
 // No host copy of the pages' counts, and no shape that depends on them.
 at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64_t page_count, const at::Tensor& k_cur,
                                 const at::Tensor& v_cur, int64_t certain_rows, const KernelOptions& options, RecurringLengths* lengths) {
-  CheckPages(pages);
   const int64_t heads = q.size(0), nq = q.size(1), nc = k_cur.size(1);
-  if (pages.layout.heads != heads) throw Error("page store has " + std::to_string(pages.layout.heads) + " heads, queries have " + std::to_string(heads));
+  CheckPagesFor(pages, heads);
   const int64_t rows = nc + page_count * pages.layout.slots;
   // cuDNN's rows: the certain ones (whole buckets of kCertainRowsBucket), once that length recurs
   int64_t main = std::max<int64_t>(0, std::min(certain_rows, rows - 1)) / kCertainRowsBucket * kCertainRowsBucket;
   if (main > 0 && lengths && !lengths->Recurring(main)) main = 0;
-  const at::Tensor k = at::empty({heads, rows, 64}, q.options()), v = at::empty_like(k);
+  // (cuDNN's plans are keyed by strides too: a head stride in whole buckets changes with the page
+  // count only every bucket's worth of pages)
+  const int64_t stride = (rows + kCertainRowsBucket - 1) / kCertainRowsBucket * kCertainRowsBucket;
+  const at::Tensor k = at::empty({heads, stride, kKernelHeadDim}, q.options()), v = at::empty_like(k);
   const at::Tensor counted = at::empty({4}, q.options().dtype(at::kInt));
-  const at::Tensor prefix = page_count > kInKernelPrefixPages ? ValidPrefix(pages, 0, page_count, nullptr) : at::Tensor();
-  DequantParams p;
-  p.pages = View(pages, page_count);
-  p.valid_prefix = prefix.defined() ? prefix.data_ptr<int32_t>() : nullptr;
-  p.heads = static_cast<int>(heads);
-  p.page_count = static_cast<int>(page_count);
-  p.k_out = reinterpret_cast<uint16_t*>(k.data_ptr<at::BFloat16>());
-  p.v_out = reinterpret_cast<uint16_t*>(v.data_ptr<at::BFloat16>());
-  p.head_stride = rows;
-  p.k_cur = reinterpret_cast<const uint16_t*>(k_cur.data_ptr<at::BFloat16>());
-  p.v_cur = reinterpret_cast<const uint16_t*>(v_cur.data_ptr<at::BFloat16>());
-  p.cur_tokens = static_cast<int>(nc);
-  p.cur_row = 0;
-  p.page_row = static_cast<int>(nc);
-  p.lengths = counted.data_ptr<int32_t>();
-  p.queries = static_cast<int>(nq);
-  p.lengths_base = static_cast<int>(main);
-  CheckCuda(LaunchDequantizePages(p, pages.layout.bits, at::cuda::getCurrentCUDAStream()), "KV dequantize kernel");
+  LaunchDequant(pages, page_count, 0, page_count, nullptr, k, v, k_cur, v_cur, 0, DequantLengths{nc, counted.data_ptr<int32_t>(), nq, main});
   // the rows from `main` on: [T, H, D] views of the head-major rows (flash takes any row and head strides)
   const at::Tensor k_rest = k.narrow(1, main, rows - main), v_rest = v.narrow(1, main, rows - main);
   const auto r = at::_flash_attention_forward(q.transpose(0, 1), k_rest.transpose(0, 1), v_rest.transpose(0, 1), counted.narrow(0, 0, 2),
-                                              counted.narrow(0, 2, 2), nq, rows - main, 0.0, false, false, 0.125);
+                                              counted.narrow(0, 2, 2), nq, rows - main, 0.0, false, false, kScale);
   const at::Tensor o_rest = std::get<0>(r).transpose(0, 1);
   if (main == 0) return o_rest;
   at::Tensor out, lse, l_main;
@@ -400,7 +405,7 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
                                 const std::vector<int32_t>* page_valid, int64_t bucket, const KernelOptions& options,
                                 RecurringLengths* lengths) {
   const int64_t heads = q.size(0), nc = k_cur.size(1);
-  const int64_t chunk = options.attention_chunk_tokens > 0 ? options.attention_chunk_tokens : kDefaultChunkTokens;
+  const int64_t chunk = ChunkTokens(options);
   const SdpaBackend sdpa = options.sdpa;
   at::Tensor out, lse;
   if (!pages || page_count == 0) {
@@ -412,8 +417,7 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
     AttendRows(q, k_cur, v_cur, nc, 0, sdpa, out, lse);
     return out.to(at::kBFloat16);
   }
-  CheckPages(*pages);
-  if (pages->layout.heads != heads) throw Error("page store has " + std::to_string(pages->layout.heads) + " heads, queries have " + std::to_string(heads));
+  CheckPagesFor(*pages, heads);
   std::vector<int32_t> read_back;
   page_valid = PageCounts(*pages, page_count, page_valid, read_back);
   const std::vector<int32_t>& counts = *page_valid;
@@ -443,11 +447,12 @@ at::Tensor DequantSdpaAttention(const at::Tensor& q, const at::Tensor& dense_k, 
 
 }  // namespace
 
-bool RaggedServes(const PagedKv& pages, int64_t page_count, int64_t current_tokens, const KernelOptions& options) {
-  const int64_t chunk = options.attention_chunk_tokens > 0 ? options.attention_chunk_tokens : kDefaultChunkTokens;
-  return (options.sdpa == SdpaBackend::kAuto || options.sdpa == SdpaBackend::kFlash) &&
-         at::cuda::getCurrentDeviceProperties()->major >= 8 && current_tokens > 0 &&
-         current_tokens + page_count * pages.layout.slots <= chunk;
+bool RaggedAttends(AttentionPath path, const PagedKv* pages, int64_t page_count, int64_t dense_tokens, int64_t current_tokens,
+                   const KernelOptions& options) {
+  if (path == AttentionPath::kAuto) path = options.attention;
+  return path == AttentionPath::kDequantRagged && pages && page_count > 0 && dense_tokens == 0 && current_tokens > 0 &&
+         (options.sdpa == SdpaBackend::kAuto || options.sdpa == SdpaBackend::kFlash) &&
+         at::cuda::getCurrentDeviceProperties()->major >= 8 && current_tokens + page_count * pages->layout.slots <= ChunkTokens(options);
 }
 
 at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
@@ -469,7 +474,7 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
   if (resolved == AttentionPath::kFused) return FusedAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits, options);
   if (resolved == AttentionPath::kInt8) return Int8PathAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, splits);
   if (resolved == AttentionPath::kDequantRagged) {
-    if (pages && page_count > 0 && dense_tokens == 0 && RaggedServes(*pages, page_count, k_cur.size(1), options))
+    if (RaggedAttends(resolved, pages, page_count, dense_tokens, k_cur.size(1), options))
       return RaggedPagesAttention(q, *pages, page_count, k_cur, v_cur, certain_rows, options, lengths);
     resolved = AttentionPath::kDequantSdpaBucketed;  // (what it does not serve: the changing lengths' path)
   }
@@ -486,7 +491,7 @@ at::Tensor AttentionRowsCuda(const at::Tensor& q, const at::Tensor& k, const at:
       v.strides() != k.strides() || rows < 1 || k.size(1) < rows)
     throw Error("attention over rows: expected bf16 CUDA k, v [" + std::to_string(q.size(0)) + ", >= " + std::to_string(rows) +
                 ", 64] with rows contiguous, got " + Describe(k) + " and " + Describe(v));
-  const int64_t chunk = options.attention_chunk_tokens > 0 ? options.attention_chunk_tokens : kDefaultChunkTokens;
+  const int64_t chunk = ChunkTokens(options);
   if (same_length && rows <= chunk) return Sdpa(q, k.narrow(1, 0, rows), v.narrow(1, 0, rows), nullptr, options.sdpa);
   at::Tensor out, lse;
   for (int64_t s = 0; s < rows; s += chunk) {

@@ -66,10 +66,11 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
                          int splits = 0, AttentionPath path = AttentionPath::kAuto, const std::vector<int32_t>* page_valid = nullptr,
                          const KernelOptions& options = {}, RecurringLengths* lengths = nullptr, int64_t certain_rows = 0);
 
-// Whether kDequantRagged serves `page_count` pages of `pages` and a current frame of that many
-// tokens: flash attention on the device (sm80 on), options.sdpa auto or flash, the rows within
-// options.attention_chunk_tokens.
-bool RaggedServes(const PagedKv& pages, int64_t page_count, int64_t current_tokens, const KernelOptions& options);
+// Whether AttentionCuda takes the kDequantRagged path (and so reads no host counts) for this path
+// (kAuto: options.attention), cache and current frame: pages only, flash attention on the device
+// (sm80 on), options.sdpa auto or flash, the rows within options.attention_chunk_tokens.
+bool RaggedAttends(AttentionPath path, const PagedKv* pages, int64_t page_count, int64_t dense_tokens, int64_t current_tokens,
+                   const KernelOptions& options);
 
 // Attention of q (bf16 [H, Nq, D]) over rows [0, rows) of a dense cache that already holds the
 // current frame (k, v bf16 [H, >= rows, D], rows contiguous). `same_length`: the length of the

@@ -1,7 +1,8 @@
 // CUDA graphs of the streaming step (ModelOptions::cuda_graphs): the embedding, each segment
 // between two cache attentions and the DPT heads are captured once per frame size and replayed;
 // the cache attentions run eagerly between them while their lengths change. Once every global
-// cache is steady (graph_ready: a full dense cache evicting as many rows as a frame adds), the
+// cache is steady (graph_ready: a full dense cache evicting as many rows as a frame adds, or a
+// paged one keeping as many whole pages on the device as a frame adds), the
 // whole aggregator with its cache attentions is captured as one graph and the DPT heads as
 // another, and the step makes no per-layer host work at all. The DPT heads' graphs have two
 // branches (the point head on a second stream). The camera head (4 iterations of the trunk over

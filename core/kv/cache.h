@@ -44,8 +44,9 @@ class LayerKvCache {
   virtual int64_t tokens() const = 0;  // tokens held
   // Tokens held when the last Forward began (after the frame before it; 0 before any frame): what
   // a caller that has already queued the next frame reports for the frame it completes. (A paged
-  // cache on a GPU knows its token count once the counts StepEnded queued have landed: this waits
-  // for the frame before the last one at most.)
+  // cache on a GPU knows its token count once a copy of its counts has landed: this waits for the
+  // frame before the last one at most. Where no copy of that frame was made, e.g. after a failed
+  // graph capture, it gives tokens() instead.) Both this and tokens() may wait for the device.
   virtual int64_t tokens_before_last_frame() const { return tokens(); }
   virtual int64_t bytes() const = 0;   // bytes held (codes, params, norms, page table)
   virtual QuantStats quant_stats() const = 0;  // with options.quant_stats, else zeros

@@ -87,8 +87,8 @@ class CudaBackend final : public KvBackend {
   // The ragged path (the default) reads the counts on the device; the others and the scores' are
   // sized on the host.
   bool NeedsPageCounts(const KvView& kept, int64_t current_tokens) const override {
-    return kept.page_count > 0 && !(Path() == AttentionPath::kDequantRagged && kept.dense_tokens == 0 &&
-                                    kernels::RaggedServes(*kept.pages, kept.page_count, current_tokens, options_.kernels));
+    return kept.page_count > 0 &&
+           !kernels::RaggedAttends(Path(), kept.pages, kept.page_count, kept.dense_tokens, current_tokens, options_.kernels);
   }
 
  private:

@@ -99,7 +99,15 @@ class KvLayerCache final : public LayerKvCache {
              "KV cache: this layer holds " << heads_ << " heads of " << head_dim_ << " channels, the frame has " << k.sizes());
     // The host's page counts, where the backend reads them (else they may lag the device).
     if (quantized() && backend_->NeedsPageCounts(View(), n)) ResolveCounts(/*wait=*/true);
-    if (!counts_stale_) NoteTokens(frames_, TokensNow());
+    if (!counts_stale_) {
+      NoteTokens(frames_, TokensNow());
+    } else if (!steady_ && known_tokens_.count(frames_) == 0 &&
+               std::none_of(counts_copies_.begin(), counts_copies_.end(), [&](const CountsCopy& c) { return c.frame == frames_; })) {
+      // a caller that does not call StepEnded: the counts this frame starts from, for
+      // tokens_before_last_frame (a steady cache may be inside a graph's capture: not there, but
+      // a model's step queued them)
+      QueueCountsCopy(frames_);
+    }
     const int64_t pages_before = pages_, store_before = store_.pages(), floor_before = floor_.base();
     const at::ScalarType work = backend_->WorkType(q.scalar_type());
     // Unrotated formats hand q and k of one dtype on as they came (the CUDA backend attends and
@@ -155,6 +163,9 @@ class KvLayerCache final : public LayerKvCache {
           else PruneRows(q_r, n);
         }
         Append(k, v, k_r, v_r);
+        // A backend that reads the counts at the next frame gets them copied right after this
+        // layer's maintenance, as the host runs ahead (not a steady cache's: never captured).
+        if (counts_stale_ && backend_->NeedsPageCounts(View(), n)) QueueCountsCopy(frames_ + 1);
       } catch (...) {
         try {
           leave();
@@ -221,14 +232,15 @@ class KvLayerCache final : public LayerKvCache {
     maintenance_ms_ = 0.0;
     if (quantized()) {  // (the replay kept pages on the device)
       counts_stale_ = true;
+      ++counts_version_;
       floor_.Advance(floor_delta_);
     }
   }
 
   void StepEnded() override {
-    if (!counts_stale_) return;
+    if (!counts_stale_ || (!counts_copies_.empty() && counts_copies_.back().frame == frames_)) return;
     JoinMaintenance();
-    QueueCountsCopy();
+    QueueCountsCopy(frames_);
   }
 
   int64_t tokens() const override {
@@ -293,7 +305,7 @@ class KvLayerCache final : public LayerKvCache {
     view.dense_tokens = rows_;
     view.pages = &store_;
     view.page_count = pages_;
-    view.valid = &valid_;
+    view.valid = counts_stale_ ? nullptr : &valid_;  // (stale: placeholders; a backend then reads the device's)
     view.current_rows = tail_row_ == rows_ ? tail_tokens_ : 0;
     view.certain_rows = quantized() && rows_ == 0 ? certain_rows_ : 0;
     return view;
@@ -352,7 +364,7 @@ class KvLayerCache final : public LayerKvCache {
     if (t.defined() && t.is_cuda()) t.record_stream(stream);
   }
   void MarkStorageUsed(const c10::Stream& stream) const {
-    for (const at::Tensor* t : {&dense_k_, &dense_v_, &order_}) MarkUsed(*t, stream);
+    for (const at::Tensor* t : {&dense_k_, &dense_v_, &order_, &frame_counter_}) MarkUsed(*t, stream);
     for (const PagedKv* pages : {&store_, &spare_}) pages->ForEach([&](const at::Tensor& t) { MarkUsed(t, stream); });
   }
 
@@ -455,6 +467,7 @@ class KvLayerCache final : public LayerKvCache {
     if (frame_counter_.defined()) frame_counter_.add_(1);
     for (int64_t i = 0; i < add; ++i) valid_.push_back(static_cast<int32_t>(std::min(slots, n - i * slots)));
     floor_.Append(n);
+    ++counts_version_;
     if (options_.quant_stats) {
       // What the stored tokens read back as, against what they were stored from.
       auto [kd, vd] = DequantizePages(store_.Slice(pages_, add).To(at::kCPU));
@@ -570,6 +583,7 @@ class KvLayerCache final : public LayerKvCache {
     GatherPages(store_.Head(pages_), first_pages, middle, spare_);
     CopyPages(store_, spare_.Slice(first_pages, kept), kept, first_pages);  // (the first pages are where they were)
     floor_.DropPages(pages_ - count, layout_.slots);
+    ++counts_version_;
     pages_ = count;
     if (device_.is_cpu()) {
       const at::Tensor counts = store_.meta.narrow(0, 0, count).select(1, 0).contiguous();
@@ -620,6 +634,7 @@ class KvLayerCache final : public LayerKvCache {
     pages_ = count;
     valid_ = valid;
     counts_stale_ = false;
+    ++counts_version_;
     SetFloorExact();
   }
 
@@ -668,20 +683,23 @@ class KvLayerCache final : public LayerKvCache {
 
   // On a GPU, after the step (StepEnded): the page metadata as it is once the step's work is done,
   // copied into pinned memory on the current stream, to land while the host queues the next frames.
-  void QueueCountsCopy() {
+  // `frame`: the frames_ the copied counts belong to (after the Forward that queues it).
+  void QueueCountsCopy(int64_t frame) {
     ResolveCounts(/*wait=*/false);  // (frees the copies that landed)
     while (counts_copies_.size() >= 3) ResolveCounts(/*wait=*/true, counts_copies_.front().frame);  // (a host far ahead)
+    // a free pinned buffer (held by no queued copy) large enough; smaller free ones are dropped
     at::Tensor host;
-    for (at::Tensor& b : counts_buffers_)
-      if (b.use_count() == 1 && b.size(0) >= pages_) {
-        host = b;
-        break;
-      }
+    for (auto it = counts_buffers_.begin(); it != counts_buffers_.end();) {
+      const bool free = it->use_count() == 1;
+      if (free && !host.defined() && it->size(0) >= pages_) host = *it;
+      if (free && it->size(0) < pages_) it = counts_buffers_.erase(it);
+      else ++it;
+    }
     if (!host.defined()) {
       host = at::empty({std::max<int64_t>(pages_, store_.pages()), 2}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
       counts_buffers_.push_back(host);
     }
-    CountsCopy copy{host, std::nullopt, frames_, pages_, floor_.mark()};
+    CountsCopy copy{host, std::nullopt, frame, pages_, counts_version_, floor_.mark()};
     if (pages_ > 0) copy.host.narrow(0, 0, pages_).copy_(store_.meta.narrow(0, 0, pages_), /*non_blocking=*/true);
     copy.ready.emplace(device_.type());
     copy.ready->record(CurrentStream());
@@ -706,7 +724,7 @@ class KvLayerCache final : public LayerKvCache {
       std::vector<int32_t> counts(static_cast<size_t>(c.pages));
       for (int64_t p = 0; p < c.pages; ++p) tokens += counts[p] = m[2 * p];
       NoteTokens(c.frame, tokens);
-      if (c.frame == frames_ && c.pages == pages_) {
+      if (c.version == counts_version_) {  // (nothing changed the pages since it was queued)
         valid_ = std::move(counts);
         counts_stale_ = false;
         SetFloorExact();
@@ -716,6 +734,7 @@ class KvLayerCache final : public LayerKvCache {
       counts_copies_.pop_front();
     }
     if (wait && frame < 0 && counts_stale_) {
+      JoinMaintenance();  // (the maintenance stream may still be writing them)
       const at::Tensor m = store_.meta.narrow(0, 0, pages_).select(1, 0).to(at::kCPU).contiguous();
       valid_.assign(m.data_ptr<int32_t>(), m.data_ptr<int32_t>() + pages_);
       counts_stale_ = false;
@@ -758,6 +777,7 @@ class KvLayerCache final : public LayerKvCache {
     at::Tensor host;
     std::optional<c10::Event> ready;
     int64_t frame = 0, pages = 0;
+    int64_t version = 0;    // counts_version_ when queued
     TokenFloor::Mark mark;  // the floor's when queued
   };
   mutable std::deque<CountsCopy> counts_copies_;
@@ -766,6 +786,7 @@ class KvLayerCache final : public LayerKvCache {
   // The lower bound of the pages' valid tokens (PagesFloor) and what a steady Forward moved it by;
   // the certain rows of the last attention (ChooseCertainRows) and its current tokens.
   mutable TokenFloor floor_;
+  int64_t counts_version_ = 0;  // changes whenever the pages or their counts change on the device
   int64_t floor_delta_ = 0, certain_rows_ = 0, last_tokens_ = 0;
   QuantStats stats_;
   double maintenance_ms_ = 0.0;
