@@ -15,6 +15,9 @@
 namespace streamrecon::kernels {
 namespace {
 
+// The stored pages' frame number: the device counter's when given (a CUDA graph's replays advance it).
+__device__ __forceinline__ int32_t FrameNumber(const AppendParams& p) { return p.frame_counter ? *p.frame_counter : p.frame; }
+
 constexpr int kMaxHeads = 16;  // one warp per head, at most 512 threads (128 registers each)
 
 // The codes of channels (2l, 2l+1) packed LSB-first into the row of `kBits`-bit codes.
@@ -136,7 +139,7 @@ __global__ void __launch_bounds__(32 * kMaxHeads) AppendPagesKernel(AppendParams
     for (int t = lane; t < kSlots; t += 32) p.norms[out_page * kSlots + t] = (p.oscar && t < tn) ? token_norm[t] : 1.0f;
     if (lane == 0) {
       p.meta[2 * out_page] = tn;
-      p.meta[2 * out_page + 1] = p.frame_counter ? *p.frame_counter : p.frame;
+      p.meta[2 * out_page + 1] = FrameNumber(p);
     }
   }
 }
@@ -449,7 +452,7 @@ __device__ __forceinline__ void QuantizeKeyPage(const AppendParams& p, HeadStage
       p.norms[out_page * kSlots + t] = (kOscar && real) ? sh.norm[t] : 1.0f;
       if (t == 0) {
         p.meta[2 * out_page] = tn;
-        p.meta[2 * out_page + 1] = p.frame_counter ? *p.frame_counter : p.frame;
+        p.meta[2 * out_page + 1] = FrameNumber(p);
       }
     }
   }

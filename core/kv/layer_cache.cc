@@ -101,8 +101,7 @@ class KvLayerCache final : public LayerKvCache {
     if (quantized() && backend_->NeedsPageCounts(View(), n)) ResolveCounts(/*wait=*/true);
     if (!counts_stale_) {
       NoteTokens(frames_, TokensNow());
-    } else if (!steady_ && known_tokens_.count(frames_) == 0 &&
-               std::none_of(counts_copies_.begin(), counts_copies_.end(), [&](const CountsCopy& c) { return c.frame == frames_; })) {
+    } else if (!steady_ && known_tokens_.count(frames_) == 0 && !CopyQueuedFor(frames_)) {
       // a caller that does not call StepEnded: the counts this frame starts from, for
       // tokens_before_last_frame (a steady cache may be inside a graph's capture: not there, but
       // a model's step queued them)
@@ -545,7 +544,7 @@ class KvLayerCache final : public LayerKvCache {
     const LayerBudget budget(capacity_, first_tokens_ + n, first_bytes + CeilDiv(n, layout_.slots) * page_bytes);
     // (a token cap needs the counts on the host; bytes alone do not)
     if (budget.tokens_left >= 0) ResolveCounts(/*wait=*/true);
-    const int64_t middle_tokens = budget.tokens_left >= 0 ? std::accumulate(valid_.begin() + first_pages, valid_.end(), int64_t{0}) : 0;
+    const int64_t middle_tokens = budget.tokens_left >= 0 ? ValidSum() - std::accumulate(valid_.begin(), valid_.begin() + first_pages, int64_t{0}) : 0;
     if (budget.Fits(middle_tokens, middle_pages * page_bytes)) return;
     const at::Tensor scores =
         PolicyScores(options_.policy, backend_->Scores(Pooled(q_r), View(), first_tokens_, first_pages), options_.seed, frames_);
@@ -586,9 +585,7 @@ class KvLayerCache final : public LayerKvCache {
     ++counts_version_;
     pages_ = count;
     if (device_.is_cpu()) {
-      const at::Tensor counts = store_.meta.narrow(0, 0, count).select(1, 0).contiguous();
-      valid_.assign(counts.data_ptr<int32_t>(), counts.data_ptr<int32_t>() + count);
-      SetFloorExact();
+      ReadCounts();
     } else {
       valid_.assign(static_cast<size_t>(count), 0);  // (placeholders: the pages appended next go after them)
       counts_stale_ = true;
@@ -642,11 +639,22 @@ class KvLayerCache final : public LayerKvCache {
 
   // A lower bound of the pages' valid tokens: exact from the host's counts, else the bound kept
   // through the frames since they were (TokenFloor, core/kv/budget.h).
-  int64_t PagesFloor() const {
-    if (!counts_stale_) return std::accumulate(valid_.begin(), valid_.end(), int64_t{0});
-    return floor_.value();
+  int64_t PagesFloor() const { return counts_stale_ ? floor_.value() : ValidSum(); }
+  void SetFloorExact() const { floor_.SetExact(ValidSum()); }
+  // The pages' valid tokens by the host's counts.
+  int64_t ValidSum() const { return std::accumulate(valid_.begin(), valid_.end(), int64_t{0}); }
+  bool CopyQueuedFor(int64_t frame) const {
+    return std::any_of(counts_copies_.begin(), counts_copies_.end(), [&](const CountsCopy& c) { return c.frame == frame; });
   }
-  void SetFloorExact() const { floor_.SetExact(std::accumulate(valid_.begin(), valid_.end(), int64_t{0})); }
+  // The counts read from the page metadata (on a GPU a synchronisation, after the maintenance):
+  // the host's copy exact again.
+  void ReadCounts() const {
+    JoinMaintenance();  // (the maintenance stream may still be writing them)
+    const at::Tensor m = store_.meta.narrow(0, 0, pages_).select(1, 0).to(at::kCPU).contiguous();
+    valid_.assign(m.data_ptr<int32_t>(), m.data_ptr<int32_t>() + pages_);
+    counts_stale_ = false;
+    SetFloorExact();
+  }
 
   // The rows [current frame; pages' valid slots] an attention over n current tokens may take as
   // certain (KvView::certain_rows): whole buckets of kCertainRowsBucket at least kCertainMargin
@@ -662,7 +670,7 @@ class KvLayerCache final : public LayerKvCache {
   static constexpr int64_t kCertainMargin = 256;  // (tokens: 17 frames of the floor's fall without a landed copy)
 
   // Tokens held, from the host's counts (exact unless counts_stale_).
-  int64_t TokensNow() const { return rows_ + std::accumulate(valid_.begin(), valid_.end(), int64_t{0}); }
+  int64_t TokensNow() const { return rows_ + ValidSum(); }
 
   // The tokens held after the Forward that made frames_ == frame, where known (a short history:
   // tokens_before_last_frame asks for the frame before the last).
@@ -674,8 +682,7 @@ class KvLayerCache final : public LayerKvCache {
     ResolveCounts(/*wait=*/false);
     if (known_tokens_.count(frame) == 0) {
       // a copy of that frame's counts on its way: wait for it (the frame before the last one)
-      const bool queued = std::any_of(counts_copies_.begin(), counts_copies_.end(), [&](const CountsCopy& c) { return c.frame == frame; });
-      if (!queued) return std::nullopt;
+      if (!CopyQueuedFor(frame)) return std::nullopt;
       ResolveCounts(/*wait=*/true, frame);
     }
     return known_tokens_.at(frame);
@@ -734,11 +741,7 @@ class KvLayerCache final : public LayerKvCache {
       counts_copies_.pop_front();
     }
     if (wait && frame < 0 && counts_stale_) {
-      JoinMaintenance();  // (the maintenance stream may still be writing them)
-      const at::Tensor m = store_.meta.narrow(0, 0, pages_).select(1, 0).to(at::kCPU).contiguous();
-      valid_.assign(m.data_ptr<int32_t>(), m.data_ptr<int32_t>() + pages_);
-      counts_stale_ = false;
-      SetFloorExact();
+      ReadCounts();
       NoteTokens(frames_, TokensNow());
     }
   }
