@@ -16,6 +16,8 @@
 #include <numeric>
 #include <optional>
 
+#include <spdlog/spdlog.h>
+
 #include "core/check.h"
 #include "core/kv/backend.h"
 #include "core/kv/budget.h"
@@ -223,7 +225,12 @@ class KvLayerCache final : public LayerKvCache {
     if (!steady_) return false;
     if (!quantized()) return true;
     ResolveCounts(/*wait=*/false);
-    return certain_rows_ <= last_tokens_ + PagesFloor() - 1;
+    const int64_t known = last_tokens_ + PagesFloor();
+    if (certain_rows_ <= known - 1) return true;
+    spdlog::info("KV cache, frame {}: the attention took {} rows as certain, but only {} are known to be held ({} pages): "
+                 "a CUDA graph of the step is captured again",
+                 frames_, certain_rows_, known, pages_);
+    return false;
   }
   void Replayed() override {
     SR_CHECK(steady_, Error, "KV cache: a replayed Forward needs a steady cache");
