@@ -332,7 +332,7 @@ namespace {
 
 // A thread per pair of channels of one query row: out' = o + w (out - o) with w = e^lse / (e^lse +
 // e^l) = sigmoid(lse - l), lse' = log(e^lse + e^l); rows of 64 values, the running out in bf16 (the
-// first part) or float, the result in float.
+// first part) or float, the result in float or, for the last part, bf16.
 template <typename T>
 __global__ void __launch_bounds__(256) MergeByLseKernel(MergeParams p) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x;  // pair index
@@ -350,10 +350,13 @@ __global__ void __launch_bounds__(256) MergeByLseKernel(MergeParams p) {
     x0 = x.x;
     x1 = x.y;
   }
-  const uint32_t y = reinterpret_cast<const uint32_t*>(p.o)[i];
+  const int64_t o_at = p.o_row_stride == 0 ? 2 * i : (row / p.queries) * p.o_head_stride + (row % p.queries) * p.o_row_stride + 2 * (i % 32);
+  const uint32_t y = *reinterpret_cast<const uint32_t*>(p.o + o_at);
   const float y0 = Bf16BitsToFloat(static_cast<uint16_t>(y & 0xffff)), y1 = Bf16BitsToFloat(static_cast<uint16_t>(y >> 16));
-  reinterpret_cast<float2*>(p.merged)[i] = make_float2(fmaf(w, x0 - y0, y0), fmaf(w, x1 - y1, y1));
-  if (i % 32 == 0) {
+  const float m0 = fmaf(w, x0 - y0, y0), m1 = fmaf(w, x1 - y1, y1);
+  if (p.merged_bf16) reinterpret_cast<uint32_t*>(p.merged_bf16)[i] = PackBf16x2(m0, m1);
+  else reinterpret_cast<float2*>(p.merged)[i] = make_float2(m0, m1);
+  if (p.merged_lse && i % 32 == 0) {
     const float m = fmaxf(a, b);
     p.merged_lse[row] = m == -INFINITY ? m : m + log1pf(expf(-fabsf(a - b)));
   }

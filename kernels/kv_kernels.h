@@ -97,8 +97,12 @@ struct MergeParams {
   const uint16_t* o = nullptr;
   const float* l = nullptr;
   int64_t rows = 0;
-  float* merged = nullptr;     // float [rows, 64]: the attention over both key sets
-  float* merged_lse = nullptr; // float [rows]
+  // o's layout: rows h * queries + r at o + h * o_head_stride + r * o_row_stride (elements; 64
+  // contiguous values each). 0, 0: contiguous rows.
+  int64_t queries = 1, o_head_stride = 0, o_row_stride = 0;
+  float* merged = nullptr;        // float [rows, 64]: the attention over both key sets
+  uint16_t* merged_bf16 = nullptr;  // or, when given, that rounded to bf16 (merged unused)
+  float* merged_lse = nullptr;    // float [rows] (nullptr: not needed)
 };
 
 // Folds attention (o, l) into (out, lse): one kernel for what the log-sum-exp weights, lerp and
@@ -219,12 +223,17 @@ struct GatherPagesParams {
   uint8_t* dst[kMaxPageArrays] = {};
   int64_t page_bytes[kMaxPageArrays] = {};  // bytes of one page in each array
   int arrays = 0;
-  const int64_t* middle = nullptr;  // [count - first] kept middle pages (relative to first)
+  const int64_t* middle = nullptr;  // [count - first] kept middle pages (relative to first), ascending
   int first = 0, count = 0;
+  bool in_place = false;  // src == dst: only the kept pages past count move, into the evicted ones below it
 };
 
 // dst page j = src page j for j < first, src page first + middle[j - first] after that, for
 // j < count, in every array (a block per page). src and dst must not overlap.
+// In place (src == dst, in_place; kept = count - first middle pages stay): the kept middle pages
+// at index kept or later move into the evicted middle pages below kept, the r-th of the one into
+// the r-th of the other (both ascending); the first pages and the kept middle pages below kept stay
+// where they are. No page is both read and written.
 cudaError_t LaunchGatherPages(const GatherPagesParams& p, cudaStream_t stream);
 
 struct SplitRowsParams {

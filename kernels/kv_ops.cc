@@ -236,8 +236,9 @@ at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, a
 
 // Folds a partial attention (o bf16 [H, N, 64], l float [H, N]) over more keys into (out, lse):
 // the first part is taken as it is, later ones merged by one kernel into a float out (rounded to
-// bf16 once, by the caller).
-void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at::Tensor& l) {
+// bf16 once, by the caller), or, for the `last` part, into a bf16 out (lse then undefined). o may
+// be any [H, N, 64] view with contiguous channels (flash attention's tokens-major output).
+void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at::Tensor& l, bool last = false) {
   if (!out.defined()) {
     out = o;
     lse = l;
@@ -246,19 +247,27 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
   // (cuDNN may hand its output back with the heads interleaved: the kernel wants [H, N, 64] rows)
   const bool bf16 = out.scalar_type() == at::kBFloat16;
   const at::Tensor xc = bf16 ? out.contiguous() : out.to(at::kFloat).contiguous(), xl = lse.to(at::kFloat).contiguous();
-  const at::Tensor oc = o.to(at::kBFloat16).contiguous(), lc = l.to(at::kFloat).contiguous();
+  const bool as_is = o.scalar_type() == at::kBFloat16 && o.dim() == 3 && o.size(2) == kKernelHeadDim && o.stride(2) == 1 &&
+                     o.stride(0) % 2 == 0 && o.stride(1) % 2 == 0 &&
+                     reinterpret_cast<uintptr_t>(o.data_ptr()) % 4 == 0;
+  const at::Tensor oc = as_is ? o : o.to(at::kBFloat16).contiguous(), lc = l.to(at::kFloat).contiguous();
   if (oc.sizes() != xc.sizes() || lc.numel() != xl.numel() || xl.numel() * 64 != xc.numel())
     throw Error("attention merge: parts of different shapes " + Describe(xc) + " and " + Describe(oc));
-  const at::Tensor merged = at::empty(xc.sizes(), xc.options().dtype(at::kFloat)), merged_lse = at::empty_like(xl);
+  const at::Tensor merged = at::empty(xc.sizes(), xc.options().dtype(last ? at::kBFloat16 : at::kFloat));
+  const at::Tensor merged_lse = last ? at::Tensor() : at::empty_like(xl);
   MergeParams p;
   p.out = xc.data_ptr();
   p.out_bf16 = bf16;
   p.lse = xl.data_ptr<float>();
   p.o = reinterpret_cast<const uint16_t*>(oc.data_ptr<at::BFloat16>());
+  p.queries = oc.size(1);
+  p.o_head_stride = oc.stride(0);
+  p.o_row_stride = oc.stride(1);
   p.l = lc.data_ptr<float>();
   p.rows = xl.numel();
-  p.merged = merged.data_ptr<float>();
-  p.merged_lse = merged_lse.data_ptr<float>();
+  if (last) p.merged_bf16 = reinterpret_cast<uint16_t*>(merged.data_ptr<at::BFloat16>());
+  else p.merged = merged.data_ptr<float>();
+  p.merged_lse = last ? nullptr : merged_lse.data_ptr<float>();
   CheckCuda(LaunchMergeByLse(p, at::cuda::getCurrentCUDAStream()), "attention merge kernel");
   out = merged;
   lse = merged_lse;
@@ -394,8 +403,8 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
   at::Tensor out, lse, l_main;
   const at::Tensor o_main = Sdpa(q, k.narrow(1, 0, main), v.narrow(1, 0, main), &l_main, options.sdpa);
   MergeByLse(out, lse, o_main, l_main);
-  MergeByLse(out, lse, o_rest, std::get<1>(r).reshape({heads, nq}));
-  return out.to(at::kBFloat16);
+  MergeByLse(out, lse, o_rest, std::get<1>(r).reshape({heads, nq}), /*last=*/true);  // (o_rest tokens-major, as flash wrote it)
+  return out;
 }
 
 // Dense cache attended in place, pages expanded once per chunk; chunks merged by log-sum-exp.
@@ -678,7 +687,9 @@ at::Tensor PageScoresCuda(const at::Tensor& slot_scores, const at::Tensor& valid
   return out;
 }
 
-void GatherPagesCuda(const PagedKv& src, int64_t first, const at::Tensor& middle, PagedKv& dst) {
+namespace {
+
+void GatherPages(const PagedKv& src, int64_t first, const at::Tensor& middle, PagedKv& dst, bool in_place) {
   CheckPages(src);
   CheckPages(dst);
   const int64_t count = first + middle.size(0);
@@ -702,7 +713,18 @@ void GatherPagesCuda(const PagedKv& src, int64_t first, const at::Tensor& middle
   p.middle = middle.data_ptr<int64_t>();
   p.first = static_cast<int>(first);
   p.count = static_cast<int>(count);
+  p.in_place = in_place;
   CheckCuda(LaunchGatherPages(p, at::cuda::getCurrentCUDAStream()), "gather pages kernel");
+}
+
+}  // namespace
+
+void GatherPagesCuda(const PagedKv& src, int64_t first, const at::Tensor& middle, PagedKv& dst) {
+  GatherPages(src, first, middle, dst, /*in_place=*/false);
+}
+
+void KeepPagesInPlaceCuda(PagedKv& store, int64_t first, const at::Tensor& middle) {
+  GatherPages(store, first, middle, store, /*in_place=*/true);
 }
 
 namespace {

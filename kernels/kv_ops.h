@@ -131,6 +131,10 @@ at::Tensor PageScoresCuda(const at::Tensor& slot_scores, const at::Tensor& valid
 // first + middle[i] (middle: long, CUDA), every array in one kernel. dst has the layout of src
 // and room for them, and does not overlap it.
 void GatherPagesCuda(const PagedKv& src, int64_t first, const at::Tensor& middle, PagedKv& dst);
+// Keeps store's first `first` pages and the middle pages first + middle[i] (ascending) as its first
+// first + middle.size(0) pages, in place: the kept pages past that count move into the evicted ones
+// before it (one kernel; about a frame's pages move, not the store). The pages leave stream order.
+void KeepPagesInPlaceCuda(PagedKv& store, int64_t first, const at::Tensor& middle);
 
 // The 8-bit attention (kv_attention_int8.cu, the 60 FPS issue's item 7): INT8 Q K^T and bf16 P V
 // on tensor cores. Its operands, from bf16 rows: rows [0, rows) of k, v (CUDA [H, >= rows, 64],

@@ -226,9 +226,34 @@ __global__ void __launch_bounds__(kThreads) PageScoresKernel(PageScoreParams p) 
 
 // A block per destination page: page j of dst is page j of src for j < first, else page
 // first + middle[j - first]; each array moved in the widest pieces its page size allows.
+// The first of the n ascending values at a that is >= x (n when none is).
+__device__ int LowerBound(const int64_t* a, int n, int64_t x) {
+  int lo = 0;
+  while (n > 0) {
+    const int half = n / 2;
+    if (a[lo + half] < x) {
+      lo += half + 1;
+      n -= half + 1;
+    } else {
+      n = half;
+    }
+  }
+  return lo;
+}
+
 __global__ void __launch_bounds__(kThreads) GatherPagesKernel(GatherPagesParams p) {
-  const int j = blockIdx.x;
-  const int64_t from = j < p.first ? j : p.first + p.middle[j - p.first];
+  int64_t from, j;
+  if (p.in_place) {
+    // block i: middle page i (< kept); an evicted one takes the kept page past `kept` of its rank
+    const int kept = p.count - p.first, i = blockIdx.x;
+    const int below = LowerBound(p.middle, kept, i);  // kept pages before i
+    if (below < kept && p.middle[below] == i) return;  // kept, and where it stays
+    from = p.first + p.middle[LowerBound(p.middle, kept, kept) + (i - below)];
+    j = p.first + i;
+  } else {
+    j = blockIdx.x;
+    from = j < p.first ? j : p.first + p.middle[j - p.first];
+  }
   for (int a = 0; a < p.arrays; ++a) {
     const int64_t bytes = p.page_bytes[a];
     const uint8_t* src = p.src[a] + from * bytes;
@@ -393,7 +418,9 @@ cudaError_t LaunchGatherPages(const GatherPagesParams& p, cudaStream_t stream) {
     if (reinterpret_cast<uintptr_t>(p.src[a]) % align != 0 || reinterpret_cast<uintptr_t>(p.dst[a]) % align != 0) return cudaErrorMisalignedAddress;
   }
   if (p.count == 0) return cudaSuccess;
-  GatherPagesKernel<<<p.count, kThreads, 0, stream>>>(p);
+  const int blocks = p.in_place ? p.count - p.first : p.count;
+  if (blocks <= 0) return cudaSuccess;
+  GatherPagesKernel<<<blocks, kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -4,10 +4,11 @@
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAContext.h>
-
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <numeric>
 
 #include "core/errors.h"
 #include "core/kv/budget.h"
@@ -651,6 +652,29 @@ TEST(GpuPages, GatherKeepsTheListedPagesByteForByte) {
     got.ForEach([&](const at::Tensor& t) { b.push_back(t); });
     for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i], b[i])) << "array " << i << ", oscar " << oscar;
     EXPECT_THROW(kernels::GatherPagesCuda(src.Head(all.pages()), first, at::arange(all.pages(), at::kLong).cuda(), dst), Error);
+
+    // In place: middle pages 1, 4, 5 (below the 6 kept) are evicted and take, in that order, the
+    // kept middle pages 7, 8, 14; 0, 2, 3 stay; the first pages and the pages past the kept ones
+    // are not written.
+    for (const auto& kept : {std::vector<int64_t>{0, 2, 3, 7, 8, 14}, std::vector<int64_t>{0, 1, 2}, std::vector<int64_t>{12, 13, 14},
+                             std::vector<int64_t>{}}) {
+      PagedKv store = ToDevice(all, 2);
+      kernels::KeepPagesInPlaceCuda(store, first, at::tensor(kept, at::kLong).cuda());
+      std::vector<int64_t> order(static_cast<size_t>(all.pages()));
+      std::iota(order.begin(), order.end(), 0);
+      const int64_t count = static_cast<int64_t>(kept.size());
+      size_t next = 0;
+      while (next < kept.size() && kept[next] < count) ++next;  // (the kept pages that stay)
+      for (int64_t i = 0; i < count; ++i)
+        if (!std::binary_search(kept.begin(), kept.end(), i)) order[first + i] = first + kept[next++];
+      EXPECT_EQ(next, kept.size());
+      const PagedKv want_in_place = all.Select(at::tensor(order, at::kLong)), got_in_place = store.Head(all.pages()).To(at::kCPU);
+      std::vector<at::Tensor> c, d;
+      want_in_place.ForEach([&](const at::Tensor& t) { c.push_back(t); });
+      got_in_place.ForEach([&](const at::Tensor& t) { d.push_back(t); });
+      for (size_t i = 0; i < c.size(); ++i)
+        EXPECT_TRUE(at::equal(c[i], d[i])) << "in place, array " << i << ", oscar " << oscar << ", " << count << " kept";
+    }
   }
 }
 

@@ -580,14 +580,30 @@ class KvLayerCache final : public LayerKvCache {
   at::Tensor Pooled(const at::Tensor& q_r) const { return backend_->Pooled(q_r, options_.pool_size, options_.special_tokens); }
 
   // Keeps the first pages and the middle pages listed (ascending, on the device) whole, without a
-  // read back: they are gathered into the spare store and copied back into the store's first
-  // pages, so that the store stays where a CUDA graph of a steady Forward reads and writes it. On
-  // a GPU the kept pages' valid counts stay there (the host's copy lags: counts_stale_).
+  // read back, in the store's first pages, so that the store stays where a CUDA graph of a steady
+  // Forward reads and writes it: in place on a GPU (below), else gathered into the spare store and
+  // copied back. On a GPU the kept pages' valid counts stay there (the host's copy lags:
+  // counts_stale_).
   void KeepWholePages(int64_t first_pages, const at::Tensor& middle) {
     const int64_t kept = middle.size(0), count = first_pages + kept;
-    if (spare_.pages() != store_.pages()) spare_ = AllocatePages(layout_, store_.pages(), device_);
-    GatherPages(store_.Head(pages_), first_pages, middle, spare_);
-    CopyPages(store_, spare_.Slice(first_pages, kept), kept, first_pages);  // (the first pages are where they were)
+#ifdef STREAMRECON_HAVE_CUDA_KV
+    // Policies that rank pages by their keys alone: the kept pages past the kept count fill the
+    // evicted ones (a frame's worth of pages moves, not the store), and the store leaves stream
+    // order, which attention does not see. (The window and random policies rank by position.)
+    const bool in_place = store_.meta.is_cuda() && (options_.policy == PrunePolicy::kXStream || options_.policy == PrunePolicy::kXStreamPage);
+#else
+    const bool in_place = false;
+#endif
+    if (in_place) {
+#ifdef STREAMRECON_HAVE_CUDA_KV
+      PagedKv head = store_.Head(pages_);
+      kernels::KeepPagesInPlaceCuda(head, first_pages, middle);
+#endif
+    } else {
+      if (spare_.pages() != store_.pages()) spare_ = AllocatePages(layout_, store_.pages(), device_);
+      GatherPages(store_.Head(pages_), first_pages, middle, spare_);
+      CopyPages(store_, spare_.Slice(first_pages, kept), kept, first_pages);  // (the first pages are where they were)
+    }
     floor_.DropPages(pages_ - count, layout_.slots);
     ++counts_version_;
     pages_ = count;
@@ -668,13 +684,16 @@ class KvLayerCache final : public LayerKvCache {
   // below the floor when chosen, then the same as last frame's while those still are and lie
   // within two buckets of it (a CUDA graph bakes them in, and cuDNN builds a plan per length). The
   // margin keeps a choice from sitting just under the count, which wobbles by a few dozen tokens
-  // from frame to frame (call 114: a graph dropped and captured again every few frames).
+  // from frame to frame (call 114: a graph dropped and captured again every few frames) and drifts
+  // down by about half a token a frame as the policy keeps more of the frames' partial pages (call
+  // 117: 256 tokens lasted a few hundred frames, and a new capture costs about 300 ms). The rows
+  // past B cost flash attention about 5 us a layer more per 1000 than cuDNN (probe_overlap.py).
   // (No event query here: Forward may run inside a graph's capture. StepEnded and graph_ready
   // take in the landed copies.)
   void ChooseCertainRows(int64_t n) {
     certain_rows_ = streamrecon::ChooseCertainRows(n, PagesFloor(), certain_rows_, kCertainRowsBucket, kCertainMargin);
   }
-  static constexpr int64_t kCertainMargin = 256;  // (tokens: 17 frames of the floor's fall without a landed copy)
+  static constexpr int64_t kCertainMargin = 1024;  // (tokens: about 2000 frames of that drift)
 
   // Tokens held, from the host's counts (exact unless counts_stale_).
   int64_t TokensNow() const { return rows_ + ValidSum(); }
