@@ -172,8 +172,14 @@ bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, i
   }
   // Steady caches repeat their last call for a frame of the last one's size (stage timing needs
   // the stages apart).
-  const bool steady = size_repeats && !options.stage_timing &&
-                      std::all_of(global_caches.begin(), global_caches.end(), [](const auto& c) { return c->graph_ready(); });
+  bool steady = size_repeats && !options.stage_timing &&
+               std::all_of(global_caches.begin(), global_caches.end(), [](const auto& c) { return c->graph_ready(); });
+  // Caches that only need their next call's host choices made again (a paged cache whose count
+  // drifted below the rows its attention took as certain): the step is captured anew, without the
+  // segments' detour (three frames and about 300 ms, call 118).
+  bool recapture = false;
+  if (!steady && size_repeats && !options.stage_timing && graphs && graphs->step && !step_graph_failed)
+    steady = recapture = std::all_of(global_caches.begin(), global_caches.end(), [](const auto& c) { return c->PrepareCapture(); });
   // A cache that left its steady state needs the segments again, whose buffers the step graph took over.
   if (graphs && graphs->step && !steady) graphs.reset();
   if (!graphs || graphs->H != H || graphs->W != W) {
@@ -193,6 +199,10 @@ bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, i
   if (steady && !step_graph_failed) {
     // A capture runs the caches' host side for this frame and queues nothing: the replay is this
     // frame's step; later replays count themselves on the caches.
+    if (recapture) {
+      g.step.reset();
+      g.step_heads_graph.reset();
+    }
     const bool captured = !g.step && CaptureStep(h, wd, H, W);
     if (!graphs) return false;  // a failed capture: this frame runs eagerly (it rebinds every buffer)
     if (captured) {  // (the segments' buffers are the step graph's now)

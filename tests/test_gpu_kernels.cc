@@ -237,11 +237,12 @@ struct AttentionCase {
   AttentionPath path = AttentionPath::kFused;
   int chunk = 0;  // dequant path: chunk size in tokens (0: default)
   int certain = 0;  // ragged path: the rows taken as certain (cuDNN's part)
+  int heads = 4;
 };
 
 void PrintTo(const AttentionCase& c, std::ostream* os) {
   *os << "bits " << c.bits << " T " << c.cached << " q " << c.queries << " splits " << c.splits << " " << ToString(c.path)
-      << " chunk " << c.chunk << " certain " << c.certain;
+      << " chunk " << c.chunk << " certain " << c.certain << " heads " << c.heads;
 }
 
 // The 8-bit attention's precision on the CPU (defined with its tests below).
@@ -253,7 +254,7 @@ TEST_P(GpuAttention, WithinTwiceTheLowPrecisionReferenceError) {
   REQUIRE_GPU();
   const AttentionCase c = GetParam();
   at::manual_seed(200 + c.cached + c.bits);
-  const int64_t H = 4, D = 64, Nq = c.queries;
+  const int64_t H = c.heads, D = 64, Nq = c.queries;
   KernelOptions ko;
   ko.attention_chunk_tokens = c.chunk;
   const at::Tensor q = RandomBf16({H, Nq, D}, 1.5), k_cur = RandomBf16({H, Nq, D}), v_cur = RandomBf16({H, Nq, D});
@@ -268,7 +269,7 @@ TEST_P(GpuAttention, WithinTwiceTheLowPrecisionReferenceError) {
     cached_v = cached_v.narrow(1, 0, c.cached);
   } else {
     // Several frames of pages with partial tails, as the cache holds them.
-    PageLayout layout{4, 64, 32, c.bits, 64, true};
+    PageLayout layout{static_cast<int>(H), 64, 32, c.bits, 64, true};
     std::vector<PagedKv> frames;
     int64_t remaining = c.cached;
     while (remaining > 0) {
@@ -290,8 +291,8 @@ TEST_P(GpuAttention, WithinTwiceTheLowPrecisionReferenceError) {
   // The low-precision reference: bf16, or INT8 Q K^T for the 8-bit path.
   const bool int8 = c.path == AttentionPath::kInt8;
   const double err_gpu = Rel(out.cpu(), ref), err_low = Rel(int8 ? ReferenceInt8(q, K, V) : ReferenceBf16(q, K, V), ref);
-  std::printf("[ info ] attention %s bits=%d T=%d q=%d splits=%d chunk=%d certain=%d: GPU rel err %.2e, %s CPU reference %.2e\n",
-              ToString(c.path), c.bits, c.cached, c.queries, c.splits, c.chunk, c.certain, err_gpu, int8 ? "INT8" : "bf16", err_low);
+  std::printf("[ info ] attention %s bits=%d T=%d q=%d splits=%d chunk=%d certain=%d heads=%d: GPU rel err %.2e, %s CPU reference %.2e\n",
+              ToString(c.path), c.bits, c.cached, c.queries, c.splits, c.chunk, c.certain, c.heads, err_gpu, int8 ? "INT8" : "bf16", err_low);
   EXPECT_TRUE(at::isfinite(out).all().item<bool>());
   EXPECT_LE(err_gpu, 2.0 * err_low + 1e-6);
 }
@@ -452,14 +453,16 @@ INSTANTIATE_TEST_SUITE_P(DequantSdpa, GpuAttention,
 
 // The ragged path (pages only; the current frame first, the key length counted on the device):
 // partial pages, more than 1024 pages (uploaded prefix sums), rows taken as certain (cuDNN's part,
-// merged with flash attention's: whole buckets, and a certain count that is not one), and what it
-// sends to the bucketed path (dense rows; rows past the chunk).
+// merged with flash attention's: whole buckets, and a certain count that is not one; at 16 heads
+// and 1041 queries over 10k certain rows, cuDNN's whole query tiles and the tail's rows apart), and
+// what it sends to the bucketed path (dense rows; rows past the chunk).
 constexpr auto kRagged = AttentionPath::kDequantRagged;
 INSTANTIATE_TEST_SUITE_P(DequantRagged, GpuAttention,
                          ::testing::Values(AttentionCase{4, 150, 100, 0, kRagged}, AttentionCase{4, 1000, 1041, 0, kRagged},
                                            AttentionCase{2, 3001, 77, 0, kRagged}, AttentionCase{4, 40000, 300, 0, kRagged},
                                            AttentionCase{4, 5000, 1041, 0, kRagged, 0, 4096}, AttentionCase{2, 9000, 300, 0, kRagged, 0, 9000},
-                                           AttentionCase{4, 5000, 1041, 0, kRagged, 4000}, AttentionCase{0, 4999, 129, 0, kRagged}));
+                                           AttentionCase{4, 5000, 1041, 0, kRagged, 4000}, AttentionCase{0, 4999, 129, 0, kRagged},
+                                           AttentionCase{4, 12000, 1041, 0, kRagged, 0, 10240, 16}));
 
 // Pages expanded on the device equal the CPU dequantization: fp16 arithmetic (a few 2^-11 steps)
 // rounded to bf16 rows (at most 2^-9 relative per value, about 1.2e-3 in relative L2).

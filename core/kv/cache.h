@@ -58,6 +58,11 @@ class LayerKvCache {
   // Whether the next Forward does exactly the host work of the last one and reads no host data,
   // so that a CUDA graph captured over one call can stand for it (fixed-slot caches when full).
   virtual bool graph_ready() const { return false; }
+  // Whether, after what this call changes, a CUDA graph captured anew over the next Forward can
+  // stand for the ones after it: graph_ready(), or a steady cache that only needs its next call's
+  // host choices made again (a paged cache whose rows taken as certain fell below its tokens:
+  // they are chosen again here, so that the capture and its replays attend the new ones).
+  virtual bool PrepareCapture() { return graph_ready(); }
   // The host side of a Forward that a graph replay performed (only when graph_ready()).
   virtual void Replayed() {}
   // Called once the step that ran this cache's Forward (eagerly, or in a graph's capture or

@@ -223,14 +223,17 @@ class KvLayerCache final : public LayerKvCache {
   // (paged: while the rows the replayed attention takes as certain still are)
   bool graph_ready() const override {
     if (!steady_) return false;
-    if (!quantized()) return true;
-    ResolveCounts(/*wait=*/false);
-    const int64_t known = last_tokens_ + PagesFloor();
-    if (certain_rows_ <= known - 1) return true;
+    if (!quantized() || CertainRowsHold()) return true;
     spdlog::info("KV cache, frame {}: the attention took {} rows as certain, but only {} are known to be held ({} pages): "
                  "a CUDA graph of the step is captured again",
-                 frames_, certain_rows_, known, pages_);
+                 frames_, certain_rows_, last_tokens_ + PagesFloor(), pages_);
     return false;
+  }
+  bool PrepareCapture() override {
+    if (!steady_ || !quantized() || CertainRowsHold()) return steady_;
+    // (the next Forward's choice, from the same floor, keeps these: its host work repeats)
+    ChooseCertainRows(last_tokens_);
+    return CertainRowsHold();
   }
   void Replayed() override {
     SR_CHECK(steady_, Error, "KV cache: a replayed Forward needs a steady cache");
@@ -690,6 +693,10 @@ class KvLayerCache final : public LayerKvCache {
   // past B cost flash attention about 5 us a layer more per 1000 than cuDNN (probe_overlap.py).
   // (No event query here: Forward may run inside a graph's capture. StepEnded and graph_ready
   // take in the landed copies.)
+  bool CertainRowsHold() const {
+    ResolveCounts(/*wait=*/false);
+    return certain_rows_ <= last_tokens_ + PagesFloor() - 1;
+  }
   void ChooseCertainRows(int64_t n) {
     certain_rows_ = streamrecon::ChooseCertainRows(n, PagesFloor(), certain_rows_, kCertainRowsBucket, kCertainMargin);
   }
