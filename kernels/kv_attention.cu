@@ -354,10 +354,7 @@ __global__ void __launch_bounds__(256) MergeByLseKernel(MergeParams p) {
   const uint32_t y = *reinterpret_cast<const uint32_t*>(p.o + o_at);
   const float y0 = Bf16BitsToFloat(static_cast<uint16_t>(y & 0xffff)), y1 = Bf16BitsToFloat(static_cast<uint16_t>(y >> 16));
   const float m0 = fmaf(w, x0 - y0, y0), m1 = fmaf(w, x1 - y1, y1);
-  if (p.merged_bf16) {
-    const int64_t at = p.merged_head_stride == 0 ? 2 * i : (row / p.queries) * p.merged_head_stride + (row % p.queries) * 64 + 2 * (i % 32);
-    *reinterpret_cast<uint32_t*>(p.merged_bf16 + at) = PackBf16x2(m0, m1);
-  }
+  if (p.merged_bf16) reinterpret_cast<uint32_t*>(p.merged_bf16)[i] = PackBf16x2(m0, m1);
   else reinterpret_cast<float2*>(p.merged)[i] = make_float2(m0, m1);
   if (p.merged_lse && i % 32 == 0) {
     const float m = fmaxf(a, b);
@@ -500,7 +497,7 @@ cudaError_t LaunchSlotAttend(const SlotAttendParams& p, cudaStream_t stream) {
 }
 
 cudaError_t LaunchMergeByLse(const MergeParams& p, cudaStream_t stream) {
-  if (p.rows < 0 || ((p.o_row_stride != 0 || p.merged_head_stride != 0) && p.queries < 1)) return cudaErrorInvalidValue;
+  if (p.rows < 0) return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
   const int64_t pairs = p.rows * 32;
   const unsigned blocks = static_cast<unsigned>((pairs + 255) / 256);

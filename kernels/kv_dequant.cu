@@ -61,12 +61,6 @@ __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
     p.lengths[1] = p.queries;
     p.lengths[2] = 0;
     p.lengths[3] = p.page_row + before + valid - p.lengths_base;
-    if (p.tail_queries > 0) {
-      p.lengths[4] = 0;
-      p.lengths[5] = p.tail_queries;
-      p.lengths[6] = 0;
-      p.lengths[7] = p.page_row + before + valid;
-    }
   }
   if (slot >= pv.slots || slot >= valid) return;
   const int64_t row = (static_cast<int64_t>(page) * p.heads + head) * pv.slots + slot;

@@ -101,8 +101,7 @@ struct MergeParams {
   // contiguous values each). 0, 0: contiguous rows.
   int64_t queries = 1, o_head_stride = 0, o_row_stride = 0;
   float* merged = nullptr;        // float [rows, 64]: the attention over both key sets
-  uint16_t* merged_bf16 = nullptr;  // or, when given, that rounded to bf16 (merged unused), row h *
-  int64_t merged_head_stride = 0;   // queries + r at h * merged_head_stride + r * 64 (0: queries * 64)
+  uint16_t* merged_bf16 = nullptr;  // or, when given, that rounded to bf16 (merged unused)
   float* merged_lse = nullptr;    // float [rows] (nullptr: not needed)
 };
 
@@ -160,9 +159,6 @@ struct DequantParams {
   int32_t* lengths = nullptr;
   int queries = 0;
   int lengths_base = 0;
-  // And, when tail_queries > 0, lengths[4, 8) = {0, tail_queries, 0, page_row + the chunk's valid
-  // slots}: a second sequence over all the rows (the query rows past the last whole cuDNN tile).
-  int tail_queries = 0;
 };
 
 // Expands pages [first_page, first_page + page_count) into bf16 K (norms folded in) and V rows,

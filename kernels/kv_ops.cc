@@ -217,14 +217,9 @@ bool SplitQueryTail(int64_t heads, int64_t nq, int64_t nk) {
 // would cost cuDNN a wave (SplitQueryTail): flash splits a long key range over blocks when it has
 // few query tiles (37 us for 17 rows over 17.4k keys). The two parts own disjoint query rows, so
 // their outputs (and log-sum-exps) are concatenated, not merged.
-// Whether Sdpa runs cuDNN on whole query tiles and the tail apart for nk keys (Hopper's choice).
-bool CudnnTailSplit(const at::Tensor& q, int64_t nk, SdpaBackend backend) {
-  const bool cudnn = backend == SdpaBackend::kCudnn || (backend == SdpaBackend::kAuto && at::cuda::getCurrentDeviceProperties()->major == 9);
-  return cudnn && SplitQueryTail(q.size(0), q.size(1), nk);
-}
-
 at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse, SdpaBackend backend) {
-  if (!CudnnTailSplit(q, k.size(1), backend)) return SdpaCall(q, k, v, lse, backend);
+  const bool cudnn = backend == SdpaBackend::kCudnn || (backend == SdpaBackend::kAuto && at::cuda::getCurrentDeviceProperties()->major == 9);
+  if (!cudnn || !SplitQueryTail(q.size(0), q.size(1), k.size(1))) return SdpaCall(q, k, v, lse, backend);
   const int64_t main = q.size(1) / 128 * 128, rest = q.size(1) - main;
   at::Tensor l_main, l_rest, o_main;
   try {
@@ -241,12 +236,9 @@ at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, a
 
 // Folds a partial attention (o bf16 [H, N, 64], l float [H, N]) over more keys into (out, lse):
 // the first part is taken as it is, later ones merged by one kernel into a float out (rounded to
-// bf16 once, by the caller), or, for the `last` part, into a bf16 out (lse then undefined): `into`
-// when given (a [H, N, 64] bf16 view with rows of 64 contiguous values, e.g. the first N query rows
-// of a larger output). o may be any [H, N, 64] view with contiguous channels (flash attention's
-// tokens-major output).
-void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at::Tensor& l, bool last = false,
-                const at::Tensor& into = {}) {
+// bf16 once, by the caller), or, for the `last` part, into a bf16 out (lse then undefined). o may
+// be any [H, N, 64] view with contiguous channels (flash attention's tokens-major output).
+void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at::Tensor& l, bool last = false) {
   if (!out.defined()) {
     out = o;
     lse = l;
@@ -261,12 +253,7 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
   const at::Tensor oc = as_is ? o : o.to(at::kBFloat16).contiguous(), lc = l.to(at::kFloat).contiguous();
   if (oc.sizes() != xc.sizes() || lc.numel() != xl.numel() || xl.numel() * 64 != xc.numel())
     throw Error("attention merge: parts of different shapes " + Describe(xc) + " and " + Describe(oc));
-  const bool in_view = last && into.defined();
-  if (in_view && (into.sizes() != xc.sizes() || into.scalar_type() != at::kBFloat16 || into.stride(2) != 1 || into.stride(1) != 64 ||
-                  !into.is_cuda()))
-    throw Error("attention merge: expected a bf16 [H, N, 64] view with rows of 64 contiguous values for " + Describe(xc) + ", got " +
-                Describe(into));
-  const at::Tensor merged = in_view ? into : at::empty(xc.sizes(), xc.options().dtype(last ? at::kBFloat16 : at::kFloat));
+  const at::Tensor merged = at::empty(xc.sizes(), xc.options().dtype(last ? at::kBFloat16 : at::kFloat));
   const at::Tensor merged_lse = last ? at::Tensor() : at::empty_like(xl);
   MergeParams p;
   p.out = xc.data_ptr();
@@ -278,10 +265,7 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
   p.o_row_stride = oc.stride(1);
   p.l = lc.data_ptr<float>();
   p.rows = xl.numel();
-  if (last) {
-    p.merged_bf16 = reinterpret_cast<uint16_t*>(merged.data_ptr<at::BFloat16>());
-    p.merged_head_stride = merged.stride(0);
-  }
+  if (last) p.merged_bf16 = reinterpret_cast<uint16_t*>(merged.data_ptr<at::BFloat16>());
   else p.merged = merged.data_ptr<float>();
   p.merged_lse = last ? nullptr : merged_lse.data_ptr<float>();
   CheckCuda(LaunchMergeByLse(p, at::cuda::getCurrentCUDAStream()), "attention merge kernel");
@@ -321,13 +305,11 @@ at::Tensor ValidPrefix(const PagedKv& pages, int64_t first, int64_t count, const
 
 // Expands pages [first, first + count) into k_out/v_out, the current frame (if given) after them.
 // Ragged extras (RaggedPagesAttention): the chunk's first valid slot's row, and the device lengths
-// {0, queries, 0, rows counted - lengths_base} the kernel writes (then, with tail_queries, {0,
-// tail_queries, 0, rows counted}).
+// {0, queries, 0, rows counted - lengths_base} the kernel writes.
 struct DequantLengths {
   int64_t page_row = 0;
   int32_t* lengths = nullptr;
   int64_t queries = 0, lengths_base = 0;
-  int64_t tail_queries = 0;  // > 0: also {0, tail_queries, 0, rows counted} after them
 };
 void LaunchDequant(const PagedKv& pages, int64_t page_count, int64_t first, int64_t count, const std::vector<int32_t>* counts,
                    const at::Tensor& k_out, const at::Tensor& v_out, const at::Tensor& k_cur, const at::Tensor& v_cur, int64_t cur_row,
@@ -353,7 +335,6 @@ void LaunchDequant(const PagedKv& pages, int64_t page_count, int64_t first, int6
   p.lengths = ragged.lengths;
   p.queries = static_cast<int>(ragged.queries);
   p.lengths_base = static_cast<int>(ragged.lengths_base);
-  p.tail_queries = static_cast<int>(ragged.tail_queries);
   CheckCuda(LaunchDequantizePages(p, pages.layout.bits, at::cuda::getCurrentCUDAStream()), "KV dequantize kernel");
 }
 
@@ -399,10 +380,6 @@ at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, con
 // cost for the rows past it, no plan, and a CUDA graph of it attends the new count on replay;
 // probe_ragged_attention.py); the two merged by log-sum-exp as the bucketed path merges its parts.
 // No host copy of the pages' counts, and no shape that depends on them.
-// Where cuDNN takes whole query tiles only (Sdpa's tail split), the tail's query rows attend all
-// the rows in one more variable-length call instead, so that the call over the rest has whole
-// tiles too (at q = 1041 and 16 heads, 128 blocks in one wave of the H200 where 144 took two) and
-// the merge covers the whole tiles' rows only.
 at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64_t page_count, const at::Tensor& k_cur,
                                 const at::Tensor& v_cur, int64_t certain_rows, const KernelOptions& options, RecurringLengths* lengths) {
   const int64_t heads = q.size(0), nq = q.size(1), nc = k_cur.size(1);
@@ -412,38 +389,22 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
   // or when it fell from a longer one
   int64_t main = std::max<int64_t>(0, std::min(certain_rows, rows - 1)) / kCertainRowsBucket * kCertainRowsBucket;
   if (main > 0 && lengths && !lengths->RecurringOrFallen(main)) main = 0;
-  const bool split = main > 0 && CudnnTailSplit(q, main, options.sdpa);
-  const int64_t head_q = split ? nq / 128 * 128 : nq, tail_q = nq - head_q;
   // (cuDNN's plans are keyed by strides too: a head stride in whole buckets changes with the page
   // count only every bucket's worth of pages)
   const int64_t stride = (rows + kCertainRowsBucket - 1) / kCertainRowsBucket * kCertainRowsBucket;
   const at::Tensor k = at::empty({heads, stride, kKernelHeadDim}, q.options()), v = at::empty_like(k);
-  const at::Tensor counted = at::empty({8}, q.options().dtype(at::kInt));
-  LaunchDequant(pages, page_count, 0, page_count, nullptr, k, v, k_cur, v_cur, 0,
-                DequantLengths{nc, counted.data_ptr<int32_t>(), head_q, main, tail_q});
-  // Flash attention of query rows q_rows over rows [from, rows) (at most; the count is the device's
-  // at `at`), given as [T, H, D] views of the head-major rows (flash takes any row and head strides).
-  const auto flash = [&](const at::Tensor& q_rows, int64_t from, int64_t at) {
-    return at::_flash_attention_forward(q_rows.transpose(0, 1), k.narrow(1, from, rows - from).transpose(0, 1),
-                                        v.narrow(1, from, rows - from).transpose(0, 1), counted.narrow(0, at, 2),
-                                        counted.narrow(0, at + 2, 2), q_rows.size(1), rows - from, 0.0, false, false, kScale);
-  };
-  const at::Tensor q_head = q.narrow(1, 0, head_q);
-  const auto r = flash(q_head, main, 0);
-  const at::Tensor o_rest = std::get<0>(r).transpose(0, 1), l_rest = std::get<1>(r).reshape({heads, head_q});
+  const at::Tensor counted = at::empty({4}, q.options().dtype(at::kInt));
+  LaunchDequant(pages, page_count, 0, page_count, nullptr, k, v, k_cur, v_cur, 0, DequantLengths{nc, counted.data_ptr<int32_t>(), nq, main});
+  // the rows from `main` on: [T, H, D] views of the head-major rows (flash takes any row and head strides)
+  const at::Tensor k_rest = k.narrow(1, main, rows - main), v_rest = v.narrow(1, main, rows - main);
+  const auto r = at::_flash_attention_forward(q.transpose(0, 1), k_rest.transpose(0, 1), v_rest.transpose(0, 1), counted.narrow(0, 0, 2),
+                                              counted.narrow(0, 2, 2), nq, rows - main, 0.0, false, false, kScale);
+  const at::Tensor o_rest = std::get<0>(r).transpose(0, 1);
   if (main == 0) return o_rest;
-  at::Tensor run, lse, l_main;
-  if (!split) {
-    const at::Tensor o_main = Sdpa(q, k.narrow(1, 0, main), v.narrow(1, 0, main), &l_main, options.sdpa);
-    MergeByLse(run, lse, o_main, l_main);
-    MergeByLse(run, lse, o_rest, l_rest, /*last=*/true);  // (o_rest tokens-major, as flash wrote it)
-    return run;
-  }
-  const at::Tensor out = at::empty({heads, nq, kKernelHeadDim}, q.options().dtype(at::kBFloat16));
-  const at::Tensor o_main = SdpaCall(q_head, k.narrow(1, 0, main), v.narrow(1, 0, main), &l_main, SdpaBackend::kCudnn);
-  MergeByLse(run, lse, o_main, l_main);
-  MergeByLse(run, lse, o_rest, l_rest, /*last=*/true, out.narrow(1, 0, head_q));
-  out.narrow(1, head_q, tail_q).copy_(std::get<0>(flash(q.narrow(1, head_q, tail_q), 0, 4)).transpose(0, 1));
+  at::Tensor out, lse, l_main;
+  const at::Tensor o_main = Sdpa(q, k.narrow(1, 0, main), v.narrow(1, 0, main), &l_main, options.sdpa);
+  MergeByLse(out, lse, o_main, l_main);
+  MergeByLse(out, lse, o_rest, std::get<1>(r).reshape({heads, nq}), /*last=*/true);  // (o_rest tokens-major, as flash wrote it)
   return out;
 }
 
