@@ -3,12 +3,16 @@
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
+#include <tuple>
 
 #include "core/errors.h"
 #include "core/kv/backend.h"  // (kCertainRowsBucket)
@@ -395,14 +399,37 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
   const at::Tensor k = at::empty({heads, stride, kKernelHeadDim}, q.options()), v = at::empty_like(k);
   const at::Tensor counted = at::empty({4}, q.options().dtype(at::kInt));
   LaunchDequant(pages, page_count, 0, page_count, nullptr, k, v, k_cur, v_cur, 0, DequantLengths{nc, counted.data_ptr<int32_t>(), nq, main});
-  // the rows from `main` on: [T, H, D] views of the head-major rows (flash takes any row and head strides)
-  const at::Tensor k_rest = k.narrow(1, main, rows - main), v_rest = v.narrow(1, main, rows - main);
-  const auto r = at::_flash_attention_forward(q.transpose(0, 1), k_rest.transpose(0, 1), v_rest.transpose(0, 1), counted.narrow(0, 0, 2),
-                                              counted.narrow(0, 2, 2), nq, rows - main, 0.0, false, false, kScale);
+  // The flash call over the rest runs beside cuDNN's over the certain rows, on a second stream (the
+  // two share the SMs: 6 us a layer less than one after the other, probe_overlap.py).
+  const at::cuda::CUDAStream caller = at::cuda::getCurrentCUDAStream();
+  const at::cuda::CUDAStream side = at::cuda::getStreamFromPool(false, caller.device_index());
+  const bool beside = main > 0 && side != caller;
+  at::cuda::CUDAEvent forked, joined;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> r;
+  {
+    std::optional<c10::cuda::CUDAStreamGuard> on_side;
+    if (beside) {
+      forked.record(caller);
+      forked.block(side);
+      on_side.emplace(side);
+    }
+    // the rows from `main` on: [T, H, D] views of the head-major rows (flash takes any row and head strides)
+    const at::Tensor k_rest = k.narrow(1, main, rows - main), v_rest = v.narrow(1, main, rows - main);
+    r = at::_flash_attention_forward(q.transpose(0, 1), k_rest.transpose(0, 1), v_rest.transpose(0, 1), counted.narrow(0, 0, 2),
+                                     counted.narrow(0, 2, 2), nq, rows - main, 0.0, false, false, kScale);
+    if (beside) joined.record(side);
+  }
   const at::Tensor o_rest = std::get<0>(r).transpose(0, 1);
   if (main == 0) return o_rest;
   at::Tensor out, lse, l_main;
   const at::Tensor o_main = Sdpa(q, k.narrow(1, 0, main), v.narrow(1, 0, main), &l_main, options.sdpa);
+  if (beside) {
+    // (the inputs were allocated on the caller's stream, which now waits for the side: their
+    // memory is not reused before; the outputs, allocated on the side, are read on the caller's)
+    joined.block(caller);
+    std::get<0>(r).record_stream(caller);
+    std::get<1>(r).record_stream(caller);
+  }
   MergeByLse(out, lse, o_main, l_main);
   MergeByLse(out, lse, o_rest, std::get<1>(r).reshape({heads, nq}), /*last=*/true);  // (o_rest tokens-major, as flash wrote it)
   return out;
