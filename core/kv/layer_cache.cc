@@ -688,9 +688,10 @@ class KvLayerCache final : public LayerKvCache {
   // within two buckets of it (a CUDA graph bakes them in, and cuDNN builds a plan per length). The
   // margin keeps a choice from sitting just under the count, which wobbles by a few dozen tokens
   // from frame to frame (call 114: a graph dropped and captured again every few frames) and drifts
-  // down by about half a token a frame as the policy keeps more of the frames' partial pages (call
-  // 117: 256 tokens lasted a few hundred frames, and a new capture costs about 300 ms). The rows
-  // past B cost flash attention about 5 us a layer more per 1000 than cuDNN (probe_overlap.py).
+  // down, by 15 tokens whenever the policy keeps one more of the frames' partial pages (0.5-1.5
+  // tokens a frame over 2000 frames, calls 117-120: a layer crosses a bucket's edge every 1000-4000
+  // frames whatever the margin, and its step is then captured again, about 50 ms). The rows past
+  // B cost flash attention about 5 us a layer more per 1000 than cuDNN (probe_overlap.py).
   // (No event query here: Forward may run inside a graph's capture. StepEnded and graph_ready
   // take in the landed copies.)
   bool CertainRowsHold() const {
@@ -700,7 +701,7 @@ class KvLayerCache final : public LayerKvCache {
   void ChooseCertainRows(int64_t n) {
     certain_rows_ = streamrecon::ChooseCertainRows(n, PagesFloor(), certain_rows_, kCertainRowsBucket, kCertainMargin);
   }
-  static constexpr int64_t kCertainMargin = 1024;  // (tokens: about 2000 frames of that drift)
+  static constexpr int64_t kCertainMargin = 1024;  // (tokens; 256 gave the same recaptures, calls 117-118)
 
   // Tokens held, from the host's counts (exact unless counts_stale_).
   int64_t TokensNow() const { return rows_ + ValidSum(); }
