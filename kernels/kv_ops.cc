@@ -252,7 +252,7 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
   const bool bf16 = out.scalar_type() == at::kBFloat16;
   const at::Tensor xc = bf16 ? out.contiguous() : out.to(at::kFloat).contiguous(), xl = lse.to(at::kFloat).contiguous();
   const bool as_is = o.scalar_type() == at::kBFloat16 && o.dim() == 3 && o.size(2) == kKernelHeadDim && o.stride(2) == 1 &&
-                     o.stride(0) % 2 == 0 && o.stride(1) % 2 == 0 &&
+                     o.stride(0) % 2 == 0 && o.stride(1) % 2 == 0 && o.stride(1) > 0 &&
                      reinterpret_cast<uintptr_t>(o.data_ptr()) % 4 == 0;
   const at::Tensor oc = as_is ? o : o.to(at::kBFloat16).contiguous(), lc = l.to(at::kFloat).contiguous();
   if (oc.sizes() != xc.sizes() || lc.numel() != xl.numel() || xl.numel() * 64 != xc.numel())

@@ -30,15 +30,15 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
 // third call on, to flash attention (no plans) before. Without one, cuDNN from the first call.
 class RecurringLengths {
  public:
-  bool Recurring(int64_t length) {  // (counts this call)
-    const bool recurs = ++seen_[length] >= 3;
+  bool Recurring(int64_t length) { return ++seen_[length] >= 3; }  // (counts this call)
+  // The same, and a length below the longest that recurred in these calls counts at once: a full
+  // cache's length that fell a bucket as its count drifted (it keeps the new one for hundreds of
+  // frames, and a CUDA graph captured over its first call would keep flash attention for them).
+  bool RecurringOrFallen(int64_t length) {
+    const bool recurs = Recurring(length);
     if (recurs) longest_ = std::max(longest_, length);
-    return recurs;
+    return recurs || length < longest_;
   }
-  // The same, and a length below the longest that recurred counts at once: a full cache's length
-  // that fell a bucket as its count drifted (it keeps the new one for hundreds of frames, and a
-  // CUDA graph captured over its first call would keep flash attention for them).
-  bool RecurringOrFallen(int64_t length) { return Recurring(length) || length < longest_; }
 
  private:
   std::map<int64_t, int> seen_;

@@ -224,8 +224,6 @@ __global__ void __launch_bounds__(kThreads) PageScoresKernel(PageScoreParams p) 
   if (lane == 0) p.out[page] = p.mean ? s / max(valid, 1) : s;
 }
 
-// A block per destination page: page j of dst is page j of src for j < first, else page
-// first + middle[j - first]; each array moved in the widest pieces its page size allows.
 // The first of the n ascending values at a that is >= x (n when none is).
 __device__ int LowerBound(const int64_t* a, int n, int64_t x) {
   int lo = 0;
@@ -241,6 +239,9 @@ __device__ int LowerBound(const int64_t* a, int n, int64_t x) {
   return lo;
 }
 
+// A block per destination page: page j of dst is page j of src for j < first, else page
+// first + middle[j - first]; in place, a block per kept middle position i < kept, which moves a
+// page only where i was evicted. Each array moved in the widest pieces its page size allows.
 __global__ void __launch_bounds__(kThreads) GatherPagesKernel(GatherPagesParams p) {
   int64_t from, j;
   if (p.in_place) {

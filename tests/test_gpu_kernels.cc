@@ -659,8 +659,10 @@ TEST(GpuPages, GatherKeepsTheListedPagesByteForByte) {
     // In place: middle pages 1, 4, 5 (below the 6 kept) are evicted and take, in that order, the
     // kept middle pages 7, 8, 14; 0, 2, 3 stay; the first pages and the pages past the kept ones
     // are not written.
+    std::vector<int64_t> every(static_cast<size_t>(all.pages() - first));
+    std::iota(every.begin(), every.end(), 0);
     for (const auto& kept : {std::vector<int64_t>{0, 2, 3, 7, 8, 14}, std::vector<int64_t>{0, 1, 2}, std::vector<int64_t>{12, 13, 14},
-                             std::vector<int64_t>{}}) {
+                             std::vector<int64_t>{}, every}) {
       PagedKv store = ToDevice(all, 2);
       kernels::KeepPagesInPlaceCuda(store, first, at::tensor(kept, at::kLong).cuda());
       std::vector<int64_t> order(static_cast<size_t>(all.pages()));

@@ -225,7 +225,7 @@ class KvLayerCache final : public LayerKvCache {
     if (!steady_) return false;
     if (!quantized() || CertainRowsHold()) return true;
     spdlog::info("KV cache, frame {}: the attention took {} rows as certain, but only {} are known to be held ({} pages): "
-                 "a CUDA graph of the step is captured again",
+                 "the CUDA graph of the step cannot be replayed",
                  frames_, certain_rows_, last_tokens_ + PagesFloor(), pages_);
     return false;
   }
@@ -584,15 +584,18 @@ class KvLayerCache final : public LayerKvCache {
 
   // Keeps the first pages and the middle pages listed (ascending, on the device) whole, without a
   // read back, in the store's first pages, so that the store stays where a CUDA graph of a steady
-  // Forward reads and writes it: in place on a GPU (below), else gathered into the spare store and
-  // copied back. On a GPU the kept pages' valid counts stay there (the host's copy lags:
+  // Forward reads and writes it: in place on a GPU for the key-ranked policies (below), else
+  // gathered into the spare store and copied back. On a GPU the kept pages' valid counts stay there (the host's copy lags:
   // counts_stale_).
   void KeepWholePages(int64_t first_pages, const at::Tensor& middle) {
     const int64_t kept = middle.size(0), count = first_pages + kept;
 #ifdef STREAMRECON_HAVE_CUDA_KV
     // Policies that rank pages by their keys alone: the kept pages past the kept count fill the
     // evicted ones (a frame's worth of pages moves, not the store), and the store leaves stream
-    // order, which attention does not see. (The window and random policies rank by position.)
+    // order. Attention does not see the order; exact ties between page scores (which the top-k
+    // breaks toward the later position) may then keep another of the tied pages than the CPU
+    // cache, and Materialize lists the pages in store order. (The window and random policies
+    // rank by position: they keep the gather.)
     const bool in_place = store_.meta.is_cuda() && (options_.policy == PrunePolicy::kXStream || options_.policy == PrunePolicy::kXStreamPage);
 #else
     const bool in_place = false;
