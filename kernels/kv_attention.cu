@@ -350,7 +350,7 @@ __global__ void __launch_bounds__(256) MergeByLseKernel(MergeParams p) {
     x0 = x.x;
     x1 = x.y;
   }
-  const int64_t o_at = p.o_row_stride == 0 ? 2 * i : (row / p.queries) * p.o_head_stride + (row % p.queries) * p.o_row_stride + 2 * (i % 32);
+  const int64_t o_at = (row / p.queries) * p.o_head_stride + (row % p.queries) * p.o_row_stride + 2 * (i % 32);
   const uint32_t y = *reinterpret_cast<const uint32_t*>(p.o + o_at);
   const float y0 = Bf16BitsToFloat(static_cast<uint16_t>(y & 0xffff)), y1 = Bf16BitsToFloat(static_cast<uint16_t>(y >> 16));
   const float m0 = fmaf(w, x0 - y0, y0), m1 = fmaf(w, x1 - y1, y1);
@@ -497,7 +497,7 @@ cudaError_t LaunchSlotAttend(const SlotAttendParams& p, cudaStream_t stream) {
 }
 
 cudaError_t LaunchMergeByLse(const MergeParams& p, cudaStream_t stream) {
-  if (p.rows < 0) return cudaErrorInvalidValue;
+  if (p.rows < 0 || (p.rows > 0 && (p.queries < 1 || p.o_head_stride < 1 || p.o_row_stride < 1))) return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
   const int64_t pairs = p.rows * 32;
   const unsigned blocks = static_cast<unsigned>((pairs + 255) / 256);

@@ -97,9 +97,9 @@ struct MergeParams {
   const uint16_t* o = nullptr;
   const float* l = nullptr;
   int64_t rows = 0;
-  // o's layout: rows h * queries + r at o + h * o_head_stride + r * o_row_stride (elements; 64
-  // contiguous values each). 0, 0: contiguous rows.
-  int64_t queries = 1, o_head_stride = 0, o_row_stride = 0;
+  // o's layout: rows h * queries + r at o + h * o_head_stride + r * o_row_stride (elements, both
+  // positive and even; 64 contiguous values each).
+  int64_t queries = 0, o_head_stride = 0, o_row_stride = 0;
   float* merged = nullptr;        // float [rows, 64]: the attention over both key sets
   uint16_t* merged_bf16 = nullptr;  // or, when given, that rounded to bf16 (merged unused)
   float* merged_lse = nullptr;    // float [rows] (nullptr: not needed)

@@ -12,7 +12,6 @@
 #include <limits>
 #include <optional>
 #include <string>
-#include <tuple>
 
 #include "core/errors.h"
 #include "core/kv/backend.h"  // (kCertainRowsBucket)
@@ -252,7 +251,7 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
   const bool bf16 = out.scalar_type() == at::kBFloat16;
   const at::Tensor xc = bf16 ? out.contiguous() : out.to(at::kFloat).contiguous(), xl = lse.to(at::kFloat).contiguous();
   const bool as_is = o.scalar_type() == at::kBFloat16 && o.dim() == 3 && o.size(2) == kKernelHeadDim && o.stride(2) == 1 &&
-                     o.stride(0) % 2 == 0 && o.stride(1) % 2 == 0 && o.stride(1) > 0 &&
+                     o.stride(0) % 2 == 0 && o.stride(1) % 2 == 0 && o.stride(0) > 0 && o.stride(1) > 0 &&
                      reinterpret_cast<uintptr_t>(o.data_ptr()) % 4 == 0;
   const at::Tensor oc = as_is ? o : o.to(at::kBFloat16).contiguous(), lc = l.to(at::kFloat).contiguous();
   if (oc.sizes() != xc.sizes() || lc.numel() != xl.numel() || xl.numel() * 64 != xc.numel())
@@ -405,20 +404,20 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
   const at::cuda::CUDAStream side = at::cuda::getStreamFromPool(false, caller.device_index());
   const bool beside = main > 0 && side != caller;
   at::cuda::CUDAEvent forked, joined;
-  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> r;
-  {
+  if (beside) {
+    forked.record(caller);
+    forked.block(side);
+  }
+  const auto r = [&] {
     std::optional<c10::cuda::CUDAStreamGuard> on_side;
-    if (beside) {
-      forked.record(caller);
-      forked.block(side);
-      on_side.emplace(side);
-    }
+    if (beside) on_side.emplace(side);
     // the rows from `main` on: [T, H, D] views of the head-major rows (flash takes any row and head strides)
     const at::Tensor k_rest = k.narrow(1, main, rows - main), v_rest = v.narrow(1, main, rows - main);
-    r = at::_flash_attention_forward(q.transpose(0, 1), k_rest.transpose(0, 1), v_rest.transpose(0, 1), counted.narrow(0, 0, 2),
-                                     counted.narrow(0, 2, 2), nq, rows - main, 0.0, false, false, kScale);
+    auto result = at::_flash_attention_forward(q.transpose(0, 1), k_rest.transpose(0, 1), v_rest.transpose(0, 1), counted.narrow(0, 0, 2),
+                                               counted.narrow(0, 2, 2), nq, rows - main, 0.0, false, false, kScale);
     if (beside) joined.record(side);
-  }
+    return result;
+  }();
   const at::Tensor o_rest = std::get<0>(r).transpose(0, 1);
   if (main == 0) return o_rest;
   at::Tensor out, lse, l_main;

@@ -56,6 +56,23 @@ void GatherPages(const PagedKv& src, int64_t first, const at::Tensor& middle, Pa
   CopyPages(dst, src.Select(index), index.size(0));
 }
 
+// On a GPU, for the policies that rank pages by their keys alone: keeps the first pages and the
+// middle pages listed in place (the kept pages past the kept count fill the evicted ones: a
+// frame's worth of pages moves, not the store). The store leaves stream order; attention does not
+// see it, but exact ties between page scores (which the top-k breaks toward the later position)
+// may then keep another of the tied pages than the CPU cache, and Materialize lists the pages in
+// store order. False where it does not apply (the window and random policies rank by position).
+bool KeepPagesInPlace(PagedKv& store, int64_t first, const at::Tensor& middle, PrunePolicy policy) {
+#ifdef STREAMRECON_HAVE_CUDA_KV
+  if (store.meta.is_cuda() && (policy == PrunePolicy::kXStream || policy == PrunePolicy::kXStreamPage)) {
+    kernels::KeepPagesInPlaceCuda(store, first, middle);
+    return true;
+  }
+#endif
+  (void)store, (void)first, (void)middle, (void)policy;
+  return false;
+}
+
 // Rows from + i of dense k, v [H, capacity, D] into rows to[i] (each below `from`); on a GPU one
 // kernel for both where the copies and index_copy_ took four.
 void MoveRows(at::Tensor& k, at::Tensor& v, int64_t from, const at::Tensor& to) {
@@ -584,30 +601,15 @@ class KvLayerCache final : public LayerKvCache {
 
   // Keeps the first pages and the middle pages listed (ascending, on the device) whole, without a
   // read back, in the store's first pages, so that the store stays where a CUDA graph of a steady
-  // Forward reads and writes it: in place on a GPU for the key-ranked policies (below), else
-  // gathered into the spare store and copied back. On a GPU the kept pages' valid counts stay there (the host's copy lags:
-  // counts_stale_).
+  // Forward reads and writes it: in place where KeepPagesInPlace applies, else gathered into the
+  // spare store and copied back. On a GPU the kept pages' valid counts stay there (the host's copy
+  // lags: counts_stale_).
   void KeepWholePages(int64_t first_pages, const at::Tensor& middle) {
     const int64_t kept = middle.size(0), count = first_pages + kept;
-#ifdef STREAMRECON_HAVE_CUDA_KV
-    // Policies that rank pages by their keys alone: the kept pages past the kept count fill the
-    // evicted ones (a frame's worth of pages moves, not the store), and the store leaves stream
-    // order. Attention does not see the order; exact ties between page scores (which the top-k
-    // breaks toward the later position) may then keep another of the tied pages than the CPU
-    // cache, and Materialize lists the pages in store order. (The window and random policies
-    // rank by position: they keep the gather.)
-    const bool in_place = store_.meta.is_cuda() && (options_.policy == PrunePolicy::kXStream || options_.policy == PrunePolicy::kXStreamPage);
-#else
-    const bool in_place = false;
-#endif
-    if (in_place) {
-#ifdef STREAMRECON_HAVE_CUDA_KV
-      PagedKv head = store_.Head(pages_);
-      kernels::KeepPagesInPlaceCuda(head, first_pages, middle);
-#endif
-    } else {
+    PagedKv head = store_.Head(pages_);
+    if (!KeepPagesInPlace(head, first_pages, middle, options_.policy)) {
       if (spare_.pages() != store_.pages()) spare_ = AllocatePages(layout_, store_.pages(), device_);
-      GatherPages(store_.Head(pages_), first_pages, middle, spare_);
+      GatherPages(head, first_pages, middle, spare_);
       CopyPages(store_, spare_.Slice(first_pages, kept), kept, first_pages);  // (the first pages are where they were)
     }
     floor_.DropPages(pages_ - count, layout_.slots);
@@ -697,12 +699,14 @@ class KvLayerCache final : public LayerKvCache {
   // B cost flash attention about 5 us a layer more per 1000 than cuDNN (probe_overlap.py).
   // (No event query here: Forward may run inside a graph's capture. StepEnded and graph_ready
   // take in the landed copies.)
+  void ChooseCertainRows(int64_t n) {
+    certain_rows_ = streamrecon::ChooseCertainRows(n, PagesFloor(), certain_rows_, kCertainRowsBucket, kCertainMargin);
+  }
+  // Whether the last attention's certain rows are still known to be held (at least one row is left
+  // to the device's count, as ChooseCertainRows leaves it).
   bool CertainRowsHold() const {
     ResolveCounts(/*wait=*/false);
     return certain_rows_ <= last_tokens_ + PagesFloor() - 1;
-  }
-  void ChooseCertainRows(int64_t n) {
-    certain_rows_ = streamrecon::ChooseCertainRows(n, PagesFloor(), certain_rows_, kCertainRowsBucket, kCertainMargin);
   }
   static constexpr int64_t kCertainMargin = 1024;  // (tokens; 256 gave the same recaptures, calls 117-118)
 
