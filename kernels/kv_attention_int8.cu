@@ -166,11 +166,7 @@ struct TileLoader {
 
 // kWarps warps of kRowTiles x 16 query rows each (a warp's row tiles share its K and V fragments);
 // kMinBlocks: resident blocks per multiprocessor the registers are budgeted for.
-// kPackedExp: the exponentials two at a time in bf16 (ex2.approx.ftz.bf16x2, sm_90): the two
-// arguments rounded to bf16 by one conversion, one MUFU operation for both, and the result is
-// already P's packed A operand. Half the exponentials' issue slots and no packing after them; the
-// arguments' rounding (2^-9 relative) moves each P by at most |x| 2^-9 ln 2 relative.
-template <int kWarps, int kRowTiles, int kMinBlocks, bool kPackedExp>
+template <int kWarps, int kRowTiles, int kMinBlocks>
 __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(Int8AttentionParams p) {
   constexpr int kThreads = kWarps * 32, kBlockM = kWarps * kRowTiles * 16;
   __shared__ __align__(128) Stage stages[kStages];
@@ -183,9 +179,6 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
   // Q: per row tile, rows g and g + 8, channels 4 tig .. + 3 (+16, +32, +48): the A operand of two
   // k-steps. One INT8 scale per row over its 64 channels (a quad holds the row).
   const int row_base = blockIdx.x * kBlockM + warp * kRowTiles * 16 + g;
-  // Warps past the last query (the last query tile: 1041 = 16 x 64 + 17) skip the MMAs and the
-  // softmax, leaving their issue slots to the multiprocessor's other blocks.
-  const bool warp_active = row_base - g < p.queries;
   const float q_mul = p.scale * 1.4426950408889634f;  // scores in log2 units
   uint32_t qa[kRowTiles][2][4];  // [row tile][k-step][register]
   float q_scale[kRowTiles][2];
@@ -250,7 +243,6 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
     const Stage& s = stages[read_stage];
     read_stage = read_stage == kStages - 1 ? 0 : read_stage + 1;
     load_stage = load_stage == kStages - 1 ? 0 : load_stage + 1;
-    if (!warp_active) continue;  // no query row of this warp: it only helps load the stages
 
     // S = Q K^T: 8 key tiles of 8; one ldmatrix.x4 gives a key tile's 64 channels.
     int sc[kRowTiles][8][4];  // kScoreBits + integer scores
@@ -302,36 +294,24 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         row_max[rt][r] = new_max;
         bias[r] = new_max == -INFINITY ? 0.0f : -new_max - offset[r];
       }
+      float e[8][4];  // 2^(score - max)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        e[j][0] = FastExp2(fmaf(__int_as_float(sc[rt][j][0]), scale[0], bias[0]));
+        e[j][1] = FastExp2(fmaf(__int_as_float(sc[rt][j][1]), scale[0], bias[0]));
+        e[j][2] = FastExp2(fmaf(__int_as_float(sc[rt][j][2]), scale[1], bias[1]));
+        e[j][3] = FastExp2(fmaf(__int_as_float(sc[rt][j][3]), scale[1], bias[1]));
+      }
       // P in bf16 as the A operand of 4 k-steps of 16 keys (the accumulator layout of two key
       // tiles is the A layout); its row sums by one MMA per k-step against ones.
       float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      if constexpr (kPackedExp) {
-        auto arg = [&](int j, int i, int r) { return fmaf(__int_as_float(sc[rt][j][i]), scale[r], bias[r]); };
 #pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-          pa[rt][kk][0] = FastExp2Bf16x2(PackBf16x2Rn(arg(2 * kk, 0, 0), arg(2 * kk, 1, 0)));
-          pa[rt][kk][1] = FastExp2Bf16x2(PackBf16x2Rn(arg(2 * kk, 2, 1), arg(2 * kk, 3, 1)));
-          pa[rt][kk][2] = FastExp2Bf16x2(PackBf16x2Rn(arg(2 * kk + 1, 0, 0), arg(2 * kk + 1, 1, 0)));
-          pa[rt][kk][3] = FastExp2Bf16x2(PackBf16x2Rn(arg(2 * kk + 1, 2, 1), arg(2 * kk + 1, 3, 1)));
-          Mma16816<false>(sums, pa[rt][kk], kOnes, kOnes);
-        }
-      } else {
-        float e[8][4];  // 2^(score - max)
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          e[j][0] = FastExp2(fmaf(__int_as_float(sc[rt][j][0]), scale[0], bias[0]));
-          e[j][1] = FastExp2(fmaf(__int_as_float(sc[rt][j][1]), scale[0], bias[0]));
-          e[j][2] = FastExp2(fmaf(__int_as_float(sc[rt][j][2]), scale[1], bias[1]));
-          e[j][3] = FastExp2(fmaf(__int_as_float(sc[rt][j][3]), scale[1], bias[1]));
-        }
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-          pa[rt][kk][0] = PackBf16x2(e[2 * kk][0], e[2 * kk][1]);
-          pa[rt][kk][1] = PackBf16x2(e[2 * kk][2], e[2 * kk][3]);
-          pa[rt][kk][2] = PackBf16x2(e[2 * kk + 1][0], e[2 * kk + 1][1]);
-          pa[rt][kk][3] = PackBf16x2(e[2 * kk + 1][2], e[2 * kk + 1][3]);
-          Mma16816<false>(sums, pa[rt][kk], kOnes, kOnes);
-        }
+      for (int kk = 0; kk < 4; ++kk) {
+        pa[rt][kk][0] = PackBf16x2(e[2 * kk][0], e[2 * kk][1]);
+        pa[rt][kk][1] = PackBf16x2(e[2 * kk][2], e[2 * kk][3]);
+        pa[rt][kk][2] = PackBf16x2(e[2 * kk + 1][0], e[2 * kk + 1][1]);
+        pa[rt][kk][3] = PackBf16x2(e[2 * kk + 1][2], e[2 * kk + 1][3]);
+        Mma16816<false>(sums, pa[rt][kk], kOnes, kOnes);
       }
       row_sum[rt][0] = fmaf(row_sum[rt][0], alpha[rt][0], sums[0]);
       row_sum[rt][1] = fmaf(row_sum[rt][1], alpha[rt][1], sums[2]);
@@ -417,17 +397,14 @@ __global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p
 }
 
 // The kernel variants (Int8AttentionParams::variant): warps, row tiles per warp, resident blocks.
-// Variants 5-7 take the exponentials in pairs (kPackedExp).
 struct Variant {
   int warps, row_tiles, min_blocks;
 };
-constexpr Variant kVariants[] = {{4, 1, 4}, {4, 1, 3}, {8, 1, 2}, {4, 2, 2}, {4, 2, 3}, {4, 1, 4}, {8, 1, 2}, {4, 2, 3}};
+constexpr Variant kVariants[] = {{4, 1, 4}, {4, 1, 3}, {8, 1, 2}, {4, 2, 2}, {4, 2, 3}};
 
 using KernelFn = void (*)(Int8AttentionParams);
-constexpr KernelFn kVariantKernels[] = {Int8AttentionKernel<4, 1, 4, false>, Int8AttentionKernel<4, 1, 3, false>,
-                                        Int8AttentionKernel<8, 1, 2, false>, Int8AttentionKernel<4, 2, 2, false>,
-                                        Int8AttentionKernel<4, 2, 3, false>, Int8AttentionKernel<4, 1, 4, true>,
-                                        Int8AttentionKernel<8, 1, 2, true>,  Int8AttentionKernel<4, 2, 3, true>};
+constexpr KernelFn kVariantKernels[] = {Int8AttentionKernel<4, 1, 4>, Int8AttentionKernel<4, 1, 3>, Int8AttentionKernel<8, 1, 2>,
+                                        Int8AttentionKernel<4, 2, 2>, Int8AttentionKernel<4, 2, 3>};
 static_assert(sizeof(kVariantKernels) / sizeof(kVariantKernels[0]) == sizeof(kVariants) / sizeof(kVariants[0]));
 
 }  // namespace

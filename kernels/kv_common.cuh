@@ -35,20 +35,6 @@ __device__ __forceinline__ float FastExp2(float x) {
   return y;
 }
 
-// Two bf16 (lo in the low half) from floats, rounded to nearest even, by one instruction.
-__device__ __forceinline__ uint32_t PackBf16x2Rn(float lo, float hi) {
-  uint32_t w;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(w) : "f"(hi), "f"(lo));
-  return w;
-}
-
-// 2^x of two bf16 at once (sm_90's packed exponential; subnormal results flush to zero).
-__device__ __forceinline__ uint32_t FastExp2Bf16x2(uint32_t x) {
-  uint32_t y;
-  asm("ex2.approx.ftz.bf16x2 %0, %1;" : "=r"(y) : "r"(x));
-  return y;
-}
-
 // Four 8x8 matrices of 16-bit elements from shared memory (lanes 8i..8i+7 address matrix i's rows).
 __device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* smem_ptr) {
   const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_ptr));

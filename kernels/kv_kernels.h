@@ -311,7 +311,7 @@ struct Int8AttentionParams {
   float* partial_out = nullptr;
   float* partial_lse = nullptr;
   // The kernel's shape (kv_attention_int8.cu's kVariants: warps per block, 16-row query tiles per
-  // warp, resident blocks per multiprocessor, exponentials in pairs), 0 .. Int8AttentionVariants() - 1.
+  // warp, resident blocks per multiprocessor), 0 .. Int8AttentionVariants() - 1.
   int variant = 0;
 };
 int Int8AttentionVariants();

@@ -158,14 +158,11 @@ struct Int8Rows {
 };
 Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t rows, const at::Tensor& k_b = {},
                               const at::Tensor& v_b = {});
-// The variant the cache's 8-bit path uses: 4 warps of 16 query rows, 4 blocks per multiprocessor,
-// the exponentials in pairs (kv_attention_int8.cu's kVariants).
-constexpr int kDefaultInt8AttentionVariant = 5;
 // Attention of q (bf16 CUDA [H, Nq, 64], channels contiguous, head and row strides multiples of 4
 // elements, 8-byte aligned) over
 // `rows` with scale 1/8; Q is quantized to INT8 per query row inside the kernel. splits: blocks
 // over the keys (0: enough to fill the GPU); variant: the kernel's shape (Int8AttentionParams).
 // Returns bf16 [H, Nq, 64].
-at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits = 0, int variant = kDefaultInt8AttentionVariant);
+at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits = 0, int variant = 0);
 
 }  // namespace streamrecon::kernels
