@@ -280,7 +280,7 @@ int RunStream(const StreamArgs& args) {
     const std::string csv_path = (std::filesystem::path(args.out) / (run.Label() + ".csv")).string();
     std::ostringstream csv;
     csv << "frame,ms,patch_embed_ms,blocks_ms,kv_attention_ms,cache_maintenance_ms,camera_head_ms,dpt_heads_ms,cache_bytes,"
-           "tokens_layer0,memory_bytes,memory_peak_bytes\n";
+           "tokens_layer0,memory_bytes,memory_peak_bytes,step_graph\n";
     std::vector<double> ms;
     models::StageTimings stage_sum;
     std::string stopped;
@@ -291,6 +291,10 @@ int RunStream(const StreamArgs& args) {
         args.profile.empty() ? args.frames : std::max<int64_t>(std::min<int64_t>(1, args.frames - 1), args.frames - args.profile_frames);
     int64_t profiled = 0;
     double profiled_ms = 0;
+    // Frames whose whole step was a CUDA graph (`step_graph` in the CSV: 1 replayed, 2 captured on
+    // that frame, 0 otherwise), and of them the captures (the first steady frame, then recaptures).
+    int64_t step_graph_frames = 0, step_graph_captures = 0;
+    int step_graph = 0;
     const bool pipelined = args.pipeline && !args.stage_timing;
     // A frame on its way: its pose copied to the host (StartPoseCopy) and the end of its work on the
     // model's stream (the DPT heads).
@@ -313,6 +317,9 @@ int RunStream(const StreamArgs& args) {
       try {
         // (pipelined: the camera head may run on beside the next frame's aggregator)
         const models::StepOutput out = model.Step(frames.tensors[i % frames.tensors.size()], /*defer_pose=*/pipelined);
+        step_graph = out.step_graph_captured ? 2 : out.step_graph ? 1 : 0;
+        step_graph_frames += step_graph > 0;
+        step_graph_captures += step_graph == 2;
         Queued queued{models::StartPoseCopy(out), models::RecordOnCurrentStream(out.depth.device())};
         RECORD_USER_SCOPE(kHarnessWaitScope);
         // Waits for a frame's work on the device: this one, or (pipelined) the one queued before it,
@@ -351,7 +358,7 @@ int RunStream(const StreamArgs& args) {
       mem_peak.peak = std::max(mem_peak.peak, m.peak);
       csv << i + 1 << ',' << ms.back() << ',' << st.patch_embed << ',' << st.blocks << ',' << st.kv_attention << ','
           << st.cache_maintenance << ',' << st.camera_head << ',' << st.dpt_heads << ',' << model.CacheBytes() << ','
-          << layer0_tokens << ',' << m.current << ',' << m.peak << '\n';
+          << layer0_tokens << ',' << m.current << ',' << m.peak << ',' << step_graph << '\n';
       if ((i + 1) % 100 == 0 || i + 1 == args.frames)
         spdlog::info("{}: frame {}/{}, {:.1f} ms, cache {}, memory {}", run.Label(), i + 1, args.frames, ms.back(),
                      FormatBytes(model.CacheBytes()), FormatBytes(m.current));
@@ -409,11 +416,15 @@ int RunStream(const StreamArgs& args) {
                   ms_or_dash(at_frame(1000)).c_str(), stages.c_str(), FormatBytes(report.max_bytes).c_str(),
                   static_cast<long long>(report.tokens_per_layer[0]), FormatBytes(mem_peak.peak).c_str(), stopped.empty() ? "-" : stopped.c_str());
     md << row;
+    if (step_graph_frames > 0)
+      spdlog::info("{}: the whole step ran as CUDA graphs on {} of {} frames, captured {} times", run.Label(), step_graph_frames, n,
+                   step_graph_captures);
     summary.push_back({{"configuration", run.Label()}, {"frames", n}, {"pipelined", pipelined}, {"first_ms", ms[0]}, {"mean_ms", mean},
                        {"median_ms", Percentile(steady, 0.5)}, {"p95_ms", Percentile(steady, 0.95)}, {"p99_ms", Percentile(steady, 0.99)},
                        {"fps", 1000.0 / mean}, {"cache_max_bytes", report.max_bytes}, {"cache_budget_bytes", cache.budget_bytes},
                        {"tokens_layer0", report.tokens_per_layer[0]}, {"effective_bits", report.effective_bits},
                        {"memory_peak_bytes", mem_peak.peak}, {"stopped", stopped}, {"csv", csv_path},
+                       {"step_graph_frames", step_graph_frames}, {"step_graph_captures", step_graph_captures},
                        {"stage_ms", {{"patch_embed", stage_sum.patch_embed / d}, {"blocks", stage_sum.blocks / d},
                                      {"kv_attention", stage_sum.kv_attention / d}, {"cache_maintenance", stage_sum.cache_maintenance / d},
                                      {"camera_head", stage_sum.camera_head / d}, {"dpt_heads", stage_sum.dpt_heads / d}}}});

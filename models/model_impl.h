@@ -518,6 +518,7 @@ struct StreamingModel::Impl {
     out.pose_enc = camera(out.tokens_last.narrow(0, 0, 1));
     out.camera_graph = camera_replayed;
     out.step_graph = caches != CacheCalls::kForward;
+    out.step_graph_captured = caches == CacheCalls::kCaptured;
     Lap(&timings.camera_head);
     const HeadsOut maps = heads();
     out.depth = take(maps.depth);

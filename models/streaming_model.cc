@@ -222,6 +222,10 @@ CacheReport StreamingModel::Cache() const {
   return r;
 }
 
+void StreamingModel::ForgetCertainRowsForTesting() {
+  for (auto& c : impl_->global_caches) c->ForgetCertainRowsForTesting();
+}
+
 StreamingModel::CacheCounts StreamingModel::CacheBeforeLastStep() const {
   const auto& m = *impl_;
   CacheCounts counts;

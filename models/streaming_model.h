@@ -64,6 +64,7 @@ struct StepOutput {
   at::Tensor tokens_last;        // [P, 2C], the last aggregator output
   bool camera_graph = false;     // the camera head was replayed from a CUDA graph
   bool step_graph = false;       // the aggregator with its cache attentions, and the DPT heads, ran as the whole-step CUDA graphs
+  bool step_graph_captured = false;  // ... captured on this frame (the first steady frame, or a recapture)
   // Set by Step(image, /*defer_pose=*/true) when the camera head's graph was still running on a
   // second stream as the step returned: pose_enc is written until this event completes. The other
   // outputs are ready on the current stream as usual.
@@ -112,6 +113,9 @@ class StreamingModel {
 
   // Forgets the stream (caches emptied; the next frame is a first frame).
   void Reset();
+  // Tests only: each paged global cache acts as if its token count had drifted below the rows its
+  // attention takes as certain, so that a graphed model captures its step again on the next frame.
+  void ForgetCertainRowsForTesting();
 
   // B sequences of S frames at once, for training: block-causal global attention (frame t attends
   // to frames 0..t of its sequence), equal to streaming them frame by frame with the full cache.

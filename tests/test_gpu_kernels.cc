@@ -1155,7 +1155,10 @@ TEST(GpuModel, Fp8GemmsOnTheParityFixtures) {
 
 // CUDA graphs replay the same kernels as the eager step: the outputs agree over a pruned,
 // quantized stream, including a change of frame size (recapture) and a reset; steady dense caches
-// (xstream, and xstream-page with frames of whole pages) are replayed with the whole step.
+// (xstream, and xstream-page with frames of whole pages) are replayed with the whole step. Paged
+// caches under a byte budget are also made to drop the rows their attention took as certain (as a
+// drifting token count does on long streams) on two steady frames: the step is captured again
+// there, directly (PrepareCapture), and its outputs still agree.
 TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
   REQUIRE_GPU();
   const models::ModelConfig config = models::NamedConfig("parity-tiny");
@@ -1197,7 +1200,9 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
     models::StreamingModel graphed(config, weights, o);
     at::manual_seed(9);
     double worst = 0, worst_pose = 0;
-    int camera_replays = 0, step_replays = 0, deferred = 0;
+    int camera_replays = 0, step_replays = 0, deferred = 0, forced_recaptures = 0;
+    bool last_step_graph = false;
+    const bool force = format != CacheFormat::kBf16 && budget;
     // Odd frames defer the graphed model's pose (its camera head runs on beside the next frame's
     // aggregator): each pose is read after the next frame was queued, as `run` and `bench stream` do.
     std::optional<std::pair<models::PoseCopy, at::Tensor>> pending;  // the graphed pose on its way, the eager one
@@ -1215,8 +1220,16 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
       }
       const int64_t w = i < 6 ? 5 * config.patch_size : 6 * config.patch_size;  // size change at frame 6
       const at::Tensor image = at::rand({3, 4 * config.patch_size, w}).cuda();
+      const bool forced = force && (i == 17 || i == 44) && last_step_graph;
+      if (forced) graphed.ForgetCertainRowsForTesting();
       const models::StepOutput a = eager.Step(image), b = graphed.Step(image, /*defer_pose=*/i % 2 == 1), c = serial.Step(image);
       check_pending();
+      last_step_graph = b.step_graph;
+      EXPECT_TRUE(!b.step_graph_captured || b.step_graph) << "frame " << i;
+      if (forced) {
+        EXPECT_TRUE(b.step_graph && b.step_graph_captured) << "frame " << i << ": the step was not captured again";
+        forced_recaptures += b.step_graph_captured;
+      }
       EXPECT_FALSE(a.camera_graph);
       EXPECT_TRUE(at::equal(c.depth, a.depth) && at::equal(c.pose_enc, a.pose_enc)) << "frame " << i;
       deferred += b.pose_ready != nullptr;
@@ -1236,9 +1249,9 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
     }
     check_pending();
     std::printf("[ info ] CUDA graphs vs eager (%s/%s cache, %s): worst rel difference %.2e, pose %.2e, camera head replayed on "
-                "%d (its pose deferred on %d) and the whole step on %d of 48 frames\n",
+                "%d (its pose deferred on %d) and the whole step on %d of 48 frames (%d forced recaptures)\n",
                 ToString(format).c_str(), ToString(policy).c_str(), budget ? "byte budget" : "token cap", worst, worst_pose,
-                camera_replays, deferred, step_replays);
+                camera_replays, deferred, step_replays, forced_recaptures);
     EXPECT_LE(worst, 1e-5);
     EXPECT_LE(worst_pose, 1e-5);
     EXPECT_GE(camera_replays, 8);  // not vacuous: the graph ran (frames 19-23 and 43-47)
@@ -1251,6 +1264,9 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
     if (format == CacheFormat::kBf16) EXPECT_GE(step_replays, policy == PrunePolicy::kXStream ? 36 : 20);
     else if (budget) EXPECT_GE(step_replays, 20);
     else EXPECT_EQ(step_replays, 0);
+    if (force) {
+      EXPECT_EQ(forced_recaptures, 2) << "the forced recaptures did not both happen";
+    }
   }
 }
 

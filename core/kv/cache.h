@@ -63,6 +63,9 @@ class LayerKvCache {
   // host choices made again (a paged cache whose rows taken as certain fell below its tokens:
   // they are chosen again here, so that the capture and its replays attend the new ones).
   virtual bool PrepareCapture() { return graph_ready(); }
+  // Tests only: a paged cache forgets its rows taken as certain, as if its count had drifted
+  // below them (graph_ready() is then false until PrepareCapture or a Forward chooses them again).
+  virtual void ForgetCertainRowsForTesting() {}
   // The host side of a Forward that a graph replay performed (only when graph_ready()).
   virtual void Replayed() {}
   // Called once the step that ran this cache's Forward (eagerly, or in a graph's capture or

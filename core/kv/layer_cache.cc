@@ -13,6 +13,7 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <limits>
 #include <numeric>
 #include <optional>
 
@@ -251,6 +252,9 @@ class KvLayerCache final : public LayerKvCache {
     // (the next Forward's choice, from the same floor, keeps these: its host work repeats)
     ChooseCertainRows(last_tokens_);
     return CertainRowsHold();
+  }
+  void ForgetCertainRowsForTesting() override {
+    if (quantized()) certain_rows_ = std::numeric_limits<int64_t>::max();
   }
   void Replayed() override {
     SR_CHECK(steady_, Error, "KV cache: a replayed Forward needs a steady cache");
