@@ -57,19 +57,19 @@ if [ "${EVAL:-0}" = 1 ]; then  # the trained default model, bf16 attention again
 fi
 if [ "${STREAM:-1}" = 1 ]; then
   for att in ${ATTENTION:-auto}; do  # attention paths, one set of runs each
-  ATT=(--attention-path "$att")
-  for variant in ${STREAM_VARIANTS:-plain}; do  # plain; fp8: with --fp8-gemms; serial: with --serial-maintenance
-    EXTRA=()
-    [ "$variant" = fp8 ] && EXTRA=(--fp8-gemms)
-    [ "$variant" = serial ] && EXTRA=(--serial-maintenance)
-    timeout 150 ./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 \
-      --size 518 --cuda-graphs --bf16-heads "${ATT[@]}" "${EXTRA[@]}" --frames 60 --warmup 3 --no-stage-timing \
-      --run xstream,bf16,1.75GB --run xstream-page,kivi4,530MB --run xstream-page,oscar2,310MB --out "$OUT/steady_${att}_$variant" \
-      > "$OUT/steady_${att}_$variant.log" 2>&1
-    echo "bench $variant, attention $att (unprofiled): exit $?"
-    grep -iE "error" "$OUT/steady_${att}_$variant.log" | head -5
-    cat "$OUT/steady_${att}_$variant/summary.md" 2>/dev/null
-  done
+    ATT=(--attention-path "$att")
+    for variant in ${STREAM_VARIANTS:-plain}; do  # plain; fp8: with --fp8-gemms; serial: with --serial-maintenance
+      EXTRA=()
+      [ "$variant" = fp8 ] && EXTRA=(--fp8-gemms)
+      [ "$variant" = serial ] && EXTRA=(--serial-maintenance)
+      timeout 150 ./build-gpu/app/streamrecon bench stream --random-weights --config streamvggt-1b --device cuda --dtype bfloat16 \
+        --size 518 --cuda-graphs --bf16-heads "${ATT[@]}" "${EXTRA[@]}" --frames 60 --warmup 3 --no-stage-timing \
+        --run xstream,bf16,1.75GB --run xstream-page,kivi4,530MB --run xstream-page,oscar2,310MB --out "$OUT/steady_${att}_$variant" \
+        > "$OUT/steady_${att}_$variant.log" 2>&1
+      echo "bench $variant, attention $att (unprofiled): exit $?"
+      grep -iE "error" "$OUT/steady_${att}_$variant.log" | head -5
+      cat "$OUT/steady_${att}_$variant/summary.md" 2>/dev/null
+    done
   done
 fi
 cd "$OUT" && tar czf bundle.tgz ./*.log ./*.json steady_* eval 2>/dev/null; rm -rf steady_* eval
