@@ -643,6 +643,10 @@ TEST(TokenFloor, CertainRowsKeepTheirCountWhileItHoldsAndLeaveAMarginWhenChosen)
   EXPECT_EQ(ChooseCertainRows(1041, 17391, 18432, 2048, 256), 16384);  // fell below: chosen again
   EXPECT_EQ(ChooseCertainRows(1041, 19000, 16384, 2048, 256), 16384);
   EXPECT_EQ(ChooseCertainRows(1041, 20500, 16384, 2048, 256), 20480);  // grew past two buckets
+  // a slack to keep (a capture anew): chosen again where the count is within it
+  EXPECT_EQ(ChooseCertainRows(1041, 17492, 18432, 2048, 256, 64), 18432);   // 18532 - 18432 = 100 >= 64
+  EXPECT_EQ(ChooseCertainRows(1041, 17492, 18432, 2048, 256, 128), 16384);  // 100 < 128
+  EXPECT_EQ(ChooseCertainRows(1041, 19000, 16384, 2048, 256, 128), 16384);  // far enough above
   // small caches and lagging floors: none
   EXPECT_EQ(ChooseCertainRows(100, 500, 0, 2048, 256), 0);
   EXPECT_EQ(ChooseCertainRows(1041, -3000, 0, 2048, 256), 0);

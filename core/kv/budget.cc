@@ -80,9 +80,9 @@ BudgetPlan PlanBudget(const KvCacheOptions& options, const CacheGeometry& g, int
   return plan;
 }
 
-int64_t ChooseCertainRows(int64_t current, int64_t floor, int64_t previous, int64_t bucket, int64_t margin) {
+int64_t ChooseCertainRows(int64_t current, int64_t floor, int64_t previous, int64_t bucket, int64_t margin, int64_t keep_slack) {
   const int64_t certain = current + floor - 1;
-  if (previous > 0 && previous <= certain && certain - previous < 2 * bucket) return previous;
+  if (previous > 0 && previous <= certain - keep_slack && certain - previous < 2 * bucket) return previous;
   return std::max<int64_t>(0, (certain - margin) / bucket * bucket);
 }
 

@@ -107,8 +107,8 @@ class TokenFloor {
 
 // The rows [current frame; the pages' valid slots] an attention over `current` tokens may take as
 // certain, given a floor of the pages' tokens: `previous` while it is at most current + floor - 1
-// (a row is left to the device's count) and within two buckets of that; else whole buckets at
-// least `margin` below it (0 when none).
-int64_t ChooseCertainRows(int64_t current, int64_t floor, int64_t previous, int64_t bucket, int64_t margin);
+// - keep_slack (a row is left to the device's count) and within two buckets of that; else whole
+// buckets at least `margin` below it (0 when none).
+int64_t ChooseCertainRows(int64_t current, int64_t floor, int64_t previous, int64_t bucket, int64_t margin, int64_t keep_slack = 0);
 
 }  // namespace streamrecon

@@ -248,9 +248,14 @@ class KvLayerCache final : public LayerKvCache {
     return false;
   }
   bool PrepareCapture() override {
-    if (!steady_ || !quantized() || CertainRowsHold()) return steady_;
-    // (the next Forward's choice, from the same floor, keeps these: its host work repeats)
-    ChooseCertainRows(last_tokens_);
+    if (!steady_ || !quantized()) return steady_;
+    // A capture anew costs the same whatever it changes: a cache whose count lies within half the
+    // margin above its certain rows chooses them again too (a bucket lower), so that its drift
+    // does not force another capture soon after (calls 120-124: 4-7 captures in 2000 frames, each
+    // 50-110 ms, as layers crossed their edges one by one). (CertainRowsHold first takes in the
+    // counts that have landed; the next Forward's choice, from the same floor, keeps these.)
+    (void)CertainRowsHold();
+    ChooseCertainRows(last_tokens_, kCertainMargin / 2);
     return CertainRowsHold();
   }
   void ForgetCertainRowsForTesting() override {
@@ -703,8 +708,8 @@ class KvLayerCache final : public LayerKvCache {
   // B cost flash attention about 5 us a layer more per 1000 than cuDNN (probe_overlap.py).
   // (No event query here: Forward may run inside a graph's capture. StepEnded and graph_ready
   // take in the landed copies.)
-  void ChooseCertainRows(int64_t n) {
-    certain_rows_ = streamrecon::ChooseCertainRows(n, PagesFloor(), certain_rows_, kCertainRowsBucket, kCertainMargin);
+  void ChooseCertainRows(int64_t n, int64_t keep_slack = 0) {
+    certain_rows_ = streamrecon::ChooseCertainRows(n, PagesFloor(), certain_rows_, kCertainRowsBucket, kCertainMargin, keep_slack);
   }
   // Whether the last attention's certain rows are still known to be held (at least one row is left
   // to the device's count, as ChooseCertainRows leaves it).
