@@ -59,11 +59,14 @@ int main(int argc, char** argv) {
   std::vector<int64_t> append_tokens;
   bool append_only = false;
   int append_hpb = -1;
+  std::vector<int> int8_splits = {1};
   app.add_option("--tokens", kept, "Kept tokens T (repeatable)");
   app.add_flag("--append-only", append_only, "Skip the attention timings");
   app.add_option("--append-tokens", append_tokens, "Tokens per append (repeatable; default: one frame and 65536)");
   app.add_option("--append-format", append_format, "Only this append format (kivi4, kivi2, oscar4, oscar2)");
   app.add_option("--append-hpb", append_hpb, "Only variant 2 with this many heads per block (1, 2, 4)");
+  app.add_option("--int8-splits", int8_splits, "8-bit attention: split counts over the keys to time beside the automatic one (repeatable)")
+      ->capture_default_str();
   app.add_option("--queries", queries, "Queries per frame");
   app.add_option("--heads", heads, "Heads");
   app.add_option("--json", json_path, "Write the results as JSON");
@@ -106,9 +109,17 @@ int main(int argc, char** argv) {
     {
       namespace k8 = streamrecon::kernels;
       const k8::Int8Rows rows8 = k8::QuantizeInt8RowsCuda(k_cache, v_cache, T, k_cur, v_cur);
+      std::vector<int> split_counts = {0};  // 0: the automatic choice (ChooseInt8AttentionSplits)
+      split_counts.insert(split_counts.end(), int8_splits.begin(), int8_splits.end());
       for (int variant = 0; variant < streamrecon::kernels::Int8AttentionVariants(); ++variant)
-        for (int splits : {0, 1}) {
-          const std::string label = "i8/v" + std::to_string(variant) + (splits == 1 ? "s1" : "");
+        for (int splits : split_counts) {
+          // (the automatic choice labelled with its count: i8/v0a12)
+          k8::Int8AttentionParams shape;
+          shape.queries = static_cast<int>(queries), shape.heads = static_cast<int>(heads), shape.variant = variant;
+          shape.tiles = static_cast<int>((T + queries + k8::kInt8AttentionTile - 1) / k8::kInt8AttentionTile);
+          const std::string label = "i8/v" + std::to_string(variant) +
+                                    (splits > 0 ? "s" + std::to_string(splits)
+                                                : "a" + std::to_string(k8::ChooseInt8AttentionSplits(shape, prop->multiProcessorCount)));
           report(label.c_str(), TimeMs([&] { k8::Int8AttentionCuda(q, rows8, splits, variant); }));
         }
       // (over rows that already hold the current frame, as the dense cache's: no copy of V)
