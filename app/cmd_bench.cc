@@ -318,8 +318,6 @@ int RunStream(const StreamArgs& args) {
         // (pipelined: the camera head may run on beside the next frame's aggregator)
         const models::StepOutput out = model.Step(frames.tensors[i % frames.tensors.size()], /*defer_pose=*/pipelined);
         step_graph = out.step_graph_captured ? 2 : out.step_graph ? 1 : 0;
-        step_graph_frames += step_graph > 0;
-        step_graph_captures += step_graph == 2;
         Queued queued{models::StartPoseCopy(out), models::RecordOnCurrentStream(out.depth.device())};
         RECORD_USER_SCOPE(kHarnessWaitScope);
         // Waits for a frame's work on the device: this one, or (pipelined) the one queued before it,
@@ -342,6 +340,8 @@ int RunStream(const StreamArgs& args) {
       const auto done = std::chrono::steady_clock::now();
       ms.push_back(std::chrono::duration<double, std::milli>(done - (pipelined && i > 0 ? last_done : t0)).count());
       last_done = done;
+      step_graph_frames += step_graph > 0;  // (counted with the frame's time: a frame that threw is in neither)
+      step_graph_captures += step_graph == 2;
       if (profiler) {
         ++profiled;
         profiled_ms += ms.back();

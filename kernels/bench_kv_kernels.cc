@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
   app.add_option("--append-format", append_format, "Only this append format (kivi4, kivi2, oscar4, oscar2)");
   app.add_option("--append-hpb", append_hpb, "Only variant 2 with this many heads per block (1, 2, 4)");
   app.add_option("--int8-splits", int8_splits, "8-bit attention: split counts over the keys to time beside the automatic one (repeatable)")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--queries", queries, "Queries per frame");
   app.add_option("--heads", heads, "Heads");

@@ -176,10 +176,15 @@ bool StreamingModel::Impl::GraphStep(const Tensor& img, int64_t h, int64_t wd, i
                std::all_of(global_caches.begin(), global_caches.end(), [](const auto& c) { return c->graph_ready(); });
   // Caches that only need their next call's host choices made again (a paged cache whose count
   // drifted below the rows its attention took as certain): the step is captured anew, without the
-  // segments' detour (three frames and about 300 ms, call 118).
+  // segments' detour (three frames and about 300 ms, call 118). The choices change only once every
+  // cache can be captured again (else the graphs are dropped, and nothing is gained by them).
   bool recapture = false;
-  if (!steady && size_repeats && !options.stage_timing && graphs && graphs->step && !step_graph_failed)
-    steady = recapture = std::all_of(global_caches.begin(), global_caches.end(), [](const auto& c) { return c->PrepareCapture(); });
+  if (!steady && size_repeats && !options.stage_timing && graphs && graphs->step && !step_graph_failed &&
+      std::all_of(global_caches.begin(), global_caches.end(), [](const auto& c) { return c->CanRecapture(); })) {
+    recapture = true;
+    for (auto& c : global_caches) recapture = c->PrepareCapture() && recapture;  // (every cache prepares)
+    steady = recapture;
+  }
   // A cache that left its steady state needs the segments again, whose buffers the step graph took over.
   if (graphs && graphs->step && !steady) graphs.reset();
   if (!graphs || graphs->H != H || graphs->W != W) {

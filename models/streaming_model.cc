@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -223,7 +224,7 @@ CacheReport StreamingModel::Cache() const {
 }
 
 void StreamingModel::ForgetCertainRowsForTesting() {
-  for (auto& c : impl_->global_caches) c->ForgetCertainRowsForTesting();
+  for (auto& c : impl_->global_caches) c->SetCertainRowsForTesting(std::numeric_limits<int64_t>::max());
 }
 
 StreamingModel::CacheCounts StreamingModel::CacheBeforeLastStep() const {

@@ -67,7 +67,7 @@ if [ "${STREAM:-1}" = 1 ]; then
         --run xstream,bf16,1.75GB --run xstream-page,kivi4,530MB --run xstream-page,oscar2,310MB --out "$OUT/steady_${att}_$variant" \
         > "$OUT/steady_${att}_$variant.log" 2>&1
       echo "bench $variant, attention $att (unprofiled): exit $?"
-      grep -iE "error" "$OUT/steady_${att}_$variant.log" | head -5
+      grep -iE "error|ran as CUDA graphs" "$OUT/steady_${att}_$variant.log" | head -8
       cat "$OUT/steady_${att}_$variant/summary.md" 2>/dev/null
     done
   done

@@ -769,6 +769,55 @@ TEST(GpuCache, BackgroundMaintenanceMatchesTheSerialCache) {
     }
 }
 
+// A paged cache's rows taken as certain when its step is captured anew (PrepareCapture): kept
+// where the count lies at least half the margin (512) above them, chosen again (whole buckets of
+// 2048 at least the margin below the count) where it lies closer or fell below them; the next
+// Forward keeps the choice, and the cache is steady again (its graph can be replayed).
+TEST(GpuCache, CaptureAnewChoosesTheCertainRowsAgainNearTheirEdge) {
+  REQUIRE_GPU();
+  at::manual_seed(402);
+  KvCacheOptions o;
+  o.format = CacheFormat::kKivi4;
+  o.policy = PrunePolicy::kXStreamPage;
+  o.cache_tokens = 1 << 20;
+  auto cache = MakeLayerKvCache(o, at::kCUDA);
+  const int64_t H = 16, n = 1041;
+  cache->SetCapacity({-1, 8 * FrameBytes(o, H, 64, n, 2, false)});
+  auto step = [&] {
+    const at::Tensor q = RandomBf16({H, n, 64}).cuda(), k = RandomBf16({H, n, 64}).cuda(), v = RandomBf16({H, n, 64}).cuda();
+    (void)cache->Forward(q, k, v);
+    cache->Join();
+    cache->StepEnded();
+  };
+  for (int frame = 0; frame < 14; ++frame) step();
+  ASSERT_TRUE(cache->graph_ready()) << "the paged cache did not become steady in 14 frames";
+  // The next attention's rows: its n current tokens and the pages' tokens (exact once read).
+  const int64_t edge = n + cache->tokens() - 1;
+  const int64_t fresh = (edge - 1024) / 2048 * 2048;  // a choice anew
+  ASSERT_GT(fresh, 0) << "too few tokens for a bucket: " << edge;
+  EXPECT_EQ(cache->certain_rows_for_testing() % 2048, 0);
+  EXPECT_LE(cache->certain_rows_for_testing(), edge);
+  struct Case {
+    const char* what;
+    int64_t rows, want;
+  };
+  const int64_t far = (edge - 600) / 2048 * 2048;  // at least 600 rows below the edge
+  for (const Case& c : {Case{"600+ rows below the count: kept", far, far}, Case{"100 rows below the count: chosen again", edge - 100, fresh},
+                        Case{"above the count: chosen again", edge + 1, fresh}}) {
+    cache->SetCertainRowsForTesting(c.rows);
+    EXPECT_EQ(cache->graph_ready(), c.rows <= edge) << c.what;
+    ASSERT_TRUE(cache->CanRecapture()) << c.what;
+    EXPECT_TRUE(cache->PrepareCapture()) << c.what;
+    EXPECT_EQ(cache->certain_rows_for_testing(), c.want) << c.what << " (count edge " << edge << ")";
+  }
+  // The capture's Forward keeps the last choice, and the cache stays steady.
+  step();
+  EXPECT_EQ(cache->certain_rows_for_testing(), fresh);
+  EXPECT_TRUE(cache->graph_ready());
+  std::printf("[ info ] certain rows at a capture anew: count edge %lld, kept %lld, chosen again %lld\n", static_cast<long long>(edge),
+              static_cast<long long>(far), static_cast<long long>(fresh));
+}
+
 // The camera trunk's slot cache on the device against the reference cache on the CPU (the
 // trunk's shape: one token per call, 16 heads of 64 in the 1B model): the same kept tokens in
 // stream order and the same outputs, in float32 and with bf16 storage, for the deterministic
@@ -1200,8 +1249,8 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
     models::StreamingModel graphed(config, weights, o);
     at::manual_seed(9);
     double worst = 0, worst_pose = 0;
-    int camera_replays = 0, step_replays = 0, deferred = 0, forced_recaptures = 0;
-    bool last_step_graph = false;
+    int camera_replays = 0, step_replays = 0, deferred = 0, forced_recaptures = 0, replays_after = 0;
+    bool last_step_graph = false, last_forced = false;
     const bool force = format != CacheFormat::kBf16 && budget;
     // Odd frames defer the graphed model's pose (its camera head runs on beside the next frame's
     // aggregator): each pose is read after the next frame was queued, as `run` and `bench stream` do.
@@ -1224,12 +1273,16 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
       if (forced) graphed.ForgetCertainRowsForTesting();
       const models::StepOutput a = eager.Step(image), b = graphed.Step(image, /*defer_pose=*/i % 2 == 1), c = serial.Step(image);
       check_pending();
-      last_step_graph = b.step_graph;
-      EXPECT_TRUE(!b.step_graph_captured || b.step_graph) << "frame " << i;
       if (forced) {
         EXPECT_TRUE(b.step_graph && b.step_graph_captured) << "frame " << i << ": the step was not captured again";
         forced_recaptures += b.step_graph_captured;
       }
+      if (last_forced) {  // the capture's host choices held: the frame after it replays that graph
+        EXPECT_TRUE(b.step_graph && !b.step_graph_captured) << "frame " << i << ": the recaptured graph was not replayed";
+        replays_after += b.step_graph && !b.step_graph_captured;
+      }
+      last_step_graph = b.step_graph;
+      last_forced = forced;
       EXPECT_FALSE(a.camera_graph);
       EXPECT_TRUE(at::equal(c.depth, a.depth) && at::equal(c.pose_enc, a.pose_enc)) << "frame " << i;
       deferred += b.pose_ready != nullptr;
@@ -1266,6 +1319,7 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
     else EXPECT_EQ(step_replays, 0);
     if (force) {
       EXPECT_EQ(forced_recaptures, 2) << "the forced recaptures did not both happen";
+      EXPECT_EQ(replays_after, 2) << "the recaptured graphs were not both replayed on the next frame";
     }
   }
 }

@@ -58,14 +58,20 @@ class LayerKvCache {
   // Whether the next Forward does exactly the host work of the last one and reads no host data,
   // so that a CUDA graph captured over one call can stand for it (fixed-slot caches when full).
   virtual bool graph_ready() const { return false; }
-  // Whether, after what this call changes, a CUDA graph captured anew over the next Forward can
-  // stand for the ones after it: graph_ready(), or a steady cache that only needs its next call's
-  // host choices made again (a paged cache whose rows taken as certain fell below its tokens:
-  // they are chosen again here, so that the capture and its replays attend the new ones).
+  // Whether a CUDA graph captured anew over the next Forward could stand for the ones after it:
+  // graph_ready(), or a steady cache that only needs its next call's host choices made again (a
+  // paged cache whose count drifted below the rows its attention took as certain). Changes nothing.
+  virtual bool CanRecapture() const { return graph_ready(); }
+  // Called on every cache once all of them CanRecapture, before the capture: makes the next call's
+  // host choices again where needed (a paged cache chooses its certain rows again when its count
+  // fell below them or lies within half the margin above them), so that the capture and its
+  // replays attend the new ones. Returns whether the capture can go ahead.
   virtual bool PrepareCapture() { return graph_ready(); }
-  // Tests only: a paged cache forgets its rows taken as certain, as if its count had drifted
-  // below them (graph_ready() is then false until PrepareCapture or a Forward chooses them again).
-  virtual void ForgetCertainRowsForTesting() {}
+  // Tests only: a paged cache's rows taken as certain, read and set (set above its count, they
+  // are as if the count had drifted below them: graph_ready() is then false until PrepareCapture
+  // or a Forward chooses them again). Others: 0, and nothing set.
+  virtual int64_t certain_rows_for_testing() const { return 0; }
+  virtual void SetCertainRowsForTesting(int64_t /*rows*/) {}
   // The host side of a Forward that a graph replay performed (only when graph_ready()).
   virtual void Replayed() {}
   // Called once the step that ran this cache's Forward (eagerly, or in a graph's capture or

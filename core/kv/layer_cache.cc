@@ -247,19 +247,22 @@ class KvLayerCache final : public LayerKvCache {
                  frames_, certain_rows_, last_tokens_ + PagesFloor(), pages_);
     return false;
   }
+  bool CanRecapture() const override { return steady_; }
   bool PrepareCapture() override {
     if (!steady_ || !quantized()) return steady_;
     // A capture anew costs the same whatever it changes: a cache whose count lies within half the
-    // margin above its certain rows chooses them again too (a bucket lower), so that its drift
-    // does not force another capture soon after (calls 120-124: 4-7 captures in 2000 frames, each
-    // 50-110 ms, as layers crossed their edges one by one). (CertainRowsHold first takes in the
-    // counts that have landed; the next Forward's choice, from the same floor, keeps these.)
+    // margin above its certain rows chooses them again too (usually a bucket lower), so that its
+    // drift does not force another capture soon after (calls 120-124: 4-7 captures in 2000
+    // frames, each 50-110 ms, as layers crossed their edges one by one; call 125: 2-3).
+    // (CertainRowsHold first takes in the counts that have landed; the next Forward's choice, from
+    // the same floor, keeps these.)
     (void)CertainRowsHold();
     ChooseCertainRows(last_tokens_, kCertainMargin / 2);
     return CertainRowsHold();
   }
-  void ForgetCertainRowsForTesting() override {
-    if (quantized()) certain_rows_ = std::numeric_limits<int64_t>::max();
+  int64_t certain_rows_for_testing() const override { return certain_rows_; }
+  void SetCertainRowsForTesting(int64_t rows) override {
+    if (quantized()) certain_rows_ = rows;
   }
   void Replayed() override {
     SR_CHECK(steady_, Error, "KV cache: a replayed Forward needs a steady cache");
@@ -707,7 +710,8 @@ class KvLayerCache final : public LayerKvCache {
   // frames whatever the margin, and its step is then captured again, about 50 ms). The rows past
   // B cost flash attention about 5 us a layer more per 1000 than cuDNN (probe_overlap.py).
   // (No event query here: Forward may run inside a graph's capture. StepEnded and graph_ready
-  // take in the landed copies.)
+  // take in the landed copies.) keep_slack: the last choice is kept only while at least this many
+  // rows lie between it and the count (PrepareCapture's half margin; a Forward's 0).
   void ChooseCertainRows(int64_t n, int64_t keep_slack = 0) {
     certain_rows_ = streamrecon::ChooseCertainRows(n, PagesFloor(), certain_rows_, kCertainRowsBucket, kCertainMargin, keep_slack);
   }
