@@ -801,8 +801,9 @@ TEST(GpuCache, CaptureAnewChoosesTheCertainRowsAgainNearTheirEdge) {
     const char* what;
     int64_t rows, want;
   };
-  const int64_t far = (edge - 600) / 2048 * 2048;  // at least 600 rows below the edge
-  for (const Case& c : {Case{"600+ rows below the count: kept", far, far}, Case{"100 rows below the count: chosen again", edge - 100, fresh},
+  // (600 rows below: kept as it is, not a multiple of the bucket, so it cannot pass for a choice anew)
+  const int64_t far = edge - 600;
+  for (const Case& c : {Case{"600 rows below the count: kept", far, far}, Case{"100 rows below the count: chosen again", edge - 100, fresh},
                         Case{"above the count: chosen again", edge + 1, fresh}}) {
     cache->SetCertainRowsForTesting(c.rows);
     EXPECT_EQ(cache->graph_ready(), c.rows <= edge) << c.what;
