@@ -112,15 +112,17 @@ int main(int argc, char** argv) {
       const k8::Int8Rows rows8 = k8::QuantizeInt8RowsCuda(k_cache, v_cache, T, k_cur, v_cur);
       std::vector<int> split_counts = {0};  // 0: the automatic choice (ChooseInt8AttentionSplits)
       split_counts.insert(split_counts.end(), int8_splits.begin(), int8_splits.end());
+      // The automatic choice's count, for its label (i8/v0a12).
+      auto auto_splits = [&](int variant) {
+        k8::Int8AttentionParams shape;
+        shape.queries = static_cast<int>(queries), shape.heads = static_cast<int>(heads), shape.variant = variant;
+        shape.tiles = static_cast<int>((T + queries + k8::kInt8AttentionTile - 1) / k8::kInt8AttentionTile);
+        return k8::ChooseInt8AttentionSplits(shape, prop->multiProcessorCount);
+      };
       for (int variant = 0; variant < streamrecon::kernels::Int8AttentionVariants(); ++variant)
         for (int splits : split_counts) {
-          // (the automatic choice labelled with its count: i8/v0a12)
-          k8::Int8AttentionParams shape;
-          shape.queries = static_cast<int>(queries), shape.heads = static_cast<int>(heads), shape.variant = variant;
-          shape.tiles = static_cast<int>((T + queries + k8::kInt8AttentionTile - 1) / k8::kInt8AttentionTile);
-          const std::string label = "i8/v" + std::to_string(variant) +
-                                    (splits > 0 ? "s" + std::to_string(splits)
-                                                : "a" + std::to_string(k8::ChooseInt8AttentionSplits(shape, prop->multiProcessorCount)));
+          const std::string label =
+              "i8/v" + std::to_string(variant) + (splits > 0 ? "s" + std::to_string(splits) : "a" + std::to_string(auto_splits(variant)));
           report(label.c_str(), TimeMs([&] { k8::Int8AttentionCuda(q, rows8, splits, variant); }));
         }
       // (over rows that already hold the current frame, as the dense cache's: no copy of V)

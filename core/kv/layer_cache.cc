@@ -13,7 +13,6 @@
 #include <chrono>
 #include <deque>
 #include <map>
-#include <limits>
 #include <numeric>
 #include <optional>
 
@@ -254,9 +253,8 @@ class KvLayerCache final : public LayerKvCache {
     // margin above its certain rows chooses them again too (usually a bucket lower), so that its
     // drift does not force another capture soon after (calls 120-124: 4-7 captures in 2000
     // frames, each 50-110 ms, as layers crossed their edges one by one; call 125: 2-3).
-    // (CertainRowsHold first takes in the counts that have landed; the next Forward's choice, from
-    // the same floor, keeps these.)
-    (void)CertainRowsHold();
+    // (From the counts that have landed; the next Forward's choice, from the same floor, keeps these.)
+    ResolveCounts(/*wait=*/false);
     ChooseCertainRows(last_tokens_, kCertainMargin / 2);
     return CertainRowsHold();
   }
