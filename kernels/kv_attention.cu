@@ -8,6 +8,7 @@
 #include "kernels/kv_kernels.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cstdlib>
 
 namespace streamrecon::kernels {
@@ -332,14 +333,21 @@ namespace {
 
 // A thread per pair of channels of one query row: out' = o + w (out - o) with w = e^lse / (e^lse +
 // e^l) = sigmoid(lse - l), lse' = log(e^lse + e^l); rows of 64 values, the running out in bf16 (the
-// first part) or float, the result in float or, for the last part, bf16.
+// first part) or float, the result in float or, for the last part, bf16. With P rows of zero keys
+// and values in the running part (p.pad), its sum of weights e^lse holds P e^0 = P too much and
+// its out that much too little: with m = max(lse, l), out' = (out e^(lse-m) + o e^(l-m)) /
+// (e^(lse-m) + e^(l-m) - P e^-m), lse' = m + log of that denominator. (Exact; in fp32 the real
+// keys' sum keeps about 1e-3 relative accuracy while it exceeds P / 1000, i.e. their log-sum-exp
+// lies above log P - 7, 0.6 for P = 2047: over thousands of keys it does unless nearly all of
+// them score far below zero for that query.)
 template <typename T>
 __global__ void __launch_bounds__(256) MergeByLseKernel(MergeParams p) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x;  // pair index
   if (i >= p.rows * 32) return;
   const int64_t row = i / 32;
-  const float a = p.lse[row], b = p.l[row];
-  const float w = 1.0f / (1.0f + expf(b - a));
+  const bool part = p.o && (!p.part_keys || *p.part_keys > 0);
+  const float pad = p.pad ? static_cast<float>(*p.pad) : 0.0f;
+  const float a = p.lse[row], b = part ? p.l[row] : -INFINITY;
   float x0, x1;
   if constexpr (sizeof(T) == 2) {
     const uint32_t x = reinterpret_cast<const uint32_t*>(p.out)[i];
@@ -350,16 +358,32 @@ __global__ void __launch_bounds__(256) MergeByLseKernel(MergeParams p) {
     x0 = x.x;
     x1 = x.y;
   }
-  const int64_t o_at = (row / p.queries) * p.o_head_stride + (row % p.queries) * p.o_row_stride + 2 * (i % 32);
-  const uint32_t y = *reinterpret_cast<const uint32_t*>(p.o + o_at);
-  const float y0 = Bf16BitsToFloat(static_cast<uint16_t>(y & 0xffff)), y1 = Bf16BitsToFloat(static_cast<uint16_t>(y >> 16));
-  const float m0 = fmaf(w, x0 - y0, y0), m1 = fmaf(w, x1 - y1, y1);
+  float y0 = 0.0f, y1 = 0.0f;
+  if (part) {
+    const int64_t o_at = (row / p.queries) * p.o_head_stride + (row % p.queries) * p.o_row_stride + 2 * (i % 32);
+    const uint32_t y = *reinterpret_cast<const uint32_t*>(p.o + o_at);
+    y0 = Bf16BitsToFloat(static_cast<uint16_t>(y & 0xffff));
+    y1 = Bf16BitsToFloat(static_cast<uint16_t>(y >> 16));
+  }
+  float m0, m1, merged_lse;
+  if (pad == 0.0f) {
+    const float w = 1.0f / (1.0f + expf(b - a));
+    m0 = fmaf(w, x0 - y0, y0);
+    m1 = fmaf(w, x1 - y1, y1);
+    const float m = fmaxf(a, b);
+    merged_lse = m == -INFINITY ? m : m + log1pf(expf(-fabsf(a - b)));
+  } else {
+    const float m = fmaxf(a, b);
+    const float ea = expf(a - m), eb = expf(b - m);
+    // (the real keys' weights cannot sum to less than nothing: a rounding below is clamped)
+    const float den = fmaxf(ea + eb - pad * expf(-m), FLT_MIN);
+    m0 = (x0 * ea + y0 * eb) / den;
+    m1 = (x1 * ea + y1 * eb) / den;
+    merged_lse = m + logf(den);
+  }
   if (p.merged_bf16) reinterpret_cast<uint32_t*>(p.merged_bf16)[i] = PackBf16x2(m0, m1);
   else reinterpret_cast<float2*>(p.merged)[i] = make_float2(m0, m1);
-  if (p.merged_lse && i % 32 == 0) {
-    const float m = fmaxf(a, b);
-    p.merged_lse[row] = m == -INFINITY ? m : m + log1pf(expf(-fabsf(a - b)));
-  }
+  if (p.merged_lse && i % 32 == 0) p.merged_lse[row] = merged_lse;
 }
 
 constexpr int kSlotThreads = 256;
@@ -497,7 +521,7 @@ cudaError_t LaunchSlotAttend(const SlotAttendParams& p, cudaStream_t stream) {
 }
 
 cudaError_t LaunchMergeByLse(const MergeParams& p, cudaStream_t stream) {
-  if (p.rows < 0 || (p.rows > 0 && (p.queries < 1 || p.o_head_stride < 1 || p.o_row_stride < 1))) return cudaErrorInvalidValue;
+  if (p.rows < 0 || (p.rows > 0 && p.o && (p.queries < 1 || p.o_head_stride < 1 || p.o_row_stride < 1))) return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
   const int64_t pairs = p.rows * 32;
   const unsigned blocks = static_cast<unsigned>((pairs + 255) / 256);

@@ -103,6 +103,11 @@ struct MergeParams {
   float* merged = nullptr;        // float [rows, 64]: the attention over both key sets
   uint16_t* merged_bf16 = nullptr;  // or, when given, that rounded to bf16 (merged unused)
   float* merged_lse = nullptr;    // float [rows] (nullptr: not needed)
+  // Optionally (device int32 scalars): rows of zero keys and values among the running part's keys,
+  // whose weight e^0 each is taken out of its sum; and the new part's key count, which when 0 makes
+  // the part empty (ignored, whatever o and l hold). o == nullptr: no new part (only pad applies).
+  const int32_t* pad = nullptr;
+  const int32_t* part_keys = nullptr;
 };
 
 // Folds attention (o, l) into (out, lse): one kernel for what the log-sum-exp weights, lerp and
@@ -154,11 +159,17 @@ struct DequantParams {
   int cur_tokens = 0, cur_row = 0;
   int page_row = 0;  // the row of the chunk's first valid slot (after a current frame put first)
   // Optionally (variable-length attention over rows only the device counts): written by the
-  // chunk's last page, {0, queries, 0, page_row + the chunk's valid slots - lengths_base}, the
-  // cumulative query and key lengths of one sequence (the rows from lengths_base on).
+  // chunk's last page, with count = page_row + the chunk's valid slots, {0, queries, 0,
+  // max(0, count - lengths_base), max(0, lengths_base - count)}: the cumulative query and key
+  // lengths of one sequence (the rows from lengths_base on), then the rows below lengths_base that
+  // the count does not reach (int32 [5]).
   int32_t* lengths = nullptr;
   int queries = 0;
   int lengths_base = 0;
+  // Rows [zero_from, zero_to) of each head at or past the count are written with zeros (K and V):
+  // an attention over a fixed number of rows then gives each of them the weight e^0 and nothing
+  // else, which a merge can take out exactly (MergeParams::pad).
+  int zero_from = 0, zero_to = 0;
 };
 
 // Expands pages [first_page, first_page + page_count) into bf16 K (norms folded in) and V rows,

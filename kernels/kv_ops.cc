@@ -241,7 +241,11 @@ at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, a
 // the first part is taken as it is, later ones merged by one kernel into a float out (rounded to
 // bf16 once, by the caller), or, for the `last` part, into a bf16 out (lse then undefined). o may
 // be any [H, N, 64] view with contiguous channels (flash attention's tokens-major output).
-void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at::Tensor& l, bool last = false) {
+// Optionally (device int32 scalars, MergeParams): `pad` rows of zero keys and values among the keys
+// that (out, lse) attended, taken out; `part_keys`, the new part's key count (0: o, l ignored). An
+// undefined o with a `pad`: that correction alone.
+void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at::Tensor& l, bool last = false,
+                const int32_t* pad = nullptr, const int32_t* part_keys = nullptr) {
   if (!out.defined()) {
     out = o;
     lse = l;
@@ -250,24 +254,33 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
   // (cuDNN may hand its output back with the heads interleaved: the kernel wants [H, N, 64] rows)
   const bool bf16 = out.scalar_type() == at::kBFloat16;
   const at::Tensor xc = bf16 ? out.contiguous() : out.to(at::kFloat).contiguous(), xl = lse.to(at::kFloat).contiguous();
-  const bool as_is = o.scalar_type() == at::kBFloat16 && o.dim() == 3 && o.size(2) == kKernelHeadDim && o.stride(2) == 1 &&
-                     o.stride(0) % 2 == 0 && o.stride(1) % 2 == 0 && o.stride(0) > 0 && o.stride(1) > 0 &&
-                     reinterpret_cast<uintptr_t>(o.data_ptr()) % 4 == 0;
-  const at::Tensor oc = as_is ? o : o.to(at::kBFloat16).contiguous(), lc = l.to(at::kFloat).contiguous();
-  if (oc.sizes() != xc.sizes() || lc.numel() != xl.numel() || xl.numel() * 64 != xc.numel())
-    throw Error("attention merge: parts of different shapes " + Describe(xc) + " and " + Describe(oc));
+  if (xl.numel() * 64 != xc.numel()) throw Error("attention merge: log-sum-exps " + Describe(xl) + " for output " + Describe(xc));
+  MergeParams p;
+  at::Tensor oc, lc;
+  if (o.defined()) {
+    const bool as_is = o.scalar_type() == at::kBFloat16 && o.dim() == 3 && o.size(2) == kKernelHeadDim && o.stride(2) == 1 &&
+                       o.stride(0) % 2 == 0 && o.stride(1) % 2 == 0 && o.stride(0) > 0 && o.stride(1) > 0 &&
+                       reinterpret_cast<uintptr_t>(o.data_ptr()) % 4 == 0;
+    oc = as_is ? o : o.to(at::kBFloat16).contiguous();
+    lc = l.to(at::kFloat).contiguous();
+    if (oc.sizes() != xc.sizes() || lc.numel() != xl.numel())
+      throw Error("attention merge: parts of different shapes " + Describe(xc) + " and " + Describe(oc));
+    p.o = reinterpret_cast<const uint16_t*>(oc.data_ptr<at::BFloat16>());
+    p.queries = oc.size(1);
+    p.o_head_stride = oc.stride(0);
+    p.o_row_stride = oc.stride(1);
+    p.l = lc.data_ptr<float>();
+  } else if (!pad) {
+    return;  // nothing to fold in
+  }
   const at::Tensor merged = at::empty(xc.sizes(), xc.options().dtype(last ? at::kBFloat16 : at::kFloat));
   const at::Tensor merged_lse = last ? at::Tensor() : at::empty_like(xl);
-  MergeParams p;
   p.out = xc.data_ptr();
   p.out_bf16 = bf16;
   p.lse = xl.data_ptr<float>();
-  p.o = reinterpret_cast<const uint16_t*>(oc.data_ptr<at::BFloat16>());
-  p.queries = oc.size(1);
-  p.o_head_stride = oc.stride(0);
-  p.o_row_stride = oc.stride(1);
-  p.l = lc.data_ptr<float>();
   p.rows = xl.numel();
+  p.pad = pad;
+  p.part_keys = part_keys;
   if (last) p.merged_bf16 = reinterpret_cast<uint16_t*>(merged.data_ptr<at::BFloat16>());
   else p.merged = merged.data_ptr<float>();
   p.merged_lse = last ? nullptr : merged_lse.data_ptr<float>();
@@ -307,12 +320,14 @@ at::Tensor ValidPrefix(const PagedKv& pages, int64_t first, int64_t count, const
 }
 
 // Expands pages [first, first + count) into k_out/v_out, the current frame (if given) after them.
-// Ragged extras (RaggedPagesAttention): the chunk's first valid slot's row, and the device lengths
-// {0, queries, 0, rows counted - lengths_base} the kernel writes.
+// Ragged extras (RaggedPagesAttention): the chunk's first valid slot's row, the device lengths
+// the kernel writes ({0, queries, 0, rows counted past lengths_base, rows short of it}) and the
+// rows it zeroes where the count does not reach them.
 struct DequantLengths {
   int64_t page_row = 0;
   int32_t* lengths = nullptr;
   int64_t queries = 0, lengths_base = 0;
+  int64_t zero_from = 0, zero_to = 0;
 };
 void LaunchDequant(const PagedKv& pages, int64_t page_count, int64_t first, int64_t count, const std::vector<int32_t>* counts,
                    const at::Tensor& k_out, const at::Tensor& v_out, const at::Tensor& k_cur, const at::Tensor& v_cur, int64_t cur_row,
@@ -338,6 +353,8 @@ void LaunchDequant(const PagedKv& pages, int64_t page_count, int64_t first, int6
   p.lengths = ragged.lengths;
   p.queries = static_cast<int>(ragged.queries);
   p.lengths_base = static_cast<int>(ragged.lengths_base);
+  p.zero_from = static_cast<int>(ragged.zero_from);
+  p.zero_to = static_cast<int>(ragged.zero_to);
   CheckCuda(LaunchDequantizePages(p, pages.layout.bits, at::cuda::getCurrentCUDAStream()), "KV dequantize kernel");
 }
 
@@ -376,52 +393,62 @@ at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, con
 
 // AttentionPath::kDequantRagged: the current frame into rows [0, Nc) and the pages' valid slots
 // after it, in a block of rows sized by the page count (Nc + pages x G, fixed while the page count
-// is), of which the dequantize kernel also counts the valid ones on the device. Rows [0, certain)
-// (a multiple of the cuDNN bucket the caller knows to be valid rows) go to cuDNN, whose plans
-// need host lengths and which is about twice as fast as flash attention at q = 1041 (call 113);
-// the rest to one variable-length flash attention call, which stops at the device's count (no
-// cost for the rows past it, no plan, and a CUDA graph of it attends the new count on replay;
-// probe_ragged_attention.py); the two merged by log-sum-exp as the bucketed path merges its parts.
-// No host copy of the pages' counts, and no shape that depends on them.
+// is), of which the dequantize kernel also counts the valid ones on the device. cuDNN, whose plans
+// need host lengths and which is about three times as fast per row as flash attention at q = 1041
+// (probe_remainder_split.py, call 129), takes a fixed span of rows: the certain ones (a multiple of
+// the cuDNN bucket the caller knows to be valid rows) and one bucket more, clamped to the block.
+// Rows of that span past the device's count are zeroed by the dequantize kernel: each then weighs
+// e^0 in cuDNN's softmax and adds nothing to its output, and the merge takes their weight out
+// exactly (MergeByLse's pad). The rows past the span, if the count reaches them, go to one
+// variable-length flash attention call, which stops at the device's count (no cost for the rows
+// past it, no plan, and a CUDA graph of it attends the new count on replay;
+// probe_ragged_attention.py). So the call costs cuDNN's time per row for up to a bucket of zero
+// rows rather than flash's for one to three buckets of real ones, and has no host copy of the
+// pages' counts and no shape that depends on them.
 at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64_t page_count, const at::Tensor& k_cur,
                                 const at::Tensor& v_cur, int64_t certain_rows, const KernelOptions& options, RecurringLengths* lengths) {
   const int64_t heads = q.size(0), nq = q.size(1), nc = k_cur.size(1);
   CheckPagesFor(pages, heads);
   const int64_t rows = nc + page_count * pages.layout.slots;
-  // cuDNN's rows: the certain ones (whole buckets of kCertainRowsBucket), once that length recurs
-  // or when it fell from a longer one
-  int64_t main = std::max<int64_t>(0, std::min(certain_rows, rows - 1)) / kCertainRowsBucket * kCertainRowsBucket;
-  if (main > 0 && lengths && !lengths->RecurringOrFallen(main)) main = 0;
   // (cuDNN's plans are keyed by strides too: a head stride in whole buckets changes with the page
   // count only every bucket's worth of pages)
   const int64_t stride = (rows + kCertainRowsBucket - 1) / kCertainRowsBucket * kCertainRowsBucket;
+  // cuDNN's rows: the certain ones (whole buckets of kCertainRowsBucket) and a bucket more within the
+  // block, once that length recurs or when it fell from a longer one
+  const int64_t certain = std::max<int64_t>(0, std::min(certain_rows, rows - 1)) / kCertainRowsBucket * kCertainRowsBucket;
+  int64_t span = certain > 0 ? std::min(certain + kCertainRowsBucket, stride) : 0;
+  if (span > 0 && lengths && !lengths->RecurringOrFallen(span)) span = 0;
   const at::Tensor k = at::empty({heads, stride, kKernelHeadDim}, q.options()), v = at::empty_like(k);
-  const at::Tensor counted = at::empty({4}, q.options().dtype(at::kInt));
-  LaunchDequant(pages, page_count, 0, page_count, nullptr, k, v, k_cur, v_cur, 0, DequantLengths{nc, counted.data_ptr<int32_t>(), nq, main});
-  // The flash call over the rest runs beside cuDNN's over the certain rows, on a second stream (the
-  // two share the SMs: 6 us a layer less than one after the other, probe_overlap.py).
+  // {0, nq, 0, rows counted past the span, zero rows in it}
+  const at::Tensor counted = at::empty({5}, q.options().dtype(at::kInt));
+  const int32_t* pad = counted.data_ptr<int32_t>() + 4;
+  LaunchDequant(pages, page_count, 0, page_count, nullptr, k, v, k_cur, v_cur, 0,
+                DequantLengths{nc, counted.data_ptr<int32_t>(), nq, span, span > 0 ? certain : 0, span});
+  // The rows past the span (any when span < rows) go to flash attention beside cuDNN's call, on a
+  // second stream (the two share the SMs: 6 us a layer less than one after the other, probe_overlap.py).
+  const bool rest = rows > span;
   const at::cuda::CUDAStream caller = at::cuda::getCurrentCUDAStream();
   const at::cuda::CUDAStream side = at::cuda::getStreamFromPool(false, caller.device_index());
-  const bool beside = main > 0 && side != caller;
+  const bool beside = span > 0 && rest && side != caller;
   at::cuda::CUDAEvent forked, joined;
   if (beside) {
     forked.record(caller);
     forked.block(side);
   }
-  const auto r = [&] {
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> r;
+  if (rest) {
     std::optional<c10::cuda::CUDAStreamGuard> on_side;
     if (beside) on_side.emplace(side);
-    // the rows from `main` on: [T, H, D] views of the head-major rows (flash takes any row and head strides)
-    const at::Tensor k_rest = k.narrow(1, main, rows - main), v_rest = v.narrow(1, main, rows - main);
-    auto result = at::_flash_attention_forward(q.transpose(0, 1), k_rest.transpose(0, 1), v_rest.transpose(0, 1), counted.narrow(0, 0, 2),
-                                               counted.narrow(0, 2, 2), nq, rows - main, 0.0, false, false, kScale);
+    // the rows from `span` on: [T, H, D] views of the head-major rows (flash takes any row and head strides)
+    const at::Tensor k_rest = k.narrow(1, span, rows - span), v_rest = v.narrow(1, span, rows - span);
+    r = at::_flash_attention_forward(q.transpose(0, 1), k_rest.transpose(0, 1), v_rest.transpose(0, 1), counted.narrow(0, 0, 2),
+                                     counted.narrow(0, 2, 2), nq, rows - span, 0.0, false, false, kScale);
     if (beside) joined.record(side);
-    return result;
-  }();
-  const at::Tensor o_rest = std::get<0>(r).transpose(0, 1);
-  if (main == 0) return o_rest;
+  }
+  const at::Tensor o_rest = rest ? std::get<0>(r).transpose(0, 1) : at::Tensor();
+  if (span == 0) return o_rest;
   at::Tensor out, lse, l_main;
-  const at::Tensor o_main = Sdpa(q, k.narrow(1, 0, main), v.narrow(1, 0, main), &l_main, options.sdpa);
+  const at::Tensor o_main = Sdpa(q, k.narrow(1, 0, span), v.narrow(1, 0, span), &l_main, options.sdpa);
   if (beside) {
     // (the inputs were allocated on the caller's stream, which now waits for the side: their
     // memory is not reused before; the outputs, allocated on the side, are read on the caller's)
@@ -430,7 +457,10 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
     std::get<1>(r).record_stream(caller);
   }
   MergeByLse(out, lse, o_main, l_main);
-  MergeByLse(out, lse, o_rest, std::get<1>(r).reshape({heads, nq}), /*last=*/true);  // (o_rest tokens-major, as flash wrote it)
+  // (o_rest tokens-major, as flash wrote it; with no rows counted past the span, flash's part is
+  // empty and ignored)
+  MergeByLse(out, lse, o_rest, rest ? std::get<1>(r).reshape({heads, nq}) : at::Tensor(), /*last=*/true, pad,
+             rest ? counted.data_ptr<int32_t>() + 3 : nullptr);
   return out;
 }
 

@@ -34,10 +34,11 @@ struct KvView {
 };
 
 // The granularity of KvView::certain_rows: each distinct count is a cuDNN plan of the CUDA backend
-// (60-90 ms to build), and the rows past it go to the slower flash attention. 2048 leaves about
-// 2k rows a layer to flash attention (call 115: 17.8 ms median kivi4 frames); 1024 gave 17.2 ms,
-// but counts chosen nearer the wobbling token count fell below it more often, and each time the
-// whole-step graph was captured again (55 captures in 2000 frames, p99 76 ms; call 116).
+// (60-90 ms to build). 1024 instead of 2048 left fewer rows to the slower flash attention (call
+// 116: 17.2 against 17.8 ms median kivi4 frames) but counts chosen nearer the wobbling token count
+// fell below it more often, and each time the whole-step graph was captured again (55 captures in
+// 2000 frames, p99 76 ms). Since call 131 cuDNN takes a bucket past the certain rows too (those
+// past the device's count zeroed and taken out of its softmax), and flash only what lies beyond.
 inline constexpr int64_t kCertainRowsBucket = 2048;
 
 class KvBackend {

@@ -23,6 +23,11 @@ int64_t LayerBudget::TokensLeft(int64_t token_bytes) const {
   return tokens_left < 0 ? by_bytes : std::min(tokens_left, by_bytes);
 }
 
+int64_t TileAlignedLeft(int64_t left, int64_t protected_tokens) {
+  if (left <= 0) return left;
+  return std::max<int64_t>(0, left - (protected_tokens + left) % kAttentionRowTile);
+}
+
 int64_t GrowTo(int64_t have, int64_t needed, int64_t capacity_units) {
   if (needed <= have) return have;
   int64_t grow = std::max(needed, have * 2);

@@ -525,7 +525,9 @@ class KvLayerCache final : public LayerKvCache {
   // policies see (scores, ties and draws as the reference's, which keeps its rows in that order).
   void PruneRows(const at::Tensor& q_r, int64_t n) {
     const int64_t first = first_tokens_, middle = rows_ - first_tokens_;
-    const int64_t left = LayerBudget(capacity_, first + n, (first + n) * row_bytes_).TokensLeft(row_bytes_);
+    int64_t left = LayerBudget(capacity_, first + n, (first + n) * row_bytes_).TokensLeft(row_bytes_);
+    // (a byte budget holds whole tiles of attention rows; a token cap, the reference's, exactly its count)
+    if (capacity_.tokens < 0 && n >= kAttentionRowTile) left = TileAlignedLeft(left, first + n);
     if (left < 0 || middle <= left) return;  // unlimited, or everything fits
     const at::Tensor row_scores = backend_->Scores(Pooled(q_r), View(), first, 0);  // the middle rows, in row order
     const at::Tensor in_order = order_.defined() ? row_scores.index_select(0, order_ - first) : row_scores;
@@ -705,8 +707,9 @@ class KvLayerCache final : public LayerKvCache {
   // from frame to frame (call 114: a graph dropped and captured again every few frames) and drifts
   // down, by 15 tokens whenever the policy keeps one more of the frames' partial pages (0.5-1.5
   // tokens a frame over 2000 frames, calls 117-120: a layer crosses a bucket's edge every 1000-4000
-  // frames whatever the margin, and its step is then captured again, about 50 ms). The rows past
-  // B cost flash attention about 5 us a layer more per 1000 than cuDNN (probe_overlap.py).
+  // frames whatever the margin, and its step is then captured again, about 50 ms). cuDNN takes the
+  // rows up to B plus a bucket, those past the count zeroed; the rows past that go to flash
+  // attention, about 16 us a layer more per 1000 rows than cuDNN (RaggedPagesAttention).
   // (No event query here: Forward may run inside a graph's capture. StepEnded and graph_ready
   // take in the landed copies.) keep_slack: the last choice is kept only while at least this many
   // rows lie between it and the count (PrepareCapture's half margin; a Forward's 0).
