@@ -29,11 +29,12 @@ struct LayerBudget {
 };
 
 // A dense cache under a byte budget whose frames fill at least a tile (the aggregator's global
-// layers): the middle's allowance `left`, rounded down so that the rows its attention takes (the
-// `protected_tokens` of the first and the current frame, and the middle) are whole tiles of
-// kAttentionRowTile rows. On the H200 cuDNN's attention over 1024 queries takes 10-20% longer over
-// a key length that is not a multiple of 128 (probe_cudnn_rows.py, call 130: 190 us a layer over
-// 18,738 rows against 172 over 18,944); the few tokens given up cost about as much memory less.
+// layers): the middle's allowance `left`, rounded down so that the rows an attention takes (the
+// middle and `protected_tokens`: the first frame, the frame kept now and the next frame, which
+// attends them) are whole tiles of kAttentionRowTile rows. On the H200 cuDNN's attention over
+// 1024 queries takes 10-15% longer over a key length that is not a multiple of 128
+// (probe_cudnn_heads.py, call 133: 186 us a layer over 17,697 rows against 164 over 17,664); the
+// few tokens given up cost as much memory less.
 inline constexpr int64_t kAttentionRowTile = 128;
 int64_t TileAlignedLeft(int64_t left, int64_t protected_tokens);
 

@@ -526,8 +526,9 @@ class KvLayerCache final : public LayerKvCache {
   void PruneRows(const at::Tensor& q_r, int64_t n) {
     const int64_t first = first_tokens_, middle = rows_ - first_tokens_;
     int64_t left = LayerBudget(capacity_, first + n, (first + n) * row_bytes_).TokensLeft(row_bytes_);
-    // (a byte budget holds whole tiles of attention rows; a token cap, the reference's, exactly its count)
-    if (capacity_.tokens < 0 && n >= kAttentionRowTile) left = TileAlignedLeft(left, first + n);
+    // (a byte budget holds whole tiles of the next frame's attention rows, which are the kept ones,
+    // this frame and that one; a token cap, the reference's, exactly its count)
+    if (capacity_.tokens < 0 && n >= kAttentionRowTile) left = TileAlignedLeft(left, first + 2 * n);
     if (left < 0 || middle <= left) return;  // unlimited, or everything fits
     const at::Tensor row_scores = backend_->Scores(Pooled(q_r), View(), first, 0);  // the middle rows, in row order
     const at::Tensor in_order = order_.defined() ? row_scores.index_select(0, order_ - first) : row_scores;
