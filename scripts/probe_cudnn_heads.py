@@ -8,7 +8,7 @@
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel, SDPBackend
-from cuda_timing import median_us
+from cuda_timing import graph_us
 
 torch.manual_seed(0)
 dev, dt, H, D, NQ, LAYERS = 'cuda', torch.bfloat16, 16, 64, 1024, 24
@@ -28,15 +28,7 @@ def layer(i, rows, group, hot):
 
 
 def timed(rows, group, hot):
-    for _ in range(2):
-        for i in range(LAYERS):
-            layer(i, rows, group, hot)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for i in range(LAYERS):
-            layer(i, rows, group, hot)
-    return median_us(g.replay, reps=20, warmup=3) / LAYERS
+    return graph_us(lambda i: layer(i, rows, group, hot), LAYERS, reps=20) / LAYERS
 
 
 for rows in (16384, 17664, 17697, 18432):

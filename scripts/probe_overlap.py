@@ -10,9 +10,7 @@
 #     layer's cuDNN on a second stream (expanded one layer ahead, into two alternating buffers).
 # PyTorch only; on the GPU machine: python3 scripts/probe_overlap.py
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import sdpa_kernel, SDPBackend
-from cuda_timing import median_us
+from cuda_timing import beside as on_side, cudnn_rows, flash_tail, graph_us
 
 torch.manual_seed(0)
 dev, dt, H, D, NQ, LAYERS = 'cuda', torch.bfloat16, 16, 64, 1041, 24
@@ -32,13 +30,11 @@ side = torch.cuda.Stream()
 
 
 def cudnn(rows):
-    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        return F.scaled_dot_product_attention(q[None, :, :1024], k[None, :, :rows], v[None, :, :rows])
+    return cudnn_rows(q, k, v, rows)
 
 
 def tail(rows):
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        return F.scaled_dot_product_attention(q[None, :, 1024:], k[None, :, :rows], v[None, :, :rows])
+    return flash_tail(q, k, v, rows)
 
 
 def certain():
@@ -60,12 +56,7 @@ def expand(i):
 
 def beside(work, main):
     """work() on the side stream, forked before and joined after main() on the current one."""
-    cur = torch.cuda.current_stream()
-    side.wait_stream(cur)
-    with torch.cuda.stream(side):
-        work()
-    main()
-    cur.wait_stream(side)
+    return on_side(side, work, main)
 
 
 ARRANGEMENTS = {
@@ -82,16 +73,5 @@ ARRANGEMENTS = {
 
 print(f'{LAYERS} layers, q {NQ}, {H} heads, d {D}: B = {B} rows to cuDNN, R = {R} rows in all')
 for name, layer in ARRANGEMENTS.items():
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):  # (cuDNN's plans and the allocator's pools before the capture)
-        for i in range(3):
-            layer(i)
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for i in range(LAYERS):
-            layer(i)
-    us = median_us(g.replay, reps=30, warmup=3)
+    us = graph_us(layer, LAYERS)
     print(f'  {name:50s} {us / 1000:7.3f} ms for {LAYERS} layers ({us / LAYERS:6.1f} us a layer)')

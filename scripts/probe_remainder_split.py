@@ -10,9 +10,7 @@
 # Times 24 layers' worth of each arrangement as one CUDA graph, as the model's step is replayed.
 # PyTorch only; on the GPU machine: (cd scripts && python3 probe_remainder_split.py)
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import sdpa_kernel, SDPBackend
-from cuda_timing import median_us
+from cuda_timing import beside as on_side, cudnn_rows, flash_tail, graph_us
 
 torch.manual_seed(0)
 dev, dt, H, D, NQ, LAYERS = 'cuda', torch.bfloat16, 16, 64, 1041, 24
@@ -28,13 +26,11 @@ side = torch.cuda.Stream()
 
 
 def cudnn(rows, queries=1024):
-    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        return F.scaled_dot_product_attention(q[None, :, :queries], k[None, :, :rows], v[None, :, :rows])
+    return cudnn_rows(q, k, v, rows, queries)
 
 
 def tail_splitkv(rows):
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        return F.scaled_dot_product_attention(q[None, :, 1024:], k[None, :, :rows], v[None, :, :rows])
+    return flash_tail(q, k, v, rows)
 
 
 class Varlen:
@@ -76,27 +72,12 @@ class Varlen:
 
 
 def beside(work, main):
-    cur = torch.cuda.current_stream()
-    side.wait_stream(cur)
-    with torch.cuda.stream(side):
-        work()
-    main()
-    cur.wait_stream(side)
+    """work() on the side stream, forked before and joined after main() on the current one."""
+    return on_side(side, work, main)
 
 
 def run(name, layer):
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for i in range(3):
-            layer(i)
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for i in range(LAYERS):
-            layer(i)
-    us = median_us(g.replay, reps=30, warmup=3)
+    us = graph_us(layer, LAYERS)
     print(f'  {name:62s} {us / 1000:7.3f} ms for {LAYERS} layers ({us / LAYERS:6.1f} us a layer)', flush=True)
 
 
