@@ -8,7 +8,6 @@
 #include "kernels/kv_kernels.h"
 
 #include <algorithm>
-#include <cfloat>
 #include <cstdlib>
 
 namespace streamrecon::kernels {
@@ -336,10 +335,13 @@ namespace {
 // first part) or float, the result in float or, for the last part, bf16. With P rows of zero keys
 // and values in the running part (p.pad), its sum of weights e^lse holds P e^0 = P too much and
 // its out that much too little: with m = max(lse, l), out' = (out e^(lse-m) + o e^(l-m)) /
-// (e^(lse-m) + e^(l-m) - P e^-m), lse' = m + log of that denominator. (Exact; in fp32 the real
-// keys' sum keeps about 1e-3 relative accuracy while it exceeds P / 1000, i.e. their log-sum-exp
-// lies above log P - 7, 0.6 for P = 2047: over thousands of keys it does unless nearly all of
-// them score far below zero for that query.)
+// (e^(lse-m) + e^(l-m) - P e^-m), lse' = m + log of that denominator. Exact in arithmetic; in fp32
+// the subtraction leaves the real keys' share of the denominator about 1e-6 / share relative error
+// (cuDNN's sum is rounded to about 5e-7 of itself), so the result is good to about 1e-3 while the
+// real keys weigh at least 2^-10 of what cuDNN summed, i.e. unless every real key of the span
+// scores below about -7 + log P for that query (a CPU simulation: 6e-3 at -12, 5-9% at -14 for
+// P >= 513). Below that share the denominator is held at 2^-10 of the total: the output stays
+// bounded (at most 1024 times cuDNN's) instead of growing without bound, but is not exact.
 template <typename T>
 __global__ void __launch_bounds__(256) MergeByLseKernel(MergeParams p) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x;  // pair index
@@ -375,8 +377,8 @@ __global__ void __launch_bounds__(256) MergeByLseKernel(MergeParams p) {
   } else {
     const float m = fmaxf(a, b);
     const float ea = expf(a - m), eb = expf(b - m);
-    // (the real keys' weights cannot sum to less than nothing: a rounding below is clamped)
-    const float den = fmaxf(ea + eb - pad * expf(-m), FLT_MIN);
+    // (the real keys' share held at 2^-10 of the total at least: see above)
+    const float den = fmaxf(ea + eb - pad * expf(-m), (ea + eb) * 0x1p-10f);
     m0 = (x0 * ea + y0 * eb) / den;
     m1 = (x1 * ea + y1 * eb) / den;
     merged_lse = m + logf(den);

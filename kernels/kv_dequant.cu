@@ -36,8 +36,9 @@ __device__ int BlockValidSum(const PagesView& pv, int first, int count) {
 }
 
 // Block (page, head): thread u handles slot u / 8, channels 8 (u % 8) .. + 7 of K and V. Blocks
-// past the chunk's pages copy the current frame (bf16) into its rows (cur_row on), and past those,
-// zero the rows [zero_from, zero_to) that lie at or past the count, 32 rows a block.
+// past the chunk's pages copy the current frame (bf16) into its rows (cur_row on), and past those
+// (zero_to - zero_from rows' worth, 32 rows a block) zero the rows from the count up to zero_to,
+// all of them whatever the count (a grid-stride loop when it lies below zero_from).
 template <int kBits>
 __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
   constexpr int kRowBytes = kHeadDim * kBits / 8;
@@ -45,12 +46,15 @@ __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
   const int head = blockIdx.y, c = (threadIdx.x % 8) * 8;
   const int cur_blocks = (p.cur_tokens + 31) / 32;
   if (static_cast<int>(blockIdx.x) >= p.page_count + cur_blocks) {
-    const int count = p.page_row + BlockValidSum(pv, p.first_page, p.page_count);
-    const int r = p.zero_from + (blockIdx.x - p.page_count - cur_blocks) * 32 + threadIdx.x / 8;
-    if (r >= p.zero_to || r < count) return;
-    const int64_t dst = (static_cast<int64_t>(head) * p.head_stride + r) * kHeadDim + c;
-    *reinterpret_cast<uint4*>(p.k_out + dst) = make_uint4(0, 0, 0, 0);
-    *reinterpret_cast<uint4*>(p.v_out + dst) = make_uint4(0, 0, 0, 0);
+    // (uniform per launch: every thread of the block reaches BlockValidSum's barrier)
+    const int valid_sum = p.valid_prefix ? p.valid_prefix[p.page_count - 1] : BlockValidSum(pv, p.first_page, p.page_count);
+    const int count = p.page_row + valid_sum;
+    const int zero_rows = (static_cast<int>(gridDim.x) - p.page_count - cur_blocks) * 32;
+    for (int r = count + (blockIdx.x - p.page_count - cur_blocks) * 32 + threadIdx.x / 8; r < p.zero_to; r += zero_rows) {
+      const int64_t dst = (static_cast<int64_t>(head) * p.head_stride + r) * kHeadDim + c;
+      *reinterpret_cast<uint4*>(p.k_out + dst) = make_uint4(0, 0, 0, 0);
+      *reinterpret_cast<uint4*>(p.v_out + dst) = make_uint4(0, 0, 0, 0);
+    }
     return;
   }
   if (static_cast<int>(blockIdx.x) >= p.page_count) {

@@ -166,14 +166,16 @@ struct DequantParams {
   int32_t* lengths = nullptr;
   int queries = 0;
   int lengths_base = 0;
-  // Rows [zero_from, zero_to) of each head at or past the count are written with zeros (K and V):
-  // an attention over a fixed number of rows then gives each of them the weight e^0 and nothing
-  // else, which a merge can take out exactly (MergeParams::pad).
+  // The rows of each head from the count up to zero_to are written with zeros (K and V): an
+  // attention over a fixed number of rows then gives each of them the weight e^0 and nothing else,
+  // which a merge can take out exactly (MergeParams::pad). zero_from sizes the work (the rows
+  // below it are expected to be counted; when they are not, the blocks loop over the rest).
   int zero_from = 0, zero_to = 0;
 };
 
 // Expands pages [first_page, first_page + page_count) into bf16 K (norms folded in) and V rows,
-// copies the current frame into its rows when given, and writes the lengths when asked.
+// copies the current frame into its rows when given, writes the lengths when asked and zeroes the
+// rows from the count up to zero_to.
 cudaError_t LaunchDequantizePages(const DequantParams& p, int bits, cudaStream_t stream);
 
 struct ScoreParams {

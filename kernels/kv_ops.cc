@@ -162,9 +162,10 @@ at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const 
 
 constexpr int64_t kLengthBucket = 2048;  // rows per cuDNN length bucket (kDequantSdpaBucketed)
 constexpr double kScale = 0.125;  // 1 / sqrt(kKernelHeadDim)
-// Up to this many pages the dequantize kernel sums the counts itself (each block at most 4 loads a
-// thread): no upload, whose copy and its latency cost about 14 us before each layer's attention
-// (call 107; a 530 MB kivi4 budget holds about 570 pages a layer).
+// Up to this many pages the dequantize kernel sums the counts itself (each page block the pages
+// before its own, each zeroing block all of them: at most 4 loads a thread): no upload, whose copy
+// and its latency cost about 14 us before each layer's attention (call 107; a 530 MB kivi4 budget
+// holds about 570 pages a layer).
 constexpr int64_t kInKernelPrefixPages = 1024;
 
 constexpr int64_t kDefaultChunkTokens = 131072;
@@ -247,6 +248,7 @@ at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, a
 void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at::Tensor& l, bool last = false,
                 const int32_t* pad = nullptr, const int32_t* part_keys = nullptr) {
   if (!out.defined()) {
+    if (pad) throw Error("attention merge: zero rows to take out of a part that is not there");
     out = o;
     lse = l;
     return;
@@ -270,8 +272,12 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
     p.o_head_stride = oc.stride(0);
     p.o_row_stride = oc.stride(1);
     p.l = lc.data_ptr<float>();
-  } else if (!pad) {
-    return;  // nothing to fold in
+  } else if (!pad) {  // nothing to fold in
+    if (last) {
+      out = out.to(at::kBFloat16);
+      lse = at::Tensor();
+    }
+    return;
   }
   const at::Tensor merged = at::empty(xc.sizes(), xc.options().dtype(last ? at::kBFloat16 : at::kFloat));
   const at::Tensor merged_lse = last ? at::Tensor() : at::empty_like(xl);
@@ -396,7 +402,8 @@ at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, con
 // is), of which the dequantize kernel also counts the valid ones on the device. cuDNN, whose plans
 // need host lengths and which is about three times as fast per row as flash attention at q = 1041
 // (probe_remainder_split.py, call 129), takes a fixed span of rows: the certain ones (a multiple of
-// the cuDNN bucket the caller knows to be valid rows) and one bucket more, clamped to the block.
+// the cuDNN bucket the caller knows to be valid rows) and one bucket more, which may pass the rows
+// the block holds (its head stride is whole buckets, so the span still fits in it).
 // Rows of that span past the device's count are zeroed by the dequantize kernel: each then weighs
 // e^0 in cuDNN's softmax and adds nothing to its output, and the merge takes their weight out
 // exactly (MergeByLse's pad). The rows past the span, if the count reaches them, go to one

@@ -58,11 +58,12 @@ class RecurringLengths {
 //    attention below (QuantizeInt8RowsCuda + Int8AttentionCuda) over the cache and the current
 //    frame in one call, in one chunk.
 //  kDequantRagged: pages only (no dense rows), the current frame first, then the pages' valid slots
-//    in a block of rows sized by the page count; the first certain_rows (in whole cuDNN buckets) by
-//    cuDNN, the rest by one variable-length flash attention call whose key length the dequantize
-//    kernel writes on the device, merged by log-sum-exp: no host counts, and fixed shapes while
-//    the page count and certain_rows are (a CUDA graph can replay it). Where RaggedServes says
-//    no, as kDequantSdpaBucketed.
+//    in a block of rows sized by the page count; the first certain_rows (in whole cuDNN buckets)
+//    and one bucket more by cuDNN (the rows of that span past the device's count zeroed, their
+//    weight taken out by the merge), the rows past the span by one variable-length flash
+//    attention call whose key length the dequantize kernel writes on the device, merged by
+//    log-sum-exp: no host counts, and fixed shapes while the page count and certain_rows are (a
+//    CUDA graph can replay it). Where RaggedAttends says no, as kDequantSdpaBucketed.
 //  kAuto: options.attention, and kDequantSdpa when that is kAuto too.
 // Attention of q (bf16 [H, Nq, D]) over a cache plus the current frame (k_cur, v_cur bf16 [H, Nc, D]).
 // Dense cache: dense_k/dense_v bf16 [H, T_cap, D] of which the first dense_tokens rows are used.

@@ -641,7 +641,8 @@ TEST(LayerBudget, ByteBudgetsHoldWholeTilesOfAttentionRows) {
   EXPECT_EQ(TileAlignedLeft(15615, 3123), 15565);  // the 1B model at 518x392, 1.75 GB: 18,738 rows -> 18,688
   EXPECT_EQ((3123 + TileAlignedLeft(15615, 3123)) % kAttentionRowTile, 0);
   EXPECT_EQ(TileAlignedLeft(100, 2082), 94);
-  EXPECT_EQ(TileAlignedLeft(5, 2082), 0);
+  EXPECT_EQ(TileAlignedLeft(5, 2082), 5);    // (2087 is 39 rows over a tile: more than the middle)
+  EXPECT_EQ(TileAlignedLeft(39, 2048), 39);  // (the whole middle would go for the tile: kept)
   EXPECT_EQ(TileAlignedLeft(0, 2082), 0);
   EXPECT_EQ(TileAlignedLeft(-1, 2082), -1);  // unlimited
   const int64_t heads = 2, dim = 8, row_bytes = 2 * heads * dim * 8;

@@ -24,8 +24,8 @@ int64_t LayerBudget::TokensLeft(int64_t token_bytes) const {
 }
 
 int64_t TileAlignedLeft(int64_t left, int64_t protected_tokens) {
-  if (left <= 0) return left;
-  return std::max<int64_t>(0, left - (protected_tokens + left) % kAttentionRowTile);
+  const int64_t over = left > 0 ? (protected_tokens + left) % kAttentionRowTile : 0;
+  return over < left ? left - over : left;  // (never the whole middle for a tile)
 }
 
 int64_t GrowTo(int64_t have, int64_t needed, int64_t capacity_units) {

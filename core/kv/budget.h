@@ -34,7 +34,8 @@ struct LayerBudget {
 // attends them) are whole tiles of kAttentionRowTile rows. On the H200 cuDNN's attention over
 // 1024 queries takes 10-15% longer over a key length that is not a multiple of 128
 // (probe_cudnn_heads.py, call 133: 186 us a layer over 17,697 rows against 164 over 17,664); the
-// few tokens given up cost as much memory less.
+// few tokens given up cost as much memory less. A middle smaller than the rows over a tile stays as
+// it is; xstream-page then keeps whole pages of it, which may undo the rounding.
 inline constexpr int64_t kAttentionRowTile = 128;
 int64_t TileAlignedLeft(int64_t left, int64_t protected_tokens);
 
