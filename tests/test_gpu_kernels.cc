@@ -452,17 +452,22 @@ INSTANTIATE_TEST_SUITE_P(DequantSdpa, GpuAttention,
                                            AttentionCase{2, 9000, 300, 0, AttentionPath::kDequantSdpaBucketed, 4000}));
 
 // The ragged path (pages only; the current frame first, the key length counted on the device):
-// partial pages, more than 1024 pages (uploaded prefix sums), rows taken as certain (cuDNN's part,
-// merged with flash attention's: whole buckets, and a certain count that is not one; at 16 heads
-// and 1041 queries over 10k certain rows, cuDNN's whole query tiles and the tail's rows apart), and
-// what it sends to the bucketed path (dense rows; rows past the chunk).
+// partial pages, more than 1024 pages (uploaded prefix sums), rows taken as certain (cuDNN's span
+// of them and a bucket more, its rows past the count zeroed and taken out, merged with flash
+// attention's: zero rows with flash's part empty (5,000) or not called (9,000), flash's part with no
+// zero rows (12,000: at 16 heads and 1041 queries, cuDNN's whole query tiles and the tail's rows
+// apart), certain rows past the count), and what it sends to the bucketed path (dense rows; rows
+// past the chunk).
 constexpr auto kRagged = AttentionPath::kDequantRagged;
 INSTANTIATE_TEST_SUITE_P(DequantRagged, GpuAttention,
                          ::testing::Values(AttentionCase{4, 150, 100, 0, kRagged}, AttentionCase{4, 1000, 1041, 0, kRagged},
                                            AttentionCase{2, 3001, 77, 0, kRagged}, AttentionCase{4, 40000, 300, 0, kRagged},
                                            AttentionCase{4, 5000, 1041, 0, kRagged, 0, 4096}, AttentionCase{2, 9000, 300, 0, kRagged, 0, 9000},
                                            AttentionCase{4, 5000, 1041, 0, kRagged, 4000}, AttentionCase{0, 4999, 129, 0, kRagged},
-                                           AttentionCase{4, 12000, 1041, 0, kRagged, 0, 10240, 16}));
+                                           AttentionCase{4, 12000, 1041, 0, kRagged, 0, 10240, 16},
+                                           // certain rows past the count (6,144 of 6,041): every row
+                                           // from the count up to the span is zeroed all the same
+                                           AttentionCase{4, 5000, 1041, 0, kRagged, 0, 8192}));
 
 // Pages expanded on the device equal the CPU dequantization: fp16 arithmetic (a few 2^-11 steps)
 // rounded to bf16 rows (at most 2^-9 relative per value, about 1.2e-3 in relative L2).
