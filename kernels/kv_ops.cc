@@ -244,7 +244,7 @@ at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, a
 // be any [H, N, 64] view with contiguous channels (flash attention's tokens-major output).
 // Optionally (device int32 scalars, MergeParams): `pad` rows of zero keys and values among the keys
 // that (out, lse) attended, taken out; `part_keys`, the new part's key count (0: o, l ignored). An
-// undefined o with a `pad`: that correction alone.
+// undefined o needs a `pad`: that correction alone.
 void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at::Tensor& l, bool last = false,
                 const int32_t* pad = nullptr, const int32_t* part_keys = nullptr) {
   if (!out.defined()) {
@@ -272,12 +272,8 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
     p.o_head_stride = oc.stride(0);
     p.o_row_stride = oc.stride(1);
     p.l = lc.data_ptr<float>();
-  } else if (!pad) {  // nothing to fold in
-    if (last) {
-      out = out.to(at::kBFloat16);
-      lse = at::Tensor();
-    }
-    return;
+  } else if (!pad) {
+    throw Error("attention merge: neither a part nor zero rows to fold in");
   }
   const at::Tensor merged = at::empty(xc.sizes(), xc.options().dtype(last ? at::kBFloat16 : at::kFloat));
   const at::Tensor merged_lse = last ? at::Tensor() : at::empty_like(xl);
@@ -420,17 +416,18 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
   // (cuDNN's plans are keyed by strides too: a head stride in whole buckets changes with the page
   // count only every bucket's worth of pages)
   const int64_t stride = (rows + kCertainRowsBucket - 1) / kCertainRowsBucket * kCertainRowsBucket;
-  // cuDNN's rows: the certain ones (whole buckets of kCertainRowsBucket) and a bucket more within the
-  // block, once that length recurs or when it fell from a longer one
+  // cuDNN's rows: the certain ones (whole buckets of kCertainRowsBucket, below rows) and a bucket
+  // more, which the stride's whole buckets hold; once that length recurs or when it fell from a
+  // longer one
   const int64_t certain = std::max<int64_t>(0, std::min(certain_rows, rows - 1)) / kCertainRowsBucket * kCertainRowsBucket;
-  int64_t span = certain > 0 ? std::min(certain + kCertainRowsBucket, stride) : 0;
+  int64_t span = certain > 0 ? certain + kCertainRowsBucket : 0;
   if (span > 0 && lengths && !lengths->RecurringOrFallen(span)) span = 0;
   const at::Tensor k = at::empty({heads, stride, kKernelHeadDim}, q.options()), v = at::empty_like(k);
   // {0, nq, 0, rows counted past the span, zero rows in it}
   const at::Tensor counted = at::empty({5}, q.options().dtype(at::kInt));
   const int32_t* pad = counted.data_ptr<int32_t>() + 4;
   LaunchDequant(pages, page_count, 0, page_count, nullptr, k, v, k_cur, v_cur, 0,
-                DequantLengths{nc, counted.data_ptr<int32_t>(), nq, span, span > 0 ? certain : 0, span});
+                DequantLengths{nc, counted.data_ptr<int32_t>(), nq, span, certain, span});
   // The rows past the span (any when span < rows) go to flash attention beside cuDNN's call, on a
   // second stream (the two share the SMs: 6 us a layer less than one after the other, probe_overlap.py).
   const bool rest = rows > span;
