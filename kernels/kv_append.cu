@@ -621,35 +621,49 @@ cudaError_t LaunchAppendPages(const AppendParams& p, cudaStream_t stream) {
 
 namespace {
 
-// A warp per 64-channel row: lane l holds channels (2l, 2l+1), rotated in registers, written in float.
+// A warp per 64-channel row: lane l holds channels (2l, 2l+1), rotated in registers. Rows
+// [0, a.rows) are job a's, the next b.rows job b's; each is written in float, in bf16 (rounded to
+// nearest even, as a cast of the float rows would), or both.
 template <typename T>
-__global__ void __launch_bounds__(256) RotateRowsKernel(const T* __restrict__ x, int64_t rows, float* __restrict__ out) {
+__global__ void __launch_bounds__(256) RotateRowsKernel(RotateJob a, RotateJob b) {
   const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32;
-  if (row >= rows) return;
+  int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32;
+  if (row >= a.rows + b.rows) return;
+  const bool second = row >= a.rows;
+  const RotateJob& job = second ? b : a;
+  if (second) row -= a.rows;
   float x0, x1;
   if constexpr (sizeof(T) == 2) {
-    const uint32_t w = reinterpret_cast<const uint32_t*>(x)[row * 32 + lane];
+    const uint32_t w = static_cast<const uint32_t*>(job.x)[row * 32 + lane];
     x0 = Bf16BitsToFloat(static_cast<uint16_t>(w & 0xffff));
     x1 = Bf16BitsToFloat(static_cast<uint16_t>(w >> 16));
   } else {
-    const float2 f = reinterpret_cast<const float2*>(x)[row * 32 + lane];
+    const float2 f = static_cast<const float2*>(job.x)[row * 32 + lane];
     x0 = f.x;
     x1 = f.y;
   }
   WarpHadamard64(x0, x1, lane);
-  reinterpret_cast<float2*>(out)[row * 32 + lane] = make_float2(x0, x1);
+  if (job.out_f32) reinterpret_cast<float2*>(job.out_f32)[row * 32 + lane] = make_float2(x0, x1);
+  if (job.out_bf16) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+    reinterpret_cast<__nv_bfloat162*>(job.out_bf16)[row * 32 + lane] = h;
+  }
 }
 
 }  // namespace
 
-cudaError_t LaunchRotateRows(const void* x, bool bf16, int64_t rows, float* out, cudaStream_t stream) {
-  if (rows < 0) return cudaErrorInvalidValue;
+cudaError_t LaunchRotateRows(const RotateJob& a, const RotateJob& b, bool bf16, cudaStream_t stream) {
+  for (const RotateJob* j : {&a, &b}) {
+    if (j->rows < 0 || (j->rows > 0 && (!j->x || (!j->out_f32 && !j->out_bf16)))) return cudaErrorInvalidValue;
+    if (reinterpret_cast<uintptr_t>(j->x) % 8 != 0 || reinterpret_cast<uintptr_t>(j->out_f32) % 8 != 0 ||
+        reinterpret_cast<uintptr_t>(j->out_bf16) % 4 != 0)
+      return cudaErrorMisalignedAddress;
+  }
+  const int64_t rows = a.rows + b.rows;
   if (rows == 0) return cudaSuccess;
-  if (reinterpret_cast<uintptr_t>(x) % 8 != 0 || reinterpret_cast<uintptr_t>(out) % 8 != 0) return cudaErrorMisalignedAddress;
   const unsigned blocks = static_cast<unsigned>((rows + 7) / 8);
-  if (bf16) RotateRowsKernel<uint16_t><<<blocks, 256, 0, stream>>>(static_cast<const uint16_t*>(x), rows, out);
-  else RotateRowsKernel<float><<<blocks, 256, 0, stream>>>(static_cast<const float*>(x), rows, out);
+  if (bf16) RotateRowsKernel<uint16_t><<<blocks, 256, 0, stream>>>(a, b);
+  else RotateRowsKernel<float><<<blocks, 256, 0, stream>>>(a, b);
   return cudaGetLastError();
 }
 

@@ -226,8 +226,16 @@ struct PageScoreParams {
 cudaError_t LaunchPageScores(const PageScoreParams& p, cudaStream_t stream);
 
 // OScaR's rotation of 64-channel rows (x: bf16 when `bf16`, else float; rows of 64 contiguous
-// values) by the normalised Hadamard matrix, written as float rows to out; a warp per row.
-cudaError_t LaunchRotateRows(const void* x, bool bf16, int64_t rows, float* out, cudaStream_t stream);
+// values) by the normalised Hadamard matrix, written as float rows to out_f32 and/or as bf16 rows
+// (rounded to nearest even) to out_bf16, either may be null; a warp per row. Two jobs in one launch
+// (a frame's queries and keys); a job of 0 rows is none.
+struct RotateJob {
+  const void* x = nullptr;
+  int64_t rows = 0;
+  float* out_f32 = nullptr;
+  void* out_bf16 = nullptr;
+};
+cudaError_t LaunchRotateRows(const RotateJob& a, const RotateJob& b, bool bf16, cudaStream_t stream);
 
 inline constexpr int kMaxPageArrays = 6;  // a PagedKv's arrays
 

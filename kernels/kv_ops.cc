@@ -723,10 +723,30 @@ at::Tensor RotateCuda(const at::Tensor& x) {
     throw Error("rotation: expected a bf16 or float CUDA tensor [..., 64], got " + Describe(x));
   const at::Tensor xc = x.contiguous();
   const at::Tensor out = at::empty(x.sizes(), x.options().dtype(at::kFloat));
-  CheckCuda(LaunchRotateRows(xc.data_ptr(), x.scalar_type() == at::kBFloat16, xc.numel() / 64, out.data_ptr<float>(),
-                             at::cuda::getCurrentCUDAStream()),
-            "rotation kernel");
+  RotateJob job;
+  job.x = xc.data_ptr();
+  job.rows = xc.numel() / 64;
+  job.out_f32 = out.data_ptr<float>();
+  CheckCuda(LaunchRotateRows(job, RotateJob{}, x.scalar_type() == at::kBFloat16, at::cuda::getCurrentCUDAStream()), "rotation kernel");
   return out;
+}
+
+RotatedQk RotateQkCuda(const at::Tensor& q, const at::Tensor& k) {
+  const bool ok = q.is_cuda() && k.is_cuda() && q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 && q.dim() >= 1 &&
+                  k.dim() >= 1 && q.size(-1) == 64 && k.size(-1) == 64 && q.device() == k.device();
+  if (!ok) throw Error("rotation of q and k: expected bf16 CUDA tensors [..., 64] on one device, got " + Describe(q) + " and " + Describe(k));
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous();
+  RotatedQk r{at::empty(q.sizes(), q.options().dtype(at::kFloat)), at::empty(q.sizes(), q.options()), at::empty(k.sizes(), k.options())};
+  RotateJob a, b;
+  a.x = qc.data_ptr();
+  a.rows = qc.numel() / 64;
+  a.out_f32 = r.q_f32.data_ptr<float>();
+  a.out_bf16 = r.q_bf16.data_ptr();
+  b.x = kc.data_ptr();
+  b.rows = kc.numel() / 64;
+  b.out_bf16 = r.k_bf16.data_ptr();
+  CheckCuda(LaunchRotateRows(a, b, /*bf16=*/true, at::cuda::getCurrentCUDAStream()), "rotation kernel (q and k)");
+  return r;
 }
 
 at::Tensor PageScoresCuda(const at::Tensor& slot_scores, const at::Tensor& valid, bool mean) {

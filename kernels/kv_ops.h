@@ -133,6 +133,14 @@ void MoveRowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t from, const 
 // in one kernel, in float (the same as at::matmul(x.to(float), H) up to the order of the sums).
 at::Tensor RotateCuda(const at::Tensor& x);
 
+// A frame's bf16 CUDA q and k [..., 64] rotated in one kernel: q in float (the scores' pooled
+// queries) and in bf16, k in bf16 (the attention's operands); the bf16 ones are the float rows
+// rounded to nearest even, as RotateCuda(x).to(bf16) gives them.
+struct RotatedQk {
+  at::Tensor q_f32, q_bf16, k_bf16;
+};
+RotatedQk RotateQkCuda(const at::Tensor& q, const at::Tensor& k);
+
 // A page's score from its slot scores (float [P, G], CUDA) over its valid slots (valid: int32 [P],
 // any stride, e.g. a column of PagedKv::meta): the mean (mean = true; policy.h's
 // TopPagesByMeanSlot) or the maximum (TopPagesByBestSlot), in one kernel. Returns float [P].

@@ -700,6 +700,18 @@ TEST(GpuPages, RotationMatchesTheHadamardProduct) {
     EXPECT_EQ(got.scalar_type(), at::kFloat);
     EXPECT_LE(Rel(got, want), 1e-6) << c10::toString(dtype);  // float sums of 64 exact inputs
   }
+  // q and k in one launch: the same float rows, and bf16 ones exactly as the cast of those (sizes
+  // whose second job starts inside a block of eight rows, and the model's)
+  for (const auto& [qs, ks] : {std::pair{std::vector<int64_t>{3, 7, 64}, std::vector<int64_t>{2, 5, 64}},
+                               std::pair{std::vector<int64_t>{16, 1041, 64}, std::vector<int64_t>{16, 1041, 64}}}) {
+    const at::Tensor q = at::randn(qs).to(at::kBFloat16).cuda(), k = at::randn(ks).to(at::kBFloat16).cuda();
+    const kernels::RotatedQk r = kernels::RotateQkCuda(q, k);
+    const at::Tensor q_f = kernels::RotateCuda(q), k_f = kernels::RotateCuda(k);
+    EXPECT_TRUE(at::equal(r.q_f32, q_f)) << qs[1];
+    EXPECT_TRUE(at::equal(r.q_bf16, q_f.to(at::kBFloat16))) << qs[1];
+    EXPECT_TRUE(at::equal(r.k_bf16, k_f.to(at::kBFloat16))) << ks[1];
+    EXPECT_EQ(r.k_bf16.sizes(), k.sizes());
+  }
 }
 
 // The CUDA layer cache against the CPU quantized cache: same kept tokens, close outputs.

@@ -54,18 +54,26 @@ class KvBackend {
   // OScaR's rotation x H of a tensor [..., D] (H: the normalised Hadamard matrix `hadamard`, in
   // the work type), in the work type.
   virtual at::Tensor Rotate(const at::Tensor& x, const at::Tensor& hadamard) const;  // (reference_backend.cc)
+  // A frame's q and k rotated for OScaR: q_r in the work type (the scores' pooled queries), k_r in
+  // the work type for StorePages (undefined where this backend's StorePages rotates k itself), and
+  // the queries and keys as this backend's Attend takes them (by default q_r and k_r themselves).
+  struct RotatedFrame {
+    at::Tensor q_r, k_r, q_attend, k_attend;
+  };
+  virtual RotatedFrame RotateFrame(const at::Tensor& q, const at::Tensor& k, const at::Tensor& hadamard) const;  // (reference_backend.cc)
   // XStreamVGGT's pooled queries (policy.h's PooledQueries) of the frame's q_r [H, N, D], in the
   // work type: [M, D].
   virtual at::Tensor Pooled(const at::Tensor& q_r, int pool_size, int special_tokens) const;  // (reference_backend.cc)
   // Softmax attention of q_r over the kept tokens then the current frame (k_r, v_r): all in the
-  // work type, rotated for OScaR. Returns [H, N, D].
+  // work type, rotated for OScaR (q_r and k_r as RotateFrame's q_attend and k_attend). Returns [H, N, D].
   virtual at::Tensor Attend(const at::Tensor& q_r, const KvView& kept, const at::Tensor& k_r, const at::Tensor& v_r) = 0;
   // XStreamVGGT scores (pooled queries q_bar [M, D] in the work type) of the kept tokens after the
   // first frame: dense rows from first_token on -> [rows - first_token]; or pages from first_page
   // on -> [pages - first_page, G] with -inf on padding slots. Called right after Attend.
   virtual at::Tensor Scores(const at::Tensor& q_bar, const KvView& kept, int64_t first_token, int64_t first_page) = 0;
   // Quantizes the current frame into pages [at, at + ceil(N / G)) of store (which has room):
-  // k, v as given to Forward; k_r, v_r in the work type and rotated for OScaR.
+  // k, v as given to Forward; k_r, v_r in the work type and rotated for OScaR (k_r as
+  // RotateFrame left it: undefined where this backend rotates k itself).
   // The pages' frame number is `frame`, or (frame_counter: int32 [1] on the device, which a CUDA
   // graph's replays advance) the counter's value when the store runs.
   virtual void StorePages(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_r, const at::Tensor& v_r, int32_t frame,

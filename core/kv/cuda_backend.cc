@@ -41,6 +41,16 @@ class CudaBackend final : public KvBackend {
     return kernels::RotateCuda(x);  // one kernel where the cast and the matrix product took several
   }
 
+  // One kernel for both, where rotating each in float and casting them for the attention took
+  // four: q in float for the scores and in bf16, k in bf16 (the append kernel rotates k itself).
+  RotatedFrame RotateFrame(const at::Tensor& q, const at::Tensor& k, const at::Tensor& hadamard) const override {
+    const bool io = q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 && q.is_cuda() && k.is_cuda();
+    if (!io || q.size(-1) != kernels::kKernelHeadDim || k.size(-1) != kernels::kKernelHeadDim || hadamard.scalar_type() != at::kFloat)
+      return KvBackend::RotateFrame(q, k, hadamard);
+    const kernels::RotatedQk r = kernels::RotateQkCuda(q, k);
+    return {r.q_f32, at::Tensor(), r.q_bf16, r.k_bf16};
+  }
+
   // One kernel where the cast, the means and the cat take five (float or bf16 queries of 64
   // channels; others as the base class).
   at::Tensor Pooled(const at::Tensor& q_r, int pool_size, int special_tokens) const override {

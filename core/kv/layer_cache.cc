@@ -131,12 +131,21 @@ class KvLayerCache final : public LayerKvCache {
     // Unrotated formats hand q and k of one dtype on as they came (the CUDA backend attends and
     // stores in bf16, so casting a bf16 model's tensors to the fp32 work type and back would only
     // add kernels); the rotation and the scores' pooled queries are computed in the work type.
-    const bool as_is = !oscar() && q.scalar_type() == k.scalar_type();
-    at::Tensor q_r = as_is ? q : q.to(work), k_r = as_is ? k : k.to(work), v_r = v;
+    const bool as_is = q.scalar_type() == k.scalar_type();
+    at::Tensor q_r, k_r, v_r = v, q_attend, k_attend;
     if (oscar()) {
-      q_r = backend_->Rotate(q, hadamard_);
-      k_r = backend_->Rotate(k, hadamard_);
+      KvBackend::RotatedFrame r = backend_->RotateFrame(q, k, hadamard_);
+      // (the measured quantization error is against the keys in the work type, as is a first
+      // frame kept in bf16 rows)
+      if (!r.k_r.defined() && (options_.quant_stats || options_.first_frame_bf16)) r.k_r = backend_->Rotate(k, hadamard_);
+      q_r = r.q_r;
+      k_r = r.k_r;
+      q_attend = r.q_attend;
+      k_attend = r.k_attend;
       if (options_.v_hadamard) v_r = backend_->Rotate(v, hadamard_);
+    } else {
+      q_r = q_attend = as_is ? q : q.to(work);
+      k_r = k_attend = as_is ? k : k.to(work);
     }
     // Dense rows of the model's own dtype: the frame goes into the rows after the kept ones now, so
     // that a backend can attend to the cache and the frame as one block of rows (one call), and the
@@ -155,7 +164,7 @@ class KvLayerCache final : public LayerKvCache {
     }
     const int64_t certain_before = certain_rows_;
     if (quantized()) ChooseCertainRows(n);
-    at::Tensor out = backend_->Attend(q_r, View(), k_r, v_r);
+    at::Tensor out = backend_->Attend(q_attend, View(), k_attend, v_r);
     if (oscar() && options_.v_hadamard) out = backend_->Rotate(out, hadamard_);
     if (options_.measure) SynchronizeDevice(device_);
     const auto t0 = std::chrono::steady_clock::now();

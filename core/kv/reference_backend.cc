@@ -34,6 +34,11 @@ at::Tensor AttendCachedAndCurrent(const at::Tensor& q, const at::Tensor& cached_
 
 at::Tensor KvBackend::Rotate(const at::Tensor& x, const at::Tensor& hadamard) const { return at::matmul(x.to(hadamard.scalar_type()), hadamard); }
 
+KvBackend::RotatedFrame KvBackend::RotateFrame(const at::Tensor& q, const at::Tensor& k, const at::Tensor& hadamard) const {
+  const at::Tensor q_r = Rotate(q, hadamard), k_r = Rotate(k, hadamard);
+  return {q_r, k_r, q_r, k_r};
+}
+
 at::Tensor KvBackend::Pooled(const at::Tensor& q_r, int pool_size, int special_tokens) const {
   return PooledQueries(q_r.to(WorkType(q_r.scalar_type())), pool_size, special_tokens);
 }
