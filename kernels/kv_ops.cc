@@ -220,20 +220,47 @@ bool SplitQueryTail(int64_t heads, int64_t nq, int64_t nk) {
 // SdpaCall, with the query rows past the last whole cuDNN tile sent to flash attention when they
 // would cost cuDNN a wave (SplitQueryTail): flash splits a long key range over blocks when it has
 // few query tiles (37 us for 17 rows over 17.4k keys). The two parts own disjoint query rows, so
-// their outputs (and log-sum-exps) are concatenated, not merged.
+// their outputs (and log-sum-exps) are concatenated, not merged. The tail runs on a second stream
+// beside cuDNN's call, which leaves a few SMs idle (its 128 query tiles on the 132 SMs' persistent
+// blocks) and whose keys the tail reads again: 2-11 us a layer less than one after the other
+// (probe_tail_beside.py, call 137: 207.8 -> 197.0 us at 18,688 rows, 200.8 -> 196.9 at 18,432).
 at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse, SdpaBackend backend) {
   const bool cudnn = backend == SdpaBackend::kCudnn || (backend == SdpaBackend::kAuto && at::cuda::getCurrentDeviceProperties()->major == 9);
   if (!cudnn || !SplitQueryTail(q.size(0), q.size(1), k.size(1))) return SdpaCall(q, k, v, lse, backend);
   const int64_t main = q.size(1) / 128 * 128, rest = q.size(1) - main;
-  at::Tensor l_main, l_rest, o_main;
+  const at::cuda::CUDAStream caller = at::cuda::getCurrentCUDAStream();
+  const at::cuda::CUDAStream side = at::cuda::getStreamFromPool(false, caller.device_index());
+  const bool beside = side != caller;
+  at::cuda::CUDAEvent forked, joined;
+  if (beside) {
+    forked.record(caller);
+    forked.block(side);
+  }
+  at::Tensor l_main, l_rest, o_main, o_rest;
+  {
+    std::optional<c10::cuda::CUDAStreamGuard> on_side;
+    if (beside) on_side.emplace(side);
+    o_rest = SdpaCall(q.narrow(1, main, rest), k, v, lse ? &l_rest : nullptr, SdpaBackend::kFlash);
+    if (beside) joined.record(side);
+  }
+  // (the inputs were allocated on the caller's stream, which waits for the side before it goes on:
+  // their memory is not reused before the tail has read it; the tail's outputs, allocated on the
+  // side, are read and freed on the caller's)
+  const auto join = [&] {
+    if (!beside) return;
+    joined.block(caller);
+    for (const at::Tensor* t : {&o_rest, &l_rest})
+      if (t->defined()) t->record_stream(caller);
+  };
   try {
     o_main = SdpaCall(q.narrow(1, 0, main), k, v, lse ? &l_main : nullptr, SdpaBackend::kCudnn);
   } catch (const c10::Error&) {
+    join();
     // torch's own choice may be another backend where cuDNN refuses these inputs (kAuto only)
     if (backend != SdpaBackend::kAuto) throw;
     return SdpaCall(q, k, v, lse, backend);
   }
-  const at::Tensor o_rest = SdpaCall(q.narrow(1, main, rest), k, v, lse ? &l_rest : nullptr, SdpaBackend::kFlash);
+  join();
   if (lse) *lse = at::cat({l_main, l_rest}, 1);
   return at::cat({o_main, o_rest}, 1);
 }
