@@ -220,16 +220,20 @@ bool SplitQueryTail(int64_t heads, int64_t nq, int64_t nk) {
 // SdpaCall, with the query rows past the last whole cuDNN tile sent to flash attention when they
 // would cost cuDNN a wave (SplitQueryTail): flash splits a long key range over blocks when it has
 // few query tiles (37 us for 17 rows over 17.4k keys). The two parts own disjoint query rows, so
-// their outputs (and log-sum-exps) are concatenated, not merged. The tail runs on a second stream
-// beside cuDNN's call, which leaves a few SMs idle (its 128 query tiles on the 132 SMs' persistent
-// blocks) and whose keys the tail reads again: 2-11 us a layer less than one after the other
-// (probe_tail_beside.py, call 137: 207.8 -> 197.0 us at 18,688 rows, 200.8 -> 196.9 at 18,432).
-at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse, SdpaBackend backend) {
+// their outputs (and log-sum-exps) are concatenated, not merged. tail_beside: the tail runs on a
+// second stream beside cuDNN's call, which leaves a few SMs idle (its 128 query tiles on the 132
+// SMs' persistent blocks) and whose keys the tail reads again: 2-11 us a layer less than one after
+// the other alone (probe_tail_beside.py, call 137: 207.8 -> 197.0 us at 18,688 rows), and in the
+// dense cache's steady step (call 138: bf16 median 15.5 -> 15.4 ms); but beside the paged path's
+// own flash call it delayed cuDNN's start and slowed it (164 -> 206 us a layer; kivi4 and oscar2
+// medians 0.1 ms worse), so that path keeps them one after the other.
+at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse, SdpaBackend backend,
+                bool tail_beside = false) {
   const bool cudnn = backend == SdpaBackend::kCudnn || (backend == SdpaBackend::kAuto && at::cuda::getCurrentDeviceProperties()->major == 9);
   if (!cudnn || !SplitQueryTail(q.size(0), q.size(1), k.size(1))) return SdpaCall(q, k, v, lse, backend);
   const int64_t main = q.size(1) / 128 * 128, rest = q.size(1) - main;
   const at::cuda::CUDAStream caller = at::cuda::getCurrentCUDAStream();
-  const at::cuda::CUDAStream side = at::cuda::getStreamFromPool(false, caller.device_index());
+  const at::cuda::CUDAStream side = tail_beside ? at::cuda::getStreamFromPool(false, caller.device_index()) : caller;
   const bool beside = side != caller;
   at::cuda::CUDAEvent forked, joined;
   if (beside) {
@@ -589,7 +593,7 @@ at::Tensor AttentionRowsCuda(const at::Tensor& q, const at::Tensor& k, const at:
     throw Error("attention over rows: expected bf16 CUDA k, v [" + std::to_string(q.size(0)) + ", >= " + std::to_string(rows) +
                 ", 64] with rows contiguous, got " + Describe(k) + " and " + Describe(v));
   const int64_t chunk = ChunkTokens(options);
-  if (same_length && rows <= chunk) return Sdpa(q, k.narrow(1, 0, rows), v.narrow(1, 0, rows), nullptr, options.sdpa);
+  if (same_length && rows <= chunk) return Sdpa(q, k.narrow(1, 0, rows), v.narrow(1, 0, rows), nullptr, options.sdpa, /*tail_beside=*/true);
   at::Tensor out, lse;
   for (int64_t s = 0; s < rows; s += chunk) {
     const int64_t len = std::min(chunk, rows - s);
