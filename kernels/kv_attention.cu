@@ -349,14 +349,25 @@ __global__ void __launch_bounds__(256) MergeByLseKernel(MergeParams p) {
   const int64_t row = i / 32;
   const bool part = p.o && (!p.part_keys || *p.part_keys > 0);
   const float pad = p.pad ? static_cast<float>(*p.pad) : 0.0f;
-  const float a = p.lse[row], b = part ? p.l[row] : -INFINITY;
+  // the running part's row: in out, or (r >= tail_from, held apart) in out_tail
+  const void* run = p.out;
+  const float* run_lse = p.lse;
+  int64_t at = row;
+  if (p.out_tail) {
+    const int64_t h = row / p.queries, r = row % p.queries;
+    const bool tail = r >= p.tail_from;
+    run = tail ? p.out_tail : p.out;
+    run_lse = tail ? p.lse_tail : p.lse;
+    at = tail ? h * (p.queries - p.tail_from) + r - p.tail_from : h * p.tail_from + r;
+  }
+  const float a = run_lse[at], b = part ? p.l[row] : -INFINITY;
   float x0, x1;
   if constexpr (sizeof(T) == 2) {
-    const uint32_t x = reinterpret_cast<const uint32_t*>(p.out)[i];
+    const uint32_t x = static_cast<const uint32_t*>(run)[at * 32 + i % 32];
     x0 = Bf16BitsToFloat(static_cast<uint16_t>(x & 0xffff));
     x1 = Bf16BitsToFloat(static_cast<uint16_t>(x >> 16));
   } else {
-    const float2 x = reinterpret_cast<const float2*>(p.out)[i];
+    const float2 x = static_cast<const float2*>(run)[at * 32 + i % 32];
     x0 = x.x;
     x1 = x.y;
   }
@@ -524,6 +535,8 @@ cudaError_t LaunchSlotAttend(const SlotAttendParams& p, cudaStream_t stream) {
 
 cudaError_t LaunchMergeByLse(const MergeParams& p, cudaStream_t stream) {
   if (p.rows < 0 || (p.rows > 0 && p.o && (p.queries < 1 || p.o_head_stride < 1 || p.o_row_stride < 1))) return cudaErrorInvalidValue;
+  if (p.out_tail && (!p.lse_tail || p.queries < 1 || p.rows % p.queries != 0 || p.tail_from < 0 || p.tail_from >= p.queries))
+    return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
   const int64_t pairs = p.rows * 32;
   const unsigned blocks = static_cast<unsigned>((pairs + 255) / 256);

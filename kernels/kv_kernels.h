@@ -108,6 +108,13 @@ struct MergeParams {
   // the part empty (ignored, whatever o and l hold). o == nullptr: no new part (only pad applies).
   const int32_t* pad = nullptr;
   const int32_t* part_keys = nullptr;
+  // Optionally: the running part held in two pieces (cuDNN's whole query tiles and the query tail's
+  // own attention, not concatenated): out [H, tail_from, 64] and lse [H, tail_from] for queries
+  // below tail_from, out_tail [H, queries - tail_from, 64] and lse_tail for the rest (both
+  // contiguous, of out's dtype; queries then set whether o is given or not).
+  const void* out_tail = nullptr;
+  const float* lse_tail = nullptr;
+  int64_t tail_from = 0;
 };
 
 // Folds attention (o, l) into (out, lse): one kernel for what the log-sum-exp weights, lerp and

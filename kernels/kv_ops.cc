@@ -219,18 +219,28 @@ bool SplitQueryTail(int64_t heads, int64_t nq, int64_t nk) {
 
 // SdpaCall, with the query rows past the last whole cuDNN tile sent to flash attention when they
 // would cost cuDNN a wave (SplitQueryTail): flash splits a long key range over blocks when it has
-// few query tiles (37 us for 17 rows over 17.4k keys). The two parts own disjoint query rows, so
-// their outputs (and log-sum-exps) are concatenated, not merged. tail_beside: the tail runs on a
+// few query tiles (37 us for 17 rows over 17.4k keys). The two parts own disjoint query rows:
+// SdpaParts hands them back apart (the paged path's merge reads them so, call 139: two copies a
+// layer less), Sdpa concatenates their outputs (and log-sum-exps). tail_beside: the tail runs on a
 // second stream beside cuDNN's call, which leaves a few SMs idle (its 128 query tiles on the 132
 // SMs' persistent blocks) and whose keys the tail reads again: 2-11 us a layer less than one after
 // the other alone (probe_tail_beside.py, call 137: 207.8 -> 197.0 us at 18,688 rows), and in the
 // dense cache's steady step (call 138: bf16 median 15.5 -> 15.4 ms); but beside the paged path's
 // own flash call it delayed cuDNN's start and slowed it (164 -> 206 us a layer; kivi4 and oscar2
 // medians 0.1 ms worse), so that path keeps them one after the other.
-at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse, SdpaBackend backend,
-                bool tail_beside = false) {
+// SdpaParts (with_lse: the log-sum-exps too): cuDNN's whole query tiles (o, l) and, where the tail
+// goes to flash attention, the tail's own (o_tail, l_tail; undefined where there is none).
+struct SdpaOut {
+  at::Tensor o, l, o_tail, l_tail;
+};
+SdpaOut SdpaParts(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool with_lse, SdpaBackend backend,
+                  bool tail_beside = false) {
+  SdpaOut r;
   const bool cudnn = backend == SdpaBackend::kCudnn || (backend == SdpaBackend::kAuto && at::cuda::getCurrentDeviceProperties()->major == 9);
-  if (!cudnn || !SplitQueryTail(q.size(0), q.size(1), k.size(1))) return SdpaCall(q, k, v, lse, backend);
+  if (!cudnn || !SplitQueryTail(q.size(0), q.size(1), k.size(1))) {
+    r.o = SdpaCall(q, k, v, with_lse ? &r.l : nullptr, backend);
+    return r;
+  }
   const int64_t main = q.size(1) / 128 * 128, rest = q.size(1) - main;
   const at::cuda::CUDAStream caller = at::cuda::getCurrentCUDAStream();
   const at::cuda::CUDAStream side = tail_beside ? at::cuda::getStreamFromPool(false, caller.device_index()) : caller;
@@ -240,11 +250,10 @@ at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, a
     forked.record(caller);
     forked.block(side);
   }
-  at::Tensor l_main, l_rest, o_main, o_rest;
   {
     std::optional<c10::cuda::CUDAStreamGuard> on_side;
     if (beside) on_side.emplace(side);
-    o_rest = SdpaCall(q.narrow(1, main, rest), k, v, lse ? &l_rest : nullptr, SdpaBackend::kFlash);
+    r.o_tail = SdpaCall(q.narrow(1, main, rest), k, v, with_lse ? &r.l_tail : nullptr, SdpaBackend::kFlash);
     if (beside) joined.record(side);
   }
   // (the inputs were allocated on the caller's stream, which waits for the side before it goes on:
@@ -253,20 +262,32 @@ at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, a
   const auto join = [&] {
     if (!beside) return;
     joined.block(caller);
-    for (const at::Tensor* t : {&o_rest, &l_rest})
+    for (const at::Tensor* t : {&r.o_tail, &r.l_tail})
       if (t->defined()) t->record_stream(caller);
   };
   try {
-    o_main = SdpaCall(q.narrow(1, 0, main), k, v, lse ? &l_main : nullptr, SdpaBackend::kCudnn);
+    r.o = SdpaCall(q.narrow(1, 0, main), k, v, with_lse ? &r.l : nullptr, SdpaBackend::kCudnn);
   } catch (const c10::Error&) {
     join();
     // torch's own choice may be another backend where cuDNN refuses these inputs (kAuto only)
     if (backend != SdpaBackend::kAuto) throw;
-    return SdpaCall(q, k, v, lse, backend);
+    SdpaOut whole;
+    whole.o = SdpaCall(q, k, v, with_lse ? &whole.l : nullptr, backend);
+    return whole;
   }
   join();
-  if (lse) *lse = at::cat({l_main, l_rest}, 1);
-  return at::cat({o_main, o_rest}, 1);
+  return r;
+}
+
+at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse, SdpaBackend backend,
+                bool tail_beside = false) {
+  SdpaOut r = SdpaParts(q, k, v, lse != nullptr, backend, tail_beside);
+  if (!r.o_tail.defined()) {
+    if (lse) *lse = r.l;
+    return r.o;
+  }
+  if (lse) *lse = at::cat({r.l, r.l_tail}, 1);
+  return at::cat({r.o, r.o_tail}, 1);
 }
 
 // Folds a partial attention (o bf16 [H, N, 64], l float [H, N]) over more keys into (out, lse):
@@ -275,11 +296,13 @@ at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, a
 // be any [H, N, 64] view with contiguous channels (flash attention's tokens-major output).
 // Optionally (device int32 scalars, MergeParams): `pad` rows of zero keys and values among the keys
 // that (out, lse) attended, taken out; `part_keys`, the new part's key count (0: o, l ignored). An
-// undefined o needs a `pad`: that correction alone.
+// undefined o needs a `pad`: that correction alone. out_tail, lse_tail (with a last part): the
+// running part's query rows past out's held apart ([H, Nt, 64] and [H, Nt]; SdpaParts' tail).
 void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at::Tensor& l, bool last = false,
-                const int32_t* pad = nullptr, const int32_t* part_keys = nullptr) {
+                const int32_t* pad = nullptr, const int32_t* part_keys = nullptr, const at::Tensor& out_tail = {},
+                const at::Tensor& lse_tail = {}) {
   if (!out.defined()) {
-    if (pad) throw Error("attention merge: zero rows to take out of a part that is not there");
+    if (pad || out_tail.defined()) throw Error("attention merge: zero rows or a tail to take into a part that is not there");
     out = o;
     lse = l;
     return;
@@ -289,6 +312,22 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
   const at::Tensor xc = bf16 ? out.contiguous() : out.to(at::kFloat).contiguous(), xl = lse.to(at::kFloat).contiguous();
   if (xl.numel() * 64 != xc.numel()) throw Error("attention merge: log-sum-exps " + Describe(xl) + " for output " + Describe(xc));
   MergeParams p;
+  // the running part's full shape, with its tail
+  std::vector<int64_t> full = xc.sizes().vec();
+  at::Tensor tc, tl;
+  if (out_tail.defined()) {
+    tc = out_tail.to(xc.scalar_type()).contiguous();
+    tl = lse_tail.to(at::kFloat).contiguous();
+    if (!last || xc.dim() != 3 || xl.dim() != 2 || tc.dim() != 3 || tc.size(0) != xc.size(0) || tc.size(2) != xc.size(2) ||
+        tl.dim() != 2 || tl.size(0) != xl.size(0) || tl.size(1) != tc.size(1))
+      throw Error("attention merge: a tail " + Describe(tc) + " with log-sum-exps " + Describe(tl) + " for running rows " +
+                  Describe(xc) + " (a last part only)");
+    full[1] += tc.size(1);
+    p.out_tail = tc.data_ptr();
+    p.lse_tail = tl.data_ptr<float>();
+    p.tail_from = xc.size(1);
+    p.queries = full[1];
+  }
   at::Tensor oc, lc;
   if (o.defined()) {
     const bool as_is = o.scalar_type() == at::kBFloat16 && o.dim() == 3 && o.size(2) == kKernelHeadDim && o.stride(2) == 1 &&
@@ -296,7 +335,7 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
                        reinterpret_cast<uintptr_t>(o.data_ptr()) % 4 == 0;
     oc = as_is ? o : o.to(at::kBFloat16).contiguous();
     lc = l.to(at::kFloat).contiguous();
-    if (oc.sizes() != xc.sizes() || lc.numel() != xl.numel())
+    if (oc.sizes().vec() != full || lc.numel() != full[0] * full[1])
       throw Error("attention merge: parts of different shapes " + Describe(xc) + " and " + Describe(oc));
     p.o = reinterpret_cast<const uint16_t*>(oc.data_ptr<at::BFloat16>());
     p.queries = oc.size(1);
@@ -306,12 +345,12 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
   } else if (!pad) {
     throw Error("attention merge: neither a part nor zero rows to fold in");
   }
-  const at::Tensor merged = at::empty(xc.sizes(), xc.options().dtype(last ? at::kBFloat16 : at::kFloat));
+  const at::Tensor merged = at::empty(full, xc.options().dtype(last ? at::kBFloat16 : at::kFloat));
   const at::Tensor merged_lse = last ? at::Tensor() : at::empty_like(xl);
   p.out = xc.data_ptr();
   p.out_bf16 = bf16;
   p.lse = xl.data_ptr<float>();
-  p.rows = xl.numel();
+  p.rows = full[0] * full[1];
   p.pad = pad;
   p.part_keys = part_keys;
   if (last) p.merged_bf16 = reinterpret_cast<uint16_t*>(merged.data_ptr<at::BFloat16>());
@@ -482,8 +521,8 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
   }
   const at::Tensor o_rest = rest ? std::get<0>(r).transpose(0, 1) : at::Tensor();
   if (span == 0) return o_rest;
-  at::Tensor out, lse, l_main;
-  const at::Tensor o_main = Sdpa(q, k.narrow(1, 0, span), v.narrow(1, 0, span), &l_main, options.sdpa);
+  at::Tensor out, lse;
+  const SdpaOut main = SdpaParts(q, k.narrow(1, 0, span), v.narrow(1, 0, span), /*with_lse=*/true, options.sdpa);
   if (beside) {
     // (the inputs were allocated on the caller's stream, which now waits for the side: their
     // memory is not reused before; the outputs, allocated on the side, are read on the caller's)
@@ -491,11 +530,11 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
     std::get<0>(r).record_stream(caller);
     std::get<1>(r).record_stream(caller);
   }
-  MergeByLse(out, lse, o_main, l_main);
+  MergeByLse(out, lse, main.o, main.l);
   // (o_rest tokens-major, as flash wrote it; with no rows counted past the span, flash's part is
-  // empty and ignored)
+  // empty and ignored; cuDNN's query tail, where split off, read apart instead of concatenated)
   MergeByLse(out, lse, o_rest, rest ? std::get<1>(r).reshape({heads, nq}) : at::Tensor(), /*last=*/true, pad,
-             rest ? counted.data_ptr<int32_t>() + 3 : nullptr);
+             rest ? counted.data_ptr<int32_t>() + 3 : nullptr, main.o_tail, main.l_tail);
   return out;
 }
 

@@ -456,8 +456,8 @@ INSTANTIATE_TEST_SUITE_P(DequantSdpa, GpuAttention,
 // of them and a bucket more, its rows past the count zeroed and taken out, merged with flash
 // attention's: zero rows with flash's part empty (5,000) or not called (9,000), flash's part with no
 // zero rows (12,000: at 16 heads and 1041 queries, cuDNN's whole query tiles and the tail's rows
-// apart), certain rows past the count), and what it sends to the bucketed path (dense rows; rows
-// past the chunk).
+// apart, which the merge reads as two pieces), certain rows past the count), and what it sends to
+// the bucketed path (dense rows; rows past the chunk).
 constexpr auto kRagged = AttentionPath::kDequantRagged;
 INSTANTIATE_TEST_SUITE_P(DequantRagged, GpuAttention,
                          ::testing::Values(AttentionCase{4, 150, 100, 0, kRagged}, AttentionCase{4, 1000, 1041, 0, kRagged},
@@ -465,6 +465,9 @@ INSTANTIATE_TEST_SUITE_P(DequantRagged, GpuAttention,
                                            AttentionCase{4, 5000, 1041, 0, kRagged, 0, 4096}, AttentionCase{2, 9000, 300, 0, kRagged, 0, 9000},
                                            AttentionCase{4, 5000, 1041, 0, kRagged, 4000}, AttentionCase{0, 4999, 129, 0, kRagged},
                                            AttentionCase{4, 12000, 1041, 0, kRagged, 0, 10240, 16},
+                                           // 16 heads again, zero rows and an empty flash part:
+                                           // cuDNN's query tail read apart by the merge
+                                           AttentionCase{4, 9000, 1041, 0, kRagged, 0, 8192, 16},
                                            // certain rows past the count (6,144 of 6,041): every row
                                            // from the count up to the span is zeroed all the same
                                            AttentionCase{4, 5000, 1041, 0, kRagged, 0, 8192}));
