@@ -261,21 +261,24 @@ SdpaOut SdpaParts(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     return r;
   }
   at::cuda::CUDAEvent forked, joined;
-  if (beside) {
-    forked.record(caller);
-    forked.block(side);
-  }
+  forked.record(caller);
+  forked.block(side);
   {
-    std::optional<c10::cuda::CUDAStreamGuard> on_side;
-    if (beside) on_side.emplace(side);
-    r.o_tail = SdpaCall(q.narrow(1, main, rest), k, v, with_lse ? &r.l_tail : nullptr, SdpaBackend::kFlash);
-    if (beside) joined.record(side);
+    const c10::cuda::CUDAStreamGuard on_side(side);
+    try {
+      r.o_tail = SdpaCall(q.narrow(1, main, rest), k, v, with_lse ? &r.l_tail : nullptr, SdpaBackend::kFlash);
+    } catch (...) {
+      // (the fork joined all the same: a graph's capture refuses a stream left unjoined)
+      joined.record(side);
+      joined.block(caller);
+      throw;
+    }
+    joined.record(side);
   }
   // (the inputs were allocated on the caller's stream, which waits for the side before it goes on:
   // their memory is not reused before the tail has read it; the tail's outputs, allocated on the
   // side, are read and freed on the caller's)
   const auto join = [&] {
-    if (!beside) return;
     joined.block(caller);
     for (const at::Tensor* t : {&r.o_tail, &r.l_tail})
       if (t->defined()) t->record_stream(caller);
@@ -333,8 +336,9 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
   if (out_tail.defined()) {
     tc = out_tail.to(xc.scalar_type()).contiguous();
     tl = lse_tail.to(at::kFloat).contiguous();
-    if (!last || xc.dim() != 3 || xl.dim() != 2 || tc.dim() != 3 || tc.size(0) != xc.size(0) || tc.size(2) != xc.size(2) ||
-        tl.dim() != 2 || tl.size(0) != xl.size(0) || tl.size(1) != tc.size(1))
+    if (!last || xc.dim() != 3 || xc.size(2) != kKernelHeadDim || xl.dim() != 2 || xl.size(0) != xc.size(0) || xl.size(1) != xc.size(1) ||
+        tc.dim() != 3 || tc.size(0) != xc.size(0) || tc.size(2) != kKernelHeadDim || tl.dim() != 2 || tl.size(0) != xl.size(0) ||
+        tl.size(1) != tc.size(1))
       throw Error("attention merge: a tail " + Describe(tc) + " with log-sum-exps " + Describe(tl) + " for running rows " +
                   Describe(xc) + " (a last part only)");
     full[1] += tc.size(1);

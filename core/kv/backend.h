@@ -65,7 +65,8 @@ class KvBackend {
   // work type: [M, D].
   virtual at::Tensor Pooled(const at::Tensor& q_r, int pool_size, int special_tokens) const;  // (reference_backend.cc)
   // Softmax attention of q_r over the kept tokens then the current frame (k_r, v_r): all in the
-  // work type, rotated for OScaR (q_r and k_r as RotateFrame's q_attend and k_attend). Returns [H, N, D].
+  // work type, rotated for OScaR, except that q_r and k_r are RotateFrame's q_attend and k_attend
+  // there (in the dtype this backend's Attend takes: bf16 for the CUDA one). Returns [H, N, D].
   virtual at::Tensor Attend(const at::Tensor& q_r, const KvView& kept, const at::Tensor& k_r, const at::Tensor& v_r) = 0;
   // XStreamVGGT scores (pooled queries q_bar [M, D] in the work type) of the kept tokens after the
   // first frame: dense rows from first_token on -> [rows - first_token]; or pages from first_page
