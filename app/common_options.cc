@@ -113,10 +113,6 @@ void CacheArgs::Add(CLI::App& app, bool with_axes) {
                "Prune and store each layer's cache on the main CUDA stream right after its attention, instead of on a "
                "second stream beside the next layers (for comparisons)")
       ->group(kernels);
-  app.add_flag("--inline-expansion", inline_expansion,
-               "Expand a paged cache's pages into the attention's rows right before each layer's attention, instead of "
-               "ahead of it on a second stream beside the work before it (for comparisons)")
-      ->group(kernels);
 }
 
 KvCacheOptions CacheArgs::ForConfiguration(const std::string& policy_name, const std::string& format_name,
@@ -167,7 +163,6 @@ KvCacheOptions CacheArgs::ToOptions() const {
   o.kernels.append_heads_per_block = append_heads_per_block;
   o.kernels.fused_min_blocks = fused_min_blocks;
   o.kernels.background_maintenance = !serial_maintenance;
-  o.kernels.prefetch_pages = !inline_expansion;
   o.Check();
   return o;
 }

@@ -54,7 +54,6 @@ struct CacheArgs {
   int append_heads_per_block = 0;
   int fused_min_blocks = 1;
   bool serial_maintenance = false;
-  bool inline_expansion = false;
 
   // with_axes = false leaves out --policy, --format and --kv-budget, for commands that sweep them.
   void Add(CLI::App& app, bool with_axes = true);

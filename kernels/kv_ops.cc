@@ -499,10 +499,62 @@ at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, con
 // pages' counts and no shape that depends on them.
 at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64_t page_count, const at::Tensor& k_cur,
                                 const at::Tensor& v_cur, int64_t certain_rows, const KernelOptions& options, RecurringLengths* lengths) {
-  CheckPagesFor(pages, q.size(0));
-  const RaggedRows rows =
-      ExpandRaggedCuda(pages, page_count, k_cur.size(1), q.size(1), certain_rows, options, lengths, k_cur, v_cur);
-  return AttendRaggedCuda(q, rows, k_cur, v_cur, options);
+  const int64_t heads = q.size(0), nq = q.size(1), nc = k_cur.size(1);
+  CheckPagesFor(pages, heads);
+  const int64_t rows = nc + page_count * pages.layout.slots;
+  // (cuDNN's plans are keyed by strides too: a head stride in whole buckets changes with the page
+  // count only every bucket's worth of pages)
+  const int64_t stride = (rows + kCertainRowsBucket - 1) / kCertainRowsBucket * kCertainRowsBucket;
+  // cuDNN's rows: the certain ones (whole buckets of kCertainRowsBucket, below rows) and a bucket
+  // more, which the stride's whole buckets hold; once that length recurs or when it fell from a
+  // longer one
+  const int64_t certain = std::max<int64_t>(0, std::min(certain_rows, rows - 1)) / kCertainRowsBucket * kCertainRowsBucket;
+  int64_t span = certain > 0 ? certain + kCertainRowsBucket : 0;
+  if (span > 0 && lengths && !lengths->RecurringOrFallen(span)) span = 0;
+  const at::Tensor k = at::empty({heads, stride, kKernelHeadDim}, q.options()), v = at::empty_like(k);
+  // {0, nq, 0, rows counted past the span, zero rows in it}
+  const at::Tensor counted = at::empty({5}, q.options().dtype(at::kInt));
+  const int32_t* pad = counted.data_ptr<int32_t>() + 4;
+  LaunchDequant(pages, page_count, 0, page_count, nullptr, k, v, k_cur, v_cur, 0,
+                DequantLengths{nc, counted.data_ptr<int32_t>(), nq, span, certain, span});
+  // The rows past the span (any when span < rows) go to flash attention beside cuDNN's call, on a
+  // second stream (the two share the SMs: 6 us a layer less than one after the other, probe_overlap.py).
+  const bool rest = rows > span;
+  const at::cuda::CUDAStream caller = at::cuda::getCurrentCUDAStream();
+  const at::cuda::CUDAStream side = at::cuda::getStreamFromPool(false, caller.device_index());
+  const bool beside = span > 0 && rest && side != caller;
+  at::cuda::CUDAEvent forked, joined;
+  if (beside) {
+    forked.record(caller);
+    forked.block(side);
+  }
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> r;
+  if (rest) {
+    std::optional<c10::cuda::CUDAStreamGuard> on_side;
+    if (beside) on_side.emplace(side);
+    // the rows from `span` on: [T, H, D] views of the head-major rows (flash takes any row and head strides)
+    const at::Tensor k_rest = k.narrow(1, span, rows - span), v_rest = v.narrow(1, span, rows - span);
+    r = at::_flash_attention_forward(q.transpose(0, 1), k_rest.transpose(0, 1), v_rest.transpose(0, 1), counted.narrow(0, 0, 2),
+                                     counted.narrow(0, 2, 2), nq, rows - span, 0.0, false, false, kScale);
+    if (beside) joined.record(side);
+  }
+  const at::Tensor o_rest = rest ? std::get<0>(r).transpose(0, 1) : at::Tensor();
+  if (span == 0) return o_rest;
+  at::Tensor out, lse;
+  const SdpaOut main = SdpaParts(q, k.narrow(1, 0, span), v.narrow(1, 0, span), /*with_lse=*/true, options.sdpa);
+  if (beside) {
+    // (the inputs were allocated on the caller's stream, which now waits for the side: their
+    // memory is not reused before; the outputs, allocated on the side, are read on the caller's)
+    joined.block(caller);
+    std::get<0>(r).record_stream(caller);
+    std::get<1>(r).record_stream(caller);
+  }
+  MergeByLse(out, lse, main.o, main.l);
+  // (o_rest tokens-major, as flash wrote it; with no rows counted past the span, flash's part is
+  // empty and ignored; cuDNN's query tail, where split off, read apart instead of concatenated)
+  MergeByLse(out, lse, o_rest, rest ? std::get<1>(r).reshape({heads, nq}) : at::Tensor(), /*last=*/true, pad,
+             rest ? counted.data_ptr<int32_t>() + 3 : nullptr, main.o_tail, main.l_tail);
+  return out;
 }
 
 // Dense cache attended in place, pages expanded once per chunk; chunks merged by log-sum-exp.
@@ -560,107 +612,6 @@ bool RaggedAttends(AttentionPath path, const PagedKv* pages, int64_t page_count,
   return path == AttentionPath::kDequantRagged && pages && page_count > 0 && dense_tokens == 0 && current_tokens > 0 &&
          (options.sdpa == SdpaBackend::kAuto || options.sdpa == SdpaBackend::kFlash) &&
          at::cuda::getCurrentDeviceProperties()->major >= 8 && current_tokens + page_count * pages->layout.slots <= ChunkTokens(options);
-}
-
-RaggedRows ExpandRaggedCuda(const PagedKv& pages, int64_t page_count, int64_t current_tokens, int64_t queries,
-                            int64_t certain_rows, const KernelOptions& options, RecurringLengths* lengths, const at::Tensor& k_cur,
-                            const at::Tensor& v_cur, const c10::Stream* on) {
-  CheckPages(pages);
-  const int64_t heads = pages.layout.heads, nc = current_tokens;
-  if (page_count < 1 || page_count > pages.pages() || nc < 1 || queries < 1)
-    throw Error("ragged attention rows: expected 1 to " + std::to_string(pages.pages()) + " pages and a frame, got " +
-                std::to_string(page_count) + " pages, " + std::to_string(nc) + " keys and " + std::to_string(queries) + " queries");
-  if (k_cur.defined()) {
-    CheckBf16(k_cur, "current keys", heads);
-    CheckBf16(v_cur, "current values", heads);
-    if (k_cur.size(1) != nc || v_cur.sizes() != k_cur.sizes())
-      throw Error("ragged attention rows: expected the current frame as [" + std::to_string(heads) + ", " + std::to_string(nc) +
-                  ", 64], got " + Describe(k_cur) + " and " + Describe(v_cur));
-  }
-  RaggedRows r;
-  r.pages = &pages;
-  r.page_count = page_count;
-  r.current_tokens = nc;
-  r.queries = queries;
-  r.rows = nc + page_count * pages.layout.slots;
-  // (cuDNN's plans are keyed by strides too: a head stride in whole buckets changes with the page
-  // count only every bucket's worth of pages)
-  const int64_t stride = (r.rows + kCertainRowsBucket - 1) / kCertainRowsBucket * kCertainRowsBucket;
-  // cuDNN's rows: the certain ones (whole buckets of kCertainRowsBucket, below rows) and a bucket
-  // more, which the stride's whole buckets hold; once that length recurs or when it fell from a
-  // longer one
-  r.certain = std::max<int64_t>(0, std::min(certain_rows, r.rows - 1)) / kCertainRowsBucket * kCertainRowsBucket;
-  r.span = r.asked_span = r.certain > 0 ? r.certain + kCertainRowsBucket : 0;
-  if (r.span > 0 && lengths && !(on ? lengths->WouldRecurOrFall(r.span) : lengths->RecurringOrFallen(r.span))) r.span = 0;
-  const at::TensorOptions bf16 = pages.meta.options().dtype(at::kBFloat16);
-  r.k = at::empty({heads, stride, kKernelHeadDim}, bf16);
-  r.v = at::empty_like(r.k);
-  // {0, queries, 0, rows counted past the span, zero rows in it}
-  r.counted = at::empty({5}, pages.meta.options().dtype(at::kInt));
-  std::optional<c10::cuda::CUDAStreamGuard> launch_on;
-  if (on) launch_on.emplace(at::cuda::CUDAStream(at::cuda::CUDAStream::UNCHECKED, *on));
-  LaunchDequant(pages, page_count, 0, page_count, nullptr, r.k, r.v, k_cur, v_cur, 0,
-                DequantLengths{nc, r.counted.data_ptr<int32_t>(), queries, r.span, r.certain, r.span});
-  r.current_in = k_cur.defined();
-  return r;
-}
-
-at::Tensor AttendRaggedCuda(const at::Tensor& q, const RaggedRows& rows, const at::Tensor& k_cur, const at::Tensor& v_cur,
-                            const KernelOptions& options) {
-  const int64_t heads = q.size(0), nq = q.size(1), nc = rows.current_tokens;
-  CheckBf16(q, "queries");
-  CheckBf16(k_cur, "current keys", heads);
-  CheckBf16(v_cur, "current values", heads);
-  if (!rows.pages || !rows.k.defined() || rows.k.size(0) != heads || nq != rows.queries || k_cur.size(1) != nc ||
-      v_cur.sizes() != k_cur.sizes())
-    throw Error("ragged attention: rows expanded for " + std::to_string(rows.queries) + " queries and a frame of " +
-                std::to_string(nc) + " keys, attended by " + Describe(q) + " with a frame " + Describe(k_cur));
-  // The current frame into rows [0, nc) where the expansion left them (the dequantize kernel as a
-  // copy: no pages, one launch for both)
-  if (!rows.current_in) LaunchDequant(*rows.pages, 0, 0, 0, nullptr, rows.k, rows.v, k_cur, v_cur, 0);
-  const at::Tensor& k = rows.k;
-  const at::Tensor& v = rows.v;
-  const int64_t span = rows.span;
-  // The rows past the span (any when span < rows) go to flash attention beside cuDNN's call, on a
-  // second stream (the two share the SMs: 6 us a layer less than one after the other, probe_overlap.py).
-  const bool rest = rows.rows > span;
-  const at::cuda::CUDAStream caller = at::cuda::getCurrentCUDAStream();
-  const at::cuda::CUDAStream side = at::cuda::getStreamFromPool(false, caller.device_index());
-  const bool beside = span > 0 && rest && side != caller;
-  at::cuda::CUDAEvent forked, joined;
-  if (beside) {
-    forked.record(caller);
-    forked.block(side);
-  }
-  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> r;
-  if (rest) {
-    std::optional<c10::cuda::CUDAStreamGuard> on_side;
-    if (beside) on_side.emplace(side);
-    // the rows from `span` on: [T, H, D] views of the head-major rows (flash takes any row and head strides)
-    const at::Tensor k_rest = k.narrow(1, span, rows.rows - span), v_rest = v.narrow(1, span, rows.rows - span);
-    r = at::_flash_attention_forward(q.transpose(0, 1), k_rest.transpose(0, 1), v_rest.transpose(0, 1),
-                                     rows.counted.narrow(0, 0, 2), rows.counted.narrow(0, 2, 2), nq, rows.rows - span, 0.0, false,
-                                     false, kScale);
-    if (beside) joined.record(side);
-  }
-  const at::Tensor o_rest = rest ? std::get<0>(r).transpose(0, 1) : at::Tensor();
-  if (span == 0) return o_rest;
-  at::Tensor out, lse;
-  const SdpaOut main = SdpaParts(q, k.narrow(1, 0, span), v.narrow(1, 0, span), /*with_lse=*/true, options.sdpa);
-  if (beside) {
-    // (the inputs were allocated on the caller's stream, which now waits for the side: their
-    // memory is not reused before; the outputs, allocated on the side, are read on the caller's)
-    joined.block(caller);
-    std::get<0>(r).record_stream(caller);
-    std::get<1>(r).record_stream(caller);
-  }
-  MergeByLse(out, lse, main.o, main.l);
-  // (o_rest tokens-major, as flash wrote it; with no rows counted past the span, flash's part is
-  // empty and ignored; cuDNN's query tail, where split off, read apart instead of concatenated)
-  const int32_t* pad = rows.counted.data_ptr<int32_t>() + 4;
-  MergeByLse(out, lse, o_rest, rest ? std::get<1>(r).reshape({heads, nq}) : at::Tensor(), /*last=*/true, pad,
-             rest ? rows.counted.data_ptr<int32_t>() + 3 : nullptr, main.o_tail, main.l_tail);
-  return out;
 }
 
 at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <c10/core/Stream.h>
 
 #include <algorithm>
 #include <map>
@@ -40,13 +39,6 @@ class RecurringLengths {
     if (recurs) longest_ = std::max(longest_, length);
     return recurs || length < longest_;
   }
-  // What RecurringOrFallen(length) would answer, without counting the call (a prefetch's choice,
-  // counted by Count once its attention is made).
-  bool WouldRecurOrFall(int64_t length) const {
-    const auto it = seen_.find(length);
-    return (it == seen_.end() ? 0 : it->second) + 1 >= 3 || length < longest_;
-  }
-  void Count(int64_t length) { (void)RecurringOrFallen(length); }
 
  private:
   std::map<int64_t, int> seen_;
@@ -84,31 +76,6 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
                          int splits = 0, AttentionPath path = AttentionPath::kAuto, const std::vector<int32_t>* page_valid = nullptr,
                          const KernelOptions& options = {}, RecurringLengths* lengths = nullptr, int64_t certain_rows = 0);
-
-// The kDequantRagged path in two halves, so that the expansion of the pages, which reads only the
-// cache, can be queued before the layer's queries exist (LayerKvCache::Prefetch: on a second
-// stream, beside the layers before it). ExpandRaggedCuda: the first page_count pages of `pages`
-// expanded into the rows of a frame of current_tokens keys and `queries` queries (certain_rows and
-// lengths as AttentionCuda's), the frame's own rows [0, current_tokens) written too where k_cur,
-// v_cur are given, else left to AttendRaggedCuda; the rows are allocated on the current stream and
-// the kernel is launched on `on` when given (the caller orders the two streams); with `on`, the
-// span's length is looked up in `lengths` but not counted (the caller counts rows.asked_span with
-// Count when it attends them, not when it drops them). AttendRaggedCuda:
-// q (bf16 [H, queries, D]) over those rows and the current frame (k_cur, v_cur bf16 [H,
-// current_tokens, D]), exactly what AttentionCuda's kDequantRagged path returns for them.
-struct RaggedRows {
-  const PagedKv* pages = nullptr;
-  at::Tensor k, v, counted;  // the rows [H, stride, D] and the lengths the kernel counts (int32 [5])
-  int64_t page_count = 0, current_tokens = 0, queries = 0;
-  int64_t rows = 0, span = 0, certain = 0;  // the block's rows, cuDNN's span, the rows taken as certain
-  int64_t asked_span = 0;  // the span before the recurrence test (RecurringLengths: counted by the caller where not yet)
-  bool current_in = false;  // the current frame's rows are written
-};
-RaggedRows ExpandRaggedCuda(const PagedKv& pages, int64_t page_count, int64_t current_tokens, int64_t queries,
-                            int64_t certain_rows, const KernelOptions& options, RecurringLengths* lengths,
-                            const at::Tensor& k_cur = {}, const at::Tensor& v_cur = {}, const c10::Stream* on = nullptr);
-at::Tensor AttendRaggedCuda(const at::Tensor& q, const RaggedRows& rows, const at::Tensor& k_cur, const at::Tensor& v_cur,
-                            const KernelOptions& options);
 
 // Whether AttentionCuda takes the kDequantRagged path (and so reads no host counts) for this path
 // (kAuto: options.attention), cache and current frame: pages only, flash attention on the device

@@ -323,7 +323,6 @@ bool StreamingModel::Impl::CaptureStep(int64_t h, int64_t wd, int64_t H, int64_t
   std::string failure = TryCapture(*graph, *g.side, [&] {
     const Tensor x = Embed(g.img, 1);
     for (int i = 0; i <= config.depth; ++i) {
-      if (i < config.depth) global_caches[i]->Prefetch();  // (a paged cache's rows expanded beside the segment)
       Segment(i, x);
       if (i < config.depth) attn[i] = global_caches[i]->Forward(q[i], k[i], v[i]);
     }

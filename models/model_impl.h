@@ -497,7 +497,6 @@ struct StreamingModel::Impl {
     embed();
     Lap(&timings.patch_embed);
     for (int i = 0; i <= config.depth; ++i) {
-      if (i < config.depth && caches == CacheCalls::kForward) global_caches[i]->Prefetch();  // (beside the segment)
       segment(i);
       Lap(&timings.blocks);
       if (i < config.depth && caches == CacheCalls::kReplayed) global_caches[i]->Replayed();

@@ -793,52 +793,6 @@ TEST(GpuCache, BackgroundMaintenanceMatchesTheSerialCache) {
     }
 }
 
-// A paged cache's pages expanded ahead of its Forward on the second stream (Prefetch, the model's
-// step's default) against the same cache expanding them in line: identical outputs and kept
-// tokens frame after frame, with the caller's stream busy in between (as the segment before the
-// layer keeps it); a frame of another size than the prefetch assumed is attended in line.
-TEST(GpuCache, PrefetchedExpansionMatchesTheInlineOne) {
-  REQUIRE_GPU();
-  for (CacheFormat f : {CacheFormat::kKivi4, CacheFormat::kOscar2})
-    for (PrunePolicy policy : {PrunePolicy::kXStream, PrunePolicy::kXStreamPage}) {
-      at::manual_seed(403);
-      KvCacheOptions o;
-      o.format = f;
-      o.policy = policy;
-      o.cache_tokens = 1 << 20;
-      auto ahead = MakeLayerKvCache(o, at::kCUDA);
-      o.kernels.prefetch_pages = false;
-      auto inline_ = MakeLayerKvCache(o, at::kCUDA);
-      const int64_t H = 16, n = 1041;
-      const int64_t frame_bytes = FrameBytes(o, H, 64, n, 2, false);
-      ahead->SetCapacity({-1, 8 * frame_bytes});
-      inline_->SetCapacity({-1, 8 * frame_bytes});
-      const at::Tensor busy = at::randn({2048, 2048}, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
-      int prefetched = 0;
-      for (int frame = 0; frame < 16; ++frame) {
-        const int64_t tokens = frame == 13 ? n - 16 : n;  // (one frame of another size)
-        EXPECT_FALSE(inline_->Prefetch());
-        prefetched += ahead->Prefetch();
-        const at::Tensor q = RandomBf16({H, tokens, 64}).cuda(), k = RandomBf16({H, tokens, 64}).cuda(),
-                         v = RandomBf16({H, tokens, 64}).cuda();
-        for (int i = 0; i < 4; ++i) (void)at::matmul(busy, busy + i);  // (the segment before the attention)
-        const at::Tensor a = inline_->Forward(q, k, v), b = ahead->Forward(q, k, v);
-        inline_->Join();
-        ahead->Join();
-        inline_->StepEnded();
-        ahead->StepEnded();
-        ASSERT_TRUE(at::equal(a, b)) << ToString(f) << " " << ToString(policy) << " frame " << frame;
-        ASSERT_EQ(ahead->tokens(), inline_->tokens()) << "frame " << frame;
-        ASSERT_EQ(ahead->certain_rows_for_testing(), inline_->certain_rows_for_testing()) << "frame " << frame;
-      }
-      EXPECT_EQ(prefetched, 15) << "every frame after the first was expanded ahead";
-      std::printf("[ info ] prefetched expansion %s/%s: 16 frames identical to the inline cache (%d expanded ahead), %lld tokens, "
-                  "%lld rows certain\n",
-                  ToString(f).c_str(), ToString(policy).c_str(), prefetched, static_cast<long long>(ahead->tokens()),
-                  static_cast<long long>(ahead->certain_rows_for_testing()));
-    }
-}
-
 // A paged cache's rows taken as certain when its step is captured anew (PrepareCapture): kept
 // where the count lies at least half the margin (512) above them, chosen again (whole buckets of
 // 2048 at least the margin below the count) where it lies closer or fell below them; the next

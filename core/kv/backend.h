@@ -8,7 +8,6 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
-#include <c10/core/Stream.h>
 
 #include "core/kv/cache.h"
 #include "core/kv/paged_kv.h"
@@ -32,9 +31,6 @@ struct KvView {
   // bound of the pages' valid tokens; 0: none), for a backend that attends them without the
   // host's counts (backends that read the counts ignore it).
   int64_t certain_rows = 0;
-  // In Attend: the backend's Prefetch ran for this frame (same view, same frame size), its work
-  // ordered before this call: Attend may use what it queued.
-  bool prefetched = false;
 };
 
 // The granularity of KvView::certain_rows: each distinct count is a cuDNN plan of the CUDA backend
@@ -86,20 +82,6 @@ class KvBackend {
   // Whether Attend and Scores read the host's copy of the pages' valid counts (KvView::valid) for
   // this view and a current frame of `current_tokens` tokens; where they do not, the cache lets that
   // copy lag the device (no wait for it in Forward).
-  // Work of the next Attend that reads the kept tokens alone (the CUDA backend's ragged path: the
-  // pages expanded into the attention's rows), queued ahead of it: Prefetches says whether there is
-  // such work for `kept` and a frame of current_tokens tokens (as many queries); Prefetch queues it,
-  // its buffers allocated on the current stream, its kernels launched on `on` (the caller orders
-  // `on` after the current stream's work and joins it before that Attend). The next Attend uses it
-  // where its view says `prefetched` and drops it either way; DropPrefetch drops it unused.
-  virtual bool Prefetches(const KvView& kept, int64_t current_tokens) const {
-    (void)kept, (void)current_tokens;
-    return false;
-  }
-  virtual void Prefetch(const KvView& kept, int64_t current_tokens, const c10::Stream& on) {
-    (void)kept, (void)current_tokens, (void)on;
-  }
-  virtual void DropPrefetch() {}
   virtual bool NeedsPageCounts(const KvView& kept, int64_t current_tokens) const {
     (void)kept, (void)current_tokens;
     return true;

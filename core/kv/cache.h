@@ -85,13 +85,6 @@ class LayerKvCache {
   // before its capture ends, since a capture must end on its own stream. Returns whether there was
   // such work to wait for.
   virtual bool Join() { return false; }
-  // Queues on a second stream of the device what the next Forward reads of the kept tokens alone
-  // (a paged cache on a GPU: its pages expanded into the attention's rows), for a frame of as many
-  // tokens as the last one, so that it runs beside the caller's work until that Forward
-  // (KernelOptions::prefetch_pages), which joins it and uses it where the frame has that size.
-  // Returns whether anything was queued. A model's step calls it for each layer before the work
-  // that precedes the layer's attention.
-  virtual bool Prefetch() { return false; }
   // After a failed CUDA graph capture that ran Forward: forgets the maintenance recorded in it
   // (a failed capture queued nothing), without waiting on its events, which are the capture's.
   virtual void DiscardPending() {}

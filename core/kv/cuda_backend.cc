@@ -3,8 +3,6 @@
 // rotated and scored in float. Capacity, pruning and compaction are the core's (layer_cache.cc).
 #include <ATen/ATen.h>
 
-#include <optional>
-
 #include "core/check.h"
 #include "core/kv/backend.h"
 #include "kernels/kv_ops.h"
@@ -61,25 +59,7 @@ class CudaBackend final : public KvBackend {
     return kernels::PooledQueriesCuda(q_r, pool_size, special_tokens);
   }
 
-  bool Prefetches(const KvView& kept, int64_t current_tokens) const override {
-    return kept.page_count > 0 &&
-           kernels::RaggedAttends(Path(), kept.pages, kept.page_count, kept.dense_tokens, current_tokens, options_.kernels);
-  }
-  void Prefetch(const KvView& kept, int64_t current_tokens, const c10::Stream& on) override {
-    prefetched_.reset();
-    prefetched_ = kernels::ExpandRaggedCuda(*kept.pages, kept.page_count, current_tokens, current_tokens, kept.certain_rows,
-                                            options_.kernels, &lengths_, {}, {}, &on);
-  }
-  void DropPrefetch() override { prefetched_.reset(); }
-
   at::Tensor Attend(const at::Tensor& q_r, const KvView& kept, const at::Tensor& k_r, const at::Tensor& v_r) override {
-    std::optional<kernels::RaggedRows> rows;
-    rows.swap(prefetched_);
-    if (rows && kept.prefetched && kept.pages == rows->pages && kept.page_count == rows->page_count &&
-        k_r.size(1) == rows->current_tokens && q_r.size(1) == rows->queries) {
-      if (rows->asked_span > 0) lengths_.Count(rows->asked_span);  // (as the inline path's choice counts it)
-      return kernels::AttendRaggedCuda(Bf16(q_r), *rows, Bf16(k_r), Bf16(v_r), options_.kernels);
-    }
     if (kept.current_rows > 0 && kept.page_count == 0 && Path() != AttentionPath::kFused) {
       // The cache and the frame as one block of rows. A length seen at the previous frame (a full,
       // evicting cache) gets one attention call; changing lengths go in cuDNN-friendly buckets.
@@ -133,7 +113,6 @@ class CudaBackend final : public KvBackend {
   KvCacheOptions options_;
   int64_t last_rows_ = -1;  // the rows attended at the previous frame (AttentionRowsCuda)
   kernels::RecurringLengths lengths_;  // the bucketed lengths this cache attended, and how often
-  std::optional<kernels::RaggedRows> prefetched_;  // the rows Prefetch expanded, until the next Attend
 };
 
 }  // namespace

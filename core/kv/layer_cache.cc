@@ -162,17 +162,9 @@ class KvLayerCache final : public LayerKvCache {
       tail_row_ = rows_;
       tail_tokens_ = n;
     }
-    // (the certain rows a prefetch for this frame chose stay; chosen again for another frame size)
-    const bool prefetched = prefetch_frame_ == frames_ && prefetch_tokens_ == n;
-    const int64_t certain_before = prefetch_frame_ == frames_ ? prefetch_certain_before_ : certain_rows_;
-    prefetch_frame_ = -1;
-    if (quantized() && !prefetched) {
-      certain_rows_ = certain_before;
-      ChooseCertainRows(n);
-    }
-    KvView view = View();
-    view.prefetched = prefetched;
-    at::Tensor out = backend_->Attend(q_attend, view, k_attend, v_r);
+    const int64_t certain_before = certain_rows_;
+    if (quantized()) ChooseCertainRows(n);
+    at::Tensor out = backend_->Attend(q_attend, View(), k_attend, v_r);
     if (oscar() && options_.v_hadamard) out = backend_->Rotate(out, hadamard_);
     if (options_.measure) SynchronizeDevice(device_);
     const auto t0 = std::chrono::steady_clock::now();
@@ -315,40 +307,7 @@ class KvLayerCache final : public LayerKvCache {
   const char* backend() const override { return backend_->name(); }
 
   bool Join() override { return JoinMaintenance(); }
-  void DiscardPending() override {
-    maintenance_pending_ = false;
-    DropPrefetch();
-  }
-
-  bool Prefetch() override {
-    DropPrefetch();
-    const int64_t n = last_tokens_;
-    if (!quantized() || frames_ == 0 || n == 0 || !options_.kernels.prefetch_pages) return false;
-    if (backend_->NeedsPageCounts(View(), n) || !backend_->Prefetches(View(), n)) return false;
-    const int64_t certain_before = certain_rows_;
-    ChooseCertainRows(n);  // (what Forward would choose for a frame of n tokens)
-    const std::optional<c10::Stream> side = ForkSide({});
-    if (!side) {
-      certain_rows_ = certain_before;
-      return false;
-    }
-    prefetch_frame_ = frames_;
-    prefetch_tokens_ = n;
-    prefetch_certain_before_ = certain_before;
-    // (joined like the maintenance on the same stream: by Forward, Join or Settle; also when it throws)
-    try {
-      backend_->Prefetch(View(), n, *side);
-    } catch (...) {
-      maintenance_done_->record(*side);
-      maintenance_pending_ = true;
-      DropPrefetch();
-      certain_rows_ = certain_before;
-      throw;
-    }
-    maintenance_done_->record(*side);
-    maintenance_pending_ = true;
-    return true;
-  }
+  void DiscardPending() override { maintenance_pending_ = false; }
 
   std::pair<at::Tensor, at::Tensor> FrameRows(int64_t n, const at::TensorOptions& options) override {
     const at::ScalarType dtype = options.dtype().toScalarType();
@@ -362,7 +321,6 @@ class KvLayerCache final : public LayerKvCache {
 
   void Clear() override {
     Settle();
-    DropPrefetch();
     KvLayerCache fresh(nullptr, options_);
     fresh.backend_ = std::move(backend_);
     fresh.capacity_ = capacity_;
@@ -408,16 +366,8 @@ class KvLayerCache final : public LayerKvCache {
   // owns, and the cache's storage, are marked as used on it, so that the allocator reuses none of
   // them before its work is done.
   std::optional<c10::StreamGuard> ForkMaintenance(std::initializer_list<at::Tensor> inputs) {
-    if (!options_.kernels.background_maintenance) return std::nullopt;
-    const std::optional<c10::Stream> side = ForkSide(inputs);
-    if (!side) return std::nullopt;
-    return std::optional<c10::StreamGuard>(std::in_place, *side);
-  }
-  // The same stream, forked from the current one (not made current), for work of the cache's own
-  // (the maintenance, a prefetch); nothing where the cache's work runs in line (nothing timed, a
-  // backend that allows it, a stream other than the caller's).
-  std::optional<c10::Stream> ForkSide(std::initializer_list<at::Tensor> inputs) {
-    if (!device_.is_cuda() || options_.measure || !backend_->maintenance_beside()) return std::nullopt;
+    if (!device_.is_cuda() || !options_.kernels.background_maintenance || options_.measure || !backend_->maintenance_beside())
+      return std::nullopt;
     const c10::Stream main = CurrentStream();
     if (!maintenance_stream_) maintenance_stream_ = c10::impl::getDeviceGuardImpl(device_.type())->getStreamFromGlobalPool(device_);
     if (*maintenance_stream_ == main) return std::nullopt;  // (the pool's turn came round to the caller's stream)
@@ -426,13 +376,7 @@ class KvLayerCache final : public LayerKvCache {
     maintenance_forked_->block(*maintenance_stream_);
     for (const at::Tensor& t : inputs) MarkUsed(t, *maintenance_stream_);
     MarkStorageUsed(*maintenance_stream_);
-    return *maintenance_stream_;
-  }
-
-  // Forgets a prefetch no Forward used (its work, on the maintenance stream, is joined as that is).
-  void DropPrefetch() {
-    prefetch_frame_ = -1;
-    if (backend_) backend_->DropPrefetch();
+    return std::optional<c10::StreamGuard>(std::in_place, *maintenance_stream_);
   }
 
   bool JoinMaintenance() const {
@@ -920,9 +864,6 @@ class KvLayerCache final : public LayerKvCache {
   std::optional<c10::Stream> maintenance_stream_;
   std::optional<c10::Event> maintenance_forked_, maintenance_done_;
   mutable bool maintenance_pending_ = false;
-  // Prefetch: the frame (frames_ then) and frame size it queued the backend's work for (-1: none),
-  // and the certain rows before it chose them (Forward's certain_before).
-  int64_t prefetch_frame_ = -1, prefetch_tokens_ = 0, prefetch_certain_before_ = 0;
 };
 
 }  // namespace

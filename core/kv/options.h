@@ -33,10 +33,6 @@ struct KernelOptions {
   // Pruning and storing run on a second stream of the device, beside the next layers (a layer's
   // eviction is needed only at its next frame); false: in line after the attention.
   bool background_maintenance = true;
-  // A paged cache's pages expanded into the attention's rows on that second stream ahead of the
-  // layer (LayerKvCache::Prefetch, called by the model's step before the work that precedes the
-  // layer's attention), beside that work; false: in line, right before the attention.
-  bool prefetch_pages = true;
 
   // Throws OptionError naming the field.
   void Check() const;
