@@ -109,6 +109,15 @@ void CacheArgs::Add(CLI::App& app, bool with_axes) {
   app.add_option("--fused-min-blocks", fused_min_blocks, "Fused attention over pages: blocks per multiprocessor, 1 or 2")
       ->group(kernels)
       ->capture_default_str();
+  app.add_option("--query-tail", query_tail,
+                 "Paged caches on the H200: the 17 query rows past cuDNN's last whole 128-row tile, attended over the "
+                 "packed pages by our fused kernel after cuDNN's call (pages), before it (pages-first), or by flash "
+                 "attention over the expanded bf16 rows (flash, as before session 23)")
+      ->group(kernels)
+      ->capture_default_str();
+  app.add_option("--query-tail-splits", query_tail_splits, "The query tail over the pages: splits over the keys (0: automatic)")
+      ->group(kernels)
+      ->capture_default_str();
   app.add_flag("--serial-maintenance", serial_maintenance,
                "Prune and store each layer's cache on the main CUDA stream right after its attention, instead of on a "
                "second stream beside the next layers (for comparisons)")
@@ -133,6 +142,7 @@ std::string WithFlagNames(const std::string& message) {
       {"v_hadamard", "--v-hadamard"},       {"attention_chunk_tokens", "--attention-chunk-tokens"},
       {"append_variant", "--append-kernel"}, {"append_heads_per_block", "--append-heads-per-block"},
       {"fused_min_blocks", "--fused-min-blocks"},
+      {"query_tail_splits", "--query-tail-splits"},
   };
   std::string out = message;
   for (const auto& [field, flag] : kFlags) out = std::regex_replace(out, std::regex(std::string("\\b") + field + "\\b"), flag);
@@ -162,6 +172,8 @@ KvCacheOptions CacheArgs::ToOptions() const {
   o.kernels.append_variant = append_kernel;
   o.kernels.append_heads_per_block = append_heads_per_block;
   o.kernels.fused_min_blocks = fused_min_blocks;
+  o.kernels.query_tail = ParseQueryTail(query_tail);
+  o.kernels.query_tail_splits = query_tail_splits;
   o.kernels.background_maintenance = !serial_maintenance;
   o.Check();
   return o;

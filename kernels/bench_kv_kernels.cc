@@ -4,6 +4,8 @@
 // blocks' matrix products in bf16 and FP8.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -49,6 +51,57 @@ double TimeMs(const std::function<void()>& fn, int reps = 15) {
   return times[times.size() / 2];
 }
 
+// Microseconds per call of `fn` as the model's step runs it: `calls` calls captured in one CUDA
+// graph (no launch gaps of the host's), the graph replayed `reps` times; the median replay / calls.
+double GraphUsPerCall(const std::function<void()>& fn, int calls = 24, int reps = 15) {
+  const at::cuda::CUDAStream side = at::cuda::getStreamFromPool();
+  at::cuda::CUDAGraph graph;
+  {
+    const c10::cuda::CUDAStreamGuard on_side(side);
+    fn();  // (warm-up outside the capture: plans, workspaces)
+    side.synchronize();
+    graph.capture_begin();
+    for (int i = 0; i < calls; ++i) fn();
+    graph.capture_end();
+  }
+  return TimeMs([&] { graph.replay(); }, reps) * 1000.0 / calls;
+}
+
+// The ragged path's query tail at T kept tokens: the 17 (queries - 1024) rows over every row, by
+// flash attention over bf16 rows (the path before session 23) and by the fused kernel over packed
+// pages (PagesAttentionCuda) at several splits and resident blocks; microseconds per layer.
+nlohmann::json TimeQueryTail(const std::vector<int64_t>& kept, int64_t queries, int64_t heads, const at::TensorOptions& dev) {
+  nlohmann::json rows = nlohmann::json::array();
+  const int64_t first = queries / 128 * 128;
+  std::printf("\nquery tail: %lld rows over T + %lld rows, us per layer (CUDA graph of 24)\n", static_cast<long long>(queries - first),
+              static_cast<long long>(queries));
+  for (int64_t T : kept) {
+    at::manual_seed(T);
+    const at::Tensor q = at::randn({heads, queries, 64}, dev);
+    const at::Tensor k_all = at::randn({heads, T + queries, 64}, dev), v_all = at::randn({heads, T + queries, 64}, dev);
+    const at::Tensor k_cur = k_all.narrow(1, T, queries).contiguous(), v_cur = v_all.narrow(1, T, queries).contiguous();
+    const at::Tensor qt = q.narrow(1, first, queries - first);
+    auto report = [&](const std::string& name, double us) {
+      std::printf("  T %-7lld %-16s %8.1f\n", static_cast<long long>(T), name.c_str(), us);
+      rows.push_back({{"tokens", T}, {"variant", name}, {"us", us}});
+    };
+    report("flash-bf16-rows", GraphUsPerCall([&] {
+             at::_scaled_dot_product_flash_attention(qt.unsqueeze(0), k_all.unsqueeze(0), v_all.unsqueeze(0), 0.0, false, false, 0.125);
+           }));
+    for (int bits : {4, 2}) {
+      PageLayout L{static_cast<int>(heads), 64, 32, bits, 64, true};
+      PagedKv pages = streamrecon::AllocatePages(L, (T + 31) / 32, at::kCUDA);
+      streamrecon::kernels::AppendPagesCuda(k_all.narrow(1, 0, T).contiguous(), v_all.narrow(1, 0, T).contiguous(), true, false, 0, pages, 0);
+      for (int blocks : {1, 2})
+        for (int splits : {0, 8, 16, 33, 66, 132}) {
+          const std::string name = "pages" + std::to_string(bits) + "/b" + std::to_string(blocks) + (splits ? "s" + std::to_string(splits) : "auto");
+          report(name, GraphUsPerCall([&] { streamrecon::kernels::PagesAttentionCuda(qt, pages, pages.pages(), k_cur, v_cur, splits, blocks); }));
+        }
+    }
+  }
+  return rows;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -57,11 +110,12 @@ int main(int argc, char** argv) {
   int64_t queries = 1041, heads = 16;
   std::string json_path, append_format;
   std::vector<int64_t> append_tokens;
-  bool append_only = false;
+  bool append_only = false, tail_only = false;
   int append_hpb = -1;
   std::vector<int> int8_splits = {1};
   app.add_option("--tokens", kept, "Kept tokens T (repeatable)");
   app.add_flag("--append-only", append_only, "Skip the attention timings");
+  app.add_flag("--tail-only", tail_only, "Only the query tail's timings (the rows past the last 128-row tile)");
   app.add_option("--append-tokens", append_tokens, "Tokens per append (repeatable; default: one frame and 65536)");
   app.add_option("--append-format", append_format, "Only this append format (kivi4, kivi2, oscar4, oscar2)");
   app.add_option("--append-hpb", append_hpb, "Only variant 2 with this many heads per block (1, 2, 4)");
@@ -80,6 +134,11 @@ int main(int argc, char** argv) {
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
   std::printf("device: %s, %d SMs\n", prop->name, prop->multiProcessorCount);
   nlohmann::json results = {{"device", prop->name}, {"queries", queries}, {"heads", heads}};
+  if (tail_only) {
+    results["query_tail"] = TimeQueryTail(kept, queries, heads, dev);
+    if (!json_path.empty()) std::ofstream(json_path) << results.dump(2) << "\n";
+    return 0;
+  }
 
   // Attention: T cached tokens + the current frame (queries tokens) per head.
   std::printf("\n%-9s %-9s %10s %10s %8s\n", "T", "format", "ms", "TFLOP/s", "vs SDPA");

@@ -31,6 +31,17 @@ __device__ __forceinline__ uint32_t PackOperand(float lo, float hi) {
   return kHalf ? PackHalf2(lo, hi) : PackBf16x2(lo, hi);
 }
 
+// A pair of bf16 values as a pair of fp16 ones, held at fp16's largest finite value (bf16_inputs).
+__device__ __forceinline__ uint32_t Bf16PairToHalf(uint32_t x) {
+  constexpr float kMax = 65504.0f;
+  const float lo = fminf(fmaxf(Bf16BitsToFloat(static_cast<uint16_t>(x & 0xffffu)), -kMax), kMax);
+  const float hi = fminf(fmaxf(Bf16BitsToFloat(static_cast<uint16_t>(x >> 16)), -kMax), kMax);
+  return PackHalf2(lo, hi);
+}
+__device__ __forceinline__ uint4 Bf16EightToHalf(uint4 x) {
+  return make_uint4(Bf16PairToHalf(x.x), Bf16PairToHalf(x.y), Bf16PairToHalf(x.z), Bf16PairToHalf(x.w));
+}
+
 struct TileSmem {
   uint16_t k[kBlockN * kStride];
   uint16_t v[kBlockN * kStride];
@@ -90,15 +101,17 @@ __device__ __forceinline__ void FetchPaged(Fetched<kBits>& f, const PagesView& p
   }
 }
 
+// dense: a tile of rows (the dense cache's or the current frame's); to_half: those rows are bf16
+// for an fp16 multiplication (packed pages with bf16_inputs).
 template <int kBits>
-__device__ __forceinline__ void Commit(TileSmem& s, const Fetched<kBits>& f, bool dense) {
+__device__ __forceinline__ void Commit(TileSmem& s, const Fetched<kBits>& f, bool dense, bool to_half) {
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int u = threadIdx.x + i * kThreads, r = u / 8, c = (u % 8) * 8;
     uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
     if (dense || kBits == 0) {
-      kw = f.k[i];
-      vw = f.v[i];
+      kw = to_half ? Bf16EightToHalf(f.k[i]) : f.k[i];
+      vw = to_half ? Bf16EightToHalf(f.v[i]) : f.v[i];
     } else if (f.k[i].y < f.k[i].x) {  // slot < valid count of its page
       constexpr int kB = kBits == 0 ? 4 : kBits;
       DequantizeEight<kB>(f.kc[i], f.kp[i], f.vc[i], f.vp[i], f.norm[i], kw, vw);
@@ -122,16 +135,25 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) AttentionKernel(Attentio
   const int tile_begin = blockIdx.z * per_split, tile_end = min(total_tiles, tile_begin + per_split);
 
   // Q fragments (A operand) for the warp's 16 rows, 4 k-steps of 16 channels.
-  const uint16_t* q = p.q + static_cast<int64_t>(head) * p.queries * kHeadDim;
+  const uint16_t* q = p.q + static_cast<int64_t>(head) * (p.q_head_stride > 0 ? p.q_head_stride : static_cast<int64_t>(p.queries) * kHeadDim);
+  const bool to_half = kHalf && p.bf16_inputs;
+  // Warps with no query rows (the last block of a query count that is not a multiple of 128) still
+  // fetch and commit their share of each tile, but skip the multiplications.
+  const bool active = m0 < p.queries;
   uint32_t qa[4][4];
   const int r0 = m0 + group, r1 = r0 + 8;
+  auto q_pair = [&](int r, int c) -> uint32_t {
+    if (r >= p.queries) return 0u;
+    const uint32_t x = *reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(r) * kHeadDim + c);
+    return to_half ? Bf16PairToHalf(x) : x;
+  };
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     const int c = kk * 16 + tig * 2;
-    qa[kk][0] = r0 < p.queries ? *reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(r0) * kHeadDim + c) : 0u;
-    qa[kk][1] = r1 < p.queries ? *reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(r1) * kHeadDim + c) : 0u;
-    qa[kk][2] = r0 < p.queries ? *reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(r0) * kHeadDim + c + 8) : 0u;
-    qa[kk][3] = r1 < p.queries ? *reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(r1) * kHeadDim + c + 8) : 0u;
+    qa[kk][0] = q_pair(r0, c);
+    qa[kk][1] = q_pair(r1, c);
+    qa[kk][2] = q_pair(r0, c + 8);
+    qa[kk][3] = q_pair(r1, c + 8);
   }
   float acc[8][4];
 #pragma unroll
@@ -157,9 +179,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) AttentionKernel(Attentio
   if (tile_begin < tile_end) fetch(next, tile_begin);
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     __syncthreads();
-    Commit<kBits>(s, next, tile >= cache_tiles);
+    Commit<kBits>(s, next, tile >= cache_tiles, to_half);
     __syncthreads();
     if (tile + 1 < tile_end) fetch(next, tile + 1);  // in flight during the multiplications below
+    if (!active) continue;
 
     // S = Q K^T for 64 keys: 8 n-tiles of 8 keys.
     float sc[8][4];
@@ -247,6 +270,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) AttentionKernel(Attentio
       if (r0 < p.queries) *reinterpret_cast<uint32_t*>(p.out + (row_base + r0) * kHeadDim + c) = PackBf16x2(acc[j][0] * inv0, acc[j][1] * inv0);
       if (r1 < p.queries) *reinterpret_cast<uint32_t*>(p.out + (row_base + r1) * kHeadDim + c) = PackBf16x2(acc[j][2] * inv1, acc[j][3] * inv1);
     }
+    if (p.out_lse && tig == 0) {  // (log base 2 of the sums of 2^(scaled score): times ln 2)
+      constexpr float kLn2 = 0.6931471805599453f;
+      if (r0 < p.queries) p.out_lse[row_base + r0] = row_sum[0] > 0.0f ? (row_max[0] + log2f(row_sum[0])) * kLn2 : -INFINITY;
+      if (r1 < p.queries) p.out_lse[row_base + r1] = row_sum[1] > 0.0f ? (row_max[1] + log2f(row_sum[1])) * kLn2 : -INFINITY;
+    }
   } else {
     const int64_t split_base = static_cast<int64_t>(blockIdx.z) * p.heads * p.queries;
     float* out = p.partial_out + (split_base + row_base) * kHeadDim;
@@ -280,6 +308,7 @@ __global__ void CombineKernel(AttentionParams p) {
     den += w;
   }
   p.out[row * kHeadDim + d] = FloatToBf16Bits(den > 0.0f ? num / den : 0.0f);
+  if (p.out_lse && d == 0) p.out_lse[row] = den > 0.0f ? (best + log2f(den)) * 0.6931471805599453f : -INFINITY;
 }
 
 int CacheTiles(const AttentionParams& p) {
@@ -347,19 +376,21 @@ __global__ void __launch_bounds__(256) MergeByLseKernel(MergeParams p) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x;  // pair index
   if (i >= p.rows * 32) return;
   const int64_t row = i / 32;
-  const bool part = p.o && (!p.part_keys || *p.part_keys > 0);
-  const float pad = p.pad ? static_cast<float>(*p.pad) : 0.0f;
   // the running part's row: in out, or (r >= tail_from, held apart) in out_tail
   const void* run = p.out;
   const float* run_lse = p.lse;
   int64_t at = row;
+  bool final_row = false;  // a tail row attended over all the keys already (tail_final)
   if (p.out_tail) {
     const int64_t h = row / p.queries, r = row % p.queries;
     const bool tail = r >= p.tail_from;
     run = tail ? p.out_tail : p.out;
     run_lse = tail ? p.lse_tail : p.lse;
     at = tail ? h * (p.queries - p.tail_from) + r - p.tail_from : h * p.tail_from + r;
+    final_row = tail && p.tail_final;
   }
+  const bool part = !final_row && p.o && (!p.part_keys || *p.part_keys > 0);
+  const float pad = !final_row && p.pad ? static_cast<float>(*p.pad) : 0.0f;
   const float a = run_lse[at], b = part ? p.l[row] : -INFINITY;
   float x0, x1;
   if constexpr (sizeof(T) == 2) {

@@ -62,6 +62,10 @@ struct AttentionParams {
   // multiplies in fp16, where dequantization needs no conversions).
   const uint16_t* q = nullptr;  // [H, Nq, D] (rotated for OScaR)
   int heads = 0, queries = 0;
+  int64_t q_head_stride = 0;    // elements from one head's queries to the next (0: Nq * D)
+  // Packed pages: q and the current frame given in bf16 instead, converted to fp16 as the kernel
+  // loads them (saturating at fp16's range), with no cast of their own.
+  bool bf16_inputs = false;
   float scale = 0.125f;         // 1 / sqrt(D)
   // The cache: dense bf16 or pages.
   KvFormat format = KvFormat::kBf16;
@@ -78,6 +82,7 @@ struct AttentionParams {
   uint16_t* out = nullptr;
   float* partial_out = nullptr;
   float* partial_lse = nullptr;
+  float* out_lse = nullptr;     // optionally float [H, Nq]: the log-sum-exps (natural log) of the scaled scores
   int splits = 1;
   int paged_min_blocks = 1;  // packed pages: resident blocks per multiprocessor the kernel is built for (1 or 2)
 };
@@ -115,6 +120,9 @@ struct MergeParams {
   const void* out_tail = nullptr;
   const float* lse_tail = nullptr;
   int64_t tail_from = 0;
+  // The tail's rows already attend over all the keys (an attention of their own over the pages,
+  // RaggedPagesAttention): taken as they are, with neither the new part nor the pad.
+  bool tail_final = false;
 };
 
 // Folds attention (o, l) into (out, lse): one kernel for what the log-sum-exp weights, lerp and

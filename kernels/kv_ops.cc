@@ -124,21 +124,32 @@ struct SplitWorkspace {
   }
 };
 
-at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
-                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits,
-                          const KernelOptions& options) {
+// The fused kernel's launch for q over dense rows or pages [0, page_count) and the current frame,
+// writing `out`, with its split workspace; bf16_inputs (pages only): q and the frame stay bf16 and
+// the kernel converts them as it loads them, where otherwise they are cast to fp16 copies first.
+// The launch depends on the host's page count only (each page's valid count is read on the device).
+void LaunchFused(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
+                 const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits,
+                 int min_blocks, bool bf16_inputs, const at::Tensor& out, const at::Tensor& out_lse = {}) {
   const bool paged = pages && page_count > 0;
+  bf16_inputs = bf16_inputs && paged;
   // Packed pages are multiplied in fp16 (see kv_kernels.h).
-  const at::Tensor qx = paged ? q.to(at::kHalf) : q, kx = paged ? k_cur.to(at::kHalf) : k_cur, vx = paged ? v_cur.to(at::kHalf) : v_cur;
+  const bool cast = paged && !bf16_inputs;
+  // (the queries may be a view of whole rows, as the query tail is: the heads' stride is passed on)
+  const bool rows = q.stride(2) == 1 && q.stride(1) == kKernelHeadDim;
+  const at::Tensor qx = cast ? q.to(at::kHalf).contiguous() : rows ? q : q.contiguous();
+  const at::Tensor kx = (cast ? k_cur.to(at::kHalf) : k_cur).contiguous(), vx = (cast ? v_cur.to(at::kHalf) : v_cur).contiguous();
   AttentionParams p;
   p.q = reinterpret_cast<const uint16_t*>(qx.data_ptr());
+  p.q_head_stride = qx.stride(0);
+  p.bf16_inputs = bf16_inputs;
   p.heads = static_cast<int>(q.size(0));
   p.queries = static_cast<int>(q.size(1));
   p.scale = 0.125f;
   p.k_cur = reinterpret_cast<const uint16_t*>(kx.data_ptr());
   p.v_cur = reinterpret_cast<const uint16_t*>(vx.data_ptr());
   p.cur_tokens = static_cast<int>(k_cur.size(1));
-  p.paged_min_blocks = options.fused_min_blocks;
+  p.paged_min_blocks = min_blocks;
   if (paged) {
     CheckPages(*pages);
     p.format = pages->layout.bits == 4 ? KvFormat::kPaged4 : KvFormat::kPaged2;
@@ -151,12 +162,20 @@ at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const 
     p.dense_head_stride = dense_k.stride(0);
     p.dense_tokens = static_cast<int>(dense_tokens);
   }
-  at::Tensor out = at::empty_like(q);
   p.out = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+  p.out_lse = out_lse.defined() ? out_lse.data_ptr<float>() : nullptr;
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   p.splits = splits > 0 ? std::min(splits, AttentionKeyTiles(p)) : ChooseAttentionSplits(p, sms);
   const SplitWorkspace workspace(p, q.options());
   CheckCuda(LaunchAttention(p, at::cuda::getCurrentCUDAStream()), "KV attention kernel");
+}
+
+at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
+                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits,
+                          const KernelOptions& options) {
+  at::Tensor out = at::empty_like(q);
+  LaunchFused(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits, options.fused_min_blocks,
+              /*bf16_inputs=*/false, out);
   return out;
 }
 
@@ -233,11 +252,15 @@ bool SplitQueryTail(int64_t heads, int64_t nq, int64_t nk) {
 struct SdpaOut {
   at::Tensor o, l, o_tail, l_tail;
 };
+// Whether SdpaParts sends the whole query tiles to cuDNN: asked for, or torch's choice on Hopper.
+bool PicksCudnn(SdpaBackend backend) {
+  return backend == SdpaBackend::kCudnn || (backend == SdpaBackend::kAuto && at::cuda::getCurrentDeviceProperties()->major == 9);
+}
+
 SdpaOut SdpaParts(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool with_lse, SdpaBackend backend,
                   bool tail_beside = false) {
   SdpaOut r;
-  const bool cudnn = backend == SdpaBackend::kCudnn || (backend == SdpaBackend::kAuto && at::cuda::getCurrentDeviceProperties()->major == 9);
-  if (!cudnn || !SplitQueryTail(q.size(0), q.size(1), k.size(1))) {
+  if (!PicksCudnn(backend) || !SplitQueryTail(q.size(0), q.size(1), k.size(1))) {
     r.o = SdpaCall(q, k, v, with_lse ? &r.l : nullptr, backend);
     return r;
   }
@@ -318,7 +341,7 @@ at::Tensor Sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, a
 // running part's query rows past out's held apart ([H, Nt, 64] and [H, Nt]; SdpaParts' tail).
 void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at::Tensor& l, bool last = false,
                 const int32_t* pad = nullptr, const int32_t* part_keys = nullptr, const at::Tensor& out_tail = {},
-                const at::Tensor& lse_tail = {}) {
+                const at::Tensor& lse_tail = {}, bool tail_final = false) {
   if (!out.defined()) {
     if (pad || out_tail.defined()) throw Error("attention merge: zero rows or a tail to take into a part that is not there");
     out = o;
@@ -346,6 +369,7 @@ void MergeByLse(at::Tensor& out, at::Tensor& lse, const at::Tensor& o, const at:
     p.lse_tail = tl.data_ptr<float>();
     p.tail_from = xc.size(1);
     p.queries = full[1];
+    p.tail_final = tail_final;
   }
   at::Tensor oc, lc;
   if (o.defined()) {
@@ -541,7 +565,30 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
   const at::Tensor o_rest = rest ? std::get<0>(r).transpose(0, 1) : at::Tensor();
   if (span == 0) return o_rest;
   at::Tensor out, lse;
-  const SdpaOut main = SdpaParts(q, k.narrow(1, 0, span), v.narrow(1, 0, span), /*with_lse=*/true, options.sdpa);
+  // The query rows past cuDNN's last whole tile, where they would cost it a second wave
+  // (SplitQueryTail): by default attended over every key at once by the fused kernel, which reads
+  // the packed pages (4 or 8 times fewer bytes than the expanded rows flash attention reads) and
+  // the current frame; the merge then takes them as they are. QueryTail::kFlash: as SdpaParts
+  // splits them off (flash over the span, merged like cuDNN's rows).
+  bool pages_tail = options.query_tail != QueryTail::kFlash && PicksCudnn(options.sdpa) && SplitQueryTail(heads, nq, span);
+  SdpaOut main;
+  if (pages_tail) {
+    const int64_t whole = nq / 128 * 128;
+    const auto tail = [&] {
+      std::tie(main.o_tail, main.l_tail) = PagesAttentionCuda(q.narrow(1, whole, nq - whole), pages, page_count, k_cur, v_cur,
+                                                              options.query_tail_splits, options.fused_min_blocks);
+    };
+    if (options.query_tail == QueryTail::kPagesFirst) tail();
+    try {
+      main.o = SdpaCall(q.narrow(1, 0, whole), k.narrow(1, 0, span), v.narrow(1, 0, span), &main.l, SdpaBackend::kCudnn);
+    } catch (const c10::Error&) {
+      // torch's own choice may be another backend where cuDNN refuses these inputs (kAuto only)
+      if (options.sdpa != SdpaBackend::kAuto) throw;
+      pages_tail = false;
+    }
+    if (pages_tail && options.query_tail != QueryTail::kPagesFirst) tail();
+  }
+  if (!pages_tail) main = SdpaParts(q, k.narrow(1, 0, span), v.narrow(1, 0, span), /*with_lse=*/true, options.sdpa);
   if (beside) {
     // (the inputs were allocated on the caller's stream, which now waits for the side: their
     // memory is not reused before; the outputs, allocated on the side, are read on the caller's)
@@ -553,9 +600,30 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
   // (o_rest tokens-major, as flash wrote it; with no rows counted past the span, flash's part is
   // empty and ignored; cuDNN's query tail, where split off, read apart instead of concatenated)
   MergeByLse(out, lse, o_rest, rest ? std::get<1>(r).reshape({heads, nq}) : at::Tensor(), /*last=*/true, pad,
-             rest ? counted.data_ptr<int32_t>() + 3 : nullptr, main.o_tail, main.l_tail);
+             rest ? counted.data_ptr<int32_t>() + 3 : nullptr, main.o_tail, main.l_tail, /*tail_final=*/pages_tail);
   return out;
 }
+
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> PagesAttentionCuda(const at::Tensor& q, const PagedKv& pages, int64_t page_count,
+                                                     const at::Tensor& k_cur, const at::Tensor& v_cur, int splits, int min_blocks) {
+  if (!q.defined() || !q.is_cuda() || q.scalar_type() != at::kBFloat16 || q.dim() != 3 || q.size(2) != kKernelHeadDim ||
+      q.stride(2) != 1 || q.stride(1) != kKernelHeadDim)
+    throw Error("attention over pages: expected bf16 CUDA queries [H, N, 64] with contiguous rows, got " + Describe(q));
+  CheckBf16(k_cur, "current keys", q.size(0));
+  CheckBf16(v_cur, "current values", q.size(0));
+  CheckPagesFor(pages, q.size(0));
+  if (page_count < 1 || page_count > pages.meta.size(0))
+    throw Error("attention over pages: " + std::to_string(page_count) + " pages asked of a store of " + std::to_string(pages.meta.size(0)));
+  if (min_blocks != 1 && min_blocks != 2) throw Error("attention over pages: min_blocks " + std::to_string(min_blocks) + ", expected 1 or 2");
+  const at::Tensor out = at::empty({q.size(0), q.size(1), kKernelHeadDim}, q.options());
+  const at::Tensor lse = at::empty({q.size(0), q.size(1)}, q.options().dtype(at::kFloat));
+  LaunchFused(q, {}, {}, 0, &pages, page_count, k_cur, v_cur, splits, min_blocks, /*bf16_inputs=*/true, out, lse);
+  return {out, lse};
+}
+
+namespace {
 
 // Dense cache attended in place, pages expanded once per chunk; chunks merged by log-sum-exp.
 // bucket > 0: key lengths change from call to call (see AttendRows).

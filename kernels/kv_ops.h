@@ -63,7 +63,10 @@ class RecurringLengths {
 //    weight taken out by the merge), the rows past the span by one variable-length flash
 //    attention call whose key length the dequantize kernel writes on the device, merged by
 //    log-sum-exp: no host counts, and fixed shapes while the page count and certain_rows are (a
-//    CUDA graph can replay it). Where RaggedAttends says no, as kDequantSdpaBucketed.
+//    CUDA graph can replay it). Where cuDNN would pay a second wave for the query rows past its
+//    last whole 128-row tile (16 heads and 1041 queries: 17 rows), those rows go to
+//    PagesAttentionCuda over the packed pages instead (options.query_tail). Where RaggedAttends
+//    says no, as kDequantSdpaBucketed.
 //  kAuto: options.attention, and kDequantSdpa when that is kAuto too.
 // Attention of q (bf16 [H, Nq, D]) over a cache plus the current frame (k_cur, v_cur bf16 [H, Nc, D]).
 // Dense cache: dense_k/dense_v bf16 [H, T_cap, D] of which the first dense_tokens rows are used.
@@ -76,6 +79,15 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
                          const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
                          int splits = 0, AttentionPath path = AttentionPath::kAuto, const std::vector<int32_t>* page_valid = nullptr,
                          const KernelOptions& options = {}, RecurringLengths* lengths = nullptr, int64_t certain_rows = 0);
+
+// Attention of a few query rows q (bf16 [H, N, 64], rows contiguous, any head stride) over every
+// valid slot of pages [0, page_count) and the current frame (bf16 [H, Nc, 64]) by the fused kernel,
+// which reads the packed pages and multiplies in fp16 (q and the frame converted as it loads them):
+// out bf16 [H, N, 64] and its log-sum-exps float [H, N] (natural log). splits 0: automatic;
+// min_blocks: KernelOptions::fused_min_blocks. The launch depends on page_count only.
+std::pair<at::Tensor, at::Tensor> PagesAttentionCuda(const at::Tensor& q, const PagedKv& pages, int64_t page_count,
+                                                     const at::Tensor& k_cur, const at::Tensor& v_cur, int splits = 0,
+                                                     int min_blocks = 1);
 
 // Whether AttentionCuda takes the kDequantRagged path (and so reads no host counts) for this path
 // (kAuto: options.attention), cache and current frame: pages only, flash attention on the device

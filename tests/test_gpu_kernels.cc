@@ -238,11 +238,37 @@ struct AttentionCase {
   int chunk = 0;  // dequant path: chunk size in tokens (0: default)
   int certain = 0;  // ragged path: the rows taken as certain (cuDNN's part)
   int heads = 4;
+  QueryTail tail = QueryTail::kPages;  // ragged path: the query rows past cuDNN's last whole tile
 };
 
 void PrintTo(const AttentionCase& c, std::ostream* os) {
   *os << "bits " << c.bits << " T " << c.cached << " q " << c.queries << " splits " << c.splits << " " << ToString(c.path)
-      << " chunk " << c.chunk << " certain " << c.certain << " heads " << c.heads;
+      << " chunk " << c.chunk << " certain " << c.certain << " heads " << c.heads << " tail " << ToString(c.tail);
+}
+
+// `cached` tokens of H heads as the cache holds them: frames of up to 150 tokens in pages of 32
+// slots (partial last pages), keys normalised per token (OScaR's norms), and their dequantization
+// on the CPU (K, V float [H, cached, 64]).
+struct TestPages {
+  PagedKv pages;
+  at::Tensor k, v;
+};
+TestPages MakeTestPages(int64_t H, int64_t cached, int bits) {
+  PageLayout layout{static_cast<int>(H), 64, 32, bits, 64, true};
+  std::vector<PagedKv> frames;
+  int64_t remaining = cached;
+  while (remaining > 0) {
+    const int64_t n = std::min<int64_t>(remaining, 150);
+    at::Tensor keys = RandomBf16({H, n, 64});
+    const at::Tensor norms = keys.pow(2).sum(at::IntArrayRef{0, 2}).sqrt();
+    keys = keys / norms.view({1, n, 1});
+    frames.push_back(QuantizeFrame(keys, RandomBf16({H, n, 64}), norms, layout, static_cast<int>(frames.size())));
+    remaining -= n;
+  }
+  TestPages t;
+  t.pages = Concatenate(frames);
+  std::tie(t.k, t.v) = DequantizePages(t.pages);
+  return t;
 }
 
 // The 8-bit attention's precision on the CPU (defined with its tests below).
@@ -257,6 +283,7 @@ TEST_P(GpuAttention, WithinTwiceTheLowPrecisionReferenceError) {
   const int64_t H = c.heads, D = 64, Nq = c.queries;
   KernelOptions ko;
   ko.attention_chunk_tokens = c.chunk;
+  ko.query_tail = c.tail;
   const at::Tensor q = RandomBf16({H, Nq, D}, 1.5), k_cur = RandomBf16({H, Nq, D}), v_cur = RandomBf16({H, Nq, D});
   at::Tensor cached_k, cached_v, out;
   if (c.bits == 0) {
@@ -269,19 +296,9 @@ TEST_P(GpuAttention, WithinTwiceTheLowPrecisionReferenceError) {
     cached_v = cached_v.narrow(1, 0, c.cached);
   } else {
     // Several frames of pages with partial tails, as the cache holds them.
-    PageLayout layout{static_cast<int>(H), 64, 32, c.bits, 64, true};
-    std::vector<PagedKv> frames;
-    int64_t remaining = c.cached;
-    while (remaining > 0) {
-      const int64_t n = std::min<int64_t>(remaining, 150);
-      at::Tensor keys = RandomBf16({H, n, D});
-      const at::Tensor norms = keys.pow(2).sum(at::IntArrayRef{0, 2}).sqrt();
-      keys = keys / norms.view({1, n, 1});
-      frames.push_back(QuantizeFrame(keys, RandomBf16({H, n, D}), norms, layout, static_cast<int>(frames.size())));
-      remaining -= n;
-    }
-    const PagedKv all = Concatenate(frames);
-    std::tie(cached_k, cached_v) = DequantizePages(all);
+    const TestPages made = MakeTestPages(H, c.cached, c.bits);
+    const PagedKv& all = made.pages;
+    cached_k = made.k, cached_v = made.v;
     const PagedKv dev = ToDevice(all, 3);
     out = kernels::AttentionCuda(q.to(at::kBFloat16).cuda(), {}, {}, 0, &dev, all.pages(), k_cur.to(at::kBFloat16).cuda(),
                                  v_cur.to(at::kBFloat16).cuda(), c.splits, c.path, nullptr, ko, nullptr, c.certain);
@@ -291,8 +308,9 @@ TEST_P(GpuAttention, WithinTwiceTheLowPrecisionReferenceError) {
   // The low-precision reference: bf16, or INT8 Q K^T for the 8-bit path.
   const bool int8 = c.path == AttentionPath::kInt8;
   const double err_gpu = Rel(out.cpu(), ref), err_low = Rel(int8 ? ReferenceInt8(q, K, V) : ReferenceBf16(q, K, V), ref);
-  std::printf("[ info ] attention %s bits=%d T=%d q=%d splits=%d chunk=%d certain=%d heads=%d: GPU rel err %.2e, %s CPU reference %.2e\n",
-              ToString(c.path), c.bits, c.cached, c.queries, c.splits, c.chunk, c.certain, c.heads, err_gpu, int8 ? "INT8" : "bf16", err_low);
+  std::printf("[ info ] attention %s bits=%d T=%d q=%d splits=%d chunk=%d certain=%d heads=%d tail=%s: GPU rel err %.2e, %s CPU reference %.2e\n",
+              ToString(c.path), c.bits, c.cached, c.queries, c.splits, c.chunk, c.certain, c.heads, ToString(c.tail), err_gpu,
+              int8 ? "INT8" : "bf16", err_low);
   EXPECT_TRUE(at::isfinite(out).all().item<bool>());
   EXPECT_LE(err_gpu, 2.0 * err_low + 1e-6);
 }
@@ -474,7 +492,51 @@ INSTANTIATE_TEST_SUITE_P(DequantRagged, GpuAttention,
                                            // the same at 16 heads: cuDNN's query tail split off, no
                                            // flash call, so the merge takes the zero rows alone out
                                            // of both pieces
-                                           AttentionCase{4, 5000, 1041, 0, kRagged, 0, 8192, 16}));
+                                           AttentionCase{4, 5000, 1041, 0, kRagged, 0, 8192, 16},
+                                           // the query tail by the fused kernel over the pages (the
+                                           // cases above at 16 heads) before cuDNN's call, 2-bit, and
+                                           // by flash over the expanded rows as before
+                                           AttentionCase{4, 12000, 1041, 0, kRagged, 0, 10240, 16, QueryTail::kPagesFirst},
+                                           AttentionCase{2, 12000, 1041, 0, kRagged, 0, 10240, 16},
+                                           AttentionCase{4, 12000, 1041, 0, kRagged, 0, 10240, 16, QueryTail::kFlash},
+                                           AttentionCase{4, 5000, 1041, 0, kRagged, 0, 8192, 16, QueryTail::kFlash}));
+
+// A few query rows over the packed pages and the current frame (PagesAttentionCuda, the ragged
+// path's query tail): the rows of a wider query tensor (a strided view), any split count; the
+// output within twice the bf16 reference's error and the log-sum-exps within fp16 rounding of the
+// float64 ones (the scores' operands are fp16: about 1e-3 relative on scores of order 1).
+TEST(GpuPagesAttention, QueryRowsOverThePagesMatchTheReference) {
+  REQUIRE_GPU();
+  at::manual_seed(271);
+  for (int bits : {4, 2}) {
+    const int64_t H = 16, Nq = 1041, Nc = 1041, first = 1024;
+    const TestPages made = MakeTestPages(H, 9000, bits);
+    const PagedKv dev = ToDevice(made.pages, 2);
+    const at::Tensor q = RandomBf16({H, Nq, 64}, 1.5), k_cur = RandomBf16({H, Nc, 64}), v_cur = RandomBf16({H, Nc, 64});
+    const at::Tensor qg = q.to(at::kBFloat16).cuda();
+    const at::Tensor K = at::cat({k_cur, made.k}, 1), V = at::cat({v_cur, made.v}, 1);
+    const at::Tensor qt = q.narrow(1, first, Nq - first);
+    const at::Tensor ref = Reference64(qt, K, V);
+    const at::Tensor ref_lse = at::logsumexp(at::matmul(qt.to(at::kDouble), K.to(at::kDouble).transpose(1, 2)) * 0.125, -1);
+    const double err_low = Rel(ReferenceBf16(qt, K, V), ref);
+    for (int splits : {0, 1, 7}) {
+      const auto [out, lse] = kernels::PagesAttentionCuda(qg.narrow(1, first, Nq - first), dev, made.pages.pages(),
+                                                          k_cur.to(at::kBFloat16).cuda(), v_cur.to(at::kBFloat16).cuda(), splits);
+      const double err = Rel(out.cpu(), ref);
+      const double lse_err = (lse.cpu().to(at::kDouble) - ref_lse).abs().max().item<double>();
+      std::printf("[ info ] pages attention bits=%d splits=%d: rel err %.2e (bf16 reference %.2e), lse max abs err %.2e\n", bits,
+                  splits, err, err_low, lse_err);
+      EXPECT_LE(err, 2.0 * err_low + 1e-6);
+      EXPECT_LE(lse_err, 1e-2);
+    }
+  }
+  // bad input: a page count past the store, queries of another width
+  const TestPages made = MakeTestPages(2, 100, 4);
+  const PagedKv dev = ToDevice(made.pages);
+  const at::Tensor q = RandomBf16({2, 5, 64}).to(at::kBFloat16).cuda(), cur = RandomBf16({2, 5, 64}).to(at::kBFloat16).cuda();
+  EXPECT_THROW(kernels::PagesAttentionCuda(q, dev, made.pages.pages() + 5, cur, cur), Error);
+  EXPECT_THROW(kernels::PagesAttentionCuda(q.narrow(2, 0, 32), dev, made.pages.pages(), cur, cur), Error);
+}
 
 // Pages expanded on the device equal the CPU dequantization: fp16 arithmetic (a few 2^-11 steps)
 // rounded to bf16 rows (at most 2^-9 relative per value, about 1.2e-3 in relative L2).

@@ -15,6 +15,8 @@ void KernelOptions::Check() const {
            OptionError, "append_heads_per_block " << append_heads_per_block << ": expected 0 (automatic), 1, 2 or 4");
   SR_CHECK(fused_min_blocks == 1 || fused_min_blocks == 2, OptionError,
            "fused_min_blocks " << fused_min_blocks << ": expected 1 or 2");
+  SR_CHECK(query_tail_splits >= 0 && query_tail_splits <= 1024, OptionError,
+           "query_tail_splits " << query_tail_splits << ": expected 0 (automatic) to 1024");
 }
 
 AttentionPath ParseAttentionPath(const std::string& name) {
@@ -33,6 +35,22 @@ SdpaBackend ParseSdpaBackend(const std::string& name) {
   if (name == "cudnn") return SdpaBackend::kCudnn;
   if (name == "efficient") return SdpaBackend::kEfficient;
   throw OptionError("unknown attention backend '" + name + "': expected auto, flash, cudnn or efficient");
+}
+
+QueryTail ParseQueryTail(const std::string& name) {
+  if (name == "pages") return QueryTail::kPages;
+  if (name == "pages-first") return QueryTail::kPagesFirst;
+  if (name == "flash") return QueryTail::kFlash;
+  throw OptionError("unknown query tail '" + name + "': expected pages, pages-first or flash");
+}
+
+const char* ToString(QueryTail tail) {
+  switch (tail) {
+    case QueryTail::kPages: return "pages";
+    case QueryTail::kPagesFirst: return "pages-first";
+    case QueryTail::kFlash: return "flash";
+  }
+  return "?";
 }
 
 const char* ToString(AttentionPath path) {
