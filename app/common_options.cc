@@ -110,9 +110,11 @@ void CacheArgs::Add(CLI::App& app, bool with_axes) {
       ->group(kernels)
       ->capture_default_str();
   app.add_option("--query-tail", query_tail,
-                 "Paged caches on the H200: the 17 query rows past cuDNN's last whole 128-row tile, attended over the "
-                 "packed pages by our fused kernel after cuDNN's call (pages), before it (pages-first), or by flash "
-                 "attention over the expanded bf16 rows (flash, as before session 23)")
+                 "Paged caches on the H200: the 17 query rows past cuDNN's last whole 128-row tile, by flash attention "
+                 "over the expanded bf16 rows after cuDNN's call (flash), beside it on a second stream (flash-beside; "
+                 "the rows past cuDNN's span then after it), beside it after those rows (flash-beside-rest), or by our "
+                 "fused kernel over the packed pages after cuDNN's call (pages) or before it (pages-first); "
+                 "docs/perf.md, session 23")
       ->group(kernels)
       ->capture_default_str();
   app.add_option("--query-tail-splits", query_tail_splits, "The query tail over the pages: splits over the keys (0: automatic)")

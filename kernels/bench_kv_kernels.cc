@@ -92,11 +92,10 @@ nlohmann::json TimeQueryTail(const std::vector<int64_t>& kept, int64_t queries, 
       PageLayout L{static_cast<int>(heads), 64, 32, bits, 64, true};
       PagedKv pages = streamrecon::AllocatePages(L, (T + 31) / 32, at::kCUDA);
       streamrecon::kernels::AppendPagesCuda(k_all.narrow(1, 0, T).contiguous(), v_all.narrow(1, 0, T).contiguous(), true, false, 0, pages, 0);
-      for (int blocks : {1, 2})
-        for (int splits : {0, 8, 16, 33, 66, 132}) {
-          const std::string name = "pages" + std::to_string(bits) + "/b" + std::to_string(blocks) + (splits ? "s" + std::to_string(splits) : "auto");
-          report(name, GraphUsPerCall([&] { streamrecon::kernels::PagesAttentionCuda(qt, pages, pages.pages(), k_cur, v_cur, splits, blocks); }));
-        }
+      for (int splits : {0, 4, 8, 16, 25, 33, 66}) {
+        const std::string name = "pages" + std::to_string(bits) + (splits ? "/s" + std::to_string(splits) : "/auto");
+        report(name, GraphUsPerCall([&] { streamrecon::kernels::PagesAttentionCuda(qt, pages, pages.pages(), k_cur, v_cur, splits); }));
+      }
     }
   }
   return rows;

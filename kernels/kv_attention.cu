@@ -359,6 +359,330 @@ cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
 
 namespace {
 
+// ---- few queries over packed pages (the ragged path's query tail) ----------------------------
+//
+// The kernel above shares each 64-key tile among 8 warps of 16 query rows: with 17 queries two
+// warps multiply and the tile's loads, one tile ahead, are not hidden (67-120 us for 17 queries
+// over 19.7k keys where flash over the expanded bf16 rows takes 33; call 142). Here every warp
+// walks its own tiles of 32 keys (block (head, split), warp w its tiles w, w + 4, ...), loading
+// the next page's codes and parameters into registers while it multiplies the current one, for up
+// to 32 query rows (two m16 tiles); the block's warps are folded at the end through shared memory
+// and the splits by CombineKernel.
+constexpr int kFewWarps = 4;
+constexpr int kFewThreads = kFewWarps * 32;
+constexpr int kFewKeys = 32;  // keys per warp tile: one page of 32 slots or two of 16
+
+struct FewTile {  // a warp's tile, dequantized to fp16 (OScaR norms folded in)
+  uint16_t k[kFewKeys * kStride];
+  uint16_t v[kFewKeys * kStride];
+  float mask[kFewKeys];
+};
+struct FewFold {  // the warps' running states at the end: unnormalised outputs, maxima (log2), sums
+  float acc[kFewWarps][kMaxFewQueries][kHeadDim];
+  float m[kFewWarps][kMaxFewQueries], l[kFewWarps][kMaxFewQueries];
+};
+union FewSmem {
+  FewTile tile[kFewWarps];
+  FewFold fold;
+};
+
+// One lane's share of a page tile: rows lane / 8 + 4 i (i < 8), channels 8 (lane % 8) .. + 7.
+struct FewFetched {
+  uint32_t kc[8], vc[8], vp[8];
+  float norm[8];
+  uint4 kp[2][2];  // K parameters of the lane's 8 channels, for the tile's first and second page
+  int valid[2];    // valid slots of those pages (0 past the page count)
+};
+
+template <int kBits>
+__device__ __forceinline__ void FewFetch(FewFetched& f, const PagesView& pv, int head, int heads, int tile, int lane) {
+  constexpr int kRowBytes = kHeadDim * kBits / 8;
+  const int per_tile = kFewKeys / pv.slots, c = (lane % 8) * 8, groups = kHeadDim / pv.v_group;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int wanted = tile * per_tile + h, page = min(wanted, pv.pages - 1);
+    const bool real = h < per_tile && wanted < pv.pages;
+    f.valid[h] = real ? pv.meta[2 * page] : 0;
+    const uint4* kp = reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * heads + head) * kHeadDim + c);
+    f.kp[h][0] = kp[0];
+    f.kp[h][1] = kp[1];
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int r = lane / 8 + 4 * i, h = r / pv.slots, slot = r % pv.slots;
+    const int page = min(tile * per_tile + h, pv.pages - 1);
+    const int64_t row = (static_cast<int64_t>(page) * heads + head) * pv.slots + slot;
+    if (kBits == 4) {
+      f.kc[i] = *reinterpret_cast<const uint32_t*>(pv.k_codes + row * kRowBytes + c / 2);
+      f.vc[i] = *reinterpret_cast<const uint32_t*>(pv.v_codes + row * kRowBytes + c / 2);
+    } else {
+      f.kc[i] = *reinterpret_cast<const uint16_t*>(pv.k_codes + row * kRowBytes + c / 4);
+      f.vc[i] = *reinterpret_cast<const uint16_t*>(pv.v_codes + row * kRowBytes + c / 4);
+    }
+    f.vp[i] = pv.v_params[row * groups + c / pv.v_group];
+    f.norm[i] = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;
+  }
+}
+
+template <int kBits>
+__device__ __forceinline__ void FewCommitPages(FewTile& t, const FewFetched& f, int slots, int lane) {
+  const int c = (lane % 8) * 8;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int r = lane / 8 + 4 * i, h = r / slots;
+    const bool valid = r % slots < (h == 0 ? f.valid[0] : f.valid[1]);
+    uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
+    // (selected element by element: an array chosen by a runtime index would go to local memory)
+    const uint4 kp[2] = {h == 0 ? f.kp[0][0] : f.kp[1][0], h == 0 ? f.kp[0][1] : f.kp[1][1]};
+    if (valid) DequantizeEight<kBits>(f.kc[i], kp, f.vc[i], f.vp[i], f.norm[i], kw, vw);
+    *reinterpret_cast<uint4*>(&t.k[r * kStride + c]) = kw;
+    *reinterpret_cast<uint4*>(&t.v[r * kStride + c]) = vw;
+    if (c == 0) t.mask[r] = valid ? 0.0f : -INFINITY;
+  }
+}
+
+// Rows [row0, row0 + 32) of the current frame (bf16, converted to fp16), loaded as they are stored.
+__device__ __forceinline__ void FewCommitRows(FewTile& t, const uint16_t* k, const uint16_t* v, int row0, int limit, int lane) {
+  const int c = (lane % 8) * 8;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int r = lane / 8 + 4 * i;
+    const bool valid = row0 + r < limit;
+    uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
+    if (valid) {
+      kw = Bf16EightToHalf(*reinterpret_cast<const uint4*>(k + static_cast<int64_t>(row0 + r) * kHeadDim + c));
+      vw = Bf16EightToHalf(*reinterpret_cast<const uint4*>(v + static_cast<int64_t>(row0 + r) * kHeadDim + c));
+    }
+    *reinterpret_cast<uint4*>(&t.k[r * kStride + c]) = kw;
+    *reinterpret_cast<uint4*>(&t.v[r * kStride + c]) = vw;
+    if (c == 0) t.mask[r] = valid ? 0.0f : -INFINITY;
+  }
+}
+
+template <int kBits>
+__global__ void __launch_bounds__(kFewThreads) FewQueriesKernel(AttentionParams p, int cache_tiles, int total_tiles) {
+  __shared__ __align__(16) FewSmem s;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int group = lane / 4, tig = lane % 4;
+  const int head = blockIdx.x;
+  const int per_split = (total_tiles + p.splits - 1) / p.splits;
+  const int tile_begin = blockIdx.y * per_split, tile_end = min(total_tiles, tile_begin + per_split);
+  const int m_tiles = p.queries > 16 ? 2 : 1;
+  FewTile& t = s.tile[warp];
+
+  // Q fragments (A operand) of rows mt * 16 + group (+ 8), converted from bf16.
+  const uint16_t* q = p.q + static_cast<int64_t>(head) * (p.q_head_stride > 0 ? p.q_head_stride : static_cast<int64_t>(p.queries) * kHeadDim);
+  uint32_t qa[2][4][4];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = mt * 16 + group + (e % 2) * 8, c = kk * 16 + tig * 2 + (e / 2) * 8;
+        qa[mt][kk][e] = r < p.queries ? Bf16PairToHalf(*reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(r) * kHeadDim + c)) : 0u;
+      }
+  float acc[2][8][4];
+  float row_max[2][2], row_sum[2][2];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    row_max[mt][0] = row_max[mt][1] = -INFINITY;
+    row_sum[mt][0] = row_sum[mt][1] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.0f;
+  }
+  const float scale_log2 = p.scale * 1.4426950408889634f;
+  const int64_t cur_off = static_cast<int64_t>(head) * p.cur_tokens * kHeadDim;
+
+  FewFetched next;
+  int tile = tile_begin + warp;
+  if (tile < tile_end && tile < cache_tiles) FewFetch<kBits>(next, p.pages, head, p.heads, tile, lane);
+  for (; tile < tile_end; tile += kFewWarps) {
+    __syncwarp();  // (the lanes are done reading the previous tile)
+    if (tile < cache_tiles) {
+      FewCommitPages<kBits>(t, next, p.pages.slots, lane);
+      if (tile + kFewWarps < tile_end && tile + kFewWarps < cache_tiles) FewFetch<kBits>(next, p.pages, head, p.heads, tile + kFewWarps, lane);
+    } else {
+      FewCommitRows(t, p.k_cur + cur_off, p.v_cur + cur_off, (tile - cache_tiles) * kFewKeys, p.cur_tokens, lane);
+    }
+    __syncwarp();
+
+    // S = Q K^T over the tile's 32 keys: 4 n-tiles of 8 keys, the K fragments shared by both m-tiles.
+    float sc[2][4][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) sc[mt][j][0] = sc[mt][j][1] = sc[mt][j][2] = sc[mt][j][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < 4; kk += 2) {
+        uint32_t b[4];
+        LdMatrixX4(b, &t.k[(j * 8 + lane % 8) * kStride + kk * 16 + (lane / 8) * 8]);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          if (mt >= m_tiles) continue;
+          Mma16816<true>(sc[mt][j], qa[mt][kk], b[0], b[1]);
+          Mma16816<true>(sc[mt][j], qa[mt][kk + 1], b[2], b[3]);
+        }
+      }
+    }
+    // Online softmax (base 2) per m-tile on rows group (c0, c1) and group + 8 (c2, c3).
+    uint32_t pa[2][2][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+      if (mt >= m_tiles) continue;
+      float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float m_a = t.mask[j * 8 + tig * 2], m_b = t.mask[j * 8 + tig * 2 + 1];
+        sc[mt][j][0] = sc[mt][j][0] * scale_log2 + m_a;
+        sc[mt][j][1] = sc[mt][j][1] * scale_log2 + m_b;
+        sc[mt][j][2] = sc[mt][j][2] * scale_log2 + m_a;
+        sc[mt][j][3] = sc[mt][j][3] * scale_log2 + m_b;
+        tile_max[0] = fmaxf(tile_max[0], fmaxf(sc[mt][j][0], sc[mt][j][1]));
+        tile_max[1] = fmaxf(tile_max[1], fmaxf(sc[mt][j][2], sc[mt][j][3]));
+      }
+      float alpha[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+        const float new_max = fmaxf(row_max[mt][r], tile_max[r]);
+        alpha[r] = new_max == -INFINITY ? 1.0f : FastExp2(row_max[mt][r] - new_max);
+        row_max[mt][r] = new_max;
+        row_sum[mt][r] *= alpha[r];
+      }
+      const float base0 = row_max[mt][0] == -INFINITY ? 0.0f : row_max[mt][0];
+      const float base1 = row_max[mt][1] == -INFINITY ? 0.0f : row_max[mt][1];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        sc[mt][j][0] = FastExp2(sc[mt][j][0] - base0);
+        sc[mt][j][1] = FastExp2(sc[mt][j][1] - base0);
+        sc[mt][j][2] = FastExp2(sc[mt][j][2] - base1);
+        sc[mt][j][3] = FastExp2(sc[mt][j][3] - base1);
+        row_sum[mt][0] += sc[mt][j][0] + sc[mt][j][1];
+        row_sum[mt][1] += sc[mt][j][2] + sc[mt][j][3];
+      }
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        acc[mt][j][0] *= alpha[0];
+        acc[mt][j][1] *= alpha[0];
+        acc[mt][j][2] *= alpha[1];
+        acc[mt][j][3] *= alpha[1];
+      }
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk) {
+        pa[mt][kk][0] = PackHalf2(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+        pa[mt][kk][1] = PackHalf2(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+        pa[mt][kk][2] = PackHalf2(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+        pa[mt][kk][3] = PackHalf2(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+      }
+    }
+    // O += P V: 2 k-steps of 16 keys, 8 n-tiles of 8 channels, the V fragments shared by both m-tiles.
+#pragma unroll
+    for (int kk = 0; kk < 2; ++kk) {
+#pragma unroll
+      for (int j = 0; j < 8; j += 2) {
+        uint32_t b[4];
+        const int m = lane / 8;
+        LdMatrixX4Trans(b, &t.v[(kk * 16 + (m & 1) * 8 + lane % 8) * kStride + (j + (m >> 1)) * 8]);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          if (mt >= m_tiles) continue;
+          Mma16816<true>(acc[mt][j], pa[mt][kk], b[0], b[1]);
+          Mma16816<true>(acc[mt][j + 1], pa[mt][kk], b[2], b[3]);
+        }
+      }
+    }
+  }
+
+  // Fold the warps: each writes its rows' state, then the block's threads combine them per value.
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      row_sum[mt][r] += __shfl_xor_sync(0xffffffffu, row_sum[mt][r], 1);
+      row_sum[mt][r] += __shfl_xor_sync(0xffffffffu, row_sum[mt][r], 2);
+    }
+  __syncthreads();  // (the tiles' memory becomes the fold's)
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    const int r0 = mt * 16 + group, r1 = r0 + 8;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int c = j * 8 + tig * 2;
+      s.fold.acc[warp][r0][c] = acc[mt][j][0];
+      s.fold.acc[warp][r0][c + 1] = acc[mt][j][1];
+      s.fold.acc[warp][r1][c] = acc[mt][j][2];
+      s.fold.acc[warp][r1][c + 1] = acc[mt][j][3];
+    }
+    if (tig == 0) {
+      s.fold.m[warp][r0] = row_max[mt][0];
+      s.fold.l[warp][r0] = row_sum[mt][0];
+      s.fold.m[warp][r1] = row_max[mt][1];
+      s.fold.l[warp][r1] = row_sum[mt][1];
+    }
+  }
+  __syncthreads();
+  const int64_t row_base = static_cast<int64_t>(head) * p.queries;
+  for (int i = threadIdx.x; i < p.queries * kHeadDim; i += kFewThreads) {
+    const int r = i / kHeadDim, c = i % kHeadDim;
+    float best = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kFewWarps; ++w) best = fmaxf(best, s.fold.m[w][r]);
+    float num = 0.0f, den = 0.0f;
+    if (best != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kFewWarps; ++w) {
+        const float wt = s.fold.m[w][r] == -INFINITY ? 0.0f : exp2f(s.fold.m[w][r] - best);
+        num += wt * s.fold.acc[w][r][c];
+        den += wt * s.fold.l[w][r];
+      }
+    }
+    const float o = den > 0.0f ? num / den : 0.0f;
+    const float lse2 = den > 0.0f ? best + log2f(den) : -INFINITY;
+    if (p.splits == 1) {
+      p.out[(row_base + r) * kHeadDim + c] = FloatToBf16Bits(o);
+      if (p.out_lse && c == 0) p.out_lse[row_base + r] = lse2 * 0.6931471805599453f;
+    } else {
+      const int64_t at = static_cast<int64_t>(blockIdx.y) * p.heads * p.queries + row_base + r;
+      p.partial_out[at * kHeadDim + c] = o;
+      if (c == 0) p.partial_lse[at] = lse2;
+    }
+  }
+}
+
+int FewCacheTiles(const AttentionParams& p) {
+  const int pages_per_tile = kFewKeys / p.pages.slots;
+  return (p.pages.pages + pages_per_tile - 1) / pages_per_tile;
+}
+
+}  // namespace
+
+int FewQueriesKeyTiles(const AttentionParams& p) { return FewCacheTiles(p) + (p.cur_tokens + kFewKeys - 1) / kFewKeys; }
+
+int ChooseFewQueriesSplits(const AttentionParams& p, int multiprocessors) {
+  // About 3 blocks per multiprocessor, each warp at least 2 tiles.
+  const int tiles = FewQueriesKeyTiles(p);
+  const int splits = std::min((3 * multiprocessors + p.heads - 1) / p.heads, tiles / (2 * kFewWarps));
+  return std::max(1, splits);
+}
+
+cudaError_t LaunchFewQueriesAttention(const AttentionParams& p, cudaStream_t stream) {
+  if (p.format == KvFormat::kBf16 || p.queries < 1 || p.queries > kMaxFewQueries || (p.pages.slots != 16 && p.pages.slots != 32) ||
+      p.pages.v_group < 8 || kHeadDim % p.pages.v_group != 0 || p.pages.pages < 1 || (p.splits > 1 && (!p.partial_out || !p.partial_lse)))
+    return cudaErrorInvalidValue;
+  const int cache_tiles = FewCacheTiles(p), total = FewQueriesKeyTiles(p);
+  const dim3 grid(p.heads, p.splits);
+  if (p.format == KvFormat::kPaged4) FewQueriesKernel<4><<<grid, kFewThreads, 0, stream>>>(p, cache_tiles, total);
+  else FewQueriesKernel<2><<<grid, kFewThreads, 0, stream>>>(p, cache_tiles, total);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || p.splits == 1) return err;
+  CombineKernel<<<static_cast<unsigned>(p.heads * p.queries), kHeadDim, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+namespace {
+
 // A thread per pair of channels of one query row: out' = o + w (out - o) with w = e^lse / (e^lse +
 // e^l) = sigmoid(lse - l), lse' = log(e^lse + e^l); rows of 64 values, the running out in bf16 (the
 // first part) or float, the result in float or, for the last part, bf16. With P rows of zero keys

@@ -93,6 +93,15 @@ int AttentionKeyTiles(const AttentionParams& p);
 int ChooseAttentionSplits(const AttentionParams& p, int multiprocessors);
 cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream);
 
+// Up to kMaxFewQueries query rows over packed pages (16 or 32 slots) and the current frame, with
+// q and the frame in bf16 (bf16_inputs is implied): a warp per 32-key tile rather than a block,
+// for query counts too small to keep the kernel above busy. Splits over the keys as above (the
+// same workspaces and combine); out_lse optional.
+constexpr int kMaxFewQueries = 32;
+int FewQueriesKeyTiles(const AttentionParams& p);
+int ChooseFewQueriesSplits(const AttentionParams& p, int multiprocessors);
+cudaError_t LaunchFewQueriesAttention(const AttentionParams& p, cudaStream_t stream);
+
 struct MergeParams {
   // Two attentions of the same query rows over disjoint key sets: outputs [rows, 64] (the running
   // one bf16 or float, the new part bf16) and log-sum-exps float [rows] (natural log).

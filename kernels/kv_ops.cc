@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -165,9 +166,13 @@ void LaunchFused(const at::Tensor& q, const at::Tensor& dense_k, const at::Tenso
   p.out = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
   p.out_lse = out_lse.defined() ? out_lse.data_ptr<float>() : nullptr;
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  p.splits = splits > 0 ? std::min(splits, AttentionKeyTiles(p)) : ChooseAttentionSplits(p, sms);
+  // A few query rows over pages: a warp per tile (LaunchFewQueriesAttention), not a block.
+  const bool few = bf16_inputs && p.queries <= kMaxFewQueries && (p.pages.slots == 16 || p.pages.slots == 32);
+  if (few) p.splits = splits > 0 ? std::min(splits, FewQueriesKeyTiles(p)) : ChooseFewQueriesSplits(p, sms);
+  else p.splits = splits > 0 ? std::min(splits, AttentionKeyTiles(p)) : ChooseAttentionSplits(p, sms);
   const SplitWorkspace workspace(p, q.options());
-  CheckCuda(LaunchAttention(p, at::cuda::getCurrentCUDAStream()), "KV attention kernel");
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  CheckCuda(few ? LaunchFewQueriesAttention(p, stream) : LaunchAttention(p, stream), "KV attention kernel");
 }
 
 at::Tensor FusedAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
@@ -541,66 +546,108 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
   const int32_t* pad = counted.data_ptr<int32_t>() + 4;
   LaunchDequant(pages, page_count, 0, page_count, nullptr, k, v, k_cur, v_cur, 0,
                 DequantLengths{nc, counted.data_ptr<int32_t>(), nq, span, certain, span});
-  // The rows past the span (any when span < rows) go to flash attention beside cuDNN's call, on a
-  // second stream (the two share the SMs: 6 us a layer less than one after the other, probe_overlap.py).
+  // Three pieces of work after the expansion: R, flash attention over the rows past the span (any
+  // when span < rows; variable length, it stops at the device's count); C, cuDNN over the span; T,
+  // where cuDNN would pay a second wave for the query rows past its last whole 128-row tile
+  // (SplitQueryTail), those rows apart: flash over the span (merged like cuDNN's rows) or the fused
+  // kernel over the packed pages and the frame (all keys at once, taken by the merge as they are).
+  // Where they run (options.query_tail; a second stream shares the SMs with cuDNN's call, which
+  // leaves a few idle): kFlash, R beside C, then T after C (R beside: 6 us a layer less than after,
+  // probe_overlap.py; T after C, not beside it with R: call 139); kFlashBeside, T beside C, then R
+  // after C (as the dense cache runs its tail); kFlashBesideRest, R then T beside C; kPages and
+  // kPagesFirst, R beside C and the pages kernel after or before C.
   const bool rest = rows > span;
+  if (span == 0) {
+    const auto r = at::_flash_attention_forward(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), counted.narrow(0, 0, 2),
+                                                counted.narrow(0, 2, 2), nq, rows, 0.0, false, false, kScale);
+    return std::get<0>(r).transpose(0, 1);
+  }
+  const QueryTail mode = options.query_tail;
+  bool split = PicksCudnn(options.sdpa) && SplitQueryTail(heads, nq, span);
+  const bool pages_tail = split && (mode == QueryTail::kPages || mode == QueryTail::kPagesFirst);
+  const int64_t whole = split ? nq / 128 * 128 : nq;
+  const at::Tensor k_span = k.narrow(1, 0, span), v_span = v.narrow(1, 0, span);
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> r;
+  SdpaOut main;
+  const auto work_rest = [&] {
+    // the rows from `span` on: [T, H, D] views of the head-major rows (flash takes any row and head strides)
+    const at::Tensor k_rest = k.narrow(1, span, rows - span), v_rest = v.narrow(1, span, rows - span);
+    r = at::_flash_attention_forward(q.transpose(0, 1), k_rest.transpose(0, 1), v_rest.transpose(0, 1), counted.narrow(0, 0, 2),
+                                     counted.narrow(0, 2, 2), nq, rows - span, 0.0, false, false, kScale);
+  };
+  const auto work_tail = [&] {
+    if (!split) return;  // (cuDNN refused its part: no tail apart)
+    if (pages_tail)
+      std::tie(main.o_tail, main.l_tail) = PagesAttentionCuda(q.narrow(1, whole, nq - whole), pages, page_count, k_cur, v_cur,
+                                                              options.query_tail_splits, options.fused_min_blocks);
+    else
+      main.o_tail = SdpaCall(q.narrow(1, whole, nq - whole), k_span, v_span, &main.l_tail, SdpaBackend::kFlash);
+  };
+  const auto work_cudnn = [&] {
+    if (!split) {
+      main.o = SdpaCall(q, k_span, v_span, &main.l, options.sdpa);
+      return;
+    }
+    try {
+      main.o = SdpaCall(q.narrow(1, 0, whole), k_span, v_span, &main.l, SdpaBackend::kCudnn);
+    } catch (const c10::Error&) {
+      // torch's own choice may be another backend where cuDNN refuses these inputs (kAuto only):
+      // all the queries by it then, and no tail apart (whatever the side computed of one)
+      if (options.sdpa != SdpaBackend::kAuto) throw;
+      split = false;
+      main.o = SdpaCall(q, k_span, v_span, &main.l, options.sdpa);
+    }
+  };
+  std::vector<std::function<void()>> on_side, after;
+  if (rest && (!split || mode == QueryTail::kFlash || mode == QueryTail::kFlashBesideRest || pages_tail)) on_side.push_back(work_rest);
+  if (split && (mode == QueryTail::kFlashBeside || mode == QueryTail::kFlashBesideRest)) on_side.push_back(work_tail);
+  if (split && mode == QueryTail::kPagesFirst) work_tail();
+  if (rest && split && mode == QueryTail::kFlashBeside) after.push_back(work_rest);
+  if (split && (mode == QueryTail::kFlash || mode == QueryTail::kPages)) after.push_back(work_tail);
   const at::cuda::CUDAStream caller = at::cuda::getCurrentCUDAStream();
   const at::cuda::CUDAStream side = at::cuda::getStreamFromPool(false, caller.device_index());
-  const bool beside = span > 0 && rest && side != caller;
+  const bool beside = !on_side.empty() && side != caller;
   at::cuda::CUDAEvent forked, joined;
   if (beside) {
     forked.record(caller);
     forked.block(side);
   }
-  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> r;
-  if (rest) {
-    std::optional<c10::cuda::CUDAStreamGuard> on_side;
-    if (beside) on_side.emplace(side);
-    // the rows from `span` on: [T, H, D] views of the head-major rows (flash takes any row and head strides)
-    const at::Tensor k_rest = k.narrow(1, span, rows - span), v_rest = v.narrow(1, span, rows - span);
-    r = at::_flash_attention_forward(q.transpose(0, 1), k_rest.transpose(0, 1), v_rest.transpose(0, 1), counted.narrow(0, 0, 2),
-                                     counted.narrow(0, 2, 2), nq, rows - span, 0.0, false, false, kScale);
+  {
+    std::optional<c10::cuda::CUDAStreamGuard> guard;
+    if (beside) guard.emplace(side);
+    try {
+      for (const auto& w : on_side) w();
+    } catch (...) {
+      // (the fork joined all the same: a graph's capture refuses a stream left unjoined)
+      if (beside) joined.record(side), joined.block(caller);
+      throw;
+    }
     if (beside) joined.record(side);
   }
-  const at::Tensor o_rest = rest ? std::get<0>(r).transpose(0, 1) : at::Tensor();
-  if (span == 0) return o_rest;
-  at::Tensor out, lse;
-  // The query rows past cuDNN's last whole tile, where they would cost it a second wave
-  // (SplitQueryTail): by default attended over every key at once by the fused kernel, which reads
-  // the packed pages (4 or 8 times fewer bytes than the expanded rows flash attention reads) and
-  // the current frame; the merge then takes them as they are. QueryTail::kFlash: as SdpaParts
-  // splits them off (flash over the span, merged like cuDNN's rows).
-  bool pages_tail = options.query_tail != QueryTail::kFlash && PicksCudnn(options.sdpa) && SplitQueryTail(heads, nq, span);
-  SdpaOut main;
-  if (pages_tail) {
-    const int64_t whole = nq / 128 * 128;
-    const auto tail = [&] {
-      std::tie(main.o_tail, main.l_tail) = PagesAttentionCuda(q.narrow(1, whole, nq - whole), pages, page_count, k_cur, v_cur,
-                                                              options.query_tail_splits, options.fused_min_blocks);
-    };
-    if (options.query_tail == QueryTail::kPagesFirst) tail();
-    try {
-      main.o = SdpaCall(q.narrow(1, 0, whole), k.narrow(1, 0, span), v.narrow(1, 0, span), &main.l, SdpaBackend::kCudnn);
-    } catch (const c10::Error&) {
-      // torch's own choice may be another backend where cuDNN refuses these inputs (kAuto only)
-      if (options.sdpa != SdpaBackend::kAuto) throw;
-      pages_tail = false;
-    }
-    if (pages_tail && options.query_tail != QueryTail::kPagesFirst) tail();
-  }
-  if (!pages_tail) main = SdpaParts(q, k.narrow(1, 0, span), v.narrow(1, 0, span), /*with_lse=*/true, options.sdpa);
-  if (beside) {
+  const auto join = [&] {
+    if (!beside) return;
     // (the inputs were allocated on the caller's stream, which now waits for the side: their
     // memory is not reused before; the outputs, allocated on the side, are read on the caller's)
     joined.block(caller);
-    std::get<0>(r).record_stream(caller);
-    std::get<1>(r).record_stream(caller);
+    for (const at::Tensor* t : {&std::get<0>(r), &std::get<1>(r), &main.o_tail, &main.l_tail})
+      if (t->defined()) t->record_stream(caller);
+  };
+  try {
+    work_cudnn();
+    for (const auto& w : after) w();
+  } catch (...) {
+    join();
+    throw;
   }
+  join();
+  if (!split) main.o_tail = main.l_tail = at::Tensor();
+  at::Tensor out, lse;
   MergeByLse(out, lse, main.o, main.l);
   // (o_rest tokens-major, as flash wrote it; with no rows counted past the span, flash's part is
-  // empty and ignored; cuDNN's query tail, where split off, read apart instead of concatenated)
+  // empty and ignored; the query tail, where split off, read apart instead of concatenated)
+  const at::Tensor o_rest = rest ? std::get<0>(r).transpose(0, 1) : at::Tensor();
   MergeByLse(out, lse, o_rest, rest ? std::get<1>(r).reshape({heads, nq}) : at::Tensor(), /*last=*/true, pad,
-             rest ? counted.data_ptr<int32_t>() + 3 : nullptr, main.o_tail, main.l_tail, /*tail_final=*/pages_tail);
+             rest ? counted.data_ptr<int32_t>() + 3 : nullptr, main.o_tail, main.l_tail, /*tail_final=*/split && pages_tail);
   return out;
 }
 

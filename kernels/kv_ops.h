@@ -81,10 +81,11 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
                          const KernelOptions& options = {}, RecurringLengths* lengths = nullptr, int64_t certain_rows = 0);
 
 // Attention of a few query rows q (bf16 [H, N, 64], rows contiguous, any head stride) over every
-// valid slot of pages [0, page_count) and the current frame (bf16 [H, Nc, 64]) by the fused kernel,
-// which reads the packed pages and multiplies in fp16 (q and the frame converted as it loads them):
-// out bf16 [H, N, 64] and its log-sum-exps float [H, N] (natural log). splits 0: automatic;
-// min_blocks: KernelOptions::fused_min_blocks. The launch depends on page_count only.
+// valid slot of pages [0, page_count) and the current frame (bf16 [H, Nc, 64]), reading the packed
+// pages and multiplying in fp16 (q and the frame converted as they are loaded): up to 32 rows by a
+// warp per 32-key tile (LaunchFewQueriesAttention), more by the fused kernel (min_blocks:
+// KernelOptions::fused_min_blocks). out bf16 [H, N, 64] and its log-sum-exps float [H, N] (natural
+// log). splits 0: automatic. The launch depends on page_count only.
 std::pair<at::Tensor, at::Tensor> PagesAttentionCuda(const at::Tensor& q, const PagedKv& pages, int64_t page_count,
                                                      const at::Tensor& k_cur, const at::Tensor& v_cur, int splits = 0,
                                                      int min_blocks = 1);

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <tuple>
 
 #include "core/errors.h"
 #include "core/kv/budget.h"
@@ -238,7 +239,7 @@ struct AttentionCase {
   int chunk = 0;  // dequant path: chunk size in tokens (0: default)
   int certain = 0;  // ragged path: the rows taken as certain (cuDNN's part)
   int heads = 4;
-  QueryTail tail = QueryTail::kPages;  // ragged path: the query rows past cuDNN's last whole tile
+  QueryTail tail = QueryTail::kFlash;  // ragged path: the query rows past cuDNN's last whole tile
 };
 
 void PrintTo(const AttentionCase& c, std::ostream* os) {
@@ -253,8 +254,8 @@ struct TestPages {
   PagedKv pages;
   at::Tensor k, v;
 };
-TestPages MakeTestPages(int64_t H, int64_t cached, int bits) {
-  PageLayout layout{static_cast<int>(H), 64, 32, bits, 64, true};
+TestPages MakeTestPages(int64_t H, int64_t cached, int bits, int slots = 32) {
+  PageLayout layout{static_cast<int>(H), 64, slots, bits, 64, true};
   std::vector<PagedKv> frames;
   int64_t remaining = cached;
   while (remaining > 0) {
@@ -493,24 +494,29 @@ INSTANTIATE_TEST_SUITE_P(DequantRagged, GpuAttention,
                                            // flash call, so the merge takes the zero rows alone out
                                            // of both pieces
                                            AttentionCase{4, 5000, 1041, 0, kRagged, 0, 8192, 16},
-                                           // the query tail by the fused kernel over the pages (the
-                                           // cases above at 16 heads) before cuDNN's call, 2-bit, and
-                                           // by flash over the expanded rows as before
+                                           // the query tail's other placements (the cases above at 16
+                                           // heads): flash beside cuDNN (the rows past the span after
+                                           // it, or before the tail on the side), the fused kernel over
+                                           // the pages after or before cuDNN's call, 2-bit too
+                                           AttentionCase{4, 12000, 1041, 0, kRagged, 0, 10240, 16, QueryTail::kFlashBeside},
+                                           AttentionCase{4, 12000, 1041, 0, kRagged, 0, 10240, 16, QueryTail::kFlashBesideRest},
+                                           AttentionCase{4, 5000, 1041, 0, kRagged, 0, 8192, 16, QueryTail::kFlashBeside},
+                                           AttentionCase{4, 12000, 1041, 0, kRagged, 0, 10240, 16, QueryTail::kPages},
                                            AttentionCase{4, 12000, 1041, 0, kRagged, 0, 10240, 16, QueryTail::kPagesFirst},
-                                           AttentionCase{2, 12000, 1041, 0, kRagged, 0, 10240, 16},
-                                           AttentionCase{4, 12000, 1041, 0, kRagged, 0, 10240, 16, QueryTail::kFlash},
-                                           AttentionCase{4, 5000, 1041, 0, kRagged, 0, 8192, 16, QueryTail::kFlash}));
+                                           AttentionCase{2, 12000, 1041, 0, kRagged, 0, 10240, 16, QueryTail::kPages},
+                                           AttentionCase{4, 5000, 1041, 0, kRagged, 0, 8192, 16, QueryTail::kPages}));
 
 // A few query rows over the packed pages and the current frame (PagesAttentionCuda, the ragged
-// path's query tail): the rows of a wider query tensor (a strided view), any split count; the
-// output within twice the bf16 reference's error and the log-sum-exps within fp16 rounding of the
-// float64 ones (the scores' operands are fp16: about 1e-3 relative on scores of order 1).
+// path's query tail): the rows of a wider query tensor (a strided view), any split count, 17 rows
+// (a warp per tile; pages of 32 and 16 slots) and 41 (the fused kernel); the output within twice
+// the bf16 reference's error and the log-sum-exps within fp16 rounding of the float64 ones (the
+// scores' operands are fp16: about 1e-3 relative on scores of order 1).
 TEST(GpuPagesAttention, QueryRowsOverThePagesMatchTheReference) {
   REQUIRE_GPU();
   at::manual_seed(271);
-  for (int bits : {4, 2}) {
-    const int64_t H = 16, Nq = 1041, Nc = 1041, first = 1024;
-    const TestPages made = MakeTestPages(H, 9000, bits);
+  for (auto [bits, slots, first] : {std::tuple{4, 32, 1024}, std::tuple{2, 32, 1024}, std::tuple{4, 16, 1024}, std::tuple{4, 32, 1000}}) {
+    const int64_t H = 16, Nq = 1041, Nc = 1041;
+    const TestPages made = MakeTestPages(H, 9000, bits, slots);
     const PagedKv dev = ToDevice(made.pages, 2);
     const at::Tensor q = RandomBf16({H, Nq, 64}, 1.5), k_cur = RandomBf16({H, Nc, 64}), v_cur = RandomBf16({H, Nc, 64});
     const at::Tensor qg = q.to(at::kBFloat16).cuda();
@@ -524,8 +530,8 @@ TEST(GpuPagesAttention, QueryRowsOverThePagesMatchTheReference) {
                                                           k_cur.to(at::kBFloat16).cuda(), v_cur.to(at::kBFloat16).cuda(), splits);
       const double err = Rel(out.cpu(), ref);
       const double lse_err = (lse.cpu().to(at::kDouble) - ref_lse).abs().max().item<double>();
-      std::printf("[ info ] pages attention bits=%d splits=%d: rel err %.2e (bf16 reference %.2e), lse max abs err %.2e\n", bits,
-                  splits, err, err_low, lse_err);
+      std::printf("[ info ] pages attention bits=%d slots=%d rows=%lld splits=%d: rel err %.2e (bf16 reference %.2e), lse max abs err %.2e\n",
+                  bits, slots, static_cast<long long>(Nq - first), splits, err, err_low, lse_err);
       EXPECT_LE(err, 2.0 * err_low + 1e-6);
       EXPECT_LE(lse_err, 1e-2);
     }

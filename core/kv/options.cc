@@ -38,17 +38,21 @@ SdpaBackend ParseSdpaBackend(const std::string& name) {
 }
 
 QueryTail ParseQueryTail(const std::string& name) {
+  if (name == "flash") return QueryTail::kFlash;
+  if (name == "flash-beside") return QueryTail::kFlashBeside;
+  if (name == "flash-beside-rest") return QueryTail::kFlashBesideRest;
   if (name == "pages") return QueryTail::kPages;
   if (name == "pages-first") return QueryTail::kPagesFirst;
-  if (name == "flash") return QueryTail::kFlash;
-  throw OptionError("unknown query tail '" + name + "': expected pages, pages-first or flash");
+  throw OptionError("unknown query tail '" + name + "': expected flash, flash-beside, flash-beside-rest, pages or pages-first");
 }
 
 const char* ToString(QueryTail tail) {
   switch (tail) {
+    case QueryTail::kFlash: return "flash";
+    case QueryTail::kFlashBeside: return "flash-beside";
+    case QueryTail::kFlashBesideRest: return "flash-beside-rest";
     case QueryTail::kPages: return "pages";
     case QueryTail::kPagesFirst: return "pages-first";
-    case QueryTail::kFlash: return "flash";
   }
   return "?";
 }

@@ -22,9 +22,10 @@ enum class AttentionPath {
 // Which torch attention the dequantize-once paths call.
 enum class SdpaBackend { kAuto, kFlash, kCudnn, kEfficient };
 // The ragged path's query rows past cuDNN's last whole tile (where they would cost it a second
-// wave): the fused kernel over the packed pages after cuDNN's call or before it, or flash attention
-// over the expanded rows (kernels/kv_ops.cc, RaggedPagesAttention).
-enum class QueryTail { kPages, kPagesFirst, kFlash };
+// wave) and where they run: flash attention over the expanded rows after cuDNN's call, beside it
+// (the rows past the span then after it), or beside it after those rows; the fused kernel over the
+// packed pages after cuDNN's call or before it (kernels/kv_ops.cc, RaggedPagesAttention).
+enum class QueryTail { kFlash, kFlashBeside, kFlashBesideRest, kPages, kPagesFirst };
 
 // Kernel choices of the CUDA backend, for experiments and benchmarks; the defaults are the tuned ones.
 struct KernelOptions {
@@ -34,7 +35,7 @@ struct KernelOptions {
   int append_variant = 0;              // append kernel: 1, 2 (0 = 2, the cp.async one)
   int append_heads_per_block = 0;      // append v2: heads per block, 1, 2 or 4 (0 = automatic)
   int fused_min_blocks = 1;            // fused attention over pages: blocks per multiprocessor, 1 or 2
-  QueryTail query_tail = QueryTail::kPages;
+  QueryTail query_tail = QueryTail::kFlash;
   int query_tail_splits = 0;           // the query tail over the pages: splits over the keys (0 = automatic)
   // Pruning and storing run on a second stream of the device, beside the next layers (a layer's
   // eviction is needed only at its next frame); false: in line after the attention.
@@ -46,7 +47,7 @@ struct KernelOptions {
 
 AttentionPath ParseAttentionPath(const std::string& name);  // auto | fused | dequant | dequant-bucketed | int8
 SdpaBackend ParseSdpaBackend(const std::string& name);      // auto | flash | cudnn | efficient
-QueryTail ParseQueryTail(const std::string& name);          // pages | pages-first | flash
+QueryTail ParseQueryTail(const std::string& name);          // flash | flash-beside | flash-beside-rest | pages | pages-first
 const char* ToString(AttentionPath path);
 const char* ToString(SdpaBackend backend);
 const char* ToString(QueryTail tail);
