@@ -661,9 +661,10 @@ int FewCacheTiles(const AttentionParams& p) {
 int FewQueriesKeyTiles(const AttentionParams& p) { return FewCacheTiles(p) + (p.cur_tokens + kFewKeys - 1) / kFewKeys; }
 
 int ChooseFewQueriesSplits(const AttentionParams& p, int multiprocessors) {
-  // About 3 blocks per multiprocessor, each warp at least 2 tiles.
+  // One wave of 2 blocks per multiprocessor (255 registers a thread at 128 threads), each warp at
+  // least 2 tiles.
   const int tiles = FewQueriesKeyTiles(p);
-  const int splits = std::min((3 * multiprocessors + p.heads - 1) / p.heads, tiles / (2 * kFewWarps));
+  const int splits = std::min(2 * multiprocessors / p.heads, tiles / (2 * kFewWarps));
   return std::max(1, splits);
 }
 
