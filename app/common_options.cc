@@ -111,10 +111,10 @@ void CacheArgs::Add(CLI::App& app, bool with_axes) {
       ->capture_default_str();
   app.add_option("--query-tail", query_tail,
                  "Paged caches on the H200: the 17 query rows past cuDNN's last whole 128-row tile, by flash attention "
-                 "over the expanded bf16 rows after cuDNN's call (flash), beside it on a second stream (flash-beside; "
-                 "the rows past cuDNN's span then after it), beside it after those rows (flash-beside-rest), or by our "
-                 "fused kernel over the packed pages after cuDNN's call (pages) or before it (pages-first); "
-                 "docs/perf.md, session 23")
+                 "over the expanded bf16 rows on a second stream beside cuDNN's call, after the rows past cuDNN's span "
+                 "(flash-beside-rest, the fastest), beside it with those rows after it (flash-beside), after it "
+                 "(flash, before session 23), or by our kernel over the packed pages after cuDNN's call (pages) or "
+                 "before it (pages-first; both slower: docs/perf.md, calls 142-143)")
       ->group(kernels)
       ->capture_default_str();
   app.add_option("--query-tail-splits", query_tail_splits, "The query tail over the pages: splits over the keys (0: automatic)")

@@ -49,7 +49,7 @@ struct CacheArgs {
   // The CUDA backend's kernel choices (experiments and benchmarks).
   std::string attention_path = "auto";  // auto | fused | dequant | dequant-bucketed | int8
   std::string sdpa_backend = "auto";    // auto | flash | cudnn | efficient
-  std::string query_tail = "flash";     // flash | flash-beside | flash-beside-rest | pages | pages-first
+  std::string query_tail = "flash-beside-rest";  // flash | flash-beside | flash-beside-rest | pages | pages-first
   int query_tail_splits = 0;
   int64_t attention_chunk_tokens = 0;
   int append_kernel = 0;

@@ -552,10 +552,13 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
   // (SplitQueryTail), those rows apart: flash over the span (merged like cuDNN's rows) or the fused
   // kernel over the packed pages and the frame (all keys at once, taken by the merge as they are).
   // Where they run (options.query_tail; a second stream shares the SMs with cuDNN's call, which
-  // leaves a few idle): kFlash, R beside C, then T after C (R beside: 6 us a layer less than after,
-  // probe_overlap.py; T after C, not beside it with R: call 139); kFlashBeside, T beside C, then R
-  // after C (as the dense cache runs its tail); kFlashBesideRest, R then T beside C; kPages and
-  // kPagesFirst, R beside C and the pages kernel after or before C.
+  // leaves a few idle): kFlashBesideRest (the default), R then T beside C, one after the other on
+  // the second stream (call 143, 600 frames: kivi4 / oscar2 median 16.3 / 16.5 ms against 16.5 /
+  // 16.6 for kFlash); kFlash, R beside C, then T after C (R beside: 6 us a layer less than after,
+  // probe_overlap.py; T beside on a stream of its own slowed cuDNN: call 138); kFlashBeside, T
+  // beside C, then R after C (as the dense cache runs its tail; 16.4 / 16.5); kPages and
+  // kPagesFirst, R beside C and the pages kernel after or before C (17.0 / 17.1: the kernel takes
+  // 49 us where flash takes 33, call 143).
   const bool rest = rows > span;
   if (span == 0) {
     const auto r = at::_flash_attention_forward(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), counted.narrow(0, 0, 2),
