@@ -64,9 +64,10 @@ class RecurringLengths {
 //    attention call whose key length the dequantize kernel writes on the device, merged by
 //    log-sum-exp: no host counts, and fixed shapes while the page count and certain_rows are (a
 //    CUDA graph can replay it). Where cuDNN would pay a second wave for the query rows past its
-//    last whole 128-row tile (16 heads and 1041 queries: 17 rows), those rows go to
-//    PagesAttentionCuda over the packed pages instead (options.query_tail). Where RaggedAttends
-//    says no, as kDequantSdpaBucketed.
+//    last whole 128-row tile (16 heads and 1041 queries: 17 rows), those rows are attended apart
+//    (options.query_tail: by default flash attention over the span on a second stream beside
+//    cuDNN's call; or PagesAttentionCuda over the packed pages). Where RaggedAttends says no, as
+//    kDequantSdpaBucketed.
 //  kAuto: options.attention, and kDequantSdpa when that is kAuto too.
 // Attention of q (bf16 [H, Nq, D]) over a cache plus the current frame (k_cur, v_cur bf16 [H, Nc, D]).
 // Dense cache: dense_k/dense_v bf16 [H, T_cap, D] of which the first dense_tokens rows are used.
