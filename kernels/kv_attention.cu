@@ -71,19 +71,6 @@ __device__ __forceinline__ void FetchDenseRows(Fetched<kBits>& f, const uint16_t
   }
 }
 
-// The K and V codes of channels c .. c + 7 of a page row ((page * H + head) * slots + slot).
-template <int kBits>
-__device__ __forceinline__ void LoadCodes(const PagesView& pv, int64_t row, int c, uint32_t& kc, uint32_t& vc) {
-  constexpr int kRowBytes = kHeadDim * kBits / 8;
-  if (kBits == 4) {
-    kc = *reinterpret_cast<const uint32_t*>(pv.k_codes + row * kRowBytes + c / 2);
-    vc = *reinterpret_cast<const uint32_t*>(pv.v_codes + row * kRowBytes + c / 2);
-  } else {
-    kc = *reinterpret_cast<const uint16_t*>(pv.k_codes + row * kRowBytes + c / 4);
-    vc = *reinterpret_cast<const uint16_t*>(pv.v_codes + row * kRowBytes + c / 4);
-  }
-}
-
 template <int kBits>
 __device__ __forceinline__ void FetchPaged(Fetched<kBits>& f, const PagesView& pv, int head, int heads, int tile) {
   const int pages_per_tile = kBlockN / pv.slots;
@@ -96,7 +83,7 @@ __device__ __forceinline__ void FetchPaged(Fetched<kBits>& f, const PagesView& p
     // tile's loads are in flight together (one memory round trip per tile, not two).
     const int page = min(wanted, pv.pages - 1);
     const int64_t row = (static_cast<int64_t>(page) * heads + head) * pv.slots + slot;
-    LoadCodes<kBits>(pv, row, c, f.kc[i], f.vc[i]);
+    LoadCodes<kBits>(pv.k_codes, pv.v_codes, row, c, f.kc[i], f.vc[i]);
     const uint4* kp = reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * heads + head) * kHeadDim + c);
     f.kp[i][0] = kp[0];
     f.kp[i][1] = kp[1];
@@ -417,7 +404,7 @@ __device__ __forceinline__ void FewFetch(FewFetched& f, const PagesView& pv, int
     const int r = lane / 8 + 4 * i, h = r / pv.slots, slot = r % pv.slots;
     const int page = min(tile * per_tile + h, pv.pages - 1);
     const int64_t row = (static_cast<int64_t>(page) * heads + head) * pv.slots + slot;
-    LoadCodes<kBits>(pv, row, c, f.kc[i], f.vc[i]);
+    LoadCodes<kBits>(pv.k_codes, pv.v_codes, row, c, f.kc[i], f.vc[i]);
     f.vp[i] = pv.v_params[row * groups + c / pv.v_group];
     f.norm[i] = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;
   }

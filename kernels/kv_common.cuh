@@ -125,6 +125,20 @@ __device__ __forceinline__ void Hadamard64(float (&x)[kHeadDim]) {
 
 // Two codes (bits [0, b) and [b, 2b) of `codes`) as half2 (code0, code1), exactly, without
 // conversions: 1024 + code is an fp16 bit pattern 0x6400 | code; subtracting 1024 leaves the code.
+// The K and V codes of channels c .. c + 7 of page row `row` ((page * H + head) * slots + slot) of
+// packed pages of kBits bits (a row holds 64 codes).
+template <int kBits>
+__device__ __forceinline__ void LoadCodes(const uint8_t* k_codes, const uint8_t* v_codes, int64_t row, int c, uint32_t& kc, uint32_t& vc) {
+  constexpr int kRowBytes = kHeadDim * kBits / 8;
+  if (kBits == 4) {
+    kc = *reinterpret_cast<const uint32_t*>(k_codes + row * kRowBytes + c / 2);
+    vc = *reinterpret_cast<const uint32_t*>(v_codes + row * kRowBytes + c / 2);
+  } else {
+    kc = *reinterpret_cast<const uint16_t*>(k_codes + row * kRowBytes + c / 4);
+    vc = *reinterpret_cast<const uint16_t*>(v_codes + row * kRowBytes + c / 4);
+  }
+}
+
 template <int kB>
 __device__ __forceinline__ __half2 CodesToHalf2(uint32_t codes) {
   constexpr uint32_t kMask = (1u << kB) - 1;

@@ -41,7 +41,6 @@ __device__ int BlockValidSum(const PagesView& pv, int first, int count) {
 // all of them whatever the count (a grid-stride loop when it lies below zero_from).
 template <int kBits>
 __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
-  constexpr int kRowBytes = kHeadDim * kBits / 8;
   const PagesView& pv = p.pages;
   const int head = blockIdx.y, c = (threadIdx.x % 8) * 8;
   const int cur_blocks = (p.cur_tokens + 31) / 32;
@@ -83,13 +82,7 @@ __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
   if (slot >= pv.slots || slot >= valid) return;
   const int64_t row = (static_cast<int64_t>(page) * p.heads + head) * pv.slots + slot;
   uint32_t kc, vc;
-  if (kBits == 4) {
-    kc = *reinterpret_cast<const uint32_t*>(pv.k_codes + row * kRowBytes + c / 2);
-    vc = *reinterpret_cast<const uint32_t*>(pv.v_codes + row * kRowBytes + c / 2);
-  } else {
-    kc = *reinterpret_cast<const uint16_t*>(pv.k_codes + row * kRowBytes + c / 4);
-    vc = *reinterpret_cast<const uint16_t*>(pv.v_codes + row * kRowBytes + c / 4);
-  }
+  LoadCodes<kBits>(pv.k_codes, pv.v_codes, row, c, kc, vc);
   const uint4* kp = reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * p.heads + head) * kHeadDim + c);
   const uint4 kpar[2] = {kp[0], kp[1]};
   const uint32_t vp = pv.v_params[row * (kHeadDim / pv.v_group) + c / pv.v_group];
