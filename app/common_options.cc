@@ -117,7 +117,9 @@ void CacheArgs::Add(CLI::App& app, bool with_axes) {
                  "before it (pages-first; both slower: docs/perf.md, calls 142-143)")
       ->group(kernels)
       ->capture_default_str();
-  app.add_option("--query-tail-splits", query_tail_splits, "The query tail over the pages: splits over the keys (0: automatic)")
+  app.add_option("--query-tail-splits", query_tail_splits,
+                 "--query-tail pages or pages-first: that kernel's splits over the keys (0: automatic; the flash "
+                 "placements ignore it)")
       ->group(kernels)
       ->capture_default_str();
   app.add_flag("--serial-maintenance", serial_maintenance,

@@ -55,6 +55,7 @@ double TimeMs(const std::function<void()>& fn, int reps = 15) {
 // graph (no launch gaps of the host's), the graph replayed `reps` times; the median replay / calls.
 double GraphUsPerCall(const std::function<void()>& fn, int calls = 24, int reps = 15) {
   const at::cuda::CUDAStream side = at::cuda::getStreamFromPool();
+  at::cuda::getCurrentCUDAStream().synchronize();  // (the inputs, written on the caller's stream)
   at::cuda::CUDAGraph graph;
   {
     const c10::cuda::CUDAStreamGuard on_side(side);

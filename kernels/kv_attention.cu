@@ -31,11 +31,15 @@ __device__ __forceinline__ uint32_t PackOperand(float lo, float hi) {
   return kHalf ? PackHalf2(lo, hi) : PackBf16x2(lo, hi);
 }
 
-// A pair of bf16 values as a pair of fp16 ones, held at fp16's largest finite value (bf16_inputs).
-__device__ __forceinline__ uint32_t Bf16PairToHalf(uint32_t x) {
+// A pair of bf16 values as a pair of fp16 ones, held at fp16's largest finite value (bf16_inputs);
+// a NaN stays NaN (fminf/fmaxf alone would turn it into -65504).
+__device__ __forceinline__ float HoldToHalfRange(float x) {
   constexpr float kMax = 65504.0f;
-  const float lo = fminf(fmaxf(Bf16BitsToFloat(static_cast<uint16_t>(x & 0xffffu)), -kMax), kMax);
-  const float hi = fminf(fmaxf(Bf16BitsToFloat(static_cast<uint16_t>(x >> 16)), -kMax), kMax);
+  return isnan(x) ? x : fminf(fmaxf(x, -kMax), kMax);
+}
+__device__ __forceinline__ uint32_t Bf16PairToHalf(uint32_t x) {
+  const float lo = HoldToHalfRange(Bf16BitsToFloat(static_cast<uint16_t>(x & 0xffffu)));
+  const float hi = HoldToHalfRange(Bf16BitsToFloat(static_cast<uint16_t>(x >> 16)));
   return PackHalf2(lo, hi);
 }
 __device__ __forceinline__ uint4 Bf16EightToHalf(uint4 x) {

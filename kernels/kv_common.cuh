@@ -123,8 +123,6 @@ __device__ __forceinline__ void Hadamard64(float (&x)[kHeadDim]) {
   for (int i = 0; i < kHeadDim; ++i) x[i] *= 0.125f;
 }
 
-// Two codes (bits [0, b) and [b, 2b) of `codes`) as half2 (code0, code1), exactly, without
-// conversions: 1024 + code is an fp16 bit pattern 0x6400 | code; subtracting 1024 leaves the code.
 // The K and V codes of channels c .. c + 7 of page row `row` ((page * H + head) * slots + slot) of
 // packed pages of kBits bits (a row holds 64 codes).
 template <int kBits>
@@ -139,6 +137,8 @@ __device__ __forceinline__ void LoadCodes(const uint8_t* k_codes, const uint8_t*
   }
 }
 
+// Two codes (bits [0, b) and [b, 2b) of `codes`) as half2 (code0, code1), exactly, without
+// conversions: 1024 + code is an fp16 bit pattern 0x6400 | code; subtracting 1024 leaves the code.
 template <int kB>
 __device__ __forceinline__ __half2 CodesToHalf2(uint32_t codes) {
   constexpr uint32_t kMask = (1u << kB) - 1;

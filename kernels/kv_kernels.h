@@ -64,7 +64,7 @@ struct AttentionParams {
   int heads = 0, queries = 0;
   int64_t q_head_stride = 0;    // elements from one head's queries to the next (0: Nq * D)
   // Packed pages: q and the current frame given in bf16 instead, converted to fp16 as the kernel
-  // loads them (saturating at fp16's range), with no cast of their own.
+  // loads them (held at fp16's largest finite value; NaN stays NaN), with no cast of their own.
   bool bf16_inputs = false;
   float scale = 0.125f;         // 1 / sqrt(D)
   // The cache: dense bf16 or pages.

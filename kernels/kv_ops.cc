@@ -137,7 +137,7 @@ void LaunchFused(const at::Tensor& q, const at::Tensor& dense_k, const at::Tenso
   // Packed pages are multiplied in fp16 (see kv_kernels.h).
   const bool cast = paged && !bf16_inputs;
   // (the queries may be a view of whole rows, as the query tail is: the heads' stride is passed on)
-  const bool rows = q.stride(2) == 1 && q.stride(1) == kKernelHeadDim;
+  const bool rows = q.stride(2) == 1 && q.stride(1) == kKernelHeadDim && (q.size(0) == 1 || q.stride(0) >= q.size(1) * kKernelHeadDim);
   const at::Tensor qx = cast ? q.to(at::kHalf).contiguous() : rows ? q : q.contiguous();
   const at::Tensor kx = (cast ? k_cur.to(at::kHalf) : k_cur).contiguous(), vx = (cast ? v_cur.to(at::kHalf) : v_cur).contiguous();
   AttentionParams p;
@@ -244,14 +244,13 @@ bool SplitQueryTail(int64_t heads, int64_t nq, int64_t nk) {
 // SdpaCall, with the query rows past the last whole cuDNN tile sent to flash attention when they
 // would cost cuDNN a wave (SplitQueryTail): flash splits a long key range over blocks when it has
 // few query tiles (37 us for 17 rows over 17.4k keys). The two parts own disjoint query rows:
-// SdpaParts hands them back apart (the paged path's merge reads them so, call 139: two copies a
-// layer less), Sdpa concatenates their outputs (and log-sum-exps). tail_beside: the tail runs on a
-// second stream beside cuDNN's call, which leaves a few SMs idle (its 128 query tiles on the 132
-// SMs' persistent blocks) and whose keys the tail reads again: 2-11 us a layer less than one after
-// the other alone (probe_tail_beside.py, call 137: 207.8 -> 197.0 us at 18,688 rows), and in the
-// dense cache's steady step (call 138: bf16 median 15.5 -> 15.4 ms); but beside the paged path's
-// own flash call it delayed cuDNN's start and slowed it (164 -> 206 us a layer; kivi4 and oscar2
-// medians 0.1 ms worse), so that path keeps them one after the other.
+// SdpaParts hands them back apart, Sdpa concatenates their outputs (and log-sum-exps); the ragged
+// path places its own tail (RaggedPagesAttention). tail_beside: the tail runs on a second stream
+// beside cuDNN's call, which leaves a few SMs idle (its 128 query tiles on the 132 SMs' persistent
+// blocks) and whose keys the tail reads again: 2-11 us a layer less than one after the other alone
+// (probe_tail_beside.py, call 137: 207.8 -> 197.0 us at 18,688 rows), and in the dense cache's
+// steady step (call 138: bf16 median 15.5 -> 15.4 ms).
+// Where cuDNN refuses the inputs (kAuto only), all the rows go to flash attention instead.
 // SdpaParts (with_lse: the log-sum-exps too): cuDNN's whole query tiles (o, l) and, where the tail
 // goes to flash attention, the tail's own (o_tail, l_tail; undefined where there is none).
 struct SdpaOut {
@@ -273,16 +272,16 @@ SdpaOut SdpaParts(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   const at::cuda::CUDAStream caller = at::cuda::getCurrentCUDAStream();
   const at::cuda::CUDAStream side = tail_beside ? at::cuda::getStreamFromPool(false, caller.device_index()) : caller;
   const bool beside = side != caller;
-  // One after the other, cuDNN goes first: the tail then finds part of the keys in L2, and does not
-  // run beside the paged path's own flash call (call 139, the tail first: its split-KV kernel 0.63 ->
-  // 1.12 ms a frame, kivi4 median 16.6 -> 17.0 ms; a89dc91's order, call 136).
+  // One after the other, cuDNN goes first: the tail then finds part of the keys in L2 (call 139,
+  // the tail first: its split-KV kernel 0.63 -> 1.12 ms a frame).
   if (!beside) {
     try {
       r.o = SdpaCall(q.narrow(1, 0, main), k, v, with_lse ? &r.l : nullptr, SdpaBackend::kCudnn);
     } catch (const c10::Error&) {
-      // torch's own choice may be another backend where cuDNN refuses these inputs (kAuto only)
+      // cuDNN refused these inputs: flash attention for all of them (kAuto only; SdpaCall's kAuto
+      // would ask cuDNN again where the log-sum-exps are needed)
       if (backend != SdpaBackend::kAuto) throw;
-      r.o = SdpaCall(q, k, v, with_lse ? &r.l : nullptr, backend);
+      r.o = SdpaCall(q, k, v, with_lse ? &r.l : nullptr, SdpaBackend::kFlash);
       return r;
     }
     r.o_tail = SdpaCall(q.narrow(1, main, rest), k, v, with_lse ? &r.l_tail : nullptr, SdpaBackend::kFlash);
@@ -315,10 +314,10 @@ SdpaOut SdpaParts(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     r.o = SdpaCall(q.narrow(1, 0, main), k, v, with_lse ? &r.l : nullptr, SdpaBackend::kCudnn);
   } catch (const c10::Error&) {
     join();
-    // torch's own choice may be another backend where cuDNN refuses these inputs (kAuto only)
+    // cuDNN refused these inputs: flash attention for all of them (kAuto only)
     if (backend != SdpaBackend::kAuto) throw;
     SdpaOut whole;
-    whole.o = SdpaCall(q, k, v, with_lse ? &whole.l : nullptr, backend);
+    whole.o = SdpaCall(q, k, v, with_lse ? &whole.l : nullptr, SdpaBackend::kFlash);
     return whole;
   }
   join();
@@ -556,9 +555,9 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
   // the second stream (call 143, 600 frames: kivi4 / oscar2 median 16.3 / 16.5 ms against 16.5 /
   // 16.6 for kFlash); kFlash, R beside C, then T after C (R beside: 6 us a layer less than after,
   // probe_overlap.py; T beside on a stream of its own slowed cuDNN: call 138); kFlashBeside, T
-  // beside C, then R after C (as the dense cache runs its tail; 16.4 / 16.5); kPages and
-  // kPagesFirst, R beside C and the pages kernel after or before C (17.0 / 17.1: the kernel takes
-  // 49 us where flash takes 33, call 143).
+  // beside C, then R after C (as the dense cache runs its tail; 16.4 / 16.5); kPages, R beside C
+  // and the pages kernel after C (17.0 / 17.1: the kernel takes 49 us where flash takes 33, call
+  // 143); kPagesFirst, the pages kernel before the fork, then R beside C.
   const bool rest = rows > span;
   if (span == 0) {
     const auto r = at::_flash_attention_forward(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), counted.narrow(0, 0, 2),
@@ -594,11 +593,11 @@ at::Tensor RaggedPagesAttention(const at::Tensor& q, const PagedKv& pages, int64
     try {
       main.o = SdpaCall(q.narrow(1, 0, whole), k_span, v_span, &main.l, SdpaBackend::kCudnn);
     } catch (const c10::Error&) {
-      // torch's own choice may be another backend where cuDNN refuses these inputs (kAuto only):
-      // all the queries by it then, and no tail apart (whatever the side computed of one)
+      // cuDNN refused these inputs (kAuto only): all the queries by flash attention, and no tail
+      // apart (whatever the side computed of one)
       if (options.sdpa != SdpaBackend::kAuto) throw;
       split = false;
-      main.o = SdpaCall(q, k_span, v_span, &main.l, options.sdpa);
+      main.o = SdpaCall(q, k_span, v_span, &main.l, SdpaBackend::kFlash);
     }
   };
   std::vector<std::function<void()>> on_side, after;
@@ -661,9 +660,14 @@ std::pair<at::Tensor, at::Tensor> PagesAttentionCuda(const at::Tensor& q, const 
   if (!q.defined() || !q.is_cuda() || q.scalar_type() != at::kBFloat16 || q.dim() != 3 || q.size(2) != kKernelHeadDim ||
       q.stride(2) != 1 || q.stride(1) != kKernelHeadDim)
     throw Error("attention over pages: expected bf16 CUDA queries [H, N, 64] with contiguous rows, got " + Describe(q));
+  if (q.size(1) < 1) throw Error("attention over pages: no query rows");
   CheckBf16(k_cur, "current keys", q.size(0));
   CheckBf16(v_cur, "current values", q.size(0));
+  if (v_cur.size(1) != k_cur.size(1))
+    throw Error("attention over pages: current keys " + Describe(k_cur) + " and values " + Describe(v_cur) + " differ in length");
   CheckPagesFor(pages, q.size(0));
+  if (pages.meta.device() != q.device() || k_cur.device() != q.device())
+    throw Error("attention over pages: the queries, the current frame and the pages on different devices");
   if (page_count < 1 || page_count > pages.meta.size(0))
     throw Error("attention over pages: " + std::to_string(page_count) + " pages asked of a store of " + std::to_string(pages.meta.size(0)));
   if (min_blocks != 1 && min_blocks != 2) throw Error("attention over pages: min_blocks " + std::to_string(min_blocks) + ", expected 1 or 2");
