@@ -60,6 +60,10 @@ void ModelArgs::Add(CLI::App& app) {
   app.add_flag("--no-fused-kernels", no_fused_kernels,
                "With --dtype bfloat16 on CUDA: run the glue around the blocks' matrix work (LayerNorm, residual, qkv split, qk-norm, "
                "RoPE) as separate ATen ops instead of the fused kernels (same arithmetic; for comparisons)");
+  app.add_flag("--exact-gelu", exact_gelu,
+               "With --dtype bfloat16 on CUDA: the MLP's GELU in the reference's erf form as its own kernel, instead of the "
+               "tanh form in the fc1 product's epilogue (the default: one pass less over the hidden rows; the two forms differ "
+               "by at most 4.8e-4, below a bf16 ulp, docs/perf.md reports the deviation)");
   app.add_flag("--fp8-gemms", fp8_gemms,
                "With --dtype bfloat16 on CUDA: the blocks' matrix products (qkv, projection, MLP) from FP8 e4m3 operands "
                "(per-channel weight and per-token activation scales; an sm_89+ GPU); not the reference's bf16 products "
@@ -73,6 +77,7 @@ models::ModelOptions ModelArgs::ToOptions() const {
   options.cuda_graphs = cuda_graphs;
   options.bf16_heads = bf16_heads;
   options.fused_kernels = !no_fused_kernels;
+  options.gelu_epilogue = !exact_gelu;
   options.fp8_gemms = fp8_gemms;
   return options;
 }

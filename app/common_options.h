@@ -28,6 +28,7 @@ struct ModelArgs {
   bool cuda_graphs = false;      // replay the fixed-shape parts of the step as CUDA graphs
   bool bf16_heads = false;       // bfloat16: the camera and DPT heads in bf16 too
   bool no_fused_kernels = false; // bfloat16 on CUDA: the blocks' glue as ATen ops instead of the fused kernels
+  bool exact_gelu = false;       // bfloat16 on CUDA: the erf GELU as its own kernel, not in the fc1 GEMM's epilogue (tanh form)
   bool fp8_gemms = false;        // bfloat16 on CUDA: the blocks' matrix products from FP8 operands
 
   void Add(CLI::App& app);

@@ -35,6 +35,10 @@ struct ModelOptions {
   // LayerNorm, qkv split + qk-norm + RoPE) as fused kernels (kernels/block_ops.h); false: the ATen
   // ops (the same arithmetic, more kernels; for comparisons and debugging).
   bool fused_kernels = true;
+  // With fused_kernels: fc1's bias and GELU in its GEMM's cuBLASLt epilogue, where GELU is the tanh
+  // form (within 4.8e-4 of the reference's erf form, below a bf16 ulp; docs/perf.md reports the
+  // deviation); false: ATen's erf GELU as its own kernel.
+  bool gelu_epilogue = true;
   // bfloat16 on CUDA with the fused kernels: the blocks' four matrix products (qkv, proj, fc1, fc2)
   // from FP8 e4m3 operands (per-channel weight scales at load, per-token activation scales on the
   // fly) through at::_scaled_mm; needs an FP8 GPU (sm_89 or newer). Not the reference's bf16

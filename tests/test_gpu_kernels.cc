@@ -1197,6 +1197,48 @@ TEST(GpuFusedGlue, MatchesTheAtenBlockWithinBf16Rounding) {
   EXPECT_THROW(kernels::QkvHeadsCuda(at::zeros({5, 100}, at::kBFloat16).cuda(), 2, {}, {}, {}, {}, 1e-5, {}, {}), Error);
 }
 
+// fc1's bias and GELU in the cuBLASLt epilogue (BlockWeights::gelu_epilogue): GELU's tanh form,
+// computed in float and rounded once to bf16. Against the exact MLP in float64 its error may exceed
+// the bf16 path's own (ATen's linear, then the erf GELU as its own kernel) only by the two forms'
+// difference, at most 4.8e-4 against rounding errors of up to 2^-9 relative: within 10% of it in
+// relative L2, for the hidden rows and for the MLP's output. Against the tanh form in float64 it is
+// within the bf16 rounding alone.
+TEST(GpuFusedGlue, GeluEpilogueStaysWithinTheBf16PathsOwnError) {
+  REQUIRE_GPU();
+  at::NoGradGuard no_grad;
+  at::manual_seed(701);
+  const int64_t C = 256, N = 1041;
+  models::layers::BlockWeights b = RandomBlock(C, 4, true);
+  b.fused = true;
+  for (int64_t batch : {0, 2}) {
+    std::vector<int64_t> shape{N, C};
+    if (batch) shape.insert(shape.begin(), batch);
+    const at::Tensor x = (at::randn(shape).cuda() * 1.5).to(at::kBFloat16);
+    const at::Tensor x64 = x.to(at::kDouble);
+    const at::Tensor pre = at::linear(x64, b.fc1_w.to(at::kDouble), b.fc1_b.to(at::kDouble));
+    const at::Tensor hidden_erf = at::gelu(pre), hidden_tanh = at::gelu(pre, "tanh");
+    const at::Tensor out_ref = at::linear(hidden_erf, b.fc2_w.to(at::kDouble), b.fc2_b.to(at::kDouble));
+    b.gelu_epilogue = false;
+    const at::Tensor out_exact = models::layers::Mlp(b, x);
+    const at::Tensor h_exact = at::gelu(at::linear(x, b.fc1_w, b.fc1_b));
+    b.gelu_epilogue = true;
+    const at::Tensor out_epi = models::layers::Mlp(b, x);
+    const at::Tensor h_epi = at::_addmm_activation(b.fc1_b, x.reshape({-1, C}), b.fc1_w.t(), 1, 1, true).view(pre.sizes());
+    ASSERT_EQ(out_epi.sizes(), out_exact.sizes());
+    ASSERT_EQ(out_epi.scalar_type(), at::kBFloat16);
+    const double eh_exact = Rel(h_exact.to(at::kDouble), hidden_erf), eh_epi = Rel(h_epi.to(at::kDouble), hidden_erf);
+    const double eh_tanh = Rel(h_epi.to(at::kDouble), hidden_tanh);
+    const double eo_exact = Rel(out_exact.to(at::kDouble), out_ref), eo_epi = Rel(out_epi.to(at::kDouble), out_ref);
+    std::printf("[ info ] GELU epilogue (batch %lld): hidden rel err %.3e (erf kernel %.3e; against the tanh form %.3e), "
+                "MLP output %.3e (erf kernel %.3e)\n",
+                static_cast<long long>(batch), eh_epi, eh_exact, eh_tanh, eo_epi, eo_exact);
+    EXPECT_LE(eh_epi, 1.1 * eh_exact);
+    EXPECT_LE(eh_tanh, 1.1 * eh_exact);
+    EXPECT_LE(eo_epi, 1.1 * eo_exact);
+    EXPECT_LE(eh_exact, std::ldexp(1.0, -8)) << "the bf16 path's own error is bf16 rounding";
+  }
+}
+
 // The parity fixtures' per-frame outputs, and the bf16 mode's bounds on their deviation (model.md).
 constexpr const char* kParityOutputs[6] = {"tokens_last", "depth", "depth_conf", "world_points", "world_points_conf", "pose_enc"};
 constexpr double kBf16ParityLimits[6] = {3e-2, 1e-2, 5e-2, 2e-2, 5e-2, 5e-2};
