@@ -63,7 +63,7 @@ void ModelArgs::Add(CLI::App& app) {
   app.add_flag("--exact-gelu", exact_gelu,
                "With --dtype bfloat16 on CUDA: the MLP's GELU in the reference's erf form as its own kernel, instead of the "
                "tanh form in the fc1 product's epilogue (the default: one pass less over the hidden rows; the two forms differ "
-               "by at most 4.8e-4, below a bf16 ulp, docs/perf.md reports the deviation)");
+               "by at most 4.8e-4 absolute, docs/perf.md reports the deviation)");
   app.add_flag("--fp8-gemms", fp8_gemms,
                "With --dtype bfloat16 on CUDA: the blocks' matrix products (qkv, projection, MLP) from FP8 e4m3 operands "
                "(per-channel weight and per-token activation scales; an sm_89+ GPU); not the reference's bf16 products "

@@ -135,13 +135,14 @@ Tensor LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, double eps) 
 
 // In the weights' dtype: GELU of a bf16 tensor computes in fp32 and rounds once, which is what the
 // fc2 input cast of an fp32 GELU did; the result is promoted exactly by the residual's addcmul.
-// With BlockWeights::gelu_epilogue (bf16 CUDA, outside autograd) fc1's bias and GELU run in the
-// product's cuBLASLt epilogue, in float before the one rounding to bf16: GELU's tanh form there,
-// which is within 4.8e-4 of the erf form everywhere (a bf16 ulp is 2^-8 relative), and no kernel
-// reading and writing the [N, 4C] hidden rows again.
+// With BlockWeights::gelu_epilogue (bf16 CUDA weights and bias, outside autograd) fc1's bias and
+// GELU run in the product's cuBLASLt epilogue, in float before the one rounding to bf16: GELU's
+// tanh form there, within 4.8e-4 (absolute) of the erf form everywhere, and no kernel reading and
+// writing the [N, 4C] hidden rows again.
 Tensor Mlp(const BlockWeights& b, const Tensor& x) {
   if (UseFp8(b.fc1_8, x)) return LinearFp8(LinearFp8(x, b.fc1_8, b.fc1_b), b.fc2_8, b.fc2_b, /*gelu=*/true);
-  if (b.gelu_epilogue && x.is_cuda() && b.fc1_w.scalar_type() == at::kBFloat16 && !c10::GradMode::is_enabled()) {
+  if (b.gelu_epilogue && x.is_cuda() && b.fc1_w.scalar_type() == at::kBFloat16 && b.fc1_b.defined() &&
+      b.fc1_b.scalar_type() == at::kBFloat16 && !c10::GradMode::is_enabled()) {
     const Tensor rows = x.to(at::kBFloat16).reshape({-1, x.size(-1)});
     std::vector<int64_t> sizes = x.sizes().vec();
     sizes.back() = b.fc1_w.size(0);

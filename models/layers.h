@@ -50,8 +50,8 @@ struct BlockWeights {
   // bf16 matrix weights on CUDA: the glue around them (LayerNorm + cast, residual + LayerNorm,
   // qkv split + qk-norm + RoPE) runs as the fused kernels of kernels/block_ops.h (inference only).
   bool fused = false;
-  // ModelOptions::gelu_epilogue (bf16 weights on CUDA): fc1's bias and GELU (tanh form) in its
-  // cuBLASLt epilogue (Mlp).
+  // ModelOptions::gelu_epilogue (bf16 weights on CUDA, with or without the fused kernels): fc1's
+  // bias and GELU (tanh form) in its cuBLASLt epilogue (Mlp).
   bool gelu_epilogue = false;
   // ModelOptions::fp8_gemms (fused blocks only): the four matrix products from FP8 operands, the
   // activations quantized per token on the fly (kernels::QuantizeFp8RowsCuda), bf16 results.

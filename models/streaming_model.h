@@ -35,8 +35,8 @@ struct ModelOptions {
   // LayerNorm, qkv split + qk-norm + RoPE) as fused kernels (kernels/block_ops.h); false: the ATen
   // ops (the same arithmetic, more kernels; for comparisons and debugging).
   bool fused_kernels = true;
-  // With fused_kernels: fc1's bias and GELU in its GEMM's cuBLASLt epilogue, where GELU is the tanh
-  // form (within 4.8e-4 of the reference's erf form, below a bf16 ulp; docs/perf.md reports the
+  // bfloat16 on CUDA: fc1's bias and GELU in its GEMM's cuBLASLt epilogue, where GELU is the tanh
+  // form (at most 4.8e-4 from the reference's erf form, absolute; docs/perf.md reports the
   // deviation); false: ATen's erf GELU as its own kernel.
   bool gelu_epilogue = true;
   // bfloat16 on CUDA with the fused kernels: the blocks' four matrix products (qkv, proj, fc1, fc2)
