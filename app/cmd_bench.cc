@@ -440,6 +440,7 @@ int RunStream(const StreamArgs& args) {
   WriteTextAtomically(out / "summary.md", md.str());
   WriteTextAtomically(out / "summary.json",
                       nlohmann::json{{"model", loaded.config.ToJson()}, {"device", args.model.Device()}, {"dtype", args.model.dtype},
+                                     {"model_options", args.model.ToJson()}, {"kernel_options", args.cache.KernelJson()},
                                      {"frames", args.frames}, {"size", {frames.images[0].width, frames.images[0].height}},
                                      {"runs", summary}}.dump(2) + "\n");
   std::printf("\n%s", md.str().c_str());

@@ -31,7 +31,7 @@ int RunEval(const EvalArgs& args) {
   // Ctrl-C / SIGTERM: the sequence in progress ends at the frame in flight, its metrics and those of
   // the sequences done are written, marked interrupted (exit 130). A second signal aborts at once.
   InstallInterruptHandler();
-  const nlohmann::json report = Evaluate(*opened.model, opened.loaded, weights, args.cache, args.eval, out_dir, Interrupted);
+  const nlohmann::json report = Evaluate(*opened.model, opened.loaded, weights, args.model, args.cache, args.eval, out_dir, Interrupted);
   if (report.at("sequences").empty()) {
     spdlog::warn("interrupted before the first frame was done: nothing written");
     return 130;

@@ -147,6 +147,8 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
       {"weights", weights_record.Get()},
       {"device", args.model.Device()},
       {"dtype", args.model.dtype},
+      {"model_options", args.model.ToJson()},
+      {"kernel_options", args.cache.KernelJson()},
       {"version", "streamrecon 0.1.0"},
       {"interrupted", interrupted},
       {"frames_skipped", source->skipped()},

@@ -82,6 +82,30 @@ models::ModelOptions ModelArgs::ToOptions() const {
   return options;
 }
 
+nlohmann::json ModelArgs::ToJson() const {
+  const models::ModelOptions o = ToOptions();
+  const bool cuda_bf16 = o.dtype == "bfloat16" && o.device.rfind("cuda", 0) == 0;
+  return {{"dtype", o.dtype},
+          {"device", o.device},
+          {"cuda_graphs", o.cuda_graphs},
+          {"bf16_heads", o.bf16_heads},
+          {"fused_kernels", o.fused_kernels && cuda_bf16},
+          {"gelu", o.gelu_epilogue && cuda_bf16 ? "tanh, in the fc1 product's epilogue" : "erf"},
+          {"fp8_gemms", o.fp8_gemms}};
+}
+
+nlohmann::json CacheArgs::KernelJson() const {
+  return {{"attention_path", attention_path},
+          {"sdpa_backend", sdpa_backend},
+          {"query_tail", query_tail},
+          {"query_tail_splits", query_tail_splits},
+          {"attention_chunk_tokens", attention_chunk_tokens},
+          {"append_kernel", append_kernel},
+          {"append_heads_per_block", append_heads_per_block},
+          {"fused_min_blocks", fused_min_blocks},
+          {"serial_maintenance", serial_maintenance}};
+}
+
 void CacheArgs::Add(CLI::App& app, bool with_axes) {
   if (with_axes) {
     app.add_option("--policy,--prune", policy, "KV-cache pruning: " + PrunePolicyNames())->capture_default_str();

@@ -34,6 +34,9 @@ struct ModelArgs {
   void Add(CLI::App& app);
   models::ModelOptions ToOptions() const;  // dtype, device and graphs; the cache is the caller's
   std::string Device() const;              // the device, "auto" resolved
+  // The options that decide the arithmetic and the speed (dtype, device resolved, graphs, heads,
+  // fused kernels, GELU form, FP8), as the output files record them.
+  nlohmann::json ToJson() const;
 };
 
 struct CacheArgs {
@@ -61,6 +64,8 @@ struct CacheArgs {
   // with_axes = false leaves out --policy, --format and --kv-budget, for commands that sweep them.
   void Add(CLI::App& app, bool with_axes = true);
   KvCacheOptions ToOptions() const;
+  // The CUDA backend's kernel choices above, as the output files record them.
+  nlohmann::json KernelJson() const;
   // These options with one sweep configuration's policy, format and budget ("" = none); policy
   // "none" drops the capacities.
   KvCacheOptions ForConfiguration(const std::string& policy, const std::string& format, const std::string& budget) const;

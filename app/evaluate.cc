@@ -258,7 +258,7 @@ std::vector<std::string> CheckEvalOptions(const EvalOptions& args) {
 }
 
 json Evaluate(models::StreamingModel& model, const models::LoadedModel& loaded, WeightsRecord& weights_record,
-              const CacheArgs& cache, const EvalOptions& args, const fs::path& out_dir,
+              const ModelArgs& model_args, const CacheArgs& cache, const EvalOptions& args, const fs::path& out_dir,
               const std::function<bool()>& should_stop) {
   const MetricOptions metric_options = CheckedMetricOptions(args);
   const metrics::CloudMetricsOptions& cloud_options = metric_options.cloud;
@@ -443,6 +443,8 @@ json Evaluate(models::StreamingModel& model, const models::LoadedModel& loaded, 
       {"dataset", args.dataset},
       {"interrupted", interrupted},
       {"model", weights_record.Get()},
+      {"model_options", model_args.ToJson()},
+      {"kernel_options", cache.KernelJson()},
       {"config", loaded.config.ToJson()},
       {"model_input", {model_w, model_h}},
       {"cache", {{"policy", cache.policy}, {"format", cache.format}, {"budget", cache.budget}, {"cache_tokens", cache.cache_tokens}, {"pool", cache.pool}}},

@@ -156,6 +156,17 @@ if(EXISTS "${W}/run_default/run.json")
     message(STATUS "FAIL default_model_recorded: run.json names '${_path}' with SHA-256 '${_hash}', wanted recon_small.safetensors and ${_want_hash}")
     math(EXPR failures "${failures} + 1")
   endif()
+  # The options that decide the arithmetic are recorded with the results (here the CPU defaults).
+  string(JSON _dtype ERROR_VARIABLE _e GET "${_run_json}" model_options dtype)
+  string(JSON _gelu ERROR_VARIABLE _e GET "${_run_json}" model_options gelu)
+  string(JSON _fused ERROR_VARIABLE _e GET "${_run_json}" model_options fused_kernels)
+  string(JSON _tail ERROR_VARIABLE _e GET "${_run_json}" kernel_options query_tail)
+  if(_dtype STREQUAL "float32" AND _gelu STREQUAL "erf" AND _fused STREQUAL "OFF" AND _tail STREQUAL "flash-beside-rest")
+    message(STATUS "PASS default_model_options_recorded")
+  else()
+    message(STATUS "FAIL default_model_options_recorded: run.json records dtype '${_dtype}', gelu '${_gelu}', fused_kernels '${_fused}', query_tail '${_tail}'; wanted float32, erf, false, flash-beside-rest")
+    math(EXPR failures "${failures} + 1")
+  endif()
 endif()
 # The shipped default model on a held-out synthetic room (eval seeds are never trained on): real
 # reconstruction quality, not just finite numbers (the demo measures AbsRel 0.058, delta 0.950).

@@ -656,7 +656,7 @@ class Reconstructor {
           self->NewStream();
         }
       } reset{this};
-      report = app::Evaluate(*opened_.model, opened_.loaded, weights, cache_args_, options, out ? *out : std::filesystem::path(), interrupted);
+      report = app::Evaluate(*opened_.model, opened_.loaded, weights, model_args_, cache_args_, options, out ? *out : std::filesystem::path(), interrupted);
     }
     if (PyErr_Occurred()) throw py::error_already_set();
     return JsonToPython(report);
