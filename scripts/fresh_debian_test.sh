@@ -22,6 +22,9 @@ if [ ! -x "$ROOT_DIR/usr/bin/git" ]; then
   rm -rf "$ROOT_DIR"
   echo "[fresh] debootstrap bookworm (minbase + make, git, ca-certificates) into $ROOT_DIR"
   debootstrap --variant=minbase --include=make,git,ca-certificates bookworm "$ROOT_DIR" "$MIRROR" > "$ROOT_DIR.debootstrap.log" 2>&1
+else
+  # (quicker, but an earlier run's apt packages are there already: remove ROOT_DIR for a brand-new root)
+  echo "[fresh] NOTE: reusing the Debian root of an earlier run in $ROOT_DIR: not a brand-new machine; remove it for one"
 fi
 # The host's network trust (see above).
 if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
@@ -43,4 +46,4 @@ start=$(date +%s)
 chroot "$ROOT_DIR" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   PIP_CERT=/etc/ssl/certs/ca-certificates.crt CI=true \
   /bin/bash -c 'cd /root/streamrecon && make test && make demo'
-echo "[fresh] make test + make demo passed in a brand-new Debian 12 root in $(( $(date +%s) - start )) s"
+echo "[fresh] make test + make demo passed in the Debian 12 root (brand-new unless a NOTE above says otherwise) in $(( $(date +%s) - start )) s"
