@@ -84,7 +84,7 @@ models::ModelOptions ModelArgs::ToOptions() const {
 
 nlohmann::json ModelArgs::ToJson() const {
   const models::ModelOptions o = ToOptions();
-  const bool cuda_bf16 = o.dtype == "bfloat16" && o.device.rfind("cuda", 0) == 0;
+  const bool cuda_bf16 = o.Bf16OnCuda();
   return {{"dtype", o.dtype},
           {"device", o.device},
           {"cuda_graphs", o.cuda_graphs},

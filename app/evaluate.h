@@ -37,8 +37,9 @@ std::vector<std::string> CheckEvalOptions(const EvalOptions& options);
 // Runs `model` (reset before each sequence, and left holding the last one) over every sequence of
 // options.dataset and returns the report, metrics.json's content: per sequence depth (median and
 // L1 scaling), pose (ATE/RPE after Sim(3), path length) and cloud (Acc/Comp/NC) groups, their
-// mean, the model record (with model_args' options and the cache's kernel choices) and the protocol. When out_dir is not empty, metrics.json, metrics.md
-// and frames_<sequence>.csv are written there (atomically; earlier ones removed). should_stop is
+// mean, the model record (with model_args' options and the cache's kernel choices) and the
+// protocol. When out_dir is not empty, metrics.json, metrics.md and frames_<sequence>.csv are
+// written there (atomically; earlier ones removed). should_stop is
 // polled between frames: when it answers true, the sequence in progress ends there and the report
 // says "interrupted". Throws like CheckEvalOptions, and Error when a sequence yields no frame.
 nlohmann::json Evaluate(models::StreamingModel& model, const models::LoadedModel& loaded, WeightsRecord& weights,

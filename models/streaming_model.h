@@ -49,6 +49,8 @@ struct ModelOptions {
   bool trainable = false;
 
   void Check() const;  // throws OptionError
+  // bf16 matrix work on a CUDA device: where fused_kernels, gelu_epilogue and fp8_gemms apply.
+  bool Bf16OnCuda() const { return dtype == "bfloat16" && device.rfind("cuda", 0) == 0; }
 };
 
 // Milliseconds per stage of the last Step (with ModelOptions::stage_timing). `blocks`: the frame
