@@ -2,6 +2,10 @@
 // flag sets each (app/common_options.cc).
 #include "core/kv/options.h"
 
+#include <array>
+#include <string>
+#include <utility>
+
 #include "core/check.h"
 
 namespace streamrecon {
@@ -19,65 +23,52 @@ void KernelOptions::Check() const {
            "query_tail_splits " << query_tail_splits << ": expected 0 (automatic) to 1024");
 }
 
-AttentionPath ParseAttentionPath(const std::string& name) {
-  if (name == "auto") return AttentionPath::kAuto;
-  if (name == "fused") return AttentionPath::kFused;
-  if (name == "dequant") return AttentionPath::kDequantSdpa;
-  if (name == "dequant-bucketed") return AttentionPath::kDequantSdpaBucketed;
-  if (name == "int8") return AttentionPath::kInt8;
-  if (name == "dequant-ragged") return AttentionPath::kDequantRagged;
-  throw OptionError("unknown attention path '" + name + "': expected auto, fused, dequant, dequant-bucketed, dequant-ragged or int8");
-}
+namespace {
 
-SdpaBackend ParseSdpaBackend(const std::string& name) {
-  if (name == "auto") return SdpaBackend::kAuto;
-  if (name == "flash") return SdpaBackend::kFlash;
-  if (name == "cudnn") return SdpaBackend::kCudnn;
-  if (name == "efficient") return SdpaBackend::kEfficient;
-  throw OptionError("unknown attention backend '" + name + "': expected auto, flash, cudnn or efficient");
-}
+// Each option's names, written once for both directions, in the order the error message lists them.
+template <class E, size_t N>
+using NameTable = std::array<std::pair<E, const char*>, N>;
 
-QueryTail ParseQueryTail(const std::string& name) {
-  if (name == "flash") return QueryTail::kFlash;
-  if (name == "flash-beside") return QueryTail::kFlashBeside;
-  if (name == "flash-beside-rest") return QueryTail::kFlashBesideRest;
-  if (name == "pages") return QueryTail::kPages;
-  if (name == "pages-first") return QueryTail::kPagesFirst;
-  throw OptionError("unknown query tail '" + name + "': expected flash, flash-beside, flash-beside-rest, pages or pages-first");
-}
+constexpr NameTable<AttentionPath, 6> kAttentionPaths{{{AttentionPath::kAuto, "auto"},
+                                                       {AttentionPath::kFused, "fused"},
+                                                       {AttentionPath::kDequantSdpa, "dequant"},
+                                                       {AttentionPath::kDequantSdpaBucketed, "dequant-bucketed"},
+                                                       {AttentionPath::kDequantRagged, "dequant-ragged"},
+                                                       {AttentionPath::kInt8, "int8"}}};
+constexpr NameTable<SdpaBackend, 4> kSdpaBackends{
+    {{SdpaBackend::kAuto, "auto"}, {SdpaBackend::kFlash, "flash"}, {SdpaBackend::kCudnn, "cudnn"}, {SdpaBackend::kEfficient, "efficient"}}};
+constexpr NameTable<QueryTail, 5> kQueryTails{{{QueryTail::kFlash, "flash"},
+                                               {QueryTail::kFlashBeside, "flash-beside"},
+                                               {QueryTail::kFlashBesideRest, "flash-beside-rest"},
+                                               {QueryTail::kPages, "pages"},
+                                               {QueryTail::kPagesFirst, "pages-first"}}};
 
-const char* ToString(QueryTail tail) {
-  switch (tail) {
-    case QueryTail::kFlash: return "flash";
-    case QueryTail::kFlashBeside: return "flash-beside";
-    case QueryTail::kFlashBesideRest: return "flash-beside-rest";
-    case QueryTail::kPages: return "pages";
-    case QueryTail::kPagesFirst: return "pages-first";
+// The value named `name`; else OptionError "unknown <what> '<name>': expected a, b or c".
+template <class E, size_t N>
+E Parse(const std::string& name, const NameTable<E, N>& table, const char* what) {
+  std::string expected;
+  for (size_t i = 0; i < N; ++i) {
+    if (name == table[i].second) return table[i].first;
+    expected += (i == 0 ? "" : i + 1 == N ? " or " : ", ") + std::string(table[i].second);
   }
+  throw OptionError(std::string("unknown ") + what + " '" + name + "': expected " + expected);
+}
+
+template <class E, size_t N>
+const char* NameOf(E value, const NameTable<E, N>& table) {
+  for (const auto& [v, name] : table)
+    if (v == value) return name;
   return "?";
 }
 
-const char* ToString(AttentionPath path) {
-  switch (path) {
-    case AttentionPath::kAuto: return "auto";
-    case AttentionPath::kFused: return "fused";
-    case AttentionPath::kDequantSdpa: return "dequant";
-    case AttentionPath::kDequantSdpaBucketed: return "dequant-bucketed";
-    case AttentionPath::kInt8: return "int8";
-    case AttentionPath::kDequantRagged: return "dequant-ragged";
-  }
-  return "?";
-}
+}  // namespace
 
-const char* ToString(SdpaBackend backend) {
-  switch (backend) {
-    case SdpaBackend::kAuto: return "auto";
-    case SdpaBackend::kFlash: return "flash";
-    case SdpaBackend::kCudnn: return "cudnn";
-    case SdpaBackend::kEfficient: return "efficient";
-  }
-  return "?";
-}
+AttentionPath ParseAttentionPath(const std::string& name) { return Parse(name, kAttentionPaths, "attention path"); }
+SdpaBackend ParseSdpaBackend(const std::string& name) { return Parse(name, kSdpaBackends, "attention backend"); }
+QueryTail ParseQueryTail(const std::string& name) { return Parse(name, kQueryTails, "query tail"); }
+const char* ToString(QueryTail tail) { return NameOf(tail, kQueryTails); }
+const char* ToString(AttentionPath path) { return NameOf(path, kAttentionPaths); }
+const char* ToString(SdpaBackend backend) { return NameOf(backend, kSdpaBackends); }
 
 void KvCacheOptions::Check(int head_dim) const {
   SR_CHECK_GE(OptionError, cache_tokens, 0, "cache_tokens");
