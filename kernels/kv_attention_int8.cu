@@ -10,9 +10,17 @@
 // a dense cache, or the rows the dequantize-once path expands from the packed pages), V as the
 // same bf16 rows, Q quantized by this kernel, one INT8 scale per query row with the softmax scale
 // and log2(e) folded in. Query and key scales make one factor per row and tile, folded into the
-// exponent's multiply-add. The rows' sums of P come from one more MMA against a tile of ones; the
-// running output is rescaled only when a row of the warp has a new maximum. Keys split over
-// blocks with a log-sum-exp combine, as kv_attention.cu.
+// exponent's multiply-add. The rows' sums of P come from one more MMA against a tile of ones. A
+// row's running maximum moves only when a score exceeds it by more than a factor of 2^8 (P stays
+// at most 256), so a steady tile needs no shuffles across a row's quad and no rescale (calls 153-
+// 156: 0.275 -> 0.237 ms at 16k keys). Keys split over blocks with a log-sum-exp combine, as kv_attention.cu.
+//
+// Why K is read as INT8 tiles and not from the packed pages: at q = 1041 each key tile serves 17
+// query blocks per head, and a page's per-channel scales would have to be folded into the queries
+// (a requantization of Q per page and row: by count about 140 instructions per 16 x 32 scores,
+// against the loop's ~330 per 16 x 64) or the codes dequantized per block (the bf16 kernel that does so over
+// the pages takes about 3x this kernel's time, docs/perf.md). The pages are expanded once per layer
+// and frame instead (dequantize once), and their keys quantized to these tiles in one pass.
 #include <atomic>
 
 #include "kernels/kv_common.cuh"
@@ -115,6 +123,14 @@ __device__ __forceinline__ void MmaInt8(int (&c)[4], const uint32_t (&a)[4], uin
   asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// D = A B + c, every accumulator starting at c: a key tile's first k-step (its scores start at
+// kScoreBits), so the accumulators need no copies of the constant.
+__device__ __forceinline__ void MmaInt8From(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, int c) {
+  asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n"
+               : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(c));
 }
 
 // A thread's share of the stage loads (kThreads threads: K 256 chunks of 16 bytes, V 512), with
@@ -252,8 +268,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
       LdMatrixX4(b, s.k + Swizzle(j * 8 + lane % 8, lane / 8));
 #pragma unroll
       for (int rt = 0; rt < kRowTiles; ++rt) {
-        sc[rt][j][0] = sc[rt][j][1] = sc[rt][j][2] = sc[rt][j][3] = kScoreBits;
-        MmaInt8(sc[rt][j], qa[rt][0], b[0], b[1]);
+        MmaInt8From(sc[rt][j], qa[rt][0], b[0], b[1], kScoreBits);
         MmaInt8(sc[rt][j], qa[rt][1], b[2], b[3]);
       }
     }
@@ -268,39 +283,66 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         }
       }
     }
-    float alpha[kRowTiles][2];
-    uint32_t pa[kRowTiles][4][4];  // [row tile][k-step of 16 keys][register]
-    bool rescale = false;
+    // The running maxima move lazily: a tile whose scores stay within kMaxSlack (log2 units) of a
+    // row's maximum is taken against that maximum (its P at most 2^kMaxSlack, no loss in fp32
+    // sums or bf16 P), so a steady tile needs no shuffles across the quad that holds a row. Only
+    // when some score of the warp passes a maximum by more are the tile's maxima reduced over the
+    // quads and the rows moved to them (a warp-uniform branch: every tile at first, rarely after).
+    constexpr float kMaxSlack = 8.0f;
+    float scale[kRowTiles][2], offset[kRowTiles][2];  // integer score -> log2 units: sc scale - offset
+    int tile_max_bits[kRowTiles][2];
+    bool grow = false;
 #pragma unroll
     for (int rt = 0; rt < kRowTiles; ++rt) {
-      int tile_max_bits[2] = {max(sc[rt][0][0], sc[rt][0][1]), max(sc[rt][0][2], sc[rt][0][3])};
-      float tile_max[2], bias[2];
-      const float scale[2] = {q_scale[rt][0] * k_scale, q_scale[rt][1] * k_scale};  // integer score -> log2 units
-      // sc holds kScoreOffset + score: log2 units are sc scale - kScoreOffset scale.
-      const float offset[2] = {kScoreOffset * scale[0], kScoreOffset * scale[1]};
-#pragma unroll
-      for (int j = 1; j < 8; ++j) {
-        tile_max_bits[0] = __vimax3_s32(tile_max_bits[0], sc[rt][j][0], sc[rt][j][1]);
-        tile_max_bits[1] = __vimax3_s32(tile_max_bits[1], sc[rt][j][2], sc[rt][j][3]);
-      }
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        tile_max_bits[r] = max(tile_max_bits[r], __shfl_xor_sync(0xffffffffu, tile_max_bits[r], 1));
-        tile_max_bits[r] = max(tile_max_bits[r], __shfl_xor_sync(0xffffffffu, tile_max_bits[r], 2));
-        tile_max[r] = __int_as_float(tile_max_bits[r]);
-        const float new_max = fmaxf(row_max[rt][r], fmaf(tile_max[r], scale[r], -offset[r]));
-        alpha[rt][r] = new_max == -INFINITY ? 1.0f : FastExp2(row_max[rt][r] - new_max);
-        rescale |= alpha[rt][r] != 1.0f;
-        row_max[rt][r] = new_max;
-        bias[r] = new_max == -INFINITY ? 0.0f : -new_max - offset[r];
+        scale[rt][r] = q_scale[rt][r] * k_scale;
+        offset[rt][r] = kScoreOffset * scale[rt][r];  // sc holds kScoreOffset + score
+        // This thread's 16 scores of the row as a tree of three-way maxima (depth 3, not a chain of 8).
+        const auto s = [&](int i) { return sc[rt][i / 2][2 * r + i % 2]; };
+        const int m0 = __vimax3_s32(s(0), s(1), s(2)), m1 = __vimax3_s32(s(3), s(4), s(5)), m2 = __vimax3_s32(s(6), s(7), s(8));
+        const int m3 = __vimax3_s32(s(9), s(10), s(11)), m4 = __vimax3_s32(s(12), s(13), s(14));
+        tile_max_bits[rt][r] = max(__vimax3_s32(m0, m1, m2), __vimax3_s32(m3, m4, s(15)));
+        grow |= fmaf(__int_as_float(tile_max_bits[rt][r]), scale[rt][r], -offset[rt][r]) > row_max[rt][r] + kMaxSlack;
       }
+    }
+    float alpha[kRowTiles][2];
+#pragma unroll
+    for (int rt = 0; rt < kRowTiles; ++rt) alpha[rt][0] = alpha[rt][1] = 1.0f;
+    if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+      for (int rt = 0; rt < kRowTiles; ++rt) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          int bits = tile_max_bits[rt][r];
+          bits = max(bits, __shfl_xor_sync(0xffffffffu, bits, 1));
+          bits = max(bits, __shfl_xor_sync(0xffffffffu, bits, 2));
+          const float new_max = fmaxf(row_max[rt][r], fmaf(__int_as_float(bits), scale[rt][r], -offset[rt][r]));
+          alpha[rt][r] = new_max == -INFINITY ? 1.0f : FastExp2(row_max[rt][r] - new_max);
+          row_max[rt][r] = new_max;
+        }
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          acc[rt][j][0] *= alpha[rt][0];
+          acc[rt][j][1] *= alpha[rt][0];
+          acc[rt][j][2] *= alpha[rt][1];
+          acc[rt][j][3] *= alpha[rt][1];
+        }
+      }
+    }
+    uint32_t pa[kRowTiles][4][4];  // [row tile][k-step of 16 keys][register]
+#pragma unroll
+    for (int rt = 0; rt < kRowTiles; ++rt) {
+      float bias[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) bias[r] = row_max[rt][r] == -INFINITY ? 0.0f : -row_max[rt][r] - offset[rt][r];
       float e[8][4];  // 2^(score - max)
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
-        e[j][0] = FastExp2(fmaf(__int_as_float(sc[rt][j][0]), scale[0], bias[0]));
-        e[j][1] = FastExp2(fmaf(__int_as_float(sc[rt][j][1]), scale[0], bias[0]));
-        e[j][2] = FastExp2(fmaf(__int_as_float(sc[rt][j][2]), scale[1], bias[1]));
-        e[j][3] = FastExp2(fmaf(__int_as_float(sc[rt][j][3]), scale[1], bias[1]));
+        e[j][0] = FastExp2(fmaf(__int_as_float(sc[rt][j][0]), scale[rt][0], bias[0]));
+        e[j][1] = FastExp2(fmaf(__int_as_float(sc[rt][j][1]), scale[rt][0], bias[0]));
+        e[j][2] = FastExp2(fmaf(__int_as_float(sc[rt][j][2]), scale[rt][1], bias[1]));
+        e[j][3] = FastExp2(fmaf(__int_as_float(sc[rt][j][3]), scale[rt][1], bias[1]));
       }
       // P in bf16 as the A operand of 4 k-steps of 16 keys (the accumulator layout of two key
       // tiles is the A layout); its row sums by one MMA per k-step against ones.
@@ -315,18 +357,6 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
       }
       row_sum[rt][0] = fmaf(row_sum[rt][0], alpha[rt][0], sums[0]);
       row_sum[rt][1] = fmaf(row_sum[rt][1], alpha[rt][1], sums[2]);
-    }
-    if (__any_sync(0xffffffffu, rescale)) {  // one warp-uniform branch: a row of the warp has a new maximum
-#pragma unroll
-      for (int rt = 0; rt < kRowTiles; ++rt) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          acc[rt][j][0] *= alpha[rt][0];
-          acc[rt][j][1] *= alpha[rt][0];
-          acc[rt][j][2] *= alpha[rt][1];
-          acc[rt][j][3] *= alpha[rt][1];
-        }
-      }
     }
     // O += P V: V's fragments by ldmatrix.trans, two channel tiles per load.
 #pragma unroll
@@ -435,13 +465,16 @@ int ChooseInt8AttentionSplits(const Int8AttentionParams& p, int multiprocessors)
   }
   const int64_t resident = static_cast<int64_t>(per_sm) * multiprocessors;
   const int64_t blocks = Int8AttentionBlocks(p.queries, p.heads, p.variant);
-  // Tiles on the longest path (whole waves of blocks x tiles per split), plus 1% per split for the
-  // combine step's partial outputs.
+  // Tiles on the longest path (whole waves of blocks x (tiles per split + a block's fixed cost)),
+  // plus 1% per split for the combine step's partial outputs. The fixed cost, about two tiles'
+  // time (loading and quantizing the queries, filling the pipeline, writing the partials), fits
+  // the measured best splits: 5-9 at 16k keys, 9 at 32k-64k (docs/perf.md, calls 126 and 153).
+  constexpr int kBlockCostTiles = 2;
   int best = 1;
   double best_cost = 0;
   for (int s = 1; s <= std::min(32, p.tiles); ++s) {
     const int64_t waves = (blocks * s + resident - 1) / resident, per_split = (p.tiles + s - 1) / s;
-    const double cost = static_cast<double>(waves * per_split) * (1.0 + 0.01 * s);
+    const double cost = static_cast<double>(waves * (per_split + kBlockCostTiles)) * (1.0 + 0.01 * s);
     if (s == 1 || cost < best_cost) best = s, best_cost = cost;
   }
   return best;

@@ -374,10 +374,14 @@ at::Tensor ReferenceInt8(const at::Tensor& q, const at::Tensor& k, const at::Ten
 
 struct Int8Case {
   int heads, rows, current, queries, splits;
+  // The keys' gain: 64-row tiles alternately at 1x and 3x (false), or rising from 1x to 3x along the
+  // keys (true: most tiles pass the running maxima by less than the kernel's slack, some by more).
+  bool rising = false;
 };
 
 void PrintTo(const Int8Case& c, std::ostream* os) {
-  *os << c.heads << " heads, " << c.rows << " + " << c.current << " rows, " << c.queries << " queries, splits " << c.splits;
+  *os << c.heads << " heads, " << c.rows << " + " << c.current << " rows, " << c.queries << " queries, splits " << c.splits
+      << (c.rising ? ", rising keys" : "");
 }
 
 class GpuInt8Attention : public ::testing::TestWithParam<Int8Case> {};
@@ -390,9 +394,12 @@ TEST_P(GpuInt8Attention, WithinTwiceTheLowPrecisionReferenceError) {
   at::manual_seed(300 + c.rows + c.queries);
   const int64_t H = c.heads;
   // Keys with a few large channels (as trained keys have) and tiles of 64 rows at 1x and 3x (a
-  // tile's scale applied to another would show), values of mixed magnitude.
+  // tile's scale applied to another would show) or a gain rising along the keys (the running
+  // maxima move by small steps), values of mixed magnitude.
   const at::Tensor q = RandomBf16({H, c.queries, 64}, 1.5);
-  const at::Tensor tile_gain = (1 + 2 * (at::floor_divide(at::arange(c.rows + 9), 64) % 2)).to(at::kFloat).view({1, -1, 1});
+  const at::Tensor tile_gain = (c.rising ? 1 + 2 * at::arange(c.rows + 9).to(at::kFloat) / (c.rows + 9)
+                                         : (1 + 2 * (at::floor_divide(at::arange(c.rows + 9), 64) % 2)).to(at::kFloat))
+                                   .view({1, -1, 1});
   const at::Tensor k = (RandomBf16({H, c.rows + 9, 64}) * (1 + 4 * (at::arange(64) % 13 == 0).to(at::kFloat)) * tile_gain)
                            .to(at::kBFloat16)
                            .to(at::kFloat);
@@ -419,9 +426,10 @@ TEST_P(GpuInt8Attention, WithinTwiceTheLowPrecisionReferenceError) {
   for (int variant = 0; variant < kernels::Int8AttentionVariants(); ++variant) {  // every kernel shape
     const at::Tensor out = kernels::Int8AttentionCuda(qd, rows, c.splits, variant).cpu();
     const double err_gpu = Rel(out, ref), from_reference = Rel(out, ref_int8);
-    std::printf("[ info ] 8-bit attention H=%d T=%d+%d q=%d splits=%d variant %d: GPU rel err %.2e, INT8 CPU reference %.2e (bf16 "
+    std::printf("[ info ] 8-bit attention H=%d T=%d+%d q=%d splits=%d%s variant %d: GPU rel err %.2e, INT8 CPU reference %.2e (bf16 "
                 "%.2e); GPU against that reference %.2e\n",
-                c.heads, c.rows, c.current, c.queries, c.splits, variant, err_gpu, err_low, err_bf16, from_reference);
+                c.heads, c.rows, c.current, c.queries, c.splits, c.rising ? " rising" : "", variant, err_gpu, err_low, err_bf16,
+                from_reference);
     EXPECT_TRUE(at::isfinite(out).all().item<bool>()) << "variant " << variant;
     EXPECT_LE(err_gpu, 2.0 * err_low + 1e-6) << "variant " << variant;
     // The same quantization as the reference (codes equal up to ties): what is left is P's and the
@@ -434,7 +442,8 @@ INSTANTIATE_TEST_SUITE_P(Sizes, GpuInt8Attention,
                          ::testing::Values(Int8Case{4, 1, 0, 100, 1}, Int8Case{4, 100, 0, 1041, 1}, Int8Case{4, 1000, 300, 300, 3},
                                            Int8Case{2, 4999, 129, 129, 0}, Int8Case{16, 9000, 1041, 1041, 0},
                                            Int8Case{3, 64, 64, 77, 2},
-                                           Int8Case{4, 300, 0, 100, 4}));  // 5 tiles in splits of 2: the last split has none
+                                           Int8Case{4, 300, 0, 100, 4},  // 5 tiles in splits of 2: the last split has none
+                                           Int8Case{4, 1000, 300, 300, 3, true}, Int8Case{16, 9000, 1041, 1041, 0, true}));
 
 // The 8-bit path through AttentionCuda: a dense cache, and pages expanded first (with partial pages).
 INSTANTIATE_TEST_SUITE_P(Int8Path, GpuAttention,
