@@ -11,8 +11,8 @@
 // same bf16 rows, Q quantized by this kernel, one INT8 scale per query row with the softmax scale
 // and log2(e) folded in. Query and key scales make one factor per row and tile, folded into the
 // exponent's multiply-add. The rows' sums of P come from one more MMA against a tile of ones. A
-// row's running maximum moves only when a score exceeds it by more than a factor of 2^8 (P stays
-// at most 256), so a steady tile needs no shuffles across a row's quad and no rescale (calls 153-
+// row's running maximum moves only when a score exceeds it by more than 8 in log2 units (P stays
+// at most 2^8 = 256), so a steady tile needs no shuffles across a row's quad and no rescale (calls 153-
 // 156: 0.275 -> 0.237 ms at 16k keys). Keys split over blocks with a log-sum-exp combine, as kv_attention.cu.
 //
 // Why K is read as INT8 tiles and not from the packed pages: at q = 1041 each key tile serves 17
@@ -287,7 +287,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
     // row's maximum is taken against that maximum (its P at most 2^kMaxSlack, no loss in fp32
     // sums or bf16 P), so a steady tile needs no shuffles across the quad that holds a row. Only
     // when some score of the warp passes a maximum by more are the tile's maxima reduced over the
-    // quads and the rows moved to them (a warp-uniform branch: every tile at first, rarely after).
+    // quads and the rows moved to them (a warp-uniform branch: every tile at first, then only while
+    // the scores keep rising).
     constexpr float kMaxSlack = 8.0f;
     float scale[kRowTiles][2], offset[kRowTiles][2];  // integer score -> log2 units: sc scale - offset
     int tile_max_bits[kRowTiles][2];
@@ -299,10 +300,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         scale[rt][r] = q_scale[rt][r] * k_scale;
         offset[rt][r] = kScoreOffset * scale[rt][r];  // sc holds kScoreOffset + score
         // This thread's 16 scores of the row as a tree of three-way maxima (depth 3, not a chain of 8).
-        const auto s = [&](int i) { return sc[rt][i / 2][2 * r + i % 2]; };
-        const int m0 = __vimax3_s32(s(0), s(1), s(2)), m1 = __vimax3_s32(s(3), s(4), s(5)), m2 = __vimax3_s32(s(6), s(7), s(8));
-        const int m3 = __vimax3_s32(s(9), s(10), s(11)), m4 = __vimax3_s32(s(12), s(13), s(14));
-        tile_max_bits[rt][r] = max(__vimax3_s32(m0, m1, m2), __vimax3_s32(m3, m4, s(15)));
+        const auto score = [&](int i) { return sc[rt][i / 2][2 * r + i % 2]; };
+        const int m0 = __vimax3_s32(score(0), score(1), score(2)), m1 = __vimax3_s32(score(3), score(4), score(5));
+        const int m2 = __vimax3_s32(score(6), score(7), score(8)), m3 = __vimax3_s32(score(9), score(10), score(11));
+        const int m4 = __vimax3_s32(score(12), score(13), score(14));
+        tile_max_bits[rt][r] = max(__vimax3_s32(m0, m1, m2), __vimax3_s32(m3, m4, score(15)));
         grow |= fmaf(__int_as_float(tile_max_bits[rt][r]), scale[rt][r], -offset[rt][r]) > row_max[rt][r] + kMaxSlack;
       }
     }
@@ -468,7 +470,7 @@ int ChooseInt8AttentionSplits(const Int8AttentionParams& p, int multiprocessors)
   // Tiles on the longest path (whole waves of blocks x (tiles per split + a block's fixed cost)),
   // plus 1% per split for the combine step's partial outputs. The fixed cost, about two tiles'
   // time (loading and quantizing the queries, filling the pipeline, writing the partials), fits
-  // the measured best splits: 5-9 at 16k keys, 9 at 32k-64k (docs/perf.md, calls 126 and 153).
+  // the measured best splits: 5-9 at 16k keys, 9 at 32k-64k (docs/perf.md, calls 126, 148 and 155).
   constexpr int kBlockCostTiles = 2;
   int best = 1;
   double best_cost = 0;

@@ -375,7 +375,8 @@ at::Tensor ReferenceInt8(const at::Tensor& q, const at::Tensor& k, const at::Ten
 struct Int8Case {
   int heads, rows, current, queries, splits;
   // The keys' gain: 64-row tiles alternately at 1x and 3x (false), or rising from 1x to 3x along the
-  // keys (true: most tiles pass the running maxima by less than the kernel's slack, some by more).
+  // keys (true: many tiles pass the kernel's running maxima by less than its slack, P up to 2^8,
+  // and others by more).
   bool rising = false;
 };
 
