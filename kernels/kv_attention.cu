@@ -210,8 +210,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) AttentionKernel(Attentio
     float alpha[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+      tile_max[r] = QuadMax(tile_max[r]);
       const float new_max = fmaxf(row_max[r], tile_max[r]);
       alpha[r] = new_max == -INFINITY ? 1.0f : FastExp2(row_max[r] - new_max);
       row_max[r] = new_max;
@@ -254,8 +253,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) AttentionKernel(Attentio
   // Finish: total row sums across the quad, normalise, write.
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+    row_sum[r] = QuadSum(row_sum[r]);
   }
   const float inv0 = row_sum[0] > 0.0f ? 1.0f / row_sum[0] : 0.0f;
   const float inv1 = row_sum[1] > 0.0f ? 1.0f / row_sum[1] : 0.0f;
@@ -534,8 +532,7 @@ __global__ void __launch_bounds__(kFewThreads) FewQueriesKernel(AttentionParams 
       float alpha[2];
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+        tile_max[r] = QuadMax(tile_max[r]);
         const float new_max = fmaxf(row_max[mt][r], tile_max[r]);
         alpha[r] = new_max == -INFINITY ? 1.0f : FastExp2(row_max[mt][r] - new_max);
         row_max[mt][r] = new_max;
@@ -590,8 +587,7 @@ __global__ void __launch_bounds__(kFewThreads) FewQueriesKernel(AttentionParams 
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      row_sum[mt][r] += __shfl_xor_sync(0xffffffffu, row_sum[mt][r], 1);
-      row_sum[mt][r] += __shfl_xor_sync(0xffffffffu, row_sum[mt][r], 2);
+      row_sum[mt][r] = QuadSum(row_sum[mt][r]);
     }
   __syncthreads();  // (the tiles' memory becomes the fold's)
 #pragma unroll

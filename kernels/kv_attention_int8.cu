@@ -216,8 +216,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
       float amax = 0.0f;
 #pragma unroll
       for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(qv[i]));
-      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+      amax = QuadMax(amax);
       const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
       q_scale[rt][r] = amax > 0.0f ? amax / 127.0f : 1.0f;
       // k-step 0: channels 0-31 (c4 = 0, 1), k-step 1: 32-63 (c4 = 2, 3); registers 0/2 row g, 1/3 row g + 8.
@@ -316,9 +315,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
       for (int rt = 0; rt < kRowTiles; ++rt) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          int bits = tile_max_bits[rt][r];
-          bits = max(bits, __shfl_xor_sync(0xffffffffu, bits, 1));
-          bits = max(bits, __shfl_xor_sync(0xffffffffu, bits, 2));
+          const int bits = QuadReduce(tile_max_bits[rt][r], [](int a, int b) { return max(a, b); });
           const float new_max = fmaxf(row_max[rt][r], fmaf(__int_as_float(bits), scale[rt][r], -offset[rt][r]));
           alpha[rt][r] = new_max == -INFINITY ? 1.0f : FastExp2(row_max[rt][r] - new_max);
           row_max[rt][r] = new_max;

@@ -90,6 +90,16 @@ __device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* sm
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
 
+// v reduced by `op` over the four lanes of a quad (lanes 4i..4i+3: the threads that hold one row
+// of an MMA tile's accumulators); every lane of the quad gets the result.
+template <class T, class Op>
+__device__ __forceinline__ T QuadReduce(T v, Op op) {
+  v = op(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return op(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float QuadMax(float v) { return QuadReduce(v, [](float a, float b) { return fmaxf(a, b); }); }
+__device__ __forceinline__ float QuadSum(float v) { return QuadReduce(v, [](float a, float b) { return a + b; }); }
+
 // Normalised Hadamard transform of a 64-vector held as (x0, x1) = channels (2l, 2l+1) of lane l.
 __device__ __forceinline__ void WarpHadamard64(float& x0, float& x1, int lane) {
   float a = x0 + x1, b = x0 - x1;  // stage len = 1 (within the lane)
