@@ -84,13 +84,12 @@ models::ModelOptions ModelArgs::ToOptions() const {
 
 nlohmann::json ModelArgs::ToJson() const {
   const models::ModelOptions o = ToOptions();
-  const bool cuda_bf16 = o.Bf16OnCuda();
   return {{"dtype", o.dtype},
           {"device", o.device},
           {"cuda_graphs", o.cuda_graphs},
           {"bf16_heads", o.bf16_heads},
-          {"fused_kernels", o.fused_kernels && cuda_bf16},
-          {"gelu", o.gelu_epilogue && cuda_bf16 ? "tanh, in the fc1 product's epilogue" : "erf"},
+          {"fused_kernels", o.FusedBlocks()},
+          {"gelu", o.GeluInEpilogue() ? "tanh, in the fc1 product's epilogue" : "erf"},
           {"fp8_gemms", o.fp8_gemms}};
 }
 

@@ -59,8 +59,8 @@ struct StreamingModel::Impl {
     b.heads = heads;
     b.eps = eps;
     b.qk_norm = qk_norm;
-    b.fused = options.fused_kernels && options.Bf16OnCuda();
-    b.gelu_epilogue = options.gelu_epilogue && options.Bf16OnCuda();
+    b.fused = options.FusedBlocks();
+    b.gelu_epilogue = options.GeluInEpilogue();
     b.norm1_w = w.at(p + "norm1.weight");
     b.norm1_b = w.at(p + "norm1.bias");
     b.qkv_w = w.at(p + "attn.qkv.weight");

@@ -27,7 +27,7 @@ void ModelOptions::Check() const {
   if (device != "cpu" && device.rfind("cuda", 0) != 0) throw OptionError("unsupported device '" + device + "': expected cpu or cuda[:N]");
   if (cuda_graphs && device == "cpu") throw OptionError("CUDA graphs need --device cuda");
   if (bf16_heads && dtype != "bfloat16") throw OptionError("--bf16-heads needs --dtype bfloat16 (got " + dtype + ")");
-  if (fp8_gemms && (!Bf16OnCuda() || !fused_kernels))
+  if (fp8_gemms && !FusedBlocks())
     throw OptionError("--fp8-gemms needs --dtype bfloat16 on --device cuda with the fused kernels (got " + dtype + " on " + device +
                       (fused_kernels ? "" : ", --no-fused-kernels") + ")");
   if (trainable && dtype == "bfloat16")

@@ -51,6 +51,9 @@ struct ModelOptions {
   void Check() const;  // throws OptionError
   // bf16 matrix work on a CUDA device: where fused_kernels, gelu_epilogue and fp8_gemms apply.
   bool Bf16OnCuda() const { return dtype == "bfloat16" && device.rfind("cuda", 0) == 0; }
+  // Whether the blocks run the fused kernels / the GELU epilogue (the option and bf16 on CUDA).
+  bool FusedBlocks() const { return fused_kernels && Bf16OnCuda(); }
+  bool GeluInEpilogue() const { return gelu_epilogue && Bf16OnCuda(); }
 };
 
 // Milliseconds per stage of the last Step (with ModelOptions::stage_timing). `blocks`: the frame
