@@ -112,14 +112,14 @@ int main(int argc, char** argv) {
   std::vector<int64_t> append_tokens;
   bool append_only = false, tail_only = false;
   int append_hpb = -1;
-  std::vector<int> int8_splits = {1};
+  std::vector<int> int8_splits;
   app.add_option("--tokens", kept, "Kept tokens T (repeatable)");
   app.add_flag("--append-only", append_only, "Skip the attention timings");
   app.add_flag("--tail-only", tail_only, "Only the query tail's timings (the rows past the last 128-row tile)");
   app.add_option("--append-tokens", append_tokens, "Tokens per append (repeatable; default: one frame and 65536)");
   app.add_option("--append-format", append_format, "Only this append format (kivi4, kivi2, oscar4, oscar2)");
   app.add_option("--append-hpb", append_hpb, "Only variant 2 with this many heads per block (1, 2, 4)");
-  app.add_option("--int8-splits", int8_splits, "8-bit attention: split counts over the keys to time beside the automatic one (repeatable)")
+  app.add_option("--int8-splits", int8_splits, "8-bit attention: range counts over the heads' key tiles to time beside the automatic one (repeatable)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--queries", queries, "Queries per frame");
@@ -199,19 +199,25 @@ int main(int argc, char** argv) {
       std::vector<int32_t> valid(pages.pages(), 32);
       if (T % 32) valid.back() = static_cast<int32_t>(T % 32);
       report(name, TimeMs([&] { streamrecon::kernels::AttentionCuda(q, {}, {}, 0, &pages, pages.pages(), k_cur, v_cur, 0, AttentionPath::kFused); }));
-      for (auto [suffix, path] : {std::pair<const char*, AttentionPath>{"+dq", AttentionPath::kDequantSdpa}, {"+dqb", AttentionPath::kDequantSdpaBucketed}}) {
+      // (+i8: the 8-bit attention with its operands from the pages in one pass, ExpandPagesInt8Cuda)
+      for (auto [suffix, path] : {std::pair<const char*, AttentionPath>{"+dq", AttentionPath::kDequantSdpa},
+                                  {"+dqb", AttentionPath::kDequantSdpaBucketed}, {"+i8", AttentionPath::kInt8}}) {
         const std::string label = std::string(name) + suffix;
         report(label.c_str(), TimeMs([&] {
                  streamrecon::kernels::AttentionCuda(q, {}, {}, 0, &pages, pages.pages(), k_cur, v_cur, 0, path, &valid);
                }));
       }
     }
-    // The expansion alone (the part of "+dq" that is not SDPA), for the 4-bit pages.
+    // The expansion alone (the part of "+dq" that is not SDPA), for the 4-bit pages, and the 8-bit
+    // path's one pass (the part of "+i8" that is not the kernel: the current frame included).
     {
       PageLayout L{static_cast<int>(heads), 64, 32, 4, 64, false};
       PagedKv pages = streamrecon::AllocatePages(L, (T + 31) / 32, at::kCUDA);
       streamrecon::kernels::AppendPagesCuda(k_cache, v_cache, false, false, 0, pages, 0);
       report("dq4-only", TimeMs([&] { streamrecon::kernels::DequantizePagesCuda(pages, pages.pages(), 0, pages.pages(), T); }));
+      std::vector<int32_t> valid(pages.pages(), 32);
+      if (T % 32) valid.back() = static_cast<int32_t>(T % 32);
+      report("x8-4-only", TimeMs([&] { streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), valid, k_cur, v_cur); }));
     }
   }
   results["attention"] = attention;

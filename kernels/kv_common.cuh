@@ -183,4 +183,17 @@ __device__ __forceinline__ void DequantizeEight(uint32_t kc, const uint4 (&kp4)[
   v_out = make_uint4(vv[0], vv[1], vv[2], vv[3]);
 }
 
+// Eight fp16 values (as computed by DequantizeEight) rounded to bf16, the dtype of the expanded
+// rows, the queries and the output: no conversions around the attention call.
+__device__ __forceinline__ uint4 Half8ToBf16(uint4 h) {
+  uint32_t w[4] = {h.x, h.y, h.z, h.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[j]));
+    const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
+    w[j] = *reinterpret_cast<const uint32_t*>(&b);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 }  // namespace streamrecon::kernels

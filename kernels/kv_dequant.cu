@@ -7,19 +7,6 @@
 namespace streamrecon::kernels {
 namespace {
 
-// Eight fp16 values (as computed by the shared dequantization) rounded to bf16, the dtype of the
-// rows, the queries and the output: no conversions around the attention call.
-__device__ __forceinline__ uint4 Half8ToBf16(uint4 h) {
-  uint32_t w[4] = {h.x, h.y, h.z, h.w};
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[j]));
-    const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
-    w[j] = *reinterpret_cast<const uint32_t*>(&b);
-  }
-  return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
 // The valid slots of pages [first, first + count) summed by the whole block (256 threads).
 __device__ int BlockValidSum(const PagesView& pv, int first, int count) {
   __shared__ int warp_sums[8];

@@ -337,6 +337,26 @@ struct Int8RowsParams {
 };
 cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream);
 
+// The same keys (and the values as bf16 rows) in one pass from packed pages: the valid slots of
+// pages [0, page_count) in page order (page_rows of them), then the current frame's cur_tokens
+// rows (bf16 [H, cur_tokens, D]); k8/ks as Int8RowsParams with tiles = ceil(rows / 64), v bf16
+// [H, v_head_stride / D >= rows, D]. Each value as LaunchDequantizePages writes it, each key as
+// LaunchQuantizeInt8Rows makes it from that row.
+struct Int8PagesParams {
+  PagesView pages;
+  const int32_t* valid_prefix = nullptr;  // [page_count] inclusive prefix sums of the valid counts
+  int page_count = 0, page_rows = 0;
+  const uint16_t* k_cur = nullptr;
+  const uint16_t* v_cur = nullptr;
+  int cur_tokens = 0;
+  int heads = 0, tiles = 0;
+  int8_t* k8 = nullptr;
+  float* ks = nullptr;
+  uint16_t* v = nullptr;
+  int64_t v_head_stride = 0;
+};
+cudaError_t LaunchExpandPagesInt8(const Int8PagesParams& p, int bits, cudaStream_t stream);
+
 struct Int8AttentionParams {
   const uint16_t* q = nullptr;  // bf16, element (h, n, c) at h * q_head_stride + n * q_row_stride + c
   int64_t q_head_stride = 0, q_row_stride = 0;
@@ -349,10 +369,13 @@ struct Int8AttentionParams {
   const uint16_t* v = nullptr;
   int64_t v_head_stride = 0;
   int rows = 0, tiles = 0;
-  // Output bf16 with strides like q's; splits > 1: float workspaces [splits, H, Nq, 64] and [splits, H, Nq].
+  // Output bf16 with strides like q's. The heads' key tiles, end to end, are cut into `splits`
+  // ranges (1 .. H x tiles), a block per query block and range; a head over several ranges has as
+  // many slots, and slots = Int8AttentionSlots(heads, tiles, splits) > 1 needs float workspaces
+  // [slots, H, Nq, 64] and [slots, H, Nq] for the partial outputs.
   uint16_t* out = nullptr;
   int64_t out_head_stride = 0, out_row_stride = 0;
-  int splits = 1;
+  int splits = 1, slots = 1;
   float* partial_out = nullptr;
   float* partial_lse = nullptr;
   // The kernel's shape (kv_attention_int8.cu's kVariants: warps per block, 16-row query tiles per
@@ -360,10 +383,12 @@ struct Int8AttentionParams {
   int variant = 0;
 };
 int Int8AttentionVariants();
-// Blocks of the attention kernel per split (query tiles x heads).
+// Query blocks of the attention kernel (times heads): its blocks per range.
 int Int8AttentionBlocks(int queries, int heads, int variant);
-// Splits over the keys for these params that fill whole waves of resident blocks (the combine
-// step's cost counted), at most 32.
+// The most ranges one head's tiles lie in (1: every head in one range, no partial outputs).
+int Int8AttentionSlots(int heads, int tiles, int splits);
+// Ranges over the keys for these params that fill whole waves of resident blocks (a segment's
+// fixed cost and the combine step's counted).
 int ChooseInt8AttentionSplits(const Int8AttentionParams& p, int multiprocessors);
 cudaError_t LaunchInt8Attention(const Int8AttentionParams& p, cudaStream_t stream);
 

@@ -490,8 +490,8 @@ const std::vector<int32_t>* PageCounts(const PagedKv& pages, int64_t page_count,
   return &read_back;
 }
 
-// AttentionPath::kInt8: the cache's rows (pages expanded once, the current frame after them) as the
-// 8-bit attention's operands, then one call.
+// AttentionPath::kInt8: the cache (pages or rows) and the current frame after it as the 8-bit
+// attention's operands, then one call.
 at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                              const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
                              const std::vector<int32_t>* page_valid, int splits) {
@@ -501,13 +501,8 @@ at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, con
                              splits);
   CheckPagesFor(*pages, q.size(0));
   std::vector<int32_t> read_back;
-  const std::vector<int32_t>& counts = *PageCounts(*pages, page_count, page_valid, read_back);
-  int64_t tokens = 0;
-  for (int64_t i = 0; i < page_count; ++i) tokens += counts[i];
-  const int64_t nc = k_cur.size(1);
-  const at::Tensor k = at::empty({q.size(0), tokens + nc, 64}, q.options()), v = at::empty_like(k);
-  LaunchDequant(*pages, page_count, 0, page_count, &counts, k, v, k_cur, v_cur, tokens);
-  return Int8AttentionCuda(q, QuantizeInt8RowsCuda(k, v, tokens + nc), splits);
+  return Int8AttentionCuda(q, ExpandPagesInt8Cuda(*pages, page_count, *PageCounts(*pages, page_count, page_valid, read_back), k_cur, v_cur),
+                           splits);
 }
 
 // AttentionPath::kDequantRagged: the current frame into rows [0, Nc) and the pages' valid slots
@@ -1076,6 +1071,58 @@ Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t 
   return out;
 }
 
+Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std::vector<int32_t>& counts, const at::Tensor& k_cur,
+                             const at::Tensor& v_cur) {
+  CheckPages(pages);
+  const int64_t heads = pages.layout.heads;
+  if (page_count < 0 || page_count > pages.pages() || static_cast<int64_t>(counts.size()) < page_count)
+    throw Error("8-bit attention from pages: " + std::to_string(page_count) + " pages asked, " + std::to_string(pages.pages()) +
+                " present and " + std::to_string(counts.size()) + " valid counts given");
+  int64_t page_rows = 0;
+  for (int64_t i = 0; i < page_count; ++i) {
+    if (counts[i] < 0 || counts[i] > pages.layout.slots)
+      throw Error("8-bit attention from pages: page " + std::to_string(i) + " counts " + std::to_string(counts[i]) + " valid slots of " +
+                  std::to_string(pages.layout.slots));
+    page_rows += counts[i];
+  }
+  const int64_t cur = k_cur.defined() ? k_cur.size(1) : 0;
+  if (cur > 0) {
+    CheckBf16(k_cur, "8-bit attention from pages: the current frame's keys", heads);
+    CheckBf16(v_cur, "8-bit attention from pages: the current frame's values", heads);
+    if (v_cur.size(1) != cur) throw Error("8-bit attention from pages: the current frame has " + std::to_string(cur) + " keys and " +
+                                          std::to_string(v_cur.size(1)) + " values");
+  }
+  const int64_t total = page_rows + cur;
+  if (total < 1 || total > std::numeric_limits<int>::max() - kInt8AttentionTile)
+    throw Error("8-bit attention from pages: expected 1 to 2^31 - 65 rows, got " + std::to_string(total));
+  const int64_t tiles = (total + kInt8AttentionTile - 1) / kInt8AttentionTile;
+  const at::TensorOptions device = pages.meta.options();
+  Int8Rows out;
+  out.rows = total;
+  out.k8 = at::empty({heads, tiles * kInt8AttentionTile, 64}, device.dtype(at::kChar));
+  out.ks = at::empty({heads, tiles}, device.dtype(at::kFloat));
+  out.v = at::empty({heads, total, 64}, device.dtype(at::kBFloat16));
+  const at::Tensor prefix = page_rows > 0 ? ValidPrefix(pages, 0, page_count, &counts) : at::Tensor();
+  Int8PagesParams p;
+  p.pages = View(pages, page_count);
+  p.valid_prefix = prefix.defined() ? prefix.data_ptr<int32_t>() : nullptr;
+  p.page_count = static_cast<int>(page_count);
+  p.page_rows = static_cast<int>(page_rows);
+  if (cur > 0) {
+    p.k_cur = reinterpret_cast<const uint16_t*>(k_cur.data_ptr<at::BFloat16>());
+    p.v_cur = reinterpret_cast<const uint16_t*>(v_cur.data_ptr<at::BFloat16>());
+    p.cur_tokens = static_cast<int>(cur);
+  }
+  p.heads = static_cast<int>(heads);
+  p.tiles = static_cast<int>(tiles);
+  p.k8 = out.k8.data_ptr<int8_t>();
+  p.ks = out.ks.data_ptr<float>();
+  p.v = reinterpret_cast<uint16_t*>(out.v.data_ptr<at::BFloat16>());
+  p.v_head_stride = out.v.stride(0);
+  CheckCuda(LaunchExpandPagesInt8(p, pages.layout.bits, at::cuda::getCurrentCUDAStream()), "8-bit keys from pages kernel");
+  return out;
+}
+
 at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits, int variant) {
   if (!q.defined() || !q.is_cuda() || q.scalar_type() != at::kBFloat16 || q.dim() != 3 || q.size(2) != 64 || q.stride(2) != 1 ||
       q.stride(1) % 4 != 0 || q.stride(0) % 4 != 0 || reinterpret_cast<uintptr_t>(q.data_ptr()) % 8 != 0)
@@ -1106,8 +1153,15 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
     throw Error("8-bit attention: variant " + std::to_string(variant) + " unknown (0 to " + std::to_string(Int8AttentionVariants() - 1) + ")");
   p.variant = variant;
   if (splits <= 0) splits = ChooseInt8AttentionSplits(p, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
-  p.splits = std::min(splits, p.tiles);
-  const SplitWorkspace workspace(p, q.options());
+  p.splits = static_cast<int>(std::min<int64_t>({splits, heads * tiles, 65535}));
+  p.slots = Int8AttentionSlots(p.heads, p.tiles, p.splits);
+  at::Tensor partial_out, partial_lse;
+  if (p.slots > 1) {
+    partial_out = at::empty({p.slots, heads, q.size(1), 64}, q.options().dtype(at::kFloat));
+    partial_lse = at::empty({p.slots, heads, q.size(1)}, q.options().dtype(at::kFloat));
+    p.partial_out = partial_out.data_ptr<float>();
+    p.partial_lse = partial_lse.data_ptr<float>();
+  }
   CheckCuda(LaunchInt8Attention(p, at::cuda::getCurrentCUDAStream()), "8-bit attention kernel");
   return out;
 }

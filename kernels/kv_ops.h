@@ -54,9 +54,9 @@ class RecurringLengths {
 //    chunks merged by their log-sum-exp, so the scratch stays bounded.
 //  kDequantSdpaBucketed: the same for key lengths that change every call (a pruned stream): cuDNN
 //    plans are built per length, so only a multiple of 2048 rows goes to cuDNN, the rest to flash.
-//  kInt8: pages expanded once into bf16 rows as above (a dense cache as it is), then the 8-bit
-//    attention below (QuantizeInt8RowsCuda + Int8AttentionCuda) over the cache and the current
-//    frame in one call, in one chunk.
+//  kInt8: the 8-bit attention below over the cache and the current frame in one call, in one
+//    chunk, its operands from the pages in one pass (ExpandPagesInt8Cuda) or from a dense cache's
+//    rows (QuantizeInt8RowsCuda).
 //  kDequantRagged: pages only (no dense rows), the current frame first, then the pages' valid slots
 //    in a block of rows sized by the page count; the first certain_rows (in whole cuDNN buckets)
 //    and one bucket more by cuDNN (the rows of that span past the device's count zeroed, their
@@ -181,10 +181,16 @@ struct Int8Rows {
 };
 Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t rows, const at::Tensor& k_b = {},
                               const at::Tensor& v_b = {});
+// The same operands straight from packed pages [0, page_count) (their valid counts `counts`, as
+// the layer cache keeps them) and the current frame after them (bf16 [H, Nc, 64], or none): one
+// pass, equal to QuantizeInt8RowsCuda over the rows DequantizePagesCuda expands, bit for bit.
+Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std::vector<int32_t>& counts, const at::Tensor& k_cur = {},
+                             const at::Tensor& v_cur = {});
 // Attention of q (bf16 CUDA [H, Nq, 64], channels contiguous, head and row strides multiples of 4
-// elements, 8-byte aligned) over
-// `rows` with scale 1/8; Q is quantized to INT8 per query row inside the kernel. splits: blocks
-// over the keys (0: enough to fill the GPU); variant: the kernel's shape (Int8AttentionParams).
+// elements, 8-byte aligned) over `rows` with scale 1/8; Q is quantized to INT8 per query row
+// inside the kernel. splits: ranges over the heads' key tiles end to end, a block per range and
+// query block (0: whole waves of resident blocks, ChooseInt8AttentionSplits); variant: the
+// kernel's shape (Int8AttentionParams).
 // Returns bf16 [H, Nq, 64].
 at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits = 0, int variant = 0);
 

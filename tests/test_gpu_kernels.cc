@@ -440,11 +440,78 @@ TEST_P(GpuInt8Attention, WithinTwiceTheLowPrecisionReferenceError) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, GpuInt8Attention,
-                         ::testing::Values(Int8Case{4, 1, 0, 100, 1}, Int8Case{4, 100, 0, 1041, 1}, Int8Case{4, 1000, 300, 300, 3},
+                         ::testing::Values(Int8Case{4, 1, 0, 100, 1},     // one range over the 4 heads: a block, 4 segments
+                                           Int8Case{4, 100, 0, 1041, 1}, Int8Case{4, 1000, 300, 300, 3},  // ranges across heads
                                            Int8Case{2, 4999, 129, 129, 0}, Int8Case{16, 9000, 1041, 1041, 0},
                                            Int8Case{3, 64, 64, 77, 2},
-                                           Int8Case{4, 300, 0, 100, 4},  // 5 tiles in splits of 2: the last split has none
+                                           Int8Case{4, 300, 0, 100, 4},  // a range a head: no partial outputs
+                                           // 5 tiles a head in 8 ranges of 3: a head in three ranges, the last range empty
+                                           Int8Case{4, 300, 0, 100, 8},
+                                           Int8Case{2, 200, 0, 50, 99},  // more ranges than tiles (8)
                                            Int8Case{4, 1000, 300, 300, 3, true}, Int8Case{16, 9000, 1041, 1041, 0, true}));
+
+// The ranges' slots: the most ranges one head's tiles lie in (host arithmetic, no device needed).
+TEST(Int8AttentionRanges, SlotsCountTheRangesAHeadLiesIn) {
+  EXPECT_EQ(kernels::Int8AttentionSlots(4, 5, 4), 1);    // ranges of 5 = the heads
+  EXPECT_EQ(kernels::Int8AttentionSlots(4, 5, 1), 1);    // one range, all heads
+  EXPECT_EQ(kernels::Int8AttentionSlots(4, 5, 2), 1);    // ranges of 10: two whole heads each
+  EXPECT_EQ(kernels::Int8AttentionSlots(4, 5, 8), 3);    // ranges of 3: head 1 = positions 5-9 in ranges 1, 2, 3
+  EXPECT_EQ(kernels::Int8AttentionSlots(4, 5, 20), 5);   // a range a tile
+  EXPECT_EQ(kernels::Int8AttentionSlots(16, 273, 31), 3);  // 16k keys at q = 1041: ranges of 141
+  EXPECT_EQ(kernels::Int8AttentionSlots(3, 7, 2), 2);    // ranges of 11: head 1 = 7-13 in ranges 0 and 1
+}
+
+// The one pass from packed pages gives the operands that expanding the pages to bf16 rows and then
+// quantizing their keys gives, bit for bit: KIVI and OScaR pages of 4 and 2 bits with partial pages
+// (frames of up to 150 tokens), with and without a current frame after them; bad counts refused.
+TEST(GpuInt8Attention, PagesInOnePassEqualExpandThenQuantize) {
+  REQUIRE_GPU();
+  int compared = 0;
+  for (const int bits : {4, 2})
+    for (const bool oscar : {false, true})
+      for (const int64_t current : {int64_t{0}, int64_t{77}})
+        for (const int64_t cached : {int64_t{1}, int64_t{631}, int64_t{4000}}) {
+          at::manual_seed(320 + bits + cached + current);
+          const int64_t H = 3;
+          PagedKv dev;
+          if (oscar) {
+            dev = ToDevice(MakeTestPages(H, cached, bits).pages, 2);
+          } else {  // KIVI pages by the append kernel, a frame of up to 150 tokens at a time
+            const PageLayout layout{static_cast<int>(H), 64, 32, bits, 64, false};
+            std::vector<int64_t> firsts;
+            int64_t pages = 0;
+            for (int64_t at = 0; at < cached; at += 150) firsts.push_back(pages), pages += (std::min<int64_t>(150, cached - at) + 31) / 32;
+            dev = AllocatePages(layout, pages + 2, at::kCUDA);
+            for (size_t f = 0; f < firsts.size(); ++f) {
+              const int64_t n = std::min<int64_t>(150, cached - 150 * static_cast<int64_t>(f));
+              kernels::AppendPagesCuda(RandomBf16({H, n, 64}, 2.0).to(at::kBFloat16).cuda(), RandomBf16({H, n, 64}).to(at::kBFloat16).cuda(),
+                                       false, false, static_cast<int>(f), dev, firsts[f]);
+            }
+          }
+          const int64_t page_count = dev.pages() - 2;
+          const at::Tensor meta = dev.meta.narrow(0, 0, page_count).select(1, 0).cpu().contiguous();
+          const std::vector<int32_t> counts(meta.data_ptr<int32_t>(), meta.data_ptr<int32_t>() + page_count);
+          ASSERT_EQ(std::accumulate(counts.begin(), counts.end(), int64_t{0}), cached);
+          const at::Tensor k_cur = current > 0 ? RandomBf16({H, current, 64}).to(at::kBFloat16).cuda() : at::Tensor();
+          const at::Tensor v_cur = current > 0 ? RandomBf16({H, current, 64}).to(at::kBFloat16).cuda() : at::Tensor();
+          const auto [k, v] = kernels::DequantizePagesCuda(dev, page_count, 0, page_count, cached);
+          const kernels::Int8Rows two = current > 0 ? kernels::QuantizeInt8RowsCuda(k, v, cached, k_cur, v_cur) : kernels::QuantizeInt8RowsCuda(k, v, cached);
+          const kernels::Int8Rows one = kernels::ExpandPagesInt8Cuda(dev, page_count, counts, k_cur, v_cur);
+          const std::string where = std::to_string(bits) + " bits " + (oscar ? "OScaR" : "KIVI") + ", " + std::to_string(cached) + " + " +
+                                    std::to_string(current) + " rows";
+          ASSERT_EQ(one.rows, cached + current) << where;
+          EXPECT_TRUE(at::equal(one.k8.cpu(), two.k8.cpu())) << where << ": INT8 keys";
+          EXPECT_TRUE(at::equal(one.ks.cpu(), two.ks.cpu())) << where << ": key scales";
+          EXPECT_TRUE(at::equal(one.v.cpu(), two.v.narrow(1, 0, cached + current).cpu())) << where << ": values";
+          ++compared;
+        }
+  EXPECT_EQ(compared, 2 * 2 * 2 * 3);
+  const TestPages made = MakeTestPages(2, 100, 4);
+  const PagedKv dev = ToDevice(made.pages);
+  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, dev.pages(), std::vector<int32_t>(dev.pages() - 1, 32)), Error);  // a count short
+  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, dev.pages(), std::vector<int32_t>(dev.pages(), 33)), Error);      // past the slots
+  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, dev.pages() + 1, std::vector<int32_t>(dev.pages() + 1, 1)), Error);  // pages absent
+}
 
 // The 8-bit path through AttentionCuda: a dense cache, and pages expanded first (with partial pages).
 INSTANTIATE_TEST_SUITE_P(Int8Path, GpuAttention,
