@@ -112,14 +112,14 @@ int main(int argc, char** argv) {
   std::vector<int64_t> append_tokens;
   bool append_only = false, tail_only = false;
   int append_hpb = -1;
-  std::vector<int> int8_splits;
+  std::vector<int> int8_splits = {1};
   app.add_option("--tokens", kept, "Kept tokens T (repeatable)");
   app.add_flag("--append-only", append_only, "Skip the attention timings");
   app.add_flag("--tail-only", tail_only, "Only the query tail's timings (the rows past the last 128-row tile)");
   app.add_option("--append-tokens", append_tokens, "Tokens per append (repeatable; default: one frame and 65536)");
   app.add_option("--append-format", append_format, "Only this append format (kivi4, kivi2, oscar4, oscar2)");
   app.add_option("--append-hpb", append_hpb, "Only variant 2 with this many heads per block (1, 2, 4)");
-  app.add_option("--int8-splits", int8_splits, "8-bit attention: range counts over the heads' key tiles to time beside the automatic one (repeatable)")
+  app.add_option("--int8-splits", int8_splits, "8-bit attention: split counts over the keys to time beside the automatic one (repeatable)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--queries", queries, "Queries per frame");

@@ -8,22 +8,22 @@
 //
 // Operands: K as INT8 with one scale per 64-token tile (QuantizeInt8Rows, one pass over a dense
 // cache's bf16 rows, or ExpandPagesInt8, one pass over the packed pages), V as bf16 rows (the
-// dense cache's own, or expanded by that pass), Q quantized by this kernel, one INT8 scale per query row with the softmax scale
-// and log2(e) folded in. Query and key scales make one factor per row and tile, folded into the
-// exponent's multiply-add. The rows' sums of P come from one more MMA against a tile of ones. A
-// row's running maximum moves only when a score exceeds it by more than 8 in log2 units (P stays
-// at most 2^8 = 256), so a steady tile needs no shuffles across a row's quad and no rescale (calls 153-
-// 156: 0.275 -> 0.237 ms at 16k keys). The heads' keys are cut into ranges of equal length, a block
-// per range and query block, with a log-sum-exp combine (RangeTiles below).
+// dense cache's own, or expanded by that pass), Q quantized by this kernel, one INT8 scale per
+// query row with the softmax scale and log2(e) folded in. Query and key scales make one factor per
+// row and tile, folded into the exponent's multiply-add. The rows' sums of P come from one more
+// MMA against a tile of ones. A row's running maximum moves only when a score exceeds it by more
+// than 8 in log2 units (P stays at most 2^8 = 256), so a steady tile needs no shuffles across a
+// row's quad and no rescale (calls 153-156: 0.275 -> 0.237 ms at 16k keys). Keys split over
+// blocks with a log-sum-exp combine, as kv_attention.cu.
 //
 // Why K is read as INT8 tiles and not from the packed pages: at q = 1041 each key tile serves 17
 // query blocks per head, and a page's per-channel scales would have to be folded into the queries
 // (a requantization of Q per page and row: by count about 140 instructions per 16 x 32 scores,
-// against the loop's ~330 per 16 x 64) or the codes dequantized per block (the bf16 kernel that does so over
-// the pages takes about 3x this kernel's time, docs/perf.md). The pages are expanded once per layer
-// and frame instead, straight into these tiles and bf16 value rows (ExpandPagesInt8).
-#include <algorithm>
+// against the loop's ~330 per 16 x 64) or the codes dequantized per block (the bf16 kernel that
+// does so over the pages takes about 3x this kernel's time, docs/perf.md). The pages are expanded
+// once per layer and frame instead, straight into these tiles and bf16 value rows (ExpandPagesInt8).
 #include <atomic>
+#include <climits>
 
 #include "kernels/kv_common.cuh"
 #include "kernels/kv_kernels.h"
@@ -45,28 +45,33 @@ __device__ __forceinline__ uint32_t PackInt8x4(const float* x, float inv) {
 
 // ---- operand quantization -----------------------------------------------------------------------
 
-// The INT8 codes of one 64-token tile and its scale, from a block of 128 threads, thread t
-// holding channels 32 (t % 2) .. + 31 of the tile's token t / 2 in x (zeros past the sources):
-// the scale from the tile's largest magnitude, written by thread 0.
-__device__ __forceinline__ void StoreInt8Tile(const float (&x)[32], int8_t* k8, int64_t padded, int head, int tile, int tiles, float* ks) {
-  __shared__ float warp_max[4];
+// The INT8 codes of one 64-token tile and its scale, from a block of 64 x 64 / kPer threads,
+// thread t holding channels kPer (t % (64 / kPer)) .. + kPer - 1 of the tile's token t / (64 /
+// kPer) in x (zeros past the sources): the scale from the tile's largest magnitude, written by
+// thread 0.
+template <int kPer>
+__device__ __forceinline__ void StoreInt8Tile(const float (&x)[kPer], int8_t* k8, int64_t padded, int head, int tile, int tiles, float* ks) {
+  static_assert(kPer == 16 || kPer == 32, "16 or 32 channels a thread");
+  constexpr int kPerRow = kHeadDim / kPer, kWarps = kTile * kPerRow / 32;
+  __shared__ float warp_max[kWarps];
   const int t = threadIdx.x;
   float amax = 0.0f;
 #pragma unroll
-  for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(x[i]));
+  for (int i = 0; i < kPer; ++i) amax = fmaxf(amax, fabsf(x[i]));
 #pragma unroll
   for (int m = 1; m < 32; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
   if (t % 32 == 0) warp_max[t / 32] = amax;
   __syncthreads();
-  amax = fmaxf(fmaxf(warp_max[0], warp_max[1]), fmaxf(warp_max[2], warp_max[3]));
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-  uint32_t packed[8];
+  amax = warp_max[0];
 #pragma unroll
-  for (int i = 0; i < 8; ++i) packed[i] = PackInt8x4(x + 4 * i, inv);
-  const int token = tile * kTile + (t >> 1);
-  uint4* out = reinterpret_cast<uint4*>(k8 + (head * padded + token) * kHeadDim + (t & 1) * 32);
-  out[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-  out[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+  for (int w = 1; w < kWarps; ++w) amax = fmaxf(amax, warp_max[w]);
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  const int token = tile * kTile + t / kPerRow;
+  uint4* out = reinterpret_cast<uint4*>(k8 + (head * padded + token) * kHeadDim + (t % kPerRow) * kPer);
+#pragma unroll
+  for (int i = 0; i < kPer / 16; ++i)
+    out[i] = make_uint4(PackInt8x4(x + 16 * i, inv), PackInt8x4(x + 16 * i + 4, inv), PackInt8x4(x + 16 * i + 8, inv),
+                        PackInt8x4(x + 16 * i + 12, inv));
   if (t == 0) ks[static_cast<int64_t>(head) * tiles + tile] = amax > 0.0f ? amax / 127.0f : 1.0f;  // codes 0: any scale
 }
 
@@ -89,34 +94,59 @@ __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
   float x[32];
 #pragma unroll
   for (int i = 0; i < 4; ++i) Bf16PieceToFloats(k ? reinterpret_cast<const uint4*>(k + half * 32)[i] : make_uint4(0, 0, 0, 0), x + 8 * i);
-  StoreInt8Tile(x, p.k8, static_cast<int64_t>(p.tiles) * kTile, head, tile, p.tiles, p.ks);
+  StoreInt8Tile<32>(x, p.k8, static_cast<int64_t>(p.tiles) * kTile, head, tile, p.tiles, p.ks);
 }
 
-// The same from packed pages (Int8PagesParams), the values written as bf16 rows on the way: a
-// token of the pages is found by a binary search of the prefix sums, then dequantized as
-// kv_dequant.cu's kernel does (fp16, rounded to bf16).
+// The same from packed pages (Int8PagesParams), the values written as bf16 rows on the way, a
+// block of 256 threads per (tile, head), thread t: token t / 4, channels 16 (t % 4) .. + 15. A
+// token's page is found in a window of the prefix sums from the tile's first page, and its codes
+// dequantized as kv_dequant.cu's kernel does (fp16, rounded to bf16). (With 128 threads of 32
+// channels and a binary search over all pages the pass took longer than expanding the pages and
+// quantizing the keys apart: calls 161-162.)
 template <int kBits>
-__global__ void __launch_bounds__(128) ExpandPagesInt8Kernel(Int8PagesParams p) {
+__global__ void __launch_bounds__(256) ExpandPagesInt8Kernel(Int8PagesParams p) {
   const int tile = blockIdx.x, head = blockIdx.y, t = threadIdx.x;
-  const int half = t & 1, r = t >> 1;
-  const int token = tile * kTile + r;
-  const int c0 = half * 32;
+  const int token = tile * kTile + (t >> 2);
+  const int c0 = (t & 3) * 16;  // a quarter of the row
   uint4* v_out = reinterpret_cast<uint4*>(p.v + head * p.v_head_stride + static_cast<int64_t>(token) * kHeadDim + c0);
-  float x[32];
+  // The prefix sums around the tile's first page (the host's tile_page): window[0] the rows
+  // before it, window[1 + i] the rows up to its i-th successor (INT_MAX past the last page).
+  __shared__ int window[kTile + 2];
+  const int first = p.page_rows > 0 ? p.tile_page[tile] : 0;
+  if (t < kTile + 2) {
+    const int page = first - 1 + t;
+    window[t] = page < 0 ? 0 : page < p.page_count ? p.valid_prefix[page] : INT_MAX;
+  }
+  __syncthreads();
+  float x[16];
   if (token < p.page_rows) {
     const PagesView& pv = p.pages;
-    int lo = 0, hi = p.page_count - 1;  // the first page whose prefix passes the token
-    while (lo < hi) {
-      const int mid = (lo + hi) >> 1;
-      if (p.valid_prefix[mid] > token) hi = mid;
-      else lo = mid + 1;
+    // The token's page: the first whose prefix passes it, in the window (a tile's 64 rows span at
+    // most 64 pages unless some pages hold none), else by a search of all pages.
+    int page, before;
+    if (window[kTile + 1] > token) {
+      int lo = 1, hi = kTile + 1;
+      while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (window[mid] > token) hi = mid;
+        else lo = mid + 1;
+      }
+      page = first + lo - 1, before = window[lo - 1];
+    } else {
+      int lo = first + kTile, hi = p.page_count - 1;
+      while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (p.valid_prefix[mid] > token) hi = mid;
+        else lo = mid + 1;
+      }
+      page = lo, before = p.valid_prefix[lo - 1];
     }
-    const int page = lo, slot = token - (page > 0 ? p.valid_prefix[page - 1] : 0);
+    const int slot = token - before;
     const int64_t row = (static_cast<int64_t>(page) * p.heads + head) * pv.slots + slot;
     const float norm = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;
     const uint4* kp = reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * p.heads + head) * kHeadDim + c0);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < 2; ++i) {
       const int c = c0 + 8 * i;
       uint32_t kc, vc;
       LoadCodes<kBits>(pv.k_codes, pv.v_codes, row, c, kc, vc);
@@ -132,15 +162,15 @@ __global__ void __launch_bounds__(128) ExpandPagesInt8Kernel(Int8PagesParams p) 
     const uint4* k = reinterpret_cast<const uint4*>(p.k_cur + at);
     const uint4* v = reinterpret_cast<const uint4*>(p.v_cur + at);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < 2; ++i) {
       Bf16PieceToFloats(k[i], x + 8 * i);
       v_out[i] = v[i];
     }
   } else {
 #pragma unroll
-    for (int i = 0; i < 32; ++i) x[i] = 0.0f;
+    for (int i = 0; i < 16; ++i) x[i] = 0.0f;
   }
-  StoreInt8Tile(x, p.k8, static_cast<int64_t>(p.tiles) * kTile, head, tile, p.tiles, p.ks);
+  StoreInt8Tile<16>(x, p.k8, static_cast<int64_t>(p.tiles) * kTile, head, tile, p.tiles, p.ks);
 }
 
 // ---- attention ----------------------------------------------------------------------------------
@@ -243,38 +273,17 @@ struct TileLoader {
   }
 };
 
-// The work of the kernel: the heads' key tiles end to end (head h's tiles are positions
-// [h tiles, (h + 1) tiles)) cut into `splits` ranges of RangeTiles positions, and a block per
-// (query block, range). A range may cross from one head into the next, and a head may lie in
-// several ranges: its slots, the partial outputs the combine step merges. Ranges of equal length
-// fill whole waves of resident blocks however many tiles the heads have. (Splitting each head
-// alone did not: at 16k keys, 16 heads and 17 query blocks, 7 splits a head made 1,904 blocks,
-// 3.6 waves of 528, the last 60% full; 31 ranges make 527 blocks, one wave.)
-__host__ __device__ __forceinline__ int64_t RangeTiles(int heads, int tiles, int splits) {
-  return (static_cast<int64_t>(heads) * tiles + splits - 1) / splits;
-}
-__host__ __device__ __forceinline__ int FirstRange(int head, int tiles, int64_t span) {
-  return static_cast<int>(static_cast<int64_t>(head) * tiles / span);
-}
-__host__ __device__ __forceinline__ int LastRange(int head, int tiles, int64_t span) {
-  return static_cast<int>((static_cast<int64_t>(head + 1) * tiles - 1) / span);
-}
-
-// Query block blockIdx.x of `head` over its key tiles [tile_begin, tile_end), written to the
-// output (one range for every head) or to the partial outputs of the head's slot for this range.
-// kWarps warps of kRowTiles x 16 query rows each (a warp's row tiles share its K and V fragments).
-// The head is read again from `segment_head` (shared memory, written before the call) for the
-// output, so that it takes no register through the loop over the tiles.
-template <int kWarps, int kRowTiles>
-__device__ __forceinline__ void AttendSegment(const Int8AttentionParams& p, Stage (&stages)[kStages], const volatile int& segment_head,
-                                              int tile_begin, int tile_end) {
-  const int head = segment_head;
+// kWarps warps of kRowTiles x 16 query rows each (a warp's row tiles share its K and V fragments);
+// kMinBlocks: resident blocks per multiprocessor the registers are budgeted for.
+template <int kWarps, int kRowTiles, int kMinBlocks>
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(Int8AttentionParams p) {
   constexpr int kThreads = kWarps * 32, kBlockM = kWarps * kRowTiles * 16;
+  __shared__ __align__(128) Stage stages[kStages];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, tig = lane % 4;
-  // A warp whose rows all lie past the queries (the last query block's) loads its share of the
-  // tiles and skips the rest, leaving its issue slots to the other blocks of the multiprocessor.
-  const bool active = static_cast<int>(blockIdx.x) * kBlockM + warp * kRowTiles * 16 < p.queries;
+  const int head = blockIdx.y;
+  const int per_split = (p.tiles + p.splits - 1) / p.splits;
+  const int tile_begin = blockIdx.z * per_split, tile_end = min(p.tiles, tile_begin + per_split);
 
   // Q: per row tile, rows g and g + 8, channels 4 tig .. + 3 (+16, +32, +48): the A operand of two
   // k-steps. One INT8 scale per row over its 64 channels (a quad holds the row).
@@ -342,7 +351,6 @@ __device__ __forceinline__ void AttendSegment(const Int8AttentionParams& p, Stag
     const Stage& s = stages[read_stage];
     read_stage = read_stage == kStages - 1 ? 0 : read_stage + 1;
     load_stage = load_stage == kStages - 1 ? 0 : load_stage + 1;
-    if (!active) continue;
 
     // S = Q K^T: 8 key tiles of 8; one ldmatrix.x4 gives a key tile's 64 channels.
     int sc[kRowTiles][8][4];  // kScoreBits + integer scores
@@ -460,8 +468,6 @@ __device__ __forceinline__ void AttendSegment(const Int8AttentionParams& p, Stag
   }
   CpAsyncWait<0>();
 
-  const int out_head = segment_head;
-  const int slot = p.slots == 1 ? -1 : static_cast<int>(blockIdx.y) - FirstRange(out_head, p.tiles, RangeTiles(p.heads, p.tiles, p.splits));
 #pragma unroll
   for (int rt = 0; rt < kRowTiles; ++rt) {
 #pragma unroll
@@ -470,13 +476,13 @@ __device__ __forceinline__ void AttendSegment(const Int8AttentionParams& p, Stag
       const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
       const int row = row_base + rt * 16 + r * 8;
       if (row >= p.queries) continue;
-      if (slot < 0) {
-        uint16_t* out = p.out + out_head * p.out_head_stride + static_cast<int64_t>(row) * p.out_row_stride;
+      if (p.splits == 1) {
+        uint16_t* out = p.out + head * p.out_head_stride + static_cast<int64_t>(row) * p.out_row_stride;
 #pragma unroll
         for (int j = 0; j < 8; ++j)
           *reinterpret_cast<uint32_t*>(out + j * 8 + tig * 2) = PackBf16x2(acc[rt][j][2 * r] * inv, acc[rt][j][2 * r + 1] * inv);
       } else {
-        const int64_t at = (static_cast<int64_t>(slot) * p.heads + out_head) * p.queries + row;
+        const int64_t at = (static_cast<int64_t>(blockIdx.z) * p.heads + head) * p.queries + row;
         float* out = p.partial_out + at * kHeadDim;
 #pragma unroll
         for (int j = 0; j < 8; ++j)
@@ -488,43 +494,16 @@ __device__ __forceinline__ void AttendSegment(const Int8AttentionParams& p, Stag
   }
 }
 
-// kMinBlocks: resident blocks per multiprocessor the registers are budgeted for.
-template <int kWarps, int kRowTiles, int kMinBlocks>
-__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(Int8AttentionParams p) {
-  __shared__ __align__(128) Stage stages[kStages];
-  // (positions fit an int: LaunchInt8Attention checks heads x tiles). The range's end is computed
-  // again where it is needed, so that the loop keeps no more registers live than one segment does.
-  const auto range_end = [&p] {
-    const int span = static_cast<int>(RangeTiles(p.heads, p.tiles, p.splits));
-    return min(p.heads * p.tiles, (static_cast<int>(blockIdx.y) + 1) * span);
-  };
-  const int begin = static_cast<int>(blockIdx.y) * static_cast<int>(RangeTiles(p.heads, p.tiles, p.splits));
-  if (begin >= range_end()) return;  // an empty range (more ranges than positions at the end)
-  __shared__ int segment_head;
-  int head = begin / p.tiles, tile_begin = begin % p.tiles;
-  for (;;) {
-    if (threadIdx.x == 0) segment_head = head;  // read after the segment's first barrier
-    AttendSegment<kWarps, kRowTiles>(p, stages, segment_head, tile_begin, min(p.tiles, range_end() - head * p.tiles));
-    head = *static_cast<volatile int*>(&segment_head);  // (not kept in a register through the segment)
-    if ((head + 1) * p.tiles >= range_end()) break;
-    ++head, tile_begin = 0;  // the range goes on at the next head's first tile
-    __syncthreads();         // every warp is done with the stages and segment_head of the segment before
-  }
-}
-
-// out[h, q, :] = sum_s w_s o_s / sum_s w_s over the head's slots, w_s = 2^(lse_s - max lse); a warp per row.
-__global__ void __launch_bounds__(256) CombineSlotsKernel(Int8AttentionParams p) {
+// out[h, q, :] = sum_s w_s o_s / sum_s w_s, w_s = 2^(lse_s - max lse); a warp per row.
+__global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32;  // over H * Nq
   const int lane = threadIdx.x % 32;
   const int64_t rows = static_cast<int64_t>(p.heads) * p.queries;
   if (row >= rows) return;
-  const int head = static_cast<int>(row / p.queries), q = static_cast<int>(row % p.queries);
-  const int64_t span = RangeTiles(p.heads, p.tiles, p.splits);
-  const int slots = LastRange(head, p.tiles, span) - FirstRange(head, p.tiles, span) + 1;
   float best = -INFINITY;
-  for (int s = 0; s < slots; ++s) best = fmaxf(best, p.partial_lse[s * rows + row]);
+  for (int s = 0; s < p.splits; ++s) best = fmaxf(best, p.partial_lse[s * rows + row]);
   float num0 = 0.0f, num1 = 0.0f, den = 0.0f;
-  for (int s = 0; s < slots; ++s) {
+  for (int s = 0; s < p.splits; ++s) {
     const float lse = p.partial_lse[s * rows + row];
     if (lse == -INFINITY) continue;
     const float w = exp2f(lse - best);
@@ -533,6 +512,7 @@ __global__ void __launch_bounds__(256) CombineSlotsKernel(Int8AttentionParams p)
     num1 = fmaf(w, o.y, num1);
     den += w;
   }
+  const int head = static_cast<int>(row / p.queries), q = static_cast<int>(row % p.queries);
   const float inv = den > 0.0f ? 1.0f / den : 0.0f;
   *reinterpret_cast<uint32_t*>(p.out + head * p.out_head_stride + static_cast<int64_t>(q) * p.out_row_stride + 2 * lane) =
       static_cast<uint32_t>(FloatToBf16Bits(num0 * inv)) | (static_cast<uint32_t>(FloatToBf16Bits(num1 * inv)) << 16);
@@ -559,16 +539,8 @@ int Int8AttentionBlocks(int queries, int heads, int variant) {
   return (queries + rows - 1) / rows * heads;
 }
 
-int Int8AttentionSlots(int heads, int tiles, int splits) {
-  if (heads < 1 || tiles < 1 || splits < 1) return 1;
-  const int64_t span = RangeTiles(heads, tiles, splits);
-  int slots = 1;
-  for (int h = 0; h < heads; ++h) slots = std::max(slots, LastRange(h, tiles, span) - FirstRange(h, tiles, span) + 1);
-  return slots;
-}
-
 int ChooseInt8AttentionSplits(const Int8AttentionParams& p, int multiprocessors) {
-  if (p.variant < 0 || p.variant >= Int8AttentionVariants() || p.heads < 1 || p.tiles < 1) return 1;
+  if (p.variant < 0 || p.variant >= Int8AttentionVariants()) return 1;
   // Resident blocks per multiprocessor, asked once per variant and process (the same on every
   // device of one kind; a failed query is not kept, and its error is cleared).
   static std::atomic<int> resident_per_sm[sizeof(kVariants) / sizeof(kVariants[0])] = {};
@@ -584,24 +556,18 @@ int ChooseInt8AttentionSplits(const Int8AttentionParams& p, int multiprocessors)
     }
   }
   const int64_t resident = static_cast<int64_t>(per_sm) * multiprocessors;
-  const int64_t query_blocks = Int8AttentionBlocks(p.queries, 1, p.variant);
-  const int64_t total = static_cast<int64_t>(p.heads) * p.tiles;
-  // Tiles on the longest path: whole waves of blocks x (a range's tiles + a segment's fixed cost
-  // per head the range touches), plus 1% per slot of a head for the combine step's partial
-  // outputs. The fixed cost, about two tiles' time (loading and quantizing the queries, filling
-  // the pipeline, writing the partials), fits the measured best splits of each head alone: 5-9 at
-  // 16k keys, 9 at 32k-64k (docs/perf.md, calls 126, 148 and 155).
-  constexpr int kSegmentCostTiles = 2;
-  const int64_t most = std::min<int64_t>({total, 65535, 64 * static_cast<int64_t>(p.heads)});
+  const int64_t blocks = Int8AttentionBlocks(p.queries, p.heads, p.variant);
+  // Tiles on the longest path (whole waves of blocks x (tiles per split + a block's fixed cost)),
+  // plus 1% per split for the combine step's partial outputs. The fixed cost, about two tiles'
+  // time (loading and quantizing the queries, filling the pipeline, writing the partials), fits
+  // the measured best splits: 5-9 at 16k keys, 9 at 32k-64k (docs/perf.md, calls 126, 148 and 155).
+  constexpr int kBlockCostTiles = 2;
   int best = 1;
   double best_cost = 0;
-  for (int64_t s = 1; s <= most; ++s) {
-    const int64_t waves = (query_blocks * s + resident - 1) / resident, span = (total + s - 1) / s;
-    // Heads a range touches: ceil(span / tiles), one more where ranges do not fall on head boundaries.
-    const int64_t segments = (span + p.tiles - 1) / p.tiles + (span % p.tiles != 0 && p.tiles % span != 0 ? 1 : 0);
-    const int64_t slots = s == 1 ? 1 : (p.tiles + span - 1) / span + (p.tiles % span != 0 ? 1 : 0);
-    const double cost = static_cast<double>(waves * (span + kSegmentCostTiles * segments)) * (1.0 + 0.01 * (slots > 1 ? slots : 0));
-    if (s == 1 || cost < best_cost) best = static_cast<int>(s), best_cost = cost;
+  for (int s = 1; s <= std::min(32, p.tiles); ++s) {
+    const int64_t waves = (blocks * s + resident - 1) / resident, per_split = (p.tiles + s - 1) / s;
+    const double cost = static_cast<double>(waves * (per_split + kBlockCostTiles)) * (1.0 + 0.01 * s);
+    if (s == 1 || cost < best_cost) best = s, best_cost = cost;
   }
   return best;
 }
@@ -615,30 +581,27 @@ cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream)
 cudaError_t LaunchExpandPagesInt8(const Int8PagesParams& p, int bits, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(p.page_rows) + p.cur_tokens;
   if (p.tiles < 1 || p.heads < 1 || rows > static_cast<int64_t>(p.tiles) * kTile || p.pages.slots < 1 || p.pages.v_group < 8 ||
-      kHeadDim % p.pages.v_group != 0 || (p.page_rows > 0 && (p.page_count < 1 || !p.valid_prefix)) ||
+      kHeadDim % p.pages.v_group != 0 || (p.page_rows > 0 && (p.page_count < 1 || !p.valid_prefix || !p.tile_page)) ||
       (p.cur_tokens > 0 && (!p.k_cur || !p.v_cur)) || p.v_head_stride < rows * kHeadDim || (bits != 2 && bits != 4))
     return cudaErrorInvalidValue;
   const dim3 grid(p.tiles, p.heads);
-  if (bits == 4) ExpandPagesInt8Kernel<4><<<grid, 128, 0, stream>>>(p);
-  else ExpandPagesInt8Kernel<2><<<grid, 128, 0, stream>>>(p);
+  if (bits == 4) ExpandPagesInt8Kernel<4><<<grid, 256, 0, stream>>>(p);
+  else ExpandPagesInt8Kernel<2><<<grid, 256, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchInt8Attention(const Int8AttentionParams& p, cudaStream_t stream) {
-  if (p.tiles < 1 || p.rows < 1 || p.rows > p.tiles * kTile || p.heads < 1 || static_cast<int64_t>(p.heads) * p.tiles > INT32_MAX ||
-      p.splits < 1 || p.splits > 65535 || p.splits > p.heads * p.tiles)
-    return cudaErrorInvalidValue;
-  if (p.slots != Int8AttentionSlots(p.heads, p.tiles, p.splits) || (p.slots > 1 && (!p.partial_out || !p.partial_lse)))
-    return cudaErrorInvalidValue;
+  if (p.tiles < 1 || p.rows < 1 || p.rows > p.tiles * kTile || p.splits < 1) return cudaErrorInvalidValue;
+  if (p.splits > 1 && (!p.partial_out || !p.partial_lse)) return cudaErrorInvalidValue;
   if (p.variant < 0 || p.variant >= Int8AttentionVariants()) return cudaErrorInvalidValue;
   const Variant v = kVariants[p.variant];
-  const dim3 grid(Int8AttentionBlocks(p.queries, 1, p.variant), p.splits);
+  const dim3 grid(Int8AttentionBlocks(p.queries, 1, p.variant), p.heads, p.splits);
   const int threads = v.warps * 32;
   kVariantKernels[p.variant]<<<grid, threads, 0, stream>>>(p);
   cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || p.slots == 1) return err;
+  if (err != cudaSuccess || p.splits == 1) return err;
   const int64_t rows = static_cast<int64_t>(p.heads) * p.queries;
-  CombineSlotsKernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(p);
+  CombineSplitsKernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

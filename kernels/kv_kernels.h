@@ -345,6 +345,7 @@ cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream)
 struct Int8PagesParams {
   PagesView pages;
   const int32_t* valid_prefix = nullptr;  // [page_count] inclusive prefix sums of the valid counts
+  const int32_t* tile_page = nullptr;     // [tiles] the page of each tile's first row (rows of the pages)
   int page_count = 0, page_rows = 0;
   const uint16_t* k_cur = nullptr;
   const uint16_t* v_cur = nullptr;
@@ -369,13 +370,10 @@ struct Int8AttentionParams {
   const uint16_t* v = nullptr;
   int64_t v_head_stride = 0;
   int rows = 0, tiles = 0;
-  // Output bf16 with strides like q's. The heads' key tiles, end to end, are cut into `splits`
-  // ranges (1 .. H x tiles), a block per query block and range; a head over several ranges has as
-  // many slots, and slots = Int8AttentionSlots(heads, tiles, splits) > 1 needs float workspaces
-  // [slots, H, Nq, 64] and [slots, H, Nq] for the partial outputs.
+  // Output bf16 with strides like q's; splits > 1: float workspaces [splits, H, Nq, 64] and [splits, H, Nq].
   uint16_t* out = nullptr;
   int64_t out_head_stride = 0, out_row_stride = 0;
-  int splits = 1, slots = 1;
+  int splits = 1;
   float* partial_out = nullptr;
   float* partial_lse = nullptr;
   // The kernel's shape (kv_attention_int8.cu's kVariants: warps per block, 16-row query tiles per
@@ -383,12 +381,10 @@ struct Int8AttentionParams {
   int variant = 0;
 };
 int Int8AttentionVariants();
-// Query blocks of the attention kernel (times heads): its blocks per range.
+// Blocks of the attention kernel per split (query tiles x heads).
 int Int8AttentionBlocks(int queries, int heads, int variant);
-// The most ranges one head's tiles lie in (1: every head in one range, no partial outputs).
-int Int8AttentionSlots(int heads, int tiles, int splits);
-// Ranges over the keys for these params that fill whole waves of resident blocks (a segment's
-// fixed cost and the combine step's counted).
+// Splits over the keys for these params that fill whole waves of resident blocks (the combine
+// step's cost counted), at most 32.
 int ChooseInt8AttentionSplits(const Int8AttentionParams& p, int multiprocessors);
 cudaError_t LaunchInt8Attention(const Int8AttentionParams& p, cudaStream_t stream);
 

@@ -1102,10 +1102,25 @@ Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std
   out.k8 = at::empty({heads, tiles * kInt8AttentionTile, 64}, device.dtype(at::kChar));
   out.ks = at::empty({heads, tiles}, device.dtype(at::kFloat));
   out.v = at::empty({heads, total, 64}, device.dtype(at::kBFloat16));
-  const at::Tensor prefix = page_rows > 0 ? ValidPrefix(pages, 0, page_count, &counts) : at::Tensor();
+  // The prefix sums of the counts, then the page of each tile's first row (of the pages' rows),
+  // in one upload.
+  at::Tensor lookup;
+  if (page_rows > 0) {
+    at::Tensor host = at::empty({page_count + tiles}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+    int32_t* h = host.data_ptr<int32_t>();
+    int32_t sum = 0;
+    int64_t tile = 0;
+    for (int64_t i = 0; i < page_count; ++i) {
+      h[i] = sum += counts[i];
+      for (; tile < tiles && tile * kInt8AttentionTile < sum; ++tile) h[page_count + tile] = static_cast<int32_t>(i);
+    }
+    for (; tile < tiles; ++tile) h[page_count + tile] = static_cast<int32_t>(page_count - 1);  // tiles of the current frame only
+    lookup = host.to(pages.meta.device(), /*non_blocking=*/true);
+  }
   Int8PagesParams p;
   p.pages = View(pages, page_count);
-  p.valid_prefix = prefix.defined() ? prefix.data_ptr<int32_t>() : nullptr;
+  p.valid_prefix = lookup.defined() ? lookup.data_ptr<int32_t>() : nullptr;
+  p.tile_page = lookup.defined() ? lookup.data_ptr<int32_t>() + page_count : nullptr;
   p.page_count = static_cast<int>(page_count);
   p.page_rows = static_cast<int>(page_rows);
   if (cur > 0) {
@@ -1153,15 +1168,8 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
     throw Error("8-bit attention: variant " + std::to_string(variant) + " unknown (0 to " + std::to_string(Int8AttentionVariants() - 1) + ")");
   p.variant = variant;
   if (splits <= 0) splits = ChooseInt8AttentionSplits(p, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
-  p.splits = static_cast<int>(std::min<int64_t>({splits, heads * tiles, 65535}));
-  p.slots = Int8AttentionSlots(p.heads, p.tiles, p.splits);
-  at::Tensor partial_out, partial_lse;
-  if (p.slots > 1) {
-    partial_out = at::empty({p.slots, heads, q.size(1), 64}, q.options().dtype(at::kFloat));
-    partial_lse = at::empty({p.slots, heads, q.size(1)}, q.options().dtype(at::kFloat));
-    p.partial_out = partial_out.data_ptr<float>();
-    p.partial_lse = partial_lse.data_ptr<float>();
-  }
+  p.splits = std::min(splits, p.tiles);
+  const SplitWorkspace workspace(p, q.options());
   CheckCuda(LaunchInt8Attention(p, at::cuda::getCurrentCUDAStream()), "8-bit attention kernel");
   return out;
 }

@@ -188,8 +188,7 @@ Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std
                              const at::Tensor& v_cur = {});
 // Attention of q (bf16 CUDA [H, Nq, 64], channels contiguous, head and row strides multiples of 4
 // elements, 8-byte aligned) over `rows` with scale 1/8; Q is quantized to INT8 per query row
-// inside the kernel. splits: ranges over the heads' key tiles end to end, a block per range and
-// query block (0: whole waves of resident blocks, ChooseInt8AttentionSplits); variant: the
+// inside the kernel. splits: blocks over the keys (0: enough to fill the GPU); variant: the
 // kernel's shape (Int8AttentionParams).
 // Returns bf16 [H, Nq, 64].
 at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits = 0, int variant = 0);

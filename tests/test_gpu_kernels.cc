@@ -440,26 +440,11 @@ TEST_P(GpuInt8Attention, WithinTwiceTheLowPrecisionReferenceError) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, GpuInt8Attention,
-                         ::testing::Values(Int8Case{4, 1, 0, 100, 1},     // one range over the 4 heads: a block, 4 segments
-                                           Int8Case{4, 100, 0, 1041, 1}, Int8Case{4, 1000, 300, 300, 3},  // ranges across heads
+                         ::testing::Values(Int8Case{4, 1, 0, 100, 1}, Int8Case{4, 100, 0, 1041, 1}, Int8Case{4, 1000, 300, 300, 3},
                                            Int8Case{2, 4999, 129, 129, 0}, Int8Case{16, 9000, 1041, 1041, 0},
                                            Int8Case{3, 64, 64, 77, 2},
-                                           Int8Case{4, 300, 0, 100, 4},  // a range a head: no partial outputs
-                                           // 5 tiles a head in 8 ranges of 3: a head in three ranges, the last range empty
-                                           Int8Case{4, 300, 0, 100, 8},
-                                           Int8Case{2, 200, 0, 50, 99},  // more ranges than tiles (8)
+                                           Int8Case{4, 300, 0, 100, 4},  // 5 tiles in splits of 2: the last split has none
                                            Int8Case{4, 1000, 300, 300, 3, true}, Int8Case{16, 9000, 1041, 1041, 0, true}));
-
-// The ranges' slots: the most ranges one head's tiles lie in (host arithmetic, no device needed).
-TEST(Int8AttentionRanges, SlotsCountTheRangesAHeadLiesIn) {
-  EXPECT_EQ(kernels::Int8AttentionSlots(4, 5, 4), 1);    // ranges of 5 = the heads
-  EXPECT_EQ(kernels::Int8AttentionSlots(4, 5, 1), 1);    // one range, all heads
-  EXPECT_EQ(kernels::Int8AttentionSlots(4, 5, 2), 1);    // ranges of 10: two whole heads each
-  EXPECT_EQ(kernels::Int8AttentionSlots(4, 5, 8), 3);    // ranges of 3: head 1 = positions 5-9 in ranges 1, 2, 3
-  EXPECT_EQ(kernels::Int8AttentionSlots(4, 5, 20), 5);   // a range a tile
-  EXPECT_EQ(kernels::Int8AttentionSlots(16, 273, 31), 3);  // 16k keys at q = 1041: ranges of 141
-  EXPECT_EQ(kernels::Int8AttentionSlots(3, 7, 2), 2);    // ranges of 11: head 1 = 7-13 in ranges 0 and 1
-}
 
 // The one pass from packed pages gives the operands that expanding the pages to bf16 rows and then
 // quantizing their keys gives, bit for bit: KIVI and OScaR pages of 4 and 2 bits with partial pages
