@@ -188,6 +188,13 @@ int main(int argc, char** argv) {
       report("i8-q-only", TimeMs([&] { k8::QuantizeInt8RowsCuda(k_all, v_all, T + queries); }));
       report("i8+q", TimeMs([&] { k8::Int8AttentionCuda(q, k8::QuantizeInt8RowsCuda(k_all, v_all, T + queries)); }));
     }
+    // Valid counts of T tokens in full pages of 32 (the last partial), known on the host as the
+    // layer cache keeps them (no read back per call).
+    auto full_pages = [T](int64_t pages) {
+      std::vector<int32_t> valid(pages, 32);
+      if (T % 32) valid.back() = static_cast<int32_t>(T % 32);
+      return valid;
+    };
     for (const streamrecon::CacheFormatInfo& format : streamrecon::kCacheFormats) {  // the quantized formats
       if (!streamrecon::IsQuantized(format.format)) continue;
       const char* name = format.name;
@@ -195,9 +202,7 @@ int main(int argc, char** argv) {
       PageLayout L{static_cast<int>(heads), 64, 32, format.bits, 64, oscar};
       PagedKv pages = streamrecon::AllocatePages(L, (T + 31) / 32, at::kCUDA);
       streamrecon::kernels::AppendPagesCuda(k_cache, v_cache, oscar, false, 0, pages, 0);
-      // Valid counts known on the host, as the layer cache keeps them (no read back per call).
-      std::vector<int32_t> valid(pages.pages(), 32);
-      if (T % 32) valid.back() = static_cast<int32_t>(T % 32);
+      const std::vector<int32_t> valid = full_pages(pages.pages());
       report(name, TimeMs([&] { streamrecon::kernels::AttentionCuda(q, {}, {}, 0, &pages, pages.pages(), k_cur, v_cur, 0, AttentionPath::kFused); }));
       // (+i8: the 8-bit attention with its operands from the pages in one pass, ExpandPagesInt8Cuda)
       for (auto [suffix, path] : {std::pair<const char*, AttentionPath>{"+dq", AttentionPath::kDequantSdpa},
@@ -215,8 +220,7 @@ int main(int argc, char** argv) {
       PagedKv pages = streamrecon::AllocatePages(L, (T + 31) / 32, at::kCUDA);
       streamrecon::kernels::AppendPagesCuda(k_cache, v_cache, false, false, 0, pages, 0);
       report("dq4-only", TimeMs([&] { streamrecon::kernels::DequantizePagesCuda(pages, pages.pages(), 0, pages.pages(), T); }));
-      std::vector<int32_t> valid(pages.pages(), 32);
-      if (T % 32) valid.back() = static_cast<int32_t>(T % 32);
+      const std::vector<int32_t> valid = full_pages(pages.pages());
       report("x8-4-only", TimeMs([&] { streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), valid, k_cur, v_cur); }));
     }
   }

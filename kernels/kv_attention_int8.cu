@@ -45,12 +45,12 @@ __device__ __forceinline__ uint32_t PackInt8x4(const float* x, float inv) {
 
 // ---- operand quantization -----------------------------------------------------------------------
 
-// The INT8 codes of one 64-token tile and its scale, from a block of 64 x 64 / kPer threads,
-// thread t holding channels kPer (t % (64 / kPer)) .. + kPer - 1 of the tile's token t / (64 /
-// kPer) in x (zeros past the sources): the scale from the tile's largest magnitude, written by
-// thread 0.
+// The INT8 codes of one 64-token tile and its scale, from a block of exactly 64 x 64 / kPer
+// threads, every one of which calls this once (a barrier inside), thread t holding channels kPer
+// (t % (64 / kPer)) .. + kPer - 1 of the tile's token t / (64 / kPer) in x (zeros past the
+// sources): the scale from the tile's largest magnitude, written by thread 0.
 template <int kPer>
-__device__ __forceinline__ void StoreInt8Tile(const float (&x)[kPer], int8_t* k8, int64_t padded, int head, int tile, int tiles, float* ks) {
+__device__ __forceinline__ void StoreInt8Tile(const float (&x)[kPer], int8_t* k8, int head, int tile, int tiles, float* ks) {
   static_assert(kPer == 16 || kPer == 32, "16 or 32 channels a thread");
   constexpr int kPerRow = kHeadDim / kPer, kWarps = kTile * kPerRow / 32;
   __shared__ float warp_max[kWarps];
@@ -67,7 +67,7 @@ __device__ __forceinline__ void StoreInt8Tile(const float (&x)[kPer], int8_t* k8
   for (int w = 1; w < kWarps; ++w) amax = fmaxf(amax, warp_max[w]);
   const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
   const int token = tile * kTile + t / kPerRow;
-  uint4* out = reinterpret_cast<uint4*>(k8 + (head * padded + token) * kHeadDim + (t % kPerRow) * kPer);
+  uint4* out = reinterpret_cast<uint4*>(k8 + (static_cast<int64_t>(head) * tiles * kTile + token) * kHeadDim + (t % kPerRow) * kPer);
 #pragma unroll
   for (int i = 0; i < kPer / 16; ++i)
     out[i] = make_uint4(PackInt8x4(x + 16 * i, inv), PackInt8x4(x + 16 * i + 4, inv), PackInt8x4(x + 16 * i + 8, inv),
@@ -94,15 +94,15 @@ __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
   float x[32];
 #pragma unroll
   for (int i = 0; i < 4; ++i) Bf16PieceToFloats(k ? reinterpret_cast<const uint4*>(k + half * 32)[i] : make_uint4(0, 0, 0, 0), x + 8 * i);
-  StoreInt8Tile<32>(x, p.k8, static_cast<int64_t>(p.tiles) * kTile, head, tile, p.tiles, p.ks);
+  StoreInt8Tile<32>(x, p.k8, head, tile, p.tiles, p.ks);
 }
 
 // The same from packed pages (Int8PagesParams), the values written as bf16 rows on the way, a
 // block of 256 threads per (tile, head), thread t: token t / 4, channels 16 (t % 4) .. + 15. A
 // token's page is found in a window of the prefix sums from the tile's first page, and its codes
-// dequantized as kv_dequant.cu's kernel does (fp16, rounded to bf16). (With 128 threads of 32
-// channels and a binary search over all pages the pass took longer than expanding the pages and
-// quantizing the keys apart: calls 161-162.)
+// dequantized as kv_dequant.cu's kernel does (fp16, rounded to bf16). (The first form, 128
+// threads of 32 channels and a binary search over all pages per token, took longer than
+// expanding the pages and quantizing the keys apart: call 161.)
 template <int kBits>
 __global__ void __launch_bounds__(256) ExpandPagesInt8Kernel(Int8PagesParams p) {
   const int tile = blockIdx.x, head = blockIdx.y, t = threadIdx.x;
@@ -110,10 +110,10 @@ __global__ void __launch_bounds__(256) ExpandPagesInt8Kernel(Int8PagesParams p) 
   const int c0 = (t & 3) * 16;  // a quarter of the row
   uint4* v_out = reinterpret_cast<uint4*>(p.v + head * p.v_head_stride + static_cast<int64_t>(token) * kHeadDim + c0);
   // The prefix sums around the tile's first page (the host's tile_page): window[0] the rows
-  // before it, window[1 + i] the rows up to its i-th successor (INT_MAX past the last page).
+  // before it, window[1 + i] the rows up to and with page first + i (INT_MAX past the last page).
   __shared__ int window[kTile + 2];
-  const int first = p.page_rows > 0 ? p.tile_page[tile] : 0;
-  if (t < kTile + 2) {
+  const int first = p.page_count > 0 ? p.tile_page[tile] : 0;
+  if (t < kTile + 2 && p.page_count > 0) {
     const int page = first - 1 + t;
     window[t] = page < 0 ? 0 : page < p.page_count ? p.valid_prefix[page] : INT_MAX;
   }
@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(256) ExpandPagesInt8Kernel(Int8PagesParams p) 
   if (token < p.page_rows) {
     const PagesView& pv = p.pages;
     // The token's page: the first whose prefix passes it, in the window (a tile's 64 rows span at
-    // most 64 pages unless some pages hold none), else by a search of all pages.
+    // most 64 pages unless some pages hold none), else by a search of the pages after it.
     int page, before;
     if (window[kTile + 1] > token) {
       int lo = 1, hi = kTile + 1;
@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(256) ExpandPagesInt8Kernel(Int8PagesParams p) 
 #pragma unroll
     for (int i = 0; i < 16; ++i) x[i] = 0.0f;
   }
-  StoreInt8Tile<16>(x, p.k8, static_cast<int64_t>(p.tiles) * kTile, head, tile, p.tiles, p.ks);
+  StoreInt8Tile<16>(x, p.k8, head, tile, p.tiles, p.ks);
 }
 
 // ---- attention ----------------------------------------------------------------------------------
@@ -581,8 +581,9 @@ cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream)
 cudaError_t LaunchExpandPagesInt8(const Int8PagesParams& p, int bits, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(p.page_rows) + p.cur_tokens;
   if (p.tiles < 1 || p.heads < 1 || rows > static_cast<int64_t>(p.tiles) * kTile || p.pages.slots < 1 || p.pages.v_group < 8 ||
-      kHeadDim % p.pages.v_group != 0 || (p.page_rows > 0 && (p.page_count < 1 || !p.valid_prefix || !p.tile_page)) ||
-      (p.cur_tokens > 0 && (!p.k_cur || !p.v_cur)) || p.v_head_stride < rows * kHeadDim || (bits != 2 && bits != 4))
+      kHeadDim % p.pages.v_group != 0 || (p.page_count > 0 && (!p.valid_prefix || !p.tile_page)) ||
+      (p.cur_tokens > 0 && (!p.k_cur || !p.v_cur)) || p.page_rows < 0 || p.cur_tokens < 0 || (p.page_rows > 0) != (p.page_count > 0) ||
+      p.v_head_stride < rows * kHeadDim || (bits != 2 && bits != 4))
     return cudaErrorInvalidValue;
   const dim3 grid(p.tiles, p.heads);
   if (bits == 4) ExpandPagesInt8Kernel<4><<<grid, 256, 0, stream>>>(p);

@@ -342,10 +342,14 @@ cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream)
 // rows (bf16 [H, cur_tokens, D]); k8/ks as Int8RowsParams with tiles = ceil(rows / 64), v bf16
 // [H, v_head_stride / D >= rows, D]. Each value as LaunchDequantizePages writes it, each key as
 // LaunchQuantizeInt8Rows makes it from that row.
+// The counts are the host's (as the layer cache keeps them): the kernel trusts them and does not
+// read the pages' metadata. page_count 0 when the pages hold no rows.
 struct Int8PagesParams {
   PagesView pages;
   const int32_t* valid_prefix = nullptr;  // [page_count] inclusive prefix sums of the valid counts
-  const int32_t* tile_page = nullptr;     // [tiles] the page of each tile's first row (rows of the pages)
+  // [tiles] the page of each tile's first row (among the pages' rows; any page for a tile of
+  // current-frame rows only)
+  const int32_t* tile_page = nullptr;
   int page_count = 0, page_rows = 0;
   const uint16_t* k_cur = nullptr;
   const uint16_t* v_cur = nullptr;

@@ -429,13 +429,18 @@ void AttendRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, i
 
 // Inclusive prefix sums of the valid counts of pages [first, first + count), on the device: from the
 // host counts when known (one small asynchronous upload), else computed from the page metadata.
-at::Tensor ValidPrefix(const PagedKv& pages, int64_t first, int64_t count, const std::vector<int32_t>* counts) {
-  if (!counts) return at::cumsum(pages.meta.narrow(0, first, count).select(1, 0), 0, at::kInt);
-  at::Tensor host = at::empty({count}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+// The same from host counts into pinned host memory, `extra` entries left after them for the
+// caller to fill before the upload.
+at::Tensor HostValidPrefix(const std::vector<int32_t>& counts, int64_t first, int64_t count, int64_t extra = 0) {
+  at::Tensor host = at::empty({count + extra}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
   int32_t* h = host.data_ptr<int32_t>();
   int32_t sum = 0;
-  for (int64_t i = 0; i < count; ++i) h[i] = sum += (*counts)[first + i];
-  return host.to(pages.meta.device(), /*non_blocking=*/true);
+  for (int64_t i = 0; i < count; ++i) h[i] = sum += counts[first + i];
+  return host;
+}
+at::Tensor ValidPrefix(const PagedKv& pages, int64_t first, int64_t count, const std::vector<int32_t>* counts) {
+  if (!counts) return at::cumsum(pages.meta.narrow(0, first, count).select(1, 0), 0, at::kInt);
+  return HostValidPrefix(*counts, first, count).to(pages.meta.device(), /*non_blocking=*/true);
 }
 
 // Expands pages [first, first + count) into k_out/v_out, the current frame (if given) after them.
@@ -495,6 +500,9 @@ const std::vector<int32_t>* PageCounts(const PagedKv& pages, int64_t page_count,
 at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
                              const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
                              const std::vector<int32_t>* page_valid, int splits) {
+  if (pages && page_count > 0 && dense_tokens > 0)
+    throw Error("8-bit attention: expected a cache of pages or of dense rows, got both (" + std::to_string(page_count) + " pages, " +
+                std::to_string(dense_tokens) + " rows)");
   if (!pages || page_count == 0)
     return Int8AttentionCuda(q, dense_tokens > 0 ? QuantizeInt8RowsCuda(dense_k, dense_v, dense_tokens, k_cur, v_cur)
                                                  : QuantizeInt8RowsCuda(k_cur, v_cur, k_cur.size(1)),
@@ -1074,24 +1082,26 @@ Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t 
 Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std::vector<int32_t>& counts, const at::Tensor& k_cur,
                              const at::Tensor& v_cur) {
   CheckPages(pages);
-  const int64_t heads = pages.layout.heads;
+  const int64_t heads = pages.layout.heads, slots = pages.layout.slots;
   if (page_count < 0 || page_count > pages.pages() || static_cast<int64_t>(counts.size()) < page_count)
-    throw Error("8-bit attention from pages: " + std::to_string(page_count) + " pages asked, " + std::to_string(pages.pages()) +
-                " present and " + std::to_string(counts.size()) + " valid counts given");
+    throw Error("8-bit attention from pages: expected 0 to " + std::to_string(pages.pages()) + " pages (those present) and a valid count for each, got " +
+                std::to_string(page_count) + " pages and " + std::to_string(counts.size()) + " counts");
   int64_t page_rows = 0;
   for (int64_t i = 0; i < page_count; ++i) {
-    if (counts[i] < 0 || counts[i] > pages.layout.slots)
-      throw Error("8-bit attention from pages: page " + std::to_string(i) + " counts " + std::to_string(counts[i]) + " valid slots of " +
-                  std::to_string(pages.layout.slots));
+    if (counts[i] < 0 || counts[i] > slots)
+      throw Error("8-bit attention from pages: expected 0 to " + std::to_string(slots) + " valid slots in page " + std::to_string(i) +
+                  ", got " + std::to_string(counts[i]));
     page_rows += counts[i];
   }
-  const int64_t cur = k_cur.defined() ? k_cur.size(1) : 0;
-  if (cur > 0) {
+  if (k_cur.defined() != v_cur.defined()) throw Error("8-bit attention from pages: the current frame's keys and values go together, got one of them");
+  if (k_cur.defined()) {
     CheckBf16(k_cur, "8-bit attention from pages: the current frame's keys", heads);
     CheckBf16(v_cur, "8-bit attention from pages: the current frame's values", heads);
-    if (v_cur.size(1) != cur) throw Error("8-bit attention from pages: the current frame has " + std::to_string(cur) + " keys and " +
-                                          std::to_string(v_cur.size(1)) + " values");
+    if (v_cur.size(1) != k_cur.size(1))
+      throw Error("8-bit attention from pages: the current frame has " + std::to_string(k_cur.size(1)) + " keys and " +
+                  std::to_string(v_cur.size(1)) + " values");
   }
+  const int64_t cur = k_cur.defined() ? k_cur.size(1) : 0;
   const int64_t total = page_rows + cur;
   if (total < 1 || total > std::numeric_limits<int>::max() - kInt8AttentionTile)
     throw Error("8-bit attention from pages: expected 1 to 2^31 - 65 rows, got " + std::to_string(total));
@@ -1102,26 +1112,25 @@ Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std
   out.k8 = at::empty({heads, tiles * kInt8AttentionTile, 64}, device.dtype(at::kChar));
   out.ks = at::empty({heads, tiles}, device.dtype(at::kFloat));
   out.v = at::empty({heads, total, 64}, device.dtype(at::kBFloat16));
-  // The prefix sums of the counts, then the page of each tile's first row (of the pages' rows),
-  // in one upload.
+  // The prefix sums of the counts, then the page of each tile's first row (of the pages' rows; a
+  // tile of the current frame's rows only takes the last page, which its rows do not read), in
+  // one upload. Pages without rows are left out of the launch altogether.
   at::Tensor lookup;
   if (page_rows > 0) {
-    at::Tensor host = at::empty({page_count + tiles}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
-    int32_t* h = host.data_ptr<int32_t>();
-    int32_t sum = 0;
+    at::Tensor host = HostValidPrefix(counts, 0, page_count, tiles);
+    int32_t* const prefix = host.data_ptr<int32_t>();
+    int32_t* const tile_page = prefix + page_count;
     int64_t tile = 0;
-    for (int64_t i = 0; i < page_count; ++i) {
-      h[i] = sum += counts[i];
-      for (; tile < tiles && tile * kInt8AttentionTile < sum; ++tile) h[page_count + tile] = static_cast<int32_t>(i);
-    }
-    for (; tile < tiles; ++tile) h[page_count + tile] = static_cast<int32_t>(page_count - 1);  // tiles of the current frame only
+    for (int64_t i = 0; i < page_count; ++i)
+      for (; tile < tiles && tile * kInt8AttentionTile < prefix[i]; ++tile) tile_page[tile] = static_cast<int32_t>(i);
+    for (; tile < tiles; ++tile) tile_page[tile] = static_cast<int32_t>(page_count - 1);
     lookup = host.to(pages.meta.device(), /*non_blocking=*/true);
   }
   Int8PagesParams p;
   p.pages = View(pages, page_count);
   p.valid_prefix = lookup.defined() ? lookup.data_ptr<int32_t>() : nullptr;
   p.tile_page = lookup.defined() ? lookup.data_ptr<int32_t>() + page_count : nullptr;
-  p.page_count = static_cast<int>(page_count);
+  p.page_count = page_rows > 0 ? static_cast<int>(page_count) : 0;
   p.page_rows = static_cast<int>(page_rows);
   if (cur > 0) {
     p.k_cur = reinterpret_cast<const uint16_t*>(k_cur.data_ptr<at::BFloat16>());

@@ -182,8 +182,9 @@ struct Int8Rows {
 Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t rows, const at::Tensor& k_b = {},
                               const at::Tensor& v_b = {});
 // The same operands straight from packed pages [0, page_count) (their valid counts `counts`, as
-// the layer cache keeps them) and the current frame after them (bf16 [H, Nc, 64], or none): one
-// pass, equal to QuantizeInt8RowsCuda over the rows DequantizePagesCuda expands, bit for bit.
+// the layer cache keeps them: trusted, not compared with the pages' metadata) and the current
+// frame after them (bf16 [H, Nc, 64], or none): one pass, equal to QuantizeInt8RowsCuda over the
+// rows DequantizePagesCuda expands, bit for bit.
 Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std::vector<int32_t>& counts, const at::Tensor& k_cur = {},
                              const at::Tensor& v_cur = {});
 // Attention of q (bf16 CUDA [H, Nq, 64], channels contiguous, head and row strides multiples of 4

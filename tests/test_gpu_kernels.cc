@@ -447,25 +447,44 @@ INSTANTIATE_TEST_SUITE_P(Sizes, GpuInt8Attention,
                                            Int8Case{4, 1000, 300, 300, 3, true}, Int8Case{16, 9000, 1041, 1041, 0, true}));
 
 // The one pass from packed pages gives the operands that expanding the pages to bf16 rows and then
-// quantizing their keys gives, bit for bit: KIVI and OScaR pages of 4 and 2 bits with partial pages
-// (frames of up to 150 tokens), with and without a current frame after them; bad counts refused.
+// quantizing their keys gives, bit for bit: KIVI and OScaR pages of 4 and 2 bits (pages of 32
+// and 16 slots, value groups of 64 and 16) with partial pages (frames of up to 150 tokens), with
+// and without a current frame after them; with a run of 70 empty pages (a token's page past the
+// window of its tile's first page), and with every page empty before a current frame. Bad
+// counts and frames are refused.
 TEST(GpuInt8Attention, PagesInOnePassEqualExpandThenQuantize) {
   REQUIRE_GPU();
-  int compared = 0;
+  const int64_t H = 3;
+  auto compare = [&](const PagedKv& dev, int64_t page_count, int64_t current, const std::string& where) {
+    const at::Tensor meta = dev.meta.narrow(0, 0, page_count).select(1, 0).cpu().contiguous();
+    const std::vector<int32_t> counts(meta.data_ptr<int32_t>(), meta.data_ptr<int32_t>() + page_count);
+    const int64_t cached = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+    const at::Tensor k_cur = current > 0 ? RandomBf16({H, current, 64}).to(at::kBFloat16).cuda() : at::Tensor();
+    const at::Tensor v_cur = current > 0 ? RandomBf16({H, current, 64}).to(at::kBFloat16).cuda() : at::Tensor();
+    const auto [k, v] = kernels::DequantizePagesCuda(dev, page_count, 0, page_count, cached);
+    const kernels::Int8Rows two = current == 0 ? kernels::QuantizeInt8RowsCuda(k, v, cached)
+                                  : cached == 0 ? kernels::QuantizeInt8RowsCuda(k_cur, v_cur, current)
+                                                : kernels::QuantizeInt8RowsCuda(k, v, cached, k_cur, v_cur);
+    const kernels::Int8Rows one = kernels::ExpandPagesInt8Cuda(dev, page_count, counts, k_cur, v_cur);
+    ASSERT_EQ(one.rows, cached + current) << where;
+    EXPECT_TRUE(at::equal(one.k8.cpu(), two.k8.cpu())) << where << ": INT8 keys";
+    EXPECT_TRUE(at::equal(one.ks.cpu(), two.ks.cpu())) << where << ": key scales";
+    EXPECT_TRUE(at::equal(one.v.cpu(), two.v.narrow(1, 0, cached + current).cpu())) << where << ": values";
+  };
   for (const int bits : {4, 2})
     for (const bool oscar : {false, true})
       for (const int64_t current : {int64_t{0}, int64_t{77}})
         for (const int64_t cached : {int64_t{1}, int64_t{631}, int64_t{4000}}) {
           at::manual_seed(320 + bits + cached + current);
-          const int64_t H = 3;
+          const int slots = oscar && bits == 2 ? 16 : 32;
           PagedKv dev;
           if (oscar) {
-            dev = ToDevice(MakeTestPages(H, cached, bits).pages, 2);
+            dev = ToDevice(MakeTestPages(H, cached, bits, slots).pages, 2);
           } else {  // KIVI pages by the append kernel, a frame of up to 150 tokens at a time
-            const PageLayout layout{static_cast<int>(H), 64, 32, bits, 64, false};
+            const PageLayout layout{static_cast<int>(H), 64, slots, bits, bits == 2 ? 16 : 64, false};
             std::vector<int64_t> firsts;
             int64_t pages = 0;
-            for (int64_t at = 0; at < cached; at += 150) firsts.push_back(pages), pages += (std::min<int64_t>(150, cached - at) + 31) / 32;
+            for (int64_t row = 0; row < cached; row += 150) firsts.push_back(pages), pages += (std::min<int64_t>(150, cached - row) + 31) / 32;
             dev = AllocatePages(layout, pages + 2, at::kCUDA);
             for (size_t f = 0; f < firsts.size(); ++f) {
               const int64_t n = std::min<int64_t>(150, cached - 150 * static_cast<int64_t>(f));
@@ -474,31 +493,30 @@ TEST(GpuInt8Attention, PagesInOnePassEqualExpandThenQuantize) {
             }
           }
           const int64_t page_count = dev.pages() - 2;
-          const at::Tensor meta = dev.meta.narrow(0, 0, page_count).select(1, 0).cpu().contiguous();
-          const std::vector<int32_t> counts(meta.data_ptr<int32_t>(), meta.data_ptr<int32_t>() + page_count);
-          ASSERT_EQ(std::accumulate(counts.begin(), counts.end(), int64_t{0}), cached);
-          const at::Tensor k_cur = current > 0 ? RandomBf16({H, current, 64}).to(at::kBFloat16).cuda() : at::Tensor();
-          const at::Tensor v_cur = current > 0 ? RandomBf16({H, current, 64}).to(at::kBFloat16).cuda() : at::Tensor();
-          const auto [k, v] = kernels::DequantizePagesCuda(dev, page_count, 0, page_count, cached);
-          const kernels::Int8Rows two = current > 0 ? kernels::QuantizeInt8RowsCuda(k, v, cached, k_cur, v_cur) : kernels::QuantizeInt8RowsCuda(k, v, cached);
-          const kernels::Int8Rows one = kernels::ExpandPagesInt8Cuda(dev, page_count, counts, k_cur, v_cur);
-          const std::string where = std::to_string(bits) + " bits " + (oscar ? "OScaR" : "KIVI") + ", " + std::to_string(cached) + " + " +
-                                    std::to_string(current) + " rows";
-          ASSERT_EQ(one.rows, cached + current) << where;
-          EXPECT_TRUE(at::equal(one.k8.cpu(), two.k8.cpu())) << where << ": INT8 keys";
-          EXPECT_TRUE(at::equal(one.ks.cpu(), two.ks.cpu())) << where << ": key scales";
-          EXPECT_TRUE(at::equal(one.v.cpu(), two.v.narrow(1, 0, cached + current).cpu())) << where << ": values";
-          ++compared;
+          const std::string where = std::to_string(bits) + " bits " + (oscar ? "OScaR" : "KIVI") + " G" + std::to_string(slots) + ", " +
+                                    std::to_string(cached) + " + " + std::to_string(current) + " rows";
+          compare(dev, page_count, current, where);
+          if (cached == 4000) {  // pages 10-79 emptied (the two passes read the same counts)
+            dev.meta.narrow(0, 10, 70).select(1, 0).zero_();
+            compare(dev, page_count, current, where + ", pages 10-79 empty");
+          }
+          if (cached == 631 && current > 0) {
+            dev.meta.narrow(0, 0, page_count).select(1, 0).zero_();
+            compare(dev, page_count, current, where + ", every page empty");
+          }
         }
-  EXPECT_EQ(compared, 2 * 2 * 2 * 3);
   const TestPages made = MakeTestPages(2, 100, 4);
   const PagedKv dev = ToDevice(made.pages);
+  const at::Tensor frame = RandomBf16({2, 5, 64}).to(at::kBFloat16).cuda();
   EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, dev.pages(), std::vector<int32_t>(dev.pages() - 1, 32)), Error);  // a count short
   EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, dev.pages(), std::vector<int32_t>(dev.pages(), 33)), Error);      // past the slots
   EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, dev.pages() + 1, std::vector<int32_t>(dev.pages() + 1, 1)), Error);  // pages absent
+  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, 0, {}, frame, at::Tensor()), Error);                          // keys without values
+  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, 0, {}, frame, frame.narrow(1, 0, 4).contiguous()), Error);    // 5 keys, 4 values
+  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, 0, {}), Error);                                               // no rows at all
 }
 
-// The 8-bit path through AttentionCuda: a dense cache, and pages expanded first (with partial pages).
+// The 8-bit path through AttentionCuda: a dense cache, and pages (with partial pages) through the one pass.
 INSTANTIATE_TEST_SUITE_P(Int8Path, GpuAttention,
                          ::testing::Values(AttentionCase{0, 0, 100, 0, AttentionPath::kInt8}, AttentionCase{0, 4999, 129, 0, AttentionPath::kInt8},
                                            AttentionCase{4, 1000, 1041, 0, AttentionPath::kInt8},
