@@ -427,10 +427,8 @@ void AttendRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, i
   }
 }
 
-// Inclusive prefix sums of the valid counts of pages [first, first + count), on the device: from the
-// host counts when known (one small asynchronous upload), else computed from the page metadata.
-// The same from host counts into pinned host memory, `extra` entries left after them for the
-// caller to fill before the upload.
+// Inclusive prefix sums of host counts of pages [first, first + count) in pinned host memory,
+// `extra` entries left after them for the caller to fill before the upload.
 at::Tensor HostValidPrefix(const std::vector<int32_t>& counts, int64_t first, int64_t count, int64_t extra = 0) {
   at::Tensor host = at::empty({count + extra}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
   int32_t* h = host.data_ptr<int32_t>();
@@ -438,6 +436,8 @@ at::Tensor HostValidPrefix(const std::vector<int32_t>& counts, int64_t first, in
   for (int64_t i = 0; i < count; ++i) h[i] = sum += counts[first + i];
   return host;
 }
+// The same on the device: from the host counts when known (one small asynchronous upload), else
+// computed from the page metadata.
 at::Tensor ValidPrefix(const PagedKv& pages, int64_t first, int64_t count, const std::vector<int32_t>* counts) {
   if (!counts) return at::cumsum(pages.meta.narrow(0, first, count).select(1, 0), 0, at::kInt);
   return HostValidPrefix(*counts, first, count).to(pages.meta.device(), /*non_blocking=*/true);
