@@ -141,21 +141,12 @@ __global__ void __launch_bounds__(256) ExpandPagesInt8Kernel(Int8PagesParams p) 
       }
       page = lo, before = p.valid_prefix[lo - 1];
     }
-    const int slot = token - before;
-    const int64_t row = (static_cast<int64_t>(page) * p.heads + head) * pv.slots + slot;
-    const float norm = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;
-    const uint4* kp = reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * p.heads + head) * kHeadDim + c0);
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const int c = c0 + 8 * i;
-      uint32_t kc, vc;
-      LoadCodes<kBits>(pv.k_codes, pv.v_codes, row, c, kc, vc);
-      const uint4 kpar[2] = {kp[2 * i], kp[2 * i + 1]};
-      const uint32_t vp = pv.v_params[row * (kHeadDim / pv.v_group) + c / pv.v_group];
       uint4 kw, vw;
-      DequantizeEight<kBits>(kc, kpar, vc, vp, norm, kw, vw);
-      Bf16PieceToFloats(Half8ToBf16(kw), x + 8 * i);
-      v_out[i] = Half8ToBf16(vw);
+      DequantizeSlotBf16<kBits>(pv, p.heads, page, head, token - before, c0 + 8 * i, kw, vw);
+      Bf16PieceToFloats(kw, x + 8 * i);
+      v_out[i] = vw;
     }
   } else if (token < p.page_rows + p.cur_tokens) {
     const int64_t at = (static_cast<int64_t>(head) * p.cur_tokens + token - p.page_rows) * kHeadDim + c0;

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "core/kv/quantizer.h"
+#include "kernels/kv_kernels.h"
 
 namespace streamrecon::kernels {
 
@@ -194,6 +195,23 @@ __device__ __forceinline__ uint4 Half8ToBf16(uint4 h) {
     w[j] = *reinterpret_cast<const uint32_t*>(&b);
   }
   return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// Channels c .. c + 7 of slot `slot` of page `page` (pages of `heads` heads), head `head`,
+// dequantized by DequantizeEight and rounded to bf16: the K and V pieces of the expanded rows.
+template <int kBits>
+__device__ __forceinline__ void DequantizeSlotBf16(const PagesView& pv, int heads, int page, int head, int slot, int c, uint4& k_out,
+                                                   uint4& v_out) {
+  const int64_t row = (static_cast<int64_t>(page) * heads + head) * pv.slots + slot;
+  uint32_t kc, vc;
+  LoadCodes<kBits>(pv.k_codes, pv.v_codes, row, c, kc, vc);
+  const uint4* kp = reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * heads + head) * kHeadDim + c);
+  const uint4 kpar[2] = {kp[0], kp[1]};
+  const uint32_t vp = pv.v_params[row * (kHeadDim / pv.v_group) + c / pv.v_group];
+  const float norm = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;
+  DequantizeEight<kBits>(kc, kpar, vc, vp, norm, k_out, v_out);
+  k_out = Half8ToBf16(k_out);
+  v_out = Half8ToBf16(v_out);
 }
 
 }  // namespace streamrecon::kernels

@@ -67,17 +67,8 @@ __global__ void __launch_bounds__(256) DequantizePagesKernel(DequantParams p) {
     p.lengths[4] = max(0, p.lengths_base - count);
   }
   if (slot >= pv.slots || slot >= valid) return;
-  const int64_t row = (static_cast<int64_t>(page) * p.heads + head) * pv.slots + slot;
-  uint32_t kc, vc;
-  LoadCodes<kBits>(pv.k_codes, pv.v_codes, row, c, kc, vc);
-  const uint4* kp = reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * p.heads + head) * kHeadDim + c);
-  const uint4 kpar[2] = {kp[0], kp[1]};
-  const uint32_t vp = pv.v_params[row * (kHeadDim / pv.v_group) + c / pv.v_group];
-  const float norm = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;
   uint4 kw, vw;
-  DequantizeEight<kBits>(kc, kpar, vc, vp, norm, kw, vw);
-  kw = Half8ToBf16(kw);
-  vw = Half8ToBf16(vw);
+  DequantizeSlotBf16<kBits>(pv, p.heads, page, head, slot, c, kw, vw);
   const int64_t out = (static_cast<int64_t>(head) * p.head_stride + p.page_row + before + slot) * kHeadDim + c;
   *reinterpret_cast<uint4*>(p.k_out + out) = kw;
   *reinterpret_cast<uint4*>(p.v_out + out) = vw;
