@@ -36,10 +36,12 @@ if(_nvidia_smi)
 endif()
 if(STREAMRECON_HAVE_CUDA)
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-    if(STREAMRECON_GPU_PRESENT)
+    if(STREAMRECON_GPU_PRESENT AND _smi_out MATCHES "^[^\n]*, 9\.0$")
+      set(CMAKE_CUDA_ARCHITECTURES 90a)     # one H100/H200: with the Hopper-only instructions (wgmma)
+    elseif(STREAMRECON_GPU_PRESENT)
       set(CMAKE_CUDA_ARCHITECTURES native)  # the GPUs present
     else()
-      set(CMAKE_CUDA_ARCHITECTURES 90)      # compile checks on CPU machines: the H200's
+      set(CMAKE_CUDA_ARCHITECTURES 90a)     # compile checks on CPU machines: the H200's
     endif()
   endif()
   enable_language(CUDA)

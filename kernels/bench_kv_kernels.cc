@@ -51,6 +51,16 @@ double TimeMs(const std::function<void()>& fn, int reps = 15) {
   return times[times.size() / 2];
 }
 
+// Milliseconds per call of `fn` over `calls` calls back to back (the median of TimeMs over all of
+// them / calls): the device's time per call once the host runs ahead of it, without the host's
+// lead before a lone call's first kernel that TimeMs of one call includes.
+double BackToBackMs(const std::function<void()>& fn, int calls = 50) {
+  return TimeMs([&] {
+           for (int i = 0; i < calls; ++i) fn();
+         }) /
+         calls;
+}
+
 // Microseconds per call of `fn` as the model's step runs it: `calls` calls captured in one CUDA
 // graph (no launch gaps of the host's), the graph replayed `reps` times; the median replay / calls.
 double GraphUsPerCall(const std::function<void()>& fn, int calls = 24, int reps = 15) {
@@ -155,6 +165,13 @@ int main(int argc, char** argv) {
       attention.push_back({{"tokens", T}, {"format", name}, {"ms", ms}, {"tflops", flops / ms / 1e9}, {"vs_sdpa", ms / sdpa}});
     };
     report("sdpa", sdpa);
+    // The same back to back (BackToBackMs; "/b2b" rows): device time without the host's lead.
+    const double sdpa_b2b = BackToBackMs([&] { at::scaled_dot_product_attention(q.unsqueeze(0), k_all.unsqueeze(0), v_all.unsqueeze(0)); }, 20);
+    auto report_b2b = [&](const std::string& name, double ms) {
+      std::printf("%-9lld %-9s %10.3f %10.1f %8.2fx (of sdpa/b2b)\n", static_cast<long long>(T), name.c_str(), ms, flops / ms / 1e9, ms / sdpa_b2b);
+      attention.push_back({{"tokens", T}, {"format", name}, {"ms", ms}, {"tflops", flops / ms / 1e9}, {"vs_sdpa", ms / sdpa_b2b}});
+    };
+    report_b2b("sdpa/b2b", sdpa_b2b);
     const at::Tensor k_cache = k_all.narrow(1, 0, T).contiguous(), v_cache = v_all.narrow(1, 0, T).contiguous();
     using streamrecon::AttentionPath;
     const std::vector<int32_t> no_pages;
@@ -180,9 +197,11 @@ int main(int argc, char** argv) {
       };
       for (int variant = 0; variant < streamrecon::kernels::Int8AttentionVariants(); ++variant)
         for (int splits : split_counts) {
+          if (!k8::Int8AttentionVariantAvailable(variant)) continue;
           const std::string label =
               "i8/v" + std::to_string(variant) + (splits > 0 ? "s" + std::to_string(splits) : "a" + std::to_string(auto_splits(variant)));
           report(label.c_str(), TimeMs([&] { k8::Int8AttentionCuda(q, rows8, splits, variant); }));
+          if (splits == 0) report_b2b(label + "/b2b", BackToBackMs([&] { k8::Int8AttentionCuda(q, rows8, splits, variant); }, 20));
         }
       // (over rows that already hold the current frame, as the dense cache's: no copy of V)
       report("i8-q-only", TimeMs([&] { k8::QuantizeInt8RowsCuda(k_all, v_all, T + queries); }));
@@ -211,6 +230,10 @@ int main(int argc, char** argv) {
         report(label.c_str(), TimeMs([&] {
                  streamrecon::kernels::AttentionCuda(q, {}, {}, 0, &pages, pages.pages(), k_cur, v_cur, 0, path, &valid);
                }));
+        if (path != AttentionPath::kDequantSdpaBucketed)
+          report_b2b(label + "/b2b", BackToBackMs([&] {
+                       streamrecon::kernels::AttentionCuda(q, {}, {}, 0, &pages, pages.pages(), k_cur, v_cur, 0, path, &valid);
+                     }, 20));
       }
     }
     // The expansion alone (the part of "+dq" that is not SDPA), for the 4-bit pages, and the 8-bit
@@ -222,6 +245,7 @@ int main(int argc, char** argv) {
       report("dq4-only", TimeMs([&] { streamrecon::kernels::DequantizePagesCuda(pages, pages.pages(), 0, pages.pages(), T); }));
       const std::vector<int32_t> valid = full_pages(pages.pages());
       report("x8-4-only", TimeMs([&] { streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), valid, k_cur, v_cur); }));
+      report_b2b("x8-4-only/b2b", BackToBackMs([&] { streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), valid, k_cur, v_cur); }, 20));
     }
   }
   results["attention"] = attention;
@@ -231,12 +255,7 @@ int main(int argc, char** argv) {
   // with the activations' quantization (what --fp8-gemms pays per product), and FP8 with one scale
   // per tensor (cuBLASLt's FP8 path; not what --fp8-gemms runs). Each time is the mean of 50
   // back-to-back calls (a single call of ~10 us would mostly time its launch).
-  auto per_call = [](const std::function<void()>& fn) {
-    return TimeMs([&] {
-             for (int i = 0; i < 50; ++i) fn();
-           }) /
-           50;
-  };
+  const auto per_call = [](const std::function<void()>& fn) { return BackToBackMs(fn); };
   std::printf("\n%-6s %-14s %9s %9s %9s %9s %9s %11s\n", "gemm", "M x K x N", "bf16 ms", "fp8 ms", "+quant ms", "tensor ms", "fp8 TF/s",
               "+quant/bf16");
   nlohmann::json gemms = nlohmann::json::array();

@@ -264,24 +264,14 @@ struct TileLoader {
   }
 };
 
-// kWarps warps of kRowTiles x 16 query rows each (a warp's row tiles share its K and V fragments);
-// kMinBlocks: resident blocks per multiprocessor the registers are budgeted for.
-template <int kWarps, int kRowTiles, int kMinBlocks>
-__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(Int8AttentionParams p) {
-  constexpr int kThreads = kWarps * 32, kBlockM = kWarps * kRowTiles * 16;
-  __shared__ __align__(128) Stage stages[kStages];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, tig = lane % 4;
-  const int head = blockIdx.y;
-  const int per_split = (p.tiles + p.splits - 1) / p.splits;
-  const int tile_begin = blockIdx.z * per_split, tile_end = min(p.tiles, tile_begin + per_split);
-
-  // Q: per row tile, rows g and g + 8, channels 4 tig .. + 3 (+16, +32, +48): the A operand of two
-  // k-steps. One INT8 scale per row over its 64 channels (a quad holds the row).
-  const int row_base = blockIdx.x * kBlockM + warp * kRowTiles * 16 + g;
-  const float q_mul = p.scale * 1.4426950408889634f;  // scores in log2 units
-  uint32_t qa[kRowTiles][2][4];  // [row tile][k-step][register]
-  float q_scale[kRowTiles][2];
+// Q of a warp's kRowTiles x 16 rows from row_base - g (rows row_base + 16 rt + 8 r): per row
+// tile, rows g and g + 8, channels 4 tig .. + 3 (+16, +32, +48), the A operand of two k-steps
+// (mma.sync m16n8k32 and wgmma m64nNk32 share it). One INT8 scale per row over its 64 channels (a
+// quad holds the row), the softmax scale and log2(e) folded in (scores in log2 units).
+template <int kRowTiles>
+__device__ __forceinline__ void LoadQueriesInt8(const Int8AttentionParams& p, int head, int row_base, int tig, uint32_t (&qa)[kRowTiles][2][4],
+                                                float (&q_scale)[kRowTiles][2]) {
+  const float q_mul = p.scale * 1.4426950408889634f;
 #pragma unroll
   for (int rt = 0; rt < kRowTiles; ++rt) {
 #pragma unroll
@@ -310,155 +300,108 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
       qa[rt][1][r + 2] = PackInt8x4(qv + 12, inv);
     }
   }
+}
 
-  float acc[kRowTiles][8][4];
-  // Running maxima of the scores (log2 units) and sums of 2^(s - max), per row.
-  float row_max[kRowTiles][2], row_sum[kRowTiles][2];
+// A key tile's scores to P (the softmax numerators, as bf16 A operands of P V), for a warp's
+// kRowTiles x 16 rows: sc holds kScoreBits + the integer scores in the m16n8 accumulator layout
+// per 8-key chunk (mma.sync's and wgmma's alike); keys past `rows` are masked. The running maxima
+// and sums move, and acc is rescaled when a maximum moves.
+template <int kRowTiles>
+__device__ __forceinline__ void ScoresToP(int (&sc)[kRowTiles][8][4], int tile, int rows, int tig, float k_scale,
+                                          const float (&q_scale)[kRowTiles][2], float (&row_max)[kRowTiles][2],
+                                          float (&row_sum)[kRowTiles][2], float (&acc)[kRowTiles][8][4], uint32_t (&pa)[kRowTiles][4][4]) {
+  constexpr uint32_t kOnes = 0x3f803f80u;  // two bf16 ones
+  if ((tile + 1) * kTile > rows) {  // the last tile's padding
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int key = tile * kTile + j * 8 + tig * 2;
+#pragma unroll
+      for (int rt = 0; rt < kRowTiles; ++rt) {
+        if (key >= rows) sc[rt][j][0] = sc[rt][j][2] = kMaskedScore;
+        if (key + 1 >= rows) sc[rt][j][1] = sc[rt][j][3] = kMaskedScore;
+      }
+    }
+  }
+  // The running maxima move lazily: a tile whose scores stay within kMaxSlack (log2 units) of a
+  // row's maximum is taken against that maximum (its P at most 2^kMaxSlack, no loss in fp32
+  // sums or bf16 P), so a steady tile needs no shuffles across the quad that holds a row. Only
+  // when some score of the warp passes a maximum by more are the tile's maxima reduced over the
+  // quads and the rows moved to them (a warp-uniform branch: every tile at first, then only while
+  // the scores keep rising).
+  constexpr float kMaxSlack = 8.0f;
+  float scale[kRowTiles][2], offset[kRowTiles][2];  // integer score -> log2 units: sc scale - offset
+  int tile_max_bits[kRowTiles][2];
+  bool grow = false;
 #pragma unroll
   for (int rt = 0; rt < kRowTiles; ++rt) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) acc[rt][j][0] = acc[rt][j][1] = acc[rt][j][2] = acc[rt][j][3] = 0.0f;
-    row_max[rt][0] = row_max[rt][1] = -INFINITY;
-    row_sum[rt][0] = row_sum[rt][1] = 0.0f;
-  }
-
-  const TileLoader<kThreads> loader(p, head);
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) {
-    if (tile_begin + i < tile_end) loader.Load(stages[i], tile_begin + i);
-    CpAsyncCommit();
-  }
-  int read_stage = 0, load_stage = kStages - 1;
-  const float* k_scales = p.ks + static_cast<int64_t>(head) * p.tiles;
-  float next_k_scale = tile_begin < tile_end ? k_scales[tile_begin] : 1.0f;
-  constexpr uint32_t kOnes = 0x3f803f80u;  // two bf16 ones
-  for (int tile = tile_begin; tile < tile_end; ++tile) {
-    const float k_scale = next_k_scale;
-    if (tile + 1 < tile_end) next_k_scale = k_scales[tile + 1];
-    CpAsyncWait<kStages - 2>();
-    __syncthreads();  // the tile has arrived for every thread; the stage loaded next is free
-    if (tile + kStages - 1 < tile_end) loader.Load(stages[load_stage], tile + kStages - 1);
-    CpAsyncCommit();
-    const Stage& s = stages[read_stage];
-    read_stage = read_stage == kStages - 1 ? 0 : read_stage + 1;
-    load_stage = load_stage == kStages - 1 ? 0 : load_stage + 1;
-
-    // S = Q K^T: 8 key tiles of 8; one ldmatrix.x4 gives a key tile's 64 channels.
-    int sc[kRowTiles][8][4];  // kScoreBits + integer scores
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      uint32_t b[4];
-      LdMatrixX4(b, s.k + Swizzle(j * 8 + lane % 8, lane / 8));
-#pragma unroll
-      for (int rt = 0; rt < kRowTiles; ++rt) {
-        MmaInt8From(sc[rt][j], qa[rt][0], b[0], b[1], kScoreBits);
-        MmaInt8(sc[rt][j], qa[rt][1], b[2], b[3]);
-      }
+    for (int r = 0; r < 2; ++r) {
+      scale[rt][r] = q_scale[rt][r] * k_scale;
+      offset[rt][r] = kScoreOffset * scale[rt][r];  // sc holds kScoreOffset + score
+      // This thread's 16 scores of the row as a tree of three-way maxima (depth 3, not a chain of 8).
+      const auto score = [&](int i) { return sc[rt][i / 2][2 * r + i % 2]; };
+      const int m0 = __vimax3_s32(score(0), score(1), score(2)), m1 = __vimax3_s32(score(3), score(4), score(5));
+      const int m2 = __vimax3_s32(score(6), score(7), score(8)), m3 = __vimax3_s32(score(9), score(10), score(11));
+      const int m4 = __vimax3_s32(score(12), score(13), score(14));
+      tile_max_bits[rt][r] = max(__vimax3_s32(m0, m1, m2), __vimax3_s32(m3, m4, score(15)));
+      grow |= fmaf(__int_as_float(tile_max_bits[rt][r]), scale[rt][r], -offset[rt][r]) > row_max[rt][r] + kMaxSlack;
     }
-    if ((tile + 1) * kTile > p.rows) {  // the last tile's padding
+  }
+  float alpha[kRowTiles][2];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const int key = tile * kTile + j * 8 + tig * 2;
-#pragma unroll
-        for (int rt = 0; rt < kRowTiles; ++rt) {
-          if (key >= p.rows) sc[rt][j][0] = sc[rt][j][2] = kMaskedScore;
-          if (key + 1 >= p.rows) sc[rt][j][1] = sc[rt][j][3] = kMaskedScore;
-        }
-      }
-    }
-    // The running maxima move lazily: a tile whose scores stay within kMaxSlack (log2 units) of a
-    // row's maximum is taken against that maximum (its P at most 2^kMaxSlack, no loss in fp32
-    // sums or bf16 P), so a steady tile needs no shuffles across the quad that holds a row. Only
-    // when some score of the warp passes a maximum by more are the tile's maxima reduced over the
-    // quads and the rows moved to them (a warp-uniform branch: every tile at first, then only while
-    // the scores keep rising).
-    constexpr float kMaxSlack = 8.0f;
-    float scale[kRowTiles][2], offset[kRowTiles][2];  // integer score -> log2 units: sc scale - offset
-    int tile_max_bits[kRowTiles][2];
-    bool grow = false;
+  for (int rt = 0; rt < kRowTiles; ++rt) alpha[rt][0] = alpha[rt][1] = 1.0f;
+  if (__any_sync(0xffffffffu, grow)) {
 #pragma unroll
     for (int rt = 0; rt < kRowTiles; ++rt) {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        scale[rt][r] = q_scale[rt][r] * k_scale;
-        offset[rt][r] = kScoreOffset * scale[rt][r];  // sc holds kScoreOffset + score
-        // This thread's 16 scores of the row as a tree of three-way maxima (depth 3, not a chain of 8).
-        const auto score = [&](int i) { return sc[rt][i / 2][2 * r + i % 2]; };
-        const int m0 = __vimax3_s32(score(0), score(1), score(2)), m1 = __vimax3_s32(score(3), score(4), score(5));
-        const int m2 = __vimax3_s32(score(6), score(7), score(8)), m3 = __vimax3_s32(score(9), score(10), score(11));
-        const int m4 = __vimax3_s32(score(12), score(13), score(14));
-        tile_max_bits[rt][r] = max(__vimax3_s32(m0, m1, m2), __vimax3_s32(m3, m4, score(15)));
-        grow |= fmaf(__int_as_float(tile_max_bits[rt][r]), scale[rt][r], -offset[rt][r]) > row_max[rt][r] + kMaxSlack;
+        const int bits = QuadReduce(tile_max_bits[rt][r], [](int a, int b) { return max(a, b); });
+        const float new_max = fmaxf(row_max[rt][r], fmaf(__int_as_float(bits), scale[rt][r], -offset[rt][r]));
+        alpha[rt][r] = new_max == -INFINITY ? 1.0f : FastExp2(row_max[rt][r] - new_max);
+        row_max[rt][r] = new_max;
       }
-    }
-    float alpha[kRowTiles][2];
-#pragma unroll
-    for (int rt = 0; rt < kRowTiles; ++rt) alpha[rt][0] = alpha[rt][1] = 1.0f;
-    if (__any_sync(0xffffffffu, grow)) {
-#pragma unroll
-      for (int rt = 0; rt < kRowTiles; ++rt) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int bits = QuadReduce(tile_max_bits[rt][r], [](int a, int b) { return max(a, b); });
-          const float new_max = fmaxf(row_max[rt][r], fmaf(__int_as_float(bits), scale[rt][r], -offset[rt][r]));
-          alpha[rt][r] = new_max == -INFINITY ? 1.0f : FastExp2(row_max[rt][r] - new_max);
-          row_max[rt][r] = new_max;
-        }
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          acc[rt][j][0] *= alpha[rt][0];
-          acc[rt][j][1] *= alpha[rt][0];
-          acc[rt][j][2] *= alpha[rt][1];
-          acc[rt][j][3] *= alpha[rt][1];
-        }
-      }
-    }
-    uint32_t pa[kRowTiles][4][4];  // [row tile][k-step of 16 keys][register]
-#pragma unroll
-    for (int rt = 0; rt < kRowTiles; ++rt) {
-      float bias[2];
-#pragma unroll
-      for (int r = 0; r < 2; ++r) bias[r] = row_max[rt][r] == -INFINITY ? 0.0f : -row_max[rt][r] - offset[rt][r];
-      float e[8][4];  // 2^(score - max)
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
-        e[j][0] = FastExp2(fmaf(__int_as_float(sc[rt][j][0]), scale[rt][0], bias[0]));
-        e[j][1] = FastExp2(fmaf(__int_as_float(sc[rt][j][1]), scale[rt][0], bias[0]));
-        e[j][2] = FastExp2(fmaf(__int_as_float(sc[rt][j][2]), scale[rt][1], bias[1]));
-        e[j][3] = FastExp2(fmaf(__int_as_float(sc[rt][j][3]), scale[rt][1], bias[1]));
-      }
-      // P in bf16 as the A operand of 4 k-steps of 16 keys (the accumulator layout of two key
-      // tiles is the A layout); its row sums by one MMA per k-step against ones.
-      float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        pa[rt][kk][0] = PackBf16x2(e[2 * kk][0], e[2 * kk][1]);
-        pa[rt][kk][1] = PackBf16x2(e[2 * kk][2], e[2 * kk][3]);
-        pa[rt][kk][2] = PackBf16x2(e[2 * kk + 1][0], e[2 * kk + 1][1]);
-        pa[rt][kk][3] = PackBf16x2(e[2 * kk + 1][2], e[2 * kk + 1][3]);
-        Mma16816<false>(sums, pa[rt][kk], kOnes, kOnes);
-      }
-      row_sum[rt][0] = fmaf(row_sum[rt][0], alpha[rt][0], sums[0]);
-      row_sum[rt][1] = fmaf(row_sum[rt][1], alpha[rt][1], sums[2]);
-    }
-    // O += P V: V's fragments by ldmatrix.trans, two channel tiles per load.
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-#pragma unroll
-      for (int j = 0; j < 8; j += 2) {
-        uint32_t b[4];
-        const int m = lane / 8;
-        LdMatrixX4Trans(b, &s.v[(kk * 16 + (m & 1) * 8 + lane % 8) * kVStride + (j + (m >> 1)) * 8]);
-#pragma unroll
-        for (int rt = 0; rt < kRowTiles; ++rt) {
-          Mma16816<false>(acc[rt][j], pa[rt][kk], b[0], b[1]);
-          Mma16816<false>(acc[rt][j + 1], pa[rt][kk], b[2], b[3]);
-        }
+        acc[rt][j][0] *= alpha[rt][0];
+        acc[rt][j][1] *= alpha[rt][0];
+        acc[rt][j][2] *= alpha[rt][1];
+        acc[rt][j][3] *= alpha[rt][1];
       }
     }
   }
-  CpAsyncWait<0>();
+#pragma unroll
+  for (int rt = 0; rt < kRowTiles; ++rt) {
+    float bias[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) bias[r] = row_max[rt][r] == -INFINITY ? 0.0f : -row_max[rt][r] - offset[rt][r];
+    float e[8][4];  // 2^(score - max)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      e[j][0] = FastExp2(fmaf(__int_as_float(sc[rt][j][0]), scale[rt][0], bias[0]));
+      e[j][1] = FastExp2(fmaf(__int_as_float(sc[rt][j][1]), scale[rt][0], bias[0]));
+      e[j][2] = FastExp2(fmaf(__int_as_float(sc[rt][j][2]), scale[rt][1], bias[1]));
+      e[j][3] = FastExp2(fmaf(__int_as_float(sc[rt][j][3]), scale[rt][1], bias[1]));
+    }
+    // P in bf16 as the A operand of 4 k-steps of 16 keys (the accumulator layout of two key
+    // tiles is the A layout); its row sums by one MMA per k-step against ones.
+    float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      pa[rt][kk][0] = PackBf16x2(e[2 * kk][0], e[2 * kk][1]);
+      pa[rt][kk][1] = PackBf16x2(e[2 * kk][2], e[2 * kk][3]);
+      pa[rt][kk][2] = PackBf16x2(e[2 * kk + 1][0], e[2 * kk + 1][1]);
+      pa[rt][kk][3] = PackBf16x2(e[2 * kk + 1][2], e[2 * kk + 1][3]);
+      Mma16816<false>(sums, pa[rt][kk], kOnes, kOnes);
+    }
+    row_sum[rt][0] = fmaf(row_sum[rt][0], alpha[rt][0], sums[0]);
+    row_sum[rt][1] = fmaf(row_sum[rt][1], alpha[rt][1], sums[2]);
+  }
+}
 
+// The normalised output rows of a warp (or its split's partial rows and log-sum-exps).
+template <int kRowTiles>
+__device__ __forceinline__ void StoreRows(const Int8AttentionParams& p, int head, int row_base, int tig, const float (&acc)[kRowTiles][8][4],
+                                          const float (&row_max)[kRowTiles][2], const float (&row_sum)[kRowTiles][2]) {
 #pragma unroll
   for (int rt = 0; rt < kRowTiles; ++rt) {
 #pragma unroll
@@ -483,6 +426,235 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
       }
     }
   }
+}
+
+// kWarps warps of kRowTiles x 16 query rows each (a warp's row tiles share its K and V fragments);
+// kMinBlocks: resident blocks per multiprocessor the registers are budgeted for.
+template <int kWarps, int kRowTiles, int kMinBlocks>
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(Int8AttentionParams p) {
+  constexpr int kThreads = kWarps * 32, kBlockM = kWarps * kRowTiles * 16;
+  __shared__ __align__(128) Stage stages[kStages];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, tig = lane % 4;
+  const int head = blockIdx.y;
+  const int per_split = (p.tiles + p.splits - 1) / p.splits;
+  const int tile_begin = blockIdx.z * per_split, tile_end = min(p.tiles, tile_begin + per_split);
+
+  const int row_base = blockIdx.x * kBlockM + warp * kRowTiles * 16 + g;  // the warp's first row (its rows g, g + 8, ...)
+  uint32_t qa[kRowTiles][2][4];  // [row tile][k-step][register]
+  float q_scale[kRowTiles][2];
+  LoadQueriesInt8(p, head, row_base, tig, qa, q_scale);
+
+  float acc[kRowTiles][8][4];
+  // Running maxima of the scores (log2 units) and sums of 2^(s - max), per row.
+  float row_max[kRowTiles][2], row_sum[kRowTiles][2];
+#pragma unroll
+  for (int rt = 0; rt < kRowTiles; ++rt) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[rt][j][0] = acc[rt][j][1] = acc[rt][j][2] = acc[rt][j][3] = 0.0f;
+    row_max[rt][0] = row_max[rt][1] = -INFINITY;
+    row_sum[rt][0] = row_sum[rt][1] = 0.0f;
+  }
+
+  const TileLoader<kThreads> loader(p, head);
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (tile_begin + i < tile_end) loader.Load(stages[i], tile_begin + i);
+    CpAsyncCommit();
+  }
+  int read_stage = 0, load_stage = kStages - 1;
+  const float* k_scales = p.ks + static_cast<int64_t>(head) * p.tiles;
+  float next_k_scale = tile_begin < tile_end ? k_scales[tile_begin] : 1.0f;
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    const float k_scale = next_k_scale;
+    if (tile + 1 < tile_end) next_k_scale = k_scales[tile + 1];
+    CpAsyncWait<kStages - 2>();
+    __syncthreads();  // the tile has arrived for every thread; the stage loaded next is free
+    if (tile + kStages - 1 < tile_end) loader.Load(stages[load_stage], tile + kStages - 1);
+    CpAsyncCommit();
+    const Stage& s = stages[read_stage];
+    read_stage = read_stage == kStages - 1 ? 0 : read_stage + 1;
+    load_stage = load_stage == kStages - 1 ? 0 : load_stage + 1;
+
+    // S = Q K^T: 8 key tiles of 8; one ldmatrix.x4 gives a key tile's 64 channels.
+    int sc[kRowTiles][8][4];  // kScoreBits + integer scores
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      uint32_t b[4];
+      LdMatrixX4(b, s.k + Swizzle(j * 8 + lane % 8, lane / 8));
+#pragma unroll
+      for (int rt = 0; rt < kRowTiles; ++rt) {
+        MmaInt8From(sc[rt][j], qa[rt][0], b[0], b[1], kScoreBits);
+        MmaInt8(sc[rt][j], qa[rt][1], b[2], b[3]);
+      }
+    }
+    uint32_t pa[kRowTiles][4][4];  // P as bf16: [row tile][k-step of 16 keys][register]
+    ScoresToP(sc, tile, p.rows, tig, k_scale, q_scale, row_max, row_sum, acc, pa);
+    // O += P V: V's fragments by ldmatrix.trans, two channel tiles per load.
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+      for (int j = 0; j < 8; j += 2) {
+        uint32_t b[4];
+        const int m = lane / 8;
+        LdMatrixX4Trans(b, &s.v[(kk * 16 + (m & 1) * 8 + lane % 8) * kVStride + (j + (m >> 1)) * 8]);
+#pragma unroll
+        for (int rt = 0; rt < kRowTiles; ++rt) {
+          Mma16816<false>(acc[rt][j], pa[rt][kk], b[0], b[1]);
+          Mma16816<false>(acc[rt][j + 1], pa[rt][kk], b[2], b[3]);
+        }
+      }
+    }
+  }
+  CpAsyncWait<0>();
+  StoreRows(p, head, row_base, tig, acc, row_max, row_sum);
+}
+
+// ---- the warpgroup kernel (sm_90a) --------------------------------------------------------------
+//
+// The same computation on Hopper's warpgroup MMAs (wgmma): a block of one warpgroup (4 warps, 64
+// query rows) issues S = Q K^T as two m64n64k32 INT8 MMAs (Q from registers, the key tile from
+// shared memory) and O += P V as four m64n64k16 bf16 MMAs (P from registers, V from shared memory
+// read N-major), where the mma.sync kernel above issues 16 + 32 MMAs per warp and the ldmatrix
+// loads that feed them. The accumulators have the m16n8 layout per warp and 8-column chunk, so the
+// softmax (ScoresToP), the query quantization and the output (StoreRows) are the ones above.
+// Shared memory per stage: V 64 keys x 128 bytes in the 128-byte swizzle (16-byte chunk c of key
+// k at chunk c ^ (k % 8)), then K 64 keys x 64 bytes in the 64-byte swizzle (Swizzle above): the
+// canonical layouts the matrix descriptors name (an N-major and a K-major operand).
+struct WgStage {
+  uint16_t v[kTile * kHeadDim];
+  uint8_t k[kTile * kHeadDim];
+};
+static_assert(sizeof(WgStage) % 1024 == 0, "stages keep the 1024-byte alignment of the 128-byte swizzle");
+
+__device__ __forceinline__ int SwizzleV(int key, int chunk) { return key * 128 + ((chunk ^ (key & 7)) << 4); }
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define STREAMRECON_WGMMA_DEVICE 1
+// A shared-memory matrix descriptor: start address, leading and stride byte offsets (16-byte
+// units, 14 bits each) and the swizzle mode (1: 128 bytes, 2: 64 bytes).
+__device__ __forceinline__ uint64_t MatrixDesc(const void* smem, int leading_bytes, int stride_bytes, uint64_t swizzle) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (static_cast<uint64_t>((leading_bytes >> 4) & 0x3fff) << 16) |
+         (static_cast<uint64_t>((stride_bytes >> 4) & 0x3fff) << 32) | (swizzle << 62);
+}
+__device__ __forceinline__ void WgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void WgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void WgmmaWaitAll() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Generic-proxy writes to shared memory (cp.async's) made visible to the MMAs' async proxy.
+__device__ __forceinline__ void FenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Registers the asynchronous MMAs write kept in place across their issue and wait.
+__device__ __forceinline__ void KeepRegisters(int (&d)[8][4]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) asm volatile("" : "+r"(d[j][r])::"memory");
+}
+__device__ __forceinline__ void KeepRegisters(float (&d)[8][4]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) asm volatile("" : "+f"(d[j][r])::"memory");
+}
+
+// d (64 x 64 int32) += A (64 x 32 INT8, registers) B (K-major INT8 in shared memory, descriptor).
+__device__ __forceinline__ void WgmmaInt8(int (&d)[8][4], const uint32_t (&a)[4], uint64_t b) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, 1;\n"
+               : "+r"(d[0][0]), "+r"(d[0][1]), "+r"(d[0][2]), "+r"(d[0][3]), "+r"(d[1][0]), "+r"(d[1][1]), "+r"(d[1][2]), "+r"(d[1][3]), "+r"(d[2][0]), "+r"(d[2][1]), "+r"(d[2][2]), "+r"(d[2][3]), "+r"(d[3][0]), "+r"(d[3][1]), "+r"(d[3][2]), "+r"(d[3][3]), "+r"(d[4][0]), "+r"(d[4][1]), "+r"(d[4][2]), "+r"(d[4][3]), "+r"(d[5][0]), "+r"(d[5][1]), "+r"(d[5][2]), "+r"(d[5][3]), "+r"(d[6][0]), "+r"(d[6][1]), "+r"(d[6][2]), "+r"(d[6][3]), "+r"(d[7][0]), "+r"(d[7][1]), "+r"(d[7][2]), "+r"(d[7][3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+}
+// d (64 x 64 float) += A (64 x 16 bf16, registers) B (N-major bf16 in shared memory, descriptor).
+__device__ __forceinline__ void WgmmaBf16(float (&d)[8][4], const uint32_t (&a)[4], uint64_t b) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n"
+               : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+}
+#endif
+
+template <int kMinBlocks>
+__global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8AttentionParams p) {
+#if defined(STREAMRECON_WGMMA_DEVICE)
+  __shared__ __align__(1024) WgStage stages[kStages];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, tig = lane % 4, t = threadIdx.x;
+  const int head = blockIdx.y;
+  const int per_split = (p.tiles + p.splits - 1) / p.splits;
+  const int tile_begin = blockIdx.z * per_split, tile_end = min(p.tiles, tile_begin + per_split);
+
+  const int row_base = blockIdx.x * 64 + warp * 16 + g;
+  uint32_t qa[1][2][4];
+  float q_scale[1][2];
+  LoadQueriesInt8(p, head, row_base, tig, qa, q_scale);
+  float acc[1][8][4];
+  float row_max[1][2] = {{-INFINITY, -INFINITY}}, row_sum[1][2] = {{0.0f, 0.0f}};
+#pragma unroll
+  for (int j = 0; j < 8; ++j) acc[0][j][0] = acc[0][j][1] = acc[0][j][2] = acc[0][j][3] = 0.0f;
+
+  // Loads: thread t takes K chunks (row t / 4 + 32 i, chunk t % 4) and V chunks (key t / 8 + 16 i,
+  // chunk t % 8) of a tile; V rows past p.rows are zero-filled.
+  const int8_t* k_head = p.k8 + head * static_cast<int64_t>(p.tiles) * kTile * kHeadDim;
+  const uint16_t* v_head = p.v + head * p.v_head_stride;
+  const int k_smem = Swizzle(t >> 2, t & 3), k_global = (t >> 2) * kHeadDim + (t & 3) * 16;
+  const int v_smem = SwizzleV(t >> 3, t & 7), v_row = (t >> 3) * kHeadDim + (t & 7) * 8;
+  const auto load = [&](WgStage& st, int tile) {
+    const int8_t* kt = k_head + static_cast<int64_t>(tile) * kTile * kHeadDim + k_global;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) CpAsync16(st.k + k_smem + i * 32 * 64, kt + i * 32 * kHeadDim);
+    const uint16_t* vt = v_head + static_cast<int64_t>(tile) * kTile * kHeadDim + v_row;
+    uint8_t* vs = reinterpret_cast<uint8_t*>(st.v) + v_smem;
+    const int valid = (p.rows - tile * kTile) * kHeadDim - v_row;  // elements of valid rows from this thread's first
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const bool ok = i * 16 * kHeadDim < valid;
+      CpAsync16(vs + i * 16 * 128, ok ? vt + i * 16 * kHeadDim : v_head, ok);
+    }
+  };
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (tile_begin + i < tile_end) load(stages[i], tile_begin + i);
+    CpAsyncCommit();
+  }
+  int read_stage = 0, load_stage = kStages - 1;
+  const float* k_scales = p.ks + static_cast<int64_t>(head) * p.tiles;
+  float next_k_scale = tile_begin < tile_end ? k_scales[tile_begin] : 1.0f;
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    const float k_scale = next_k_scale;
+    if (tile + 1 < tile_end) next_k_scale = k_scales[tile + 1];
+    CpAsyncWait<kStages - 2>();
+    FenceProxyAsync();
+    __syncthreads();  // the tile has arrived for every thread; the stage loaded next is free (its MMAs waited for)
+    if (tile + kStages - 1 < tile_end) load(stages[load_stage], tile + kStages - 1);
+    CpAsyncCommit();
+    const WgStage& s = stages[read_stage];
+    read_stage = read_stage == kStages - 1 ? 0 : read_stage + 1;
+    load_stage = load_stage == kStages - 1 ? 0 : load_stage + 1;
+
+    // S = Q K^T, the accumulators starting at kScoreBits (integer scores as float bits).
+    int sc[1][8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sc[0][j][0] = sc[0][j][1] = sc[0][j][2] = sc[0][j][3] = kScoreBits;
+    WgmmaFence();
+    WgmmaInt8(sc[0], qa[0][0], MatrixDesc(s.k, 16, 8 * 64, 2));
+    WgmmaInt8(sc[0], qa[0][1], MatrixDesc(s.k + 32, 16, 8 * 64, 2));  // channels 32-63: 32 bytes into each row
+    WgmmaCommit();
+    WgmmaWaitAll();
+    KeepRegisters(sc[0]);
+
+    uint32_t pa[1][4][4];
+    ScoresToP(sc, tile, p.rows, tig, k_scale, q_scale, row_max, row_sum, acc, pa);
+
+    // O += P V over 4 k-steps of 16 keys (2048 bytes of V each); both byte offsets are the
+    // 1024 bytes between 8-key groups (the stride between 64-channel groups is never taken).
+    WgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) WgmmaBf16(acc[0], pa[0][kk], MatrixDesc(s.v + kk * 16 * kHeadDim, 1024, 1024, 1));
+    WgmmaCommit();
+    WgmmaWaitAll();
+    KeepRegisters(acc[0]);
+  }
+  CpAsyncWait<0>();
+  StoreRows(p, head, row_base, tig, acc, row_max, row_sum);
+#endif
 }
 
 // out[h, q, :] = sum_s w_s o_s / sum_s w_s, w_s = 2^(lse_s - max lse); a warp per row.
@@ -510,19 +682,42 @@ __global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p
 }
 
 // The kernel variants (Int8AttentionParams::variant): warps, row tiles per warp, resident blocks.
+// Variants 5 and 6: the warpgroup kernel (sm_90a builds on sm_90 devices only).
 struct Variant {
   int warps, row_tiles, min_blocks;
+  bool wgmma;
 };
-constexpr Variant kVariants[] = {{4, 1, 4}, {4, 1, 3}, {8, 1, 2}, {4, 2, 2}, {4, 2, 3}};
+constexpr Variant kVariants[] = {{4, 1, 4, false}, {4, 1, 3, false}, {8, 1, 2, false}, {4, 2, 2, false},
+                                 {4, 2, 3, false}, {4, 1, 4, true},  {4, 1, 3, true}};
 
 using KernelFn = void (*)(Int8AttentionParams);
 constexpr KernelFn kVariantKernels[] = {Int8AttentionKernel<4, 1, 4>, Int8AttentionKernel<4, 1, 3>, Int8AttentionKernel<8, 1, 2>,
-                                        Int8AttentionKernel<4, 2, 2>, Int8AttentionKernel<4, 2, 3>};
+                                        Int8AttentionKernel<4, 2, 2>, Int8AttentionKernel<4, 2, 3>, Int8WgmmaKernel<4>,
+                                        Int8WgmmaKernel<3>};
 static_assert(sizeof(kVariantKernels) / sizeof(kVariantKernels[0]) == sizeof(kVariants) / sizeof(kVariants[0]));
 
 }  // namespace
 
 int Int8AttentionVariants() { return static_cast<int>(sizeof(kVariants) / sizeof(kVariants[0])); }
+
+bool Int8AttentionVariantAvailable(int variant) {
+  if (variant < 0 || variant >= Int8AttentionVariants()) return false;
+  if (!kVariants[variant].wgmma) return true;
+#if defined(STREAMRECON_WGMMA_BUILD)
+  // The warpgroup kernel's code is built for sm_90a, which runs on compute capability 9.0 only.
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return major == 9 && minor == 0;
+#else
+  return false;
+#endif
+}
+
+bool Int8AttentionVariantIsWgmma(int variant) { return variant >= 0 && variant < Int8AttentionVariants() && kVariants[variant].wgmma; }
 
 int Int8AttentionBlocks(int queries, int heads, int variant) {
   const Variant v = kVariants[variant];
@@ -586,6 +781,7 @@ cudaError_t LaunchInt8Attention(const Int8AttentionParams& p, cudaStream_t strea
   if (p.tiles < 1 || p.rows < 1 || p.rows > p.tiles * kTile || p.splits < 1) return cudaErrorInvalidValue;
   if (p.splits > 1 && (!p.partial_out || !p.partial_lse)) return cudaErrorInvalidValue;
   if (p.variant < 0 || p.variant >= Int8AttentionVariants()) return cudaErrorInvalidValue;
+  if (!Int8AttentionVariantAvailable(p.variant)) return cudaErrorInvalidDeviceFunction;
   const Variant v = kVariants[p.variant];
   const dim3 grid(Int8AttentionBlocks(p.queries, 1, p.variant), p.heads, p.splits);
   const int threads = v.warps * 32;

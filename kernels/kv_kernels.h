@@ -381,10 +381,15 @@ struct Int8AttentionParams {
   float* partial_out = nullptr;
   float* partial_lse = nullptr;
   // The kernel's shape (kv_attention_int8.cu's kVariants: warps per block, 16-row query tiles per
-  // warp, resident blocks per multiprocessor), 0 .. Int8AttentionVariants() - 1.
+  // warp, resident blocks per multiprocessor, mma.sync or warpgroup MMAs), 0 .. Int8AttentionVariants() - 1.
   int variant = 0;
 };
 int Int8AttentionVariants();
+// Whether a variant runs here: the warpgroup kernel (Int8AttentionVariantIsWgmma) needs a build
+// for sm_90a (CMAKE_CUDA_ARCHITECTURES 90a) and a device of compute capability 9.0; the others
+// run everywhere.
+bool Int8AttentionVariantAvailable(int variant);
+bool Int8AttentionVariantIsWgmma(int variant);
 // Blocks of the attention kernel per split (query tiles x heads).
 int Int8AttentionBlocks(int queries, int heads, int variant);
 // Splits over the keys for these params that fill whole waves of resident blocks (the combine

@@ -1079,6 +1079,12 @@ Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t 
   return out;
 }
 
+int DefaultInt8AttentionVariant() {
+  for (int variant = 0; variant < Int8AttentionVariants(); ++variant)
+    if (Int8AttentionVariantIsWgmma(variant) && Int8AttentionVariantAvailable(variant)) return variant;
+  return 0;
+}
+
 Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std::vector<int32_t>& counts, const at::Tensor& k_cur,
                              const at::Tensor& v_cur) {
   CheckPages(pages);
@@ -1173,8 +1179,13 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
   p.out = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
   p.out_head_stride = out.stride(0);
   p.out_row_stride = out.stride(1);
+  if (variant == kInt8DefaultVariant) variant = DefaultInt8AttentionVariant();
   if (variant < 0 || variant >= Int8AttentionVariants())
     throw Error("8-bit attention: variant " + std::to_string(variant) + " unknown (0 to " + std::to_string(Int8AttentionVariants() - 1) + ")");
+  if (!Int8AttentionVariantAvailable(variant))
+    throw Error("8-bit attention: variant " + std::to_string(variant) +
+                " is the warpgroup kernel, which needs a build for sm_90a (CMAKE_CUDA_ARCHITECTURES 90a) and a device of compute "
+                "capability 9.0");
   p.variant = variant;
   if (splits <= 0) splits = ChooseInt8AttentionSplits(p, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
   p.splits = std::min(splits, p.tiles);

@@ -190,8 +190,11 @@ Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std
 // Attention of q (bf16 CUDA [H, Nq, 64], channels contiguous, head and row strides multiples of 4
 // elements, 8-byte aligned) over `rows` with scale 1/8; Q is quantized to INT8 per query row
 // inside the kernel. splits: blocks over the keys (0: enough to fill the GPU); variant: the
-// kernel's shape (Int8AttentionParams).
+// kernel's shape (Int8AttentionParams; kInt8DefaultVariant: DefaultInt8AttentionVariant()).
 // Returns bf16 [H, Nq, 64].
-at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits = 0, int variant = 0);
+inline constexpr int kInt8DefaultVariant = -1;
+at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits = 0, int variant = kInt8DefaultVariant);
+// The fastest variant that runs here (docs/perf.md): the warpgroup kernel where available, else 0.
+int DefaultInt8AttentionVariant();
 
 }  // namespace streamrecon::kernels

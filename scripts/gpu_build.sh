@@ -31,7 +31,7 @@ gpu_build() {
       pybind="-Dpybind11_DIR=$PWD/.deps/pybind11-pypi/pybind11/share/cmake/pybind11"
     fi
     cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTREAMRECON_TORCH_CUDA=ON \
-      -DCMAKE_PREFIX_PATH="$prefix;$DEPS" -DCMAKE_CUDA_ARCHITECTURES=90 \
+      -DCMAKE_PREFIX_PATH="$prefix;$DEPS" -DCMAKE_CUDA_ARCHITECTURES=90a \
       -DOPENSSL_ROOT_DIR="$DEPS" -DCMAKE_CXX_FLAGS="-isystem $DEPS/include/x86_64-linux-gnu" \
       -DSTREAMRECON_OPENCV=OFF -DSTREAMRECON_OPEN3D=OFF -DSTREAMRECON_VIEWER=OFF -DSTREAMRECON_BENCHMARKS=OFF \
       -DSTREAMRECON_SHARED_DIR="$PWD/.gpu_fixtures" $pybind > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; return 1; }

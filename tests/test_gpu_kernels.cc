@@ -425,6 +425,12 @@ TEST_P(GpuInt8Attention, WithinTwiceTheLowPrecisionReferenceError) {
   const double err_low = Rel(ref_int8, ref), err_bf16 = Rel(ReferenceBf16(q, K, V), ref);
   const at::Tensor qd = q.to(at::kBFloat16).cuda();
   for (int variant = 0; variant < kernels::Int8AttentionVariants(); ++variant) {  // every kernel shape
+    if (!kernels::Int8AttentionVariantAvailable(variant)) {
+      std::printf("[ skip ] 8-bit attention variant %d: the warpgroup kernel needs a build for sm_90a and a device of compute capability "
+                  "9.0\n",
+                  variant);
+      continue;
+    }
     const at::Tensor out = kernels::Int8AttentionCuda(qd, rows, c.splits, variant).cpu();
     const double err_gpu = Rel(out, ref), from_reference = Rel(out, ref_int8);
     std::printf("[ info ] 8-bit attention H=%d T=%d+%d q=%d splits=%d%s variant %d: GPU rel err %.2e, INT8 CPU reference %.2e (bf16 "
