@@ -61,6 +61,19 @@ if(STREAMRECON_HAVE_TORCH_CUDA)
   if(STREAMRECON_TORCH_DIR AND EXISTS "${STREAMRECON_TORCH_DIR}/share/cmake/Torch")
     list(APPEND CMAKE_PREFIX_PATH "${STREAMRECON_TORCH_DIR}/share/cmake")
   endif()
+  # Torch's CMake replaces CMAKE_CUDA_ARCHITECTURES with flags from TORCH_CUDA_ARCH_LIST (else the
+  # GPUs it finds, without the arch-specific 9.0a the warpgroup kernel needs): the list is given
+  # from CMAKE_CUDA_ARCHITECTURES (90a -> 9.0a) unless set.
+  if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND CMAKE_CUDA_ARCHITECTURES
+     AND NOT CMAKE_CUDA_ARCHITECTURES MATCHES "native|all")
+    set(TORCH_CUDA_ARCH_LIST "")
+    foreach(_arch IN LISTS CMAKE_CUDA_ARCHITECTURES)
+      if(_arch MATCHES "^([0-9]+)([0-9])([af]?)")
+        list(APPEND TORCH_CUDA_ARCH_LIST "${CMAKE_MATCH_1}.${CMAKE_MATCH_2}${CMAKE_MATCH_3}")
+      endif()
+    endforeach()
+    message(STATUS "LibTorch: TORCH_CUDA_ARCH_LIST ${TORCH_CUDA_ARCH_LIST} (from CMAKE_CUDA_ARCHITECTURES)")
+  endif()
   find_package(Torch REQUIRED)
   add_library(streamrecon_torch INTERFACE)
   target_link_libraries(streamrecon_torch INTERFACE ${TORCH_LIBRARIES})
