@@ -302,26 +302,35 @@ __device__ __forceinline__ void LoadQueriesInt8(const Int8AttentionParams& p, in
   }
 }
 
-// A key tile's scores to P (the softmax numerators, as bf16 A operands of P V), for a warp's
-// kRowTiles x 16 rows: sc holds kScoreBits + the integer scores in the m16n8 accumulator layout
-// per 8-key chunk (mma.sync's and wgmma's alike); keys past `rows` are masked. The running maxima
-// and sums move, and acc is rescaled when a maximum moves.
+// The last tile's padding (keys past `rows`) masked in a warp's scores (the layout of ScoresToP's sc).
 template <int kRowTiles>
-__device__ __forceinline__ void ScoresToP(int (&sc)[kRowTiles][8][4], int tile, int rows, int tig, float k_scale,
-                                          const float (&q_scale)[kRowTiles][2], float (&row_max)[kRowTiles][2],
-                                          float (&row_sum)[kRowTiles][2], float (&acc)[kRowTiles][8][4], uint32_t (&pa)[kRowTiles][4][4]) {
-  constexpr uint32_t kOnes = 0x3f803f80u;  // two bf16 ones
-  if ((tile + 1) * kTile > rows) {  // the last tile's padding
+__device__ __forceinline__ void MaskPadding(int (&sc)[kRowTiles][8][4], int tile, int rows, int tig) {
+  if ((tile + 1) * kTile <= rows) return;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const int key = tile * kTile + j * 8 + tig * 2;
+  for (int j = 0; j < 8; ++j) {
+    const int key = tile * kTile + j * 8 + tig * 2;
 #pragma unroll
-      for (int rt = 0; rt < kRowTiles; ++rt) {
-        if (key >= rows) sc[rt][j][0] = sc[rt][j][2] = kMaskedScore;
-        if (key + 1 >= rows) sc[rt][j][1] = sc[rt][j][3] = kMaskedScore;
-      }
+    for (int rt = 0; rt < kRowTiles; ++rt) {
+      if (key >= rows) sc[rt][j][0] = sc[rt][j][2] = kMaskedScore;
+      if (key + 1 >= rows) sc[rt][j][1] = sc[rt][j][3] = kMaskedScore;
     }
   }
+}
+
+// A key tile's scores to P (the softmax numerators, as bf16 A operands of P V), for a warp's
+// kRowTiles x 16 rows: sc holds kScoreBits + the integer scores in the m16n8 accumulator layout
+// per 8-key chunk (mma.sync's and wgmma's alike), the padding masked (MaskPadding). The running maxima
+// and sums move, and acc is rescaled when a maximum moves (after before_rescale(): the warpgroup
+// kernel waits there for the MMAs in flight, so that no register of theirs is written meanwhile).
+struct NoWait {
+  __device__ void operator()() const {}
+};
+template <int kRowTiles, class BeforeRescale = NoWait>
+__device__ __forceinline__ void ScoresToP(const int (&sc)[kRowTiles][8][4], float k_scale,
+                                          const float (&q_scale)[kRowTiles][2], float (&row_max)[kRowTiles][2],
+                                          float (&row_sum)[kRowTiles][2], float (&acc)[kRowTiles][8][4], uint32_t (&pa)[kRowTiles][4][4],
+                                          BeforeRescale before_rescale = {}) {
+  constexpr uint32_t kOnes = 0x3f803f80u;  // two bf16 ones
   // The running maxima move lazily: a tile whose scores stay within kMaxSlack (log2 units) of a
   // row's maximum is taken against that maximum (its P at most 2^kMaxSlack, no loss in fp32
   // sums or bf16 P), so a steady tile needs no shuffles across the quad that holds a row. Only
@@ -351,6 +360,7 @@ __device__ __forceinline__ void ScoresToP(int (&sc)[kRowTiles][8][4], int tile, 
 #pragma unroll
   for (int rt = 0; rt < kRowTiles; ++rt) alpha[rt][0] = alpha[rt][1] = 1.0f;
   if (__any_sync(0xffffffffu, grow)) {
+    before_rescale();
 #pragma unroll
     for (int rt = 0; rt < kRowTiles; ++rt) {
 #pragma unroll
@@ -488,8 +498,9 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         MmaInt8(sc[rt][j], qa[rt][1], b[2], b[3]);
       }
     }
+    MaskPadding(sc, tile, p.rows, tig);
     uint32_t pa[kRowTiles][4][4];  // P as bf16: [row tile][k-step of 16 keys][register]
-    ScoresToP(sc, tile, p.rows, tig, k_scale, q_scale, row_max, row_sum, acc, pa);
+    ScoresToP(sc, k_scale, q_scale, row_max, row_sum, acc, pa);
     // O += P V: V's fragments by ldmatrix.trans, two channel tiles per load.
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
@@ -571,7 +582,11 @@ __device__ __forceinline__ void WgmmaBf16(float (&d)[8][4], const uint32_t (&a)[
 }
 #endif
 
-template <int kMinBlocks>
+// kOverlap: the scores of the next tile are issued before this tile's softmax, so the tensor cores
+// compute them while the softmax runs (two score buffers; the loop is unrolled twice so that they
+// swap roles without copies), and the loads run one tile ahead of that. Otherwise each tile's
+// scores are issued and waited for in turn, the loads kStages - 1 tiles ahead.
+template <int kMinBlocks, bool kOverlap>
 __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8AttentionParams p) {
 #if defined(STREAMRECON_WGMMA_DEVICE)
   __shared__ __align__(1024) WgStage stages[kStages];
@@ -591,66 +606,108 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
   for (int j = 0; j < 8; ++j) acc[0][j][0] = acc[0][j][1] = acc[0][j][2] = acc[0][j][3] = 0.0f;
 
   // Loads: thread t takes K chunks (row t / 4 + 32 i, chunk t % 4) and V chunks (key t / 8 + 16 i,
-  // chunk t % 8) of a tile; V rows past p.rows are zero-filled.
+  // chunk t % 8) of a tile; V rows past p.rows are zero-filled. Tile i goes to stage i % kStages.
   const int8_t* k_head = p.k8 + head * static_cast<int64_t>(p.tiles) * kTile * kHeadDim;
   const uint16_t* v_head = p.v + head * p.v_head_stride;
   const int k_smem = Swizzle(t >> 2, t & 3), k_global = (t >> 2) * kHeadDim + (t & 3) * 16;
   const int v_smem = SwizzleV(t >> 3, t & 7), v_row = (t >> 3) * kHeadDim + (t & 7) * 8;
-  const auto load = [&](WgStage& st, int tile) {
-    const int8_t* kt = k_head + static_cast<int64_t>(tile) * kTile * kHeadDim + k_global;
+  const auto load = [&](int tile) {
+    if (tile < tile_end) {
+      WgStage& st = stages[tile % kStages];
+      const int8_t* kt = k_head + static_cast<int64_t>(tile) * kTile * kHeadDim + k_global;
 #pragma unroll
-    for (int i = 0; i < 2; ++i) CpAsync16(st.k + k_smem + i * 32 * 64, kt + i * 32 * kHeadDim);
-    const uint16_t* vt = v_head + static_cast<int64_t>(tile) * kTile * kHeadDim + v_row;
-    uint8_t* vs = reinterpret_cast<uint8_t*>(st.v) + v_smem;
-    const int valid = (p.rows - tile * kTile) * kHeadDim - v_row;  // elements of valid rows from this thread's first
+      for (int i = 0; i < 2; ++i) CpAsync16(st.k + k_smem + i * 32 * 64, kt + i * 32 * kHeadDim);
+      const uint16_t* vt = v_head + static_cast<int64_t>(tile) * kTile * kHeadDim + v_row;
+      uint8_t* vs = reinterpret_cast<uint8_t*>(st.v) + v_smem;
+      const int valid = (p.rows - tile * kTile) * kHeadDim - v_row;  // elements of valid rows from this thread's first
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const bool ok = i * 16 * kHeadDim < valid;
-      CpAsync16(vs + i * 16 * 128, ok ? vt + i * 16 * kHeadDim : v_head, ok);
+      for (int i = 0; i < 4; ++i) {
+        const bool ok = i * 16 * kHeadDim < valid;
+        CpAsync16(vs + i * 16 * 128, ok ? vt + i * 16 * kHeadDim : v_head, ok);
+      }
     }
+    CpAsyncCommit();
   };
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) {
-    if (tile_begin + i < tile_end) load(stages[i], tile_begin + i);
-    CpAsyncCommit();
-  }
-  int read_stage = 0, load_stage = kStages - 1;
-  const float* k_scales = p.ks + static_cast<int64_t>(head) * p.tiles;
-  float next_k_scale = tile_begin < tile_end ? k_scales[tile_begin] : 1.0f;
-  for (int tile = tile_begin; tile < tile_end; ++tile) {
-    const float k_scale = next_k_scale;
-    if (tile + 1 < tile_end) next_k_scale = k_scales[tile + 1];
-    CpAsyncWait<kStages - 2>();
-    FenceProxyAsync();
-    __syncthreads();  // the tile has arrived for every thread; the stage loaded next is free (its MMAs waited for)
-    if (tile + kStages - 1 < tile_end) load(stages[load_stage], tile + kStages - 1);
-    CpAsyncCommit();
-    const WgStage& s = stages[read_stage];
-    read_stage = read_stage == kStages - 1 ? 0 : read_stage + 1;
-    load_stage = load_stage == kStages - 1 ? 0 : load_stage + 1;
-
-    // S = Q K^T, the accumulators starting at kScoreBits (integer scores as float bits).
-    int sc[1][8][4];
+  // S = Q K^T of a tile, the accumulators starting at kScoreBits (integer scores as float bits);
+  // committed, not waited for.
+  const auto issue_scores = [&](int (&sc)[1][8][4], int tile) {
+    const WgStage& st = stages[tile % kStages];
 #pragma unroll
     for (int j = 0; j < 8; ++j) sc[0][j][0] = sc[0][j][1] = sc[0][j][2] = sc[0][j][3] = kScoreBits;
     WgmmaFence();
-    WgmmaInt8(sc[0], qa[0][0], MatrixDesc(s.k, 16, 8 * 64, 2));
-    WgmmaInt8(sc[0], qa[0][1], MatrixDesc(s.k + 32, 16, 8 * 64, 2));  // channels 32-63: 32 bytes into each row
+    WgmmaInt8(sc[0], qa[0][0], MatrixDesc(st.k, 16, 8 * 64, 2));
+    WgmmaInt8(sc[0], qa[0][1], MatrixDesc(st.k + 32, 16, 8 * 64, 2));  // channels 32-63: 32 bytes into each row
     WgmmaCommit();
-    WgmmaWaitAll();
-    KeepRegisters(sc[0]);
-
-    uint32_t pa[1][4][4];
-    ScoresToP(sc, tile, p.rows, tig, k_scale, q_scale, row_max, row_sum, acc, pa);
-
-    // O += P V over 4 k-steps of 16 keys (2048 bytes of V each); both byte offsets are the
-    // 1024 bytes between 8-key groups (the stride between 64-channel groups is never taken).
+  };
+  // O += P V over 4 k-steps of 16 keys (2048 bytes of V each); both byte offsets are the 1024
+  // bytes between 8-key groups (the stride between 64-channel groups is never taken). Committed.
+  const auto issue_pv = [&](const uint32_t (&pa)[1][4][4], int tile) {
+    const WgStage& st = stages[tile % kStages];
     WgmmaFence();
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) WgmmaBf16(acc[0], pa[0][kk], MatrixDesc(s.v + kk * 16 * kHeadDim, 1024, 1024, 1));
+    for (int kk = 0; kk < 4; ++kk) WgmmaBf16(acc[0], pa[0][kk], MatrixDesc(st.v + kk * 16 * kHeadDim, 1024, 1024, 1));
     WgmmaCommit();
+  };
+  const float* k_scales = p.ks + static_cast<int64_t>(head) * p.tiles;
+  // The barrier before a stage is read: its loads arrived for every thread (and made visible to
+  // the MMAs), and every thread has waited for the MMAs of the tile whose stage is loaded next.
+  const auto arrived = [&]() {
+    FenceProxyAsync();
+    __syncthreads();
+  };
+
+  if (!kOverlap) {
+#pragma unroll
+    for (int i = 0; i < kStages - 1; ++i) load(tile_begin + i);
+    for (int tile = tile_begin; tile < tile_end; ++tile) {
+      const float k_scale = k_scales[tile];
+      CpAsyncWait<kStages - 2>();
+      arrived();
+      load(tile + kStages - 1);
+      int sc[1][8][4];
+      issue_scores(sc, tile);
+      WgmmaWaitAll();
+      KeepRegisters(sc[0]);
+      MaskPadding(sc, tile, p.rows, tig);
+      uint32_t pa[1][4][4];
+      ScoresToP(sc, k_scale, q_scale, row_max, row_sum, acc, pa);
+      issue_pv(pa, tile);
+      WgmmaWaitAll();
+      KeepRegisters(acc[0]);
+    }
+  } else if (tile_begin < tile_end) {
+    static_assert(kStages >= 3, "a tile computed, the next one's scores, the one after loading");
+    load(tile_begin);
+    load(tile_begin + 1);
+    CpAsyncWait<1>();
+    arrived();
+    int sa[1][8][4], sb[1][8][4];
+    issue_scores(sa, tile_begin);
     WgmmaWaitAll();
-    KeepRegisters(acc[0]);
+    KeepRegisters(sa[0]);
+    MaskPadding(sa, tile_begin, p.rows, tig);
+    // One tile: its scores in `cur` (waited for and masked); the next tile's issued into `next`.
+    const auto step = [&](int (&cur)[1][8][4], int (&next)[1][8][4], int tile) {
+      const float k_scale = k_scales[tile];
+      CpAsyncWait<0>();  // tile + 1 arrived
+      arrived();         // (and the stage of tile - 1, whose MMAs every thread waited for, is free)
+      load(tile + 2);
+      if (tile + 1 < tile_end) issue_scores(next, tile + 1);
+      uint32_t pa[1][4][4];
+      ScoresToP(cur, k_scale, q_scale, row_max, row_sum, acc, pa, [&] {
+        WgmmaWaitAll();  // the next tile's scores, before acc is written (rare: only while the maxima rise)
+        KeepRegisters(next[0]);
+      });
+      issue_pv(pa, tile);
+      WgmmaWaitAll();
+      KeepRegisters(next[0]);
+      KeepRegisters(acc[0]);
+      if (tile + 1 < tile_end) MaskPadding(next, tile + 1, p.rows, tig);
+    };
+    for (int tile = tile_begin; tile < tile_end; tile += 2) {
+      step(sa, sb, tile);
+      if (tile + 1 < tile_end) step(sb, sa, tile + 1);
+    }
   }
   CpAsyncWait<0>();
   StoreRows(p, head, row_base, tig, acc, row_max, row_sum);
@@ -682,18 +739,20 @@ __global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p
 }
 
 // The kernel variants (Int8AttentionParams::variant): warps, row tiles per warp, resident blocks.
-// Variants 5 and 6: the warpgroup kernel (sm_90a builds on sm_90 devices only).
+// Variants 5-7: the warpgroup kernel (sm_90a builds on sm_90 devices only), 7 with the next tile's
+// scores overlapping the softmax (its two score buffers need more registers than 4 resident
+// blocks leave: 150).
 struct Variant {
   int warps, row_tiles, min_blocks;
   bool wgmma;
 };
-constexpr Variant kVariants[] = {{4, 1, 4, false}, {4, 1, 3, false}, {8, 1, 2, false}, {4, 2, 2, false},
-                                 {4, 2, 3, false}, {4, 1, 4, true},  {4, 1, 3, true}};
+constexpr Variant kVariants[] = {{4, 1, 4, false}, {4, 1, 3, false}, {8, 1, 2, false}, {4, 2, 2, false}, {4, 2, 3, false},
+                                 {4, 1, 4, true},  {4, 1, 3, true},  {4, 1, 3, true}};
 
 using KernelFn = void (*)(Int8AttentionParams);
 constexpr KernelFn kVariantKernels[] = {Int8AttentionKernel<4, 1, 4>, Int8AttentionKernel<4, 1, 3>, Int8AttentionKernel<8, 1, 2>,
-                                        Int8AttentionKernel<4, 2, 2>, Int8AttentionKernel<4, 2, 3>, Int8WgmmaKernel<4>,
-                                        Int8WgmmaKernel<3>};
+                                        Int8AttentionKernel<4, 2, 2>, Int8AttentionKernel<4, 2, 3>, Int8WgmmaKernel<4, false>,
+                                        Int8WgmmaKernel<3, false>, Int8WgmmaKernel<3, true>};
 static_assert(sizeof(kVariantKernels) / sizeof(kVariantKernels[0]) == sizeof(kVariants) / sizeof(kVariants[0]));
 
 }  // namespace
