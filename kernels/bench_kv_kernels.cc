@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -120,12 +121,15 @@ int main(int argc, char** argv) {
   int64_t queries = 1041, heads = 16;
   std::string json_path, append_format;
   std::vector<int64_t> append_tokens;
-  bool append_only = false, tail_only = false;
+  bool append_only = false, tail_only = false, once = false;
   int append_hpb = -1;
   std::vector<int> int8_splits = {1};
   app.add_option("--tokens", kept, "Kept tokens T (repeatable)");
   app.add_flag("--append-only", append_only, "Skip the attention timings");
   app.add_flag("--tail-only", tail_only, "Only the query tail's timings (the rows past the last 128-row tile)");
+  app.add_flag("--once", once,
+               "Run cuDNN SDPA and the 8-bit path from kivi4 pages (the one pass, the default kernel) once per --tokens and stop: "
+               "a short run for a profiler (ncu)");
   app.add_option("--append-tokens", append_tokens, "Tokens per append (repeatable; default: one frame and 65536)");
   app.add_option("--append-format", append_format, "Only this append format (kivi4, kivi2, oscar4, oscar2)");
   app.add_option("--append-hpb", append_hpb, "Only variant 2 with this many heads per block (1, 2, 4)");
@@ -144,6 +148,21 @@ int main(int argc, char** argv) {
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
   std::printf("device: %s, %d SMs\n", prop->name, prop->multiProcessorCount);
   nlohmann::json results = {{"device", prop->name}, {"queries", queries}, {"heads", heads}};
+  if (once) {
+    for (int64_t T : kept) {
+      const at::Tensor q = at::randn({heads, queries, 64}, dev), k_cur = at::randn({heads, queries, 64}, dev),
+                       v_cur = at::randn({heads, queries, 64}, dev);
+      const at::Tensor k_all = at::randn({heads, T + queries, 64}, dev), v_all = at::randn({heads, T + queries, 64}, dev);
+      PagedKv pages = streamrecon::AllocatePages(PageLayout{static_cast<int>(heads), 64, 32, 4, 64, false}, (T + 31) / 32, at::kCUDA);
+      streamrecon::kernels::AppendPagesCuda(k_all.narrow(1, 0, T).contiguous(), v_all.narrow(1, 0, T).contiguous(), false, false, 0, pages, 0);
+      std::vector<int32_t> valid(pages.pages(), 32);
+      if (T % 32) valid.back() = static_cast<int32_t>(T % 32);
+      at::scaled_dot_product_attention(q.unsqueeze(0), k_all.unsqueeze(0), v_all.unsqueeze(0));
+      streamrecon::kernels::Int8AttentionCuda(q, streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), valid, k_cur, v_cur));
+    }
+    at::cuda::getCurrentCUDAStream().synchronize();
+    return 0;
+  }
   if (tail_only) {
     results["query_tail"] = TimeQueryTail(kept, queries, heads, dev);
     if (!json_path.empty()) std::ofstream(json_path) << results.dump(2) << "\n";
@@ -246,6 +265,14 @@ int main(int argc, char** argv) {
       const std::vector<int32_t> valid = full_pages(pages.pages());
       report("x8-4-only", TimeMs([&] { streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), valid, k_cur, v_cur); }));
       report_b2b("x8-4-only/b2b", BackToBackMs([&] { streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), valid, k_cur, v_cur); }, 20));
+      {  // the host's time per call of the same (enqueueing only, no wait), microseconds
+        at::cuda::getCurrentCUDAStream().synchronize();
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < 20; ++i) streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), valid, k_cur, v_cur);
+        const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / 20;
+        at::cuda::getCurrentCUDAStream().synchronize();
+        std::printf("%-9lld %-9s %10.1f us of host time per call\n", static_cast<long long>(T), "x8-4-only/host", us);
+      }
     }
   }
   results["attention"] = attention;

@@ -320,16 +320,11 @@ __device__ __forceinline__ void MaskPadding(int (&sc)[kRowTiles][8][4], int tile
 // A key tile's scores to P (the softmax numerators, as bf16 A operands of P V), for a warp's
 // kRowTiles x 16 rows: sc holds kScoreBits + the integer scores in the m16n8 accumulator layout
 // per 8-key chunk (mma.sync's and wgmma's alike), the padding masked (MaskPadding). The running maxima
-// and sums move, and acc is rescaled when a maximum moves (after before_rescale(): the warpgroup
-// kernel waits there for the MMAs in flight, so that no register of theirs is written meanwhile).
-struct NoWait {
-  __device__ void operator()() const {}
-};
-template <int kRowTiles, class BeforeRescale = NoWait>
+// and sums move, and acc is rescaled when a maximum moves.
+template <int kRowTiles>
 __device__ __forceinline__ void ScoresToP(const int (&sc)[kRowTiles][8][4], float k_scale,
                                           const float (&q_scale)[kRowTiles][2], float (&row_max)[kRowTiles][2],
-                                          float (&row_sum)[kRowTiles][2], float (&acc)[kRowTiles][8][4], uint32_t (&pa)[kRowTiles][4][4],
-                                          BeforeRescale before_rescale = {}) {
+                                          float (&row_sum)[kRowTiles][2], float (&acc)[kRowTiles][8][4], uint32_t (&pa)[kRowTiles][4][4]) {
   constexpr uint32_t kOnes = 0x3f803f80u;  // two bf16 ones
   // The running maxima move lazily: a tile whose scores stay within kMaxSlack (log2 units) of a
   // row's maximum is taken against that maximum (its P at most 2^kMaxSlack, no loss in fp32
@@ -360,7 +355,6 @@ __device__ __forceinline__ void ScoresToP(const int (&sc)[kRowTiles][8][4], floa
 #pragma unroll
   for (int rt = 0; rt < kRowTiles; ++rt) alpha[rt][0] = alpha[rt][1] = 1.0f;
   if (__any_sync(0xffffffffu, grow)) {
-    before_rescale();
 #pragma unroll
     for (int rt = 0; rt < kRowTiles; ++rt) {
 #pragma unroll
@@ -568,28 +562,38 @@ __device__ __forceinline__ void KeepRegisters(float (&d)[8][4]) {
     for (int r = 0; r < 4; ++r) asm volatile("" : "+f"(d[j][r])::"memory");
 }
 
-// d (64 x 64 int32) += A (64 x 32 INT8, registers) B (K-major INT8 in shared memory, descriptor).
+// d (64 x 64 int32) = A (64 x 32 INT8, registers) B (K-major INT8 in shared memory, descriptor),
+// + d when kAccumulate (else d is only written: no move sets it up).
+template <bool kAccumulate>
 __device__ __forceinline__ void WgmmaInt8(int (&d)[8][4], const uint32_t (&a)[4], uint64_t b) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, 1;\n"
-               : "+r"(d[0][0]), "+r"(d[0][1]), "+r"(d[0][2]), "+r"(d[0][3]), "+r"(d[1][0]), "+r"(d[1][1]), "+r"(d[1][2]), "+r"(d[1][3]), "+r"(d[2][0]), "+r"(d[2][1]), "+r"(d[2][2]), "+r"(d[2][3]), "+r"(d[3][0]), "+r"(d[3][1]), "+r"(d[3][2]), "+r"(d[3][3]), "+r"(d[4][0]), "+r"(d[4][1]), "+r"(d[4][2]), "+r"(d[4][3]), "+r"(d[5][0]), "+r"(d[5][1]), "+r"(d[5][2]), "+r"(d[5][3]), "+r"(d[6][0]), "+r"(d[6][1]), "+r"(d[6][2]), "+r"(d[6][3]), "+r"(d[7][0]), "+r"(d[7][1]), "+r"(d[7][2]), "+r"(d[7][3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+  if (kAccumulate) {
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, 1;\n"
+                 : "+r"(d[0][0]), "+r"(d[0][1]), "+r"(d[0][2]), "+r"(d[0][3]), "+r"(d[1][0]), "+r"(d[1][1]), "+r"(d[1][2]), "+r"(d[1][3]), "+r"(d[2][0]), "+r"(d[2][1]), "+r"(d[2][2]), "+r"(d[2][3]), "+r"(d[3][0]), "+r"(d[3][1]), "+r"(d[3][2]), "+r"(d[3][3]), "+r"(d[4][0]), "+r"(d[4][1]), "+r"(d[4][2]), "+r"(d[4][3]), "+r"(d[5][0]), "+r"(d[5][1]), "+r"(d[5][2]), "+r"(d[5][3]), "+r"(d[6][0]), "+r"(d[6][1]), "+r"(d[6][2]), "+r"(d[6][3]), "+r"(d[7][0]), "+r"(d[7][1]), "+r"(d[7][2]), "+r"(d[7][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+  } else {
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, 0;\n"
+                 : "=r"(d[0][0]), "=r"(d[0][1]), "=r"(d[0][2]), "=r"(d[0][3]), "=r"(d[1][0]), "=r"(d[1][1]), "=r"(d[1][2]), "=r"(d[1][3]), "=r"(d[2][0]), "=r"(d[2][1]), "=r"(d[2][2]), "=r"(d[2][3]), "=r"(d[3][0]), "=r"(d[3][1]), "=r"(d[3][2]), "=r"(d[3][3]), "=r"(d[4][0]), "=r"(d[4][1]), "=r"(d[4][2]), "=r"(d[4][3]), "=r"(d[5][0]), "=r"(d[5][1]), "=r"(d[5][2]), "=r"(d[5][3]), "=r"(d[6][0]), "=r"(d[6][1]), "=r"(d[6][2]), "=r"(d[6][3]), "=r"(d[7][0]), "=r"(d[7][1]), "=r"(d[7][2]), "=r"(d[7][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+  }
 }
-// d (64 x 64 float) += A (64 x 16 bf16, registers) B (N-major bf16 in shared memory, descriptor).
-__device__ __forceinline__ void WgmmaBf16(float (&d)[8][4], const uint32_t (&a)[4], uint64_t b) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n"
+// d (64 x 64 float) = A (64 x 16 bf16, registers) B (N-major bf16 in shared memory, descriptor),
+// + d unless `overwrite`.
+__device__ __forceinline__ void WgmmaBf16(float (&d)[8][4], const uint32_t (&a)[4], uint64_t b, bool overwrite = false) {
+  asm volatile("{\n.reg .pred acc;\nsetp.eq.u32 acc, %37, 0;\nwgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, acc, 1, 1, 1;\n}\n"
                : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(static_cast<uint32_t>(overwrite)));
 }
 #endif
 
-// kOverlap: the scores of the next tile are issued before this tile's softmax, so the tensor cores
-// compute them while the softmax runs (two score buffers; the loop is unrolled twice so that they
-// swap roles without copies), and the loads run one tile ahead of that. Otherwise each tile's
-// scores are issued and waited for in turn, the loads kStages - 1 tiles ahead.
-template <int kMinBlocks, bool kOverlap>
+// kDeferPv: a tile's P V is waited for only with the next tile's scores, so that it runs during
+// the next barrier and loads; the loads then run kWgStages - 2 tiles ahead (not into the stage P V
+// reads). Otherwise it is waited for at once and the loads run kWgStages - 1 tiles ahead.
+constexpr int kWgStages = 4;  // 48 KiB a block
+template <int kMinBlocks, bool kDeferPv>
 __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8AttentionParams p) {
 #if defined(STREAMRECON_WGMMA_DEVICE)
-  __shared__ __align__(1024) WgStage stages[kStages];
+  constexpr int kAhead = kDeferPv ? kWgStages - 2 : kWgStages - 1;  // tiles loaded ahead of the one computed
+  __shared__ __align__(1024) WgStage stages[kWgStages];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, tig = lane % 4, t = threadIdx.x;
   const int head = blockIdx.y;
@@ -600,20 +604,29 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
   uint32_t qa[1][2][4];
   float q_scale[1][2];
   LoadQueriesInt8(p, head, row_base, tig, qa, q_scale);
+  // (Deferred P V: acc is first written by the first tile's MMA, which overwrites it; a move
+  // setting it to zero before the loop would make ptxas serialize the MMAs.)
   float acc[1][8][4];
   float row_max[1][2] = {{-INFINITY, -INFINITY}}, row_sum[1][2] = {{0.0f, 0.0f}};
+  if (tile_begin >= tile_end) {  // a split without tiles: zero rows of weight 0
+    const float zero[1][8][4] = {};
+    StoreRows(p, head, row_base, tig, zero, row_max, row_sum);
+    return;
+  }
+  if (!kDeferPv) {
 #pragma unroll
-  for (int j = 0; j < 8; ++j) acc[0][j][0] = acc[0][j][1] = acc[0][j][2] = acc[0][j][3] = 0.0f;
+    for (int j = 0; j < 8; ++j) acc[0][j][0] = acc[0][j][1] = acc[0][j][2] = acc[0][j][3] = 0.0f;
+  }
 
   // Loads: thread t takes K chunks (row t / 4 + 32 i, chunk t % 4) and V chunks (key t / 8 + 16 i,
-  // chunk t % 8) of a tile; V rows past p.rows are zero-filled. Tile i goes to stage i % kStages.
+  // chunk t % 8) of a tile; V rows past p.rows are zero-filled. Tile i goes to stage i % kWgStages.
   const int8_t* k_head = p.k8 + head * static_cast<int64_t>(p.tiles) * kTile * kHeadDim;
   const uint16_t* v_head = p.v + head * p.v_head_stride;
   const int k_smem = Swizzle(t >> 2, t & 3), k_global = (t >> 2) * kHeadDim + (t & 3) * 16;
   const int v_smem = SwizzleV(t >> 3, t & 7), v_row = (t >> 3) * kHeadDim + (t & 7) * 8;
   const auto load = [&](int tile) {
     if (tile < tile_end) {
-      WgStage& st = stages[tile % kStages];
+      WgStage& st = stages[tile % kWgStages];
       const int8_t* kt = k_head + static_cast<int64_t>(tile) * kTile * kHeadDim + k_global;
 #pragma unroll
       for (int i = 0; i < 2; ++i) CpAsync16(st.k + k_smem + i * 32 * 64, kt + i * 32 * kHeadDim);
@@ -628,24 +641,23 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
     }
     CpAsyncCommit();
   };
-  // S = Q K^T of a tile, the accumulators starting at kScoreBits (integer scores as float bits);
-  // committed, not waited for.
+  // S = Q K^T of a tile (integer scores; kScoreBits is added once they arrive, so that no
+  // accumulator of an MMA in flight is written meanwhile); committed, not waited for.
   const auto issue_scores = [&](int (&sc)[1][8][4], int tile) {
-    const WgStage& st = stages[tile % kStages];
-#pragma unroll
-    for (int j = 0; j < 8; ++j) sc[0][j][0] = sc[0][j][1] = sc[0][j][2] = sc[0][j][3] = kScoreBits;
+    const WgStage& st = stages[tile % kWgStages];
     WgmmaFence();
-    WgmmaInt8(sc[0], qa[0][0], MatrixDesc(st.k, 16, 8 * 64, 2));
-    WgmmaInt8(sc[0], qa[0][1], MatrixDesc(st.k + 32, 16, 8 * 64, 2));  // channels 32-63: 32 bytes into each row
+    WgmmaInt8<false>(sc[0], qa[0][0], MatrixDesc(st.k, 16, 8 * 64, 2));
+    WgmmaInt8<true>(sc[0], qa[0][1], MatrixDesc(st.k + 32, 16, 8 * 64, 2));  // channels 32-63: 32 bytes into each row
     WgmmaCommit();
   };
   // O += P V over 4 k-steps of 16 keys (2048 bytes of V each); both byte offsets are the 1024
   // bytes between 8-key groups (the stride between 64-channel groups is never taken). Committed.
   const auto issue_pv = [&](const uint32_t (&pa)[1][4][4], int tile) {
-    const WgStage& st = stages[tile % kStages];
+    const WgStage& st = stages[tile % kWgStages];
     WgmmaFence();
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) WgmmaBf16(acc[0], pa[0][kk], MatrixDesc(st.v + kk * 16 * kHeadDim, 1024, 1024, 1));
+    for (int kk = 0; kk < 4; ++kk)
+      WgmmaBf16(acc[0], pa[0][kk], MatrixDesc(st.v + kk * 16 * kHeadDim, 1024, 1024, 1), kDeferPv && kk == 0 && tile == tile_begin);
     WgmmaCommit();
   };
   const float* k_scales = p.ks + static_cast<int64_t>(head) * p.tiles;
@@ -656,58 +668,34 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
     __syncthreads();
   };
 
-  if (!kOverlap) {
 #pragma unroll
-    for (int i = 0; i < kStages - 1; ++i) load(tile_begin + i);
-    for (int tile = tile_begin; tile < tile_end; ++tile) {
-      const float k_scale = k_scales[tile];
-      CpAsyncWait<kStages - 2>();
-      arrived();
-      load(tile + kStages - 1);
-      int sc[1][8][4];
-      issue_scores(sc, tile);
-      WgmmaWaitAll();
-      KeepRegisters(sc[0]);
-      MaskPadding(sc, tile, p.rows, tig);
-      uint32_t pa[1][4][4];
-      ScoresToP(sc, k_scale, q_scale, row_max, row_sum, acc, pa);
-      issue_pv(pa, tile);
-      WgmmaWaitAll();
-      KeepRegisters(acc[0]);
-    }
-  } else if (tile_begin < tile_end) {
-    static_assert(kStages >= 3, "a tile computed, the next one's scores, the one after loading");
-    load(tile_begin);
-    load(tile_begin + 1);
-    CpAsyncWait<1>();
+  for (int i = 0; i < kAhead; ++i) load(tile_begin + i);
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    const float k_scale = k_scales[tile];
+    CpAsyncWait<kAhead - 1>();
     arrived();
-    int sa[1][8][4], sb[1][8][4];
-    issue_scores(sa, tile_begin);
-    WgmmaWaitAll();
-    KeepRegisters(sa[0]);
-    MaskPadding(sa, tile_begin, p.rows, tig);
-    // One tile: its scores in `cur` (waited for and masked); the next tile's issued into `next`.
-    const auto step = [&](int (&cur)[1][8][4], int (&next)[1][8][4], int tile) {
-      const float k_scale = k_scales[tile];
-      CpAsyncWait<0>();  // tile + 1 arrived
-      arrived();         // (and the stage of tile - 1, whose MMAs every thread waited for, is free)
-      load(tile + 2);
-      if (tile + 1 < tile_end) issue_scores(next, tile + 1);
-      uint32_t pa[1][4][4];
-      ScoresToP(cur, k_scale, q_scale, row_max, row_sum, acc, pa, [&] {
-        WgmmaWaitAll();  // the next tile's scores, before acc is written (rare: only while the maxima rise)
-        KeepRegisters(next[0]);
-      });
-      issue_pv(pa, tile);
+    load(tile + kAhead);
+    int sc[1][8][4];
+    issue_scores(sc, tile);
+    WgmmaWaitAll();  // (and the previous tile's P V, when deferred)
+    KeepRegisters(sc[0]);
+    if (kDeferPv) KeepRegisters(acc[0]);
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) sc[0][j][r] += kScoreBits;  // integer scores as float bits (ScoresToP)
+    MaskPadding(sc, tile, p.rows, tig);
+    uint32_t pa[1][4][4];
+    ScoresToP(sc, k_scale, q_scale, row_max, row_sum, acc, pa);
+    issue_pv(pa, tile);
+    if (!kDeferPv) {
       WgmmaWaitAll();
-      KeepRegisters(next[0]);
       KeepRegisters(acc[0]);
-      if (tile + 1 < tile_end) MaskPadding(next, tile + 1, p.rows, tig);
-    };
-    for (int tile = tile_begin; tile < tile_end; tile += 2) {
-      step(sa, sb, tile);
-      if (tile + 1 < tile_end) step(sb, sa, tile + 1);
     }
+  }
+  if (kDeferPv) {
+    WgmmaWaitAll();
+    KeepRegisters(acc[0]);
   }
   CpAsyncWait<0>();
   StoreRows(p, head, row_base, tig, acc, row_max, row_sum);
@@ -739,20 +727,18 @@ __global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p
 }
 
 // The kernel variants (Int8AttentionParams::variant): warps, row tiles per warp, resident blocks.
-// Variants 5-7: the warpgroup kernel (sm_90a builds on sm_90 devices only), 7 with the next tile's
-// scores overlapping the softmax (its two score buffers need more registers than 4 resident
-// blocks leave: 150).
+// Variants 5-7: the warpgroup kernel (sm_90a builds on sm_90 devices only), 7 with P V deferred.
 struct Variant {
   int warps, row_tiles, min_blocks;
   bool wgmma;
 };
 constexpr Variant kVariants[] = {{4, 1, 4, false}, {4, 1, 3, false}, {8, 1, 2, false}, {4, 2, 2, false}, {4, 2, 3, false},
-                                 {4, 1, 4, true},  {4, 1, 3, true},  {4, 1, 3, true}};
+                                 {4, 1, 4, true},  {4, 1, 3, true},  {4, 1, 4, true}};
 
 using KernelFn = void (*)(Int8AttentionParams);
 constexpr KernelFn kVariantKernels[] = {Int8AttentionKernel<4, 1, 4>, Int8AttentionKernel<4, 1, 3>, Int8AttentionKernel<8, 1, 2>,
                                         Int8AttentionKernel<4, 2, 2>, Int8AttentionKernel<4, 2, 3>, Int8WgmmaKernel<4, false>,
-                                        Int8WgmmaKernel<3, false>, Int8WgmmaKernel<3, true>};
+                                        Int8WgmmaKernel<3, false>, Int8WgmmaKernel<4, true>};
 static_assert(sizeof(kVariantKernels) / sizeof(kVariantKernels[0]) == sizeof(kVariants) / sizeof(kVariants[0]));
 
 }  // namespace
