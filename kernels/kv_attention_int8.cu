@@ -421,10 +421,10 @@ __device__ __forceinline__ void StoreRows(const Int8AttentionParams& p, int head
           *reinterpret_cast<uint32_t*>(out + j * 8 + tig * 2) = PackBf16x2(acc[rt][j][2 * r] * inv, acc[rt][j][2 * r + 1] * inv);
       } else {
         const int64_t at = (static_cast<int64_t>(blockIdx.z) * p.heads + head) * p.queries + row;
-        float* out = p.partial_out + at * kHeadDim;
+        uint16_t* out = p.partial_out + at * kHeadDim;
 #pragma unroll
         for (int j = 0; j < 8; ++j)
-          *reinterpret_cast<float2*>(out + j * 8 + tig * 2) = make_float2(acc[rt][j][2 * r] * inv, acc[rt][j][2 * r + 1] * inv);
+          *reinterpret_cast<uint32_t*>(out + j * 8 + tig * 2) = PackBf16x2(acc[rt][j][2 * r] * inv, acc[rt][j][2 * r + 1] * inv);
         // log2 of the row's sum of exponentials.
         if (tig == 0) p.partial_lse[at] = sum > 0.0f ? row_max[rt][r] + log2f(sum) : -INFINITY;
       }
@@ -715,9 +715,9 @@ __global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p
     const float lse = p.partial_lse[s * rows + row];
     if (lse == -INFINITY) continue;
     const float w = exp2f(lse - best);
-    const float2 o = reinterpret_cast<const float2*>(p.partial_out + (s * rows + row) * kHeadDim)[lane];
-    num0 = fmaf(w, o.x, num0);
-    num1 = fmaf(w, o.y, num1);
+    const uint32_t o = reinterpret_cast<const uint32_t*>(p.partial_out + (s * rows + row) * kHeadDim)[lane];
+    num0 = fmaf(w, Bf16BitsToFloat(static_cast<uint16_t>(o & 0xffffu)), num0);
+    num1 = fmaf(w, Bf16BitsToFloat(static_cast<uint16_t>(o >> 16)), num1);
     den += w;
   }
   const int head = static_cast<int>(row / p.queries), q = static_cast<int>(row % p.queries);

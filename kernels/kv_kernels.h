@@ -374,11 +374,13 @@ struct Int8AttentionParams {
   const uint16_t* v = nullptr;
   int64_t v_head_stride = 0;
   int rows = 0, tiles = 0;
-  // Output bf16 with strides like q's; splits > 1: float workspaces [splits, H, Nq, 64] and [splits, H, Nq].
+  // Output bf16 with strides like q's; splits > 1: workspaces [splits, H, Nq, 64] of bf16 (the
+  // splits' normalised rows: half the bytes of float, within the output's own rounding) and
+  // [splits, H, Nq] of float (their log-sum-exps).
   uint16_t* out = nullptr;
   int64_t out_head_stride = 0, out_row_stride = 0;
   int splits = 1;
-  float* partial_out = nullptr;
+  uint16_t* partial_out = nullptr;
   float* partial_lse = nullptr;
   // The kernel's shape (kv_attention_int8.cu's kVariants: warps per block, 16-row query tiles per
   // warp, resident blocks per multiprocessor, mma.sync or warpgroup MMAs), 0 .. Int8AttentionVariants() - 1.

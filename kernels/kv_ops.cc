@@ -13,6 +13,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 #include "core/errors.h"
 #include "core/kv/backend.h"  // (kCertainRowsBucket)
@@ -113,14 +114,17 @@ namespace {
 // The float workspaces of an attention split over the keys (p.splits > 1): partial outputs
 // [splits, H, Nq, 64] and log-sum-exps [splits, H, Nq], their pointers set in p (AttentionParams
 // or Int8AttentionParams); nothing for one split. Lives until the launch is queued.
+// (partial rows as the params hold them: float, or bf16 bits for the 8-bit attention's)
 struct SplitWorkspace {
   at::Tensor out, lse;
   template <typename Params>
   SplitWorkspace(Params& p, const at::TensorOptions& options) {
     if (p.splits <= 1) return;
-    out = at::empty({p.splits, p.heads, p.queries, 64}, options.dtype(at::kFloat));
+    using Partial = std::remove_pointer_t<decltype(p.partial_out)>;
+    static_assert(std::is_same_v<Partial, float> || std::is_same_v<Partial, uint16_t>, "float or bf16 partial rows");
+    out = at::empty({p.splits, p.heads, p.queries, 64}, options.dtype(std::is_same_v<Partial, float> ? at::kFloat : at::kBFloat16));
     lse = at::empty({p.splits, p.heads, p.queries}, options.dtype(at::kFloat));
-    p.partial_out = out.data_ptr<float>();
+    p.partial_out = static_cast<Partial*>(out.data_ptr());
     p.partial_lse = lse.data_ptr<float>();
   }
 };
