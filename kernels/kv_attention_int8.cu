@@ -432,49 +432,6 @@ __device__ __forceinline__ void StoreRows(const Int8AttentionParams& p, int head
   }
 }
 
-// Row `row` (of H * Nq) of the output from the splits' partial rows: sum_s w_s o_s / sum_s w_s,
-// w_s = 2^(lse_s - max lse), by one warp (lane: channels 2 lane, + 1). The partials of other
-// blocks are read from L2 (ld.global.cg: no line of L1 older than their writes).
-__device__ __forceinline__ void CombineRow(const Int8AttentionParams& p, int64_t row, int lane) {
-  const int64_t rows = static_cast<int64_t>(p.heads) * p.queries;
-  float best = -INFINITY;
-  for (int s = 0; s < p.splits; ++s) best = fmaxf(best, __ldcg(p.partial_lse + s * rows + row));
-  float num0 = 0.0f, num1 = 0.0f, den = 0.0f;
-  for (int s = 0; s < p.splits; ++s) {
-    const float lse = __ldcg(p.partial_lse + s * rows + row);
-    if (lse == -INFINITY) continue;
-    const float w = exp2f(lse - best);
-    const uint32_t o = __ldcg(reinterpret_cast<const unsigned int*>(p.partial_out + (s * rows + row) * kHeadDim) + lane);
-    num0 = fmaf(w, Bf16BitsToFloat(static_cast<uint16_t>(o & 0xffffu)), num0);
-    num1 = fmaf(w, Bf16BitsToFloat(static_cast<uint16_t>(o >> 16)), num1);
-    den += w;
-  }
-  const int head = static_cast<int>(row / p.queries), q = static_cast<int>(row % p.queries);
-  const float inv = den > 0.0f ? 1.0f / den : 0.0f;
-  *reinterpret_cast<uint32_t*>(p.out + head * p.out_head_stride + static_cast<int64_t>(q) * p.out_row_stride + 2 * lane) =
-      static_cast<uint32_t>(FloatToBf16Bits(num0 * inv)) | (static_cast<uint32_t>(FloatToBf16Bits(num1 * inv)) << 16);
-}
-
-// Called by every block of the warpgroup kernel once its split's rows are written (StoreRows): the
-// last block of a query block's splits to finish (a counter per query block and head, zero at
-// launch) combines their rows, in place of CombineSplitsKernel after it (~13 us at 16k keys,
-// calls 168-169).
-__device__ __forceinline__ void CombineIfLast(const Int8AttentionParams& p, int head, int block_rows) {
-  if (p.splits == 1) return;
-  __threadfence();  // this block's partial rows, before its count,
-  __syncthreads();  // by every thread
-  const bool last = __syncthreads_or(threadIdx.x == 0 &&
-                                     atomicAdd(p.split_counters + static_cast<int64_t>(head) * gridDim.x + blockIdx.x, 1) == p.splits - 1);
-  if (!last) return;
-  __threadfence();  // (the other blocks' rows, counted before this block's count)
-  const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int r = warp; r < block_rows; r += warps) {
-    const int q = blockIdx.x * block_rows + r;
-    if (q >= p.queries) break;
-    CombineRow(p, static_cast<int64_t>(head) * p.queries + q, lane);
-  }
-}
-
 // kWarps warps of kRowTiles x 16 query rows each (a warp's row tiles share its K and V fragments);
 // kMinBlocks: resident blocks per multiprocessor the registers are budgeted for.
 template <int kWarps, int kRowTiles, int kMinBlocks>
@@ -556,12 +513,6 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
   }
   CpAsyncWait<0>();
   StoreRows(p, head, row_base, tig, acc, row_max, row_sum);
-}
-
-// The mma.sync kernel's combine (whose registers have no room for CombineIfLast): a warp per row.
-__global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32;  // over H * Nq
-  if (row < static_cast<int64_t>(p.heads) * p.queries) CombineRow(p, row, threadIdx.x % 32);
 }
 
 // ---- the warpgroup kernel (sm_90a) --------------------------------------------------------------
@@ -660,7 +611,6 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
   if (tile_begin >= tile_end) {  // a split without tiles: zero rows of weight 0
     const float zero[1][8][4] = {};
     StoreRows(p, head, row_base, tig, zero, row_max, row_sum);
-    CombineIfLast(p, head, 64);
     return;
   }
   if (!kDeferPv) {
@@ -749,8 +699,31 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
   }
   CpAsyncWait<0>();
   StoreRows(p, head, row_base, tig, acc, row_max, row_sum);
-  CombineIfLast(p, head, 64);
 #endif
+}
+
+// out[h, q, :] = sum_s w_s o_s / sum_s w_s, w_s = 2^(lse_s - max lse); a warp per row.
+__global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32;  // over H * Nq
+  const int lane = threadIdx.x % 32;
+  const int64_t rows = static_cast<int64_t>(p.heads) * p.queries;
+  if (row >= rows) return;
+  float best = -INFINITY;
+  for (int s = 0; s < p.splits; ++s) best = fmaxf(best, p.partial_lse[s * rows + row]);
+  float num0 = 0.0f, num1 = 0.0f, den = 0.0f;
+  for (int s = 0; s < p.splits; ++s) {
+    const float lse = p.partial_lse[s * rows + row];
+    if (lse == -INFINITY) continue;
+    const float w = exp2f(lse - best);
+    const uint32_t o = reinterpret_cast<const uint32_t*>(p.partial_out + (s * rows + row) * kHeadDim)[lane];
+    num0 = fmaf(w, Bf16BitsToFloat(static_cast<uint16_t>(o & 0xffffu)), num0);
+    num1 = fmaf(w, Bf16BitsToFloat(static_cast<uint16_t>(o >> 16)), num1);
+    den += w;
+  }
+  const int head = static_cast<int>(row / p.queries), q = static_cast<int>(row % p.queries);
+  const float inv = den > 0.0f ? 1.0f / den : 0.0f;
+  *reinterpret_cast<uint32_t*>(p.out + head * p.out_head_stride + static_cast<int64_t>(q) * p.out_row_stride + 2 * lane) =
+      static_cast<uint32_t>(FloatToBf16Bits(num0 * inv)) | (static_cast<uint32_t>(FloatToBf16Bits(num1 * inv)) << 16);
 }
 
 // The kernel variants (Int8AttentionParams::variant): warps, row tiles per warp, resident blocks.
@@ -853,14 +826,13 @@ cudaError_t LaunchInt8Attention(const Int8AttentionParams& p, cudaStream_t strea
   if (p.tiles < 1 || p.rows < 1 || p.rows > p.tiles * kTile || p.splits < 1) return cudaErrorInvalidValue;
   if (p.splits > 1 && (!p.partial_out || !p.partial_lse)) return cudaErrorInvalidValue;
   if (p.variant < 0 || p.variant >= Int8AttentionVariants()) return cudaErrorInvalidValue;
-  if (p.splits > 1 && kVariants[p.variant].wgmma && !p.split_counters) return cudaErrorInvalidValue;
   if (!Int8AttentionVariantAvailable(p.variant)) return cudaErrorInvalidDeviceFunction;
   const Variant v = kVariants[p.variant];
   const dim3 grid(Int8AttentionBlocks(p.queries, 1, p.variant), p.heads, p.splits);
   const int threads = v.warps * 32;
   kVariantKernels[p.variant]<<<grid, threads, 0, stream>>>(p);
   cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || p.splits == 1 || v.wgmma) return err;  // (the warpgroup kernel combines its splits itself)
+  if (err != cudaSuccess || p.splits == 1) return err;
   const int64_t rows = static_cast<int64_t>(p.heads) * p.queries;
   CombineSplitsKernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(p);
   return cudaGetLastError();

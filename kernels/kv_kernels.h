@@ -382,9 +382,6 @@ struct Int8AttentionParams {
   int splits = 1;
   uint16_t* partial_out = nullptr;
   float* partial_lse = nullptr;
-  // splits > 1 and the warpgroup kernel: a counter per query block and head (Int8AttentionBlocks of
-  // them), zero at launch: the last split of each combines them.
-  int* split_counters = nullptr;
   // The kernel's shape (kv_attention_int8.cu's kVariants: warps per block, 16-row query tiles per
   // warp, resident blocks per multiprocessor, mma.sync or warpgroup MMAs), 0 .. Int8AttentionVariants() - 1.
   int variant = 0;

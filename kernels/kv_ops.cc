@@ -1194,11 +1194,6 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
   if (splits <= 0) splits = ChooseInt8AttentionSplits(p, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
   p.splits = std::min(splits, p.tiles);
   const SplitWorkspace workspace(p, q.options());
-  at::Tensor counters;
-  if (p.splits > 1 && Int8AttentionVariantIsWgmma(p.variant)) {  // (its splits' counters: the last one combines them)
-    counters = at::zeros({Int8AttentionBlocks(p.queries, p.heads, p.variant)}, q.options().dtype(at::kInt));
-    p.split_counters = counters.data_ptr<int>();
-  }
   CheckCuda(LaunchInt8Attention(p, at::cuda::getCurrentCUDAStream()), "8-bit attention kernel");
   return out;
 }
