@@ -36,12 +36,19 @@ if(_nvidia_smi)
 endif()
 if(STREAMRECON_HAVE_CUDA)
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    # The H200's architecture, with its Hopper-only instructions (wgmma: 90a) where nvcc knows them
+    # (CUDA 12 and later; 11.8 knows 90 only).
+    execute_process(COMMAND ${CMAKE_CUDA_COMPILER} --version OUTPUT_VARIABLE _nvcc_out ERROR_QUIET)
+    set(_hopper 90)
+    if(_nvcc_out MATCHES "release ([0-9]+)\\." AND CMAKE_MATCH_1 GREATER_EQUAL 12)
+      set(_hopper 90a)
+    endif()
     if(STREAMRECON_GPU_PRESENT AND _smi_out MATCHES "^[^\n]*, 9\.0$")
-      set(CMAKE_CUDA_ARCHITECTURES 90a)     # one H100/H200: with the Hopper-only instructions (wgmma)
+      set(CMAKE_CUDA_ARCHITECTURES ${_hopper})  # one H100/H200
     elseif(STREAMRECON_GPU_PRESENT)
-      set(CMAKE_CUDA_ARCHITECTURES native)  # the GPUs present
+      set(CMAKE_CUDA_ARCHITECTURES native)      # the GPUs present
     else()
-      set(CMAKE_CUDA_ARCHITECTURES 90a)     # compile checks on CPU machines: the H200's
+      set(CMAKE_CUDA_ARCHITECTURES ${_hopper})  # compile checks on CPU machines: the H200's
     endif()
   endif()
   enable_language(CUDA)
