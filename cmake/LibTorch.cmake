@@ -64,12 +64,17 @@ if(STREAMRECON_HAVE_TORCH_CUDA)
   # Torch's CMake replaces CMAKE_CUDA_ARCHITECTURES with flags from TORCH_CUDA_ARCH_LIST (else the
   # GPUs it finds, without the arch-specific 9.0a the warpgroup kernel needs): the list is given
   # from CMAKE_CUDA_ARCHITECTURES (90a -> 9.0a) unless set.
-  if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND CMAKE_CUDA_ARCHITECTURES
-     AND NOT CMAKE_CUDA_ARCHITECTURES MATCHES "native|all")
+  if(DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT DEFINED TORCH_CUDA_ARCH_LIST)
+    message(STATUS "LibTorch: TORCH_CUDA_ARCH_LIST $ENV{TORCH_CUDA_ARCH_LIST} from the environment (CMAKE_CUDA_ARCHITECTURES not used)")
+  elseif(NOT DEFINED TORCH_CUDA_ARCH_LIST AND CMAKE_CUDA_ARCHITECTURES AND NOT CMAKE_CUDA_ARCHITECTURES MATCHES "native|all")
     set(TORCH_CUDA_ARCH_LIST "")
-    foreach(_arch IN LISTS CMAKE_CUDA_ARCHITECTURES)
-      if(_arch MATCHES "^([0-9]+)([0-9])([af]?)")
-        list(APPEND TORCH_CUDA_ARCH_LIST "${CMAKE_MATCH_1}.${CMAKE_MATCH_2}${CMAKE_MATCH_3}")
+    foreach(_arch IN LISTS CMAKE_CUDA_ARCHITECTURES)  # 90a -> 9.0a, 80-virtual -> 8.0+PTX, 86-real -> 8.6
+      if(_arch MATCHES "^([0-9]+)([0-9])(a?)(-real|-virtual)?$")
+        set(_torch_arch "${CMAKE_MATCH_1}.${CMAKE_MATCH_2}${CMAKE_MATCH_3}")
+        if(CMAKE_MATCH_4 STREQUAL "-virtual")
+          string(APPEND _torch_arch "+PTX")
+        endif()
+        list(APPEND TORCH_CUDA_ARCH_LIST "${_torch_arch}")
       endif()
     endforeach()
     message(STATUS "LibTorch: TORCH_CUDA_ARCH_LIST ${TORCH_CUDA_ARCH_LIST} (from CMAKE_CUDA_ARCHITECTURES)")

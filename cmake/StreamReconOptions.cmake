@@ -22,7 +22,7 @@ if(NOT STREAMRECON_CUDA STREQUAL "OFF")
   endif()
 endif()
 streamrecon_resolve(CUDA _cuda_ok)
-# An NVIDIA GPU on this machine (nvidia-smi answers): the CUDA code is built for it ("native") and
+# An NVIDIA GPU on this machine (nvidia-smi answers): the CUDA code is built for it (below) and
 # STREAMRECON_TORCH_CUDA=AUTO links the CUDA build of LibTorch (cmake/LibTorch.cmake).
 set(STREAMRECON_GPU_PRESENT OFF)
 find_program(_nvidia_smi nvidia-smi)
@@ -36,19 +36,24 @@ if(_nvidia_smi)
 endif()
 if(STREAMRECON_HAVE_CUDA)
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-    # The H200's architecture, with its Hopper-only instructions (wgmma: 90a) where nvcc knows them
-    # (CUDA 12 and later; 11.8 knows 90 only).
-    execute_process(COMMAND ${CMAKE_CUDA_COMPILER} --version OUTPUT_VARIABLE _nvcc_out ERROR_QUIET)
-    set(_hopper 90)
-    if(_nvcc_out MATCHES "release ([0-9]+)\\." AND CMAKE_MATCH_1 GREATER_EQUAL 12)
-      set(_hopper 90a)
+    # H100/H200 only (every line of nvidia-smi's "name, 9.0"): 90a, the H200's architecture with
+    # its Hopper-only instructions (the 8-bit attention's warpgroup kernel); other GPUs: "native";
+    # CPU machines: 90a, so that the compile checks cover that kernel (CUDA 12 or later, which the
+    # kernels need anyway).
+    set(_all_hopper OFF)
+    if(STREAMRECON_GPU_PRESENT)
+      set(_all_hopper ON)
+      string(REPLACE "\n" ";" _gpu_lines "${_smi_out}")
+      foreach(_line IN LISTS _gpu_lines)
+        if(NOT _line MATCHES ", 9\\.0$")
+          set(_all_hopper OFF)
+        endif()
+      endforeach()
     endif()
-    if(STREAMRECON_GPU_PRESENT AND _smi_out MATCHES "^[^\n]*, 9\.0$")
-      set(CMAKE_CUDA_ARCHITECTURES ${_hopper})  # one H100/H200
-    elseif(STREAMRECON_GPU_PRESENT)
-      set(CMAKE_CUDA_ARCHITECTURES native)      # the GPUs present
+    if(NOT STREAMRECON_GPU_PRESENT OR _all_hopper)
+      set(CMAKE_CUDA_ARCHITECTURES 90a)
     else()
-      set(CMAKE_CUDA_ARCHITECTURES ${_hopper})  # compile checks on CPU machines: the H200's
+      set(CMAKE_CUDA_ARCHITECTURES native)
     endif()
   endif()
   enable_language(CUDA)

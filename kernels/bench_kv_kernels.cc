@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
   }
 
   // Attention: T cached tokens + the current frame (queries tokens) per head.
-  std::printf("\n%-9s %-9s %10s %10s %8s\n", "T", "format", "ms", "TFLOP/s", "vs SDPA");
+  std::printf("\n%-9s %-16s %10s %10s %8s\n", "T", "format", "ms", "TFLOP/s", "vs SDPA");
   nlohmann::json attention = nlohmann::json::array();
   for (int64_t T : append_only ? std::vector<int64_t>{} : kept) {
     at::manual_seed(T);
@@ -180,14 +180,15 @@ int main(int argc, char** argv) {
     const double flops = 4.0 * heads * queries * static_cast<double>(T + queries) * 64;
     const double sdpa = TimeMs([&] { at::scaled_dot_product_attention(q.unsqueeze(0), k_all.unsqueeze(0), v_all.unsqueeze(0)); });
     auto report = [&](const char* name, double ms) {
-      std::printf("%-9lld %-9s %10.3f %10.1f %8.2fx\n", static_cast<long long>(T), name, ms, flops / ms / 1e9, ms / sdpa);
+      std::printf("%-9lld %-16s %10.3f %10.1f %8.2fx\n", static_cast<long long>(T), name, ms, flops / ms / 1e9, ms / sdpa);
       attention.push_back({{"tokens", T}, {"format", name}, {"ms", ms}, {"tflops", flops / ms / 1e9}, {"vs_sdpa", ms / sdpa}});
     };
     report("sdpa", sdpa);
     // The same back to back (BackToBackMs; "/b2b" rows): device time without the host's lead.
     const double sdpa_b2b = BackToBackMs([&] { at::scaled_dot_product_attention(q.unsqueeze(0), k_all.unsqueeze(0), v_all.unsqueeze(0)); }, 20);
     auto report_b2b = [&](const std::string& name, double ms) {
-      std::printf("%-9lld %-9s %10.3f %10.1f %8.2fx (of sdpa/b2b)\n", static_cast<long long>(T), name.c_str(), ms, flops / ms / 1e9, ms / sdpa_b2b);
+      std::printf("%-9lld %-16s %10.3f %10.1f %8.2fx (of sdpa/b2b)\n", static_cast<long long>(T), name.c_str(), ms, flops / ms / 1e9,
+                  ms / sdpa_b2b);
       attention.push_back({{"tokens", T}, {"format", name}, {"ms", ms}, {"tflops", flops / ms / 1e9}, {"vs_sdpa", ms / sdpa_b2b}});
     };
     report_b2b("sdpa/b2b", sdpa_b2b);
@@ -224,7 +225,8 @@ int main(int argc, char** argv) {
         }
       // (over rows that already hold the current frame, as the dense cache's: no copy of V)
       report("i8-q-only", TimeMs([&] { k8::QuantizeInt8RowsCuda(k_all, v_all, T + queries); }));
-      report("i8+q", TimeMs([&] { k8::Int8AttentionCuda(q, k8::QuantizeInt8RowsCuda(k_all, v_all, T + queries)); }));
+      const std::string with_q = "i8+q/v" + std::to_string(k8::DefaultInt8AttentionVariant());  // (the default variant)
+      report(with_q.c_str(), TimeMs([&] { k8::Int8AttentionCuda(q, k8::QuantizeInt8RowsCuda(k_all, v_all, T + queries)); }));
     }
     // Valid counts of T tokens in full pages of 32 (the last partial), known on the host as the
     // layer cache keeps them (no read back per call).
@@ -271,7 +273,8 @@ int main(int argc, char** argv) {
         for (int i = 0; i < 20; ++i) streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), valid, k_cur, v_cur);
         const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / 20;
         at::cuda::getCurrentCUDAStream().synchronize();
-        std::printf("%-9lld %-9s %10.1f us of host time per call\n", static_cast<long long>(T), "x8-4-only/host", us);
+        std::printf("%-9lld %-16s %10.1f us of host time per call\n", static_cast<long long>(T), "x8-4-only/host", us);
+        attention.push_back({{"tokens", T}, {"format", "x8-4-only/host"}, {"host_us", us}});
       }
     }
   }

@@ -1,20 +1,30 @@
-// 8-bit attention (the 60 FPS issue's item 7): Q K^T on INT8 tensor cores (m16n8k32, twice the
-// bf16 rate), P V in bf16 (m16n8k16, float accumulation), online softmax in float.
+// 8-bit attention (the 60 FPS issue's item 7): Q K^T on INT8 tensor cores, P V in bf16 with float
+// accumulation, online softmax in float. Two kernels share the softmax, the query quantization and
+// the output (LoadQueriesInt8, MaskPadding, ScoresToP, StoreRows):
+// - Int8AttentionKernel (variants 0-4, any sm_80+ build): mma.sync, m16n8k32 INT8 (twice the bf16
+//   rate) and m16n8k16 bf16, fragments by ldmatrix, cp.async in three stages;
+// - Int8WgmmaKernel (variants 5-7, sm_90a builds on compute capability 9.0; the default there):
+//   Hopper's warpgroup MMAs, m64n64k32 INT8 and m64n64k16 bf16 with the A operands (Q, P) from
+//   registers and the key and value tiles read from shared memory through swizzled matrix
+//   descriptors, cp.async in four stages (docs/perf.md, "Session 27": 0.50-0.54x of cuDNN's bf16
+//   SDPA at 16k-64k keys, against 0.59-0.65x for the mma.sync kernel).
 //
-// Why not FP8 for P V: on the H200 (sm_90) an e4m3 mma.sync is not a native instruction; ptxas
-// lowers each one to two fp16 MMAs plus conversions of both operands (the SASS of call 88 shows
-// HMMA.16816 and F2FP where the FP8 MMAs were), so FP8 P V cost more than bf16 P V (FP8 at full
-// rate is wgmma's only). The first form of this kernel (calls 84-88) did that; docs/perf.md.
+// Why not FP8 for P V: on the H200 an e4m3 mma.sync is not a native instruction; ptxas lowers each
+// one to two fp16 MMAs plus conversions of both operands (the SASS of call 88 shows HMMA.16816 and
+// F2FP where the FP8 MMAs were), so FP8 P V cost more than bf16 P V. The first form of this kernel
+// (calls 84-88) did that; docs/perf.md. FP8 at full rate is wgmma's, whose 8-bit B operand must be
+// K-major: V transposed in shared memory (keys contiguous per channel), which the bf16 wgmma of the
+// warpgroup kernel does not need (it reads V N-major).
 //
 // Operands: K as INT8 with one scale per 64-token tile (QuantizeInt8Rows, one pass over a dense
 // cache's bf16 rows, or ExpandPagesInt8, one pass over the packed pages), V as bf16 rows (the
-// dense cache's own, or expanded by that pass), Q quantized by this kernel, one INT8 scale per
+// dense cache's own, or expanded by that pass), Q quantized by the kernels, one INT8 scale per
 // query row with the softmax scale and log2(e) folded in. Query and key scales make one factor per
 // row and tile, folded into the exponent's multiply-add. The rows' sums of P come from one more
 // MMA against a tile of ones. A row's running maximum moves only when a score exceeds it by more
 // than 8 in log2 units (P stays at most 2^8 = 256), so a steady tile needs no shuffles across a
 // row's quad and no rescale (calls 153-156: 0.275 -> 0.237 ms at 16k keys). Keys split over
-// blocks with a log-sum-exp combine, as kv_attention.cu.
+// blocks with a log-sum-exp combine, as kv_attention.cu, but with the splits' rows in bf16.
 //
 // Why K is read as INT8 tiles and not from the packed pages: at q = 1041 each key tile serves 17
 // query blocks per head, and a page's per-channel scales would have to be folded into the queries
@@ -32,7 +42,7 @@ namespace streamrecon::kernels {
 namespace {
 
 constexpr int kTile = kInt8AttentionTile;
-constexpr int kStages = 3;
+constexpr int kStages = 3;  // the mma.sync kernel's (the warpgroup kernel's: kWgStages)
 
 // Four floats times `inv`, rounded to INT8 codes (|x inv| <= 127 by the caller's scale), packed in
 // one word (the first in the low byte).
@@ -166,8 +176,9 @@ __global__ void __launch_bounds__(256) ExpandPagesInt8Kernel(Int8PagesParams p) 
 
 // ---- attention ----------------------------------------------------------------------------------
 
-// Integer scores as floats without an instruction: the MMA's accumulators start at the bits of
-// 1.5 2^23 (kScoreBits), so that they end as the bits of the float 1.5 2^23 + s for |s| < 2^22,
+// Integer scores as floats without a conversion: the mma.sync kernel's accumulators start at the
+// bits of 1.5 2^23 (kScoreBits), the warpgroup kernel adds them once its scores arrive (an integer
+// add each), so that they end as the bits of the float 1.5 2^23 + s for |s| < 2^22,
 // exactly (Q K^T over 64 channels of INT8 codes is at most 64 127^2 < 2^20 in magnitude; I2F
 // would run at the rate of the exponential, and the softmax bounds the kernel). These floats are
 // positive, so their order is their bits' order as integers: the maxima are taken on the integers
@@ -320,7 +331,9 @@ __device__ __forceinline__ void MaskPadding(int (&sc)[kRowTiles][8][4], int tile
 // A key tile's scores to P (the softmax numerators, as bf16 A operands of P V), for a warp's
 // kRowTiles x 16 rows: sc holds kScoreBits + the integer scores in the m16n8 accumulator layout
 // per 8-key chunk (mma.sync's and wgmma's alike), the padding masked (MaskPadding). The running maxima
-// and sums move, and acc is rescaled when a maximum moves.
+// and sums move, and acc is rescaled when a maximum moves (on a block's first tile by 0, from a
+// maximum of -inf: the warpgroup kernel's variant 7 leaves acc unset until then, its first P V MMA
+// overwriting whatever this rescale made of it).
 template <int kRowTiles>
 __device__ __forceinline__ void ScoresToP(const int (&sc)[kRowTiles][8][4], float k_scale,
                                           const float (&q_scale)[kRowTiles][2], float (&row_max)[kRowTiles][2],
@@ -532,7 +545,8 @@ struct WgStage {
 };
 static_assert(sizeof(WgStage) % 1024 == 0, "stages keep the 1024-byte alignment of the 128-byte swizzle");
 
-__device__ __forceinline__ int SwizzleV(int key, int chunk) { return key * 128 + ((chunk ^ (key & 7)) << 4); }
+// (SwizzleV and kWgStages are unused where no sm_90a code is built.)
+[[maybe_unused]] __device__ __forceinline__ int SwizzleV(int key, int chunk) { return key * 128 + ((chunk ^ (key & 7)) << 4); }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define STREAMRECON_WGMMA_DEVICE 1
@@ -588,7 +602,7 @@ __device__ __forceinline__ void WgmmaBf16(float (&d)[8][4], const uint32_t (&a)[
 // kDeferPv: a tile's P V is waited for only with the next tile's scores, so that it runs during
 // the next barrier and loads; the loads then run kWgStages - 2 tiles ahead (not into the stage P V
 // reads). Otherwise it is waited for at once and the loads run kWgStages - 1 tiles ahead.
-constexpr int kWgStages = 4;  // 48 KiB a block
+[[maybe_unused]] constexpr int kWgStages = 4;  // 48 KiB a block
 template <int kMinBlocks, bool kDeferPv>
 __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8AttentionParams p) {
 #if defined(STREAMRECON_WGMMA_DEVICE)
@@ -699,6 +713,8 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
   }
   CpAsyncWait<0>();
   StoreRows(p, head, row_base, tig, acc, row_max, row_sum);
+#elif defined(__CUDA_ARCH__)
+  __trap();  // code without sm_90a's instructions (Int8AttentionVariantAvailable should not have let it run)
 #endif
 }
 
@@ -726,14 +742,18 @@ __global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p
       static_cast<uint32_t>(FloatToBf16Bits(num0 * inv)) | (static_cast<uint32_t>(FloatToBf16Bits(num1 * inv)) << 16);
 }
 
-// The kernel variants (Int8AttentionParams::variant): warps, row tiles per warp, resident blocks.
-// Variants 5-7: the warpgroup kernel (sm_90a builds on sm_90 devices only), 7 with P V deferred.
+// The kernel variants (Int8AttentionParams::variant): warps, row tiles per warp, resident blocks,
+// the warpgroup kernel (sm_90a builds on compute capability 9.0 only) and its P V deferred.
 struct Variant {
   int warps, row_tiles, min_blocks;
-  bool wgmma;
+  bool wgmma, defer_pv;
 };
-constexpr Variant kVariants[] = {{4, 1, 4, false}, {4, 1, 3, false}, {8, 1, 2, false}, {4, 2, 2, false}, {4, 2, 3, false},
-                                 {4, 1, 4, true},  {4, 1, 3, true},  {4, 1, 4, true}};
+constexpr Variant kVariants[] = {{4, 1, 4, false, false}, {4, 1, 3, false, false}, {8, 1, 2, false, false}, {4, 2, 2, false, false},
+                                 {4, 2, 3, false, false}, {4, 1, 4, true, false},  {4, 1, 3, true, false},  {4, 1, 4, true, true}};
+// The default where the warpgroup kernel runs: variant 5 (calls 166-169: within 2-3% of 6 and 7 at
+// 16k-64k keys, 7 faster at 16k only), else the mma.sync kernel's variant 0.
+constexpr int kDefaultWgmmaVariant = 5, kDefaultMmaVariant = 0;
+static_assert(kVariants[kDefaultWgmmaVariant].wgmma && !kVariants[kDefaultMmaVariant].wgmma, "the defaults' kernels");
 
 using KernelFn = void (*)(Int8AttentionParams);
 constexpr KernelFn kVariantKernels[] = {Int8AttentionKernel<4, 1, 4>, Int8AttentionKernel<4, 1, 3>, Int8AttentionKernel<8, 1, 2>,
@@ -745,21 +765,47 @@ static_assert(sizeof(kVariantKernels) / sizeof(kVariantKernels[0]) == sizeof(kVa
 
 int Int8AttentionVariants() { return static_cast<int>(sizeof(kVariants) / sizeof(kVariants[0])); }
 
-bool Int8AttentionVariantAvailable(int variant) {
-  if (variant < 0 || variant >= Int8AttentionVariants()) return false;
-  if (!kVariants[variant].wgmma) return true;
+bool Int8WgmmaBuilt() {
 #if defined(STREAMRECON_WGMMA_BUILD)
-  // The warpgroup kernel's code is built for sm_90a, which runs on compute capability 9.0 only.
+  return true;
+#else
+  return false;
+#endif
+}
+
+int CurrentDeviceCapability() {
   int device = 0, major = 0, minor = 0;
   if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
     cudaGetLastError();
+    return -1;
+  }
+  return 10 * major + minor;
+}
+
+bool Int8AttentionVariantAvailable(int variant) {
+  if (variant < 0 || variant >= Int8AttentionVariants()) return false;
+  if (!kVariants[variant].wgmma) return true;
+  if (!Int8WgmmaBuilt()) return false;
+  // The warpgroup kernel's code is built for sm_90a, which runs on compute capability 9.0 only:
+  // asked once per device and process (0 unknown, 1 yes, 2 no).
+  static std::atomic<int> known[64] = {};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
     return false;
   }
-  return major == 9 && minor == 0;
-#else
-  return false;
-#endif
+  if (device < 0 || device >= 64) return CurrentDeviceCapability() == 90;
+  int state = known[device].load(std::memory_order_relaxed);
+  if (state == 0) {
+    state = CurrentDeviceCapability() == 90 ? 1 : 2;
+    known[device].store(state, std::memory_order_relaxed);
+  }
+  return state == 1;
+}
+
+int DefaultInt8AttentionVariant() {
+  return Int8AttentionVariantAvailable(kDefaultWgmmaVariant) ? kDefaultWgmmaVariant : kDefaultMmaVariant;
 }
 
 bool Int8AttentionVariantIsWgmma(int variant) { return variant >= 0 && variant < Int8AttentionVariants() && kVariants[variant].wgmma; }

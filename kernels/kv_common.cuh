@@ -208,6 +208,7 @@ __device__ __forceinline__ void DequantizeSlotBf16(const PagesView& pv, int head
   const uint4* kp = reinterpret_cast<const uint4*>(pv.k_params + (static_cast<int64_t>(page) * heads + head) * kHeadDim + c);
   const uint4 kpar[2] = {kp[0], kp[1]};
   // (v_group divides 64 and is at least 8: 8, 16, 32 or 64, so shifts instead of divisions)
+  static_assert(kHeadDim == 64, "6 = log2 of the head dimension below");
   const int v_shift = __ffs(pv.v_group) - 1;
   const uint32_t vp = pv.v_params[(row << (6 - v_shift)) + (c >> v_shift)];
   const float norm = pv.norms ? pv.norms[static_cast<int64_t>(page) * pv.slots + slot] : 1.0f;

@@ -375,23 +375,31 @@ struct Int8AttentionParams {
   int64_t v_head_stride = 0;
   int rows = 0, tiles = 0;
   // Output bf16 with strides like q's; splits > 1: workspaces [splits, H, Nq, 64] of bf16 (the
-  // splits' normalised rows: half the bytes of float, within the output's own rounding) and
-  // [splits, H, Nq] of float (their log-sum-exps).
+  // splits' normalised rows: half the bytes of float, for one more bf16 rounding of each before the
+  // combine) and [splits, H, Nq] of float (their log-sum-exps).
   uint16_t* out = nullptr;
   int64_t out_head_stride = 0, out_row_stride = 0;
   int splits = 1;
   uint16_t* partial_out = nullptr;
   float* partial_lse = nullptr;
   // The kernel's shape (kv_attention_int8.cu's kVariants: warps per block, 16-row query tiles per
-  // warp, resident blocks per multiprocessor, mma.sync or warpgroup MMAs), 0 .. Int8AttentionVariants() - 1.
+  // warp, resident blocks per multiprocessor, mma.sync or warpgroup MMAs, the latter's P V
+  // deferred), 0 .. Int8AttentionVariants() - 1.
   int variant = 0;
 };
 int Int8AttentionVariants();
-// Whether a variant runs here: the warpgroup kernel (Int8AttentionVariantIsWgmma) needs a build
-// for sm_90a (CMAKE_CUDA_ARCHITECTURES 90a) and a device of compute capability 9.0; the others
-// run everywhere.
+// Whether a variant runs on the current device: the warpgroup kernel (Int8AttentionVariantIsWgmma)
+// needs this build's sm_90a code (Int8WgmmaBuilt: CMAKE_CUDA_ARCHITECTURES 90a, which the CUDA
+// LibTorch's CMake gets as TORCH_CUDA_ARCH_LIST 9.0a) and a device of compute capability 9.0; the
+// others run on every device this build has code for.
 bool Int8AttentionVariantAvailable(int variant);
 bool Int8AttentionVariantIsWgmma(int variant);
+bool Int8WgmmaBuilt();
+// The current device's compute capability as 10 major + minor (90 for an H100/H200), -1 unknown.
+int CurrentDeviceCapability();
+// The default variant: the warpgroup kernel's where it runs (docs/perf.md, "Session 27"), else the
+// mma.sync kernel's.
+int DefaultInt8AttentionVariant();
 // Blocks of the attention kernel per split (query tiles x heads).
 int Int8AttentionBlocks(int queries, int heads, int variant);
 // Splits over the keys for these params that fill whole waves of resident blocks (the combine

@@ -111,10 +111,10 @@ void AppendPagesCuda(const at::Tensor& k, const at::Tensor& v, bool oscar, bool 
 
 namespace {
 
-// The float workspaces of an attention split over the keys (p.splits > 1): partial outputs
-// [splits, H, Nq, 64] and log-sum-exps [splits, H, Nq], their pointers set in p (AttentionParams
-// or Int8AttentionParams); nothing for one split. Lives until the launch is queued.
-// (partial rows as the params hold them: float, or bf16 bits for the 8-bit attention's)
+// The workspaces of an attention split over the keys (p.splits > 1): partial outputs [splits, H,
+// Nq, 64] (float for AttentionParams, bf16 for Int8AttentionParams, as their pointers' types say)
+// and float log-sum-exps [splits, H, Nq], their pointers set in p; nothing for one split. Lives
+// until the launch is queued.
 struct SplitWorkspace {
   at::Tensor out, lse;
   template <typename Params>
@@ -1083,10 +1083,12 @@ Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t 
   return out;
 }
 
-int DefaultInt8AttentionVariant() {
-  for (int variant = 0; variant < Int8AttentionVariants(); ++variant)
-    if (Int8AttentionVariantIsWgmma(variant) && Int8AttentionVariantAvailable(variant)) return variant;
-  return 0;
+std::string Int8WgmmaRequirement() {
+  const int capability = CurrentDeviceCapability();
+  return std::string("the warpgroup kernel needs code for sm_90a (CMAKE_CUDA_ARCHITECTURES 90a; TORCH_CUDA_ARCH_LIST 9.0a with the "
+                     "CUDA LibTorch) and a device of compute capability 9.0; this build ") +
+         (Int8WgmmaBuilt() ? "has that code" : "has no such code") + ", the device " +
+         (capability < 0 ? "is unknown" : "has " + std::to_string(capability / 10) + "." + std::to_string(capability % 10));
 }
 
 Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std::vector<int32_t>& counts, const at::Tensor& k_cur,
@@ -1185,11 +1187,10 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
   p.out_row_stride = out.stride(1);
   if (variant == kInt8DefaultVariant) variant = DefaultInt8AttentionVariant();
   if (variant < 0 || variant >= Int8AttentionVariants())
-    throw Error("8-bit attention: variant " + std::to_string(variant) + " unknown (0 to " + std::to_string(Int8AttentionVariants() - 1) + ")");
+    throw Error("8-bit attention: variant " + std::to_string(variant) + " unknown (0 to " + std::to_string(Int8AttentionVariants() - 1) +
+                ", or kInt8DefaultVariant)");
   if (!Int8AttentionVariantAvailable(variant))
-    throw Error("8-bit attention: variant " + std::to_string(variant) +
-                " is the warpgroup kernel, which needs a build for sm_90a (CMAKE_CUDA_ARCHITECTURES 90a) and a device of compute "
-                "capability 9.0");
+    throw Error("8-bit attention: variant " + std::to_string(variant) + " does not run here: " + Int8WgmmaRequirement());
   p.variant = variant;
   if (splits <= 0) splits = ChooseInt8AttentionSplits(p, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
   p.splits = std::min(splits, p.tiles);

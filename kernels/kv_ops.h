@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <map>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -194,7 +195,7 @@ Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std
 // Returns bf16 [H, Nq, 64].
 inline constexpr int kInt8DefaultVariant = -1;
 at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int splits = 0, int variant = kInt8DefaultVariant);
-// The fastest variant that runs here (docs/perf.md): the warpgroup kernel where available, else 0.
-int DefaultInt8AttentionVariant();
+// What the warpgroup kernel needs and what this build and device have, for messages.
+std::string Int8WgmmaRequirement();
 
 }  // namespace streamrecon::kernels
