@@ -445,6 +445,13 @@ __device__ __forceinline__ void StoreRows(const Int8AttentionParams& p, int head
   }
 }
 
+// The key tiles [begin, end) of this block's split (blockIdx.z); empty for a split past the tiles.
+__device__ __forceinline__ void SplitTiles(const Int8AttentionParams& p, int& begin, int& end) {
+  const int per_split = (p.tiles + p.splits - 1) / p.splits;
+  begin = blockIdx.z * per_split;
+  end = min(p.tiles, begin + per_split);
+}
+
 // kWarps warps of kRowTiles x 16 query rows each (a warp's row tiles share its K and V fragments);
 // kMinBlocks: resident blocks per multiprocessor the registers are budgeted for.
 template <int kWarps, int kRowTiles, int kMinBlocks>
@@ -454,8 +461,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, tig = lane % 4;
   const int head = blockIdx.y;
-  const int per_split = (p.tiles + p.splits - 1) / p.splits;
-  const int tile_begin = blockIdx.z * per_split, tile_end = min(p.tiles, tile_begin + per_split);
+  int tile_begin, tile_end;
+  SplitTiles(p, tile_begin, tile_end);
 
   const int row_base = blockIdx.x * kBlockM + warp * kRowTiles * 16 + g;  // the warp's first row (its rows g, g + 8, ...)
   uint32_t qa[kRowTiles][2][4];  // [row tile][k-step][register]
@@ -611,8 +618,8 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, tig = lane % 4, t = threadIdx.x;
   const int head = blockIdx.y;
-  const int per_split = (p.tiles + p.splits - 1) / p.splits;
-  const int tile_begin = blockIdx.z * per_split, tile_end = min(p.tiles, tile_begin + per_split);
+  int tile_begin, tile_end;
+  SplitTiles(p, tile_begin, tile_end);
 
   const int row_base = blockIdx.x * 64 + warp * 16 + g;
   uint32_t qa[1][2][4];
@@ -743,13 +750,14 @@ __global__ void __launch_bounds__(256) CombineSplitsKernel(Int8AttentionParams p
 }
 
 // The kernel variants (Int8AttentionParams::variant): warps, row tiles per warp, resident blocks,
-// the warpgroup kernel (sm_90a builds on compute capability 9.0 only) and its P V deferred.
+// the warpgroup kernel (sm_90a builds on compute capability 9.0 only). Variant 7 is variant 5 with
+// P V deferred (kVariantKernels' Int8WgmmaKernel<4, true>).
 struct Variant {
   int warps, row_tiles, min_blocks;
-  bool wgmma, defer_pv;
+  bool wgmma;
 };
-constexpr Variant kVariants[] = {{4, 1, 4, false, false}, {4, 1, 3, false, false}, {8, 1, 2, false, false}, {4, 2, 2, false, false},
-                                 {4, 2, 3, false, false}, {4, 1, 4, true, false},  {4, 1, 3, true, false},  {4, 1, 4, true, true}};
+constexpr Variant kVariants[] = {{4, 1, 4, false}, {4, 1, 3, false}, {8, 1, 2, false}, {4, 2, 2, false},
+                                 {4, 2, 3, false}, {4, 1, 4, true},  {4, 1, 3, true},  {4, 1, 4, true}};
 // The default where the warpgroup kernel runs: variant 5 (calls 166-169: within 2-3% of 6 and 7 at
 // 16k-64k keys, 7 faster at 16k only), else the mma.sync kernel's variant 0.
 constexpr int kDefaultWgmmaVariant = 5, kDefaultMmaVariant = 0;
@@ -808,7 +816,6 @@ int DefaultInt8AttentionVariant() {
   return Int8AttentionVariantAvailable(kDefaultWgmmaVariant) ? kDefaultWgmmaVariant : kDefaultMmaVariant;
 }
 
-bool Int8AttentionVariantIsWgmma(int variant) { return variant >= 0 && variant < Int8AttentionVariants() && kVariants[variant].wgmma; }
 
 int Int8AttentionBlocks(int queries, int heads, int variant) {
   const Variant v = kVariants[variant];

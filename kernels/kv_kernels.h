@@ -384,16 +384,15 @@ struct Int8AttentionParams {
   float* partial_lse = nullptr;
   // The kernel's shape (kv_attention_int8.cu's kVariants: warps per block, 16-row query tiles per
   // warp, resident blocks per multiprocessor, mma.sync or warpgroup MMAs, the latter's P V
-  // deferred), 0 .. Int8AttentionVariants() - 1.
+  // deferred or not), 0 .. Int8AttentionVariants() - 1.
   int variant = 0;
 };
 int Int8AttentionVariants();
-// Whether a variant runs on the current device: the warpgroup kernel (Int8AttentionVariantIsWgmma)
-// needs this build's sm_90a code (Int8WgmmaBuilt: CMAKE_CUDA_ARCHITECTURES 90a, which the CUDA
-// LibTorch's CMake gets as TORCH_CUDA_ARCH_LIST 9.0a) and a device of compute capability 9.0; the
-// others run on every device this build has code for.
+// Whether a variant runs on the current device: the warpgroup kernel (variants 5-7) needs this
+// build's sm_90a code (Int8WgmmaBuilt: CMAKE_CUDA_ARCHITECTURES 90a, which the CUDA LibTorch's
+// CMake gets as TORCH_CUDA_ARCH_LIST 9.0a) and a device of compute capability 9.0; the others run
+// on every device this build has code for.
 bool Int8AttentionVariantAvailable(int variant);
-bool Int8AttentionVariantIsWgmma(int variant);
 bool Int8WgmmaBuilt();
 // The current device's compute capability as 10 major + minor (90 for an H100/H200), -1 unknown.
 int CurrentDeviceCapability();
