@@ -155,10 +155,8 @@ int main(int argc, char** argv) {
       const at::Tensor k_all = at::randn({heads, T + queries, 64}, dev), v_all = at::randn({heads, T + queries, 64}, dev);
       PagedKv pages = streamrecon::AllocatePages(PageLayout{static_cast<int>(heads), 64, 32, 4, 64, false}, (T + 31) / 32, at::kCUDA);
       streamrecon::kernels::AppendPagesCuda(k_all.narrow(1, 0, T).contiguous(), v_all.narrow(1, 0, T).contiguous(), false, false, 0, pages, 0);
-      std::vector<int32_t> valid(pages.pages(), 32);
-      if (T % 32) valid.back() = static_cast<int32_t>(T % 32);
       at::scaled_dot_product_attention(q.unsqueeze(0), k_all.unsqueeze(0), v_all.unsqueeze(0));
-      streamrecon::kernels::Int8AttentionCuda(q, streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), valid, k_cur, v_cur));
+      streamrecon::kernels::Int8AttentionCuda(q, streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), k_cur, v_cur));
     }
     at::cuda::getCurrentCUDAStream().synchronize();
     return 0;
@@ -264,13 +262,12 @@ int main(int argc, char** argv) {
       PagedKv pages = streamrecon::AllocatePages(L, (T + 31) / 32, at::kCUDA);
       streamrecon::kernels::AppendPagesCuda(k_cache, v_cache, false, false, 0, pages, 0);
       report("dq4-only", TimeMs([&] { streamrecon::kernels::DequantizePagesCuda(pages, pages.pages(), 0, pages.pages(), T); }));
-      const std::vector<int32_t> valid = full_pages(pages.pages());
-      report("x8-4-only", TimeMs([&] { streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), valid, k_cur, v_cur); }));
-      report_b2b("x8-4-only/b2b", BackToBackMs([&] { streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), valid, k_cur, v_cur); }, 20));
+      report("x8-4-only", TimeMs([&] { streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), k_cur, v_cur); }));
+      report_b2b("x8-4-only/b2b", BackToBackMs([&] { streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), k_cur, v_cur); }, 20));
       {  // the host's time per call of the same (enqueueing only, no wait), microseconds
         at::cuda::getCurrentCUDAStream().synchronize();
         const auto t0 = std::chrono::steady_clock::now();
-        for (int i = 0; i < 20; ++i) streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), valid, k_cur, v_cur);
+        for (int i = 0; i < 20; ++i) streamrecon::kernels::ExpandPagesInt8Cuda(pages, pages.pages(), k_cur, v_cur);
         const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / 20;
         at::cuda::getCurrentCUDAStream().synchronize();
         std::printf("%-9lld %-16s %10.1f us of host time per call\n", static_cast<long long>(T), "x8-4-only/host", us);

@@ -1,6 +1,6 @@
 // 8-bit attention (the 60 FPS issue's item 7): Q K^T on INT8 tensor cores, P V in bf16 with float
 // accumulation, online softmax in float. Two kernels share the softmax, the query quantization and
-// the output (LoadQueriesInt8, MaskPadding, ScoresToP, StoreRows):
+// the output (LoadQueriesInt8, MaskKeys, ScoresToP, StoreRows):
 // - Int8AttentionKernel (variants 0-4, any sm_80+ build): mma.sync, m16n8k32 INT8 (twice the bf16
 //   rate) and m16n8k16 bf16, fragments by ldmatrix, cp.async in three stages;
 // - Int8WgmmaKernel (variants 5-7, sm_90a builds on compute capability 9.0; the default there):
@@ -107,59 +107,39 @@ __global__ void __launch_bounds__(128) QuantizeRowsKernel(Int8RowsParams p) {
   StoreInt8Tile<32>(x, p.k8, head, tile, p.tiles, p.ks);
 }
 
-// The same from packed pages (Int8PagesParams), the values written as bf16 rows on the way, a
-// block of 256 threads per (tile, head), thread t: token t / 4, channels 16 (t % 4) .. + 15. A
-// token's page is found in a window of the prefix sums from the tile's first page, and its codes
-// dequantized as kv_dequant.cu's kernel does (fp16, rounded to bf16). (The first form, 128
-// threads of 32 channels and a binary search over all pages per token, took longer than
-// expanding the pages and quantizing the keys apart: call 161.)
+// The same from packed pages in slot order (Int8PagesParams), the values written as bf16 rows on
+// the way and the tile's mask of valid rows by the head-0 blocks, a block of 256 threads per (tile,
+// head), thread t: row t / 4, channels 16 (t % 4) .. + 15. A row's page and slot follow from its
+// index, its codes are dequantized as kv_dequant.cu's kernel does (fp16, rounded to bf16) while the
+// page's valid count is read, and a slot past that count is zeroed. (Earlier forms took the valid
+// slots only, packed: a binary search over the pages' prefix sums per row (call 161), then over a
+// window of them from a host-uploaded page of each tile's first row: 38 us of GPU time at 16k keys
+// and a host copy per call, call 169.)
 template <int kBits>
 __global__ void __launch_bounds__(256) ExpandPagesInt8Kernel(Int8PagesParams p) {
   const int tile = blockIdx.x, head = blockIdx.y, t = threadIdx.x;
   const int token = tile * kTile + (t >> 2);
   const int c0 = (t & 3) * 16;  // a quarter of the row
+  const int page_rows = p.page_count * p.pages.slots;
   uint4* v_out = reinterpret_cast<uint4*>(p.v + head * p.v_head_stride + static_cast<int64_t>(token) * kHeadDim + c0);
-  // The prefix sums around the tile's first page (the host's tile_page): window[0] the rows
-  // before it, window[1 + i] the rows up to and with page first + i (INT_MAX past the last page).
-  __shared__ int window[kTile + 2];
-  const int first = p.page_count > 0 ? p.tile_page[tile] : 0;
-  if (t < kTile + 2 && p.page_count > 0) {
-    const int page = first - 1 + t;
-    window[t] = page < 0 ? 0 : page < p.page_count ? p.valid_prefix[page] : INT_MAX;
-  }
-  __syncthreads();
   float x[16];
-  if (token < p.page_rows) {
+  bool valid = false;
+  if (token < page_rows) {
     const PagesView& pv = p.pages;
-    // The token's page: the first whose prefix passes it, in the window (a tile's 64 rows span at
-    // most 64 pages unless some pages hold none), else by a search of the pages after it.
-    int page, before;
-    if (window[kTile + 1] > token) {
-      int lo = 1, hi = kTile + 1;
-      while (lo < hi) {
-        const int mid = (lo + hi) >> 1;
-        if (window[mid] > token) hi = mid;
-        else lo = mid + 1;
-      }
-      page = first + lo - 1, before = window[lo - 1];
-    } else {
-      int lo = first + kTile, hi = p.page_count - 1;
-      while (lo < hi) {
-        const int mid = (lo + hi) >> 1;
-        if (p.valid_prefix[mid] > token) hi = mid;
-        else lo = mid + 1;
-      }
-      page = lo, before = p.valid_prefix[lo - 1];
-    }
+    const int page = token / pv.slots, slot = token - page * pv.slots;
+    // (the codes are loaded whether or not the slot is valid: no load waits for the count)
+    uint4 kw[2], vw[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) DequantizeSlotBf16<kBits>(pv, p.heads, page, head, slot, c0 + 8 * i, kw[i], vw[i]);
+    valid = slot < pv.meta[2 * page];
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      uint4 kw, vw;
-      DequantizeSlotBf16<kBits>(pv, p.heads, page, head, token - before, c0 + 8 * i, kw, vw);
-      Bf16PieceToFloats(kw, x + 8 * i);
-      v_out[i] = vw;
+      if (!valid) kw[i] = vw[i] = make_uint4(0, 0, 0, 0);
+      Bf16PieceToFloats(kw[i], x + 8 * i);
+      v_out[i] = vw[i];
     }
-  } else if (token < p.page_rows + p.cur_tokens) {
-    const int64_t at = (static_cast<int64_t>(head) * p.cur_tokens + token - p.page_rows) * kHeadDim + c0;
+  } else if (token < page_rows + p.cur_tokens) {
+    const int64_t at = (static_cast<int64_t>(head) * p.cur_tokens + token - page_rows) * kHeadDim + c0;
     const uint4* k = reinterpret_cast<const uint4*>(p.k_cur + at);
     const uint4* v = reinterpret_cast<const uint4*>(p.v_cur + at);
 #pragma unroll
@@ -167,11 +147,22 @@ __global__ void __launch_bounds__(256) ExpandPagesInt8Kernel(Int8PagesParams p) 
       Bf16PieceToFloats(k[i], x + 8 * i);
       v_out[i] = v[i];
     }
+    valid = true;
   } else {
 #pragma unroll
     for (int i = 0; i < 16; ++i) x[i] = 0.0f;
   }
-  StoreInt8Tile<16>(x, p.k8, head, tile, p.tiles, p.ks);
+  // The tile's valid rows: a warp holds 8 rows (4 threads each), its ballot's every fourth bit one.
+  __shared__ __align__(8) uint8_t valid_rows[kTile / 8];
+  const uint32_t ballot = __ballot_sync(0xffffffffu, valid);
+  if (t % 32 == 0) {
+    uint32_t byte = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) byte |= ((ballot >> (4 * i)) & 1u) << i;
+    valid_rows[t / 32] = static_cast<uint8_t>(byte);
+  }
+  StoreInt8Tile<16>(x, p.k8, head, tile, p.tiles, p.ks);  // (a barrier inside: valid_rows is complete after it)
+  if (t == 0 && head == 0) p.tile_mask[tile] = *reinterpret_cast<const uint64_t*>(valid_rows);
 }
 
 // ---- attention ----------------------------------------------------------------------------------
@@ -313,24 +304,32 @@ __device__ __forceinline__ void LoadQueriesInt8(const Int8AttentionParams& p, in
   }
 }
 
-// The last tile's padding (keys past `rows`) masked in a warp's scores (the layout of ScoresToP's sc).
+// The keys of a tile that take part: bit i for key 64 tile + i (p.tile_mask's, or those before p.rows).
+__device__ __forceinline__ uint64_t TileKeys(const Int8AttentionParams& p, int tile) {
+  if (p.tile_mask) return p.tile_mask[tile];
+  const int n = p.rows - tile * kTile;
+  return n >= kTile ? ~0ull : (1ull << n) - 1;
+}
+
+// The keys outside `keys` (TileKeys) masked in a warp's scores (the layout of ScoresToP's sc).
 template <int kRowTiles>
-__device__ __forceinline__ void MaskPadding(int (&sc)[kRowTiles][8][4], int tile, int rows, int tig) {
-  if ((tile + 1) * kTile <= rows) return;
+__device__ __forceinline__ void MaskKeys(int (&sc)[kRowTiles][8][4], uint64_t keys, int tig) {
+  if (keys == ~0ull) return;
+  const uint64_t mine = keys >> (2 * tig);  // bits 8 j and 8 j + 1: this thread's keys of chunk j
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
-    const int key = tile * kTile + j * 8 + tig * 2;
+    const uint32_t two = static_cast<uint32_t>(mine >> (8 * j));
 #pragma unroll
     for (int rt = 0; rt < kRowTiles; ++rt) {
-      if (key >= rows) sc[rt][j][0] = sc[rt][j][2] = kMaskedScore;
-      if (key + 1 >= rows) sc[rt][j][1] = sc[rt][j][3] = kMaskedScore;
+      if (!(two & 1u)) sc[rt][j][0] = sc[rt][j][2] = kMaskedScore;
+      if (!(two & 2u)) sc[rt][j][1] = sc[rt][j][3] = kMaskedScore;
     }
   }
 }
 
 // A key tile's scores to P (the softmax numerators, as bf16 A operands of P V), for a warp's
 // kRowTiles x 16 rows: sc holds kScoreBits + the integer scores in the m16n8 accumulator layout
-// per 8-key chunk (mma.sync's and wgmma's alike), the padding masked (MaskPadding). The running maxima
+// per 8-key chunk (mma.sync's and wgmma's alike), the keys outside the tile's mask masked (MaskKeys). The running maxima
 // and sums move, and acc is rescaled when a maximum moves (on a block's first tile by 0, from a
 // maximum of -inf: the warpgroup kernel's variant 7 leaves acc unset until then, its first P V MMA
 // overwriting whatever this rescale made of it).
@@ -489,9 +488,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
   int read_stage = 0, load_stage = kStages - 1;
   const float* k_scales = p.ks + static_cast<int64_t>(head) * p.tiles;
   float next_k_scale = tile_begin < tile_end ? k_scales[tile_begin] : 1.0f;
+  uint64_t next_keys = tile_begin < tile_end ? TileKeys(p, tile_begin) : 0;
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     const float k_scale = next_k_scale;
-    if (tile + 1 < tile_end) next_k_scale = k_scales[tile + 1];
+    const uint64_t keys = next_keys;
+    if (tile + 1 < tile_end) next_k_scale = k_scales[tile + 1], next_keys = TileKeys(p, tile + 1);
     CpAsyncWait<kStages - 2>();
     __syncthreads();  // the tile has arrived for every thread; the stage loaded next is free
     if (tile + kStages - 1 < tile_end) loader.Load(stages[load_stage], tile + kStages - 1);
@@ -512,7 +513,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         MmaInt8(sc[rt][j], qa[rt][1], b[2], b[3]);
       }
     }
-    MaskPadding(sc, tile, p.rows, tig);
+    MaskKeys(sc, keys, tig);
     uint32_t pa[kRowTiles][4][4];  // P as bf16: [row tile][k-step of 16 keys][register]
     ScoresToP(sc, k_scale, q_scale, row_max, row_sum, acc, pa);
     // O += P V: V's fragments by ldmatrix.trans, two channel tiles per load.
@@ -693,6 +694,7 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
   for (int i = 0; i < kAhead; ++i) load(tile_begin + i);
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     const float k_scale = k_scales[tile];
+    const uint64_t keys = TileKeys(p, tile);
     CpAsyncWait<kAhead - 1>();
     arrived();
     load(tile + kAhead);
@@ -705,7 +707,7 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int r = 0; r < 4; ++r) sc[0][j][r] += kScoreBits;  // integer scores as float bits (ScoresToP)
-    MaskPadding(sc, tile, p.rows, tig);
+    MaskKeys(sc, keys, tig);
     uint32_t pa[1][4][4];
     ScoresToP(sc, k_scale, q_scale, row_max, row_sum, acc, pa);
     issue_pv(pa, tile);
@@ -863,11 +865,11 @@ cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream)
 }
 
 cudaError_t LaunchExpandPagesInt8(const Int8PagesParams& p, int bits, cudaStream_t stream) {
-  const int64_t rows = static_cast<int64_t>(p.page_rows) + p.cur_tokens;
+  const int64_t rows = static_cast<int64_t>(p.page_count) * p.pages.slots + p.cur_tokens;
   if (p.tiles < 1 || p.heads < 1 || rows > static_cast<int64_t>(p.tiles) * kTile || p.pages.slots < 1 || p.pages.v_group < 8 ||
-      kHeadDim % p.pages.v_group != 0 || (p.page_count > 0 && (!p.valid_prefix || !p.tile_page)) ||
-      (p.cur_tokens > 0 && (!p.k_cur || !p.v_cur)) || p.page_rows < 0 || p.cur_tokens < 0 || (p.page_rows > 0) != (p.page_count > 0) ||
-      p.v_head_stride < rows * kHeadDim || (bits != 2 && bits != 4))
+      kHeadDim % p.pages.v_group != 0 || p.page_count < 0 || p.page_count > p.pages.pages || (p.page_count > 0 && !p.pages.meta) ||
+      (p.cur_tokens > 0 && (!p.k_cur || !p.v_cur)) || p.cur_tokens < 0 || !p.tile_mask || p.v_head_stride < rows * kHeadDim ||
+      (bits != 2 && bits != 4))
     return cudaErrorInvalidValue;
   const dim3 grid(p.tiles, p.heads);
   if (bits == 4) ExpandPagesInt8Kernel<4><<<grid, 256, 0, stream>>>(p);

@@ -337,20 +337,17 @@ struct Int8RowsParams {
 };
 cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream);
 
-// The same keys (and the values as bf16 rows) in one pass from packed pages: the valid slots of
-// pages [0, page_count) in page order (page_rows of them), then the current frame's cur_tokens
-// rows (bf16 [H, cur_tokens, D]); k8/ks as Int8RowsParams with tiles = ceil(rows / 64), v bf16
-// [H, v_head_stride / D >= rows, D]. Each value as LaunchDequantizePages writes it, each key as
-// LaunchQuantizeInt8Rows makes it from that row.
-// The counts are the host's (as the layer cache keeps them): the kernel trusts them and does not
-// read the pages' metadata. page_count 0 when the pages hold no rows.
+// The same keys (and the values as bf16 rows) in one pass from packed pages, in slot order: row
+// page * G + slot for slot `slot` of pages [0, page_count), valid or not, then the current frame's
+// cur_tokens rows (bf16 [H, cur_tokens, D]); k8/ks as Int8RowsParams with tiles = ceil(rows / 64),
+// v bf16 [H, v_head_stride / D >= rows, D]. A valid slot's value as LaunchDequantizePages writes it
+// and its key as LaunchQuantizeInt8Rows makes it from that row; a slot past its page's valid count
+// (the pages' metadata, read on the device) gives zero rows. tile_mask [tiles]: bit i of tile j set
+// where row 64 j + i is a valid slot or a current-frame row, for Int8AttentionParams::tile_mask.
+// Nothing is read from or sized by the host but the page count, so the call can be graphed.
 struct Int8PagesParams {
   PagesView pages;
-  const int32_t* valid_prefix = nullptr;  // [page_count] inclusive prefix sums of the valid counts
-  // [tiles] the page of each tile's first row (among the pages' rows; any page for a tile of
-  // current-frame rows only)
-  const int32_t* tile_page = nullptr;
-  int page_count = 0, page_rows = 0;
+  int page_count = 0;
   const uint16_t* k_cur = nullptr;
   const uint16_t* v_cur = nullptr;
   int cur_tokens = 0;
@@ -359,6 +356,7 @@ struct Int8PagesParams {
   float* ks = nullptr;
   uint16_t* v = nullptr;
   int64_t v_head_stride = 0;
+  uint64_t* tile_mask = nullptr;
 };
 cudaError_t LaunchExpandPagesInt8(const Int8PagesParams& p, int bits, cudaStream_t stream);
 
@@ -374,6 +372,9 @@ struct Int8AttentionParams {
   const uint16_t* v = nullptr;
   int64_t v_head_stride = 0;
   int rows = 0, tiles = 0;
+  // [tiles] the keys each tile attends (bit i: row 64 j + i of tile j, LaunchExpandPagesInt8's),
+  // or nullptr: rows [0, rows).
+  const uint64_t* tile_mask = nullptr;
   // Output bf16 with strides like q's; splits > 1: workspaces [splits, H, Nq, 64] of bf16 (the
   // splits' normalised rows: half the bytes of float, for one more bf16 rounding of each before the
   // combine) and [splits, H, Nq] of float (their log-sum-exps).

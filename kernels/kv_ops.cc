@@ -502,8 +502,7 @@ const std::vector<int32_t>* PageCounts(const PagedKv& pages, int64_t page_count,
 // AttentionPath::kInt8: the cache (pages or rows) and the current frame after it as the 8-bit
 // attention's operands, then one call.
 at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, const at::Tensor& dense_v, int64_t dense_tokens,
-                             const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur,
-                             const std::vector<int32_t>* page_valid, int splits) {
+                             const PagedKv* pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur, int splits) {
   if (pages && page_count > 0 && dense_tokens > 0)
     throw Error("8-bit attention: expected a cache of pages or of dense rows, got both (" + std::to_string(page_count) + " pages, " +
                 std::to_string(dense_tokens) + " rows)");
@@ -512,9 +511,7 @@ at::Tensor Int8PathAttention(const at::Tensor& q, const at::Tensor& dense_k, con
                                                  : QuantizeInt8RowsCuda(k_cur, v_cur, k_cur.size(1)),
                              splits);
   CheckPagesFor(*pages, q.size(0));
-  std::vector<int32_t> read_back;
-  return Int8AttentionCuda(q, ExpandPagesInt8Cuda(*pages, page_count, *PageCounts(*pages, page_count, page_valid, read_back), k_cur, v_cur),
-                           splits);
+  return Int8AttentionCuda(q, ExpandPagesInt8Cuda(*pages, page_count, k_cur, v_cur), splits);
 }
 
 // AttentionPath::kDequantRagged: the current frame into rows [0, Nc) and the pages' valid slots
@@ -760,7 +757,7 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
   AttentionPath resolved = path != AttentionPath::kAuto ? path : options.attention;
   if (resolved == AttentionPath::kAuto) resolved = AttentionPath::kDequantSdpa;
   if (resolved == AttentionPath::kFused) return FusedAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits, options);
-  if (resolved == AttentionPath::kInt8) return Int8PathAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, page_valid, splits);
+  if (resolved == AttentionPath::kInt8) return Int8PathAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits);
   if (resolved == AttentionPath::kDequantRagged) {
     if (RaggedAttends(resolved, pages, page_count, dense_tokens, k_cur.size(1), options))
       return RaggedPagesAttention(q, *pages, page_count, k_cur, v_cur, certain_rows, options, lengths);
@@ -1091,20 +1088,12 @@ std::string Int8WgmmaRequirement() {
          (capability < 0 ? "is unknown" : "has " + std::to_string(capability / 10) + "." + std::to_string(capability % 10));
 }
 
-Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std::vector<int32_t>& counts, const at::Tensor& k_cur,
-                             const at::Tensor& v_cur) {
+Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const at::Tensor& k_cur, const at::Tensor& v_cur) {
   CheckPages(pages);
   const int64_t heads = pages.layout.heads, slots = pages.layout.slots;
-  if (page_count < 0 || page_count > pages.pages() || static_cast<int64_t>(counts.size()) < page_count)
-    throw Error("8-bit attention from pages: expected 0 to " + std::to_string(pages.pages()) + " pages (those present) and a valid count for each, got " +
-                std::to_string(page_count) + " pages and " + std::to_string(counts.size()) + " counts");
-  int64_t page_rows = 0;
-  for (int64_t i = 0; i < page_count; ++i) {
-    if (counts[i] < 0 || counts[i] > slots)
-      throw Error("8-bit attention from pages: expected 0 to " + std::to_string(slots) + " valid slots in page " + std::to_string(i) +
-                  ", got " + std::to_string(counts[i]));
-    page_rows += counts[i];
-  }
+  if (page_count < 0 || page_count > pages.pages())
+    throw Error("8-bit attention from pages: expected 0 to " + std::to_string(pages.pages()) + " pages (those present), got " +
+                std::to_string(page_count));
   if (k_cur.defined() != v_cur.defined()) throw Error("8-bit attention from pages: the current frame's keys and values go together, got one of them");
   if (k_cur.defined()) {
     CheckBf16(k_cur, "8-bit attention from pages: the current frame's keys", heads);
@@ -1114,9 +1103,9 @@ Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std
                   std::to_string(v_cur.size(1)) + " values");
   }
   const int64_t cur = k_cur.defined() ? k_cur.size(1) : 0;
-  const int64_t total = page_rows + cur;
+  const int64_t total = page_count * slots + cur;
   if (total < 1 || total > std::numeric_limits<int>::max() - kInt8AttentionTile)
-    throw Error("8-bit attention from pages: expected 1 to 2^31 - 65 rows, got " + std::to_string(total));
+    throw Error("8-bit attention from pages: expected 1 to 2^31 - 65 rows (pages x slots + the current frame), got " + std::to_string(total));
   const int64_t tiles = (total + kInt8AttentionTile - 1) / kInt8AttentionTile;
   const at::TensorOptions device = pages.meta.options();
   Int8Rows out;
@@ -1124,26 +1113,10 @@ Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std
   out.k8 = at::empty({heads, tiles * kInt8AttentionTile, 64}, device.dtype(at::kChar));
   out.ks = at::empty({heads, tiles}, device.dtype(at::kFloat));
   out.v = at::empty({heads, total, 64}, device.dtype(at::kBFloat16));
-  // The prefix sums of the counts, then the page of each tile's first row (of the pages' rows; a
-  // tile of the current frame's rows only takes the last page, which its rows do not read), in
-  // one upload. Pages without rows are left out of the launch altogether.
-  at::Tensor lookup;
-  if (page_rows > 0) {
-    at::Tensor host = HostValidPrefix(counts, 0, page_count, tiles);
-    int32_t* const prefix = host.data_ptr<int32_t>();
-    int32_t* const tile_page = prefix + page_count;
-    int64_t tile = 0;
-    for (int64_t i = 0; i < page_count; ++i)
-      for (; tile < tiles && tile * kInt8AttentionTile < prefix[i]; ++tile) tile_page[tile] = static_cast<int32_t>(i);
-    for (; tile < tiles; ++tile) tile_page[tile] = static_cast<int32_t>(page_count - 1);
-    lookup = host.to(pages.meta.device(), /*non_blocking=*/true);
-  }
+  out.tile_mask = at::empty({tiles}, device.dtype(at::kLong));
   Int8PagesParams p;
   p.pages = View(pages, page_count);
-  p.valid_prefix = lookup.defined() ? lookup.data_ptr<int32_t>() : nullptr;
-  p.tile_page = lookup.defined() ? lookup.data_ptr<int32_t>() + page_count : nullptr;
-  p.page_count = page_rows > 0 ? static_cast<int>(page_count) : 0;
-  p.page_rows = static_cast<int>(page_rows);
+  p.page_count = static_cast<int>(page_count);
   if (cur > 0) {
     p.k_cur = reinterpret_cast<const uint16_t*>(k_cur.data_ptr<at::BFloat16>());
     p.v_cur = reinterpret_cast<const uint16_t*>(v_cur.data_ptr<at::BFloat16>());
@@ -1155,6 +1128,7 @@ Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std
   p.ks = out.ks.data_ptr<float>();
   p.v = reinterpret_cast<uint16_t*>(out.v.data_ptr<at::BFloat16>());
   p.v_head_stride = out.v.stride(0);
+  p.tile_mask = reinterpret_cast<uint64_t*>(out.tile_mask.data_ptr<int64_t>());
   CheckCuda(LaunchExpandPagesInt8(p, pages.layout.bits, at::cuda::getCurrentCUDAStream()), "8-bit keys from pages kernel");
   return out;
 }
@@ -1165,8 +1139,9 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
     throw Error("8-bit attention: expected bf16 CUDA queries [H, N, 64] with channels contiguous, got " + Describe(q));
   const int64_t heads = q.size(0), tiles = rows.k8.defined() ? rows.k8.size(1) / kInt8AttentionTile : 0;
   if (tiles < 1 || rows.k8.size(0) != heads || rows.rows < 1 || rows.rows > tiles * kInt8AttentionTile || !rows.v.defined() ||
-      rows.v.size(0) != heads || rows.v.size(1) < rows.rows)
-    throw Error("8-bit attention: operands for " + std::to_string(heads) + " heads expected (QuantizeInt8RowsCuda), got " +
+      rows.v.size(0) != heads || rows.v.size(1) < rows.rows ||
+      (rows.tile_mask.defined() && (rows.tile_mask.scalar_type() != at::kLong || !rows.tile_mask.is_cuda() || rows.tile_mask.numel() != tiles)))
+    throw Error("8-bit attention: operands for " + std::to_string(heads) + " heads expected (QuantizeInt8RowsCuda, ExpandPagesInt8Cuda), got " +
                 Describe(rows.k8));
   at::Tensor out = at::empty({heads, q.size(1), 64}, q.options());
   if (q.size(1) == 0) return out;
@@ -1182,6 +1157,7 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
   p.v_head_stride = rows.v.stride(0);
   p.rows = static_cast<int>(rows.rows);
   p.tiles = static_cast<int>(tiles);
+  p.tile_mask = rows.tile_mask.defined() ? reinterpret_cast<const uint64_t*>(rows.tile_mask.data_ptr<int64_t>()) : nullptr;
   p.out = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
   p.out_head_stride = out.stride(0);
   p.out_row_stride = out.stride(1);

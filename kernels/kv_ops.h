@@ -56,8 +56,9 @@ class RecurringLengths {
 //  kDequantSdpaBucketed: the same for key lengths that change every call (a pruned stream): cuDNN
 //    plans are built per length, so only a multiple of 2048 rows goes to cuDNN, the rest to flash.
 //  kInt8: the 8-bit attention below over the cache and the current frame in one call, in one
-//    chunk, its operands from the pages in one pass (ExpandPagesInt8Cuda) or from a dense cache's
-//    rows (QuantizeInt8RowsCuda).
+//    chunk, its operands from the pages in one pass (ExpandPagesInt8Cuda; the pages' valid counts
+//    read on the device, so the host's are not needed) or from a dense cache's rows
+//    (QuantizeInt8RowsCuda).
 //  kDequantRagged: pages only (no dense rows), the current frame first, then the pages' valid slots
 //    in a block of rows sized by the page count; the first certain_rows (in whole cuDNN buckets)
 //    and one bucket more by cuDNN (the rows of that span past the device's count zeroed, their
@@ -175,19 +176,22 @@ void KeepPagesInPlaceCuda(PagedKv& store, int64_t first, const at::Tensor& middl
 // rows contiguous), then every row of k_b, v_b when given (e.g. the current frame): K as INT8
 // with a scale per 64-token tile (kv_kernels.h), V as the bf16 rows themselves (v, or with a
 // second part a copy of both parts as one block of rows). K is a snapshot, V (without a second
-// part) a view of the caller's rows: attend before those rows change.
+// part) a view of the caller's rows: attend before those rows change. tile_mask (int64 [tiles],
+// bit i of tile j for row 64 j + i) names the rows attended where some are not (undefined: all
+// `rows`).
 struct Int8Rows {
-  at::Tensor k8, ks, v;
+  at::Tensor k8, ks, v, tile_mask;
   int64_t rows = 0;
 };
 Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t rows, const at::Tensor& k_b = {},
                               const at::Tensor& v_b = {});
-// The same operands straight from packed pages [0, page_count) (their valid counts `counts`, as
-// the layer cache keeps them: trusted, not compared with the pages' metadata) and the current
-// frame after them (bf16 [H, Nc, 64], or none): one pass, equal to QuantizeInt8RowsCuda over the
-// rows DequantizePagesCuda expands, bit for bit.
-Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const std::vector<int32_t>& counts, const at::Tensor& k_cur = {},
-                             const at::Tensor& v_cur = {});
+// The same operands straight from packed pages [0, page_count) and the current frame after them
+// (bf16 [H, Nc, 64], or none), in one pass and in slot order: row page x G + slot, then the
+// frame's rows (rows = page_count x G + Nc). A valid slot's row is the one DequantizePagesCuda
+// expands, and its key what QuantizeInt8RowsCuda makes of it, bit for bit; the slots past a page's
+// valid count (its metadata, read on the device) are zero rows left out by tile_mask. Nothing is
+// read back or uploaded: the call can be graphed while the page count stays.
+Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const at::Tensor& k_cur = {}, const at::Tensor& v_cur = {});
 // Attention of q (bf16 CUDA [H, Nq, 64], channels contiguous, head and row strides multiples of 4
 // elements, 8-byte aligned) over `rows` with scale 1/8; Q is quantized to INT8 per query row
 // inside the kernel. splits: blocks over the keys (0: enough to fill the GPU); variant: the

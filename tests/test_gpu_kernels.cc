@@ -273,7 +273,7 @@ TestPages MakeTestPages(int64_t H, int64_t cached, int bits, int slots = 32) {
 }
 
 // The 8-bit attention's precision on the CPU (defined with its tests below).
-at::Tensor ReferenceInt8(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+at::Tensor ReferenceInt8(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& attended = {});
 
 class GpuAttention : public ::testing::TestWithParam<AttentionCase> {};
 
@@ -356,8 +356,9 @@ at::Tensor DecodeInt8Keys(const kernels::Int8Rows& r) {
 }
 
 // The 8-bit attention in its own precision on the CPU: INT8 Q (a scale per row, 1/8 folded in) and
-// K (per 64-token tile), P = exp(s - max) rounded to bf16 (numerator and row sums), bf16 V, float sums.
-at::Tensor ReferenceInt8(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+// K (per 64-token tile), P = exp(s - max) rounded to bf16 (numerator and row sums), bf16 V, float
+// sums; keys where `attended` (bool [T], when given) is false are left out.
+at::Tensor ReferenceInt8(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& attended) {
   auto int8 = [](const at::Tensor& x, const at::Tensor& amax) {
     const at::Tensor s = amax.clamp_min(1e-30) / 127;
     return at::round(x / s).clamp(-127, 127) * s;
@@ -367,7 +368,8 @@ at::Tensor ReferenceInt8(const at::Tensor& q, const at::Tensor& k, const at::Ten
   const at::Tensor kt = at::constant_pad_nd(k, {0, 0, 0, tiles * 64 - T}).view({H, tiles, 64, 64});
   const at::Tensor kq = int8(kt, kt.abs().amax(at::IntArrayRef{2, 3}, true)).view({H, tiles * 64, 64}).narrow(1, 0, T);
   const at::Tensor qs = q * 0.125;
-  const at::Tensor s = at::matmul(int8(qs, qs.abs().amax(-1, true)), kq.transpose(1, 2));
+  at::Tensor s = at::matmul(int8(qs, qs.abs().amax(-1, true)), kq.transpose(1, 2));
+  if (attended.defined()) s = s.masked_fill(attended.logical_not(), -INFINITY);
   const at::Tensor p = bf16(at::exp(s - std::get<0>(s.max(-1, true))));
   return at::matmul(p, bf16(v)) / p.sum(-1, true);
 }
@@ -452,30 +454,63 @@ INSTANTIATE_TEST_SUITE_P(Sizes, GpuInt8Attention,
                                            Int8Case{4, 300, 0, 100, 4},  // 5 tiles in splits of 2: the last split has none
                                            Int8Case{4, 1000, 300, 300, 3, true}, Int8Case{16, 9000, 1041, 1041, 0, true}));
 
-// The one pass from packed pages gives the operands that expanding the pages to bf16 rows and then
-// quantizing their keys gives, bit for bit: KIVI and OScaR pages of 4 and 2 bits (pages of 32
+// The one pass from packed pages gives, in slot order, the operands that expanding the pages to bf16
+// rows, putting each valid row at its slot (zeros at the others) and quantizing the keys gives, bit
+// for bit, and the mask of the valid rows; the attention over them leaves the other slots out (as
+// the INT8 CPU reference over the slots, masked). KIVI and OScaR pages of 4 and 2 bits (pages of 32
 // and 16 slots, value groups of 64 and 16) with partial pages (frames of up to 150 tokens), with
-// and without a current frame after them; with a run of 70 empty pages (a token's page past the
-// window of its tile's first page), and with every page empty before a current frame. Bad
-// counts and frames are refused.
+// and without a current frame after them; with a run of 70 empty pages (whole tiles left out), and
+// with every page empty before a current frame. Bad page counts and frames are refused.
 TEST(GpuInt8Attention, PagesInOnePassEqualExpandThenQuantize) {
   REQUIRE_GPU();
   const int64_t H = 3;
   auto compare = [&](const PagedKv& dev, int64_t page_count, int64_t current, const std::string& where) {
+    const int64_t slots = dev.layout.slots, slot_rows = page_count * slots, rows = slot_rows + current;
     const at::Tensor meta = dev.meta.narrow(0, 0, page_count).select(1, 0).cpu().contiguous();
-    const std::vector<int32_t> counts(meta.data_ptr<int32_t>(), meta.data_ptr<int32_t>() + page_count);
-    const int64_t cached = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+    const int32_t* counts = meta.data_ptr<int32_t>();
+    // the valid slots' rows (in page order, as the expansion packs them) and which rows they are
+    std::vector<int64_t> at_slot;
+    for (int64_t i = 0; i < page_count; ++i)
+      for (int64_t j = 0; j < counts[i]; ++j) at_slot.push_back(i * slots + j);
+    const int64_t cached = static_cast<int64_t>(at_slot.size());
     const at::Tensor k_cur = current > 0 ? RandomBf16({H, current, 64}).to(at::kBFloat16).cuda() : at::Tensor();
     const at::Tensor v_cur = current > 0 ? RandomBf16({H, current, 64}).to(at::kBFloat16).cuda() : at::Tensor();
-    const auto [k, v] = kernels::DequantizePagesCuda(dev, page_count, 0, page_count, cached);
-    const kernels::Int8Rows two = current == 0 ? kernels::QuantizeInt8RowsCuda(k, v, cached)
-                                  : cached == 0 ? kernels::QuantizeInt8RowsCuda(k_cur, v_cur, current)
-                                                : kernels::QuantizeInt8RowsCuda(k, v, cached, k_cur, v_cur);
-    const kernels::Int8Rows one = kernels::ExpandPagesInt8Cuda(dev, page_count, counts, k_cur, v_cur);
-    ASSERT_EQ(one.rows, cached + current) << where;
+    at::Tensor k_slots = at::zeros({H, slot_rows, 64}, at::kBFloat16), v_slots = at::zeros_like(k_slots);
+    if (cached > 0) {
+      const auto [k, v] = kernels::DequantizePagesCuda(dev, page_count, 0, page_count, cached);
+      const at::Tensor index = at::tensor(at_slot);
+      k_slots.index_copy_(1, index, k.narrow(1, 0, cached).cpu());
+      v_slots.index_copy_(1, index, v.narrow(1, 0, cached).cpu());
+    }
+    const kernels::Int8Rows two = current == 0 ? kernels::QuantizeInt8RowsCuda(k_slots.cuda(), v_slots.cuda(), slot_rows)
+                                  : slot_rows == 0 ? kernels::QuantizeInt8RowsCuda(k_cur, v_cur, current)
+                                                   : kernels::QuantizeInt8RowsCuda(k_slots.cuda(), v_slots.cuda(), slot_rows, k_cur, v_cur);
+    const kernels::Int8Rows one = kernels::ExpandPagesInt8Cuda(dev, page_count, k_cur, v_cur);
+    ASSERT_EQ(one.rows, rows) << where;
     EXPECT_TRUE(at::equal(one.k8.cpu(), two.k8.cpu())) << where << ": INT8 keys";
     EXPECT_TRUE(at::equal(one.ks.cpu(), two.ks.cpu())) << where << ": key scales";
-    EXPECT_TRUE(at::equal(one.v.cpu(), two.v.narrow(1, 0, cached + current).cpu())) << where << ": values";
+    EXPECT_TRUE(at::equal(one.v.cpu(), two.v.narrow(1, 0, rows).cpu())) << where << ": values";
+    at::Tensor attended = at::zeros({rows}, at::kBool);
+    if (cached > 0) attended.index_fill_(0, at::tensor(at_slot), true);
+    attended.narrow(0, slot_rows, current).fill_(true);
+    std::vector<uint64_t> mask((rows + 63) / 64, 0);
+    const auto is_attended = attended.accessor<bool, 1>();
+    for (int64_t r = 0; r < rows; ++r)
+      if (is_attended[r]) mask[r / 64] |= uint64_t{1} << (r % 64);
+    ASSERT_TRUE(one.tile_mask.defined() && one.tile_mask.numel() == static_cast<int64_t>(mask.size())) << where;
+    const at::Tensor got = one.tile_mask.cpu().contiguous();
+    EXPECT_EQ(std::vector<uint64_t>(reinterpret_cast<const uint64_t*>(got.data_ptr<int64_t>()),
+                                    reinterpret_cast<const uint64_t*>(got.data_ptr<int64_t>()) + got.numel()),
+              mask)
+        << where << ": the tiles' masks of valid rows";
+    // The attention over them against the INT8 CPU reference over the slots with the others left out.
+    const at::Tensor q = RandomBf16({H, 100, 64}, 1.5);
+    const at::Tensor K = at::cat({k_slots.to(at::kFloat), current > 0 ? k_cur.cpu().to(at::kFloat) : at::zeros({H, 0, 64})}, 1);
+    const at::Tensor V = at::cat({v_slots.to(at::kFloat), current > 0 ? v_cur.cpu().to(at::kFloat) : at::zeros({H, 0, 64})}, 1);
+    const at::Tensor out = kernels::Int8AttentionCuda(q.to(at::kBFloat16).cuda(), one).cpu();
+    const double from_reference = Rel(out, ReferenceInt8(q, K, V, attended));
+    std::printf("[ info ] 8-bit attention over %s: GPU against the INT8 CPU reference %.2e\n", where.c_str(), from_reference);
+    EXPECT_LE(from_reference, 1e-2) << where;
   };
   for (const int bits : {4, 2})
     for (const bool oscar : {false, true})
@@ -502,7 +537,7 @@ TEST(GpuInt8Attention, PagesInOnePassEqualExpandThenQuantize) {
           const std::string where = std::to_string(bits) + " bits " + (oscar ? "OScaR" : "KIVI") + " G" + std::to_string(slots) + ", " +
                                     std::to_string(cached) + " + " + std::to_string(current) + " rows";
           compare(dev, page_count, current, where);
-          if (cached == 4000) {  // pages 10-79 emptied (the two passes read the same counts)
+          if (cached == 4000) {  // pages 10-79 emptied
             dev.meta.narrow(0, 10, 70).select(1, 0).zero_();
             compare(dev, page_count, current, where + ", pages 10-79 empty");
           }
@@ -514,12 +549,11 @@ TEST(GpuInt8Attention, PagesInOnePassEqualExpandThenQuantize) {
   const TestPages made = MakeTestPages(2, 100, 4);
   const PagedKv dev = ToDevice(made.pages);
   const at::Tensor frame = RandomBf16({2, 5, 64}).to(at::kBFloat16).cuda();
-  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, dev.pages(), std::vector<int32_t>(dev.pages() - 1, 32)), Error);  // a count short
-  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, dev.pages(), std::vector<int32_t>(dev.pages(), 33)), Error);      // past the slots
-  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, dev.pages() + 1, std::vector<int32_t>(dev.pages() + 1, 1)), Error);  // pages absent
-  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, 0, {}, frame, at::Tensor()), Error);                          // keys without values
-  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, 0, {}, frame, frame.narrow(1, 0, 4).contiguous()), Error);    // 5 keys, 4 values
-  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, 0, {}), Error);                                               // no rows at all
+  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, dev.pages() + 1), Error);                              // pages absent
+  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, -1), Error);                                           // a negative count
+  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, 0, frame, at::Tensor()), Error);                       // keys without values
+  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, 0, frame, frame.narrow(1, 0, 4).contiguous()), Error); // 5 keys, 4 values
+  EXPECT_THROW(kernels::ExpandPagesInt8Cuda(dev, 0), Error);                                            // no rows at all
 }
 
 // The 8-bit path through AttentionCuda: a dense cache, and pages (with partial pages) through the one pass.
