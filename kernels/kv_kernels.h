@@ -402,8 +402,10 @@ int CurrentDeviceCapability();
 int DefaultInt8AttentionVariant();
 // Blocks of the attention kernel per split (query tiles x heads).
 int Int8AttentionBlocks(int queries, int heads, int variant);
+// The most splits over the keys a call takes (the combine reads a row's log-sum-exps a lane each).
+inline constexpr int kInt8MaxSplits = 32;
 // Splits over the keys for these params that fill whole waves of resident blocks (the combine
-// step's cost counted), at most 32.
+// step's cost counted), at most kInt8MaxSplits.
 int ChooseInt8AttentionSplits(const Int8AttentionParams& p, int multiprocessors);
 cudaError_t LaunchInt8Attention(const Int8AttentionParams& p, cudaStream_t stream);
 

@@ -1168,6 +1168,8 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
   if (!Int8AttentionVariantAvailable(variant))
     throw Error("8-bit attention: variant " + std::to_string(variant) + " does not run here: " + Int8WgmmaRequirement());
   p.variant = variant;
+  if (splits > kInt8MaxSplits)
+    throw Error("8-bit attention: expected 0 (automatic) to " + std::to_string(kInt8MaxSplits) + " splits over the keys, got " + std::to_string(splits));
   if (splits <= 0) splits = ChooseInt8AttentionSplits(p, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
   p.splits = std::min(splits, p.tiles);
   const SplitWorkspace workspace(p, q.options());

@@ -575,6 +575,7 @@ TEST(GpuInt8Attention, StridedQueriesAndBadInput) {
   EXPECT_THROW(kernels::QuantizeInt8RowsCuda(k, v, 501), Error);               // more rows than present
   EXPECT_THROW(kernels::QuantizeInt8RowsCuda(k.to(at::kFloat), v, 10), Error); // not bf16
   EXPECT_THROW(kernels::Int8AttentionCuda(q.transpose(0, 1).narrow(0, 0, 3), rows), Error);  // 3 heads against 4
+  EXPECT_THROW(kernels::Int8AttentionCuda(q.transpose(0, 1), rows, kernels::kInt8MaxSplits + 1), Error);  // splits past the most
 }
 
 // The dequantize-once path: single chunk (current frame in the same call), and several chunks
@@ -1477,22 +1478,27 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
   // global caches (3 frames) evict from frame 3 (and 27).
   // A byte budget instead of a token cap (the last two): the paged caches keep whole pages on the
   // device, their step becomes one graph too, and their token counts reach the host by copies.
+  // The 8-bit attention (the last case) reads the pages' counts on the device too: its steps are
+  // graphed as well.
   struct GraphCase {
     CacheFormat format;
     PrunePolicy policy;
     bool budget;
+    AttentionPath path = AttentionPath::kAuto;
   };
   const std::vector<GraphCase> caches = {{CacheFormat::kBf16, PrunePolicy::kXStreamPage, false},
                                          {CacheFormat::kKivi4, PrunePolicy::kXStreamPage, false},
                                          {CacheFormat::kBf16, PrunePolicy::kXStream, false},
                                          {CacheFormat::kKivi4, PrunePolicy::kXStreamPage, true},
-                                         {CacheFormat::kOscar2, PrunePolicy::kXStream, true}};
-  for (auto [format, policy, budget] : caches) {
+                                         {CacheFormat::kOscar2, PrunePolicy::kXStream, true},
+                                         {CacheFormat::kOscar2, PrunePolicy::kXStreamPage, true, AttentionPath::kInt8}};
+  for (auto [format, policy, budget, path] : caches) {
     models::ModelOptions o;
     o.device = "cuda";
     o.dtype = "bfloat16";
     o.cache.format = format;
     o.cache.policy = policy;
+    o.cache.kernels.attention = path;
     if (budget) {  // about 4 frames of 5 x 4 patches (global layers and camera trunk)
       const int64_t n = config.special_tokens() + 5 * 4;
       o.cache.budget_bytes = static_cast<uint64_t>(
@@ -1511,7 +1517,7 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
     double worst = 0, worst_pose = 0;
     int camera_replays = 0, step_replays = 0, deferred = 0, forced_recaptures = 0, replays_after = 0;
     bool last_step_graph = false, last_forced = false;
-    const bool force = format != CacheFormat::kBf16 && budget;
+    const bool force = format != CacheFormat::kBf16 && budget && path == AttentionPath::kAuto;  // (the ragged path's certain rows)
     // Odd frames defer the graphed model's pose (its camera head runs on beside the next frame's
     // aggregator): each pose is read after the next frame was queued, as `run` and `bench stream` do.
     std::optional<std::pair<models::PoseCopy, at::Tensor>> pending;  // the graphed pose on its way, the eager one
@@ -1561,10 +1567,10 @@ TEST(GpuModel, CudaGraphsMatchTheEagerStep) {
       EXPECT_EQ(rg.global_bytes, re.global_bytes) << "frame " << i;
     }
     check_pending();
-    std::printf("[ info ] CUDA graphs vs eager (%s/%s cache, %s): worst rel difference %.2e, pose %.2e, camera head replayed on "
-                "%d (its pose deferred on %d) and the whole step on %d of 48 frames (%d forced recaptures)\n",
-                ToString(format).c_str(), ToString(policy).c_str(), budget ? "byte budget" : "token cap", worst, worst_pose,
-                camera_replays, deferred, step_replays, forced_recaptures);
+    std::printf("[ info ] CUDA graphs vs eager (%s/%s cache, %s, attention %s): worst rel difference %.2e, pose %.2e, camera head "
+                "replayed on %d (its pose deferred on %d) and the whole step on %d of 48 frames (%d forced recaptures)\n",
+                ToString(format).c_str(), ToString(policy).c_str(), budget ? "byte budget" : "token cap", ToString(path), worst,
+                worst_pose, camera_replays, deferred, step_replays, forced_recaptures);
     EXPECT_LE(worst, 1e-5);
     EXPECT_LE(worst_pose, 1e-5);
     EXPECT_GE(camera_replays, 8);  // not vacuous: the graph ran (frames 19-23 and 43-47)
