@@ -692,9 +692,11 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
 
 #pragma unroll
   for (int i = 0; i < kAhead; ++i) load(tile_begin + i);
+  uint64_t next_keys = TileKeys(p, tile_begin);  // (a tile ahead: the mask's load waits for no MMA)
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     const float k_scale = k_scales[tile];
-    const uint64_t keys = TileKeys(p, tile);
+    const uint64_t keys = next_keys;
+    if (tile + 1 < tile_end) next_keys = TileKeys(p, tile + 1);
     CpAsyncWait<kAhead - 1>();
     arrived();
     load(tile + kAhead);
