@@ -162,7 +162,12 @@ __global__ void __launch_bounds__(256) ExpandPagesInt8Kernel(Int8PagesParams p) 
     valid_rows[t / 32] = static_cast<uint8_t>(byte);
   }
   StoreInt8Tile<16>(x, p.k8, head, tile, p.tiles, p.ks);  // (a barrier inside: valid_rows is complete after it)
-  if (t == 0 && head == 0) p.tile_mask[tile] = *reinterpret_cast<const uint64_t*>(valid_rows);
+  if (t == 0) {
+    const uint64_t mask = *reinterpret_cast<const uint64_t*>(valid_rows);
+    if (head == 0) p.tile_mask[tile] = mask;
+    float& scale = p.ks[static_cast<int64_t>(head) * p.tiles + tile];  // (this thread's own store above)
+    if (mask != ~0ull) scale = -scale;
+  }
 }
 
 // ---- attention ----------------------------------------------------------------------------------
@@ -304,9 +309,11 @@ __device__ __forceinline__ void LoadQueriesInt8(const Int8AttentionParams& p, in
   }
 }
 
-// The keys of a tile that take part: bit i for key 64 tile + i (p.tile_mask's, or those before p.rows).
-__device__ __forceinline__ uint64_t TileKeys(const Int8AttentionParams& p, int tile) {
-  if (p.tile_mask) return p.tile_mask[tile];
+// The keys of a tile that take part, bit i for key 64 tile + i, from its key scale as loaded: a
+// negative scale marks a tile with keys outside p.tile_mask (ExpandPagesInt8), whose mask is then
+// read (only there: a tile of whole pages costs no load); else the keys before p.rows.
+__device__ __forceinline__ uint64_t TileKeys(const Int8AttentionParams& p, int tile, float k_scale) {
+  if (k_scale < 0.0f) return p.tile_mask[tile];
   const int n = p.rows - tile * kTile;
   return n >= kTile ? ~0ull : (1ull << n) - 1;
 }
@@ -329,10 +336,10 @@ __device__ __forceinline__ void MaskKeys(int (&sc)[kRowTiles][8][4], uint64_t ke
 
 // A key tile's scores to P (the softmax numerators, as bf16 A operands of P V), for a warp's
 // kRowTiles x 16 rows: sc holds kScoreBits + the integer scores in the m16n8 accumulator layout
-// per 8-key chunk (mma.sync's and wgmma's alike), the keys outside the tile's mask masked (MaskKeys). The running maxima
-// and sums move, and acc is rescaled when a maximum moves (on a block's first tile by 0, from a
-// maximum of -inf: the warpgroup kernel's variant 7 leaves acc unset until then, its first P V MMA
-// overwriting whatever this rescale made of it).
+// per 8-key chunk (mma.sync's and wgmma's alike), the keys outside the tile's mask masked
+// (MaskKeys). The running maxima and sums move, and acc is rescaled when a maximum moves (on a
+// block's first tile by 0, from a maximum of -inf: the warpgroup kernel's variant 7 leaves acc
+// unset until then, its first P V MMA overwriting whatever this rescale made of it).
 template <int kRowTiles>
 __device__ __forceinline__ void ScoresToP(const int (&sc)[kRowTiles][8][4], float k_scale,
                                           const float (&q_scale)[kRowTiles][2], float (&row_max)[kRowTiles][2],
@@ -488,11 +495,9 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
   int read_stage = 0, load_stage = kStages - 1;
   const float* k_scales = p.ks + static_cast<int64_t>(head) * p.tiles;
   float next_k_scale = tile_begin < tile_end ? k_scales[tile_begin] : 1.0f;
-  uint64_t next_keys = tile_begin < tile_end ? TileKeys(p, tile_begin) : 0;
   for (int tile = tile_begin; tile < tile_end; ++tile) {
-    const float k_scale = next_k_scale;
-    const uint64_t keys = next_keys;
-    if (tile + 1 < tile_end) next_k_scale = k_scales[tile + 1], next_keys = TileKeys(p, tile + 1);
+    const float k_scale = next_k_scale;  // (negative: the tile has keys outside its mask, TileKeys)
+    if (tile + 1 < tile_end) next_k_scale = k_scales[tile + 1];
     CpAsyncWait<kStages - 2>();
     __syncthreads();  // the tile has arrived for every thread; the stage loaded next is free
     if (tile + kStages - 1 < tile_end) loader.Load(stages[load_stage], tile + kStages - 1);
@@ -513,9 +518,9 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         MmaInt8(sc[rt][j], qa[rt][1], b[2], b[3]);
       }
     }
-    MaskKeys(sc, keys, tig);
+    MaskKeys(sc, TileKeys(p, tile, k_scale), tig);
     uint32_t pa[kRowTiles][4][4];  // P as bf16: [row tile][k-step of 16 keys][register]
-    ScoresToP(sc, k_scale, q_scale, row_max, row_sum, acc, pa);
+    ScoresToP(sc, fabsf(k_scale), q_scale, row_max, row_sum, acc, pa);
     // O += P V: V's fragments by ldmatrix.trans, two channel tiles per load.
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
@@ -692,11 +697,8 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
 
 #pragma unroll
   for (int i = 0; i < kAhead; ++i) load(tile_begin + i);
-  uint64_t next_keys = TileKeys(p, tile_begin);  // (a tile ahead: the mask's load waits for no MMA)
   for (int tile = tile_begin; tile < tile_end; ++tile) {
-    const float k_scale = k_scales[tile];
-    const uint64_t keys = next_keys;
-    if (tile + 1 < tile_end) next_keys = TileKeys(p, tile + 1);
+    const float k_scale = k_scales[tile];  // (negative: the tile has keys outside its mask, TileKeys)
     CpAsyncWait<kAhead - 1>();
     arrived();
     load(tile + kAhead);
@@ -709,9 +711,9 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int r = 0; r < 4; ++r) sc[0][j][r] += kScoreBits;  // integer scores as float bits (ScoresToP)
-    MaskKeys(sc, keys, tig);
+    MaskKeys(sc, TileKeys(p, tile, k_scale), tig);
     uint32_t pa[1][4][4];
-    ScoresToP(sc, k_scale, q_scale, row_max, row_sum, acc, pa);
+    ScoresToP(sc, fabsf(k_scale), q_scale, row_max, row_sum, acc, pa);
     issue_pv(pa, tile);
     if (!kDeferPv) {
       WgmmaWaitAll();

@@ -343,7 +343,9 @@ cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream)
 // v bf16 [H, v_head_stride / D >= rows, D]. A valid slot's value as LaunchDequantizePages writes it
 // and its key as LaunchQuantizeInt8Rows makes it from that row; a slot past its page's valid count
 // (the pages' metadata, read on the device) gives zero rows. tile_mask [tiles]: bit i of tile j set
-// where row 64 j + i is a valid slot or a current-frame row, for Int8AttentionParams::tile_mask.
+// where row 64 j + i is a valid slot or a current-frame row, for Int8AttentionParams::tile_mask;
+// a tile with rows outside its mask has its key scale negated (ks: -scale), the attention's cue
+// to read the mask (whole pages cost it no load).
 // Nothing is read from or sized by the host but the page count, so the call can be graphed.
 struct Int8PagesParams {
   PagesView pages;
@@ -373,7 +375,8 @@ struct Int8AttentionParams {
   int64_t v_head_stride = 0;
   int rows = 0, tiles = 0;
   // [tiles] the keys each tile attends (bit i: row 64 j + i of tile j, LaunchExpandPagesInt8's),
-  // or nullptr: rows [0, rows).
+  // read for the tiles whose ks is negative (others attend their rows before `rows`); or nullptr
+  // (no negative ks).
   const uint64_t* tile_mask = nullptr;
   // Output bf16 with strides like q's; splits > 1: workspaces [splits, H, Nq, 64] of bf16 (the
   // splits' normalised rows: half the bytes of float, for one more bf16 rounding of each before the

@@ -177,8 +177,8 @@ void KeepPagesInPlaceCuda(PagedKv& store, int64_t first, const at::Tensor& middl
 // with a scale per 64-token tile (kv_kernels.h), V as the bf16 rows themselves (v, or with a
 // second part a copy of both parts as one block of rows). K is a snapshot, V (without a second
 // part) a view of the caller's rows: attend before those rows change. tile_mask (int64 [tiles],
-// bit i of tile j for row 64 j + i) names the rows attended where some are not (undefined: all
-// `rows`).
+// bit i of tile j for row 64 j + i) names the rows attended where some are not, a tile with rows
+// left out having its scale in ks negated (undefined: all `rows`, every scale positive).
 struct Int8Rows {
   at::Tensor k8, ks, v, tile_mask;
   int64_t rows = 0;

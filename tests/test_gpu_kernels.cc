@@ -456,11 +456,12 @@ INSTANTIATE_TEST_SUITE_P(Sizes, GpuInt8Attention,
 
 // The one pass from packed pages gives, in slot order, the operands that expanding the pages to bf16
 // rows, putting each valid row at its slot (zeros at the others) and quantizing the keys gives, bit
-// for bit, and the mask of the valid rows; the attention over them leaves the other slots out (as
-// the INT8 CPU reference over the slots, masked). KIVI and OScaR pages of 4 and 2 bits (pages of 32
-// and 16 slots, value groups of 64 and 16) with partial pages (frames of up to 150 tokens), with
-// and without a current frame after them; with a run of 70 empty pages (whole tiles left out), and
-// with every page empty before a current frame. Bad page counts and frames are refused.
+// for bit (the scales of tiles with rows left out negated), and the mask of the valid rows; the
+// attention over them leaves the other slots out (as the INT8 CPU reference over the slots,
+// masked). KIVI and OScaR pages of 4 and 2 bits (pages of 32 and 16 slots, value groups of 64 and
+// 16) with partial pages (frames of up to 150 tokens), with and without a current frame after
+// them; with a run of 70 empty pages (whole tiles left out), and with every page empty before a
+// current frame. Bad page counts and frames are refused.
 TEST(GpuInt8Attention, PagesInOnePassEqualExpandThenQuantize) {
   REQUIRE_GPU();
   const int64_t H = 3;
@@ -488,7 +489,6 @@ TEST(GpuInt8Attention, PagesInOnePassEqualExpandThenQuantize) {
     const kernels::Int8Rows one = kernels::ExpandPagesInt8Cuda(dev, page_count, k_cur, v_cur);
     ASSERT_EQ(one.rows, rows) << where;
     EXPECT_TRUE(at::equal(one.k8.cpu(), two.k8.cpu())) << where << ": INT8 keys";
-    EXPECT_TRUE(at::equal(one.ks.cpu(), two.ks.cpu())) << where << ": key scales";
     EXPECT_TRUE(at::equal(one.v.cpu(), two.v.narrow(1, 0, rows).cpu())) << where << ": values";
     at::Tensor attended = at::zeros({rows}, at::kBool);
     if (cached > 0) attended.index_fill_(0, at::tensor(at_slot), true);
@@ -503,6 +503,11 @@ TEST(GpuInt8Attention, PagesInOnePassEqualExpandThenQuantize) {
                                     reinterpret_cast<const uint64_t*>(got.data_ptr<int64_t>()) + got.numel()),
               mask)
         << where << ": the tiles' masks of valid rows";
+    // the key scales, negated for the tiles with rows left out (the kernel's cue to read their mask)
+    at::Tensor scales = two.ks.cpu().clone();
+    for (size_t j = 0; j < mask.size(); ++j)
+      if (mask[j] != ~uint64_t{0}) scales.select(1, static_cast<int64_t>(j)).neg_();
+    EXPECT_TRUE(at::equal(one.ks.cpu(), scales)) << where << ": key scales";
     // The attention over them against the INT8 CPU reference over the slots with the others left out.
     const at::Tensor q = RandomBf16({H, 100, 64}, 1.5);
     const at::Tensor K = at::cat({k_slots.to(at::kFloat), current > 0 ? k_cur.cpu().to(at::kFloat) : at::zeros({H, 0, 64})}, 1);
