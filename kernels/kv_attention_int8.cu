@@ -309,19 +309,16 @@ __device__ __forceinline__ void LoadQueriesInt8(const Int8AttentionParams& p, in
   }
 }
 
-// The keys of a tile that take part, bit i for key 64 tile + i, from its key scale as loaded: a
-// negative scale marks a tile with keys outside p.tile_mask (ExpandPagesInt8), whose mask is then
-// read (only there: a tile of whole pages costs no load); else the keys before p.rows.
-__device__ __forceinline__ uint64_t TileKeys(const Int8AttentionParams& p, int tile, float k_scale) {
-  if (k_scale < 0.0f) return p.tile_mask[tile];
-  const int n = p.rows - tile * kTile;
-  return n >= kTile ? ~0ull : (1ull << n) - 1;
-}
-
-// The keys outside `keys` (TileKeys) masked in a warp's scores (the layout of ScoresToP's sc).
+// A tile's keys outside the attended ones masked in a warp's scores (the layout of ScoresToP's sc),
+// given the tile's key scale as loaded: a negative scale marks a tile with keys outside
+// p.tile_mask (ExpandPagesInt8), whose mask is then read (only there: a tile of whole pages costs
+// no load); a tile past p.rows has its keys from there on masked. Other tiles cost two compares
+// (the bit mask's arithmetic on every tile made the warpgroup kernel 4% slower, call 175).
 template <int kRowTiles>
-__device__ __forceinline__ void MaskKeys(int (&sc)[kRowTiles][8][4], uint64_t keys, int tig) {
-  if (keys == ~0ull) return;
+__device__ __forceinline__ void MaskKeys(int (&sc)[kRowTiles][8][4], const Int8AttentionParams& p, int tile, float k_scale, int tig) {
+  if (k_scale >= 0.0f && (tile + 1) * kTile <= p.rows) return;
+  const int past = p.rows - tile * kTile;  // keys of the tile before p.rows
+  const uint64_t keys = k_scale < 0.0f ? p.tile_mask[tile] : (1ull << past) - 1;  // (past < 64 here)
   const uint64_t mine = keys >> (2 * tig);  // bits 8 j and 8 j + 1: this thread's keys of chunk j
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
@@ -496,7 +493,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
   const float* k_scales = p.ks + static_cast<int64_t>(head) * p.tiles;
   float next_k_scale = tile_begin < tile_end ? k_scales[tile_begin] : 1.0f;
   for (int tile = tile_begin; tile < tile_end; ++tile) {
-    const float k_scale = next_k_scale;  // (negative: the tile has keys outside its mask, TileKeys)
+    const float k_scale = next_k_scale;  // (negative: the tile has keys outside its mask, MaskKeys)
     if (tile + 1 < tile_end) next_k_scale = k_scales[tile + 1];
     CpAsyncWait<kStages - 2>();
     __syncthreads();  // the tile has arrived for every thread; the stage loaded next is free
@@ -518,7 +515,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) Int8AttentionKernel(I
         MmaInt8(sc[rt][j], qa[rt][1], b[2], b[3]);
       }
     }
-    MaskKeys(sc, TileKeys(p, tile, k_scale), tig);
+    MaskKeys(sc, p, tile, k_scale, tig);
     uint32_t pa[kRowTiles][4][4];  // P as bf16: [row tile][k-step of 16 keys][register]
     ScoresToP(sc, fabsf(k_scale), q_scale, row_max, row_sum, acc, pa);
     // O += P V: V's fragments by ldmatrix.trans, two channel tiles per load.
@@ -698,7 +695,7 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
 #pragma unroll
   for (int i = 0; i < kAhead; ++i) load(tile_begin + i);
   for (int tile = tile_begin; tile < tile_end; ++tile) {
-    const float k_scale = k_scales[tile];  // (negative: the tile has keys outside its mask, TileKeys)
+    const float k_scale = k_scales[tile];  // (negative: the tile has keys outside its mask, MaskKeys)
     CpAsyncWait<kAhead - 1>();
     arrived();
     load(tile + kAhead);
@@ -711,7 +708,7 @@ __global__ void __launch_bounds__(128, kMinBlocks) Int8WgmmaKernel(Int8Attention
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int r = 0; r < 4; ++r) sc[0][j][r] += kScoreBits;  // integer scores as float bits (ScoresToP)
-    MaskKeys(sc, TileKeys(p, tile, k_scale), tig);
+    MaskKeys(sc, p, tile, k_scale, tig);
     uint32_t pa[1][4][4];
     ScoresToP(sc, fabsf(k_scale), q_scale, row_max, row_sum, acc, pa);
     issue_pv(pa, tile);
