@@ -318,7 +318,7 @@ template <int kRowTiles>
 __device__ __forceinline__ void MaskKeys(int (&sc)[kRowTiles][8][4], const Int8AttentionParams& p, int tile, float k_scale, int tig) {
   if (k_scale >= 0.0f && (tile + 1) * kTile <= p.rows) return;
   const int past = p.rows - tile * kTile;  // keys of the tile before p.rows
-  const uint64_t keys = k_scale < 0.0f ? p.tile_mask[tile] : (1ull << past) - 1;  // (past < 64 here)
+  const uint64_t keys = k_scale < 0.0f ? p.tile_mask[tile] : (1ull << past) - 1;  // (0 < past < 64: tiles = ceil(rows / 64))
   const uint64_t mine = keys >> (2 * tig);  // bits 8 j and 8 j + 1: this thread's keys of chunk j
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
@@ -874,10 +874,10 @@ cudaError_t LaunchQuantizeInt8Rows(const Int8RowsParams& p, cudaStream_t stream)
 
 cudaError_t LaunchExpandPagesInt8(const Int8PagesParams& p, int bits, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(p.page_count) * p.pages.slots + p.cur_tokens;
-  if (p.tiles < 1 || p.heads < 1 || rows > static_cast<int64_t>(p.tiles) * kTile || p.pages.slots < 1 || p.pages.v_group < 8 ||
-      kHeadDim % p.pages.v_group != 0 || p.page_count < 0 || p.page_count > p.pages.pages || (p.page_count > 0 && !p.pages.meta) ||
-      (p.cur_tokens > 0 && (!p.k_cur || !p.v_cur)) || p.cur_tokens < 0 || !p.tile_mask || p.v_head_stride < rows * kHeadDim ||
-      (bits != 2 && bits != 4))
+  if (p.tiles < 1 || rows > INT_MAX - kTile || p.heads < 1 || rows > static_cast<int64_t>(p.tiles) * kTile || p.pages.slots < 1 ||
+      p.pages.v_group < 8 || kHeadDim % p.pages.v_group != 0 || p.page_count < 0 || p.page_count > p.pages.pages ||
+      (p.page_count > 0 && !p.pages.meta) || (p.cur_tokens > 0 && (!p.k_cur || !p.v_cur)) || p.cur_tokens < 0 || !p.tile_mask ||
+      p.v_head_stride < rows * kHeadDim || (bits != 2 && bits != 4))
     return cudaErrorInvalidValue;
   const dim3 grid(p.tiles, p.heads);
   if (bits == 4) ExpandPagesInt8Kernel<4><<<grid, 256, 0, stream>>>(p);
@@ -886,7 +886,8 @@ cudaError_t LaunchExpandPagesInt8(const Int8PagesParams& p, int bits, cudaStream
 }
 
 cudaError_t LaunchInt8Attention(const Int8AttentionParams& p, cudaStream_t stream) {
-  if (p.tiles < 1 || p.rows < 1 || p.rows > p.tiles * kTile || p.splits < 1 || p.splits > kInt8MaxSplits) return cudaErrorInvalidValue;
+  if (p.tiles < 1 || p.rows <= (p.tiles - 1) * kTile || p.rows > p.tiles * kTile || p.splits < 1 || p.splits > kInt8MaxSplits)
+    return cudaErrorInvalidValue;
   if (p.splits > 1 && (!p.partial_out || !p.partial_lse)) return cudaErrorInvalidValue;
   if (p.variant < 0 || p.variant >= Int8AttentionVariants()) return cudaErrorInvalidValue;
   if (!Int8AttentionVariantAvailable(p.variant)) return cudaErrorInvalidDeviceFunction;

@@ -322,8 +322,8 @@ inline constexpr int kInt8AttentionTile = 64;
 // Keys as INT8 for the 8-bit attention, from the tokens of two sources one after the other (A:
 // rows [0, a_rows), B: the next b_rows; bf16 [H, *, 64] rows with the given head strides in
 // elements, e.g. the cache's rows and the current frame), padded to `tiles` 64-token tiles:
-// k8 int8 [H, tiles * 64, 64] and ks float [H, tiles], k ~ ks * k8 (a scale per tile); padding
-// rows are zeros.
+// k8 int8 [H, tiles * 64, 64] and ks float [H, tiles], k ~ ks * k8 (a scale per tile; |ks| where
+// LaunchExpandPagesInt8 negated it); padding rows are zeros.
 struct Int8RowsParams {
   const uint16_t* k_a = nullptr;
   int64_t a_head_stride = 0;
@@ -367,8 +367,9 @@ struct Int8AttentionParams {
   int64_t q_head_stride = 0, q_row_stride = 0;
   int heads = 0, queries = 0;
   float scale = 0.125f;
-  // Keys of Int8RowsParams (`rows` valid tokens in `tiles` tiles) and the values of the same
-  // tokens as bf16 rows [H, >= rows, 64] with head stride v_head_stride (elements).
+  // Keys of Int8RowsParams (`rows` tokens in tiles = ceil(rows / 64), of which tile_mask may
+  // leave some out) and the values of the same tokens as bf16 rows [H, >= rows, 64] with head
+  // stride v_head_stride (elements).
   const int8_t* k8 = nullptr;
   const float* ks = nullptr;
   const uint16_t* v = nullptr;

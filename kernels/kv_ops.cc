@@ -431,10 +431,9 @@ void AttendRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, i
   }
 }
 
-// Inclusive prefix sums of host counts of pages [first, first + count) in pinned host memory,
-// `extra` entries left after them for the caller to fill before the upload.
-at::Tensor HostValidPrefix(const std::vector<int32_t>& counts, int64_t first, int64_t count, int64_t extra = 0) {
-  at::Tensor host = at::empty({count + extra}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+// Inclusive prefix sums of host counts of pages [first, first + count) in pinned host memory.
+at::Tensor HostValidPrefix(const std::vector<int32_t>& counts, int64_t first, int64_t count) {
+  at::Tensor host = at::empty({count}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
   int32_t* h = host.data_ptr<int32_t>();
   int32_t sum = 0;
   for (int64_t i = 0; i < count; ++i) h[i] = sum += counts[first + i];
@@ -757,7 +756,8 @@ at::Tensor AttentionCuda(const at::Tensor& q, const at::Tensor& dense_k, const a
   AttentionPath resolved = path != AttentionPath::kAuto ? path : options.attention;
   if (resolved == AttentionPath::kAuto) resolved = AttentionPath::kDequantSdpa;
   if (resolved == AttentionPath::kFused) return FusedAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits, options);
-  if (resolved == AttentionPath::kInt8) return Int8PathAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits);
+  if (resolved == AttentionPath::kInt8)
+    return Int8PathAttention(q, dense_k, dense_v, dense_tokens, pages, page_count, k_cur, v_cur, splits);
   if (resolved == AttentionPath::kDequantRagged) {
     if (RaggedAttends(resolved, pages, page_count, dense_tokens, k_cur.size(1), options))
       return RaggedPagesAttention(q, *pages, page_count, k_cur, v_cur, certain_rows, options, lengths);
@@ -1105,7 +1105,8 @@ Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const at:
   const int64_t cur = k_cur.defined() ? k_cur.size(1) : 0;
   const int64_t total = page_count * slots + cur;
   if (total < 1 || total > std::numeric_limits<int>::max() - kInt8AttentionTile)
-    throw Error("8-bit attention from pages: expected 1 to 2^31 - 65 rows (pages x slots + the current frame), got " + std::to_string(total));
+    throw Error("8-bit attention from pages: expected 1 to 2^31 - 65 rows (pages x slots + the current frame), got " +
+                std::to_string(total));
   const int64_t tiles = (total + kInt8AttentionTile - 1) / kInt8AttentionTile;
   const at::TensorOptions device = pages.meta.options();
   Int8Rows out;
@@ -1138,11 +1139,16 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
       q.stride(1) % 4 != 0 || q.stride(0) % 4 != 0 || reinterpret_cast<uintptr_t>(q.data_ptr()) % 8 != 0)
     throw Error("8-bit attention: expected bf16 CUDA queries [H, N, 64] with channels contiguous, got " + Describe(q));
   const int64_t heads = q.size(0), tiles = rows.k8.defined() ? rows.k8.size(1) / kInt8AttentionTile : 0;
-  if (tiles < 1 || rows.k8.size(0) != heads || rows.rows < 1 || rows.rows > tiles * kInt8AttentionTile || !rows.v.defined() ||
-      rows.v.size(0) != heads || rows.v.size(1) < rows.rows ||
-      (rows.tile_mask.defined() && (rows.tile_mask.scalar_type() != at::kLong || !rows.tile_mask.is_cuda() || rows.tile_mask.numel() != tiles)))
-    throw Error("8-bit attention: operands for " + std::to_string(heads) + " heads expected (QuantizeInt8RowsCuda, ExpandPagesInt8Cuda), got " +
-                Describe(rows.k8));
+  // (tiles = ceil(rows / 64) exactly, as both makers size them: the kernels mask a tile's keys
+  // past `rows`, not whole tiles past it)
+  if (tiles < 1 || rows.k8.size(0) != heads || rows.rows <= (tiles - 1) * kInt8AttentionTile || rows.rows > tiles * kInt8AttentionTile ||
+      !rows.v.defined() || rows.v.size(0) != heads || rows.v.size(1) < rows.rows)
+    throw Error("8-bit attention: operands for " + std::to_string(heads) + " heads expected (QuantizeInt8RowsCuda, ExpandPagesInt8Cuda), " +
+                "got " + Describe(rows.k8) + " for " + std::to_string(rows.rows) + " rows");
+  const at::Tensor& mask = rows.tile_mask;
+  if (mask.defined() && (mask.scalar_type() != at::kLong || !mask.is_cuda() || mask.numel() != tiles))
+    throw Error("8-bit attention: expected the tiles' masks as int64 CUDA [" + std::to_string(tiles) + "] (ExpandPagesInt8Cuda's), got " +
+                Describe(mask));
   at::Tensor out = at::empty({heads, q.size(1), 64}, q.options());
   if (q.size(1) == 0) return out;
   Int8AttentionParams p;
@@ -1169,7 +1175,8 @@ at::Tensor Int8AttentionCuda(const at::Tensor& q, const Int8Rows& rows, int spli
     throw Error("8-bit attention: variant " + std::to_string(variant) + " does not run here: " + Int8WgmmaRequirement());
   p.variant = variant;
   if (splits > kInt8MaxSplits)
-    throw Error("8-bit attention: expected 0 (automatic) to " + std::to_string(kInt8MaxSplits) + " splits over the keys, got " + std::to_string(splits));
+    throw Error("8-bit attention: expected at most " + std::to_string(kInt8MaxSplits) +
+                " splits over the keys (0 or less: automatic), got " + std::to_string(splits));
   if (splits <= 0) splits = ChooseInt8AttentionSplits(p, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
   p.splits = std::min(splits, p.tiles);
   const SplitWorkspace workspace(p, q.options());

@@ -74,7 +74,8 @@ class RecurringLengths {
 // Attention of q (bf16 [H, Nq, D]) over a cache plus the current frame (k_cur, v_cur bf16 [H, Nc, D]).
 // Dense cache: dense_k/dense_v bf16 [H, T_cap, D] of which the first dense_tokens rows are used.
 // Paged cache: `pages` (device PagedKv; its first `page_count` pages are used); `page_valid`, when
-// given, holds their valid-token counts on the host (else they are read from the device, a sync).
+// given, holds their valid-token counts on the host (else they are read from the device, a sync;
+// kInt8 and kDequantRagged read none: they take the counts on the device).
 // Returns bf16 [H, Nq, D].
 // certain_rows (kDequantRagged): how many of the rows [current frame; the pages' valid slots] the
 // caller knows to exist (the current frame and a lower bound of the pages' valid tokens; 0: none).
@@ -189,8 +190,10 @@ Int8Rows QuantizeInt8RowsCuda(const at::Tensor& k, const at::Tensor& v, int64_t 
 // (bf16 [H, Nc, 64], or none), in one pass and in slot order: row page x G + slot, then the
 // frame's rows (rows = page_count x G + Nc). A valid slot's row is the one DequantizePagesCuda
 // expands, and its key what QuantizeInt8RowsCuda makes of it, bit for bit; the slots past a page's
-// valid count (its metadata, read on the device) are zero rows left out by tile_mask. Nothing is
-// read back or uploaded: the call can be graphed while the page count stays.
+// valid count (its metadata, read on the device) are zero rows left out by tile_mask (keep it with
+// the operands: the scales of such tiles are negated, the kernels' cue to read it). Nothing is
+// read back or uploaded: the call can be graphed while the page count stays. Pages without a
+// valid slot and no current frame leave every row out: the attention over them is zeros.
 Int8Rows ExpandPagesInt8Cuda(const PagedKv& pages, int64_t page_count, const at::Tensor& k_cur = {}, const at::Tensor& v_cur = {});
 // Attention of q (bf16 CUDA [H, Nq, 64], channels contiguous, head and row strides multiples of 4
 // elements, 8-byte aligned) over `rows` with scale 1/8; Q is quantized to INT8 per query row

@@ -454,14 +454,14 @@ INSTANTIATE_TEST_SUITE_P(Sizes, GpuInt8Attention,
                                            Int8Case{4, 300, 0, 100, 4},  // 5 tiles in splits of 2: the last split has none
                                            Int8Case{4, 1000, 300, 300, 3, true}, Int8Case{16, 9000, 1041, 1041, 0, true}));
 
-// The one pass from packed pages gives, in slot order, the operands that expanding the pages to bf16
-// rows, putting each valid row at its slot (zeros at the others) and quantizing the keys gives, bit
-// for bit (the scales of tiles with rows left out negated), and the mask of the valid rows; the
-// attention over them leaves the other slots out (as the INT8 CPU reference over the slots,
-// masked). KIVI and OScaR pages of 4 and 2 bits (pages of 32 and 16 slots, value groups of 64 and
-// 16) with partial pages (frames of up to 150 tokens), with and without a current frame after
-// them; with a run of 70 empty pages (whole tiles left out), and with every page empty before a
-// current frame. Bad page counts and frames are refused.
+// The one pass from packed pages gives, in slot order, the operands that expanding the pages to
+// bf16 rows, putting each valid row at its slot (zeros at the others) and quantizing the keys
+// gives, bit for bit (the scales of tiles with rows left out negated), and the mask of the valid
+// rows; the attention over them leaves the other slots out (as the INT8 CPU reference over the
+// slots, masked). KIVI and OScaR pages of 4 and 2 bits (pages of 32 and 16 slots, value groups of
+// 64 and 16) with partial pages (frames of up to 150 tokens), with and without a current frame
+// after them; with a run of 70 empty pages (whole tiles left out), and with every page empty
+// before a current frame. Bad page counts and frames are refused.
 TEST(GpuInt8Attention, PagesInOnePassEqualExpandThenQuantize) {
   REQUIRE_GPU();
   const int64_t H = 3;
@@ -503,19 +503,30 @@ TEST(GpuInt8Attention, PagesInOnePassEqualExpandThenQuantize) {
                                     reinterpret_cast<const uint64_t*>(got.data_ptr<int64_t>()) + got.numel()),
               mask)
         << where << ": the tiles' masks of valid rows";
-    // the key scales, negated for the tiles with rows left out (the kernel's cue to read their mask)
+    // the key scales, negated for the tiles with rows left out (the kernels' cue to read the mask)
     at::Tensor scales = two.ks.cpu().clone();
     for (size_t j = 0; j < mask.size(); ++j)
       if (mask[j] != ~uint64_t{0}) scales.select(1, static_cast<int64_t>(j)).neg_();
     EXPECT_TRUE(at::equal(one.ks.cpu(), scales)) << where << ": key scales";
-    // The attention over them against the INT8 CPU reference over the slots with the others left out.
+    // The attention over them, every kernel shape and three splits (some of which hold only empty
+    // tiles where pages are emptied), against the INT8 CPU reference over the slots with the
+    // others left out.
     const at::Tensor q = RandomBf16({H, 100, 64}, 1.5);
     const at::Tensor K = at::cat({k_slots.to(at::kFloat), current > 0 ? k_cur.cpu().to(at::kFloat) : at::zeros({H, 0, 64})}, 1);
     const at::Tensor V = at::cat({v_slots.to(at::kFloat), current > 0 ? v_cur.cpu().to(at::kFloat) : at::zeros({H, 0, 64})}, 1);
-    const at::Tensor out = kernels::Int8AttentionCuda(q.to(at::kBFloat16).cuda(), one).cpu();
-    const double from_reference = Rel(out, ReferenceInt8(q, K, V, attended));
-    std::printf("[ info ] 8-bit attention over %s: GPU against the INT8 CPU reference %.2e\n", where.c_str(), from_reference);
-    EXPECT_LE(from_reference, 1e-2) << where;
+    const at::Tensor ref = ReferenceInt8(q, K, V, attended);
+    double worst = 0;
+    for (int variant = 0; variant < kernels::Int8AttentionVariants(); ++variant) {
+      if (!kernels::Int8AttentionVariantAvailable(variant)) continue;  // (WithinTwiceTheLowPrecisionReferenceError says why)
+      for (const int splits : {0, 1, 3}) {
+        const at::Tensor out = kernels::Int8AttentionCuda(q.to(at::kBFloat16).cuda(), one, splits, variant).cpu();
+        const double from_reference = Rel(out, ref);
+        worst = std::max(worst, from_reference);
+        EXPECT_LE(from_reference, 1e-2) << where << ", variant " << variant << ", splits " << splits;
+      }
+    }
+    std::printf("[ info ] 8-bit attention over %s: GPU against the INT8 CPU reference, worst of the variants %.2e\n", where.c_str(),
+                worst);
   };
   for (const int bits : {4, 2})
     for (const bool oscar : {false, true})

@@ -94,8 +94,8 @@ class CudaBackend final : public KvBackend {
                              frame_counter);
   }
 
-  // The ragged path (the default) and the 8-bit one read the counts on the device; the others are
-  // sized on the host (the scores read every slot).
+  // The ragged path (the default) and the 8-bit one read the counts on the device; the others size
+  // their rows from the host's counts (Scores reads every slot and needs none).
   bool NeedsPageCounts(const KvView& kept, int64_t current_tokens) const override {
     return kept.page_count > 0 && Path() != AttentionPath::kInt8 &&
            !kernels::RaggedAttends(Path(), kept.pages, kept.page_count, kept.dense_tokens, current_tokens, options_.kernels);
