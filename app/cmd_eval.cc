@@ -54,6 +54,7 @@ Runner AddEvalCommand(CLI::App& parent) {
   cmd->add_option("--every", args->eval.every, "Use every K-th frame of each sequence")->check(kPositive);
   cmd->add_option("--scene-seed", args->eval.synthetic_seed, "Seed of the synthetic scene")->capture_default_str();
   cmd->add_option("--size", args->eval.size, "Model input size: W (height keeps the aspect) or WxH, multiples of 14 (default: the model's training width, 224 for the default model)");
+  AddPosesOption(*cmd, args->eval.poses);
   cmd->add_option("--out,-o", args->out, "Output folder for metrics.json and metrics.md")->capture_default_str();
   cmd->add_option("--min-depth", args->eval.min_depth, "Ground-truth depth must exceed this (metres)")->capture_default_str();
   cmd->add_option("--max-depth", args->eval.max_depth, "Ground-truth depth must be below this (metres; 0 = no cap)")

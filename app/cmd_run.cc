@@ -44,6 +44,7 @@ void CheckRunArgs(const RunArgs& args, const fs::path& out_dir) {
   if (args.colmap && !CanWriteImages())
     throw Error("--colmap: this build cannot write the model's images (built without OpenCV; install libopencv-dev and rebuild)");
   if (!args.in.intrinsics.empty()) datasets::ParseIntrinsics(args.in.intrinsics);  // before the model loads
+  ResolvePoses(args.poses);
 }
 
 ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models::StreamingModel>& model,
@@ -78,6 +79,11 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
     if (Interrupted()) return std::nullopt;
     return read();
   };
+  std::shared_ptr<TrackedPoses> tracked;
+  if (ResolvePoses(args.poses)) {
+    tracked = std::make_shared<TrackedPoses>();
+    stages.refine = [tracked](FramePrediction& prediction) { tracked->Track(prediction); };
+  }
   double total_ms = 0;
   stages.on_frame = [&](const FramePrediction& pred, const FrameReport& report) {
     total_ms += pred.model_ms;
@@ -154,6 +160,8 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
       {"frames_skipped", source->skipped()},
       {"config", loaded.config.ToJson()},
   };
+  summary["poses"] = tracked ? tracked->ToJson() : nlohmann::json{{"source", "head"}};
+  if (tracked) spdlog::info("poses tracked: {}", tracked->Summary());
   if (known)
     summary["intrinsics"] = {{"source", known->source}, {"fx", known->k.fx}, {"fy", known->k.fy}, {"cx", known->k.cx}, {"cy", known->k.cy},
                              {"at", "the input's resolution; cameras.json holds them at the model's, and the predicted ones"}};
@@ -184,6 +192,7 @@ int RunRun(const RunArgs& args) {
 void RunArgs::AddOutputOptions(CLI::App& cmd_ref) {
   CLI::App* cmd = &cmd_ref;
   RunArgs* args = this;
+  AddPosesOption(*cmd, args->poses);
   cmd->add_option("--conf-threshold", args->cloud.conf_threshold, "Keep points with confidence above this (conf = 1 + exp(c))")
       ->capture_default_str();
   cmd->add_option("--stride", args->cloud.stride, "Take every N-th pixel for the point cloud")->capture_default_str();

@@ -30,6 +30,7 @@ struct ViewArgs {
   double fps = 10.0;         // real-time rate of image folders and synthetic frames
   PointCloudOptions cloud;   // conf_threshold: shown; voxel_size: the global grid
   int64_t max_points = 2000000;
+  std::string poses = "auto";  // --poses: auto | tracked | head
   bool paused = false;
   viewer::ViewerOptions window;  // size, point size, follow, screenshot, exit after N frames
 };
@@ -75,6 +76,10 @@ viewer::Session StartSession(const ViewArgs& args, const std::string& input, con
   stages.submit = [stage](const Frame& frame) { return stage->Submit(frame); };
   stages.cache_stats = [stage] { return stage->CacheStatsNow(); };
   stages.cache_stats_before_last = [stage] { return stage->CacheStatsBeforeLastStep(); };
+  if (ResolvePoses(args.poses)) {
+    auto tracked = std::make_shared<TrackedPoses>();
+    stages.refine = [tracked](FramePrediction& prediction) { tracked->Track(prediction); };
+  }
 
   PipelineOptions po;
   po.realtime = realtime;
@@ -153,6 +158,7 @@ Runner AddViewCommand(CLI::App& parent) {
   cmd->add_option("--max-points", args->max_points, "Coarsen the voxel grid to keep at most this many points (0 = no bound)")
       ->check(kNonNegative)->capture_default_str();
   cmd->add_flag("--points-from-depth", args->cloud.use_depth, "Build the cloud from depth + predicted cameras instead of the point map");
+  AddPosesOption(*cmd, args->poses);
   cmd->add_flag("--paused", args->paused, "Start paused (step with the panel or the n key)");
   cmd->add_option("--width", args->window.width, "Window width")->capture_default_str();
   cmd->add_option("--height", args->window.height, "Window height")->capture_default_str();

@@ -10,6 +10,7 @@
 #include "core/byte_size.h"
 #include "core/errors.h"
 #include "core/file_hash.h"
+#include "core/pose_tracker.h"
 #include "datasets/frame_source.h"
 #include "datasets/preprocess.h"
 #include "datasets/synthetic.h"
@@ -209,6 +210,26 @@ KvCacheOptions CacheArgs::ToOptions() const {
   o.kernels.background_maintenance = !serial_maintenance;
   o.Check();
   return o;
+}
+
+void AddPosesOption(CLI::App& app, std::string& poses) {
+  app.add_option("--poses", poses,
+                 "Camera poses: tracked (the camera head's motion checked and corrected by SIFT matches and a PnP on the predicted "
+                 "depth, on the CPU beside the model; the point maps move with the corrected cameras), head (the camera head's "
+                 "poses as predicted; they drift over long streams) or auto (tracked where this build has OpenCV)")
+      ->check(CLI::IsMember({"auto", "tracked", "head"}))
+      ->capture_default_str();
+}
+
+bool ResolvePoses(const std::string& poses) {
+  if (poses == "head") return false;
+  if (poses == "tracked" || poses == "auto") {
+    if (PoseTracker::Available()) return true;
+    if (poses == "tracked") throw OptionError("--poses tracked: this build has no pose tracker (it needs OpenCV's features2d and calib3d); use --poses head");
+    spdlog::info("poses: the camera head's (this build has no pose tracker: no OpenCV)");
+    return false;
+  }
+  throw OptionError("--poses: expected auto, tracked or head, found '" + poses + "'");
 }
 
 void InputArgs::Add(CLI::App& app) {

@@ -103,6 +103,15 @@ class WeightsRecord {
   std::future<std::string> sha256_;
 };
 
+// --poses: where each frame's camera comes from. "tracked": the camera head's motion checked and
+// corrected by SIFT matches and a PnP on the predicted depth (core/pose_tracker.h; CPU, beside the
+// model); "head": the camera head's poses as predicted; "auto" (the default): tracked where this
+// build has OpenCV, else head with a note.
+void AddPosesOption(CLI::App& app, std::string& poses);
+// Whether to track for that value: OptionError for an unknown value, and for "tracked" in a build
+// without the tracker.
+bool ResolvePoses(const std::string& poses);
+
 // Where frames come from: a path (folder, glob, video, camera:N) or the synthetic scene, resized
 // to the model's input size.
 struct InputArgs {

@@ -231,6 +231,7 @@ namespace {
 struct MetricOptions {
   metrics::CloudMetricsOptions cloud;
   metrics::DepthMetricsOptions depth_median, depth_l1;
+  bool track = false;  // --poses resolved
 };
 MetricOptions CheckedMetricOptions(const EvalOptions& args) {
   MetricOptions m;
@@ -247,6 +248,7 @@ MetricOptions CheckedMetricOptions(const EvalOptions& args) {
   if (args.cloud_stride < 1) throw OptionError("--cloud-stride: expected >= 1, got " + std::to_string(args.cloud_stride));
   if (args.every < 1) throw OptionError("--every: expected >= 1, got " + std::to_string(args.every));
   if (args.frames == 0 || args.frames < -1) throw OptionError("--frames: must be positive, got " + std::to_string(args.frames));
+  m.track = ResolvePoses(args.poses);
   return m;
 }
 
@@ -299,12 +301,15 @@ json Evaluate(models::StreamingModel& model, const models::LoadedModel& loaded, 
 
   json sequence_reports = json::array();
   int model_w = 0, model_h = 0;
+  std::optional<TrackedPoses> tracked;
+  if (metric_options.track) tracked.emplace();
   for (size_t s = 0; s < sequences.size() && !Interrupted(); ++s) {
     std::unique_ptr<datasets::GroundTruthSource> source =
         s == 0 ? std::move(first_source) : datasets::OpenDataset(sequences[s], dataset_options);
     const std::string name = source->name();
     spdlog::info("sequence {}/{}: {}", s + 1, sequences.size(), source->Describe());
     model.Reset();
+    if (tracked) tracked->Reset();
     metrics::DepthEvaluator median_evaluator(depth_median), l1_evaluator(depth_l1);
     std::string depth_error;  // a frame the evaluators refused
     SequenceRecord record;
@@ -326,9 +331,10 @@ json Evaluate(models::StreamingModel& model, const models::LoadedModel& loaded, 
 
       const auto t0 = std::chrono::steady_clock::now();
       const models::StepOutput step = model.Step(models::ImageToTensor(image));
-      const FramePrediction pred = models::ToFramePrediction(step, image, n);
+      FramePrediction pred = models::ToFramePrediction(step, image, n);
       const double ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (tracked) tracked->Track(pred);  // its time is reported apart (poses.track_ms_mean)
       total_ms += ms;
       peak_cache = std::max(peak_cache, model.CacheBytes());
 
@@ -417,6 +423,8 @@ json Evaluate(models::StreamingModel& model, const models::LoadedModel& loaded, 
       if (length > 1e-9) pose["ate_percent_of_path"] = 100.0 * pose["ate_rmse"].get<double>() / length;
       return pose;
     });
+    report["poses"] = tracked ? tracked->ToJson() : json{{"source", "head"}};
+    if (tracked) spdlog::info("{}: poses tracked, {}", name, tracked->Summary());
     std::string csv_name = "frames_" + name + ".csv";
     for (char& c : csv_name)
       if (c == '/' || c == ' ') c = '_';
@@ -454,6 +462,7 @@ json Evaluate(models::StreamingModel& model, const models::LoadedModel& loaded, 
         {"max_depth", args.max_depth},
         {"depth_alignments", {"median (per frame)", "l1 (one scale per sequence, IRLS)"}},
         {"pose_alignment", "sim3 (Umeyama on camera centres)"},
+        {"poses", tracked ? "tracked (the camera head's motion corrected by SIFT + PnP on the predicted depth)" : "the camera head's"},
         {"cloud_alignment", args.cloud_align},
         {"icp", args.icp},
         {"icp_max_distance", args.icp_max_distance},

@@ -28,6 +28,7 @@ struct EvalOptions {
   double icp_max_distance = 0.1;
   int64_t max_points = 200000;  // per cloud, for the nearest-neighbour metrics (0 = all)
   int cloud_stride = 1;         // pixel stride in x and y when collecting points
+  std::string poses = "auto";   // auto | tracked | head: where the cameras come from (AddPosesOption)
 };
 
 // The checks that need no model: the options (OptionError naming the flag) and the dataset's

@@ -26,8 +26,9 @@ struct RunArgs {
   bool colmap = false;  // also write a COLMAP text model (colmap/images, colmap/sparse/0)
   bool raw_outputs = false;  // also write raw/frame_NNNNNN.safetensors (the model's arrays, unrounded)
   int64_t max_points = 2000000;  // the accumulated cloud's bound (0 = none)
+  std::string poses = "auto";    // --poses: auto | tracked | head (AddPosesOption)
 
-  // The output options (cloud, depth maps, COLMAP), shared by run and batch.
+  // The output options (poses, cloud, depth maps, COLMAP), shared by run and batch.
   void AddOutputOptions(CLI::App& cmd);
 };
 

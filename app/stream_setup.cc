@@ -5,6 +5,7 @@
 #include <c10/core/Event.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <optional>
@@ -190,6 +191,47 @@ PipelineStages ModelStage::MakeStages(std::shared_ptr<ModelStage> stage, dataset
   stages.cache_stats = [stage] { return stage->CacheStatsNow(); };
   stages.cache_stats_before_last = [stage] { return stage->CacheStatsBeforeLastStep(); };
   return stages;
+}
+
+void TrackedPoses::Track(FramePrediction& prediction) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const TrackStep step = tracker_.Track(prediction);
+  ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (frames_++ > 0 && step.measured) {
+    ++measured_;
+    inliers_.push_back(step.inliers);
+  }
+}
+
+void TrackedPoses::Reset() {
+  tracker_.Reset();
+  frames_ = measured_ = 0;
+  inliers_.clear();
+  ms_ = 0;
+}
+
+namespace {
+int Median(std::vector<int> v) {
+  if (v.empty()) return 0;
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+}  // namespace
+
+nlohmann::json TrackedPoses::ToJson() const {
+  return {{"source", "tracked"},
+          {"steps", std::max<int64_t>(0, frames_ - 1)},
+          {"measured_steps", measured_},
+          {"inliers_median", Median(inliers_)},
+          {"track_ms_mean", frames_ > 0 ? ms_ / frames_ : 0.0}};
+}
+
+std::string TrackedPoses::Summary() const {
+  char text[160];
+  std::snprintf(text, sizeof(text), "%lld of %lld steps measured (median %d inliers; the others took the camera head's motion), %.1f ms a frame",
+                static_cast<long long>(measured_), static_cast<long long>(std::max<int64_t>(0, frames_ - 1)), Median(inliers_),
+                frames_ > 0 ? ms_ / frames_ : 0.0);
+  return text;
 }
 
 }  // namespace streamrecon::app

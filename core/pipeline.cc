@@ -458,6 +458,11 @@ void Pipeline::AccumulatorLoop() {
 
       FramePrediction& prediction = item->prediction;
       FrameReport& report = item->report;
+      if (stages_.refine) {
+        const auto t_refine = Clock::now();
+        stages_.refine(prediction);
+        report.track_ms = MsSince(t_refine);
+      }
       const auto t0 = Clock::now();
       accumulator_.Add(prediction);
       report.accumulate_ms = MsSince(t0);

@@ -911,7 +911,7 @@ The GIL is released during the step.)doc")
           "evaluate",
           [](Reconstructor& self, const std::filesystem::path& dataset, std::optional<int64_t> frames, uint64_t scene_seed, py::object size,
              int every, const std::optional<std::filesystem::path>& out, double min_depth, double max_depth, const std::string& cloud_align,
-             bool icp, double icp_threshold, int64_t max_points, int cloud_stride) {
+             bool icp, double icp_threshold, int64_t max_points, int cloud_stride, const std::string& poses) {
             EvalOptions o;
             o.dataset = dataset.string();
             o.frames = frames.value_or(-1);
@@ -925,19 +925,21 @@ The GIL is released during the step.)doc")
             o.icp_max_distance = icp_threshold;
             o.max_points = max_points;
             o.cloud_stride = cloud_stride;
+            o.poses = poses;
             return self.Evaluate(o, out);
           },
           py::arg("dataset") = "synthetic", py::kw_only(), py::arg("frames") = py::none(), py::arg("scene_seed") = 0,
           py::arg("size") = py::none(), py::arg("every") = 1, py::arg("out") = py::none(), py::arg("min_depth") = 1e-3,
           py::arg("max_depth") = 0.0, py::arg("cloud_align") = "umeyama", py::arg("icp") = false, py::arg("icp_threshold") = 0.1,
-          py::arg("max_points") = 200000, py::arg("cloud_stride") = 1,
+          py::arg("max_points") = 200000, py::arg("cloud_stride") = 1, py::arg("poses") = "auto",
           R"doc(Runs this model over a dataset with ground truth and returns the metrics as a dict.
 
 Exactly `streamrecon eval`: dataset is "synthetic[:walk|:orbit|:pan][:outdoor]" (rendered,
 `frames` long, scene `scene_seed`; seeds below 100000 were never used in training) or a TUM
 RGB-D / 7-Scenes / RGB-D folder; size defaults to the Reconstructor's. The dict is metrics.json's content: per sequence depth_median,
 depth_l1, pose (ATE/RPE after Sim(3), path_length, ate_percent_of_path) and cloud (Acc/Comp/NC),
-and their mean. out: also write metrics.json, metrics.md and frames_*.csv there. The stream is
+and their mean. poses: "auto", "tracked" or "head", as `eval --poses`. out: also write
+metrics.json, metrics.md and frames_*.csv there. The stream is
 reset before and after. Ctrl-C ends it early (KeyboardInterrupt).)doc")
       .def_property_readonly("config", &Reconstructor::Config)
       .def_property_readonly("device", &Reconstructor::Device)

@@ -1,0 +1,67 @@
+// Camera tracking on the model's own depth: each frame's pose is measured against the previous
+// frame from SIFT matches, searched where the camera head's motion puts them, and a RANSAC PnP on
+// the previous frame's predicted depth. It replaces the camera head's pose, which drifts over a
+// stream, by one chained from measured steps. Torch-free; needs OpenCV (features2d, calib3d).
+#pragma once
+
+#include <memory>
+
+#include "core/types.h"
+
+namespace streamrecon {
+
+struct PoseTrackerOptions {
+  // SIFT keypoints kept per frame (the strongest).
+  int max_features = 3000;
+  // SIFT's contrast threshold; below OpenCV's 0.04 so that the model's small frames (224 wide)
+  // give enough keypoints (docs/training.md, "Tracked poses").
+  double contrast_threshold = 0.02;
+  // Pixels: a previous keypoint's match is looked for within this radius of where its depth and
+  // the camera head's motion put it in the new frame.
+  double search_radius = 25.0;
+  // Lowe's ratio test among the candidates within the radius (best < ratio * second best).
+  double ratio = 0.9;
+  // RANSAC PnP inlier threshold in pixels, and its iterations.
+  double reprojection_error = 1.5;
+  int ransac_iterations = 1000;
+  // A step is measured only with at least this many inliers; otherwise the camera head's motion
+  // is used for it.
+  int min_inliers = 15;
+
+  void Check() const;  // throws OptionError naming the bad field
+};
+
+// What happened to one frame.
+struct TrackStep {
+  bool measured = false;  // the step from the previous frame was measured (else: the head's motion)
+  int matches = 0;        // candidate matches with a valid depth
+  int inliers = 0;        // PnP inliers
+};
+
+// Tracks the camera of one stream. Frames must come in stream order; Reset() starts a new stream.
+class PoseTracker {
+ public:
+  explicit PoseTracker(const PoseTrackerOptions& options = {});
+  ~PoseTracker();
+  PoseTracker(const PoseTracker&) = delete;
+  PoseTracker& operator=(const PoseTracker&) = delete;
+
+  // Whether this build has the tracker (OpenCV's features2d and calib3d); Track throws otherwise.
+  static bool Available();
+
+  // Replaces prediction's camera (pose_enc's translation and rotation; the field of view stays
+  // the model's) by the tracked one, and moves its point map rigidly with the camera so that the
+  // two stay consistent. The first frame keeps the model's camera (the identity). Uses the
+  // prediction's image, depth and intrinsics (its known camera when set). Throws Error on a
+  // prediction whose arrays do not match its size.
+  TrackStep Track(FramePrediction& prediction);
+
+  void Reset();
+
+ private:
+  struct State;
+  PoseTrackerOptions options_;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace streamrecon
