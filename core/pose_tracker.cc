@@ -163,7 +163,8 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
                 std::to_string(s.height) + " to " + std::to_string(p.width) + " x " + std::to_string(p.height) + " within one stream");
   }
   const Rigid3 head_cam_from_world = geometry::PoseEncodingToExtrinsics(p.pose_enc);
-  const Intrinsics k = CameraIntrinsics(p);
+  Intrinsics k = CameraIntrinsics(p);
+  if (options_.square_pixels && !p.known_intrinsics) k.fx = k.fy = std::sqrt(k.fx * k.fy);
 
   cv::Mat rgb(p.height, p.width, CV_8UC3, p.image.data.data()), gray;
   cv::cvtColor(rgb, gray, cv::COLOR_RGB2GRAY);

@@ -27,6 +27,11 @@ struct PoseTrackerOptions {
   // A step is measured only with at least this many inliers; otherwise the camera head's motion
   // is used for it.
   int min_inliers = 15;
+  // Track with square pixels: one focal length sqrt(fx fy) from the model's two fields of view.
+  // The model was trained on 4:3 frames; at other aspect ratios its fx and fy disagree (at 308x224:
+  // 363 and 225 pixels against a true 267 for both), while their geometric mean stays close (286).
+  // Ignored for a known camera (--intrinsics).
+  bool square_pixels = true;
 
   void Check() const;  // throws OptionError naming the bad field
 };
