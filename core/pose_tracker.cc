@@ -229,12 +229,15 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
   }
 
   // The new camera into the pose encoding (camera_from_world; the fields of view stay), and the
-  // point map moved by the same correction: tracked world_from_cam x head cam_from_world.
+  // point map: the depth unprojected with it, or the head's map moved by the same correction
+  // (tracked world_from_cam x head cam_from_world).
   const Rigid3 cam_from_world = geometry::Inverse(world_from_cam);
   const std::array<double, 4> q = geometry::RotationToQuaternion(cam_from_world.R);
   for (int i = 0; i < 3; ++i) p.pose_enc[i] = cam_from_world.t[i];
   for (int i = 0; i < 4; ++i) p.pose_enc[3 + i] = q[i];
-  if (s.has_previous && p.world_points.size() == pixels * 3) {
+  if (options_.points_from_depth) {
+    p.world_points = geometry::UnprojectDepth(p.depth, p.width, p.height, k, world_from_cam);
+  } else if (s.has_previous && p.world_points.size() == pixels * 3) {
     const Rigid3 correction = geometry::Compose(world_from_cam, head_cam_from_world);
     for (size_t i = 0; i < pixels; ++i) {
       float* w = &p.world_points[i * 3];

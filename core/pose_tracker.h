@@ -32,6 +32,11 @@ struct PoseTrackerOptions {
   // 363 and 225 pixels against a true 267 for both), while their geometric mean stays close (286).
   // Ignored for a known camera (--intrinsics).
   bool square_pixels = true;
+  // The point map after tracking: the depth unprojected with the tracked camera and the
+  // intrinsics the tracker used (true), or the point head's map moved rigidly by the camera's
+  // correction (false). The point head drifts on its own, not as the camera head does, so moving
+  // its map with the camera's correction can make the cloud worse (docs/training.md).
+  bool points_from_depth = true;
 
   void Check() const;  // throws OptionError naming the bad field
 };
@@ -55,8 +60,8 @@ class PoseTracker {
   static bool Available();
 
   // Replaces prediction's camera (pose_enc's translation and rotation; the field of view stays
-  // the model's) by the tracked one, and moves its point map rigidly with the camera so that the
-  // two stay consistent. The first frame keeps the model's camera (the identity). Uses the
+  // the model's) by the tracked one, and its point map by one consistent with it
+  // (options.points_from_depth). The first frame keeps the model's camera (the identity). Uses the
   // prediction's image, depth and intrinsics (its known camera when set). Throws Error on a
   // prediction whose arrays do not match its size.
   TrackStep Track(FramePrediction& prediction);

@@ -6,6 +6,8 @@
 # Usage: bash scripts/quality_study.sh [OUT] [FRAMES] [SCENE] [DEVICE]   (needs jq, gnuplot)
 # The grid can be narrowed: POLICIES="xstream-page" FORMATS="kivi2 oscar2" FRACTIONS="8" bash ...
 # STUDY_ARGS adds eval options (e.g. "--dtype bfloat16" on the GPU); STREAMRECON_EXE picks the binary.
+# POSES (default head): the cameras scored by ATE; docs/quality.md's tables use the camera head's
+# poses, POSES=tracked scores the tracked ones (docs/training.md, "Tracked poses").
 # Without jq the metrics are read with python3.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,7 +19,7 @@ DEVICE=${4:-cpu}
 SEED=11
 mkdir -p "$OUT"
 # shellcheck disable=SC2206
-common=(eval --dataset "synthetic:$SCENE" --frames "$FRAMES" --scene-seed "$SEED" --device "$DEVICE" --max-points 50000 ${STUDY_ARGS:-})
+common=(eval --dataset "synthetic:$SCENE" --frames "$FRAMES" --scene-seed "$SEED" --device "$DEVICE" --max-points 50000 --poses "${POSES:-head}" ${STUDY_ARGS:-})
 summary() {  # metrics.json -> "abs_rel,delta1,ate_percent,cache_bytes_peak"
   if command -v jq >/dev/null; then
     jq -r '.sequences[0] | "\(.depth_l1.abs_rel),\(.depth_l1.delta_1),\(.pose.ate_percent_of_path // "nan"),\(.cache_bytes_peak)"' "$1"

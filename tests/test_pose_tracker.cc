@@ -127,19 +127,24 @@ INSTANTIATE_TEST_SUITE_P(Trajectories, PoseTrackerPaths,
 
 TEST(PoseTracker, MovesThePointMapWithTheCamera) {
   SKIP_WITHOUT_TRACKER();
-  Stream s = DriftingStream(datasets::Trajectory::kWalk, 4, 2.0, 1.5);
-  PoseTracker tracker;
-  for (FramePrediction& p : s.frames) {
-    tracker.Track(p);
-    // The input map was the depth unprojected with the head's camera: the output must be the same
-    // depth unprojected with the tracked camera.
-    const std::vector<float> expected = geometry::UnprojectDepth(p.depth, p.width, p.height,
-                                                                 geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height),
-                                                                 geometry::Inverse(geometry::PoseEncodingToExtrinsics(p.pose_enc)));
-    ASSERT_EQ(expected.size(), p.world_points.size());
-    double worst = 0;
-    for (size_t i = 0; i < expected.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(expected[i]) - p.world_points[i]));
-    EXPECT_LT(worst, 1e-4) << "frame " << p.index;
+  // Both ways of making the map: the depth unprojected with the tracked camera (the default) and
+  // the head's map moved rigidly. The input map was the depth unprojected with the head's camera,
+  // so both must give the depth unprojected with the tracked camera.
+  for (const bool from_depth : {true, false}) {
+    Stream s = DriftingStream(datasets::Trajectory::kWalk, 4, 2.0, 1.5);
+    PoseTrackerOptions options;
+    options.points_from_depth = from_depth;
+    PoseTracker tracker(options);
+    for (FramePrediction& p : s.frames) {
+      tracker.Track(p);
+      const std::vector<float> expected = geometry::UnprojectDepth(p.depth, p.width, p.height,
+                                                                   geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height),
+                                                                   geometry::Inverse(geometry::PoseEncodingToExtrinsics(p.pose_enc)));
+      ASSERT_EQ(expected.size(), p.world_points.size());
+      double worst = 0;
+      for (size_t i = 0; i < expected.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(expected[i]) - p.world_points[i]));
+      EXPECT_LT(worst, 1e-4) << "frame " << p.index << (from_depth ? ", from depth" : ", moved rigidly");
+    }
   }
 }
 
