@@ -9,8 +9,12 @@ source "$(dirname "$0")/gpu_build.sh"
 if [ "$STEP" = python ]; then gpu_build streamrecon || exit 1
 else gpu_build test_gpu_kernels test_kv_contract streamrecon_kernel_bench streamrecon || exit 1; fi
 if [ "$STEP" = all ] || [ "$STEP" = test ]; then
-  ./build-gpu/tests/test_kv_contract 2>&1 | tee "$OUT/kv_contract.log" | grep -E "^\[ (info|  FAILED|  PASSED|  SKIPPED) |Failure|Expected|actual|Which" | head -60
-  ./build-gpu/tests/test_gpu_kernels 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^\[ (info|  FAILED|  PASSED|  SKIPPED) |Failure|error|Expected|actual|Which" | head -80
+  # Into files first, then the summary: a `| head` behind tee would end the tests early (SIGPIPE)
+  # once their info lines outnumber its count.
+  ./build-gpu/tests/test_kv_contract > "$OUT/kv_contract.log" 2>&1
+  grep -E "^\[ (info|  FAILED|  PASSED|  SKIPPED) |Failure|Expected|actual|Which" "$OUT/kv_contract.log" | head -60
+  ./build-gpu/tests/test_gpu_kernels > "$OUT/gpu_tests.log" 2>&1
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error|Expected|actual|Which" "$OUT/gpu_tests.log" | head -80
 fi
 if [ "$STEP" = all ] || [ "$STEP" = test ] || [ "$STEP" = python ]; then
   # The Python module (configured when pybind11 from .deps and the Python headers were found): its
