@@ -300,6 +300,7 @@ void WriteSbatchScript(const BatchArgs& args, size_t items, const std::vector<st
 
 int RunBatch(const BatchArgs& args, const std::vector<std::string>& argv) {
   const std::vector<BatchItem> items = ReadManifest(args.manifest, args.run.in);
+  ResolvePoses(args.run.poses);  // before the sbatch script or the model: a build without the tracker says so once
   if (!args.slurm.script.empty()) {
     WriteSbatchScript(args, items.size(), argv);
     return 0;

@@ -160,7 +160,7 @@ ReconstructResult Reconstruct(const RunArgs& args, const std::shared_ptr<models:
       {"frames_skipped", source->skipped()},
       {"config", loaded.config.ToJson()},
   };
-  summary["poses"] = tracked ? tracked->ToJson() : nlohmann::json{{"source", "head"}};
+  summary["camera_poses"] = tracked ? tracked->ToJson() : nlohmann::json{{"source", "head"}};
   if (tracked) spdlog::info("poses tracked: {}", tracked->Summary());
   if (known)
     summary["intrinsics"] = {{"source", known->source}, {"fx", known->k.fx}, {"fy", known->k.fy}, {"cx", known->k.cx}, {"cy", known->k.cy},
@@ -198,7 +198,7 @@ void RunArgs::AddOutputOptions(CLI::App& cmd_ref) {
   cmd->add_option("--stride", args->cloud.stride, "Take every N-th pixel for the point cloud")->capture_default_str();
   cmd->add_option("--voxel-size", args->cloud.voxel_size, "Voxel size for downsampling the cloud per frame (0 = off)")
       ->capture_default_str();
-  cmd->add_flag("--points-from-depth", args->cloud.use_depth, "Build the cloud from depth + predicted cameras instead of the point map");
+  cmd->add_flag("--points-from-depth", args->cloud.use_depth, "Build the cloud from depth + the cameras instead of the point map (with --poses head; tracked poses rebuild the point map from the depth anyway)");
   cmd->add_option("--max-points", args->max_points,
                   "Keep the cloud under this many points: the voxel grid coarsens as a long stream adds more (0 = no bound)")
       ->check(kNonNegative)->capture_default_str();
@@ -210,7 +210,8 @@ void RunArgs::AddOutputOptions(CLI::App& cmd_ref) {
                 "transforms.json for nerfstudio / Gaussian splatting");
   cmd->add_flag("--raw-outputs", args->raw_outputs,
                 "Also write raw/frame_NNNNNN.safetensors per frame: depth, depth_conf, world_points, world_points_conf and "
-                "pose_enc in the model's dtype, unrounded");
+                "pose_enc in the model's dtype, unrounded: the model's own outputs, i.e. the camera head's poses and point maps before "
+                "--poses tracked corrects them");
 }
 
 Runner AddRunCommand(CLI::App& parent) {

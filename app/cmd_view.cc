@@ -157,7 +157,7 @@ Runner AddViewCommand(CLI::App& parent) {
       ->capture_default_str();
   cmd->add_option("--max-points", args->max_points, "Coarsen the voxel grid to keep at most this many points (0 = no bound)")
       ->check(kNonNegative)->capture_default_str();
-  cmd->add_flag("--points-from-depth", args->cloud.use_depth, "Build the cloud from depth + predicted cameras instead of the point map");
+  cmd->add_flag("--points-from-depth", args->cloud.use_depth, "Build the cloud from depth + the cameras instead of the point map (with --poses head; tracked poses rebuild the point map from the depth anyway)");
   AddPosesOption(*cmd, args->poses);
   cmd->add_flag("--paused", args->paused, "Start paused (step with the panel or the n key)");
   cmd->add_option("--width", args->window.width, "Window width")->capture_default_str();

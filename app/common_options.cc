@@ -1,6 +1,7 @@
 // Shared CLI options for the model and the KV cache.
 #include "app/common_options.h"
 
+#include <mutex>
 #include <regex>
 
 #include "app/stream_setup.h"
@@ -215,7 +216,7 @@ KvCacheOptions CacheArgs::ToOptions() const {
 void AddPosesOption(CLI::App& app, std::string& poses) {
   app.add_option("--poses", poses,
                  "Camera poses: tracked (the camera head's motion checked and corrected by SIFT matches and a PnP on the predicted "
-                 "depth, on the CPU beside the model; the point maps move with the corrected cameras), head (the camera head's "
+                 "depth, on the CPU beside the model; the point maps become the depth unprojected with those cameras), head (the camera head's "
                  "poses as predicted; they drift over long streams) or auto (tracked where this build has OpenCV)")
       ->check(CLI::IsMember({"auto", "tracked", "head"}))
       ->capture_default_str();
@@ -225,8 +226,9 @@ bool ResolvePoses(const std::string& poses) {
   if (poses == "head") return false;
   if (poses == "tracked" || poses == "auto") {
     if (PoseTracker::Available()) return true;
-    if (poses == "tracked") throw OptionError("--poses tracked: this build has no pose tracker (it needs OpenCV's features2d and calib3d); use --poses head");
-    spdlog::info("poses: the camera head's (this build has no pose tracker: no OpenCV)");
+    if (poses == "tracked") throw OptionError("--poses tracked: this build has no pose tracker (it needs OpenCV 4.4+ with features2d and calib3d); use --poses head");
+    static std::once_flag noted;
+    std::call_once(noted, [] { spdlog::info("poses: the camera head's (this build has no pose tracker: it needs OpenCV 4.4+ with features2d and calib3d)"); });
     return false;
   }
   throw OptionError("--poses: expected auto, tracked or head, found '" + poses + "'");

@@ -334,7 +334,7 @@ json Evaluate(models::StreamingModel& model, const models::LoadedModel& loaded, 
       FramePrediction pred = models::ToFramePrediction(step, image, n);
       const double ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      if (tracked) tracked->Track(pred);  // its time is reported apart (poses.track_ms_mean)
+      if (tracked) tracked->Track(pred);  // its time is reported apart (camera_poses.track_ms_mean)
       total_ms += ms;
       peak_cache = std::max(peak_cache, model.CacheBytes());
 
@@ -423,7 +423,7 @@ json Evaluate(models::StreamingModel& model, const models::LoadedModel& loaded, 
       if (length > 1e-9) pose["ate_percent_of_path"] = 100.0 * pose["ate_rmse"].get<double>() / length;
       return pose;
     });
-    report["poses"] = tracked ? tracked->ToJson() : json{{"source", "head"}};
+    report["camera_poses"] = tracked ? tracked->ToJson() : json{{"source", "head"}};
     if (tracked) spdlog::info("{}: poses tracked, {}", name, tracked->Summary());
     std::string csv_name = "frames_" + name + ".csv";
     for (char& c : csv_name)

@@ -64,7 +64,7 @@ endif()
 # OpenCV
 set(_cv_ok OFF)
 if(NOT STREAMRECON_OPENCV STREQUAL "OFF")
-  find_package(OpenCV QUIET COMPONENTS core imgproc imgcodecs videoio features2d calib3d)
+  find_package(OpenCV QUIET COMPONENTS core imgproc imgcodecs videoio)
   set(_cv_ok ${OpenCV_FOUND})
 endif()
 streamrecon_resolve(OPENCV _cv_ok)

@@ -458,11 +458,7 @@ void Pipeline::AccumulatorLoop() {
 
       FramePrediction& prediction = item->prediction;
       FrameReport& report = item->report;
-      if (stages_.refine) {
-        const auto t_refine = Clock::now();
-        stages_.refine(prediction);
-        report.track_ms = MsSince(t_refine);
-      }
+      if (stages_.refine) stages_.refine(prediction);
       const auto t0 = Clock::now();
       accumulator_.Add(prediction);
       report.accumulate_ms = MsSince(t0);

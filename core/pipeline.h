@@ -35,7 +35,6 @@ struct FrameReport {
   double read_ms = 0;         // next_frame (decode, capture)
   double preprocess_ms = 0;   // step wall time minus prediction.model_ms (resize, conversion)
   double model_ms = 0;        // prediction.model_ms
-  double track_ms = 0;        // PipelineStages::refine (pose tracking); 0 without it
   double accumulate_ms = 0;   // turning the prediction into points
   size_t points = 0;          // points in the cloud after this frame
   CacheStats cache;
@@ -116,8 +115,8 @@ struct PipelineStages {
   // frame completed after its successor was queued (else cache_stats is used). Model thread.
   std::function<CacheStats()> cache_stats_before_last;
   // Optional: corrects each prediction in place, in stream order, before it joins the cloud (the
-  // pose tracker: core/pose_tracker.h); its time counts in FrameReport::track_ms. Accumulator
-  // thread, so it runs beside the model's next frames.
+  // pose tracker: core/pose_tracker.h, which keeps its own time). Accumulator thread, so it runs
+  // beside the model's next frames.
   std::function<void(FramePrediction&)> refine;
   // Optional: called with every prediction, in stream order, after it joined the cloud
   // (e.g. to write depth maps or log progress). Accumulator thread.

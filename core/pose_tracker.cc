@@ -1,6 +1,7 @@
 // Camera tracking on the model's depth (core/pose_tracker.h).
 #include "core/pose_tracker.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -8,9 +9,8 @@
 
 #include "core/errors.h"
 #include "core/geometry.h"
-#include "core/point_cloud.h"
 
-#ifdef STREAMRECON_HAVE_OPENCV
+#ifdef STREAMRECON_HAVE_TRACKING
 #include <opencv2/calib3d.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/core/hal/hal.hpp>
@@ -33,7 +33,7 @@ void PoseTrackerOptions::Check() const {
   if (min_inliers < 6) fail("min_inliers", ">= 6 (a PnP needs at least 4 points, its refinement 6)", min_inliers);
 }
 
-#ifdef STREAMRECON_HAVE_OPENCV
+#ifdef STREAMRECON_HAVE_TRACKING
 
 // The previous frame: what the next one is matched against.
 struct PoseTracker::State {
@@ -101,7 +101,6 @@ Matches GuidedMatches(const std::vector<cv::Point3f>& points, const std::vector<
   const int dims = descriptors.cols;
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<int> best_new(points.size(), -1);
-  std::vector<float> best_new_distance(points.size(), inf);
   std::vector<int> best_previous(keypoints.size(), -1);
   std::vector<float> best_previous_distance(keypoints.size(), inf);
   for (size_t i = 0; i < points.size(); ++i) {
@@ -132,10 +131,7 @@ Matches GuidedMatches(const std::vector<cv::Point3f>& points, const std::vector<
         }
       }
     }
-    if (best_j >= 0 && best < ratio * second) {
-      best_new[i] = best_j;
-      best_new_distance[i] = best;
-    }
+    if (best_j >= 0 && best < ratio * second) best_new[i] = best_j;
   }
   Matches m;
   for (size_t i = 0; i < points.size(); ++i) {
@@ -153,17 +149,22 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
   const size_t pixels = static_cast<size_t>(std::max(0, p.width)) * static_cast<size_t>(std::max(0, p.height));
   if (p.width <= 0 || p.height <= 0 || p.depth.size() != pixels || p.image.width != p.width || p.image.height != p.height ||
       p.image.data.size() != pixels * 3) {
-    throw Error("pose tracking, frame " + std::to_string(p.index) + ": expected a " + std::to_string(p.width) + " x " +
-                std::to_string(p.height) + " image and depth map, found an image of " + std::to_string(p.image.width) + " x " +
-                std::to_string(p.image.height) + " and " + std::to_string(p.depth.size()) + " depth values");
+    throw Error("pose tracking, frame " + std::to_string(p.index) + ": expected an image and a depth map of the frame's size (" +
+                std::to_string(p.width) + " x " + std::to_string(p.height) + ", both positive), found an image of " +
+                std::to_string(p.image.width) + " x " + std::to_string(p.image.height) + " and " + std::to_string(p.depth.size()) +
+                " depth values");
   }
   State& s = *state_;
   if (s.has_previous && (p.width != s.width || p.height != s.height)) {
     throw Error("pose tracking, frame " + std::to_string(p.index) + ": the frame size changed from " + std::to_string(s.width) + " x " +
                 std::to_string(s.height) + " to " + std::to_string(p.width) + " x " + std::to_string(p.height) + " within one stream");
   }
-  const Rigid3 head_cam_from_world = geometry::PoseEncodingToExtrinsics(p.pose_enc);
-  Intrinsics k = CameraIntrinsics(p);
+  Rigid3 head_cam_from_world;
+  bool head_finite = true;
+  for (double v : p.pose_enc) head_finite = head_finite && std::isfinite(v);
+  if (head_finite) head_cam_from_world = geometry::PoseEncodingToExtrinsics(p.pose_enc);
+  const Intrinsics model_k = geometry::PoseEncodingToIntrinsics(p.pose_enc, p.width, p.height);
+  Intrinsics k = p.known_intrinsics ? *p.known_intrinsics : model_k;
   if (options_.square_pixels && !p.known_intrinsics) k.fx = k.fy = std::sqrt(k.fx * k.fy);
 
   cv::Mat rgb(p.height, p.width, CV_8UC3, p.image.data.data()), gray;
@@ -173,10 +174,13 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
   s.sift->detectAndCompute(gray, cv::noArray(), keypoints, descriptors);
 
   TrackStep step;
-  Rigid3 world_from_cam = geometry::Inverse(head_cam_from_world);
+  Rigid3 world_from_cam = geometry::Inverse(head_cam_from_world);  // the first frame: the head's (identity if not finite)
   if (s.has_previous) {
     // The camera head's motion from the previous frame: the prior, and the fallback.
-    const Rigid3 prior = geometry::Compose(head_cam_from_world, geometry::Inverse(s.head_cam_from_world));  // cam_t from cam_{t-1}
+    // A head pose that is not finite gives no prior: the step is measured without one (the
+    // identity's) or, failing that, the camera holds still.
+    const Rigid3 prior = head_finite ? geometry::Compose(head_cam_from_world, geometry::Inverse(s.head_cam_from_world))  // cam_t from cam_{t-1}
+                                     : Rigid3{};
     Rigid3 cam_from_previous = prior;
     if (!keypoints.empty() && !s.keypoints.empty()) {
       std::vector<cv::Point3f> points;
@@ -200,43 +204,50 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
                                       options_.search_radius, options_.ratio);
       step.matches = static_cast<int>(m.object.size());
       if (step.matches >= options_.min_inliers) {
-        cv::Mat rvec, tvec;
-        std::vector<int> inliers;
-        const cv::Matx33d camera = CameraMatrix(k);
-        const bool ok = cv::solvePnPRansac(m.object, m.image, camera, cv::noArray(), rvec, tvec, false, options_.ransac_iterations,
-                                           static_cast<float>(options_.reprojection_error), 0.999, inliers, cv::SOLVEPNP_AP3P);
-        if (ok && static_cast<int>(inliers.size()) >= options_.min_inliers) {
-          std::vector<cv::Point3f> object;
-          std::vector<cv::Point2f> image;
-          for (int i : inliers) {
-            object.push_back(m.object[i]);
-            image.push_back(m.image[i]);
+        try {
+          cv::Mat rvec, tvec;
+          std::vector<int> inliers;
+          const cv::Matx33d camera = CameraMatrix(k);
+          const bool ok = cv::solvePnPRansac(m.object, m.image, camera, cv::noArray(), rvec, tvec, false, options_.ransac_iterations,
+                                             static_cast<float>(options_.reprojection_error), 0.999, inliers, cv::SOLVEPNP_AP3P);
+          if (ok && static_cast<int>(inliers.size()) >= options_.min_inliers) {
+            std::vector<cv::Point3f> object;
+            std::vector<cv::Point2f> image;
+            for (int i : inliers) {
+              object.push_back(m.object[i]);
+              image.push_back(m.image[i]);
+            }
+            cv::solvePnPRefineLM(object, image, camera, cv::noArray(), rvec, tvec);
+            const Rigid3 measured = FromRvecTvec(rvec, tvec);
+            bool finite = true;
+            for (double v : measured.R) finite = finite && std::isfinite(v);
+            for (double v : measured.t) finite = finite && std::isfinite(v);
+            if (finite) {
+              cam_from_previous = measured;
+              step.measured = true;
+              step.inliers = static_cast<int>(inliers.size());
+            }
           }
-          cv::solvePnPRefineLM(object, image, camera, cv::noArray(), rvec, tvec);
-          const Rigid3 measured = FromRvecTvec(rvec, tvec);
-          bool finite = true;
-          for (double v : measured.R) finite = finite && std::isfinite(v);
-          for (double v : measured.t) finite = finite && std::isfinite(v);
-          if (finite) {
-            cam_from_previous = measured;
-            step.measured = true;
-            step.inliers = static_cast<int>(inliers.size());
-          }
+        } catch (const cv::Exception&) {
+          // A degenerate configuration (e.g. a camera matrix that is not finite): this step is
+          // not measured and takes the prior, as with too few inliers.
         }
       }
     }
     world_from_cam = geometry::Compose(s.world_from_cam, geometry::Inverse(cam_from_previous));
   }
 
-  // The new camera into the pose encoding (camera_from_world; the fields of view stay), and the
+  // The new camera into the pose encoding (camera_from_world), and the
   // point map: the depth unprojected with it, or the head's map moved by the same correction
   // (tracked world_from_cam x head cam_from_world).
   const Rigid3 cam_from_world = geometry::Inverse(world_from_cam);
-  const std::array<double, 4> q = geometry::RotationToQuaternion(cam_from_world.R);
-  for (int i = 0; i < 3; ++i) p.pose_enc[i] = cam_from_world.t[i];
-  for (int i = 0; i < 4; ++i) p.pose_enc[3 + i] = q[i];
+  // The fields of view: those of the focal length tracked with (square pixels), so that the
+  // exports' intrinsics and the point map agree; a known camera keeps the model's in the encoding
+  // (the known one replaces them everywhere).
+  p.pose_enc = geometry::ExtrinsicsIntrinsicsToPoseEncoding(cam_from_world, p.known_intrinsics ? model_k : k, p.width, p.height);
   if (options_.points_from_depth) {
     p.world_points = geometry::UnprojectDepth(p.depth, p.width, p.height, k, world_from_cam);
+    if (p.depth_conf.size() == pixels) p.world_points_conf = p.depth_conf;  // the points are the depth's now
   } else if (s.has_previous && p.world_points.size() == pixels * 3) {
     const Rigid3 correction = geometry::Compose(world_from_cam, head_cam_from_world);
     for (size_t i = 0; i < pixels; ++i) {
@@ -253,7 +264,7 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
   s.width = p.width;
   s.height = p.height;
   s.intrinsics = k;
-  s.head_cam_from_world = head_cam_from_world;
+  if (head_finite) s.head_cam_from_world = head_cam_from_world;  // else the next prior is from the last finite one
   s.world_from_cam = world_from_cam;
   return step;
 }

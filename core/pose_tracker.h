@@ -30,7 +30,8 @@ struct PoseTrackerOptions {
   // Track with square pixels: one focal length sqrt(fx fy) from the model's two fields of view.
   // The model was trained on 4:3 frames; at other aspect ratios its fx and fy disagree (at 308x224:
   // 363 and 225 pixels against a true 267 for both), while their geometric mean stays close (286).
-  // Ignored for a known camera (--intrinsics).
+  // The tracked camera's fields of view become this focal length's, so that the exports'
+  // intrinsics agree with the point map. Ignored for a known camera (--intrinsics).
   bool square_pixels = true;
   // The point map after tracking: the depth unprojected with the tracked camera and the
   // intrinsics the tracker used (true), or the point head's map moved rigidly by the camera's
@@ -59,8 +60,8 @@ class PoseTracker {
   // Whether this build has the tracker (OpenCV's features2d and calib3d); Track throws otherwise.
   static bool Available();
 
-  // Replaces prediction's camera (pose_enc's translation and rotation; the field of view stays
-  // the model's) by the tracked one, and its point map by one consistent with it
+  // Replaces prediction's camera (pose_enc: translation, rotation and, with square_pixels, the
+  // fields of view) by the tracked one, and its point map by one consistent with it
   // (options.points_from_depth). The first frame keeps the model's camera (the identity). Uses the
   // prediction's image, depth and intrinsics (its known camera when set). Throws Error on a
   // prediction whose arrays do not match its size.

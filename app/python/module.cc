@@ -950,7 +950,9 @@ reset before and after. Ctrl-C ends it early (KeyboardInterrupt).)doc")
       .def_property_readonly("input_size", &Reconstructor::InputSize)
       .def_property_readonly("closed", &Reconstructor::closed);
 
-  py::class_<PyCloud>(m, "Cloud", R"doc(The accumulated point cloud, built as `streamrecon run` builds points.ply.
+  py::class_<PyCloud>(m, "Cloud", R"doc(The accumulated point cloud, built as `streamrecon run --poses head` builds points.ply
+(the Results of push() carry the camera head's poses and point maps; `run` tracks the cameras by
+default).
 
 Points with confidence above conf_threshold, every stride-th pixel, from the point map (or from
 depth and the predicted camera with points_from_depth), merged per voxel when voxel_size > 0,
