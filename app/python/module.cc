@@ -458,7 +458,8 @@ class Reconstructor {
                 const std::string& dtype, const std::string& policy, const std::string& format, py::object kv_budget,
                 std::optional<int64_t> cache_tokens, int pool, int k_group, int v_group, bool first_frame_bf16,
                 bool v_hadamard, uint64_t prune_seed, py::object size, const std::optional<std::filesystem::path>& intrinsics,
-                std::optional<int64_t> random_seed, bool cuda_graphs, bool bf16_heads, const std::string& output) {
+                std::optional<int64_t> random_seed, bool cuda_graphs, bool bf16_heads, const std::string& output,
+                const std::string& poses) {
     model_args_.weights = weights ? weights->string() : "";
     model_args_.config = config ? config->string() : "";
     model_args_.device = device;
@@ -478,6 +479,7 @@ class Reconstructor {
     cache_args_.prune_seed = prune_seed;
     size_ = SizeOption(size);
     output_ = CheckOutput(output);
+    track_ = ResolvePoses(poses);  // before the model loads
     if (model_args_.random_seed < -1) throw OptionError("--random-seed: expected >= 0, got " + std::to_string(model_args_.random_seed));
     {
       py::gil_scoped_release release;
@@ -567,6 +569,22 @@ class Reconstructor {
       result->tensors = std::move(out.tensors);
       result->tensors.tokens_last = at::Tensor();  // not exposed; would keep memory on the device
       result->cache_bytes = opened_.model->CacheBytes();
+      if (tracker_) {
+        // As `run --poses tracked`: the camera measured on the depth, the point map rebuilt from
+        // it; the tracked arrays replace the model's, in their dtype and on their device.
+        FramePrediction p = models::ToFramePrediction(result->tensors, *result->image, in.index);
+        static_cast<CameraRecord&>(p) = result->camera;
+        tracker_->Track(p);
+        pose = p.pose_enc;
+        result->camera.pose_enc = pose;
+        auto& t = result->tensors;
+        auto replace = [](const at::Tensor& like, std::vector<float>& values) {
+          return at::from_blob(values.data(), like.sizes(), at::kFloat).to(like.options(), /*non_blocking=*/false, /*copy=*/true);
+        };
+        t.world_points = replace(t.world_points, p.world_points);
+        t.world_points_conf = replace(t.world_points_conf, p.world_points_conf);
+        t.pose_enc = at::tensor(std::vector<double>(pose.begin(), pose.end()), at::kDouble).view(t.pose_enc.sizes()).to(t.pose_enc.options());
+      }
 
       // The camera as matrices, in the outputs' dtype and on their device.
       const Rigid3 cam_from_world = geometry::PoseEncodingToExtrinsics(pose);
@@ -697,6 +715,7 @@ class Reconstructor {
   // A new stream: the model input size is fixed again by its first frame.
   void NewStream() {
     stage_ = std::make_shared<ModelStage>(opened_.model, pre_);
+    tracker_ = track_ ? std::make_unique<PoseTracker>() : nullptr;
     if (known_) stage_->SetKnownCamera(*known_);
     kind_ = Kind::kUnknown;
     tensor_size_ = {0, 0};
@@ -708,6 +727,8 @@ class Reconstructor {
 
   ModelArgs model_args_;
   CacheArgs cache_args_;
+  bool track_ = false;                     // poses="tracked" (or "auto" with a tracker in this build)
+  std::unique_ptr<PoseTracker> tracker_;   // this stream's, with track_
   std::string size_, output_;
   OpenedModel opened_;
   datasets::PreprocessOptions pre_;
@@ -880,17 +901,20 @@ Options are the CLI's (`streamrecon run --help`), as keywords with underscores:
   cuda_graphs  CUDA: replay the step's fixed-shape parts (and the full camera head) as CUDA graphs
   bf16_heads   with dtype "bfloat16": the camera and DPT heads in bf16 too (not the reference's fp32 heads)
   output       "numpy" (default) or "torch": what push() returns
+  poses        "head" (default): the model's own outputs, the camera head's poses and point maps;
+               "tracked" (or "auto": tracked where this build can): each camera measured on the
+               depth as `streamrecon run` does by default, the point map rebuilt from the depth
 Use it as a context manager to release the model at the end of a `with` block.)doc")
       .def(py::init<const std::optional<std::filesystem::path>&, const std::optional<std::filesystem::path>&, const std::string&,
                     const std::string&, const std::string&, const std::string&, py::object, std::optional<int64_t>, int, int, int, bool,
                     bool, uint64_t, py::object, const std::optional<std::filesystem::path>&, std::optional<int64_t>, bool, bool,
-                    const std::string&>(),
+                    const std::string&, const std::string&>(),
            py::arg("weights") = py::none(), py::arg("config") = py::none(), py::kw_only(), py::arg("device") = "auto",
            py::arg("dtype") = "float32", py::arg("policy") = "none", py::arg("format") = "fp32", py::arg("kv_budget") = py::none(),
            py::arg("cache_tokens") = py::none(), py::arg("pool") = 16, py::arg("k_group") = 32, py::arg("v_group") = 64,
            py::arg("first_frame_bf16") = false, py::arg("v_hadamard") = false, py::arg("prune_seed") = 0,
            py::arg("size") = py::none(), py::arg("intrinsics") = py::none(), py::arg("random_seed") = py::none(),
-           py::arg("cuda_graphs") = false, py::arg("bf16_heads") = false, py::arg("output") = "numpy")
+           py::arg("cuda_graphs") = false, py::arg("bf16_heads") = false, py::arg("output") = "numpy", py::arg("poses") = "head")
       .def("push", &Reconstructor::Push, py::arg("frame"), py::kw_only(), py::arg("output") = py::none(),
            R"doc(Runs one frame through the model and returns its Result.
 
@@ -950,9 +974,8 @@ reset before and after. Ctrl-C ends it early (KeyboardInterrupt).)doc")
       .def_property_readonly("input_size", &Reconstructor::InputSize)
       .def_property_readonly("closed", &Reconstructor::closed);
 
-  py::class_<PyCloud>(m, "Cloud", R"doc(The accumulated point cloud, built as `streamrecon run --poses head` builds points.ply
-(the Results of push() carry the camera head's poses and point maps; `run` tracks the cameras by
-default).
+  py::class_<PyCloud>(m, "Cloud", R"doc(The accumulated point cloud, built as `streamrecon run` builds points.ply from the
+same cameras (a Reconstructor with poses="tracked" gives `run`'s default ones).
 
 Points with confidence above conf_threshold, every stride-th pixel, from the point map (or from
 depth and the predicted camera with points_from_depth), merged per voxel when voxel_size > 0,
@@ -1024,6 +1047,7 @@ kept under max_points by coarsening the grid (0 = no bound).)doc")
         "Reads a .safetensors file into a dict of NumPy arrays (bf16/fp16 as float32); with_metadata: (arrays, metadata).");
 
   m.def("can_read_images", &datasets::HaveOpenCv, "Whether this build decodes images and videos (it has OpenCV).");
+  m.def("can_track", &PoseTracker::Available, "Whether this build tracks cameras on the depth (poses=\"tracked\"; OpenCV 4.4+).");
   m.def("can_write_ply", &CanWritePly, "Whether this build writes PLY files (it has Open3D).");
   m.def("can_write_images", &CanWriteImages, "Whether this build writes PNG images (it has OpenCV): write_colmap's images.");
   m.def("default_weights", &models::DefaultWeightsPath, "The shipped default model's file (used when weights=None).");

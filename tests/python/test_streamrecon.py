@@ -94,7 +94,8 @@ def test_push_equals_the_cli_run_in_float64(tmp_path):
     for label, cli_input, frames in inputs:
         out = tmp_path / label
         subprocess.run([EXE, "run", *cli_model, "--dtype", "float64", "--device", "cpu", *cli_input, "--size", "70x56",
-                        "--raw-outputs", "--no-points", "--no-depth-maps", "--out", str(out)], check=True, capture_output=True)
+                        "--raw-outputs", "--no-points", "--no-depth-maps", "--poses", "head", "--out", str(out)], check=True,
+                       capture_output=True)
         with streamrecon.Reconstructor(**model, dtype="float64", device="cpu", size=(70, 56)) as rec:
             results = [rec.push(frame) for frame in frames()]
         assert len(results) == 6, label
@@ -108,6 +109,35 @@ def test_push_equals_the_cli_run_in_float64(tmp_path):
         # The trajectory the CLI wrote is the one write_tum writes from the results.
         streamrecon.write_tum(tmp_path / f"{label}.txt", results)
         assert (tmp_path / f"{label}.txt").read_text() == (out / "trajectory.txt").read_text(), label
+
+
+def test_tracked_poses_are_the_clis(tmp_path):
+    """poses="tracked" gives `streamrecon run`'s default cameras (the same trajectory.txt, digit for
+    digit) and a point map rebuilt from the depth; the default poses="head" gives the camera head's,
+    which differ where the tracker measured the steps."""
+    if not streamrecon.can_track():
+        pytest.skip("this build has no pose tracker (it needs OpenCV 4.4+ with features2d and calib3d)")
+    out = tmp_path / "cli"
+    subprocess.run([EXE, "run", "--device", "cpu", "--synthetic", "8", "--size", "112", "--poses", "tracked", "--no-points",
+                    "--no-depth-maps", "--out", str(out)], check=True, capture_output=True)
+    runs = {}
+    for poses in ("tracked", "head"):
+        with streamrecon.Reconstructor(device="cpu", size=112, poses=poses) as rec:
+            runs[poses] = [rec.push(frame) for frame in streamrecon.SyntheticScene("walk", frames=8, size=112)]
+        streamrecon.write_tum(tmp_path / f"{poses}.txt", runs[poses])
+    assert (tmp_path / "tracked.txt").read_text() == (out / "trajectory.txt").read_text()
+    assert (tmp_path / "head.txt").read_text() != (out / "trajectory.txt").read_text()
+    # The tracked point map is the depth unprojected with the tracked camera (pixel (u, v) at
+    # integer coordinates, as geometry::UnprojectDepth).
+    r = runs["tracked"][5]
+    h, w = r.depth.shape
+    v, u = np.mgrid[0:h, 0:w]
+    k, e = r.intrinsic, r.extrinsic
+    cam = np.stack([(u - k[0, 2]) * r.depth / k[0, 0], (v - k[1, 2]) * r.depth / k[1, 1], r.depth], -1)
+    world = (cam - e[:, 3]) @ e[:, :3]  # R^T (x - t), row vectors
+    np.testing.assert_allclose(r.world_points, world, rtol=1e-4, atol=1e-5)
+    with pytest.raises(streamrecon.Error, match="--poses"):
+        streamrecon.Reconstructor(device="cpu", poses="imu")
 
 
 @pytest.mark.parametrize("output", ["numpy", "torch"])

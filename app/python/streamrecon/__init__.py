@@ -53,6 +53,7 @@ from ._core import (  # noqa: F401  (the public API)
     WeightsError,
     __version__,
     can_read_images,
+    can_track,
     can_write_images,
     can_write_ply,
     cuda_available,
@@ -70,7 +71,7 @@ from ._core import (  # noqa: F401  (the public API)
 __all__ = [
     "BudgetError", "Cloud", "Error", "FileError", "Frame", "FrameSource", "OptionError", "Reconstructor", "Result",
     "SyntheticFrame", "SyntheticScene", "WeightsError", "__version__", "can_read_images",
-    "can_write_images", "can_write_ply", "cuda_available", "default_weights", "evaluate",
+    "can_track", "can_write_images", "can_write_ply", "cuda_available", "default_weights", "evaluate",
     "load_safetensors", "open_frames", "set_log_level", "write_cameras_json", "write_colmap", "write_ply",
     "write_transforms_json", "write_tum",
 ]
@@ -78,10 +79,11 @@ __all__ = [
 
 def evaluate(dataset="synthetic", *, frames=None, scene_seed=0, size=None, every=1, out=None, min_depth=1e-3,
              max_depth=0.0, cloud_align="umeyama", icp=False, icp_threshold=0.1, max_points=200000, cloud_stride=1,
-             **options):
+             poses="auto", **options):
     """`streamrecon eval` as a function: opens a Reconstructor with `options` (weights, policy,
     format, kv_budget, device, ...; without weights the shipped default model) and returns
-    Reconstructor.evaluate(dataset, ...), the metrics as a dict (metrics.json's content).
+    Reconstructor.evaluate(dataset, ...), the metrics as a dict (metrics.json's content). poses is
+    `eval --poses`: "auto" (tracked where this build can), "tracked" or "head".
 
     >>> m = streamrecon.evaluate("synthetic:orbit", frames=24, scene_seed=7)
     >>> m["sequences"][0]["depth_l1"]["abs_rel"], m["sequences"][0]["pose"]["ate_percent_of_path"]
@@ -89,4 +91,4 @@ def evaluate(dataset="synthetic", *, frames=None, scene_seed=0, size=None, every
     with Reconstructor(**options) as rec:
         return rec.evaluate(dataset, frames=frames, scene_seed=scene_seed, size=size, every=every, out=out,
                             min_depth=min_depth, max_depth=max_depth, cloud_align=cloud_align, icp=icp,
-                            icp_threshold=icp_threshold, max_points=max_points, cloud_stride=cloud_stride)
+                            icp_threshold=icp_threshold, max_points=max_points, cloud_stride=cloud_stride, poses=poses)

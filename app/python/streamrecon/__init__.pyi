@@ -137,7 +137,8 @@ class Reconstructor:
                  k_group: int = 32, v_group: int = 64, first_frame_bf16: bool = False, v_hadamard: bool = False,
                  prune_seed: int = 0, size: _Size = None, intrinsics: Optional[_Path] = None,
                  random_seed: Optional[int] = None, cuda_graphs: bool = False, bf16_heads: bool = False,
-                 output: Literal["numpy", "torch"] = "numpy") -> None: ...
+                 output: Literal["numpy", "torch"] = "numpy",
+                 poses: Literal["head", "tracked", "auto"] = "head") -> None: ...
     def push(self, frame: _Input, *, output: Optional[Literal["numpy", "torch"]] = None) -> Result:
         """Runs one frame through the model (the GIL released) and returns its Result."""
     def reset(self) -> None:
@@ -152,7 +153,7 @@ class Reconstructor:
                  size: _Size = None, every: int = 1, out: Optional[_Path] = None, min_depth: float = 1e-3,
                  max_depth: float = 0.0, cloud_align: Literal["none", "median", "umeyama"] = "umeyama",
                  icp: bool = False, icp_threshold: float = 0.1, max_points: int = 200000,
-                 cloud_stride: int = 1) -> dict[str, Any]:
+                 cloud_stride: int = 1, poses: Literal["auto", "tracked", "head"] = "auto") -> dict[str, Any]:
         """`streamrecon eval` with this model: the metrics as a dict (metrics.json's content)."""
     @property
     def config(self) -> dict[str, Any]: ...
@@ -199,10 +200,11 @@ def load_safetensors(path: _Path, *, with_metadata: bool) -> Any: ...
 def evaluate(dataset: str = "synthetic", *, frames: Optional[int] = None, scene_seed: int = 0, size: _Size = None,
              every: int = 1, out: Optional[_Path] = None, min_depth: float = 1e-3, max_depth: float = 0.0,
              cloud_align: str = "umeyama", icp: bool = False, icp_threshold: float = 0.1, max_points: int = 200000,
-             cloud_stride: int = 1, **options: Any) -> dict[str, Any]:
+             cloud_stride: int = 1, poses: Literal["auto", "tracked", "head"] = "auto", **options: Any) -> dict[str, Any]:
     """`streamrecon eval` as a function; options open the Reconstructor (weights, policy, ...)."""
 def default_weights() -> str: ...
 def can_read_images() -> bool: """This build decodes images and videos (OpenCV)."""
+def can_track() -> bool: """This build tracks cameras on the depth (poses="tracked"; OpenCV 4.4+)."""
 def can_write_ply() -> bool: """This build writes PLY files (Open3D)."""
 def can_write_images() -> bool: """This build writes PNG images (OpenCV)."""
 def cuda_available() -> bool: ...
