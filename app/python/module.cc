@@ -866,7 +866,7 @@ void DefineModule(py::module_& m) {
       .def_readonly("depth", &PyResult::depth, "HxW depth.")
       .def_readonly("depth_conf", &PyResult::depth_conf, "HxW depth confidence (1 + exp(c), always > 1).")
       .def_readonly("world_points", &PyResult::world_points, "HxWx3 points in the first camera's frame.")
-      .def_readonly("world_points_conf", &PyResult::world_points_conf, "HxW point confidence.")
+      .def_readonly("world_points_conf", &PyResult::world_points_conf, "HxW point confidence (with poses=\"tracked\": the depth's, the points being the depth's).")
       .def_readonly("extrinsic", &PyResult::extrinsic, "3x4 cam_from_world [R | t] (OpenCV axes).")
       .def_readonly("intrinsic", &PyResult::intrinsic, "3x3 K in pixels at the model's input size (the known camera when given).")
       .def_readonly("pose_enc", &PyResult::pose_enc, "The 9-number pose encoding: t, quaternion xyzw, fov_h, fov_w.")
@@ -904,6 +904,7 @@ Options are the CLI's (`streamrecon run --help`), as keywords with underscores:
   poses        "head" (default): the model's own outputs, the camera head's poses and point maps;
                "tracked" (or "auto": tracked where this build can): each camera measured on the
                depth as `streamrecon run` does by default, the point map rebuilt from the depth
+               (a frame whose outputs are not finite then raises Error, as `run` stops there)
 Use it as a context manager to release the model at the end of a `with` block.)doc")
       .def(py::init<const std::optional<std::filesystem::path>&, const std::optional<std::filesystem::path>&, const std::string&,
                     const std::string&, const std::string&, const std::string&, py::object, std::optional<int64_t>, int, int, int, bool,
