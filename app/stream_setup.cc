@@ -227,10 +227,11 @@ nlohmann::json TrackedPoses::ToJson() const {
 }
 
 std::string TrackedPoses::Summary() const {
+  const nlohmann::json j = ToJson();
   char text[160];
   std::snprintf(text, sizeof(text), "%lld of %lld steps measured (median %d inliers; the others took the camera head's motion), %.1f ms a frame",
-                static_cast<long long>(measured_), static_cast<long long>(std::max<int64_t>(0, frames_ - 1)), Median(inliers_),
-                frames_ > 0 ? ms_ / frames_ : 0.0);
+                j.at("measured_steps").get<long long>(), j.at("steps").get<long long>(), j.at("inliers_median").get<int>(),
+                j.at("track_ms_mean").get<double>());
   return text;
 }
 
