@@ -199,13 +199,14 @@ void TrackedPoses::Track(FramePrediction& prediction) {
   ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (frames_++ > 0 && step.measured) {
     ++measured_;
+    if (step.from_last_step) ++from_last_step_;
     inliers_.push_back(step.inliers);
   }
 }
 
 void TrackedPoses::Reset() {
   tracker_.Reset();
-  frames_ = measured_ = 0;
+  frames_ = measured_ = from_last_step_ = 0;
   inliers_.clear();
   ms_ = 0;
 }
@@ -222,6 +223,7 @@ nlohmann::json TrackedPoses::ToJson() const {
   return {{"source", "tracked"},
           {"steps", std::max<int64_t>(0, frames_ - 1)},
           {"measured_steps", measured_},
+          {"measured_from_last_step", from_last_step_},
           {"inliers_median", Median(inliers_)},
           {"track_ms_mean", frames_ > 0 ? ms_ / frames_ : 0.0}};
 }

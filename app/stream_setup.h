@@ -95,7 +95,7 @@ class TrackedPoses {
   TrackedPoses() = default;
   void Track(FramePrediction& prediction);
   void Reset();
-  // {"source": "tracked", "steps", "measured_steps", "inliers_median", "track_ms_mean"}
+  // {"source": "tracked", "steps", "measured_steps", "measured_from_last_step", "inliers_median", "track_ms_mean"}
   nlohmann::json ToJson() const;
   // "23 of 23 steps measured (median 180 inliers; the others took the camera head's motion),
   // 9.1 ms a frame"
@@ -103,7 +103,7 @@ class TrackedPoses {
 
  private:
   PoseTracker tracker_;
-  int64_t frames_ = 0, measured_ = 0;
+  int64_t frames_ = 0, measured_ = 0, from_last_step_ = 0;
   std::vector<int> inliers_;
   double ms_ = 0;
 };

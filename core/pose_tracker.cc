@@ -45,6 +45,10 @@ struct PoseTracker::State {
   Intrinsics intrinsics;
   Rigid3 head_cam_from_world;      // the camera head's pose of that frame
   Rigid3 world_from_cam;           // its tracked pose
+  // The last measured step (cam_t from cam_{t-1}): the second prior, for a step the camera head's
+  // motion does not find.
+  bool has_measured = false;
+  Rigid3 last_measured;
   cv::Ptr<cv::SIFT> sift;
 };
 
@@ -181,8 +185,16 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
     // identity's) or, failing that, the camera holds still.
     const Rigid3 prior = head_finite ? geometry::Compose(head_cam_from_world, geometry::Inverse(s.head_cam_from_world))  // cam_t from cam_{t-1}
                                      : Rigid3{};
-    Rigid3 cam_from_previous = prior;
-    if (!keypoints.empty() && !s.keypoints.empty()) {
+    // Matches the previous frame's keypoints where `guess` (cam_t from cam_{t-1}) moves them and
+    // measures the step from them (measured: at least min_inliers inliers).
+    struct Attempt {
+      bool measured = false;
+      int matches = 0, inliers = 0;
+      Rigid3 step;
+    };
+    auto measure = [&](const Rigid3& guess) {
+      Attempt a;
+      if (keypoints.empty() || s.keypoints.empty()) return a;
       std::vector<cv::Point3f> points;
       std::vector<int> point_keypoint;
       std::vector<cv::Point2f> predicted;
@@ -194,7 +206,7 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
         const float z = s.depth[static_cast<size_t>(y) * s.width + x];
         if (!std::isfinite(z) || z <= 0) continue;
         const std::array<double, 3> q = {(uv.x - kp.cx) * z / kp.fx, (uv.y - kp.cy) * z / kp.fy, static_cast<double>(z)};
-        const std::array<double, 3> c = geometry::Apply(prior, q);
+        const std::array<double, 3> c = geometry::Apply(guess, q);
         points.emplace_back(static_cast<float>(q[0]), static_cast<float>(q[1]), static_cast<float>(q[2]));
         point_keypoint.push_back(i);
         predicted.emplace_back(c[2] > 1e-6 ? cv::Point2f(static_cast<float>(k.fx * c[0] / c[2] + k.cx), static_cast<float>(k.fy * c[1] / c[2] + k.cy))
@@ -202,37 +214,54 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
       }
       const Matches m = GuidedMatches(points, point_keypoint, predicted, s.descriptors, keypoints, descriptors, p.width, p.height,
                                       options_.search_radius, options_.ratio);
-      step.matches = static_cast<int>(m.object.size());
-      if (step.matches >= options_.min_inliers) {
-        try {
-          cv::Mat rvec, tvec;
-          std::vector<int> inliers;
-          const cv::Matx33d camera = CameraMatrix(k);
-          const bool ok = cv::solvePnPRansac(m.object, m.image, camera, cv::noArray(), rvec, tvec, false, options_.ransac_iterations,
-                                             static_cast<float>(options_.reprojection_error), 0.999, inliers, cv::SOLVEPNP_AP3P);
-          if (ok && static_cast<int>(inliers.size()) >= options_.min_inliers) {
-            std::vector<cv::Point3f> object;
-            std::vector<cv::Point2f> image;
-            for (int i : inliers) {
-              object.push_back(m.object[i]);
-              image.push_back(m.image[i]);
-            }
-            cv::solvePnPRefineLM(object, image, camera, cv::noArray(), rvec, tvec);
-            const Rigid3 measured = FromRvecTvec(rvec, tvec);
-            bool finite = true;
-            for (double v : measured.R) finite = finite && std::isfinite(v);
-            for (double v : measured.t) finite = finite && std::isfinite(v);
-            if (finite) {
-              cam_from_previous = measured;
-              step.measured = true;
-              step.inliers = static_cast<int>(inliers.size());
-            }
-          }
-        } catch (const cv::Exception&) {
-          // A degenerate configuration (e.g. a camera matrix that is not finite): this step is
-          // not measured and takes the prior, as with too few inliers.
+      a.matches = static_cast<int>(m.object.size());
+      if (a.matches < options_.min_inliers) return a;
+      try {
+        cv::Mat rvec, tvec;
+        std::vector<int> inliers;
+        const cv::Matx33d camera = CameraMatrix(k);
+        const bool ok = cv::solvePnPRansac(m.object, m.image, camera, cv::noArray(), rvec, tvec, false, options_.ransac_iterations,
+                                           static_cast<float>(options_.reprojection_error), 0.999, inliers, cv::SOLVEPNP_AP3P);
+        if (!ok || static_cast<int>(inliers.size()) < options_.min_inliers) return a;
+        std::vector<cv::Point3f> object;
+        std::vector<cv::Point2f> image;
+        for (int i : inliers) {
+          object.push_back(m.object[i]);
+          image.push_back(m.image[i]);
         }
+        cv::solvePnPRefineLM(object, image, camera, cv::noArray(), rvec, tvec);
+        const Rigid3 measured = FromRvecTvec(rvec, tvec);
+        for (double v : measured.R) if (!std::isfinite(v)) return a;
+        for (double v : measured.t) if (!std::isfinite(v)) return a;
+        a.measured = true;
+        a.inliers = static_cast<int>(inliers.size());
+        a.step = measured;
+      } catch (const cv::Exception&) {
+        // A degenerate configuration (e.g. a camera matrix that is not finite): not measured.
       }
+      return a;
+    };
+    // The camera head's motion first. Where it misleads the search (its rotation can be off by
+    // degrees on a step, which moves the true matches beyond search_radius and leaves repeated
+    // texture to match), it finds too few inliers or fewer than half of its matches: then the
+    // last measured step is tried too (a camera moves smoothly), and the attempt with more
+    // inliers is kept. A step neither measures takes the head's motion.
+    Attempt best = measure(prior);
+    if (s.has_measured && (!best.measured || 2 * best.inliers < best.matches)) {
+      Attempt again = measure(s.last_measured);
+      if (again.measured && (!best.measured || again.inliers > best.inliers)) {
+        best = again;
+        step.from_last_step = true;
+      }
+    }
+    step.measured = best.measured;
+    step.matches = best.matches;
+    step.inliers = best.inliers;
+    Rigid3 cam_from_previous = prior;
+    if (best.measured) {
+      cam_from_previous = best.step;
+      s.has_measured = true;
+      s.last_measured = best.step;
     }
     world_from_cam = geometry::Compose(s.world_from_cam, geometry::Inverse(cam_from_previous));
   }

@@ -24,8 +24,10 @@ struct PoseTrackerOptions {
   // RANSAC PnP inlier threshold in pixels, and its iterations.
   double reprojection_error = 1.5;
   int ransac_iterations = 1000;
-  // A step is measured only with at least this many inliers; otherwise the camera head's motion
-  // is used for it.
+  // A step is measured only with at least this many inliers. When the camera head's motion finds
+  // too few, or fewer than half of its matches, the search is repeated around the last measured
+  // step and the attempt with more inliers is kept; failing both, the camera head's motion is
+  // used for the step.
   int min_inliers = 15;
   // Track with square pixels: one focal length sqrt(fx fy) from the model's two fields of view.
   // The model was trained on 4:3 frames; at other aspect ratios its fx and fy disagree (at 308x224:
@@ -45,6 +47,7 @@ struct PoseTrackerOptions {
 // What happened to one frame.
 struct TrackStep {
   bool measured = false;  // the step from the previous frame was measured (else: the head's motion)
+  bool from_last_step = false;  // measured with the last measured step as the prior, not the head's motion
   int matches = 0;        // candidate matches with a valid depth
   int inliers = 0;        // PnP inliers
 };
