@@ -230,10 +230,11 @@ nlohmann::json TrackedPoses::ToJson() const {
 
 std::string TrackedPoses::Summary() const {
   const nlohmann::json j = ToJson();
-  char text[160];
-  std::snprintf(text, sizeof(text), "%lld of %lld steps measured (median %d inliers; the others took the camera head's motion), %.1f ms a frame",
-                j.at("measured_steps").get<long long>(), j.at("steps").get<long long>(), j.at("inliers_median").get<int>(),
-                j.at("track_ms_mean").get<double>());
+  char text[200];
+  std::snprintf(text, sizeof(text),
+                "%lld of %lld steps measured (%lld around the last step; median %d inliers; the others took the camera head's motion), %.1f ms a frame",
+                j.at("measured_steps").get<long long>(), j.at("steps").get<long long>(), j.at("measured_from_last_step").get<long long>(),
+                j.at("inliers_median").get<int>(), j.at("track_ms_mean").get<double>());
   return text;
 }
 

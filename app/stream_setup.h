@@ -97,8 +97,8 @@ class TrackedPoses {
   void Reset();
   // {"source": "tracked", "steps", "measured_steps", "measured_from_last_step", "inliers_median", "track_ms_mean"}
   nlohmann::json ToJson() const;
-  // "23 of 23 steps measured (median 180 inliers; the others took the camera head's motion),
-  // 9.1 ms a frame"
+  // "23 of 23 steps measured (2 around the last step; median 180 inliers; the others took the
+  // camera head's motion), 9.1 ms a frame"
   std::string Summary() const;
 
  private:

@@ -185,19 +185,11 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
     // identity's) or, failing that, the camera holds still.
     const Rigid3 prior = head_finite ? geometry::Compose(head_cam_from_world, geometry::Inverse(s.head_cam_from_world))  // cam_t from cam_{t-1}
                                      : Rigid3{};
-    // Matches the previous frame's keypoints where `guess` (cam_t from cam_{t-1}) moves them and
-    // measures the step from them (measured: at least min_inliers inliers).
-    struct Attempt {
-      bool measured = false;
-      int matches = 0, inliers = 0;
-      Rigid3 step;
-    };
-    auto measure = [&](const Rigid3& guess) {
-      Attempt a;
-      if (keypoints.empty() || s.keypoints.empty()) return a;
-      std::vector<cv::Point3f> points;
-      std::vector<int> point_keypoint;
-      std::vector<cv::Point2f> predicted;
+    // The previous frame's keypoints that have a depth, unprojected into its camera.
+    std::vector<cv::Point3f> points;
+    std::vector<std::array<double, 3>> points_double;  // the same, unrounded, for the projections
+    std::vector<int> point_keypoint;
+    {
       const Intrinsics& kp = s.intrinsics;
       for (int i = 0; i < static_cast<int>(s.keypoints.size()); ++i) {
         const cv::Point2f uv = s.keypoints[i].pt;
@@ -206,9 +198,25 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
         const float z = s.depth[static_cast<size_t>(y) * s.width + x];
         if (!std::isfinite(z) || z <= 0) continue;
         const std::array<double, 3> q = {(uv.x - kp.cx) * z / kp.fx, (uv.y - kp.cy) * z / kp.fy, static_cast<double>(z)};
-        const std::array<double, 3> c = geometry::Apply(guess, q);
         points.emplace_back(static_cast<float>(q[0]), static_cast<float>(q[1]), static_cast<float>(q[2]));
+        points_double.push_back(q);
         point_keypoint.push_back(i);
+      }
+    }
+    // Matches those keypoints where `guess` (cam_t from cam_{t-1}) moves them and measures the
+    // step from them (measured: at least min_inliers inliers).
+    struct Attempt {
+      bool measured = false;
+      int matches = 0, inliers = 0;
+      Rigid3 cam_from_previous;
+    };
+    auto measure = [&](const Rigid3& guess) {
+      Attempt a;
+      if (keypoints.empty() || points.empty()) return a;
+      std::vector<cv::Point2f> predicted;
+      predicted.reserve(points.size());
+      for (const std::array<double, 3>& q : points_double) {
+        const std::array<double, 3> c = geometry::Apply(guess, q);
         predicted.emplace_back(c[2] > 1e-6 ? cv::Point2f(static_cast<float>(k.fx * c[0] / c[2] + k.cx), static_cast<float>(k.fy * c[1] / c[2] + k.cy))
                                            : cv::Point2f(std::nanf(""), std::nanf("")));
       }
@@ -235,7 +243,7 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
         for (double v : measured.t) if (!std::isfinite(v)) return a;
         a.measured = true;
         a.inliers = static_cast<int>(inliers.size());
-        a.step = measured;
+        a.cam_from_previous = measured;
       } catch (const cv::Exception&) {
         // A degenerate configuration (e.g. a camera matrix that is not finite): not measured.
       }
@@ -244,8 +252,9 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
     // The camera head's motion first. Where it misleads the search (its rotation can be off by
     // degrees on a step, which moves the true matches beyond search_radius and leaves repeated
     // texture to match), it finds too few inliers or fewer than half of its matches: then the
-    // last measured step is tried too (a camera moves smoothly), and the attempt with more
-    // inliers is kept. A step neither measures takes the head's motion.
+    // last measured step is tried too (a camera moves smoothly; after unmeasured steps it is the
+    // last one measured), and the attempt with more inliers is kept. A step neither measures
+    // takes the head's motion.
     Attempt best = measure(prior);
     if (s.has_measured && (!best.measured || 2 * best.inliers < best.matches)) {
       Attempt again = measure(s.last_measured);
@@ -259,9 +268,9 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
     step.inliers = best.inliers;
     Rigid3 cam_from_previous = prior;
     if (best.measured) {
-      cam_from_previous = best.step;
+      cam_from_previous = best.cam_from_previous;
       s.has_measured = true;
-      s.last_measured = best.step;
+      s.last_measured = best.cam_from_previous;
     }
     world_from_cam = geometry::Compose(s.world_from_cam, geometry::Inverse(cam_from_previous));
   }

@@ -17,7 +17,7 @@ struct PoseTrackerOptions {
   // give enough keypoints (docs/training.md, "Tracked poses").
   double contrast_threshold = 0.02;
   // Pixels: a previous keypoint's match is looked for within this radius of where its depth and
-  // the camera head's motion put it in the new frame.
+  // the camera head's motion (or, on a second try, the last measured step) put it in the new frame.
   double search_radius = 25.0;
   // Lowe's ratio test among the candidates within the radius (best < ratio * second best).
   double ratio = 0.9;
