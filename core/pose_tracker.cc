@@ -90,18 +90,34 @@ struct Matches {
   std::vector<cv::Point2f> image;   // pixel in the new frame
 };
 
-Matches GuidedMatches(const std::vector<cv::Point3f>& points, const std::vector<int>& point_keypoint,
-                      const std::vector<cv::Point2f>& predicted, const cv::Mat& previous_descriptors,
-                      const std::vector<cv::KeyPoint>& keypoints, const cv::Mat& descriptors, int width, int height,
-                      double radius, double ratio) {
-  const float r = static_cast<float>(radius);
-  const int cols = std::max(1, static_cast<int>(std::ceil(width / radius))), rows = std::max(1, static_cast<int>(std::ceil(height / radius)));
-  std::vector<std::vector<int>> grid(static_cast<size_t>(cols) * rows);
-  for (int j = 0; j < static_cast<int>(keypoints.size()); ++j) {
-    const int cx = std::min(cols - 1, std::max(0, static_cast<int>(keypoints[j].pt.x / r)));
-    const int cy = std::min(rows - 1, std::max(0, static_cast<int>(keypoints[j].pt.y / r)));
-    grid[static_cast<size_t>(cy) * cols + cx].push_back(j);
+// The new frame's keypoints binned into cells of the search radius, built once per frame for
+// every guided search in it.
+struct KeypointGrid {
+  float cell = 1;
+  int cols = 1, rows = 1;
+  std::vector<std::vector<int>> cells;  // keypoint indices, row-major
+
+  KeypointGrid(const std::vector<cv::KeyPoint>& keypoints, int width, int height, double radius)
+      : cell(static_cast<float>(radius)),
+        cols(std::max(1, static_cast<int>(std::ceil(width / radius)))),
+        rows(std::max(1, static_cast<int>(std::ceil(height / radius)))),
+        cells(static_cast<size_t>(cols) * rows) {
+    for (int j = 0; j < static_cast<int>(keypoints.size()); ++j) {
+      const int cx = std::min(cols - 1, std::max(0, static_cast<int>(keypoints[j].pt.x / cell)));
+      const int cy = std::min(rows - 1, std::max(0, static_cast<int>(keypoints[j].pt.y / cell)));
+      cells[static_cast<size_t>(cy) * cols + cx].push_back(j);
+    }
   }
+};
+
+// points: the previous keypoints with a depth, in the previous camera (point_keypoint: their
+// keypoint index); predicted: where the prior puts each in the new frame.
+Matches GuidedMatches(const std::vector<std::array<double, 3>>& points, const std::vector<int>& point_keypoint,
+                      const std::vector<cv::Point2f>& predicted, const cv::Mat& previous_descriptors,
+                      const std::vector<cv::KeyPoint>& keypoints, const cv::Mat& descriptors, const KeypointGrid& grid,
+                      int width, int height, double ratio) {
+  const float r = grid.cell;
+  const int cols = grid.cols, rows = grid.rows;
   const int dims = descriptors.cols;
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<int> best_new(points.size(), -1);
@@ -117,7 +133,7 @@ Matches GuidedMatches(const std::vector<cv::Point3f>& points, const std::vector<
     const int y0 = std::max(0, static_cast<int>((p.y - r) / r)), y1 = std::min(rows - 1, static_cast<int>((p.y + r) / r));
     for (int gy = y0; gy <= y1; ++gy) {
       for (int gx = x0; gx <= x1; ++gx) {
-        for (int j : grid[static_cast<size_t>(gy) * cols + gx]) {
+        for (int j : grid.cells[static_cast<size_t>(gy) * cols + gx]) {
           const cv::Point2f d = keypoints[j].pt - p;
           if (d.x * d.x + d.y * d.y > r * r) continue;
           const float distance = std::sqrt(cv::hal::normL2Sqr_(a, descriptors.ptr<float>(j), dims));
@@ -141,7 +157,7 @@ Matches GuidedMatches(const std::vector<cv::Point3f>& points, const std::vector<
   for (size_t i = 0; i < points.size(); ++i) {
     const int j = best_new[i];
     if (j < 0 || best_previous[j] != static_cast<int>(i)) continue;
-    m.object.push_back(points[i]);
+    m.object.emplace_back(static_cast<float>(points[i][0]), static_cast<float>(points[i][1]), static_cast<float>(points[i][2]));
     m.image.push_back(keypoints[j].pt);
   }
   return m;
@@ -186,8 +202,7 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
     const Rigid3 prior = head_finite ? geometry::Compose(head_cam_from_world, geometry::Inverse(s.head_cam_from_world))  // cam_t from cam_{t-1}
                                      : Rigid3{};
     // The previous frame's keypoints that have a depth, unprojected into its camera.
-    std::vector<cv::Point3f> points;
-    std::vector<std::array<double, 3>> points_double;  // the same, unrounded, for the projections
+    std::vector<std::array<double, 3>> points;
     std::vector<int> point_keypoint;
     {
       const Intrinsics& kp = s.intrinsics;
@@ -198,11 +213,11 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
         const float z = s.depth[static_cast<size_t>(y) * s.width + x];
         if (!std::isfinite(z) || z <= 0) continue;
         const std::array<double, 3> q = {(uv.x - kp.cx) * z / kp.fx, (uv.y - kp.cy) * z / kp.fy, static_cast<double>(z)};
-        points.emplace_back(static_cast<float>(q[0]), static_cast<float>(q[1]), static_cast<float>(q[2]));
-        points_double.push_back(q);
+        points.push_back(q);
         point_keypoint.push_back(i);
       }
     }
+    const KeypointGrid grid(keypoints, p.width, p.height, options_.search_radius);
     // Matches those keypoints where `guess` (cam_t from cam_{t-1}) moves them and measures the
     // step from them (measured: at least min_inliers inliers).
     struct Attempt {
@@ -215,13 +230,13 @@ TrackStep PoseTracker::Track(FramePrediction& p) {
       if (keypoints.empty() || points.empty()) return a;
       std::vector<cv::Point2f> predicted;
       predicted.reserve(points.size());
-      for (const std::array<double, 3>& q : points_double) {
+      for (const std::array<double, 3>& q : points) {
         const std::array<double, 3> c = geometry::Apply(guess, q);
         predicted.emplace_back(c[2] > 1e-6 ? cv::Point2f(static_cast<float>(k.fx * c[0] / c[2] + k.cx), static_cast<float>(k.fy * c[1] / c[2] + k.cy))
                                            : cv::Point2f(std::nanf(""), std::nanf("")));
       }
-      const Matches m = GuidedMatches(points, point_keypoint, predicted, s.descriptors, keypoints, descriptors, p.width, p.height,
-                                      options_.search_radius, options_.ratio);
+      const Matches m = GuidedMatches(points, point_keypoint, predicted, s.descriptors, keypoints, descriptors, grid, p.width, p.height,
+                                      options_.ratio);
       a.matches = static_cast<int>(m.object.size());
       if (a.matches < options_.min_inliers) return a;
       try {
