@@ -15,7 +15,7 @@
 # the means over the sequences that every checkpoint finished. Needs jq.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-[ $# -ge 4 ] || { sed -n 2,16p "$0" >&2; exit 2; }
+[ $# -ge 4 ] || { sed -n 2,15p "$0" >&2; exit 2; }
 OUT=$1 SEEDS=$2 SIZES=$3; shift 3
 EXE=${STREAMRECON_BIN:-$ROOT/build/app/streamrecon}
 [ -x "$EXE" ] || { echo "no streamrecon binary at $EXE (build first, or set STREAMRECON_BIN)" >&2; exit 1; }
@@ -46,8 +46,10 @@ one_sequence() {  # seed size scene
       continue
     fi
     jq -r --arg n "$name" --arg s "$1" --arg z "$2" --arg c "$3" \
-      '.sequences[0].depth_l1 | "\($n) \($s) \($z) \($c) \(.abs_rel) \(.delta_1)"' "$dir/metrics.json" >> "$OUT/results.txt"
+      '.sequences[0].depth_l1 | "\($n) \($s) \($z) \($c) \(.abs_rel) \(.delta_1)"' "$dir/metrics.json" >> "$OUT/results.txt" \
+      || echo "unreadable metrics: $dir/metrics.json" >&2
   done < "$OUT/models.txt"
+  return 0  # one failed sequence is reported above; it must not stop xargs and the means
 }
 export -f one_sequence
 
