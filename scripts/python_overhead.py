@@ -3,7 +3,7 @@
 
 For each output mode, pushes the same pre-rendered synthetic frames (HxWx3 uint8 at the model's
 input size) and reports per frame, after a warm-up:
-  step (C++)   StreamingModel::Step alone (Result.model_ms), what the CLI's model stage runs;
+  step (C++)   StreamingModel::Step alone, on a GPU until its work is done (Result.model_ms);
   push (C++)   the whole bound call (Result.step_ms): input conversion, resize, step, results;
   push (Python) the wall time of rec.push(frame) seen from Python;
   overhead     push (Python) - step (C++), absolute and as a share of the step.

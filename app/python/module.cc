@@ -555,6 +555,14 @@ class Reconstructor {
         out = stage_->Run(in);
         kind_ = Kind::kImages;
       }
+      // On a GPU, Step returns once its work is queued (with CUDA graphs, once the graph is
+      // launched): model_ms takes in the wait for that work, as the CLI's does, so that
+      // Result.model_ms is the step's time and step_ms - model_ms what the call adds around it.
+      if (out.tensors.depth.is_cuda()) {
+        const auto w0 = Clock::now();
+        models::RecordOnCurrentStream(out.tensors.depth.device())->synchronize();
+        out.model_ms += MsSince(w0);
+      }
       const at::Tensor pose_host = out.tensors.pose_enc.to(at::kCPU, at::kDouble).contiguous();
       std::copy(pose_host.data_ptr<double>(), pose_host.data_ptr<double>() + 9, pose.begin());
       result->camera.index = in.index;
@@ -876,7 +884,7 @@ void DefineModule(py::module_& m) {
       .def_property_readonly("name", [](const PyResult& r) { return r.camera.source_name; })
       .def_property_readonly("width", [](const PyResult& r) { return r.camera.width; })
       .def_property_readonly("height", [](const PyResult& r) { return r.camera.height; })
-      .def_property_readonly("model_ms", [](const PyResult& r) { return r.camera.model_ms; }, "The C++ step alone, milliseconds.")
+      .def_property_readonly("model_ms", [](const PyResult& r) { return r.camera.model_ms; }, "The C++ step alone (on a GPU, until its work is done), milliseconds.")
       .def_readonly("step_ms", &PyResult::step_ms, "The whole push (input conversion, resize, step, outputs), milliseconds.")
       .def_readonly("cache_bytes", &PyResult::cache_bytes, "Bytes held by the KV caches after this frame.")
       .def("__repr__", [](const PyResult& r) {

@@ -123,7 +123,7 @@ class Result:
     @property
     def height(self) -> int: ...
     @property
-    def model_ms(self) -> float: """The C++ step alone."""
+    def model_ms(self) -> float: """The C++ step alone (on a GPU, until its work is done), milliseconds."""
 
 _Input = Union[Frame, SyntheticFrame, npt.NDArray[Any], Any]
 
