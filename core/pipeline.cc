@@ -458,7 +458,11 @@ void Pipeline::AccumulatorLoop() {
 
       FramePrediction& prediction = item->prediction;
       FrameReport& report = item->report;
-      if (stages_.refine) stages_.refine(prediction);
+      if (stages_.refine) {
+        const auto r0 = Clock::now();
+        stages_.refine(prediction);
+        report.refine_ms = MsSince(r0);
+      }
       const auto t0 = Clock::now();
       accumulator_.Add(prediction);
       report.accumulate_ms = MsSince(t0);

@@ -35,6 +35,7 @@ struct FrameReport {
   double read_ms = 0;         // next_frame (decode, capture)
   double preprocess_ms = 0;   // step wall time minus prediction.model_ms (resize, conversion)
   double model_ms = 0;        // prediction.model_ms
+  double refine_ms = 0;       // PipelineStages::refine (the pose tracker); 0 without it
   double accumulate_ms = 0;   // turning the prediction into points
   size_t points = 0;          // points in the cloud after this frame
   CacheStats cache;

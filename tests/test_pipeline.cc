@@ -359,6 +359,34 @@ TEST(Pipeline, SlowModelWithoutRealtimeDropsNothing) {
   EXPECT_EQ(pipeline.Stats().frames_dropped, 0);
 }
 
+// The refine stage (the pose tracker's place) runs on every frame in stream order, before the
+// frame joins the cloud; what it changes is what on_frame sees, and its time is reported apart.
+TEST(Pipeline, RefineCorrectsEachFrameInOrderAndItsTimeIsReported) {
+  std::vector<int64_t> refined;
+  std::vector<double> first_pose, refine_ms;
+  PipelineStages stages;
+  stages.next_frame = CountingSource(12);
+  stages.step = FakeStep;
+  stages.refine = [&refined](FramePrediction& p) {
+    refined.push_back(p.index);
+    p.pose_enc[0] = 100.0 + static_cast<double>(p.index);
+    std::this_thread::sleep_for(2ms);
+  };
+  stages.on_frame = [&](const FramePrediction& p, const FrameReport& r) {
+    first_pose.push_back(p.pose_enc[0]);
+    refine_ms.push_back(r.refine_ms);
+  };
+  Pipeline pipeline(stages, QuickOptions());
+  ASSERT_TRUE(pipeline.WaitUntilDone(20s));
+  ASSERT_EQ(refined.size(), 12u);
+  ASSERT_EQ(first_pose.size(), 12u);
+  for (int64_t i = 0; i < 12; ++i) {
+    EXPECT_EQ(refined[i], i);
+    EXPECT_EQ(first_pose[i], 100.0 + static_cast<double>(i)) << "frame " << i;
+    EXPECT_GE(refine_ms[i], 2.0) << "frame " << i;  // sleep_for waits at least that long
+  }
+}
+
 TEST(Pipeline, RealtimeDropsAndCountsFramesWhenTheModelLags) {
   std::vector<int64_t> seen;
   PipelineStages stages;

@@ -378,8 +378,11 @@ struct Viewer::State {
     if (s && s->latest_report) {
       const FrameReport& r = *s->latest_report;
       ImGui::Text("Model: %.2f fps, last frame %.0f ms", s->model_fps, r.preprocess_ms + r.model_ms);
-      ImGui::TextDisabled("  read %.1f | prep %.1f | model %.1f | cloud %.1f ms", r.read_ms, r.preprocess_ms, r.model_ms,
-                          r.accumulate_ms);
+      ImGui::TextDisabled("  read %.1f | prep %.1f | model %.1f ms", r.read_ms, r.preprocess_ms, r.model_ms);
+      if (r.refine_ms > 0)  // the pose tracker, on the accumulator thread beside the model's next frames
+        ImGui::TextDisabled("  pose tracker %.1f | cloud %.1f ms", r.refine_ms, r.accumulate_ms);
+      else
+        ImGui::TextDisabled("  cloud %.1f ms", r.accumulate_ms);
     } else {
       ImGui::Text("Model: waiting for the first frame");
     }
