@@ -63,6 +63,11 @@ for policy in ${POLICIES:-xstream xstream-page}; do
     done
   done
 done
+# One order whatever order the cells finished in (scripts/gpu_quality.sh runs them at once): the
+# full cache first ("none"), then policy, format and budget (1/2 before 1/16), so that the table
+# reads in order and the plot's lines join each format's budgets from the largest to the smallest.
+{ head -n 1 "$OUT/study.csv"; tail -n +2 "$OUT/study.csv" | sort -t, -k1,1 -k2,2 -k3,3n; } > "$OUT/study.csv.tmp"
+mv "$OUT/study.csv.tmp" "$OUT/study.csv"
 {
   echo "| policy | format | budget (of full) | budget bytes | AbsRel | AbsRel change vs full | δ<1.25 | ATE % of path | peak cache bytes |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
